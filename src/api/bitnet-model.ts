@@ -1,0 +1,179 @@
+/**
+ * BitNetModel: the seed's main entry point. Loading (fromFile / fromPretrained), generation
+ * (generate / generateStream), description (modelInfo / config) and metrics.
+ *
+ * generateStream returns a ReadableStream<string> of text deltas that is also async-iterable
+ * (`for await (const piece of model.generateStream(...))`) and cancellable (`stream.cancel()` or
+ * breaking out of the loop aborts the generation and frees its KV cache entries).
+ */
+import { BitNetError } from '../errors.ts';
+import type { ByteSource } from '../sources/byte-source.ts';
+import { Device } from './device.ts';
+import { GenerationConfig, type GenerationConfigInit } from './generation-config.ts';
+import { InferenceConfig } from './inference-config.ts';
+import { InferenceEngine, type Prompt, toResult } from './inference-engine.ts';
+import type { InferenceResult, PerformanceMetrics } from './metrics.ts';
+import { ModelConfig, type ModelConfigInit } from './model-config.ts';
+import type { ModelInfo } from './model-info.ts';
+import { type Model, ModelLoader } from './model-loader.ts';
+
+export type TextStream = ReadableStream<string> & AsyncIterable<string>;
+
+function rss(): number {
+  const p = (globalThis as { process?: { memoryUsage?: () => { rss: number } } }).process;
+  return p?.memoryUsage?.().rss ?? 0;
+}
+
+export class BitNetModel {
+  private readonly model: Model;
+  private readonly cfg: ModelConfig;
+  readonly engine: InferenceEngine;
+  private metrics: PerformanceMetrics | undefined;
+
+  private constructor(model: Model, cfg: ModelConfig) {
+    this.model = model;
+    // Report the model's real shape in the seed's fields.
+    cfg.vocabSize = model.hparams.nVocab;
+    cfg.numHeads = model.hparams.nHead;
+    cfg.hiddenSize = model.hparams.nEmbd;
+    cfg.numLayers = model.hparams.nLayer;
+    cfg.maxSeqLen = Math.min(cfg.maxSeqLen, model.hparams.nCtx);
+    this.cfg = cfg;
+    const inf = new InferenceConfig({ kvCacheSize: cfg.kvCache.maxBytes, numThreads: cfg.numThreads ?? 1 });
+    cfg.kvCache.maxSeqLen = Math.min(cfg.kvCache.maxSeqLen, cfg.maxSeqLen);
+    this.engine = new InferenceEngine(model, model.tokenizer, cfg.device, inf, { backend: cfg.backend, kvCacheConfig: cfg.kvCache });
+  }
+
+  private static async load(location: string | URL | ByteSource, config: ModelConfig): Promise<BitNetModel> {
+    config.validate();
+    // Check the device before reading anything.
+    const dev = config.device.resolve();
+    if (!dev.isAvailable()) {
+      throw BitNetError.Device('DEVICE_UNAVAILABLE', `${dev.toString()} is not available: ${dev.unavailableReason()}`, {
+        device: dev.toString(),
+        available: Device.availableDevices().map((d) => d.toString()),
+      });
+    }
+    const loader = new ModelLoader({ maxMemoryBytes: config.maxMemoryBytes, preTokenizer: config.preTokenizer });
+    return new BitNetModel(await loader.load(location), config);
+  }
+
+  /** Loads a local GGUF file (a path, a file:// URL, or any ByteSource). */
+  static async fromFile(path: string | URL | ByteSource, config: ModelConfig | ModelConfigInit = {}): Promise<BitNetModel> {
+    return BitNetModel.load(path, config instanceof ModelConfig ? config : new ModelConfig(config));
+  }
+
+  /** Loads `owner/repo` from the Hugging Face hub (HF_ENDPOINT, HF_TOKEN honoured; files cached). */
+  static async fromPretrained(modelId: string): Promise<BitNetModel> {
+    return BitNetModel.fromPretrainedWithConfig(modelId, new ModelConfig());
+  }
+
+  static async fromPretrainedWithConfig(modelId: string, config: ModelConfig | ModelConfigInit): Promise<BitNetModel> {
+    const cfg = config instanceof ModelConfig ? config : new ModelConfig(config);
+    cfg.validate();
+    const { resolveHubModel } = await import('../sources/hf-hub.ts');
+    const path = await resolveHubModel(modelId, {
+      endpoint: cfg.hfEndpoint,
+      token: cfg.hfToken,
+      revision: cfg.revision,
+      filename: cfg.filename,
+      cacheDir: cfg.cacheDir,
+    });
+    return BitNetModel.load(path, cfg);
+  }
+
+  /** Generates text for a prompt and returns it. */
+  async generate(prompt: string, config: GenerationConfig | GenerationConfigInit = new GenerationConfig()): Promise<string> {
+    return (await this.generateDetailed(prompt, config)).text;
+  }
+
+  /** Like generate, with token ids, finish reason and timings. Accepts `{ids}` prompts too. */
+  async generateDetailed(prompt: Prompt, config: GenerationConfig | GenerationConfigInit = new GenerationConfig(), signal?: AbortSignal): Promise<InferenceResult> {
+    const it = this.engine.stream(prompt, config, signal);
+    let r = await it.next();
+    while (!r.done) r = await it.next();
+    const result = toResult(r.value);
+    this.record(result);
+    return result;
+  }
+
+  /** Streams text deltas. Validation errors are thrown here, before the stream exists. */
+  generateStream(prompt: Prompt, config: GenerationConfig | GenerationConfigInit = new GenerationConfig()): TextStream {
+    const abort = new AbortController();
+    const it = this.engine.stream(prompt, config, abort.signal);
+    const stream = new ReadableStream<string>({
+      pull: async (controller) => {
+        try {
+          for (;;) {
+            const r = await it.next();
+            if (r.done) {
+              this.record(toResult(r.value));
+              controller.close();
+              return;
+            }
+            if (r.value.text) {
+              controller.enqueue(r.value.text);
+              return;
+            }
+          }
+        } catch (e) {
+          controller.error(e);
+        }
+      },
+      cancel: async () => {
+        abort.abort(BitNetError.Timeout('CANCELLED', 'generation cancelled by the consumer'));
+        await it.return?.(undefined as never).catch(() => {});
+      },
+    }) as TextStream;
+    // Node's and workerd's ReadableStreams are async-iterable already; make it so everywhere.
+    const plain: ReadableStream<string> = stream;
+    if (!(Symbol.asyncIterator in plain)) {
+      (stream as unknown as { [Symbol.asyncIterator]: () => AsyncIterator<string> })[Symbol.asyncIterator] = async function* () {
+        const reader = plain.getReader();
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) return;
+            yield value;
+          }
+        } finally {
+          reader.releaseLock();
+        }
+      };
+    }
+    return stream;
+  }
+
+  private record(r: InferenceResult): void {
+    this.metrics = {
+      tokensPerSecond: r.stats.tokensPerSecond,
+      prefillTokensPerSecond: r.stats.prefillTokensPerSecond,
+      timeToFirstToken: r.stats.timeToFirstTokenMs,
+      avgLatencyPerToken: r.generatedTokens ? r.stats.totalMs / r.generatedTokens : 0,
+      memoryUsage: rss(),
+      gpuUtilization: undefined,
+      promptTokens: r.promptTokens,
+      generatedTokens: r.generatedTokens,
+    };
+  }
+
+  modelInfo(): ModelInfo {
+    return this.model.info;
+  }
+
+  config(): ModelConfig {
+    return this.cfg;
+  }
+
+  lastMetrics(): PerformanceMetrics | undefined {
+    return this.metrics;
+  }
+
+  resetMetrics(): void {
+    this.metrics = undefined;
+  }
+
+  get tokenizer() {
+    return this.model.tokenizer;
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * GenerationConfig: the seed's generation settings, with its defaults, presets and builders.
+ * `new GenerationConfig({ maxNewTokens: 50, temperature: 0.8 })`; builders return new instances.
+ */
+import { BitNetError } from '../errors.ts';
+import type { Seed } from '../generate/prng.ts';
+
+export interface GenerationConfigInit {
+  maxNewTokens?: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
+  stopSequences?: string[];
+  seed?: Seed;
+  skipSpecialTokens?: boolean;
+  stream?: boolean;
+}
+
+export class GenerationConfig {
+  /** Maximum number of new tokens to generate. */
+  maxNewTokens = 100;
+  /** Sampling temperature; 0 = greedy (deterministic). */
+  temperature = 0.7;
+  /** Nucleus threshold; 1 = off. */
+  topP = 0.9;
+  /** Top-k limit; 0 = off. */
+  topK = 50;
+  /** CTRL-style penalty over the last 64 tokens; 1 = off. */
+  repetitionPenalty = 1.0;
+  stopSequences: string[] = [];
+  /** Seed of the documented xoshiro128** sampler PRNG; absent = random. */
+  seed: Seed | undefined = undefined;
+  skipSpecialTokens = true;
+  stream = false;
+
+  constructor(init: GenerationConfigInit = {}) {
+    if (init === null || typeof init !== 'object') {
+      throw BitNetError.Config('INVALID_GENERATION_CONFIG', 'GenerationConfig takes an object of settings');
+    }
+    for (const [k, v] of Object.entries(init)) {
+      if (!(k in this)) throw BitNetError.Config('INVALID_GENERATION_CONFIG', `unknown generation setting "${k}"`, { key: k });
+      if (v !== undefined) (this as Record<string, unknown>)[k] = k === 'stopSequences' ? [...(v as string[])] : v;
+    }
+  }
+
+  /** Deterministic: always the most likely token. */
+  static greedy(): GenerationConfig {
+    return new GenerationConfig({ temperature: 0, topK: 1, topP: 1, repetitionPenalty: 1 });
+  }
+  /** More varied text. */
+  static creative(): GenerationConfig {
+    return new GenerationConfig({ temperature: 1.0, topP: 0.95, topK: 100, repetitionPenalty: 1.1 });
+  }
+  /** The defaults, named. */
+  static balanced(): GenerationConfig {
+    return new GenerationConfig({ temperature: 0.7, topP: 0.9, topK: 50, repetitionPenalty: 1.05 });
+  }
+
+  private with(patch: GenerationConfigInit): GenerationConfig {
+    return new GenerationConfig({ ...this.toJSON(), ...patch });
+  }
+  withMaxNewTokens(v: number): GenerationConfig {
+    return this.with({ maxNewTokens: v });
+  }
+  withTemperature(v: number): GenerationConfig {
+    return this.with({ temperature: v });
+  }
+  withTopP(v: number): GenerationConfig {
+    return this.with({ topP: v });
+  }
+  withTopK(v: number): GenerationConfig {
+    return this.with({ topK: v });
+  }
+  withRepetitionPenalty(v: number): GenerationConfig {
+    return this.with({ repetitionPenalty: v });
+  }
+  withStopSequences(v: string[]): GenerationConfig {
+    return this.with({ stopSequences: v });
+  }
+  withStopSequence(v: string): GenerationConfig {
+    return this.with({ stopSequences: [...this.stopSequences, v] });
+  }
+  withSeed(v: Seed | undefined): GenerationConfig {
+    return this.with({ seed: v });
+  }
+  withSkipSpecialTokens(v: boolean): GenerationConfig {
+    return this.with({ skipSpecialTokens: v });
+  }
+  withStream(v: boolean): GenerationConfig {
+    return this.with({ stream: v });
+  }
+
+  /** Throws a Config BitNetError naming the first bad field. */
+  validate(): this {
+    const fail = (field: string, why: string, value: unknown) => {
+      throw BitNetError.Config('INVALID_GENERATION_CONFIG', `${field} ${why} (got ${String(value)})`, { field, value: String(value) });
+    };
+    const n = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+    if (!Number.isInteger(this.maxNewTokens) || this.maxNewTokens < 1 || this.maxNewTokens > 1 << 20) fail('maxNewTokens', 'must be an integer in 1..1048576', this.maxNewTokens);
+    if (!n(this.temperature) || this.temperature < 0 || this.temperature > 100) fail('temperature', 'must be in [0, 100]', this.temperature);
+    if (!n(this.topP) || this.topP <= 0 || this.topP > 1) fail('topP', 'must be in (0, 1]', this.topP);
+    if (!Number.isInteger(this.topK) || this.topK < 0) fail('topK', 'must be a non-negative integer', this.topK);
+    if (!n(this.repetitionPenalty) || this.repetitionPenalty <= 0 || this.repetitionPenalty > 10) fail('repetitionPenalty', 'must be in (0, 10]', this.repetitionPenalty);
+    if (!Array.isArray(this.stopSequences) || this.stopSequences.some((s) => typeof s !== 'string' || s.length === 0)) fail('stopSequences', 'must be non-empty strings', this.stopSequences);
+    if (this.seed !== undefined) {
+      const s = this.seed;
+      const ok = typeof s === 'bigint' ? s >= 0n && s < 1n << 64n : Number.isSafeInteger(s) && s >= 0;
+      if (!ok) fail('seed', 'must be an integer in 0..2^64-1', s);
+    }
+    if (typeof this.skipSpecialTokens !== 'boolean') fail('skipSpecialTokens', 'must be a boolean', this.skipSpecialTokens);
+    if (typeof this.stream !== 'boolean') fail('stream', 'must be a boolean', this.stream);
+    return this;
+  }
+
+  toJSON(): Required<Omit<GenerationConfigInit, 'seed'>> & { seed?: Seed } {
+    return {
+      maxNewTokens: this.maxNewTokens,
+      temperature: this.temperature,
+      topP: this.topP,
+      topK: this.topK,
+      repetitionPenalty: this.repetitionPenalty,
+      stopSequences: [...this.stopSequences],
+      seed: this.seed,
+      skipSpecialTokens: this.skipSpecialTokens,
+      stream: this.stream,
+    };
+  }
+}

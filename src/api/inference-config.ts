@@ -1,0 +1,61 @@
+/** InferenceConfig: engine-level settings, with presets. */
+import { BitNetError } from '../errors.ts';
+
+export interface InferenceConfigInit {
+  maxBatchSize?: number;
+  /** KV cache budget in bytes. */
+  kvCacheSize?: number;
+  maxConcurrentRequests?: number;
+  /** Per-request timeout in milliseconds (0 = none). */
+  requestTimeout?: number;
+  useMixedPrecision?: boolean;
+  /** Worker threads for backends that use them (wasm); the reference backend is single-threaded. */
+  numThreads?: number;
+}
+
+export class InferenceConfig {
+  maxBatchSize = 1;
+  kvCacheSize = 512 * 1024 * 1024;
+  maxConcurrentRequests = 4;
+  requestTimeout = 30_000;
+  useMixedPrecision = false;
+  numThreads = 1;
+
+  constructor(init: InferenceConfigInit = {}) {
+    for (const [k, v] of Object.entries(init)) {
+      if (!(k in this)) throw BitNetError.Config('INVALID_INFERENCE_CONFIG', `unknown inference setting "${k}"`, { key: k });
+      if (v !== undefined) (this as Record<string, unknown>)[k] = v;
+    }
+  }
+
+  static default(): InferenceConfig {
+    return new InferenceConfig();
+  }
+  /** One request at a time, no timeout surprises. */
+  static lowLatency(): InferenceConfig {
+    return new InferenceConfig({ maxBatchSize: 1, maxConcurrentRequests: 1, requestTimeout: 10_000 });
+  }
+  /** Many concurrent sequences. */
+  static highThroughput(): InferenceConfig {
+    return new InferenceConfig({ maxBatchSize: 16, maxConcurrentRequests: 64, kvCacheSize: 2 * 1024 ** 3, requestTimeout: 120_000 });
+  }
+  /** Small KV budget for 128 MB isolates. */
+  static memoryEfficient(): InferenceConfig {
+    return new InferenceConfig({ maxBatchSize: 1, maxConcurrentRequests: 1, kvCacheSize: 16 * 1024 * 1024 });
+  }
+
+  validate(): this {
+    const int = (f: keyof this, min: number) => {
+      const v = this[f] as unknown;
+      if (!Number.isInteger(v) || (v as number) < min) {
+        throw BitNetError.Config('INVALID_INFERENCE_CONFIG', `${String(f)} must be an integer >= ${min} (got ${String(v)})`, { field: String(f) });
+      }
+    };
+    int('maxBatchSize', 1);
+    int('kvCacheSize', 1);
+    int('maxConcurrentRequests', 1);
+    int('requestTimeout', 0);
+    int('numThreads', 1);
+    return this;
+  }
+}

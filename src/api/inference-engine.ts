@@ -1,0 +1,162 @@
+/**
+ * InferenceEngine: the seed's low-level engine over a loaded Model, a Tokenizer and a Device.
+ * It owns the KV cache and the backend, and runs the engine loop (src/generate/engine.ts).
+ */
+import { BitNetError } from '../errors.ts';
+import { Engine, type GenerationOutcome, type TokenEvent } from '../generate/engine.ts';
+import { createRng } from '../generate/prng.ts';
+import { sample } from '../generate/sampler.ts';
+import type { Backend } from '../kernels/backend.ts';
+import { ReferenceBackend } from '../kernels/reference-backend.ts';
+import { KVCache, KVCacheConfig } from '../model/kv-cache.ts';
+import { kvCacheSequence } from '../model/kv-store.ts';
+import type { Tokenizer } from '../tokenizer/types.ts';
+import type { DeviceSpec } from './device.ts';
+import { GenerationConfig, type GenerationConfigInit } from './generation-config.ts';
+import { InferenceConfig } from './inference-config.ts';
+import type { InferenceResult } from './metrics.ts';
+import type { BackendKind } from './model-config.ts';
+import type { Model } from './model-loader.ts';
+
+/** A dense tensor result: row-major data with its shape. */
+export interface Tensor {
+  data: Float32Array;
+  shape: number[];
+}
+
+export interface SamplingConfig {
+  temperature: number;
+  topK: number;
+  topP: number;
+  repetitionPenalty: number;
+  seed?: number | bigint;
+  history?: number[];
+}
+
+/** A prompt as text (tokenized, BOS added per the vocab) or as ready token ids. */
+export type Prompt = string | { ids: number[] };
+
+export interface EngineOptions {
+  backend?: BackendKind;
+  kvCacheConfig?: KVCacheConfig;
+}
+
+function chooseBackend(model: Model, kind: BackendKind): Backend {
+  if (kind === 'wasm') {
+    throw BitNetError.Device('BACKEND_UNAVAILABLE', 'the wasm backend is not built yet; use --backend reference', { backend: 'wasm', tried: ['wasm'] });
+  }
+  return new ReferenceBackend(model);
+}
+
+export class InferenceEngine {
+  readonly model: Model;
+  readonly tokenizer: Tokenizer | undefined;
+  readonly device: DeviceSpec;
+  readonly config: InferenceConfig;
+  readonly cache: KVCache;
+  private readonly engine: Engine;
+  private seqCounter = 0;
+
+  constructor(model: Model, tokenizer: Tokenizer | undefined, device: DeviceSpec, config: InferenceConfig = new InferenceConfig(), opts: EngineOptions = {}) {
+    config.validate();
+    const dev = device.resolve();
+    if (!dev.isAvailable()) {
+      throw BitNetError.Device('DEVICE_UNAVAILABLE', `${dev.toString()} is not available: ${dev.unavailableReason()}`, {
+        device: dev.toString(),
+        available: ['cpu'],
+      });
+    }
+    this.model = model;
+    this.tokenizer = tokenizer;
+    this.device = dev;
+    this.config = config;
+    const hp = model.hparams;
+    const kvCfg = opts.kvCacheConfig ?? new KVCacheConfig({ maxBytes: config.kvCacheSize, maxSeqLen: hp.nCtx });
+    this.cache = new KVCache(kvCfg, { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim });
+    const backend = chooseBackend(model, opts.backend ?? 'auto');
+    this.engine = new Engine({
+      backend,
+      tokenizer,
+      contextLength: Math.min(hp.nCtx, kvCfg.maxSeqLen),
+      newSequence: () => kvCacheSequence(this.cache, `seq-${++this.seqCounter}`, hp),
+    });
+  }
+
+  static withConfig(model: Model, tokenizer: Tokenizer | undefined, device: DeviceSpec, config: InferenceConfig): InferenceEngine {
+    return new InferenceEngine(model, tokenizer, device, config);
+  }
+
+  get backendName(): string {
+    return this.engine.backend.name;
+  }
+
+  /** Token ids for a prompt: text is tokenized with BOS per the vocabulary's add_bos_token. */
+  encodePrompt(prompt: Prompt): number[] {
+    if (typeof prompt !== 'string') return [...prompt.ids];
+    if (!this.tokenizer) {
+      throw BitNetError.Tokenization('TOKENIZER_MISSING', 'this model has no tokenizer; give token ids instead of text', {
+        cause: this.model.tokenizerError?.message,
+      });
+    }
+    return this.tokenizer.encode(prompt, { addSpecialTokens: true });
+  }
+
+  /** Logits at every position of `inputIds`: shape [n, vocab]. */
+  async forward(inputIds: number[], attentionMask?: boolean[]): Promise<Tensor> {
+    if (attentionMask && attentionMask.some((m) => !m)) {
+      throw BitNetError.Config('UNSUPPORTED_MASK', 'only a full (all-true) attention mask is supported for a single sequence');
+    }
+    const rows = await this.engine.logitsAll(inputIds);
+    const v = this.model.hparams.nVocab;
+    const data = new Float32Array(rows.length * v);
+    rows.forEach((r, i) => data.set(r, i * v));
+    return { data, shape: [rows.length, v] };
+  }
+
+  /** Logits of the next token after `inputIds`, divided by `temperature` when it is > 0. */
+  async nextTokenLogits(inputIds: number[], temperature = 1): Promise<Float32Array> {
+    const rows = await this.engine.logitsAll(inputIds);
+    const last = rows[rows.length - 1];
+    if (temperature > 0 && temperature !== 1) for (let i = 0; i < last.length; i++) last[i] /= temperature;
+    return last;
+  }
+
+  sampleToken(logits: Float32Array, config: SamplingConfig): number {
+    return sample(logits, config.history ?? [], config, createRng(config.seed ?? 0));
+  }
+
+  /** Streams token events for a prompt; the generator's return value is the outcome. */
+  stream(prompt: Prompt, config: GenerationConfig | GenerationConfigInit = {}, signal?: AbortSignal): AsyncGenerator<TokenEvent, GenerationOutcome> {
+    const c = (config instanceof GenerationConfig ? config : new GenerationConfig(config)).validate();
+    const ids = this.encodePrompt(prompt);
+    return this.engine.generate(ids, { ...c, signal });
+  }
+
+  async generate(prompt: Prompt, config: GenerationConfig | GenerationConfigInit = {}, signal?: AbortSignal): Promise<InferenceResult> {
+    const it = this.stream(prompt, config, signal);
+    let r = await it.next();
+    while (!r.done) r = await it.next();
+    return toResult(r.value);
+  }
+}
+
+export function toResult(o: GenerationOutcome): InferenceResult {
+  const t = o.timings;
+  return {
+    text: o.text,
+    tokenIds: o.tokenIds,
+    promptTokens: o.promptTokens,
+    generatedTokens: o.generatedTokens,
+    finishReason: o.finishReason,
+    stats: {
+      promptTokens: o.promptTokens,
+      generatedTokens: o.generatedTokens,
+      prefillMs: t.prefillMs,
+      decodeMs: t.decodeMs,
+      totalMs: t.totalMs,
+      timeToFirstTokenMs: t.firstTokenMs,
+      tokensPerSecond: t.totalMs > 0 ? (o.generatedTokens * 1000) / t.totalMs : 0,
+      prefillTokensPerSecond: t.prefillMs > 0 ? (o.promptTokens * 1000) / t.prefillMs : 0,
+    },
+  };
+}

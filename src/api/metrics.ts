@@ -1,0 +1,39 @@
+/** Metrics and results types of the public API. */
+import type { FinishReason } from '../generate/engine.ts';
+
+export interface PerformanceMetrics {
+  /** Generated tokens per second of generation time (prefill included). */
+  tokensPerSecond: number;
+  /** Prompt tokens per second during prefill. */
+  prefillTokensPerSecond: number;
+  /** Milliseconds from the call to the first sampled token. */
+  timeToFirstToken: number;
+  /** Milliseconds per generated token. */
+  avgLatencyPerToken: number;
+  /** Resident memory in bytes after the generation (process RSS where the runtime reports it). */
+  memoryUsage: number;
+  /** Always undefined on CPU backends. */
+  gpuUtilization: number | undefined;
+  promptTokens: number;
+  generatedTokens: number;
+}
+
+export interface InferenceStats {
+  promptTokens: number;
+  generatedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+  totalMs: number;
+  timeToFirstTokenMs: number;
+  tokensPerSecond: number;
+  prefillTokensPerSecond: number;
+}
+
+export interface InferenceResult {
+  text: string;
+  tokenIds: number[];
+  promptTokens: number;
+  generatedTokens: number;
+  finishReason: FinishReason;
+  stats: InferenceStats;
+}

@@ -1,0 +1,92 @@
+/**
+ * ModelConfig: how a model is loaded and run. The seed's fields keep their defaults; after
+ * loading, `BitNetModel.config()` reports the model's real shape in them. Extensions (backend,
+ * threads, memory budget, hub settings) are optional.
+ */
+import { BitNetError } from '../errors.ts';
+import { KVCacheConfig, type KVCacheConfigInit } from '../model/kv-cache.ts';
+import { Device, type DeviceSpec } from './device.ts';
+import { QuantizationConfig, type QuantizationConfigInit } from './quantization.ts';
+
+export const DType = { F32: 'F32', F16: 'F16', BF16: 'BF16', I8: 'I8' } as const;
+export type DType = (typeof DType)[keyof typeof DType];
+
+export const BackendKind = { Auto: 'auto', Reference: 'reference', Wasm: 'wasm' } as const;
+export type BackendKind = (typeof BackendKind)[keyof typeof BackendKind];
+
+export interface ModelConfigInit {
+  device?: DeviceSpec;
+  dtype?: DType;
+  maxSeqLen?: number;
+  vocabSize?: number;
+  numHeads?: number;
+  hiddenSize?: number;
+  numLayers?: number;
+  quantization?: QuantizationConfig | QuantizationConfigInit;
+  kvCache?: KVCacheConfig | KVCacheConfigInit;
+  backend?: BackendKind;
+  numThreads?: number;
+  /** Refuse models whose weights exceed this many bytes (checked before reading weights). */
+  maxMemoryBytes?: number;
+  /** Tokenizer pre-tokenizer override (`default`, `llama-bpe`). */
+  preTokenizer?: string;
+  /** Hub settings for fromPretrained. */
+  revision?: string;
+  filename?: string;
+  cacheDir?: string;
+  hfEndpoint?: string;
+  hfToken?: string;
+}
+
+export class ModelConfig {
+  device: DeviceSpec = Device.Auto;
+  dtype: DType = DType.F16;
+  maxSeqLen = 2048;
+  vocabSize = 32000;
+  numHeads = 32;
+  hiddenSize = 4096;
+  numLayers = 32;
+  quantization: QuantizationConfig = new QuantizationConfig();
+  kvCache: KVCacheConfig = new KVCacheConfig();
+  backend: BackendKind = BackendKind.Auto;
+  numThreads: number | undefined = undefined;
+  maxMemoryBytes: number | undefined = undefined;
+  preTokenizer: string | undefined = undefined;
+  revision = 'main';
+  filename: string | undefined = undefined;
+  cacheDir: string | undefined = undefined;
+  hfEndpoint: string | undefined = undefined;
+  hfToken: string | undefined = undefined;
+
+  constructor(init: ModelConfigInit = {}) {
+    for (const [k, v] of Object.entries(init)) {
+      if (!(k in this)) throw BitNetError.Config('INVALID_MODEL_CONFIG', `unknown model setting "${k}"`, { key: k });
+      if (v === undefined) continue;
+      if (k === 'quantization') this.quantization = v instanceof QuantizationConfig ? v : new QuantizationConfig(v);
+      else if (k === 'kvCache') this.kvCache = v instanceof KVCacheConfig ? v : new KVCacheConfig(v);
+      else (this as Record<string, unknown>)[k] = v;
+    }
+  }
+
+  validate(): this {
+    const bad = (f: string, why: string, v: unknown) => {
+      throw BitNetError.Config('INVALID_MODEL_CONFIG', `${f} ${why} (got ${String(v)})`, { field: f });
+    };
+    const pos = (f: keyof this) => {
+      const v = this[f] as unknown;
+      if (!Number.isInteger(v) || (v as number) <= 0) bad(String(f), 'must be a positive integer', v);
+    };
+    pos('maxSeqLen');
+    pos('vocabSize');
+    pos('numHeads');
+    pos('hiddenSize');
+    pos('numLayers');
+    if (!Object.values(DType).includes(this.dtype)) bad('dtype', 'must be one of F32, F16, BF16, I8', this.dtype);
+    if (!Object.values(BackendKind).includes(this.backend)) bad('backend', 'must be auto, reference or wasm', this.backend);
+    if (this.numThreads !== undefined && (!Number.isInteger(this.numThreads) || this.numThreads < 1)) bad('numThreads', 'must be a positive integer', this.numThreads);
+    if (this.maxMemoryBytes !== undefined && !(this.maxMemoryBytes > 0)) bad('maxMemoryBytes', 'must be positive', this.maxMemoryBytes);
+    this.quantization.validate();
+    this.kvCache.validate();
+    return this;
+  }
+}

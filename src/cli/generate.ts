@@ -1,0 +1,88 @@
+/**
+ * `bitnet generate --model PATH|URL (--prompt TEXT | --prompt-ids 1,2,3) [sampling flags] [--json]`.
+ * Text prompts get BOS per the vocabulary; --prompt-ids are used as given. Without --json the
+ * text streams to stdout as it is generated.
+ */
+import { parseArgs } from 'node:util';
+import { BitNetModel } from '../api/bitnet-model.ts';
+import { GenerationConfig } from '../api/generation-config.ts';
+import { BitNetError } from '../errors.ts';
+import { idList, num, oneOf, required, str } from './args.ts';
+
+export async function generateCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      prompt: { type: 'string' },
+      'prompt-ids': { type: 'string' },
+      'max-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-k': { type: 'string' },
+      'top-p': { type: 'string' },
+      'repetition-penalty': { type: 'string' },
+      seed: { type: 'string' },
+      stop: { type: 'string', multiple: true },
+      threads: { type: 'string' },
+      backend: { type: 'string' },
+      'pre-tokenizer': { type: 'string' },
+      'keep-special': { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  const location = required(str(values, 'model'), 'model');
+  const prompt = str(values, 'prompt');
+  const promptIds = str(values, 'prompt-ids');
+  if ((prompt === undefined) === (promptIds === undefined)) {
+    throw BitNetError.Config('BAD_FLAG', 'give exactly one of --prompt and --prompt-ids', {});
+  }
+  const seedRaw = str(values, 'seed');
+  if (seedRaw !== undefined && !/^\d+$/.test(seedRaw)) throw BitNetError.Config('BAD_FLAG', `--seed must be a non-negative integer, got "${seedRaw}"`);
+  const config = new GenerationConfig({
+    maxNewTokens: num(values, 'max-tokens', { int: true, min: 1 }) ?? 128,
+    temperature: num(values, 'temperature', { min: 0 }) ?? 0.7,
+    topK: num(values, 'top-k', { int: true, min: 0 }) ?? 50,
+    topP: num(values, 'top-p', { min: 0, max: 1 }) ?? 0.9,
+    repetitionPenalty: num(values, 'repetition-penalty', { min: 0 }) ?? 1,
+    stopSequences: (values.stop as string[] | undefined) ?? [],
+    seed: seedRaw === undefined ? undefined : BigInt(seedRaw) <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seedRaw) : BigInt(seedRaw),
+    skipSpecialTokens: !values['keep-special'],
+  }).validate();
+  const backend = oneOf(values, 'backend', ['reference', 'wasm'] as const) ?? 'reference';
+  const threads = num(values, 'threads', { int: true, min: 1 });
+  const t0 = performance.now();
+  const model = await BitNetModel.fromFile(location, { backend, numThreads: threads, preTokenizer: str(values, 'pre-tokenizer') });
+  const loadMs = performance.now() - t0;
+  const p = prompt !== undefined ? prompt : { ids: idList(promptIds!, 'prompt-ids') };
+
+  if (values.json) {
+    const r = await model.generateDetailed(p, config);
+    const out = {
+      text: r.text,
+      tokenIds: r.tokenIds,
+      promptTokens: r.promptTokens,
+      generatedTokens: r.generatedTokens,
+      finishReason: r.finishReason,
+      timings: {
+        loadMs,
+        prefillMs: r.stats.prefillMs,
+        decodeMs: r.stats.decodeMs,
+        totalMs: r.stats.totalMs,
+        timeToFirstTokenMs: r.stats.timeToFirstTokenMs,
+        tokensPerSecond: r.stats.tokensPerSecond,
+        prefillTokensPerSecond: r.stats.prefillTokensPerSecond,
+      },
+      backend: model.engine.backendName,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    };
+    process.stdout.write(`${JSON.stringify(out)}\n`);
+    return 0;
+  }
+  if (model.modelInfo().synthetic) console.error('(synthetic model: random weights, the text is noise)');
+  for await (const piece of model.generateStream(p, config)) process.stdout.write(piece);
+  process.stdout.write('\n');
+  const m = model.lastMetrics();
+  if (m) console.error(`${m.generatedTokens} tokens, ${m.tokensPerSecond.toFixed(2)} tok/s, first token ${m.timeToFirstToken.toFixed(0)} ms`);
+  return 0;
+}

@@ -1,0 +1,24 @@
+/**
+ * The Backend seam: a model-level compute engine (reference TS today; wasm and CUDA later).
+ * The engine loop owns sequences and sampling; a backend only turns token ids into logits,
+ * keeping K/V in the KVStore it is handed.
+ */
+import type { KVStore } from '../model/reference.ts';
+
+export interface ForwardRequest {
+  tokens: readonly number[];
+  /** Position of tokens[0]; positions < startPos are already in `kv`. */
+  startPos: number;
+  kv: KVStore;
+  /** 'last': logits of the final position only; 'all': one row per token. */
+  logits: 'last' | 'all';
+  signal?: AbortSignal;
+}
+
+export interface Backend {
+  readonly name: string;
+  readonly vocabSize: number;
+  /** Logits rows, each nVocab long, for the requested positions. */
+  forward(req: ForwardRequest): Promise<Float32Array[]>;
+  dispose?(): void;
+}
