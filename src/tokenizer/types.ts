@@ -1,0 +1,66 @@
+/**
+ * The tokenizer contract (TS mapping of the seed's Rust `Tokenizer` trait).
+ *
+ * Token ids are plain numbers (0 <= id < vocabSize). Every method that takes an id throws
+ * `BitNetError.Tokenization('TOKEN_ID_OUT_OF_RANGE', ...)` for a non-integer or out-of-range id.
+ */
+
+export interface EncodeOptions {
+  /**
+   * Add the model's BOS (and EOS, if the vocab says add_eos) around the text — only when the vocab says
+   * add_bos (`tokenizer.ggml.add_bos_token`, default true when a BOS id exists). Default: false.
+   */
+  addSpecialTokens?: boolean;
+  /**
+   * Recognise the text of control/unknown tokens (e.g. `<|eot_id|>`) in the input and emit their ids.
+   * When false (default) such text is tokenized as ordinary text. User-defined tokens (type 4) are always
+   * recognised, as in llama.cpp and HF tokenizers.
+   */
+  parseSpecial?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Drop control and unknown tokens (BOS, EOS, `<|eot_id|>`, ...) instead of emitting their text. Default: false. */
+  skipSpecialTokens?: boolean;
+}
+
+export interface SpecialTokenIds {
+  bosTokenId?: number;
+  eosTokenId?: number;
+  padTokenId?: number;
+  unkTokenId?: number;
+  /** From `tokenizer.ggml.eot_token_id`, else found by text (`<|eot_id|>`, `<|im_end|>`, ...) as llama.cpp does. */
+  eotTokenId?: number;
+}
+
+/** Incremental detokenizer: never returns half a UTF-8 sequence; bytes of an unfinished character are held. */
+export interface StreamingDecoder {
+  /** Adds one token; returns the text that became complete (possibly ''). */
+  push(id: number): string;
+  /** Returns whatever is held (an unfinished sequence becomes U+FFFD) and resets the decoder. */
+  flush(): string;
+}
+
+export interface Tokenizer {
+  /** Number of tokens in the vocabulary. */
+  readonly vocabSize: number;
+  readonly specialTokens: Readonly<SpecialTokenIds>;
+  /** End-of-generation ids: eos, eot, and any of `<|eot_id|>`, `<|end_of_text|>`, `<|im_end|>`, `<|endoftext|>`. */
+  readonly eogTokenIds: ReadonlySet<number>;
+  /** Canonical name of the pre-tokenizer in use ('default' or 'llama-bpe'). */
+  readonly preTokenizer: string;
+
+  encode(text: string, opts?: EncodeOptions): number[];
+  encodeBatch(texts: readonly string[], opts?: EncodeOptions): number[][];
+  /** Decodes ids to text; invalid UTF-8 (e.g. a cut multi-byte character) becomes U+FFFD. */
+  decode(ids: ArrayLike<number>, opts?: DecodeOptions): string;
+  decodeBatch(batch: readonly ArrayLike<number>[], opts?: DecodeOptions): string[];
+
+  /** True for control, unknown and user-defined tokens (types 3, 2, 4): tokens matched as whole units. */
+  isSpecial(id: number): boolean;
+  /** The raw vocab string (byte-level form for normal tokens, e.g. 'Ġhello'). */
+  tokenText(id: number): string;
+  /** The bytes the token decodes to; empty for control/unknown tokens when skipSpecialTokens is set. */
+  tokenBytes(id: number, opts?: DecodeOptions): Uint8Array;
+  createStreamingDecoder(opts?: DecodeOptions): StreamingDecoder;
+}
