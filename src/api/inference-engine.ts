@@ -9,7 +9,6 @@ import { sample } from '../generate/sampler.ts';
 import type { Backend } from '../kernels/backend.ts';
 import { ReferenceBackend } from '../kernels/reference-backend.ts';
 import { KVCache, KVCacheConfig } from '../model/kv-cache.ts';
-import { kvCacheSequence } from '../model/kv-store.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import type { DeviceSpec } from './device.ts';
 import { GenerationConfig, type GenerationConfigInit } from './generation-config.ts';
@@ -78,7 +77,10 @@ export class InferenceEngine {
       backend,
       tokenizer,
       contextLength: Math.min(hp.nCtx, kvCfg.maxSeqLen),
-      newSequence: () => kvCacheSequence(this.cache, `seq-${++this.seqCounter}`, hp),
+      newSequence: () => {
+        const id = `seq-${++this.seqCounter}`;
+        return { store: this.cache.forSequence(id), release: () => void this.cache.clearSequence(id) };
+      },
     });
   }
 

@@ -1,0 +1,87 @@
+// The `bitnet` CLI as a user runs it: synth → inspect → logits → generate, and bad input.
+import { execFile } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const exec = promisify(execFile);
+const bitnet = async (...args: string[]) => {
+  try {
+    const r = await exec(process.execPath, ['bin/bitnet.ts', ...args], { maxBuffer: 64 << 20 });
+    return { code: 0, ...r };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+};
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'bitnet-cli-'));
+});
+
+describe('bitnet CLI', () => {
+  it('synth writes models that inspect, logits and generate read', async () => {
+    const f = join(dir, 'tiny.gguf');
+    const s = await bitnet('synth', '--preset', 'tiny', '--qtype', 'i2_s', '--seed', '3', '--out', f, '--json');
+    expect(s.code).toBe(0);
+    expect(JSON.parse(s.stdout)).toMatchObject({ out: f, arch: 'bitnet-b1.58', qtype: 'i2_s' });
+
+    const i = await bitnet('inspect', f, '--json');
+    const info = JSON.parse(i.stdout);
+    expect(info.metadata['general.architecture']).toBe('bitnet-b1.58');
+    expect(info.tensors.find((t: { name: string }) => t.name === 'blk.0.attn_q.weight').type).toBe('I2_S');
+
+    const l = await bitnet('logits', '--model', f, '--prompt-ids', '5,6,7', '--json');
+    const { logits } = JSON.parse(l.stdout);
+    expect(logits).toHaveLength(3);
+    expect(logits[0]).toHaveLength(512);
+
+    const g = await bitnet('generate', '--model', f, '--prompt-ids', '5,6,7', '--max-tokens', '6', '--temperature', '0', '--json');
+    const out = JSON.parse(g.stdout);
+    expect(Object.keys(out)).toEqual(expect.arrayContaining(['text', 'tokenIds', 'promptTokens', 'generatedTokens', 'timings']));
+    expect(out.promptTokens).toBe(3);
+    expect(out.generatedTokens).toBe(6);
+    // greedy first token = argmax of the last logits row
+    const last: number[] = logits[2];
+    expect(out.tokenIds[0]).toBe(last.indexOf(Math.max(...last)));
+
+    const t = await bitnet('generate', '--model', f, '--prompt', 'hello', '--max-tokens', '4', '--seed', '1');
+    expect(t.code).toBe(0);
+    expect(t.stderr).toContain('random weights');
+  });
+
+  it('the same seed gives the same ternary weights in every qtype', async () => {
+    const a = join(dir, 'a.gguf');
+    const b = join(dir, 'b.gguf');
+    await bitnet('synth', '--preset', 'tiny', '--qtype', 'tq2_0', '--activation', 'relu2', '--seed', '11', '--out', a);
+    await bitnet('synth', '--preset', 'tiny', '--qtype', 'tq1_0', '--activation', 'relu2', '--seed', '11', '--out', b);
+    const la = JSON.parse((await bitnet('logits', '--model', a, '--prompt-ids', '1,2', '--json')).stdout);
+    const lb = JSON.parse((await bitnet('logits', '--model', b, '--prompt-ids', '1,2', '--json')).stdout);
+    expect(lb).toEqual(la);
+  });
+
+  it('bad input gives clear typed errors and a non-zero exit', async () => {
+    const f = join(dir, 'tiny.gguf');
+    const cases: [string[], RegExp][] = [
+      [['generate', '--model', join(dir, 'missing.gguf'), '--prompt', 'x'], /FILE_NOT_FOUND/],
+      [['generate', '--model', f], /exactly one of --prompt and --prompt-ids/],
+      [['logits', '--model', f, '--prompt-ids', '1,x'], /not a token id/],
+      [['logits', '--model', f, '--prompt-ids', '99999'], /outside the vocabulary/],
+      [['generate', '--model', f, '--prompt', 'x', '--temperature', 'hot'], /--temperature must be/],
+      [['synth', '--preset', 'tiny', '--qtype', 'q4_0', '--seed', '1', '--out', f], /--qtype must be one of/],
+      [['synth', '--hidden', '100', '--layers', '1', '--heads', '2', '--kv-heads', '1', '--ffn', '256', '--vocab', '300', '--ctx', '64', '--qtype', 'tq2_0', '--seed', '1', '--out', join(dir, 'x.gguf')], /multiples of 256/],
+      [['inspect', join(dir, 'tiny.gguf.partial')], /FILE_NOT_FOUND/],
+      [['frobnicate'], /unknown command/],
+    ];
+    for (const [args, re] of cases) {
+      const r = await bitnet(...args);
+      expect(r.code, args.join(' ')).not.toBe(0);
+      expect(r.stderr, args.join(' ')).toMatch(re);
+    }
+    const j = await bitnet('logits', '--model', f, '--prompt-ids', '99999', '--json');
+    expect(JSON.parse(j.stderr).error).toMatchObject({ kind: 'Config', code: 'BAD_TOKEN' });
+  });
+});

@@ -1,0 +1,150 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { BitNetError, BitNetModel, Device, GenerationConfig, InferenceConfig, KVCacheConfig, ModelConfig } from 'bitnet-edge';
+import { synthBytes } from '../helpers/models.ts';
+
+let path: string;
+beforeAll(async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'bitnet-api-'));
+  path = join(dir, 'tiny.gguf');
+  await writeFile(path, await synthBytes({ qtype: 'i2_s', seed: 21, arch: 'bitnet-b1.58' }));
+});
+
+describe('BitNetModel', () => {
+  it('greedy output is deterministic', async () => {
+    const m = await BitNetModel.fromFile(path);
+    const cfg = GenerationConfig.greedy().withMaxNewTokens(12);
+    const a = await m.generateDetailed('the cat', cfg);
+    const b = await m.generateDetailed('the cat', cfg);
+    expect(a.tokenIds).toHaveLength(12);
+    expect(b.tokenIds).toEqual(a.tokenIds);
+    expect(b.text).toBe(a.text);
+  });
+
+  it('streamed text equals generate() text for the same seed', async () => {
+    const m = await BitNetModel.fromFile(path);
+    const cfg = new GenerationConfig({ maxNewTokens: 16, temperature: 0.9, seed: 1234 });
+    let streamed = '';
+    for await (const piece of m.generateStream('once upon', cfg)) streamed += piece;
+    expect(streamed.length).toBeGreaterThan(0);
+    expect(await m.generate('once upon', cfg)).toBe(streamed);
+    // a different seed gives a different sample
+    expect(await m.generate('once upon', cfg.withSeed(99))).not.toBe(streamed);
+  });
+
+  it('the stream is a cancellable ReadableStream and frees its cache entries', async () => {
+    const m = await BitNetModel.fromFile(path);
+    const s = m.generateStream('abc', { maxNewTokens: 200, seed: 1 });
+    expect(s).toBeInstanceOf(ReadableStream);
+    const reader = s.getReader();
+    await reader.read();
+    expect(m.engine.cache.size()).toBeGreaterThan(0);
+    await reader.cancel();
+    expect(m.engine.cache.size()).toBe(0);
+  });
+
+  it('lastMetrics reports tokens/s; resetMetrics clears it', async () => {
+    const m = await BitNetModel.fromFile(path);
+    expect(m.lastMetrics()).toBeUndefined();
+    await m.generate('hi', { maxNewTokens: 5, seed: 2 });
+    const met = m.lastMetrics()!;
+    expect(met.generatedTokens).toBeGreaterThan(0);
+    expect(met.tokensPerSecond).toBeGreaterThan(0);
+    expect(met.timeToFirstToken).toBeGreaterThan(0);
+    expect(met.memoryUsage).toBeGreaterThan(0);
+    m.resetMetrics();
+    expect(m.lastMetrics()).toBeUndefined();
+  });
+
+  it('stop sequences cut the text across token boundaries', async () => {
+    const m = await BitNetModel.fromFile(path);
+    const cfg = new GenerationConfig({ maxNewTokens: 24, seed: 5, temperature: 0.8 });
+    const full = await m.generateDetailed('x', cfg);
+    const stop = full.text.slice(5, 8);
+    const cut = await m.generateDetailed('x', cfg.withStopSequence(stop));
+    expect(cut.finishReason).toBe('stop');
+    expect(cut.text).toBe(full.text.slice(0, full.text.indexOf(stop)));
+  });
+
+  it('modelInfo and config describe the real model', async () => {
+    const m = await BitNetModel.fromFile(path);
+    const info = m.modelInfo();
+    expect(info.architecture).toBe('bitnet-b1.58');
+    expect(info.quantization.type).toBe('I2_S');
+    expect(info.synthetic).toBe(true);
+    expect(m.config().hiddenSize).toBe(256);
+    expect(m.config().numLayers).toBe(2);
+  });
+
+  it('a missing file raises a BitNetError', async () => {
+    await expect(BitNetModel.fromFile('/nonexistent/model.gguf')).rejects.toSatisfy(
+      (e: unknown) => e instanceof BitNetError && e.kind === 'Io' && e.code === 'FILE_NOT_FOUND',
+    );
+  });
+
+  it('an unavailable device is refused before loading, with the reason', async () => {
+    await expect(BitNetModel.fromFile(path, new ModelConfig({ device: Device.Cuda(0) }))).rejects.toSatisfy(
+      (e: unknown) => e instanceof BitNetError && e.kind === 'Device' && e.code === 'DEVICE_UNAVAILABLE',
+    );
+    expect(Device.availableDevices().map(String)).toEqual(['cpu']);
+    expect(Device.Cpu.isAvailable()).toBe(true);
+    expect(Device.Cuda(0).isAvailable()).toBe(false);
+    expect(Device.Metal.isAvailable()).toBe(false);
+    expect(Device.Cpu.capabilities().wasmSimd).toBe(true);
+    const mem = Device.Cpu.memoryInfo();
+    expect(mem.total).toBeGreaterThan(mem.free);
+    expect(() => Device.Cuda(0).memoryInfo()).toThrow(BitNetError);
+  });
+
+  it('a full KV cache raises a Capacity error in error mode', async () => {
+    const m = await BitNetModel.fromFile(path, { kvCache: new KVCacheConfig({ maxBytes: 64 * 1024, onFull: 'error' }) });
+    await expect(m.generate('hello there', { maxNewTokens: 100, seed: 1 })).rejects.toSatisfy(
+      (e: unknown) => e instanceof BitNetError && e.kind === 'Capacity',
+    );
+    expect(m.engine.cache.size()).toBe(0); // the failed sequence was released
+  });
+
+  it('a prompt longer than the context is refused', async () => {
+    const m = await BitNetModel.fromFile(path, { maxSeqLen: 16 });
+    await expect(m.generateDetailed({ ids: new Array(40).fill(3) }, { maxNewTokens: 2 })).rejects.toSatisfy(
+      (e: unknown) => e instanceof BitNetError && e.code === 'PROMPT_TOO_LONG',
+    );
+  });
+});
+
+describe('GenerationConfig', () => {
+  it('has the seed defaults and presets', () => {
+    const c = new GenerationConfig();
+    expect(c).toMatchObject({ maxNewTokens: 100, temperature: 0.7, topP: 0.9, topK: 50, repetitionPenalty: 1, skipSpecialTokens: true, stream: false });
+    expect(GenerationConfig.greedy().temperature).toBe(0);
+    expect(GenerationConfig.creative().temperature).toBeGreaterThan(0.7);
+    expect(GenerationConfig.balanced().validate()).toBeInstanceOf(GenerationConfig);
+    const b = c.withMaxNewTokens(5).withTemperature(0.1).withTopK(3).withTopP(0.5).withRepetitionPenalty(1.2).withSeed(9).withStopSequences(['x']);
+    expect(b).toMatchObject({ maxNewTokens: 5, temperature: 0.1, topK: 3, topP: 0.5, repetitionPenalty: 1.2, seed: 9, stopSequences: ['x'] });
+    expect(c.maxNewTokens).toBe(100); // builders do not mutate
+  });
+  it('validate() rejects bad values', () => {
+    const bad: Record<string, unknown>[] = [
+      { maxNewTokens: 0 },
+      { maxNewTokens: 1.5 },
+      { temperature: -1 },
+      { temperature: Number.NaN },
+      { topP: 0 },
+      { topP: 1.5 },
+      { topK: -1 },
+      { repetitionPenalty: 0 },
+      { stopSequences: [''] },
+      { seed: -3 },
+    ];
+    for (const b of bad) expect(() => new GenerationConfig(b).validate(), JSON.stringify(b)).toThrow(BitNetError);
+    expect(() => new GenerationConfig({ nope: 1 } as never)).toThrow(BitNetError);
+  });
+  it('InferenceConfig presets validate', () => {
+    for (const c of [InferenceConfig.default(), InferenceConfig.lowLatency(), InferenceConfig.highThroughput(), InferenceConfig.memoryEfficient()]) {
+      expect(c.validate()).toBeInstanceOf(InferenceConfig);
+    }
+    expect(() => new InferenceConfig({ numThreads: 0 }).validate()).toThrow(BitNetError);
+  });
+});
