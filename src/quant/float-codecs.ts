@@ -13,16 +13,12 @@
  */
 import { BitNetError } from '../errors.ts';
 import { GGMLType, typeName } from '../gguf/ggml-types.ts';
-import { f16ToF32, f32ToF16 } from '../util/f16.ts';
+import { f16Table, f16ToF32, f32ToF16 } from '../util/f16.ts';
 import { I2S_BLOCK } from './i2s.ts';
 import { QK_K, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES, tq1Digit, tq1Element } from './tq.ts';
 
 /** f16 bit pattern → f32 value, as a 64K-entry table (hot paths: embeddings, LM head, KV). */
-export const F16_TABLE: Float32Array = (() => {
-  const t = new Float32Array(65536);
-  for (let i = 0; i < 65536; i++) t[i] = f16ToF32(i);
-  return t;
-})();
+export const F16_TABLE: Float32Array = f16Table();
 
 export function quantizeF16(x: Float32Array): Uint8Array {
   const out = new Uint16Array(x.length);
