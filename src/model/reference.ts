@@ -117,8 +117,11 @@ export function dotI2S(w: Uint8Array, rowOff: number, q: Int8Array, k: number): 
   return acc;
 }
 
-/** Σ_b d_b·D_b over one TQ2_0 row, in f32, blocks in order. */
-export function dotTQ2_0(w: Uint8Array, rowOff: number, q: Int8Array, k: number): number {
+/**
+ * Σ_b d_b·D_b over one TQ2_0 row, in f32, blocks in order. With `act` (Q8_K activation block
+ * scales, llama.cpp's scheme) each block's multiplier is f32(d_b·act[b]) instead of d_b.
+ */
+export function dotTQ2_0(w: Uint8Array, rowOff: number, q: Int8Array, k: number, act?: Float32Array): number {
   let acc = 0;
   for (let blk = 0; blk < k / QK_K; blk++) {
     const bo = rowOff + blk * TQ2_0_BLOCK_BYTES;
@@ -131,13 +134,14 @@ export function dotTQ2_0(w: Uint8Array, rowOff: number, q: Int8Array, k: number)
         d += ((b & 3) - 1) * q[j] + (((b >> 2) & 3) - 1) * q[j + 32] + (((b >> 4) & 3) - 1) * q[j + 64] + (((b >> 6) & 3) - 1) * q[j + 96];
       }
     }
-    acc = fround(acc + fround(d * F16_TABLE[w[bo + 64] | (w[bo + 65] << 8)]));
+    const dw = F16_TABLE[w[bo + 64] | (w[bo + 65] << 8)];
+    acc = fround(acc + fround(d * (act ? fround(dw * act[blk]) : dw)));
   }
   return acc;
 }
 
-/** Σ_b d_b·D_b over one TQ1_0 row. */
-export function dotTQ1_0(w: Uint8Array, rowOff: number, q: Int8Array, k: number): number {
+/** Σ_b d_b·D_b over one TQ1_0 row (`act` as in dotTQ2_0). */
+export function dotTQ1_0(w: Uint8Array, rowOff: number, q: Int8Array, k: number, act?: Float32Array): number {
   let acc = 0;
   for (let blk = 0; blk < k / QK_K; blk++) {
     const bo = rowOff + blk * TQ1_0_BLOCK_BYTES;
@@ -148,7 +152,8 @@ export function dotTQ1_0(w: Uint8Array, rowOff: number, q: Int8Array, k: number)
       const b = w[bo + byteIdx];
       for (let kk = 0; kk < digits; kk++) d += (tq1Digit(b, kk) - 1) * q[x + tq1Element(byteIdx, kk)];
     }
-    acc = fround(acc + fround(d * F16_TABLE[w[bo + 52] | (w[bo + 53] << 8)]));
+    const dw = F16_TABLE[w[bo + 52] | (w[bo + 53] << 8)];
+    acc = fround(acc + fround(d * (act ? fround(dw * act[blk]) : dw)));
   }
   return acc;
 }
@@ -160,6 +165,39 @@ export interface QuantizedActs {
   sum: number;
   /** The f32 input, for float-weight projections. */
   x: Float32Array;
+  /**
+   * Set in llama.cpp-compatible mode: Q8_K activation scales, one per 256-block (then `q` holds
+   * the per-block quantized values and `scale`/`sum` are unused by the TQ kernels).
+   */
+  blockScales?: Float32Array;
+}
+
+/**
+ * llama.cpp's Q8_K activation quantization, for comparison only (docs/numerics.md): per 256-block,
+ * iscale = −127/m with m the element of largest |x| (signed), q = min(127, roundHalfEven(iscale·x)),
+ * d = 1/iscale (0 for an all-zero block).
+ */
+export function quantizeActivationsQ8K(x: Float32Array, q: Int8Array, d: Float32Array): void {
+  for (let b = 0; b < x.length / QK_K; b++) {
+    const o = b * QK_K;
+    let amax = 0;
+    let max = 0;
+    for (let j = 0; j < QK_K; j++) {
+      const a = Math.abs(x[o + j]);
+      if (a > amax) {
+        amax = a;
+        max = x[o + j];
+      }
+    }
+    if (amax === 0) {
+      d[b] = 0;
+      q.fill(0, o, o + QK_K);
+      continue;
+    }
+    const iscale = fround(-127 / max);
+    for (let j = 0; j < QK_K; j++) q[o + j] = Math.min(127, roundHalfEven(fround(iscale * x[o + j])));
+    d[b] = fround(1 / iscale);
+  }
 }
 
 /** y[0..n) = W·x for one token. Ternary weights take the exact integer path. */
@@ -174,10 +212,12 @@ export function linear(w: Linear, a: QuantizedActs, y: Float32Array, rowScratch:
       }
       break;
     case GGMLType.TQ2_0:
-      for (let r = 0; r < n; r++) y[r] = fround(dotTQ2_0(w.bytes, r * rb, a.q, k) / a.scale);
+      if (a.blockScales) for (let r = 0; r < n; r++) y[r] = dotTQ2_0(w.bytes, r * rb, a.q, k, a.blockScales);
+      else for (let r = 0; r < n; r++) y[r] = fround(dotTQ2_0(w.bytes, r * rb, a.q, k) / a.scale);
       break;
     case GGMLType.TQ1_0:
-      for (let r = 0; r < n; r++) y[r] = fround(dotTQ1_0(w.bytes, r * rb, a.q, k) / a.scale);
+      if (a.blockScales) for (let r = 0; r < n; r++) y[r] = dotTQ1_0(w.bytes, r * rb, a.q, k, a.blockScales);
+      else for (let r = 0; r < n; r++) y[r] = fround(dotTQ1_0(w.bytes, r * rb, a.q, k) / a.scale);
       break;
     default: {
       // Float weights: ggml converts the activation to the weight's type for the dot product.
@@ -281,9 +321,25 @@ export class ReferenceForward {
   private readonly kRow: Float32Array; // one cached K/V row [kvDim]
   private scores: Float32Array; // [context length so far]
 
-  constructor(hp: HParams, w: ModelWeights) {
+  /** Q8_K block scales when running in llama.cpp's activation scheme (comparison only). */
+  private readonly q8kScales: Float32Array | undefined;
+
+  /**
+   * `activations: 'q8k'` switches TQ1_0/TQ2_0 matmuls to llama.cpp's per-256-block Q8_K
+   * activations, to measure how much of the distance to llama.cpp is activation rounding
+   * (docs/numerics.md). The default, 'per-token', is bitnet.cpp's scheme and the oracle.
+   */
+  constructor(hp: HParams, w: ModelWeights, opts: { activations?: 'per-token' | 'q8k' } = {}) {
     this.hp = hp;
     this.w = w;
+    this.q8kScales = undefined;
+    if (opts.activations === 'q8k') {
+      const types = new Set(w.layers.flatMap((L) => [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown].map((x) => x.type)));
+      if ([...types].some((t) => t !== GGMLType.TQ2_0 && t !== GGMLType.TQ1_0)) {
+        throw BitNetError.Config('Q8K_NEEDS_TQ', "the 'q8k' activation scheme applies to TQ1_0/TQ2_0 projections only");
+      }
+      this.q8kScales = new Float32Array(Math.max(hp.nEmbd, hp.nFF) / QK_K);
+    }
     const wide = Math.max(hp.nEmbd, hp.nFF);
     const kvDim = hp.nHeadKv * hp.headDim;
     this.x = new Float32Array(hp.nEmbd);
@@ -304,6 +360,12 @@ export class ReferenceForward {
   /** Quantizes `x` (length n) into the shared int8 scratch. */
   private quant(x: Float32Array): QuantizedActs {
     const q = this.q8.subarray(0, x.length);
+    if (this.q8kScales) {
+      // llama.cpp-compatible mode (TQ weights only, checked in the constructor).
+      const d = this.q8kScales.subarray(0, x.length / QK_K);
+      quantizeActivationsQ8K(x, q, d);
+      return { q, scale: 1, sum: 0, x, blockScales: d };
+    }
     const { scale, sum } = quantizeActivations(x, q);
     return { q, scale, sum, x };
   }
