@@ -2,11 +2,23 @@
  * bitnet-edge public API (the seed's surface in TypeScript). Imports nothing runtime-specific:
  * Node-only pieces (local files, the hub cache) are loaded lazily when used.
  */
-export { BitNetError, BitNetErrorKind, isBitNetError } from './errors.ts';
+
 export { BitNetModel, type TextStream } from './api/bitnet-model.ts';
-export { BackendKind, DType, ModelConfig, type ModelConfigInit } from './api/model-config.ts';
+export { Device, type DeviceCapabilities, type DeviceKind, type DeviceMemoryInfo, DeviceSpec } from './api/device.ts';
 export { GenerationConfig, type GenerationConfigInit } from './api/generation-config.ts';
-export { Device, DeviceSpec, type DeviceCapabilities, type DeviceKind, type DeviceMemoryInfo } from './api/device.ts';
+export { InferenceConfig, type InferenceConfigInit } from './api/inference-config.ts';
+export { InferenceEngine, type Prompt, type SamplingConfig, type Tensor } from './api/inference-engine.ts';
+export type { InferenceResult, InferenceStats, PerformanceMetrics } from './api/metrics.ts';
+export { BackendKind, DType, ModelConfig, type ModelConfigInit } from './api/model-config.ts';
+export type { ModelInfo, QuantizationInfo, TensorInfo } from './api/model-info.ts';
+export {
+  type FormatLoader,
+  GGUFFormatLoader,
+  LoadConfig,
+  type LoadConfigInit,
+  type Model,
+  ModelLoader,
+} from './api/model-loader.ts';
 export {
   QuantizationConfig,
   type QuantizationConfigInit,
@@ -16,16 +28,12 @@ export {
   Quantizer,
   ternarize,
 } from './api/quantization.ts';
-export { type FormatLoader, GGUFFormatLoader, LoadConfig, type LoadConfigInit, type Model, ModelLoader } from './api/model-loader.ts';
-export { InferenceConfig, type InferenceConfigInit } from './api/inference-config.ts';
-export { InferenceEngine, type Prompt, type SamplingConfig, type Tensor } from './api/inference-engine.ts';
-export type { InferenceResult, InferenceStats, PerformanceMetrics } from './api/metrics.ts';
-export type { ModelInfo, QuantizationInfo, TensorInfo } from './api/model-info.ts';
-export { CacheConfig, EvictionPolicy, KVCache, KVCacheConfig } from './model/kv-cache.ts';
-export type { Tokenizer } from './tokenizer/types.ts';
-export { createTokenizerFromGGUF } from './tokenizer/bpe.ts';
-export { type ByteSource, MemorySource } from './sources/byte-source.ts';
+export { BitNetError, BitNetErrorKind, isBitNetError } from './errors.ts';
+export { GGMLType } from './gguf/ggml-types.ts';
 export { type GGUFFile, type GGUFTensorInfo, readGGUF } from './gguf/reader.ts';
 export { encodeGGUF, writeGGUF } from './gguf/writer.ts';
-export { GGMLType } from './gguf/ggml-types.ts';
-export { SYNTH_PRESETS, synthModel, type SynthOptions } from './model/synth.ts';
+export { CacheConfig, EvictionPolicy, KVCache, KVCacheConfig } from './model/kv-cache.ts';
+export { SYNTH_PRESETS, type SynthOptions, synthModel } from './model/synth.ts';
+export { type ByteSource, MemorySource } from './sources/byte-source.ts';
+export { createTokenizerFromGGUF } from './tokenizer/bpe.ts';
+export type { Tokenizer } from './tokenizer/types.ts';

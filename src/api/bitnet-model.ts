@@ -41,7 +41,10 @@ export class BitNetModel {
     this.cfg = cfg;
     const inf = new InferenceConfig({ kvCacheSize: cfg.kvCache.maxBytes, numThreads: cfg.numThreads ?? 1 });
     cfg.kvCache.maxSeqLen = Math.min(cfg.kvCache.maxSeqLen, cfg.maxSeqLen);
-    this.engine = new InferenceEngine(model, model.tokenizer, cfg.device, inf, { backend: cfg.backend, kvCacheConfig: cfg.kvCache });
+    this.engine = new InferenceEngine(model, model.tokenizer, cfg.device, inf, {
+      backend: cfg.backend,
+      kvCacheConfig: cfg.kvCache,
+    });
   }
 
   private static async load(location: string | URL | ByteSource, config: ModelConfig): Promise<BitNetModel> {
@@ -59,7 +62,10 @@ export class BitNetModel {
   }
 
   /** Loads a local GGUF file (a path, a file:// URL, or any ByteSource). */
-  static async fromFile(path: string | URL | ByteSource, config: ModelConfig | ModelConfigInit = {}): Promise<BitNetModel> {
+  static async fromFile(
+    path: string | URL | ByteSource,
+    config: ModelConfig | ModelConfigInit = {},
+  ): Promise<BitNetModel> {
     return BitNetModel.load(path, config instanceof ModelConfig ? config : new ModelConfig(config));
   }
 
@@ -83,12 +89,19 @@ export class BitNetModel {
   }
 
   /** Generates text for a prompt and returns it. */
-  async generate(prompt: string, config: GenerationConfig | GenerationConfigInit = new GenerationConfig()): Promise<string> {
+  async generate(
+    prompt: string,
+    config: GenerationConfig | GenerationConfigInit = new GenerationConfig(),
+  ): Promise<string> {
     return (await this.generateDetailed(prompt, config)).text;
   }
 
   /** Like generate, with token ids, finish reason and timings. Accepts `{ids}` prompts too. */
-  async generateDetailed(prompt: Prompt, config: GenerationConfig | GenerationConfigInit = new GenerationConfig(), signal?: AbortSignal): Promise<InferenceResult> {
+  async generateDetailed(
+    prompt: Prompt,
+    config: GenerationConfig | GenerationConfigInit = new GenerationConfig(),
+    signal?: AbortSignal,
+  ): Promise<InferenceResult> {
     const it = this.engine.stream(prompt, config, signal);
     let r = await it.next();
     while (!r.done) r = await it.next();
@@ -128,18 +141,19 @@ export class BitNetModel {
     // Node's and workerd's ReadableStreams are async-iterable already; make it so everywhere.
     const plain: ReadableStream<string> = stream;
     if (!(Symbol.asyncIterator in plain)) {
-      (stream as unknown as { [Symbol.asyncIterator]: () => AsyncIterator<string> })[Symbol.asyncIterator] = async function* () {
-        const reader = plain.getReader();
-        try {
-          for (;;) {
-            const { done, value } = await reader.read();
-            if (done) return;
-            yield value;
+      (stream as unknown as { [Symbol.asyncIterator]: () => AsyncIterator<string> })[Symbol.asyncIterator] =
+        async function* () {
+          const reader = plain.getReader();
+          try {
+            for (;;) {
+              const { done, value } = await reader.read();
+              if (done) return;
+              yield value;
+            }
+          } finally {
+            reader.releaseLock();
           }
-        } finally {
-          reader.releaseLock();
-        }
-      };
+        };
     }
     return stream;
   }

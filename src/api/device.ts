@@ -39,7 +39,9 @@ function proc(): NodeProcessLike | undefined {
 }
 
 // The smallest valid module using a v128 op (i32x4.splat); validates only where SIMD128 exists.
-const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 8, 1, 6, 0, 65, 0, 253, 17, 11]);
+const SIMD_PROBE = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 8, 1, 6, 0, 65, 0, 253, 17, 11,
+]);
 function hasWasmSimd(): boolean {
   try {
     return typeof WebAssembly !== 'undefined' && WebAssembly.validate(SIMD_PROBE);
@@ -77,7 +79,9 @@ export class DeviceSpec {
   memoryInfo(): DeviceMemoryInfo {
     const d = this.resolve();
     if (d.kind !== 'Cpu') {
-      throw BitNetError.Device('DEVICE_UNAVAILABLE', `${d.toString()} is not available: ${d.unavailableReason()}`, { device: d.toString() });
+      throw BitNetError.Device('DEVICE_UNAVAILABLE', `${d.toString()} is not available: ${d.unavailableReason()}`, {
+        device: d.toString(),
+      });
     }
     const p = proc();
     const os = p?.getBuiltinModule?.('node:os') as { totalmem(): number; freemem(): number } | undefined;
@@ -86,11 +90,14 @@ export class DeviceSpec {
       const free = Math.min(p?.availableMemory?.() ?? os.freemem(), total);
       return { total, free, used: total - free };
     }
-    throw BitNetError.Device('MEMORY_INFO_UNAVAILABLE', 'this runtime does not report memory figures', { device: 'Cpu' });
+    throw BitNetError.Device('MEMORY_INFO_UNAVAILABLE', 'this runtime does not report memory figures', {
+      device: 'Cpu',
+    });
   }
 
   capabilities(): DeviceCapabilities {
-    const threads = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
+    const threads =
+      (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
     return {
       supportsF16: true,
       supportsBf16: true,
@@ -115,7 +122,8 @@ export const Device = {
   Cpu: new DeviceSpec('Cpu'),
   Metal: new DeviceSpec('Metal'),
   Cuda(index = 0): DeviceSpec {
-    if (!Number.isInteger(index) || index < 0) throw BitNetError.Config('BAD_DEVICE', `CUDA device index must be a non-negative integer, got ${index}`);
+    if (!Number.isInteger(index) || index < 0)
+      throw BitNetError.Config('BAD_DEVICE', `CUDA device index must be a non-negative integer, got ${index}`);
     return new DeviceSpec('Cuda', index);
   },
   /** Devices that can run a model in this runtime now. */

@@ -39,7 +39,8 @@ export class GenerationConfig {
       throw BitNetError.Config('INVALID_GENERATION_CONFIG', 'GenerationConfig takes an object of settings');
     }
     for (const [k, v] of Object.entries(init)) {
-      if (!(k in this)) throw BitNetError.Config('INVALID_GENERATION_CONFIG', `unknown generation setting "${k}"`, { key: k });
+      if (!(k in this))
+        throw BitNetError.Config('INVALID_GENERATION_CONFIG', `unknown generation setting "${k}"`, { key: k });
       if (v !== undefined) (this as Record<string, unknown>)[k] = k === 'stopSequences' ? [...(v as string[])] : v;
     }
   }
@@ -94,21 +95,29 @@ export class GenerationConfig {
   /** Throws a Config BitNetError naming the first bad field. */
   validate(): this {
     const fail = (field: string, why: string, value: unknown) => {
-      throw BitNetError.Config('INVALID_GENERATION_CONFIG', `${field} ${why} (got ${String(value)})`, { field, value: String(value) });
+      throw BitNetError.Config('INVALID_GENERATION_CONFIG', `${field} ${why} (got ${String(value)})`, {
+        field,
+        value: String(value),
+      });
     };
     const n = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
-    if (!Number.isInteger(this.maxNewTokens) || this.maxNewTokens < 1 || this.maxNewTokens > 1 << 20) fail('maxNewTokens', 'must be an integer in 1..1048576', this.maxNewTokens);
-    if (!n(this.temperature) || this.temperature < 0 || this.temperature > 100) fail('temperature', 'must be in [0, 100]', this.temperature);
+    if (!Number.isInteger(this.maxNewTokens) || this.maxNewTokens < 1 || this.maxNewTokens > 1 << 20)
+      fail('maxNewTokens', 'must be an integer in 1..1048576', this.maxNewTokens);
+    if (!n(this.temperature) || this.temperature < 0 || this.temperature > 100)
+      fail('temperature', 'must be in [0, 100]', this.temperature);
     if (!n(this.topP) || this.topP <= 0 || this.topP > 1) fail('topP', 'must be in (0, 1]', this.topP);
     if (!Number.isInteger(this.topK) || this.topK < 0) fail('topK', 'must be a non-negative integer', this.topK);
-    if (!n(this.repetitionPenalty) || this.repetitionPenalty <= 0 || this.repetitionPenalty > 10) fail('repetitionPenalty', 'must be in (0, 10]', this.repetitionPenalty);
-    if (!Array.isArray(this.stopSequences) || this.stopSequences.some((s) => typeof s !== 'string' || s.length === 0)) fail('stopSequences', 'must be non-empty strings', this.stopSequences);
+    if (!n(this.repetitionPenalty) || this.repetitionPenalty <= 0 || this.repetitionPenalty > 10)
+      fail('repetitionPenalty', 'must be in (0, 10]', this.repetitionPenalty);
+    if (!Array.isArray(this.stopSequences) || this.stopSequences.some((s) => typeof s !== 'string' || s.length === 0))
+      fail('stopSequences', 'must be non-empty strings', this.stopSequences);
     if (this.seed !== undefined) {
       const s = this.seed;
       const ok = typeof s === 'bigint' ? s >= 0n && s < 1n << 64n : Number.isSafeInteger(s) && s >= 0;
       if (!ok) fail('seed', 'must be an integer in 0..2^64-1', s);
     }
-    if (typeof this.skipSpecialTokens !== 'boolean') fail('skipSpecialTokens', 'must be a boolean', this.skipSpecialTokens);
+    if (typeof this.skipSpecialTokens !== 'boolean')
+      fail('skipSpecialTokens', 'must be a boolean', this.skipSpecialTokens);
     if (typeof this.stream !== 'boolean') fail('stream', 'must be a boolean', this.stream);
     return this;
   }

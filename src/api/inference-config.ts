@@ -23,7 +23,8 @@ export class InferenceConfig {
 
   constructor(init: InferenceConfigInit = {}) {
     for (const [k, v] of Object.entries(init)) {
-      if (!(k in this)) throw BitNetError.Config('INVALID_INFERENCE_CONFIG', `unknown inference setting "${k}"`, { key: k });
+      if (!(k in this))
+        throw BitNetError.Config('INVALID_INFERENCE_CONFIG', `unknown inference setting "${k}"`, { key: k });
       if (v !== undefined) (this as Record<string, unknown>)[k] = v;
     }
   }
@@ -37,7 +38,12 @@ export class InferenceConfig {
   }
   /** Many concurrent sequences. */
   static highThroughput(): InferenceConfig {
-    return new InferenceConfig({ maxBatchSize: 16, maxConcurrentRequests: 64, kvCacheSize: 2 * 1024 ** 3, requestTimeout: 120_000 });
+    return new InferenceConfig({
+      maxBatchSize: 16,
+      maxConcurrentRequests: 64,
+      kvCacheSize: 2 * 1024 ** 3,
+      requestTimeout: 120_000,
+    });
   }
   /** Small KV budget for 128 MB isolates. */
   static memoryEfficient(): InferenceConfig {
@@ -48,7 +54,11 @@ export class InferenceConfig {
     const int = (f: keyof this, min: number) => {
       const v = this[f] as unknown;
       if (!Number.isInteger(v) || (v as number) < min) {
-        throw BitNetError.Config('INVALID_INFERENCE_CONFIG', `${String(f)} must be an integer >= ${min} (got ${String(v)})`, { field: String(f) });
+        throw BitNetError.Config(
+          'INVALID_INFERENCE_CONFIG',
+          `${String(f)} must be an integer >= ${min} (got ${String(v)})`,
+          { field: String(f) },
+        );
       }
     };
     int('maxBatchSize', 1);

@@ -42,7 +42,10 @@ export interface EngineOptions {
 
 function chooseBackend(model: Model, kind: BackendKind): Backend {
   if (kind === 'wasm') {
-    throw BitNetError.Device('BACKEND_UNAVAILABLE', 'the wasm backend is not built yet; use --backend reference', { backend: 'wasm', tried: ['wasm'] });
+    throw BitNetError.Device('BACKEND_UNAVAILABLE', 'the wasm backend is not built yet; use --backend reference', {
+      backend: 'wasm',
+      tried: ['wasm'],
+    });
   }
   return new ReferenceBackend(model);
 }
@@ -56,7 +59,13 @@ export class InferenceEngine {
   private readonly engine: Engine;
   private seqCounter = 0;
 
-  constructor(model: Model, tokenizer: Tokenizer | undefined, device: DeviceSpec, config: InferenceConfig = new InferenceConfig(), opts: EngineOptions = {}) {
+  constructor(
+    model: Model,
+    tokenizer: Tokenizer | undefined,
+    device: DeviceSpec,
+    config: InferenceConfig = new InferenceConfig(),
+    opts: EngineOptions = {},
+  ) {
     config.validate();
     const dev = device.resolve();
     if (!dev.isAvailable()) {
@@ -84,7 +93,12 @@ export class InferenceEngine {
     });
   }
 
-  static withConfig(model: Model, tokenizer: Tokenizer | undefined, device: DeviceSpec, config: InferenceConfig): InferenceEngine {
+  static withConfig(
+    model: Model,
+    tokenizer: Tokenizer | undefined,
+    device: DeviceSpec,
+    config: InferenceConfig,
+  ): InferenceEngine {
     return new InferenceEngine(model, tokenizer, device, config);
   }
 
@@ -96,22 +110,29 @@ export class InferenceEngine {
   encodePrompt(prompt: Prompt): number[] {
     if (typeof prompt !== 'string') return [...prompt.ids];
     if (!this.tokenizer) {
-      throw BitNetError.Tokenization('TOKENIZER_MISSING', 'this model has no tokenizer; give token ids instead of text', {
-        cause: this.model.tokenizerError?.message,
-      });
+      throw BitNetError.Tokenization(
+        'TOKENIZER_MISSING',
+        'this model has no tokenizer; give token ids instead of text',
+        {
+          cause: this.model.tokenizerError?.message,
+        },
+      );
     }
     return this.tokenizer.encode(prompt, { addSpecialTokens: true });
   }
 
   /** Logits at every position of `inputIds`: shape [n, vocab]. */
   async forward(inputIds: number[], attentionMask?: boolean[]): Promise<Tensor> {
-    if (attentionMask && attentionMask.some((m) => !m)) {
-      throw BitNetError.Config('UNSUPPORTED_MASK', 'only a full (all-true) attention mask is supported for a single sequence');
+    if (attentionMask?.some((m) => !m)) {
+      throw BitNetError.Config(
+        'UNSUPPORTED_MASK',
+        'only a full (all-true) attention mask is supported for a single sequence',
+      );
     }
     const rows = await this.engine.logitsAll(inputIds);
     const v = this.model.hparams.nVocab;
     const data = new Float32Array(rows.length * v);
-    rows.forEach((r, i) => data.set(r, i * v));
+    for (let i = 0; i < rows.length; i++) data.set(rows[i], i * v);
     return { data, shape: [rows.length, v] };
   }
 
@@ -128,13 +149,21 @@ export class InferenceEngine {
   }
 
   /** Streams token events for a prompt; the generator's return value is the outcome. */
-  stream(prompt: Prompt, config: GenerationConfig | GenerationConfigInit = {}, signal?: AbortSignal): AsyncGenerator<TokenEvent, GenerationOutcome> {
+  stream(
+    prompt: Prompt,
+    config: GenerationConfig | GenerationConfigInit = {},
+    signal?: AbortSignal,
+  ): AsyncGenerator<TokenEvent, GenerationOutcome> {
     const c = (config instanceof GenerationConfig ? config : new GenerationConfig(config)).validate();
     const ids = this.encodePrompt(prompt);
     return this.engine.generate(ids, { ...c, signal });
   }
 
-  async generate(prompt: Prompt, config: GenerationConfig | GenerationConfigInit = {}, signal?: AbortSignal): Promise<InferenceResult> {
+  async generate(
+    prompt: Prompt,
+    config: GenerationConfig | GenerationConfigInit = {},
+    signal?: AbortSignal,
+  ): Promise<InferenceResult> {
     const it = this.stream(prompt, config, signal);
     let r = await it.next();
     while (!r.done) r = await it.next();

@@ -82,9 +82,12 @@ export class ModelConfig {
     pos('hiddenSize');
     pos('numLayers');
     if (!Object.values(DType).includes(this.dtype)) bad('dtype', 'must be one of F32, F16, BF16, I8', this.dtype);
-    if (!Object.values(BackendKind).includes(this.backend)) bad('backend', 'must be auto, reference or wasm', this.backend);
-    if (this.numThreads !== undefined && (!Number.isInteger(this.numThreads) || this.numThreads < 1)) bad('numThreads', 'must be a positive integer', this.numThreads);
-    if (this.maxMemoryBytes !== undefined && !(this.maxMemoryBytes > 0)) bad('maxMemoryBytes', 'must be positive', this.maxMemoryBytes);
+    if (!Object.values(BackendKind).includes(this.backend))
+      bad('backend', 'must be auto, reference or wasm', this.backend);
+    if (this.numThreads !== undefined && (!Number.isInteger(this.numThreads) || this.numThreads < 1))
+      bad('numThreads', 'must be a positive integer', this.numThreads);
+    if (this.maxMemoryBytes !== undefined && !(this.maxMemoryBytes > 0))
+      bad('maxMemoryBytes', 'must be positive', this.maxMemoryBytes);
     this.quantization.validate();
     this.kvCache.validate();
     return this;

@@ -1,7 +1,7 @@
 /** ModelInfo and QuantizationInfo: what a loaded (or inspected) model is, from its tensor table. */
 import { GGMLType, typeName } from '../gguf/ggml-types.ts';
-import { metaString } from '../gguf/reader.ts';
 import type { GGUFFile } from '../gguf/reader.ts';
+import { metaString } from '../gguf/reader.ts';
 import type { HParams } from '../model/hparams.ts';
 import { QuantizationType } from './quantization.ts';
 
@@ -53,7 +53,10 @@ export function buildModelInfo(file: GGUFFile, hp: HParams, location: string): M
   const q = file.tensorsByName.get('blk.0.attn_q.weight');
   const qt = q ? q.type : GGMLType.F32;
   const bits = q ? (q.byteLength * 8) / q.nElements : 32;
-  const qtype = qt === GGMLType.I2_S || qt === GGMLType.TQ2_0 || qt === GGMLType.TQ1_0 ? QuantizationType.I2S : QuantizationType.None;
+  const qtype =
+    qt === GGMLType.I2_S || qt === GGMLType.TQ2_0 || qt === GGMLType.TQ1_0
+      ? QuantizationType.I2S
+      : QuantizationType.None;
   const kvPerLayer = 2 * hp.nHeadKv * hp.headDim * 2;
   const name = metaString(file.metadata, 'general.name') ?? location;
   return {

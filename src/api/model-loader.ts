@@ -57,7 +57,10 @@ export const GGUFFormatLoader: FormatLoader = {
     return head.length >= 4 && new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true) === GGUF_MAGIC;
   },
   async inspect(source, config) {
-    const { file, hparams } = await inspectModel(source, { maxMemoryBytes: config.maxMemoryBytes, signal: config.signal });
+    const { file, hparams } = await inspectModel(source, {
+      maxMemoryBytes: config.maxMemoryBytes,
+      signal: config.signal,
+    });
     return buildModelInfo(file, hparams, source.description);
   },
   async load(source, config) {

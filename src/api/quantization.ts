@@ -16,8 +16,8 @@
  * I2S/TL1/TL2 need the element count to be a multiple of 128 / 2 / 3 respectively.
  */
 import { BitNetError } from '../errors.ts';
-import { I2S_BLOCK, packI2S, unpackI2S } from '../quant/i2s.ts';
 import { roundHalfEven } from '../model/reference.ts';
+import { I2S_BLOCK, packI2S, unpackI2S } from '../quant/i2s.ts';
 
 export const QuantizationType = {
   None: 'None',
@@ -54,7 +54,10 @@ export class QuantizationConfig {
       throw BitNetError.Config('INVALID_QUANTIZATION_CONFIG', `unknown quantization type ${String(this.qtype)}`);
     }
     if (!Number.isInteger(this.blockSize) || this.blockSize < 1 || this.blockSize > 1 << 16) {
-      throw BitNetError.Config('INVALID_QUANTIZATION_CONFIG', `blockSize must be an integer in 1..65536, got ${this.blockSize}`);
+      throw BitNetError.Config(
+        'INVALID_QUANTIZATION_CONFIG',
+        `blockSize must be an integer in 1..65536, got ${this.blockSize}`,
+      );
     }
     return this;
   }
@@ -104,7 +107,8 @@ export const Quantizer: Quantize = {
     config.validate();
     const n = shape.reduce((a, b) => a * b, 1);
     if (n !== values.length) fail('SHAPE_MISMATCH', `shape [${shape}] has ${n} elements, values have ${values.length}`);
-    for (let i = 0; i < n; i++) if (!Number.isFinite(values[i])) fail('NON_FINITE', `value at ${i} is not finite`, { index: i });
+    for (let i = 0; i < n; i++)
+      if (!Number.isFinite(values[i])) fail('NON_FINITE', `value at ${i} is not finite`, { index: i });
     const bs = config.blockSize;
     const t: QuantizedTensor = { qtype: config.qtype, shape: [...shape], data: new Uint8Array(0), blockSize: bs };
     switch (config.qtype) {
@@ -216,7 +220,8 @@ export const Quantizer: Quantize = {
         const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
         for (let i = 0; i < n; i++) {
           const sc = dv.getFloat32(4 * Math.floor(i / bs), true);
-          const q = t.qtype === 'Int4' ? (((d[nb * 4 + (i >> 1)] >> ((i & 1) * 4)) & 15) << 28) >> 28 : dv.getInt8(nb * 4 + i);
+          const q =
+            t.qtype === 'Int4' ? (((d[nb * 4 + (i >> 1)] >> ((i & 1) * 4)) & 15) << 28) >> 28 : dv.getInt8(nb * 4 + i);
           out[i] = q * sc;
         }
         return out;

@@ -38,7 +38,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
     throw BitNetError.Config('BAD_FLAG', 'give exactly one of --prompt and --prompt-ids', {});
   }
   const seedRaw = str(values, 'seed');
-  if (seedRaw !== undefined && !/^\d+$/.test(seedRaw)) throw BitNetError.Config('BAD_FLAG', `--seed must be a non-negative integer, got "${seedRaw}"`);
+  if (seedRaw !== undefined && !/^\d+$/.test(seedRaw))
+    throw BitNetError.Config('BAD_FLAG', `--seed must be a non-negative integer, got "${seedRaw}"`);
   const config = new GenerationConfig({
     maxNewTokens: num(values, 'max-tokens', { int: true, min: 1 }) ?? 128,
     temperature: num(values, 'temperature', { min: 0 }) ?? 0.7,
@@ -46,13 +47,22 @@ export async function generateCommand(argv: string[]): Promise<number> {
     topP: num(values, 'top-p', { min: 0, max: 1 }) ?? 0.9,
     repetitionPenalty: num(values, 'repetition-penalty', { min: 0 }) ?? 1,
     stopSequences: (values.stop as string[] | undefined) ?? [],
-    seed: seedRaw === undefined ? undefined : BigInt(seedRaw) <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seedRaw) : BigInt(seedRaw),
+    seed:
+      seedRaw === undefined
+        ? undefined
+        : BigInt(seedRaw) <= BigInt(Number.MAX_SAFE_INTEGER)
+          ? Number(seedRaw)
+          : BigInt(seedRaw),
     skipSpecialTokens: !values['keep-special'],
   }).validate();
   const backend = oneOf(values, 'backend', ['reference', 'wasm'] as const) ?? 'reference';
   const threads = num(values, 'threads', { int: true, min: 1 });
   const t0 = performance.now();
-  const model = await BitNetModel.fromFile(location, { backend, numThreads: threads, preTokenizer: str(values, 'pre-tokenizer') });
+  const model = await BitNetModel.fromFile(location, {
+    backend,
+    numThreads: threads,
+    preTokenizer: str(values, 'pre-tokenizer'),
+  });
   const loadMs = performance.now() - t0;
   const p = prompt !== undefined ? prompt : { ids: idList(promptIds!, 'prompt-ids') };
 
@@ -83,6 +93,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
   for await (const piece of model.generateStream(p, config)) process.stdout.write(piece);
   process.stdout.write('\n');
   const m = model.lastMetrics();
-  if (m) console.error(`${m.generatedTokens} tokens, ${m.tokensPerSecond.toFixed(2)} tok/s, first token ${m.timeToFirstToken.toFixed(0)} ms`);
+  if (m)
+    console.error(
+      `${m.generatedTokens} tokens, ${m.tokensPerSecond.toFixed(2)} tok/s, first token ${m.timeToFirstToken.toFixed(0)} ms`,
+    );
   return 0;
 }

@@ -1,7 +1,7 @@
 /** `bitnet inspect FILE`: header, metadata (arrays summarised) and tensor table, without weights. */
 import { parseArgs } from 'node:util';
-import { readGGUF } from '../gguf/reader.ts';
 import type { GGUFValue } from '../gguf/metadata.ts';
+import { readGGUF } from '../gguf/reader.ts';
 import { openSource } from '../sources/open.ts';
 import { required } from './args.ts';
 
@@ -20,21 +20,42 @@ function summarise(v: GGUFValue): unknown {
 }
 
 export async function inspectCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { json: { type: 'boolean' } },
+    allowPositionals: true,
+  });
   const path = required(positionals[0], 'FILE');
   const src = await openSource(path);
   try {
     const f = await readGGUF(src);
     const metadata: Record<string, unknown> = {};
     for (const [k, e] of f.metadata) metadata[k] = summarise(e.value);
-    const tensors = f.tensors.map((t) => ({ name: t.name, type: t.typeName, ne: t.ne, offset: t.offset, bytes: t.byteLength }));
-    const out = { file: path, size: f.fileSize, version: f.version, alignment: f.alignment, dataOffset: f.dataOffset, metadata, tensors };
+    const tensors = f.tensors.map((t) => ({
+      name: t.name,
+      type: t.typeName,
+      ne: t.ne,
+      offset: t.offset,
+      bytes: t.byteLength,
+    }));
+    const out = {
+      file: path,
+      size: f.fileSize,
+      version: f.version,
+      alignment: f.alignment,
+      dataOffset: f.dataOffset,
+      metadata,
+      tensors,
+    };
     if (values.json) {
       console.log(JSON.stringify(out));
     } else {
-      console.log(`${path}: GGUF v${f.version}, ${f.fileSize} bytes, ${f.metadata.size} metadata keys, ${f.tensors.length} tensors`);
+      console.log(
+        `${path}: GGUF v${f.version}, ${f.fileSize} bytes, ${f.metadata.size} metadata keys, ${f.tensors.length} tensors`,
+      );
       for (const [k, v] of Object.entries(metadata)) console.log(`  ${k} = ${JSON.stringify(v)}`);
-      for (const t of tensors) console.log(`  ${t.name.padEnd(32)} ${t.type.padEnd(6)} [${t.ne.join(', ')}] ${t.bytes} B @ ${t.offset}`);
+      for (const t of tensors)
+        console.log(`  ${t.name.padEnd(32)} ${t.type.padEnd(6)} [${t.ne.join(', ')}] ${t.bytes} B @ ${t.offset}`);
     }
   } finally {
     await src.close?.();

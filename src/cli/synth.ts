@@ -4,7 +4,14 @@ import { rename } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { BitNetError } from '../errors.ts';
 import { writeGGUF } from '../gguf/writer.ts';
-import { defaultArch, SYNTH_PRESETS, type SynthEmbdType, type SynthOptions, type SynthQType, synthModel } from '../model/synth.ts';
+import {
+  defaultArch,
+  SYNTH_PRESETS,
+  type SynthEmbdType,
+  type SynthOptions,
+  type SynthQType,
+  synthModel,
+} from '../model/synth.ts';
 import { num, oneOf, required, str } from './args.ts';
 
 export async function synthCommand(argv: string[]): Promise<number> {
@@ -61,14 +68,21 @@ export async function synthCommand(argv: string[]): Promise<number> {
   // Write to a temporary name and rename at the end: an interrupted run leaves no half file.
   const tmp = `${out}.partial`;
   const ws = createWriteStream(tmp);
-  const bytes = await writeGGUF(model.metadata, model.tensors, (chunk) =>
-    new Promise<void>((resolve, reject) => {
-      ws.write(chunk, (err) => (err ? reject(err) : resolve()));
-    }),
+  const bytes = await writeGGUF(
+    model.metadata,
+    model.tensors,
+    (chunk) =>
+      new Promise<void>((resolve, reject) => {
+        ws.write(chunk, (err) => (err ? reject(err) : resolve()));
+      }),
   );
   await new Promise<void>((resolve, reject) => ws.end((err?: Error | null) => (err ? reject(err) : resolve())));
   await rename(tmp, out);
   const summary = { out, bytes, ...opts, tensors: model.tensors.length, note: 'random weights (synthetic model)' };
-  console.log(values.json ? JSON.stringify(summary) : `wrote ${out}: ${bytes} bytes, ${model.tensors.length} tensors (${opts.arch}, ${qtype}, random weights)`);
+  console.log(
+    values.json
+      ? JSON.stringify(summary)
+      : `wrote ${out}: ${bytes} bytes, ${model.tensors.length} tensors (${opts.arch}, ${qtype}, random weights)`,
+  );
   return 0;
 }

@@ -11,7 +11,7 @@ import type { Backend } from '../kernels/backend.ts';
 import type { KVStore } from '../model/reference.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { createRng, type Seed } from './prng.ts';
-import { sample, type SamplerParams } from './sampler.ts';
+import { type SamplerParams, sample } from './sampler.ts';
 import { StopMatcher } from './stop.ts';
 
 /** How many recent tokens the repetition penalty looks at (llama.cpp's default penalty_last_n). */
@@ -95,21 +95,32 @@ export class Engine {
     const vocab = this.d.backend.vocabSize;
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= vocab) {
-        throw BitNetError.Config('BAD_TOKEN', `token id ${id} is outside the vocabulary (0..${vocab - 1})`, { token: id });
+        throw BitNetError.Config('BAD_TOKEN', `token id ${id} is outside the vocabulary (0..${vocab - 1})`, {
+          token: id,
+        });
       }
     }
     if (ids.length + (maxNew > 0 ? 1 : 0) > this.d.contextLength) {
-      throw BitNetError.Capacity('PROMPT_TOO_LONG', `the prompt has ${ids.length} tokens; the context holds ${this.d.contextLength}`, {
-        promptTokens: ids.length,
-        contextLength: this.d.contextLength,
-      });
+      throw BitNetError.Capacity(
+        'PROMPT_TOO_LONG',
+        `the prompt has ${ids.length} tokens; the context holds ${this.d.contextLength}`,
+        {
+          promptTokens: ids.length,
+          contextLength: this.d.contextLength,
+        },
+      );
     }
   }
 
   /** Streams generated tokens; the generator's return value summarises the generation. */
-  async *generate(promptIds: readonly number[], o: EngineGenerateOptions): AsyncGenerator<TokenEvent, GenerationOutcome> {
+  async *generate(
+    promptIds: readonly number[],
+    o: EngineGenerateOptions,
+  ): AsyncGenerator<TokenEvent, GenerationOutcome> {
     if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0) {
-      throw BitNetError.Config('INVALID_GENERATION_CONFIG', 'maxNewTokens must be a non-negative integer', { maxNewTokens: o.maxNewTokens });
+      throw BitNetError.Config('INVALID_GENERATION_CONFIG', 'maxNewTokens must be a non-negative integer', {
+        maxNewTokens: o.maxNewTokens,
+      });
     }
     this.checkPrompt(promptIds, o.maxNewTokens);
     const { backend, tokenizer } = this.d;
@@ -128,9 +139,22 @@ export class Engine {
     const seq = this.d.newSequence();
     try {
       if (o.maxNewTokens === 0) {
-        return { tokenIds: [], text: '', finishReason: 'length', promptTokens: promptIds.length, generatedTokens: 0, timings: { prefillMs: 0, decodeMs: 0, totalMs: 0, firstTokenMs: 0 } };
+        return {
+          tokenIds: [],
+          text: '',
+          finishReason: 'length',
+          promptTokens: promptIds.length,
+          generatedTokens: 0,
+          timings: { prefillMs: 0, decodeMs: 0, totalMs: 0, firstTokenMs: 0 },
+        };
       }
-      let [logits] = await backend.forward({ tokens: promptIds, startPos: 0, kv: seq.store, logits: 'last', signal: o.signal });
+      let [logits] = await backend.forward({
+        tokens: promptIds,
+        startPos: 0,
+        kv: seq.store,
+        logits: 'last',
+        signal: o.signal,
+      });
       prefillMs = this.now() - t0;
       let pos = promptIds.length;
       for (;;) {
@@ -153,7 +177,13 @@ export class Engine {
           break;
         }
         if (generated.length >= o.maxNewTokens || pos >= this.d.contextLength) break;
-        [logits] = await backend.forward({ tokens: [id], startPos: pos, kv: seq.store, logits: 'last', signal: o.signal });
+        [logits] = await backend.forward({
+          tokens: [id],
+          startPos: pos,
+          kv: seq.store,
+          logits: 'last',
+          signal: o.signal,
+        });
         pos++;
       }
       if (!stop.stopped) {

@@ -239,7 +239,8 @@ function typedArrayOf(type: number, raw: Uint8Array, count: number): GGUFValue {
 
 async function readValue(c: Cursor, type: number, key: string): Promise<GGUFEntry> {
   if (type === GGUFValueType.STRING) return { type, value: await c.string(`value of ${key}`) };
-  if (type !== GGUFValueType.ARRAY) return { type: type as GGUFValueType, value: await c.scalar(type, `value of ${key}`) as GGUFValue };
+  if (type !== GGUFValueType.ARRAY)
+    return { type: type as GGUFValueType, value: (await c.scalar(type, `value of ${key}`)) as GGUFValue };
 
   const elemType = await c.u32(`array type of ${key}`);
   const count = await c.size64(`array length of ${key}`);
@@ -356,19 +357,27 @@ export async function readGGUF(source: ByteSource, opts?: ReadOptions): Promise<
   let end = dataOffset;
   for (const t of byOffset) {
     if (t.offset < end) {
-      throw corrupt('GGUF_OVERLAP', `tensor ${t.name} overlaps the previous tensor`, { name: t.name, offset: t.offset });
+      throw corrupt('GGUF_OVERLAP', `tensor ${t.name} overlaps the previous tensor`, {
+        name: t.name,
+        offset: t.offset,
+      });
     }
     end = t.offset + t.byteLength;
     if (end > source.size) {
-      throw corrupt('GGUF_OFFSET_PAST_EOF', `tensor ${t.name} ends at ${end}, past the end of the file (${source.size})`, {
-        name: t.name,
-        end,
-        size: source.size,
-      });
+      throw corrupt(
+        'GGUF_OFFSET_PAST_EOF',
+        `tensor ${t.name} ends at ${end}, past the end of the file (${source.size})`,
+        {
+          name: t.name,
+          end,
+          size: source.size,
+        },
+      );
     }
   }
   for (const t of tensors) {
-    if (tensorsByName.has(t.name)) throw corrupt('GGUF_DUPLICATE_TENSOR', `tensor ${t.name} appears twice`, { name: t.name });
+    if (tensorsByName.has(t.name))
+      throw corrupt('GGUF_DUPLICATE_TENSOR', `tensor ${t.name} appears twice`, { name: t.name });
     tensorsByName.set(t.name, t);
   }
   return { version, metadata, tensors, tensorsByName, alignment, dataOffset, fileSize: source.size, source };

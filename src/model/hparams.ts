@@ -8,8 +8,8 @@
  *   optional per-projection `*.scale` tensors.
  */
 import { BitNetError } from '../errors.ts';
-import { metaNumber, metaString } from '../gguf/reader.ts';
 import type { GGUFMetadata } from '../gguf/metadata.ts';
+import { metaNumber, metaString } from '../gguf/reader.ts';
 
 export const B158_ARCHS = ['bitnet-b1.58', 'bitnet-25', 'bitnet-1.58'] as const;
 export const SUPPORTED_ARCHS = [...B158_ARCHS, 'bitnet'] as const;
@@ -44,7 +44,8 @@ function req(meta: GGUFMetadata, key: string): number {
 }
 
 function posInt(name: string, v: number, max = 1 << 24): number {
-  if (!Number.isInteger(v) || v <= 0 || v > max) throw bad(`${name} must be a positive integer <= ${max}, got ${v}`, { name, value: v });
+  if (!Number.isInteger(v) || v <= 0 || v > max)
+    throw bad(`${name} must be a positive integer <= ${max}, got ${v}`, { name, value: v });
   return v;
 }
 
@@ -70,16 +71,20 @@ export function readHParams(meta: GGUFMetadata, vocabFallback?: number): HParams
   const nEmbd = posInt('embedding_length', req(meta, p('embedding_length')));
   const nHead = posInt('attention.head_count', req(meta, p('attention.head_count')));
   const nHeadKv = posInt('attention.head_count_kv', metaNumber(meta, p('attention.head_count_kv')) ?? nHead);
-  if (nEmbd % nHead !== 0) throw bad(`embedding_length ${nEmbd} is not a multiple of head_count ${nHead}`, { nEmbd, nHead });
-  if (nHead % nHeadKv !== 0) throw bad(`head_count ${nHead} is not a multiple of head_count_kv ${nHeadKv}`, { nHead, nHeadKv });
+  if (nEmbd % nHead !== 0)
+    throw bad(`embedding_length ${nEmbd} is not a multiple of head_count ${nHead}`, { nEmbd, nHead });
+  if (nHead % nHeadKv !== 0)
+    throw bad(`head_count ${nHead} is not a multiple of head_count_kv ${nHeadKv}`, { nHead, nHeadKv });
   const headDim = nEmbd / nHead;
   const nRot = posInt('rope.dimension_count', metaNumber(meta, p('rope.dimension_count')) ?? headDim);
-  if (nRot > headDim || nRot % 2 !== 0) throw bad(`rope.dimension_count ${nRot} must be even and <= head dim ${headDim}`, { nRot, headDim });
+  if (nRot > headDim || nRot % 2 !== 0)
+    throw bad(`rope.dimension_count ${nRot} must be even and <= head dim ${headDim}`, { nRot, headDim });
   const vocab = metaNumber(meta, p('vocab_size')) ?? vocabFallback;
   if (vocab === undefined) throw BitNetError.Model('MISSING_METADATA', `${p('vocab_size')} is missing`, {});
   const ropeFreqBase = metaNumber(meta, p('rope.freq_base')) ?? 10000;
   const rmsEps = metaNumber(meta, p('attention.layer_norm_rms_epsilon')) ?? 1e-5;
-  if (!(ropeFreqBase > 0) || !Number.isFinite(ropeFreqBase)) throw bad(`rope.freq_base must be > 0, got ${ropeFreqBase}`, {});
+  if (!(ropeFreqBase > 0) || !Number.isFinite(ropeFreqBase))
+    throw bad(`rope.freq_base must be > 0, got ${ropeFreqBase}`, {});
   if (!(rmsEps > 0) || rmsEps > 1) throw bad(`layer_norm_rms_epsilon must be in (0, 1], got ${rmsEps}`, {});
   return {
     arch,

@@ -5,8 +5,8 @@
  */
 import { BitNetError } from '../errors.ts';
 import { type GGUFFile, readGGUF } from '../gguf/reader.ts';
-import { openSource } from '../sources/open.ts';
 import type { ByteSource, ReadOptions } from '../sources/byte-source.ts';
+import { openSource } from '../sources/open.ts';
 import { createTokenizerFromGGUF } from '../tokenizer/bpe.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { type HParams, readHParams } from './hparams.ts';
@@ -32,16 +32,23 @@ export interface LoadedModel {
 }
 
 /** Reads and checks everything except the weights. */
-export async function inspectModel(source: ByteSource, opts: LoadOptions = {}): Promise<{ file: GGUFFile; hparams: HParams; weightBytes: number }> {
+export async function inspectModel(
+  source: ByteSource,
+  opts: LoadOptions = {},
+): Promise<{ file: GGUFFile; hparams: HParams; weightBytes: number }> {
   const file = await readGGUF(source, opts);
   const embd = file.tensorsByName.get('token_embd.weight');
   const hparams = readHParams(file.metadata, embd?.ne[1]);
   const { bytes } = planWeights(file, hparams);
   if (opts.maxMemoryBytes !== undefined && bytes > opts.maxMemoryBytes) {
-    throw BitNetError.Memory('MODEL_TOO_LARGE', `model weights need ${bytes} bytes, over the budget of ${opts.maxMemoryBytes}`, {
-      needed: bytes,
-      budget: opts.maxMemoryBytes,
-    });
+    throw BitNetError.Memory(
+      'MODEL_TOO_LARGE',
+      `model weights need ${bytes} bytes, over the budget of ${opts.maxMemoryBytes}`,
+      {
+        needed: bytes,
+        budget: opts.maxMemoryBytes,
+      },
+    );
   }
   return { file, hparams, weightBytes: bytes };
 }

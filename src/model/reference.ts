@@ -131,7 +131,11 @@ export function dotTQ2_0(w: Uint8Array, rowOff: number, q: Int8Array, k: number,
       for (let m = 0; m < 32; m++) {
         const b = w[bo + 32 * g + m];
         const j = x + 128 * g + m;
-        d += ((b & 3) - 1) * q[j] + (((b >> 2) & 3) - 1) * q[j + 32] + (((b >> 4) & 3) - 1) * q[j + 64] + (((b >> 6) & 3) - 1) * q[j + 96];
+        d +=
+          ((b & 3) - 1) * q[j] +
+          (((b >> 2) & 3) - 1) * q[j + 32] +
+          (((b >> 4) & 3) - 1) * q[j + 64] +
+          (((b >> 6) & 3) - 1) * q[j + 96];
       }
     }
     const dw = F16_TABLE[w[bo + 64] | (w[bo + 65] << 8)];
@@ -334,7 +338,9 @@ export class ReferenceForward {
     this.w = w;
     this.q8kScales = undefined;
     if (opts.activations === 'q8k') {
-      const types = new Set(w.layers.flatMap((L) => [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown].map((x) => x.type)));
+      const types = new Set(
+        w.layers.flatMap((L) => [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown].map((x) => x.type)),
+      );
       if ([...types].some((t) => t !== GGMLType.TQ2_0 && t !== GGMLType.TQ1_0)) {
         throw BitNetError.Config('Q8K_NEEDS_TQ', "the 'q8k' activation scheme applies to TQ1_0/TQ2_0 projections only");
       }
@@ -377,7 +383,9 @@ export class ReferenceForward {
   forwardToken(token: number, pos: number, kv: KVStore): Float32Array {
     const { hp, w } = this;
     if (!Number.isInteger(token) || token < 0 || token >= hp.nVocab) {
-      throw BitNetError.Model('BAD_TOKEN', `token id ${token} is outside the vocabulary (0..${hp.nVocab - 1})`, { token });
+      throw BitNetError.Model('BAD_TOKEN', `token id ${token} is outside the vocabulary (0..${hp.nVocab - 1})`, {
+        token,
+      });
     }
     const { nEmbd, nFF, nHead, nHeadKv, headDim } = hp;
     const x = this.x;

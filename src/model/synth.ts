@@ -12,12 +12,12 @@
  * TQ1_0/TQ2_0 (f16 block scales) files hold exactly the same weights.
  */
 import { BitNetError } from '../errors.ts';
+import { createRng, type Xoshiro128 } from '../generate/prng.ts';
 import { GGMLType } from '../gguf/ggml-types.ts';
 import type { GGUFEntry } from '../gguf/metadata.ts';
 import { meta, type TensorToWrite } from '../gguf/writer.ts';
-import { createRng, type Xoshiro128 } from '../generate/prng.ts';
-import { packI2S } from '../quant/i2s.ts';
 import { quantizeF16, quantizeQ6_K, quantizeQ8_0 } from '../quant/float-codecs.ts';
+import { packI2S } from '../quant/i2s.ts';
 import { packTQ1_0, packTQ2_0 } from '../quant/tq.ts';
 import { makeSyntheticVocab } from '../tokenizer/synthetic-vocab.ts';
 import { f16ToF32, f32ToF16 } from '../util/f16.ts';
@@ -50,7 +50,16 @@ export interface SynthOptions extends SynthShape {
 export const SYNTH_PRESETS: Record<string, Omit<SynthShape, 'arch'>> = {
   tiny: { hidden: 256, layers: 2, heads: 4, kvHeads: 2, ffn: 512, vocab: 512, ctx: 512 },
   large: { hidden: 1536, layers: 24, heads: 16, kvHeads: 16, ffn: 4096, vocab: 32002, ctx: 2048, ropeFreqBase: 10000 },
-  '2b-4t': { hidden: 2560, layers: 30, heads: 20, kvHeads: 5, ffn: 6912, vocab: 128256, ctx: 4096, ropeFreqBase: 500000 },
+  '2b-4t': {
+    hidden: 2560,
+    layers: 30,
+    heads: 20,
+    kvHeads: 5,
+    ffn: 6912,
+    vocab: 128256,
+    ctx: 4096,
+    ropeFreqBase: 500000,
+  },
 };
 
 /** Default architecture: Microsoft's for I2_S (bitnet.cpp loads it), upstream's `bitnet` otherwise. */

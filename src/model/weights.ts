@@ -7,8 +7,8 @@
 import { BitNetError } from '../errors.ts';
 import { GGMLType, typeName } from '../gguf/ggml-types.ts';
 import { type GGUFFile, type GGUFTensorInfo, readTensorBytes } from '../gguf/reader.ts';
-import type { ReadOptions } from '../sources/byte-source.ts';
 import { dequantizeRow, type TensorView } from '../quant/float-codecs.ts';
+import type { ReadOptions } from '../sources/byte-source.ts';
 import type { HParams } from './hparams.ts';
 
 /** Types a projection (q/k/v/o/gate/up/down) may have. Ternary ones run the integer path. */

@@ -2,7 +2,7 @@
  * Local file ByteSource (Node, Lambda, the container): positioned reads through one file handle,
  * never buffering the whole file. Imported lazily by `openSource` so the core stays runtime-free.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { BitNetError } from '../errors.ts';
 import { type ByteSource, checkRange, type ReadOptions } from './byte-source.ts';
 

@@ -30,7 +30,11 @@ const REPO_RE = /^[A-Za-z0-9][\w.-]{0,95}\/[A-Za-z0-9][\w.-]{0,95}$/;
 const PREFERRED = ['ggml-model-i2_s.gguf'];
 
 function httpError(status: number, url: string, what: string): BitNetError {
-  if (status === 401 || status === 403) return BitNetError.Io('HUB_UNAUTHORIZED', `${what}: the hub refused access (${status}); set HF_TOKEN`, { status, url });
+  if (status === 401 || status === 403)
+    return BitNetError.Io('HUB_UNAUTHORIZED', `${what}: the hub refused access (${status}); set HF_TOKEN`, {
+      status,
+      url,
+    });
   if (status === 404) return BitNetError.Model('HUB_NOT_FOUND', `${what}: not found on the hub (404)`, { status, url });
   return BitNetError.Io('HUB_HTTP_ERROR', `${what}: the hub answered ${status}`, { status, url });
 }
@@ -61,23 +65,30 @@ export async function listHubFiles(repo: string, o: HubOptions = {}): Promise<st
   const url = `${hubEndpoint(o)}/api/models/${repo}/revision/${encodeURIComponent(rev)}`;
   const res = await hubFetch(url, o, `listing ${repo}`);
   const body = (await res.json()) as { siblings?: { rfilename?: unknown }[] };
-  if (!Array.isArray(body.siblings)) throw BitNetError.Io('HUB_BAD_RESPONSE', `listing ${repo}: no file list in the hub's answer`, { url });
+  if (!Array.isArray(body.siblings))
+    throw BitNetError.Io('HUB_BAD_RESPONSE', `listing ${repo}: no file list in the hub's answer`, { url });
   return body.siblings.map((s) => s.rfilename).filter((f): f is string => typeof f === 'string');
 }
 
 /** Resolves `owner/repo` to a local GGUF path, downloading it into the cache if needed. */
 export async function resolveHubModel(repo: string, o: HubOptions = {}): Promise<string> {
-  if (!REPO_RE.test(repo)) throw BitNetError.Config('BAD_REPO_ID', `"${repo}" is not a hub repository id (owner/name)`, { repo });
+  if (!REPO_RE.test(repo))
+    throw BitNetError.Config('BAD_REPO_ID', `"${repo}" is not a hub repository id (owner/name)`, { repo });
   const rev = o.revision ?? 'main';
   let file = o.filename;
   if (!file) {
     const ggufs = (await listHubFiles(repo, o)).filter((f) => f.endsWith('.gguf'));
     file = PREFERRED.find((p) => ggufs.includes(p)) ?? (ggufs.length === 1 ? ggufs[0] : undefined);
     if (!file) {
-      throw BitNetError.Model(ggufs.length ? 'HUB_AMBIGUOUS_FILE' : 'HUB_NO_GGUF', ggufs.length ? `${repo} has several GGUF files; choose one with filename` : `${repo} has no GGUF file`, { repo, files: ggufs });
+      throw BitNetError.Model(
+        ggufs.length ? 'HUB_AMBIGUOUS_FILE' : 'HUB_NO_GGUF',
+        ggufs.length ? `${repo} has several GGUF files; choose one with filename` : `${repo} has no GGUF file`,
+        { repo, files: ggufs },
+      );
     }
   }
-  if (file.split('/').some((p) => p === '..' || p === '')) throw BitNetError.Config('BAD_FILENAME', `bad file name ${file}`, { file });
+  if (file.split('/').some((p) => p === '..' || p === ''))
+    throw BitNetError.Config('BAD_FILENAME', `bad file name ${file}`, { file });
   const cacheDir = o.cacheDir ?? process.env.BITNET_CACHE_DIR ?? join(homedir(), '.cache', 'bitnet-edge');
   const local = join(cacheDir, repo.replace('/', '--'), rev, file);
   try {
@@ -90,11 +101,17 @@ export async function resolveHubModel(repo: string, o: HubOptions = {}): Promise
   if (!res.body) throw BitNetError.Io('HUB_BAD_RESPONSE', `downloading ${file}: empty body`, { url });
   await mkdir(dirname(local), { recursive: true });
   const partial = `${local}.partial`;
-  await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(partial), { signal: o.signal });
+  await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(partial), {
+    signal: o.signal,
+  });
   const expected = Number(res.headers.get('content-length') ?? Number.NaN);
   const got = (await stat(partial)).size;
   if (Number.isFinite(expected) && expected !== got) {
-    throw BitNetError.Io('HUB_SHORT_DOWNLOAD', `downloading ${file}: got ${got} of ${expected} bytes`, { url, expected, got });
+    throw BitNetError.Io('HUB_SHORT_DOWNLOAD', `downloading ${file}: got ${got} of ${expected} bytes`, {
+      url,
+      expected,
+      got,
+    });
   }
   await rename(partial, local);
   return local;

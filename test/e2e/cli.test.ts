@@ -39,9 +39,22 @@ describe('bitnet CLI', () => {
     expect(logits).toHaveLength(3);
     expect(logits[0]).toHaveLength(512);
 
-    const g = await bitnet('generate', '--model', f, '--prompt-ids', '5,6,7', '--max-tokens', '6', '--temperature', '0', '--json');
+    const g = await bitnet(
+      'generate',
+      '--model',
+      f,
+      '--prompt-ids',
+      '5,6,7',
+      '--max-tokens',
+      '6',
+      '--temperature',
+      '0',
+      '--json',
+    );
     const out = JSON.parse(g.stdout);
-    expect(Object.keys(out)).toEqual(expect.arrayContaining(['text', 'tokenIds', 'promptTokens', 'generatedTokens', 'timings']));
+    expect(Object.keys(out)).toEqual(
+      expect.arrayContaining(['text', 'tokenIds', 'promptTokens', 'generatedTokens', 'timings']),
+    );
     expect(out.promptTokens).toBe(3);
     expect(out.generatedTokens).toBe(6);
     // greedy first token = argmax of the last logits row
@@ -72,7 +85,32 @@ describe('bitnet CLI', () => {
       [['logits', '--model', f, '--prompt-ids', '99999'], /outside the vocabulary/],
       [['generate', '--model', f, '--prompt', 'x', '--temperature', 'hot'], /--temperature must be/],
       [['synth', '--preset', 'tiny', '--qtype', 'q4_0', '--seed', '1', '--out', f], /--qtype must be one of/],
-      [['synth', '--hidden', '100', '--layers', '1', '--heads', '2', '--kv-heads', '1', '--ffn', '256', '--vocab', '300', '--ctx', '64', '--qtype', 'tq2_0', '--seed', '1', '--out', join(dir, 'x.gguf')], /multiples of 256/],
+      [
+        [
+          'synth',
+          '--hidden',
+          '100',
+          '--layers',
+          '1',
+          '--heads',
+          '2',
+          '--kv-heads',
+          '1',
+          '--ffn',
+          '256',
+          '--vocab',
+          '300',
+          '--ctx',
+          '64',
+          '--qtype',
+          'tq2_0',
+          '--seed',
+          '1',
+          '--out',
+          join(dir, 'x.gguf'),
+        ],
+        /multiples of 256/,
+      ],
       [['inspect', join(dir, 'tiny.gguf.partial')], /FILE_NOT_FOUND/],
       [['frobnicate'], /unknown command/],
     ];

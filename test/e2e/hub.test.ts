@@ -1,11 +1,12 @@
 // fromPretrained against a local stand-in for the Hugging Face hub's URL scheme (never the internet).
-import { createServer, type Server } from 'node:http';
+
 import { mkdtemp, readdir } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BitNetError, BitNetModel, GenerationConfig } from 'bitnet-edge';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { synthBytes } from '../helpers/models.ts';
 
 let server: Server;
@@ -19,7 +20,11 @@ beforeAll(async () => {
     hits.push(`${req.method} ${req.url} ${req.headers.authorization ?? ''}`);
     if (req.url === '/api/models/acme/tiny-bitnet/revision/main') {
       res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ siblings: [{ rfilename: 'README.md' }, { rfilename: 'ggml-model-i2_s.gguf' }, { rfilename: 'other.gguf' }] }));
+      res.end(
+        JSON.stringify({
+          siblings: [{ rfilename: 'README.md' }, { rfilename: 'ggml-model-i2_s.gguf' }, { rfilename: 'other.gguf' }],
+        }),
+      );
     } else if (req.url === '/acme/tiny-bitnet/resolve/main/ggml-model-i2_s.gguf') {
       res.setHeader('content-length', String(model.length));
       res.end(model);
@@ -42,7 +47,9 @@ describe('fromPretrained', () => {
     const cfg = { hfEndpoint: endpoint, cacheDir, hfToken: 'tok123' };
     const m = await BitNetModel.fromPretrainedWithConfig('acme/tiny-bitnet', cfg);
     expect(m.modelInfo().architecture).toBe('bitnet-b1.58');
-    expect(hits.some((h) => h.includes('/resolve/main/ggml-model-i2_s.gguf') && h.includes('Bearer tok123'))).toBe(true);
+    expect(hits.some((h) => h.includes('/resolve/main/ggml-model-i2_s.gguf') && h.includes('Bearer tok123'))).toBe(
+      true,
+    );
     expect(await readdir(join(cacheDir, 'acme--tiny-bitnet', 'main'))).toEqual(['ggml-model-i2_s.gguf']);
     const before = hits.length;
     const again = await BitNetModel.fromPretrainedWithConfig('acme/tiny-bitnet', cfg);
@@ -65,9 +72,17 @@ describe('fromPretrained', () => {
   it('maps hub errors to typed errors', async () => {
     const cacheDir = await mkdtemp(join(tmpdir(), 'bitnet-hub-'));
     const is = (code: string) => (e: unknown) => e instanceof BitNetError && e.code === code;
-    await expect(BitNetModel.fromPretrainedWithConfig('acme/missing', { hfEndpoint: endpoint, cacheDir })).rejects.toSatisfy(is('HUB_NOT_FOUND'));
-    await expect(BitNetModel.fromPretrainedWithConfig('acme/private', { hfEndpoint: endpoint, cacheDir })).rejects.toSatisfy(is('HUB_UNAUTHORIZED'));
-    await expect(BitNetModel.fromPretrainedWithConfig('not a repo', { hfEndpoint: endpoint, cacheDir })).rejects.toSatisfy(is('BAD_REPO_ID'));
-    await expect(BitNetModel.fromPretrainedWithConfig('acme/tiny-bitnet', { hfEndpoint: 'http://127.0.0.1:1', cacheDir })).rejects.toSatisfy(is('HUB_UNREACHABLE'));
+    await expect(
+      BitNetModel.fromPretrainedWithConfig('acme/missing', { hfEndpoint: endpoint, cacheDir }),
+    ).rejects.toSatisfy(is('HUB_NOT_FOUND'));
+    await expect(
+      BitNetModel.fromPretrainedWithConfig('acme/private', { hfEndpoint: endpoint, cacheDir }),
+    ).rejects.toSatisfy(is('HUB_UNAUTHORIZED'));
+    await expect(
+      BitNetModel.fromPretrainedWithConfig('not a repo', { hfEndpoint: endpoint, cacheDir }),
+    ).rejects.toSatisfy(is('BAD_REPO_ID'));
+    await expect(
+      BitNetModel.fromPretrainedWithConfig('acme/tiny-bitnet', { hfEndpoint: 'http://127.0.0.1:1', cacheDir }),
+    ).rejects.toSatisfy(is('HUB_UNREACHABLE'));
   });
 });

@@ -22,7 +22,10 @@ export function argmaxOf(x: ArrayLike<number>): number {
 }
 
 /** Mean TVD and top-1 agreement between two lists of per-position distributions. */
-export function compare(a: ArrayLike<number>[], b: ArrayLike<number>[]): { meanTvd: number; top1: number; maxP: number[] } {
+export function compare(
+  a: ArrayLike<number>[],
+  b: ArrayLike<number>[],
+): { meanTvd: number; top1: number; maxP: number[] } {
   let t = 0;
   let agree = 0;
   const maxP: number[] = [];

@@ -1,8 +1,16 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import {
+  BitNetError,
+  BitNetModel,
+  Device,
+  GenerationConfig,
+  InferenceConfig,
+  KVCacheConfig,
+  ModelConfig,
+} from 'bitnet-edge';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { BitNetError, BitNetModel, Device, GenerationConfig, InferenceConfig, KVCacheConfig, ModelConfig } from 'bitnet-edge';
 import { synthBytes } from '../helpers/models.ts';
 
 let path: string;
@@ -99,7 +107,9 @@ describe('BitNetModel', () => {
   });
 
   it('a full KV cache raises a Capacity error in error mode', async () => {
-    const m = await BitNetModel.fromFile(path, { kvCache: new KVCacheConfig({ maxBytes: 64 * 1024, onFull: 'error' }) });
+    const m = await BitNetModel.fromFile(path, {
+      kvCache: new KVCacheConfig({ maxBytes: 64 * 1024, onFull: 'error' }),
+    });
     await expect(m.generate('hello there', { maxNewTokens: 100, seed: 1 })).rejects.toSatisfy(
       (e: unknown) => e instanceof BitNetError && e.kind === 'Capacity',
     );
@@ -117,12 +127,35 @@ describe('BitNetModel', () => {
 describe('GenerationConfig', () => {
   it('has the seed defaults and presets', () => {
     const c = new GenerationConfig();
-    expect(c).toMatchObject({ maxNewTokens: 100, temperature: 0.7, topP: 0.9, topK: 50, repetitionPenalty: 1, skipSpecialTokens: true, stream: false });
+    expect(c).toMatchObject({
+      maxNewTokens: 100,
+      temperature: 0.7,
+      topP: 0.9,
+      topK: 50,
+      repetitionPenalty: 1,
+      skipSpecialTokens: true,
+      stream: false,
+    });
     expect(GenerationConfig.greedy().temperature).toBe(0);
     expect(GenerationConfig.creative().temperature).toBeGreaterThan(0.7);
     expect(GenerationConfig.balanced().validate()).toBeInstanceOf(GenerationConfig);
-    const b = c.withMaxNewTokens(5).withTemperature(0.1).withTopK(3).withTopP(0.5).withRepetitionPenalty(1.2).withSeed(9).withStopSequences(['x']);
-    expect(b).toMatchObject({ maxNewTokens: 5, temperature: 0.1, topK: 3, topP: 0.5, repetitionPenalty: 1.2, seed: 9, stopSequences: ['x'] });
+    const b = c
+      .withMaxNewTokens(5)
+      .withTemperature(0.1)
+      .withTopK(3)
+      .withTopP(0.5)
+      .withRepetitionPenalty(1.2)
+      .withSeed(9)
+      .withStopSequences(['x']);
+    expect(b).toMatchObject({
+      maxNewTokens: 5,
+      temperature: 0.1,
+      topK: 3,
+      topP: 0.5,
+      repetitionPenalty: 1.2,
+      seed: 9,
+      stopSequences: ['x'],
+    });
     expect(c.maxNewTokens).toBe(100); // builders do not mutate
   });
   it('validate() rejects bad values', () => {
@@ -142,7 +175,12 @@ describe('GenerationConfig', () => {
     expect(() => new GenerationConfig({ nope: 1 } as never)).toThrow(BitNetError);
   });
   it('InferenceConfig presets validate', () => {
-    for (const c of [InferenceConfig.default(), InferenceConfig.lowLatency(), InferenceConfig.highThroughput(), InferenceConfig.memoryEfficient()]) {
+    for (const c of [
+      InferenceConfig.default(),
+      InferenceConfig.lowLatency(),
+      InferenceConfig.highThroughput(),
+      InferenceConfig.memoryEfficient(),
+    ]) {
       expect(c.validate()).toBeInstanceOf(InferenceConfig);
     }
     expect(() => new InferenceConfig({ numThreads: 0 }).validate()).toThrow(BitNetError);

@@ -49,7 +49,9 @@ function engineFor(backend: Backend) {
   return { engine, released };
 }
 
-async function drain(g: AsyncGenerator<TokenEvent, GenerationOutcome>): Promise<{ events: TokenEvent[]; out: GenerationOutcome }> {
+async function drain(
+  g: AsyncGenerator<TokenEvent, GenerationOutcome>,
+): Promise<{ events: TokenEvent[]; out: GenerationOutcome }> {
   const events: TokenEvent[] = [];
   let r = await g.next();
   while (!r.done) {
@@ -59,7 +61,15 @@ async function drain(g: AsyncGenerator<TokenEvent, GenerationOutcome>): Promise<
   return { events, out: r.value };
 }
 
-const greedy = { temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, stopSequences: [] as string[], skipSpecialTokens: true, seed: 1 };
+const greedy = {
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  repetitionPenalty: 1,
+  stopSequences: [] as string[],
+  skipSpecialTokens: true,
+  seed: 1,
+};
 
 describe('engine loop', () => {
   it('stops on an end-of-generation token without emitting it', async () => {
@@ -71,7 +81,11 @@ describe('engine loop', () => {
     expect(out.tokenIds).toHaveLength(2);
     expect(released).toEqual(['s1']);
     // one prefill of the prompt, then one decode step per emitted token
-    expect(b.calls.map((c) => [c.startPos, c.tokens.length])).toEqual([[0, 2], [2, 1], [3, 1]]);
+    expect(b.calls.map((c) => [c.startPos, c.tokens.length])).toEqual([
+      [0, 2],
+      [2, 1],
+      [3, 1],
+    ]);
   });
 
   it('stops at maxNewTokens with finish reason length', async () => {
@@ -111,8 +125,12 @@ describe('engine loop', () => {
     const b = scripted([1]);
     const { engine } = engineFor(b);
     await expect(drain(engine.generate([], { ...greedy, maxNewTokens: 1 }))).rejects.toThrow(BitNetError);
-    await expect(drain(engine.generate([999], { ...greedy, maxNewTokens: 1 }))).rejects.toThrow(/outside the vocabulary/);
-    await expect(drain(engine.generate(new Array(80).fill(1), { ...greedy, maxNewTokens: 1 }))).rejects.toThrow(/context holds 64/);
+    await expect(drain(engine.generate([999], { ...greedy, maxNewTokens: 1 }))).rejects.toThrow(
+      /outside the vocabulary/,
+    );
+    await expect(drain(engine.generate(new Array(80).fill(1), { ...greedy, maxNewTokens: 1 }))).rejects.toThrow(
+      /context holds 64/,
+    );
     expect(b.calls).toHaveLength(0);
   });
 });

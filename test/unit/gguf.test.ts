@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { BitNetError } from '../../src/errors.ts';
+import { createRng } from '../../src/generate/prng.ts';
 import { GGMLType, tensorByteSize } from '../../src/gguf/ggml-types.ts';
 import { GGUFValueType } from '../../src/gguf/metadata.ts';
 import { metaNumber, readGGUF } from '../../src/gguf/reader.ts';
 import { encodeGGUF, meta } from '../../src/gguf/writer.ts';
 import { MemorySource } from '../../src/sources/byte-source.ts';
-import { createRng } from '../../src/generate/prng.ts';
 import { synthBytes } from '../helpers/models.ts';
 
 async function expectCode(p: Promise<unknown>, ...codes: string[]): Promise<void> {
@@ -48,7 +48,7 @@ describe('GGUF writer → reader round trip', () => {
     expect(f.metadata.get('a.strs')?.value).toEqual(['x', 'ÿ€😀', '']);
     expect(Array.from(f.metadata.get('a.i32s')?.value as Int32Array)).toEqual([1, -2, 3]);
     const w = f.tensorsByName.get('w')!;
-    expect(w.byteLength).toBe(128 * 2 / 4 + 32); // I2_S: n/4 + 32
+    expect(w.byteLength).toBe((128 * 2) / 4 + 32); // I2_S: n/4 + 32
     expect(w.offset % 32).toBe(0);
     expect(bytes.subarray(w.offset, w.offset + w.byteLength)).toEqual(data);
     const v = f.tensorsByName.get('v')!;

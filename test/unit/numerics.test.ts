@@ -2,11 +2,11 @@
 // Measured here on discriminating synthetic models with the reference alone (docs/numerics.md).
 import { describe, expect, it } from 'vitest';
 import { BitNetError } from '../../src/errors.ts';
+import { createRng } from '../../src/generate/prng.ts';
+import { KVCache } from '../../src/model/kv-cache.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { ReferenceForward } from '../../src/model/reference.ts';
-import { KVCache } from '../../src/model/kv-cache.ts';
 import { MemorySource } from '../../src/sources/byte-source.ts';
-import { createRng } from '../../src/generate/prng.ts';
 import { compare, softmax } from '../helpers/dist.ts';
 import { synthBytes } from '../helpers/models.ts';
 
@@ -31,7 +31,9 @@ describe('per-token vs Q8_K activation rounding', () => {
       const a = await dists(bytes, ids, 'per-token');
       const b = await dists(bytes, ids, 'q8k');
       const r = compare(a, b);
-      rows.push(`hidden ${shape.hidden} × ${shape.layers} layers: mean TVD ${r.meanTvd.toFixed(4)}, top-1 ${(r.top1 * 100).toFixed(1)}%`);
+      rows.push(
+        `hidden ${shape.hidden} × ${shape.layers} layers: mean TVD ${r.meanTvd.toFixed(4)}, top-1 ${(r.top1 * 100).toFixed(1)}%`,
+      );
       expect(r.meanTvd).toBeLessThan(0.1);
       expect(r.meanTvd).toBeGreaterThan(0); // the schemes do differ
     }

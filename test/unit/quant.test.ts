@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { QuantizationConfig, Quantizer, QuantizationType, ternarize } from '../../src/api/quantization.ts';
+import { QuantizationConfig, QuantizationType, Quantizer, ternarize } from '../../src/api/quantization.ts';
 import { BitNetError } from '../../src/errors.ts';
 import { createRng } from '../../src/generate/prng.ts';
 import { GGMLType } from '../../src/gguf/ggml-types.ts';
+import { dotI2S, dotTQ1_0, dotTQ2_0, quantizeActivations, roundHalfEven } from '../../src/model/reference.ts';
 import { dequantizeRow, quantizeQ6_K, quantizeQ8_0 } from '../../src/quant/float-codecs.ts';
 import { i2sScale, packI2S, unpackI2S } from '../../src/quant/i2s.ts';
 import { packTQ1_0, packTQ2_0, unpackTQ1_0, unpackTQ2_0 } from '../../src/quant/tq.ts';
-import { dotI2S, dotTQ1_0, dotTQ2_0, quantizeActivations, roundHalfEven } from '../../src/model/reference.ts';
 
 const rng = createRng(7);
 const ternary = (n: number) => Int8Array.from({ length: n }, () => (rng.nextU32() % 3) - 1);
@@ -148,8 +148,12 @@ describe('Quantize contract round trips', () => {
   });
   it('rejects bad input with typed errors', () => {
     expect(() => Quantizer.quantize(w, [5], new QuantizationConfig())).toThrow(BitNetError);
-    expect(() => Quantizer.quantize(new Float32Array(100), [100], new QuantizationConfig({ qtype: 'I2S' }))).toThrow(BitNetError);
-    expect(() => Quantizer.quantize(new Float32Array([Number.NaN, 0]), [2], new QuantizationConfig({ qtype: 'TL1' }))).toThrow(BitNetError);
+    expect(() => Quantizer.quantize(new Float32Array(100), [100], new QuantizationConfig({ qtype: 'I2S' }))).toThrow(
+      BitNetError,
+    );
+    expect(() =>
+      Quantizer.quantize(new Float32Array([Number.NaN, 0]), [2], new QuantizationConfig({ qtype: 'TL1' })),
+    ).toThrow(BitNetError);
     expect(() => new QuantizationConfig({ blockSize: 0 }).validate()).toThrow(BitNetError);
   });
 });

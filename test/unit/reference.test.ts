@@ -65,7 +65,9 @@ describe('reference forward pass', () => {
 });
 
 describe('capability checks before any weight is read', () => {
-  async function mutate(fn: (md: Map<string, ReturnType<typeof meta.str>>, tensors: ReturnType<typeof synthModel>['tensors']) => void) {
+  async function mutate(
+    fn: (md: Map<string, ReturnType<typeof meta.str>>, tensors: ReturnType<typeof synthModel>['tensors']) => void,
+  ) {
     const m = synthModel({ ...TINY, qtype: 'tq2_0', seed: 1 });
     const md = new Map(m.metadata);
     fn(md, m.tensors);
@@ -83,7 +85,15 @@ describe('capability checks before any weight is read', () => {
     await code(await mutate((md) => md.set('bitnet.hidden_activation', meta.str('gelu'))), 'BAD_HPARAMS');
   });
   it('missing tensors, wrong shapes, unsupported types', async () => {
-    await code(await mutate((_, t) => t.splice(t.findIndex((x) => x.name === 'blk.1.ffn_sub_norm.weight'), 1)), 'MISSING_TENSOR');
+    await code(
+      await mutate((_, t) =>
+        t.splice(
+          t.findIndex((x) => x.name === 'blk.1.ffn_sub_norm.weight'),
+          1,
+        ),
+      ),
+      'MISSING_TENSOR',
+    );
     await code(await mutate((md) => md.set('bitnet.feed_forward_length', meta.u32(256))), 'BAD_TENSOR_SHAPE');
     await code(
       await mutate((_, t) => {
