@@ -1,7 +1,26 @@
-/** `bitnet logits --model PATH --prompt-ids 1,2,3 --json`: logits at every prompt position (no BOS added). */
+/**
+ * `bitnet logits --model PATH --prompt-ids 1,2,3 --json`: logits at every prompt position (no BOS
+ * added). `--activations q8k` (diagnostic, TQ1_0/TQ2_0 files only) runs the reference with
+ * llama.cpp's per-256-block Q8_K activations instead of bitnet.cpp's per-token int8, to show how
+ * much of a distance to llama.cpp is activation rounding (docs/numerics.md).
+ */
 import { parseArgs } from 'node:util';
 import { BitNetModel } from '../api/bitnet-model.ts';
+import { KVCache } from '../model/kv-cache.ts';
+import { loadModel } from '../model/load.ts';
+import { ReferenceForward } from '../model/reference.ts';
 import { idList, oneOf, required, str } from './args.ts';
+
+async function q8kLogits(path: string, ids: number[]): Promise<Float32Array[]> {
+  const m = await loadModel(path);
+  const f = new ReferenceForward(m.hparams, m.weights, { activations: 'q8k' });
+  const { nLayer, nHeadKv, headDim } = m.hparams;
+  const kv = new KVCache(
+    { maxSeqLen: Math.max(ids.length, 1) },
+    { nLayers: nLayer, nKvHeads: nHeadKv, headDim },
+  ).forSequence('q8k');
+  return ids.map((id, pos) => Float32Array.from(f.logits(f.forwardToken(id, pos, kv))));
+}
 
 export async function logitsCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -10,18 +29,25 @@ export async function logitsCommand(argv: string[]): Promise<number> {
       model: { type: 'string' },
       'prompt-ids': { type: 'string' },
       backend: { type: 'string' },
+      activations: { type: 'string' },
       json: { type: 'boolean' },
     },
     strict: true,
   });
   const ids = idList(required(str(values, 'prompt-ids'), 'prompt-ids'), 'prompt-ids');
-  const backend = oneOf(values, 'backend', ['reference', 'wasm'] as const) ?? 'reference';
-  const model = await BitNetModel.fromFile(required(str(values, 'model'), 'model'), { backend });
-  const t = await model.engine.forward(ids);
-  const [n, v] = t.shape;
-  const rows: number[][] = [];
-  for (let i = 0; i < n; i++) rows.push(Array.from(t.data.subarray(i * v, (i + 1) * v)));
-  // Full float precision: f32 values print exactly with JSON's shortest round-trip formatting.
-  process.stdout.write(`${JSON.stringify({ logits: rows })}\n`);
+  const path = required(str(values, 'model'), 'model');
+  const activations = oneOf(values, 'activations', ['per-token', 'q8k'] as const) ?? 'per-token';
+  let rows: Float32Array[];
+  if (activations === 'q8k') {
+    rows = await q8kLogits(path, ids);
+  } else {
+    const backend = oneOf(values, 'backend', ['reference', 'wasm'] as const) ?? 'reference';
+    const model = await BitNetModel.fromFile(path, { backend });
+    const t = await model.engine.forward(ids);
+    const v = t.shape[1];
+    rows = Array.from({ length: t.shape[0] }, (_, i) => t.data.subarray(i * v, (i + 1) * v));
+  }
+  // JSON's shortest round-trip formatting prints every f32 value exactly.
+  process.stdout.write(`${JSON.stringify({ logits: rows.map((r) => Array.from(r)) })}\n`);
   return 0;
 }
