@@ -6,6 +6,7 @@ import { GGUFValueType } from '../../src/gguf/metadata.ts';
 import { metaNumber, readGGUF } from '../../src/gguf/reader.ts';
 import { encodeGGUF, meta } from '../../src/gguf/writer.ts';
 import { MemorySource } from '../../src/sources/byte-source.ts';
+import { loadModel } from '../../src/model/load.ts';
 import { synthBytes } from '../helpers/models.ts';
 
 async function expectCode(p: Promise<unknown>, ...codes: string[]): Promise<void> {
@@ -136,5 +137,28 @@ describe('GGUF reader rejects bad input with typed errors', () => {
     expect(typed + ok).toBe(400);
     expect(typed).toBeGreaterThan(50);
     console.log(`gguf fuzz: 400 mutated files, ${typed} typed errors, ${ok} parsed (mutations in values/strings)`);
+  });
+});
+
+describe('model loading on fuzzed files', () => {
+  it('gives only typed errors (or a model) for mutated headers and tables', async () => {
+    const b = await synthBytes({ qtype: 'i2_s', seed: 3, layers: 1, arch: 'bitnet-b1.58' });
+    const f = await readGGUF(new MemorySource(b));
+    const rng = createRng(99);
+    const codes = new Map<string, number>();
+    let loaded = 0;
+    for (let iter = 0; iter < 200; iter++) {
+      const m = b.slice();
+      for (let j = 0; j < 1 + (rng.nextU32() % 3); j++) m[rng.nextU32() % f.dataOffset] = rng.nextU32() & 0xff;
+      try {
+        await loadModel(new MemorySource(m));
+        loaded++;
+      } catch (e) {
+        if (!(e instanceof BitNetError)) throw e;
+        codes.set(e.code, (codes.get(e.code) ?? 0) + 1);
+      }
+    }
+    console.log(`model-load fuzz: 200 files, ${loaded} loaded, errors: ${JSON.stringify(Object.fromEntries(codes))}`);
+    expect(loaded).toBeLessThan(200);
   });
 });
