@@ -4,6 +4,7 @@
  */
 import { BitNetError } from '../errors.ts';
 import type { Seed } from '../generate/prng.ts';
+import { assignInit } from '../util/init.ts';
 
 export interface GenerationConfigInit {
   maxNewTokens?: number;
@@ -35,14 +36,9 @@ export class GenerationConfig {
   stream = false;
 
   constructor(init: GenerationConfigInit = {}) {
-    if (init === null || typeof init !== 'object') {
-      throw BitNetError.Config('INVALID_GENERATION_CONFIG', 'GenerationConfig takes an object of settings');
-    }
-    for (const [k, v] of Object.entries(init)) {
-      if (!(k in this))
-        throw BitNetError.Config('INVALID_GENERATION_CONFIG', `unknown generation setting "${k}"`, { key: k });
-      if (v !== undefined) (this as Record<string, unknown>)[k] = k === 'stopSequences' ? [...(v as string[])] : v;
-    }
+    assignInit(this, init, 'INVALID_GENERATION_CONFIG', 'generation', (k, v) =>
+      k === 'stopSequences' && Array.isArray(v) ? [...v] : v,
+    );
   }
 
   /** Deterministic: always the most likely token. */

@@ -1,5 +1,6 @@
 /** InferenceConfig: engine-level settings, with presets. */
 import { BitNetError } from '../errors.ts';
+import { assignInit } from '../util/init.ts';
 
 export interface InferenceConfigInit {
   maxBatchSize?: number;
@@ -22,11 +23,7 @@ export class InferenceConfig {
   numThreads = 1;
 
   constructor(init: InferenceConfigInit = {}) {
-    for (const [k, v] of Object.entries(init)) {
-      if (!(k in this))
-        throw BitNetError.Config('INVALID_INFERENCE_CONFIG', `unknown inference setting "${k}"`, { key: k });
-      if (v !== undefined) (this as Record<string, unknown>)[k] = v;
-    }
+    assignInit(this, init, 'INVALID_INFERENCE_CONFIG', 'inference');
   }
 
   static default(): InferenceConfig {

@@ -5,6 +5,7 @@
  */
 import { BitNetError } from '../errors.ts';
 import { KVCacheConfig, type KVCacheConfigInit } from '../model/kv-cache.ts';
+import { assignInit } from '../util/init.ts';
 import { Device, type DeviceSpec } from './device.ts';
 import { QuantizationConfig, type QuantizationConfigInit } from './quantization.ts';
 
@@ -59,13 +60,12 @@ export class ModelConfig {
   hfToken: string | undefined = undefined;
 
   constructor(init: ModelConfigInit = {}) {
-    for (const [k, v] of Object.entries(init)) {
-      if (!(k in this)) throw BitNetError.Config('INVALID_MODEL_CONFIG', `unknown model setting "${k}"`, { key: k });
-      if (v === undefined) continue;
-      if (k === 'quantization') this.quantization = v instanceof QuantizationConfig ? v : new QuantizationConfig(v);
-      else if (k === 'kvCache') this.kvCache = v instanceof KVCacheConfig ? v : new KVCacheConfig(v);
-      else (this as Record<string, unknown>)[k] = v;
-    }
+    assignInit(this, init, 'INVALID_MODEL_CONFIG', 'model', (k, v) => {
+      if (k === 'quantization')
+        return v instanceof QuantizationConfig ? v : new QuantizationConfig(v as QuantizationConfigInit);
+      if (k === 'kvCache') return v instanceof KVCacheConfig ? v : new KVCacheConfig(v as KVCacheConfigInit);
+      return v;
+    });
   }
 
   validate(): this {

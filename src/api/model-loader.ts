@@ -9,6 +9,7 @@ import { inspectModel, type LoadedModel, loadModel } from '../model/load.ts';
 import type { LoadProgress } from '../model/weights.ts';
 import type { ByteSource } from '../sources/byte-source.ts';
 import { openSource } from '../sources/open.ts';
+import { assignInit } from '../util/init.ts';
 import { buildModelInfo, type ModelInfo } from './model-info.ts';
 
 export interface LoadConfigInit {
@@ -31,10 +32,7 @@ export class LoadConfig {
   signal: AbortSignal | undefined = undefined;
 
   constructor(init: LoadConfigInit = {}) {
-    for (const [k, v] of Object.entries(init)) {
-      if (!(k in this)) throw BitNetError.Config('INVALID_LOAD_CONFIG', `unknown load setting "${k}"`, { key: k });
-      if (v !== undefined) (this as Record<string, unknown>)[k] = v;
-    }
+    assignInit(this, init, 'INVALID_LOAD_CONFIG', 'load');
   }
 }
 

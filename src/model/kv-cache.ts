@@ -31,6 +31,7 @@
  */
 import { BitNetError } from '../errors.ts';
 import { f16Table, f32ToF16 } from '../util/f16.ts';
+import { assignInit } from '../util/init.ts';
 
 export const EvictionPolicy = { LRU: 'lru', FIFO: 'fifo', LFU: 'lfu' } as const;
 export type EvictionPolicy = (typeof EvictionPolicy)[keyof typeof EvictionPolicy];
@@ -62,11 +63,7 @@ export class KVCacheConfig {
   onFull: KVOnFull = KVOnFull.Evict;
 
   constructor(init: KVCacheConfigInit = {}) {
-    for (const [k, v] of Object.entries(init)) {
-      if (!(k in this))
-        throw BitNetError.Config('INVALID_KV_CACHE_CONFIG', `unknown KV cache setting "${k}"`, { key: k });
-      if (v !== undefined) (this as Record<string, unknown>)[k] = v;
-    }
+    assignInit(this, init, 'INVALID_KV_CACHE_CONFIG', 'KV cache');
   }
 
   validate(): this {
