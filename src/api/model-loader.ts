@@ -1,14 +1,18 @@
 /**
  * ModelLoader, LoadConfig, FormatLoader and Model: the seed's loading surface. A ModelLoader
- * holds a list of FormatLoaders (GGUF built in) and picks the one that recognises the file's
- * first bytes. Capability checks happen before any weight byte is read.
+ * holds a list of FormatLoaders (GGUF and shard packs built in) and picks the one that recognises
+ * the file's first bytes. Locations: a path, file://, https://, s3://bucket/key, r2://BINDING/key
+ * (bindings in `sourceOptions.bindings`), or a directory / URL ending in `/` (a pack's manifest).
+ * Capability checks, the memory budget included, happen before any weight byte is read; inside a
+ * Worker the budget defaults to the isolate's 128 MB.
  */
 import { BitNetError } from '../errors.ts';
 import { GGUF_MAGIC } from '../gguf/reader.ts';
 import { inspectModel, type LoadedModel, loadModel } from '../model/load.ts';
 import type { LoadProgress } from '../model/weights.ts';
+import { ShardPackFormatLoader } from '../shards/format-loader.ts';
 import type { ByteSource } from '../sources/byte-source.ts';
-import { openSource } from '../sources/open.ts';
+import { type OpenOptions, openSibling, openSource, resolveModelLocation } from '../sources/open.ts';
 import { assignInit } from '../util/init.ts';
 import { buildModelInfo, type ModelInfo } from './model-info.ts';
 
@@ -21,6 +25,8 @@ export interface LoadConfigInit {
   maxMemoryBytes?: number;
   preTokenizer?: string;
   signal?: AbortSignal;
+  /** How remote locations are opened: R2 bindings, retries, caches, concurrency (src/sources/open.ts). */
+  sourceOptions?: OpenOptions;
 }
 
 export class LoadConfig {
@@ -30,6 +36,7 @@ export class LoadConfig {
   maxMemoryBytes: number | undefined = undefined;
   preTokenizer: string | undefined = undefined;
   signal: AbortSignal | undefined = undefined;
+  sourceOptions: OpenOptions | undefined = undefined;
 
   constructor(init: LoadConfigInit = {}) {
     assignInit(this, init, 'INVALID_LOAD_CONFIG', 'load');
@@ -41,12 +48,28 @@ export interface Model extends LoadedModel {
   info: ModelInfo;
 }
 
+/** Where the file came from, for formats made of several files (a shard pack's manifest). */
+export interface FormatContext {
+  location: string;
+  /** Opens a file next to this one. */
+  openSibling: (name: string) => Promise<ByteSource>;
+}
+
 export interface FormatLoader {
   readonly name: string;
   /** Whether this loader reads a file starting with `head` (at least 8 bytes). */
   canLoad(head: Uint8Array): boolean;
-  inspect(source: ByteSource, config: LoadConfig): Promise<ModelInfo>;
-  load(source: ByteSource, config: LoadConfig): Promise<Model>;
+  inspect(source: ByteSource, config: LoadConfig, ctx?: FormatContext): Promise<ModelInfo>;
+  load(source: ByteSource, config: LoadConfig, ctx?: FormatContext): Promise<Model>;
+}
+
+/** Workers isolates have 128 MB in all: the default weight budget there. */
+export const WORKERS_MEMORY_BYTES = 128 * 1024 * 1024;
+
+/** The platform's default memory budget: 128 MB inside a Worker, none elsewhere. */
+export function platformMemoryBudget(): number | undefined {
+  const ua = (globalThis as { navigator?: { userAgent?: string } }).navigator?.userAgent;
+  return ua === 'Cloudflare-Workers' ? WORKERS_MEMORY_BYTES : undefined;
 }
 
 export const GGUFFormatLoader: FormatLoader = {
@@ -73,11 +96,12 @@ export const GGUFFormatLoader: FormatLoader = {
 };
 
 export class ModelLoader {
-  private readonly formats: FormatLoader[] = [GGUFFormatLoader];
+  private readonly formats: FormatLoader[] = [GGUFFormatLoader, ShardPackFormatLoader];
   readonly config: LoadConfig;
 
   constructor(config: LoadConfig | LoadConfigInit = {}) {
     this.config = config instanceof LoadConfig ? config : new LoadConfig(config);
+    this.config.maxMemoryBytes ??= platformMemoryBudget();
   }
 
   registerFormat(loader: FormatLoader): this {
@@ -96,19 +120,33 @@ export class ModelLoader {
     return f;
   }
 
+  /** Opens a location (resolving a pack directory to its manifest) with its sibling opener. */
+  private async open(location: string | URL | ByteSource): Promise<{ src: ByteSource; ctx: FormatContext }> {
+    const o: OpenOptions = { ...this.config.sourceOptions, signal: this.config.signal };
+    if (typeof location === 'object' && !(location instanceof URL)) {
+      return {
+        src: location,
+        ctx: { location: location.description, openSibling: (name) => openSibling(location, name, o) },
+      };
+    }
+    const loc = await resolveModelLocation(location);
+    const src = await openSource(loc, o);
+    return { src, ctx: { location: src.description, openSibling: (name) => openSibling(loc, name, o) } };
+  }
+
   async inspect(location: string | URL | ByteSource): Promise<ModelInfo> {
-    const src = await openSource(location);
+    const { src, ctx } = await this.open(location);
     try {
-      return await (await this.pick(src)).inspect(src, this.config);
+      return await (await this.pick(src)).inspect(src, this.config, ctx);
     } finally {
       await src.close?.();
     }
   }
 
   async load(location: string | URL | ByteSource): Promise<Model> {
-    const src = await openSource(location);
+    const { src, ctx } = await this.open(location);
     try {
-      return await (await this.pick(src)).load(src, this.config);
+      return await (await this.pick(src)).load(src, this.config, ctx);
     } finally {
       await src.close?.();
     }

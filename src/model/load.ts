@@ -1,7 +1,8 @@
 /**
  * Loading a GGUF model: header and tensor table first, capability checks (architecture,
  * hyper-parameters, tensor types and shapes, memory budget) before any weight byte is read,
- * then the weights tensor by tensor.
+ * then the weights tensor by tensor. Shard packs reuse `checkModelFile` / `loadModelFile` on the
+ * GGUF-like view of the pack (src/shards/reader.ts).
  */
 import { BitNetError } from '../errors.ts';
 import { type GGUFFile, readGGUF } from '../gguf/reader.ts';
@@ -31,43 +32,70 @@ export interface LoadedModel {
   weightBytes: number;
 }
 
-/** Reads and checks everything except the weights. */
-export async function inspectModel(
-  source: ByteSource,
-  opts: LoadOptions = {},
-): Promise<{ file: GGUFFile; hparams: HParams; weightBytes: number }> {
-  const file = await readGGUF(source, opts);
+/**
+ * Checks a parsed model file (a GGUF, or a shard pack seen as one): hyper-parameters, every
+ * tensor's presence, type and shape, and the memory budget. Reads no byte.
+ */
+export function checkModelFile(file: GGUFFile, opts: LoadOptions = {}): { hparams: HParams; weightBytes: number } {
   const embd = file.tensorsByName.get('token_embd.weight');
   const hparams = readHParams(file.metadata, embd?.ne[1]);
   const { bytes } = planWeights(file, hparams);
   if (opts.maxMemoryBytes !== undefined && bytes > opts.maxMemoryBytes) {
+    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
     throw BitNetError.Memory(
       'MODEL_TOO_LARGE',
-      `model weights need ${bytes} bytes, over the budget of ${opts.maxMemoryBytes}`,
+      `model weights need ${bytes} bytes (${mib(bytes)}), over the memory budget of ${opts.maxMemoryBytes} bytes (${mib(opts.maxMemoryBytes)})`,
       {
         needed: bytes,
         budget: opts.maxMemoryBytes,
       },
     );
   }
-  return { file, hparams, weightBytes: bytes };
+  return { hparams, weightBytes: bytes };
+}
+
+/** Reads and checks everything except the weights. */
+export async function inspectModel(
+  source: ByteSource,
+  opts: LoadOptions = {},
+): Promise<{ file: GGUFFile; hparams: HParams; weightBytes: number }> {
+  const file = await readGGUF(source, opts);
+  return { file, ...checkModelFile(file, opts) };
+}
+
+/** Builds the tokenizer and reads the weights of a checked model file. */
+export async function loadModelFile(
+  file: GGUFFile,
+  checked: { hparams: HParams; weightBytes: number },
+  location: string,
+  opts: LoadOptions = {},
+): Promise<LoadedModel> {
+  let tokenizer: Tokenizer | undefined;
+  let tokenizerError: BitNetError | undefined;
+  try {
+    tokenizer = createTokenizerFromGGUF(file.metadata, { preTokenizer: opts.preTokenizer });
+  } catch (e) {
+    if (!(e instanceof BitNetError)) throw e;
+    tokenizerError = e;
+  }
+  const weights = await loadWeights(file, checked.hparams, opts);
+  return {
+    location,
+    file,
+    hparams: checked.hparams,
+    weights,
+    tokenizer,
+    tokenizerError,
+    weightBytes: checked.weightBytes,
+  };
 }
 
 export async function loadModel(location: string | URL | ByteSource, opts: LoadOptions = {}): Promise<LoadedModel> {
   const owned = typeof location === 'string' || location instanceof URL;
   const source = await openSource(location);
   try {
-    const { file, hparams, weightBytes } = await inspectModel(source, opts);
-    let tokenizer: Tokenizer | undefined;
-    let tokenizerError: BitNetError | undefined;
-    try {
-      tokenizer = createTokenizerFromGGUF(file.metadata, { preTokenizer: opts.preTokenizer });
-    } catch (e) {
-      if (!(e instanceof BitNetError)) throw e;
-      tokenizerError = e;
-    }
-    const weights = await loadWeights(file, hparams, opts);
-    return { location: source.description, file, hparams, weights, tokenizer, tokenizerError, weightBytes };
+    const { file, ...checked } = await inspectModel(source, opts);
+    return await loadModelFile(file, checked, source.description, opts);
   } finally {
     // Weights are in memory now; a source we opened is no longer needed.
     if (owned) await source.close?.();
