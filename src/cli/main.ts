@@ -10,6 +10,11 @@ Commands:
   synth      (--preset tiny|large|2b-4t | --arch A --hidden H --layers L --heads N --kv-heads M --ffn F --vocab V --ctx C)
              --qtype i2_s|tq2_0|tq1_0|f16 [--embd-type f16|q8_0|q6_k] [--activation silu|relu2] --seed S --out FILE.gguf
   inspect    FILE [--json]
+  tokenize   --model FILE (--text TEXT | --input STRINGS.json) [--bos] [--parse-special] [--pre-tokenizer P] [--json]
+  convert    --model GGUF|HF_DIR --out DIR [--layout i2s|tl2] [--head keep|f16|q8_0|q6_k|int4] [--shard-size 64MiB] [--json]
+  pull       OWNER/REPO [--file F ...] [--out DIR] [--revision R] [--json]
+
+Models load from a path, file://, https://, s3://bucket/key or a shard-pack directory / manifest.json.
 `;
 
 type Command = (argv: string[]) => Promise<number>;
@@ -19,6 +24,11 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   logits: async () => (await import('./logits.ts')).logitsCommand,
   synth: async () => (await import('./synth.ts')).synthCommand,
   inspect: async () => (await import('./inspect.ts')).inspectCommand,
+  tokenize: async () => (await import('./tokenize.ts')).tokenizeCommand,
+  serve: async () => (await import('./serve.ts')).serveCommand,
+  convert: async () => (await import('./convert.ts')).convertCommand,
+  pull: async () => (await import('./pull.ts')).pullCommand,
+  bench: async () => (await import('./bench.ts')).benchCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,0 +1,71 @@
+/**
+ * bitnet-edge/aws-lambda: the app behind a Lambda Function URL with response streaming
+ * (InvokeMode RESPONSE_STREAM), through Hono's `streamHandle` and the runtime's `awslambda`
+ * global (`streamifyResponse`, `HttpResponseStream`).
+ *
+ * Environment:
+ *   BITNET_MODEL                 path of the GGUF (in the image, a layer or /tmp); without it, the
+ *                                demo model (RANDOM WEIGHTS) is built in memory
+ *   BITNET_MODEL_ID              id served in /v1/models
+ *   BITNET_API_KEYS              comma-separated client keys
+ *   BITNET_ALLOW_UNAUTHENTICATED "true" to serve without keys (e.g. behind IAM auth on the URL);
+ *                                otherwise no keys = every non-health route answers 401
+ *   BITNET_GPU_URL, BITNET_GPU_API_KEY, BITNET_EDGE_MAX_TOKENS, BITNET_MAX_CONCURRENT, BITNET_MAX_QUEUE
+ *
+ * S3 weights come with the shards work (an S3 ByteSource); for now the model is a local file.
+ * The model loads on the first request that needs it and stays for the life of the sandbox.
+ */
+import { streamHandle } from 'hono/aws-lambda';
+import { BitNetModel } from '../api/bitnet-model.ts';
+import { encodeGGUF } from '../gguf/writer.ts';
+import { type AppDeps, createApp } from '../http/app.ts';
+import { parseKeyList } from '../http/auth.ts';
+import { SYNTH_PRESETS, synthModel } from '../model/synth.ts';
+import { MemorySource } from '../sources/byte-source.ts';
+
+type Env = Record<string, string | undefined>;
+
+const int = (v: string | undefined): number | undefined => (v && /^\d+$/.test(v) ? Number(v) : undefined);
+
+async function demoModel(): Promise<BitNetModel> {
+  const m = synthModel({ arch: 'bitnet-b1.58', ...SYNTH_PRESETS.tiny, qtype: 'i2_s', embdType: 'f16', seed: 1 });
+  return BitNetModel.fromFile(
+    new MemorySource(await encodeGGUF(m.metadata, m.tensors), 'demo (in memory, random weights)'),
+  );
+}
+
+/** AppDeps from the function's environment. */
+export function depsFromEnv(env: Env): AppDeps {
+  let keys = parseKeyList(env.BITNET_API_KEYS);
+  if (keys.length === 0 && env.BITNET_ALLOW_UNAUTHENTICATED !== 'true') {
+    console.warn(
+      'bitnet: no BITNET_API_KEYS and BITNET_ALLOW_UNAUTHENTICATED is not "true": refusing every non-health request',
+    );
+    keys = [crypto.randomUUID()];
+  }
+  const path = env.BITNET_MODEL;
+  return {
+    model: () => (path ? BitNetModel.fromFile(path) : demoModel()),
+    modelId: env.BITNET_MODEL_ID ?? (path ? 'bitnet' : 'bitnet-demo-random-weights'),
+    apiKeys: keys,
+    limits: { maxConcurrent: int(env.BITNET_MAX_CONCURRENT) ?? 2, maxQueue: int(env.BITNET_MAX_QUEUE) ?? 16 },
+    router: {
+      gpu: env.BITNET_GPU_URL ? { url: env.BITNET_GPU_URL, apiKey: env.BITNET_GPU_API_KEY } : undefined,
+      edgeMaxTokens: int(env.BITNET_EDGE_MAX_TOKENS),
+    },
+  };
+}
+
+/** A streaming Lambda handler over the app. Needs the `awslambda` global (the Node runtimes have it). */
+export function createLambdaHandler(deps: AppDeps) {
+  return streamHandle(createApp(deps));
+}
+
+const inLambda = typeof (globalThis as { awslambda?: unknown }).awslambda !== 'undefined';
+
+/** The function's entry point (handler: index.handler). Outside Lambda, calling it throws. */
+export const handler: ReturnType<typeof streamHandle> = inLambda
+  ? createLambdaHandler(depsFromEnv(process.env))
+  : () => {
+      throw new Error('bitnet-edge/aws-lambda: the awslambda global is missing (not in a Lambda Node runtime)');
+    };

@@ -1,0 +1,170 @@
+/**
+ * `bitnet serve [--model PATH] [--host H] [--port P] [--api-key K]… [limits, CORS, GPU routing]`
+ *
+ * Serves the HTTP app on Node. The model comes from --model or BITNET_MODEL; with neither, the
+ * embedded demo model: a tiny synthetic model with RANDOM WEIGHTS (its text is noise), written
+ * by `npm run build:demo` (npm start runs it first) or, if that file is missing, built in memory.
+ * API keys come from --api-key (repeatable) and BITNET_API_KEYS (comma-separated); without any,
+ * the server binds to 127.0.0.1 only and warns. The GPU endpoint: --gpu-url / BITNET_GPU_URL
+ * and --gpu-api-key / BITNET_GPU_API_KEY.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { resolveApiKeys, serveNode } from '../adapters/node.ts';
+import { BitNetModel } from '../api/bitnet-model.ts';
+import { BitNetError } from '../errors.ts';
+import { encodeGGUF } from '../gguf/writer.ts';
+import type { AppDeps } from '../http/app.ts';
+import type { ServedModel } from '../http/model-holder.ts';
+import { SYNTH_PRESETS, type SynthOptions, synthModel } from '../model/synth.ts';
+import { MemorySource } from '../sources/byte-source.ts';
+import { num, oneOf, str } from './args.ts';
+
+/** The demo: the `tiny` preset, I2_S, seed 1. Random weights. */
+export const DEMO_SYNTH: SynthOptions = {
+  arch: 'bitnet-b1.58',
+  ...SYNTH_PRESETS.tiny,
+  qtype: 'i2_s',
+  embdType: 'f16',
+  seed: 1,
+};
+export const DEMO_MODEL_ID = 'bitnet-demo-random-weights';
+export const DEMO_MODEL_PATH = fileURLToPath(new URL('../../.cache/demo/bitnet-demo-tiny-i2_s.gguf', import.meta.url));
+
+export async function demoModelBytes(): Promise<Uint8Array> {
+  const m = synthModel(DEMO_SYNTH);
+  return encodeGGUF(m.metadata, m.tensors);
+}
+
+/** Writes the demo model file (skipped when it exists). Returns its path. */
+export async function writeDemoModel(path = DEMO_MODEL_PATH): Promise<string> {
+  if (existsSync(path)) return path;
+  await mkdir(dirname(path), { recursive: true });
+  await writeFile(`${path}.partial`, await demoModelBytes());
+  await rename(`${path}.partial`, path);
+  return path;
+}
+
+export async function serveCommand(
+  argv: string[],
+  env: Record<string, string | undefined> = process.env,
+): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      'model-id': { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      'api-key': { type: 'string', multiple: true },
+      'max-concurrent': { type: 'string' },
+      'max-queue': { type: 'string' },
+      'max-tokens': { type: 'string' },
+      'body-limit': { type: 'string' },
+      'cors-origin': { type: 'string', multiple: true },
+      'gpu-url': { type: 'string' },
+      'gpu-api-key': { type: 'string' },
+      'edge-max-tokens': { type: 'string' },
+      'memory-budget': { type: 'string' },
+      backend: { type: 'string' },
+      threads: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  const location = str(values, 'model') ?? env.BITNET_MODEL;
+  const backend = oneOf(values, 'backend', ['auto', 'reference', 'wasm'] as const) ?? 'auto';
+  const modelConfig = { backend, numThreads: num(values, 'threads', { int: true, min: 1 }) };
+  const budget = num(values, 'memory-budget', { int: true, min: 1 });
+  const gpuUrl = str(values, 'gpu-url') ?? env.BITNET_GPU_URL;
+  if (gpuUrl && !/^https?:\/\//.test(gpuUrl))
+    throw BitNetError.Config('BAD_FLAG', `--gpu-url must be an http(s) URL, got "${gpuUrl}"`, { flag: 'gpu-url' });
+  let modelId = str(values, 'model-id');
+  let model: ServedModel | (() => Promise<ServedModel>);
+  let modelBytes: number | undefined;
+  let description: string;
+  const size =
+    location && !/^[a-z][a-z0-9+.-]*:\/\//i.test(location)
+      ? await stat(location).then(
+          (st) => st.size,
+          () => undefined,
+        )
+      : undefined;
+  if (location && budget !== undefined && size !== undefined && size > budget) {
+    // Over the budget: never loaded here; every generation goes to the GPU endpoint.
+    if (!gpuUrl)
+      throw BitNetError.Config(
+        'BAD_FLAG',
+        `the model (${size} bytes) is over --memory-budget ${budget} and no --gpu-url is set`,
+        { flag: 'memory-budget' },
+      );
+    model = () =>
+      Promise.reject(BitNetError.Memory('MODEL_TOO_LARGE', "the model is over this server's memory budget"));
+    modelBytes = size;
+    modelId ??= 'bitnet';
+    description = `${modelId} (not loaded: over the memory budget; all requests go to ${gpuUrl})`;
+  } else if (location) {
+    const m = await BitNetModel.fromFile(location, modelConfig);
+    if (m.modelInfo().synthetic) console.error(`note: ${m.modelInfo().name} is a synthetic model with random weights`);
+    model = m;
+    modelBytes = m.modelInfo().fileSize;
+    description = `model ${modelId ?? m.modelInfo().name}, backend ${m.engine.backendName}`;
+  } else {
+    const demo = existsSync(DEMO_MODEL_PATH);
+    const m = await BitNetModel.fromFile(
+      demo ? DEMO_MODEL_PATH : new MemorySource(await demoModelBytes(), 'demo (in memory)'),
+      modelConfig,
+    );
+    modelId ??= DEMO_MODEL_ID;
+    console.error(
+      `no --model or BITNET_MODEL: serving the demo model ${DEMO_MODEL_ID} (synthetic, RANDOM WEIGHTS: its text is noise)`,
+    );
+    model = m;
+    modelBytes = m.modelInfo().fileSize;
+    description = `model ${modelId}, backend ${m.engine.backendName}`;
+  }
+
+  const apiKeys = resolveApiKeys((values['api-key'] as string[] | undefined) ?? [], env);
+  const origins = (values['cors-origin'] as string[] | undefined) ?? [];
+  const deps: AppDeps = {
+    model,
+    modelId,
+    modelBytes,
+    apiKeys,
+    cors: origins.length ? { origins: origins.includes('*') ? '*' : origins } : undefined,
+    bodyLimitBytes: num(values, 'body-limit', { int: true, min: 1024 }),
+    limits: {
+      maxConcurrent: num(values, 'max-concurrent', { int: true, min: 1 }),
+      maxQueue: num(values, 'max-queue', { int: true, min: 0 }),
+    },
+    defaultMaxTokens: num(values, 'max-tokens', { int: true, min: 1 }),
+    router: {
+      gpu: gpuUrl ? { url: gpuUrl, apiKey: str(values, 'gpu-api-key') ?? env.BITNET_GPU_API_KEY } : undefined,
+      edgeMaxTokens: num(values, 'edge-max-tokens', { int: true, min: 0 }),
+      localMemoryBudgetBytes: budget,
+    },
+  };
+
+  const server = await serveNode(deps, {
+    host: str(values, 'host'),
+    port: num(values, 'port', { int: true, min: 0, max: 65535 }) ?? 8080,
+    warn: (m) => console.error(`warning: ${m}`),
+  });
+  if (values.json) console.log(JSON.stringify({ url: server.url, model: modelId, description }));
+  else console.log(`bitnet serve: listening on ${server.url} (${description}${gpuUrl ? `, GPU ${gpuUrl}` : ''})`);
+
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  await server.close();
+  return 0;
+}

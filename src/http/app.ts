@@ -1,0 +1,407 @@
+/**
+ * createApp(deps): the one HTTP app, built with Hono and mounted by every runtime adapter.
+ *
+ * Routes
+ *   GET  /healthz                 liveness (open)
+ *   GET  /readyz                  readiness: the model is loaded (a lazy model loads here) (open)
+ *   GET  /metrics                 Prometheus text
+ *   GET  /v1/models               the served model
+ *   POST /v1/chat/completions     OpenAI chat, SSE or JSON
+ *   POST /v1/completions          OpenAI completions, SSE or JSON
+ *   POST /v1/generate             native: GenerationConfig fields, SSE (event: token|done|error) or JSON
+ *
+ * Request path: route/metrics bookkeeping → CORS → API key (health routes open) → body limit →
+ * zod validation → router (edge or GPU) → local engine (limiter slot) or GPU pass-through.
+ * Every error becomes a response in errors.ts, and every response carries x-bitnet-route.
+ */
+import { zValidator } from '@hono/zod-validator';
+import { type Context, Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { cors } from 'hono/cors';
+import type { z } from 'zod';
+import { GenerationConfig, type GenerationConfigInit } from '../api/generation-config.ts';
+import { BitNetError } from '../errors.ts';
+import { ApiKeys } from './auth.ts';
+import { type ChatTemplateFn, defaultChatTemplate } from './chat-template.ts';
+import { errorBody, errorResponse, toBitNetError } from './errors.ts';
+import { Limiter, type LimiterOptions } from './limiter.ts';
+import { collect, estimatePromptTokens, type LocalDeps, type PromptInput, startLocal } from './local.ts';
+import { type AppMetrics, createMetrics } from './metrics.ts';
+import { ModelHolder, type ModelSource } from './model-holder.ts';
+import {
+  chatPrompt,
+  completionBody,
+  completionChunks,
+  completionPrompt,
+  newIdentity,
+  samplingConfig,
+} from './openai.ts';
+import { type Route, Router, type RouterOptions } from './router.ts';
+import { chatCompletionSchema, completionSchema, generateSchema, validationError } from './schemas.ts';
+import { eventStream, SSE_HEADERS, sseEvent } from './sse.ts';
+
+export interface CorsOptions {
+  /** Allowed origins, or '*' (default: no CORS headers at all). */
+  origins: '*' | string[];
+  maxAgeSeconds?: number;
+}
+
+export interface AppDeps {
+  /** The local model, loaded or as a loader run on first use. */
+  model: ModelSource;
+  /** The id clients send as `model` and see in /v1/models (default: from the model's name, or "bitnet"). */
+  modelId?: string;
+  /** Weight bytes, when known before loading (lets the router keep a too-large model off the edge). */
+  modelBytes?: number;
+  /** Bearer API keys; none = no auth (adapters decide whether that is allowed). */
+  apiKeys?: readonly string[];
+  cors?: CorsOptions;
+  /** Request body limit (default 1 MiB). */
+  bodyLimitBytes?: number;
+  limits?: LimiterOptions;
+  /** max_tokens when the request has none (default 256). */
+  defaultMaxTokens?: number;
+  router?: RouterOptions;
+  /** The chat template for models without one (default: the documented BitNet template). */
+  chatTemplate?: ChatTemplateFn;
+  /** fetch for the GPU endpoint (tests, or a runtime's service binding). */
+  fetch?: typeof fetch;
+  /** Monotonic milliseconds, for latencies and the circuit breaker. */
+  now?: () => number;
+}
+
+/** Per-request bookkeeping, read by the outer middleware when the response is done. */
+class Obs {
+  route: Route = 'edge';
+  reason: string | undefined;
+  fallback: string | undefined;
+  /** Set when the body is a stream: metrics are recorded when it ends, not when headers go out. */
+  deferred = false;
+  status = 0;
+  private recorded = false;
+  readonly start: number;
+  private readonly record: (o: Obs) => void;
+
+  constructor(start: number, record: (o: Obs) => void) {
+    this.start = start;
+    this.record = record;
+  }
+
+  finish(): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    this.record(this);
+  }
+}
+
+type AppEnv = { Variables: { obs: Obs } };
+type Ctx = Context<AppEnv>;
+
+const OPEN_PATHS = new Set(['/healthz', '/readyz']);
+const ENDPOINTS = new Set([
+  '/healthz',
+  '/readyz',
+  '/metrics',
+  '/v1/models',
+  '/v1/chat/completions',
+  '/v1/completions',
+  '/v1/generate',
+]);
+
+function slug(s: string): string {
+  return (
+    s
+      .toLowerCase()
+      .replace(/[^a-z0-9.]+/g, '-')
+      .replace(/^-+|-+$/g, '') || 'bitnet'
+  );
+}
+
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const now = deps.now ?? (() => performance.now());
+  const limiter = new Limiter(deps.limits);
+  const metrics: AppMetrics = createMetrics({ queueDepth: () => limiter.queued, active: () => limiter.active });
+  let modelId = deps.modelId ?? 'bitnet';
+  const holder = new ModelHolder(deps.model, (m) => {
+    const info = m.modelInfo();
+    if (deps.modelId === undefined && typeof deps.model !== 'function') modelId = slug(info.name);
+    metrics.info.set(1, { model: modelId, backend: m.engine.backendName, synthetic: String(info.synthetic) });
+  });
+  const router = new Router(deps.router ?? {}, now, deps.fetch, {
+    onBreaker: (s) => {
+      metrics.breakerState.set(s === 'closed' ? 0 : s === 'half-open' ? 1 : 2);
+      metrics.breakerTransitions.inc({ to: s });
+    },
+    onProbe: (ok) => metrics.probes.inc({ result: ok ? 'ok' : 'failed' }),
+  });
+  metrics.breakerState.set(0);
+  const keys = new ApiKeys(deps.apiKeys ?? []);
+  const template = deps.chatTemplate ?? defaultChatTemplate;
+  const defaultMaxTokens = deps.defaultMaxTokens ?? 256;
+  const local: LocalDeps = { limiter, holder, metrics, now };
+
+  const app = new Hono<AppEnv>();
+
+  // Bookkeeping first, so every response (errors and 401s included) gets the route headers.
+  app.use('*', async (c, next) => {
+    const obs = new Obs(now(), (o) => {
+      const endpoint = ENDPOINTS.has(c.req.path) ? c.req.path : 'other';
+      metrics.requests.inc({ endpoint, status: String(o.status), route: o.route });
+      metrics.duration.observe((now() - o.start) / 1000, { endpoint, route: o.route });
+    });
+    c.set('obs', obs);
+    await next();
+    c.res.headers.set('x-bitnet-route', obs.route);
+    if (obs.reason) c.res.headers.set('x-bitnet-route-reason', obs.reason);
+    if (obs.fallback) c.res.headers.set('x-bitnet-fallback', obs.fallback);
+    obs.status = c.res.status;
+    if (!obs.deferred) obs.finish();
+  });
+
+  if (deps.cors) {
+    app.use(
+      '*',
+      cors({
+        origin: deps.cors.origins,
+        allowHeaders: ['authorization', 'content-type', 'x-request-id'],
+        allowMethods: ['GET', 'POST', 'OPTIONS'],
+        exposeHeaders: ['x-bitnet-route', 'x-bitnet-route-reason', 'x-bitnet-fallback', 'retry-after'],
+        maxAge: deps.cors.maxAgeSeconds ?? 600,
+      }),
+    );
+  }
+
+  app.use('*', async (c, next) => {
+    if (keys.enabled && !OPEN_PATHS.has(c.req.path)) await keys.check(c.req.header('authorization'));
+    await next();
+  });
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+
+  app.get('/readyz', async (c) => {
+    if (!router.fitsMemory(deps.modelBytes)) {
+      // This instance never runs the model: it is ready when the GPU endpoint is usable.
+      const ok = router.gpu !== undefined && router.breaker.state !== 'open';
+      return c.json({ status: ok ? 'ready' : 'unavailable', local: false, gpu: router.breaker.state }, ok ? 200 : 503);
+    }
+    const m = await holder.get();
+    return c.json({
+      status: 'ready',
+      model: modelId,
+      backend: m.engine.backendName,
+      gpu: router.gpu ? router.breaker.state : 'none',
+    });
+  });
+
+  app.get('/metrics', (c) =>
+    c.body(metrics.registry.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
+  );
+
+  app.get('/v1/models', (c) => {
+    const m = holder.current();
+    const info = m?.modelInfo();
+    return c.json({
+      object: 'list',
+      data: [
+        {
+          id: modelId,
+          object: 'model',
+          created: 0,
+          owned_by: 'bitnet-edge',
+          ...(info && {
+            name: info.name,
+            synthetic: info.synthetic,
+            ...(info.synthetic && {
+              description: 'synthetic model with random weights: the text it generates is noise',
+            }),
+            architecture: info.architecture,
+            quantization: info.quantization.type,
+            context_length: info.contextLength,
+            backend: m?.engine.backendName,
+          }),
+        },
+      ],
+    });
+  });
+
+  const limit = bodyLimit({
+    maxSize: deps.bodyLimitBytes ?? 1 << 20,
+    onError: () => {
+      throw BitNetError.Config('PAYLOAD_TOO_LARGE', `the request body is over ${deps.bodyLimitBytes ?? 1 << 20} bytes`);
+    },
+  });
+  const json = async (c: Ctx, next: () => Promise<void>) => {
+    const type = c.req.header('content-type') ?? '';
+    if (!/^application\/(.+\+)?json\b/i.test(type)) {
+      throw BitNetError.Config(
+        'UNSUPPORTED_MEDIA_TYPE',
+        'send the request body as JSON with Content-Type: application/json',
+      );
+    }
+    await next();
+  };
+  const validate = <S extends z.ZodType>(schema: S) =>
+    zValidator('json', schema, (r) => {
+      if (!r.success) throw validationError(r.error);
+    });
+
+  /** Edge or GPU for one generation request, then the local run or the pass-through. */
+  async function serve(
+    c: Ctx,
+    requestedModel: string | undefined,
+    prompt: PromptInput,
+    config: GenerationConfigInit,
+    respond: (events: Awaited<ReturnType<typeof startLocal>>, obs: Obs) => Promise<Response> | Response,
+  ): Promise<Response> {
+    const obs = c.get('obs');
+    if (requestedModel !== undefined && requestedModel !== modelId) {
+      throw BitNetError.Model(
+        'MODEL_NOT_FOUND',
+        `model "${requestedModel}" is not served here (this server serves "${modelId}")`,
+        { param: 'model' },
+      );
+    }
+    const m = holder.current();
+    const maxNew = new GenerationConfig(config).maxNewTokens;
+    const decision = await router.decide({
+      work: estimatePromptTokens(prompt, m?.tokenizer) + maxNew,
+      modelBytes: deps.modelBytes,
+      contextLength: m?.modelInfo().contextLength,
+      forwarded: c.req.header('x-bitnet-forwarded') !== undefined,
+    });
+    metrics.routes.inc({ route: decision.route, reason: decision.reason });
+    obs.route = decision.route;
+    obs.reason = decision.reason;
+    const signal = c.req.raw.signal;
+
+    if (decision.route === 'gpu' && router.gpu) {
+      const r = await router.gpu.forward(c.req.path, await c.req.text(), c.req.raw.headers, signal, {
+        onMidStreamFailure: () => {
+          router.breaker.failure();
+          metrics.gpuFailures.inc({ phase: 'mid_stream' });
+        },
+        onEnd: () => obs.finish(),
+      });
+      if (r.ok) {
+        router.breaker.success();
+        obs.deferred = true;
+        return r.response;
+      }
+      if (r.countsAsFailure) router.breaker.failure();
+      metrics.gpuFailures.inc({ phase: 'before_first_byte' });
+      obs.fallback = `gpu-${r.phase}`;
+      if (!decision.localCapable) {
+        metrics.fallbacks.inc({ outcome: 'unavailable' });
+        throw BitNetError.Io('GPU_UNAVAILABLE', `${r.error.message}; the request is too large for the edge`, {
+          phase: r.phase,
+          retryAfterSeconds: Math.ceil(router.breaker.openMs / 1000),
+        });
+      }
+      metrics.fallbacks.inc({ outcome: 'edge' });
+      obs.route = 'edge';
+    }
+    const run = await startLocal(local, prompt, config, signal, obs.start);
+    return respond(run, obs);
+  }
+
+  /** A streaming response over a local run; metrics are recorded when the stream ends. */
+  const streamResponse = (
+    run: Awaited<ReturnType<typeof startLocal>>,
+    obs: Obs,
+    chunks: AsyncGenerator<string, void>,
+  ) => {
+    obs.deferred = true;
+    const body = eventStream(chunks, () => {
+      void run.cancel();
+      obs.finish();
+    });
+    return new Response(body, { status: 200, headers: SSE_HEADERS });
+  };
+
+  app.post('/v1/chat/completions', limit, json, validate(chatCompletionSchema), async (c) => {
+    const b = c.req.valid('json') as z.infer<typeof chatCompletionSchema>;
+    const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? defaultMaxTokens;
+    return serve(c, b.model, chatPrompt(b, template), samplingConfig(b, maxTokens), async (run, obs) => {
+      const ident = newIdentity('chat', modelId);
+      if (b.stream)
+        return streamResponse(
+          run,
+          obs,
+          completionChunks('chat', ident, run.events, b.stream_options?.include_usage === true),
+        );
+      return c.json(completionBody('chat', ident, await collect(run)));
+    });
+  });
+
+  app.post('/v1/completions', limit, json, validate(completionSchema), async (c) => {
+    const b = c.req.valid('json') as z.infer<typeof completionSchema>;
+    return serve(
+      c,
+      b.model,
+      completionPrompt(b),
+      samplingConfig(b, b.max_tokens ?? defaultMaxTokens),
+      async (run, obs) => {
+        const ident = newIdentity('completion', modelId);
+        if (b.stream)
+          return streamResponse(
+            run,
+            obs,
+            completionChunks('completion', ident, run.events, b.stream_options?.include_usage === true),
+          );
+        return c.json(completionBody('completion', ident, await collect(run)));
+      },
+    );
+  });
+
+  app.post('/v1/generate', limit, json, validate(generateSchema), async (c) => {
+    const { model, prompt, promptIds, stream, ...config } = c.req.valid('json') as z.infer<typeof generateSchema>;
+    const input: PromptInput =
+      prompt !== undefined ? { kind: 'text', text: prompt } : { kind: 'ids', ids: promptIds ?? [] };
+    return serve(c, model, input, config, async (run, obs) => {
+      if (stream) return streamResponse(run, obs, nativeChunks(run.events, modelId));
+      const o = await collect(run);
+      return c.json({
+        model: modelId,
+        text: o.text,
+        tokenIds: o.tokenIds,
+        promptTokens: o.promptTokens,
+        generatedTokens: o.generatedTokens,
+        finishReason: o.finishReason,
+        timings: o.timings,
+      });
+    });
+  });
+
+  app.notFound(() => errorResponse(BitNetError.Config('NOT_FOUND', 'no such route')));
+  app.onError((err) => errorResponse(err));
+  return app;
+}
+
+/** The native stream: `event: token` per token, then `event: done` with the outcome (or `event: error`). */
+async function* nativeChunks(
+  events: Awaited<ReturnType<typeof startLocal>>['events'],
+  model: string,
+): AsyncGenerator<string, void> {
+  try {
+    let r = await events.next();
+    while (!r.done) {
+      yield sseEvent('token', { id: r.value.id, text: r.value.text });
+      r = await events.next();
+    }
+    const o = r.value;
+    yield sseEvent('done', {
+      model,
+      text: o.text,
+      tokenIds: o.tokenIds,
+      promptTokens: o.promptTokens,
+      generatedTokens: o.generatedTokens,
+      finishReason: o.finishReason,
+      timings: o.timings,
+    });
+  } catch (e) {
+    const err = toBitNetError(e);
+    if (err.code !== 'CANCELLED') yield sseEvent('error', errorBody(err));
+  } finally {
+    await events.return(undefined as never).catch(() => {});
+  }
+}

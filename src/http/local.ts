@@ -1,0 +1,147 @@
+/**
+ * Local (edge) generation for one request: a slot from the limiter, the model, and the engine's
+ * token stream.
+ *
+ * `startLocal` waits for a slot, then computes the first token before returning, so everything
+ * that can fail early (a prompt too long for the context, a bad token id, a model that will not
+ * load) fails while the response status can still say so. The returned generator yields the
+ * token events and returns the outcome; leaving it early (the client went away, the stream was
+ * cancelled) aborts the engine, frees the sequence's KV cache and the slot.
+ */
+import type { GenerationConfigInit } from '../api/generation-config.ts';
+import type { Prompt } from '../api/inference-engine.ts';
+import { BitNetError } from '../errors.ts';
+import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
+import type { Tokenizer } from '../tokenizer/types.ts';
+import { encodeSegments, type PromptSegment, segmentsToText } from './chat-template.ts';
+import type { Limiter } from './limiter.ts';
+import type { AppMetrics } from './metrics.ts';
+import type { ModelHolder } from './model-holder.ts';
+
+/** A request's prompt before tokenization. */
+export type PromptInput =
+  | { kind: 'chat'; segments: PromptSegment[] }
+  | { kind: 'text'; text: string }
+  | { kind: 'ids'; ids: number[] };
+
+export function promptText(p: PromptInput): string | undefined {
+  return p.kind === 'chat' ? segmentsToText(p.segments) : p.kind === 'text' ? p.text : undefined;
+}
+
+/** The engine's prompt: chat segments are tokenized here (control tokens as single ids). */
+export function toEnginePrompt(p: PromptInput, tok: Tokenizer | undefined): Prompt {
+  if (p.kind === 'ids') return { ids: p.ids };
+  if (p.kind === 'text') return p.text;
+  if (!tok)
+    throw BitNetError.Tokenization(
+      'TOKENIZER_MISSING',
+      'this model has no tokenizer; send token ids to /v1/completions instead',
+    );
+  return { ids: encodeSegments(tok, p.segments) };
+}
+
+/** Prompt tokens: exact with a tokenizer at hand, else ~4 UTF-8 bytes per token. */
+export function estimatePromptTokens(p: PromptInput, tok: Tokenizer | undefined): number {
+  if (p.kind === 'ids') return p.ids.length;
+  if (tok) {
+    try {
+      const e = toEnginePrompt(p, tok);
+      return typeof e === 'string' ? tok.encode(e, { addSpecialTokens: true }).length : e.ids.length;
+    } catch {
+      // fall through to the byte estimate; the real error surfaces when the request runs
+    }
+  }
+  return Math.ceil(new TextEncoder().encode(promptText(p) ?? '').length / 4);
+}
+
+export interface LocalDeps {
+  limiter: Limiter;
+  holder: ModelHolder;
+  metrics: AppMetrics;
+  now(): number;
+}
+
+export interface LocalRun {
+  /** Token events; the return value is the outcome. Leaving the loop early cancels the generation. */
+  events: AsyncGenerator<TokenEvent, GenerationOutcome>;
+  /** Cancels the generation and frees its slot, whether or not `events` was ever started. */
+  cancel(): Promise<void>;
+}
+
+const cancelled = () => BitNetError.Timeout('CANCELLED', 'the client went away');
+
+/**
+ * A macrotask turn. The backends (reference, wasm) compute synchronously inside their promises, so
+ * a generation would otherwise run start to end in microtasks: nothing reaches the socket until it
+ * ends (no streaming), and no other request is accepted meanwhile. One turn per token lets the
+ * runtime flush the token and serve other connections. setImmediate where it exists (Node, no
+ * 1 ms clamp), setTimeout(0) elsewhere (workerd).
+ */
+const nextTurn: () => Promise<void> =
+  typeof (globalThis as { setImmediate?: unknown }).setImmediate === 'function'
+    ? () => new Promise((r) => (globalThis as unknown as { setImmediate: (f: () => void) => void }).setImmediate(r))
+    : () => new Promise((r) => setTimeout(r, 0));
+
+export async function startLocal(
+  d: LocalDeps,
+  prompt: PromptInput,
+  config: GenerationConfigInit,
+  signal: AbortSignal | undefined,
+  t0: number,
+): Promise<LocalRun> {
+  const release = await d.limiter.acquire(signal);
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(cancelled());
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let it: AsyncGenerator<TokenEvent, GenerationOutcome> | undefined;
+  let settled = false;
+  // Frees everything exactly once: the engine's sequence (through its generator), the slot.
+  const settle = async (finished: boolean) => {
+    if (settled) return;
+    settled = true;
+    signal?.removeEventListener('abort', onAbort);
+    if (!finished && it) {
+      ac.abort(cancelled());
+      await it.return(undefined as never).catch(() => {});
+    }
+    release();
+  };
+  let first: IteratorResult<TokenEvent, GenerationOutcome>;
+  try {
+    if (signal?.aborted) throw cancelled();
+    const model = await d.holder.get();
+    it = model.engine.stream(toEnginePrompt(prompt, model.tokenizer), config, ac.signal);
+    first = await it.next();
+  } catch (e) {
+    await settle(false);
+    throw e;
+  }
+  d.metrics.firstToken.observe((d.now() - t0) / 1000);
+  const engine = it;
+
+  async function* events(): AsyncGenerator<TokenEvent, GenerationOutcome> {
+    let finished = false;
+    try {
+      let r = first;
+      while (!r.done) {
+        yield r.value;
+        await nextTurn();
+        r = await engine.next();
+      }
+      finished = true;
+      d.metrics.tokens.inc({ type: 'prompt' }, r.value.promptTokens);
+      d.metrics.tokens.inc({ type: 'completion' }, r.value.generatedTokens);
+      return r.value;
+    } finally {
+      await settle(finished);
+    }
+  }
+  return { events: events(), cancel: () => settle(false) };
+}
+
+/** Drains a run into its outcome (non-streaming responses). */
+export async function collect(run: LocalRun): Promise<GenerationOutcome> {
+  let r = await run.events.next();
+  while (!r.done) r = await run.events.next();
+  return r.value;
+}

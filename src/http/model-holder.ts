@@ -1,0 +1,72 @@
+/**
+ * The model the app serves locally: given ready (Node: loaded before listening) or as a loader
+ * that runs on first use (a Worker has no start-up hook; it loads from R2 on the first request
+ * that needs the model). A failed load is not cached: the next request tries again.
+ */
+import type { GenerationConfigInit } from '../api/generation-config.ts';
+import type { Prompt } from '../api/inference-engine.ts';
+import type { ModelInfo } from '../api/model-info.ts';
+import { BitNetError, isBitNetError } from '../errors.ts';
+import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
+import type { Tokenizer } from '../tokenizer/types.ts';
+
+/** What the app needs of a model; `BitNetModel` is one. */
+export interface ServedModel {
+  readonly engine: {
+    stream(
+      prompt: Prompt,
+      config: GenerationConfigInit,
+      signal?: AbortSignal,
+    ): AsyncGenerator<TokenEvent, GenerationOutcome>;
+    readonly backendName: string;
+  };
+  readonly tokenizer: Tokenizer | undefined;
+  modelInfo(): ModelInfo;
+}
+
+export type ModelSource = ServedModel | (() => Promise<ServedModel>);
+
+export class ModelHolder {
+  private model: ServedModel | undefined;
+  private loading: Promise<ServedModel> | undefined;
+  private readonly loader: (() => Promise<ServedModel>) | undefined;
+  private readonly onLoad: (m: ServedModel) => void;
+
+  /** `onLoad` runs once the model is there (at once for a loaded model). */
+  constructor(src: ModelSource, onLoad: (m: ServedModel) => void = () => {}) {
+    this.onLoad = onLoad;
+    if (typeof src === 'function') this.loader = src;
+    else {
+      this.model = src;
+      onLoad(src);
+    }
+  }
+
+  /** The model if it is loaded, without loading it. */
+  current(): ServedModel | undefined {
+    return this.model;
+  }
+
+  async get(): Promise<ServedModel> {
+    if (this.model) return this.model;
+    if (!this.loader) throw BitNetError.Model('MODEL_UNAVAILABLE', 'no local model is configured');
+    this.loading ??= this.loader().then(
+      (m) => {
+        this.model = m;
+        this.onLoad(m);
+        return m;
+      },
+      (e: unknown) => {
+        this.loading = undefined;
+        if (isBitNetError(e)) throw e;
+        throw BitNetError.Model(
+          'MODEL_UNAVAILABLE',
+          `the model could not be loaded: ${e instanceof Error ? e.message : String(e)}`,
+          {},
+          e,
+        );
+      },
+    );
+    return this.loading;
+  }
+}

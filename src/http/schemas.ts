@@ -1,0 +1,126 @@
+/**
+ * Request schemas (zod). The OpenAI routes accept the OpenAI field names and strip fields they
+ * do not know (clients send extras such as `user` or `store`); fields that would change the
+ * answer in ways this server cannot honour (n > 1, logprobs, tools, penalties) are refused with
+ * a 400 that names the field. The native /v1/generate body mirrors GenerationConfig and, like
+ * it, refuses unknown keys.
+ */
+import { z } from 'zod';
+import { BitNetError } from '../errors.ts';
+
+const unsupported = (what: string) => `${what} is not supported by this server`;
+
+const stop = z.union([z.string().min(1), z.array(z.string().min(1)).max(4)]).nullish();
+
+/** Sampling fields shared by /v1/chat/completions and /v1/completions. */
+const sampling = {
+  model: z.string().min(1).optional(),
+  max_tokens: z.number().int().min(1).nullish(),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().min(0).max(1).nullish(),
+  seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullish(),
+  stop,
+  stream: z.boolean().nullish(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
+  n: z.literal(1, { error: 'only n = 1 is supported' }).nullish(),
+  presence_penalty: z.literal(0, { error: unsupported('a non-zero presence_penalty') }).nullish(),
+  frequency_penalty: z.literal(0, { error: unsupported('a non-zero frequency_penalty') }).nullish(),
+  logit_bias: z
+    .record(z.string(), z.number())
+    .refine((o) => Object.keys(o).length === 0, unsupported('logit_bias'))
+    .nullish(),
+  user: z.string().optional(),
+  // llama.cpp-style extensions
+  top_k: z.number().int().min(0).nullish(),
+  repetition_penalty: z.number().gt(0).max(10).nullish(),
+};
+
+const textPart = z.object({ type: z.literal('text'), text: z.string() });
+
+const message = z.object({
+  role: z.enum(['system', 'developer', 'user', 'assistant'], {
+    error: 'role must be system, developer, user or assistant (tools are not supported)',
+  }),
+  content: z.union([z.string(), z.array(textPart, { error: 'only text content parts are supported' })], {
+    error: 'content must be a string or an array of text parts',
+  }),
+  name: z.string().optional(),
+});
+
+export const chatCompletionSchema = z.object({
+  ...sampling,
+  messages: z.array(message).min(1),
+  max_completion_tokens: z.number().int().min(1).nullish(),
+  logprobs: z.literal(false, { error: unsupported('logprobs') }).nullish(),
+  top_logprobs: z.null({ error: unsupported('top_logprobs') }).optional(),
+  tools: z.array(z.unknown()).max(0, unsupported('tools')).nullish(),
+  tool_choice: z.literal('none', { error: unsupported('tool_choice') }).nullish(),
+  response_format: z
+    .object({ type: z.literal('text', { error: unsupported('response_format other than text') }) })
+    .nullish(),
+});
+export type ChatCompletionRequest = z.infer<typeof chatCompletionSchema>;
+
+export const completionSchema = z.object({
+  ...sampling,
+  prompt: z.union(
+    [
+      z.string(),
+      z.array(z.string()).length(1),
+      z.array(z.number().int().min(0)).min(1),
+      z.array(z.array(z.number().int().min(0)).min(1)).length(1),
+    ],
+    { error: 'prompt must be a string or token ids (one prompt per request)' },
+  ),
+  echo: z.literal(false, { error: unsupported('echo') }).nullish(),
+  suffix: z.null({ error: unsupported('suffix') }).optional(),
+  best_of: z.literal(1, { error: 'only best_of = 1 is supported' }).nullish(),
+  logprobs: z.null({ error: unsupported('logprobs') }).optional(),
+});
+export type CompletionRequest = z.infer<typeof completionSchema>;
+
+/** Seeds up to 2^64−1: JSON numbers up to 2^53, larger ones as decimal strings. */
+const seed = z.union([
+  z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  z
+    .string()
+    .regex(/^\d+$/, 'a seed string must be decimal digits')
+    .transform((s) => BigInt(s))
+    .refine((b) => b < 1n << 64n, 'seed must be below 2^64'),
+]);
+
+/** POST /v1/generate: GenerationConfig's fields, plus the prompt as text or token ids. */
+export const generateSchema = z
+  .object({
+    model: z.string().min(1).optional(),
+    prompt: z.string().optional(),
+    promptIds: z.array(z.number().int().min(0)).min(1).optional(),
+    maxNewTokens: z
+      .number()
+      .int()
+      .min(1)
+      .max(1 << 20)
+      .optional(),
+    temperature: z.number().min(0).max(100).optional(),
+    topP: z.number().gt(0).max(1).optional(),
+    topK: z.number().int().min(0).optional(),
+    repetitionPenalty: z.number().gt(0).max(10).optional(),
+    stopSequences: z.array(z.string().min(1)).optional(),
+    seed: seed.optional(),
+    skipSpecialTokens: z.boolean().optional(),
+    stream: z.boolean().optional(),
+  })
+  .strict()
+  .refine((b) => (b.prompt === undefined) !== (b.promptIds === undefined), {
+    error: 'give exactly one of prompt and promptIds',
+    path: ['prompt'],
+  });
+export type GenerateRequest = z.infer<typeof generateSchema>;
+
+/** A failed parse → one Config INVALID_REQUEST error naming the fields (→ 400). */
+export function validationError(error: { issues: readonly z.core.$ZodIssue[] }): BitNetError {
+  const issues = error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+  const first = issues[0];
+  const message = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ');
+  return BitNetError.Config('INVALID_REQUEST', message || 'invalid request', { param: first?.path || null, issues });
+}

@@ -1,0 +1,51 @@
+/** Helpers for the HTTP tests: small synthetic models in memory, request shorthands. */
+import { BitNetModel } from '../../src/api/bitnet-model.ts';
+import type { SynthOptions } from '../../src/model/synth.ts';
+import { MemorySource } from '../../src/sources/byte-source.ts';
+import { synthBytes } from '../helpers/models.ts';
+
+/** The TINY test shape (hidden 256, 2 layers, vocab 300, ctx 128), I2_S. Random weights. */
+export async function tinyModel(o: Partial<SynthOptions> = {}): Promise<BitNetModel> {
+  const bytes = await synthBytes({ qtype: 'i2_s', seed: 5, arch: 'bitnet-b1.58', ...o });
+  return BitNetModel.fromFile(new MemorySource(bytes, 'tiny'));
+}
+
+/** An even smaller model for request-count tests (1 layer, hidden 128). */
+export function microModel(): Promise<BitNetModel> {
+  return tinyModel({ hidden: 128, layers: 1, heads: 2, kvHeads: 1, ffn: 256, ctx: 64 });
+}
+
+export const KEY = 'test-key-0123456789';
+export const auth = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+
+export function post(path: string, body: unknown, headers: Record<string, string> = auth): [string, RequestInit] {
+  return [path, { method: 'POST', headers, body: JSON.stringify(body) }];
+}
+
+/** `data:` payloads of an SSE body. */
+export function sseData(text: string): string[] {
+  return text
+    .split('\n\n')
+    .filter((e) => e.startsWith('data: '))
+    .map((e) => e.slice(6));
+}
+
+/** The value of one metric line (`name{labels} value`), 0 when absent. */
+export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
+  }
+  return 0;
+}
+
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, tries = 500): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -1,0 +1,224 @@
+// The edge/GPU router with two real servers: an edge server and a "GPU" server (this same app
+// on the reference backend, until the CUDA one exists), with a fault proxy between them.
+// Covers: routing by size, pass-through streaming, the GPU's own key, fallback when the GPU
+// fails before the first byte, 503 when the request does not fit the edge, failure mid-stream,
+// and the circuit breaker opening, probing and closing (on an injected clock).
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningServer, serveNode } from '../../src/adapters/node.ts';
+import type { BitNetModel } from '../../src/api/bitnet-model.ts';
+import { createApp } from '../../src/http/app.ts';
+import { FaultProxy } from './fault-proxy.ts';
+import { KEY, metric, sseData, tinyModel } from './helpers.ts';
+
+const MODEL = 'tiny-routed';
+const GPU_KEY = 'gpu-only-key';
+let model: BitNetModel;
+let gpu: RunningServer;
+let edge: RunningServer;
+let proxy: FaultProxy;
+let skew = 0; // the edge's clock runs ahead by this much (circuit breaker waits)
+
+beforeAll(async () => {
+  model = await tinyModel();
+  gpu = await serveNode({ model, modelId: MODEL, apiKeys: [GPU_KEY] }, { port: 0 });
+  proxy = await new FaultProxy(gpu.port).start();
+  edge = await serveNode(
+    {
+      model,
+      modelId: MODEL,
+      apiKeys: [KEY],
+      now: () => performance.now() + skew,
+      router: {
+        gpu: { url: proxy.url, apiKey: GPU_KEY, firstByteTimeoutMs: 10_000 },
+        edgeMaxTokens: 32,
+        localMaxTokens: 80, // the prompt is 25 tokens: max_tokens 4 → edge, 40 → GPU but fits the edge, 60 → GPU only
+        breaker: { failureThreshold: 2, openMs: 10_000 },
+      },
+    },
+    { port: 0 },
+  );
+});
+afterAll(async () => {
+  await edge?.close();
+  await proxy?.close();
+  await gpu?.close();
+});
+
+const H = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+const body = (maxTokens: number, extra: Record<string, unknown> = {}) =>
+  JSON.stringify({
+    model: MODEL,
+    messages: [{ role: 'user', content: 'route me' }],
+    max_tokens: maxTokens,
+    seed: 77,
+    temperature: 0.9,
+    ...extra,
+  });
+const ask = (maxTokens: number, extra: Record<string, unknown> = {}) =>
+  fetch(`${edge.url}/v1/chat/completions`, { method: 'POST', headers: H, body: body(maxTokens, extra) });
+const edgeMetrics = async () =>
+  (await fetch(`${edge.url}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
+const gpuMetrics = async () =>
+  (await fetch(`${gpu.url}/metrics`, { headers: { authorization: `Bearer ${GPU_KEY}` } })).text();
+const gpuChatRequests = async () =>
+  metric(await gpuMetrics(), 'bitnet_http_requests_total', { endpoint: '/v1/chat/completions', status: '200' });
+
+describe('router: edge or GPU', () => {
+  it('small requests stay on the edge', async () => {
+    const before = await gpuChatRequests();
+    const r = await ask(4);
+    expect(r.status).toBe(200);
+    expect(r.headers.get('x-bitnet-route')).toBe('edge');
+    expect(r.headers.get('x-bitnet-route-reason')).toBe('small');
+    await r.json();
+    expect(await gpuChatRequests()).toBe(before);
+  });
+
+  it('large requests go to the GPU with its own key, and its stream passes through', async () => {
+    const direct = await (
+      await fetch(`${gpu.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { ...H, authorization: `Bearer ${GPU_KEY}` },
+        body: body(40),
+      })
+    ).json();
+    // The client's key is not valid on the GPU server: only the edge's GPU key gets in.
+    expect((await fetch(`${gpu.url}/v1/models`, { headers: { authorization: `Bearer ${KEY}` } })).status).toBe(401);
+
+    const r = await ask(40, { stream: true });
+    expect(r.status).toBe(200);
+    expect(r.headers.get('x-bitnet-route')).toBe('gpu');
+    expect(r.headers.get('x-bitnet-route-reason')).toBe('large');
+    expect(r.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const events = sseData(await r.text());
+    expect(events.at(-1)).toBe('[DONE]');
+    const text = events
+      .slice(0, -1)
+      .map((e) => JSON.parse(e).choices[0]?.delta?.content ?? '')
+      .join('');
+    expect(text).toBe(direct.choices[0].message.content);
+
+    // the openai client through the edge, routed to the GPU
+    const c = new OpenAI({ baseURL: `${edge.url}/v1`, apiKey: KEY, maxRetries: 0 });
+    const { data, response } = await c.chat.completions
+      .create({
+        model: MODEL,
+        messages: [{ role: 'user', content: 'route me' }],
+        max_tokens: 40,
+        seed: 77,
+        temperature: 0.9,
+      })
+      .withResponse();
+    expect(response.headers.get('x-bitnet-route')).toBe('gpu');
+    expect(data.choices[0].message.content).toBe(text);
+
+    const em = await edgeMetrics();
+    expect(metric(em, 'bitnet_route_decisions_total', { route: 'gpu', reason: 'large' })).toBe(2);
+    expect(
+      metric(em, 'bitnet_http_requests_total', { endpoint: '/v1/chat/completions', route: 'gpu', status: '200' }),
+    ).toBe(2);
+    expect(metric(await gpuMetrics(), 'bitnet_route_decisions_total', { route: 'edge', reason: 'forwarded' })).toBe(2);
+  });
+
+  it('a wrong GPU key is a GPU failure: the edge serves the request', async () => {
+    const app = createApp({
+      model,
+      modelId: MODEL,
+      router: { gpu: { url: gpu.url, apiKey: 'not-the-key' }, edgeMaxTokens: 8 },
+    });
+    const r = await app.request('/v1/chat/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: body(20),
+    });
+    expect(r.status).toBe(200);
+    expect(r.headers.get('x-bitnet-route')).toBe('edge');
+    expect(r.headers.get('x-bitnet-fallback')).toBe('gpu-status');
+  });
+
+  it('GPU fails before the first byte: fall back to the edge when the request fits, else 503; then the circuit opens', async () => {
+    proxy.mode = 'reset';
+    const fits = await ask(40);
+    expect(fits.status).toBe(200);
+    expect(fits.headers.get('x-bitnet-route')).toBe('edge');
+    expect(fits.headers.get('x-bitnet-fallback')).toBe('gpu-connect');
+    expect((await fits.json()).choices[0].message.content.length).toBeGreaterThan(0);
+
+    const tooBig = await ask(60); // 25 + 60 > localMaxTokens 80
+    expect(tooBig.status).toBe(503);
+    expect(tooBig.headers.get('x-bitnet-route')).toBe('gpu'); // routed there, and it failed
+    expect(tooBig.headers.get('x-bitnet-fallback')).toBe('gpu-connect');
+    expect(tooBig.headers.get('retry-after')).toBe('10');
+    expect((await tooBig.json()).error).toMatchObject({ code: 'GPU_UNAVAILABLE', type: 'server_error' });
+
+    const m = await edgeMetrics();
+    expect(metric(m, 'bitnet_gpu_failures_total', { phase: 'before_first_byte' })).toBe(2);
+    expect(metric(m, 'bitnet_gpu_fallbacks_total', { outcome: 'edge' })).toBe(1);
+    expect(metric(m, 'bitnet_gpu_fallbacks_total', { outcome: 'unavailable' })).toBe(1);
+    expect(metric(m, 'bitnet_gpu_circuit_state')).toBe(2); // open after 2 failures
+  });
+
+  it('while open, the GPU is not called: local if it fits, else 503', async () => {
+    const conns = proxy.connections;
+    const fits = await ask(40);
+    expect(fits.headers.get('x-bitnet-route')).toBe('edge');
+    expect(fits.headers.get('x-bitnet-route-reason')).toBe('gpu-unavailable');
+    await fits.json();
+    const tooBig = await ask(60);
+    expect(tooBig.status).toBe(503);
+    await tooBig.json();
+    expect(proxy.connections).toBe(conns);
+  });
+
+  it('after the wait a half-open probe runs: a failed probe keeps it open, a good one closes it', async () => {
+    skew += 10_000;
+    const conns = proxy.connections;
+    const r1 = await ask(40);
+    expect(r1.headers.get('x-bitnet-route')).toBe('edge');
+    await r1.json();
+    expect(proxy.connections).toBe(conns + 1); // the probe, refused
+    let m = await edgeMetrics();
+    expect(metric(m, 'bitnet_gpu_probes_total', { result: 'failed' })).toBe(1);
+    expect(metric(m, 'bitnet_gpu_circuit_state')).toBe(2);
+
+    proxy.mode = 'pass';
+    skew += 10_000;
+    const r2 = await ask(40);
+    expect(r2.headers.get('x-bitnet-route')).toBe('gpu');
+    await r2.json();
+    m = await edgeMetrics();
+    expect(metric(m, 'bitnet_gpu_probes_total', { result: 'ok' })).toBe(1);
+    expect(metric(m, 'bitnet_gpu_circuit_state')).toBe(0);
+    expect(metric(m, 'bitnet_gpu_circuit_transitions_total', { to: 'open' })).toBe(2);
+    expect(metric(m, 'bitnet_gpu_circuit_transitions_total', { to: 'closed' })).toBe(1);
+  });
+
+  it('GPU fails mid-stream: the client gets the first events, then an error event, no [DONE]', async () => {
+    proxy.mode = 'cut';
+    const r = await ask(40, { stream: true });
+    expect(r.status).toBe(200);
+    expect(r.headers.get('x-bitnet-route')).toBe('gpu');
+    const events = sseData(await r.text());
+    expect(events.length).toBeGreaterThanOrEqual(2);
+    expect(JSON.parse(events[0]).object).toBe('chat.completion.chunk');
+    expect(JSON.parse(events.at(-1)!).error.code).toBe('GPU_STREAM_FAILED');
+    expect(events).not.toContain('[DONE]');
+    expect(metric(await edgeMetrics(), 'bitnet_gpu_failures_total', { phase: 'mid_stream' })).toBe(1);
+
+    // the openai client reports it as an error instead of a short answer
+    const c = new OpenAI({ baseURL: `${edge.url}/v1`, apiKey: KEY, maxRetries: 0 });
+    const stream = await c.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'route me' }],
+      max_tokens: 40,
+      seed: 77,
+      stream: true,
+    });
+    const consume = async () => {
+      for await (const _ of stream);
+    };
+    await expect(consume()).rejects.toThrow(/mid-stream/);
+    proxy.mode = 'pass';
+  });
+});
