@@ -8,6 +8,8 @@ import { createRng } from '../generate/prng.ts';
 import { sample } from '../generate/sampler.ts';
 import type { Backend } from '../kernels/backend.ts';
 import { ReferenceBackend } from '../kernels/reference-backend.ts';
+import { createCudaBackend } from '../kernels/cuda/cuda-backend.ts';
+import { WasmBackend } from '../kernels/wasm/backend.ts';
 import { KVCache, KVCacheConfig } from '../model/kv-cache.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import type { DeviceSpec } from './device.ts';
@@ -40,14 +42,29 @@ export interface EngineOptions {
   kvCacheConfig?: KVCacheConfig;
 }
 
-function chooseBackend(model: Model, kind: BackendKind): Backend {
-  if (kind === 'wasm') {
-    throw BitNetError.Device('BACKEND_UNAVAILABLE', 'the wasm backend is not built yet; use --backend reference', {
-      backend: 'wasm',
-      tried: ['wasm'],
-    });
+/**
+ * 'wasm': the wasm backend or a typed error saying why not. 'auto': wasm wherever WebAssembly
+ * exists and the kernels load and pass their self-test, else the reference backend, which then
+ * carries the refusal as `fallback` (a Device BACKEND_UNAVAILABLE error listing what was tried).
+ */
+function chooseBackend(model: Model, kind: BackendKind, numThreads = 1): Backend {
+  if (kind === 'reference') return new ReferenceBackend(model);
+  // 'cuda' is never picked by 'auto': the GPU server asks for it (gpu-lambda/server.ts). Throws
+  // Device BACKEND_UNAVAILABLE with the reason when there is no addon, driver or GPU.
+  if (kind === 'cuda') return createCudaBackend(model);
+  let refusal: BitNetError;
+  if (typeof WebAssembly === 'undefined') {
+    refusal = BitNetError.Device('BACKEND_UNAVAILABLE', 'this runtime has no WebAssembly', { backend: 'wasm', tried: ['wasm'] });
+  } else {
+    try {
+      return WasmBackend.create(model, { numThreads });
+    } catch (e) {
+      if (!(e instanceof BitNetError)) throw e;
+      refusal = e;
+    }
   }
-  return new ReferenceBackend(model);
+  if (kind === 'wasm') throw refusal;
+  return Object.assign(new ReferenceBackend(model), { fallback: refusal });
 }
 
 export class InferenceEngine {
@@ -81,7 +98,7 @@ export class InferenceEngine {
     const hp = model.hparams;
     const kvCfg = opts.kvCacheConfig ?? new KVCacheConfig({ maxBytes: config.kvCacheSize, maxSeqLen: hp.nCtx });
     this.cache = new KVCache(kvCfg, { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim });
-    const backend = chooseBackend(model, opts.backend ?? 'auto');
+    const backend = chooseBackend(model, opts.backend ?? 'auto', config.numThreads);
     this.engine = new Engine({
       backend,
       tokenizer,

@@ -1,0 +1,106 @@
+/**
+ * Kernel micro-benchmark (GOP/s, 2 ops per multiply-add, CPU time of this thread, median of 7):
+ * ternary matvec/matmul straight from I2_S, TQ2_0, TQ1_0 bytes at 2560×2560 and 6912×2560, decode
+ * (m = 1) and prefill (m = 16), on each kernel build; plus the Q6_K head kernel.
+ *   node bench/micro.ts [--json]
+ */
+import { Arena } from '../src/kernels/wasm/arena.ts';
+import type { KernelExports } from '../src/kernels/wasm/exports.ts';
+import { createMemory, instantiate, type KernelBuild, selectKernels } from '../src/kernels/wasm/loader.ts';
+import { packI2S } from '../src/quant/i2s.ts';
+import { quantizeQ6_K } from '../src/quant/float-codecs.ts';
+import { packTQ1_0, packTQ2_0 } from '../src/quant/tq.ts';
+
+const cpuMs = () => {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+};
+
+function time(f: () => void, reps: number): number {
+  for (let i = 0; i < 3; i++) f();
+  const ts: number[] = [];
+  for (let r = 0; r < 7; r++) {
+    const t0 = cpuMs();
+    for (let i = 0; i < reps; i++) f();
+    ts.push((cpuMs() - t0) / reps);
+  }
+  return ts.sort((a, b) => a - b)[3];
+}
+
+let seed = 7;
+const rnd = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+
+export interface MicroResult {
+  build: KernelBuild;
+  kernel: string;
+  n: number;
+  k: number;
+  m: number;
+  ms: number;
+  gops: number;
+}
+
+export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[] {
+  const out: MicroResult[] = [];
+  for (const build of builds) {
+    let k: KernelExports;
+    let a: Arena;
+    try {
+      const sel = selectKernels({ prefer: build });
+      const mem = createMemory(64);
+      a = new Arena(mem);
+      k = instantiate(sel.module, mem);
+      k.init_tables(a.alloc(65536 * 4));
+    } catch {
+      continue;
+    }
+    for (const [n, kk] of [[2560, 2560], [6912, 2560]]) {
+      const tern = Int8Array.from({ length: n * kk }, () => Math.floor(rnd() * 3) - 1);
+      const q = a.alloc((kk + 16) * 16);
+      a.u8(q, (kk + 16) * 16).forEach((_, i, arr) => (arr[i] = (rnd() * 256) | 0));
+      const sc = a.alloc(64);
+      a.f32(sc, 16).fill(0.01);
+      const sums = a.alloc(64);
+      const bs = a.alloc(4 * 16 * (kk / 256 + 1));
+      const y = a.alloc(4 * n * 16);
+      for (const [name, bytes] of [['I2_S', packI2S(tern, 0.5)], ['TQ2_0', packTQ2_0(tern, 0.5)], ['TQ1_0', packTQ1_0(tern, 0.5)]] as const) {
+        const w = a.alloc(bytes.length + 64);
+        a.u8(w, bytes.length).set(bytes);
+        for (const m of [1, 16]) {
+          const f =
+            name === 'I2_S'
+              ? () => k.mm_i2s(w, kk, 0, n, m, q, kk + 16, sc, sums, 1, 1, y, n, 0)
+              : name === 'TQ2_0'
+                ? () => k.mm_tq2(w, kk, 0, n, m, q, kk + 16, sc, bs, kk / 256 + 1, 1, y, n, 0)
+                : () => k.mm_tq1(w, kk, 0, n, m, q, kk + 16, sc, bs, kk / 256 + 1, 1, y, n, 0);
+          const ms = time(f, m === 1 ? 10 : 2);
+          out.push({ build, kernel: name, n, k: kk, m, ms, gops: (2 * n * kk * m) / ms / 1e6 });
+        }
+      }
+    }
+    // the Q6_K head (exact), 16000 rows × 2560
+    const n = 16000;
+    const kk = 2560;
+    const x = Float32Array.from({ length: n * kk }, () => (rnd() - 0.5) * 0.3);
+    const bytes = quantizeQ6_K(x);
+    const w = a.alloc(bytes.length + 64);
+    a.u8(w, bytes.length).set(bytes);
+    const hid = a.alloc(4 * kk);
+    a.f32(hid, kk).forEach((_, i, arr) => (arr[i] = rnd() - 0.5));
+    const P = a.alloc(k.head_prep_bytes(kk));
+    const abs = a.alloc(16 * n);
+    const scratch = a.alloc(16 * kk + 4096);
+    const y = a.alloc(4 * n);
+    k.row_abs_sums(14, w, kk, 0, n, abs, scratch);
+    k.head_prep_q8k(hid, kk, P);
+    const ms = time(() => k.head_q6_k(w, kk, 0, n, P, abs, 1, y, 0, scratch), 2);
+    out.push({ build, kernel: 'Q6_K head', n, k: kk, m: 1, ms, gops: (2 * n * kk) / ms / 1e6 });
+  }
+  return out;
+}
+
+if (import.meta.main) {
+  const r = micro();
+  if (process.argv.includes('--json')) console.log(JSON.stringify(r));
+  else for (const x of r) console.log(`${x.build.padEnd(8)} ${x.kernel.padEnd(10)} ${x.n}x${x.k} m=${String(x.m).padEnd(3)} ${x.ms.toFixed(3).padStart(8)} ms ${x.gops.toFixed(1).padStart(7)} GOP/s`);
+}

@@ -1,0 +1,137 @@
+/**
+ * `bitnet bench --model FILE [--threads N] [--prompt 128] [--gen 64] [--backend wasm|reference] [--runs 3] [--json]`
+ *
+ * llama-bench's method: a prompt of `--prompt` token ids (deterministic, spread over the vocabulary),
+ * then `--gen` greedy decode steps of one token each; one warm-up run (prompt and generation capped
+ * at 32 and 8 tokens), then `--runs` timed runs, each on an empty KV cache. Reports the median of
+ * the runs: prefill tok/s = prompt / prefill time (logits of the last prompt token included),
+ * decode tok/s = gen / decode time. Peak RSS is the process high-water mark (load included);
+ * `decodeRssBytes` is the largest RSS sampled during decoding.
+ *
+ * The wasm backend loads the file straight into its memory (node-open.ts), so the weights are held once.
+ */
+import { parseArgs } from 'node:util';
+import { stat } from 'node:fs/promises';
+import type { Backend } from '../kernels/backend.ts';
+import { KVCache } from '../model/kv-cache.ts';
+import { type LoadedModel, loadModel } from '../model/load.ts';
+import { num, oneOf, required, str } from './args.ts';
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+export function benchPromptIds(n: number, nVocab: number): number[] {
+  return Array.from({ length: n }, (_, i) => (i * 7919 + 13) % nVocab);
+}
+
+function argmax(x: Float32Array): number {
+  let b = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[b]) b = i;
+  return b;
+}
+
+interface RunResult {
+  prefillMs: number;
+  decodeMs: number;
+  maxDecodeRss: number;
+  tokens: number[];
+}
+
+async function runOnce(backend: Backend, m: LoadedModel, prompt: number, gen: number, seq: string): Promise<RunResult> {
+  const hp = m.hparams;
+  const cache = new KVCache({ maxSeqLen: prompt + gen + 1 }, { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim });
+  const kv = cache.forSequence(seq);
+  const ids = benchPromptIds(prompt, hp.nVocab);
+  const t0 = performance.now();
+  let [logits] = await backend.forward({ tokens: ids, startPos: 0, kv, logits: 'last' });
+  const t1 = performance.now();
+  const tokens: number[] = [];
+  let maxDecodeRss = 0;
+  for (let i = 0; i < gen; i++) {
+    const next = argmax(logits);
+    tokens.push(next);
+    [logits] = await backend.forward({ tokens: [next], startPos: prompt + i, kv, logits: 'last' });
+    maxDecodeRss = Math.max(maxDecodeRss, process.memoryUsage.rss());
+  }
+  const t2 = performance.now();
+  return { prefillMs: t1 - t0, decodeMs: t2 - t1, maxDecodeRss, tokens };
+}
+
+export async function benchCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      threads: { type: 'string' },
+      prompt: { type: 'string' },
+      gen: { type: 'string' },
+      runs: { type: 'string' },
+      backend: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  const path = required(str(values, 'model'), 'model');
+  const threads = num(values, 'threads', { int: true, min: 1 }) ?? 1;
+  const prompt = num(values, 'prompt', { int: true, min: 1 }) ?? 128;
+  const gen = num(values, 'gen', { int: true, min: 1 }) ?? 64;
+  const runs = num(values, 'runs', { int: true, min: 1 }) ?? 3;
+  const kind = oneOf(values, 'backend', ['wasm', 'reference'] as const) ?? 'wasm';
+  const fileBytes = (await stat(path)).size;
+
+  const tLoad = performance.now();
+  let model: LoadedModel;
+  let backend: Backend;
+  let build = '';
+  if (kind === 'wasm') {
+    const { openForWasm } = await import('../kernels/wasm/node-open.ts');
+    const { WasmBackend } = await import('../kernels/wasm/backend.ts');
+    model = await loadModel(await openForWasm(path));
+    const wb = WasmBackend.create(model, { numThreads: threads });
+    build = wb.build;
+    backend = wb;
+  } else {
+    const { ReferenceBackend } = await import('../kernels/reference-backend.ts');
+    model = await loadModel(path);
+    backend = new ReferenceBackend(model);
+  }
+  const loadMs = performance.now() - tLoad;
+
+  await runOnce(backend, model, Math.min(prompt, 32), Math.min(gen, 8), 'warmup');
+  const results: RunResult[] = [];
+  for (let r = 0; r < runs; r++) results.push(await runOnce(backend, model, prompt, gen, `run${r}`));
+  const prefill = results.map((x) => (prompt * 1000) / x.prefillMs);
+  const decode = results.map((x) => (gen * 1000) / x.decodeMs);
+  const hp = model.hparams;
+  const out = {
+    model: path,
+    fileBytes,
+    shape: { nEmbd: hp.nEmbd, nLayer: hp.nLayer, nFF: hp.nFF, nHead: hp.nHead, nHeadKv: hp.nHeadKv, nVocab: hp.nVocab },
+    weightType: model.weights.layers[0]?.wq.type,
+    headType: model.weights.output.type,
+    backend: kind,
+    build,
+    threads: (backend as { numThreads?: number }).numThreads ?? 1,
+    promptTokens: prompt,
+    genTokens: gen,
+    runs,
+    loadMs,
+    prefillTokensPerSecond: median(prefill),
+    decodeTokensPerSecond: median(decode),
+    prefillRuns: prefill,
+    decodeRuns: decode,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    decodeRssBytes: Math.max(...results.map((x) => x.maxDecodeRss)),
+    greedyTokens: results[0].tokens.slice(0, 8),
+  };
+  backend.dispose?.();
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(out)}\n`);
+  } else {
+    console.log(
+      `${path}: ${out.backend}${build ? ` (${build})` : ''}, ${out.threads} thread(s): prefill ${out.prefillTokensPerSecond.toFixed(2)} tok/s, ` +
+        `decode ${out.decodeTokensPerSecond.toFixed(2)} tok/s, peak RSS ${(out.peakRssBytes / 2 ** 20).toFixed(0)} MiB ` +
+        `(${(out.peakRssBytes / fileBytes).toFixed(2)}× the file)`,
+    );
+  }
+  return 0;
+}

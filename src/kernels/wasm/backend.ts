@@ -1,0 +1,386 @@
+/**
+ * The wasm backend: the whole forward pass in the kernel module (wasm/src/forward.ts), SPMD over
+ * 1..N threads sharing one WebAssembly.Memory. Logits equal the reference backend's bit for bit
+ * (test/conformance/).
+ *
+ * KV. The engine's KVStore stays the source of truth (the Backend contract): after each call the
+ * new positions' K/V are written to it. The kernels read a mirror of it in wasm memory (f32 values
+ * of the f16-rounded K/V, in the layout of attention.ts), one per KVStore object, kept in sync:
+ * positions the mirror lacks are read from the store; a spot check of the last shared position
+ * catches a store that was rewritten behind our back (the mirror is then rebuilt from the store).
+ *
+ * Threads. numThreads > 1 starts a Node worker pool (./node-pool.ts, imported lazily on the first
+ * forward, so nothing Node-specific is loaded elsewhere); where worker_threads is missing the
+ * backend runs on one thread and says why in `threadsNote`.
+ */
+import { BitNetError } from '../../errors.ts';
+import type { HParams } from '../../model/hparams.ts';
+import type { LoadedModel } from '../../model/load.ts';
+import type { KVStore } from '../../model/reference.ts';
+import type { ModelWeights } from '../../model/weights.ts';
+import type { Backend, ForwardRequest } from '../backend.ts';
+import { Arena, PAGE } from './arena.ts';
+import { KV_BT, type KernelExports, LogitsMode, MD, RC } from './exports.ts';
+import { createMemory, instantiate, type KernelBuild, type KernelModules, selectKernels } from './loader.ts';
+import { arenaOf } from './weight-arena.ts';
+import { buildModelImage, type ImageSource, INTEGER_HEADS, type ModelImage, wasmUnsupportedReason } from './model-image.ts';
+
+export interface WasmBackendOptions {
+  numThreads?: number;
+  /** Force one build (default: the best that passes its self-test). */
+  build?: KernelBuild;
+  modules?: KernelModules;
+  /** Re-point the weight table at the copies in wasm memory (default true; see model-image.ts). */
+  adoptWeights?: boolean;
+  /** Tokens per prefill chunk (default 64). */
+  chunk?: number;
+  /** KV mirrors kept (one per sequence; least recently used dropped first). Default 4. */
+  maxMirrors?: number;
+}
+
+/** What a thread pool must offer the backend (implemented by node-pool.ts). */
+export interface ThreadPool {
+  readonly size: number;
+  dispose(): void;
+}
+
+interface Mirror {
+  blocks: number[];
+  len: number;
+}
+
+const LOGIT_ROWS_ALL = 8; // logits rows computed per call in 'all' mode
+
+export class WasmBackend implements Backend {
+  readonly name = 'wasm';
+  readonly vocabSize: number;
+  readonly build: KernelBuild;
+  readonly hp: HParams;
+  readonly requestedThreads: number;
+  threadsNote = '';
+  private readonly memory: WebAssembly.Memory;
+  private readonly arena: Arena;
+  private readonly k: KernelExports;
+  private readonly module: WebAssembly.Module;
+  private readonly image: ModelImage;
+  private readonly rc: number;
+  private readonly mCap: number;
+  private readonly f16Table: number;
+  private readonly tokensPtr: number;
+  private readonly ropePtr: number;
+  private readonly blocksPtr: number;
+  private readonly logitsPtr: number;
+  private readonly maxBlocks: number;
+  private readonly blockBytes: number;
+  private readonly freeBlocks: number[] = [];
+  private readonly mirrors = new Map<KVStore, Mirror>();
+  private readonly maxMirrors: number;
+  private readonly thetaScale: number;
+  private pool: ThreadPool | undefined;
+  private poolStart: Promise<void> | undefined;
+  private threads = 1;
+  private disposed = false;
+  private hiddenBuf = 0;
+
+  private constructor(hp: HParams, w: ModelWeights, opts: WasmBackendOptions, source: ImageSource | undefined) {
+    const why = wasmUnsupportedReason(hp, w);
+    if (why) throw BitNetError.Device('BACKEND_UNAVAILABLE', `the wasm backend cannot run this model: ${why}`, { backend: 'wasm', reason: why });
+    const sel = selectKernels({ prefer: opts.build, modules: opts.modules });
+    this.build = sel.build;
+    this.module = sel.module;
+    this.hp = hp;
+    this.vocabSize = hp.nVocab;
+    this.requestedThreads = Math.max(1, Math.floor(opts.numThreads ?? 1));
+    this.mCap = Math.max(1, Math.floor(opts.chunk ?? 64));
+    this.maxMirrors = Math.max(1, opts.maxMirrors ?? 4);
+    // weights loaded straight into a WeightArena: adopt its memory, copy nothing
+    const wa = arenaOf(w.tokenEmbd.bytes) ?? arenaOf(w.layers[0]?.wq.bytes ?? new Uint8Array(0));
+    this.memory = wa?.memory ?? createMemory(16);
+    this.arena = wa?.arena ?? new Arena(this.memory, PAGE);
+    this.k = instantiate(this.module, this.memory);
+    this.f16Table = this.arena.alloc(65536 * 4);
+    this.k.init_tables(this.f16Table);
+    this.image = buildModelImage(this.arena, hp, w, { adopt: opts.adoptWeights ?? true, source, weightArena: wa });
+    const md = this.image.md;
+    if (INTEGER_HEADS.has(w.output.type)) {
+      const abs = this.arena.alloc(16 * hp.nVocab);
+      const scratch = this.arena.alloc(4 * hp.nEmbd + 64);
+      this.k.row_abs_sums(w.output.type, this.arena.view().getInt32(md + MD.headPtr, true), hp.nEmbd, 0, hp.nVocab, abs, scratch);
+      this.arena.view().setInt32(md + MD.headAbsSums, abs, true);
+    }
+    // run context and per-call buffers
+    this.rc = this.arena.alloc(RC.BYTES, 64);
+    this.arena.u8(this.rc, RC.BYTES).fill(0);
+    this.tokensPtr = this.arena.alloc(4 * this.mCap);
+    this.ropePtr = this.arena.alloc(4 * this.mCap * hp.nRot);
+    this.maxBlocks = Math.ceil(hp.nCtx / KV_BT) + 1;
+    this.blocksPtr = this.arena.alloc(4 * this.maxBlocks);
+    this.logitsPtr = this.arena.alloc(4 * hp.nVocab * LOGIT_ROWS_ALL);
+    const scratch = this.arena.alloc(this.k.scratch_bytes(md, this.mCap));
+    const tsb = this.k.thread_scratch_bytes(md, hp.nCtx + this.mCap);
+    const tscratch = this.arena.alloc(tsb * this.requestedThreads);
+    this.blockBytes = hp.nLayer * this.image.kvLayerBytes;
+    const dv = this.arena.view();
+    dv.setInt32(this.rc + RC.md, md, true);
+    dv.setInt32(this.rc + RC.scratch, scratch, true);
+    dv.setInt32(this.rc + RC.mCap, this.mCap, true);
+    dv.setInt32(this.rc + RC.threadScratch, tscratch, true);
+    dv.setInt32(this.rc + RC.threadScratchBytes, tsb, true);
+    dv.setInt32(this.rc + RC.tokens, this.tokensPtr, true);
+    dv.setInt32(this.rc + RC.rope, this.ropePtr, true);
+    dv.setInt32(this.rc + RC.kvBlocks, this.blocksPtr, true);
+    dv.setInt32(this.rc + RC.logits, this.logitsPtr, true);
+    dv.setInt32(this.rc + RC.nThreads, 1, true);
+    this.thetaScale = Math.fround(hp.ropeFreqBase ** (-2 / hp.nRot));
+  }
+
+  /**
+   * Builds the backend synchronously: compiles or reuses the kernel module and places the weights
+   * in wasm memory (re-read from the model's local file when there is one, see model-image.ts).
+   */
+  static create(model: Pick<LoadedModel, 'hparams' | 'weights'> & Partial<Pick<LoadedModel, 'file' | 'location'>>, opts: WasmBackendOptions = {}): WasmBackend {
+    const source: ImageSource | undefined = model.file
+      ? { tensors: model.file.tensorsByName, location: model.location, size: model.file.source.size }
+      : undefined;
+    return new WasmBackend(model.hparams, model.weights, opts, source);
+  }
+
+  /** Threads in use (1 until the pool has started). */
+  get numThreads(): number {
+    return this.threads;
+  }
+
+  /** Bytes of wasm memory in use (weights, scratch, KV mirrors). */
+  get memoryBytes(): number {
+    return this.memory.buffer.byteLength;
+  }
+
+  get weightBytes(): number {
+    return this.image.weightBytes;
+  }
+
+  private async ensurePool(): Promise<void> {
+    if (this.requestedThreads <= 1 || this.pool || this.threadsNote) return;
+    this.poolStart ??= (async () => {
+      try {
+        const { startNodePool } = await import('./node-pool.ts');
+        this.pool = await startNodePool({
+          module: this.module,
+          memory: this.memory,
+          rc: this.rc,
+          f16Table: this.f16Table,
+          workers: this.requestedThreads - 1,
+        });
+        this.threads = this.pool.size + 1;
+        this.arena.view().setInt32(this.rc + RC.nThreads, this.threads, true);
+      } catch (e) {
+        this.threadsNote = `running on 1 thread: ${(e as Error).message}`;
+      }
+    })();
+    await this.poolStart;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // KV mirror
+  // ------------------------------------------------------------------------------------------
+
+  private allocBlock(): number {
+    return this.freeBlocks.pop() ?? this.arena.alloc(this.blockBytes, 64);
+  }
+
+  private mirrorFor(kv: KVStore): Mirror {
+    let m = this.mirrors.get(kv);
+    if (m) {
+      this.mirrors.delete(kv); // re-insert: most recently used last
+      this.mirrors.set(kv, m);
+      return m;
+    }
+    while (this.mirrors.size >= this.maxMirrors) {
+      const [oldKey, old] = this.mirrors.entries().next().value as [KVStore, Mirror];
+      this.freeBlocks.push(...old.blocks);
+      this.mirrors.delete(oldKey);
+    }
+    m = { blocks: [], len: 0 };
+    this.mirrors.set(kv, m);
+    return m;
+  }
+
+  private ensureBlocks(m: Mirror, positions: number): void {
+    const need = Math.ceil(positions / KV_BT);
+    if (need > this.maxBlocks) {
+      throw BitNetError.Capacity('CONTEXT_FULL', `position ${positions - 1} is past the context length ${this.hp.nCtx}`, { positions, nCtx: this.hp.nCtx });
+    }
+    while (m.blocks.length < need) m.blocks.push(this.allocBlock());
+  }
+
+  /** Addresses of K[kvh][d] and V[kvh·headDim + d] for (layer, pos) in the mirror. */
+  private kvAddr(m: Mirror, layer: number, pos: number): { k: number; v: number } {
+    const base = m.blocks[Math.floor(pos / KV_BT)] + layer * this.image.kvLayerBytes;
+    const kvDim = this.hp.nHeadKv * this.hp.headDim;
+    const t = pos % KV_BT;
+    return { k: base + 4 * t, v: base + 4 * KV_BT * kvDim + 4 * t * kvDim };
+  }
+
+  private readMirror(m: Mirror, layer: number, pos: number, k: Float32Array, v: Float32Array): void {
+    const a = this.kvAddr(m, layer, pos);
+    const buf = this.memory.buffer;
+    const kvDim = k.length;
+    const kf = new Float32Array(buf, a.k, (kvDim - 1) * KV_BT + 1);
+    for (let i = 0; i < kvDim; i++) k[i] = kf[i * KV_BT];
+    v.set(new Float32Array(buf, a.v, kvDim));
+  }
+
+  private writeMirror(m: Mirror, layer: number, pos: number, k: Float32Array, v: Float32Array): void {
+    const a = this.kvAddr(m, layer, pos);
+    const buf = this.memory.buffer;
+    const kvDim = k.length;
+    const kf = new Float32Array(buf, a.k, (kvDim - 1) * KV_BT + 1);
+    for (let i = 0; i < kvDim; i++) kf[i * KV_BT] = k[i];
+    new Float32Array(buf, a.v, kvDim).set(v);
+  }
+
+  /** Brings the mirror to positions [0, startPos) of the store. */
+  private sync(m: Mirror, kv: KVStore, startPos: number): void {
+    const kvDim = this.hp.nHeadKv * this.hp.headDim;
+    const k = new Float32Array(kvDim);
+    const v = new Float32Array(kvDim);
+    if (m.len > startPos) m.len = startPos;
+    if (m.len > 0) {
+      // spot check: the last shared position of layer 0 must match the store
+      const p = m.len - 1;
+      const k2 = new Float32Array(kvDim);
+      const v2 = new Float32Array(kvDim);
+      kv.readK(0, p, k2);
+      kv.readV(0, p, v2);
+      this.readMirror(m, 0, p, k, v);
+      for (let i = 0; i < kvDim; i++) {
+        if (!Object.is(k[i], k2[i]) || !Object.is(v[i], v2[i])) {
+          m.len = 0;
+          break;
+        }
+      }
+    }
+    this.ensureBlocks(m, startPos);
+    for (let p = m.len; p < startPos; p++) {
+      for (let l = 0; l < this.hp.nLayer; l++) {
+        kv.readK(l, p, k);
+        kv.readV(l, p, v);
+        this.writeMirror(m, l, p, k, v);
+      }
+    }
+    m.len = startPos;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // forward
+  // ------------------------------------------------------------------------------------------
+
+  /** RoPE cos/sin of `pos` into the rope buffer slot t, by the reference's f32 angle recurrence. */
+  private writeRope(t: number, pos: number): void {
+    const half = this.hp.nRot / 2;
+    const cs = this.arena.f32(this.ropePtr + 4 * t * this.hp.nRot, this.hp.nRot);
+    let theta = Math.fround(pos);
+    for (let i = 0; i < half; i++) {
+      cs[i] = Math.fround(Math.cos(theta));
+      cs[half + i] = Math.fround(Math.sin(theta));
+      theta = Math.fround(theta * this.thetaScale);
+    }
+  }
+
+  /**
+   * Runs tokens[0..m) at positions pos0.. through the kernels. mode: logits of none, the last or
+   * every token; `hiddenOut` (optional address) receives the final hidden states.
+   */
+  private runChunk(tokens: readonly number[], pos0: number, m: Mirror, mode: number, hiddenOut = 0): void {
+    const n = tokens.length;
+    const tok = this.arena.i32(this.tokensPtr, n);
+    for (let t = 0; t < n; t++) {
+      const id = tokens[t];
+      if (!Number.isInteger(id) || id < 0 || id >= this.hp.nVocab) {
+        throw BitNetError.Model('BAD_TOKEN', `token id ${id} is outside the vocabulary (0..${this.hp.nVocab - 1})`, { token: id });
+      }
+      tok[t] = id;
+      this.writeRope(t, pos0 + t);
+    }
+    this.ensureBlocks(m, pos0 + n);
+    this.arena.u32(this.blocksPtr, m.blocks.length).set(m.blocks);
+    const dv = this.arena.view();
+    dv.setInt32(this.rc + RC.m, n, true);
+    dv.setInt32(this.rc + RC.pos0, pos0, true);
+    dv.setInt32(this.rc + RC.logitsMode, mode, true);
+    dv.setInt32(this.rc + RC.hiddenOut, hiddenOut, true);
+    this.k.run(this.rc);
+  }
+
+  private writeBack(m: Mirror, kv: KVStore, from: number, to: number): void {
+    const kvDim = this.hp.nHeadKv * this.hp.headDim;
+    const k = new Float32Array(kvDim);
+    const v = new Float32Array(kvDim);
+    for (let p = from; p < to; p++) {
+      for (let l = 0; l < this.hp.nLayer; l++) {
+        this.readMirror(m, l, p, k, v);
+        kv.write(l, p, k, v);
+      }
+    }
+  }
+
+  async forward(req: ForwardRequest): Promise<Float32Array[]> {
+    if (this.disposed) throw BitNetError.Device('BACKEND_DISPOSED', 'the wasm backend was disposed', {});
+    req.signal?.throwIfAborted();
+    await this.ensurePool();
+    const m = this.mirrorFor(req.kv);
+    this.sync(m, req.kv, req.startPos);
+    const out: Float32Array[] = [];
+    const V = this.hp.nVocab;
+    const cap = req.logits === 'all' ? Math.min(this.mCap, LOGIT_ROWS_ALL) : this.mCap;
+    const n = req.tokens.length;
+    for (let i = 0; i < n; i += cap) {
+      if (i > 0) {
+        await new Promise((r) => setTimeout(r, 0));
+        req.signal?.throwIfAborted();
+      }
+      const chunk = req.tokens.slice(i, i + cap);
+      const last = i + cap >= n;
+      const mode = req.logits === 'all' ? LogitsMode.All : last ? LogitsMode.Last : LogitsMode.None;
+      const pos0 = req.startPos + i;
+      this.runChunk(chunk, pos0, m, mode);
+      this.writeBack(m, req.kv, pos0, pos0 + chunk.length);
+      m.len = pos0 + chunk.length;
+      const rows = mode === LogitsMode.All ? chunk.length : mode === LogitsMode.Last ? 1 : 0;
+      for (let r = 0; r < rows; r++) out.push(this.arena.f32(this.logitsPtr + 4 * V * r, V).slice());
+    }
+    return out;
+  }
+
+  /**
+   * Final hidden states (after output_norm) of tokens run from position startPos, without logits:
+   * for tests and tools. Uses and updates the mirror of `kv` like forward().
+   */
+  async hidden(tokens: readonly number[], startPos: number, kv: KVStore): Promise<Float32Array[]> {
+    await this.ensurePool();
+    const m = this.mirrorFor(kv);
+    this.sync(m, kv, startPos);
+    const E = this.hp.nEmbd;
+    this.hiddenBuf ||= this.arena.alloc(4 * E * this.mCap);
+    const out: Float32Array[] = [];
+    for (let i = 0; i < tokens.length; i += this.mCap) {
+      const chunk = tokens.slice(i, i + this.mCap);
+      this.runChunk(chunk, startPos + i, m, LogitsMode.Hidden, this.hiddenBuf);
+      this.writeBack(m, kv, startPos + i, startPos + i + chunk.length);
+      m.len = startPos + i + chunk.length;
+      for (let r = 0; r < chunk.length; r++) out.push(this.arena.f32(this.hiddenBuf + 4 * E * r, E).slice());
+    }
+    return out;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    if (this.pool) {
+      this.k.stop_workers(this.rc);
+      this.pool.dispose();
+      this.pool = undefined;
+    }
+    this.mirrors.clear();
+  }
+}

@@ -1,0 +1,33 @@
+/**
+ * Node: open a local GGUF file so that its tensors are read straight into a WeightArena (see
+ * weight-arena.ts): `loadModel(await openForWasm(path))` then `WasmBackend.create(model)` holds
+ * the weights once. Node-only (node:fs); import it lazily.
+ */
+import { open } from 'node:fs/promises';
+import { readGGUF } from '../../gguf/reader.ts';
+import { FileSource } from '../../sources/file.ts';
+import type { ByteSource } from '../../sources/byte-source.ts';
+import { arenaSource, type WeightArena } from './weight-arena.ts';
+
+export async function openForWasm(path: string): Promise<ByteSource & { arena: WeightArena }> {
+  const inner = await FileSource.open(path);
+  const file = await readGGUF(inner);
+  const fh = await open(path, 'r');
+  const src = arenaSource(inner, {
+    tensors: file.tensors,
+    readInto: async (dst, offset) => {
+      let done = 0;
+      while (done < dst.length) {
+        const { bytesRead } = await fh.read(dst, done, dst.length - done, offset + done);
+        if (bytesRead === 0) throw new Error(`${path} ended early at ${offset + done}`);
+        done += bytesRead;
+      }
+    },
+  });
+  const close = src.close;
+  src.close = async () => {
+    await fh.close();
+    await close?.();
+  };
+  return src;
+}

@@ -1,0 +1,107 @@
+/**
+ * The conformance table: op × type × shape, run on every wasm build against the oracle
+ * (src/model/reference.ts and the codecs). Decode (m = 1) and prefill (m > 1) shapes, K that is
+ * not a multiple of the block (where the type allows it) and odd N. A case a backend cannot run is
+ * listed with the reason and reported as skipped, never as passed.
+ */
+import { GGMLType } from '../../src/gguf/ggml-types.ts';
+
+export type Op = 'act_quant' | 'matmul' | 'float_matmul' | 'head' | 'embed_row' | 'rmsnorm' | 'rope' | 'f16_round' | 'exp' | 'silu' | 'gate' | 'attention';
+
+export interface Case {
+  op: Op;
+  type?: number;
+  /** n = output rows, k = inner size, m = tokens; other fields per op. */
+  shape: Record<string, number>;
+  /** Extra variant label (mode, edge values...). */
+  variant?: string;
+}
+
+const T = GGMLType;
+const cases: Case[] = [];
+const add = (c: Case) => cases.push(c);
+
+// int8 activation quantization: any K
+for (const k of [1, 7, 100, 256, 2560, 6912]) add({ op: 'act_quant', shape: { k } });
+for (const v of ['zeros', 'tiny', 'huge', 'halves']) add({ op: 'act_quant', shape: { k: 300 }, variant: v });
+
+// ternary matmuls: decode and prefill, odd N, K off the block, residual mode, out scale
+const TERN = [T.I2_S, T.TQ2_0, T.TQ1_0];
+for (const type of TERN) {
+  for (const [n, k] of [[7, 256], [64, 512], [37, 768], [33, 1280], [5, 2560]]) {
+    for (const m of [1, 2, 5, 8]) add({ op: 'matmul', type, shape: { n, k, m } });
+  }
+  add({ op: 'matmul', type, shape: { n: 17, k: 384, m: 1 } }); // K % 128 == 0, K % 256 != 0
+  add({ op: 'matmul', type, shape: { n: 17, k: 384, m: 3 } });
+  add({ op: 'matmul', type, shape: { n: 9, k: 200, m: 1 } }); // K % 128 != 0
+  add({ op: 'matmul', type, shape: { n: 19, k: 512, m: 6 }, variant: 'add' });
+  add({ op: 'matmul', type, shape: { n: 19, k: 512, m: 1 }, variant: 'oscale' });
+  add({ op: 'matmul', type, shape: { n: 6, k: 256, m: 1 }, variant: 'saturated' });
+}
+
+// float projections (F32/F16/BF16 weights): any K
+for (const type of [T.F32, T.F16, T.BF16]) {
+  for (const [n, k, m] of [[9, 64, 1], [13, 100, 2], [8, 257, 1], [31, 512, 3]]) add({ op: 'float_matmul', type, shape: { n, k, m } });
+}
+
+// LM head (logits): integer heads with exact fallback, float heads
+for (const type of [T.Q8_0, T.Q6_K, T.F16, T.F32, T.BF16]) {
+  for (const [n, k] of [[37, 256], [300, 512], [11, 96]]) add({ op: 'head', type, shape: { n, k } });
+  add({ op: 'head', type, shape: { n: 23, k: 256 }, variant: 'forced-fallback' });
+}
+
+// embedding rows
+for (const type of [T.F32, T.F16, T.BF16, T.Q8_0, T.Q6_K]) {
+  for (const k of [96, 256, 768]) add({ op: 'embed_row', type, shape: { k, rows: 3 } });
+}
+
+for (const n of [1, 7, 256, 2560, 6912]) add({ op: 'rmsnorm', shape: { n } });
+for (const [nRot, headDim, pos] of [[64, 64, 0], [64, 64, 1], [128, 128, 77], [32, 64, 4095], [6, 6, 9]]) add({ op: 'rope', shape: { nRot, headDim, pos } });
+add({ op: 'f16_round', shape: { n: 4099 }, variant: 'random' });
+add({ op: 'f16_round', shape: { n: 0 }, variant: 'edges' });
+add({ op: 'exp', shape: { n: 20000 } });
+add({ op: 'exp', shape: { n: 0 }, variant: 'edges' });
+add({ op: 'silu', shape: { n: 20000 } });
+add({ op: 'silu', shape: { n: 0 }, variant: 'edges' });
+for (const n of [7, 512, 6912]) {
+  add({ op: 'gate', shape: { n }, variant: 'relu2' });
+  add({ op: 'gate', shape: { n }, variant: 'silu' });
+}
+for (const [nHead, nHeadKv, headDim, nPos] of [[4, 2, 64, 1], [4, 2, 64, 37], [6, 2, 32, 16], [20, 5, 128, 50], [2, 2, 6, 5], [16, 16, 96, 33]]) {
+  add({ op: 'attention', shape: { nHead, nHeadKv, headDim, nPos } });
+}
+
+export const CASES: readonly Case[] = cases;
+
+/** Why a case cannot run on the wasm kernels (any build), or undefined. */
+export function unsupported(c: Case): string | undefined {
+  const k = c.shape.k;
+  if (c.op === 'matmul') {
+    if (c.type === T.I2_S && k % 128 !== 0) return 'I2_S rows are whole 128-blocks (the file format needs K % 128 == 0)';
+    if ((c.type === T.TQ2_0 || c.type === T.TQ1_0) && k % 256 !== 0) return 'TQ1_0/TQ2_0 rows are whole 256-blocks (K % 256 == 0)';
+  }
+  if (c.op === 'head' || c.op === 'embed_row') {
+    if (c.type === T.Q6_K && k % 256 !== 0) return 'Q6_K rows are whole 256-blocks (K % 256 == 0)';
+    if (c.type === T.Q8_0 && k % 32 !== 0) return 'Q8_0 rows are whole 32-blocks';
+  }
+  return undefined;
+}
+
+export function caseName(c: Case): string {
+  const t = c.type === undefined ? '' : ` ${typeNames[c.type] ?? c.type}`;
+  const s = Object.entries(c.shape)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  return `${c.op}${t} ${s}${c.variant ? ` [${c.variant}]` : ''}`;
+}
+
+const typeNames: Record<number, string> = {
+  [T.I2_S]: 'I2_S',
+  [T.TQ2_0]: 'TQ2_0',
+  [T.TQ1_0]: 'TQ1_0',
+  [T.F32]: 'F32',
+  [T.F16]: 'F16',
+  [T.BF16]: 'BF16',
+  [T.Q8_0]: 'Q8_0',
+  [T.Q6_K]: 'Q6_K',
+};

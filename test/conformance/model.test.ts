@@ -1,0 +1,140 @@
+/**
+ * Whole-model conformance: the wasm backend's logits equal the reference backend's, bit for bit,
+ * on synthetic models of every supported weight type × head type × activation, for prefill
+ * (chunked and not), decode, 1 and 2 threads, and both kernel builds. Also the KV mirror's
+ * contract: a store filled by another backend, a truncated sequence, a rewritten store.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { ReferenceBackend } from '../../src/kernels/reference-backend.ts';
+import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
+import { KVCache } from '../../src/model/kv-cache.ts';
+import { type LoadedModel, loadModel } from '../../src/model/load.ts';
+import { MemorySource } from '../../src/sources/byte-source.ts';
+import { synthBytes } from '../helpers/models.ts';
+import { firstDiff, wasmBuilds } from './harness.ts';
+
+const { available } = wasmBuilds();
+const backends: WasmBackend[] = [];
+afterAll(() => {
+  for (const b of backends) b.dispose();
+});
+
+function cacheFor(m: LoadedModel): KVCache {
+  return new KVCache({}, { nLayers: m.hparams.nLayer, nKvHeads: m.hparams.nHeadKv, headDim: m.hparams.headDim });
+}
+
+async function model(o: Parameters<typeof synthBytes>[0]): Promise<LoadedModel> {
+  return loadModel(new MemorySource(await synthBytes(o)));
+}
+
+function sameRows(a: Float32Array[], b: Float32Array[], what: string): void {
+  expect(b.length, what).toBe(a.length);
+  for (let i = 0; i < a.length; i++) {
+    const d = firstDiff(b[i], a[i]);
+    expect(d, `${what}: row ${i} ${d}`).toBeUndefined();
+  }
+}
+
+const ids = Array.from({ length: 21 }, (_, i) => (i * 37 + 11) % 290);
+
+// weight type × embedding/head type × activation (arch b1.58 = relu², bitnet = SiLU unless relu2)
+const MODELS = [
+  { qtype: 'i2_s', embdType: 'f16', arch: 'bitnet-b1.58' },
+  { qtype: 'i2_s', embdType: 'q6_k', arch: 'bitnet-b1.58' },
+  { qtype: 'tq2_0', embdType: 'q6_k', activation: 'silu' },
+  { qtype: 'tq2_0', embdType: 'q8_0', activation: 'relu2' },
+  { qtype: 'tq1_0', embdType: 'q8_0', activation: 'silu' },
+  { qtype: 'tq1_0', embdType: 'f16', activation: 'relu2' },
+  { qtype: 'f16', embdType: 'q6_k', activation: 'silu' },
+] as const;
+
+for (const build of available) {
+  describe(`whole-model logits: wasm ${build} equals the reference`, () => {
+    for (const [i, cfg] of MODELS.entries()) {
+      const threads = i % 2 === 0 ? 1 : 2;
+      it(`${cfg.qtype} weights, ${cfg.embdType} head, ${'arch' in cfg ? cfg.arch : `bitnet ${cfg.activation}`}, ${threads} thread(s)`, async () => {
+        const m = await model({ ...cfg, seed: 11 + i } as Parameters<typeof synthBytes>[0]);
+        const ref = new ReferenceBackend(m);
+        const wb = WasmBackend.create(m, { build, numThreads: threads, chunk: 8 });
+        backends.push(wb);
+        const c1 = cacheFor(m);
+        const c2 = cacheFor(m);
+        const s1 = c1.forSequence('s');
+        const s2 = c2.forSequence('s');
+        // prefill, logits at every position, in chunks of 8 (21 tokens: 8 + 8 + 5)
+        const a = await ref.forward({ tokens: ids, startPos: 0, kv: s1, logits: 'all' });
+        const b = await wb.forward({ tokens: ids, startPos: 0, kv: s2, logits: 'all' });
+        sameRows(a, b, 'prefill');
+        expect(wb.numThreads).toBe(threads);
+        // decode steps
+        for (let p = ids.length; p < ids.length + 4; p++) {
+          const x = await ref.forward({ tokens: [(p * 13) % 300], startPos: p, kv: s1, logits: 'last' });
+          const y = await wb.forward({ tokens: [(p * 13) % 300], startPos: p, kv: s2, logits: 'last' });
+          sameRows(x, y, `decode at ${p}`);
+        }
+        // the engine's store holds the same K/V after both
+        const kd = m.hparams.nHeadKv * m.hparams.headDim;
+        const k1 = new Float32Array(kd);
+        const k2 = new Float32Array(kd);
+        s1.readK(m.hparams.nLayer - 1, ids.length + 2, k1);
+        s2.readK(m.hparams.nLayer - 1, ids.length + 2, k2);
+        expect(firstDiff(k2, k1)).toBeUndefined();
+      });
+    }
+  });
+}
+
+describe('wasm backend: KV mirror and prefill paths', () => {
+  it("a 'last' prefill in one chunk, a store filled by the reference, truncation and rewrite", async () => {
+    const m = await model({ qtype: 'i2_s', seed: 4, arch: 'bitnet-b1.58', embdType: 'q6_k' });
+    const ref = new ReferenceBackend(m);
+    const wb = WasmBackend.create(m, {});
+    backends.push(wb);
+    const cache = cacheFor(m);
+    const s = cache.forSequence('a');
+    // reference fills positions 0..9; wasm continues from 10 (mirror synced from the store)
+    await ref.forward({ tokens: ids.slice(0, 10), startPos: 0, kv: s, logits: 'last' });
+    const ws = cacheFor(m).forSequence('b');
+    const [want] = await ref.forward({ tokens: ids.slice(0, 15), startPos: 0, kv: ws, logits: 'last' });
+    const [got] = await wb.forward({ tokens: ids.slice(10, 15), startPos: 10, kv: s, logits: 'last' });
+    expect(firstDiff(got, want)).toBeUndefined();
+    // truncate: re-run from position 12 with other tokens (the mirror drops positions >= 12)
+    const other = [5, 6, 7];
+    const rs = cacheFor(m).forSequence('c');
+    await ref.forward({ tokens: [...ids.slice(0, 12)], startPos: 0, kv: rs, logits: 'last' });
+    const [want2] = await ref.forward({ tokens: other, startPos: 12, kv: rs, logits: 'last' });
+    const [got2] = await wb.forward({ tokens: other, startPos: 12, kv: s, logits: 'last' });
+    expect(firstDiff(got2, want2)).toBeUndefined();
+    // rewrite the store behind the mirror's back: the spot check notices and resyncs
+    const fresh = cacheFor(m).forSequence('d');
+    const rw = cacheFor(m).forSequence('e');
+    await ref.forward({ tokens: [9, 9, 9, 9], startPos: 0, kv: fresh, logits: 'last' });
+    await wb.forward({ tokens: [1, 2, 3, 4], startPos: 0, kv: rw, logits: 'last' });
+    const kd = m.hparams.nHeadKv * m.hparams.headDim;
+    const k = new Float32Array(kd);
+    const v = new Float32Array(kd);
+    for (let l = 0; l < m.hparams.nLayer; l++) {
+      for (let p = 0; p < 4; p++) {
+        fresh.readK(l, p, k);
+        fresh.readV(l, p, v);
+        rw.write(l, p, k, v);
+      }
+    }
+    const [want3] = await ref.forward({ tokens: [8], startPos: 4, kv: fresh, logits: 'last' });
+    const [got3] = await wb.forward({ tokens: [8], startPos: 4, kv: rw, logits: 'last' });
+    expect(firstDiff(got3, want3)).toBeUndefined();
+  });
+
+  it('hidden states equal the reference forward pass, and a bad token id is a typed error', async () => {
+    const m = await model({ qtype: 'tq2_0', seed: 8, activation: 'silu' });
+    const wb = WasmBackend.create(m, { chunk: 4 });
+    backends.push(wb);
+    const { ReferenceForward } = await import('../../src/model/reference.ts');
+    const f = new ReferenceForward(m.hparams, m.weights);
+    const s1 = cacheFor(m).forSequence('x');
+    const want = ids.slice(0, 9).map((id, p) => Float32Array.from(f.forwardToken(id, p, s1)));
+    const got = await wb.hidden(ids.slice(0, 9), 0, cacheFor(m).forSequence('y'));
+    sameRows(want, got, 'hidden');
+    await expect(wb.forward({ tokens: [1, 99999], startPos: 0, kv: cacheFor(m).forSequence('z'), logits: 'last' })).rejects.toMatchObject({ code: 'BAD_TOKEN' });
+  });
+});

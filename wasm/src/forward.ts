@@ -1,0 +1,360 @@
+/**
+ * The whole forward pass of a chunk of m tokens, run SPMD by every thread: each thread calls
+ * forward(rc, tid) on the same shared memory; row-parallel phases split matrix rows, token-parallel
+ * phases split tokens, and a barrier separates phases. The numerics of every phase are those of
+ * ReferenceForward.forwardToken (src/model/reference.ts); tokens are independent, so a chunk of m
+ * tokens gives the same results as m single-token calls.
+ *
+ * Descriptors (written by src/kernels/wasm/model-image.ts; offsets in bytes, i32 unless noted):
+ *
+ * Model (MD):
+ *   0 nEmbd  4 nFF  8 nHead  12 nHeadKv  16 headDim  20 nRot  24 nLayer  28 nVocab  32 silu(0/1)
+ *   36 embdType  40 embdPtr  44 headType  48 headPtr  52 outputNormPtr  56 layersPtr
+ *   60 headAbsSums (f64[nVocab], integer heads)  64 rmsEps (f64)  72 attnScale (f64)
+ *   80 kvLayerBytes (bytes of one layer in a KV block)  84 projFloat (1 if projections are float)
+ *   88 projType
+ * Layer (LAYER_BYTES each): 0 attnNorm 4 attnSubNorm 8 ffnNorm 12 ffnSubNorm, then 7 linears
+ *   (q, k, v, o, gate, up, down) of LIN_BYTES at 16 + 32·j: 0 type 4 ptr 8 k 12 n 16 wscale(f32)
+ *   20 oscale(f32) 24 aux
+ * Run context (RC):
+ *   0 m  4 tokens(i32[m])  8 pos0  12 rope (f32[m][nRot]: cos half, sin half)  16 kvBlocks (u32[])
+ *   20 logitsMode (0 none, 1 last, 2 all, 3 hidden states of all tokens, no logits)  24 logits (f32[rows][nVocab])  28 nThreads
+ *   32 shared scratch  36 mCap  40 thread scratch base  44 thread scratch bytes  48 md
+ *   52 hidden out (f32[rows][nEmbd], optional, 0 = none)
+ *   64 barrier count  68 barrier sleepers  128 barrier generation  192 job sequence  256 exit flag
+ */
+import { attend, kv_store } from './attention';
+import { f16Round } from './common';
+import { dequant_row, head_prep_bytes, head_prep_q8_0, head_prep_q8k, head_q6_k, head_q8_0, mv_exact, round_act, T_BF16, T_F16, T_F32, T_Q6_K, T_Q8_0 } from './floatdot';
+import { f16_round_vec, gate_act, rmsnorm, rope_head } from './ops';
+import { quantize_act } from './quant';
+import { mm_i2s, mm_tq1, mm_tq2 } from './ternary';
+
+export const LAYER_BYTES: i32 = 256;
+export const LIN_BYTES: i32 = 32;
+const T_TQ1: i32 = 34;
+const T_TQ2: i32 = 35;
+const T_I2S: i32 = 36;
+const SPINS: i32 = 1 << 14;
+
+// ---------------------------------------------------------------------------------------------
+// Barrier and job hand-off (shared memory atomics)
+// ---------------------------------------------------------------------------------------------
+
+export function barrier(rc: usize): void {
+  const n = load<i32>(rc, 28);
+  if (n <= 1) return;
+  const gen = atomic.load<i32>(rc + 128);
+  if (atomic.add<i32>(rc + 64, 1) == n - 1) {
+    atomic.store<i32>(rc + 64, 0);
+    atomic.store<i32>(rc + 128, gen + 1);
+    if (atomic.load<i32>(rc + 68) > 0) atomic.notify(rc + 128, n);
+  } else {
+    let spins = 0;
+    while (atomic.load<i32>(rc + 128) == gen) {
+      if (++spins > SPINS) {
+        atomic.add<i32>(rc + 68, 1);
+        atomic.wait<i32>(rc + 128, gen, -1);
+        atomic.sub<i32>(rc + 68, 1);
+      }
+    }
+  }
+}
+
+/** Main thread: publish a job and take part as thread 0. */
+export function run(rc: usize): void {
+  if (load<i32>(rc, 28) > 1) {
+    atomic.add<i32>(rc + 192, 1);
+    atomic.notify(rc + 192, 1 << 30);
+  }
+  forward(rc, 0);
+}
+
+/** Worker threads: wait for jobs (job sequence past `seen`) until the exit flag is set. */
+export function worker_loop(rc: usize, tid: i32, seen: i32): void {
+  while (true) {
+    let spins = 0;
+    while (atomic.load<i32>(rc + 192) == seen) {
+      if (++spins > SPINS) atomic.wait<i32>(rc + 192, seen, -1);
+    }
+    seen = atomic.load<i32>(rc + 192);
+    if (atomic.load<i32>(rc + 256) != 0) return;
+    forward(rc, tid);
+  }
+}
+
+/** Asks the workers to leave worker_loop. */
+export function stop_workers(rc: usize): void {
+  atomic.store<i32>(rc + 256, 1);
+  atomic.add<i32>(rc + 192, 1);
+  atomic.notify(rc + 192, 1 << 30);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scratch layout
+// ---------------------------------------------------------------------------------------------
+
+@inline function al(x: usize): usize {
+  return (x + 63) & ~(<usize>63);
+}
+
+/** Offsets of the shared buffers for mCap tokens (per-instance globals, set by layout()). */
+let L_W: usize = 0;
+let L_W16: usize = 0;
+let L_nbMax: usize = 0;
+let L_X: usize = 0;
+let L_XN: usize = 0;
+let L_Q8: usize = 0;
+let L_QS: usize = 0;
+let L_QSUM: usize = 0;
+let L_BSUM: usize = 0;
+let L_QV: usize = 0;
+let L_KV: usize = 0;
+let L_VV: usize = 0;
+let L_ATT: usize = 0;
+let L_G: usize = 0;
+let L_U: usize = 0;
+let L_XR: usize = 0;
+let L_HID: usize = 0;
+let L_HP: usize = 0;
+let L_end: usize = 0;
+
+function layout(md: usize, mCap: i32, base: usize): void {
+  const nEmbd = <usize>load<i32>(md, 0);
+  const nFF = <usize>load<i32>(md, 4);
+  const kvDim = <usize>(load<i32>(md, 12) * load<i32>(md, 16));
+  const m = <usize>mCap;
+  const W = max(nEmbd, nFF);
+  L_W = W;
+  L_W16 = (W + 15) & ~(<usize>15);
+  L_nbMax = (W + 255) >> 8;
+  let p = al(base);
+  L_X = p; p = al(p + 4 * m * nEmbd);
+  L_XN = p; p = al(p + 4 * m * W);
+  L_Q8 = p; p = al(p + m * L_W16);
+  L_QS = p; p = al(p + 4 * m);
+  L_QSUM = p; p = al(p + 4 * m);
+  L_BSUM = p; p = al(p + 4 * m * L_nbMax);
+  L_QV = p; p = al(p + 4 * m * nEmbd);
+  L_KV = p; p = al(p + 4 * m * kvDim);
+  L_VV = p; p = al(p + 4 * m * kvDim);
+  L_ATT = p; p = al(p + 4 * m * nEmbd);
+  L_G = p; p = al(p + 4 * m * nFF);
+  L_U = p; p = al(p + 4 * m * nFF);
+  L_XR = p; p = al(p + 4 * m * W);
+  L_HID = p; p = al(p + 4 * m * nEmbd);
+  L_HP = p; p = al(p + <usize>head_prep_bytes(<i32>nEmbd));
+  L_end = p;
+}
+
+/** Shared scratch bytes for mCap tokens. */
+export function scratch_bytes(md: usize, mCap: i32): i32 {
+  layout(md, mCap, 0);
+  return <i32>L_end + 64;
+}
+
+/** Per-thread scratch bytes for contexts up to nCtx positions. */
+export function thread_scratch_bytes(md: usize, nCtx: i32): i32 {
+  const nEmbd = load<i32>(md, 0);
+  const nFF = load<i32>(md, 4);
+  const W = max(nEmbd, nFF);
+  return <i32>al(<usize>(4 * (nCtx + 32))) + <i32>al(<usize>(16 * W + 64)) + 64;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+// ---------------------------------------------------------------------------------------------
+
+@inline function rowRange(n: i32, tid: i32, nT: i32): i64 {
+  // chunks of 4 rows so 4-row kernels keep their tiles
+  const chunk = ((n + nT - 1) / nT + 3) & ~3;
+  const r0 = min(n, tid * chunk);
+  const r1 = min(n, r0 + chunk);
+  return (<i64>r0 << 32) | <i64>r1;
+}
+
+/** Normalizes and quantizes m token rows (token-parallel). */
+function normQuant(md: usize, src: usize, srcStride: i32, width: i32, normW: usize, m: i32, tid: i32, nT: i32): void {
+  const eps = load<f64>(md, 64);
+  const projFloat = load<i32>(md, 84);
+  const projType = load<i32>(md, 88);
+  for (let t = tid; t < m; t += nT) {
+    const xn = L_XN + ((<usize>t * L_W) << 2);
+    rmsnorm(src + ((<usize>t * <usize>srcStride) << 2), normW, width, eps, xn);
+    if (projFloat) {
+      round_act(projType, xn, width, L_XR + ((<usize>t * L_W) << 2));
+    } else {
+      const s = quantize_act(xn, width, L_Q8 + <usize>t * L_W16, L_QSUM + (<usize>t << 2), L_BSUM + ((<usize>t * L_nbMax) << 2));
+      store<f32>(L_QS + (<usize>t << 2), s);
+    }
+  }
+}
+
+/** One projection over m tokens, rows split by thread. out[t·outStride + r]. */
+function linear(lin: usize, m: i32, out: usize, outStride: i32, mode: i32, tid: i32, nT: i32, tscratch: usize): void {
+  const type = load<i32>(lin, 0);
+  const w = <usize>load<i32>(lin, 4);
+  const k = load<i32>(lin, 8);
+  const n = load<i32>(lin, 12);
+  const wscale = load<f32>(lin, 16);
+  const oscale = load<f32>(lin, 20);
+  const rr = rowRange(n, tid, nT);
+  const r0 = <i32>(rr >> 32);
+  const r1 = <i32>rr;
+  if (r0 >= r1) return;
+  if (type == T_I2S) {
+    mm_i2s(w, k, r0, r1, m, L_Q8, <i32>L_W16, L_QS, L_QSUM, wscale, oscale, out, outStride, mode);
+  } else if (type == T_TQ2) {
+    mm_tq2(w, k, r0, r1, m, L_Q8, <i32>L_W16, L_QS, L_BSUM, <i32>L_nbMax, oscale, out, outStride, mode);
+  } else if (type == T_TQ1) {
+    mm_tq1(w, k, r0, r1, m, L_Q8, <i32>L_W16, L_QS, L_BSUM, <i32>L_nbMax, oscale, out, outStride, mode);
+  } else {
+    for (let t = 0; t < m; t++) {
+      mv_exact(type, w, k, r0, r1, L_XR + ((<usize>t * L_W) << 2), oscale, out + ((<usize>t * <usize>outStride) << 2), mode, tscratch);
+    }
+  }
+}
+
+/** Logits of token row t of HID into out (rows split by thread). */
+function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscratch: usize): void {
+  const nEmbd = load<i32>(md, 0);
+  const nVocab = load<i32>(md, 28);
+  const type = load<i32>(md, 44);
+  const w = <usize>load<i32>(md, 48);
+  const hid = L_HID + ((<usize>t * <usize>nEmbd) << 2);
+  if (tid == 0) {
+    if (type == T_Q8_0) head_prep_q8_0(hid, nEmbd, L_HP);
+    else if (type == T_Q6_K) head_prep_q8k(hid, nEmbd, L_HP);
+    else round_act(type, hid, nEmbd, L_HP);
+  }
+  barrier(rc);
+  const rr = rowRange(nVocab, tid, nT);
+  const r0 = <i32>(rr >> 32);
+  const r1 = <i32>rr;
+  if (r0 < r1) {
+    const abs = <usize>load<i32>(md, 60);
+    if (type == T_Q8_0) head_q8_0(w, nEmbd, r0, r1, L_HP, abs, 1, out, 0, tscratch);
+    else if (type == T_Q6_K) head_q6_k(w, nEmbd, r0, r1, L_HP, abs, 1, out, 0, tscratch);
+    else mv_exact(type, w, nEmbd, r0, r1, L_HP, 1, out, 0, tscratch);
+  }
+  barrier(rc);
+}
+
+export function forward(rc: usize, tid: i32): void {
+  const md = <usize>load<i32>(rc, 48);
+  const m = load<i32>(rc, 0);
+  const nT = load<i32>(rc, 28);
+  layout(md, load<i32>(rc, 36), <usize>load<i32>(rc, 32));
+  const tscratch = <usize>load<i32>(rc, 40) + <usize>tid * <usize>load<i32>(rc, 44);
+  const scores = tscratch;
+  const nCtxScratch = al(<usize>(4 * (load<i32>(rc, 8) + m + 32)));
+  const tscratch2 = tscratch + nCtxScratch;
+
+  const nEmbd = load<i32>(md, 0);
+  const nFF = load<i32>(md, 4);
+  const nHead = load<i32>(md, 8);
+  const nHeadKv = load<i32>(md, 12);
+  const headDim = load<i32>(md, 16);
+  const nRot = load<i32>(md, 20);
+  const nLayer = load<i32>(md, 24);
+  const silu = load<i32>(md, 32);
+  const kvDim = nHeadKv * headDim;
+  const group = nHead / nHeadKv;
+  const attnScale = load<f64>(md, 72);
+  const kvLayerBytes = <usize>load<i32>(md, 80);
+  const tokens = <usize>load<i32>(rc, 4);
+  const pos0 = load<i32>(rc, 8);
+  const rope = <usize>load<i32>(rc, 12);
+  const blocks = <usize>load<i32>(rc, 16);
+  const ropeStride = <usize>nRot << 2;
+
+  // ---- embeddings (token-parallel)
+  const embdType = load<i32>(md, 36);
+  const embd = <usize>load<i32>(md, 40);
+  const embdRow: usize = embdType == T_F32 ? <usize>nEmbd * 4 : embdType == T_F16 || embdType == T_BF16 ? <usize>nEmbd * 2 : embdType == T_Q8_0 ? <usize>(nEmbd / 32) * 34 : <usize>(nEmbd / 256) * 210;
+  for (let t = tid; t < m; t += nT) {
+    const id = <usize>load<i32>(tokens + (<usize>t << 2));
+    dequant_row(embdType, embd + id * embdRow, nEmbd, L_X + ((<usize>t * <usize>nEmbd) << 2), 4);
+  }
+
+  const layers = <usize>load<i32>(md, 56);
+  for (let l = 0; l < nLayer; l++) {
+    const L = layers + <usize>(l * LAYER_BYTES);
+    const layerOff = <usize>l * kvLayerBytes;
+    barrier(rc);
+    // ---- attention block
+    normQuant(md, L_X, nEmbd, nEmbd, <usize>load<i32>(L, 0), m, tid, nT);
+    barrier(rc);
+    linear(L + 16, m, L_QV, nEmbd, 0, tid, nT, tscratch2);
+    linear(L + 48, m, L_KV, kvDim, 0, tid, nT, tscratch2);
+    linear(L + 80, m, L_VV, kvDim, 0, tid, nT, tscratch2);
+    barrier(rc);
+    for (let t = tid; t < m; t += nT) {
+      const qv = L_QV + ((<usize>t * <usize>nEmbd) << 2);
+      const kv = L_KV + ((<usize>t * <usize>kvDim) << 2);
+      const cs = rope + <usize>t * ropeStride;
+      for (let h = 0; h < nHead; h++) rope_head(qv + ((<usize>(h * headDim)) << 2), nRot, cs);
+      for (let h = 0; h < nHeadKv; h++) rope_head(kv + ((<usize>(h * headDim)) << 2), nRot, cs);
+      const pos = pos0 + t;
+      const block = <usize>load<u32>(blocks + (<usize>(pos / 16) << 2));
+      kv_store(kv, L_VV + ((<usize>t * <usize>kvDim) << 2), kvDim, headDim, block, layerOff, pos);
+      f16_round_vec(qv, qv, nEmbd);
+    }
+    barrier(rc);
+    // (token, head) pairs split across threads
+    const items = m * nHead;
+    const per = (items + nT - 1) / nT;
+    const i0 = min(items, tid * per);
+    const i1 = min(items, i0 + per);
+    for (let i = i0; i < i1; ) {
+      const t = i / nHead;
+      const h0 = i % nHead;
+      const h1 = min(nHead, h0 + (i1 - i));
+      attend(L_QV + ((<usize>t * <usize>nEmbd) << 2), L_ATT + ((<usize>t * <usize>nEmbd) << 2), h0, h1, headDim, group, kvDim, pos0 + t + 1, blocks, layerOff, attnScale, scores);
+      i += h1 - h0;
+    }
+    barrier(rc);
+    normQuant(md, L_ATT, nEmbd, nEmbd, <usize>load<i32>(L, 4), m, tid, nT);
+    barrier(rc);
+    linear(L + 112, m, L_X, nEmbd, 1, tid, nT, tscratch2); // x += Wo·(...)
+    barrier(rc);
+    // ---- feed-forward block
+    normQuant(md, L_X, nEmbd, nEmbd, <usize>load<i32>(L, 8), m, tid, nT);
+    barrier(rc);
+    linear(L + 144, m, L_G, nFF, 0, tid, nT, tscratch2);
+    linear(L + 176, m, L_U, nFF, 0, tid, nT, tscratch2);
+    {
+      const rr = rowRange(nFF, tid, nT);
+      const r0 = <i32>(rr >> 32);
+      const r1 = <i32>rr;
+      for (let t = 0; t < m; t++) {
+        const o = (<usize>t * <usize>nFF + <usize>r0) << 2;
+        gate_act(L_G + o, L_U + o, L_G + o, r1 - r0, silu);
+      }
+    }
+    barrier(rc);
+    normQuant(md, L_G, nFF, nFF, <usize>load<i32>(L, 12), m, tid, nT);
+    barrier(rc);
+    linear(L + 208, m, L_X, nEmbd, 1, tid, nT, tscratch2); // x += Wdown·(...)
+  }
+  barrier(rc);
+  // ---- output norm and logits
+  const mode = load<i32>(rc, 20);
+  const first = mode >= 2 ? 0 : m - 1;
+  const eps = load<f64>(md, 64);
+  const onorm = <usize>load<i32>(md, 52);
+  for (let t = first + tid; t < m; t += nT) {
+    rmsnorm(L_X + ((<usize>t * <usize>nEmbd) << 2), onorm, nEmbd, eps, L_HID + ((<usize>t * <usize>nEmbd) << 2));
+  }
+  barrier(rc);
+  const hidOut = <usize>load<i32>(rc, 52);
+  if (hidOut != 0 && tid == 0) {
+    memory.copy(hidOut, L_HID + ((<usize>first * <usize>nEmbd) << 2), (<usize>(m - first) * <usize>nEmbd) << 2);
+  }
+  if (mode == 1 || mode == 2) {
+    const logits = <usize>load<i32>(rc, 24);
+    const nVocab = <usize>load<i32>(md, 28);
+    for (let t = first; t < m; t++) head(md, rc, t, logits + ((<usize>(t - first) * nVocab) << 2), tid, nT, tscratch2);
+  }
+  barrier(rc);
+}

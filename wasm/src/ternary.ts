@@ -1,0 +1,402 @@
+/**
+ * Ternary matmuls straight from the file bytes: I2_S, TQ2_0, TQ1_0. Decode (m = 1, GEMV) and
+ * prefill (m > 1, GEMM: each weight vector is decoded once and used for 4 tokens).
+ *
+ * Integer core. Codes c in {0,1,2} (weight c−1) are dotted with int8 activations by dot16();
+ * Σ(c−1)q = Σc·q − Σq, the second term being the per-token (I2_S) or per-256-block (TQ) sums
+ * written by quantize_act. All integer results are exact; no lane of an i16 accumulator can
+ * overflow (bounds next to each widening).
+ *
+ * Code extraction from one 16-byte vector v of 2-bit fields (four "planes" per byte):
+ *   v & 3 -> c (×1), v & 12 -> 4c (×4), (v >>16 4) & 3 -> c, (v >>16 4) & 12 -> 4c
+ * i.e. 1 shift + 4 ands per 64 codes. The ×1 planes accumulate in x1 and the ×4 planes in x4
+ * (i16 lanes); at each widening Σc·q = x1 + x4/4 (x4 is a multiple of 4, so the shift is exact). Which activations each plane meets (element offsets):
+ *   I2_S  block of 128, byte t: bits 7:6 -> t, 5:4 -> t+32, 3:2 -> t+64, 1:0 -> t+96
+ *         so (v&3, v&12, h&3, h&12) meet offsets (96, 64, 32, 0)
+ *   TQ2_0 half-block of 128 (qs[32g..]), byte t: bits 1:0 -> t, 3:2 -> t+32, 5:4 -> t+64, 7:6 -> t+96
+ *         so (v&3, v&12, h&3, h&12) meet offsets (0, 32, 64, 96)
+ *
+ * Float epilogues, exactly as the reference:
+ *   I2_S:  y = f32(f32(f32(D − S) / s) · w_scale) · out_scale
+ *   TQ:    acc = f32(acc + f32(f32(D_b − S_b) · d_b)) over blocks in order; y = f32(acc / s) · out_scale
+ * Output (token t, row r) goes to out[t·outStride + r]; mode 0 stores, mode 1 adds (residual:
+ * out = f32(out + y)).
+ */
+import { dot16, f16ToF32, hsum32, hsum4x32 } from './common';
+
+const TQ2_BLOCK: i32 = 66;
+const TQ1_BLOCK: i32 = 54;
+
+// One 16-byte code vector (64 codes) against four activation vectors, in two accumulators:
+// x1 gets the planes extracted as c (×1), x4 those extracted as 4c (×4); Σc·q = x1 + x4/4.
+@inline function quad1(acc: v128, v: v128, h: v128, a: usize, oA: i32, oC: i32): v128 {
+  const m3 = i8x16.splat(3);
+  acc = i16x8.add(acc, dot16(v128.load(a + <usize>oA), v128.and(v, m3)));
+  acc = i16x8.add(acc, dot16(v128.load(a + <usize>oC), v128.and(h, m3)));
+  return acc;
+}
+@inline function quad4(acc: v128, v: v128, h: v128, a: usize, oB: i32, oD: i32): v128 {
+  const m12 = i8x16.splat(12);
+  acc = i16x8.add(acc, dot16(v128.load(a + <usize>oB), v128.and(v, m12)));
+  acc = i16x8.add(acc, dot16(v128.load(a + <usize>oD), v128.and(h, m12)));
+  return acc;
+}
+
+/** acc32 + x1 + x4/4 (x4 holds 4·Σc·q, so the shift is exact). */
+@inline function widen(acc32: v128, x1: v128, x4: v128): v128 {
+  return i32x4.add(acc32, i32x4.add(i32x4.extadd_pairwise_i16x8_s(x1), i32x4.shr_s(i32x4.extadd_pairwise_i16x8_s(x4), 2)));
+}
+
+@inline function store4(out: usize, y: v128, mode: i32): void {
+  if (mode == 1) y = f32x4.add(v128.load(out), y);
+  v128.store(out, y);
+}
+
+@inline function storeLane(out: usize, y: f32, mode: i32): void {
+  if (mode == 1) y = load<f32>(out) + y;
+  store<f32>(out, y);
+}
+
+// 4 outputs strided by `stride` bytes (one token, 4 tokens of one row)
+@inline function store4s(out: usize, stride: usize, y: v128, mode: i32): void {
+  storeLane(out, f32x4.extract_lane(y, 0), mode);
+  storeLane(out + stride, f32x4.extract_lane(y, 1), mode);
+  storeLane(out + 2 * stride, f32x4.extract_lane(y, 2), mode);
+  storeLane(out + 3 * stride, f32x4.extract_lane(y, 3), mode);
+}
+
+// ---------------------------------------------------------------------------------------------
+// I2_S
+// ---------------------------------------------------------------------------------------------
+
+/** Σc·q for 4 rows (row pointers) and one token: [D_r0, D_r1, D_r2, D_r3]. */
+@inline function i2sR4T1(w0: usize, w1: usize, w2: usize, w3: usize, k: i32, q: usize): v128 {
+  let c0 = i32x4.splat(0), c1 = i32x4.splat(0), c2 = i32x4.splat(0), c3 = i32x4.splat(0);
+  for (let j = 0; j < k; j += 256) {
+    // per 128-block a lane of x1 gains at most 4·512, of x4 4·2048: two blocks fit i16
+    let x0 = i16x8.splat(0), x1 = i16x8.splat(0), x2 = i16x8.splat(0), x3 = i16x8.splat(0);
+    let y0 = i16x8.splat(0), y1 = i16x8.splat(0), y2 = i16x8.splat(0), y3 = i16x8.splat(0);
+    const end = min(j + 256, k);
+    for (let b = j; b < end; b += 128) {
+      const o = <usize>(b >> 2);
+      for (let half: usize = 0; half < 32; half += 16) {
+        const a = q + <usize>b + half;
+        let v = v128.load(w0 + o + half);
+        let h = i16x8.shr_u(v, 4);
+        x0 = quad1(x0, v, h, a, 96, 32);
+        y0 = quad4(y0, v, h, a, 64, 0);
+        v = v128.load(w1 + o + half);
+        h = i16x8.shr_u(v, 4);
+        x1 = quad1(x1, v, h, a, 96, 32);
+        y1 = quad4(y1, v, h, a, 64, 0);
+        v = v128.load(w2 + o + half);
+        h = i16x8.shr_u(v, 4);
+        x2 = quad1(x2, v, h, a, 96, 32);
+        y2 = quad4(y2, v, h, a, 64, 0);
+        v = v128.load(w3 + o + half);
+        h = i16x8.shr_u(v, 4);
+        x3 = quad1(x3, v, h, a, 96, 32);
+        y3 = quad4(y3, v, h, a, 64, 0);
+      }
+    }
+    c0 = widen(c0, x0, y0);
+    c1 = widen(c1, x1, y1);
+    c2 = widen(c2, x2, y2);
+    c3 = widen(c3, x3, y3);
+  }
+  return hsum4x32(c0, c1, c2, c3);
+}
+
+/** Σc·q for one row and 4 tokens (activation rows qs bytes apart): [D_t0..D_t3]. */
+@inline function i2sR1T4(w: usize, k: i32, q: usize, qs: usize): v128 {
+  let c0 = i32x4.splat(0), c1 = i32x4.splat(0), c2 = i32x4.splat(0), c3 = i32x4.splat(0);
+  for (let j = 0; j < k; j += 256) {
+    let x0 = i16x8.splat(0), x1 = i16x8.splat(0), x2 = i16x8.splat(0), x3 = i16x8.splat(0);
+    let y0 = i16x8.splat(0), y1 = i16x8.splat(0), y2 = i16x8.splat(0), y3 = i16x8.splat(0);
+    const end = min(j + 256, k);
+    for (let b = j; b < end; b += 128) {
+      const o = <usize>(b >> 2);
+      for (let half: usize = 0; half < 32; half += 16) {
+        const a = q + <usize>b + half;
+        const v = v128.load(w + o + half);
+        const h = i16x8.shr_u(v, 4);
+        x0 = quad1(x0, v, h, a, 96, 32);
+        y0 = quad4(y0, v, h, a, 64, 0);
+        x1 = quad1(x1, v, h, a + qs, 96, 32);
+        y1 = quad4(y1, v, h, a + qs, 64, 0);
+        x2 = quad1(x2, v, h, a + 2 * qs, 96, 32);
+        y2 = quad4(y2, v, h, a + 2 * qs, 64, 0);
+        x3 = quad1(x3, v, h, a + 3 * qs, 96, 32);
+        y3 = quad4(y3, v, h, a + 3 * qs, 64, 0);
+      }
+    }
+    c0 = widen(c0, x0, y0);
+    c1 = widen(c1, x1, y1);
+    c2 = widen(c2, x2, y2);
+    c3 = widen(c3, x3, y3);
+  }
+  return hsum4x32(c0, c1, c2, c3);
+}
+
+/**
+ * y[t][r] for rows r0..r1 and tokens 0..m of an I2_S matrix (rows of k/4 bytes).
+ * Activations: q[t·qStride ..], scale[t] (f32), sum[t] (i32).
+ */
+export function mm_i2s(
+  w: usize, k: i32, r0: i32, r1: i32,
+  m: i32, q: usize, qStride: i32, scales: usize, sums: usize,
+  wscale: f32, oscale: f32, out: usize, outStride: i32, mode: i32,
+): void {
+  const rb = <usize>(k >> 2);
+  const qs = <usize>qStride;
+  const os = <usize>outStride << 2;
+  const ws = f32x4.splat(wscale);
+  const oss = f32x4.splat(oscale);
+  let t = 0;
+  for (; t + 4 <= m; t += 4) {
+    const S = v128.load(sums + (<usize>t << 2));
+    const s = v128.load(scales + (<usize>t << 2));
+    const qt = q + <usize>t * qs;
+    for (let r = r0; r < r1; r++) {
+      const d = i32x4.sub(i2sR1T4(w + <usize>r * rb, k, qt, qs), S);
+      const y = f32x4.mul(f32x4.mul(f32x4.div(f32x4.convert_i32x4_s(d), s), ws), oss);
+      store4s(out + <usize>t * os + (<usize>r << 2), os, y, mode);
+    }
+  }
+  for (; t < m; t++) {
+    const S = i32x4.splat(load<i32>(sums + (<usize>t << 2)));
+    const s = f32x4.splat(load<f32>(scales + (<usize>t << 2)));
+    const qt = q + <usize>t * qs;
+    const ot = out + <usize>t * os;
+    let r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      const p = w + <usize>r * rb;
+      const d = i32x4.sub(i2sR4T1(p, p + rb, p + 2 * rb, p + 3 * rb, k, qt), S);
+      const y = f32x4.mul(f32x4.mul(f32x4.div(f32x4.convert_i32x4_s(d), s), ws), oss);
+      store4(ot + (<usize>r << 2), y, mode);
+    }
+    for (; r < r1; r++) {
+      const p = w + <usize>r * rb;
+      const d = i32x4.sub(i2sR4T1(p, p, p, p, k, qt), S);
+      const y = f32x4.mul(f32x4.mul(f32x4.div(f32x4.convert_i32x4_s(d), s), ws), oss);
+      storeLane(ot + (<usize>r << 2), f32x4.extract_lane(y, 0), mode);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TQ2_0 (66-byte blocks of 256: qs[64], f16 d)
+// ---------------------------------------------------------------------------------------------
+
+/** Σc·q over one TQ2_0 block for one row and token, as i32x4 lanes (not yet summed). */
+@inline function tq2Block(p: usize, a: usize): v128 {
+  // per block a lane of x1 gains at most 8·512, of x4 8·2048 = 16384
+  let x1 = i16x8.splat(0), x4 = i16x8.splat(0);
+  for (let g: usize = 0; g < 64; g += 16) {
+    const v = v128.load(p + g);
+    const h = i16x8.shr_u(v, 4);
+    const ag = a + (g & 16) + ((g & 32) << 2); // bytes 0-31 -> elements 0..127, 32-63 -> 128..255
+    x1 = quad1(x1, v, h, ag, 0, 64);
+    x4 = quad4(x4, v, h, ag, 32, 96);
+  }
+  return widen(i32x4.splat(0), x1, x4);
+}
+
+@inline function tq2R4T1(w0: usize, w1: usize, w2: usize, w3: usize, nb: i32, q: usize, bsum: usize): v128 {
+  let acc = f32x4.splat(0);
+  for (let b = 0; b < nb; b++) {
+    const o = <usize>(b * TQ2_BLOCK);
+    const a = q + (<usize>b << 8);
+    const D = hsum4x32(tq2Block(w0 + o, a), tq2Block(w1 + o, a), tq2Block(w2 + o, a), tq2Block(w3 + o, a));
+    const db = i32x4.sub(D, i32x4.splat(load<i32>(bsum + (<usize>b << 2))));
+    let d = f32x4.splat(f16ToF32(load<u16>(w0 + o + 64)));
+    d = f32x4.replace_lane(d, 1, f16ToF32(load<u16>(w1 + o + 64)));
+    d = f32x4.replace_lane(d, 2, f16ToF32(load<u16>(w2 + o + 64)));
+    d = f32x4.replace_lane(d, 3, f16ToF32(load<u16>(w3 + o + 64)));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(db), d));
+  }
+  return acc;
+}
+
+@inline function tq2R1T4(w: usize, nb: i32, q: usize, qs: usize, bsum: usize, bsStride: usize): v128 {
+  let acc = f32x4.splat(0);
+  for (let b = 0; b < nb; b++) {
+    const o = <usize>(b * TQ2_BLOCK);
+    const p = w + o;
+    const a = q + (<usize>b << 8);
+    let x0 = i16x8.splat(0), x1 = i16x8.splat(0), x2 = i16x8.splat(0), x3 = i16x8.splat(0);
+    let y0 = i16x8.splat(0), y1 = i16x8.splat(0), y2 = i16x8.splat(0), y3 = i16x8.splat(0);
+    for (let g: usize = 0; g < 64; g += 16) {
+      const v = v128.load(p + g);
+      const h = i16x8.shr_u(v, 4);
+      const ag = a + (g & 16) + ((g & 32) << 2);
+      x0 = quad1(x0, v, h, ag, 0, 64);
+      y0 = quad4(y0, v, h, ag, 32, 96);
+      x1 = quad1(x1, v, h, ag + qs, 0, 64);
+      y1 = quad4(y1, v, h, ag + qs, 32, 96);
+      x2 = quad1(x2, v, h, ag + 2 * qs, 0, 64);
+      y2 = quad4(y2, v, h, ag + 2 * qs, 32, 96);
+      x3 = quad1(x3, v, h, ag + 3 * qs, 0, 64);
+      y3 = quad4(y3, v, h, ag + 3 * qs, 32, 96);
+    }
+    const z = i32x4.splat(0);
+    const D = hsum4x32(widen(z, x0, y0), widen(z, x1, y1), widen(z, x2, y2), widen(z, x3, y3));
+    const bo = bsum + (<usize>b << 2);
+    let S = i32x4.splat(load<i32>(bo));
+    S = i32x4.replace_lane(S, 1, load<i32>(bo + bsStride));
+    S = i32x4.replace_lane(S, 2, load<i32>(bo + 2 * bsStride));
+    S = i32x4.replace_lane(S, 3, load<i32>(bo + 3 * bsStride));
+    const d = f32x4.splat(f16ToF32(load<u16>(p + 64)));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(D, S)), d));
+  }
+  return acc;
+}
+
+/**
+ * TQ2_0 matmul. bsum: per-token 256-block sums, token t at bsum + t·bsStride·4.
+ */
+export function mm_tq2(
+  w: usize, k: i32, r0: i32, r1: i32,
+  m: i32, q: usize, qStride: i32, scales: usize, bsum: usize, bsStride: i32,
+  oscale: f32, out: usize, outStride: i32, mode: i32,
+): void {
+  const nb = k >> 8;
+  const rb = <usize>(nb * TQ2_BLOCK);
+  const qs = <usize>qStride;
+  const bss = <usize>bsStride << 2;
+  const os = <usize>outStride << 2;
+  const oss = f32x4.splat(oscale);
+  let t = 0;
+  for (; t + 4 <= m; t += 4) {
+    const s = v128.load(scales + (<usize>t << 2));
+    const qt = q + <usize>t * qs;
+    const bt = bsum + <usize>t * bss;
+    for (let r = r0; r < r1; r++) {
+      const acc = tq2R1T4(w + <usize>r * rb, nb, qt, qs, bt, bss);
+      store4s(out + <usize>t * os + (<usize>r << 2), os, f32x4.mul(f32x4.div(acc, s), oss), mode);
+    }
+  }
+  for (; t < m; t++) {
+    const s = f32x4.splat(load<f32>(scales + (<usize>t << 2)));
+    const qt = q + <usize>t * qs;
+    const bt = bsum + <usize>t * bss;
+    const ot = out + <usize>t * os;
+    let r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      const p = w + <usize>r * rb;
+      const acc = tq2R4T1(p, p + rb, p + 2 * rb, p + 3 * rb, nb, qt, bt);
+      store4(ot + (<usize>r << 2), f32x4.mul(f32x4.div(acc, s), oss), mode);
+    }
+    for (; r < r1; r++) {
+      const p = w + <usize>r * rb;
+      const acc = tq2R4T1(p, p, p, p, nb, qt, bt);
+      storeLane(ot + (<usize>r << 2), f32x4.extract_lane(f32x4.mul(f32x4.div(acc, s), oss), 0), mode);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TQ1_0 (54-byte blocks of 256: qs[48] five base-3 digits per byte, qh[4] four, f16 d)
+// Digit k of byte B: ((B·3^k mod 256)·3) >> 8 = (x >= 86) + (x >= 171) with x = B·3^k mod 256.
+// ---------------------------------------------------------------------------------------------
+
+/** The trit (0..2) in each lane of x (bytes already multiplied by 3^k mod 256). */
+@inline function trit(x: v128): v128 {
+  const s = v128.xor(x, i8x16.splat(-128)); // unsigned -> signed order
+  const m1 = i8x16.gt_s(s, i8x16.splat(-43)); // x >= 86
+  const m2 = i8x16.gt_s(s, i8x16.splat(42)); // x >= 171
+  return i8x16.neg(i8x16.add(m1, m2));
+}
+
+@inline function times3(x: v128): v128 {
+  return i8x16.add(x, i8x16.add(x, x));
+}
+
+/** Σc·q over one TQ1_0 block for one row, as i32x4 lanes. */
+@inline function tq1Block(p: usize, a: usize): v128 {
+  // 16 dots of at most 512 per lane: 8192
+  let acc = i16x8.splat(0);
+  // qs[0..32): byte j holds elements j + 32k
+  let x = v128.load(p);
+  let y = v128.load(p, 16);
+  acc = i16x8.add(acc, dot16(v128.load(a), trit(x)));
+  acc = i16x8.add(acc, dot16(v128.load(a, 16), trit(y)));
+  x = times3(x); y = times3(y);
+  acc = i16x8.add(acc, dot16(v128.load(a, 32), trit(x)));
+  acc = i16x8.add(acc, dot16(v128.load(a, 48), trit(y)));
+  x = times3(x); y = times3(y);
+  acc = i16x8.add(acc, dot16(v128.load(a, 64), trit(x)));
+  acc = i16x8.add(acc, dot16(v128.load(a, 80), trit(y)));
+  x = times3(x); y = times3(y);
+  acc = i16x8.add(acc, dot16(v128.load(a, 96), trit(x)));
+  acc = i16x8.add(acc, dot16(v128.load(a, 112), trit(y)));
+  x = times3(x); y = times3(y);
+  acc = i16x8.add(acc, dot16(v128.load(a, 128), trit(x)));
+  acc = i16x8.add(acc, dot16(v128.load(a, 144), trit(y)));
+  // qs[32..48): byte j holds elements 160 + j + 16k
+  let z = v128.load(p, 32);
+  acc = i16x8.add(acc, dot16(v128.load(a, 160), trit(z)));
+  z = times3(z);
+  acc = i16x8.add(acc, dot16(v128.load(a, 176), trit(z)));
+  z = times3(z);
+  acc = i16x8.add(acc, dot16(v128.load(a, 192), trit(z)));
+  z = times3(z);
+  acc = i16x8.add(acc, dot16(v128.load(a, 208), trit(z)));
+  z = times3(z);
+  acc = i16x8.add(acc, dot16(v128.load(a, 224), trit(z)));
+  // qh[0..4): byte j holds elements 240 + j + 4k; lane i needs digit i>>2 of byte i&3
+  const h = i8x16.swizzle(v128.load32_zero(p + 48), i8x16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3));
+  const h3 = times3(h);
+  const h9 = times3(h3);
+  const h27 = times3(h9);
+  const lo = i8x16.shuffle(h, h3, 0, 1, 2, 3, 20, 21, 22, 23, 0, 0, 0, 0, 0, 0, 0, 0);
+  const hi = i8x16.shuffle(h9, h27, 8, 9, 10, 11, 28, 29, 30, 31, 0, 0, 0, 0, 0, 0, 0, 0);
+  const hh = i8x16.shuffle(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+  acc = i16x8.add(acc, dot16(v128.load(a, 240), trit(hh)));
+  return i32x4.extadd_pairwise_i16x8_s(acc);
+}
+
+export function mm_tq1(
+  w: usize, k: i32, r0: i32, r1: i32,
+  m: i32, q: usize, qStride: i32, scales: usize, bsum: usize, bsStride: i32,
+  oscale: f32, out: usize, outStride: i32, mode: i32,
+): void {
+  const nb = k >> 8;
+  const rb = <usize>(nb * TQ1_BLOCK);
+  const qs = <usize>qStride;
+  const bss = <usize>bsStride << 2;
+  const os = <usize>outStride << 2;
+  for (let t = 0; t < m; t++) {
+    const s = load<f32>(scales + (<usize>t << 2));
+    const qt = q + <usize>t * qs;
+    const bt = bsum + <usize>t * bss;
+    const ot = out + <usize>t * os;
+    let r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      const p = w + <usize>r * rb;
+      let acc = f32x4.splat(0);
+      for (let b = 0; b < nb; b++) {
+        const o = <usize>(b * TQ1_BLOCK);
+        const a = qt + (<usize>b << 8);
+        const D = hsum4x32(tq1Block(p + o, a), tq1Block(p + rb + o, a), tq1Block(p + 2 * rb + o, a), tq1Block(p + 3 * rb + o, a));
+        const db = i32x4.sub(D, i32x4.splat(load<i32>(bt + (<usize>b << 2))));
+        let d = f32x4.splat(f16ToF32(load<u16>(p + o + 52)));
+        d = f32x4.replace_lane(d, 1, f16ToF32(load<u16>(p + rb + o + 52)));
+        d = f32x4.replace_lane(d, 2, f16ToF32(load<u16>(p + 2 * rb + o + 52)));
+        d = f32x4.replace_lane(d, 3, f16ToF32(load<u16>(p + 3 * rb + o + 52)));
+        acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(db), d));
+      }
+      store4(ot + (<usize>r << 2), f32x4.mul(f32x4.div(acc, f32x4.splat(s)), f32x4.splat(oscale)), mode);
+    }
+    for (; r < r1; r++) {
+      const p = w + <usize>r * rb;
+      let acc: f32 = 0;
+      for (let b = 0; b < nb; b++) {
+        const o = <usize>(b * TQ1_BLOCK);
+        const D = hsum32(tq1Block(p + o, qt + (<usize>b << 8))) - load<i32>(bt + (<usize>b << 2));
+        acc = acc + <f32>D * f16ToF32(load<u16>(p + o + 52));
+      }
+      storeLane(ot + (<usize>r << 2), (acc / s) * oscale, mode);
+    }
+  }
+}
