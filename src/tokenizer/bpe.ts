@@ -12,26 +12,16 @@
  */
 import { BitNetError } from '../errors.ts';
 import type { GGUFMetadata } from '../gguf/metadata.ts';
+import { BaseTokenizer, TokenType, type VocabConfig } from './base.ts';
 import { byteLevelToBytes, textToByteLevel } from './byte-unicode.ts';
+import { type ChatTemplateChoice, createChatTemplateFromGGUF } from './chat-template.ts';
+import { MergeTable } from './merge-table.ts';
 import { getPreTokenizer, type PreTokenizer } from './pretokenize.ts';
-import type { DecodeOptions, EncodeOptions, SpecialTokenIds, StreamingDecoder, Tokenizer } from './types.ts';
+import { createSentencePieceTokenizer } from './spm.ts';
+import type { SpecialTokenIds, Tokenizer } from './types.ts';
 
-/** `tokenizer.ggml.token_type` values (llama.cpp `llama_token_type`). */
-export const TokenType = {
-  NORMAL: 1,
-  UNKNOWN: 2,
-  CONTROL: 3,
-  USER_DEFINED: 4,
-  UNUSED: 5,
-  BYTE: 6,
-} as const;
+export { TokenType };
 
-/** Candidate EOT texts, in the order llama.cpp checks them when `eot_token_id` is absent. */
-const EOT_TEXTS = ['<|eot_id|>', '<|im_end|>', '<|end|>', '<end_of_turn>', '<|endoftext|>'];
-/** Token texts that always end generation when present in the vocab. */
-const EOG_TEXTS = ['<|eot_id|>', '<|end_of_text|>', '<|im_end|>', '<|endoftext|>'];
-
-const EMPTY = new Uint8Array(0);
 const CACHE_LIMIT = 1 << 16; // per-piece cache entries before it is cleared
 const CACHE_MAX_PIECE = 256; // longer pieces are not cached
 
@@ -158,13 +148,9 @@ export function buildMergeRanks(merges: readonly string[]): Map<string, number> 
 // ---------------------------------------------------------------------------------------------------------
 
 /** Everything the tokenizer needs, already validated. */
-export interface ByteLevelBpeConfig {
-  tokens: readonly string[];
+export interface ByteLevelBpeConfig extends VocabConfig {
   merges: readonly string[];
-  /** Per-token type (TokenType); all NORMAL when omitted. */
-  tokenTypes?: ArrayLike<number>;
-  special?: SpecialTokenIds;
-  /** Default: true when a BOS id exists. */
+  /** Default: true when a BOS id exists (createTokenizerFromGGUF applies llama.cpp's defaults instead). */
   addBos?: boolean;
   /** Default: false. */
   addEos?: boolean;
@@ -177,220 +163,28 @@ export function createByteLevelBpeTokenizer(config: ByteLevelBpeConfig): Tokeniz
   return new ByteLevelBpeTokenizer(config);
 }
 
-class ByteLevelBpeTokenizer implements Tokenizer {
-  readonly vocabSize: number;
-  readonly specialTokens: Readonly<SpecialTokenIds>;
-  readonly eogTokenIds: ReadonlySet<number>;
+class ByteLevelBpeTokenizer extends BaseTokenizer {
+  readonly model = 'gpt2';
   readonly preTokenizer: string;
 
-  private readonly tokens: readonly string[];
-  private readonly types: Int32Array;
-  private readonly textToId = new Map<string, number>();
-  private readonly ranks: Map<string, number>;
+  private readonly table: MergeTable;
   private readonly pre: PreTokenizer;
-  private readonly addBos: boolean;
-  private readonly addEos: boolean;
-  /** Matched only with parseSpecial (control, unknown) / always (user-defined); longest text first. */
-  private readonly parsedSpecials: readonly number[];
-  private readonly alwaysSpecials: readonly number[];
   private readonly pieceCache = new Map<string, readonly number[]>();
-  private readonly bytesCache: (Uint8Array | undefined)[];
+  /** Scratch symbol buffer, grown on demand. */
+  private sym = new Int32Array(256);
 
   constructor(config: ByteLevelBpeConfig) {
-    this.tokens = config.tokens;
-    this.vocabSize = config.tokens.length;
-    this.types = new Int32Array(this.vocabSize).fill(TokenType.NORMAL);
-    if (config.tokenTypes) {
-      for (let i = 0; i < this.vocabSize; i++) this.types[i] = config.tokenTypes[i];
-    }
-    // Later duplicates win, like llama.cpp's token_to_id.
-    for (let i = 0; i < this.vocabSize; i++) this.textToId.set(this.tokens[i], i);
-    this.ranks = buildMergeRanks(config.merges);
+    super(config, true);
+    this.table = new MergeTable(this.tokens, this.textToId, config.merges);
     this.pre = getPreTokenizer(config.preTokenizer ?? 'default');
     this.preTokenizer = this.pre.name;
-    this.bytesCache = new Array(this.vocabSize);
-
-    // Keep only the ids that are set, and check them (createTokenizerFromGGUF has checked GGUF ones).
-    const special: SpecialTokenIds = {};
-    for (const [k, v] of Object.entries(config.special ?? {}) as [keyof SpecialTokenIds, number | undefined][]) {
-      if (v === undefined) continue;
-      special[k] = this.checkId(v);
-    }
-    if (special.eotTokenId === undefined) {
-      for (const t of EOT_TEXTS) {
-        const id = this.textToId.get(t);
-        if (id !== undefined) {
-          special.eotTokenId = id;
-          break;
-        }
-      }
-    }
-    this.specialTokens = Object.freeze(special);
-    this.addBos = (config.addBos ?? true) && special.bosTokenId !== undefined;
-    this.addEos = (config.addEos ?? false) && special.eosTokenId !== undefined;
-
-    const eog = new Set<number>();
-    if (special.eosTokenId !== undefined) eog.add(special.eosTokenId);
-    if (special.eotTokenId !== undefined) eog.add(special.eotTokenId);
-    for (const t of EOG_TEXTS) {
-      const id = this.textToId.get(t);
-      if (id !== undefined) eog.add(id);
-    }
-    this.eogTokenIds = eog;
-
-    const parsed: number[] = [];
-    const always: number[] = [];
-    for (let i = 0; i < this.vocabSize; i++) {
-      const t = this.types[i];
-      if (this.tokens[i].length === 0) continue;
-      if (t === TokenType.CONTROL || t === TokenType.UNKNOWN) parsed.push(i);
-      else if (t === TokenType.USER_DEFINED) always.push(i);
-    }
-    const byLength = (a: number, b: number): number => this.tokens[b].length - this.tokens[a].length || a - b;
-    this.alwaysSpecials = always.sort(byLength);
-    this.parsedSpecials = [...always, ...parsed].sort(byLength);
   }
 
-  encode(text: string, opts?: EncodeOptions): number[] {
-    if (typeof text !== 'string') {
-      throw BitNetError.Tokenization('TOKENIZER_BAD_INPUT', 'encode expects a string', { got: typeof text });
-    }
-    const out: number[] = [];
-    const addSpecial = opts?.addSpecialTokens ?? false;
-    if (addSpecial && this.addBos) out.push(this.specialTokens.bosTokenId as number);
-    for (const frag of this.partition(text, opts?.parseSpecial ?? false)) {
-      if (typeof frag === 'number') out.push(frag);
-      else this.encodeText(frag, out);
-    }
-    if (addSpecial && this.addEos) out.push(this.specialTokens.eosTokenId as number);
-    return out;
+  protected normalTokenBytes(text: string): Uint8Array {
+    return byteLevelToBytes(text);
   }
 
-  encodeBatch(texts: readonly string[], opts?: EncodeOptions): number[][] {
-    return texts.map((t) => this.encode(t, opts));
-  }
-
-  decode(ids: ArrayLike<number>, opts?: DecodeOptions): string {
-    const parts: Uint8Array[] = [];
-    let total = 0;
-    for (let i = 0; i < ids.length; i++) {
-      const b = this.bytesOf(ids[i], opts?.skipSpecialTokens ?? false);
-      parts.push(b);
-      total += b.length;
-    }
-    const all = new Uint8Array(total);
-    let o = 0;
-    for (const p of parts) {
-      all.set(p, o);
-      o += p.length;
-    }
-    // ignoreBOM: keep a leading U+FEFF (TextDecoder strips it by default).
-    return new TextDecoder('utf-8', { fatal: false, ignoreBOM: true }).decode(all);
-  }
-
-  decodeBatch(batch: readonly ArrayLike<number>[], opts?: DecodeOptions): string[] {
-    return batch.map((ids) => this.decode(ids, opts));
-  }
-
-  isSpecial(id: number): boolean {
-    const t = this.types[this.checkId(id)];
-    return t === TokenType.CONTROL || t === TokenType.UNKNOWN || t === TokenType.USER_DEFINED;
-  }
-
-  tokenText(id: number): string {
-    return this.tokens[this.checkId(id)];
-  }
-
-  tokenBytes(id: number, opts?: DecodeOptions): Uint8Array {
-    return this.bytesOf(id, opts?.skipSpecialTokens ?? false).slice();
-  }
-
-  createStreamingDecoder(opts?: DecodeOptions): StreamingDecoder {
-    const skip = opts?.skipSpecialTokens ?? false;
-    // A streaming TextDecoder holds the bytes of an unfinished character until the next push; only
-    // bytes that can never become valid are replaced with U+FFFD.
-    let dec = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
-    return {
-      push: (id: number): string => dec.decode(this.bytesOf(id, skip), { stream: true }),
-      flush: (): string => {
-        const rest = dec.decode();
-        dec = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
-        return rest;
-      },
-    };
-  }
-
-  // -- internals ------------------------------------------------------------------------------------------
-
-  private checkId(id: number): number {
-    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-      throw BitNetError.Tokenization('TOKEN_ID_OUT_OF_RANGE', `token id ${id} is not in [0, ${this.vocabSize})`, {
-        id,
-        vocabSize: this.vocabSize,
-      });
-    }
-    return id;
-  }
-
-  /** Cached decoded bytes of a token (shared; never hand out without copying). */
-  private bytesOf(id: number, skipSpecial: boolean): Uint8Array {
-    const t = this.types[this.checkId(id)];
-    if (skipSpecial && (t === TokenType.CONTROL || t === TokenType.UNKNOWN)) return EMPTY;
-    let b = this.bytesCache[id];
-    if (b === undefined) {
-      b = this.computeBytes(id, t);
-      this.bytesCache[id] = b;
-    }
-    return b;
-  }
-
-  private computeBytes(id: number, type: number): Uint8Array {
-    const text = this.tokens[id];
-    switch (type) {
-      case TokenType.CONTROL:
-      case TokenType.UNKNOWN:
-      case TokenType.USER_DEFINED:
-        return new TextEncoder().encode(text); // stored raw, not byte-level
-      case TokenType.UNUSED:
-        return EMPTY; // llama.cpp emits nothing for unused tokens
-      case TokenType.BYTE: {
-        const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(text);
-        return m ? Uint8Array.of(Number.parseInt(m[1], 16)) : byteLevelToBytes(text);
-      }
-      default:
-        return byteLevelToBytes(text);
-    }
-  }
-
-  /**
-   * Splits text into raw-text fragments and special-token ids. Like llama.cpp's tokenizer_st_partition,
-   * specials are taken one at a time, longest text first, and each splits every remaining text fragment
-   * at all of its (non-overlapping, left-to-right) occurrences.
-   */
-  private partition(text: string, parseSpecial: boolean): (string | number)[] {
-    let frags: (string | number)[] = text.length > 0 ? [text] : [];
-    const specials = parseSpecial ? this.parsedSpecials : this.alwaysSpecials;
-    for (const id of specials) {
-      const st = this.tokens[id];
-      if (!text.includes(st)) continue;
-      const next: (string | number)[] = [];
-      for (const f of frags) {
-        if (typeof f === 'number' || !f.includes(st)) {
-          next.push(f);
-          continue;
-        }
-        const parts = f.split(st);
-        for (let i = 0; i < parts.length; i++) {
-          if (i > 0) next.push(id);
-          if (parts[i].length > 0) next.push(parts[i]);
-        }
-      }
-      frags = next;
-    }
-    return frags;
-  }
-
-  private encodeText(text: string, out: number[]): void {
+  protected encodeText(text: string, out: number[]): void {
     for (const piece of this.pre.split(text)) {
       let ids = this.pieceCache.get(piece);
       if (ids === undefined) {
@@ -404,31 +198,53 @@ class ByteLevelBpeTokenizer implements Tokenizer {
     }
   }
 
-  /** Vocab id for a merge result; control/unknown tokens are never produced by merges. */
-  private lookupNormal(s: string): number | undefined {
-    const id = this.textToId.get(s);
-    if (id === undefined) return undefined;
-    const t = this.types[id];
-    return t === TokenType.CONTROL || t === TokenType.UNKNOWN ? undefined : id;
-  }
-
+  /**
+   * One pre-tokenizer piece -> ids, as llama.cpp's llm_tokenizer_bpe_session: with ignore_merges a piece
+   * that is a vocab token is emitted whole; otherwise merges run on its bytes, and each resulting symbol is
+   * its token. A symbol that is not a token (only possible with an inconsistent vocab) falls back to its
+   * single ASCII characters that are tokens; other bytes are dropped, as llama.cpp does.
+   */
   private encodePiece(piece: string): number[] {
-    const word = textToByteLevel(piece);
-    if (this.pre.ignoreMerges) {
-      const id = this.lookupNormal(word);
+    const t = this.table;
+    if (this.sym.length < piece.length * 3) this.sym = new Int32Array(piece.length * 3);
+    const sym = this.sym;
+    let n = 0;
+    for (let i = 0; i < piece.length; i++) {
+      let c = piece.charCodeAt(i);
+      if (c < 0x80) {
+        sym[n++] = t.byteSymbol[c];
+      } else if (c < 0x800) {
+        sym[n++] = t.byteSymbol[0xc0 | (c >> 6)];
+        sym[n++] = t.byteSymbol[0x80 | (c & 63)];
+      } else if (c >= 0xd800 && c <= 0xdbff && i + 1 < piece.length) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (piece.charCodeAt(++i) - 0xdc00);
+        sym[n++] = t.byteSymbol[0xf0 | (c >> 18)];
+        sym[n++] = t.byteSymbol[0x80 | ((c >> 12) & 63)];
+        sym[n++] = t.byteSymbol[0x80 | ((c >> 6) & 63)];
+        sym[n++] = t.byteSymbol[0x80 | (c & 63)];
+      } else {
+        sym[n++] = t.byteSymbol[0xe0 | (c >> 12)];
+        sym[n++] = t.byteSymbol[0x80 | ((c >> 6) & 63)];
+        sym[n++] = t.byteSymbol[0x80 | (c & 63)];
+      }
+    }
+    n = t.merge(sym, n);
+    // ignore_merges: a whole-piece token wins. (With one symbol left, that symbol already is the piece.)
+    if (n > 1 && this.pre.ignoreMerges) {
+      const id = this.textToId.get(textToByteLevel(piece));
       if (id !== undefined) return [id];
     }
     const ids: number[] = [];
-    for (const s of bpeMerge(word, this.ranks)) {
-      const id = this.lookupNormal(s);
-      if (id !== undefined) {
-        ids.push(id);
+    for (let i = 0; i < n; i++) {
+      const s = sym[i];
+      if (s < t.vocabSize) {
+        ids.push(s);
         continue;
       }
-      // A merge produced a string that is not in the vocab (broken vocab): fall back to single bytes.
-      // Bytes missing from the vocab become unk if there is one, else are dropped (llama.cpp drops them).
-      for (const ch of s) {
-        const bid = this.lookupNormal(ch) ?? this.specialTokens.unkTokenId;
+      const text = t.symbolText[s];
+      for (let k = 0; k < text.length; k++) {
+        if (text.charCodeAt(k) >= 0x80) continue;
+        const bid = this.textToId.get(text[k]);
         if (bid !== undefined) ids.push(bid);
       }
     }
@@ -497,16 +313,53 @@ function readTokenTypes(meta: GGUFMetadata, key: string, vocabSize: number): Int
   return out;
 }
 
+function readScores(meta: GGUFMetadata, key: string, vocabSize: number): Float32Array | undefined {
+  const e = meta.get(key);
+  if (e === undefined) return undefined;
+  const v = e.value;
+  if (!(v instanceof Float32Array || v instanceof Int32Array)) throw invalid(key, 'expected an f32 or i32 array');
+  if (v.length < vocabSize) {
+    throw invalid(key, `has ${v.length} entries, tokens has ${vocabSize}`, { length: v.length, vocabSize });
+  }
+  return Float32Array.from(v.subarray(0, vocabSize));
+}
+
+/** Pre-tokenizer names for which llama.cpp uses the LLaMA-3 splitter (and adds BOS by default). */
+const LLAMA3_PRE = new Set([
+  'llama3',
+  'llama-v3',
+  'llama-bpe',
+  'falcon3',
+  'falcon-h1',
+  'pixtral',
+  'midm-2.0',
+  'lfm2',
+  'jina-v5-nano',
+]);
+
 export interface CreateTokenizerOptions {
-  /** Overrides `tokenizer.ggml.pre` (e.g. 'llama-bpe' for HF parity, 'default' for bitnet.cpp parity). */
+  /**
+   * Overrides `tokenizer.ggml.pre` for byte-level BPE vocabs: 'default' (llama.cpp's fallback splitter, what
+   * bitnet.cpp uses for Microsoft's 2B-4T GGUF, which has no `pre` key) or 'llama-bpe' (the LLaMA-3 regex,
+   * Hugging Face parity). Default: the file's `tokenizer.ggml.pre`, else 'default'.
+   */
   preTokenizer?: string;
+  /** Chat template selection (see chat-template.ts); default 'auto'. */
+  chatTemplate?: ChatTemplateChoice;
+  /** Overrides `tokenizer.ggml.add_bos_token`. */
+  addBos?: boolean;
 }
 
 /**
- * Builds the tokenizer described by GGUF metadata. Errors (all `BitNetError` kind Tokenization):
- * TOKENIZER_MISSING (no model / tokens / merges), TOKENIZER_UNSUPPORTED (model other than gpt2, e.g.
- * SentencePiece 'llama'), TOKENIZER_INVALID (wrong value types, lengths or out-of-range special ids),
- * PRETOKENIZER_UNKNOWN (unknown `tokenizer.ggml.pre` or option).
+ * Builds the tokenizer described by GGUF metadata: byte-level BPE (`tokenizer.ggml.model = gpt2`) or
+ * SentencePiece (`llama`). Defaults follow llama.cpp: gpt2 adds BOS only when `add_bos_token` says so (or
+ * the pre-tokenizer is LLaMA-3's); llama (SentencePiece) adds BOS by default, with bos 1 / eos 2 / unk 0
+ * when the ids are absent, and a space prefix unless `tokenizer.ggml.add_space_prefix` is false.
+ *
+ * Errors (all `BitNetError` kind Tokenization): TOKENIZER_MISSING (no model / tokens / merges),
+ * TOKENIZER_UNSUPPORTED (another model, e.g. 'bert'), TOKENIZER_INVALID (wrong value types, lengths or
+ * out-of-range special ids), PRETOKENIZER_UNKNOWN (unknown `tokenizer.ggml.pre` or option),
+ * CHAT_TEMPLATE_INVALID (a forced chat template that does not parse).
  */
 export function createTokenizerFromGGUF(meta: GGUFMetadata, opts?: CreateTokenizerOptions): Tokenizer {
   const model = readString(meta, 'tokenizer.ggml.model');
@@ -515,10 +368,10 @@ export function createTokenizerFromGGUF(meta: GGUFMetadata, opts?: CreateTokeniz
       key: 'tokenizer.ggml.model',
     });
   }
-  if (model !== 'gpt2') {
+  if (model !== 'gpt2' && model !== 'llama') {
     throw BitNetError.Tokenization(
       'TOKENIZER_UNSUPPORTED',
-      `tokenizer model '${model}' is not supported (only byte-level BPE 'gpt2' for now)`,
+      `tokenizer model '${model}' is not supported (byte-level BPE 'gpt2' and SentencePiece 'llama' are)`,
       { model },
     );
   }
@@ -528,27 +381,53 @@ export function createTokenizerFromGGUF(meta: GGUFMetadata, opts?: CreateTokeniz
       key: 'tokenizer.ggml.tokens',
     });
   }
+  const n = tokens.length;
+  const special: SpecialTokenIds = {
+    bosTokenId: readTokenId(meta, 'tokenizer.ggml.bos_token_id', n),
+    eosTokenId: readTokenId(meta, 'tokenizer.ggml.eos_token_id', n),
+    padTokenId: readTokenId(meta, 'tokenizer.ggml.padding_token_id', n),
+    unkTokenId: readTokenId(meta, 'tokenizer.ggml.unknown_token_id', n),
+    eotTokenId: readTokenId(meta, 'tokenizer.ggml.eot_token_id', n),
+  };
+  const tokenTypes = readTokenTypes(meta, 'tokenizer.ggml.token_type', n);
+  const chatTemplate = createChatTemplateFromGGUF(meta, { template: opts?.chatTemplate });
+  const addBosKey = opts?.addBos ?? readBool(meta, 'tokenizer.ggml.add_bos_token');
+  const addEos = readBool(meta, 'tokenizer.ggml.add_eos_token');
+
+  if (model === 'llama') {
+    // llama.cpp's SentencePiece defaults when the ids are absent.
+    special.bosTokenId ??= n > 1 ? 1 : undefined;
+    special.eosTokenId ??= n > 2 ? 2 : undefined;
+    special.unkTokenId ??= 0;
+    return createSentencePieceTokenizer({
+      tokens,
+      tokenTypes,
+      scores: readScores(meta, 'tokenizer.ggml.scores', n),
+      special,
+      addBos: addBosKey ?? true,
+      addEos: addEos ?? false,
+      addSpacePrefix: readBool(meta, 'tokenizer.ggml.add_space_prefix') ?? true,
+      chatTemplate,
+    });
+  }
+
   const merges = readStringArray(meta, 'tokenizer.ggml.merges');
   if (merges === undefined) {
     throw BitNetError.Tokenization('TOKENIZER_MISSING', 'GGUF has no tokenizer.ggml.merges', {
       key: 'tokenizer.ggml.merges',
     });
   }
-  const n = tokens.length;
+  // bitnet.cpp: a missing tokenizer.ggml.pre means llama.cpp's 'default' splitter.
+  const pre = opts?.preTokenizer ?? readString(meta, 'tokenizer.ggml.pre') ?? 'default';
+  getPreTokenizer(pre); // fail fast (PRETOKENIZER_UNKNOWN) before building anything
   return createByteLevelBpeTokenizer({
     tokens,
     merges,
-    tokenTypes: readTokenTypes(meta, 'tokenizer.ggml.token_type', n),
-    special: {
-      bosTokenId: readTokenId(meta, 'tokenizer.ggml.bos_token_id', n),
-      eosTokenId: readTokenId(meta, 'tokenizer.ggml.eos_token_id', n),
-      padTokenId: readTokenId(meta, 'tokenizer.ggml.padding_token_id', n),
-      unkTokenId: readTokenId(meta, 'tokenizer.ggml.unknown_token_id', n),
-      eotTokenId: readTokenId(meta, 'tokenizer.ggml.eot_token_id', n),
-    },
-    addBos: readBool(meta, 'tokenizer.ggml.add_bos_token'),
-    addEos: readBool(meta, 'tokenizer.ggml.add_eos_token'),
-    // bitnet.cpp: a missing tokenizer.ggml.pre means llama.cpp's 'default' splitter.
-    preTokenizer: opts?.preTokenizer ?? readString(meta, 'tokenizer.ggml.pre') ?? 'default',
+    tokenTypes,
+    special,
+    addBos: addBosKey ?? LLAMA3_PRE.has(pre),
+    addEos: addEos ?? false,
+    preTokenizer: pre,
+    chatTemplate,
   });
 }

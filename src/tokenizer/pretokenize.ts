@@ -7,14 +7,15 @@
  * character is ever dropped, and a later regex never sees across an earlier boundary — lookaheads such as
  * `(?!\S)` stop at the end of the piece).
  *
- * Character classes: `\p{L}`, `\p{N}`, `\p{P}` are the Unicode general categories, as in llama.cpp's
- * codepoint tables. `\s` is written as `\p{White_Space}` because llama.cpp, HF tokenizers and tiktoken all
+ * Character classes: `\p{L}`, `\p{N}`, `\p{P}` are the Unicode general categories as in llama.cpp's
+ * codepoint tables, which are at Unicode 15.1 (unicode-compat.ts: code points assigned later count as Cn). `\s` is written as `\p{White_Space}` because llama.cpp, HF tokenizers and tiktoken all
  * use the Unicode White_Space set (which includes U+0085 and excludes U+FEFF, unlike JS `\s`).
  */
 import { BitNetError } from '../errors.ts';
+import { LLAMA_CLASS } from './unicode-compat.ts';
 
 export interface PreTokenizer {
-  /** Canonical name ('default' or 'llama-bpe'). */
+  /** Canonical name ('default', 'llama-bpe' or 'gpt-2'). */
   readonly name: string;
   /** Splits text into pieces whose concatenation is exactly `text`. */
   split(text: string): string[];
@@ -25,15 +26,14 @@ export interface PreTokenizer {
   readonly ignoreMerges: boolean;
 }
 
-const WS = '\\p{White_Space}';
-const NOT_WS = '\\P{White_Space}';
+const { L, N, P, S, NOT_S_L_N, NOT_CRLF_L_N } = LLAMA_CLASS;
 
 /**
  * GPT-2 word regex, with `\s+(?!\S)` followed by a `\s+` fallback. llama.cpp matches the regex string
  * without the trailing `|\s+` and dispatches it to a hand-written splitter (`unicode_regex_split_custom_gpt2`)
  * whose last step is exactly `\s+`; the regex below reproduces that splitter.
  */
-const GPT2_WORDS = `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^${WS}\\p{L}\\p{N}]+|${WS}+(?!${NOT_WS})|${WS}+`;
+const GPT2_WORDS = `'s|'t|'re|'ve|'m|'ll|'d| ?${L}+| ?${N}+| ?${NOT_S_L_N}+|${S}+(?![^${S}])|${S}+`;
 
 /**
  * llama.cpp DEFAULT (used by bitnet.cpp when `tokenizer.ggml.pre` is absent), applied in this order:
@@ -45,21 +45,21 @@ const GPT2_WORDS = `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^${WS}\\p{L}\
  * step 2 never fires on ASCII apostrophes.
  */
 const DEFAULT_REGEXES: readonly RegExp[] = [
-  /[\p{P}$+<=>^~|]+/gu,
-  new RegExp(GPT2_WORDS, 'gu'),
-  /\p{N}+/gu,
+  new RegExp(`[${P}\\$\\+<=>\\^~\\|]+`, 'gv'),
+  new RegExp(GPT2_WORDS, 'gv'),
+  new RegExp(`${N}+`, 'gv'),
   /[0-9][0-9][0-9]/g,
 ];
 
 /**
  * LLaMA-3 (tiktoken / HF `tokenizer.json`) regex, in llama.cpp's adapted form: the `(?i:'s|...)` group is
- * spelled out as explicit case classes.
+ * spelled out as explicit case classes (the same ASCII letters llama.cpp's splitter lowercases).
  */
 const LLAMA3_REGEXES: readonly RegExp[] = [
   new RegExp(
-    `(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}` +
-      `| ?[^${WS}\\p{L}\\p{N}]+[\\r\\n]*|${WS}*[\\r\\n]+|${WS}+(?!${NOT_WS})|${WS}+`,
-    'gu',
+    `(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|${NOT_CRLF_L_N}?${L}+|${N}{1,3}` +
+      `| ?${NOT_S_L_N}+[\\r\\n]*|${S}*[\\r\\n]+|${S}+(?![^${S}])|${S}+`,
+    'gv',
   ),
 ];
 
@@ -91,13 +91,23 @@ function make(name: string, regexes: readonly RegExp[], ignoreMerges: boolean): 
   return { name, ignoreMerges, split: (text) => splitWithRegexSequence(text, regexes) };
 }
 
+/** GPT-2's single regex (llama.cpp pre type GPT2: `gpt-2`, `phi-2`, ...; HF ByteLevel with use_regex). */
+const GPT2_REGEXES: readonly RegExp[] = [new RegExp(GPT2_WORDS, 'gv')];
+
 const PRE_TOKENIZERS: Readonly<Record<string, PreTokenizer>> = {
   default: make('default', DEFAULT_REGEXES, false),
   'llama-bpe': make('llama-bpe', LLAMA3_REGEXES, true),
+  'gpt-2': make('gpt-2', GPT2_REGEXES, false),
 };
 
 /** Aliases accepted by llama.cpp for the same pre-tokenizer. */
-const ALIASES: Readonly<Record<string, string>> = { llama3: 'llama-bpe', 'llama-v3': 'llama-bpe' };
+const ALIASES: Readonly<Record<string, string>> = Object.fromEntries([
+  ...['llama3', 'llama-v3', 'falcon3', 'falcon-h1', 'pixtral', 'midm-2.0', 'lfm2', 'jina-v5-nano'].map((a) => [
+    a,
+    'llama-bpe',
+  ]),
+  ...['phi-2', 'mpt', 'olmo', 'jais'].map((a) => [a, 'gpt-2']),
+]);
 
 /** Names accepted by getPreTokenizer (canonical names first). */
 export const SUPPORTED_PRE_TOKENIZERS: readonly string[] = [...Object.keys(PRE_TOKENIZERS), ...Object.keys(ALIASES)];

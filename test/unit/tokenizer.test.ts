@@ -365,7 +365,7 @@ describe('bad metadata', () => {
   it('gives typed errors', () => {
     expectTokError(() => createTokenizerFromGGUF(new Map()), 'TOKENIZER_MISSING');
     expectTokError(
-      () => createTokenizerFromGGUF(withMeta({ 'tokenizer.ggml.model': { type: 8, value: 'llama' } })),
+      () => createTokenizerFromGGUF(withMeta({ 'tokenizer.ggml.model': { type: 8, value: 'bert' } })),
       'TOKENIZER_UNSUPPORTED',
     );
     expectTokError(
