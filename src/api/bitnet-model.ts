@@ -57,7 +57,13 @@ export class BitNetModel {
         available: Device.availableDevices().map((d) => d.toString()),
       });
     }
-    const loader = new ModelLoader({ maxMemoryBytes: config.maxMemoryBytes, preTokenizer: config.preTokenizer });
+    const loader = new ModelLoader({
+      maxMemoryBytes: config.maxMemoryBytes,
+      preTokenizer: config.preTokenizer,
+      validateChecksums: config.validateChecksums,
+      progressCallback: config.progressCallback,
+      sourceOptions: config.sourceOptions,
+    });
     return new BitNetModel(await loader.load(location), config);
   }
 
