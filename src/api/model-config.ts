@@ -5,6 +5,8 @@
  */
 import { BitNetError } from '../errors.ts';
 import { KVCacheConfig, type KVCacheConfigInit } from '../model/kv-cache.ts';
+import type { LoadProgress } from '../model/weights.ts';
+import type { OpenOptions } from '../sources/open.ts';
 import { assignInit } from '../util/init.ts';
 import { Device, type DeviceSpec } from './device.ts';
 import { QuantizationConfig, type QuantizationConfigInit } from './quantization.ts';
@@ -12,7 +14,7 @@ import { QuantizationConfig, type QuantizationConfigInit } from './quantization.
 export const DType = { F32: 'F32', F16: 'F16', BF16: 'BF16', I8: 'I8' } as const;
 export type DType = (typeof DType)[keyof typeof DType];
 
-export const BackendKind = { Auto: 'auto', Reference: 'reference', Wasm: 'wasm' } as const;
+export const BackendKind = { Auto: 'auto', Reference: 'reference', Wasm: 'wasm', Cuda: 'cuda' } as const;
 export type BackendKind = (typeof BackendKind)[keyof typeof BackendKind];
 
 export interface ModelConfigInit {
@@ -31,6 +33,11 @@ export interface ModelConfigInit {
   maxMemoryBytes?: number;
   /** Tokenizer pre-tokenizer override (`default`, `llama-bpe`). */
   preTokenizer?: string;
+  /** Verify shard-pack checksums while loading. */
+  validateChecksums?: boolean;
+  progressCallback?: (p: LoadProgress) => void;
+  /** Remote-source settings (R2 bindings, retries, caches) for http(s)://, s3:// and r2:// locations. */
+  sourceOptions?: OpenOptions;
   /** Hub settings for fromPretrained. */
   revision?: string;
   filename?: string;
@@ -53,6 +60,9 @@ export class ModelConfig {
   numThreads: number | undefined = undefined;
   maxMemoryBytes: number | undefined = undefined;
   preTokenizer: string | undefined = undefined;
+  validateChecksums = false;
+  progressCallback: ((p: LoadProgress) => void) | undefined = undefined;
+  sourceOptions: OpenOptions | undefined = undefined;
   revision = 'main';
   filename: string | undefined = undefined;
   cacheDir: string | undefined = undefined;
@@ -83,7 +93,7 @@ export class ModelConfig {
     pos('numLayers');
     if (!Object.values(DType).includes(this.dtype)) bad('dtype', 'must be one of F32, F16, BF16, I8', this.dtype);
     if (!Object.values(BackendKind).includes(this.backend))
-      bad('backend', 'must be auto, reference or wasm', this.backend);
+      bad('backend', 'must be auto, reference, wasm or cuda', this.backend);
     if (this.numThreads !== undefined && (!Number.isInteger(this.numThreads) || this.numThreads < 1))
       bad('numThreads', 'must be a positive integer', this.numThreads);
     if (this.maxMemoryBytes !== undefined && !(this.maxMemoryBytes > 0))
