@@ -9,8 +9,8 @@ import { isBitNetError } from '../../src/errors.ts';
 import type { GGUFMetadata } from '../../src/gguf/metadata.ts';
 import { meta } from '../../src/gguf/writer.ts';
 import {
-  createTokenizerFromGGUF,
   createSentencePieceTokenizer,
+  createTokenizerFromGGUF,
   createTokenizerFromHF,
   getPreTokenizer,
   hfPreTokenizerName,
