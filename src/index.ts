@@ -1,6 +1,9 @@
 /**
  * bitnet-edge public API (the seed's surface in TypeScript). Imports nothing runtime-specific:
  * Node-only pieces (local files, the hub cache) are loaded lazily when used.
+ *
+ * Subpaths (package.json "exports"): `bitnet-edge/http` (createApp, the runtime-neutral HTTP app),
+ * `bitnet-edge/node`, `bitnet-edge/cloudflare`, `bitnet-edge/aws-lambda` (the adapters).
  */
 
 export { BitNetModel, type TextStream } from './api/bitnet-model.ts';
@@ -40,5 +43,30 @@ export { type ByteSource, MemorySource } from './sources/byte-source.ts';
 export { HttpSource } from './sources/http.ts';
 export { type OpenOptions, openSource } from './sources/open.ts';
 export { R2Source } from './sources/r2.ts';
-export { createTokenizerFromGGUF } from './tokenizer/bpe.ts';
-export type { Tokenizer } from './tokenizer/types.ts';
+export { type CreateTokenizerOptions, createTokenizerFromGGUF } from './tokenizer/bpe.ts';
+export {
+  applyChatTemplate,
+  BITNET_CHAT_TEMPLATE,
+  CHATML_CHAT_TEMPLATE,
+  type ChatMessage,
+  type ChatRenderOptions,
+  type ChatSegment,
+  type ChatTemplate,
+  type ChatTemplateChoice,
+  type ChatTemplateKind,
+  createChatTemplate,
+  createChatTemplateFromGGUF,
+  encodeChat,
+  type ResolveChatTemplateInput,
+  resolveChatTemplate,
+} from './tokenizer/chat-template.ts';
+export { type CreateHFTokenizerOptions, createTokenizerFromHF, hfPreTokenizerName } from './tokenizer/hf.ts';
+export { createSentencePieceTokenizer, type SentencePieceConfig } from './tokenizer/spm.ts';
+export type {
+  DecodeOptions,
+  EncodeOptions,
+  EncodeSegment,
+  SpecialTokenIds,
+  StreamingDecoder,
+  Tokenizer,
+} from './tokenizer/types.ts';

@@ -6,7 +6,7 @@
  *   GET  /readyz                  readiness: the model is loaded (a lazy model loads here) (open)
  *   GET  /metrics                 Prometheus text
  *   GET  /v1/models               the served model
- *   POST /v1/chat/completions     OpenAI chat, SSE or JSON
+ *   POST /v1/chat/completions     OpenAI chat, SSE or JSON (prompt: the model's chat template)
  *   POST /v1/completions          OpenAI completions, SSE or JSON
  *   POST /v1/generate             native: GenerationConfig fields, SSE (event: token|done|error) or JSON
  *
@@ -22,7 +22,7 @@ import type { z } from 'zod';
 import { GenerationConfig, type GenerationConfigInit } from '../api/generation-config.ts';
 import { BitNetError } from '../errors.ts';
 import { ApiKeys } from './auth.ts';
-import { type ChatTemplateFn, defaultChatTemplate } from './chat-template.ts';
+import { type ChatTemplateOverride, chatTemplateResolver } from './chat-template.ts';
 import { errorBody, errorResponse, toBitNetError } from './errors.ts';
 import { Limiter, type LimiterOptions } from './limiter.ts';
 import { collect, estimatePromptTokens, type LocalDeps, type PromptInput, startLocal } from './local.ts';
@@ -62,8 +62,13 @@ export interface AppDeps {
   /** max_tokens when the request has none (default 256). */
   defaultMaxTokens?: number;
   router?: RouterOptions;
-  /** The chat template for models without one (default: the documented BitNet template). */
-  chatTemplate?: ChatTemplateFn;
+  /**
+   * Overrides the model's chat template (a ChatTemplate, a Jinja source, or 'bitnet' | 'chatml' |
+   * 'embedded' | 'auto'). Default: the model's own (`tokenizer.chatTemplate`: the GGUF's
+   * `tokenizer.chat_template` when it works, else the built-in 2B-4T template for a vocab with
+   * `<|eot_id|>`, else ChatML). See chat-template.ts.
+   */
+  chatTemplate?: ChatTemplateOverride;
   /** fetch for the GPU endpoint (tests, or a runtime's service binding). */
   fetch?: typeof fetch;
   /** Monotonic milliseconds, for latencies and the circuit breaker. */
@@ -136,9 +141,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
   metrics.breakerState.set(0);
   const keys = new ApiKeys(deps.apiKeys ?? []);
-  const template = deps.chatTemplate ?? defaultChatTemplate;
+  const templateFor = chatTemplateResolver(deps.chatTemplate);
   const defaultMaxTokens = deps.defaultMaxTokens ?? 256;
-  const local: LocalDeps = { limiter, holder, metrics, now };
+  const local: LocalDeps = { limiter, templateFor, holder, metrics, now };
 
   const app = new Hono<AppEnv>();
 
@@ -264,7 +269,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const m = holder.current();
     const maxNew = new GenerationConfig(config).maxNewTokens;
     const decision = await router.decide({
-      work: estimatePromptTokens(prompt, m?.tokenizer) + maxNew,
+      work: estimatePromptTokens(prompt, m?.tokenizer, templateFor) + maxNew,
       modelBytes: deps.modelBytes,
       contextLength: m?.modelInfo().contextLength,
       forwarded: c.req.header('x-bitnet-forwarded') !== undefined,
@@ -321,7 +326,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.post('/v1/chat/completions', limit, json, validate(chatCompletionSchema), async (c) => {
     const b = c.req.valid('json') as z.infer<typeof chatCompletionSchema>;
     const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? defaultMaxTokens;
-    return serve(c, b.model, chatPrompt(b, template), samplingConfig(b, maxTokens), async (run, obs) => {
+    return serve(c, b.model, chatPrompt(b), samplingConfig(b, maxTokens), async (run, obs) => {
       const ident = newIdentity('chat', modelId);
       if (b.stream)
         return streamResponse(

@@ -1,18 +1,29 @@
 /**
- * The documented default chat template (BitNet b1.58 2B-4T), used for models without one:
+ * Chat prompts in the HTTP layer. The templates themselves live in the tokenizer
+ * (src/tokenizer/chat-template.ts, docs/tokenizer.md): a chat request is rendered with the served
+ * model's own template, `tokenizer.chatTemplate`, which is
  *
- *   System: {system}<|eot_id|>User: {user}<|eot_id|>Assistant: {assistant}<|eot_id|>User: …<|eot_id|>Assistant:
+ *   1. the GGUF's `tokenizer.chat_template` (or tokenizer_config.json's), when it works;
+ *   2. else, for a vocab with `<|eot_id|>`, the built-in BitNet b1.58 2B-4T template (the
+ *      documented default): `System: …<|eot_id|>User: …<|eot_id|>Assistant: `;
+ *   3. else ChatML,
  *
- * BOS comes first (per the vocabulary's add_bos_token). `developer` messages count as system.
+ * and tokenized with `encodeChat`: one BOS per the vocabulary, control tokens written by the
+ * template as single ids, message text as plain text (a user who writes "<|eot_id|>" gets those
+ * characters, not a turn boundary). The template's `stopStrings` join the request's stop
+ * sequences. `AppDeps.chatTemplate` overrides the model's template.
  *
- * TEMPORARY HOME: chat templates belong in src/tokenizer/chat-template.ts (being built in
- * parallel, with the GGUF `tokenizer.chat_template` rendered by Jinja). Until that lands, this
- * is the HTTP layer's template; `AppDeps.chatTemplate` lets an adapter plug the real one in.
- *
- * The rendered prompt is a list of segments: text, and control tokens that are looked up as
- * single ids. Message text is encoded without special-token parsing, so a user who writes
- * "<|eot_id|>" in a message gets those characters, not a turn boundary.
+ * OpenAI's `developer` role is passed to the template as `system`, its older name, which is the
+ * one model templates know.
  */
+import { BitNetError } from '../errors.ts';
+import {
+  type ChatTemplate,
+  type ChatTemplateChoice,
+  createChatTemplate,
+  encodeChat,
+  resolveChatTemplate,
+} from '../tokenizer/chat-template.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 
 export interface ChatMessage {
@@ -20,47 +31,84 @@ export interface ChatMessage {
   content: string;
 }
 
-export type PromptSegment = { text: string } | { special: string };
+/**
+ * An override of the model's chat template: a ChatTemplate (e.g. from `createChatTemplate`), a Jinja
+ * source, or a choice: 'auto' (the model's own, the default), 'embedded' (the model's own, or an error
+ * when it has none that works), 'bitnet' (the built-in 2B-4T template), 'chatml'.
+ */
+export type ChatTemplateOverride = ChatTemplate | ChatTemplateChoice;
 
-export type ChatTemplateFn = (messages: readonly ChatMessage[]) => PromptSegment[];
+/** A chat request ready for the engine: prompt ids, and the stop strings the template implies. */
+export interface RenderedChat {
+  ids: number[];
+  stopStrings: readonly string[];
+}
 
-const ROLE_PREFIX: Record<ChatMessage['role'], string> = {
-  system: 'System: ',
-  developer: 'System: ',
-  user: 'User: ',
-  assistant: 'Assistant: ',
-};
+const CHOICES = new Set(['auto', 'embedded', 'bitnet', 'chatml']);
 
-export const EOT = '<|eot_id|>';
+function tokenTextOf(tok: Tokenizer, id: number | undefined): string | undefined {
+  return id === undefined ? undefined : tok.tokenText(id);
+}
 
-export const defaultChatTemplate: ChatTemplateFn = (messages) => {
-  const out: PromptSegment[] = [];
-  for (const m of messages) out.push({ text: `${ROLE_PREFIX[m.role]}${m.content}` }, { special: EOT });
-  out.push({ text: 'Assistant: ' });
-  return out;
-};
-
-/** The prompt as plain text (for logs, token estimates, and models without a tokenizer). */
-export function segmentsToText(segments: readonly PromptSegment[]): string {
-  return segments.map((s) => ('text' in s ? s.text : s.special)).join('');
+/** The model's own template; tokenizers built by this project always have one. */
+function ownTemplate(tok: Tokenizer): ChatTemplate {
+  return (
+    tok.chatTemplate ??
+    resolveChatTemplate({
+      bosToken: tokenTextOf(tok, tok.specialTokens.bosTokenId),
+      eosToken: tokenTextOf(tok, tok.specialTokens.eosTokenId),
+      hasToken: (t) => tok.tokenToId(t) !== undefined,
+    })
+  );
 }
 
 /**
- * Token ids for the segments: BOS per the vocabulary, text segments encoded as ordinary text,
- * control tokens as their single id (or as text, if the vocabulary lacks them).
+ * The template to use for a tokenizer, per the override (resolved once per tokenizer). A Jinja
+ * override that does not parse is refused here, when the app is built (CHAT_TEMPLATE_INVALID).
  */
-export function encodeSegments(tok: Tokenizer, segments: readonly PromptSegment[]): number[] {
-  const ids: number[] = [];
-  let first = true;
-  for (const s of segments) {
-    if ('text' in s) {
-      if (s.text.length > 0 || first) ids.push(...tok.encode(s.text, { addSpecialTokens: first }));
-    } else {
-      if (first) ids.push(...tok.encode('', { addSpecialTokens: true }));
-      const sp = tok.encode(s.special, { parseSpecial: true });
-      ids.push(...(sp.length === 1 ? sp : tok.encode(s.special)));
+export function chatTemplateResolver(override?: ChatTemplateOverride): (tok: Tokenizer) => ChatTemplate {
+  if (override === undefined || override === 'auto') return ownTemplate;
+  if (typeof override !== 'string') return () => override;
+  if (!CHOICES.has(override)) createChatTemplate(override); // parse now: a broken override fails at start-up
+  const cache = new WeakMap<Tokenizer, ChatTemplate>();
+  return (tok) => {
+    let t = cache.get(tok);
+    if (t) return t;
+    const own = ownTemplate(tok);
+    if (override === 'embedded' && own.kind !== 'embedded') {
+      throw BitNetError.Model(
+        'CHAT_TEMPLATE_UNAVAILABLE',
+        `the server asks for the model's own chat template, and the model has none that works${own.fallbackReason ? ` (${own.fallbackReason})` : ''}`,
+      );
     }
-    first = false;
-  }
-  return ids;
+    t =
+      override === 'embedded'
+        ? own
+        : resolveChatTemplate({
+            bosToken: own.bosToken || tokenTextOf(tok, tok.specialTokens.bosTokenId),
+            eosToken: own.eosToken || tokenTextOf(tok, tok.specialTokens.eosTokenId),
+            hasToken: (x) => tok.tokenToId(x) !== undefined,
+            choice: override,
+          });
+    cache.set(tok, t);
+    return t;
+  };
+}
+
+/** The messages as the template sees them (`developer` → `system`). */
+function templateMessages(messages: readonly ChatMessage[]): ChatMessage[] {
+  return messages.map((m) => (m.role === 'developer' ? { role: 'system', content: m.content } : m));
+}
+
+/** Renders and tokenizes a chat request with `template`, ending with the assistant's turn header. */
+export function renderChat(tok: Tokenizer, template: ChatTemplate, messages: readonly ChatMessage[]): RenderedChat {
+  return {
+    ids: encodeChat(tok, templateMessages(messages), { addGenerationPrompt: true, template }),
+    stopStrings: template.stopStrings,
+  };
+}
+
+/** The messages as plain text, for token estimates when no tokenizer is at hand (~ what a template adds). */
+export function messagesToText(messages: readonly ChatMessage[]): string {
+  return `${messages.map((m) => `${m.role}: ${m.content}\n`).join('')}assistant: `;
 }

@@ -6,11 +6,11 @@ export { type AppDeps, type CorsOptions, createApp } from './app.ts';
 export { ApiKeys, parseKeyList, timingSafeEqualBytes } from './auth.ts';
 export {
   type ChatMessage,
-  type ChatTemplateFn,
-  defaultChatTemplate,
-  encodeSegments,
-  type PromptSegment,
-  segmentsToText,
+  type ChatTemplateOverride,
+  chatTemplateResolver,
+  messagesToText,
+  type RenderedChat,
+  renderChat,
 } from './chat-template.ts';
 export { type BreakerOptions, type BreakerState, CircuitBreaker } from './circuit-breaker.ts';
 export { errorBody, errorResponse, statusOf, statusTable, toBitNetError } from './errors.ts';

@@ -12,50 +12,74 @@ import type { GenerationConfigInit } from '../api/generation-config.ts';
 import type { Prompt } from '../api/inference-engine.ts';
 import { BitNetError } from '../errors.ts';
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
+import type { ChatTemplate } from '../tokenizer/chat-template.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
-import { encodeSegments, type PromptSegment, segmentsToText } from './chat-template.ts';
+import { type ChatMessage, messagesToText, renderChat } from './chat-template.ts';
 import type { Limiter } from './limiter.ts';
 import type { AppMetrics } from './metrics.ts';
 import type { ModelHolder } from './model-holder.ts';
 
 /** A request's prompt before tokenization. */
 export type PromptInput =
-  | { kind: 'chat'; segments: PromptSegment[] }
+  | { kind: 'chat'; messages: ChatMessage[] }
   | { kind: 'text'; text: string }
   | { kind: 'ids'; ids: number[] };
 
-export function promptText(p: PromptInput): string | undefined {
-  return p.kind === 'chat' ? segmentsToText(p.segments) : p.kind === 'text' ? p.text : undefined;
+/** Picks the chat template for a model's tokenizer (see chatTemplateResolver). */
+export type TemplateFor = (tok: Tokenizer) => ChatTemplate;
+
+/** The engine's prompt, and the stop strings the chat template adds to the request's. */
+export interface EnginePrompt {
+  prompt: Prompt;
+  stopStrings: readonly string[];
 }
 
-/** The engine's prompt: chat segments are tokenized here (control tokens as single ids). */
-export function toEnginePrompt(p: PromptInput, tok: Tokenizer | undefined): Prompt {
-  if (p.kind === 'ids') return { ids: p.ids };
-  if (p.kind === 'text') return p.text;
+// A chat prompt is rendered and tokenized once per request (the router's estimate and the run share it).
+const prepared = new WeakMap<PromptInput, { tok: Tokenizer; template: ChatTemplate; out: EnginePrompt }>();
+
+/** The engine's prompt: chat messages are rendered with the model's template and tokenized here. */
+export function toEnginePrompt(p: PromptInput, tok: Tokenizer | undefined, templateFor: TemplateFor): EnginePrompt {
+  if (p.kind === 'ids') return { prompt: { ids: p.ids }, stopStrings: [] };
+  if (p.kind === 'text') return { prompt: p.text, stopStrings: [] };
   if (!tok)
     throw BitNetError.Tokenization(
       'TOKENIZER_MISSING',
-      'this model has no tokenizer; send token ids to /v1/completions instead',
+      'this model has no tokenizer, so it cannot take chat messages; send token ids to /v1/completions instead',
     );
-  return { ids: encodeSegments(tok, p.segments) };
+  const template = templateFor(tok);
+  const hit = prepared.get(p);
+  if (hit && hit.tok === tok && hit.template === template) return hit.out;
+  const r = renderChat(tok, template, p.messages);
+  const out = { prompt: { ids: r.ids }, stopStrings: r.stopStrings };
+  prepared.set(p, { tok, template, out });
+  return out;
+}
+
+/** `config` with the template's stop strings added to its stop sequences (once each). */
+export function withStopStrings(config: GenerationConfigInit, extra: readonly string[]): GenerationConfigInit {
+  const have = config.stopSequences ?? [];
+  const add = extra.filter((s, i) => s.length > 0 && !have.includes(s) && extra.indexOf(s) === i);
+  return add.length ? { ...config, stopSequences: [...have, ...add] } : config;
 }
 
 /** Prompt tokens: exact with a tokenizer at hand, else ~4 UTF-8 bytes per token. */
-export function estimatePromptTokens(p: PromptInput, tok: Tokenizer | undefined): number {
+export function estimatePromptTokens(p: PromptInput, tok: Tokenizer | undefined, templateFor: TemplateFor): number {
   if (p.kind === 'ids') return p.ids.length;
   if (tok) {
     try {
-      const e = toEnginePrompt(p, tok);
-      return typeof e === 'string' ? tok.encode(e, { addSpecialTokens: true }).length : e.ids.length;
+      const { prompt } = toEnginePrompt(p, tok, templateFor);
+      return typeof prompt === 'string' ? tok.encode(prompt, { addSpecialTokens: true }).length : prompt.ids.length;
     } catch {
       // fall through to the byte estimate; the real error surfaces when the request runs
     }
   }
-  return Math.ceil(new TextEncoder().encode(promptText(p) ?? '').length / 4);
+  const text = p.kind === 'chat' ? messagesToText(p.messages) : p.text;
+  return Math.ceil(new TextEncoder().encode(text).length / 4);
 }
 
 export interface LocalDeps {
   limiter: Limiter;
+  templateFor: TemplateFor;
   holder: ModelHolder;
   metrics: AppMetrics;
   now(): number;
@@ -110,7 +134,8 @@ export async function startLocal(
   try {
     if (signal?.aborted) throw cancelled();
     const model = await d.holder.get();
-    it = model.engine.stream(toEnginePrompt(prompt, model.tokenizer), config, ac.signal);
+    const p = toEnginePrompt(prompt, model.tokenizer, d.templateFor);
+    it = model.engine.stream(p.prompt, withStopStrings(config, p.stopStrings), ac.signal);
     first = await it.next();
   } catch (e) {
     await settle(false);

@@ -10,7 +10,7 @@
  */
 import type { GenerationConfigInit } from '../api/generation-config.ts';
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
-import type { ChatMessage, ChatTemplateFn } from './chat-template.ts';
+import type { ChatMessage } from './chat-template.ts';
 import { errorBody, toBitNetError } from './errors.ts';
 import type { PromptInput } from './local.ts';
 import type { ChatCompletionRequest, CompletionRequest } from './schemas.ts';
@@ -32,12 +32,13 @@ export function samplingConfig(b: ChatCompletionRequest | CompletionRequest, max
   };
 }
 
-export function chatPrompt(b: ChatCompletionRequest, template: ChatTemplateFn): PromptInput {
+/** The chat messages; the model's template renders them when the request runs (local.ts). */
+export function chatPrompt(b: ChatCompletionRequest): PromptInput {
   const messages: ChatMessage[] = b.messages.map((m) => ({
     role: m.role,
     content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
   }));
-  return { kind: 'chat', segments: template(messages) };
+  return { kind: 'chat', messages };
 }
 
 export function completionPrompt(b: CompletionRequest): PromptInput {

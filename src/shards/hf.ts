@@ -12,7 +12,10 @@
  *   by it (so the I2_S scale is `1/weight_scale`).
  * - Norms are read as f32; the embedding and `lm_head` stay in their dtype (bf16/f16/f32).
  * - `tokenizer.json` (byte-level BPE) and `tokenizer_config.json` become GGUF tokenizer metadata.
- *   A tokenizer of another kind is left out (`warnings`); token-id prompts still work.
+ *   A tokenizer of another kind is left out (`warnings`); token-id prompts still work. Its
+ *   pre-tokenizer becomes `tokenizer.ggml.pre` (`llama-bpe` for the LLaMA-3 Split + ByteLevel
+ *   sequence of the 2B-4T, `gpt-2` for a lone GPT-2 ByteLevel), so the pack tokenizes as HF does; one
+ *   this runtime does not implement is left out with a warning (llama.cpp's default splitter then).
  */
 import { BitNetError } from '../errors.ts';
 import { GGMLType } from '../gguf/ggml-types.ts';
@@ -20,6 +23,7 @@ import type { GGUFEntry, GGUFMetadata } from '../gguf/metadata.ts';
 import { meta } from '../gguf/writer.ts';
 import { packI2S } from '../quant/i2s.ts';
 import type { ByteSource, ReadOptions } from '../sources/byte-source.ts';
+import { hfPreTokenizerName } from '../tokenizer/hf.ts';
 import { f16ToF32 } from '../util/f16.ts';
 import type { ConvertInput, InputTensor } from './convert.ts';
 import { readSafetensors, readSafetensorsTensor, type SafetensorsEntry, type SafetensorsFile } from './safetensors.ts';
@@ -206,6 +210,12 @@ function tokenizerMetadata(
     ['tokenizer.ggml.token_type', meta.i32s(types)],
     ['tokenizer.ggml.merges', meta.strs(merges)],
   ];
+  const pre = hfPreTokenizerName(tok.pre_tokenizer);
+  if (pre !== undefined) md.push(['tokenizer.ggml.pre', meta.str(pre)]);
+  else
+    warnings.push(
+      "tokenizer.json's pre_tokenizer is not one this runtime implements; the pack uses llama.cpp's default splitter",
+    );
   const bos = firstId(cfg.bos_token_id);
   const eos = firstId(cfg.eos_token_id);
   if (bos !== undefined) md.push(['tokenizer.ggml.bos_token_id', meta.u32(bos)]);

@@ -5,7 +5,6 @@ import type { BitNetModel } from '../../src/api/bitnet-model.ts';
 import { BitNetError } from '../../src/errors.ts';
 import { createApp } from '../../src/http/app.ts';
 import { timingSafeEqualBytes } from '../../src/http/auth.ts';
-import { defaultChatTemplate, encodeSegments } from '../../src/http/chat-template.ts';
 import { errorResponse, statusOf, statusTable } from '../../src/http/errors.ts';
 import { auth, KEY, metric, post, sseData, tinyModel, waitFor } from './helpers.ts';
 
@@ -253,26 +252,6 @@ describe('OpenAI routes', () => {
       )
     ).json();
     expect(g1.choices[0].text).toBe(g2.choices[0].text);
-  });
-
-  it('models without a chat template get the documented default: System/User/Assistant with <|eot_id|>', async () => {
-    const tok = model.tokenizer!;
-    const msgs = [
-      { role: 'system' as const, content: 'be brief' },
-      { role: 'user' as const, content: 'hi <|eot_id|> there' },
-    ];
-    const ids = encodeSegments(tok, defaultChatTemplate(msgs));
-    const eot = tok.specialTokens.eotTokenId!;
-    expect(ids[0]).toBe(tok.specialTokens.bosTokenId);
-    // exactly two turn boundaries: the user's literal "<|eot_id|>" stays text
-    expect(ids.filter((i) => i === eot)).toHaveLength(2);
-    expect(tok.decode(ids, { skipSpecialTokens: false })).toBe(
-      '<|begin_of_text|>System: be brief<|eot_id|>User: hi <|eot_id|> there<|eot_id|>Assistant: ',
-    );
-    const r = await (
-      await app.request(...post('/v1/chat/completions', { model: MODEL, messages: msgs, max_tokens: 1 }))
-    ).json();
-    expect(r.usage.prompt_tokens).toBe(ids.length);
   });
 
   it('GET /v1/models describes the model (random weights labelled)', async () => {

@@ -1,8 +1,13 @@
 /** Helpers for the HTTP tests: small synthetic models in memory, request shorthands. */
 import { BitNetModel } from '../../src/api/bitnet-model.ts';
-import type { SynthOptions } from '../../src/model/synth.ts';
+import type { GenerationConfigInit } from '../../src/api/generation-config.ts';
+import type { Prompt } from '../../src/api/inference-engine.ts';
+import type { GGUFEntry } from '../../src/gguf/metadata.ts';
+import { encodeGGUF } from '../../src/gguf/writer.ts';
+import type { ServedModel } from '../../src/http/model-holder.ts';
+import { type SynthOptions, synthModel } from '../../src/model/synth.ts';
 import { MemorySource } from '../../src/sources/byte-source.ts';
-import { synthBytes } from '../helpers/models.ts';
+import { synthBytes, TINY } from '../helpers/models.ts';
 
 /** The TINY test shape (hidden 256, 2 layers, vocab 300, ctx 128), I2_S. Random weights. */
 export async function tinyModel(o: Partial<SynthOptions> = {}): Promise<BitNetModel> {
@@ -48,4 +53,47 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/**
+ * A micro model (1 layer, hidden 128, synthetic vocab with <|eot_id|>) whose GGUF metadata went
+ * through `edit` first: add a `tokenizer.chat_template`, drop the tokenizer, rename tokens.
+ */
+export async function microModelWith(
+  edit: (md: [string, GGUFEntry][]) => [string, GGUFEntry][],
+  name = 'micro',
+): Promise<BitNetModel> {
+  const m = synthModel({
+    ...TINY,
+    hidden: 128,
+    layers: 1,
+    heads: 2,
+    kvHeads: 1,
+    ffn: 256,
+    ctx: 256,
+    qtype: 'i2_s',
+    seed: 5,
+  });
+  const bytes = await encodeGGUF(edit(m.metadata), m.tensors);
+  return BitNetModel.fromFile(new MemorySource(bytes, name));
+}
+
+/** A served model that records what the app hands the engine (the prompt and the config). */
+export function recording(m: BitNetModel): {
+  served: ServedModel;
+  calls: { prompt: Prompt; config: GenerationConfigInit }[];
+} {
+  const calls: { prompt: Prompt; config: GenerationConfigInit }[] = [];
+  const served: ServedModel = {
+    engine: {
+      stream: (prompt, config, signal) => {
+        calls.push({ prompt, config });
+        return m.engine.stream(prompt, config, signal);
+      },
+      backendName: m.engine.backendName,
+    },
+    tokenizer: m.tokenizer,
+    modelInfo: () => m.modelInfo(),
+  };
+  return { served, calls };
 }

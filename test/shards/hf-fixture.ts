@@ -34,7 +34,26 @@ export interface HfVariant {
   linearClass?: 'autobitlinear' | 'bitlinear';
   /** Split the weights over two files with an index. */
   sharded?: boolean;
+  /** tokenizer.json's pre_tokenizer: a lone GPT-2 ByteLevel (default) or the LLaMA-3 Split + ByteLevel of the 2B-4T. */
+  preTokenizer?: 'gpt-2' | 'llama3';
 }
+
+/** The 2B-4T (LLaMA-3) pre_tokenizer as it appears in its tokenizer.json. */
+export const LLAMA3_PRE_TOKENIZER = {
+  type: 'Sequence',
+  pretokenizers: [
+    {
+      type: 'Split',
+      pattern: {
+        Regex:
+          "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+      },
+      behavior: 'Isolated',
+      invert: false,
+    },
+    { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+  ],
+};
 
 const HF_NAMES: Record<string, string> = {
   attn_norm: 'input_layernorm',
@@ -87,7 +106,7 @@ function f32Of(bytes: Uint8Array, type: number): Float32Array {
   return out;
 }
 
-export function hfTokenizerJson(vocab: number) {
+export function hfTokenizerJson(vocab: number, pre: HfVariant['preTokenizer'] = 'gpt-2') {
   const v = makeSyntheticVocab(vocab);
   const map: Record<string, number> = {};
   const added: { id: number; content: string; special: boolean }[] = [];
@@ -99,7 +118,7 @@ export function hfTokenizerJson(vocab: number) {
     json: {
       version: '1.0',
       added_tokens: added,
-      pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false },
+      pre_tokenizer: pre === 'llama3' ? LLAMA3_PRE_TOKENIZER : { type: 'ByteLevel', add_prefix_space: false },
       decoder: { type: 'ByteLevel' },
       model: { type: 'BPE', vocab: map, merges: v.merges.map((m) => m.split(' ')) },
     },
@@ -114,7 +133,7 @@ export async function writeHfCheckpoint(seed: number, variant: HfVariant): Promi
   await mkdir(dir);
   const o = { ...HF_SHAPE, seed };
   const model = synthModel(o);
-  const tok = hfTokenizerJson(o.vocab);
+  const tok = hfTokenizerJson(o.vocab, variant.preTokenizer);
   const lc = variant.linearClass ?? 'autobitlinear';
   const config = {
     architectures: ['BitNetForCausalLM'],

@@ -15,6 +15,7 @@ import { hfInput } from '../../src/shards/hf.ts';
 import { encodeSafetensors, readSafetensors } from '../../src/shards/safetensors.ts';
 import { MemorySource } from '../../src/sources/byte-source.ts';
 import { openSource, siblingLocation } from '../../src/sources/open.ts';
+import { createTokenizerFromGGUF } from '../../src/tokenizer/bpe.ts';
 import { isCode, logitsOf, logitsOfModel, sameBits, tempDir } from '../sources/util.ts';
 import { bf16Value, HF_SHAPE, type HfVariant, writeHfCheckpoint } from './hf-fixture.ts';
 
@@ -72,6 +73,22 @@ describe('HF checkpoint → pack', () => {
     expect(sameBits(await logitsOfModel(model), ggufLogits)).toBe(true);
     const text = 'the function returns 42 apples';
     expect(model.tokenizer!.encode(text)).toEqual(gguf.tokenizer!.encode(text));
+    // A lone GPT-2 ByteLevel pre_tokenizer is recorded as such.
+    expect(model.file.metadata.get('tokenizer.ggml.pre')?.value).toBe('gpt-2');
+    expect(model.tokenizer!.preTokenizer).toBe('gpt-2');
+  });
+
+  it("records tokenizer.json's LLaMA-3 pre_tokenizer as tokenizer.ggml.pre = llama-bpe (HF parity)", async () => {
+    const { model, warnings } = await convertHf(
+      await writeHfCheckpoint(SEED, { weights: 'packed', floats: 'exact', preTokenizer: 'llama3' }),
+    );
+    expect(warnings).toEqual([]);
+    expect(model.file.metadata.get('tokenizer.ggml.pre')?.value).toBe('llama-bpe');
+    expect(model.tokenizer!.preTokenizer).toBe('llama-bpe');
+    const ref = createTokenizerFromGGUF(gguf.file.metadata, { preTokenizer: 'llama-bpe' });
+    for (const text of ['the function returns 12345 apples', "they're   here\n\n  ok", 'x = [1, 22, 333];']) {
+      expect(model.tokenizer!.encode(text)).toEqual(ref.encode(text));
+    }
   });
 
   const variants: [string, HfVariant][] = [
