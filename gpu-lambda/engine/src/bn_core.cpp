@@ -1,0 +1,667 @@
+// Engine core: see bn_core.h. Shared by the GPU build (CudaDevice) and the CPU emulation build.
+#include "bn_core.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace bn {
+
+namespace {
+inline size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
+constexpr int kMaxGraphBucketLog2 = 9;  // graphs for 1, 2, 4, ..., 512 tokens
+}  // namespace
+
+Engine::~Engine() {
+  if (dev_) {
+    dev_->sync();
+    for (void *p : allocs_) dev_->release(p);
+    if (in_host_) dev_->release_host(in_host_);
+    if (out_host_) dev_->release_host(out_host_);
+    delete dev_;
+  }
+}
+
+void *Engine::dalloc(size_t bytes, bn_status *st) {
+  if (*st) return nullptr;
+  void *p = nullptr;
+  *st = dev_->alloc(&p, bytes < 16 ? 16 : bytes);
+  if (*st) return nullptr;
+  allocs_.push_back(p);
+  return p;
+}
+
+bn_status Engine::fail(bn_status st) {
+  if (st == BN_ERR_CUDA || st == BN_ERR_OUT_OF_MEMORY) poisoned_ = true;
+  return st;
+}
+
+bn_status Engine::create(const ModelTable &m, const bn_options &o, Device *dev, Engine **out) {
+  Engine *e = new Engine();
+  e->dev_ = dev;
+  e->hp_ = m.hp;
+  e->opt_ = o;
+  bn_options &op = e->opt_;
+  if (op.max_ctx <= 0) op.max_ctx = std::min(m.hp.n_ctx, 4096);
+  if (op.max_ctx > m.hp.n_ctx) op.max_ctx = m.hp.n_ctx;
+  auto bad = [&](const char *what) {
+    set_error("invalid option: %s", what);
+    delete e;
+    return BN_ERR_INVALID_ARGUMENT;
+  };
+  if (op.max_seqs < 1 || op.max_seqs > 4096) return bad("max_seqs must be in 1..4096");
+  if (op.max_batch_tokens < 1 || op.max_batch_tokens > 8192) return bad("max_batch_tokens must be in 1..8192");
+  if (op.max_logit_rows < 1) return bad("max_logit_rows must be >= 1");
+  if (op.max_logit_rows > op.max_batch_tokens) op.max_logit_rows = op.max_batch_tokens;
+  if (op.page_size < 16 || op.page_size > 1024 || (op.page_size & (op.page_size - 1)))
+    return bad("page_size must be a power of two in 16..1024");
+  if (op.head_mode != BN_HEAD_F16 && op.head_mode != BN_HEAD_INT8) return bad("head_mode must be F16 or INT8");
+  if (op.gemv_max_m < 0 || op.gemv_max_m > kGemvMaxM) return bad("gemv_max_m must be in 0..8");
+  const int kv = m.hp.n_head_kv * m.hp.head_dim;
+  const int max_n = std::max(std::max(m.hp.n_embd + 2 * kv, 2 * m.hp.n_ff), m.hp.n_embd);
+  bn_status st = dev->configure(op.max_ctx, op.max_batch_tokens, max_n);
+  if (!st) st = e->upload(m);
+  if (!st) st = e->alloc_buffers();
+  if (!st) st = dev->sync();
+  if (st) {
+    delete e;
+    return st;
+  }
+  *out = e;
+  return BN_OK;
+}
+
+bn_status Engine::upload(const ModelTable &m) {
+  const bn_hparams &hp = hp_;
+  const int E = hp.n_embd, F = hp.n_ff, V = hp.n_vocab, kv = hp.n_head_kv * hp.head_dim;
+  bn_status st = BN_OK;
+  layers_.resize(hp.n_layer);
+  for (int l = 0; l < hp.n_layer && !st; l++) {
+    LayerImage im;
+    if ((st = build_layer(m, l, &im))) break;
+    LayerDev &L = layers_[l];
+    auto mat = [&](Mat &d, const std::vector<uint8_t> &src, int n, int k, const ScaleMap &sm) {
+      uint8_t *p = (uint8_t *)dalloc(src.size(), &st);
+      if (!st) st = dev_->h2d(p, src.data(), src.size());
+      d.w = p;
+      d.n = n;
+      d.k = k;
+      d.sm = sm;
+      weight_bytes_ += src.size();
+    };
+    mat(L.qkv, im.qkv, E + 2 * kv, E, im.sm_qkv);
+    mat(L.o, im.o, E, E, im.sm_o);
+    mat(L.gateup, im.gateup, 2 * F, E, im.sm_gateup);
+    mat(L.down, im.down, E, F, im.sm_down);
+    auto vec = [&](float *&d, const float *src, int n) {
+      d = (float *)dalloc((size_t)n * 4, &st);
+      if (!st) st = dev_->h2d(d, src, (size_t)n * 4);
+      weight_bytes_ += (size_t)n * 4;
+    };
+    vec(L.attn_norm, im.attn_norm, E);
+    vec(L.attn_sub_norm, im.attn_sub_norm, E);
+    vec(L.ffn_norm, im.ffn_norm, E);
+    vec(L.ffn_sub_norm, im.ffn_sub_norm, F);
+    if (!st) st = dev_->sync();  // the layer image is freed when `im` goes out of scope
+  }
+  if (st) return st;
+  auto table = [&](const TensorRef *t, void **d) {
+    const size_t bytes = (size_t)V * E * (t->type == BN_TYPE_F16 ? 2 : 4);
+    *d = dalloc(bytes, &st);
+    if (!st) st = dev_->h2d(*d, t->data, bytes);
+    weight_bytes_ += bytes;
+  };
+  table(m.embd, &embd_);
+  embd_type_ = m.embd->type;
+  if (m.head == m.embd) {
+    head_ = embd_;
+  } else {
+    table(m.head, &head_);
+  }
+  head_type_ = m.head->type;
+  output_norm_ = (float *)dalloc((size_t)E * 4, &st);
+  if (!st) st = dev_->h2d(output_norm_, m.output_norm->data, (size_t)E * 4);
+  std::vector<float> rope = rope_table(hp, opt_.max_ctx);
+  rope_ = (float *)dalloc(rope.size() * 4, &st);
+  if (!st) st = dev_->h2d(rope_, rope.data(), rope.size() * 4);
+  if (!st) st = dev_->sync();
+  if (!st && opt_.head_mode == BN_HEAD_INT8) {
+    std::vector<int8_t> q((size_t)V * E);
+    std::vector<float> s((size_t)V);
+    quantize_head_rows(*m.head, V, E, q.data(), s.data());
+    head8_ = (int8_t *)dalloc(q.size(), &st);
+    head8_scale_ = (float *)dalloc(s.size() * 4, &st);
+    if (!st) st = dev_->h2d(head8_, q.data(), q.size());
+    if (!st) st = dev_->h2d(head8_scale_, s.data(), s.size() * 4);
+    if (!st) st = dev_->sync();
+    weight_bytes_ += q.size() + s.size() * 4;
+  }
+  return st;
+}
+
+bn_status Engine::alloc_buffers() {
+  const int E = hp_.n_embd, F = hp_.n_ff, V = hp_.n_vocab, kv = hp_.n_head_kv * hp_.head_dim;
+  Mmax_ = opt_.max_batch_tokens;
+  Rmax_ = opt_.max_logit_rows;
+  ldw_ = (int)up16((size_t)std::max(E, F));
+  bn_status st = BN_OK;
+  const size_t M = (size_t)Mmax_;
+  x_ = (float *)dalloc(M * E * 4, &st);
+  att_ = (float *)dalloc(M * E * 4, &st);
+  ff_ = (float *)dalloc(M * F * 4, &st);
+  h32_ = (float *)dalloc(M * E * 4, &st);
+  q8_ = (int8_t *)dalloc(M * ldw_, &st);
+  ascale_ = (float *)dalloc(M * 4, &st);
+  asum_ = (int32_t *)dalloc(M * 4, &st);
+  q16_ = (uint16_t *)dalloc(M * E * 2, &st);
+  h16_ = (uint16_t *)dalloc(M * E * 2, &st);
+  hq_ = (int8_t *)dalloc(M * E, &st);
+  hscale_ = (float *)dalloc(M * 4, &st);
+  hsum_ = (int32_t *)dalloc(M * 4, &st);
+  logits_ = (float *)dalloc((size_t)Rmax_ * V * 4, &st);
+  sampled_ = (int32_t *)dalloc((size_t)(Rmax_ + 1) * 4, &st);
+  off_pos_ = up16(M * 4);
+  off_slot_ = off_pos_ + up16(M * 4);
+  off_rows_ = off_slot_ + up16(M * 4);
+  off_samp_ = off_rows_ + up16((size_t)Rmax_ * 4);
+  in_bytes_ = off_samp_ + (size_t)Rmax_ * sizeof(SampleRow);
+  in_dev_ = (uint8_t *)dalloc(in_bytes_, &st);
+  if (st) return st;
+  if ((st = dev_->alloc_host((void **)&in_host_, in_bytes_))) return st;
+  memset(in_host_, 0, in_bytes_);
+  if ((st = dev_->alloc_host((void **)&out_host_, (size_t)(Rmax_ + 1) * 4))) return st;
+
+  // KV pool
+  const int P = opt_.page_size;
+  page_shift_ = 0;
+  while ((1 << page_shift_) < P) page_shift_++;
+  max_pages_ = (opt_.max_ctx + P - 1) / P;
+  const size_t page_bytes = (size_t)2 * hp_.n_layer * P * kv * 2;
+  size_t want = (size_t)opt_.max_seqs * max_pages_ + 1;
+  uint64_t free_b = 0, total_b = 0;
+  if ((st = dev_->free_memory(&free_b, &total_b))) return st;
+  size_t cap_pages = (size_t)(free_b * 0.6) / page_bytes;
+  if (opt_.kv_bytes > 0) {
+    want = (size_t)(opt_.kv_bytes / page_bytes);
+    cap_pages = want;
+  }
+  size_t pages = std::min(want, cap_pages);
+  if (pages < 2) {
+    set_error("not enough device memory for the KV cache: %llu bytes free, %zu bytes per page",
+              (unsigned long long)free_b, page_bytes);
+    return BN_ERR_OUT_OF_MEMORY;
+  }
+  if (pages > (size_t)INT32_MAX / 2) pages = (size_t)INT32_MAX / 2;
+  n_pages_ = (int)pages;
+  layer_stride_ = (size_t)n_pages_ * P * kv;
+  kpool_ = (uint16_t *)dalloc(layer_stride_ * hp_.n_layer * 2, &st);
+  vpool_ = (uint16_t *)dalloc(layer_stride_ * hp_.n_layer * 2, &st);
+  kv_bytes_ = (uint64_t)layer_stride_ * hp_.n_layer * 4;
+  if (!st) st = dev_->memset0(kpool_, layer_stride_ * hp_.n_layer * 2);
+  if (!st) st = dev_->memset0(vpool_, layer_stride_ * hp_.n_layer * 2);
+  seqs_.assign(opt_.max_seqs + 1, Seq());
+  bt_host_.assign((size_t)(opt_.max_seqs + 1) * max_pages_, 0);  // page 0: the dummy slot's page
+  bt_dev_ = (int32_t *)dalloc(bt_host_.size() * 4, &st);
+  if (!st) st = dev_->h2d(bt_dev_, bt_host_.data(), bt_host_.size() * 4);
+  free_pages_.clear();
+  for (int p = n_pages_ - 1; p >= 1; p--) free_pages_.push_back(p);
+  graph_of_bucket_.assign(kMaxGraphBucketLog2 + 1, -1);
+  return st;
+}
+
+bn_status Engine::info(bn_engine_info *out) const {
+  memset(out, 0, sizeof(*out));
+  out->hparams = hp_;
+  dev_->describe(out->device_name, sizeof(out->device_name), &out->cc_major, &out->cc_minor);
+  out->weight_bytes = weight_bytes_;
+  out->kv_bytes = kv_bytes_;
+  out->kv_pages = n_pages_;
+  out->page_size = opt_.page_size;
+  out->max_seqs = opt_.max_seqs;
+  out->max_ctx = opt_.max_ctx;
+  out->max_batch_tokens = opt_.max_batch_tokens;
+  return BN_OK;
+}
+
+// ---- sequences ------------------------------------------------------------------------------------
+
+bn_status Engine::seq_create(int *out) {
+  std::lock_guard<std::mutex> g(mu_);
+  for (int s = 0; s < opt_.max_seqs; s++) {
+    if (!seqs_[s].live) {
+      seqs_[s] = Seq();
+      seqs_[s].live = true;
+      *out = s;
+      return BN_OK;
+    }
+  }
+  set_error("all %d sequence slots are in use", opt_.max_seqs);
+  return BN_ERR_CAPACITY;
+}
+
+static bool valid_seq(const std::vector<Seq> &seqs, int max_seqs, int s) {
+  return s >= 0 && s < max_seqs && seqs[s].live;
+}
+
+bn_status Engine::seq_free(int s) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (!valid_seq(seqs_, opt_.max_seqs, s)) {
+    set_error("sequence %d does not exist", s);
+    return BN_ERR_STATE;
+  }
+  for (int p : seqs_[s].pages) free_pages_.push_back(p);
+  seqs_[s] = Seq();
+  return BN_OK;
+}
+
+bn_status Engine::seq_truncate(int s, int len) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (!valid_seq(seqs_, opt_.max_seqs, s)) {
+    set_error("sequence %d does not exist", s);
+    return BN_ERR_STATE;
+  }
+  Seq &q = seqs_[s];
+  if (len < 0 || len > q.len) {
+    set_error("cannot truncate sequence %d of length %d to %d", s, q.len, len);
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  const size_t keep = (size_t)((len + opt_.page_size - 1) >> page_shift_);
+  while (q.pages.size() > keep) {
+    free_pages_.push_back(q.pages.back());
+    q.pages.pop_back();
+  }
+  q.len = len;
+  return BN_OK;
+}
+
+bn_status Engine::seq_length(int s, int *out) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (!valid_seq(seqs_, opt_.max_seqs, s)) {
+    set_error("sequence %d does not exist", s);
+    return BN_ERR_STATE;
+  }
+  *out = seqs_[s].len;
+  return BN_OK;
+}
+
+// ---- the forward pass ------------------------------------------------------------------------------
+
+bn_status Engine::run_step(int M, int R, bool do_select) {
+  const bn_hparams &hp = hp_;
+  const int E = hp.n_embd, F = hp.n_ff, kv = hp.n_head_kv * hp.head_dim;
+  Ops &ops = dev_->ops();
+  const int32_t *tokens = (const int32_t *)in_dev_;
+  const int32_t *pos = (const int32_t *)(in_dev_ + off_pos_);
+  const int32_t *slot = (const int32_t *)(in_dev_ + off_slot_);
+  const int32_t *rows = (const int32_t *)(in_dev_ + off_rows_);
+  const SampleRow *samples = (const SampleRow *)(in_dev_ + off_samp_);
+  const Acts acts{q8_, ascale_, asum_, ldw_};
+  const bool small = M <= std::min(opt_.gemv_max_m, kGemvMaxM);
+  auto nq = [&](const float *x, int n, const float *w) {
+    NormQuant r{};
+    r.x = x;
+    r.ldx = n;
+    r.n = n;
+    r.w = w;
+    r.eps = hp.rms_eps;
+    r.q = q8_;
+    r.scale = ascale_;
+    r.sum = asum_;
+    r.ldq = ldw_;
+    return r;
+  };
+  NormQuant final_nq = nq(x_, E, output_norm_);
+  final_nq.q = nullptr;
+  final_nq.scale = nullptr;
+  final_nq.sum = nullptr;
+  if (opt_.head_mode == BN_HEAD_INT8) {
+    final_nq.q = hq_;
+    final_nq.scale = hscale_;
+    final_nq.sum = hsum_;
+    final_nq.ldq = E;
+  } else if (head_type_ == BN_TYPE_F16) {
+    final_nq.f16_out = h16_;
+  } else {
+    final_nq.f32_out = h32_;
+  }
+
+  bn_status st;
+  EmbedParams ep{embd_, embd_type_, E, tokens, x_, E};
+  if ((st = ops.embed(ep, M, nq(x_, E, layers_[0].attn_norm)))) return st;
+  for (int l = 0; l < hp.n_layer; l++) {
+    const LayerDev &L = layers_[l];
+    uint16_t *kc = kpool_ + (size_t)l * layer_stride_;
+    uint16_t *vc = vpool_ + (size_t)l * layer_stride_;
+    // q, k, v (+ RoPE, + K/V into the paged cache)
+    Epi eq{};
+    eq.kind = EPI_QKV;
+    eq.q16 = q16_;
+    eq.ldq = E;
+    eq.n_embd = E;
+    eq.kv_dim = kv;
+    eq.head_dim = hp.head_dim;
+    eq.n_rot = hp.n_rot;
+    eq.rope = rope_;
+    eq.pos = pos;
+    eq.slot = slot;
+    eq.block_table = bt_dev_;
+    eq.max_pages = max_pages_;
+    eq.page_shift = page_shift_;
+    eq.kc = kc;
+    eq.vc = vc;
+    st = small ? ops.gemv(L.qkv, acts, M, eq, nullptr) : ops.gemm(L.qkv, acts, M, eq);
+    if (st) return st;
+    // attention (+ attn_sub_norm and quantization)
+    AttnParams ap{q16_, E, kc, vc, pos, slot, bt_dev_, max_pages_, page_shift_,
+                  hp.n_head, hp.n_head_kv, hp.head_dim, kv, 1.0 / std::sqrt((double)hp.head_dim), att_, E,
+                  opt_.max_ctx};
+    const NormQuant nq_sub = nq(att_, E, L.attn_sub_norm);
+    if ((st = ops.attention(ap, M, small ? &nq_sub : nullptr))) return st;
+    if (!small && (st = ops.norm_quant(nq_sub, M))) return st;
+    // o_proj + residual (+ ffn_norm and quantization)
+    Epi eo{};
+    eo.kind = EPI_RESID;
+    eo.out = x_;
+    eo.ld = E;
+    const NormQuant nq_ffn = nq(x_, E, L.ffn_norm);
+    st = small ? ops.gemv(L.o, acts, M, eo, &nq_ffn) : ops.gemm(L.o, acts, M, eo);
+    if (!st && !small) st = ops.norm_quant(nq_ffn, M);
+    if (st) return st;
+    // gate/up + activation (+ ffn_sub_norm and quantization)
+    Epi eg{};
+    eg.kind = EPI_GATEUP;
+    eg.out = ff_;
+    eg.ld = F;
+    eg.act = hp.activation;
+    const NormQuant nq_fsub = nq(ff_, F, L.ffn_sub_norm);
+    st = small ? ops.gemv(L.gateup, acts, M, eg, &nq_fsub) : ops.gemm(L.gateup, acts, M, eg);
+    if (!st && !small) st = ops.norm_quant(nq_fsub, M);
+    if (st) return st;
+    // down + residual (+ the next layer's attn_norm, or output_norm, and quantization)
+    Epi ed{};
+    ed.kind = EPI_RESID;
+    ed.out = x_;
+    ed.ld = E;
+    const NormQuant nq_next = l + 1 < hp.n_layer ? nq(x_, E, layers_[l + 1].attn_norm) : final_nq;
+    st = small ? ops.gemv(L.down, acts, M, ed, &nq_next) : ops.gemm(L.down, acts, M, ed);
+    if (!st && !small) st = ops.norm_quant(nq_next, M);
+    if (st) return st;
+  }
+  if (R > 0) {
+    HeadParams h{};
+    h.mode = opt_.head_mode;
+    h.type = head_type_;
+    h.w = head_;
+    h.w8 = head8_;
+    h.w8_scale = head8_scale_;
+    h.n_vocab = hp.n_vocab;
+    h.k = E;
+    h.h16 = h16_;
+    h.h32 = h32_;
+    h.hq = hq_;
+    h.hscale = hscale_;
+    h.ldh = E;
+    h.rows = rows;
+    h.logits = logits_;
+    if ((st = ops.head(h, R, R > kGemvMaxM))) return st;
+  }
+  if (do_select && R > 0) {
+    if ((st = dev_->memset0(sampled_ + Rmax_, 4))) return st;
+    SelectParams sp{logits_, hp.n_vocab, samples, sampled_, sampled_ + Rmax_};
+    if ((st = ops.select(sp, R))) return st;
+  }
+  return BN_OK;
+}
+
+static bn_status to_sample_row(const bn_sampling &s, SampleRow *r) {
+  memset(r, 0, sizeof(*r));
+  if (!(s.temperature == s.temperature) || std::isinf(s.temperature)) {
+    set_error("temperature must be finite");
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  if (!(s.repetition_penalty > 0) || std::isinf(s.repetition_penalty)) {
+    set_error("repetition_penalty must be finite and > 0");
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  if (s.n_history < 0 || s.n_history > 64 || (s.n_history > 0 && !s.history)) {
+    set_error("n_history must be in 0..64 with a history array");
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  if (s.temperature > 0) {
+    if (s.top_k < 1 || s.top_k > kMaxTopK) {
+      set_error("GPU sampling needs top_k in 1..%d (got %d); sample on the host from the logits instead",
+                kMaxTopK, s.top_k);
+      return BN_ERR_UNSUPPORTED;
+    }
+    if (!(s.top_p >= 0) || !(s.u >= 0 && s.u < 1)) {
+      set_error("top_p must be >= 0 and u in [0, 1)");
+      return BN_ERR_INVALID_ARGUMENT;
+    }
+  }
+  r->temperature = s.temperature;
+  r->top_k = s.top_k;
+  r->top_p = s.top_p;
+  r->penalty = s.repetition_penalty;
+  r->u = s.u;
+  r->n_history = s.n_history;
+  for (int i = 0; i < s.n_history; i++) r->history[i] = s.history[i];
+  return BN_OK;
+}
+
+bn_status Engine::forward(const bn_batch &b, const bn_sampling *sampling, int32_t *sampled_out, float *logits_out) {
+  std::lock_guard<std::mutex> g(mu_);
+  return forward_locked(b, sampling, sampled_out, logits_out);
+}
+
+bn_status Engine::forward_locked(const bn_batch &b, const bn_sampling *sampling, int32_t *sampled_out,
+                                 float *logits_out) {
+  if (poisoned_) {
+    set_error("the engine hit a device error earlier and must be recreated");
+    return BN_ERR_STATE;
+  }
+  const int M = b.n_tokens;
+  if (M < 1 || M > Mmax_ || !b.seq || !b.token) {
+    set_error("n_tokens %d must be in 1..%d with seq and token arrays", M, Mmax_);
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  // Positions, rows and validation before anything changes.
+  std::vector<int> extra(opt_.max_seqs, 0);
+  int32_t *tok = (int32_t *)in_host_;
+  int32_t *pos = (int32_t *)(in_host_ + off_pos_);
+  int32_t *slot = (int32_t *)(in_host_ + off_slot_);
+  int32_t *rows = (int32_t *)(in_host_ + off_rows_);
+  SampleRow *samp = (SampleRow *)(in_host_ + off_samp_);
+  int R = 0;
+  bool decode_only = true;
+  for (int i = 0; i < M; i++) {
+    const int s = b.seq[i];
+    if (!valid_seq(seqs_, opt_.max_seqs, s)) {
+      set_error("token %d: sequence %d does not exist", i, s);
+      return BN_ERR_STATE;
+    }
+    if (b.token[i] < 0 || b.token[i] >= hp_.n_vocab) {
+      set_error("token %d: id %d is outside the vocabulary (0..%d)", i, b.token[i], hp_.n_vocab - 1);
+      return BN_ERR_INVALID_ARGUMENT;
+    }
+    const int p = seqs_[s].len + extra[s];
+    if (p >= opt_.max_ctx) {
+      set_error("sequence %d is full: position %d, context %d", s, p, opt_.max_ctx);
+      return BN_ERR_CAPACITY;
+    }
+    if (extra[s] > 0) decode_only = false;
+    extra[s]++;
+    const bool want = !b.want_logits || b.want_logits[i];
+    if (!want) decode_only = false;
+    if (want) {
+      if (R >= Rmax_) {
+        set_error("more than max_logit_rows (%d) logits rows requested", Rmax_);
+        return BN_ERR_INVALID_ARGUMENT;
+      }
+      rows[R] = i;
+      if (sampling) {
+        bn_status st = to_sample_row(sampling[R], &samp[R]);
+        if (st) return st;
+      } else {
+        memset(&samp[R], 0, sizeof(SampleRow));
+        samp[R].penalty = 1.f;
+      }
+      R++;
+    }
+    tok[i] = b.token[i];
+    pos[i] = p;
+    slot[i] = s;
+  }
+  // Pages for the new positions (all or nothing).
+  std::vector<int> grown;
+  for (int s = 0; s < opt_.max_seqs; s++) {
+    if (!extra[s]) continue;
+    Seq &q = seqs_[s];
+    const size_t need = (size_t)((q.len + extra[s] + opt_.page_size - 1) >> page_shift_);
+    if (need > q.pages.size()) {
+      if (need - q.pages.size() > free_pages_.size()) {
+        for (int t : grown) {
+          Seq &r = seqs_[t];
+          const size_t keep = (size_t)((r.len + opt_.page_size - 1) >> page_shift_);
+          while (r.pages.size() > keep) {
+            free_pages_.push_back(r.pages.back());
+            r.pages.pop_back();
+          }
+        }
+        set_error("the KV cache is full (%d pages of %d positions)", n_pages_, opt_.page_size);
+        return BN_ERR_CAPACITY;
+      }
+      while (q.pages.size() < need) {
+        const int pg = free_pages_.back();
+        free_pages_.pop_back();
+        bt_host_[(size_t)s * max_pages_ + q.pages.size()] = pg;
+        q.pages.push_back(pg);
+      }
+      grown.push_back(s);
+    }
+  }
+  bn_status st = BN_OK;
+  for (int s : grown) {
+    st = dev_->h2d(bt_dev_ + (size_t)s * max_pages_, &bt_host_[(size_t)s * max_pages_], (size_t)max_pages_ * 4);
+    if (st) return fail(st);
+  }
+  // A decode step of distinct sequences replays the CUDA graph of its batch-size bucket.
+  int bucket = 0;
+  while ((1 << bucket) < M) bucket++;
+  const int Mb = 1 << bucket;
+  const bool graph = decode_only && opt_.use_graphs && dev_->has_graphs() && bucket <= kMaxGraphBucketLog2 &&
+                     Mb <= Rmax_ && Mb <= Mmax_;
+  if (graph) {
+    for (int i = M; i < Mb; i++) {  // padding rows: token 0 at position 0 of the dummy slot
+      tok[i] = 0;
+      pos[i] = 0;
+      slot[i] = opt_.max_seqs;
+      rows[i] = i;
+      memset(&samp[i], 0, sizeof(SampleRow));
+      samp[i].penalty = 1.f;
+    }
+    int &gid = graph_of_bucket_[bucket];
+    if (gid < 0) {
+      if ((st = dev_->begin_capture())) return fail(st);
+      st = dev_->h2d(in_dev_, in_host_, in_bytes_);
+      if (!st) st = run_step(Mb, Mb, true);
+      if (!st) st = dev_->d2h(out_host_, sampled_, (size_t)(Rmax_ + 1) * 4);
+      int id = -1;
+      const bn_status st2 = dev_->end_capture(&id);
+      if (st || st2) return fail(st ? st : st2);
+      gid = id;
+    }
+    if ((st = dev_->launch_graph(gid))) return fail(st);
+  } else {
+    st = dev_->h2d(in_dev_, in_host_, in_bytes_);
+    const bool do_select = sampled_out != nullptr;
+    if (!st) st = run_step(M, R, do_select);
+    if (!st && do_select) st = dev_->d2h(out_host_, sampled_, (size_t)(Rmax_ + 1) * 4);
+  }
+  if (!st) st = dev_->sync();
+  if (st) return fail(st);
+  last_rows_ = R;
+  for (int s = 0; s < opt_.max_seqs; s++) seqs_[s].len += extra[s];
+  if (logits_out && R > 0) {
+    st = dev_->d2h(logits_out, logits_, (size_t)R * hp_.n_vocab * 4);
+    if (!st) st = dev_->sync();
+    if (st) return fail(st);
+  }
+  if (sampled_out) {
+    if (out_host_[Rmax_]) {
+      set_error("the logits contain NaN");
+      return BN_ERR_NUMERIC;
+    }
+    memcpy(sampled_out, out_host_, (size_t)R * 4);
+  }
+  return BN_OK;
+}
+
+bn_status Engine::prefill(int s, const int32_t *tokens, int n, bool all, float *logits_out) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (!valid_seq(seqs_, opt_.max_seqs, s)) {
+    set_error("sequence %d does not exist", s);
+    return BN_ERR_STATE;
+  }
+  if (n < 1 || !tokens) {
+    set_error("prefill needs at least one token");
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  const int start = seqs_[s].len;
+  const int chunk = all ? std::min(Mmax_, Rmax_) : Mmax_;
+  std::vector<int32_t> seqv((size_t)chunk, s);
+  std::vector<uint8_t> want((size_t)chunk, 0);
+  for (int off = 0; off < n; off += chunk) {
+    const int c = std::min(chunk, n - off);
+    const bool last = off + c == n;
+    for (int i = 0; i < c; i++) want[i] = all ? 1 : (last && i == c - 1);
+    bn_batch b{c, seqv.data(), tokens + off, want.data()};
+    float *lo = nullptr;
+    if (logits_out) lo = all ? logits_out + (size_t)off * hp_.n_vocab : (last ? logits_out : nullptr);
+    const bool any = all || last;
+    bn_status st = forward_locked(b, nullptr, nullptr, any ? lo : nullptr);
+    if (st) {
+      // Roll the sequence back to where the prefill started.
+      if (!poisoned_) {
+        Seq &q = seqs_[s];
+        const size_t keep = (size_t)((start + opt_.page_size - 1) >> page_shift_);
+        while (q.pages.size() > keep) {
+          free_pages_.push_back(q.pages.back());
+          q.pages.pop_back();
+        }
+        q.len = start;
+      }
+      return st;
+    }
+  }
+  return BN_OK;
+}
+
+bn_status Engine::decode(int n, const int32_t *seqs, const int32_t *tokens, const bn_sampling *sampling,
+                         int32_t *next_out, float *logits_out) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (n < 1 || !seqs || !tokens) {
+    set_error("decode needs at least one sequence");
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < i; j++)
+      if (seqs[i] == seqs[j]) {
+        set_error("decode: sequence %d appears twice", seqs[i]);
+        return BN_ERR_INVALID_ARGUMENT;
+      }
+  bn_batch b{n, seqs, tokens, nullptr};
+  return forward_locked(b, sampling, next_out, logits_out);
+}
+
+bn_status Engine::logits_row(int row, float *out) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (row < 0 || row >= last_rows_) {
+    set_error("logits row %d does not exist (the last forward produced %d)", row, last_rows_);
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  bn_status st = dev_->d2h(out, logits_ + (size_t)row * hp_.n_vocab, (size_t)hp_.n_vocab * 4);
+  if (!st) st = dev_->sync();
+  return st ? fail(st) : BN_OK;
+}
+
+}  // namespace bn

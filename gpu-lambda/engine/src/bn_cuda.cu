@@ -1,0 +1,268 @@
+// The CUDA side of the seams: CudaDevice (memory, copies, one non-blocking stream, CUDA graphs)
+// and CudaOps (kernel launches). Every CUDA call goes through BN_CUDA_CHECK, which turns an error
+// into a status and bn_last_error() text; nothing is printed and nothing carries on.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "bn_device.cuh"
+
+namespace bn {
+
+static bn_status cuda_fail(cudaError_t e, const char *what, const char *file, int line) {
+  set_error("%s failed: %s (%s) at %s:%d", what, cudaGetErrorName(e), cudaGetErrorString(e), file, line);
+  if (e == cudaErrorMemoryAllocation) return BN_ERR_OUT_OF_MEMORY;
+  if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice || e == cudaErrorInvalidDevice) return BN_ERR_NO_DEVICE;
+  return BN_ERR_CUDA;
+}
+
+#define BN_CUDA_CHECK(call)                                                   \
+  do {                                                                        \
+    const cudaError_t bn_e_ = (call);                                         \
+    if (bn_e_ != cudaSuccess) return cuda_fail(bn_e_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+bn_status check_launch(const char *what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return cuda_fail(e, what, "launch", 0);
+  return BN_OK;
+}
+
+class CudaOps : public Ops {
+ public:
+  cudaStream_t stream = nullptr;
+  unsigned *counter = nullptr;  // last-block ticket of fused tails
+  int *scratch = nullptr;       // split-K partial sums (zero between uses)
+  unsigned *tickets = nullptr;  // split-K tile tickets
+  int max_tiles = 0, sm_count = 1;
+
+  bn_status embed(const EmbedParams &p, int M, const NormQuant &nq) override { return launch_embed(p, M, nq, stream); }
+  bn_status gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail) override {
+    return launch_gemv(w, a, M, e, tail, counter, stream);
+  }
+  bn_status gemm(const Mat &w, const Acts &a, int M, const Epi &e) override {
+    return launch_gemm(w, a, M, e, scratch, tickets, max_tiles, sm_count, stream);
+  }
+  bn_status norm_quant(const NormQuant &nq, int M) override { return launch_norm_quant(nq, M, stream); }
+  bn_status attention(const AttnParams &p, int M, const NormQuant *tail) override {
+    return launch_attention(p, M, tail, counter, stream);
+  }
+  bn_status head(const HeadParams &p, int R, bool gemm) override { return launch_head(p, R, gemm, stream); }
+  bn_status select(const SelectParams &p, int R) override { return launch_select(p, R, stream); }
+};
+
+class CudaDevice : public Device {
+ public:
+  int dev = 0;
+  cudaDeviceProp props{};
+  CudaOps ops_;
+  std::vector<cudaGraphExec_t> graphs;
+  std::vector<void *> own;
+
+  ~CudaDevice() override {
+    cudaSetDevice(dev);
+    if (ops_.stream) cudaStreamSynchronize(ops_.stream);
+    for (cudaGraphExec_t g : graphs) cudaGraphExecDestroy(g);
+    for (void *p : own) cudaFree(p);
+    if (ev0) cudaEventDestroy(ev0);
+    if (ev1) cudaEventDestroy(ev1);
+    if (ops_.stream) cudaStreamDestroy(ops_.stream);
+    cudaGetLastError();
+  }
+
+  bn_status init(int index) {
+    dev = index;
+    BN_CUDA_CHECK(cudaSetDevice(dev));
+    BN_CUDA_CHECK(cudaGetDeviceProperties(&props, dev));
+    if (props.major < 8) {
+      set_error("device %d (%s) has compute capability %d.%d; the engine needs 8.0 or newer", dev, props.name,
+                props.major, props.minor);
+      return BN_ERR_UNSUPPORTED;
+    }
+    BN_CUDA_CHECK(cudaStreamCreateWithFlags(&ops_.stream, cudaStreamNonBlocking));
+    ops_.sm_count = props.multiProcessorCount;
+    void *c = nullptr;
+    BN_CUDA_CHECK(cudaMalloc(&c, 256));
+    own.push_back(c);
+    BN_CUDA_CHECK(cudaMemset(c, 0, 256));
+    ops_.counter = (unsigned *)c;
+    return BN_OK;
+  }
+
+  bn_status alloc(void **p, size_t bytes) override {
+    BN_CUDA_CHECK(cudaSetDevice(dev));
+    BN_CUDA_CHECK(cudaMalloc(p, bytes));
+    return BN_OK;
+  }
+  void release(void *p) override {
+    cudaSetDevice(dev);
+    cudaFree(p);
+  }
+  bn_status alloc_host(void **p, size_t bytes) override {
+    BN_CUDA_CHECK(cudaMallocHost(p, bytes));
+    return BN_OK;
+  }
+  void release_host(void *p) override { cudaFreeHost(p); }
+  bn_status h2d(void *dst, const void *src, size_t bytes) override {
+    BN_CUDA_CHECK(cudaSetDevice(dev));
+    BN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ops_.stream));
+    return BN_OK;
+  }
+  bn_status d2h(void *dst, const void *src, size_t bytes) override {
+    BN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ops_.stream));
+    return BN_OK;
+  }
+  bn_status d2d(void *dst, const void *src, size_t bytes) override {
+    BN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ops_.stream));
+    return BN_OK;
+  }
+  bn_status memset0(void *p, size_t bytes) override {
+    BN_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, ops_.stream));
+    return BN_OK;
+  }
+  cudaEvent_t ev0 = nullptr, ev1 = nullptr;
+  bn_status timer_start() override {
+    if (!ev0) {
+      BN_CUDA_CHECK(cudaEventCreate(&ev0));
+      BN_CUDA_CHECK(cudaEventCreate(&ev1));
+    }
+    BN_CUDA_CHECK(cudaEventRecord(ev0, ops_.stream));
+    return BN_OK;
+  }
+  bn_status timer_stop(double *ms) override {
+    BN_CUDA_CHECK(cudaEventRecord(ev1, ops_.stream));
+    BN_CUDA_CHECK(cudaEventSynchronize(ev1));
+    float f = 0.f;
+    BN_CUDA_CHECK(cudaEventElapsedTime(&f, ev0, ev1));
+    *ms = f;
+    return BN_OK;
+  }
+  bn_status sync() override {
+    BN_CUDA_CHECK(cudaStreamSynchronize(ops_.stream));
+    return BN_OK;
+  }
+  Ops &ops() override { return ops_; }
+  bn_status free_memory(uint64_t *free_b, uint64_t *total_b) override {
+    size_t f = 0, t = 0;
+    BN_CUDA_CHECK(cudaMemGetInfo(&f, &t));
+    *free_b = f;
+    *total_b = t;
+    return BN_OK;
+  }
+  void describe(char *name, size_t len, int *major, int *minor) override {
+    snprintf(name, len, "%s", props.name);
+    *major = props.major;
+    *minor = props.minor;
+  }
+  bool has_graphs() override { return true; }
+  bn_status begin_capture() override {
+    BN_CUDA_CHECK(cudaSetDevice(dev));
+    BN_CUDA_CHECK(cudaStreamBeginCapture(ops_.stream, cudaStreamCaptureModeThreadLocal));
+    return BN_OK;
+  }
+  bn_status end_capture(int *id) override {
+    cudaGraph_t g = nullptr;
+    BN_CUDA_CHECK(cudaStreamEndCapture(ops_.stream, &g));
+    cudaGraphExec_t ex = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&ex, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) return cuda_fail(e, "cudaGraphInstantiate", __FILE__, __LINE__);
+    graphs.push_back(ex);
+    *id = (int)graphs.size() - 1;
+    return BN_OK;
+  }
+  bn_status launch_graph(int id) override {
+    BN_CUDA_CHECK(cudaSetDevice(dev));
+    BN_CUDA_CHECK(cudaGraphLaunch(graphs[(size_t)id], ops_.stream));
+    return BN_OK;
+  }
+  bn_status configure(int max_ctx, int max_tokens, int max_n) override {
+    BN_CUDA_CHECK(cudaSetDevice(dev));
+    bn_status st = configure_attention(max_ctx);
+    if (st) return st;
+    void *p = nullptr;
+    const size_t sbytes = (size_t)max_tokens * (size_t)max_n * 4;
+    BN_CUDA_CHECK(cudaMalloc(&p, sbytes));
+    own.push_back(p);
+    BN_CUDA_CHECK(cudaMemset(p, 0, sbytes));
+    ops_.scratch = (int *)p;
+    ops_.max_tiles = 8192;
+    BN_CUDA_CHECK(cudaMalloc(&p, (size_t)ops_.max_tiles * 4));
+    own.push_back(p);
+    BN_CUDA_CHECK(cudaMemset(p, 0, (size_t)ops_.max_tiles * 4));
+    ops_.tickets = (unsigned *)p;
+    return BN_OK;
+  }
+};
+
+bn_status make_device(int index, Device **out) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    set_error("no usable CUDA driver/GPU: cudaGetDeviceCount returned %d (%s: %s)", (int)e, cudaGetErrorName(e),
+              cudaGetErrorString(e));
+    return BN_ERR_NO_DEVICE;
+  }
+  if (index < 0 || index >= count) {
+    set_error("CUDA device %d does not exist (%d device(s))", index, count);
+    return BN_ERR_NO_DEVICE;
+  }
+  CudaDevice *d = new CudaDevice();
+  const bn_status st = d->init(index);
+  if (st) {
+    delete d;
+    return st;
+  }
+  *out = d;
+  return BN_OK;
+}
+
+}  // namespace bn
+
+extern "C" bn_status bn_query_device(int32_t device, bn_device_info *out) {
+  bn::clear_error();
+  if (!out) {
+    bn::set_error("out is null");
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  memset(out, 0, sizeof(*out));
+  cudaRuntimeGetVersion(&out->runtime_version);
+  cudaDriverGetVersion(&out->driver_version);
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    out->cuda_error = (int32_t)e;
+    bn::set_error("no usable CUDA driver/GPU: cudaGetDeviceCount returned %d (%s: %s)", (int)e, cudaGetErrorName(e),
+                  cudaGetErrorString(e));
+    return BN_ERR_NO_DEVICE;
+  }
+  out->device_count = count;
+  if (device < 0 || device >= count) {
+    bn::set_error("CUDA device %d does not exist (%d device(s))", device, count);
+    return BN_ERR_NO_DEVICE;
+  }
+  cudaDeviceProp p;
+  e = cudaGetDeviceProperties(&p, device);
+  if (e != cudaSuccess) {
+    out->cuda_error = (int32_t)e;
+    return bn::cuda_fail(e, "cudaGetDeviceProperties", __FILE__, __LINE__);
+  }
+  snprintf(out->name, sizeof(out->name), "%s", p.name);
+  out->cc_major = p.major;
+  out->cc_minor = p.minor;
+  out->sm_count = p.multiProcessorCount;
+  out->total_mem = p.totalGlobalMem;
+  int prev = 0;
+  cudaGetDevice(&prev);
+  if (cudaSetDevice(device) == cudaSuccess) {
+    size_t f = 0, t = 0;
+    if (cudaMemGetInfo(&f, &t) == cudaSuccess) out->free_mem = f;
+    cudaSetDevice(prev);
+  }
+  cudaGetLastError();
+  return BN_OK;
+}

@@ -1,0 +1,192 @@
+// Kernel parameter blocks and the two seams of the engine:
+// - Ops: one method per kernel launch. CudaOps (bn_cuda.cu) launches the CUDA kernels; EmuOps
+//   (bn_emu.cpp) runs a CPU emulation built from the same host/device helpers (bn_numerics.h).
+// - Device: memory, copies, synchronisation and (optionally) CUDA graphs.
+// The engine core (bn_core.cpp) is written once against these, so the orchestration (which
+// buffer feeds which kernel, fused tails, paging, batching) runs and is tested on the CPU too.
+//
+// All pointers are device pointers on the GPU build and host pointers in the emulation.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../include/bitnet_cuda.h"
+#include "bn_numerics.h"
+
+namespace bn {
+
+// ---- kernel parameters --------------------------------------------------------------------------
+
+// int8 activations of M tokens: token m's K values at q + m*ld (ld a multiple of 16), its scale
+// s[m] = 127/amax and S[m] = Σq.
+struct Acts {
+  const int8_t *q;
+  const float *scale;
+  const int32_t *sum;
+  int ld;
+};
+
+// An I2_S matrix of n rows × k columns (k % 128 == 0), rows contiguous (k/4 bytes each).
+struct Mat {
+  const uint8_t *w;
+  int n, k;
+  ScaleMap sm;
+};
+
+enum EpiKind { EPI_STORE = 0, EPI_RESID = 1, EPI_GATEUP = 2, EPI_QKV = 3 };
+
+// What a matmul does with y[m][n] (the BitLinear output).
+struct Epi {
+  int kind;
+  // STORE: out[m*ld + n] = y. RESID: out[m*ld + n] += y (f32 add). GATEUP: rows interleaved
+  // (2i = gate i, 2i+1 = up i): out[m*ld + i] = act(g)·u.
+  float *out;
+  int ld;
+  int act;  // BN_ACT_*
+  // QKV: rows [q (RoPE pairs adjacent), k (same), v]; q -> q16, k/v -> the paged cache.
+  uint16_t *q16;
+  int ldq;
+  int n_embd, kv_dim, head_dim, n_rot;
+  const float *rope;  // [pos][n_rot/2] (cos, sin) pairs
+  const int32_t *pos, *slot, *block_table;
+  int max_pages, page_shift;
+  uint16_t *kc, *vc;  // this layer's K and V pools: [page][slot in page][kv_dim] f16
+};
+
+// Per-token RMSNorm (f64 sum of squares) followed by int8 quantization; the "tail" of a fused
+// kernel or a kernel of its own. Outputs are optional (null = not written).
+struct NormQuant {
+  const float *x;
+  int ldx, n;
+  const float *w;
+  float eps;
+  int8_t *q;
+  float *scale;
+  int32_t *sum;
+  int ldq;
+  float *f32_out;     // normed values, row stride ldx
+  uint16_t *f16_out;  // f16 of the normed values, row stride ldx
+};
+
+struct EmbedParams {
+  const void *table;  // [V][n_embd] F16 or F32
+  int type;           // BN_TYPE_F16 / BN_TYPE_F32
+  int n_embd;
+  const int32_t *tokens;
+  float *x;  // [M][n_embd]
+  int ldx;
+};
+
+struct AttnParams {
+  const uint16_t *q16;  // [M][ldq] (RoPE'd, f16)
+  int ldq;
+  const uint16_t *kc, *vc;  // this layer's pools
+  const int32_t *pos, *slot, *block_table;
+  int max_pages, page_shift;
+  int n_head, n_head_kv, head_dim, kv_dim;
+  double scale;  // 1/sqrt(head_dim) in f64 (the reference multiplies by a double)
+  float *out;    // [M][ldo]
+  int ldo;
+  int max_t;     // scores buffer capacity (positions)
+};
+
+struct HeadParams {
+  int mode;          // BN_HEAD_F16 (type F16 or F32) / BN_HEAD_INT8
+  int type;          // head tensor type for F16 mode (BN_TYPE_F16 or BN_TYPE_F32)
+  const void *w;     // [V][K]
+  const int8_t *w8;  // INT8: [V][K]
+  const float *w8_scale;  // INT8: per row
+  int n_vocab, k;
+  const uint16_t *h16;  // F16 head input rows [M][ldh]
+  const float *h32;     // F32 head input rows
+  const int8_t *hq;     // INT8 head input
+  const float *hscale;
+  int ldh;
+  const int32_t *rows;  // logits row r reads hidden row rows[r]
+  float *logits;        // [R][n_vocab]
+};
+
+// One sampling row as the GPU reads it (mirrors bn_sampling with the history inline).
+struct SampleRow {
+  double temperature;
+  double top_p;
+  double penalty;
+  int32_t top_k;
+  float u;
+  int32_t n_history;
+  int32_t history[64];
+};
+
+struct SelectParams {
+  float *logits;  // [R][n_vocab], modified in place by the repetition penalty
+  int n_vocab;
+  const SampleRow *rows;  // null = greedy for all
+  int32_t *out;           // [R]
+  int32_t *nan_flag;      // set to 1 when a NaN is seen
+};
+
+constexpr int kMaxTopK = 1024;
+constexpr int kGemvTPR = 8;        // threads per row in the dp4a GEMV
+constexpr int kGemvRows = 16;      // rows per 128-thread block (4 warps × 4 rows)
+constexpr int kGemvMaxM = 8;       // tokens the GEMV can carry (one per lane of a row group)
+constexpr int kAttnThreads = 128;  // threads per attention block (4 warps)
+constexpr int kNormThreads = 128;  // threads per token in RMSNorm+quantize (and every fused tail)
+
+// ---- seams --------------------------------------------------------------------------------------
+
+class Ops {
+ public:
+  virtual ~Ops() {}
+  virtual bn_status embed(const EmbedParams &p, int M, const NormQuant &nq) = 0;
+  // dp4a GEMV for M <= kGemvMaxM tokens; `tail` (nullable) runs in the last block to finish.
+  virtual bn_status gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail) = 0;
+  // int8 tensor-core GEMM (mma m16n8k32 s8·u8) for any M.
+  virtual bn_status gemm(const Mat &w, const Acts &a, int M, const Epi &e) = 0;
+  virtual bn_status norm_quant(const NormQuant &nq, int M) = 0;
+  virtual bn_status attention(const AttnParams &p, int M, const NormQuant *tail) = 0;
+  // R logits rows; `gemm` picks the tensor-core path (F16 mode) for large R.
+  virtual bn_status head(const HeadParams &p, int R, bool gemm) = 0;
+  virtual bn_status select(const SelectParams &p, int R) = 0;
+};
+
+class Device {
+ public:
+  virtual ~Device() {}
+  virtual bn_status alloc(void **p, size_t bytes) = 0;
+  virtual void release(void *p) = 0;
+  virtual bn_status alloc_host(void **p, size_t bytes) = 0;  // pinned on the GPU build
+  virtual void release_host(void *p) = 0;
+  virtual bn_status h2d(void *dst, const void *src, size_t bytes) = 0;  // async on the stream
+  virtual bn_status d2h(void *dst, const void *src, size_t bytes) = 0;  // async on the stream
+  virtual bn_status d2d(void *dst, const void *src, size_t bytes) = 0;  // async on the stream
+  virtual bn_status memset0(void *p, size_t bytes) = 0;
+  virtual bn_status sync() = 0;
+  virtual Ops &ops() = 0;
+  virtual bn_status free_memory(uint64_t *free_bytes, uint64_t *total_bytes) = 0;
+  virtual void describe(char *name, size_t len, int *cc_major, int *cc_minor) = 0;
+  // CUDA graphs: begin_capture, then the ops and copies of one step, then end_capture(&id);
+  // launch_graph(id) replays it. A device without graphs returns false from has_graphs().
+  virtual bool has_graphs() = 0;
+  virtual bn_status begin_capture() = 0;
+  virtual bn_status end_capture(int *graph_id) = 0;
+  virtual bn_status launch_graph(int graph_id) = 0;
+  // Once at creation: the attention scores' shared memory (max_ctx floats) and the scratch of
+  // split-K GEMMs (max_tokens × max_n int32).
+  virtual bn_status configure(int max_ctx, int max_tokens, int max_n) = 0;
+  // Timing for the benchmarks: device events on the GPU, a host clock in the emulation.
+  virtual bn_status timer_start() = 0;
+  virtual bn_status timer_stop(double *ms) = 0;  // waits for the work in between
+};
+
+// The CPU emulator as a Device (also available in the GPU build, for side-by-side tests).
+Device *make_emu_device();
+
+// Provided by bn_cuda.cu (GPU build) or bn_emu.cpp (CPU emulation build).
+bn_status make_device(int device_index, Device **out);
+
+// Thread-local error text (bn_last_error).
+void set_error(const char *fmt, ...);
+void clear_error();
+
+}  // namespace bn

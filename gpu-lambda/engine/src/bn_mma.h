@@ -1,0 +1,46 @@
+// Tensor-core fragment helpers (host/device), per the PTX ISA fragment layouts of
+// mma.sync.aligned.m16n8k32 (s8/u8) and m16n8k16 (f16): lane = 4*g + t (g = lane>>2, t = lane&3).
+//   k32 A (16x32, row): a0 = A[g][4t..4t+3], a1 = A[g+8][4t..], a2 = A[g][16+4t..], a3 = A[g+8][16+4t..]
+//   k32 B (32x8, col):  b0 = B[4t..4t+3][g],  b1 = B[16+4t..16+4t+3][g]
+//   k16 A (16x16, f16): a0 = A[g][2t,2t+1], a1 = A[g+8][2t..], a2 = A[g][8+2t..], a3 = A[g+8][8+2t..]
+//   k16 B (16x8, f16):  b0 = B[2t,2t+1][g], b1 = B[8+2t,8+2t+1][g]
+//   C/D (16x8, s32/f32): c0 = C[g][2t], c1 = C[g][2t+1], c2 = C[g+8][2t], c3 = C[g+8][2t+1]
+// The CPU emulation (bn_emu.cpp) implements the instructions from these layouts, so the fragment
+// loads below are checked on the host against plain matrix products.
+#pragma once
+
+#include "bn_numerics.h"
+
+namespace bn {
+
+// I2_S weights as the k32 B operand (u8 codes 0..2): the n8 tile's column g is weight row
+// n0+g; for plane p of a 128-block (k = 32p..32p+31) its 32 bytes give b0 = word t, b1 = word
+// t+4, each shifted to plane p (bytes 4t..4t+3 hold elements 4t..4t+3 of every plane).
+BN_HD void i2s_b_frag(uint32_t w_t, uint32_t w_t4, int p, uint32_t b[2]) {
+  b[0] = i2s_plane(w_t, p);
+  b[1] = i2s_plane(w_t4, p);
+}
+
+// k32 A operand from a staged int8 tile (row stride `st` bytes): m16 tile rows r0.., k offset k0.
+BN_HD void s8_a_frag(const int8_t *tile, int st, int r0, int k0, int g, int t, uint32_t a[4]) {
+  a[0] = ld32(tile + (r0 + g) * st + k0 + 4 * t);
+  a[1] = ld32(tile + (r0 + g + 8) * st + k0 + 4 * t);
+  a[2] = ld32(tile + (r0 + g) * st + k0 + 16 + 4 * t);
+  a[3] = ld32(tile + (r0 + g + 8) * st + k0 + 16 + 4 * t);
+}
+
+// k16 A operand (f16) from a staged tile of halves (row stride `st` halves).
+BN_HD void f16_a_frag(const uint16_t *tile, int st, int r0, int k0, int g, int t, uint32_t a[4]) {
+  a[0] = ld32(tile + (r0 + g) * st + k0 + 2 * t);
+  a[1] = ld32(tile + (r0 + g + 8) * st + k0 + 2 * t);
+  a[2] = ld32(tile + (r0 + g) * st + k0 + 8 + 2 * t);
+  a[3] = ld32(tile + (r0 + g + 8) * st + k0 + 8 + 2 * t);
+}
+
+// k16 B operand (f16) from a staged tile whose rows are the B columns (weight rows).
+BN_HD void f16_b_frag(const uint16_t *tile, int st, int n0, int k0, int g, int t, uint32_t b[2]) {
+  b[0] = ld32(tile + (n0 + g) * st + k0 + 2 * t);
+  b[1] = ld32(tile + (n0 + g) * st + k0 + 8 + 2 * t);
+}
+
+}  // namespace bn

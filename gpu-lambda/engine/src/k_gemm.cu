@@ -1,0 +1,180 @@
+// Ternary × int8 GEMM on tensor cores (prefill and batched decode, any M): mma.sync m16n8k32
+// with s8 activations (A, row-major) and the raw I2_S codes 0..2 as u8 (B, "col" = weight rows),
+// int32 accumulation (exact), D − S in the epilogue (§2.4).
+//
+// Tiles: a 128-thread block computes 64 tokens × 64 weight rows; warp w owns rows 16w..16w+15
+// (two n8 tiles) for all four m16 tiles. Per 128-element K block the block stages the 64×128
+// activation tile in shared memory (row stride 144 B: conflict-free 32-bit fragment reads), and
+// each lane reads its two u32 words of each of its two weight rows straight from global memory
+// (lanes t = 0..3 of a row cover its 32-byte block; the next block's words are prefetched into
+// registers). One 32-byte I2_S block = 4 k-steps: plane p is one shift+mask of the same words.
+//
+// __launch_bounds__(128, 4): without the occupancy hint ptxas (sm_80) capped the kernel at 72
+// registers and spilled; 4 blocks of 128 threads leave it up to 128.
+// The 64×64 int32 result tile goes through shared memory; the epilogue then walks (even, odd)
+// column pairs (RoPE and gate/up partners) with coalesced-ish stores.
+// Split-K: when the tiles alone cannot fill the GPU (small N·M), blockIdx.z splits the K blocks;
+// partial int32 sums go to a scratch matrix with atomicAdd (exact in any order) and the last
+// block of each tile (ticket) runs the epilogue and zeroes its scratch.
+#include "bn_device.cuh"
+#include "bn_epilogue.h"
+#include "bn_mma.h"
+
+namespace bn {
+
+constexpr int GM = 64, GN = 64, AST = 144, CST = GN + 4;  // CST: padded result-tile stride
+
+__device__ __forceinline__ void mma_s8u8(int c[4], const uint32_t a[4], const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void finish(const Mat &W, const Acts &A, const Epi &e, int m, int n, int d0, int d1) {
+  const float y0 = bitlinear_out(d0 - A.sum[m], A.scale[m], W.sm, n);
+  const bool has1 = n + 1 < W.n;
+  const float y1 = has1 ? bitlinear_out(d1 - A.sum[m], A.scale[m], W.sm, n + 1) : 0.f;
+  epi_apply(e, m, n, y0, y1);
+  if (has1) epi_apply(e, m, n + 1, y1, 0.f);
+}
+
+__global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split, int *scratch,
+                                                   unsigned *tickets) {
+  // Shared memory: the activation tile during the K loop, then the 64×64 int32 result tile.
+  __shared__ __align__(16) int8_t smem[GM * CST * 4];
+  int8_t *As = smem;
+  int *Cs = (int *)smem;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int nt0 = blockIdx.x * GN, n0 = nt0 + warp * 16, m0 = blockIdx.y * GM;
+  const int kb_n = W.k >> 7;
+  const int kb0 = blockIdx.z * kb_per_split, kb1 = min(kb_n, kb0 + kb_per_split);
+  const size_t rb = (size_t)W.k >> 2;
+  const int r0 = n0 + g, r1 = n0 + 8 + g;
+  const bool v0 = r0 < W.n, v1 = r1 < W.n;
+  const uint8_t *w0p = W.w + (size_t)(v0 ? r0 : 0) * rb + 4 * t;
+  const uint8_t *w1p = W.w + (size_t)(v1 ? r1 : 0) * rb + 4 * t;
+  int acc[4][2][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) acc[i][j][r] = 0;
+  uint32_t cur[4] = {0, 0, 0, 0}, nxt[4] = {0, 0, 0, 0};
+  if (kb0 < kb1) {
+    if (v0) {
+      cur[0] = __ldg((const uint32_t *)(w0p + (size_t)kb0 * 32));
+      cur[1] = __ldg((const uint32_t *)(w0p + (size_t)kb0 * 32 + 16));
+    }
+    if (v1) {
+      cur[2] = __ldg((const uint32_t *)(w1p + (size_t)kb0 * 32));
+      cur[3] = __ldg((const uint32_t *)(w1p + (size_t)kb0 * 32 + 16));
+    }
+  }
+  for (int kb = kb0; kb < kb1; kb++) {
+    __syncthreads();  // the previous activation tile is consumed
+#pragma unroll
+    for (int pass = 0; pass < 4; pass++) {
+      const int piece = threadIdx.x + 128 * pass, r = piece >> 3, c16 = piece & 7;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (m0 + r < M) v = __ldg((const uint4 *)(A.q + (size_t)(m0 + r) * A.ld + (size_t)kb * 128 + c16 * 16));
+      *(uint4 *)(As + r * AST + c16 * 16) = v;
+    }
+    if (kb + 1 < kb1) {
+      if (v0) {
+        nxt[0] = __ldg((const uint32_t *)(w0p + (size_t)(kb + 1) * 32));
+        nxt[1] = __ldg((const uint32_t *)(w0p + (size_t)(kb + 1) * 32 + 16));
+      }
+      if (v1) {
+        nxt[2] = __ldg((const uint32_t *)(w1p + (size_t)(kb + 1) * 32));
+        nxt[3] = __ldg((const uint32_t *)(w1p + (size_t)(kb + 1) * 32 + 16));
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int p = 0; p < 4; p++) {
+      uint32_t b0[2], b1[2];
+      i2s_b_frag(cur[0], cur[1], p, b0);
+      i2s_b_frag(cur[2], cur[3], p, b1);
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        if (m0 + 16 * i < M) {  // warp-uniform: skip m16 tiles past the last token
+          uint32_t a[4];
+          s8_a_frag(As, AST, 16 * i, 32 * p, g, t, a);
+          mma_s8u8(acc[i][0], a, b0);
+          mma_s8u8(acc[i][1], a, b1);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++) cur[r] = nxt[r];
+  }
+  // Result tile to shared memory: Cs[ml][nl], C fragment rows g/g+8, columns 2t/2t+1.
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int ml = 16 * i + g + 8 * h, nl = warp * 16 + 8 * j + 2 * t;
+        Cs[ml * CST + nl] = acc[i][j][2 * h];
+        Cs[ml * CST + nl + 1] = acc[i][j][2 * h + 1];
+      }
+  __syncthreads();
+  if (gridDim.z > 1) {
+    // Split-K: accumulate into the scratch matrix; the tile's last block finishes it.
+    for (int idx = threadIdx.x; idx < GM * GN; idx += blockDim.x) {
+      const int ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
+      if (m < M && n < W.n) atomicAdd(scratch + (size_t)m * W.n + n, Cs[ml * CST + nl]);
+    }
+    __shared__ bool is_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned *tk = tickets + blockIdx.y * gridDim.x + blockIdx.x;
+      is_last = atomicAdd(tk, 1u) == gridDim.z - 1;
+      if (is_last) *tk = 0;
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    for (int idx = threadIdx.x; idx < GM * GN; idx += blockDim.x) {
+      const int ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
+      if (m < M && n < W.n) {
+        int *s = scratch + (size_t)m * W.n + n;
+        Cs[ml * CST + nl] = __ldcg(s);
+        *s = 0;
+      }
+    }
+    __syncthreads();
+  }
+  // Epilogue on (even, odd) column pairs: one call site.
+  for (int idx = threadIdx.x; idx < GM * GN / 2; idx += blockDim.x) {
+    const int ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
+    const int m = m0 + ml, n = nt0 + nl;
+    if (m < M && n < W.n) finish(W, A, e, m, n, Cs[ml * CST + nl], Cs[ml * CST + nl + 1]);
+  }
+}
+
+bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, int *scratch, unsigned *tickets,
+                      int max_tiles, int sm_count, cudaStream_t s) {
+  const int nt = (w.n + GN - 1) / GN, mt = (M + GM - 1) / GM;
+  const int kb_n = w.k >> 7;
+  int split = 1;
+  const int target = 2 * sm_count;
+  if (nt * mt < target && nt * mt <= max_tiles) {
+    split = (target + nt * mt - 1) / (nt * mt);
+    if (split > kb_n / 2) split = kb_n / 2;  // at least two K blocks per split
+    if (split < 1) split = 1;
+  }
+  const int per = (kb_n + split - 1) / split;
+  split = (kb_n + per - 1) / per;
+  dim3 grid(nt, mt, split);
+  gemm_kernel<<<grid, 128, 0, s>>>(w, a, M, e, per, scratch, tickets);
+  return check_launch("gemm_kernel");
+}
+
+}  // namespace bn

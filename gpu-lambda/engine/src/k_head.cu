@@ -1,0 +1,213 @@
+// The LM head: logits[r][v] = head[v] · hidden[rows[r]].
+//
+// GEMV (R <= 8 rows per launch, decode): one warp per vocabulary row, 8 rows per 256-thread
+// block; lane l reads 16-byte chunks l, l+32, ... of the row (streaming loads). F16 head: the
+// hidden state is f16 (as the reference rounds it), every product f16·f16 is exact in f64 and
+// the sums are taken in f64 (a lane's chunks in order, then an xor butterfly), so the logit is
+// the reference's f64 sum rounded once to f32. F32 head: same, products exact in f64.
+// INT8 mode: per-row int8 head (absmax) × per-token int8 hidden, dp4a, two f32 divisions.
+//
+// GEMM (R > 8, prefill 'all' and batched decode; F16 only): mma.sync m16n8k16 f16 → f32 on
+// 64 rows × 64 vocabulary tiles, both operands staged in shared memory per 64-wide K slice
+// (row stride 72 halves: conflict-free fragment reads). f32 accumulation inside the tensor cores:
+// logits match the reference to ~1e-6 relative, not bit for bit.
+#include "bn_device.cuh"
+#include "bn_mma.h"
+
+namespace bn {
+
+template <int RT>
+__global__ void __launch_bounds__(256) head_f16_kernel(HeadParams p, int r0, int R) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int v = blockIdx.x * 8 + warp;
+  if (v >= p.n_vocab) return;
+  const int nc = p.k / 8;
+  const uint4 *wr = (const uint4 *)((const uint16_t *)p.w + (size_t)v * p.k);
+  double acc[RT];
+#pragma unroll
+  for (int r = 0; r < RT; r++) acc[r] = 0.0;
+  for (int c = lane; c < nc; c += 32) {
+    const uint4 wv = __ldcs(wr + c);
+    const uint32_t ww[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+      if (r < R) {
+        const uint4 hv = __ldg((const uint4 *)(p.h16 + (size_t)p.rows[r0 + r] * p.ldh) + c);
+        const uint32_t hh[4] = {hv.x, hv.y, hv.z, hv.w};
+        double a = acc[r];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          // f16·f16 is exact in f64, so the fma equals the reference's add of the product.
+          a = __fma_rn((double)f16_to_f32((uint16_t)(hh[e] & 0xffffu)), (double)f16_to_f32((uint16_t)(ww[e] & 0xffffu)), a);
+          a = __fma_rn((double)f16_to_f32((uint16_t)(hh[e] >> 16)), (double)f16_to_f32((uint16_t)(ww[e] >> 16)), a);
+        }
+        acc[r] = a;
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < RT; r++) {
+    const double s = warp_sum_d(acc[r]);
+    if (lane == 0 && r < R) p.logits[(size_t)(r0 + r) * p.n_vocab + v] = (float)s;
+  }
+}
+
+template <int RT>
+__global__ void __launch_bounds__(256) head_f32_kernel(HeadParams p, int r0, int R) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int v = blockIdx.x * 8 + warp;
+  if (v >= p.n_vocab) return;
+  const int nc = p.k / 4;
+  const float4 *wr = (const float4 *)((const float *)p.w + (size_t)v * p.k);
+  double acc[RT];
+#pragma unroll
+  for (int r = 0; r < RT; r++) acc[r] = 0.0;
+  for (int c = lane; c < nc; c += 32) {
+    const float4 w = __ldcs(wr + c);
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+      if (r < R) {
+        const float4 x = __ldg((const float4 *)(p.h32 + (size_t)p.rows[r0 + r] * p.ldh) + c);
+        // f32·f32 is exact in f64: the fma equals the reference's add of the product.
+        acc[r] = __fma_rn((double)x.x, (double)w.x, acc[r]);
+        acc[r] = __fma_rn((double)x.y, (double)w.y, acc[r]);
+        acc[r] = __fma_rn((double)x.z, (double)w.z, acc[r]);
+        acc[r] = __fma_rn((double)x.w, (double)w.w, acc[r]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < RT; r++) {
+    const double s = warp_sum_d(acc[r]);
+    if (lane == 0 && r < R) p.logits[(size_t)(r0 + r) * p.n_vocab + v] = (float)s;
+  }
+}
+
+template <int RT>
+__global__ void __launch_bounds__(256) head_i8_kernel(HeadParams p, int r0, int R) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int v = blockIdx.x * 8 + warp;
+  if (v >= p.n_vocab) return;
+  const int nc = p.k / 16;
+  const uint4 *wr = (const uint4 *)(p.w8 + (size_t)v * p.k);
+  int acc[RT];
+#pragma unroll
+  for (int r = 0; r < RT; r++) acc[r] = 0;
+  for (int c = lane; c < nc; c += 32) {
+    const uint4 w = __ldcs(wr + c);
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+      if (r < R) {
+        const uint4 x = __ldg((const uint4 *)(p.hq + (size_t)p.rows[r0 + r] * p.ldh) + c);
+        int a = acc[r];
+        a = dp4a(w.x, x.x, a);
+        a = dp4a(w.y, x.y, a);
+        a = dp4a(w.z, x.z, a);
+        a = dp4a(w.w, x.w, a);
+        acc[r] = a;
+      }
+    }
+  }
+  const float ws = p.w8_scale[v];
+#pragma unroll
+  for (int r = 0; r < RT; r++) {
+    const int s = warp_sum_i(acc[r]);
+    if (lane == 0 && r < R)
+      p.logits[(size_t)(r0 + r) * p.n_vocab + v] = fdiv(fdiv((float)s, p.hscale[p.rows[r0 + r]]), ws);
+  }
+}
+
+__device__ __forceinline__ void mma_f16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+constexpr int HST = 72;  // shared row stride in halves
+
+__global__ void __launch_bounds__(128) head_mma_kernel(HeadParams p, int R) {
+  __shared__ __align__(16) uint16_t As[64 * HST];
+  __shared__ __align__(16) uint16_t Bs[64 * HST];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int v0 = blockIdx.x * 64, r0 = blockIdx.y * 64;
+  const uint16_t *W = (const uint16_t *)p.w;
+  float acc[4][2][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+#pragma unroll
+      for (int q = 0; q < 4; q++) acc[i][j][q] = 0.f;
+  for (int k0 = 0; k0 < p.k; k0 += 64) {
+    __syncthreads();
+#pragma unroll
+    for (int pass = 0; pass < 4; pass++) {
+      const int piece = threadIdx.x + 128 * pass, r = piece >> 3, c = piece & 7;
+      uint4 a = make_uint4(0, 0, 0, 0), b = make_uint4(0, 0, 0, 0);
+      if (r0 + r < R) a = __ldg((const uint4 *)(p.h16 + (size_t)p.rows[r0 + r] * p.ldh + k0 + c * 8));
+      if (v0 + r < p.n_vocab) b = __ldcs((const uint4 *)(W + (size_t)(v0 + r) * p.k + k0 + c * 8));
+      *(uint4 *)(As + r * HST + c * 8) = a;
+      *(uint4 *)(Bs + r * HST + c * 8) = b;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) {
+      uint32_t b0[2], b1[2];
+      f16_b_frag(Bs, HST, warp * 16, ks * 16, g, t, b0);
+      f16_b_frag(Bs, HST, warp * 16 + 8, ks * 16, g, t, b1);
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        if (r0 + 16 * i < R) {
+          uint32_t a[4];
+          f16_a_frag(As, HST, 16 * i, ks * 16, g, t, a);
+          mma_f16(acc[i][0], a, b0);
+          mma_f16(acc[i][1], a, b1);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int r = r0 + 16 * i + g + 8 * h, v = v0 + warp * 16 + 8 * j + 2 * t;
+        if (r < R) {
+          if (v < p.n_vocab) p.logits[(size_t)r * p.n_vocab + v] = acc[i][j][2 * h];
+          if (v + 1 < p.n_vocab) p.logits[(size_t)r * p.n_vocab + v + 1] = acc[i][j][2 * h + 1];
+        }
+      }
+}
+
+bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s) {
+  if (gemm && p.mode == BN_HEAD_F16 && p.type == BN_TYPE_F16) {
+    dim3 grid((p.n_vocab + 63) / 64, (R + 63) / 64);
+    head_mma_kernel<<<grid, 128, 0, s>>>(p, R);
+    return check_launch("head_mma_kernel");
+  }
+  const int blocks = (p.n_vocab + 7) / 8;
+  for (int r0 = 0; r0 < R; r0 += 8) {
+    const int n = R - r0 < 8 ? R - r0 : 8;
+    if (p.mode == BN_HEAD_INT8) {
+      if (n <= 1) head_i8_kernel<1><<<blocks, 256, 0, s>>>(p, r0, n);
+      else if (n <= 4) head_i8_kernel<4><<<blocks, 256, 0, s>>>(p, r0, n);
+      else head_i8_kernel<8><<<blocks, 256, 0, s>>>(p, r0, n);
+    } else if (p.type == BN_TYPE_F16) {
+      if (n <= 1) head_f16_kernel<1><<<blocks, 256, 0, s>>>(p, r0, n);
+      else if (n <= 4) head_f16_kernel<4><<<blocks, 256, 0, s>>>(p, r0, n);
+      else head_f16_kernel<8><<<blocks, 256, 0, s>>>(p, r0, n);
+    } else {
+      if (n <= 1) head_f32_kernel<1><<<blocks, 256, 0, s>>>(p, r0, n);
+      else if (n <= 4) head_f32_kernel<4><<<blocks, 256, 0, s>>>(p, r0, n);
+      else head_f32_kernel<8><<<blocks, 256, 0, s>>>(p, r0, n);
+    }
+    bn_status st = check_launch("head_gemv_kernel");
+    if (st) return st;
+  }
+  return BN_OK;
+}
+
+}  // namespace bn

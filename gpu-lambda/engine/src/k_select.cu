@@ -1,0 +1,248 @@
+// Token selection on the GPU, one 1024-thread block per logits row (src/generate/sampler.ts):
+// 1. repetition penalty over the distinct history ids (thread 0; l/p or l·p in f64, to f32);
+// 2. temperature <= 0: argmax, ties -> lowest id;
+// 3. otherwise top-k (k <= 1024): an MSB-first radix select over order-preserving u32 keys of
+//    the logits finds the k-th largest key; the candidates (greater keys, plus the lowest-id ties)
+//    are collected in id order, bitonic-sorted by (logit desc, id asc), weighted by
+//    exp(l/T − max) in f64, cut by top-p, and the caller's uniform u picks the first candidate
+//    whose cumulative weight exceeds u·W (sums in rank order; the TS sampler's order differs only
+//    within f64 rounding).
+// A NaN anywhere sets *nan_flag (the TS sampler throws LOGITS_NAN).
+#include <math_constants.h>
+
+#include "bn_device.cuh"
+
+namespace bn {
+
+constexpr int ST = 1024;
+
+__device__ __forceinline__ uint32_t ord_key(float l) {
+  uint32_t u = __float_as_uint(l);
+  if (u == 0x80000000u) u = 0;  // -0 ranks with +0
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ bool better(float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); }
+
+__global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
+  __shared__ int hist[256];
+  __shared__ int cnt_a[ST], cnt_b[ST];
+  __shared__ unsigned long long ck[ST];
+  __shared__ float cl[ST];
+  __shared__ double cw[ST];
+  __shared__ float bv[ST / 32];
+  __shared__ int bi[ST / 32];
+  __shared__ uint32_t s_prefix, s_mask;
+  __shared__ int s_krem, s_ngt, s_nan;
+  const int r = blockIdx.x, tid = threadIdx.x, V = p.n_vocab;
+  float *lg = p.logits + (size_t)r * V;
+  const SampleRow *row = p.rows ? p.rows + r : nullptr;
+  const double T = row ? row->temperature : 0.0;
+  if (tid == 0) {
+    s_nan = 0;
+    if (row && row->penalty != 1.0) {
+      const int nh = row->n_history;
+      for (int i = 0; i < nh; i++) {
+        const int id = row->history[i];
+        if (id < 0 || id >= V) continue;
+        bool seen = false;
+        for (int j = 0; j < i; j++) seen |= row->history[j] == id;
+        if (seen) continue;
+        const float l = lg[id];
+        lg[id] = (float)(l > 0.f ? (double)l / row->penalty : (double)l * row->penalty);
+      }
+    }
+  }
+  __syncthreads();
+  bool nan = false;
+
+  if (!(T > 0.0)) {
+    float best = -CUDART_INF_F;
+    int bidx = 0x7fffffff;
+    for (int v = tid; v < V; v += ST) {
+      const float x = lg[v];
+      if (x != x) nan = true;
+      else if (better(x, v, best, bidx)) {
+        best = x;
+        bidx = v;
+      }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bidx, o);
+      if (better(ob, oi, best, bidx)) {
+        best = ob;
+        bidx = oi;
+      }
+    }
+    if ((tid & 31) == 0) {
+      bv[tid >> 5] = best;
+      bi[tid >> 5] = bidx;
+    }
+    if (nan) atomicExch(&s_nan, 1);
+    __syncthreads();
+    if (tid == 0) {
+      for (int w = 1; w < ST / 32; w++)
+        if (better(bv[w], bi[w], best, bidx)) {
+          best = bv[w];
+          bidx = bi[w];
+        }
+      p.out[r] = bidx == 0x7fffffff ? 0 : bidx;
+      if (s_nan) atomicExch(p.nan_flag, 1);
+    }
+    return;
+  }
+
+  const int k = row->top_k < V ? row->top_k : V;
+  if (tid == 0) {
+    s_prefix = 0;
+    s_mask = 0;
+    s_krem = k;
+  }
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    if (tid < 256) hist[tid] = 0;
+    __syncthreads();
+    const uint32_t pre = s_prefix, msk = s_mask;
+    for (int v = tid; v < V; v += ST) {
+      const float x = lg[v];
+      if (x != x) {
+        nan = true;
+        continue;
+      }
+      const uint32_t key = ord_key(x);
+      if ((key & msk) == pre) atomicAdd(&hist[(key >> shift) & 255], 1);
+    }
+    __syncthreads();
+    if (tid == 0) {
+      int need = s_krem, cum = 0, sel = 0;
+      for (int b = 255; b >= 0; b--) {
+        if (cum + hist[b] >= need) {
+          sel = b;
+          need -= cum;
+          break;
+        }
+        cum += hist[b];
+      }
+      s_prefix = pre | ((uint32_t)sel << shift);
+      s_mask = msk | (255u << shift);
+      s_krem = need;
+    }
+    __syncthreads();
+  }
+  const uint32_t K = s_prefix;
+  const int keq = s_krem;
+  const int chunk = (V + ST - 1) / ST, lo = tid * chunk, hi = min(V, lo + chunk);
+  int ngt = 0, neq = 0;
+  for (int v = lo; v < hi; v++) {
+    const float x = lg[v];
+    if (x != x) continue;
+    const uint32_t key = ord_key(x);
+    ngt += key > K;
+    neq += key == K;
+  }
+  cnt_a[tid] = ngt;
+  cnt_b[tid] = neq;
+  __syncthreads();
+  if (tid == 0) {
+    int a = 0, b = 0;
+    for (int i = 0; i < ST; i++) {
+      const int x = cnt_a[i], y = cnt_b[i];
+      cnt_a[i] = a;
+      cnt_b[i] = b;
+      a += x;
+      b += y;
+    }
+    s_ngt = a;
+  }
+  __syncthreads();
+  int pg = cnt_a[tid], pe = cnt_b[tid];
+  for (int v = lo; v < hi; v++) {
+    const float x = lg[v];
+    if (x != x) continue;
+    const uint32_t key = ord_key(x);
+    if (key > K) {
+      if (pg < ST) {
+        ck[pg] = ((unsigned long long)(~key) << 32) | (unsigned)v;
+        cl[pg] = x;
+      }
+      pg++;
+    } else if (key == K) {
+      if (pe < keq && s_ngt + pe < ST) {
+        ck[s_ngt + pe] = ((unsigned long long)(~key) << 32) | (unsigned)v;
+        cl[s_ngt + pe] = x;
+      }
+      pe++;
+    }
+  }
+  int P2 = 1;
+  while (P2 < k) P2 <<= 1;
+  for (int i = k + tid; i < P2; i += ST) ck[i] = ~0ull;
+  for (int size = 2; size <= P2; size <<= 1) {
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      __syncthreads();
+      for (int i = tid; i < P2; i += ST) {
+        const int j = i ^ stride;
+        if (j > i) {
+          const bool asc = (i & size) == 0;
+          if ((ck[i] > ck[j]) == asc) {
+            const unsigned long long tk = ck[i];
+            ck[i] = ck[j];
+            ck[j] = tk;
+            const float tl = cl[i];
+            cl[i] = cl[j];
+            cl[j] = tl;
+          }
+        }
+      }
+    }
+  }
+  __syncthreads();
+  const double mz = (double)cl[0] / T;
+  for (int i = tid; i < k; i += ST) {
+    const double z = (double)cl[i] / T;
+    double w;
+    if (mz == CUDART_INF) w = z == mz ? 1.0 : 0.0;
+    else if (mz == -CUDART_INF) w = 1.0;
+    else w = exp(z - mz);
+    cw[i] = w;
+  }
+  if (nan) atomicExch(&s_nan, 1);
+  __syncthreads();
+  if (tid == 0) {
+    double Z = 0.0;
+    for (int i = 0; i < k; i++) Z += cw[i];
+    int keep = k;
+    double total = Z;
+    if (row->top_p < 1.0) {
+      const double target = row->top_p * Z;
+      double cum = 0.0;
+      for (int i = 0; i < k; i++) {
+        cum += cw[i];
+        if (cum >= target) {
+          keep = i + 1;
+          break;
+        }
+      }
+      total = cum;
+    }
+    const double target = (double)row->u * total;
+    double cum = 0.0;
+    int pick = keep - 1;
+    for (int i = 0; i < keep; i++) {
+      cum += cw[i];
+      if (target < cum) {
+        pick = i;
+        break;
+      }
+    }
+    p.out[r] = (int)(ck[pick] & 0xffffffffu);
+    if (s_nan) atomicExch(p.nan_flag, 1);
+  }
+}
+
+bn_status launch_select(const SelectParams &p, int R, cudaStream_t s) {
+  select_kernel<<<R, ST, 0, s>>>(p);
+  return check_launch("select_kernel");
+}
+
+}  // namespace bn

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One call on a GPU machine (H100/H200; needs nvcc, CMake; no Node, no network):
+# build, golden tests, random 2B-4T-shaped checks, benchmarks, then a memcheck pass on the small
+# tests. Writes everything under $OUT (or the first argument) and prints a block ready to paste
+# into gpu-lambda/RESULTS.md. Budget: ~8 minutes of device time, most of it the build.
+#
+#   bash gpu-lambda/test/run-on-gpu.sh [OUT_DIR]          (from the repository root)
+#
+# Files in OUT (8 at most): env.txt build.log bn_test.log results.md results.json checks.md
+# sanitizer.log RESULTS-snippet.md
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 2
+OUT=${1:-${OUT:-$ROOT/gpu-lambda/test/build/out}}
+mkdir -p "$OUT"
+BUILD=gpu-lambda/test/build/cmake
+START=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - START )) s] $*"; }
+
+{
+  echo "date (UTC): $(date -u '+%Y-%m-%d %H:%M:%S')"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem --format=csv 2>&1
+  (nvcc --version || /usr/local/cuda/bin/nvcc --version) 2>&1 | tail -2
+  cmake --version 2>&1 | head -1
+  echo "cpus: $(nproc)"
+} > "$OUT/env.txt"
+cat "$OUT/env.txt"
+
+NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
+if [ -z "$NVCC" ]; then stamp "nvcc not found"; exit 1; fi
+stamp "configure + build (sm_90) with $NVCC"
+if ! cmake -S gpu-lambda/test -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+       -DCMAKE_CUDA_COMPILER="$NVCC" > "$OUT/build.log" 2>&1 ||
+   ! cmake --build "$BUILD" -j"$(nproc)" >> "$OUT/build.log" 2>&1; then
+  grep -E "error|Error" "$OUT/build.log" | head -40
+  stamp "BUILD FAILED (see build.log)"
+  exit 1
+fi
+# Register/spill summary of every kernel (ptxas -v).
+grep -E "Compiling entry|spill|Used [0-9]+ registers" "$OUT/build.log" | sed 's/ptxas info *: //' > "$BUILD/ptxas.txt" || true
+stamp "build done; spills: $(grep -c 'bytes spill stores' "$BUILD/ptxas.txt" 2>/dev/null) kernels reported, nonzero: $(grep -E '[1-9][0-9]* bytes spill stores' -c "$BUILD/ptxas.txt" 2>/dev/null)"
+
+stamp "golden tests, random checks, benchmarks"
+timeout 330 "$BUILD/bn_test" --fixtures gpu-lambda/test/fixtures --bench --out "$OUT" 2>&1 | tee "$OUT/bn_test.log"
+RC=${PIPESTATUS[0]}
+stamp "bn_test exit status $RC"
+
+if command -v compute-sanitizer > /dev/null && [ $(( $(date +%s) - START )) -lt 400 ]; then
+  stamp "compute-sanitizer memcheck on the fixture and model tests"
+  timeout 90 compute-sanitizer --tool memcheck --print-limit 20 "$BUILD/bn_test" --fixtures gpu-lambda/test/fixtures \
+    --no-random > "$OUT/sanitizer.log" 2>&1
+  stamp "memcheck exit status $? ($(grep -c 'Invalid' "$OUT/sanitizer.log") invalid accesses; tail below)"
+  tail -5 "$OUT/sanitizer.log"
+else
+  echo "compute-sanitizer skipped (missing or out of time)" > "$OUT/sanitizer.log"
+fi
+
+{
+  if [ -f "$OUT/results.md" ]; then cat "$OUT/results.md"; else echo "(no results.md: the run stopped before the benchmarks)"; fi
+  echo
+  echo "<details><summary>Checks ($(grep -c '^\[PASS\]' "$OUT/bn_test.log") passed, $(grep -c '^\[FAIL\]' "$OUT/bn_test.log") failed)</summary>"
+  echo
+  [ -f "$OUT/checks.md" ] && cat "$OUT/checks.md"
+  echo
+  echo "</details>"
+} > "$OUT/RESULTS-snippet.md"
+echo
+echo "================ RESULTS-snippet.md ================"
+cat "$OUT/RESULTS-snippet.md"
+stamp "done"
+exit "$RC"

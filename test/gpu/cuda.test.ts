@@ -1,0 +1,316 @@
+/**
+ * The CUDA engine on a machine without a GPU (CI): nvcc compiles every kernel for sm_80 and sm_90,
+ * the golden fixtures pass on the kernels' CPU emulation, the Node addon builds and loads, and
+ * the cuda backend reports a missing addon, driver or GPU as BACKEND_UNAVAILABLE with the reason.
+ * With the addon in emulation mode, the whole cuda backend (sequences, continuous batching) is
+ * checked against the reference backend.
+ *
+ * One file on purpose: the steps share gpu-lambda/engine/build and must not run concurrently.
+ * nvcc is required (CI has it): its absence fails loudly. On a machine WITH a GPU the
+ * "unavailable" assertions are skipped; the GPU checks live in gpu-lambda/test/run-on-gpu.sh.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { buildFixtures, FIXTURE_DIR } from '../../scripts/gen-gpu-fixtures.ts';
+import { BitNetModel } from '../../src/api/bitnet-model.ts';
+import { BitNetError } from '../../src/errors.ts';
+import type { CudaAddon } from '../../src/kernels/cuda/addon-types.ts';
+import { CudaBackend, createCudaBackend } from '../../src/kernels/cuda/cuda-backend.ts';
+import { addonCandidates, loadCudaAddon } from '../../src/kernels/cuda/load-addon.ts';
+import { ReferenceBackend } from '../../src/kernels/reference-backend.ts';
+import { loadModel } from '../../src/model/load.ts';
+import { f16Round as f16r, type KVStore } from '../../src/model/reference.ts';
+import { MemorySource } from '../../src/sources/byte-source.ts';
+import { synthBytes } from '../helpers/models.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const ENGINE = join(ROOT, 'gpu-lambda/engine');
+const ADDON_DIR = join(ROOT, 'gpu-lambda/addon');
+const ADDON = join(ADDON_DIR, 'build/Release/bitnet_cuda.node');
+const CPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_cpu');
+
+function run(cmd: string, args: string[], cwd = ROOT): { code: number; out: string } {
+  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.error) throw r.error;
+  return { code: r.status ?? -1, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
+}
+
+function nodedirArgs(): string[] {
+  const d = process.env.npm_config_nodedir ?? '/usr';
+  return existsSync(join(d, 'include/node/node_api.h')) ? [`--nodedir=${d}`] : [];
+}
+
+const noKV: KVStore = { write() {}, readK() {}, readV() {} };
+const newKV = (): KVStore => ({ write() {}, readK() {}, readV() {} });
+
+describe('CUDA engine without a GPU', () => {
+  let hasGpu = false;
+
+  it('nvcc 13 is installed (required: CI compiles every kernel)', () => {
+    let version = '';
+    try {
+      version = execFileSync('nvcc', ['--version'], { encoding: 'utf8' });
+    } catch (e) {
+      throw new Error(`nvcc is not on PATH: the CUDA build checks cannot run (${(e as Error).message})`);
+    }
+    expect(version).toMatch(/release \d+\.\d+/);
+  });
+
+  it('every .cu compiles for sm_80 and sm_90 (and the CPU test program builds), no spills in the hot kernels', () => {
+    // One make: the static library (every .cu, both architectures) and the CPU-only test program.
+    const r = run('make', ['-C', ENGINE, '-j2', 'lib', 'cpu-test']);
+    expect(r.code, r.out.slice(-4000)).toBe(0);
+    const cus = readdirSync(join(ENGINE, 'src')).filter((f) => f.endsWith('.cu'));
+    expect(cus.length).toBeGreaterThanOrEqual(7);
+    for (const cu of cus) {
+      const base = cu.replace(/\.cu$/, '');
+      expect(existsSync(join(ENGINE, 'build', `${base}.cu.o`)), cu).toBe(true);
+      const report = readFileSync(join(ENGINE, 'build', `${base}.ptxas.txt`), 'utf8');
+      // ptxas -v reports one block per (kernel, architecture): every kernel file has both.
+      if (readFileSync(join(ENGINE, 'src', cu), 'utf8').includes('__global__')) {
+        expect(report, `${cu} sm_80`).toMatch(/Compiling entry function '.*' for 'sm_80'/);
+        expect(report, `${cu} sm_90`).toMatch(/Compiling entry function '.*' for 'sm_90'/);
+      }
+      if (/k_(gemv|gemm|attn|head|norm)/.test(cu)) {
+        for (const m of report.matchAll(/(\d+) bytes spill stores/g)) expect(Number(m[1]), `${cu} spills`).toBe(0);
+      }
+    }
+  });
+
+  it('the golden fixtures are current (regenerated from the TS reference, byte for byte)', async () => {
+    const files = await buildFixtures();
+    for (const [name, bytes] of files) {
+      const committed = new Uint8Array(readFileSync(join(FIXTURE_DIR, name)));
+      expect(committed.length, name).toBe(bytes.length);
+      expect(
+        Buffer.compare(Buffer.from(committed), Buffer.from(bytes)),
+        `${name} is stale: run node scripts/gen-gpu-fixtures.ts`,
+      ).toBe(0);
+    }
+  });
+
+  it("the test program passes every check on the kernels' CPU emulation (--cpu-only)", () => {
+    const r = run(CPU_TEST, ['--cpu-only', '--fixtures', FIXTURE_DIR]);
+    const summary = /== (\d+) passed, (\d+) failed/.exec(r.out);
+    expect(summary, r.out.slice(-3000)).not.toBeNull();
+    expect(
+      Number(summary![2]),
+      r.out
+        .split('\n')
+        .filter((l) => l.startsWith('[FAIL]'))
+        .join('\n'),
+    ).toBe(0);
+    expect(Number(summary![1])).toBeGreaterThanOrEqual(60);
+    expect(r.code).toBe(0);
+  });
+
+  it('the Node addon builds with node-gyp', () => {
+    const gyp = join(ROOT, 'node_modules/.bin/node-gyp');
+    const r = run(gyp, ['rebuild', '--directory', ADDON_DIR, '-j', '2', ...nodedirArgs()]);
+    expect(r.code, r.out.slice(-4000)).toBe(0);
+    expect(existsSync(ADDON)).toBe(true);
+  });
+
+  describe('the cuda backend', () => {
+    let addon: CudaAddon;
+    beforeAll(() => {
+      addon = loadCudaAddon({ path: ADDON, probeDevice: false }).addon;
+      hasGpu = addon.queryDevice(0).ok;
+    });
+
+    it('without an addon: BACKEND_UNAVAILABLE, reason no-addon, with the paths tried', () => {
+      expect(() => loadCudaAddon({ path: '/nonexistent/bitnet_cuda.node', searchDefaults: false })).toThrow(
+        expect.objectContaining({
+          kind: 'Device',
+          code: 'BACKEND_UNAVAILABLE',
+          details: expect.objectContaining({ reason: 'no-addon', tried: ['/nonexistent/bitnet_cuda.node'] }),
+        }),
+      );
+      expect(addonCandidates('/x/y.node')[0]).toBe('/x/y.node');
+    });
+
+    it('no driver or GPU: queryDevice says why, and the backend refuses with BACKEND_UNAVAILABLE', async (ctx) => {
+      const d = addon.queryDevice(0);
+      if (d.ok) ctx.skip();
+      expect(d.deviceCount).toBe(0);
+      expect(d.error).toMatch(/cudaGetDeviceCount returned \d+/);
+      const model = await loadModel(
+        new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 3, arch: 'bitnet-b1.58' })),
+      );
+      let err: unknown;
+      try {
+        createCudaBackend(model, { addonPath: ADDON, emulate: false });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(BitNetError);
+      const be = err as BitNetError;
+      expect(be.kind).toBe('Device');
+      expect(be.code).toBe('BACKEND_UNAVAILABLE');
+      expect(['no-driver', 'no-gpu']).toContain(be.details.reason);
+      expect(be.details.cudaError).toBe(d.cudaError);
+      expect(be.message).toContain('cudaGetDeviceCount');
+    });
+
+    it("BitNetModel with backend 'cuda' refuses cleanly where there is no GPU", async (ctx) => {
+      if (hasGpu) ctx.skip();
+      const saved = process.env.BITNET_CUDA_ADDON;
+      process.env.BITNET_CUDA_ADDON = ADDON;
+      try {
+        const bytes = await synthBytes({ qtype: 'i2_s', seed: 3, arch: 'bitnet-b1.58' });
+        await expect(BitNetModel.fromFile(new MemorySource(bytes), { backend: 'cuda' })).rejects.toMatchObject({
+          code: 'BACKEND_UNAVAILABLE',
+          details: { backend: 'cuda' },
+        });
+      } finally {
+        if (saved === undefined) delete process.env.BITNET_CUDA_ADDON;
+        else process.env.BITNET_CUDA_ADDON = saved;
+      }
+    });
+
+    it('unsupported projection types are refused as BACKEND_UNAVAILABLE (reason unsupported)', async () => {
+      const model = await loadModel(new MemorySource(await synthBytes({ qtype: 'tq2_0', seed: 3 })));
+      expect(() => createCudaBackend(model, { addonPath: ADDON, emulate: true })).toThrow(
+        expect.objectContaining({
+          code: 'BACKEND_UNAVAILABLE',
+          details: expect.objectContaining({ reason: 'unsupported' }),
+        }),
+      );
+    });
+
+    it('on the CPU emulation, logits equal the reference backend (prefill, decode, concurrent sequences)', async () => {
+      const model = await loadModel(
+        new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 9, arch: 'bitnet-b1.58' })),
+      );
+      const ref = new ReferenceBackend(model);
+      const cuda = new CudaBackend(model, {
+        addonPath: ADDON,
+        emulate: true,
+        maxSeqs: 4,
+        maxBatchTokens: 32,
+        maxCtx: 64,
+      });
+      expect(cuda.info().deviceName).toBe('CPU emulation');
+      const V = model.hparams.nVocab;
+      const prompts = [
+        [5, 77, 140, 9, 201, 33],
+        [12, 250, 4, 4, 180],
+      ];
+      // Reference: each prompt then 4 greedy decode steps, one sequence at a time.
+      const argmax = (x: Float32Array) => x.reduce((b, v, i) => (v > x[b] ? i : b), 0);
+      const refRuns: Float32Array[][] = [];
+      for (const p of prompts) {
+        const kv = refKV();
+        const rows: Float32Array[] = [];
+        let [last] = await ref.forward({ tokens: p, startPos: 0, kv, logits: 'last' });
+        rows.push(last);
+        for (let s = 0; s < 4; s++) {
+          [last] = await ref.forward({ tokens: [argmax(last)], startPos: p.length + s, kv, logits: 'last' });
+          rows.push(last);
+        }
+        refRuns.push(rows);
+      }
+      // CUDA backend: both sequences concurrently (their steps share engine batches).
+      const runs = await Promise.all(
+        prompts.map(async (p) => {
+          const kv = newKV();
+          const rows: Float32Array[] = [];
+          let [last] = await cuda.forward({ tokens: p, startPos: 0, kv, logits: 'last' });
+          rows.push(Float32Array.from(last));
+          for (let s = 0; s < 4; s++) {
+            [last] = await cuda.forward({ tokens: [argmax(last)], startPos: p.length + s, kv, logits: 'last' });
+            rows.push(Float32Array.from(last));
+          }
+          return rows;
+        }),
+      );
+      for (let i = 0; i < prompts.length; i++)
+        for (let s = 0; s < runs[i].length; s++) {
+          expect(runs[i][s].length).toBe(V);
+          expect(
+            Buffer.compare(Buffer.from(runs[i][s].buffer), Buffer.from(refRuns[i][s].buffer)),
+            `sequence ${i} step ${s}`,
+          ).toBe(0);
+        }
+      // 'all' logits (tensor-core head rows beyond 8): equal within 1e-5.
+      const allRef = await ref.forward({
+        tokens: [...prompts[0], 3, 8, 13, 21],
+        startPos: 0,
+        kv: refKV(),
+        logits: 'all',
+      });
+      const allCuda = await cuda.forward({
+        tokens: [...prompts[0], 3, 8, 13, 21],
+        startPos: 0,
+        kv: newKV(),
+        logits: 'all',
+      });
+      expect(allCuda.length).toBe(allRef.length);
+      let worst = 0;
+      for (let r = 0; r < allRef.length; r++)
+        for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(allCuda[r][v] - allRef[r][v]));
+      expect(worst).toBeLessThan(1e-5);
+      // Rewinding a sequence (startPos < length) and an impossible startPos.
+      const kv = newKV();
+      await cuda.forward({ tokens: prompts[1], startPos: 0, kv, logits: 'last' });
+      const [again] = await cuda.forward({ tokens: [prompts[1][2]], startPos: 2, kv, logits: 'last' });
+      const [want] = await ref.forward({ tokens: prompts[1].slice(0, 3), startPos: 0, kv: refKV(), logits: 'last' });
+      expect(Buffer.compare(Buffer.from(Float32Array.from(again).buffer), Buffer.from(want.buffer))).toBe(0);
+      await expect(cuda.forward({ tokens: [1], startPos: 10, kv: noKV, logits: 'last' })).rejects.toMatchObject({
+        code: 'CUDA_SEQUENCE_STATE',
+      });
+      cuda.dispose();
+    });
+
+    it('gpu-lambda/server.ts serves the app on the cuda backend (CPU emulation), concurrent requests batched', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'bitnet-gpu-'));
+      const path = join(dir, 'tiny.gguf');
+      writeFileSync(path, await synthBytes({ qtype: 'i2_s', seed: 4, arch: 'bitnet-b1.58' }));
+      const saved = process.env.BITNET_CUDA_EMULATE;
+      process.env.BITNET_CUDA_EMULATE = '1';
+      const { startGpuServer } = await import('../../gpu-lambda/server.ts');
+      const { server, model } = await startGpuServer({ BITNET_MODEL: path, PORT: '0', BITNET_CUDA_ADDON: ADDON });
+      try {
+        expect(model.engine.backendName).toBe('cuda');
+        const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
+        const id = models.data[0].id;
+        const ask = (prompt: string) =>
+          fetch(`${server.url}/v1/completions`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ model: id, prompt, max_tokens: 6, temperature: 0 }),
+          });
+        const [a, b] = await Promise.all([ask('hello world'), ask('the quick brown fox')]);
+        expect(a.status).toBe(200);
+        expect(b.status).toBe(200);
+        const ja = (await a.json()) as { usage: { completion_tokens: number } };
+        const jb = (await b.json()) as { usage: { completion_tokens: number } };
+        expect(ja.usage.completion_tokens).toBeGreaterThan(0);
+        expect(jb.usage.completion_tokens).toBeGreaterThan(0);
+      } finally {
+        await server.close();
+        if (saved === undefined) delete process.env.BITNET_CUDA_EMULATE;
+        else process.env.BITNET_CUDA_EMULATE = saved;
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  });
+});
+
+/** A dense f16 KV store for the reference backend. */
+function refKV(): KVStore {
+  const k = new Map<string, Float32Array>();
+  const v = new Map<string, Float32Array>();
+  return {
+    write: (l, p, kk, vv) => {
+      k.set(`${l}:${p}`, Float32Array.from(kk, f16r));
+      v.set(`${l}:${p}`, Float32Array.from(vv, f16r));
+    },
+    readK: (l, p, out) => out.set(k.get(`${l}:${p}`)!),
+    readV: (l, p, out) => out.set(v.get(`${l}:${p}`)!),
+  };
+}
