@@ -2,11 +2,28 @@
  * Device: where a model runs. Unit variants are members (`Device.Auto`, `Device.Cpu`,
  * `Device.Metal`); the data-carrying one is a function (`Device.Cuda(0)`).
  *
- * Honest about this runtime: the CPU (reference TS, and wasm where it exists) is the only device
- * that can run a model here. CUDA becomes available when the cuda backend's addon loads (the
- * gpu-lambda work); Metal is never available in a JS runtime.
+ * Honest about this runtime: the CPU (reference TS, and wasm where it exists) always runs a model.
+ * `Cuda(i)` is available only when the gpu-lambda addon loads and finds device i (probed once,
+ * lazily); Metal is never available in a JS runtime.
  */
 import { BitNetError } from '../errors.ts';
+import type { CudaDeviceInfo } from '../kernels/cuda/addon-types.ts';
+import { loadCudaAddon } from '../kernels/cuda/load-addon.ts';
+
+/** CUDA device probes, cached per index: the addon is loaded at most once per device. */
+const cudaProbes = new Map<number, { info?: CudaDeviceInfo; reason?: string }>();
+function probeCuda(index: number): { info?: CudaDeviceInfo; reason?: string } {
+  let p = cudaProbes.get(index);
+  if (!p) {
+    try {
+      p = { info: loadCudaAddon({ device: index }).device };
+    } catch (e) {
+      p = { reason: e instanceof Error ? e.message : String(e) };
+    }
+    cudaProbes.set(index, p);
+  }
+  return p;
+}
 
 export type DeviceKind = 'Auto' | 'Cpu' | 'Cuda' | 'Metal';
 
@@ -61,12 +78,16 @@ export class DeviceSpec {
 
   /** Whether a model can run on this device in this runtime now. */
   isAvailable(): boolean {
+    if (this.kind === 'Cuda') return probeCuda(this.index ?? 0).info?.ok === true;
     return this.kind === 'Auto' || this.kind === 'Cpu';
   }
 
   /** Why the device is unavailable, or undefined. */
   unavailableReason(): string | undefined {
-    if (this.kind === 'Cuda') return 'no CUDA backend is loaded in this runtime (the gpu-lambda addon is not present)';
+    if (this.kind === 'Cuda') {
+      const p = probeCuda(this.index ?? 0);
+      return p.info?.ok ? undefined : (p.reason ?? p.info?.error ?? 'no CUDA device');
+    }
     if (this.kind === 'Metal') return 'Metal is not reachable from a JavaScript runtime';
     return undefined;
   }
@@ -78,6 +99,8 @@ export class DeviceSpec {
 
   memoryInfo(): DeviceMemoryInfo {
     const d = this.resolve();
+    const gpu = d.kind === 'Cuda' ? probeCuda(d.index ?? 0).info : undefined;
+    if (gpu?.ok) return { total: gpu.totalMem, free: gpu.freeMem, used: gpu.totalMem - gpu.freeMem };
     if (d.kind !== 'Cpu') {
       throw BitNetError.Device('DEVICE_UNAVAILABLE', `${d.toString()} is not available: ${d.unavailableReason()}`, {
         device: d.toString(),
@@ -98,12 +121,13 @@ export class DeviceSpec {
   capabilities(): DeviceCapabilities {
     const threads =
       (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
+    const cuda = this.kind === 'Cuda' ? probeCuda(this.index ?? 0).info : undefined;
     return {
       supportsF16: true,
       supportsBf16: true,
       supportsInt8: true,
       maxThreads: this.resolve().kind === 'Cpu' ? threads : 0,
-      computeCapability: undefined,
+      computeCapability: cuda?.ok ? [cuda.ccMajor, cuda.ccMinor] : undefined,
       wasmSimd: hasWasmSimd(),
     };
   }
@@ -128,7 +152,11 @@ export const Device = {
   },
   /** Devices that can run a model in this runtime now. */
   availableDevices(): DeviceSpec[] {
-    return [Device.Cpu];
+    const cuda = probeCuda(0).info;
+    const gpus = cuda?.ok
+      ? Array.from({ length: cuda.deviceCount }, (_, i) => Device.Cuda(i)).filter((d) => d.isAvailable())
+      : [];
+    return [Device.Cpu, ...gpus];
   },
   /** Parses "auto", "cpu", "metal", "cuda", "cuda:N". */
   parse(s: string): DeviceSpec {

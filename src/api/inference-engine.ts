@@ -7,8 +7,8 @@ import { Engine, type GenerationOutcome, type TokenEvent } from '../generate/eng
 import { createRng } from '../generate/prng.ts';
 import { sample } from '../generate/sampler.ts';
 import type { Backend } from '../kernels/backend.ts';
-import { ReferenceBackend } from '../kernels/reference-backend.ts';
 import { createCudaBackend } from '../kernels/cuda/cuda-backend.ts';
+import { ReferenceBackend } from '../kernels/reference-backend.ts';
 import { WasmBackend } from '../kernels/wasm/backend.ts';
 import { KVCache, KVCacheConfig } from '../model/kv-cache.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
@@ -54,7 +54,10 @@ function chooseBackend(model: Model, kind: BackendKind, numThreads = 1): Backend
   if (kind === 'cuda') return createCudaBackend(model);
   let refusal: BitNetError;
   if (typeof WebAssembly === 'undefined') {
-    refusal = BitNetError.Device('BACKEND_UNAVAILABLE', 'this runtime has no WebAssembly', { backend: 'wasm', tried: ['wasm'] });
+    refusal = BitNetError.Device('BACKEND_UNAVAILABLE', 'this runtime has no WebAssembly', {
+      backend: 'wasm',
+      tried: ['wasm'],
+    });
   } else {
     try {
       return WasmBackend.create(model, { numThreads });
@@ -98,7 +101,8 @@ export class InferenceEngine {
     const hp = model.hparams;
     const kvCfg = opts.kvCacheConfig ?? new KVCacheConfig({ maxBytes: config.kvCacheSize, maxSeqLen: hp.nCtx });
     this.cache = new KVCache(kvCfg, { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim });
-    const backend = chooseBackend(model, opts.backend ?? 'auto', config.numThreads);
+    // A CUDA device asks for the cuda backend; otherwise the configured kind ('auto' = wasm where it loads).
+    const backend = chooseBackend(model, dev.kind === 'Cuda' ? 'cuda' : (opts.backend ?? 'auto'), config.numThreads);
     this.engine = new Engine({
       backend,
       tokenizer,

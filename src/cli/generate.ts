@@ -55,7 +55,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
           : BigInt(seedRaw),
     skipSpecialTokens: !values['keep-special'],
   }).validate();
-  const backend = oneOf(values, 'backend', ['reference', 'wasm'] as const);
+  const backend = oneOf(values, 'backend', ['reference', 'wasm', 'cuda'] as const);
   const threads = num(values, 'threads', { int: true, min: 1 });
   const t0 = performance.now();
   const model = await BitNetModel.fromFile(location, {

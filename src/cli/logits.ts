@@ -41,7 +41,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
   if (activations === 'q8k') {
     rows = await q8kLogits(path, ids);
   } else {
-    const backend = oneOf(values, 'backend', ['reference', 'wasm'] as const);
+    const backend = oneOf(values, 'backend', ['reference', 'wasm', 'cuda'] as const);
     const model = await BitNetModel.fromFile(path, { backend });
     const t = await model.engine.forward(ids);
     const v = t.shape[1];

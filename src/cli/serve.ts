@@ -76,7 +76,7 @@ export async function serveCommand(
     strict: true,
   });
   const location = str(values, 'model') ?? env.BITNET_MODEL;
-  const backend = oneOf(values, 'backend', ['auto', 'reference', 'wasm'] as const) ?? 'auto';
+  const backend = oneOf(values, 'backend', ['auto', 'reference', 'wasm', 'cuda'] as const) ?? 'auto';
   const modelConfig = { backend, numThreads: num(values, 'threads', { int: true, min: 1 }) };
   const budget = num(values, 'memory-budget', { int: true, min: 1 });
   const gpuUrl = str(values, 'gpu-url') ?? env.BITNET_GPU_URL;
