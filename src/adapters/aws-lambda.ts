@@ -4,15 +4,15 @@
  * global (`streamifyResponse`, `HttpResponseStream`).
  *
  * Environment:
- *   BITNET_MODEL                 path of the GGUF (in the image, a layer or /tmp); without it, the
- *                                demo model (RANDOM WEIGHTS) is built in memory
+ *   BITNET_MODEL                 model location: a path, https://, s3://bucket/key (GGUF, a pack's
+ *                                manifest.json or its prefix); without it, the demo model (RANDOM WEIGHTS)
  *   BITNET_MODEL_ID              id served in /v1/models
  *   BITNET_API_KEYS              comma-separated client keys
  *   BITNET_ALLOW_UNAUTHENTICATED "true" to serve without keys (e.g. behind IAM auth on the URL);
  *                                otherwise no keys = every non-health route answers 401
  *   BITNET_GPU_URL, BITNET_GPU_API_KEY, BITNET_EDGE_MAX_TOKENS, BITNET_MAX_CONCURRENT, BITNET_MAX_QUEUE
  *
- * S3 weights come with the shards work (an S3 ByteSource); for now the model is a local file.
+ * S3 weights are read by ranged GetObject calls (src/sources/s3.ts), cached on /tmp.
  * The model loads on the first request that needs it and stays for the life of the sandbox.
  */
 import { streamHandle } from 'hono/aws-lambda';
