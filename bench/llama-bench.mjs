@@ -7,12 +7,14 @@
 // Prefill: controlledEvaluate over the prompt asking for the next token of the last one (one
 // batch, logits of the last position, like our prefill). Decode: evaluate([next]) with greedy
 // sampling, GEN tokens (each step evaluates one token). Prints one JSON object.
-import { join, resolve, dirname } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const oracleDir = resolve(here, '..', 'test', 'oracle', 'llama');
-const { getLlama, LlamaLogLevel } = await import(pathToFileURL(join(oracleDir, 'node_modules', 'node-llama-cpp', 'dist', 'index.js')).href);
+const { getLlama, LlamaLogLevel } = await import(
+  pathToFileURL(join(oracleDir, 'node_modules', 'node-llama-cpp', 'dist', 'index.js')).href
+);
 
 const [modelPath, threadsArg, promptArg, genArg, runsArg] = process.argv.slice(2);
 const threads = Number(threadsArg ?? 1);
@@ -23,18 +25,25 @@ const runs = Number(runsArg ?? 3);
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error, maxThreads: threads });
 const model = await llama.loadModel({ modelPath, gpuLayers: 0, useMmap: true });
 const nVocab = model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length ?? model.tokens?.length;
-const context = await model.createContext({ contextSize: 512, batchSize: Math.max(nPrompt, 32), threads, sequences: 1 });
+const context = await model.createContext({
+  contextSize: 512,
+  batchSize: Math.max(nPrompt, 32),
+  threads,
+  sequences: 1,
+});
 const sequence = context.getSequence();
 const ids = (n) => Array.from({ length: n }, (_, i) => (i * 7919 + 13) % nVocab);
 
 async function once(p, g) {
   await sequence.clearHistory();
   const prompt = ids(p);
-  const input = prompt.map((t, i) => (i === p - 1 ? [t, { generateNext: { token: true, options: { temperature: 0 } } }] : t));
+  const input = prompt.map((t, i) =>
+    i === p - 1 ? [t, { generateNext: { token: true, options: { temperature: 0 } } }] : t,
+  );
   const t0 = performance.now();
   const out = await sequence.controlledEvaluate(input);
   const t1 = performance.now();
-  let next = out[p - 1]?.next?.token;
+  const next = out[p - 1]?.next?.token;
   const tokens = [next];
   const it = sequence.evaluate([next], { temperature: 0 });
   for (let i = 0; i < g; i++) {

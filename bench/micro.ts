@@ -7,8 +7,9 @@
 import { Arena } from '../src/kernels/wasm/arena.ts';
 import type { KernelExports } from '../src/kernels/wasm/exports.ts';
 import { createMemory, instantiate, type KernelBuild, selectKernels } from '../src/kernels/wasm/loader.ts';
-import { packI2S } from '../src/quant/i2s.ts';
+import { packTL, tlImageBytes } from '../src/kernels/wasm/tl-layout.ts';
 import { quantizeQ6_K } from '../src/quant/float-codecs.ts';
+import { packI2S } from '../src/quant/i2s.ts';
 import { packTQ1_0, packTQ2_0 } from '../src/quant/tq.ts';
 
 const cpuMs = () => {
@@ -54,17 +55,43 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[
     } catch {
       continue;
     }
-    for (const [n, kk] of [[2560, 2560], [6912, 2560]]) {
+    for (const [n, kk] of [
+      [2560, 2560],
+      [6912, 2560],
+    ]) {
       const tern = Int8Array.from({ length: n * kk }, () => Math.floor(rnd() * 3) - 1);
       const q = a.alloc((kk + 16) * 16);
-      a.u8(q, (kk + 16) * 16).forEach((_, i, arr) => (arr[i] = (rnd() * 256) | 0));
+      {
+        const qa = a.u8(q, (kk + 16) * 16);
+        for (let i = 0; i < qa.length; i++) qa[i] = (rnd() * 256) | 0;
+      }
       const sc = a.alloc(64);
       a.f32(sc, 16).fill(0.01);
       const sums = a.alloc(64);
       const bs = a.alloc(4 * 16 * (kk / 256 + 1));
       const y = a.alloc(4 * n * 16);
-      for (const [name, bytes] of [['I2_S', packI2S(tern, 0.5)], ['TQ2_0', packTQ2_0(tern, 0.5)], ['TQ1_0', packTQ1_0(tern, 0.5)]] as const) {
-        const w = a.alloc(bytes.length + 64);
+      // TL1 / TL2 tile images of the same weights (kind 1: TQ epilogue)
+      for (const layout of ['tl1', 'tl2'] as const) {
+        const img = new Uint8Array(tlImageBytes(layout, n, kk, 1));
+        packTL(layout, tern, n, kk, 1, 1, new Float32Array(n * Math.ceil(kk / 256)).fill(0.5), img);
+        const ip = a.alloc(img.length + 1024);
+        a.u8(ip, img.length).set(img);
+        const L = layout === 'tl1' ? 1 : 2;
+        const tb = k.tl_table_bytes(L, kk);
+        const tabs = a.alloc(tb * 16);
+        for (let t = 0; t < 16; t++) k.tl_tables(L, q + t * (kk + 16), kk, tabs + t * tb);
+        const scr = a.alloc(256);
+        for (const m of [1, 16]) {
+          const ms = time(() => k.mm_tl(ip, 0, Math.ceil(n / 16), m, tabs, tb, sc, 1, y, n, 0, scr), m === 1 ? 10 : 2);
+          out.push({ build, kernel: layout.toUpperCase(), n, k: kk, m, ms, gops: (2 * n * kk * m) / ms / 1e6 });
+        }
+      }
+      for (const [name, bytes] of [
+        ['I2_S', packI2S(tern, 0.5)],
+        ['TQ2_0', packTQ2_0(tern, 0.5)],
+        ['TQ1_0', packTQ1_0(tern, 0.5)],
+      ] as const) {
+        const w = a.alloc(bytes.length + 1024);
         a.u8(w, bytes.length).set(bytes);
         for (const m of [1, 16]) {
           const f =
@@ -83,10 +110,13 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[
     const kk = 2560;
     const x = Float32Array.from({ length: n * kk }, () => (rnd() - 0.5) * 0.3);
     const bytes = quantizeQ6_K(x);
-    const w = a.alloc(bytes.length + 64);
+    const w = a.alloc(bytes.length + 1024);
     a.u8(w, bytes.length).set(bytes);
     const hid = a.alloc(4 * kk);
-    a.f32(hid, kk).forEach((_, i, arr) => (arr[i] = rnd() - 0.5));
+    {
+      const h = a.f32(hid, kk);
+      for (let i = 0; i < kk; i++) h[i] = rnd() - 0.5;
+    }
     const P = a.alloc(k.head_prep_bytes(kk));
     const abs = a.alloc(16 * n);
     const scratch = a.alloc(16 * kk + 4096);
@@ -102,5 +132,9 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[
 if (import.meta.main) {
   const r = micro();
   if (process.argv.includes('--json')) console.log(JSON.stringify(r));
-  else for (const x of r) console.log(`${x.build.padEnd(8)} ${x.kernel.padEnd(10)} ${x.n}x${x.k} m=${String(x.m).padEnd(3)} ${x.ms.toFixed(3).padStart(8)} ms ${x.gops.toFixed(1).padStart(7)} GOP/s`);
+  else
+    for (const x of r)
+      console.log(
+        `${x.build.padEnd(8)} ${x.kernel.padEnd(10)} ${x.n}x${x.k} m=${String(x.m).padEnd(3)} ${x.ms.toFixed(3).padStart(8)} ms ${x.gops.toFixed(1).padStart(7)} GOP/s`,
+      );
 }

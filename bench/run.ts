@@ -27,19 +27,43 @@ function run(args: string[]): Promise<string> {
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('close', (code) =>
-      code === 0 ? res(Buffer.concat(out).toString()) : rej(new Error(`${args.join(' ')} exited ${code}\n${Buffer.concat(err).toString().slice(-3000)}`)),
+      code === 0
+        ? res(Buffer.concat(out).toString())
+        : rej(new Error(`${args.join(' ')} exited ${code}\n${Buffer.concat(err).toString().slice(-3000)}`)),
     );
   });
 }
 
-const lastJson = (s: string) => JSON.parse(s.trim().split('\n').filter((l) => l.startsWith('{')).pop()!);
+const lastJson = (s: string) =>
+  JSON.parse(
+    s
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .pop()!,
+  );
 
 async function ensureFile(shape: string): Promise<string> {
   mkdirSync(cacheDir, { recursive: true });
   const file = join(cacheDir, `${shape}-tq2_0-q6_k.gguf`.replace('2b-4t', '2b4t'));
   if (!existsSync(file)) {
     console.error(`[bench] synthesizing ${file} ...`);
-    await run(['bin/bitnet.ts', 'synth', '--preset', shape, '--qtype', 'tq2_0', '--embd-type', 'q6_k', '--activation', 'silu', '--seed', '1', '--out', file]);
+    await run([
+      'bin/bitnet.ts',
+      'synth',
+      '--preset',
+      shape,
+      '--qtype',
+      'tq2_0',
+      '--embd-type',
+      'q6_k',
+      '--activation',
+      'silu',
+      '--seed',
+      '1',
+      '--out',
+      file,
+    ]);
   }
   return file;
 }
@@ -74,7 +98,23 @@ async function main(): Promise<void> {
     for (const t of threads) {
       const common = [String(t), values.prompt!, values.gen!, values.runs!];
       console.error(`[bench] ${shape} ${t} thread(s): ours ...`);
-      const ours = lastJson(await run(['bin/bitnet.ts', 'bench', '--model', file, '--threads', String(t), '--prompt', values.prompt!, '--gen', values.gen!, '--runs', values.runs!, '--json']));
+      const ours = lastJson(
+        await run([
+          'bin/bitnet.ts',
+          'bench',
+          '--model',
+          file,
+          '--threads',
+          String(t),
+          '--prompt',
+          values.prompt!,
+          '--gen',
+          values.gen!,
+          '--runs',
+          values.runs!,
+          '--json',
+        ]),
+      );
       let llama: Record<string, number> | undefined;
       if (llamaOk) {
         console.error(`[bench] ${shape} ${t} thread(s): llama.cpp ...`);
@@ -99,8 +139,17 @@ async function main(): Promise<void> {
   }
   const microRows = values['no-micro'] ? [] : micro();
   const f = (x: number | undefined, d = 2) => (x === undefined ? '-' : x.toFixed(d));
-  console.log('\nshape   thr | ours prefill decode | llama.cpp prefill decode | ratio prefill decode | peak RSS / file');
-  for (const r of rows as { shape: string; threads: number; ours: Record<string, number>; llama?: Record<string, number>; ratios?: Record<string, number>; rssOverFile: number }[]) {
+  console.log(
+    '\nshape   thr | ours prefill decode | llama.cpp prefill decode | ratio prefill decode | peak RSS / file',
+  );
+  for (const r of rows as {
+    shape: string;
+    threads: number;
+    ours: Record<string, number>;
+    llama?: Record<string, number>;
+    ratios?: Record<string, number>;
+    rssOverFile: number;
+  }[]) {
     console.log(
       `${r.shape.padEnd(7)} ${String(r.threads).padStart(3)} | ${f(r.ours.prefillTokensPerSecond).padStart(12)} ${f(r.ours.decodeTokensPerSecond).padStart(6)} | ` +
         `${f(r.llama?.prefillTokensPerSecond).padStart(17)} ${f(r.llama?.decodeTokensPerSecond).padStart(6)} | ` +
@@ -109,7 +158,10 @@ async function main(): Promise<void> {
   }
   if (microRows.length) {
     console.log('\nkernel micro-benchmark (GOP/s, one thread)');
-    for (const x of microRows) console.log(`${x.build.padEnd(8)} ${x.kernel.padEnd(10)} ${x.n}x${x.k} m=${String(x.m).padEnd(3)} ${x.gops.toFixed(1).padStart(7)}`);
+    for (const x of microRows)
+      console.log(
+        `${x.build.padEnd(8)} ${x.kernel.padEnd(10)} ${x.n}x${x.k} m=${String(x.m).padEnd(3)} ${x.gops.toFixed(1).padStart(7)}`,
+      );
   }
   console.log(`\n${JSON.stringify({ results: rows, micro: microRows })}`);
 }

@@ -10,8 +10,9 @@
  *
  * The wasm backend loads the file straight into its memory (node-open.ts), so the weights are held once.
  */
-import { parseArgs } from 'node:util';
+
 import { stat } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
 import type { Backend } from '../kernels/backend.ts';
 import { KVCache } from '../model/kv-cache.ts';
 import { type LoadedModel, loadModel } from '../model/load.ts';
@@ -32,18 +33,30 @@ function argmax(x: Float32Array): number {
 interface RunResult {
   prefillMs: number;
   decodeMs: number;
+  /** Process CPU time (all threads), less sensitive than wall time to a busy machine. */
+  prefillCpuMs: number;
+  decodeCpuMs: number;
   maxDecodeRss: number;
   tokens: number[];
 }
 
 async function runOnce(backend: Backend, m: LoadedModel, prompt: number, gen: number, seq: string): Promise<RunResult> {
   const hp = m.hparams;
-  const cache = new KVCache({ maxSeqLen: prompt + gen + 1 }, { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim });
+  const cache = new KVCache(
+    { maxSeqLen: prompt + gen + 1 },
+    { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim },
+  );
   const kv = cache.forSequence(seq);
   const ids = benchPromptIds(prompt, hp.nVocab);
+  const cpu = () => {
+    const c = process.cpuUsage();
+    return (c.user + c.system) / 1000;
+  };
+  const c0 = cpu();
   const t0 = performance.now();
   let [logits] = await backend.forward({ tokens: ids, startPos: 0, kv, logits: 'last' });
   const t1 = performance.now();
+  const c1 = cpu();
   const tokens: number[] = [];
   let maxDecodeRss = 0;
   for (let i = 0; i < gen; i++) {
@@ -53,7 +66,9 @@ async function runOnce(backend: Backend, m: LoadedModel, prompt: number, gen: nu
     maxDecodeRss = Math.max(maxDecodeRss, process.memoryUsage.rss());
   }
   const t2 = performance.now();
-  return { prefillMs: t1 - t0, decodeMs: t2 - t1, maxDecodeRss, tokens };
+  const c2 = cpu();
+  (backend as { release?: (kv: unknown) => void }).release?.(kv);
+  return { prefillMs: t1 - t0, decodeMs: t2 - t1, prefillCpuMs: c1 - c0, decodeCpuMs: c2 - c1, maxDecodeRss, tokens };
 }
 
 export async function benchCommand(argv: string[]): Promise<number> {
@@ -85,7 +100,12 @@ export async function benchCommand(argv: string[]): Promise<number> {
   if (kind === 'wasm') {
     const { openForWasm } = await import('../kernels/wasm/node-open.ts');
     const { WasmBackend } = await import('../kernels/wasm/backend.ts');
-    model = await loadModel(await openForWasm(path));
+    const src = await openForWasm(path);
+    try {
+      model = await loadModel(src);
+    } finally {
+      await src.close?.();
+    }
     const wb = WasmBackend.create(model, { numThreads: threads });
     build = wb.build;
     backend = wb;
@@ -119,6 +139,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
     decodeTokensPerSecond: median(decode),
     prefillRuns: prefill,
     decodeRuns: decode,
+    prefillCpuMsPerToken: median(results.map((x) => x.prefillCpuMs / prompt)),
+    decodeCpuMsPerToken: median(results.map((x) => x.decodeCpuMs / gen)),
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     decodeRssBytes: Math.max(...results.map((x) => x.maxDecodeRss)),
     greedyTokens: results[0].tokens.slice(0, 8),

@@ -6,7 +6,20 @@
  */
 import { GGMLType } from '../../src/gguf/ggml-types.ts';
 
-export type Op = 'act_quant' | 'matmul' | 'float_matmul' | 'head' | 'embed_row' | 'rmsnorm' | 'rope' | 'f16_round' | 'exp' | 'silu' | 'gate' | 'attention';
+export type Op =
+  | 'act_quant'
+  | 'matmul'
+  | 'tl_matmul'
+  | 'float_matmul'
+  | 'head'
+  | 'embed_row'
+  | 'rmsnorm'
+  | 'rope'
+  | 'f16_round'
+  | 'exp'
+  | 'silu'
+  | 'gate'
+  | 'attention';
 
 export interface Case {
   op: Op;
@@ -28,7 +41,13 @@ for (const v of ['zeros', 'tiny', 'huge', 'halves']) add({ op: 'act_quant', shap
 // ternary matmuls: decode and prefill, odd N, K off the block, residual mode, out scale
 const TERN = [T.I2_S, T.TQ2_0, T.TQ1_0];
 for (const type of TERN) {
-  for (const [n, k] of [[7, 256], [64, 512], [37, 768], [33, 1280], [5, 2560]]) {
+  for (const [n, k] of [
+    [7, 256],
+    [64, 512],
+    [37, 768],
+    [33, 1280],
+    [5, 2560],
+  ]) {
     for (const m of [1, 2, 5, 8]) add({ op: 'matmul', type, shape: { n, k, m } });
   }
   add({ op: 'matmul', type, shape: { n: 17, k: 384, m: 1 } }); // K % 128 == 0, K % 256 != 0
@@ -39,14 +58,43 @@ for (const type of TERN) {
   add({ op: 'matmul', type, shape: { n: 6, k: 256, m: 1 }, variant: 'saturated' });
 }
 
+// TL1 / TL2 tile images built from each ternary type (any K: the layout pads to 256-blocks)
+for (const layout of ['tl1', 'tl2']) {
+  for (const type of TERN) {
+    for (const [n, k, m] of [
+      [16, 256, 1],
+      [37, 512, 1],
+      [33, 768, 3],
+      [5, 2560, 1],
+      [19, 512, 5],
+    ]) {
+      add({ op: 'tl_matmul', type, shape: { n, k, m }, variant: layout });
+    }
+    add({ op: 'tl_matmul', type, shape: { n: 21, k: 512, m: 2 }, variant: `${layout} add` });
+  }
+  add({ op: 'tl_matmul', type: T.I2_S, shape: { n: 9, k: 200, m: 2 }, variant: `${layout} raw` }); // K off every block
+  add({ op: 'tl_matmul', type: T.I2_S, shape: { n: 7, k: 384, m: 1 }, variant: layout });
+}
+
 // float projections (F32/F16/BF16 weights): any K
 for (const type of [T.F32, T.F16, T.BF16]) {
-  for (const [n, k, m] of [[9, 64, 1], [13, 100, 2], [8, 257, 1], [31, 512, 3]]) add({ op: 'float_matmul', type, shape: { n, k, m } });
+  for (const [n, k, m] of [
+    [9, 64, 1],
+    [13, 100, 2],
+    [8, 257, 1],
+    [31, 512, 3],
+  ])
+    add({ op: 'float_matmul', type, shape: { n, k, m } });
 }
 
 // LM head (logits): integer heads with exact fallback, float heads
 for (const type of [T.Q8_0, T.Q6_K, T.F16, T.F32, T.BF16]) {
-  for (const [n, k] of [[37, 256], [300, 512], [11, 96]]) add({ op: 'head', type, shape: { n, k } });
+  for (const [n, k] of [
+    [37, 256],
+    [300, 512],
+    [11, 96],
+  ])
+    add({ op: 'head', type, shape: { n, k } });
   add({ op: 'head', type, shape: { n: 23, k: 256 }, variant: 'forced-fallback' });
 }
 
@@ -56,18 +104,33 @@ for (const type of [T.F32, T.F16, T.BF16, T.Q8_0, T.Q6_K]) {
 }
 
 for (const n of [1, 7, 256, 2560, 6912]) add({ op: 'rmsnorm', shape: { n } });
-for (const [nRot, headDim, pos] of [[64, 64, 0], [64, 64, 1], [128, 128, 77], [32, 64, 4095], [6, 6, 9]]) add({ op: 'rope', shape: { nRot, headDim, pos } });
+for (const [nRot, headDim, pos] of [
+  [64, 64, 0],
+  [64, 64, 1],
+  [128, 128, 77],
+  [32, 64, 4095],
+  [6, 6, 9],
+])
+  add({ op: 'rope', shape: { nRot, headDim, pos } });
 add({ op: 'f16_round', shape: { n: 4099 }, variant: 'random' });
 add({ op: 'f16_round', shape: { n: 0 }, variant: 'edges' });
 add({ op: 'exp', shape: { n: 20000 } });
 add({ op: 'exp', shape: { n: 0 }, variant: 'edges' });
 add({ op: 'silu', shape: { n: 20000 } });
 add({ op: 'silu', shape: { n: 0 }, variant: 'edges' });
+add({ op: 'gate', shape: { n: 64 }, variant: 'silu-edges' });
 for (const n of [7, 512, 6912]) {
   add({ op: 'gate', shape: { n }, variant: 'relu2' });
   add({ op: 'gate', shape: { n }, variant: 'silu' });
 }
-for (const [nHead, nHeadKv, headDim, nPos] of [[4, 2, 64, 1], [4, 2, 64, 37], [6, 2, 32, 16], [20, 5, 128, 50], [2, 2, 6, 5], [16, 16, 96, 33]]) {
+for (const [nHead, nHeadKv, headDim, nPos] of [
+  [4, 2, 64, 1],
+  [4, 2, 64, 37],
+  [6, 2, 32, 16],
+  [20, 5, 128, 50],
+  [2, 2, 6, 5],
+  [16, 16, 96, 33],
+]) {
   add({ op: 'attention', shape: { nHead, nHeadKv, headDim, nPos } });
 }
 
@@ -76,9 +139,15 @@ export const CASES: readonly Case[] = cases;
 /** Why a case cannot run on the wasm kernels (any build), or undefined. */
 export function unsupported(c: Case): string | undefined {
   const k = c.shape.k;
+  if (c.op === 'tl_matmul' && !c.variant?.includes('raw')) {
+    if (c.type === T.I2_S && k % 128 !== 0) return 'I2_S source needs K % 128 == 0';
+    if ((c.type === T.TQ2_0 || c.type === T.TQ1_0) && k % 256 !== 0) return 'TQ source needs K % 256 == 0';
+  }
   if (c.op === 'matmul') {
-    if (c.type === T.I2_S && k % 128 !== 0) return 'I2_S rows are whole 128-blocks (the file format needs K % 128 == 0)';
-    if ((c.type === T.TQ2_0 || c.type === T.TQ1_0) && k % 256 !== 0) return 'TQ1_0/TQ2_0 rows are whole 256-blocks (K % 256 == 0)';
+    if (c.type === T.I2_S && k % 128 !== 0)
+      return 'I2_S rows are whole 128-blocks (the file format needs K % 128 == 0)';
+    if ((c.type === T.TQ2_0 || c.type === T.TQ1_0) && k % 256 !== 0)
+      return 'TQ1_0/TQ2_0 rows are whole 256-blocks (K % 256 == 0)';
   }
   if (c.op === 'head' || c.op === 'embed_row') {
     if (c.type === T.Q6_K && k % 256 !== 0) return 'Q6_K rows are whole 256-blocks (K % 256 == 0)';

@@ -26,8 +26,8 @@ export class WasmOps {
   }
   /** Copies bytes in (16 bytes of zero slack after them). */
   put(bytes: Uint8Array): number {
-    const p = this.a.alloc(bytes.byteLength + 64);
-    this.a.u8(p, bytes.byteLength + 64).fill(0);
+    const p = this.a.alloc(bytes.byteLength + 1024);
+    this.a.u8(p, bytes.byteLength + 1024).fill(0);
     this.a.u8(p, bytes.byteLength).set(bytes);
     return p;
   }
@@ -92,7 +92,13 @@ export function firstDiff(a: ArrayLike<number>, b: ArrayLike<number>): string | 
 }
 
 /** KV mirror layout helpers (attention.ts): K [kvh][d][t%16], V [t%16][kvh][d] per block and layer. */
-export function kvMirror(ops: WasmOps, K: Float32Array[], V: Float32Array[], nHeadKv: number, headDim: number): { blocks: number; layerBytes: number } {
+export function kvMirror(
+  ops: WasmOps,
+  K: Float32Array[],
+  V: Float32Array[],
+  nHeadKv: number,
+  headDim: number,
+): { blocks: number; layerBytes: number } {
   const kvDim = nHeadKv * headDim;
   const nPos = K.length;
   const layerBytes = 2 * KV_BT * kvDim * 4;

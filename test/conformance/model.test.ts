@@ -84,6 +84,34 @@ for (const build of available) {
   });
 }
 
+describe('whole-model logits with the TL1 / TL2 lookup-table kernels', () => {
+  for (const [layout, cfg] of [
+    ['tl1', { qtype: 'i2_s', embdType: 'q8_0', arch: 'bitnet-b1.58' }],
+    ['tl2', { qtype: 'tq2_0', embdType: 'q6_k', activation: 'silu' }],
+    ['tl2', { qtype: 'tq1_0', embdType: 'f16', activation: 'relu2' }],
+  ] as const) {
+    it(`${layout} over ${cfg.qtype} weights equals the reference (2 threads)`, async () => {
+      const m = await model({ ...cfg, seed: 21 } as Parameters<typeof synthBytes>[0]);
+      const ref = new ReferenceBackend(m);
+      const wb = WasmBackend.create(m, { layout, numThreads: 2, chunk: 8 });
+      backends.push(wb);
+      const a = await ref.forward({
+        tokens: ids.slice(0, 12),
+        startPos: 0,
+        kv: cacheFor(m).forSequence('s'),
+        logits: 'all',
+      });
+      const b = await wb.forward({
+        tokens: ids.slice(0, 12),
+        startPos: 0,
+        kv: cacheFor(m).forSequence('s'),
+        logits: 'all',
+      });
+      sameRows(a, b, layout);
+    });
+  }
+});
+
 describe('wasm backend: KV mirror and prefill paths', () => {
   it("a 'last' prefill in one chunk, a store filled by the reference, truncation and rewrite", async () => {
     const m = await model({ qtype: 'i2_s', seed: 4, arch: 'bitnet-b1.58', embdType: 'q6_k' });
@@ -135,6 +163,8 @@ describe('wasm backend: KV mirror and prefill paths', () => {
     const want = ids.slice(0, 9).map((id, p) => Float32Array.from(f.forwardToken(id, p, s1)));
     const got = await wb.hidden(ids.slice(0, 9), 0, cacheFor(m).forSequence('y'));
     sameRows(want, got, 'hidden');
-    await expect(wb.forward({ tokens: [1, 99999], startPos: 0, kv: cacheFor(m).forSequence('z'), logits: 'last' })).rejects.toMatchObject({ code: 'BAD_TOKEN' });
+    await expect(
+      wb.forward({ tokens: [1, 99999], startPos: 0, kv: cacheFor(m).forSequence('z'), logits: 'last' }),
+    ).rejects.toMatchObject({ code: 'BAD_TOKEN' });
   });
 });

@@ -5,13 +5,21 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { GGMLType } from '../../src/gguf/ggml-types.ts';
+import { packTL, ternaryOf, tlImageBytes } from '../../src/kernels/wasm/tl-layout.ts';
 import type { HParams } from '../../src/model/hparams.ts';
-import { f16Round, linear, quantizeActivations, ReferenceForward, rmsNorm, ropeNeox } from '../../src/model/reference.ts';
+import {
+  f16Round,
+  linear,
+  quantizeActivations,
+  ReferenceForward,
+  rmsNorm,
+  ropeNeox,
+} from '../../src/model/reference.ts';
 import type { Linear, ModelWeights } from '../../src/model/weights.ts';
 import { dequantizeRow, quantizeF16, quantizeQ6_K, quantizeQ8_0, rowBytes } from '../../src/quant/float-codecs.ts';
 import { packI2S } from '../../src/quant/i2s.ts';
 import { packTQ1_0, packTQ2_0 } from '../../src/quant/tq.ts';
-import { type Case, CASES, caseName, unsupported } from './cases.ts';
+import { CASES, type Case, caseName, unsupported } from './cases.ts';
 import { firstDiff, gaussianVec, kvMirror, rng, ternaryVec, WasmOps, wasmBuilds } from './harness.ts';
 
 const T = GGMLType;
@@ -134,11 +142,70 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
       const mode = c.variant === 'add' ? 1 : 0;
       // rows split in two ranges, as two threads would
       const split = Math.min(n, 4 * Math.ceil(n / 8));
-      for (const [r0, r1] of [[0, split], [split, n]]) {
+      for (const [r0, r1] of [
+        [0, split],
+        [split, n],
+      ]) {
         if (c.type === T.I2_S) K.mm_i2s(wp, k, r0, r1, m, qp, qStride, sp, sump, w.scale, w.outScale, out, n, mode);
         else if (c.type === T.TQ2_0) K.mm_tq2(wp, k, r0, r1, m, qp, qStride, sp, bp, nb, w.outScale, out, n, mode);
         else K.mm_tq1(wp, k, r0, r1, m, qp, qStride, sp, bp, nb, w.outScale, out, n, mode);
       }
+      return firstDiff(ops.f32(out, m * n), expect);
+    }
+    case 'tl_matmul': {
+      const { n, k, m } = c.shape;
+      const layout = c.variant!.split(' ')[0] as 'tl1' | 'tl2';
+      const raw = c.variant!.includes('raw');
+      const add = c.variant!.includes('add');
+      const xs = actsFor(c, k, m, seed + 1);
+      const init = add ? gaussianVec(m * n, rng(seed + 2)) : new Float32Array(m * n);
+      let t: Int8Array;
+      let kind: 0 | 1;
+      let wscale: number;
+      let blockScales: Float32Array | undefined;
+      let w: Linear | undefined;
+      if (raw) {
+        // no file type holds K = 200: the oracle is the reference's I2_S epilogue over an exact Σw·q
+        t = ternaryVec(n * k, rng(seed));
+        kind = 0;
+        wscale = fround(0.37);
+      } else {
+        w = ternaryWeight(c.type!, n, k, seed);
+        ({ t, kind, wscale, blockScales } = ternaryOf(w));
+      }
+      const expect = new Float32Array(m * n);
+      const qStride = k + 16;
+      const Q = new Int8Array(m * qStride);
+      const scales = new Float32Array(m);
+      for (let tt = 0; tt < m; tt++) {
+        const q = Q.subarray(tt * qStride, tt * qStride + k);
+        const a = quantizeActivations(xs[tt], q);
+        scales[tt] = a.scale;
+        const y = new Float32Array(n);
+        if (w) linear(w, { q, scale: a.scale, sum: a.sum, x: xs[tt] }, y, new Float32Array(2 * k));
+        else {
+          for (let r = 0; r < n; r++) {
+            let d = 0;
+            for (let i = 0; i < k; i++) d += t[r * k + i] * q[i];
+            y[r] = fround(fround(fround(d) / a.scale) * wscale);
+          }
+        }
+        for (let r = 0; r < n; r++) expect[tt * n + r] = add ? fround(init[tt * n + r] + y[r]) : y[r];
+      }
+      const img = new Uint8Array(tlImageBytes(layout, n, k, kind));
+      packTL(layout, t, n, k, kind, wscale, blockScales, img);
+      const ip = ops.put(img);
+      const L = layout === 'tl1' ? 1 : 2;
+      const tb = K.tl_table_bytes(L, k);
+      const tabs = ops.zeros(tb * m);
+      const qp = ops.put(new Uint8Array(Q.buffer));
+      for (let tt = 0; tt < m; tt++) K.tl_tables(L, qp + tt * qStride, k, tabs + tt * tb);
+      const out = ops.putF32(init);
+      const scratch = ops.zeros(256);
+      const tiles = Math.ceil(n / 16);
+      const split = Math.floor(tiles / 2);
+      K.mm_tl(ip, 0, split, m, tabs, tb, ops.putF32(scales), 1, out, n, add ? 1 : 0, scratch);
+      K.mm_tl(ip, split, tiles, m, tabs, tb, ops.putF32(scales), 1, out, n, add ? 1 : 0, scratch);
       return firstDiff(ops.f32(out, m * n), expect);
     }
     case 'float_matmul': {
@@ -165,21 +232,29 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
       const w = floatWeight(c.type!, n, k, seed, 0.15);
       const hidden = gaussianVec(k, rng(seed + 1), 1);
       const hp = { nEmbd: k, nVocab: n, nFF: k, nHeadKv: 1, headDim: k, nHead: 1 } as HParams;
-      const weights = { output: w, tokenEmbd: w, outputNorm: new Float32Array(k), layers: [] } as unknown as ModelWeights;
+      const weights = {
+        output: w,
+        tokenEmbd: w,
+        outputNorm: new Float32Array(k),
+        layers: [],
+      } as unknown as ModelWeights;
       const expect = new ReferenceForward(hp, weights).logits(hidden);
       const wp = ops.put(w.bytes);
       const hp2 = ops.putF32(hidden);
       const P = ops.zeros(K.head_prep_bytes(k));
       const out = ops.zeros(4 * n);
       const scratch = ops.zeros(16 * k);
-      if (c.type === T.Q8_0 || c.type === T.Q6_K) {
+      if (c.type === T.Q8_0 || c.type === T.Q6_K || c.type === T.F16) {
         const abs = ops.zeros(16 * n);
         K.row_abs_sums(c.type, wp, k, 0, n, abs, scratch);
         if (c.variant === 'forced-fallback') {
           const a = ops.a.f64(abs, 2 * n);
           for (let i = 0; i < 2 * n; i++) a[i] *= 1e12; // every row's interval spans a rounding boundary
         }
-        if (c.type === T.Q8_0) {
+        if (c.type === T.F16) {
+          K.round_act(c.type, hp2, k, P);
+          K.head_f16(wp, k, 0, n, P, abs, 1, out, 0, scratch);
+        } else if (c.type === T.Q8_0) {
           K.head_prep_q8_0(hp2, k, P);
           K.head_q8_0(wp, k, 0, n, P, abs, 1, out, 0, scratch);
         } else {
@@ -241,7 +316,34 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
     case 'f16_round': {
       let x: Float32Array;
       if (c.variant === 'edges') {
-        const v = [0, -0, 1, -1, 65504, 65519.99, 65520, -65520, 1e9, Infinity, -Infinity, NaN, 2 ** -14, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 2 ** -26, 1.5 * 2 ** -24, 2.5 * 2 ** -24, 6.1e-5, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 1e-30, -1e-30, 2049, 2051];
+        const v = [
+          0,
+          -0,
+          1,
+          -1,
+          65504,
+          65519.99,
+          65520,
+          -65520,
+          1e9,
+          Infinity,
+          -Infinity,
+          NaN,
+          2 ** -14,
+          2 ** -24,
+          2 ** -25,
+          3 * 2 ** -26,
+          2 ** -26,
+          1.5 * 2 ** -24,
+          2.5 * 2 ** -24,
+          6.1e-5,
+          1 + 2 ** -11,
+          1 + 3 * 2 ** -11,
+          1e-30,
+          -1e-30,
+          2049,
+          2051,
+        ];
         x = Float32Array.from([...v, ...v.map((a) => -a)]);
       } else {
         const r = rng(seed);
@@ -256,7 +358,29 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
     case 'exp':
     case 'silu': {
       let xs: number[];
-      if (c.variant === 'edges') xs = [0, -0, 1e-30, -700, 700, -700.5, 709.7, 709.8, -745.2, -746, 88.72, 88.73, -103.97, -104, NaN, Infinity, -Infinity, 20, -20, 1e-8];
+      if (c.variant === 'edges')
+        xs = [
+          0,
+          -0,
+          1e-30,
+          -700,
+          700,
+          -700.5,
+          709.7,
+          709.8,
+          -745.2,
+          -746,
+          88.72,
+          88.73,
+          -103.97,
+          -104,
+          NaN,
+          Infinity,
+          -Infinity,
+          20,
+          -20,
+          1e-8,
+        ];
       else {
         const r = rng(seed);
         xs = Array.from({ length: c.shape.n }, () => fround((r() - 0.5) * (r() < 0.5 ? 20 : 200)));
@@ -274,7 +398,30 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
       const r = rng(seed);
       const gate = gaussianVec(n, r, 3);
       const up = gaussianVec(n, r, 1);
-      const silu = c.variant === 'silu';
+      if (c.variant === 'silu-edges') {
+        const edges = [
+          800,
+          -800,
+          700.5,
+          -700.5,
+          699.9,
+          -699.9,
+          Number.NaN,
+          0,
+          -0,
+          1e-30,
+          -1e-30,
+          88.7,
+          -88.7,
+          104,
+          -104,
+          745.2,
+        ];
+        edges.forEach((v, i) => {
+          gate[3 * i] = v;
+        });
+      }
+      const silu = c.variant !== 'relu2';
       // the reference's FFN activation (forwardToken)
       const expect = new Float32Array(n);
       for (let i = 0; i < n; i++) {
@@ -368,6 +515,9 @@ for (const build of available) {
 }
 
 afterAll(() => {
-  const rows = [...tally.entries()].map(([k, v]) => `${k.padEnd(24)} pass ${String(v.pass).padStart(3)}  skip ${v.skip}${v.reasons.size ? `  (${[...v.reasons].join('; ')})` : ''}`);
+  const rows = [...tally.entries()].map(
+    ([k, v]) =>
+      `${k.padEnd(24)} pass ${String(v.pass).padStart(3)}  skip ${v.skip}${v.reasons.size ? `  (${[...v.reasons].join('; ')})` : ''}`,
+  );
   console.log(`conformance (op × build): bit-exact against the reference\n${rows.join('\n')}`);
 });

@@ -324,6 +324,63 @@ export function head_prep_q8k(x: usize, k: i32, P: usize): void {
   store<f32>(o, y);
 }
 
+/** Four f16 values (low 64 bits of v) as f32 lanes; `bad` gets all-ones lanes for inf/NaN. */
+@inline function f16x4ToF32(v: v128): v128 {
+  const h = i32x4.extend_low_i16x8_u(v);
+  const em = v128.and(h, i32x4.splat(0x7fff));
+  // exponent and mantissa moved to f32 position and rebiased by a multiply (exact, subnormals too)
+  const f = f32x4.mul(i32x4.shl(em, 13), f32x4.splat(5.192296858534828e33)); // 2^112
+  return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
+/**
+ * F16 head rows r0..r1 with the bracket of the integer heads: products of f16 values are exact in
+ * f32, summed in f64 (4 lanes, then the lanes) with a known error; rows whose interval straddles an
+ * f32 rounding boundary, or that hold inf/NaN weights, are recomputed in the reference's order.
+ * xr: the activation rounded to f16 (round_act). absSums/normXr as head_q8_0 (prep header not used:
+ * maxXr and ||xr|| are computed here).
+ */
+export function head_f16(w: usize, k: i32, r0: i32, r1: i32, xr: usize, absSums: usize, oscale: f32, out: usize, mode: i32, scratch: usize): void {
+  const rb = <usize>k << 1;
+  let maxXr: f64 = 0;
+  let q: f64 = 0;
+  for (let i = 0; i < k; i++) {
+    const v = <f64>load<f32>(xr + (<usize>i << 2));
+    maxXr = max(maxXr, abs(v));
+    q += v * v;
+  }
+  const normXr = sqrt<f64>(q) * (1.0 + 1.0e-9);
+  const tol = <f64>(k + 16) * 2.220446049250313e-16;
+  const k8 = k & ~7;
+  for (let r = r0; r < r1; r++) {
+    const row = w + <usize>r * rb;
+    let a0 = f64x2.splat(0), a1 = f64x2.splat(0), a2 = f64x2.splat(0), a3 = f64x2.splat(0);
+    let bad = i32x4.splat(0);
+    for (let i = 0; i < k8; i += 8) {
+      v128.load(row + (<usize>i << 1), 512); // software prefetch (a dropped load)
+      const v = v128.load(row + (<usize>i << 1));
+      bad = v128.or(bad, v128.or(i16x8.ge_u(v128.and(v, i16x8.splat(0x7c00)), i16x8.splat(0x7c00)), i32x4.splat(0)));
+      const wl = f16x4ToF32(v);
+      const wh = f16x4ToF32(v128.shuffle<i32>(v, v, 2, 3, 2, 3));
+      const pl = f32x4.mul(wl, v128.load(xr + (<usize>i << 2)));
+      const ph = f32x4.mul(wh, v128.load(xr + (<usize>i << 2), 16));
+      a0 = f64x2.add(a0, f64x2.promote_low_f32x4(pl));
+      a1 = f64x2.add(a1, f64x2.promote_low_f32x4(v128.shuffle<i32>(pl, pl, 2, 3, 2, 3)));
+      a2 = f64x2.add(a2, f64x2.promote_low_f32x4(ph));
+      a3 = f64x2.add(a3, f64x2.promote_low_f32x4(v128.shuffle<i32>(ph, ph, 2, 3, 2, 3)));
+    }
+    const s4 = f64x2.add(f64x2.add(a0, a1), f64x2.add(a2, a3));
+    let v = f64x2.extract_lane(s4, 0) + f64x2.extract_lane(s4, 1);
+    for (let i = k8; i < k; i++) {
+      v += <f64>f16ToF32(load<u16>(row + (<usize>i << 1))) * <f64>load<f32>(xr + (<usize>i << 2));
+    }
+    let y: f32;
+    const res = v128.any_true(bad) ? 0 : bracket(v, tol * min(load<f64>(absSums + (<usize>r << 4)) * maxXr, load<f64>(absSums + (<usize>r << 4) + 8) * normXr));
+    y = res != 0 ? reinterpret<f32>(<u32>res) : exactRow(T_F16, row, k, xr, scratch);
+    emit(out, r, y * oscale, mode);
+  }
+}
+
 /** Q8_0 head rows r0..r1: out[r] = f32(Σ w·xr) (× oscale). absSums: f64 per row. */
 export function head_q8_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, absSums: usize, oscale: f32, out: usize, mode: i32, scratch: usize): void {
   const K = <usize>k;
@@ -338,6 +395,7 @@ export function head_q8_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, absSums:
     let v: f64 = 0;
     for (let b = 0; b < k / 32; b++) {
       const p = row + <usize>(b * 34);
+      v128.load(p, 512); // software prefetch (a dropped load), see ternary.ts
       const a = q16 + (<usize>(b * 32) << 1);
       const w0 = v128.load(p + 2);
       const w1 = v128.load(p + 18);
@@ -391,6 +449,10 @@ export function head_q6_k(w: usize, k: i32, r0: i32, r1: i32, P: usize, absSums:
     let v: f64 = 0;
     for (let b = 0; b < nb; b++) {
       const p = row + <usize>(b * 210);
+      v128.load(p, 512); // software prefetch (a dropped load), see ternary.ts
+      v128.load(p, 576);
+      v128.load(p, 640);
+      v128.load(p, 704);
       const aq = P + 4 * K + (<usize>b << 8);
       const ae = P + 5 * K + (<usize>b << 8);
       const scv = v128.load(p + 192);

@@ -12,7 +12,7 @@
  *   36 embdType  40 embdPtr  44 headType  48 headPtr  52 outputNormPtr  56 layersPtr
  *   60 headAbsSums (f64[nVocab], integer heads)  64 rmsEps (f64)  72 attnScale (f64)
  *   80 kvLayerBytes (bytes of one layer in a KV block)  84 projFloat (1 if projections are float)
- *   88 projType
+ *   88 projType  92 tlLayout (0: file bytes; 1, 2: TL1/TL2 images in each linear's aux, tl.ts)
  * Layer (LAYER_BYTES each): 0 attnNorm 4 attnSubNorm 8 ffnNorm 12 ffnSubNorm, then 7 linears
  *   (q, k, v, o, gate, up, down) of LIN_BYTES at 16 + 32·j: 0 type 4 ptr 8 k 12 n 16 wscale(f32)
  *   20 oscale(f32) 24 aux
@@ -25,10 +25,11 @@
  */
 import { attend, kv_store } from './attention';
 import { f16Round } from './common';
-import { dequant_row, head_prep_bytes, head_prep_q8_0, head_prep_q8k, head_q6_k, head_q8_0, mv_exact, round_act, T_BF16, T_F16, T_F32, T_Q6_K, T_Q8_0 } from './floatdot';
+import { dequant_row, head_f16, head_prep_bytes, head_prep_q8_0, head_prep_q8k, head_q6_k, head_q8_0, mv_exact, round_act, T_BF16, T_F16, T_F32, T_Q6_K, T_Q8_0 } from './floatdot';
 import { f16_round_vec, gate_act, rmsnorm, rope_head } from './ops';
 import { quantize_act } from './quant';
 import { mm_i2s, mm_tq1, mm_tq2 } from './ternary';
+import { mm_tl, tl_table_bytes, tl_tables } from './tl';
 
 export const LAYER_BYTES: i32 = 256;
 export const LIN_BYTES: i32 = 32;
@@ -117,6 +118,8 @@ let L_U: usize = 0;
 let L_XR: usize = 0;
 let L_HID: usize = 0;
 let L_HP: usize = 0;
+let L_TAB: usize = 0;
+let L_TABS: usize = 0;
 let L_end: usize = 0;
 
 function layout(md: usize, mCap: i32, base: usize): void {
@@ -144,6 +147,9 @@ function layout(md: usize, mCap: i32, base: usize): void {
   L_XR = p; p = al(p + 4 * m * W);
   L_HID = p; p = al(p + 4 * m * nEmbd);
   L_HP = p; p = al(p + <usize>head_prep_bytes(<i32>nEmbd));
+  const tl = load<i32>(md, 92);
+  L_TABS = tl ? <usize>tl_table_bytes(tl, <i32>W) : 0;
+  L_TAB = p; p = al(p + m * L_TABS);
   L_end = p;
 }
 
@@ -186,6 +192,8 @@ function normQuant(md: usize, src: usize, srcStride: i32, width: i32, normW: usi
     } else {
       const s = quantize_act(xn, width, L_Q8 + <usize>t * L_W16, L_QSUM + (<usize>t << 2), L_BSUM + ((<usize>t * L_nbMax) << 2));
       store<f32>(L_QS + (<usize>t << 2), s);
+      const tl = load<i32>(md, 92);
+      if (tl) tl_tables(tl, L_Q8 + <usize>t * L_W16, width, L_TAB + <usize>t * L_TABS);
     }
   }
 }
@@ -198,6 +206,16 @@ function linear(lin: usize, m: i32, out: usize, outStride: i32, mode: i32, tid: 
   const n = load<i32>(lin, 12);
   const wscale = load<f32>(lin, 16);
   const oscale = load<f32>(lin, 20);
+  const img = <usize>load<i32>(lin, 24);
+  if (img != 0) {
+    // TL image: split 16-row tiles
+    const tiles = (n + 15) >> 4;
+    const tr = rowRange(tiles, tid, nT);
+    const t0 = <i32>(tr >> 32);
+    const t1 = <i32>tr;
+    if (t0 < t1) mm_tl(img, t0, t1, m, L_TAB, <i32>L_TABS, L_QS, load<f32>(lin, 20), out, outStride, mode, tscratch);
+    return;
+  }
   const rr = rowRange(n, tid, nT);
   const r0 = <i32>(rr >> 32);
   const r1 = <i32>rr;
@@ -235,6 +253,7 @@ function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscra
     const abs = <usize>load<i32>(md, 60);
     if (type == T_Q8_0) head_q8_0(w, nEmbd, r0, r1, L_HP, abs, 1, out, 0, tscratch);
     else if (type == T_Q6_K) head_q6_k(w, nEmbd, r0, r1, L_HP, abs, 1, out, 0, tscratch);
+    else if (type == T_F16 && abs != 0) head_f16(w, nEmbd, r0, r1, L_HP, abs, 1, out, 0, tscratch);
     else mv_exact(type, w, nEmbd, r0, r1, L_HP, 1, out, 0, tscratch);
   }
   barrier(rc);

@@ -39,6 +39,65 @@ const BRACKET: f64 = 9.094947017729282e-13; // 2^-40
   return p * scale;
 }
 
+/** expCore on two lanes (|x| <= 700 in both). */
+@inline function expCore2(x: v128): v128 {
+  const kf = f64x2.nearest(f64x2.mul(x, f64x2.splat(INV_LN2)));
+  const r = f64x2.sub(f64x2.sub(x, f64x2.mul(kf, f64x2.splat(LN2_HI))), f64x2.mul(kf, f64x2.splat(LN2_LO)));
+  let p = f64x2.splat(2.08767569878680989792e-9);
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(2.50521083854417187751e-8));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(2.75573192239858906526e-7));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(2.75573192239858906526e-6));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(2.48015873015873015873e-5));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.98412698412698412698e-4));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.38888888888888888889e-3));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(8.33333333333333333333e-3));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(4.16666666666666666667e-2));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.66666666666666666667e-1));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(0.5));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1.0));
+  const ki = i64x2.extend_low_i32x4_s(i32x4.trunc_sat_f64x2_s_zero(kf));
+  const scale = i64x2.shl(i64x2.add(ki, i64x2.splat(1023)), 52);
+  return f64x2.mul(p, scale);
+}
+
+/**
+ * SiLU of four f32 lanes: two f64x2 evaluations with the same bracket test as siluF32; a lane
+ * whose bracket straddles an f32 boundary (or is out of range) takes the scalar path.
+ */
+@inline function silu4(g: v128): v128 {
+  const lo = f64x2.promote_low_f32x4(g);
+  const hi = f64x2.promote_low_f32x4(v128.shuffle<i32>(g, g, 2, 3, 2, 3));
+  const r0 = silu2(lo);
+  const r1 = silu2(hi);
+  // r holds f32 results in lanes 0,1 (from r0) and 2,3 (from r1); NaN marks "take the scalar path"
+  let r = v128.shuffle<i32>(r0, r1, 0, 1, 4, 5);
+  if (!v128.any_true(f32x4.ne(r, r))) return r;
+  for (let i = 0; i < 4; i++) {
+    // rare: recompute the lane exactly (siluF32 brackets again and falls back to the host's exp)
+    const x = f32x4.extract_lane(r, 0);
+    r = v128.shuffle<i32>(r, r, 1, 2, 3, 0);
+    if (x != x) r = f32x4.replace_lane(r, 3, siluF32(f32x4.extract_lane(g, 0)));
+    g = v128.shuffle<i32>(g, g, 1, 2, 3, 0);
+  }
+  return r;
+}
+
+/** Two lanes: f32 results in lanes 0, 1 (NaN where undecided). */
+@inline function silu2(g: v128): v128 {
+  const x = f64x2.neg(g);
+  const lim = f64x2.splat(700.0);
+  const ok = v128.and(f64x2.le(x, lim), f64x2.ge(x, f64x2.neg(lim)));
+  const xs = v128.bitselect(x, f64x2.splat(0), ok);
+  const e = expCore2(xs);
+  const one = f64x2.splat(1.0);
+  const a = f32x4.demote_f64x2_zero(f64x2.div(g, f64x2.add(one, f64x2.mul(e, f64x2.splat(1.0 - BRACKET)))));
+  const b = f32x4.demote_f64x2_zero(f64x2.div(g, f64x2.add(one, f64x2.mul(e, f64x2.splat(1.0 + BRACKET)))));
+  // decided: both ends round to the same f32 bits, and in range
+  const same = v128.and(i32x4.eq(a, b), v128.shuffle<i32>(ok, ok, 0, 2, 0, 2));
+  return v128.bitselect(a, f32x4.splat(NaN), same);
+}
+
 /** f32(exp(x)) exactly as fround(Math.exp(x)). */
 export function expF32(x: f64): f32 {
   if (!(x >= -700.0 && x <= 700.0)) return <f32>hostExp(x); // tails, inf, NaN: rare
@@ -132,7 +191,12 @@ export function f16_round_vec(src: usize, dst: usize, n: i32): void {
 /** f[i] = f32(act(gate[i]) · up[i]); act = relu² (0) or SiLU (1). */
 export function gate_act(gate: usize, up: usize, out: usize, n: i32, silu: i32): void {
   if (silu) {
-    for (let i = 0; i < n; i++) {
+    let i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const o = <usize>i << 2;
+      v128.store(out + o, f32x4.mul(silu4(v128.load(gate + o)), v128.load(up + o)));
+    }
+    for (; i < n; i++) {
       const o = <usize>i << 2;
       store<f32>(out + o, siluF32(load<f32>(gate + o)) * load<f32>(up + o));
     }

@@ -20,10 +20,17 @@ import type { KVStore } from '../../model/reference.ts';
 import type { ModelWeights } from '../../model/weights.ts';
 import type { Backend, ForwardRequest } from '../backend.ts';
 import { Arena, PAGE } from './arena.ts';
-import { KV_BT, type KernelExports, LogitsMode, MD, RC } from './exports.ts';
+import { type KernelExports, KV_BT, LogitsMode, MD, RC } from './exports.ts';
 import { createMemory, instantiate, type KernelBuild, type KernelModules, selectKernels } from './loader.ts';
+import {
+  buildModelImage,
+  type ImageSource,
+  INTEGER_HEADS,
+  type ModelImage,
+  wasmUnsupportedReason,
+} from './model-image.ts';
+import type { TLLayout } from './tl-layout.ts';
 import { arenaOf } from './weight-arena.ts';
-import { buildModelImage, type ImageSource, INTEGER_HEADS, type ModelImage, wasmUnsupportedReason } from './model-image.ts';
 
 export interface WasmBackendOptions {
   numThreads?: number;
@@ -34,7 +41,13 @@ export interface WasmBackendOptions {
   adoptWeights?: boolean;
   /** Tokens per prefill chunk (default 64). */
   chunk?: number;
-  /** KV mirrors kept (one per sequence; least recently used dropped first). Default 4. */
+  /**
+   * Ternary kernel family: 'file' (default) computes straight from the GGUF bytes; 'tl1' / 'tl2'
+   * repack every projection at load time into the lookup-table tile images of tl-layout.ts (extra
+   * memory: 2 and 2.67 bits per weight) and run the swizzle kernels of wasm/src/tl.ts.
+   */
+  layout?: 'file' | TLLayout;
+  /** KV mirrors kept (one per sequence; least recently used dropped first). Default 2. */
   maxMirrors?: number;
 }
 
@@ -50,6 +63,9 @@ interface Mirror {
 }
 
 const LOGIT_ROWS_ALL = 8; // logits rows computed per call in 'all' mode
+
+/** Stops a collected backend's workers (they hold the memory, not the backend). */
+const poolReaper = new FinalizationRegistry<{ stop: () => void }>((h) => h.stop());
 
 export class WasmBackend implements Backend {
   readonly name = 'wasm';
@@ -84,7 +100,11 @@ export class WasmBackend implements Backend {
 
   private constructor(hp: HParams, w: ModelWeights, opts: WasmBackendOptions, source: ImageSource | undefined) {
     const why = wasmUnsupportedReason(hp, w);
-    if (why) throw BitNetError.Device('BACKEND_UNAVAILABLE', `the wasm backend cannot run this model: ${why}`, { backend: 'wasm', reason: why });
+    if (why)
+      throw BitNetError.Device('BACKEND_UNAVAILABLE', `the wasm backend cannot run this model: ${why}`, {
+        backend: 'wasm',
+        reason: why,
+      });
     const sel = selectKernels({ prefer: opts.build, modules: opts.modules });
     this.build = sel.build;
     this.module = sel.module;
@@ -92,7 +112,7 @@ export class WasmBackend implements Backend {
     this.vocabSize = hp.nVocab;
     this.requestedThreads = Math.max(1, Math.floor(opts.numThreads ?? 1));
     this.mCap = Math.max(1, Math.floor(opts.chunk ?? 64));
-    this.maxMirrors = Math.max(1, opts.maxMirrors ?? 4);
+    this.maxMirrors = Math.max(1, opts.maxMirrors ?? 2);
     // weights loaded straight into a WeightArena: adopt its memory, copy nothing
     const wa = arenaOf(w.tokenEmbd.bytes) ?? arenaOf(w.layers[0]?.wq.bytes ?? new Uint8Array(0));
     this.memory = wa?.memory ?? createMemory(16);
@@ -100,12 +120,21 @@ export class WasmBackend implements Backend {
     this.k = instantiate(this.module, this.memory);
     this.f16Table = this.arena.alloc(65536 * 4);
     this.k.init_tables(this.f16Table);
-    this.image = buildModelImage(this.arena, hp, w, { adopt: opts.adoptWeights ?? true, source, weightArena: wa });
+    const tl = opts.layout === 'tl1' || opts.layout === 'tl2' ? opts.layout : undefined;
+    this.image = buildModelImage(this.arena, hp, w, { adopt: opts.adoptWeights ?? true, source, weightArena: wa, tl });
     const md = this.image.md;
     if (INTEGER_HEADS.has(w.output.type)) {
       const abs = this.arena.alloc(16 * hp.nVocab);
       const scratch = this.arena.alloc(4 * hp.nEmbd + 64);
-      this.k.row_abs_sums(w.output.type, this.arena.view().getInt32(md + MD.headPtr, true), hp.nEmbd, 0, hp.nVocab, abs, scratch);
+      this.k.row_abs_sums(
+        w.output.type,
+        this.arena.view().getInt32(md + MD.headPtr, true),
+        hp.nEmbd,
+        0,
+        hp.nVocab,
+        abs,
+        scratch,
+      );
       this.arena.view().setInt32(md + MD.headAbsSums, abs, true);
     }
     // run context and per-call buffers
@@ -138,7 +167,10 @@ export class WasmBackend implements Backend {
    * Builds the backend synchronously: compiles or reuses the kernel module and places the weights
    * in wasm memory (re-read from the model's local file when there is one, see model-image.ts).
    */
-  static create(model: Pick<LoadedModel, 'hparams' | 'weights'> & Partial<Pick<LoadedModel, 'file' | 'location'>>, opts: WasmBackendOptions = {}): WasmBackend {
+  static create(
+    model: Pick<LoadedModel, 'hparams' | 'weights'> & Partial<Pick<LoadedModel, 'file' | 'location'>>,
+    opts: WasmBackendOptions = {},
+  ): WasmBackend {
     const source: ImageSource | undefined = model.file
       ? { tensors: model.file.tensorsByName, location: model.location, size: model.file.source.size }
       : undefined;
@@ -173,6 +205,17 @@ export class WasmBackend implements Backend {
         });
         this.threads = this.pool.size + 1;
         this.arena.view().setInt32(this.rc + RC.nThreads, this.threads, true);
+        const { k, rc, pool } = this;
+        poolReaper.register(
+          this,
+          {
+            stop: () => {
+              k.stop_workers(rc);
+              pool.dispose();
+            },
+          },
+          this,
+        );
       } catch (e) {
         this.threadsNote = `running on 1 thread: ${(e as Error).message}`;
       }
@@ -205,10 +248,22 @@ export class WasmBackend implements Backend {
     return m;
   }
 
+  /** Drops the mirror of a sequence that is done (its blocks are reused by the next one). */
+  release(kv: KVStore): void {
+    const m = this.mirrors.get(kv);
+    if (!m) return;
+    this.freeBlocks.push(...m.blocks);
+    this.mirrors.delete(kv);
+  }
+
   private ensureBlocks(m: Mirror, positions: number): void {
     const need = Math.ceil(positions / KV_BT);
     if (need > this.maxBlocks) {
-      throw BitNetError.Capacity('CONTEXT_FULL', `position ${positions - 1} is past the context length ${this.hp.nCtx}`, { positions, nCtx: this.hp.nCtx });
+      throw BitNetError.Capacity(
+        'CONTEXT_FULL',
+        `position ${positions - 1} is past the context length ${this.hp.nCtx}`,
+        { positions, nCtx: this.hp.nCtx },
+      );
     }
     while (m.blocks.length < need) m.blocks.push(this.allocBlock());
   }
@@ -297,7 +352,9 @@ export class WasmBackend implements Backend {
     for (let t = 0; t < n; t++) {
       const id = tokens[t];
       if (!Number.isInteger(id) || id < 0 || id >= this.hp.nVocab) {
-        throw BitNetError.Model('BAD_TOKEN', `token id ${id} is outside the vocabulary (0..${this.hp.nVocab - 1})`, { token: id });
+        throw BitNetError.Model('BAD_TOKEN', `token id ${id} is outside the vocabulary (0..${this.hp.nVocab - 1})`, {
+          token: id,
+        });
       }
       tok[t] = id;
       this.writeRope(t, pos0 + t);
@@ -377,6 +434,7 @@ export class WasmBackend implements Backend {
     if (this.disposed) return;
     this.disposed = true;
     if (this.pool) {
+      poolReaper.unregister(this);
       this.k.stop_workers(this.rc);
       this.pool.dispose();
       this.pool = undefined;

@@ -24,9 +24,71 @@ export interface KernelExports {
   absmax(x: number, n: number): number;
   quantize_act(x: number, k: number, q: number, sumOut: number, bsum: number): number;
   // ternary matmuls: out[t·outStride + r] for rows r0..r1, tokens 0..m; mode 0 store, 1 add
-  mm_i2s(w: number, k: number, r0: number, r1: number, m: number, q: number, qStride: number, scales: number, sums: number, wscale: number, oscale: number, out: number, outStride: number, mode: number): void;
-  mm_tq2(w: number, k: number, r0: number, r1: number, m: number, q: number, qStride: number, scales: number, bsum: number, bsStride: number, oscale: number, out: number, outStride: number, mode: number): void;
-  mm_tq1(w: number, k: number, r0: number, r1: number, m: number, q: number, qStride: number, scales: number, bsum: number, bsStride: number, oscale: number, out: number, outStride: number, mode: number): void;
+  mm_i2s(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    m: number,
+    q: number,
+    qStride: number,
+    scales: number,
+    sums: number,
+    wscale: number,
+    oscale: number,
+    out: number,
+    outStride: number,
+    mode: number,
+  ): void;
+  mm_tq2(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    m: number,
+    q: number,
+    qStride: number,
+    scales: number,
+    bsum: number,
+    bsStride: number,
+    oscale: number,
+    out: number,
+    outStride: number,
+    mode: number,
+  ): void;
+  mm_tq1(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    m: number,
+    q: number,
+    qStride: number,
+    scales: number,
+    bsum: number,
+    bsStride: number,
+    oscale: number,
+    out: number,
+    outStride: number,
+    mode: number,
+  ): void;
+  // TL1 / TL2 lookup-table kernels over tile images (tl-layout.ts)
+  tl_table_bytes(layout: number, k: number): number;
+  tl_tables(layout: number, q: number, k: number, out: number): void;
+  mm_tl(
+    img: number,
+    tile0: number,
+    tile1: number,
+    m: number,
+    tables: number,
+    tableStride: number,
+    scales: number,
+    oscale: number,
+    out: number,
+    outStride: number,
+    mode: number,
+    scratch: number,
+  ): void;
   // element-wise ops
   expF32(x: number): number;
   siluF32(g: number): number;
@@ -36,19 +98,77 @@ export interface KernelExports {
   gate_act(gate: number, up: number, out: number, n: number, silu: number): void;
   add_vec(out: number, y: number, n: number): void;
   // attention over the KV mirror
-  attend(q: number, out: number, h0: number, h1: number, headDim: number, group: number, kvDim: number, nPos: number, blocks: number, layerOff: number, attnScale: number, scores: number): void;
+  attend(
+    q: number,
+    out: number,
+    h0: number,
+    h1: number,
+    headDim: number,
+    group: number,
+    kvDim: number,
+    nPos: number,
+    blocks: number,
+    layerOff: number,
+    attnScale: number,
+    scores: number,
+  ): void;
   kv_store(k: number, v: number, kvDim: number, headDim: number, block: number, layerOff: number, pos: number): void;
   // float / quantized-float rows (projections, head, embeddings)
   row_bytes(type: number, k: number): number;
   dequant_row(type: number, src: number, k: number, out: number, stride: number): void;
   round_act(type: number, x: number, k: number, xr: number): void;
-  mv_exact(type: number, w: number, k: number, r0: number, r1: number, xr: number, oscale: number, out: number, mode: number, scratch: number): void;
+  mv_exact(
+    type: number,
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    xr: number,
+    oscale: number,
+    out: number,
+    mode: number,
+    scratch: number,
+  ): void;
   row_abs_sums(type: number, w: number, k: number, r0: number, r1: number, out: number, scratch: number): void;
   head_prep_bytes(k: number): number;
   head_prep_q8_0(x: number, k: number, P: number): void;
   head_prep_q8k(x: number, k: number, P: number): void;
-  head_q8_0(w: number, k: number, r0: number, r1: number, P: number, absSums: number, oscale: number, out: number, mode: number, scratch: number): void;
-  head_q6_k(w: number, k: number, r0: number, r1: number, P: number, absSums: number, oscale: number, out: number, mode: number, scratch: number): void;
+  head_q8_0(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    P: number,
+    absSums: number,
+    oscale: number,
+    out: number,
+    mode: number,
+    scratch: number,
+  ): void;
+  head_q6_k(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    P: number,
+    absSums: number,
+    oscale: number,
+    out: number,
+    mode: number,
+    scratch: number,
+  ): void;
+  head_f16(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    xr: number,
+    absSums: number,
+    oscale: number,
+    out: number,
+    mode: number,
+    scratch: number,
+  ): void;
   /** Rows recomputed by the exact fallback in this instance since the last call. */
   head_fallbacks(): number;
   // the SPMD forward pass
@@ -87,6 +207,7 @@ export const MD = {
   kvLayerBytes: 80,
   projFloat: 84,
   projType: 88,
+  tlLayout: 92,
   BYTES: 128,
 } as const;
 

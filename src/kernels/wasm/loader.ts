@@ -57,7 +57,8 @@ function readBuildFile(build: KernelBuild): Uint8Array | undefined {
 function toModule(src: KernelSource): WebAssembly.Module {
   if (src instanceof WebAssembly.Module) return src;
   const bytes = (src instanceof ArrayBuffer ? new Uint8Array(src) : src) as Uint8Array<ArrayBuffer>;
-  if (!WebAssembly.validate(bytes)) throw new Error('WebAssembly.validate refused the module (SIMD/relaxed SIMD/threads unsupported)');
+  if (!WebAssembly.validate(bytes))
+    throw new Error('WebAssembly.validate refused the module (SIMD/relaxed SIMD/threads unsupported)');
   return new WebAssembly.Module(bytes);
 }
 
@@ -75,7 +76,8 @@ export function kernelImports(memory: WebAssembly.Memory): KernelImports {
 }
 
 export function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory): KernelExports {
-  return new WebAssembly.Instance(module, kernelImports(memory) as unknown as WebAssembly.Imports).exports as unknown as KernelExports;
+  return new WebAssembly.Instance(module, kernelImports(memory) as unknown as WebAssembly.Imports)
+    .exports as unknown as KernelExports;
 }
 
 /** A shared memory of `pages` 64 KiB pages that can grow to 4 GiB. */
@@ -107,11 +109,13 @@ export function selfTest(module: WebAssembly.Module, build: KernelBuild): string
   if (got !== dot) return `self-test: int8 dot gave ${got}, expected ${dot}`;
   if (build === 'relaxed') {
     for (let i = 0; i < 4; i++) {
-      if (out[4 + i] !== lane[i] + acc[i]) return `self-test: i32x4.relaxed_dot_i8x16_i7x16_add_s lane ${i} gave ${out[4 + i]}, expected ${lane[i] + acc[i]}`;
+      if (out[4 + i] !== lane[i] + acc[i])
+        return `self-test: i32x4.relaxed_dot_i8x16_i7x16_add_s lane ${i} gave ${out[4 + i]}, expected ${lane[i] + acc[i]}`;
     }
   }
   const rounded = [2, -2, 4, 0];
-  for (let i = 0; i < 4; i++) if (out[8 + i] !== rounded[i]) return `self-test: f32x4.nearest lane ${i} gave ${out[8 + i]}`;
+  for (let i = 0; i < 4; i++)
+    if (out[8 + i] !== rounded[i]) return `self-test: f32x4.nearest lane ${i} gave ${out[8 + i]}`;
   return undefined;
 }
 

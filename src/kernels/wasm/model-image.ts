@@ -25,18 +25,21 @@ import type { Linear, ModelWeights } from '../../model/weights.ts';
 import type { TensorView } from '../../quant/float-codecs.ts';
 import type { Arena } from './arena.ts';
 import { LAYER, LIN, MD } from './exports.ts';
+import { packTL, type TLLayout, ternaryOf, tlImageBytes } from './tl-layout.ts';
 import type { WeightArena } from './weight-arena.ts';
 
 const TERNARY = new Set<number>([GGMLType.I2_S, GGMLType.TQ2_0, GGMLType.TQ1_0]);
 const FLOAT_PROJ = new Set<number>([GGMLType.F32, GGMLType.F16, GGMLType.BF16]);
 const HEAD_TYPES = new Set<number>([GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q6_K]);
-export const INTEGER_HEADS = new Set<number>([GGMLType.Q8_0, GGMLType.Q6_K]);
+/** Heads computed by the bracketed fast path (they need per-row |w| sums, computed at load). */
+export const INTEGER_HEADS = new Set<number>([GGMLType.Q8_0, GGMLType.Q6_K, GGMLType.F16]);
 
 /** Why the wasm backend cannot run this model, or undefined when it can. */
 export function wasmUnsupportedReason(hp: HParams, w: ModelWeights): string | undefined {
   const lins = w.layers.flatMap((L) => [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown]);
   const types = new Set(lins.map((l) => l.type));
-  if (types.size !== 1) return `projection types are mixed (${[...types].map(typeName).join(', ')}); the wasm forward pass needs one type`;
+  if (types.size !== 1)
+    return `projection types are mixed (${[...types].map(typeName).join(', ')}); the wasm forward pass needs one type`;
   const t = lins[0]?.type ?? GGMLType.I2_S;
   if (!TERNARY.has(t) && !FLOAT_PROJ.has(t)) return `projection type ${typeName(t)} has no wasm kernel`;
   if (!HEAD_TYPES.has(w.output.type)) return `LM head type ${typeName(w.output.type)} has no wasm kernel`;
@@ -45,7 +48,9 @@ export function wasmUnsupportedReason(hp: HParams, w: ModelWeights): string | un
   return undefined;
 }
 
-const RECLAIM_BYTES = 96 * 1024 * 1024;
+const RECLAIM_BYTES = 32 * 1024 * 1024;
+/** Bytes after every tensor the kernels may read (whole vectors past the end, software prefetch ahead). */
+export const TENSOR_SLACK = 1024;
 
 /**
  * A function that runs a full garbage collection now, or undefined. In Node, `--expose_gc` can be
@@ -77,7 +82,10 @@ interface NodeFs {
 }
 
 /** Reads tensor bytes from the model's file, or undefined where that is not possible. */
-function fileReader(location: string | undefined, size: number | undefined): { read(dst: Uint8Array, offset: number): void; close(): void } | undefined {
+function fileReader(
+  location: string | undefined,
+  size: number | undefined,
+): { read(dst: Uint8Array, offset: number): void; close(): void } | undefined {
   if (!location || size === undefined) return undefined;
   const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
   const fs = proc?.getBuiltinModule?.('node:fs') as NodeFs | undefined;
@@ -127,14 +135,24 @@ export function buildModelImage(
   arena: Arena,
   hp: HParams,
   w: ModelWeights,
-  opts: { adopt: boolean; source?: ImageSource; weightArena?: WeightArena },
+  opts: { adopt: boolean; source?: ImageSource; weightArena?: WeightArena; tl?: TLLayout },
 ): ModelImage {
   const copies = new Map<TensorView | Float32Array, number>();
   const adopted: TensorView[] = [];
   let weightBytes = 0;
   let garbage = 0;
-  const gc = opts.adopt ? reclaimer() : undefined;
-  let reader = opts.adopt && gc && opts.source?.tensors ? fileReader(opts.source.location, opts.source.size) : undefined;
+  // the GC hook is looked up on first need only (Workers never get there: no file, small copies)
+  let gcHook: (() => void) | undefined | null = null;
+  const gc = (): boolean => {
+    if (gcHook === null) gcHook = reclaimer();
+    gcHook?.();
+    return gcHook !== undefined;
+  };
+  let reader = opts.adopt && opts.source?.tensors ? fileReader(opts.source.location, opts.source.size) : undefined;
+  if (reader && !gc()) {
+    reader.close(); // without a GC, re-reading would not lower the peak: copy instead
+    reader = undefined;
+  }
   const spot = (v: TensorView, info: { offset: number; byteLength: number }): boolean => {
     const n = v.bytes.byteLength;
     if (!reader || info.byteLength !== n) return false;
@@ -157,7 +175,7 @@ export function buildModelImage(
       return inPlace;
     }
     const n = v.bytes.byteLength;
-    const p = arena.alloc(n + 16, 64); // +16: whole-vector reads past the end
+    const p = arena.alloc(n + TENSOR_SLACK, 64);
     const dst = arena.u8(p, n);
     weightBytes += n;
     copies.set(v, p);
@@ -167,7 +185,7 @@ export function buildModelImage(
       v.bytes = dst;
       adopted.push(v);
       garbage += n;
-      if (gc && (garbage >= RECLAIM_BYTES || n >= RECLAIM_BYTES / 2)) {
+      if (garbage >= RECLAIM_BYTES || n >= RECLAIM_BYTES / 2) {
         gc();
         garbage = 0;
       }
@@ -183,7 +201,7 @@ export function buildModelImage(
       v.bytes = dst;
       adopted.push(v);
       garbage += n;
-      if (gc && garbage >= RECLAIM_BYTES) {
+      if (opts.adopt && garbage >= RECLAIM_BYTES) {
         gc();
         garbage = 0;
       }
@@ -229,6 +247,8 @@ export function buildModelImage(
   set(MD.kvLayerBytes, kvLayerBytes);
   set(MD.projFloat, projFloat);
   set(MD.projType, lin0.type);
+  const tl = opts.tl && TERNARY.has(lin0.type) ? opts.tl : undefined;
+  set(MD.tlLayout, tl === 'tl1' ? 1 : tl === 'tl2' ? 2 : 0);
   for (let l = 0; l < hp.nLayer; l++) {
     const L = w.layers[l];
     const base = layers + l * LAYER.BYTES;
@@ -246,10 +266,17 @@ export function buildModelImage(
       dv.setInt32(o + LIN.n, lin.n, true);
       dv.setFloat32(o + LIN.wscale, lin.scale, true);
       dv.setFloat32(o + LIN.oscale, lin.outScale, true);
-      dv.setInt32(o + LIN.aux, 0, true);
+      let aux = 0;
+      if (tl) {
+        const { t, kind, wscale, blockScales } = ternaryOf(lin);
+        const bytes = tlImageBytes(tl, lin.n, lin.k, kind);
+        aux = arena.alloc(bytes + TENSOR_SLACK, 64);
+        packTL(tl, t, lin.n, lin.k, kind, wscale, blockScales, arena.u8(aux, bytes));
+      }
+      dv.setInt32(o + LIN.aux, aux, true);
     });
   }
   reader?.close();
-  if (gc && garbage > 0) gc();
+  if (opts.adopt && garbage >= RECLAIM_BYTES / 4) gc();
   return { md, weightBytes, kvLayerBytes, adopted };
 }

@@ -5,8 +5,8 @@
  */
 import { open } from 'node:fs/promises';
 import { readGGUF } from '../../gguf/reader.ts';
-import { FileSource } from '../../sources/file.ts';
 import type { ByteSource } from '../../sources/byte-source.ts';
+import { FileSource } from '../../sources/file.ts';
 import { arenaSource, type WeightArena } from './weight-arena.ts';
 
 export async function openForWasm(path: string): Promise<ByteSource & { arena: WeightArena }> {

@@ -24,9 +24,9 @@ export class WeightArena {
     this.arena = new Arena(this.memory, PAGE);
   }
 
-  /** A registered, zeroed view of `bytes` bytes (16 bytes of slack after it for vector reads). */
+  /** A registered, zeroed view of `bytes` bytes (1 KiB of slack after it: vector reads and prefetch). */
   allocate(bytes: number): Uint8Array {
-    const p = this.arena.alloc(bytes + 16, 64);
+    const p = this.arena.alloc(bytes + 1024, 64);
     const v = this.arena.u8(p, bytes);
     this.views.set(v, p);
     return v;
