@@ -17,6 +17,32 @@ import { ModelConfig, type ModelConfigInit } from './model-config.ts';
 import type { ModelInfo } from './model-info.ts';
 import { type Model, ModelLoader } from './model-loader.ts';
 
+/**
+ * A local GGUF file that the wasm backend will run is opened so that its tensors are read straight
+ * into the kernels' memory: the weights are then held once (peak RSS ≈ file size + runtime),
+ * instead of once by the loader and once more by the backend. Anything else (remote locations,
+ * shard packs, non-GGUF files, the reference or cuda backends, runtimes without WebAssembly or
+ * node:fs) returns undefined and takes the ordinary path.
+ */
+async function openLocalForWasm(
+  location: string | URL | ByteSource,
+  config: ModelConfig,
+): Promise<ByteSource | undefined> {
+  if (config.backend === 'reference' || config.backend === 'cuda' || config.device.resolve().kind === 'Cuda')
+    return undefined;
+  if (typeof WebAssembly === 'undefined') return undefined;
+  const s = typeof location === 'string' ? location : location instanceof URL ? location.toString() : undefined;
+  if (s === undefined || (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) && !s.startsWith('file://'))) return undefined;
+  const path = s.startsWith('file://') ? decodeURIComponent(new URL(s).pathname) : s;
+  if (!path.toLowerCase().endsWith('.gguf')) return undefined;
+  try {
+    const { openForWasm } = await import('../kernels/wasm/node-open.ts');
+    return await openForWasm(path);
+  } catch {
+    return undefined; // not Node, or not a readable GGUF: the ordinary path reports the real error
+  }
+}
+
 export type TextStream = ReadableStream<string> & AsyncIterable<string>;
 
 function rss(): number {
@@ -64,7 +90,13 @@ export class BitNetModel {
       progressCallback: config.progressCallback,
       sourceOptions: config.sourceOptions,
     });
-    return new BitNetModel(await loader.load(location), config);
+    const direct = await openLocalForWasm(location, config);
+    if (!direct) return new BitNetModel(await loader.load(location), config);
+    try {
+      return new BitNetModel(await loader.load(direct), config);
+    } finally {
+      await direct.close?.();
+    }
   }
 
   /** Loads a local GGUF file (a path, a file:// URL, or any ByteSource). */
