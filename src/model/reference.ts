@@ -237,6 +237,9 @@ export function linear(w: Linear, a: QuantizedActs, y: Float32Array, rowScratch:
   if (w.outScale !== 1) for (let r = 0; r < n; r++) y[r] = fround(y[r] * w.outScale);
 }
 
+const BF16_U32 = new Uint32Array(1);
+const BF16_F32 = new Float32Array(BF16_U32.buffer);
+
 /** The activation as a dot product against a tensor of `type` sees it. */
 function roundedForType(type: number, x: Float32Array, out: Float32Array): Float32Array {
   switch (type) {
@@ -245,17 +248,14 @@ function roundedForType(type: number, x: Float32Array, out: Float32Array): Float
     case GGMLType.F16:
       for (let i = 0; i < x.length; i++) out[i] = f16Round(x[i]);
       return out;
-    case GGMLType.BF16: {
-      const u = new Uint32Array(1);
-      const f = new Float32Array(u.buffer);
+    case GGMLType.BF16:
       for (let i = 0; i < x.length; i++) {
-        f[0] = x[i];
+        BF16_F32[0] = x[i];
         // round to nearest even on the upper 16 bits
-        u[0] = (u[0] + 0x7fff + ((u[0] >> 16) & 1)) & 0xffff0000;
-        out[i] = f[0];
+        BF16_U32[0] = (BF16_U32[0] + 0x7fff + ((BF16_U32[0] >> 16) & 1)) & 0xffff0000;
+        out[i] = BF16_F32[0];
       }
       return out;
-    }
     case GGMLType.Q8_0:
       return blockQuantized(x, 32, out);
     case GGMLType.Q6_K:
@@ -467,7 +467,8 @@ export class ReferenceForward {
   logits(hidden: Float32Array, out: Float32Array = new Float32Array(this.hp.nVocab)): Float32Array {
     const head: TensorView = this.w.output;
     const k = this.hp.nEmbd;
-    const xr = roundedForType(head.type, hidden, new Float32Array(k));
+    // rowScratch's upper half holds the rounded activation (the lower half a dequantized row).
+    const xr = roundedForType(head.type, hidden, this.row.subarray(k, 2 * k));
     if (head.type === GGMLType.F16) {
       // Hot path (F16 head of the 2B-4T file): read the f16 bits straight through the table.
       const b = head.bytes;

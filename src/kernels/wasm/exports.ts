@@ -15,6 +15,24 @@ export interface KernelImports {
   };
 }
 
+/** TQ2_0 / TQ1_0 matmul: f16 block scales at `scales`, 256-block activation sums at `bsum`. */
+export type TqMatmul = (
+  w: number,
+  k: number,
+  r0: number,
+  r1: number,
+  m: number,
+  q: number,
+  qStride: number,
+  scales: number,
+  bsum: number,
+  bsStride: number,
+  oscale: number,
+  out: number,
+  outStride: number,
+  mode: number,
+) => void;
+
 export interface KernelExports {
   // tables and self-test
   init_tables(table: number): void;
@@ -40,38 +58,8 @@ export interface KernelExports {
     outStride: number,
     mode: number,
   ): void;
-  mm_tq2(
-    w: number,
-    k: number,
-    r0: number,
-    r1: number,
-    m: number,
-    q: number,
-    qStride: number,
-    scales: number,
-    bsum: number,
-    bsStride: number,
-    oscale: number,
-    out: number,
-    outStride: number,
-    mode: number,
-  ): void;
-  mm_tq1(
-    w: number,
-    k: number,
-    r0: number,
-    r1: number,
-    m: number,
-    q: number,
-    qStride: number,
-    scales: number,
-    bsum: number,
-    bsStride: number,
-    oscale: number,
-    out: number,
-    outStride: number,
-    mode: number,
-  ): void;
+  mm_tq2: TqMatmul;
+  mm_tq1: TqMatmul;
   // TL1 / TL2 lookup-table kernels over tile images (tl-layout.ts)
   tl_table_bytes(layout: number, k: number): number;
   tl_tables(layout: number, q: number, k: number, out: number): void;
