@@ -11,10 +11,13 @@
  *   BITNET_ALLOW_UNAUTHENTICATED "true" to serve without keys (e.g. behind IAM auth on the URL);
  *                                otherwise no keys = every non-health route answers 401
  *   BITNET_GPU_URL, BITNET_GPU_API_KEY, BITNET_EDGE_MAX_TOKENS, BITNET_MAX_CONCURRENT, BITNET_MAX_QUEUE
+ *   BITNET_THREADS               wasm kernel threads (default: the vCPUs the function has, i.e.
+ *                                availableParallelism(): 2 from 1,769 MB of memory, up to 6)
  *
  * S3 weights are read by ranged GetObject calls (src/sources/s3.ts), cached on /tmp.
  * The model loads on the first request that needs it and stays for the life of the sandbox.
  */
+import { availableParallelism } from 'node:os';
 import { streamHandle } from 'hono/aws-lambda';
 import { BitNetModel } from '../api/bitnet-model.ts';
 import { encodeGGUF } from '../gguf/writer.ts';
@@ -27,10 +30,11 @@ type Env = Record<string, string | undefined>;
 
 const int = (v: string | undefined): number | undefined => (v && /^\d+$/.test(v) ? Number(v) : undefined);
 
-async function demoModel(): Promise<BitNetModel> {
+async function demoModel(numThreads: number): Promise<BitNetModel> {
   const m = synthModel({ arch: 'bitnet-b1.58', ...SYNTH_PRESETS.tiny, qtype: 'i2_s', embdType: 'f16', seed: 1 });
   return BitNetModel.fromFile(
     new MemorySource(await encodeGGUF(m.metadata, m.tensors), 'demo (in memory, random weights)'),
+    { numThreads },
   );
 }
 
@@ -44,8 +48,9 @@ export function depsFromEnv(env: Env): AppDeps {
     keys = [crypto.randomUUID()];
   }
   const path = env.BITNET_MODEL;
+  const numThreads = Math.max(1, int(env.BITNET_THREADS) ?? availableParallelism());
   return {
-    model: () => (path ? BitNetModel.fromFile(path) : demoModel()),
+    model: () => (path ? BitNetModel.fromFile(path, { numThreads }) : demoModel(numThreads)),
     modelId: env.BITNET_MODEL_ID ?? (path ? 'bitnet' : 'bitnet-demo-random-weights'),
     apiKeys: keys,
     limits: { maxConcurrent: int(env.BITNET_MAX_CONCURRENT) ?? 2, maxQueue: int(env.BITNET_MAX_QUEUE) ?? 16 },

@@ -127,6 +127,11 @@ export class InferenceEngine {
     return this.engine.backend.name;
   }
 
+  /** Kernel threads the backend runs (the wasm pool starts on the first forward; 1 before it). */
+  get numThreads(): number {
+    return (this.engine.backend as { numThreads?: number }).numThreads ?? 1;
+  }
+
   /** Token ids for a prompt: text is tokenized with BOS per the vocabulary's add_bos_token. */
   encodePrompt(prompt: Prompt): number[] {
     if (typeof prompt !== 'string') return [...prompt.ids];

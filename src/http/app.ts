@@ -194,6 +194,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       status: 'ready',
       model: modelId,
       backend: m.engine.backendName,
+      threads: m.engine.numThreads,
       gpu: router.gpu ? router.breaker.state : 'none',
     });
   });

@@ -86,6 +86,8 @@ describe('Lambda bundle', () => {
       },
     };
     process.env.BITNET_API_KEYS = 'lambda-key';
+    // two kernel threads: the worker must start from inside the one-file bundle
+    process.env.BITNET_THREADS = '2';
     try {
       const mod = await import(pathToFileURL(out.lambda!).href);
       const { PassThrough } = await import('node:stream');
@@ -131,6 +133,7 @@ describe('Lambda bundle', () => {
       expect(JSON.parse(r.subarray(r.indexOf(Buffer.alloc(8)) + 8).toString())).toMatchObject({
         status: 'ready',
         backend: 'wasm',
+        threads: 2,
       });
       const all = Buffer.concat(chunks);
       const body = all.subarray(all.indexOf(Buffer.alloc(8)) + 8).toString();
@@ -140,6 +143,7 @@ describe('Lambda bundle', () => {
     } finally {
       delete g.awslambda;
       delete process.env.BITNET_API_KEYS;
+      delete process.env.BITNET_THREADS;
     }
   });
 });

@@ -9,6 +9,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { ThreadPool } from './backend.ts';
+import { RC } from './exports.ts';
 
 export interface PoolInit {
   module: WebAssembly.Module;
@@ -31,14 +32,48 @@ class NodePool implements ThreadPool {
   }
 }
 
+/**
+ * The worker's whole program, run as an eval'd CommonJS script so that no second file has to
+ * travel with the code: bundles (scripts/bundle.ts, the stack's NodejsFunction, the container)
+ * carry one .mjs, and a `new URL('./worker.ts', import.meta.url)` would not exist beside it.
+ * It instantiates the module over the shared memory with the imports the module asks for (the
+ * same values as loader.ts kernelImports: memory, Math.exp, a throwing abort), reports ready with
+ * the job counter it saw, and serves jobs in worker_loop until the backend raises the exit flag.
+ */
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { module, memory, rc, f16Table, tid, jobSeqOffset } = workerData;
+const env = {};
+for (const imp of WebAssembly.Module.imports(module)) {
+  if (imp.module !== 'env') throw new Error('unexpected kernel import ' + imp.module + '.' + imp.name);
+  if (imp.name === 'memory') env.memory = memory;
+  else if (imp.name === 'exp') env.exp = Math.exp;
+  else if (imp.name === 'abort') env.abort = () => { throw new Error('wasm kernel abort'); };
+  else throw new Error('unexpected kernel import env.' + imp.name);
+}
+const k = new WebAssembly.Instance(module, { env }).exports;
+k.set_tables(f16Table);
+// the job counter before we report ready: the first job will move it past this value
+const seen = Atomics.load(new Int32Array(memory.buffer, rc + jobSeqOffset, 1), 0);
+parentPort.postMessage('ready');
+k.worker_loop(rc, tid, seen);
+`;
+
 export async function startNodePool(init: PoolInit): Promise<ThreadPool> {
-  const url = new URL('./node-worker.ts', import.meta.url);
   const workers: Worker[] = [];
   try {
     const ready: Promise<void>[] = [];
     for (let i = 0; i < init.workers; i++) {
-      const w = new Worker(url, {
-        workerData: { module: init.module, memory: init.memory, rc: init.rc, f16Table: init.f16Table, tid: i + 1 },
+      const w = new Worker(WORKER_SOURCE, {
+        eval: true,
+        workerData: {
+          module: init.module,
+          memory: init.memory,
+          rc: init.rc,
+          f16Table: init.f16Table,
+          tid: i + 1,
+          jobSeqOffset: RC.jobSeq,
+        },
       });
       workers.push(w);
       ready.push(
