@@ -62,7 +62,7 @@ async function runOnce(backend: Backend, m: LoadedModel, prompt: number, gen: nu
   for (let i = 0; i < gen; i++) {
     const next = argmax(logits);
     tokens.push(next);
-    [logits] = await backend.forward({ tokens: [next], startPos: prompt + i, kv, logits: 'last' });
+    [logits] = await backend.forward({ tokens: [next], startPos: prompt + i, kv, logits: 'last', into: logits });
     maxDecodeRss = Math.max(maxDecodeRss, process.memoryUsage.rss());
   }
   const t2 = performance.now();

@@ -177,11 +177,13 @@ export class Engine {
           break;
         }
         if (generated.length >= o.maxNewTokens || pos >= this.d.contextLength) break;
+        // the previous row has been sampled: the backend may overwrite it
         [logits] = await backend.forward({
           tokens: [id],
           startPos: pos,
           kv: seq.store,
           logits: 'last',
+          into: logits,
           signal: o.signal,
         });
         pos++;

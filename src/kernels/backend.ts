@@ -12,6 +12,12 @@ export interface ForwardRequest {
   kv: KVStore;
   /** 'last': logits of the final position only; 'all': one row per token. */
   logits: 'last' | 'all';
+  /**
+   * With logits 'last': a backend may write the row into this array (nVocab long) and return it
+   * instead of a new one, so a decode loop reuses one buffer rather than leaving 0.5 MB of garbage
+   * per token (128K vocabulary) for the GC. Callers always use the returned array.
+   */
+  into?: Float32Array;
   signal?: AbortSignal;
 }
 

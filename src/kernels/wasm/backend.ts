@@ -404,7 +404,10 @@ export class WasmBackend implements Backend {
       this.writeBack(m, req.kv, pos0, pos0 + chunk.length);
       m.len = pos0 + chunk.length;
       const rows = mode === LogitsMode.All ? chunk.length : mode === LogitsMode.Last ? 1 : 0;
-      for (let r = 0; r < rows; r++) out.push(this.arena.f32(this.logitsPtr + 4 * V * r, V).slice());
+      if (mode === LogitsMode.Last && req.into?.length === V) {
+        req.into.set(this.arena.f32(this.logitsPtr, V));
+        out.push(req.into);
+      } else for (let r = 0; r < rows; r++) out.push(this.arena.f32(this.logitsPtr + 4 * V * r, V).slice());
     }
     return out;
   }
