@@ -1,15 +1,15 @@
 /**
  * Kernel micro-benchmark (GOP/s, 2 ops per multiply-add, CPU time of this thread, median of 7):
  * ternary matvec/matmul straight from I2_S, TQ2_0, TQ1_0 bytes at 2560×2560 and 6912×2560, decode
- * (m = 1) and prefill (m = 16), on each kernel build; plus the Q6_K head kernel.
+ * (m = 1) and prefill (m = 16), on each kernel build; plus the Q6_K, Q8_0 and Q4_0 head kernels.
  *   node bench/micro.ts [--json]
  */
 import { Arena } from '../src/kernels/wasm/arena.ts';
 import type { KernelExports } from '../src/kernels/wasm/exports.ts';
 import { createMemory, instantiate, type KernelBuild, selectKernels } from '../src/kernels/wasm/loader.ts';
-import { packTL, tlImageBytes } from '../src/kernels/wasm/tl-layout.ts';
-import { quantizeQ6_K } from '../src/quant/float-codecs.ts';
+import { quantizeQ4_0, quantizeQ6_K, quantizeQ8_0 } from '../src/quant/float-codecs.ts';
 import { packI2S } from '../src/quant/i2s.ts';
+import { packTL, tlImageBytes } from '../src/quant/tl.ts';
 import { packTQ1_0, packTQ2_0 } from '../src/quant/tq.ts';
 
 const cpuMs = () => {
@@ -105,26 +105,40 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[
         }
       }
     }
-    // the Q6_K head (exact), 16000 rows × 2560
+    // the integer heads, 16000 rows × 2560
     const n = 16000;
     const kk = 2560;
     const x = Float32Array.from({ length: n * kk }, () => (rnd() - 0.5) * 0.3);
-    const bytes = quantizeQ6_K(x);
-    const w = a.alloc(bytes.length + 1024);
-    a.u8(w, bytes.length).set(bytes);
     const hid = a.alloc(4 * kk);
     {
       const h = a.f32(hid, kk);
       for (let i = 0; i < kk; i++) h[i] = rnd() - 0.5;
     }
     const P = a.alloc(k.head_prep_bytes(kk));
-    const abs = a.alloc(16 * n);
     const scratch = a.alloc(16 * kk + 4096);
     const y = a.alloc(4 * n);
-    k.row_abs_sums(14, w, kk, 0, n, abs, scratch);
-    k.head_prep_q8k(hid, kk, P);
-    const ms = time(() => k.head_q6_k(w, kk, 0, n, P, abs, 1, y, 0, scratch), 2);
-    out.push({ build, kernel: 'Q6_K head', n, k: kk, m: 1, ms, gops: (2 * n * kk) / ms / 1e6 });
+    for (const [name, quantize] of [
+      ['Q6_K head', quantizeQ6_K],
+      ['Q8_0 head', quantizeQ8_0],
+      ['Q4_0 head', quantizeQ4_0],
+    ] as const) {
+      const bytes = quantize(x);
+      const w = a.alloc(bytes.length + 1024);
+      a.u8(w, bytes.length).set(bytes);
+      const f =
+        name === 'Q6_K head'
+          ? () => {
+              k.head_prep_q8k(hid, kk, P);
+              k.head_q6_k(w, kk, 0, n, P, 1, y, 0, scratch);
+            }
+          : () => {
+              k.head_prep_q8_0(hid, kk, P);
+              if (name === 'Q8_0 head') k.head_q8_0(w, kk, 0, n, P, 1, y, 0);
+              else k.head_q4_0(w, kk, 0, n, P, 1, y, 0);
+            };
+      const ms = time(f, 2);
+      out.push({ build, kernel: name, n, k: kk, m: 1, ms, gops: (2 * n * kk) / ms / 1e6 });
+    }
   }
   return out;
 }

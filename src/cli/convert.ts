@@ -1,5 +1,5 @@
 /**
- * `bitnet convert --model IN --out DIR [--layout i2s|tl2] [--head keep|f16|q8_0|q6_k|int4]
+ * `bitnet convert --model IN --out DIR [--layout i2s|tl1|tl2] [--head keep|f16|q8_0|q6_k|int4]
  * [--shard-size 64MiB] [--alignment 64] [--json]`: a GGUF (any location openSource reads) or an HF
  * safetensors directory (packed uint8 + weight_scale, or bf16 master weights) → a shard pack in DIR.
  * A progress bar goes to stderr; the summary to stdout.

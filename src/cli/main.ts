@@ -8,10 +8,10 @@ Commands:
              --top-p P --repetition-penalty R --seed S --stop TEXT ...] [--threads N] [--backend reference|wasm] [--json]
   logits     --model PATH --prompt-ids 1,2,3 --json
   synth      (--preset tiny|large|2b-4t | --arch A --hidden H --layers L --heads N --kv-heads M --ffn F --vocab V --ctx C)
-             --qtype i2_s|tq2_0|tq1_0|f16 [--embd-type f16|q8_0|q6_k] [--activation silu|relu2] --seed S --out FILE.gguf
+             --qtype i2_s|tq2_0|tq1_0|f16 [--embd-type f16|q8_0|q4_0|q6_k] [--activation silu|relu2] --seed S --out FILE.gguf
   inspect    FILE [--json]
   tokenize   --model FILE (--text TEXT | --input STRINGS.json) [--bos] [--parse-special] [--pre-tokenizer P] [--json]
-  convert    --model GGUF|HF_DIR --out DIR [--layout i2s|tl2] [--head keep|f16|q8_0|q6_k|int4] [--shard-size 64MiB] [--json]
+  convert    --model GGUF|HF_DIR --out DIR [--layout i2s|tl1|tl2] [--head keep|f16|q8_0|q6_k|int4] [--shard-size 64MiB] [--json]
   pull       OWNER/REPO [--file F ...] [--out DIR] [--revision R] [--json]
 
 Models load from a path, file://, https://, s3://bucket/key or a shard-pack directory / manifest.json.

@@ -58,7 +58,7 @@ export async function synthCommand(argv: string[]): Promise<number> {
     ropeFreqBase: preset?.ropeFreqBase,
     activation: oneOf(values, 'activation', ['silu', 'relu2'] as const),
     qtype,
-    embdType: oneOf<SynthEmbdType>(values, 'embd-type', ['f16', 'q8_0', 'q6_k']) ?? 'f16',
+    embdType: oneOf<SynthEmbdType>(values, 'embd-type', ['f16', 'q8_0', 'q4_0', 'q6_k']) ?? 'f16',
     embdStd: num(values, 'embd-std', { min: 0 }),
     seed: required(num(values, 'seed', { int: true, min: 0, max: 0xffffffff }), 'seed'),
   };

@@ -31,6 +31,11 @@ export interface GGUFTensorInfo {
   offset: number;
   byteLength: number;
   nElements: number;
+  /**
+   * Shard packs only: the bytes are a TL1/TL2 tile image (src/quant/tl.ts) of a `type` tensor,
+   * `byteLength` long, not `type`'s storage. Absent for GGUF tensors.
+   */
+  layout?: 'tl1' | 'tl2';
 }
 
 export interface GGUFFile {

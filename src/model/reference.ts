@@ -14,7 +14,8 @@
  * - RMSNorm sums squares in f64; RoPE (NEOX pairs (i, i + nRot/2)) builds angles by repeated f32
  *   multiplication; K and V are stored as f16; Q and the softmax probabilities are rounded to f16
  *   before their dot products; the LM head sees the hidden state rounded the way its type's dot
- *   product rounds it (f16 for F16, Q8_0 blocks for Q8_0, Q8_K blocks for Q6_K).
+ *   product rounds it (f16 for F16, bf16 for BF16); Q8_0/Q4_0/Q6_K heads quantize it per block and
+ *   sum integer block dot products like ggml (integer-head.ts).
  *
  * Shapes: nEmbd = hidden size, kvDim = nHeadKv·headDim, nFF = FFN width. Weights are [out][in]
  * row-major (GGUF ne = [in, out]).
@@ -22,9 +23,19 @@
 import { BitNetError } from '../errors.ts';
 import { GGMLType } from '../gguf/ggml-types.ts';
 import { dequantizeRow, F16_TABLE, rowBytes, type TensorView } from '../quant/float-codecs.ts';
+import { decodeTLRow, readTLHeader } from '../quant/tl.ts';
 import { QK_K, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES, tq1Digit, tq1Element } from '../quant/tq.ts';
 import { f32ToF16 } from '../util/f16.ts';
 import type { HParams } from './hparams.ts';
+import {
+  type HeadActs,
+  headActs,
+  headRowQ4_0,
+  headRowQ6_K,
+  headRowQ8_0,
+  INTEGER_HEAD_TYPES,
+  quantizeQ8_0Acts,
+} from './integer-head.ts';
 import type { Linear, ModelWeights } from './weights.ts';
 
 const fround = Math.fround;
@@ -207,6 +218,11 @@ export function quantizeActivationsQ8K(x: Float32Array, q: Int8Array, d: Float32
 /** y[0..n) = W·x for one token. Ternary weights take the exact integer path. */
 export function linear(w: Linear, a: QuantizedActs, y: Float32Array, rowScratch: Float32Array): void {
   const { k, n } = w;
+  if (w.layout) {
+    linearTL(w, a, y);
+    if (w.outScale !== 1) for (let r = 0; r < n; r++) y[r] = fround(y[r] * w.outScale);
+    return;
+  }
   const rb = rowBytes(w.type, k);
   switch (w.type) {
     case GGMLType.I2_S:
@@ -237,6 +253,43 @@ export function linear(w: Linear, a: QuantizedActs, y: Float32Array, rowScratch:
   if (w.outScale !== 1) for (let r = 0; r < n; r++) y[r] = fround(y[r] * w.outScale);
 }
 
+// one decoded TL row (ternary, nb·256) and its block scales; grown on demand, shared (single-threaded)
+let tlRow = new Int8Array(0);
+let tlScales = new Float32Array(0);
+
+/**
+ * linear() over a TL1/TL2 tile image (src/quant/tl.ts): each row is decoded to ternary values on
+ * the fly, then the source type's numerics exactly. Kind 0 (I2_S): D − S = Σ t·q, then
+ * y = ((D − S)/s)·wscale in f32. Kind 1 (TQ2_0/TQ1_0): y = (Σ_b d_b·D_b)/s accumulated in f32 in
+ * block order, or with Q8_K activations Σ_b f32(d_b·act_b)·D_b, as dotTQ2_0/dotTQ1_0.
+ */
+function linearTL(w: Linear, a: QuantizedActs, y: Float32Array): void {
+  const h = readTLHeader(w.bytes); // validated against the tensor when the pack was loaded
+  const { k, n } = w;
+  if (tlRow.length < h.nb * 256) tlRow = new Int8Array(h.nb * 256);
+  if (tlScales.length < h.nb) tlScales = new Float32Array(h.nb);
+  const t = tlRow;
+  const sc = tlScales;
+  const q = a.q;
+  for (let r = 0; r < n; r++) {
+    decodeTLRow(w.bytes, h, r, t, sc);
+    if (h.kind === 0) {
+      let dms = 0;
+      for (let i = 0; i < k; i++) dms += t[i] * q[i];
+      y[r] = fround(fround(fround(dms) / a.scale) * h.wscale);
+      continue;
+    }
+    let acc = 0;
+    for (let b = 0; b < h.nb; b++) {
+      let d = 0;
+      for (let i = b * QK_K, e = Math.min(k, i + QK_K); i < e; i++) d += t[i] * q[i];
+      const act = a.blockScales;
+      acc = fround(acc + fround(d * (act ? fround(sc[b] * act[b]) : sc[b])));
+    }
+    y[r] = a.blockScales ? acc : fround(acc / a.scale);
+  }
+}
+
 const BF16_U32 = new Uint32Array(1);
 const BF16_F32 = new Float32Array(BF16_U32.buffer);
 
@@ -256,51 +309,9 @@ function roundedForType(type: number, x: Float32Array, out: Float32Array): Float
         out[i] = BF16_F32[0];
       }
       return out;
-    case GGMLType.Q8_0:
-      return blockQuantized(x, 32, out);
-    case GGMLType.Q6_K:
-      return blockQuantized(x, QK_K, out);
     default:
       throw BitNetError.Model('UNSUPPORTED_TENSOR_TYPE', `no float dot product for type ${type}`, { type });
   }
-}
-
-/**
- * x as ggml's Q8_0 (block 32, d = amax/127 stored as f16, round half away from zero) or Q8_K
- * (block 256, iscale = −127/max by signed extreme, f32 d) quantization returns it.
- */
-function blockQuantized(x: Float32Array, block: number, out: Float32Array): Float32Array {
-  for (let b = 0; b < x.length; b += block) {
-    if (block === 32) {
-      let amax = 0;
-      for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b + j]));
-      const d = fround(amax / 127);
-      const id = d ? fround(1 / d) : 0;
-      const dh = f16Round(d);
-      for (let j = 0; j < 32; j++) {
-        const v = fround(x[b + j] * id);
-        out[b + j] = dh * Math.sign(v) * Math.round(Math.abs(v)); // roundf: half away from zero
-      }
-    } else {
-      let max = 0;
-      let amax = 0;
-      for (let j = 0; j < block; j++) {
-        const a = Math.abs(x[b + j]);
-        if (a > amax) {
-          amax = a;
-          max = x[b + j];
-        }
-      }
-      if (amax === 0) {
-        for (let j = 0; j < block; j++) out[b + j] = 0;
-        continue;
-      }
-      const iscale = fround(-127 / max);
-      const d = fround(1 / iscale);
-      for (let j = 0; j < block; j++) out[b + j] = d * Math.min(127, roundHalfEven(fround(iscale * x[b + j])));
-    }
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,6 +335,9 @@ export class ReferenceForward {
   private readonly row: Float32Array; // dequantized weight row + rounded activation [2·max(nEmbd, nFF)]
   private readonly kRow: Float32Array; // one cached K/V row [kvDim]
   private scores: Float32Array; // [context length so far]
+
+  /** The quantized hidden state of the integer heads (allocated on first use). */
+  private headActs: HeadActs | undefined;
 
   /** Q8_K block scales when running in llama.cpp's activation scheme (comparison only). */
   private readonly q8kScales: Float32Array | undefined;
@@ -467,6 +481,20 @@ export class ReferenceForward {
   logits(hidden: Float32Array, out: Float32Array = new Float32Array(this.hp.nVocab)): Float32Array {
     const head: TensorView = this.w.output;
     const k = this.hp.nEmbd;
+    if (INTEGER_HEAD_TYPES.includes(head.type)) {
+      // Q8_0 / Q4_0 / Q6_K: block-quantized hidden state, integer block dots (integer-head.ts)
+      const a = (this.headActs ??= headActs(k));
+      const b = head.bytes;
+      if (head.type === GGMLType.Q6_K) {
+        quantizeActivationsQ8K(hidden, a.q, a.d);
+        for (let v = 0; v < this.hp.nVocab; v++) out[v] = headRowQ6_K(b, v, k, a);
+      } else {
+        quantizeQ8_0Acts(hidden, a);
+        const row = head.type === GGMLType.Q8_0 ? headRowQ8_0 : headRowQ4_0;
+        for (let v = 0; v < this.hp.nVocab; v++) out[v] = row(b, v, k, a);
+      }
+      return out;
+    }
     // rowScratch's upper half holds the rounded activation (the lower half a dequantized row).
     const xr = roundedForType(head.type, hidden, this.row.subarray(k, 2 * k));
     if (head.type === GGMLType.F16) {

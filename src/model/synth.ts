@@ -16,7 +16,7 @@ import { createRng, type Xoshiro128 } from '../generate/prng.ts';
 import { GGMLType } from '../gguf/ggml-types.ts';
 import type { GGUFEntry } from '../gguf/metadata.ts';
 import { meta, type TensorToWrite } from '../gguf/writer.ts';
-import { quantizeF16, quantizeQ6_K, quantizeQ8_0 } from '../quant/float-codecs.ts';
+import { quantizeF16, quantizeQ4_0, quantizeQ6_K, quantizeQ8_0 } from '../quant/float-codecs.ts';
 import { packI2S } from '../quant/i2s.ts';
 import { packTQ1_0, packTQ2_0 } from '../quant/tq.ts';
 import { makeSyntheticVocab } from '../tokenizer/synthetic-vocab.ts';
@@ -24,7 +24,7 @@ import { f16ToF32, f32ToF16 } from '../util/f16.ts';
 import { B158_ARCHS } from './hparams.ts';
 
 export type SynthQType = 'i2_s' | 'tq2_0' | 'tq1_0' | 'f16';
-export type SynthEmbdType = 'f16' | 'q8_0' | 'q6_k';
+export type SynthEmbdType = 'f16' | 'q8_0' | 'q4_0' | 'q6_k';
 
 export interface SynthShape {
   arch: string;
@@ -109,7 +109,7 @@ function validateShape(o: SynthOptions): void {
   if ((o.hidden / o.heads) % 2) throw bad('head dim must be even');
   const block = o.qtype === 'i2_s' ? 128 : o.qtype === 'f16' ? 1 : 256;
   if (o.hidden % block || o.ffn % block) throw bad(`hidden and ffn must be multiples of ${block} for ${o.qtype}`);
-  const eb = o.embdType === 'q6_k' ? 256 : o.embdType === 'q8_0' ? 32 : 1;
+  const eb = o.embdType === 'q6_k' ? 256 : o.embdType === 'q8_0' || o.embdType === 'q4_0' ? 32 : 1;
   if (o.hidden % eb) throw bad(`hidden must be a multiple of ${eb} for ${o.embdType} embeddings`);
   if (o.vocab < 262) throw bad('vocab must be at least 262 (256 bytes + merges + 3 specials)');
   if (o.arch !== 'bitnet' && !(B158_ARCHS as readonly string[]).includes(o.arch)) throw bad(`unknown arch ${o.arch}`);
@@ -123,7 +123,12 @@ const QTYPE_ID: Record<SynthQType, number> = {
   tq2_0: GGMLType.TQ2_0,
   i2_s: GGMLType.I2_S,
 };
-const EMBD_ID: Record<SynthEmbdType, number> = { f16: GGMLType.F16, q8_0: GGMLType.Q8_0, q6_k: GGMLType.Q6_K };
+const EMBD_ID: Record<SynthEmbdType, number> = {
+  f16: GGMLType.F16,
+  q8_0: GGMLType.Q8_0,
+  q4_0: GGMLType.Q4_0,
+  q6_k: GGMLType.Q6_K,
+};
 
 export interface SynthModel {
   metadata: [string, GGUFEntry][];
@@ -173,7 +178,13 @@ export function synthModel(o: SynthOptions): SynthModel {
       const rng = streamFor(o.seed, 'token_embd.weight');
       const x = new Float32Array(o.hidden * o.vocab);
       for (let i = 0; i < x.length; i++) x[i] = gaussian(rng) * embdStd;
-      return o.embdType === 'f16' ? quantizeF16(x) : o.embdType === 'q8_0' ? quantizeQ8_0(x) : quantizeQ6_K(x);
+      return o.embdType === 'f16'
+        ? quantizeF16(x)
+        : o.embdType === 'q8_0'
+          ? quantizeQ8_0(x)
+          : o.embdType === 'q4_0'
+            ? quantizeQ4_0(x)
+            : quantizeQ6_K(x);
     },
   });
   const norm = (name: string, n: number): TensorToWrite => ({

@@ -8,6 +8,7 @@ import { BitNetError } from '../errors.ts';
 import { GGMLType, typeName } from '../gguf/ggml-types.ts';
 import { type GGUFFile, type GGUFTensorInfo, readTensorBytes } from '../gguf/reader.ts';
 import { dequantizeRow, type TensorView } from '../quant/float-codecs.ts';
+import { type TLLayout, tlImageBytes, tlKindOf, validateTLImage } from '../quant/tl.ts';
 import type { ReadOptions } from '../sources/byte-source.ts';
 import type { HParams } from './hparams.ts';
 
@@ -15,7 +16,14 @@ import type { HParams } from './hparams.ts';
 export const TERNARY_TYPES: readonly number[] = [GGMLType.I2_S, GGMLType.TQ2_0, GGMLType.TQ1_0];
 export const FLOAT_PROJ_TYPES: readonly number[] = [GGMLType.F32, GGMLType.F16, GGMLType.BF16];
 /** Types the token embedding / LM head may have. */
-export const EMBD_TYPES: readonly number[] = [GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q6_K];
+export const EMBD_TYPES: readonly number[] = [
+  GGMLType.F32,
+  GGMLType.F16,
+  GGMLType.BF16,
+  GGMLType.Q8_0,
+  GGMLType.Q4_0,
+  GGMLType.Q6_K,
+];
 const NORM_TYPES: readonly number[] = [GGMLType.F32, GGMLType.F16];
 
 export interface Linear extends TensorView {
@@ -27,6 +35,13 @@ export interface Linear extends TensorView {
   scale: number;
   /** Optional `<name>.scale` tensor of `bitnet` files, multiplied after the matmul (1 when absent). */
   outScale: number;
+  /**
+   * Set when `bytes` are a TL1/TL2 tile image (src/quant/tl.ts; shard packs with layout tl1/tl2)
+   * instead of `type`'s own storage. `type` stays the numeric type (I2_S: kind 0, the image's f32
+   * scale is `scale`; TQ2_0/TQ1_0: kind 1, per-block f16 scales in the image). Code that reads
+   * `bytes` as GGML storage must check this and refuse or decode (decodeTLRow).
+   */
+  layout?: TLLayout;
 }
 
 export interface LayerWeights {
@@ -102,6 +117,21 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return ta.length === tb.length && ta.every((v, i) => v === tb[i]);
 }
 
+/** A TL-image tensor (shard packs): a ternary projection whose byte count is its image's. */
+function checkTLPlan(s: Spec, t: GGUFTensorInfo): void {
+  const kind = tlKindOf(t.type);
+  if (kind === undefined) {
+    const why = `tensor ${s.name} (${typeName(t.type)}) cannot have layout ${t.layout}`;
+    throw BitNetError.Model('PACK_BAD_TL_IMAGE', why, { name: s.name, layout: t.layout, type: typeName(t.type) });
+  }
+  const want = tlImageBytes(t.layout!, t.ne[1], t.ne[0], kind);
+  if (t.byteLength !== want || (kind === 1 && t.ne[0] % 256 !== 0)) {
+    const why = `tensor ${s.name}: ${t.byteLength} bytes, its ${t.layout} image needs ${want}`;
+    const details = { name: s.name, layout: t.layout, length: t.byteLength, expected: want };
+    throw BitNetError.Model('PACK_BAD_TL_IMAGE', why, details);
+  }
+}
+
 /**
  * Checks every tensor's presence, type and shape. Returns the tensors to read and their total
  * byte count (the memory the weights will take), without reading any of them.
@@ -132,10 +162,27 @@ export function planWeights(file: GGUFFile, hp: HParams): { tensors: GGUFTensorI
     if (t.type === GGMLType.I2_S && t.ne[0] % 128 !== 0) {
       throw BitNetError.Model('BAD_TENSOR_SHAPE', `I2_S tensor ${s.name} needs ne[0] % 128 == 0`, { name: s.name });
     }
+    if (t.layout) checkTLPlan(s, t);
     tensors.push(t);
     bytes += t.byteLength;
   }
   return { tensors, bytes };
+}
+
+/**
+ * A TL image as read: its header must be the one this tensor's image has (layout, N, K, kind,
+ * derived words, length) before anything uses it. Returns the scale (kind 0) or 1.
+ */
+function checkTLImage(t: GGUFTensorInfo, bytes: Uint8Array): number {
+  const layout = t.layout!;
+  try {
+    const h = validateTLImage(bytes, { layout, n: t.ne[1], k: t.ne[0], kind: tlKindOf(t.type)! });
+    return h.kind === 0 ? h.wscale : 1;
+  } catch (e) {
+    const d = e instanceof BitNetError ? e.details : {};
+    const why = `${t.name}: ${(e as Error).message}`;
+    throw BitNetError.Model('PACK_BAD_TL_IMAGE', why, { ...d, name: t.name, layout }, e);
+  }
 }
 
 function toF32(view: TensorView): Float32Array {
@@ -159,9 +206,11 @@ export async function loadWeights(
 ): Promise<ModelWeights> {
   const plan = planWeights(file, hp);
   const views = new Map<string, TensorView>();
+  const images = new Map<string, { layout: TLLayout; wscale: number }>();
   let loaded = 0;
   for (const t of plan.tensors) {
     const bytes = await readTensorBytes(file, t, opts);
+    if (t.layout) images.set(t.name, { layout: t.layout, wscale: checkTLImage(t, bytes) });
     views.set(t.name, { name: t.name, type: t.type, ne: t.ne, bytes });
     loaded += t.byteLength;
     opts.onProgress?.({ loadedBytes: loaded, totalBytes: plan.bytes, tensor: t.name });
@@ -172,6 +221,10 @@ export async function loadWeights(
     const v = get(`${name}.weight`);
     const k = v.ne[0];
     const n = v.ne[1];
+    const s = views.get(`${name}.scale`);
+    const outScale = s ? toF32(s)[0] : 1;
+    const img = images.get(v.name);
+    if (img) return { ...v, k, n, scale: img.wscale, outScale, layout: img.layout };
     let scale = 1;
     if (v.type === GGMLType.I2_S) {
       scale = new DataView(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength).getFloat32((k * n) / 4, true);
@@ -179,8 +232,6 @@ export async function loadWeights(
         throw BitNetError.Model('BAD_TENSOR_DATA', `I2_S scale of ${name} is not finite`, { name, scale });
       }
     }
-    const s = views.get(`${name}.scale`);
-    const outScale = s ? toF32(s)[0] : 1;
     return { ...v, k, n, scale, outScale };
   };
   const layers: LayerWeights[] = [];

@@ -1,9 +1,11 @@
 /**
- * Codecs for the non-ternary types the engine reads: F32, F16, BF16, Q8_0 and Q6_K (embeddings
+ * Codecs for the non-ternary types the engine reads: F32, F16, BF16, Q8_0, Q4_0 and Q6_K (embeddings
  * and LM head), plus row dequantization for every supported type so the reference can read any
  * tensor row as f32.
  *
  * Q8_0 block (34 B, 32 elements): f16 d, int8 qs[32]; x = d·q.
+ * Q4_0 block (18 B, 32 elements): f16 d, qs[16]; element j in the low nibble of qs[j], element
+ *   j + 16 in its high nibble; x = d·(nibble − 8).
  * Q6_K block (210 B, 256 elements): ql[128], qh[64], int8 scales[16], f16 d. Each half h of 128
  *   elements uses ql[64h..], qh[32h..], scales[8h..]; for l in 0..31 the four 6-bit values
  *   q1..q4 (elements l, l+32, l+64, l+96 of the half) are
@@ -38,6 +40,35 @@ export function quantizeQ8_0(x: Float32Array): Uint8Array {
     const id = d ? 1 / d : 0;
     dv.setUint16(b * 34, f32ToF16(d), true);
     for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, Math.round(x[b * 32 + j] * id));
+  }
+  return out;
+}
+
+/**
+ * ggml's Q4_0 quantizer (quantize_row_q4_0_ref): per 32-block, m = the element of largest |x|
+ * (signed), d = m / −8 (stored as f16), q = min(15, trunc(x·(1/d) + 8.5)); x = d·(q − 8).
+ */
+export function quantizeQ4_0(x: Float32Array): Uint8Array {
+  if (x.length % 32 !== 0) throw BitNetError.Quantization('Q4_0_BAD_LENGTH', 'Q4_0 needs a multiple of 32 elements');
+  const nb = x.length / 32;
+  const out = new Uint8Array(nb * 18);
+  const dv = new DataView(out.buffer);
+  const f = Math.fround;
+  for (let b = 0; b < nb; b++) {
+    const o = b * 32;
+    let amax = 0;
+    let max = 0;
+    for (let j = 0; j < 32; j++) {
+      if (Math.abs(x[o + j]) > amax) {
+        amax = Math.abs(x[o + j]);
+        max = x[o + j];
+      }
+    }
+    const d = f(max / -8);
+    const id = d ? f(1 / d) : 0;
+    dv.setUint16(b * 18, f32ToF16(d), true);
+    const q = (v: number) => Math.min(15, Math.trunc(f(f(v * id) + 8.5)));
+    for (let j = 0; j < 16; j++) out[b * 18 + 2 + j] = q(x[o + j]) | (q(x[o + 16 + j]) << 4);
   }
   return out;
 }
@@ -136,6 +167,8 @@ export function rowBytes(type: number, k: number): number {
       return 2 * k;
     case GGMLType.Q8_0:
       return (k / 32) * 34;
+    case GGMLType.Q4_0:
+      return (k / 32) * 18;
     case GGMLType.Q6_K:
       return (k / QK_K) * 210;
     case GGMLType.TQ2_0:
@@ -173,6 +206,16 @@ export function dequantizeRow(t: TensorView, row: number, out: Float32Array): vo
         const bo = o + blk * 34;
         const d = F16_TABLE[b[bo] | (b[bo + 1] << 8)];
         for (let j = 0; j < 32; j++) out[blk * 32 + j] = d * ((b[bo + 2 + j] << 24) >> 24);
+      }
+      return;
+    case GGMLType.Q4_0:
+      for (let blk = 0; blk < k / 32; blk++) {
+        const bo = o + blk * 18;
+        const d = F16_TABLE[b[bo] | (b[bo + 1] << 8)];
+        for (let j = 0; j < 16; j++) {
+          out[blk * 32 + j] = d * ((b[bo + 2 + j] & 15) - 8);
+          out[blk * 32 + 16 + j] = d * ((b[bo + 2 + j] >> 4) - 8);
+        }
       }
       return;
     case GGMLType.Q6_K:

@@ -1,17 +1,20 @@
 /**
  * The converter: a model (a GGUF, or an HF safetensors checkpoint via hf.ts) → a shard pack.
  *
- * 1. Plan, before any tensor byte is read: the output dtype of every tensor (projections → I2_S,
- *    the head as asked, everything else as it is), the model check (the runtime's own weight
- *    planner on the planned tensor table), groups by layer and their placement in shards.
+ * 1. Plan, before any tensor byte is read: the output dtype and layout of every tensor
+ *    (projections → I2_S, or TL images; the head as asked, everything else as it is), the model
+ *    check (the runtime's own weight planner on the planned tensor table), groups by layer and
+ *    their placement in shards.
  * 2. Write: tensor by tensor, in group order, into the sink, hashing each tensor; the manifest last.
  *
- * Projections: I2_S is copied byte for byte; TQ2_0/TQ1_0 are repacked only when every block has
- * the same scale (then it is exact), else `CONVERT_LOSSY`; float weights (bf16/f16/f32 master
- * weights) are ternarized online with absmean (`ternarize`, docs/bitnet-formats.md §5.1).
- * The head (`token_embd`, `output`): `keep`, or re-encoded as f16, q8_0 or q6_k. Layouts TL1/TL2
- * belong to the wasm kernels (src/kernels/wasm/), which do not define them yet: asking for them is
- * a typed error, as is `--head int4` (no int4 head type in the runtime yet).
+ * Projections, layout `i2s` (default): I2_S is copied byte for byte; TQ2_0/TQ1_0 are repacked only
+ * when every block has the same scale (then it is exact), else `CONVERT_LOSSY`; float weights
+ * (bf16/f16/f32 master weights) are ternarized online with absmean (`ternarize`,
+ * docs/bitnet-formats.md §5.1). Layouts `tl1` / `tl2`: every projection becomes a TL tile image
+ * (src/quant/tl.ts) of the ternary tensor it is (or is ternarized to): I2_S (and ternarized floats)
+ * as kind 0, dtype I2_S; TQ2_0/TQ1_0 as kind 1 with their per-block scales, dtype kept; always exact.
+ * The head (`token_embd`, `output`): `keep`, or re-encoded as f16, q8_0, q6_k or int4 (ggml's
+ * Q4_0, see src/model/integer-head.ts for its dot product).
  * Runtime-free: the sink decides where the bytes go (fs-sink.ts writes a directory).
  */
 import { ternarize } from '../api/quantization.ts';
@@ -21,8 +24,9 @@ import type { GGUFMetadata } from '../gguf/metadata.ts';
 import { type GGUFFile, type GGUFTensorInfo, metaString, readGGUF, readTensorBytes } from '../gguf/reader.ts';
 import { readHParams } from '../model/hparams.ts';
 import { planWeights } from '../model/weights.ts';
-import { dequantizeRow, quantizeF16, quantizeQ6_K, quantizeQ8_0 } from '../quant/float-codecs.ts';
-import { packI2S } from '../quant/i2s.ts';
+import { dequantizeRow, quantizeF16, quantizeQ4_0, quantizeQ6_K, quantizeQ8_0 } from '../quant/float-codecs.ts';
+import { i2sScale, packI2S } from '../quant/i2s.ts';
+import { packTL, type TLLayout, ternaryOf, tlImageBytes, tlKindOf } from '../quant/tl.ts';
 import { unpackTQ1_0, unpackTQ2_0 } from '../quant/tq.ts';
 import type { ByteSource, ReadOptions } from '../sources/byte-source.ts';
 import { throwIfAborted } from '../sources/retry.ts';
@@ -89,10 +93,12 @@ export interface ConvertResult {
 
 const PROJ = /^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$/;
 const HEAD = new Set(['token_embd.weight', 'output.weight']);
-const HEAD_TYPES: Record<Exclude<HeadType, 'keep' | 'int4'>, number> = {
+/** `int4` is ggml's Q4_0: 32-element blocks of 4-bit values with one f16 scale (4.5 bits/weight). */
+const HEAD_TYPES: Record<Exclude<HeadType, 'keep'>, number> = {
   f16: GGMLType.F16,
   q8_0: GGMLType.Q8_0,
   q6_k: GGMLType.Q6_K,
+  int4: GGMLType.Q4_0,
 };
 
 /** A GGUF file as converter input (any ByteSource: local, HTTP, S3, R2). */
@@ -141,6 +147,9 @@ function toF32(t: InputTensor, bytes: Uint8Array): Float32Array {
 
 function outputType(t: InputTensor, o: Required<Pick<ConvertOptions, 'layout' | 'head'>>): number {
   if (PROJ.test(t.name)) {
+    const tl = o.layout === 'tl1' || o.layout === 'tl2';
+    // TL images keep TQ2_0/TQ1_0 as they are (kind 1: per-block scales); I2_S holds one scale
+    if (tl && (t.type === GGMLType.TQ2_0 || t.type === GGMLType.TQ1_0)) return t.type;
     if (
       t.type === GGMLType.I2_S ||
       t.type === GGMLType.TQ2_0 ||
@@ -159,13 +168,34 @@ function outputType(t: InputTensor, o: Required<Pick<ConvertOptions, 'layout' | 
       },
     );
   }
-  if (HEAD.has(t.name) && o.head !== 'keep' && o.head !== 'int4') return HEAD_TYPES[o.head];
+  if (HEAD.has(t.name) && o.head !== 'keep') return HEAD_TYPES[o.head];
   return t.type;
 }
 
+/** The TL image of a projection (its ternary values as they are, or ternarized from floats). */
+function tlImage(t: InputTensor, bytes: Uint8Array, layout: TLLayout): Uint8Array {
+  const [k, n] = t.ne;
+  let src: ReturnType<typeof ternaryOf>;
+  if (tlKindOf(t.type) !== undefined) {
+    src = ternaryOf({ type: t.type, bytes, k, n, scale: t.type === GGMLType.I2_S ? i2sScale(bytes, k * n) : 1 });
+  } else {
+    const { ternary, scale } = ternarize(toF32(t, bytes));
+    src = { t: ternary, kind: 0, wscale: scale };
+  }
+  const out = new Uint8Array(tlImageBytes(layout, n, k, src.kind));
+  packTL(layout, src.t, n, k, src.kind, src.wscale, src.blockScales, out);
+  return out;
+}
+
 /** The output bytes of one tensor. */
-async function convertTensor(t: InputTensor, outType: number, opts?: ReadOptions): Promise<Uint8Array> {
+async function convertTensor(
+  t: InputTensor,
+  outType: number,
+  layout: TLLayout | undefined,
+  opts?: ReadOptions,
+): Promise<Uint8Array> {
   const bytes = await t.read(opts);
+  if (layout) return tlImage(t, bytes, layout);
   if (outType === t.type) return bytes;
   if (outType === GGMLType.I2_S) {
     if (t.type === GGMLType.TQ2_0 || t.type === GGMLType.TQ1_0) {
@@ -187,6 +217,7 @@ async function convertTensor(t: InputTensor, outType: number, opts?: ReadOptions
   if (outType === GGMLType.F16) return quantizeF16(x);
   if (outType === GGMLType.Q8_0) return quantizeQ8_0(x);
   if (outType === GGMLType.Q6_K) return quantizeQ6_K(x);
+  if (outType === GGMLType.Q4_0) return quantizeQ4_0(x);
   throw BitNetError.Model('CONVERT_UNSUPPORTED_TYPE', `cannot write ${t.name} as ${typeName(outType)}`, {
     tensor: t.name,
   });
@@ -195,6 +226,8 @@ async function convertTensor(t: InputTensor, outType: number, opts?: ReadOptions
 interface Planned {
   input: InputTensor;
   outType: number;
+  /** Set for projections written as TL images. */
+  tl?: TLLayout;
   length: number;
   group: string;
   shard: string;
@@ -267,23 +300,12 @@ function planPack(input: ConvertInput, opts: ConvertOptions): PackPlan {
   const head = opts.head ?? 'keep';
   const align = opts.alignment ?? DEFAULT_ALIGNMENT;
   const shardSize = opts.shardSize ?? DEFAULT_SHARD_SIZE;
-  if (layout === 'tl1' || layout === 'tl2') {
-    throw BitNetError.Config(
-      'PACK_LAYOUT_UNAVAILABLE',
-      `layout ${layout} is not available yet: the wasm kernels (src/kernels/wasm/) have not defined their ${layout.toUpperCase()} tile layout; use i2s`,
-      { layout, available: ['i2s'] },
-    );
-  }
-  if (layout !== 'i2s') throw BitNetError.Config('BAD_LAYOUT', `unknown layout ${layout}`, { layout });
-  if (head === 'int4') {
-    throw BitNetError.Config(
-      'PACK_HEAD_UNSUPPORTED',
-      'an int4 head is not supported by the runtime yet; use f16, q8_0, q6_k or keep',
-      {
-        head,
-      },
-    );
-  }
+  if (layout !== 'i2s' && layout !== 'tl1' && layout !== 'tl2')
+    throw BitNetError.Config('BAD_LAYOUT', `unknown layout ${layout} (i2s, tl1, tl2)`, { layout });
+  if (!(head === 'keep' || head in HEAD_TYPES))
+    throw BitNetError.Config('PACK_HEAD_UNSUPPORTED', `unknown head type ${head} (keep, f16, q8_0, q6_k, int4)`, {
+      head,
+    });
   if (!Number.isSafeInteger(align) || align < 8 || (align & (align - 1)) !== 0)
     throw BitNetError.Config('BAD_ALIGNMENT', `alignment must be a power of two >= 8, got ${align}`, {
       alignment: align,
@@ -293,7 +315,14 @@ function planPack(input: ConvertInput, opts: ConvertOptions): PackPlan {
 
   const planned: Planned[] = input.tensors.map((t) => {
     const outType = outputType(t, { layout, head });
-    return { input: t, outType, length: tensorByteSize(outType, t.ne), group: groupOf(t.name), shard: '', offset: 0 };
+    const group = groupOf(t.name);
+    if (layout !== 'i2s' && PROJ.test(t.name)) {
+      if (t.ne.length !== 2)
+        throw BitNetError.Model('CONVERT_UNSUPPORTED_TYPE', `projection ${t.name} is not 2-D`, { tensor: t.name });
+      const length = tlImageBytes(layout, t.ne[1], t.ne[0], tlKindOf(outType)!);
+      return { input: t, outType, tl: layout, length, group, shard: '', offset: 0 };
+    }
+    return { input: t, outType, length: tensorByteSize(outType, t.ne), group, shard: '', offset: 0 };
   });
   const fakeInfos: GGUFTensorInfo[] = planned.map((p) => ({
     name: p.input.name,
@@ -304,6 +333,7 @@ function planPack(input: ConvertInput, opts: ConvertOptions): PackPlan {
     offset: 0,
     byteLength: p.length,
     nElements: p.input.ne.reduce((a, b) => a * b, 1),
+    ...(p.tl ? { layout: p.tl } : {}),
   }));
   // The metadata as the manifest will hold it (f32 values rounded to f32), so hparams agree with it.
   const metadata = metadataFromJson(metadataToJson(input.metadata));
@@ -341,7 +371,7 @@ function tableEntry(p: Planned, sha256: string): PackTensor {
   return {
     name: p.input.name,
     dtype: typeName(p.outType),
-    layout: p.outType === GGMLType.I2_S ? 'i2s' : 'ggml',
+    layout: p.tl ?? (p.outType === GGMLType.I2_S ? 'i2s' : 'ggml'),
     shape: neToShape(p.input.ne),
     shard: p.shard,
     offset: p.offset,
@@ -405,7 +435,7 @@ export async function convertToPack(
       writer = await sink.openShard(current);
       pos = 0;
     }
-    const bytes = await convertTensor(p.input, p.outType, opts);
+    const bytes = await convertTensor(p.input, p.outType, p.tl, opts);
     if (bytes.byteLength !== p.length) {
       throw BitNetError.Model(
         'CONVERT_SIZE_MISMATCH',

@@ -9,10 +9,11 @@
  * with one range request. This file holds the types and the validation; it reads no bytes.
  */
 import { BitNetError } from '../errors.ts';
-import { tensorByteSize, typeFromName, typeName } from '../gguf/ggml-types.ts';
+import { GGMLType, tensorByteSize, typeFromName, typeName } from '../gguf/ggml-types.ts';
 import type { GGUFEntry, GGUFMetadata, GGUFValue } from '../gguf/metadata.ts';
 import { GGUFValueType } from '../gguf/metadata.ts';
 import type { HParams } from '../model/hparams.ts';
+import { tlImageBytes, tlKindOf } from '../quant/tl.ts';
 import { checkRelativeName } from '../sources/open.ts';
 
 export const PACK_FORMAT = 'bitnet-shard-pack';
@@ -21,10 +22,16 @@ export const MANIFEST_NAME = 'manifest.json';
 export const DEFAULT_ALIGNMENT = 64;
 export const DEFAULT_SHARD_SIZE = 64 * 1024 * 1024;
 
-/** How a tensor's bytes are arranged. `ggml`: exactly the GGML type's storage (as in a GGUF). */
+/**
+ * How a tensor's bytes are arranged. `ggml`: exactly the GGML type's storage (as in a GGUF);
+ * `i2s`: I2_S as in a GGUF; `tl1`/`tl2`: a TL tile image of the dtype's ternary tensor
+ * (src/quant/tl.ts; the wasm lookup-table kernels' own layout).
+ */
 export type TensorLayout = 'i2s' | 'tl1' | 'tl2' | 'ggml';
-/** Layouts this runtime reads. TL1/TL2 tile layouts belong to the wasm kernels and are not defined yet. */
-export const READABLE_LAYOUTS: readonly TensorLayout[] = ['i2s', 'ggml'];
+/** Layouts this runtime reads (a tensor or manifest with another is PACK_UNSUPPORTED_LAYOUT). */
+export const READABLE_LAYOUTS: readonly TensorLayout[] = ['i2s', 'tl1', 'tl2', 'ggml'];
+/** The manifest's top-level `layout`: the projections' layout. */
+export const PACK_LAYOUTS: readonly TensorLayout[] = ['i2s', 'tl1', 'tl2'];
 export type HeadType = 'keep' | 'f16' | 'q8_0' | 'q6_k' | 'int4';
 
 export interface PackTensor {
@@ -211,6 +218,19 @@ export function neToShape(ne: readonly number[]): number[] {
   return [...ne].reverse();
 }
 
+function unsupportedLayout(layout: unknown, tensor?: string): BitNetError {
+  const what = tensor === undefined ? 'the pack' : `tensor ${tensor}`;
+  return BitNetError.Model(
+    'PACK_UNSUPPORTED_LAYOUT',
+    `${what} has layout ${String(layout)}, which this runtime cannot read`,
+    {
+      ...(tensor === undefined ? {} : { tensor }),
+      layout,
+      readable: READABLE_LAYOUTS,
+    },
+  );
+}
+
 const HEX64 = /^[0-9a-f]{64}$/;
 const isUint = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
@@ -240,6 +260,7 @@ export function validateManifest(m: unknown): PackManifest {
   if (!Array.isArray(x.shards) || !Array.isArray(x.tensors) || !Array.isArray(x.groups))
     throw bad('shards, groups and tensors must be arrays');
   if (typeof x.metadata !== 'object' || x.metadata === null) throw bad('metadata is missing');
+  if (!(PACK_LAYOUTS as readonly unknown[]).includes(x.layout)) throw unsupportedLayout(x.layout);
   const shards = new Map<string, PackShard>();
   for (const s of x.shards) {
     checkRelativeName(String(s?.file));
@@ -254,8 +275,7 @@ export function validateManifest(m: unknown): PackManifest {
     const where = { tensor: t?.name };
     if (typeof t?.name !== 'string' || names.has(t.name)) throw bad(`bad or repeated tensor name ${t?.name}`, where);
     names.add(t.name);
-    if (!(READABLE_LAYOUTS as readonly string[]).includes(t.layout) && !['tl1', 'tl2'].includes(t.layout))
-      throw bad(`tensor ${t.name}: unknown layout ${t.layout}`, where);
+    if (!(READABLE_LAYOUTS as readonly unknown[]).includes(t.layout)) throw unsupportedLayout(t.layout, t.name);
     const type = typeFromName(String(t.dtype));
     if (type === undefined) throw bad(`tensor ${t.name}: unknown dtype ${t.dtype}`, where);
     if (
@@ -274,6 +294,21 @@ export function validateManifest(m: unknown): PackManifest {
       const want = tensorByteSize(type, shapeToNe(t.shape));
       if (want !== t.length)
         throw bad(`tensor ${t.name}: ${t.length} bytes, ${typeName(type)} [${t.shape}] needs ${want}`, where);
+    } else {
+      // a TL image: a 2-D ternary tensor [N, K] of the pack's layout, exactly its image's length
+      const kind = tlKindOf(type);
+      if (kind === undefined || t.shape.length !== 2)
+        throw bad(`tensor ${t.name}: layout ${t.layout} needs a 2-D I2_S, TQ2_0 or TQ1_0 tensor`, where);
+      if (t.layout !== x.layout) throw bad(`tensor ${t.name} has layout ${t.layout}, the pack's is ${x.layout}`, where);
+      const [n, k] = t.shape;
+      if (k % (type === GGMLType.I2_S ? 128 : 256) !== 0)
+        throw bad(`tensor ${t.name}: ${typeName(type)} needs K % ${type === GGMLType.I2_S ? 128 : 256} == 0`, where);
+      const want = tlImageBytes(t.layout, n, k, kind);
+      if (want !== t.length)
+        throw bad(
+          `tensor ${t.name}: ${t.length} bytes, a ${t.layout} image of ${typeName(type)} [${t.shape}] is ${want}`,
+          where,
+        );
     }
     if (typeof t.sha256 !== 'string' || !HEX64.test(t.sha256)) throw bad(`tensor ${t.name}: bad sha256`, where);
     if (!byShard.has(t.shard)) byShard.set(t.shard, []);

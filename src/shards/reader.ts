@@ -129,6 +129,7 @@ export class ShardPack {
         byteLength: t.length,
         nElements: ne.reduce((a, b) => a * b, 1),
       };
+      if (t.layout === 'tl1' || t.layout === 'tl2') info.layout = t.layout;
       tensors.push(info);
       this.byVirtualOffset.set(offset, { t, g: groups.get(t.group)!, info });
     }

@@ -87,19 +87,24 @@ for (const type of [T.F32, T.F16, T.BF16]) {
     add({ op: 'float_matmul', type, shape: { n, k, m } });
 }
 
-// LM head (logits): integer heads with exact fallback, float heads
-for (const type of [T.Q8_0, T.Q6_K, T.F16, T.F32, T.BF16]) {
+// LM head (logits): integer heads (4-row groups plus odd tails), the bracketed F16 head with its
+// exact fallback, float heads; 'zero-block' zeroes the hidden state's first 256 values (d = 0),
+// 'correlated' makes every weight and activation positive (block sums far past 2^24 for Q6_K)
+for (const type of [T.Q8_0, T.Q4_0, T.Q6_K, T.F16, T.F32, T.BF16]) {
   for (const [n, k] of [
     [37, 256],
     [300, 512],
     [11, 96],
+    [6, 2560],
   ])
     add({ op: 'head', type, shape: { n, k } });
-  add({ op: 'head', type, shape: { n: 23, k: 256 }, variant: 'forced-fallback' });
+  add({ op: 'head', type, shape: { n: 23, k: 512 }, variant: 'zero-block' });
+  add({ op: 'head', type, shape: { n: 9, k: 768 }, variant: 'correlated' });
 }
+add({ op: 'head', type: T.F16, shape: { n: 23, k: 256 }, variant: 'forced-fallback' });
 
 // embedding rows
-for (const type of [T.F32, T.F16, T.BF16, T.Q8_0, T.Q6_K]) {
+for (const type of [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q6_K]) {
   for (const k of [96, 256, 768]) add({ op: 'embed_row', type, shape: { k, rows: 3 } });
 }
 
@@ -151,7 +156,7 @@ export function unsupported(c: Case): string | undefined {
   }
   if (c.op === 'head' || c.op === 'embed_row') {
     if (c.type === T.Q6_K && k % 256 !== 0) return 'Q6_K rows are whole 256-blocks (K % 256 == 0)';
-    if (c.type === T.Q8_0 && k % 32 !== 0) return 'Q8_0 rows are whole 32-blocks';
+    if ((c.type === T.Q8_0 || c.type === T.Q4_0) && k % 32 !== 0) return 'Q8_0/Q4_0 rows are whole 32-blocks';
   }
   return undefined;
 }
@@ -172,5 +177,6 @@ const typeNames: Record<number, string> = {
   [T.F16]: 'F16',
   [T.BF16]: 'BF16',
   [T.Q8_0]: 'Q8_0',
+  [T.Q4_0]: 'Q4_0',
   [T.Q6_K]: 'Q6_K',
 };

@@ -128,5 +128,6 @@ export const TYPE_NAMES: Record<number, string> = {
   [GGMLType.F16]: 'F16',
   [GGMLType.BF16]: 'BF16',
   [GGMLType.Q8_0]: 'Q8_0',
+  [GGMLType.Q4_0]: 'Q4_0',
   [GGMLType.Q6_K]: 'Q6_K',
 };

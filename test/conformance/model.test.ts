@@ -45,6 +45,7 @@ const MODELS = [
   { qtype: 'tq2_0', embdType: 'q8_0', activation: 'relu2' },
   { qtype: 'tq1_0', embdType: 'q8_0', activation: 'silu' },
   { qtype: 'tq1_0', embdType: 'f16', activation: 'relu2' },
+  { qtype: 'i2_s', embdType: 'q4_0', arch: 'bitnet-b1.58' },
   { qtype: 'f16', embdType: 'q6_k', activation: 'silu' },
 ] as const;
 

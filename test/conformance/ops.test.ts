@@ -5,7 +5,6 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { GGMLType } from '../../src/gguf/ggml-types.ts';
-import { packTL, ternaryOf, tlImageBytes } from '../../src/kernels/wasm/tl-layout.ts';
 import type { HParams } from '../../src/model/hparams.ts';
 import {
   f16Round,
@@ -16,8 +15,16 @@ import {
   ropeNeox,
 } from '../../src/model/reference.ts';
 import type { Linear, ModelWeights } from '../../src/model/weights.ts';
-import { dequantizeRow, quantizeF16, quantizeQ6_K, quantizeQ8_0, rowBytes } from '../../src/quant/float-codecs.ts';
+import {
+  dequantizeRow,
+  quantizeF16,
+  quantizeQ4_0,
+  quantizeQ6_K,
+  quantizeQ8_0,
+  rowBytes,
+} from '../../src/quant/float-codecs.ts';
 import { packI2S } from '../../src/quant/i2s.ts';
+import { packTL, ternaryOf, tlImageBytes } from '../../src/quant/tl.ts';
 import { packTQ1_0, packTQ2_0 } from '../../src/quant/tq.ts';
 import { CASES, type Case, caseName, unsupported } from './cases.ts';
 import { firstDiff, gaussianVec, kvMirror, rng, ternaryVec, WasmOps, wasmBuilds } from './harness.ts';
@@ -56,9 +63,10 @@ function ternaryWeight(type: number, n: number, k: number, seed: number, saturat
   return { name: 'w', type, ne: [k, n], bytes, k, n, scale: type === T.I2_S ? s : 1, outScale: 1 };
 }
 
-function floatWeight(type: number, n: number, k: number, seed: number, std = 0.2): Linear {
+function floatWeight(type: number, n: number, k: number, seed: number, std = 0.2, positive = false): Linear {
   const r = rng(seed);
   const x = gaussianVec(n * k, r, std);
+  if (positive) for (let i = 0; i < x.length; i++) x[i] = Math.abs(x[i]);
   let bytes: Uint8Array;
   if (type === T.F32) bytes = new Uint8Array(x.buffer);
   else if (type === T.F16) bytes = quantizeF16(x);
@@ -68,6 +76,7 @@ function floatWeight(type: number, n: number, k: number, seed: number, std = 0.2
     for (let i = 0; i < x.length; i++) o[i] = u[i] >>> 16;
     bytes = new Uint8Array(o.buffer);
   } else if (type === T.Q8_0) bytes = quantizeQ8_0(x);
+  else if (type === T.Q4_0) bytes = quantizeQ4_0(x);
   else bytes = quantizeQ6_K(x);
   return { name: 'w', type, ne: [k, n], bytes, k, n, scale: 1, outScale: 1 };
 }
@@ -229,8 +238,10 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
     }
     case 'head': {
       const { n, k } = c.shape;
-      const w = floatWeight(c.type!, n, k, seed, 0.15);
+      const w = floatWeight(c.type!, n, k, seed, 0.15, c.variant === 'correlated');
       const hidden = gaussianVec(k, rng(seed + 1), 1);
+      if (c.variant === 'correlated') for (let i = 0; i < k; i++) hidden[i] = 1 + Math.abs(hidden[i]);
+      if (c.variant === 'zero-block') hidden.fill(0, 0, 256);
       const hp = { nEmbd: k, nVocab: n, nFF: k, nHeadKv: 1, headDim: k, nHead: 1 } as HParams;
       const weights = {
         output: w,
@@ -244,23 +255,22 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
       const P = ops.zeros(K.head_prep_bytes(k));
       const out = ops.zeros(4 * n);
       const scratch = ops.zeros(16 * k);
-      if (c.type === T.Q8_0 || c.type === T.Q6_K || c.type === T.F16) {
+      if (c.type === T.Q8_0 || c.type === T.Q4_0) {
+        K.head_prep_q8_0(hp2, k, P);
+        if (c.type === T.Q8_0) K.head_q8_0(wp, k, 0, n, P, 1, out, 0);
+        else K.head_q4_0(wp, k, 0, n, P, 1, out, 0);
+      } else if (c.type === T.Q6_K) {
+        K.head_prep_q8k(hp2, k, P);
+        K.head_q6_k(wp, k, 0, n, P, 1, out, 0, scratch);
+      } else if (c.type === T.F16) {
         const abs = ops.zeros(16 * n);
         K.row_abs_sums(c.type, wp, k, 0, n, abs, scratch);
         if (c.variant === 'forced-fallback') {
           const a = ops.a.f64(abs, 2 * n);
           for (let i = 0; i < 2 * n; i++) a[i] *= 1e12; // every row's interval spans a rounding boundary
         }
-        if (c.type === T.F16) {
-          K.round_act(c.type, hp2, k, P);
-          K.head_f16(wp, k, 0, n, P, abs, 1, out, 0, scratch);
-        } else if (c.type === T.Q8_0) {
-          K.head_prep_q8_0(hp2, k, P);
-          K.head_q8_0(wp, k, 0, n, P, abs, 1, out, 0, scratch);
-        } else {
-          K.head_prep_q8k(hp2, k, P);
-          K.head_q6_k(wp, k, 0, n, P, abs, 1, out, 0, scratch);
-        }
+        K.round_act(c.type, hp2, k, P);
+        K.head_f16(wp, k, 0, n, P, abs, 1, out, 0, scratch);
       } else {
         K.round_act(c.type!, hp2, k, P);
         K.mv_exact(c.type!, wp, k, 0, n, P, 1, out, 0, scratch);

@@ -19,12 +19,35 @@ describe('2B-4T shape from the CLI', () => {
     dir = await mkdtemp(join(tmpdir(), 'bitnet-2b4t-'));
     const file = join(dir, '2b4t-i2s.gguf');
     const t0 = performance.now();
-    await exec(process.execPath, ['bin/bitnet.ts', 'synth', '--preset', '2b-4t', '--qtype', 'i2_s', '--seed', '42', '--out', file]);
+    await exec(process.execPath, [
+      'bin/bitnet.ts',
+      'synth',
+      '--preset',
+      '2b-4t',
+      '--qtype',
+      'i2_s',
+      '--seed',
+      '42',
+      '--out',
+      file,
+    ]);
     const t1 = performance.now();
     const size = (await stat(file)).size;
     const { stdout } = await exec(
       process.execPath,
-      ['bin/bitnet.ts', 'generate', '--model', file, '--prompt-ids', '128000,791,6864,315', '--max-tokens', '32', '--temperature', '0', '--json'],
+      [
+        'bin/bitnet.ts',
+        'generate',
+        '--model',
+        file,
+        '--prompt-ids',
+        '128000,791,6864,315',
+        '--max-tokens',
+        '32',
+        '--temperature',
+        '0',
+        '--json',
+      ],
       { maxBuffer: 1 << 20 },
     );
     const out = JSON.parse(stdout);

@@ -131,7 +131,9 @@ describe('shard-pack format', () => {
       ['PACK_BAD_MANIFEST', (m) => void (m.tensors[4].offset = m.tensors[3].offset)],
       ['PACK_BAD_FILE_NAME', (m) => void (m.shards[0].file = '../escape.bin')],
       ['PACK_BAD_MANIFEST', (m) => void (m.hparams.nLayer = 3)],
-      ['PACK_UNSUPPORTED_LAYOUT', (m) => void (m.tensors[3].layout = 'tl2')],
+      ['PACK_UNSUPPORTED_LAYOUT', (m) => void (m.tensors[3].layout = 'tl9' as 'tl2')],
+      // a TL layout on an i2s pack's tensor (tl packs: test/shards/tl-layout.test.ts)
+      ['PACK_BAD_MANIFEST', (m) => void (m.tensors[3].layout = 'tl2')],
     ];
     for (const [code, edit] of variants) {
       const m = structuredClone(base);
@@ -151,19 +153,21 @@ describe('shard-pack format', () => {
     expect(() => validateManifest({ ...base, alignment: 48 })).toThrow(/power of two/);
   });
 
-  it('refuses TL layouts and an int4 head until they exist; re-encodes the head as asked', async () => {
+  it('refuses an unknown layout and an unknown head; re-encodes the head as asked', async () => {
     const input = await ggufInput(new MemorySource(fx.gguf));
-    await expect(convertToPack(input, new MemoryPackSink(), { layout: 'tl2' })).rejects.toSatisfy(
-      isCode('PACK_LAYOUT_UNAVAILABLE'),
+    await expect(convertToPack(input, new MemoryPackSink(), { layout: 'tl9' as 'tl2' })).rejects.toSatisfy(
+      isCode('BAD_LAYOUT'),
     );
-    await expect(convertToPack(input, new MemoryPackSink(), { head: 'int4' })).rejects.toSatisfy(
+    await expect(convertToPack(input, new MemoryPackSink(), { head: 'int8' as 'int4' })).rejects.toSatisfy(
       isCode('PACK_HEAD_UNSUPPORTED'),
     );
-    for (const head of ['q8_0', 'q6_k'] as const) {
+    const want = { q8_0: GGMLType.Q8_0, q6_k: GGMLType.Q6_K, int4: GGMLType.Q4_0 };
+    for (const head of ['q8_0', 'q6_k', 'int4'] as const) {
       const sink = new MemoryPackSink();
       await convertToPack(input, sink, { head });
       const m = await new ModelLoader().load(memoryPack(sink.files));
-      expect(m.weights.tokenEmbd.type).toBe(head === 'q8_0' ? GGMLType.Q8_0 : GGMLType.Q6_K);
+      expect(m.weights.tokenEmbd.type).toBe(want[head]);
+      expect(manifestOf(sink.files).head).toBe(head === 'int4' ? 'Q4_0' : head.toUpperCase());
       // The ternary projections are untouched.
       const ref = await new ModelLoader().load(fx.ggufPath);
       expect(Buffer.from(m.weights.layers[1].wDown.bytes).equals(Buffer.from(ref.weights.layers[1].wDown.bytes))).toBe(
@@ -246,9 +250,9 @@ describe('bitnet convert (CLI)', () => {
     expect(a.code).toBe(0);
     expect(b.stdout).toBe(a.stdout);
 
-    const bad = await bitnet('convert', '--model', fx.ggufPath, '--out', out, '--layout', 'tl2');
+    const bad = await bitnet('convert', '--model', fx.ggufPath, '--out', out, '--layout', 'tl9');
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toContain('PACK_LAYOUT_UNAVAILABLE');
+    expect(bad.stderr).toContain('tl9');
     const junk = join(await tempDir(), 'junk.bin');
     await writeFile(junk, 'not a model at all');
     expect((await bitnet('convert', '--model', junk, '--out', out)).stderr).toContain('CONVERT_UNKNOWN_INPUT');

@@ -5,8 +5,8 @@ import { GGMLType, tensorByteSize } from '../../src/gguf/ggml-types.ts';
 import { GGUFValueType } from '../../src/gguf/metadata.ts';
 import { metaNumber, readGGUF } from '../../src/gguf/reader.ts';
 import { encodeGGUF, meta } from '../../src/gguf/writer.ts';
-import { MemorySource } from '../../src/sources/byte-source.ts';
 import { loadModel } from '../../src/model/load.ts';
+import { MemorySource } from '../../src/sources/byte-source.ts';
 import { synthBytes } from '../helpers/models.ts';
 
 async function expectCode(p: Promise<unknown>, ...codes: string[]): Promise<void> {

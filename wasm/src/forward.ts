@@ -10,7 +10,7 @@
  * Model (MD):
  *   0 nEmbd  4 nFF  8 nHead  12 nHeadKv  16 headDim  20 nRot  24 nLayer  28 nVocab  32 silu(0/1)
  *   36 embdType  40 embdPtr  44 headType  48 headPtr  52 outputNormPtr  56 layersPtr
- *   60 headAbsSums (f64[nVocab], integer heads)  64 rmsEps (f64)  72 attnScale (f64)
+ *   60 headAbsSums (f64[nVocab], F16 head)  64 rmsEps (f64)  72 attnScale (f64)
  *   80 kvLayerBytes (bytes of one layer in a KV block)  84 projFloat (1 if projections are float)
  *   88 projType  92 tlLayout (0: file bytes; 1, 2: TL1/TL2 images in each linear's aux, tl.ts)
  * Layer (LAYER_BYTES each): 0 attnNorm 4 attnSubNorm 8 ffnNorm 12 ffnSubNorm, then 7 linears
@@ -25,7 +25,8 @@
  */
 import { attend, kv_store } from './attention';
 import { f16Round } from './common';
-import { dequant_row, head_f16, head_prep_bytes, head_prep_q8_0, head_prep_q8k, head_q6_k, head_q8_0, mv_exact, round_act, T_BF16, T_F16, T_F32, T_Q6_K, T_Q8_0 } from './floatdot';
+import { dequant_row, head_f16, head_prep_bytes, mv_exact, round_act, row_bytes, T_F16, T_Q4_0, T_Q6_K, T_Q8_0 } from './floatdot';
+import { head_prep_q8_0, head_prep_q8k, head_q4_0, head_q6_k, head_q8_0 } from './inthead';
 import { f16_round_vec, gate_act, rmsnorm, rope_head } from './ops';
 import { quantize_act } from './quant';
 import { mm_i2s, mm_tq1, mm_tq2 } from './ternary';
@@ -241,7 +242,7 @@ function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscra
   const w = <usize>load<i32>(md, 48);
   const hid = L_HID + ((<usize>t * <usize>nEmbd) << 2);
   if (tid == 0) {
-    if (type == T_Q8_0) head_prep_q8_0(hid, nEmbd, L_HP);
+    if (type == T_Q8_0 || type == T_Q4_0) head_prep_q8_0(hid, nEmbd, L_HP);
     else if (type == T_Q6_K) head_prep_q8k(hid, nEmbd, L_HP);
     else round_act(type, hid, nEmbd, L_HP);
   }
@@ -251,8 +252,9 @@ function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscra
   const r1 = <i32>rr;
   if (r0 < r1) {
     const abs = <usize>load<i32>(md, 60);
-    if (type == T_Q8_0) head_q8_0(w, nEmbd, r0, r1, L_HP, abs, 1, out, 0, tscratch);
-    else if (type == T_Q6_K) head_q6_k(w, nEmbd, r0, r1, L_HP, abs, 1, out, 0, tscratch);
+    if (type == T_Q8_0) head_q8_0(w, nEmbd, r0, r1, L_HP, 1, out, 0);
+    else if (type == T_Q4_0) head_q4_0(w, nEmbd, r0, r1, L_HP, 1, out, 0);
+    else if (type == T_Q6_K) head_q6_k(w, nEmbd, r0, r1, L_HP, 1, out, 0, tscratch);
     else if (type == T_F16 && abs != 0) head_f16(w, nEmbd, r0, r1, L_HP, abs, 1, out, 0, tscratch);
     else mv_exact(type, w, nEmbd, r0, r1, L_HP, 1, out, 0, tscratch);
   }
@@ -290,7 +292,7 @@ export function forward(rc: usize, tid: i32): void {
   // ---- embeddings (token-parallel)
   const embdType = load<i32>(md, 36);
   const embd = <usize>load<i32>(md, 40);
-  const embdRow: usize = embdType == T_F32 ? <usize>nEmbd * 4 : embdType == T_F16 || embdType == T_BF16 ? <usize>nEmbd * 2 : embdType == T_Q8_0 ? <usize>(nEmbd / 32) * 34 : <usize>(nEmbd / 256) * 210;
+  const embdRow = <usize>row_bytes(embdType, nEmbd);
   for (let t = tid; t < m; t += nT) {
     const id = <usize>load<i32>(tokens + (<usize>t << 2));
     dequant_row(embdType, embd + id * embdRow, nEmbd, L_X + ((<usize>t * <usize>nEmbd) << 2), 4);

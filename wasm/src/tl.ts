@@ -1,6 +1,6 @@
 /**
  * TL1 and TL2: lookup-table ternary kernels on i8x16.swizzle, over our own tile layouts (built at
- * load time from any ternary tensor by src/kernels/wasm/tl-layout.ts, which documents the bytes).
+ * load time from any ternary tensor, or read from a shard pack; src/quant/tl.ts documents the bytes).
  *
  * Exactness with int8 activations. A table of sums of 2 or 3 int8 activations needs 9-10 bits, but a
  * swizzle table holds bytes. So each activation is split q = 16·h + l (h = q >> 4 in −8..7,

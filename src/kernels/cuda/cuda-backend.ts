@@ -39,8 +39,45 @@ export interface CudaBackendOptions extends CudaEngineOptions {
   addonPath?: string;
 }
 
+/**
+ * Why the cuda backend cannot run this weight table, or undefined. Checked before the addon is
+ * loaded or any byte is handed to it. The engine reads projections in their GGML storage; TL1/TL2
+ * tile images (shard packs converted with --layout tl1|tl2, `Linear.layout`) are the wasm kernels'
+ * layout and have no CUDA kernel: convert the model with --layout i2s for the GPU.
+ */
+export function cudaUnsupportedReason(w: ModelWeights): { reason: string; tensor: string; layout: string } | undefined {
+  const names = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'] as const;
+  for (const [i, L] of w.layers.entries()) {
+    const lins = [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown];
+    for (const [j, l] of lins.entries()) {
+      if (l.layout) {
+        return {
+          reason: `projection blk.${i}.${names[j]}.weight is a ${l.layout.toUpperCase()} tile image (a wasm layout); the CUDA engine reads GGML storage only (convert with --layout i2s)`,
+          tensor: `blk.${i}.${names[j]}.weight`,
+          layout: l.layout,
+        };
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Throws Device BACKEND_UNAVAILABLE (reason 'unsupported-layout') when cudaUnsupportedReason says so. */
+export function checkCudaCapability(w: ModelWeights): void {
+  const why = cudaUnsupportedReason(w);
+  if (why) {
+    throw BitNetError.Device('BACKEND_UNAVAILABLE', `the cuda backend cannot run this model: ${why.reason}`, {
+      backend: 'cuda',
+      reason: 'unsupported-layout',
+      tensor: why.tensor,
+      layout: why.layout,
+    });
+  }
+}
+
 /** The engine spec (hyper-parameters + tensor table) of a loaded model, with no copies. */
 export function cudaEngineSpec(hp: HParams, w: ModelWeights, options: CudaEngineOptions = {}): CudaEngineSpec {
+  checkCudaCapability(w);
   const f32 = (name: string, x: Float32Array): CudaTensor => ({
     name,
     type: GGMLType.F32,
@@ -160,6 +197,7 @@ export class CudaBackend implements Backend {
 
   constructor(model: { hparams: HParams; weights: ModelWeights }, opts: CudaBackendOptions = {}) {
     const { addonPath, ...engineOpts } = opts;
+    checkCudaCapability(model.weights); // before the addon is loaded or a GPU touched
     const loaded = loadCudaAddon({ path: addonPath, device: opts.device, probeDevice: !opts.emulate });
     this.device = loaded.device;
     this.addonPath = loaded.path;

@@ -18,18 +18,18 @@ import type { HParams } from '../../model/hparams.ts';
 import type { LoadedModel } from '../../model/load.ts';
 import type { KVStore } from '../../model/reference.ts';
 import type { ModelWeights } from '../../model/weights.ts';
+import type { TLLayout } from '../../quant/tl.ts';
 import type { Backend, ForwardRequest } from '../backend.ts';
 import { Arena, PAGE } from './arena.ts';
 import { type KernelExports, KV_BT, LogitsMode, MD, RC } from './exports.ts';
 import { createMemory, instantiate, type KernelBuild, type KernelModules, selectKernels } from './loader.ts';
 import {
+  BRACKET_HEADS,
   buildModelImage,
   type ImageSource,
-  INTEGER_HEADS,
   type ModelImage,
   wasmUnsupportedReason,
 } from './model-image.ts';
-import type { TLLayout } from './tl-layout.ts';
 import { arenaOf } from './weight-arena.ts';
 
 export interface WasmBackendOptions {
@@ -42,9 +42,12 @@ export interface WasmBackendOptions {
   /** Tokens per prefill chunk (default 64). */
   chunk?: number;
   /**
-   * Ternary kernel family: 'file' (default) computes straight from the GGUF bytes; 'tl1' / 'tl2'
-   * repack every projection at load time into the lookup-table tile images of tl-layout.ts (extra
-   * memory: 2 and 2.67 bits per weight) and run the swizzle kernels of wasm/src/tl.ts.
+   * Ternary kernel family: 'file' (default) computes straight from the model's bytes; 'tl1' / 'tl2'
+   * repack every projection at load time into the lookup-table tile images of src/quant/tl.ts
+   * (extra memory: 2 and 2.67 bits per weight) and run the swizzle kernels of wasm/src/tl.ts.
+   * A shard pack converted with --layout tl1|tl2 holds those images already: 'file' (or the same
+   * layout) runs them as they are; asking for the other TL layout is refused (Config
+   * WASM_LAYOUT_MISMATCH) rather than silently ignored or re-packed.
    */
   layout?: 'file' | TLLayout;
   /** KV mirrors kept (one per sequence; least recently used dropped first). Default 2. */
@@ -105,6 +108,14 @@ export class WasmBackend implements Backend {
         backend: 'wasm',
         reason: why,
       });
+    const packed = w.layers[0]?.wq.layout;
+    if (packed && (opts.layout === 'tl1' || opts.layout === 'tl2') && opts.layout !== packed) {
+      throw BitNetError.Config(
+        'WASM_LAYOUT_MISMATCH',
+        `the model's projections are ${packed} images; the wasm backend was asked for ${opts.layout} (use 'file' or '${packed}', or convert the model again)`,
+        { backend: 'wasm', layout: opts.layout, modelLayout: packed },
+      );
+    }
     const sel = selectKernels({ prefer: opts.build, modules: opts.modules });
     this.build = sel.build;
     this.module = sel.module;
@@ -123,7 +134,7 @@ export class WasmBackend implements Backend {
     const tl = opts.layout === 'tl1' || opts.layout === 'tl2' ? opts.layout : undefined;
     this.image = buildModelImage(this.arena, hp, w, { adopt: opts.adoptWeights ?? true, source, weightArena: wa, tl });
     const md = this.image.md;
-    if (INTEGER_HEADS.has(w.output.type)) {
+    if (BRACKET_HEADS.has(w.output.type)) {
       const abs = this.arena.alloc(16 * hp.nVocab);
       const scratch = this.arena.alloc(4 * hp.nEmbd + 64);
       this.k.row_abs_sums(

@@ -60,7 +60,7 @@ export interface KernelExports {
   ): void;
   mm_tq2: TqMatmul;
   mm_tq1: TqMatmul;
-  // TL1 / TL2 lookup-table kernels over tile images (tl-layout.ts)
+  // TL1 / TL2 lookup-table kernels over tile images (src/quant/tl.ts)
   tl_table_bytes(layout: number, k: number): number;
   tl_tables(layout: number, q: number, k: number, out: number): void;
   mm_tl(
@@ -121,25 +121,15 @@ export interface KernelExports {
   head_prep_bytes(k: number): number;
   head_prep_q8_0(x: number, k: number, P: number): void;
   head_prep_q8k(x: number, k: number, P: number): void;
-  head_q8_0(
-    w: number,
-    k: number,
-    r0: number,
-    r1: number,
-    P: number,
-    absSums: number,
-    oscale: number,
-    out: number,
-    mode: number,
-    scratch: number,
-  ): void;
+  /** Integer heads (wasm/src/inthead.ts); P from head_prep_q8_0 (Q8_0, Q4_0) or head_prep_q8k (Q6_K). */
+  head_q8_0(w: number, k: number, r0: number, r1: number, P: number, oscale: number, out: number, mode: number): void;
+  head_q4_0(w: number, k: number, r0: number, r1: number, P: number, oscale: number, out: number, mode: number): void;
   head_q6_k(
     w: number,
     k: number,
     r0: number,
     r1: number,
     P: number,
-    absSums: number,
     oscale: number,
     out: number,
     mode: number,

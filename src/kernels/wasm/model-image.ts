@@ -3,10 +3,12 @@
  * wasm/src/forward.ts reads (offsets in exports.ts).
  *
  * Weights keep their file layout (I2_S, TQ2_0, TQ1_0 and the float/quantized embedding types are
- * read straight from the GGUF bytes). With `adopt` (the default), each tensor view of the
- * ModelWeights is re-pointed at its copy in wasm memory, so the process holds the weights once
- * (the loader's buffers become garbage); the bytes are identical, so any other reader of the
- * weight table (the reference backend) is unaffected.
+ * read straight from the GGUF bytes). Projections of a shard pack with layout tl1/tl2 are TL tile
+ * images already (src/quant/tl.ts, `Linear.layout`): each is placed once, as it is, and serves as
+ * its linear's aux image (MD.tlLayout from the pack); nothing is re-packed. With `adopt` (the
+ * default), each tensor view of the ModelWeights is re-pointed at its copy in wasm memory, so
+ * the process holds the weights once (the loader's buffers become garbage); the bytes are
+ * identical, so any other reader of the weight table (the reference backend) is unaffected.
  *
  * Peak memory. Copying would briefly hold two copies of every tensor (and of the whole model while
  * the largest tensor, often a 0.3-0.7 GB embedding, is copied). So where the model came from a
@@ -23,16 +25,23 @@ import { GGMLType, typeName } from '../../gguf/ggml-types.ts';
 import type { HParams } from '../../model/hparams.ts';
 import type { Linear, ModelWeights } from '../../model/weights.ts';
 import type { TensorView } from '../../quant/float-codecs.ts';
+import { packTL, type TLLayout, ternaryOf, tlImageBytes } from '../../quant/tl.ts';
 import type { Arena } from './arena.ts';
 import { LAYER, LIN, MD } from './exports.ts';
-import { packTL, type TLLayout, ternaryOf, tlImageBytes } from './tl-layout.ts';
 import type { WeightArena } from './weight-arena.ts';
 
 const TERNARY = new Set<number>([GGMLType.I2_S, GGMLType.TQ2_0, GGMLType.TQ1_0]);
 const FLOAT_PROJ = new Set<number>([GGMLType.F32, GGMLType.F16, GGMLType.BF16]);
-const HEAD_TYPES = new Set<number>([GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q6_K]);
+const HEAD_TYPES = new Set<number>([
+  GGMLType.F32,
+  GGMLType.F16,
+  GGMLType.BF16,
+  GGMLType.Q8_0,
+  GGMLType.Q4_0,
+  GGMLType.Q6_K,
+]);
 /** Heads computed by the bracketed fast path (they need per-row |w| sums, computed at load). */
-export const INTEGER_HEADS = new Set<number>([GGMLType.Q8_0, GGMLType.Q6_K, GGMLType.F16]);
+export const BRACKET_HEADS = new Set<number>([GGMLType.F16]);
 
 /** Why the wasm backend cannot run this model, or undefined when it can. */
 export function wasmUnsupportedReason(hp: HParams, w: ModelWeights): string | undefined {
@@ -42,6 +51,9 @@ export function wasmUnsupportedReason(hp: HParams, w: ModelWeights): string | un
     return `projection types are mixed (${[...types].map(typeName).join(', ')}); the wasm forward pass needs one type`;
   const t = lins[0]?.type ?? GGMLType.I2_S;
   if (!TERNARY.has(t) && !FLOAT_PROJ.has(t)) return `projection type ${typeName(t)} has no wasm kernel`;
+  const layouts = new Set(lins.map((l) => l.layout ?? 'file'));
+  if (layouts.size !== 1)
+    return `projection layouts are mixed (${[...layouts].join(', ')}); the wasm forward pass needs one layout`;
   if (!HEAD_TYPES.has(w.output.type)) return `LM head type ${typeName(w.output.type)} has no wasm kernel`;
   if (!HEAD_TYPES.has(w.tokenEmbd.type)) return `embedding type ${typeName(w.tokenEmbd.type)} has no wasm kernel`;
   if (hp.nRot % 2 !== 0) return `rope dimension ${hp.nRot} is odd`;
@@ -247,7 +259,9 @@ export function buildModelImage(
   set(MD.kvLayerBytes, kvLayerBytes);
   set(MD.projFloat, projFloat);
   set(MD.projType, lin0.type);
-  const tl = opts.tl && TERNARY.has(lin0.type) ? opts.tl : undefined;
+  // TL images from the pack are used as they are (the backend refused a different opts.tl);
+  // otherwise opts.tl repacks ternary projections here
+  const tl = lin0.layout ?? (opts.tl && TERNARY.has(lin0.type) ? opts.tl : undefined);
   set(MD.tlLayout, tl === 'tl1' ? 1 : tl === 'tl2' ? 2 : 0);
   for (let l = 0; l < hp.nLayer; l++) {
     const L = w.layers[l];
@@ -260,14 +274,19 @@ export function buildModelImage(
     lins.forEach((lin, j) => {
       const o = base + LAYER.lin0 + j * LIN.BYTES;
       if (lin.type !== lin0.type) throw BitNetError.Model('UNSUPPORTED_TENSOR_TYPE', 'mixed projection types', {});
+      if (lin.layout !== lin0.layout)
+        throw BitNetError.Model('UNSUPPORTED_TENSOR_TYPE', 'mixed projection layouts', {});
+      const ptr = place(lin);
       dv.setInt32(o + LIN.type, lin.type, true);
-      dv.setInt32(o + LIN.ptr, place(lin), true);
+      dv.setInt32(o + LIN.ptr, ptr, true);
       dv.setInt32(o + LIN.k, lin.k, true);
       dv.setInt32(o + LIN.n, lin.n, true);
       dv.setFloat32(o + LIN.wscale, lin.scale, true);
       dv.setFloat32(o + LIN.oscale, lin.outScale, true);
       let aux = 0;
-      if (tl) {
+      if (lin.layout) {
+        aux = ptr; // the pack's image, placed once: the kernels read it as the aux image
+      } else if (tl) {
         const { t, kind, wscale, blockScales } = ternaryOf(lin);
         const bytes = tlImageBytes(tl, lin.n, lin.k, kind);
         aux = arena.alloc(bytes + TENSOR_SLACK, 64);

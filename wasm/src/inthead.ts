@@ -1,0 +1,248 @@
+/**
+ * The integer LM heads: Q8_0 and Q4_0 weights against Q8_0 activations, Q6_K against Q8_K, with
+ * the reference's numerics (src/model/integer-head.ts): exact integer block dots I_b, then per row
+ * s = f32(s + f32(f32(d_w,b · d_x,b) · f32(I_b))) in block order. Each f32 lane below holds one
+ * row and performs exactly that sequence, so results are bit-identical to the reference.
+ *
+ * Activation buffer P (bytes, K = k, a multiple of 32):
+ *   q   i8[K]        at 0          the quantized hidden state
+ *   d   f32[K/32]    at K          Q8_0: one f16-valued d per 32-block; Q8_K: one f32 d per 256-block
+ *   sum             at K + K/8     Q8_0: i32 Σq per 32-block (Q4_0's −8 offset);
+ *                                  Q8_K: i16 Σq per 16 elements (Q6_K's −32 offset)
+ */
+import { dot16, f16Round, f16ToF32, hsum32 } from './common';
+
+@inline function emit(out: usize, r: i32, y: f32, mode: i32): void {
+  const o = out + (<usize>r << 2);
+  if (mode == 1) y = load<f32>(o) + y;
+  store<f32>(o, y);
+}
+
+/** [Σ a0, Σ a1, Σ a2, Σ a3] of four i32x4 vectors. */
+@inline function reduce4(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
+  const t0 = i32x4.add(v128.shuffle<i32>(a0, a1, 0, 4, 1, 5), v128.shuffle<i32>(a0, a1, 2, 6, 3, 7));
+  const t1 = i32x4.add(v128.shuffle<i32>(a2, a3, 0, 4, 1, 5), v128.shuffle<i32>(a2, a3, 2, 6, 3, 7));
+  return i32x4.add(v128.shuffle<i32>(t0, t1, 0, 1, 4, 5), v128.shuffle<i32>(t0, t1, 2, 3, 6, 7));
+}
+
+/** The f16 d at p of four rows (row stride rb) as f32 lanes. */
+@inline function d4(p: usize, rb: usize): v128 {
+  let v = f32x4.splat(f16ToF32(load<u16>(p)));
+  v = f32x4.replace_lane(v, 1, f16ToF32(load<u16>(p + rb)));
+  v = f32x4.replace_lane(v, 2, f16ToF32(load<u16>(p + 2 * rb)));
+  return f32x4.replace_lane(v, 3, f16ToF32(load<u16>(p + 3 * rb)));
+}
+
+/** ggml's Q8_0 activation quantization (reference quantizeQ8_0Acts). */
+export function head_prep_q8_0(x: usize, k: i32, P: usize): void {
+  const K = <usize>k;
+  for (let b = 0; b < k; b += 32) {
+    let amax: f64 = 0;
+    for (let j = 0; j < 32; j++) amax = max(amax, <f64>abs(load<f32>(x + (<usize>(b + j) << 2))));
+    const d = <f32>(amax / 127.0);
+    const id: f32 = d != 0 ? <f32>(1.0 / <f64>d) : 0;
+    let sum = 0;
+    for (let j = 0; j < 32; j++) {
+      const i = <usize>(b + j);
+      const v = load<f32>(x + (i << 2)) * id;
+      const a = <i32>floor<f64>(<f64>abs(v) + 0.5); // Math.round(|v|): half away from zero
+      const q = v < 0 ? -a : a;
+      store<i8>(P + i, <i8>q);
+      sum += q;
+    }
+    store<f32>(P + K + (<usize>(b >> 5) << 2), f16Round(d));
+    store<i32>(P + K + (K >> 3) + (<usize>(b >> 5) << 2), sum);
+  }
+}
+
+/** ggml's Q8_K activation quantization (reference quantizeActivationsQ8K) and the Σq per 16. */
+export function head_prep_q8k(x: usize, k: i32, P: usize): void {
+  const K = <usize>k;
+  for (let b = 0; b < k; b += 256) {
+    let amax: f32 = 0;
+    let mx: f32 = 0;
+    for (let j = 0; j < 256; j++) {
+      const v = load<f32>(x + (<usize>(b + j) << 2));
+      if (abs(v) > amax) {
+        amax = abs(v);
+        mx = v;
+      }
+    }
+    const bi = <usize>(b >> 8);
+    if (amax == 0) {
+      memory.fill(P + <usize>b, 0, 256);
+      store<f32>(P + K + (bi << 2), 0);
+    } else {
+      const iscale = <f32>(-127.0 / <f64>mx);
+      for (let j = 0; j < 256; j++) {
+        const i = <usize>(b + j);
+        store<i8>(P + i, <i8>(<i32>min<f32>(127, nearest<f32>(iscale * load<f32>(x + (i << 2))))));
+      }
+      store<f32>(P + K + (bi << 2), <f32>(1.0 / <f64>iscale));
+    }
+  }
+  const S = P + K + (K >> 3);
+  for (let j: usize = 0; j < K / 16; j++) {
+    let s = 0;
+    for (let t: usize = 0; t < 16; t++) s += <i32>load<i8>(P + 16 * j + t);
+    store<i16>(S + (j << 1), <i16>s);
+  }
+}
+
+/** Q8_0 block dot of one row's block at p (qs at p + 2) with activations extended to i16. */
+@inline function q8Dot(p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  const w0 = v128.load(p + 2);
+  const w1 = v128.load(p + 18);
+  let acc = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w0), x0);
+  acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w0), x1));
+  acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w1), x2));
+  return i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w1), x3));
+}
+
+/** Q8_0 head rows r0..r1: out[r] = row sum (× oscale); mode 0 stores, 1 adds. */
+export function head_q8_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32): void {
+  const K = <usize>k;
+  const nb = k >> 5;
+  const rb = <usize>(nb * 34);
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const row = w + <usize>r * rb;
+    let s = f32x4.splat(0);
+    for (let b = 0; b < nb; b++) {
+      const a = P + (<usize>b << 5);
+      const xa = v128.load(a);
+      const xb = v128.load(a, 16);
+      const x0 = i16x8.extend_low_i8x16_s(xa);
+      const x1 = i16x8.extend_high_i8x16_s(xa);
+      const x2 = i16x8.extend_low_i8x16_s(xb);
+      const x3 = i16x8.extend_high_i8x16_s(xb);
+      const p = row + <usize>(b * 34);
+      v128.load(p, 1024); // software prefetch (a dropped load), see ternary.ts
+      const I = reduce4(q8Dot(p, x0, x1, x2, x3), q8Dot(p + rb, x0, x1, x2, x3), q8Dot(p + 2 * rb, x0, x1, x2, x3), q8Dot(p + 3 * rb, x0, x1, x2, x3));
+      const dd = f32x4.mul(d4(p, rb), f32x4.splat(load<f32>(P + K + (<usize>b << 2))));
+      s = f32x4.add(s, f32x4.mul(dd, f32x4.convert_i32x4_s(I)));
+    }
+    emit(out, r, f32x4.extract_lane(s, 0) * oscale, mode);
+    emit(out, r + 1, f32x4.extract_lane(s, 1) * oscale, mode);
+    emit(out, r + 2, f32x4.extract_lane(s, 2) * oscale, mode);
+    emit(out, r + 3, f32x4.extract_lane(s, 3) * oscale, mode);
+  }
+  for (; r < r1; r++) {
+    const row = w + <usize>r * rb;
+    let s: f32 = 0;
+    for (let b = 0; b < nb; b++) {
+      const a = P + (<usize>b << 5);
+      const xa = v128.load(a);
+      const xb = v128.load(a, 16);
+      const p = row + <usize>(b * 34);
+      const I = hsum32(q8Dot(p, i16x8.extend_low_i8x16_s(xa), i16x8.extend_high_i8x16_s(xa), i16x8.extend_low_i8x16_s(xb), i16x8.extend_high_i8x16_s(xb)));
+      s += (f16ToF32(load<u16>(p)) * load<f32>(P + K + (<usize>b << 2))) * <f32>I;
+    }
+    emit(out, r, s * oscale, mode);
+  }
+}
+
+/** Σ u·q of one Q4_0 block at p (u the unsigned nibbles, 0..15) as i32x4. */
+@inline function q4Dot(p: usize, xa: v128, xb: v128): v128 {
+  const v = v128.load(p + 2);
+  const lo = v128.and(v, i8x16.splat(15));
+  const hi = i8x16.shr_u(v, 4);
+  return i32x4.extadd_pairwise_i16x8_s(i16x8.add(dot16(xa, lo), dot16(xb, hi)));
+}
+
+/** Q4_0 head rows r0..r1 (activations by head_prep_q8_0). */
+export function head_q4_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32): void {
+  const K = <usize>k;
+  const nb = k >> 5;
+  const rb = <usize>(nb * 18);
+  const sums = P + K + (K >> 3);
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const row = w + <usize>r * rb;
+    let s = f32x4.splat(0);
+    for (let b = 0; b < nb; b++) {
+      const a = P + (<usize>b << 5);
+      const xa = v128.load(a);
+      const xb = v128.load(a, 16);
+      const p = row + <usize>(b * 18);
+      v128.load(p, 1024); // software prefetch (a dropped load)
+      let I = reduce4(q4Dot(p, xa, xb), q4Dot(p + rb, xa, xb), q4Dot(p + 2 * rb, xa, xb), q4Dot(p + 3 * rb, xa, xb));
+      I = i32x4.sub(I, i32x4.splat(load<i32>(sums + (<usize>b << 2)) << 3)); // the −8 offset
+      const dd = f32x4.mul(d4(p, rb), f32x4.splat(load<f32>(P + K + (<usize>b << 2))));
+      s = f32x4.add(s, f32x4.mul(dd, f32x4.convert_i32x4_s(I)));
+    }
+    emit(out, r, f32x4.extract_lane(s, 0) * oscale, mode);
+    emit(out, r + 1, f32x4.extract_lane(s, 1) * oscale, mode);
+    emit(out, r + 2, f32x4.extract_lane(s, 2) * oscale, mode);
+    emit(out, r + 3, f32x4.extract_lane(s, 3) * oscale, mode);
+  }
+  for (; r < r1; r++) {
+    const row = w + <usize>r * rb;
+    let s: f32 = 0;
+    for (let b = 0; b < nb; b++) {
+      const a = P + (<usize>b << 5);
+      const p = row + <usize>(b * 18);
+      const I = hsum32(q4Dot(p, v128.load(a), v128.load(a, 16))) - (load<i32>(sums + (<usize>b << 2)) << 3);
+      s += (f16ToF32(load<u16>(p)) * load<f32>(P + K + (<usize>b << 2))) * <f32>I;
+    }
+    emit(out, r, s * oscale, mode);
+  }
+}
+
+/**
+ * Q6_K head rows r0..r1 (activations by head_prep_q8k). Per 16-element sub-block j the codes
+ * u ∈ 0..63 (the "i7" operand of dot16) give Σ u·q, scaled by sc_j; the −32 offset is subtracted
+ * once per block as 32·Σ_j sc_j·Σq_j. scratch: 256 bytes (the 16 scale splats).
+ */
+export function head_q6_k(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32, scratch: usize): void {
+  const K = <usize>k;
+  const nb = k >> 8;
+  const rb = <usize>(nb * 210);
+  const S = P + K + (K >> 3);
+  const m15 = i8x16.splat(15);
+  const m48 = i8x16.splat(0x30);
+  const scr = scratch;
+  for (let r = r0; r < r1; r++) {
+    const row = w + <usize>r * rb;
+    let s: f32 = 0;
+    for (let b = 0; b < nb; b++) {
+      const p = row + <usize>(b * 210);
+      v128.load(p, 512); // software prefetch (a dropped load), see ternary.ts
+      v128.load(p, 576);
+      v128.load(p, 640);
+      v128.load(p, 704);
+      const aq = P + (<usize>b << 8);
+      const scv = v128.load(p + 192);
+      // the 16 sub-block scales as i16 splats, once per block
+      for (let j = 0; j < 16; j++) v128.store(scr + (<usize>j << 4), i16x8.splat(<i16>load<i8>(p + 192 + <usize>j)));
+      let i1 = i32x4.splat(0);
+      for (let g = 0; g < 4; g++) {
+        const h = g >> 1;
+        const c = g & 1;
+        const ph = p + <usize>(64 * h + 16 * c);
+        const L0 = v128.load(ph);
+        const L1 = v128.load(ph, 32);
+        const H = v128.load(p + 128 + <usize>(32 * h + 16 * c));
+        const sp = scr + (<usize>(8 * h + c) << 4);
+        const a1 = aq + <usize>(128 * h + 16 * c);
+        let u = v128.or(v128.and(L0, m15), v128.and(i16x8.shl(H, 4), m48));
+        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(dot16(v128.load(a1), u), v128.load(sp)));
+        u = v128.or(v128.and(L1, m15), v128.and(i16x8.shl(H, 2), m48));
+        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(dot16(v128.load(a1, 32), u), v128.load(sp, 32)));
+        u = v128.or(v128.and(i16x8.shr_u(L0, 4), m15), v128.and(H, m48));
+        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(dot16(v128.load(a1, 64), u), v128.load(sp, 64)));
+        u = v128.or(v128.and(i16x8.shr_u(L1, 4), m15), v128.and(i16x8.shr_u(H, 2), m48));
+        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(dot16(v128.load(a1, 96), u), v128.load(sp, 96)));
+      }
+      // the −32 offset of the codes: Σ_j sc_j·32·Σq_j
+      const sq = S + (<usize>b << 5);
+      const cq = i32x4.add(
+        i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(scv), v128.load(sq)),
+        i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(scv), v128.load(sq, 16)),
+      );
+      const I = hsum32(i32x4.sub(i1, i32x4.shl(cq, 5)));
+      s += (f16ToF32(load<u16>(p + 208)) * load<f32>(P + K + (<usize>b << 2))) * <f32>I;
+    }
+    emit(out, r, s * oscale, mode);
+  }
+}
