@@ -1,6 +1,7 @@
 /**
  * Outside oracle: our engine's next-token distributions vs llama.cpp's (node-llama-cpp 3.21.1, CPU)
- * on synthetic SiLU BitNet models (arch `bitnet`, TQ2_0, F16 embeddings) written by our CLI.
+ * on synthetic SiLU BitNet models (arch `bitnet`, TQ2_0, F16 embeddings) written by our CLI, and
+ * on the smallest shape with Q8_0, Q4_0 and Q6_K embeddings/heads (the integer heads).
  *
  * Metrics per model, over every prompt position: mean total-variation distance
  * TVD = ½·Σ|p − q| and top-1 agreement. llama.cpp quantizes activations per 256-block (Q8_K) while
@@ -49,7 +50,13 @@ const fnv1a = (s: string) => {
 const embdStd = (hidden: number) => Math.round((4.2 / Math.sqrt(hidden)) * 1000) / 1000;
 const BIN = join(REPO_ROOT, 'bin', 'bitnet.ts');
 
-async function synth(s: Shape, seed: number, activation: 'silu' | 'relu2', out: string): Promise<string> {
+async function synth(
+  s: Shape,
+  seed: number,
+  activation: 'silu' | 'relu2',
+  out: string,
+  embdType: 'f16' | 'q8_0' | 'q4_0' | 'q6_k' = 'f16',
+): Promise<string> {
   const flags = {
     hidden: s.hidden,
     layers: s.layers,
@@ -69,7 +76,7 @@ async function synth(s: Shape, seed: number, activation: 'silu' | 'relu2', out: 
     '--arch',
     'bitnet',
     '--embd-type',
-    'f16',
+    embdType,
     '--activation',
     activation,
     '--embd-std',
@@ -224,6 +231,41 @@ describe('llama.cpp oracle (node-llama-cpp 3.21.1, CPU)', () => {
       expect(mOther.tvd).toBeGreaterThan(MIN_MUTANT_TVD);
       // With llama.cpp's activation scheme the remaining gap must shrink: it is activation rounding.
       expect(q8k.tvd).toBeLessThan(main.tvd);
+    }, 600_000);
+  }
+
+  // The integer heads (src/model/integer-head.ts) follow ggml's block structure. With llama.cpp's
+  // Q8_K activations in the projections (--activations q8k), the gap left on the same weights with
+  // an F16 head is the rest of the graph's rounding; a quantized head may add little to it, and
+  // reading that file with an F16 head instead (what a misread head looks like) must be farther.
+  const HEAD_EXTRA_TVD = 0.015;
+  for (const embdType of ['q8_0', 'q4_0', 'q6_k'] as const) {
+    it(`h256 with a ${embdType.toUpperCase()} embedding/head: matches llama.cpp`, async () => {
+      const shape = SHAPES[0];
+      const seed = fnv1a(`llama-oracle head ${embdType}`);
+      const rng = createRng(seed);
+      const ids = Array.from({ length: POSITIONS }, () => rng.nextU32() % (shape.vocab - 3));
+      const file = await synth(shape, seed, 'silu', join(dir, `head-${embdType}.gguf`), embdType);
+      const f16 = await synth(shape, seed, 'silu', join(dir, `head-${embdType}-f16.gguf`), 'f16');
+      const [ref, refF16, ours, oursQ8k, oursF16Q8k] = await Promise.all([
+        llamaProbs(file, [ids]).then((r) => r.runs[0].probs),
+        llamaProbs(f16, [ids]).then((r) => r.runs[0].probs),
+        ourProbs(file, ids),
+        ourProbs(file, ids, ['--activations', 'q8k']),
+        ourProbs(f16, ids, ['--activations', 'q8k']),
+      ]);
+      const main = compare(ours, ref);
+      const q8k = compare(oursQ8k, ref);
+      const base = compare(oursF16Q8k, refF16);
+      const mutant = compare(oursF16Q8k, ref);
+      console.log(
+        `${embdType} head: TVD ${main.tvd.toFixed(4)} (top-1 ${(main.top1 * 100).toFixed(1)}%); Q8_K mode ` +
+          `${q8k.tvd.toFixed(4)} (top-1 ${(q8k.top1 * 100).toFixed(1)}%), F16-head baseline ${base.tvd.toFixed(4)}, ` +
+          `F16 head read against this file ${mutant.tvd.toFixed(4)}`,
+      );
+      expect(main.tvd).toBeLessThanOrEqual(MAX_TVD);
+      expect(q8k.tvd).toBeLessThanOrEqual(base.tvd + HEAD_EXTRA_TVD);
+      expect(mutant.tvd).toBeGreaterThan(q8k.tvd);
     }, 600_000);
   }
 });
