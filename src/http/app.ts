@@ -194,7 +194,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       status: 'ready',
       model: modelId,
       backend: m.engine.backendName,
-      threads: m.engine.numThreads,
+      threads: m.engine.numThreads ?? 1,
       gpu: router.gpu ? router.breaker.state : 'none',
     });
   });

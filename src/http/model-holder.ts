@@ -19,6 +19,8 @@ export interface ServedModel {
       signal?: AbortSignal,
     ): AsyncGenerator<TokenEvent, GenerationOutcome>;
     readonly backendName: string;
+    /** Kernel threads (absent: 1). */
+    readonly numThreads?: number;
   };
   readonly tokenizer: Tokenizer | undefined;
   modelInfo(): ModelInfo;

@@ -1,21 +1,8 @@
-// The `bitnet` CLI as a user runs it: synth → inspect → logits → generate, and bad input.
-import { execFile } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-
-const exec = promisify(execFile);
-const bitnet = async (...args: string[]) => {
-  try {
-    const r = await exec(process.execPath, ['bin/bitnet.ts', ...args], { maxBuffer: 64 << 20 });
-    return { code: 0, ...r };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-};
+import { bitnet } from '../helpers/cli.ts';
 
 let dir: string;
 beforeAll(async () => {

@@ -1,47 +1,21 @@
 // GGUF → shard pack: the format's invariants, bit-exact logits from the pack, the CLI, LoadConfig
 // (checksums, progress), manifest validation, and the memory budget checked from the manifest alone.
 
-import { execFile } from 'node:child_process';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ModelLoader, WORKERS_MEMORY_BYTES } from '../../src/api/model-loader.ts';
-import { BitNetError } from '../../src/errors.ts';
 import { GGMLType } from '../../src/gguf/ggml-types.ts';
 import { SYNTH_PRESETS, synthModel } from '../../src/model/synth.ts';
 import { convertToPack, ggufInput, MemoryPackSink, planManifest } from '../../src/shards/convert.ts';
 import { type PackManifest, validateManifest } from '../../src/shards/format.ts';
 import { sha256Hex } from '../../src/shards/hash.ts';
 import { ShardPack } from '../../src/shards/reader.ts';
-import { type ByteSource, MemorySource } from '../../src/sources/byte-source.ts';
+import { MemorySource } from '../../src/sources/byte-source.ts';
+import { bitnet } from '../helpers/cli.ts';
 import { synthBytes } from '../helpers/models.ts';
 import { type Fixture, IDS, isCode, logitsOf, makeFixture, sameBits, tempDir } from '../sources/util.ts';
-
-const exec = promisify(execFile);
-const bitnet = async (...args: string[]) => {
-  try {
-    const r = await exec(process.execPath, ['bin/bitnet.ts', ...args], { maxBuffer: 64 << 20 });
-    return { code: 0, ...r };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-};
-
-/** A pack kept in memory, as a manifest source that opens its siblings (and counts the opens). */
-function memoryPack(files: Map<string, Uint8Array>, opened: string[] = []): ByteSource {
-  const mk = (name: string): ByteSource => {
-    const b = files.get(name);
-    if (!b) throw BitNetError.Io('NOT_FOUND', `${name} not found`);
-    opened.push(name);
-    return Object.assign(new MemorySource(b, name), { sibling: async (n: string) => mk(n) });
-  };
-  return mk('manifest.json');
-}
-
-const manifestOf = (files: Map<string, Uint8Array>): PackManifest =>
-  JSON.parse(new TextDecoder().decode(files.get('manifest.json')));
+import { manifestOf, memoryPack } from './memory-pack.ts';
 
 let fx: Fixture;
 let local: Float32Array;

@@ -3,10 +3,8 @@
 // the reference and wasm backends (every kernel build), over HTTP Range and through the CLI, and
 // typed errors for bad manifests, corrupted images, a wasm layout mismatch and the CUDA backend.
 
-import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Model, ModelLoader } from '../../src/api/model-loader.ts';
 import { BitNetError } from '../../src/errors.ts';
@@ -34,24 +32,15 @@ import { convertToPack, ggufInput, MemoryPackSink } from '../../src/shards/conve
 import type { PackManifest } from '../../src/shards/format.ts';
 import { sha256Hex } from '../../src/shards/hash.ts';
 import { hfInput } from '../../src/shards/hf.ts';
-import { type ByteSource, MemorySource } from '../../src/sources/byte-source.ts';
+import { MemorySource } from '../../src/sources/byte-source.ts';
 import { openSource, siblingLocation } from '../../src/sources/open.ts';
 import { firstDiff, gaussianVec, rng, ternaryVec, wasmBuilds } from '../conformance/harness.ts';
+import { bitnet } from '../helpers/cli.ts';
 import { synthBytes } from '../helpers/models.ts';
 import { RangeServer } from '../sources/range-server.ts';
 import { FAST_RETRY, IDS, isCode, logitsOf, sameBits, tempDir } from '../sources/util.ts';
 import { HF_SHAPE, writeHfCheckpoint } from './hf-fixture.ts';
-
-const exec = promisify(execFile);
-const bitnet = async (...args: string[]) => {
-  try {
-    const r = await exec(process.execPath, ['bin/bitnet.ts', ...args], { maxBuffer: 64 << 20 });
-    return { code: 0, ...r };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-};
+import { manifestOf, memoryPack } from './memory-pack.ts';
 
 const { available: BUILDS } = wasmBuilds();
 const LAYOUTS: TLLayout[] = ['tl1', 'tl2'];
@@ -61,18 +50,6 @@ afterAll(() => {
   for (const b of backends) b.dispose();
 });
 
-/** A pack in memory, as a manifest source that opens its siblings (and records what it opened). */
-function memoryPack(files: Map<string, Uint8Array>, opened: string[] = []): ByteSource {
-  const mk = (name: string): ByteSource => {
-    const b = files.get(name);
-    if (!b) throw BitNetError.Io('NOT_FOUND', `${name} not found`);
-    opened.push(name);
-    return Object.assign(new MemorySource(b, name), { sibling: async (n: string) => mk(n) });
-  };
-  return mk('manifest.json');
-}
-const manifestOf = (files: Map<string, Uint8Array>): PackManifest =>
-  JSON.parse(new TextDecoder().decode(files.get('manifest.json')));
 const withManifest = (files: Map<string, Uint8Array>, m: PackManifest): Map<string, Uint8Array> =>
   new Map(files).set('manifest.json', new TextEncoder().encode(JSON.stringify(m)));
 

@@ -23,7 +23,7 @@
 import { BitNetError } from '../../errors.ts';
 import { GGMLType, typeName } from '../../gguf/ggml-types.ts';
 import type { HParams } from '../../model/hparams.ts';
-import type { Linear, ModelWeights } from '../../model/weights.ts';
+import { EMBD_TYPES, type Linear, type ModelWeights } from '../../model/weights.ts';
 import type { TensorView } from '../../quant/float-codecs.ts';
 import { packTL, type TLLayout, ternaryOf, tlImageBytes } from '../../quant/tl.ts';
 import type { Arena } from './arena.ts';
@@ -32,14 +32,8 @@ import type { WeightArena } from './weight-arena.ts';
 
 const TERNARY = new Set<number>([GGMLType.I2_S, GGMLType.TQ2_0, GGMLType.TQ1_0]);
 const FLOAT_PROJ = new Set<number>([GGMLType.F32, GGMLType.F16, GGMLType.BF16]);
-const HEAD_TYPES = new Set<number>([
-  GGMLType.F32,
-  GGMLType.F16,
-  GGMLType.BF16,
-  GGMLType.Q8_0,
-  GGMLType.Q4_0,
-  GGMLType.Q6_K,
-]);
+// the kernels run every embedding/head type the loader accepts (dequant_row, the heads)
+const HEAD_TYPES = new Set<number>(EMBD_TYPES);
 /** Heads computed by the bracketed fast path (they need per-row |w| sums, computed at load). */
 export const BRACKET_HEADS = new Set<number>([GGMLType.F16]);
 

@@ -1,0 +1,16 @@
+// Runs the `bitnet` CLI from source in a child process (same Node as the test) and returns its
+// exit code and output, a non-zero exit included (the error paths are what many tests check).
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const exec = promisify(execFile);
+
+export async function bitnet(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await exec(process.execPath, ['bin/bitnet.ts', ...args], { maxBuffer: 64 << 20 });
+    return { code: 0, ...r };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
