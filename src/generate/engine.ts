@@ -86,6 +86,7 @@ export class Engine {
     try {
       return await this.d.backend.forward({ tokens: ids, startPos: 0, kv: seq.store, logits: 'all', signal });
     } finally {
+      this.d.backend.release?.(seq.store);
       seq.release();
     }
   }
@@ -198,6 +199,7 @@ export class Engine {
         }
       }
     } finally {
+      this.d.backend.release?.(seq.store);
       seq.release();
     }
     const totalMs = this.now() - t0;

@@ -26,5 +26,7 @@ export interface Backend {
   readonly vocabSize: number;
   /** Logits rows, each nVocab long, for the requested positions. */
   forward(req: ForwardRequest): Promise<Float32Array[]>;
+  /** The sequence behind `kv` is finished: drop any copy of its KV the backend keeps. */
+  release?(kv: KVStore): void;
   dispose?(): void;
 }

@@ -210,7 +210,7 @@ export class CudaBackend implements Backend {
     this.vocabSize = info.nVocab;
     this.maxTokens = info.maxBatchTokens;
     this.maxRows = Math.min(opts.maxLogitRows ?? 64, info.maxBatchTokens);
-    this.registry = new FinalizationRegistry((s) => this.release(s));
+    this.registry = new FinalizationRegistry((s) => this.freeSeq(s));
   }
 
   /** Device, memory and capacity figures of the engine. */
@@ -223,7 +223,15 @@ export class CudaBackend implements Backend {
     return this.engine;
   }
 
-  private release(s: SeqState): void {
+  /** The sequence behind `kv` is finished: its GPU KV is freed now rather than when `kv` is collected. */
+  release(kv: KVStore): void {
+    const s = this.seqs.get(kv);
+    if (!s) return;
+    this.freeSeq(s);
+    if (s.freed) this.seqs.delete(kv);
+  }
+
+  private freeSeq(s: SeqState): void {
     if (s.freed || !this.engine) return;
     if (s.busy > 0) return;
     s.freed = true;
@@ -250,7 +258,7 @@ export class CudaBackend implements Backend {
         let victim: SeqState | undefined;
         for (const s of this.live) if (s.busy === 0 && (!victim || s.lastUsed < victim.lastUsed)) victim = s;
         if (!victim) throw cudaError(err, 'createSequence');
-        this.release(victim);
+        this.freeSeq(victim);
         this.evictedStore(victim);
       }
     }
