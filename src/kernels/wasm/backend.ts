@@ -253,8 +253,16 @@ export class WasmBackend implements Backend {
     }
     while (this.mirrors.size >= this.maxMirrors) {
       const [oldKey, old] = this.mirrors.entries().next().value as [KVStore, Mirror];
-      // a live sequence loses its mirror: what the store lacks goes there first (transient stores)
-      if (old.flushed < old.len) this.writeBack(old, oldKey, old.flushed, old.len);
+      // a live sequence loses its mirror: what the store lacks goes there first (transient stores).
+      // If the store refuses (a full KVCache with onFull 'error'), that sequence's next request
+      // fails reading the positions it lacks (KV_POS_MISSING); this one goes on.
+      if (old.flushed < old.len) {
+        try {
+          this.writeBack(old, oldKey, old.flushed, old.len);
+        } catch {
+          // see above
+        }
+      }
       this.freeBlocks.push(...old.blocks);
       this.mirrors.delete(oldKey);
     }
