@@ -109,12 +109,7 @@ export class InferenceEngine {
       contextLength: Math.min(hp.nCtx, kvCfg.maxSeqLen),
       newSequence: () => {
         const id = `seq-${++this.seqCounter}`;
-        // one request's sequence: the wasm backend keeps it in its own mirror and writes it here
-        // only if it must drop that mirror before the request ends
-        return {
-          store: this.cache.forSequence(id, { transient: true }),
-          release: () => void this.cache.clearSequence(id),
-        };
+        return { store: this.cache.forSequence(id), release: () => void this.cache.clearSequence(id) };
       },
     });
   }

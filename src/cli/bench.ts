@@ -46,8 +46,7 @@ async function runOnce(backend: Backend, m: LoadedModel, prompt: number, gen: nu
     { maxSeqLen: prompt + gen + 1 },
     { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim },
   );
-  // one request's sequence, as the engine runs it (KVStore.transient)
-  const kv = cache.forSequence(seq, { transient: true });
+  const kv = cache.forSequence(seq);
   const ids = benchPromptIds(prompt, hp.nVocab);
   const cpu = () => {
     const c = process.cpuUsage();

@@ -137,8 +137,6 @@ export interface SequenceKV {
   write(layer: number, pos: number, k: Float32Array, v: Float32Array): void;
   readK(layer: number, pos: number, out: Float32Array): void;
   readV(layer: number, pos: number, out: Float32Array): void;
-  /** See KVStore.transient (model/reference.ts). */
-  readonly transient?: boolean;
 }
 
 /** One half (K or V) of one layer's blocks. A block is either f16 or (q8 + scales). */
@@ -411,17 +409,12 @@ export class KVCache {
     this.readRow(seqId, layer, pos, -1, out, 0, 'v');
   }
 
-  /**
-   * A write/readK/readV adapter bound to one sequence (what a forward pass consumes). `transient`:
-   * the sequence is one request's, cleared when it ends and read by nobody else, so a backend with
-   * its own copy of the KV may skip writing it here (KVStore.transient).
-   */
-  forSequence(seqId: string, opts: { transient?: boolean } = {}): SequenceKV {
+  /** A write/readK/readV adapter bound to one sequence (what a forward pass consumes). */
+  forSequence(seqId: string): SequenceKV {
     return {
       write: (layer, pos, k, v) => this.store(seqId, layer, pos, k, v),
       readK: (layer, pos, out) => this.readKeys(seqId, layer, pos, out),
       readV: (layer, pos, out) => this.readValues(seqId, layer, pos, out),
-      transient: opts.transient === true,
     };
   }
 

@@ -46,12 +46,6 @@ export interface KVStore {
   /** Reads the K (or V) row of `pos` for all KV heads into out[0..kvDim). */
   readK(layer: number, pos: number, out: Float32Array): void;
   readV(layer: number, pos: number, out: Float32Array): void;
-  /**
-   * The sequence lives for one request and only the backend running it reads it back: a backend
-   * that keeps its own copy (the wasm KV mirror) may defer writing into this store until it has
-   * to drop that copy, and never write at all when the sequence ends first (Backend.release).
-   */
-  readonly transient?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -63,8 +63,6 @@ export interface ThreadPool {
 interface Mirror {
   blocks: number[];
   len: number;
-  /** Positions [0, flushed) are in the store too (a transient store is written only on eviction). */
-  flushed: number;
 }
 
 const LOGIT_ROWS_ALL = 8; // logits rows computed per call in 'all' mode
@@ -253,25 +251,15 @@ export class WasmBackend implements Backend {
     }
     while (this.mirrors.size >= this.maxMirrors) {
       const [oldKey, old] = this.mirrors.entries().next().value as [KVStore, Mirror];
-      // a live sequence loses its mirror: what the store lacks goes there first (transient stores).
-      // If the store refuses (a full KVCache with onFull 'error'), that sequence's next request
-      // fails reading the positions it lacks (KV_POS_MISSING); this one goes on.
-      if (old.flushed < old.len) {
-        try {
-          this.writeBack(old, oldKey, old.flushed, old.len);
-        } catch {
-          // see above
-        }
-      }
       this.freeBlocks.push(...old.blocks);
       this.mirrors.delete(oldKey);
     }
-    m = { blocks: [], len: 0, flushed: 0 };
+    m = { blocks: [], len: 0 };
     this.mirrors.set(kv, m);
     return m;
   }
 
-  /** Drops the mirror of a sequence that is done (its blocks are reused by the next one); nothing is written back. */
+  /** Drops the mirror of a sequence that is done (its blocks are reused by the next one). */
   release(kv: KVStore): void {
     const m = this.mirrors.get(kv);
     if (!m) return;
@@ -323,8 +311,7 @@ export class WasmBackend implements Backend {
     const k = new Float32Array(kvDim);
     const v = new Float32Array(kvDim);
     if (m.len > startPos) m.len = startPos;
-    if (m.flushed > m.len) m.flushed = m.len;
-    if (m.len > 0 && m.flushed === m.len) {
+    if (m.len > 0) {
       // spot check: the last shared position of layer 0 must match the store
       const p = m.len - 1;
       const k2 = new Float32Array(kvDim);
@@ -335,7 +322,6 @@ export class WasmBackend implements Backend {
       for (let i = 0; i < kvDim; i++) {
         if (!Object.is(k[i], k2[i]) || !Object.is(v[i], v2[i])) {
           m.len = 0;
-          m.flushed = 0;
           break;
         }
       }
@@ -348,8 +334,6 @@ export class WasmBackend implements Backend {
         this.writeMirror(m, l, p, k, v);
       }
     }
-    // positions copied from the store are in it; a transient store may still lack earlier ones
-    if (m.flushed === m.len) m.flushed = startPos;
     m.len = startPos;
   }
 
@@ -396,18 +380,6 @@ export class WasmBackend implements Backend {
     this.k.run(this.rc);
   }
 
-  /**
-   * The mirror now holds positions [0, len). A store others read gets the new positions at once;
-   * a transient one only if the mirror is evicted while its sequence is live (mirrorFor).
-   */
-  private advance(m: Mirror, kv: KVStore, len: number): void {
-    if (!kv.transient && m.flushed === m.len) {
-      this.writeBack(m, kv, m.len, len);
-      m.flushed = len;
-    }
-    m.len = len;
-  }
-
   private writeBack(m: Mirror, kv: KVStore, from: number, to: number): void {
     const kvDim = this.hp.nHeadKv * this.hp.headDim;
     const k = new Float32Array(kvDim);
@@ -440,7 +412,8 @@ export class WasmBackend implements Backend {
       const mode = req.logits === 'all' ? LogitsMode.All : last ? LogitsMode.Last : LogitsMode.None;
       const pos0 = req.startPos + i;
       this.runChunk(chunk, pos0, m, mode);
-      this.advance(m, req.kv, pos0 + chunk.length);
+      this.writeBack(m, req.kv, pos0, pos0 + chunk.length);
+      m.len = pos0 + chunk.length;
       const rows = mode === LogitsMode.All ? chunk.length : mode === LogitsMode.Last ? 1 : 0;
       if (mode === LogitsMode.Last && req.into?.length === V) {
         req.into.set(this.arena.f32(this.logitsPtr, V));
@@ -464,7 +437,8 @@ export class WasmBackend implements Backend {
     for (let i = 0; i < tokens.length; i += this.mCap) {
       const chunk = tokens.slice(i, i + this.mCap);
       this.runChunk(chunk, startPos + i, m, LogitsMode.Hidden, this.hiddenBuf);
-      this.advance(m, kv, startPos + i + chunk.length);
+      this.writeBack(m, kv, startPos + i, startPos + i + chunk.length);
+      m.len = startPos + i + chunk.length;
       for (let r = 0; r < chunk.length; r++) out.push(this.arena.f32(this.hiddenBuf + 4 * E * r, E).slice());
     }
     return out;
