@@ -11,6 +11,7 @@
  *   BITNET_ALLOW_UNAUTHENTICATED "true" to serve without keys (e.g. behind IAM auth on the URL);
  *                                otherwise no keys = every non-health route answers 401
  *   BITNET_GPU_URL, BITNET_GPU_API_KEY, BITNET_EDGE_MAX_TOKENS, BITNET_MAX_CONCURRENT, BITNET_MAX_QUEUE
+ *   BITNET_V8_YOUNG_GEN          "default" keeps V8's own young-generation growth (node-heap.ts)
  *   BITNET_THREADS               wasm kernel threads (default: the vCPUs the function has, i.e.
  *                                availableParallelism(): 2 from 1,769 MB of memory, up to 6)
  *
@@ -25,6 +26,7 @@ import { type AppDeps, createApp } from '../http/app.ts';
 import { parseKeyList } from '../http/auth.ts';
 import { SYNTH_PRESETS, synthModel } from '../model/synth.ts';
 import { MemorySource } from '../sources/byte-source.ts';
+import { keepYoungGenerationSmall } from './node-heap.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -67,6 +69,8 @@ export function createLambdaHandler(deps: AppDeps) {
 }
 
 const inLambda = typeof (globalThis as { awslambda?: unknown }).awslambda !== 'undefined';
+// the function's process is ours: hold V8's young generation small (node-heap.ts)
+if (inLambda) keepYoungGenerationSmall();
 
 /** The function's entry point (handler: index.handler). Outside Lambda, calling it throws. */
 export const handler: ReturnType<typeof streamHandle> = inLambda
