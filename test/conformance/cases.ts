@@ -102,6 +102,8 @@ for (const type of [T.Q8_0, T.Q4_0, T.Q6_K, T.F16, T.F32, T.BF16]) {
   add({ op: 'head', type, shape: { n: 9, k: 768 }, variant: 'correlated' });
 }
 add({ op: 'head', type: T.F16, shape: { n: 23, k: 256 }, variant: 'forced-fallback' });
+// inf, −inf and NaN f16 weights in a few rows (the kernel flags them and takes the exact path)
+add({ op: 'head', type: T.F16, shape: { n: 13, k: 262 }, variant: 'nonfinite' });
 
 // embedding rows
 for (const type of [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q6_K]) {

@@ -207,13 +207,14 @@ export function head_prep_bytes(k: i32): i32 {
   store<f32>(o, y);
 }
 
-/** Four f16 values (low 64 bits of v) as f32 lanes; `bad` gets all-ones lanes for inf/NaN. */
-@inline function f16x4ToF32(v: v128): v128 {
-  const h = i32x4.extend_low_i16x8_u(v);
-  const em = v128.and(h, i32x4.splat(0x7fff));
-  // exponent and mantissa moved to f32 position and rebiased by a multiply (exact, subnormals too)
-  const f = f32x4.mul(i32x4.shl(em, 13), f32x4.splat(5.192296858534828e33)); // 2^112
-  return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+/**
+ * Four f16 values, sign-extended to i32 lanes, as f32 (exact for every finite f16; inf/NaN come out
+ * finite and wrong, so callers flag them). h << 13 puts exponent and mantissa at their f32 places
+ * with the sign at bit 31 and three copies of it at bits 30..28, which the mask clears; the multiply
+ * by 2^112 rebiases the exponent (and scales subnormals exactly).
+ */
+@inline function f16sToF32(s: v128): v128 {
+  return f32x4.mul(v128.and(i32x4.shl(s, 13), i32x4.splat(0x8fffe000)), f32x4.splat(5.192296858534828e33)); // 2^112
 }
 
 /**
@@ -242,9 +243,9 @@ export function head_f16(w: usize, k: i32, r0: i32, r1: i32, xr: usize, absSums:
     for (let i = 0; i < k8; i += 8) {
       v128.load(row + (<usize>i << 1), 512); // software prefetch (a dropped load)
       const v = v128.load(row + (<usize>i << 1));
-      bad = v128.or(bad, v128.or(i16x8.ge_u(v128.and(v, i16x8.splat(0x7c00)), i16x8.splat(0x7c00)), i32x4.splat(0)));
-      const wl = f16x4ToF32(v);
-      const wh = f16x4ToF32(v128.shuffle<i32>(v, v, 2, 3, 2, 3));
+      bad = v128.or(bad, i16x8.eq(v128.and(v, i16x8.splat(0x7c00)), i16x8.splat(0x7c00))); // inf/NaN
+      const wl = f16sToF32(i32x4.extend_low_i16x8_s(v));
+      const wh = f16sToF32(i32x4.extend_high_i16x8_s(v));
       const pl = f32x4.mul(wl, v128.load(xr + (<usize>i << 2)));
       const ph = f32x4.mul(wh, v128.load(xr + (<usize>i << 2), 16));
       a0 = f64x2.add(a0, f64x2.promote_low_f32x4(pl));
