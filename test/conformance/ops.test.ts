@@ -244,7 +244,8 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
       if (c.variant === 'zero-block') hidden.fill(0, 0, 256);
       if (c.variant === 'nonfinite') {
         const h = new Uint16Array(w.bytes.buffer, w.bytes.byteOffset, n * k);
-        h[2 * k + 5] = 0x7c00; // +inf in row 2
+        h[2 * k + 5] = 0x7c00; // +inf in row 2, against a zero activation: NaN
+        hidden[5] = 0;
         h[5 * k + 100] = 0xfc00; // −inf in row 5
         h[9 * k + 260] = 0x7e00; // NaN in row 9, in the tail past the last 8-column group
         h[11 * k + 7] = 0x7c00; // +inf and −inf in row 11: NaN

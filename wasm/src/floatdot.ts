@@ -220,7 +220,7 @@ export function head_prep_bytes(k: i32): i32 {
 /**
  * F16 head rows r0..r1 with the bracket: products of f16 values are exact in
  * f32, summed in f64 (4 lanes, then the lanes) with a known error; rows whose interval straddles an
- * f32 rounding boundary, or that hold inf/NaN weights, are recomputed in the reference's order.
+ * f32 rounding boundary (rows with inf weights always do) are recomputed in the reference's order.
  * xr: the activation rounded to f16 (round_act). absSums: row_abs_sums of the head (maxXr and
  * ||xr|| are computed here).
  */
@@ -239,11 +239,9 @@ export function head_f16(w: usize, k: i32, r0: i32, r1: i32, xr: usize, absSums:
   for (let r = r0; r < r1; r++) {
     const row = w + <usize>r * rb;
     let a0 = f64x2.splat(0), a1 = f64x2.splat(0), a2 = f64x2.splat(0), a3 = f64x2.splat(0);
-    let bad = i32x4.splat(0);
     for (let i = 0; i < k8; i += 8) {
       v128.load(row + (<usize>i << 1), 512); // software prefetch (a dropped load)
       const v = v128.load(row + (<usize>i << 1));
-      bad = v128.or(bad, i16x8.eq(v128.and(v, i16x8.splat(0x7c00)), i16x8.splat(0x7c00))); // inf/NaN
       const wl = f16sToF32(i32x4.extend_low_i16x8_s(v));
       const wh = f16sToF32(i32x4.extend_high_i16x8_s(v));
       const pl = f32x4.mul(wl, v128.load(xr + (<usize>i << 2)));
@@ -259,7 +257,10 @@ export function head_f16(w: usize, k: i32, r0: i32, r1: i32, xr: usize, absSums:
       v += <f64>f16ToF32(load<u16>(row + (<usize>i << 1))) * <f64>load<f32>(xr + (<usize>i << 2));
     }
     let y: f32;
-    const res = v128.any_true(bad) ? 0 : bracket(v, tol * min(load<f64>(absSums + (<usize>r << 4)) * maxXr, load<f64>(absSums + (<usize>r << 4) + 8) * normXr));
+    // A row with an inf weight has infinite |w| sums (row_abs_sums): its interval is unbounded, so
+    // it takes the exact path (the fast sum read inf as a finite value); with a NaN weight the
+    // sums, the bound and the result are NaN, as the reference's is.
+    const res = bracket(v, tol * min(load<f64>(absSums + (<usize>r << 4)) * maxXr, load<f64>(absSums + (<usize>r << 4) + 8) * normXr));
     y = res != 0 ? reinterpret<f32>(<u32>res) : exactRow(T_F16, row, k, xr, scratch);
     emit(out, r, y * oscale, mode);
   }
