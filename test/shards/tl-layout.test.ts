@@ -77,6 +77,28 @@ const projections = (m: Model): Linear[] =>
 // The image codec
 // ------------------------------------------------------------------------------------------------
 
+/**
+ * Reference linear() over `src` and over its TL image `tl` give the same bits for activations x
+ * (per-token int8; with q8k also llama.cpp's Q8_K blocks, as the TQ types allow).
+ */
+function sameLinear(src: Linear, tl: Linear, x: Float32Array, what: string, q8k = false): void {
+  const { k, n } = src;
+  const q = new Int8Array(k);
+  const y0 = new Float32Array(n);
+  const y1 = new Float32Array(n);
+  const a = { q, ...quantizeActivations(x, q), x };
+  linear(src, a, y0, new Float32Array(2 * k));
+  linear(tl, a, y1, new Float32Array(2 * k));
+  expect(firstDiff(y1, y0), what).toBeUndefined();
+  if (!q8k) return;
+  const d = new Float32Array(k / 256);
+  quantizeActivationsQ8K(x, q, d);
+  const b8 = { q, scale: 1, sum: 0, x, blockScales: d };
+  linear(src, b8, y0, new Float32Array(2 * k));
+  linear(tl, b8, y1, new Float32Array(2 * k));
+  expect(firstDiff(y1, y0), `${what} q8k`).toBeUndefined();
+}
+
 describe('TL images (src/quant/tl.ts)', () => {
   // odd N (a partial tile), K not a multiple of 256 (a partial block) for kind 0
   const cases = [
@@ -210,16 +232,8 @@ describe('TL images (src/quant/tl.ts)', () => {
           scale: Math.fround(0.3),
           outScale: 1.5,
         };
-        const img = packTLFrom(layout, src);
-        const tl: Linear = { ...src, bytes: img, layout };
-        const x = gaussianVec(k, r);
-        const q = new Int8Array(k);
-        const a = { q, ...quantizeActivations(x, q), x };
-        const y0 = new Float32Array(n);
-        const y1 = new Float32Array(n);
-        linear(src, a, y0, new Float32Array(2 * k));
-        linear(tl, a, y1, new Float32Array(2 * k));
-        expect(firstDiff(y1, y0), `${layout} I2_S`).toBeUndefined();
+        const tl: Linear = { ...src, bytes: packTLFrom(layout, src), layout };
+        sameLinear(src, tl, gaussianVec(k, r), `${layout} I2_S`);
       }
       // TQ2_0 with different block scales, both activation schemes
       {
@@ -231,20 +245,7 @@ describe('TL images (src/quant/tl.ts)', () => {
           new DataView(bytes.buffer).setUint16(66 * b + 64, 0x3800 + 97 * b, true);
         const src: Linear = { name: 'w', type: GGMLType.TQ2_0, ne: [k, n], bytes, k, n, scale: 1, outScale: 1 };
         const tl: Linear = { ...src, bytes: packTLFrom(layout, src), layout };
-        const x = gaussianVec(k, r);
-        const q = new Int8Array(k);
-        const a = { q, ...quantizeActivations(x, q), x };
-        const y0 = new Float32Array(n);
-        const y1 = new Float32Array(n);
-        linear(src, a, y0, new Float32Array(2 * k));
-        linear(tl, a, y1, new Float32Array(2 * k));
-        expect(firstDiff(y1, y0), `${layout} TQ2_0`).toBeUndefined();
-        const d = new Float32Array(k / 256);
-        quantizeActivationsQ8K(x, q, d);
-        const b8 = { q, scale: 1, sum: 0, x, blockScales: d };
-        linear(src, b8, y0, new Float32Array(2 * k));
-        linear(tl, b8, y1, new Float32Array(2 * k));
-        expect(firstDiff(y1, y0), `${layout} TQ2_0 q8k`).toBeUndefined();
+        sameLinear(src, tl, gaussianVec(k, r), `${layout} TQ2_0`, true);
       }
     }
   });
