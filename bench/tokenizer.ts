@@ -14,26 +14,16 @@ import vm from 'node:vm';
 import llama2 from 'llama-tokenizer-js';
 import llama3 from 'llama3-tokenizer-js';
 import { createTokenizerFromGGUF, type Tokenizer } from '../src/tokenizer/index.ts';
+import { prng } from '../test/tokenizer/corpus.ts';
 import { bitnet2b4tMetadata, llama2Metadata } from '../test/tokenizer/vocabs.ts';
 
 const { values } = parseArgs({ options: { mb: { type: 'string' }, runs: { type: 'string' } } });
 const MB = Number(values.mb ?? 1);
 const RUNS = Number(values.runs ?? 5);
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Deterministic mixed text of about `bytes` UTF-8 bytes. */
 function mixedText(bytes: number): string {
-  const r = rng(20240501);
+  const r = prng(20240501);
   const pick = <T>(a: readonly T[]): T => a[Math.floor(r() * a.length)];
   const syll = 'ka ri to na me lo su pe vi da ne mo ra sha tion ing er an re on en at or es ti ar al'.split(' ');
   const common =

@@ -15,20 +15,9 @@ import {
   TokenType,
   textToByteLevel,
 } from '../../src/tokenizer/index.ts';
+import { prng } from '../tokenizer/corpus.ts';
 
 // -- helpers ---------------------------------------------------------------------------------------------
-
-/** mulberry32: small seeded PRNG so the property tests are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A random valid (surrogate-free) string mixing ASCII, whitespace, Latin-1, BMP and astral code points. */
 function randomText(rand: () => number): string {
