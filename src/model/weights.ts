@@ -16,6 +16,9 @@ import type { HParams } from './hparams.ts';
 export const TERNARY_TYPES: readonly number[] = [GGMLType.I2_S, GGMLType.TQ2_0, GGMLType.TQ1_0];
 export const FLOAT_PROJ_TYPES: readonly number[] = [GGMLType.F32, GGMLType.F16, GGMLType.BF16];
 /** Types the token embedding / LM head may have. */
+/** The seven ternary projections of a block, `blk.N.<name>.weight` in GGUF naming. */
+export const PROJ_NAMES = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'] as const;
+
 export const EMBD_TYPES: readonly number[] = [
   GGMLType.F32,
   GGMLType.F16,
@@ -98,7 +101,7 @@ export function weightSpecs(hp: HParams): Spec[] {
       { name: `${b}ffn_up.weight`, ne: [hp.nEmbd, hp.nFF], types: PROJ_TYPES },
       { name: `${b}ffn_down.weight`, ne: [hp.nFF, hp.nEmbd], types: PROJ_TYPES },
     );
-    for (const p of ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down']) {
+    for (const p of PROJ_NAMES) {
       specs.push({ name: `${b}${p}.scale`, ne: [1], types: [GGMLType.F32], optional: true });
     }
   }

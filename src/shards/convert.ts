@@ -23,7 +23,7 @@ import { GGMLType, tensorByteSize, typeName } from '../gguf/ggml-types.ts';
 import type { GGUFMetadata } from '../gguf/metadata.ts';
 import { type GGUFFile, type GGUFTensorInfo, metaString, readGGUF, readTensorBytes } from '../gguf/reader.ts';
 import { readHParams } from '../model/hparams.ts';
-import { planWeights } from '../model/weights.ts';
+import { PROJ_NAMES, planWeights } from '../model/weights.ts';
 import { dequantizeRow, quantizeF16, quantizeQ4_0, quantizeQ6_K, quantizeQ8_0 } from '../quant/float-codecs.ts';
 import { i2sScale, packI2S } from '../quant/i2s.ts';
 import { packTL, type TLLayout, ternaryOf, tlImageBytes, tlKindOf } from '../quant/tl.ts';
@@ -91,7 +91,7 @@ export interface ConvertResult {
   totalBytes: number;
 }
 
-const PROJ = /^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$/;
+const PROJ = new RegExp(`^blk\\.\\d+\\.(${PROJ_NAMES.join('|')})\\.weight$`);
 const HEAD = new Set(['token_embd.weight', 'output.weight']);
 /** `int4` is ggml's Q4_0: 32-element blocks of 4-bit values with one f16 scale (4.5 bits/weight). */
 const HEAD_TYPES: Record<Exclude<HeadType, 'keep'>, number> = {

@@ -21,6 +21,7 @@ import { BitNetError } from '../errors.ts';
 import { GGMLType } from '../gguf/ggml-types.ts';
 import type { GGUFEntry, GGUFMetadata } from '../gguf/metadata.ts';
 import { meta } from '../gguf/writer.ts';
+import { PROJ_NAMES } from '../model/weights.ts';
 import { packI2S } from '../quant/i2s.ts';
 import type { ByteSource, ReadOptions } from '../sources/byte-source.ts';
 import { hfPreTokenizerName } from '../tokenizer/hf.ts';
@@ -148,7 +149,7 @@ const LAYER_MAP: [RegExp, string][] = [
   [/^model\.layers\.(\d+)\.mlp\.down_proj\.weight$/, 'ffn_down'],
   [/^model\.layers\.(\d+)\.mlp\.ffn_sub_norm\.weight$/, 'ffn_sub_norm'],
 ];
-const PROJ_NAMES = new Set(['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down']);
+const PROJ_SET = new Set<string>(PROJ_NAMES);
 
 function ggufName(hf: string): { name: string; proj: boolean; norm: boolean } | undefined {
   if (hf === 'model.embed_tokens.weight') return { name: 'token_embd.weight', proj: false, norm: false };
@@ -156,7 +157,7 @@ function ggufName(hf: string): { name: string; proj: boolean; norm: boolean } | 
   if (hf === 'lm_head.weight') return { name: 'output.weight', proj: false, norm: false };
   for (const [re, g] of LAYER_MAP) {
     const m = re.exec(hf);
-    if (m) return { name: `blk.${m[1]}.${g}.weight`, proj: PROJ_NAMES.has(g), norm: !PROJ_NAMES.has(g) };
+    if (m) return { name: `blk.${m[1]}.${g}.weight`, proj: PROJ_SET.has(g), norm: !PROJ_SET.has(g) };
   }
   return undefined;
 }

@@ -46,14 +46,12 @@ export interface CudaBackendOptions extends CudaEngineOptions {
  * layout and have no CUDA kernel: convert the model with --layout i2s for the GPU.
  */
 export function cudaUnsupportedReason(w: ModelWeights): { reason: string; tensor: string; layout: string } | undefined {
-  const names = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'] as const;
-  for (const [i, L] of w.layers.entries()) {
-    const lins = [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown];
-    for (const [j, l] of lins.entries()) {
+  for (const L of w.layers) {
+    for (const l of [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown]) {
       if (l.layout) {
         return {
-          reason: `projection blk.${i}.${names[j]}.weight is a ${l.layout.toUpperCase()} tile image (a wasm layout); the CUDA engine reads GGML storage only (convert with --layout i2s)`,
-          tensor: `blk.${i}.${names[j]}.weight`,
+          reason: `projection ${l.name} is a ${l.layout.toUpperCase()} tile image (a wasm layout); the CUDA engine reads GGML storage only (convert with --layout i2s)`,
+          tensor: l.name,
           layout: l.layout,
         };
       }
