@@ -20,7 +20,6 @@
  * changed) the image falls back to copying. Elsewhere (memory sources, HTTP, Workers) tensors are
  * copied. A loader that reads tensors straight into this memory would make both unnecessary.
  */
-import { BitNetError } from '../../errors.ts';
 import { GGMLType, typeName } from '../../gguf/ggml-types.ts';
 import type { HParams } from '../../model/hparams.ts';
 import { EMBD_TYPES, type Linear, type ModelWeights } from '../../model/weights.ts';
@@ -137,6 +136,11 @@ export interface ModelImage {
   adopted: TensorView[];
 }
 
+/**
+ * Places the model in wasm memory and writes the kernels' model descriptor. The model must have
+ * passed wasmUnsupportedReason (one projection type and one layout, supported head): nothing here
+ * checks it again.
+ */
 export function buildModelImage(
   arena: Arena,
   hp: HParams,
@@ -267,9 +271,6 @@ export function buildModelImage(
     const lins: Linear[] = [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown];
     lins.forEach((lin, j) => {
       const o = base + LAYER.lin0 + j * LIN.BYTES;
-      if (lin.type !== lin0.type) throw BitNetError.Model('UNSUPPORTED_TENSOR_TYPE', 'mixed projection types', {});
-      if (lin.layout !== lin0.layout)
-        throw BitNetError.Model('UNSUPPORTED_TENSOR_TYPE', 'mixed projection layouts', {});
       const ptr = place(lin);
       dv.setInt32(o + LIN.type, lin.type, true);
       dv.setInt32(o + LIN.ptr, ptr, true);
