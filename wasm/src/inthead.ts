@@ -99,49 +99,6 @@ export function head_prep_q8k(x: usize, k: i32, P: usize): void {
   return i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w1), x3));
 }
 
-/** Q8_0 head rows r0..r1: out[r] = row sum (× oscale); mode 0 stores, 1 adds. */
-export function head_q8_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32): void {
-  const K = <usize>k;
-  const nb = k >> 5;
-  const rb = <usize>(nb * 34);
-  let r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const row = w + <usize>r * rb;
-    let s = f32x4.splat(0);
-    for (let b = 0; b < nb; b++) {
-      const a = P + (<usize>b << 5);
-      const xa = v128.load(a);
-      const xb = v128.load(a, 16);
-      const x0 = i16x8.extend_low_i8x16_s(xa);
-      const x1 = i16x8.extend_high_i8x16_s(xa);
-      const x2 = i16x8.extend_low_i8x16_s(xb);
-      const x3 = i16x8.extend_high_i8x16_s(xb);
-      const p = row + <usize>(b * 34);
-      v128.load(p, 1024); // software prefetch (a dropped load), see ternary.ts
-      const I = reduce4(q8Dot(p, x0, x1, x2, x3), q8Dot(p + rb, x0, x1, x2, x3), q8Dot(p + 2 * rb, x0, x1, x2, x3), q8Dot(p + 3 * rb, x0, x1, x2, x3));
-      const dd = f32x4.mul(d4(p, rb), f32x4.splat(load<f32>(P + K + (<usize>b << 2))));
-      s = f32x4.add(s, f32x4.mul(dd, f32x4.convert_i32x4_s(I)));
-    }
-    emit(out, r, f32x4.extract_lane(s, 0) * oscale, mode);
-    emit(out, r + 1, f32x4.extract_lane(s, 1) * oscale, mode);
-    emit(out, r + 2, f32x4.extract_lane(s, 2) * oscale, mode);
-    emit(out, r + 3, f32x4.extract_lane(s, 3) * oscale, mode);
-  }
-  for (; r < r1; r++) {
-    const row = w + <usize>r * rb;
-    let s: f32 = 0;
-    for (let b = 0; b < nb; b++) {
-      const a = P + (<usize>b << 5);
-      const xa = v128.load(a);
-      const xb = v128.load(a, 16);
-      const p = row + <usize>(b * 34);
-      const I = hsum32(q8Dot(p, i16x8.extend_low_i8x16_s(xa), i16x8.extend_high_i8x16_s(xa), i16x8.extend_low_i8x16_s(xb), i16x8.extend_high_i8x16_s(xb)));
-      s += (f16ToF32(load<u16>(p)) * load<f32>(P + K + (<usize>b << 2))) * <f32>I;
-    }
-    emit(out, r, s * oscale, mode);
-  }
-}
-
 /** Σ u·q of one Q4_0 block at p (u the unsigned nibbles, 0..15) as i32x4. */
 @inline function q4Dot(p: usize, xa: v128, xb: v128): v128 {
   const v = v128.load(p + 2);
@@ -150,11 +107,26 @@ export function head_q8_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: 
   return i32x4.extadd_pairwise_i16x8_s(i16x8.add(dot16(xa, lo), dot16(xb, hi)));
 }
 
-/** Q4_0 head rows r0..r1 (activations by head_prep_q8_0). */
-export function head_q4_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32): void {
+/**
+ * One 32-block of a row as i32x4 partial sums. Q8_0 (q4 false): x0..x3 are the block's
+ * activations extended to i16. Q4_0: x0, x1 are the raw int8 activations, and the sums still lack
+ * the −8 offset (the caller subtracts 8·Σq once per block).
+ */
+@inline function blockDot(q4: bool, p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  return q4 ? q4Dot(p, x0, x1) : q8Dot(p, x0, x1, x2, x3);
+}
+
+/**
+ * The heads with 32-element blocks against Q8_0 activations: Q8_0 (34-byte blocks) and Q4_0
+ * (18-byte blocks). `q4` is a constant at both call sites, so each export compiles to its own loop.
+ * Rows go four at a time (one row per f32 lane, the block sums transposed by reduce4), then one
+ * at a time; mode 0 stores, 1 adds.
+ */
+@inline function head32(q4: bool, w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32): void {
   const K = <usize>k;
   const nb = k >> 5;
-  const rb = <usize>(nb * 18);
+  const bb = q4 ? 18 : 34;
+  const rb = <usize>(nb * bb);
   const sums = P + K + (K >> 3);
   let r = r0;
   for (; r + 4 <= r1; r += 4) {
@@ -164,10 +136,19 @@ export function head_q4_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: 
       const a = P + (<usize>b << 5);
       const xa = v128.load(a);
       const xb = v128.load(a, 16);
-      const p = row + <usize>(b * 18);
-      v128.load(p, 1024); // software prefetch (a dropped load)
-      let I = reduce4(q4Dot(p, xa, xb), q4Dot(p + rb, xa, xb), q4Dot(p + 2 * rb, xa, xb), q4Dot(p + 3 * rb, xa, xb));
-      I = i32x4.sub(I, i32x4.splat(load<i32>(sums + (<usize>b << 2)) << 3)); // the −8 offset
+      const x0 = q4 ? xa : i16x8.extend_low_i8x16_s(xa);
+      const x1 = q4 ? xb : i16x8.extend_high_i8x16_s(xa);
+      const x2 = q4 ? xa : i16x8.extend_low_i8x16_s(xb);
+      const x3 = q4 ? xb : i16x8.extend_high_i8x16_s(xb);
+      const p = row + <usize>(b * bb);
+      v128.load(p, 1024); // software prefetch (a dropped load), see ternary.ts
+      let I = reduce4(
+        blockDot(q4, p, x0, x1, x2, x3),
+        blockDot(q4, p + rb, x0, x1, x2, x3),
+        blockDot(q4, p + 2 * rb, x0, x1, x2, x3),
+        blockDot(q4, p + 3 * rb, x0, x1, x2, x3),
+      );
+      if (q4) I = i32x4.sub(I, i32x4.splat(load<i32>(sums + (<usize>b << 2)) << 3)); // the −8 offset
       const dd = f32x4.mul(d4(p, rb), f32x4.splat(load<f32>(P + K + (<usize>b << 2))));
       s = f32x4.add(s, f32x4.mul(dd, f32x4.convert_i32x4_s(I)));
     }
@@ -181,12 +162,26 @@ export function head_q4_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: 
     let s: f32 = 0;
     for (let b = 0; b < nb; b++) {
       const a = P + (<usize>b << 5);
-      const p = row + <usize>(b * 18);
-      const I = hsum32(q4Dot(p, v128.load(a), v128.load(a, 16))) - (load<i32>(sums + (<usize>b << 2)) << 3);
+      const xa = v128.load(a);
+      const xb = v128.load(a, 16);
+      const p = row + <usize>(b * bb);
+      const I = q4
+        ? hsum32(q4Dot(p, xa, xb)) - (load<i32>(sums + (<usize>b << 2)) << 3)
+        : hsum32(q8Dot(p, i16x8.extend_low_i8x16_s(xa), i16x8.extend_high_i8x16_s(xa), i16x8.extend_low_i8x16_s(xb), i16x8.extend_high_i8x16_s(xb)));
       s += (f16ToF32(load<u16>(p)) * load<f32>(P + K + (<usize>b << 2))) * <f32>I;
     }
     emit(out, r, s * oscale, mode);
   }
+}
+
+/** Q8_0 head rows r0..r1 (activations by head_prep_q8_0): out[r] = row sum (× oscale). */
+export function head_q8_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32): void {
+  head32(false, w, k, r0, r1, P, oscale, out, mode);
+}
+
+/** Q4_0 head rows r0..r1 (activations by head_prep_q8_0). */
+export function head_q4_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32): void {
+  head32(true, w, k, r0, r1, P, oscale, out, mode);
 }
 
 /**
