@@ -12,6 +12,8 @@
 //   random    (GPU) kernels at 2B-4T shapes on random data, GPU against the CPU emulation;
 //   bench     (GPU, --bench) copy bandwidth, GEMV per shape, decode tok/s at batch 1 (F16 and
 //             INT8 heads), batched decode, prefill, on a 2B-4T-shaped model generated here.
+//   profile   (GPU, --profile; --profile-only skips everything else) time of each kernel of a
+//             decode step at batch 1 and 64 on that model (profile.inc).
 // With --out DIR the results are also written to DIR/results.md (ready for RESULTS.md) and
 // DIR/results.json.
 #include <algorithm>
@@ -21,6 +23,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -693,14 +696,16 @@ static void test_models(const ModelFx &mf, const std::string &label) {
 // ---------------------------------------------------------------------------------------------
 
 #if defined(BN_WITH_CUDA)
+#include "../engine/src/bn_core.h"
 #include "gpu_checks.inc"
+#include "profile.inc"
 #endif
 
 // ---------------------------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
   std::string dir = "gpu-lambda/test/fixtures", out_dir;
-  bool cpu_only = false, bench = false, quick = false, no_random = false;
+  bool cpu_only = false, bench = false, quick = false, no_random = false, profile = false, profile_only = false;
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     if (a == "--fixtures" && i + 1 < argc) dir = argv[++i];
@@ -709,8 +714,10 @@ int main(int argc, char **argv) {
     else if (a == "--bench") bench = true;
     else if (a == "--quick") quick = true;
     else if (a == "--no-random") no_random = true;
+    else if (a == "--profile") profile = true;
+    else if (a == "--profile-only") profile = profile_only = true;
     else {
-      fprintf(stderr, "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--out DIR]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--profile | --profile-only] [--out DIR]\n", argv[0]);
       return 2;
     }
   }
@@ -721,6 +728,13 @@ int main(int argc, char **argv) {
   (void)bench;
   (void)quick;
   (void)no_random;
+  (void)profile;
+#if defined(BN_WITH_CUDA)
+  if (profile_only) {
+    run_profile(out_dir, cpu_only);
+    return g_fail > 100 ? 100 : g_fail;
+  }
+#endif
   const auto t0 = std::chrono::steady_clock::now();
   Fixture kf, m1, m2;
   std::string err;
@@ -746,6 +760,7 @@ int main(int argc, char **argv) {
   if (!cpu_only) {
     g_emulate = 0;
     run_gpu_sections(kf, mr, ms, bench, quick, no_random, out_dir);
+    if (profile) run_profile(out_dir, false);
   } else
 #endif
   {

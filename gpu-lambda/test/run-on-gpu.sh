@@ -41,7 +41,7 @@ grep -E "Compiling entry|spill|Used [0-9]+ registers" "$OUT/build.log" | sed 's/
 stamp "build done; spills: $(grep -c 'bytes spill stores' "$BUILD/ptxas.txt" 2>/dev/null) kernels reported, nonzero: $(grep -E '[1-9][0-9]* bytes spill stores' -c "$BUILD/ptxas.txt" 2>/dev/null)"
 
 stamp "golden tests, random checks, benchmarks"
-timeout 330 "$BUILD/bn_test" --fixtures gpu-lambda/test/fixtures --bench --out "$OUT" 2>&1 | tee "$OUT/bn_test.log"
+timeout 330 "$BUILD/bn_test" --fixtures gpu-lambda/test/fixtures --bench --profile --out "$OUT" 2>&1 | tee "$OUT/bn_test.log"
 RC=${PIPESTATUS[0]}
 stamp "bn_test exit status $RC"
 
