@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -24,8 +25,11 @@ static bn_status cuda_fail(cudaError_t e, const char *what, const char *file, in
     if (bn_e_ != cudaSuccess) return cuda_fail(bn_e_, #call, __FILE__, __LINE__); \
   } while (0)
 
-bn_status check_launch(const char *what) {
-  const cudaError_t e = cudaGetLastError();
+bool g_pdl = false;
+
+bn_status check_launch(const char *what, cudaError_t e) {
+  const cudaError_t last = cudaGetLastError();  // also clears a launch error already in `e`
+  if (e == cudaSuccess) e = last;
   if (e != cudaSuccess) return cuda_fail(e, what, "launch", 0);
   return BN_OK;
 }
@@ -81,6 +85,9 @@ class CudaDevice : public Device {
                 props.major, props.minor);
       return BN_ERR_UNSUPPORTED;
     }
+    // Programmatic dependent launch on Hopper and newer; BN_PDL=0 turns it off (A/B timing).
+    const char *pdl = getenv("BN_PDL");
+    g_pdl = props.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
     BN_CUDA_CHECK(cudaStreamCreateWithFlags(&ops_.stream, cudaStreamNonBlocking));
     ops_.sm_count = props.multiProcessorCount;
     void *c = nullptr;

@@ -39,7 +39,12 @@ __device__ __forceinline__ float warp_max_f(float v) {
 //   pass 1: Σ fround(x²) in f64 per thread in order, xor butterfly per warp, warps summed in order;
 //   pass 2: y = fround(fround(x·scale)·w), |y| max (exact), optional f32/f16 stores;
 //   pass 3: q = quant(y, s), S = Σq (exact).
-// Every thread of the block must call it (it synchronises). Mirrored by bn_emu.cpp.
+// Each pass issues its loads kNqBatch float4 at a time before using them (one L2 round trip per
+// batch instead of one per element: a lone block is latency-bound); the per-thread order of the
+// sums is unchanged. Every thread of the block must call it (it synchronises). Mirrored by
+// bn_emu.cpp.
+constexpr int kNqBatch = 4;
+
 __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
   __shared__ double red_d[kNormThreads / 32];
   __shared__ float red_f[kNormThreads / 32];
@@ -48,12 +53,22 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
   const float *x = p.x + (size_t)m * p.ldx;
   const int n4 = p.n / 4;
   double ss = 0.0;
-  for (int i = tid; i < n4; i += kNormThreads) {
-    const float4 v = __ldcg((const float4 *)x + i);
-    ss += (double)fmul(v.x, v.x);
-    ss += (double)fmul(v.y, v.y);
-    ss += (double)fmul(v.z, v.z);
-    ss += (double)fmul(v.w, v.w);
+  for (int i0 = tid; i0 < n4; i0 += kNqBatch * kNormThreads) {
+    float4 v[kNqBatch];
+#pragma unroll
+    for (int b = 0; b < kNqBatch; b++) {
+      const int i = i0 + b * kNormThreads;
+      v[b] = i < n4 ? __ldcg((const float4 *)x + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int b = 0; b < kNqBatch; b++) {
+      if (i0 + b * kNormThreads < n4) {
+        ss += (double)fmul(v[b].x, v[b].x);
+        ss += (double)fmul(v[b].y, v[b].y);
+        ss += (double)fmul(v[b].z, v[b].z);
+        ss += (double)fmul(v[b].w, v[b].w);
+      }
+    }
   }
   ss = warp_sum_d(ss);
   if (lane == 0) red_d[warp] = ss;
@@ -62,23 +77,33 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
   for (int w = 1; w < kNormThreads / 32; w++) tot += red_d[w];
   const float sc = rms_scale(tot, p.n, p.eps);
   float amax = 0.f;
-  for (int i = tid; i < n4; i += kNormThreads) {
-    const float4 v = __ldcg((const float4 *)x + i);
-    const float4 w = __ldg((const float4 *)p.w + i);
-    float4 y;
-    y.x = fmul(fmul(v.x, sc), w.x);
-    y.y = fmul(fmul(v.y, sc), w.y);
-    y.z = fmul(fmul(v.z, sc), w.z);
-    y.w = fmul(fmul(v.w, sc), w.w);
-    amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
-    if (p.f32_out) ((float4 *)(p.f32_out + (size_t)m * p.ldx))[i] = y;
-    if (p.f16_out) {
-      ushort4 h;
-      h.x = f32_to_f16(y.x);
-      h.y = f32_to_f16(y.y);
-      h.z = f32_to_f16(y.z);
-      h.w = f32_to_f16(y.w);
-      ((ushort4 *)(p.f16_out + (size_t)m * p.ldx))[i] = h;
+  for (int i0 = tid; i0 < n4; i0 += kNqBatch * kNormThreads) {
+    float4 v[kNqBatch], w[kNqBatch];
+#pragma unroll
+    for (int b = 0; b < kNqBatch; b++) {
+      const int i = i0 + b * kNormThreads;
+      v[b] = i < n4 ? __ldcg((const float4 *)x + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+      w[b] = i < n4 ? __ldg((const float4 *)p.w + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int b = 0; b < kNqBatch; b++) {
+      const int i = i0 + b * kNormThreads;
+      if (i >= n4) continue;
+      float4 y;
+      y.x = fmul(fmul(v[b].x, sc), w[b].x);
+      y.y = fmul(fmul(v[b].y, sc), w[b].y);
+      y.z = fmul(fmul(v[b].z, sc), w[b].z);
+      y.w = fmul(fmul(v[b].w, sc), w[b].w);
+      amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
+      if (p.f32_out) ((float4 *)(p.f32_out + (size_t)m * p.ldx))[i] = y;
+      if (p.f16_out) {
+        ushort4 h;
+        h.x = f32_to_f16(y.x);
+        h.y = f32_to_f16(y.y);
+        h.z = f32_to_f16(y.z);
+        h.w = f32_to_f16(y.w);
+        ((ushort4 *)(p.f16_out + (size_t)m * p.ldx))[i] = h;
+      }
     }
   }
   if (p.q) {
@@ -89,16 +114,26 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
     for (int w = 1; w < kNormThreads / 32; w++) am = fmaxf(am, red_f[w]);
     const float s = act_scale(am);
     int sum = 0;
-    for (int i = tid; i < n4; i += kNormThreads) {
-      const float4 v = __ldcg((const float4 *)x + i);
-      const float4 w = __ldg((const float4 *)p.w + i);
-      char4 q;
-      q.x = quant_one(fmul(fmul(v.x, sc), w.x), s);
-      q.y = quant_one(fmul(fmul(v.y, sc), w.y), s);
-      q.z = quant_one(fmul(fmul(v.z, sc), w.z), s);
-      q.w = quant_one(fmul(fmul(v.w, sc), w.w), s);
-      sum += q.x + q.y + q.z + q.w;
-      ((char4 *)(p.q + (size_t)m * p.ldq))[i] = q;
+    for (int i0 = tid; i0 < n4; i0 += kNqBatch * kNormThreads) {
+      float4 v[kNqBatch], w[kNqBatch];
+#pragma unroll
+      for (int b = 0; b < kNqBatch; b++) {
+        const int i = i0 + b * kNormThreads;
+        v[b] = i < n4 ? __ldcg((const float4 *)x + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+        w[b] = i < n4 ? __ldg((const float4 *)p.w + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int b = 0; b < kNqBatch; b++) {
+        const int i = i0 + b * kNormThreads;
+        if (i >= n4) continue;
+        char4 q;
+        q.x = quant_one(fmul(fmul(v[b].x, sc), w[b].x), s);
+        q.y = quant_one(fmul(fmul(v[b].y, sc), w[b].y), s);
+        q.z = quant_one(fmul(fmul(v[b].z, sc), w[b].z), s);
+        q.w = quant_one(fmul(fmul(v[b].w, sc), w[b].w), s);
+        sum += q.x + q.y + q.z + q.w;
+        ((char4 *)(p.q + (size_t)m * p.ldq))[i] = q;
+      }
     }
     sum = warp_sum_i(sum);
     if (lane == 0) red_i[warp] = sum;
@@ -135,6 +170,47 @@ __device__ __forceinline__ void block_tail(const NormQuant &t, int M) {
   for (int m = 0; m < M; m++) block_norm_quant(t, m);
 }
 
+// ---- programmatic dependent launch (sm_90+) ----------------------------------------------------
+// With g_pdl every kernel is launched with programmatic stream serialization: the next kernel in
+// the stream may start while this one runs. Each kernel therefore calls pdl_wait() before it
+// reads anything an earlier kernel wrote (and before any write), then pdl_launch_dependents()
+// so that the kernel after it can start its own prologue. Before pdl_wait() a kernel may only
+// read immutable data (weights): the GEMV issues its first weight loads there, so they overlap
+// the previous kernel's last blocks and the launch. Without g_pdl (or before sm_90) both are
+// no-ops and launches are plain stream order.
+extern bool g_pdl;
+
+// Launch-error check used by every launcher: `e` (a launch call's result) or else the last error.
+bn_status check_launch(const char *what, cudaError_t e = cudaSuccess);
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Launches kernel k on stream s (with the PDL attribute when g_pdl) and checks the launch.
+template <typename... P, typename... A>
+bn_status launch_k(const char *what, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                   A... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = g_pdl ? 1 : 0;
+  return check_launch(what, cudaLaunchKernelEx(&cfg, k, ((P)args)...));
+}
+
 // ---- launchers (one .cu each) ---------------------------------------------------------------------
 bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStream_t s);
 bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
@@ -147,7 +223,5 @@ bn_status configure_attention(int max_ctx);
 bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s);
 bn_status launch_select(const SelectParams &p, int R, cudaStream_t s);
 
-// Launch-error check used by every launcher.
-bn_status check_launch(const char *what);
 
 }  // namespace bn

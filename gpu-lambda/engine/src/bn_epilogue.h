@@ -16,8 +16,9 @@ BN_HD size_t cache_offset(const Epi &e, int m) {
 }
 
 // q/k/v rows of the fused QKV matrix (layout in bn_model.h). For a RoPE pair only the even row
-// acts, with `yp` = the odd partner's value.
-BN_HD void qkv_store(const Epi &e, int m, int n, float y, float yp) {
+// acts, with `yp` = the odd partner's value. `pos` = e.pos[m] and `coff` = cache_offset(e, m):
+// callers that finish many outputs of one token (the GEMM) look them up once per token.
+BN_HD void qkv_store_at(const Epi &e, int m, int n, float y, float yp, int pos, size_t coff) {
   const int E = e.n_embd, kvd = e.kv_dim, hd = e.head_dim, half = e.n_rot / 2;
   int region, r;
   if (n < E) {
@@ -31,7 +32,7 @@ BN_HD void qkv_store(const Epi &e, int m, int n, float y, float yp) {
     r = n - E - kvd;
   }
   if (region == 2) {
-    e.vc[cache_offset(e, m) + r] = f32_to_f16(y);
+    e.vc[coff + r] = f32_to_f16(y);
     return;
   }
   const int h = r / hd, j = r - h * hd;
@@ -39,7 +40,7 @@ BN_HD void qkv_store(const Epi &e, int m, int n, float y, float yp) {
   int d0 = r, d1 = -1;
   if (j < e.n_rot) {
     if (j & 1) return;  // the even partner rotates the pair
-    const float *cs = e.rope + ((size_t)e.pos[m] * half + (j >> 1)) * 2;
+    const float *cs = e.rope + ((size_t)pos * half + (j >> 1)) * 2;
     const float c = cs[0], s = cs[1];
     o0 = fsub(fmul(y, c), fmul(yp, s));
     o1 = fadd(fmul(y, s), fmul(yp, c));
@@ -51,10 +52,14 @@ BN_HD void qkv_store(const Epi &e, int m, int n, float y, float yp) {
     q[d0] = f32_to_f16(o0);
     if (d1 >= 0) q[d1] = f32_to_f16(o1);
   } else {
-    uint16_t *k = e.kc + cache_offset(e, m);
+    uint16_t *k = e.kc + coff;
     k[d0] = f32_to_f16(o0);
     if (d1 >= 0) k[d1] = f32_to_f16(o1);
   }
+}
+
+BN_HD void qkv_store(const Epi &e, int m, int n, float y, float yp) {
+  qkv_store_at(e, m, n, y, yp, e.pos[m], n < e.n_embd ? 0 : cache_offset(e, m));
 }
 
 // Applies the epilogue to y = y[m][n]; `yp` = y[m][n + 1] when n is even (pair kinds only).

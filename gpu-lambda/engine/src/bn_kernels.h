@@ -127,8 +127,7 @@ struct SelectParams {
 };
 
 constexpr int kMaxTopK = 1024;
-constexpr int kGemvTPR = 8;        // threads per row in the dp4a GEMV
-constexpr int kGemvRows = 16;      // rows per 128-thread block (4 warps × 4 rows)
+constexpr int kGemvTPR = 8;        // lanes per row in the emulated dp4a GEMV (any split: integer sums)
 constexpr int kGemvMaxM = 8;       // tokens the GEMV can carry (one per lane of a row group)
 constexpr int kAttnThreads = 128;  // threads per attention block (4 warps)
 constexpr int kNormThreads = 128;  // threads per token in RMSNorm+quantize (and every fused tail)

@@ -316,8 +316,8 @@ bn_status build_table(const bn_hparams &hp, const bn_tensor *tensors, int n, Mod
     set_error("n_rot %d must be even and <= head_dim %d (even)", hp.n_rot, hp.head_dim);
     return BN_ERR_INVALID_ARGUMENT;
   }
-  if (hp.head_dim > 256) {
-    set_error("head_dim %d > 256 is not supported by the attention kernel", hp.head_dim);
+  if (hp.head_dim > 256 || hp.head_dim % 8) {
+    set_error("head_dim %d is not supported by the attention kernel (it needs <= 256, a multiple of 8)", hp.head_dim);
     return BN_ERR_UNSUPPORTED;
   }
   if (E % 128 || F % 128) {

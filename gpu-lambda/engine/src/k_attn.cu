@@ -8,12 +8,21 @@
 // in f64; p = f16(fround(e · fround(1/sum))); the output dimension d accumulates p·v in f32 in
 // position order (one thread per d walks the positions sequentially: the exact reference order).
 //
-// Thread mapping: scores: thread i takes positions i, i+128, ... and walks the head dimension in
-// order (u32 loads of two halves; the 4 q heads of a GQA group read the same K rows from L2).
-// Softmax: threads stride over the positions. PV: thread d walks the pages of the block table,
-// reading v rows coalesced across d.
-// Scores live in dynamic shared memory (max_ctx floats).
+// Thread mapping (the orders above fix what each thread computes; the tiles only decide when the
+// K/V bytes arrive): positions go in tiles of KT rows staged in shared memory by all 128 threads
+// with 16-byte cp.async copies (a K or V row of one head is hd contiguous halves; rows of a tile
+// come from the block table page by page), so each tile costs one memory round trip instead of
+// one per row.
+//   scores: thread i takes the tile's row i (positions i, i+KT, ...: with KT = 128 the same
+//           positions as one thread per position), the head dimension in order, from shared
+//           memory (row stride hd + 8 halves: 16-byte aligned rows, conflict-free 16-byte reads);
+//   softmax: threads stride over the positions (unchanged);
+//   PV: thread d walks the staged V tile rows in order, tile after tile (the first V tile is
+//       staged before the softmax, so its loads overlap it).
+// Dynamic shared memory: scores (max_t floats), then the K/V tile (KT × (hd + 8) halves).
 #include <math_constants.h>
+
+#include <algorithm>
 
 #include "bn_device.cuh"
 
@@ -21,8 +30,36 @@ namespace bn {
 
 static_assert(kAttnThreads == kNormThreads, "the fused tail runs on the attention block");
 
+// Rows per K/V tile: 128 for head_dim <= 128, 64 up to 256 (tile <= 35 KB).
+__host__ __device__ constexpr int attn_tile_rows(int hd) { return hd <= 128 ? 128 : 64; }
+__host__ __device__ constexpr int attn_tile_stride(int hd) { return hd + 8; }
+
+// Stages rows t0..t0+n-1 of this (sequence, kv head) from the pool into tile (row stride ts
+// halves, 16-byte aligned) with cp.async: the copies run in the background until stage_wait().
+__device__ __forceinline__ void stage_rows(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt, int t0,
+                                           int n, int page_shift, int kv_dim, int col0, int hd) {
+  const int cpr = hd >> 3;  // 16-byte pieces per row
+  const int mask = (1 << page_shift) - 1;
+  for (int idx = threadIdx.x; idx < n * cpr; idx += kAttnThreads) {
+    const int j = idx / cpr, c = idx - j * cpr, t = t0 + j;
+    const uint16_t *src =
+        pool + (((size_t)__ldg(bt + (t >> page_shift)) << page_shift) + (size_t)(t & mask)) * kv_dim + col0 + c * 8;
+    const unsigned dst = (unsigned)__cvta_generic_to_shared(tile + j * ts + c * 8);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+  }
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// Waits for this thread's staged copies, then for every thread's (the tile is shared).
+__device__ __forceinline__ void stage_wait() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+  __syncthreads();
+}
+
 __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
                                                             unsigned *counter) {
+  pdl_wait();
+  pdl_launch_dependents();
   extern __shared__ float sc[];
   __shared__ float qs[256];
   __shared__ float wmax[kAttnThreads / 32];
@@ -31,27 +68,43 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv);
   const int T = p.pos[m] + 1;
-  const int P = 1 << p.page_shift, mask = P - 1;
+  const int KT = attn_tile_rows(hd), ts = attn_tile_stride(hd);
+  uint16_t *tile = (uint16_t *)(sc + ((p.max_t + 3) & ~3));
   const int32_t *bt = p.block_table + (size_t)p.slot[m] * p.max_pages;
+  stage_rows(tile, ts, p.kc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);  // lands during the q load
   for (int d = threadIdx.x; d < hd; d += kAttnThreads) qs[d] = f16_to_f32(p.q16[(size_t)m * p.ldq + h * hd + d]);
-  __syncthreads();
 
   // Scores: one thread per position, the head's dot product summed in f64 in dimension order
   // (the reference's order; every product of two f16 values is exact, so the fma is too).
   float lmax = -CUDART_INF_F;
-  for (int t = threadIdx.x; t < T; t += kAttnThreads) {
-    const uint16_t *kr = p.kc + ((size_t)bt[t >> p.page_shift] * P + (t & mask)) * p.kv_dim + kvh * hd;
-    double acc = 0.0;
-#pragma unroll 4
-    for (int d = 0; d < hd; d += 2) {
-      const uint32_t kk = __ldg((const uint32_t *)(kr + d));
-      acc = __fma_rn((double)qs[d], (double)f16_to_f32((uint16_t)(kk & 0xffffu)), acc);
-      acc = __fma_rn((double)qs[d + 1], (double)f16_to_f32((uint16_t)(kk >> 16)), acc);
+  for (int t0 = 0; t0 < T; t0 += KT) {
+    const int n = min(KT, T - t0);
+    if (t0 > 0) {
+      __syncthreads();  // the previous tile consumed
+      stage_rows(tile, ts, p.kc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
     }
-    const float s = (float)((double)(float)acc * p.scale);
-    sc[t] = s;
-    lmax = fmaxf(lmax, s);
+    stage_wait();  // the tile (and qs) written
+    if (threadIdx.x < n) {
+      const uint4 *kr = (const uint4 *)(tile + threadIdx.x * ts);
+      double acc = 0.0;
+      for (int c = 0; c < (hd >> 3); c++) {
+        const uint4 kk = kr[c];  // dimensions 8c..8c+7 (16-byte reads: conflict-free across rows)
+        const uint32_t k2[4] = {kk.x, kk.y, kk.z, kk.w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int d = 8 * c + 2 * e;
+          acc = __fma_rn((double)qs[d], (double)f16_to_f32((uint16_t)(k2[e] & 0xffffu)), acc);
+          acc = __fma_rn((double)qs[d + 1], (double)f16_to_f32((uint16_t)(k2[e] >> 16)), acc);
+        }
+      }
+      const float s = (float)((double)(float)acc * p.scale);
+      sc[t0 + threadIdx.x] = s;
+      lmax = fmaxf(lmax, s);
+    }
   }
+  // The first V tile's copies go out now and land while the softmax runs (it reads only sc).
+  __syncthreads();  // every thread is done with the last K tile
+  stage_rows(tile, ts, p.vc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);
   lmax = warp_max_f(lmax);
   if (lane == 0) wmax[warp] = lmax;
   __syncthreads();
@@ -70,20 +123,39 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   for (int w = 1; w < kAttnThreads / 32; w++) tot += wsum[w];
   const float inv = (float)(1.0 / tot);
   for (int t = threadIdx.x; t < T; t += kAttnThreads) sc[t] = f16_round(fmul(sc[t], inv));
-  __syncthreads();
 
-  for (int d = threadIdx.x; d < hd; d += kAttnThreads) {
-    float acc = 0.f;
-    for (int pg = 0; pg * P < T; pg++) {
-      const uint16_t *vr = p.vc + (size_t)bt[pg] * P * p.kv_dim + kvh * hd + d;
-      const int tn = min(P, T - pg * P);
-      const float *pp = sc + pg * P;
-#pragma unroll 8
-      for (int o = 0; o < tn; o++) acc = fadd(acc, fmul(pp[o], f16_to_f32(__ldg(vr + (size_t)o * p.kv_dim))));
+  // PV: thread d accumulates over the positions in order, one staged V tile at a time.
+  float acc[2] = {0.f, 0.f};  // d = threadIdx.x and threadIdx.x + 128 (head_dim <= 256)
+  for (int t0 = 0; t0 < T; t0 += KT) {
+    const int n = min(KT, T - t0);
+    if (t0 > 0) {
+      __syncthreads();  // the previous tile consumed
+      stage_rows(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
     }
-    p.out[(size_t)m * p.ldo + h * hd + d] = acc;
+    stage_wait();  // the tile and the probabilities are written
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const int d = threadIdx.x + i * kAttnThreads;
+      if (d < hd) {
+        float a = acc[i];
+        const float *pp = sc + t0;
+#pragma unroll 8
+        for (int o = 0; o < n; o++) a = fadd(a, fmul(pp[o], f16_to_f32(tile[o * ts + d])));
+        acc[i] = a;
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int d = threadIdx.x + i * kAttnThreads;
+    if (d < hd) p.out[(size_t)m * p.ldo + h * hd + d] = acc[i];
   }
   if (has_tail && last_block(counter)) block_tail(tail, M);
+}
+
+// Dynamic shared memory of one attention block for a context of max_t positions.
+static size_t attn_smem_bytes(int max_t, int hd) {
+  return (size_t)((max_t + 3) & ~3) * 4 + (size_t)attn_tile_rows(hd) * attn_tile_stride(hd) * 2;
 }
 
 // The dynamic shared-memory limit is a per-function attribute: only ever raise it, so an engine
@@ -91,7 +163,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
 static int g_attn_smem_max = 48 * 1024;
 
 bn_status configure_attention(int max_ctx) {
-  const int bytes = max_ctx * 4;
+  const int bytes = (int)std::max(attn_smem_bytes(max_ctx, 128), attn_smem_bytes(max_ctx, 256));
   if (bytes > g_attn_smem_max) {
     cudaError_t e = cudaFuncSetAttribute(attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (e != cudaSuccess) {
@@ -106,11 +178,15 @@ bn_status configure_attention(int max_ctx) {
 }
 
 bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s) {
+  if (p.head_dim > 256 || (p.head_dim & 7)) {
+    set_error("attention supports head_dim <= 256 and a multiple of 8 (got %d)", p.head_dim);
+    return BN_ERR_UNSUPPORTED;
+  }
   NormQuant t{};
   if (tail) t = *tail;
   dim3 grid(p.n_head, M);
-  attn_kernel<<<grid, kAttnThreads, (size_t)p.max_t * 4, s>>>(p, M, t, tail ? 1 : 0, counter);
-  return check_launch("attn_kernel");
+  return launch_k("attn_kernel", attn_kernel, grid, kAttnThreads, attn_smem_bytes(p.max_t, p.head_dim), s, p, M, t,
+                  tail ? 1 : 0, counter);
 }
 
 }  // namespace bn

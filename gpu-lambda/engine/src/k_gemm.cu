@@ -23,6 +23,7 @@
 namespace bn {
 
 constexpr int GM = 64, GN = 64, AST = 144, CST = GN + 4;  // CST: padded result-tile stride
+constexpr int kEpiBatch = 8;                              // epilogue elements in flight per thread
 
 __device__ __forceinline__ void mma_s8u8(int c[4], const uint32_t a[4], const uint32_t b[2]) {
   asm volatile(
@@ -32,16 +33,26 @@ __device__ __forceinline__ void mma_s8u8(int c[4], const uint32_t a[4], const ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-__device__ __forceinline__ void finish(const Mat &W, const Acts &A, const Epi &e, int m, int n, int d0, int d1) {
-  const float y0 = bitlinear_out(d0 - A.sum[m], A.scale[m], W.sm, n);
-  const bool has1 = n + 1 < W.n;
-  const float y1 = has1 ? bitlinear_out(d1 - A.sum[m], A.scale[m], W.sm, n + 1) : 0.f;
-  epi_apply(e, m, n, y0, y1);
-  if (has1) epi_apply(e, m, n + 1, y1, 0.f);
-}
-
 __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split, int *scratch,
                                                    unsigned *tickets) {
+  // Per-token values of the epilogue, looked up once per tile (their loads overlap the K loop):
+  // S and s of the activations, and for QKV the position and the token's K/V cache offset.
+  __shared__ int32_t t_sum[GM], t_pos[GM];
+  __shared__ float t_scale[GM];
+  __shared__ size_t t_coff[GM];
+  pdl_wait();
+  pdl_launch_dependents();
+  if (threadIdx.x < GM) {
+    const int m = blockIdx.y * GM + threadIdx.x;
+    if (m < M) {
+      t_sum[threadIdx.x] = A.sum[m];
+      t_scale[threadIdx.x] = A.scale[m];
+      if (e.kind == EPI_QKV) {
+        t_pos[threadIdx.x] = e.pos[m];
+        t_coff[threadIdx.x] = cache_offset(e, m);
+      }
+    }
+  }
   // Shared memory: the activation tile during the K loop, then the 64×64 int32 result tile.
   __shared__ __align__(16) int8_t smem[GM * CST * 4];
   int8_t *As = smem;
@@ -141,21 +152,69 @@ __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi 
     __syncthreads();
     if (!is_last) return;
     __threadfence();
-    for (int idx = threadIdx.x; idx < GM * GN; idx += blockDim.x) {
-      const int ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
-      if (m < M && n < W.n) {
-        int *s = scratch + (size_t)m * W.n + n;
-        Cs[ml * CST + nl] = __ldcg(s);
-        *s = 0;
+    // Read the sums back kEpiBatch at a time (all loads before the stores that zero them: a
+    // load-store-load chain would cost one L2 round trip per element).
+    for (int i0 = threadIdx.x; i0 < GM * GN; i0 += kEpiBatch * blockDim.x) {
+      int v[kEpiBatch];
+#pragma unroll
+      for (int b = 0; b < kEpiBatch; b++) {
+        const int idx = i0 + b * blockDim.x, ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
+        v[b] = m < M && n < W.n ? __ldcg(scratch + (size_t)m * W.n + n) : 0;
+      }
+#pragma unroll
+      for (int b = 0; b < kEpiBatch; b++) {
+        const int idx = i0 + b * blockDim.x, ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
+        if (m < M && n < W.n) {
+          scratch[(size_t)m * W.n + n] = 0;
+          Cs[ml * CST + nl] = v[b];
+        }
       }
     }
     __syncthreads();
   }
-  // Epilogue on (even, odd) column pairs: one call site.
-  for (int idx = threadIdx.x; idx < GM * GN / 2; idx += blockDim.x) {
-    const int ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
-    const int m = m0 + ml, n = nt0 + nl;
-    if (m < M && n < W.n) finish(W, A, e, m, n, Cs[ml * CST + nl], Cs[ml * CST + nl + 1]);
+  // Epilogue on (even, odd) column pairs, kEpiBatch pairs per thread at a time: consecutive
+  // threads take consecutive pairs of one token (coalesced stores); a residual add loads all its
+  // old values before it stores any.
+  for (int i0 = threadIdx.x; i0 < GM * GN / 2; i0 += kEpiBatch * blockDim.x) {
+    float y0[kEpiBatch], y1[kEpiBatch], old0[kEpiBatch], old1[kEpiBatch];
+#pragma unroll
+    for (int b = 0; b < kEpiBatch; b++) {
+      const int idx = i0 + b * blockDim.x, ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
+      const int m = m0 + ml, n = nt0 + nl;
+      y0[b] = y1[b] = old0[b] = old1[b] = 0.f;
+      if (m < M && n < W.n) {
+        const int dms0 = Cs[ml * CST + nl] - t_sum[ml], dms1 = Cs[ml * CST + nl + 1] - t_sum[ml];
+        y0[b] = bitlinear_out(dms0, t_scale[ml], W.sm, n);
+        if (n + 1 < W.n) y1[b] = bitlinear_out(dms1, t_scale[ml], W.sm, n + 1);
+        if (e.kind == EPI_RESID) {
+          const float *o = e.out + (size_t)m * e.ld + n;
+          old0[b] = o[0];
+          if (n + 1 < W.n) old1[b] = o[1];
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kEpiBatch; b++) {
+      const int idx = i0 + b * blockDim.x, ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
+      const int m = m0 + ml, n = nt0 + nl;
+      if (m >= M || n >= W.n) continue;
+      const bool has1 = n + 1 < W.n;
+      switch (e.kind) {
+        case EPI_RESID: {
+          float *o = e.out + (size_t)m * e.ld + n;
+          o[0] = fadd(old0[b], y0[b]);
+          if (has1) o[1] = fadd(old1[b], y1[b]);
+          break;
+        }
+        case EPI_QKV:
+          qkv_store_at(e, m, n, y0[b], y1[b], t_pos[ml], t_coff[ml]);
+          if (has1) qkv_store_at(e, m, n + 1, y1[b], 0.f, t_pos[ml], t_coff[ml]);
+          break;
+        default:
+          epi_apply(e, m, n, y0[b], y1[b]);
+          if (has1) epi_apply(e, m, n + 1, y1[b], 0.f);
+      }
+    }
   }
 }
 
@@ -173,8 +232,7 @@ bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, int *scr
   const int per = (kb_n + split - 1) / split;
   split = (kb_n + per - 1) / per;
   dim3 grid(nt, mt, split);
-  gemm_kernel<<<grid, 128, 0, s>>>(w, a, M, e, per, scratch, tickets);
-  return check_launch("gemm_kernel");
+  return launch_k("gemm_kernel", gemm_kernel, grid, 128, 0, s, w, a, M, e, per, scratch, tickets);
 }
 
 }  // namespace bn

@@ -18,6 +18,8 @@ namespace bn {
 
 template <int RT>
 __global__ void __launch_bounds__(256) head_f16_kernel(HeadParams p, int r0, int R) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int v = blockIdx.x * 8 + warp;
   if (v >= p.n_vocab) return;
@@ -54,6 +56,8 @@ __global__ void __launch_bounds__(256) head_f16_kernel(HeadParams p, int r0, int
 
 template <int RT>
 __global__ void __launch_bounds__(256) head_f32_kernel(HeadParams p, int r0, int R) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int v = blockIdx.x * 8 + warp;
   if (v >= p.n_vocab) return;
@@ -85,6 +89,8 @@ __global__ void __launch_bounds__(256) head_f32_kernel(HeadParams p, int r0, int
 
 template <int RT>
 __global__ void __launch_bounds__(256) head_i8_kernel(HeadParams p, int r0, int R) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int v = blockIdx.x * 8 + warp;
   if (v >= p.n_vocab) return;
@@ -128,6 +134,8 @@ __device__ __forceinline__ void mma_f16(float c[4], const uint32_t a[4], const u
 constexpr int HST = 72;  // shared row stride in halves
 
 __global__ void __launch_bounds__(128) head_mma_kernel(HeadParams p, int R) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ __align__(16) uint16_t As[64 * HST];
   __shared__ __align__(16) uint16_t Bs[64 * HST];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -185,26 +193,25 @@ __global__ void __launch_bounds__(128) head_mma_kernel(HeadParams p, int R) {
 bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s) {
   if (gemm && p.mode == BN_HEAD_F16 && p.type == BN_TYPE_F16) {
     dim3 grid((p.n_vocab + 63) / 64, (R + 63) / 64);
-    head_mma_kernel<<<grid, 128, 0, s>>>(p, R);
-    return check_launch("head_mma_kernel");
+    return launch_k("head_mma_kernel", head_mma_kernel, grid, 128, 0, s, p, R);
   }
   const int blocks = (p.n_vocab + 7) / 8;
   for (int r0 = 0; r0 < R; r0 += 8) {
     const int n = R - r0 < 8 ? R - r0 : 8;
+    bn_status st;
     if (p.mode == BN_HEAD_INT8) {
-      if (n <= 1) head_i8_kernel<1><<<blocks, 256, 0, s>>>(p, r0, n);
-      else if (n <= 4) head_i8_kernel<4><<<blocks, 256, 0, s>>>(p, r0, n);
-      else head_i8_kernel<8><<<blocks, 256, 0, s>>>(p, r0, n);
+      if (n <= 1) st = launch_k("head_i8_kernel", head_i8_kernel<1>, blocks, 256, 0, s, p, r0, n);
+      else if (n <= 4) st = launch_k("head_i8_kernel", head_i8_kernel<4>, blocks, 256, 0, s, p, r0, n);
+      else st = launch_k("head_i8_kernel", head_i8_kernel<8>, blocks, 256, 0, s, p, r0, n);
     } else if (p.type == BN_TYPE_F16) {
-      if (n <= 1) head_f16_kernel<1><<<blocks, 256, 0, s>>>(p, r0, n);
-      else if (n <= 4) head_f16_kernel<4><<<blocks, 256, 0, s>>>(p, r0, n);
-      else head_f16_kernel<8><<<blocks, 256, 0, s>>>(p, r0, n);
+      if (n <= 1) st = launch_k("head_f16_kernel", head_f16_kernel<1>, blocks, 256, 0, s, p, r0, n);
+      else if (n <= 4) st = launch_k("head_f16_kernel", head_f16_kernel<4>, blocks, 256, 0, s, p, r0, n);
+      else st = launch_k("head_f16_kernel", head_f16_kernel<8>, blocks, 256, 0, s, p, r0, n);
     } else {
-      if (n <= 1) head_f32_kernel<1><<<blocks, 256, 0, s>>>(p, r0, n);
-      else if (n <= 4) head_f32_kernel<4><<<blocks, 256, 0, s>>>(p, r0, n);
-      else head_f32_kernel<8><<<blocks, 256, 0, s>>>(p, r0, n);
+      if (n <= 1) st = launch_k("head_f32_kernel", head_f32_kernel<1>, blocks, 256, 0, s, p, r0, n);
+      else if (n <= 4) st = launch_k("head_f32_kernel", head_f32_kernel<4>, blocks, 256, 0, s, p, r0, n);
+      else st = launch_k("head_f32_kernel", head_f32_kernel<8>, blocks, 256, 0, s, p, r0, n);
     }
-    bn_status st = check_launch("head_gemv_kernel");
     if (st) return st;
   }
   return BN_OK;

@@ -7,6 +7,8 @@ namespace bn {
 
 // x[m] = f32(table[token[m]]), then the first layer's attn_norm + quantization of x[m].
 __global__ void __launch_bounds__(kNormThreads, 8) embed_kernel(EmbedParams p, NormQuant nq) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int m = blockIdx.x;
   const int tok = p.tokens[m];
   float *x = p.x + (size_t)m * p.ldx;
@@ -26,16 +28,18 @@ __global__ void __launch_bounds__(kNormThreads, 8) embed_kernel(EmbedParams p, N
   block_norm_quant(nq, m);
 }
 
-__global__ void __launch_bounds__(kNormThreads, 8) norm_quant_kernel(NormQuant nq) { block_norm_quant(nq, blockIdx.x); }
+__global__ void __launch_bounds__(kNormThreads, 8) norm_quant_kernel(NormQuant nq) {
+  pdl_wait();
+  pdl_launch_dependents();
+  block_norm_quant(nq, blockIdx.x);
+}
 
 bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStream_t s) {
-  embed_kernel<<<M, kNormThreads, 0, s>>>(p, nq);
-  return check_launch("embed_kernel");
+  return launch_k("embed_kernel", embed_kernel, M, kNormThreads, 0, s, p, nq);
 }
 
 bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s) {
-  norm_quant_kernel<<<M, kNormThreads, 0, s>>>(nq);
-  return check_launch("norm_quant_kernel");
+  return launch_k("norm_quant_kernel", norm_quant_kernel, M, kNormThreads, 0, s, nq);
 }
 
 }  // namespace bn

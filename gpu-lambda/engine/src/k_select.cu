@@ -25,6 +25,8 @@ __device__ __forceinline__ uint32_t ord_key(float l) {
 __device__ __forceinline__ bool better(float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); }
 
 __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ int hist[256];
   __shared__ int cnt_a[ST], cnt_b[ST];
   __shared__ unsigned long long ck[ST];
@@ -241,8 +243,7 @@ __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
 }
 
 bn_status launch_select(const SelectParams &p, int R, cudaStream_t s) {
-  select_kernel<<<R, ST, 0, s>>>(p);
-  return check_launch("select_kernel");
+  return launch_k("select_kernel", select_kernel, R, ST, 0, s, p);
 }
 
 }  // namespace bn
