@@ -170,7 +170,7 @@ __device__ __forceinline__ void block_tail(const NormQuant &t, int M) {
   for (int m = 0; m < M; m++) block_norm_quant(t, m);
 }
 
-// ---- programmatic dependent launch (sm_90+) ----------------------------------------------------
+// ---- programmatic dependent launch (sm_90+, opt-in: BN_PDL=1) -----------------------------------
 // With g_pdl every kernel is launched with programmatic stream serialization: the next kernel in
 // the stream may start while this one runs. Each kernel therefore calls pdl_wait() before it
 // reads anything an earlier kernel wrote (and before any write), then pdl_launch_dependents()

@@ -56,12 +56,19 @@ __device__ __forceinline__ void stage_wait() {
   __syncthreads();
 }
 
+// f16 -> f64 in one conversion (exact, like the f16 -> f32 -> f64 it replaces).
+__device__ __forceinline__ double f16_to_f64(uint16_t h) {
+  double d;
+  asm("cvt.f64.f16 %0, %1;" : "=d"(d) : "h"(h));
+  return d;
+}
+
 __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
                                                             unsigned *counter) {
   pdl_wait();
   pdl_launch_dependents();
   extern __shared__ float sc[];
-  __shared__ float qs[256];
+  __shared__ double qd[256];  // q in f64 once (the scores multiply in f64: no per-product conversion)
   __shared__ float wmax[kAttnThreads / 32];
   __shared__ double wsum[kAttnThreads / 32];
   const int h = blockIdx.x, m = blockIdx.y;
@@ -72,7 +79,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   uint16_t *tile = (uint16_t *)(sc + ((p.max_t + 3) & ~3));
   const int32_t *bt = p.block_table + (size_t)p.slot[m] * p.max_pages;
   stage_rows(tile, ts, p.kc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);  // lands during the q load
-  for (int d = threadIdx.x; d < hd; d += kAttnThreads) qs[d] = f16_to_f32(p.q16[(size_t)m * p.ldq + h * hd + d]);
+  for (int d = threadIdx.x; d < hd; d += kAttnThreads) qd[d] = f16_to_f64(p.q16[(size_t)m * p.ldq + h * hd + d]);
 
   // Scores: one thread per position, the head's dot product summed in f64 in dimension order
   // (the reference's order; every product of two f16 values is exact, so the fma is too).
@@ -83,7 +90,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
       __syncthreads();  // the previous tile consumed
       stage_rows(tile, ts, p.kc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
     }
-    stage_wait();  // the tile (and qs) written
+    stage_wait();  // the tile (and qd) written
     if (threadIdx.x < n) {
       const uint4 *kr = (const uint4 *)(tile + threadIdx.x * ts);
       double acc = 0.0;
@@ -93,8 +100,8 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int d = 8 * c + 2 * e;
-          acc = __fma_rn((double)qs[d], (double)f16_to_f32((uint16_t)(k2[e] & 0xffffu)), acc);
-          acc = __fma_rn((double)qs[d + 1], (double)f16_to_f32((uint16_t)(k2[e] >> 16)), acc);
+          acc = __fma_rn(qd[d], f16_to_f64((uint16_t)(k2[e] & 0xffffu)), acc);
+          acc = __fma_rn(qd[d + 1], f16_to_f64((uint16_t)(k2[e] >> 16)), acc);
         }
       }
       const float s = (float)((double)(float)acc * p.scale);
