@@ -32,6 +32,7 @@ const ENGINE = join(ROOT, 'gpu-lambda/engine');
 const ADDON_DIR = join(ROOT, 'gpu-lambda/addon');
 const ADDON = join(ADDON_DIR, 'build/Release/bitnet_cuda.node');
 const CPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_cpu');
+const GPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test');
 
 function run(cmd: string, args: string[], cwd = ROOT): { code: number; out: string } {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
@@ -60,9 +61,10 @@ describe('CUDA engine without a GPU', () => {
     expect(version).toMatch(/release \d+\.\d+/);
   });
 
-  it('every .cu compiles for sm_80 and sm_90 (and the CPU test program builds), no spills in the hot kernels', () => {
-    // One make: the static library (every .cu, both architectures) and the CPU-only test program.
-    const r = run('make', ['-C', ENGINE, '-j2', 'lib', 'cpu-test']);
+  it('every .cu compiles for sm_80 and sm_90 (and both test programs build), no spills in the hot kernels', () => {
+    // One make: the static library (every .cu, both architectures), the CPU-only test program and
+    // the GPU one (its GPU-only sections are compiled here, so a GPU session never meets a build error).
+    const r = run('make', ['-C', ENGINE, '-j2', 'lib', 'cpu-test', 'gpu-test']);
     expect(r.code, r.out.slice(-4000)).toBe(0);
     const cus = readdirSync(join(ENGINE, 'src')).filter((f) => f.endsWith('.cu'));
     expect(cus.length).toBeGreaterThanOrEqual(7);
@@ -106,6 +108,22 @@ describe('CUDA engine without a GPU', () => {
     ).toBe(0);
     expect(Number(summary![1])).toBeGreaterThanOrEqual(60);
     expect(r.code).toBe(0);
+  });
+
+  it('the per-kernel profiler of the GPU test program runs (small model, CPU emulation)', () => {
+    const r = run(GPU_TEST, ['--cpu-only', '--profile-only']);
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    // Both tables, each with the decode step's kernels and a sum.
+    expect(r.out).toMatch(/Decode step, batch 1,/);
+    expect(r.out).toMatch(/Decode step, batch 4,/);
+    for (const k of ['attention+tail M=1', 'gemv+tail', 'head gemv R=1', 'select R=1', 'embed+norm M=1']) {
+      expect(r.out, k).toContain(`| ${k}`);
+    }
+    const sums = [...r.out.matchAll(/\| \*\*sum of kernels\*\* \| \| \| \*\*([\d.]+)\*\* \|/g)].map((m) =>
+      Number(m[1]),
+    );
+    expect(sums.length).toBe(2);
+    for (const v of sums) expect(v).toBeGreaterThan(0);
   });
 
   it('the Node addon builds with node-gyp', () => {
