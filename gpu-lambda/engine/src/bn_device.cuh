@@ -45,6 +45,24 @@ __device__ __forceinline__ float warp_max_f(float v) {
 // bn_emu.cpp.
 constexpr int kNqBatch = 4;
 
+// float4 elements i0, i0+128, ... (kNqBatch of them; zeros past n4) of src: through L2 (CG, for x
+// written by other blocks of the same kernel) or the read-only path (the norm weights).
+template <bool CG>
+__device__ __forceinline__ void nq_load(float4 (&v)[kNqBatch], const float *src, int i0, int n4) {
+#pragma unroll
+  for (int b = 0; b < kNqBatch; b++) {
+    const int i = i0 + b * kNormThreads;
+    const float4 *a = (const float4 *)src + i;
+    v[b] = i < n4 ? (CG ? __ldcg(a) : __ldg(a)) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+
+// y = fround(fround(x·scale)·w) per lane.
+__device__ __forceinline__ float4 nq_norm(const float4 &x, float sc, const float4 &w) {
+  return make_float4(fmul(fmul(x.x, sc), w.x), fmul(fmul(x.y, sc), w.y), fmul(fmul(x.z, sc), w.z),
+                     fmul(fmul(x.w, sc), w.w));
+}
+
 __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
   __shared__ double red_d[kNormThreads / 32];
   __shared__ float red_f[kNormThreads / 32];
@@ -55,11 +73,7 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
   double ss = 0.0;
   for (int i0 = tid; i0 < n4; i0 += kNqBatch * kNormThreads) {
     float4 v[kNqBatch];
-#pragma unroll
-    for (int b = 0; b < kNqBatch; b++) {
-      const int i = i0 + b * kNormThreads;
-      v[b] = i < n4 ? __ldcg((const float4 *)x + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
+    nq_load<true>(v, x, i0, n4);
 #pragma unroll
     for (int b = 0; b < kNqBatch; b++) {
       if (i0 + b * kNormThreads < n4) {
@@ -79,21 +93,13 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
   float amax = 0.f;
   for (int i0 = tid; i0 < n4; i0 += kNqBatch * kNormThreads) {
     float4 v[kNqBatch], w[kNqBatch];
-#pragma unroll
-    for (int b = 0; b < kNqBatch; b++) {
-      const int i = i0 + b * kNormThreads;
-      v[b] = i < n4 ? __ldcg((const float4 *)x + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-      w[b] = i < n4 ? __ldg((const float4 *)p.w + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
+    nq_load<true>(v, x, i0, n4);
+    nq_load<false>(w, p.w, i0, n4);
 #pragma unroll
     for (int b = 0; b < kNqBatch; b++) {
       const int i = i0 + b * kNormThreads;
       if (i >= n4) continue;
-      float4 y;
-      y.x = fmul(fmul(v[b].x, sc), w[b].x);
-      y.y = fmul(fmul(v[b].y, sc), w[b].y);
-      y.z = fmul(fmul(v[b].z, sc), w[b].z);
-      y.w = fmul(fmul(v[b].w, sc), w[b].w);
+      const float4 y = nq_norm(v[b], sc, w[b]);
       amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
       if (p.f32_out) ((float4 *)(p.f32_out + (size_t)m * p.ldx))[i] = y;
       if (p.f16_out) {
@@ -116,21 +122,18 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
     int sum = 0;
     for (int i0 = tid; i0 < n4; i0 += kNqBatch * kNormThreads) {
       float4 v[kNqBatch], w[kNqBatch];
-#pragma unroll
-      for (int b = 0; b < kNqBatch; b++) {
-        const int i = i0 + b * kNormThreads;
-        v[b] = i < n4 ? __ldcg((const float4 *)x + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-        w[b] = i < n4 ? __ldg((const float4 *)p.w + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
+      nq_load<true>(v, x, i0, n4);
+      nq_load<false>(w, p.w, i0, n4);
 #pragma unroll
       for (int b = 0; b < kNqBatch; b++) {
         const int i = i0 + b * kNormThreads;
         if (i >= n4) continue;
+        const float4 y = nq_norm(v[b], sc, w[b]);
         char4 q;
-        q.x = quant_one(fmul(fmul(v[b].x, sc), w[b].x), s);
-        q.y = quant_one(fmul(fmul(v[b].y, sc), w[b].y), s);
-        q.z = quant_one(fmul(fmul(v[b].z, sc), w[b].z), s);
-        q.w = quant_one(fmul(fmul(v[b].w, sc), w[b].w), s);
+        q.x = quant_one(y.x, s);
+        q.y = quant_one(y.y, s);
+        q.z = quant_one(y.z, s);
+        q.w = quant_one(y.w, s);
         sum += q.x + q.y + q.z + q.w;
         ((char4 *)(p.q + (size_t)m * p.ldq))[i] = q;
       }
