@@ -41,13 +41,14 @@ class CudaOps : public Ops {
   int *scratch = nullptr;       // split-K partial sums (zero between uses)
   unsigned *tickets = nullptr;  // split-K tile tickets
   int max_tiles = 0, sm_count = 1;
+  int split_waves = 2;  // split-K target, blocks per SM (BN_GEMM_SPLIT_WAVES, 0..8)
 
   bn_status embed(const EmbedParams &p, int M, const NormQuant &nq) override { return launch_embed(p, M, nq, stream); }
   bn_status gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail) override {
     return launch_gemv(w, a, M, e, tail, counter, stream);
   }
   bn_status gemm(const Mat &w, const Acts &a, int M, const Epi &e) override {
-    return launch_gemm(w, a, M, e, scratch, tickets, max_tiles, sm_count, stream);
+    return launch_gemm(w, a, M, e, scratch, tickets, max_tiles, sm_count, split_waves, stream);
   }
   bn_status norm_quant(const NormQuant &nq, int M) override { return launch_norm_quant(nq, M, stream); }
   bn_status attention(const AttnParams &p, int M, const NormQuant *tail) override {
@@ -90,6 +91,9 @@ class CudaDevice : public Device {
     // (486 against 502 tok/s at batch 1, 2026-11-27), so it is off by default.
     const char *pdl = getenv("BN_PDL");
     g_pdl = props.major >= 9 && pdl && strcmp(pdl, "1") == 0;
+    // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
+    const char *sw = getenv("BN_GEMM_SPLIT_WAVES");
+    if (sw && sw[0] >= '0' && sw[0] <= '8' && sw[1] == 0) ops_.split_waves = sw[0] - '0';
     BN_CUDA_CHECK(cudaStreamCreateWithFlags(&ops_.stream, cudaStreamNonBlocking));
     ops_.sm_count = props.multiProcessorCount;
     void *c = nullptr;

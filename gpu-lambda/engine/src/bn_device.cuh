@@ -220,7 +220,7 @@ bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
 bn_status launch_gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail, unsigned *counter,
                       cudaStream_t s);
 bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, int *scratch, unsigned *tickets,
-                      int max_tiles, int sm_count, cudaStream_t s);
+                      int max_tiles, int sm_count, int split_waves, cudaStream_t s);
 bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s);
 bn_status configure_attention(int max_ctx);
 bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s);

@@ -219,11 +219,14 @@ __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi 
 }
 
 bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, int *scratch, unsigned *tickets,
-                      int max_tiles, int sm_count, cudaStream_t s) {
+                      int max_tiles, int sm_count, int split_waves, cudaStream_t s) {
   const int nt = (w.n + GN - 1) / GN, mt = (M + GM - 1) / GM;
   const int kb_n = w.k >> 7;
+  // Split K until the blocks fill `split_waves` blocks per SM (0: never). Each split block adds its
+  // 64×64 tile to the scratch with atomics, which are not free (RESULTS.md): the bench times 0, 1
+  // and the default 2 (BN_GEMM_SPLIT_WAVES, read by CudaDevice).
   int split = 1;
-  const int target = 2 * sm_count;
+  const int target = split_waves * sm_count;
   if (nt * mt < target && nt * mt <= max_tiles) {
     split = (target + nt * mt - 1) / (nt * mt);
     if (split > kb_n / 2) split = kb_n / 2;  // at least two K blocks per split
