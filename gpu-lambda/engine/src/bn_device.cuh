@@ -182,6 +182,8 @@ __device__ __forceinline__ void block_tail(const NormQuant &t, int M) {
 // the previous kernel's last blocks and the launch. Without g_pdl (or before sm_90) both are
 // no-ops and launches are plain stream order.
 extern bool g_pdl;
+// GEMM kernel: 0 gemm_kernel (verified on an H200), 1 gemm_pipe_kernel (BN_GEMM=pipelined).
+extern int g_gemm_variant;
 
 // Launch-error check used by every launcher: `e` (a launch call's result) or else the last error.
 bn_status check_launch(const char *what, cudaError_t e = cudaSuccess);

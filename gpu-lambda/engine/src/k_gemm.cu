@@ -33,26 +33,136 @@ __device__ __forceinline__ void mma_s8u8(int c[4], const uint32_t a[4], const ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-__global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split, int *scratch,
-                                                   unsigned *tickets) {
-  // Per-token values of the epilogue, looked up once per tile (their loads overlap the K loop):
-  // S and s of the activations, and for QKV the position and the token's K/V cache offset.
-  __shared__ int32_t t_sum[GM], t_pos[GM];
-  __shared__ float t_scale[GM];
-  __shared__ size_t t_coff[GM];
-  pdl_wait();
-  pdl_launch_dependents();
+// Per-token values of the epilogue, looked up once per tile (their loads overlap the K loop):
+// S and s of the activations, and for QKV the position and the token's K/V cache offset.
+struct TokTab {
+  int32_t sum[GM], pos[GM];
+  float scale[GM];
+  size_t coff[GM];
+};
+
+__device__ __forceinline__ void load_tok(TokTab &tt, const Acts &A, const Epi &e, int M) {
   if (threadIdx.x < GM) {
     const int m = blockIdx.y * GM + threadIdx.x;
     if (m < M) {
-      t_sum[threadIdx.x] = A.sum[m];
-      t_scale[threadIdx.x] = A.scale[m];
+      tt.sum[threadIdx.x] = A.sum[m];
+      tt.scale[threadIdx.x] = A.scale[m];
       if (e.kind == EPI_QKV) {
-        t_pos[threadIdx.x] = e.pos[m];
-        t_coff[threadIdx.x] = cache_offset(e, m);
+        tt.pos[threadIdx.x] = e.pos[m];
+        tt.coff[threadIdx.x] = cache_offset(e, m);
       }
     }
   }
+}
+
+// The end of both kernels: the accumulators to the result tile Cs (in shared memory, after every
+// thread is done with the K loop's buffers), split-K reduction, then the epilogue proper.
+__device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, const Epi &e, int (&acc)[4][2][4],
+                                            int *Cs, const TokTab &tt, int *scratch, unsigned *tickets) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int nt0 = blockIdx.x * GN, m0 = blockIdx.y * GM;
+  // Result tile to shared memory: Cs[ml][nl], C fragment rows g/g+8, columns 2t/2t+1.
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int ml = 16 * i + g + 8 * h, nl = warp * 16 + 8 * j + 2 * t;
+        Cs[ml * CST + nl] = acc[i][j][2 * h];
+        Cs[ml * CST + nl + 1] = acc[i][j][2 * h + 1];
+      }
+  __syncthreads();
+  if (gridDim.z > 1) {
+    // Split-K: accumulate into the scratch matrix; the tile's last block finishes it.
+    for (int idx = threadIdx.x; idx < GM * GN; idx += blockDim.x) {
+      const int ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
+      if (m < M && n < W.n) atomicAdd(scratch + (size_t)m * W.n + n, Cs[ml * CST + nl]);
+    }
+    __shared__ bool is_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned *tk = tickets + blockIdx.y * gridDim.x + blockIdx.x;
+      is_last = atomicAdd(tk, 1u) == gridDim.z - 1;
+      if (is_last) *tk = 0;
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    // Read the sums back kEpiBatch at a time (all loads before the stores that zero them: a
+    // load-store-load chain would cost one L2 round trip per element).
+    for (int i0 = threadIdx.x; i0 < GM * GN; i0 += kEpiBatch * blockDim.x) {
+      int v[kEpiBatch];
+#pragma unroll
+      for (int b = 0; b < kEpiBatch; b++) {
+        const int idx = i0 + b * blockDim.x, ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
+        v[b] = m < M && n < W.n ? __ldcg(scratch + (size_t)m * W.n + n) : 0;
+      }
+#pragma unroll
+      for (int b = 0; b < kEpiBatch; b++) {
+        const int idx = i0 + b * blockDim.x, ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
+        if (m < M && n < W.n) {
+          scratch[(size_t)m * W.n + n] = 0;
+          Cs[ml * CST + nl] = v[b];
+        }
+      }
+    }
+    __syncthreads();
+  }
+  // Epilogue on (even, odd) column pairs, kEpiBatch pairs per thread at a time: consecutive
+  // threads take consecutive pairs of one token (coalesced stores); a residual add loads all its
+  // old values before it stores any.
+  for (int i0 = threadIdx.x; i0 < GM * GN / 2; i0 += kEpiBatch * blockDim.x) {
+    float y0[kEpiBatch], y1[kEpiBatch], old0[kEpiBatch], old1[kEpiBatch];
+#pragma unroll
+    for (int b = 0; b < kEpiBatch; b++) {
+      const int idx = i0 + b * blockDim.x, ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
+      const int m = m0 + ml, n = nt0 + nl;
+      y0[b] = y1[b] = old0[b] = old1[b] = 0.f;
+      if (m < M && n < W.n) {
+        const int dms0 = Cs[ml * CST + nl] - tt.sum[ml], dms1 = Cs[ml * CST + nl + 1] - tt.sum[ml];
+        y0[b] = bitlinear_out(dms0, tt.scale[ml], W.sm, n);
+        if (n + 1 < W.n) y1[b] = bitlinear_out(dms1, tt.scale[ml], W.sm, n + 1);
+        if (e.kind == EPI_RESID) {
+          const float *o = e.out + (size_t)m * e.ld + n;
+          old0[b] = o[0];
+          if (n + 1 < W.n) old1[b] = o[1];
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kEpiBatch; b++) {
+      const int idx = i0 + b * blockDim.x, ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
+      const int m = m0 + ml, n = nt0 + nl;
+      if (m >= M || n >= W.n) continue;
+      const bool has1 = n + 1 < W.n;
+      switch (e.kind) {
+        case EPI_RESID: {
+          float *o = e.out + (size_t)m * e.ld + n;
+          o[0] = fadd(old0[b], y0[b]);
+          if (has1) o[1] = fadd(old1[b], y1[b]);
+          break;
+        }
+        case EPI_QKV:
+          qkv_store_at(e, m, n, y0[b], y1[b], tt.pos[ml], tt.coff[ml]);
+          if (has1) qkv_store_at(e, m, n + 1, y1[b], 0.f, tt.pos[ml], tt.coff[ml]);
+          break;
+        default:
+          epi_apply(e, m, n, y0[b], y1[b]);
+          if (has1) epi_apply(e, m, n + 1, y1[b], 0.f);
+      }
+    }
+  }
+}
+
+__global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split, int *scratch,
+                                                   unsigned *tickets) {
+  __shared__ TokTab tt;
+  pdl_wait();
+  pdl_launch_dependents();
+  load_tok(tt, A, e, M);
   // Shared memory: the activation tile during the K loop, then the 64×64 int32 result tile.
   __shared__ __align__(16) int8_t smem[GM * CST * 4];
   int8_t *As = smem;
@@ -122,101 +232,101 @@ __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi 
 #pragma unroll
     for (int r = 0; r < 4; r++) cur[r] = nxt[r];
   }
-  // Result tile to shared memory: Cs[ml][nl], C fragment rows g/g+8, columns 2t/2t+1.
-  __syncthreads();
+  gemm_finish(W, A, M, e, acc, Cs, tt, scratch, tickets);
+}
+
+// ---- the pipelined variant (BN_GEMM=pipelined; not yet timed on a GPU) ---------------------------
+// Same tiles, warps and fragments as gemm_kernel, but both operands go through shared memory with
+// cp.async in a kGemmStages-deep ring: while the tensor cores work on K block kb, the copies of
+// blocks kb+1 and kb+2 are in flight, so a block waits for memory once, not once per K block.
+// Weight tile: 64 rows × 32 bytes at a 48-byte row stride (16-byte aligned for cp.async; the
+// fragment reads of words t and t+4 of rows g are conflict-free at that stride). Rows past M or N
+// are zero-filled by the copy (src-size 0), as gemm_kernel zero-fills them.
+constexpr int kGemmStages = 3;
+constexpr int WST = 48;
+constexpr int A_STAGE = GM * AST, W_STAGE = GN * WST, STAGE = A_STAGE + W_STAGE;
+static_assert(kGemmStages * STAGE >= GM * CST * 4, "the result tile reuses the ring");
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split,
+                                                        int *scratch, unsigned *tickets) {
+  __shared__ TokTab tt;
+  __shared__ __align__(16) int8_t ring[kGemmStages * STAGE];
+  pdl_wait();
+  pdl_launch_dependents();
+  load_tok(tt, A, e, M);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int nt0 = blockIdx.x * GN, m0 = blockIdx.y * GM;
+  const int kb_n = W.k >> 7;
+  const int kb0 = blockIdx.z * kb_per_split, kb1 = min(kb_n, kb0 + kb_per_split);
+  const size_t rb = (size_t)W.k >> 2;
+  // This thread's copies of each K block: 4 activation pieces and 1 weight piece of 16 bytes.
+  auto issue = [&](int kb, int stage) {
+    int8_t *As = ring + stage * STAGE, *Ws = As + A_STAGE;
+#pragma unroll
+    for (int pass = 0; pass < 4; pass++) {
+      const int piece = threadIdx.x + 128 * pass, r = piece >> 3, c16 = piece & 7;
+      const bool ok = m0 + r < M;
+      cp_async16(As + r * AST + c16 * 16, A.q + (size_t)(ok ? m0 + r : 0) * A.ld + (size_t)kb * 128 + c16 * 16,
+                 ok ? 16 : 0);
+    }
+    const int row = threadIdx.x >> 1, half = threadIdx.x & 1;
+    const bool ok = nt0 + row < W.n;
+    cp_async16(Ws + row * WST + half * 16, W.w + (size_t)(ok ? nt0 + row : 0) * rb + (size_t)kb * 32 + half * 16,
+               ok ? 16 : 0);
+  };
+  int acc[4][2][4];
 #pragma unroll
   for (int i = 0; i < 4; i++)
 #pragma unroll
     for (int j = 0; j < 2; j++)
 #pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int ml = 16 * i + g + 8 * h, nl = warp * 16 + 8 * j + 2 * t;
-        Cs[ml * CST + nl] = acc[i][j][2 * h];
-        Cs[ml * CST + nl + 1] = acc[i][j][2 * h + 1];
-      }
-  __syncthreads();
-  if (gridDim.z > 1) {
-    // Split-K: accumulate into the scratch matrix; the tile's last block finishes it.
-    for (int idx = threadIdx.x; idx < GM * GN; idx += blockDim.x) {
-      const int ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
-      if (m < M && n < W.n) atomicAdd(scratch + (size_t)m * W.n + n, Cs[ml * CST + nl]);
-    }
-    __shared__ bool is_last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      unsigned *tk = tickets + blockIdx.y * gridDim.x + blockIdx.x;
-      is_last = atomicAdd(tk, 1u) == gridDim.z - 1;
-      if (is_last) *tk = 0;
-    }
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    // Read the sums back kEpiBatch at a time (all loads before the stores that zero them: a
-    // load-store-load chain would cost one L2 round trip per element).
-    for (int i0 = threadIdx.x; i0 < GM * GN; i0 += kEpiBatch * blockDim.x) {
-      int v[kEpiBatch];
+      for (int r = 0; r < 4; r++) acc[i][j][r] = 0;
 #pragma unroll
-      for (int b = 0; b < kEpiBatch; b++) {
-        const int idx = i0 + b * blockDim.x, ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
-        v[b] = m < M && n < W.n ? __ldcg(scratch + (size_t)m * W.n + n) : 0;
-      }
-#pragma unroll
-      for (int b = 0; b < kEpiBatch; b++) {
-        const int idx = i0 + b * blockDim.x, ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
-        if (m < M && n < W.n) {
-          scratch[(size_t)m * W.n + n] = 0;
-          Cs[ml * CST + nl] = v[b];
-        }
-      }
-    }
-    __syncthreads();
+  for (int st = 0; st < kGemmStages - 1; st++) {
+    if (kb0 + st < kb1) issue(kb0 + st, st);
+    cp_async_commit();  // always one group per stage: the wait below counts groups
   }
-  // Epilogue on (even, odd) column pairs, kEpiBatch pairs per thread at a time: consecutive
-  // threads take consecutive pairs of one token (coalesced stores); a residual add loads all its
-  // old values before it stores any.
-  for (int i0 = threadIdx.x; i0 < GM * GN / 2; i0 += kEpiBatch * blockDim.x) {
-    float y0[kEpiBatch], y1[kEpiBatch], old0[kEpiBatch], old1[kEpiBatch];
+  for (int kb = kb0; kb < kb1; kb++) {
+    const int i = kb - kb0;
+    cp_async_wait<kGemmStages - 2>();  // this thread's copies of block kb have landed
+    __syncthreads();                   // everyone's have, and block kb-1's stage is free
+    if (kb + kGemmStages - 1 < kb1) issue(kb + kGemmStages - 1, (i + kGemmStages - 1) % kGemmStages);
+    cp_async_commit();
+    const int8_t *As = ring + (i % kGemmStages) * STAGE, *Ws = As + A_STAGE;
+    const int rl0 = warp * 16 + g, rl1 = rl0 + 8;
+    const uint32_t w0t = ld32(Ws + rl0 * WST + 4 * t), w0t4 = ld32(Ws + rl0 * WST + 16 + 4 * t);
+    const uint32_t w1t = ld32(Ws + rl1 * WST + 4 * t), w1t4 = ld32(Ws + rl1 * WST + 16 + 4 * t);
 #pragma unroll
-    for (int b = 0; b < kEpiBatch; b++) {
-      const int idx = i0 + b * blockDim.x, ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
-      const int m = m0 + ml, n = nt0 + nl;
-      y0[b] = y1[b] = old0[b] = old1[b] = 0.f;
-      if (m < M && n < W.n) {
-        const int dms0 = Cs[ml * CST + nl] - t_sum[ml], dms1 = Cs[ml * CST + nl + 1] - t_sum[ml];
-        y0[b] = bitlinear_out(dms0, t_scale[ml], W.sm, n);
-        if (n + 1 < W.n) y1[b] = bitlinear_out(dms1, t_scale[ml], W.sm, n + 1);
-        if (e.kind == EPI_RESID) {
-          const float *o = e.out + (size_t)m * e.ld + n;
-          old0[b] = o[0];
-          if (n + 1 < W.n) old1[b] = o[1];
-        }
-      }
-    }
+    for (int p = 0; p < 4; p++) {
+      uint32_t b0[2], b1[2];
+      i2s_b_frag(w0t, w0t4, p, b0);
+      i2s_b_frag(w1t, w1t4, p, b1);
 #pragma unroll
-    for (int b = 0; b < kEpiBatch; b++) {
-      const int idx = i0 + b * blockDim.x, ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
-      const int m = m0 + ml, n = nt0 + nl;
-      if (m >= M || n >= W.n) continue;
-      const bool has1 = n + 1 < W.n;
-      switch (e.kind) {
-        case EPI_RESID: {
-          float *o = e.out + (size_t)m * e.ld + n;
-          o[0] = fadd(old0[b], y0[b]);
-          if (has1) o[1] = fadd(old1[b], y1[b]);
-          break;
+      for (int mi = 0; mi < 4; mi++) {
+        if (m0 + 16 * mi < M) {  // warp-uniform: skip m16 tiles past the last token
+          uint32_t a[4];
+          s8_a_frag(As, AST, 16 * mi, 32 * p, g, t, a);
+          mma_s8u8(acc[mi][0], a, b0);
+          mma_s8u8(acc[mi][1], a, b1);
         }
-        case EPI_QKV:
-          qkv_store_at(e, m, n, y0[b], y1[b], t_pos[ml], t_coff[ml]);
-          if (has1) qkv_store_at(e, m, n + 1, y1[b], 0.f, t_pos[ml], t_coff[ml]);
-          break;
-        default:
-          epi_apply(e, m, n, y0[b], y1[b]);
-          if (has1) epi_apply(e, m, n + 1, y1[b], 0.f);
       }
     }
   }
+  cp_async_wait<0>();  // no copy may land in the ring once it holds the result tile
+  gemm_finish(W, A, M, e, acc, (int *)ring, tt, scratch, tickets);
 }
+
+int g_gemm_variant = 0;
 
 bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, int *scratch, unsigned *tickets,
                       int max_tiles, int sm_count, int split_waves, cudaStream_t s) {
@@ -235,6 +345,8 @@ bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, int *scr
   const int per = (kb_n + split - 1) / split;
   split = (kb_n + per - 1) / per;
   dim3 grid(nt, mt, split);
+  if (g_gemm_variant == 1)
+    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel, grid, 128, 0, s, w, a, M, e, per, scratch, tickets);
   return launch_k("gemm_kernel", gemm_kernel, grid, 128, 0, s, w, a, M, e, per, scratch, tickets);
 }
 
