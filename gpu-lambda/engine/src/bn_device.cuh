@@ -63,6 +63,22 @@ __device__ __forceinline__ float4 nq_norm(const float4 &x, float sc, const float
                      fmul(fmul(x.w, sc), w.w));
 }
 
+// Calls f(i, y) for this thread's float4 elements i (tid, tid+128, ... in order) of the normed
+// vector y = nq_norm(x, sc, w), loading kNqBatch of x and w before using any.
+template <typename F>
+__device__ __forceinline__ void for_each_normed(const float *x, const float *w, int n4, float sc, F f) {
+  for (int i0 = threadIdx.x; i0 < n4; i0 += kNqBatch * kNormThreads) {
+    float4 v[kNqBatch], wv[kNqBatch];
+    nq_load<true>(v, x, i0, n4);
+    nq_load<false>(wv, w, i0, n4);
+#pragma unroll
+    for (int b = 0; b < kNqBatch; b++) {
+      const int i = i0 + b * kNormThreads;
+      if (i < n4) f(i, nq_norm(v[b], sc, wv[b]));
+    }
+  }
+}
+
 __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
   __shared__ double red_d[kNormThreads / 32];
   __shared__ float red_f[kNormThreads / 32];
@@ -91,27 +107,18 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
   for (int w = 1; w < kNormThreads / 32; w++) tot += red_d[w];
   const float sc = rms_scale(tot, p.n, p.eps);
   float amax = 0.f;
-  for (int i0 = tid; i0 < n4; i0 += kNqBatch * kNormThreads) {
-    float4 v[kNqBatch], w[kNqBatch];
-    nq_load<true>(v, x, i0, n4);
-    nq_load<false>(w, p.w, i0, n4);
-#pragma unroll
-    for (int b = 0; b < kNqBatch; b++) {
-      const int i = i0 + b * kNormThreads;
-      if (i >= n4) continue;
-      const float4 y = nq_norm(v[b], sc, w[b]);
-      amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
-      if (p.f32_out) ((float4 *)(p.f32_out + (size_t)m * p.ldx))[i] = y;
-      if (p.f16_out) {
-        ushort4 h;
-        h.x = f32_to_f16(y.x);
-        h.y = f32_to_f16(y.y);
-        h.z = f32_to_f16(y.z);
-        h.w = f32_to_f16(y.w);
-        ((ushort4 *)(p.f16_out + (size_t)m * p.ldx))[i] = h;
-      }
+  for_each_normed(x, p.w, n4, sc, [&](int i, const float4 &y) {
+    amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
+    if (p.f32_out) ((float4 *)(p.f32_out + (size_t)m * p.ldx))[i] = y;
+    if (p.f16_out) {
+      ushort4 h;
+      h.x = f32_to_f16(y.x);
+      h.y = f32_to_f16(y.y);
+      h.z = f32_to_f16(y.z);
+      h.w = f32_to_f16(y.w);
+      ((ushort4 *)(p.f16_out + (size_t)m * p.ldx))[i] = h;
     }
-  }
+  });
   if (p.q) {
     amax = warp_max_f(amax);
     if (lane == 0) red_f[warp] = amax;
@@ -120,24 +127,15 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
     for (int w = 1; w < kNormThreads / 32; w++) am = fmaxf(am, red_f[w]);
     const float s = act_scale(am);
     int sum = 0;
-    for (int i0 = tid; i0 < n4; i0 += kNqBatch * kNormThreads) {
-      float4 v[kNqBatch], w[kNqBatch];
-      nq_load<true>(v, x, i0, n4);
-      nq_load<false>(w, p.w, i0, n4);
-#pragma unroll
-      for (int b = 0; b < kNqBatch; b++) {
-        const int i = i0 + b * kNormThreads;
-        if (i >= n4) continue;
-        const float4 y = nq_norm(v[b], sc, w[b]);
-        char4 q;
-        q.x = quant_one(y.x, s);
-        q.y = quant_one(y.y, s);
-        q.z = quant_one(y.z, s);
-        q.w = quant_one(y.w, s);
-        sum += q.x + q.y + q.z + q.w;
-        ((char4 *)(p.q + (size_t)m * p.ldq))[i] = q;
-      }
-    }
+    for_each_normed(x, p.w, n4, sc, [&](int i, const float4 &y) {
+      char4 q;
+      q.x = quant_one(y.x, s);
+      q.y = quant_one(y.y, s);
+      q.z = quant_one(y.z, s);
+      q.w = quant_one(y.w, s);
+      sum += q.x + q.y + q.z + q.w;
+      ((char4 *)(p.q + (size_t)m * p.ldq))[i] = q;
+    });
     sum = warp_sum_i(sum);
     if (lane == 0) red_i[warp] = sum;
     __syncthreads();

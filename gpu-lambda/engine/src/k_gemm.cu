@@ -33,6 +33,27 @@ __device__ __forceinline__ void mma_s8u8(int c[4], const uint32_t a[4], const ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// One 128-element K block of a warp's tile: 4 planes × the m16 token tiles × its two n8 weight
+// tiles (rows g and 8+g; words t and t+4 of each row's 32-byte I2_S block).
+__device__ __forceinline__ void kblock_mma(int (&acc)[4][2][4], const int8_t *As, uint32_t w0t, uint32_t w0t4,
+                                           uint32_t w1t, uint32_t w1t4, int m0, int M, int g, int t) {
+#pragma unroll
+  for (int p = 0; p < 4; p++) {
+    uint32_t b0[2], b1[2];
+    i2s_b_frag(w0t, w0t4, p, b0);
+    i2s_b_frag(w1t, w1t4, p, b1);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      if (m0 + 16 * i < M) {  // warp-uniform: skip m16 tiles past the last token
+        uint32_t a[4];
+        s8_a_frag(As, AST, 16 * i, 32 * p, g, t, a);
+        mma_s8u8(acc[i][0], a, b0);
+        mma_s8u8(acc[i][1], a, b1);
+      }
+    }
+  }
+}
+
 // Per-token values of the epilogue, looked up once per tile (their loads overlap the K loop):
 // S and s of the activations, and for QKV the position and the token's K/V cache offset.
 struct TokTab {
@@ -214,21 +235,7 @@ __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi 
       }
     }
     __syncthreads();
-#pragma unroll
-    for (int p = 0; p < 4; p++) {
-      uint32_t b0[2], b1[2];
-      i2s_b_frag(cur[0], cur[1], p, b0);
-      i2s_b_frag(cur[2], cur[3], p, b1);
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        if (m0 + 16 * i < M) {  // warp-uniform: skip m16 tiles past the last token
-          uint32_t a[4];
-          s8_a_frag(As, AST, 16 * i, 32 * p, g, t, a);
-          mma_s8u8(acc[i][0], a, b0);
-          mma_s8u8(acc[i][1], a, b1);
-        }
-      }
-    }
+    kblock_mma(acc, As, cur[0], cur[1], cur[2], cur[3], m0, M, g, t);
 #pragma unroll
     for (int r = 0; r < 4; r++) cur[r] = nxt[r];
   }
@@ -306,21 +313,7 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
     const int rl0 = warp * 16 + g, rl1 = rl0 + 8;
     const uint32_t w0t = ld32(Ws + rl0 * WST + 4 * t), w0t4 = ld32(Ws + rl0 * WST + 16 + 4 * t);
     const uint32_t w1t = ld32(Ws + rl1 * WST + 4 * t), w1t4 = ld32(Ws + rl1 * WST + 16 + 4 * t);
-#pragma unroll
-    for (int p = 0; p < 4; p++) {
-      uint32_t b0[2], b1[2];
-      i2s_b_frag(w0t, w0t4, p, b0);
-      i2s_b_frag(w1t, w1t4, p, b1);
-#pragma unroll
-      for (int mi = 0; mi < 4; mi++) {
-        if (m0 + 16 * mi < M) {  // warp-uniform: skip m16 tiles past the last token
-          uint32_t a[4];
-          s8_a_frag(As, AST, 16 * mi, 32 * p, g, t, a);
-          mma_s8u8(acc[mi][0], a, b0);
-          mma_s8u8(acc[mi][1], a, b1);
-        }
-      }
-    }
+    kblock_mma(acc, As, w0t, w0t4, w1t, w1t4, m0, M, g, t);
   }
   cp_async_wait<0>();  // no copy may land in the ring once it holds the result tile
   gemm_finish(W, A, M, e, acc, (int *)ring, tt, scratch, tickets);
