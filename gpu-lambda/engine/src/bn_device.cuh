@@ -171,6 +171,25 @@ __device__ __forceinline__ void block_tail(const NormQuant &t, int M) {
   for (int m = 0; m < M; m++) block_norm_quant(t, m);
 }
 
+// ---- cp.async (sm_80+): 16-byte global -> shared copies that run in the background ------------
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+// Copies `bytes` (0 or 16) and zero-fills the rest of the 16 (src must still be a valid address).
+__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, int bytes) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits for all of this thread's copies, committed or not.
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // ---- programmatic dependent launch (sm_90+, opt-in: BN_PDL=1) -----------------------------------
 // With g_pdl every kernel is launched with programmatic stream serialization: the next kernel in
 // the stream may start while this one runs. Each kernel therefore calls pdl_wait() before it

@@ -44,15 +44,14 @@ __device__ __forceinline__ void stage_rows(uint16_t *tile, int ts, const uint16_
     const int j = idx / cpr, c = idx - j * cpr, t = t0 + j;
     const uint16_t *src =
         pool + (((size_t)__ldg(bt + (t >> page_shift)) << page_shift) + (size_t)(t & mask)) * kv_dim + col0 + c * 8;
-    const unsigned dst = (unsigned)__cvta_generic_to_shared(tile + j * ts + c * 8);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+    cp_async16(tile + j * ts + c * 8, src);
   }
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
+  cp_async_commit();
 }
 
 // Waits for this thread's staged copies, then for every thread's (the tile is shared).
 __device__ __forceinline__ void stage_wait() {
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
+  cp_async_wait_all();
   __syncthreads();
 }
 

@@ -254,16 +254,6 @@ constexpr int WST = 48;
 constexpr int A_STAGE = GM * AST, W_STAGE = GN * WST, STAGE = A_STAGE + W_STAGE;
 static_assert(kGemmStages * STAGE >= GM * CST * 4, "the result tile reuses the ring");
 
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
-  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split,
                                                         int *scratch, unsigned *tickets) {
   __shared__ TokTab tt;
@@ -283,12 +273,12 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
     for (int pass = 0; pass < 4; pass++) {
       const int piece = threadIdx.x + 128 * pass, r = piece >> 3, c16 = piece & 7;
       const bool ok = m0 + r < M;
-      cp_async16(As + r * AST + c16 * 16, A.q + (size_t)(ok ? m0 + r : 0) * A.ld + (size_t)kb * 128 + c16 * 16,
+      cp_async16_zfill(As + r * AST + c16 * 16, A.q + (size_t)(ok ? m0 + r : 0) * A.ld + (size_t)kb * 128 + c16 * 16,
                  ok ? 16 : 0);
     }
     const int row = threadIdx.x >> 1, half = threadIdx.x & 1;
     const bool ok = nt0 + row < W.n;
-    cp_async16(Ws + row * WST + half * 16, W.w + (size_t)(ok ? nt0 + row : 0) * rb + (size_t)kb * 32 + half * 16,
+    cp_async16_zfill(Ws + row * WST + half * 16, W.w + (size_t)(ok ? nt0 + row : 0) * rb + (size_t)kb * 32 + half * 16,
                ok ? 16 : 0);
   };
   int acc[4][2][4];
