@@ -93,6 +93,8 @@ class CudaDevice : public Device {
     g_pdl = props.major >= 9 && pdl && strcmp(pdl, "1") == 0;
     const char *gv = getenv("BN_GEMM");
     g_gemm_variant = gv && strcmp(gv, "pipelined") == 0 ? 1 : 0;
+    const char *av = getenv("BN_ATTN");
+    g_attn_variant = av && strcmp(av, "fast") == 0 ? 1 : 0;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");
     if (sw && sw[0] >= '0' && sw[0] <= '8' && sw[1] == 0) ops_.split_waves = sw[0] - '0';

@@ -201,6 +201,8 @@ __device__ __forceinline__ void cp_async_wait() {
 extern bool g_pdl;
 // GEMM kernel: 0 gemm_kernel (verified on an H200), 1 gemm_pipe_kernel (BN_GEMM=pipelined).
 extern int g_gemm_variant;
+// Attention staging: 0 the generic copies (verified on an H200), 1 stage_rows_fast (BN_ATTN=fast).
+extern int g_attn_variant;
 
 // Launch-error check used by every launcher: `e` (a launch call's result) or else the last error.
 bn_status check_launch(const char *what, cudaError_t e = cudaSuccess);

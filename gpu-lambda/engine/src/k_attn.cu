@@ -49,6 +49,37 @@ __device__ __forceinline__ void stage_rows(uint16_t *tile, int ts, const uint16_
   cp_async_commit();
 }
 
+// The same copies with cheaper addressing (BN_ATTN=fast; not yet run on a GPU). The generic
+// loop above spends ~27 PTX instructions per 16-byte piece (a division by the pieces per row, a
+// block-table load, 64-bit offsets), a large part of the kernel's issue slots by the ncu counts
+// of run 4. Here one thread per row computes the row's pool offset once into shared memory, and since 128 is a multiple of the pieces per row (head_dim 64, 128 or 256:
+// the launcher checks), each thread keeps one piece column c and steps rows by 128 / cpr.
+// All threads must call it (it synchronises); callers have synchronised after the previous
+// tile's copies were issued, so the offsets can be overwritten.
+__device__ __forceinline__ void stage_rows_fast(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt,
+                                                int t0, int n, int page_shift, int kv_dim, int col0, int hd) {
+  __shared__ size_t rowoff[kAttnThreads];
+  if (threadIdx.x < n) {
+    const int t = t0 + threadIdx.x;
+    rowoff[threadIdx.x] =
+        (((size_t)__ldg(bt + (t >> page_shift)) << page_shift) + (size_t)(t & ((1 << page_shift) - 1))) * kv_dim + col0;
+  }
+  __syncthreads();
+  const int cpr = hd >> 3, c = threadIdx.x % cpr, jstep = kAttnThreads / cpr;
+  uint16_t *dst = tile + c * 8;
+  const uint16_t *src = pool + c * 8;
+#pragma unroll 4
+  for (int j = threadIdx.x / cpr; j < n; j += jstep) cp_async16(dst + j * ts, src + rowoff[j]);
+  cp_async_commit();
+}
+
+template <bool FAST>
+__device__ __forceinline__ void stage(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt, int t0, int n,
+                                      int page_shift, int kv_dim, int col0, int hd) {
+  if (FAST) stage_rows_fast(tile, ts, pool, bt, t0, n, page_shift, kv_dim, col0, hd);
+  else stage_rows(tile, ts, pool, bt, t0, n, page_shift, kv_dim, col0, hd);
+}
+
 // Waits for this thread's staged copies, then for every thread's (the tile is shared).
 __device__ __forceinline__ void stage_wait() {
   cp_async_wait_all();
@@ -62,6 +93,7 @@ __device__ __forceinline__ double f16_to_f64(uint16_t h) {
   return d;
 }
 
+template <bool FAST>
 __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
                                                             unsigned *counter) {
   pdl_wait();
@@ -77,7 +109,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   const int KT = attn_tile_rows(hd), ts = attn_tile_stride(hd);
   uint16_t *tile = (uint16_t *)(sc + ((p.max_t + 3) & ~3));
   const int32_t *bt = p.block_table + (size_t)p.slot[m] * p.max_pages;
-  stage_rows(tile, ts, p.kc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);  // lands during the q load
+  stage<FAST>(tile, ts, p.kc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);  // lands during the q load
   for (int d = threadIdx.x; d < hd; d += kAttnThreads) qd[d] = f16_to_f64(p.q16[(size_t)m * p.ldq + h * hd + d]);
 
   // Scores: one thread per position, the head's dot product summed in f64 in dimension order
@@ -87,7 +119,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
     const int n = min(KT, T - t0);
     if (t0 > 0) {
       __syncthreads();  // the previous tile consumed
-      stage_rows(tile, ts, p.kc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
+      stage<FAST>(tile, ts, p.kc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
     }
     stage_wait();  // the tile (and qd) written
     if (threadIdx.x < n) {
@@ -110,7 +142,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   }
   // The first V tile's copies go out now and land while the softmax runs (it reads only sc).
   __syncthreads();  // every thread is done with the last K tile
-  stage_rows(tile, ts, p.vc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);
+  stage<FAST>(tile, ts, p.vc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);
   lmax = warp_max_f(lmax);
   if (lane == 0) wmax[warp] = lmax;
   __syncthreads();
@@ -136,7 +168,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
     const int n = min(KT, T - t0);
     if (t0 > 0) {
       __syncthreads();  // the previous tile consumed
-      stage_rows(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
+      stage<FAST>(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
     }
     stage_wait();  // the tile and the probabilities are written
 #pragma unroll
@@ -171,7 +203,9 @@ static int g_attn_smem_max = 48 * 1024;
 bn_status configure_attention(int max_ctx) {
   const int bytes = (int)std::max(attn_smem_bytes(max_ctx, 128), attn_smem_bytes(max_ctx, 256));
   if (bytes > g_attn_smem_max) {
-    cudaError_t e = cudaFuncSetAttribute(attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    cudaError_t e = cudaFuncSetAttribute(attn_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(attn_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (e != cudaSuccess) {
       cudaGetLastError();
       set_error("attention needs %d bytes of shared memory for a context of %d: %s", bytes, max_ctx,
@@ -183,6 +217,8 @@ bn_status configure_attention(int max_ctx) {
   return BN_OK;
 }
 
+int g_attn_variant = 0;
+
 bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s) {
   if (p.head_dim > 256 || (p.head_dim & 7)) {
     set_error("attention supports head_dim <= 256 and a multiple of 8 (got %d)", p.head_dim);
@@ -191,8 +227,10 @@ bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, un
   NormQuant t{};
   if (tail) t = *tail;
   dim3 grid(p.n_head, M);
-  return launch_k("attn_kernel", attn_kernel, grid, kAttnThreads, attn_smem_bytes(p.max_t, p.head_dim), s, p, M, t,
-                  tail ? 1 : 0, counter);
+  const size_t smem = attn_smem_bytes(p.max_t, p.head_dim);
+  if (g_attn_variant == 1 && kAttnThreads % (p.head_dim >> 3) == 0)
+    return launch_k("attn_kernel", attn_kernel<true>, grid, kAttnThreads, smem, s, p, M, t, tail ? 1 : 0, counter);
+  return launch_k("attn_kernel", attn_kernel<false>, grid, kAttnThreads, smem, s, p, M, t, tail ? 1 : 0, counter);
 }
 
 }  // namespace bn
