@@ -27,6 +27,12 @@ static bn_status cuda_fail(cudaError_t e, const char *what, const char *file, in
 
 bool g_pdl = false;
 
+// The tuning knobs are environment variables read when a device is created.
+static bool env_is(const char *name, const char *value) {
+  const char *v = getenv(name);
+  return v && strcmp(v, value) == 0;
+}
+
 bn_status check_launch(const char *what, cudaError_t e) {
   const cudaError_t last = cudaGetLastError();  // also clears a launch error already in `e`
   if (e == cudaSuccess) e = last;
@@ -89,12 +95,9 @@ class CudaDevice : public Device {
     // Programmatic dependent launch (Hopper and newer) only with BN_PDL=1: on an H200 it sped up
     // back-to-back GEMVs (2.96 against 3.74 us for the qkv shape) but the whole decode step not
     // (486 against 502 tok/s at batch 1, 2026-11-27), so it is off by default.
-    const char *pdl = getenv("BN_PDL");
-    g_pdl = props.major >= 9 && pdl && strcmp(pdl, "1") == 0;
-    const char *gv = getenv("BN_GEMM");
-    g_gemm_variant = gv && strcmp(gv, "pipelined") == 0 ? 1 : 0;
-    const char *av = getenv("BN_ATTN");
-    g_attn_variant = av && strcmp(av, "fast") == 0 ? 1 : 0;
+    g_pdl = props.major >= 9 && env_is("BN_PDL", "1");
+    g_gemm_variant = env_is("BN_GEMM", "pipelined") ? 1 : 0;
+    g_attn_variant = env_is("BN_ATTN", "fast") ? 1 : 0;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");
     if (sw && sw[0] >= '0' && sw[0] <= '8' && sw[1] == 0) ops_.split_waves = sw[0] - '0';

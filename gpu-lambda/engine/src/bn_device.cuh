@@ -218,6 +218,12 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
+// The pair every kernel runs once it may read what earlier kernels wrote.
+__device__ __forceinline__ void pdl_enter() {
+  pdl_wait();
+  pdl_launch_dependents();
+}
+
 // Launches kernel k on stream s (with the PDL attribute when g_pdl) and checks the launch.
 template <typename... P, typename... A>
 bn_status launch_k(const char *what, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,

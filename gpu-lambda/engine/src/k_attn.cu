@@ -96,8 +96,7 @@ __device__ __forceinline__ double f16_to_f64(uint16_t h) {
 template <bool FAST>
 __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
                                                             unsigned *counter) {
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   extern __shared__ float sc[];
   __shared__ double qd[256];  // q in f64 once (the scores multiply in f64: no per-product conversion)
   __shared__ float wmax[kAttnThreads / 32];

@@ -181,8 +181,7 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
 __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split, int *scratch,
                                                    unsigned *tickets) {
   __shared__ TokTab tt;
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   load_tok(tt, A, e, M);
   // Shared memory: the activation tile during the K loop, then the 64×64 int32 result tile.
   __shared__ __align__(16) int8_t smem[GM * CST * 4];
@@ -197,13 +196,7 @@ __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi 
   const bool v0 = r0 < W.n, v1 = r1 < W.n;
   const uint8_t *w0p = W.w + (size_t)(v0 ? r0 : 0) * rb + 4 * t;
   const uint8_t *w1p = W.w + (size_t)(v1 ? r1 : 0) * rb + 4 * t;
-  int acc[4][2][4];
-#pragma unroll
-  for (int i = 0; i < 4; i++)
-#pragma unroll
-    for (int j = 0; j < 2; j++)
-#pragma unroll
-      for (int r = 0; r < 4; r++) acc[i][j][r] = 0;
+  int acc[4][2][4] = {};
   uint32_t cur[4] = {0, 0, 0, 0}, nxt[4] = {0, 0, 0, 0};
   if (kb0 < kb1) {
     if (v0) {
@@ -258,8 +251,7 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
                                                         int *scratch, unsigned *tickets) {
   __shared__ TokTab tt;
   __shared__ __align__(16) int8_t ring[kGemmStages * STAGE];
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   load_tok(tt, A, e, M);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nt0 = blockIdx.x * GN, m0 = blockIdx.y * GM;
@@ -274,20 +266,14 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
       const int piece = threadIdx.x + 128 * pass, r = piece >> 3, c16 = piece & 7;
       const bool ok = m0 + r < M;
       cp_async16_zfill(As + r * AST + c16 * 16, A.q + (size_t)(ok ? m0 + r : 0) * A.ld + (size_t)kb * 128 + c16 * 16,
-                 ok ? 16 : 0);
+                       ok ? 16 : 0);
     }
     const int row = threadIdx.x >> 1, half = threadIdx.x & 1;
     const bool ok = nt0 + row < W.n;
     cp_async16_zfill(Ws + row * WST + half * 16, W.w + (size_t)(ok ? nt0 + row : 0) * rb + (size_t)kb * 32 + half * 16,
-               ok ? 16 : 0);
+                     ok ? 16 : 0);
   };
-  int acc[4][2][4];
-#pragma unroll
-  for (int i = 0; i < 4; i++)
-#pragma unroll
-    for (int j = 0; j < 2; j++)
-#pragma unroll
-      for (int r = 0; r < 4; r++) acc[i][j][r] = 0;
+  int acc[4][2][4] = {};
 #pragma unroll
   for (int st = 0; st < kGemmStages - 1; st++) {
     if (kb0 + st < kb1) issue(kb0 + st, st);

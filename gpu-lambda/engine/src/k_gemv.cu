@@ -59,8 +59,7 @@ __global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi 
   const uint4 *wr = (const uint4 *)(W.w + (size_t)(live ? row : 0) * (size_t)(W.k >> 2));
   uint4 w[G];
   if (live) load_group<G, TPR>(w, wr, tx, cpr);  // weights only: allowed before pdl_wait()
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   int acc[MT];
 #pragma unroll
   for (int m = 0; m < MT; m++) acc[m] = 0;

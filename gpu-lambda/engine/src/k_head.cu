@@ -18,8 +18,7 @@ namespace bn {
 
 template <int RT>
 __global__ void __launch_bounds__(256) head_f16_kernel(HeadParams p, int r0, int R) {
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int v = blockIdx.x * 8 + warp;
   if (v >= p.n_vocab) return;
@@ -56,8 +55,7 @@ __global__ void __launch_bounds__(256) head_f16_kernel(HeadParams p, int r0, int
 
 template <int RT>
 __global__ void __launch_bounds__(256) head_f32_kernel(HeadParams p, int r0, int R) {
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int v = blockIdx.x * 8 + warp;
   if (v >= p.n_vocab) return;
@@ -89,8 +87,7 @@ __global__ void __launch_bounds__(256) head_f32_kernel(HeadParams p, int r0, int
 
 template <int RT>
 __global__ void __launch_bounds__(256) head_i8_kernel(HeadParams p, int r0, int R) {
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int v = blockIdx.x * 8 + warp;
   if (v >= p.n_vocab) return;
@@ -134,8 +131,7 @@ __device__ __forceinline__ void mma_f16(float c[4], const uint32_t a[4], const u
 constexpr int HST = 72;  // shared row stride in halves
 
 __global__ void __launch_bounds__(128) head_mma_kernel(HeadParams p, int R) {
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   __shared__ __align__(16) uint16_t As[64 * HST];
   __shared__ __align__(16) uint16_t Bs[64 * HST];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;

@@ -7,8 +7,7 @@ namespace bn {
 
 // x[m] = f32(table[token[m]]), then the first layer's attn_norm + quantization of x[m].
 __global__ void __launch_bounds__(kNormThreads, 8) embed_kernel(EmbedParams p, NormQuant nq) {
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   const int m = blockIdx.x;
   const int tok = p.tokens[m];
   float *x = p.x + (size_t)m * p.ldx;
@@ -29,8 +28,7 @@ __global__ void __launch_bounds__(kNormThreads, 8) embed_kernel(EmbedParams p, N
 }
 
 __global__ void __launch_bounds__(kNormThreads, 8) norm_quant_kernel(NormQuant nq) {
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   block_norm_quant(nq, blockIdx.x);
 }
 

@@ -25,8 +25,7 @@ __device__ __forceinline__ uint32_t ord_key(float l) {
 __device__ __forceinline__ bool better(float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); }
 
 __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
-  pdl_wait();
-  pdl_launch_dependents();
+  pdl_enter();
   __shared__ int hist[256];
   __shared__ int cnt_a[ST], cnt_b[ST];
   __shared__ unsigned long long ck[ST];
