@@ -4,7 +4,9 @@
 # memcheck pass on the small tests. Writes everything under $OUT (or the first argument) and
 # prints a block ready to paste into gpu-lambda/RESULTS.md. On an H200 (2026-11-27) it took about
 # 100 s: build 15 s, bn_test 80 s (of it 17 s generating the synthetic model), memcheck 1 s; a
-# machine's start adds ~30 s, so a session's 15 device minutes hold several runs.
+# machine's start adds ~30 s, so a session's 15 device minutes hold several runs. Since then the
+# fast-numerics checks and bench rows (six more engines of the 2B-4T shape) were added, untimed:
+# give the first call a timeout of ~300 s.
 #
 #   bash gpu-lambda/test/run-on-gpu.sh [OUT_DIR]          (from the repository root)
 #

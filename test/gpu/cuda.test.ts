@@ -106,23 +106,40 @@ describe('CUDA engine without a GPU', () => {
         .filter((l) => l.startsWith('[FAIL]'))
         .join('\n'),
     ).toBe(0);
-    expect(Number(summary![1])).toBeGreaterThanOrEqual(60);
+    expect(Number(summary![1])).toBeGreaterThanOrEqual(100);
+    // The fast numerics' checks ran: kernel oracles and whole models.
+    for (const k of [
+      'emu/fast_attention:',
+      'emu/fast_gemv 8448x128 gateup M=8:',
+      'emu/model-relu2/fast_deterministic:',
+    ])
+      expect(r.out, k).toContain(`[PASS] ${k}`);
     expect(r.code).toBe(0);
   });
 
   it('the per-kernel profiler of the GPU test program runs (small model, CPU emulation)', () => {
     const r = run(GPU_TEST, ['--cpu-only', '--profile-only']);
     expect(r.code, r.out.slice(-3000)).toBe(0);
-    // Both tables, each with the decode step's kernels and a sum.
-    expect(r.out).toMatch(/Decode step, batch 1,/);
-    expect(r.out).toMatch(/Decode step, batch 4,/);
-    for (const k of ['attention+tail M=1', 'gemv+tail', 'head gemv R=1', 'select R=1', 'embed+norm M=1']) {
+    // The three tables (batch 1, batch 4, batch 1 with fast numerics), each with the decode step's
+    // kernels and a sum.
+    expect(r.out).toMatch(/Decode step, batch 1, exact numerics,/);
+    expect(r.out).toMatch(/Decode step, batch 4, exact numerics,/);
+    expect(r.out).toMatch(/Decode step, batch 1, FAST numerics,/);
+    for (const k of [
+      'attention+tail M=1',
+      'gemv+tail',
+      'head gemv R=1',
+      'select R=1',
+      'embed+norm M=1',
+      'attention split 16+stats M=1',
+      'gemv(stats in)+stats',
+    ]) {
       expect(r.out, k).toContain(`| ${k}`);
     }
     const sums = [...r.out.matchAll(/\| \*\*sum of kernels\*\* \| \| \| \*\*([\d.]+)\*\* \|/g)].map((m) =>
       Number(m[1]),
     );
-    expect(sums.length).toBe(2);
+    expect(sums.length).toBe(3);
     for (const v of sums) expect(v).toBeGreaterThan(0);
   });
 
@@ -282,6 +299,44 @@ describe('CUDA engine without a GPU', () => {
         code: 'CUDA_SEQUENCE_STATE',
       });
       cuda.dispose();
+    });
+
+    it("numerics 'fast' (CPU emulation): decode logits near the reference, greedy tokens equal; bad values refused", async () => {
+      const model = await loadModel(
+        new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 9, arch: 'bitnet-b1.58' })),
+      );
+      expect(() => new CudaBackend(model, { addonPath: ADDON, emulate: true, numerics: 'bogus' as 'fast' })).toThrow(
+        expect.objectContaining({ code: 'CUDA_INVALID_ARGUMENT' }),
+      );
+      const ref = new ReferenceBackend(model);
+      const fast = new CudaBackend(model, {
+        addonPath: ADDON,
+        emulate: true,
+        maxSeqs: 2,
+        maxCtx: 64,
+        numerics: 'fast',
+      });
+      const argmax = (x: Float32Array) => x.reduce((b, v, i) => (v > x[b] ? i : b), 0);
+      const prompt = [5, 77, 140, 9, 201, 33];
+      const kvR = refKV();
+      const kvF = newKV();
+      let [r] = await ref.forward({ tokens: prompt, startPos: 0, kv: kvR, logits: 'last' });
+      let [f] = await fast.forward({ tokens: prompt, startPos: 0, kv: kvF, logits: 'last' });
+      let worst = 0;
+      let peak = 0;
+      for (let s = 0; s < 6; s++) {
+        const next = argmax(r);
+        expect(argmax(Float32Array.from(f)), `step ${s}`).toBe(next); // decode steps run the fast kernels
+        [r] = await ref.forward({ tokens: [next], startPos: prompt.length + s, kv: kvR, logits: 'last' });
+        [f] = await fast.forward({ tokens: [next], startPos: prompt.length + s, kv: kvF, logits: 'last' });
+        for (let v = 0; v < r.length; v++) {
+          worst = Math.max(worst, Math.abs(f[v] - r[v]));
+          peak = Math.max(peak, Math.abs(r[v]));
+        }
+      }
+      // f32-level changes in attention, amplified now and then into an int8 rounding step.
+      expect(worst).toBeLessThan(0.05 * peak);
+      fast.dispose();
     });
 
     it('gpu-lambda/server.ts serves the app on the cuda backend (CPU emulation), concurrent requests batched', async () => {

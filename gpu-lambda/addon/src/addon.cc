@@ -69,6 +69,12 @@ bn_options parse_options(const Napi::Value &v) {
     else if (h == "int8") o.head_mode = BN_HEAD_INT8;
     else throw_arg(v.Env(), "headMode must be 'f16' or 'int8'");
   }
+  if (x.Has("numerics")) {
+    const std::string n = x.Get("numerics").ToString().Utf8Value();
+    if (n == "exact") o.numerics = BN_NUMERICS_EXACT;
+    else if (n == "fast") o.numerics = BN_NUMERICS_FAST;
+    else throw_arg(v.Env(), "numerics must be 'exact' or 'fast'");
+  }
   return o;
 }
 

@@ -52,6 +52,13 @@ enum { BN_ACT_RELU2 = 0, BN_ACT_SILU = 1 };
  * and the hidden state (per-token absmax) for half the bytes: faster, approximate logits. */
 enum { BN_HEAD_F16 = 0, BN_HEAD_INT8 = 1 };
 
+/* Numerics. EXACT reproduces the TS reference's bits (see the contract above). FAST applies to
+ * small decode batches (n_tokens <= gemv_max_m): the ternary matmuls stay exact, but RMSNorm
+ * statistics are reduced across blocks and attention is split over the positions and combined
+ * (flash decoding), in fixed orders (deterministic). Logits then differ from the reference at
+ * the level of f32 rounding (~1e-6 relative); larger batches run the exact path. */
+enum { BN_NUMERICS_EXACT = 0, BN_NUMERICS_FAST = 1 };
+
 typedef struct bn_device_info {
   int32_t device_count;    /* 0 when no driver/GPU */
   int32_t cuda_error;      /* cudaError_t of the failed probe, 0 on success (35 = driver too old/none) */
@@ -93,6 +100,7 @@ typedef struct bn_options {
   int32_t use_graphs;       /* capture decode steps as CUDA graphs (default 1) */
   int32_t gemv_max_m;       /* batches of <= this many tokens use the dp4a GEMV path (default 4) */
   int32_t emulate;          /* 1: run the kernels' CPU emulation instead of a GPU (tests only; slow) */
+  int32_t numerics;         /* BN_NUMERICS_* (default EXACT) */
 } bn_options;
 
 typedef struct bn_engine_info {

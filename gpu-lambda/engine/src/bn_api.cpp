@@ -62,6 +62,7 @@ void bn_options_default(bn_options *o) {
   o->use_graphs = 1;
   o->gemv_max_m = 4;
   o->emulate = 0;
+  o->numerics = BN_NUMERICS_EXACT;
 }
 
 static bn_status create_from_table(const bn::ModelTable &table, const bn_options *opts, bn_engine **out) {

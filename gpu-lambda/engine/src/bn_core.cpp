@@ -12,6 +12,32 @@ inline size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
 constexpr int kMaxGraphBucketLog2 = 9;  // graphs for 1, 2, 4, ..., 512 tokens
 }  // namespace
 
+bool fast_gemv_ok(const Mat &w, const Acts &a, const Epi &e, const NormQuant *tail, const FastGemv &f) {
+  if (!f.in.x || !f.in.stats || f.in.n != w.k || a.ld < w.k || (a.ld & 15)) {
+    set_error("gemv: fast input of %d values (row stride %d) for a matrix of %d columns, with statistics", f.in.n, a.ld,
+              w.k);
+    return false;
+  }
+  if (f.out.ns.stats && (tail || (e.kind != EPI_RESID && e.kind != EPI_GATEUP) || !f.out.part_ss || !f.out.part_key ||
+                         f.out.part_ld < (w.n + gemv_rows_per_block(w.n) - 1) / gemv_rows_per_block(w.n))) {
+    set_error("gemv: fast statistics need a RESID or GATEUP epilogue, no exact tail, and one part per block");
+    return false;
+  }
+  return true;
+}
+
+bool fast_attn_ok(const AttnParams &p, const FastAttn &f, int M) {
+  if (M < 1 || f.splits < 1 || f.splits > kFastMaxSplits || !f.part_o || !f.part_ml) {
+    set_error("split attention: splits %d must be in 1..%d with partial buffers", f.splits, kFastMaxSplits);
+    return false;
+  }
+  if (f.so.ns.stats && (!f.so.part_ss || !f.so.part_key || f.so.part_ld < p.n_head || f.so.ns.n != p.n_head * p.head_dim)) {
+    set_error("split attention: statistics need one part per head over n_head*head_dim values");
+    return false;
+  }
+  return true;
+}
+
 Engine::~Engine() {
   if (dev_) {
     dev_->sync();
@@ -57,6 +83,7 @@ bn_status Engine::create(const ModelTable &m, const bn_options &o, Device *dev, 
     return bad("page_size must be a power of two in 16..1024");
   if (op.head_mode != BN_HEAD_F16 && op.head_mode != BN_HEAD_INT8) return bad("head_mode must be F16 or INT8");
   if (op.gemv_max_m < 0 || op.gemv_max_m > kGemvMaxM) return bad("gemv_max_m must be in 0..8");
+  if (op.numerics != BN_NUMERICS_EXACT && op.numerics != BN_NUMERICS_FAST) return bad("numerics must be EXACT or FAST");
   const int kv = m.hp.n_head_kv * m.hp.head_dim;
   const int max_n = std::max(std::max(m.hp.n_embd + 2 * kv, 2 * m.hp.n_ff), m.hp.n_embd);
   bn_status st = dev->configure(op.max_ctx, op.max_batch_tokens, max_n);
@@ -160,6 +187,16 @@ bn_status Engine::alloc_buffers() {
   hsum_ = (int32_t *)dalloc(M * 4, &st);
   logits_ = (float *)dalloc((size_t)Rmax_ * V * 4, &st);
   sampled_ = (int32_t *)dalloc((size_t)(Rmax_ + 1) * 4, &st);
+  if (opt_.numerics == BN_NUMERICS_FAST) {
+    const int max_n = std::max(E + 2 * kv, 2 * F);
+    part_ld_ = std::max(hp_.n_head, (max_n + 7) / 8);  // one part per GEMV block (>= 8 rows) or head
+    stats_ = (float *)dalloc((size_t)hp_.n_layer * 4 * kGemvMaxM * 2 * 4, &st);
+    part_ss_ = (double *)dalloc((size_t)kGemvMaxM * part_ld_ * 8, &st);
+    part_key_ = (uint64_t *)dalloc((size_t)kGemvMaxM * part_ld_ * 8, &st);
+    const size_t heads = (size_t)kGemvMaxM * hp_.n_head * kFastMaxSplits;
+    att_part_o_ = (float *)dalloc(heads * hp_.head_dim * 4, &st);
+    att_part_ml_ = (float *)dalloc(heads * 2 * 4, &st);
+  }
   off_pos_ = up16(M * 4);
   off_slot_ = off_pos_ + up16(M * 4);
   off_rows_ = off_slot_ + up16(M * 4);
@@ -286,15 +323,52 @@ bn_status Engine::seq_length(int s, int *out) {
 
 // ---- the forward pass ------------------------------------------------------------------------------
 
+// A matmul epilogue that stores (or adds, or activates) into out[m*ld + n].
+static Epi epi_to(int kind, float *out, int ld, int act = 0) {
+  Epi e{};
+  e.kind = kind;
+  e.out = out;
+  e.ld = ld;
+  e.act = act;
+  return e;
+}
+
+// The QKV GEMV's epilogue of layer l: RoPE'd q to q16_, k/v into the layer's pages.
+Epi Engine::qkv_epi(int l) const {
+  const bn_hparams &hp = hp_;
+  Epi eq{};
+  eq.kind = EPI_QKV;
+  eq.q16 = q16_;
+  eq.ldq = hp.n_embd;
+  eq.n_embd = hp.n_embd;
+  eq.kv_dim = hp.n_head_kv * hp.head_dim;
+  eq.head_dim = hp.head_dim;
+  eq.n_rot = hp.n_rot;
+  eq.rope = rope_;
+  eq.pos = (const int32_t *)(in_dev_ + off_pos_);
+  eq.slot = (const int32_t *)(in_dev_ + off_slot_);
+  eq.block_table = bt_dev_;
+  eq.max_pages = max_pages_;
+  eq.page_shift = page_shift_;
+  eq.kc = kpool_ + (size_t)l * layer_stride_;
+  eq.vc = vpool_ + (size_t)l * layer_stride_;
+  return eq;
+}
+
+// Attention of layer l over its pages, into att_.
+AttnParams Engine::attn_params(int l) const {
+  const bn_hparams &hp = hp_;
+  return AttnParams{q16_, hp.n_embd, kpool_ + (size_t)l * layer_stride_, vpool_ + (size_t)l * layer_stride_,
+                    (const int32_t *)(in_dev_ + off_pos_), (const int32_t *)(in_dev_ + off_slot_), bt_dev_, max_pages_,
+                    page_shift_, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_head_kv * hp.head_dim,
+                    1.0 / std::sqrt((double)hp.head_dim), att_, hp.n_embd, opt_.max_ctx};
+}
+
 bn_status Engine::run_step(int M, int R, bool do_select) {
   const bn_hparams &hp = hp_;
-  const int E = hp.n_embd, F = hp.n_ff, kv = hp.n_head_kv * hp.head_dim;
+  const int E = hp.n_embd, F = hp.n_ff;
   Ops &ops = dev_->ops();
   const int32_t *tokens = (const int32_t *)in_dev_;
-  const int32_t *pos = (const int32_t *)(in_dev_ + off_pos_);
-  const int32_t *slot = (const int32_t *)(in_dev_ + off_slot_);
-  const int32_t *rows = (const int32_t *)(in_dev_ + off_rows_);
-  const SampleRow *samples = (const SampleRow *)(in_dev_ + off_samp_);
   const Acts acts{q8_, ascale_, asum_, ldw_};
   const bool small = M <= std::min(opt_.gemv_max_m, kGemvMaxM);
   auto nq = [&](const float *x, int n, const float *w) {
@@ -328,65 +402,106 @@ bn_status Engine::run_step(int M, int R, bool do_select) {
   bn_status st;
   EmbedParams ep{embd_, embd_type_, E, tokens, x_, E};
   if ((st = ops.embed(ep, M, nq(x_, E, layers_[0].attn_norm)))) return st;
+  if (small && opt_.numerics == BN_NUMERICS_FAST) {
+    if ((st = run_layers_fast(M, final_nq))) return st;
+    return run_head(R, do_select);
+  }
   for (int l = 0; l < hp.n_layer; l++) {
     const LayerDev &L = layers_[l];
-    uint16_t *kc = kpool_ + (size_t)l * layer_stride_;
-    uint16_t *vc = vpool_ + (size_t)l * layer_stride_;
     // q, k, v (+ RoPE, + K/V into the paged cache)
-    Epi eq{};
-    eq.kind = EPI_QKV;
-    eq.q16 = q16_;
-    eq.ldq = E;
-    eq.n_embd = E;
-    eq.kv_dim = kv;
-    eq.head_dim = hp.head_dim;
-    eq.n_rot = hp.n_rot;
-    eq.rope = rope_;
-    eq.pos = pos;
-    eq.slot = slot;
-    eq.block_table = bt_dev_;
-    eq.max_pages = max_pages_;
-    eq.page_shift = page_shift_;
-    eq.kc = kc;
-    eq.vc = vc;
+    const Epi eq = qkv_epi(l);
     st = small ? ops.gemv(L.qkv, acts, M, eq, nullptr) : ops.gemm(L.qkv, acts, M, eq);
     if (st) return st;
     // attention (+ attn_sub_norm and quantization)
-    AttnParams ap{q16_, E, kc, vc, pos, slot, bt_dev_, max_pages_, page_shift_,
-                  hp.n_head, hp.n_head_kv, hp.head_dim, kv, 1.0 / std::sqrt((double)hp.head_dim), att_, E,
-                  opt_.max_ctx};
+    AttnParams ap = attn_params(l);
     const NormQuant nq_sub = nq(att_, E, L.attn_sub_norm);
     if ((st = ops.attention(ap, M, small ? &nq_sub : nullptr))) return st;
     if (!small && (st = ops.norm_quant(nq_sub, M))) return st;
     // o_proj + residual (+ ffn_norm and quantization)
-    Epi eo{};
-    eo.kind = EPI_RESID;
-    eo.out = x_;
-    eo.ld = E;
+    const Epi eo = epi_to(EPI_RESID, x_, E);
     const NormQuant nq_ffn = nq(x_, E, L.ffn_norm);
     st = small ? ops.gemv(L.o, acts, M, eo, &nq_ffn) : ops.gemm(L.o, acts, M, eo);
     if (!st && !small) st = ops.norm_quant(nq_ffn, M);
     if (st) return st;
     // gate/up + activation (+ ffn_sub_norm and quantization)
-    Epi eg{};
-    eg.kind = EPI_GATEUP;
-    eg.out = ff_;
-    eg.ld = F;
-    eg.act = hp.activation;
+    const Epi eg = epi_to(EPI_GATEUP, ff_, F, hp.activation);
     const NormQuant nq_fsub = nq(ff_, F, L.ffn_sub_norm);
     st = small ? ops.gemv(L.gateup, acts, M, eg, &nq_fsub) : ops.gemm(L.gateup, acts, M, eg);
     if (!st && !small) st = ops.norm_quant(nq_fsub, M);
     if (st) return st;
     // down + residual (+ the next layer's attn_norm, or output_norm, and quantization)
-    Epi ed{};
-    ed.kind = EPI_RESID;
-    ed.out = x_;
-    ed.ld = E;
+    const Epi ed = epi_to(EPI_RESID, x_, E);
     const NormQuant nq_next = l + 1 < hp.n_layer ? nq(x_, E, layers_[l + 1].attn_norm) : final_nq;
     st = small ? ops.gemv(L.down, acts, M, ed, &nq_next) : ops.gemm(L.down, acts, M, ed);
     if (!st && !small) st = ops.norm_quant(nq_next, M);
     if (st) return st;
   }
+  return run_head(R, do_select);
+}
+
+// The layers with fast numerics (bn_fast.h), M <= gemv_max_m: the same kernels in the same order,
+// but each norm point is carried by statistics (the producer's parts, reduced by its last block)
+// and the consumer GEMV quantizes its input itself; attention is split over the positions. The
+// first layer's qkv reads the embedding kernel's exact quantization, and the last down GEMV runs
+// the exact output_norm tail for the head.
+bn_status Engine::run_layers_fast(int M, const NormQuant &final_nq) {
+  const bn_hparams &hp = hp_;
+  const int E = hp.n_embd, F = hp.n_ff;
+  Ops &ops = dev_->ops();
+  enum { kAttnIn = 0, kSub = 1, kFfn = 2, kFsub = 3 };
+  auto stats = [&](int l, int point) { return stats_ + ((size_t)l * 4 + point) * kGemvMaxM * 2; };
+  auto norm = [&](const float *x, int n, const float *w, float *st) { return NormStats{x, n, n, w, hp.rms_eps, st}; };
+  auto out_stats = [&](const NormStats &ns) {
+    StatsOut so{};
+    so.ns = ns;
+    so.part_ss = part_ss_;
+    so.part_key = part_key_;
+    so.part_ld = part_ld_;
+    return so;
+  };
+  // A GEMV fed by norm point `in`, leaving the statistics `out` (none when out.ns.stats is null).
+  auto fast_io = [&](const NormStats &in, const StatsOut &out) { return FastGemv{in, out}; };
+  const Acts acts{q8_, ascale_, asum_, ldw_};  // layer 0's qkv input; the row stride of the others
+  const StatsOut none{};
+  bn_status st;
+  for (int l = 0; l < hp.n_layer; l++) {
+    const LayerDev &L = layers_[l];
+    const NormStats ns_in = norm(x_, E, L.attn_norm, stats(l, kAttnIn));
+    const NormStats ns_sub = norm(att_, E, L.attn_sub_norm, stats(l, kSub));
+    const NormStats ns_ffn = norm(x_, E, L.ffn_norm, stats(l, kFfn));
+    const NormStats ns_fsub = norm(ff_, F, L.ffn_sub_norm, stats(l, kFsub));
+    // q, k, v: layer 0 reads the embedding kernel's exact int8 rows
+    const FastGemv f_qkv = fast_io(ns_in, none);
+    if ((st = ops.gemv(L.qkv, acts, M, qkv_epi(l), nullptr, l == 0 ? nullptr : &f_qkv))) return st;
+    // split attention, with the statistics of attn_sub_norm
+    const FastAttn split{fast_attn_splits(hp.n_head, M), att_part_o_, att_part_ml_, out_stats(ns_sub)};
+    if ((st = ops.attention(attn_params(l), M, nullptr, &split))) return st;
+    // o_proj + residual, with the statistics of ffn_norm
+    const Epi eo = epi_to(EPI_RESID, x_, E);
+    const FastGemv f_o = fast_io(ns_sub, out_stats(ns_ffn));
+    if ((st = ops.gemv(L.o, acts, M, eo, nullptr, &f_o))) return st;
+    // gate/up + activation, with the statistics of ffn_sub_norm
+    const Epi eg = epi_to(EPI_GATEUP, ff_, F, hp.activation);
+    const FastGemv f_gu = fast_io(ns_ffn, out_stats(ns_fsub));
+    if ((st = ops.gemv(L.gateup, acts, M, eg, nullptr, &f_gu))) return st;
+    // down + residual, with the statistics of the next attn_norm (or the exact output_norm tail)
+    const Epi ed = epi_to(EPI_RESID, x_, E);
+    const bool last = l + 1 == hp.n_layer;
+    const FastGemv f_d =
+        fast_io(ns_fsub, last ? none : out_stats(norm(x_, E, layers_[l + 1].attn_norm, stats(l + 1, kAttnIn))));
+    if ((st = ops.gemv(L.down, acts, M, ed, last ? &final_nq : nullptr, &f_d))) return st;
+  }
+  return BN_OK;
+}
+
+// The LM head over the R requested rows, and the GPU's token selection.
+bn_status Engine::run_head(int R, bool do_select) {
+  const bn_hparams &hp = hp_;
+  const int E = hp.n_embd;
+  Ops &ops = dev_->ops();
+  const int32_t *rows = (const int32_t *)(in_dev_ + off_rows_);
+  const SampleRow *samples = (const SampleRow *)(in_dev_ + off_samp_);
+  bn_status st;
   if (R > 0) {
     HeadParams h{};
     h.mode = opt_.head_mode;

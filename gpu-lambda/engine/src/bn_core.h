@@ -45,6 +45,10 @@ class Engine {
   bn_status upload(const ModelTable &m);
   bn_status alloc_buffers();
   bn_status run_step(int M, int R, bool do_select);  // the kernels of one forward
+  bn_status run_layers_fast(int M, const NormQuant &final_nq);
+  bn_status run_head(int R, bool do_select);
+  Epi qkv_epi(int l) const;
+  AttnParams attn_params(int l) const;
   bn_status fail(bn_status st);                      // poisons on device errors
   void *dalloc(size_t bytes, bn_status *st);
 
@@ -83,6 +87,14 @@ class Engine {
   uint16_t *q16_ = nullptr, *h16_ = nullptr;
   float *logits_ = nullptr;
   int32_t *sampled_ = nullptr;  // [Rmax + 1]: ids, then the NaN flag
+
+  // fast numerics (bn_fast.h; small batches only)
+  float *stats_ = nullptr;      // [n_layer][4 norm points][kGemvMaxM][2]
+  double *part_ss_ = nullptr;   // [kGemvMaxM][part_ld_]
+  uint64_t *part_key_ = nullptr;
+  int part_ld_ = 0;
+  float *att_part_o_ = nullptr;   // [kGemvMaxM][n_head][kFastMaxSplits][head_dim]
+  float *att_part_ml_ = nullptr;  // [kGemvMaxM][n_head][kFastMaxSplits][2]
 
   // inputs: one block (device + host staging) with fixed offsets
   uint8_t *in_dev_ = nullptr, *in_host_ = nullptr;

@@ -43,22 +43,23 @@ bn_status check_launch(const char *what, cudaError_t e) {
 class CudaOps : public Ops {
  public:
   cudaStream_t stream = nullptr;
-  unsigned *counter = nullptr;  // last-block ticket of fused tails
+  unsigned *counter = nullptr;  // kTickets last-block tickets (fused tails, fast numerics)
   int *scratch = nullptr;       // split-K partial sums (zero between uses)
   unsigned *tickets = nullptr;  // split-K tile tickets
   int max_tiles = 0, sm_count = 1;
   int split_waves = 2;  // split-K target, blocks per SM (BN_GEMM_SPLIT_WAVES, 0..8)
 
   bn_status embed(const EmbedParams &p, int M, const NormQuant &nq) override { return launch_embed(p, M, nq, stream); }
-  bn_status gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail) override {
-    return launch_gemv(w, a, M, e, tail, counter, stream);
+  bn_status gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail,
+                 const FastGemv *fast) override {
+    return launch_gemv(w, a, M, e, tail, counter, stream, fast);
   }
   bn_status gemm(const Mat &w, const Acts &a, int M, const Epi &e) override {
     return launch_gemm(w, a, M, e, scratch, tickets, max_tiles, sm_count, split_waves, stream);
   }
   bn_status norm_quant(const NormQuant &nq, int M) override { return launch_norm_quant(nq, M, stream); }
-  bn_status attention(const AttnParams &p, int M, const NormQuant *tail) override {
-    return launch_attention(p, M, tail, counter, stream);
+  bn_status attention(const AttnParams &p, int M, const NormQuant *tail, const FastAttn *split) override {
+    return launch_attention(p, M, tail, counter, stream, split);
   }
   bn_status head(const HeadParams &p, int R, bool gemm) override { return launch_head(p, R, gemm, stream); }
   bn_status select(const SelectParams &p, int R) override { return launch_select(p, R, stream); }
@@ -104,9 +105,9 @@ class CudaDevice : public Device {
     BN_CUDA_CHECK(cudaStreamCreateWithFlags(&ops_.stream, cudaStreamNonBlocking));
     ops_.sm_count = props.multiProcessorCount;
     void *c = nullptr;
-    BN_CUDA_CHECK(cudaMalloc(&c, 256));
+    BN_CUDA_CHECK(cudaMalloc(&c, kTickets * sizeof(unsigned)));
     own.push_back(c);
-    BN_CUDA_CHECK(cudaMemset(c, 0, 256));
+    BN_CUDA_CHECK(cudaMemset(c, 0, kTickets * sizeof(unsigned)));
     ops_.counter = (unsigned *)c;
     return BN_OK;
   }

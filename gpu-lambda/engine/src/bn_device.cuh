@@ -245,11 +245,17 @@ bn_status launch_k(const char *what, void (*k)(P...), dim3 grid, dim3 block, siz
 bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStream_t s);
 bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
 bn_status launch_gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail, unsigned *counter,
-                      cudaStream_t s);
+                      cudaStream_t s, const FastGemv *fast = nullptr);
 bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, int *scratch, unsigned *tickets,
                       int max_tiles, int sm_count, int split_waves, cudaStream_t s);
-bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s);
+bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s,
+                           const FastAttn *split = nullptr);
 bn_status configure_attention(int max_ctx);
+// Fast numerics (k_attn_split.cu): split-KV attention; counter[0] is the GEMV's ticket, counter[1]
+// the statistics ticket and counter[2 + m*n_head + h] the heads' combine tickets (kTickets in all).
+constexpr int kTickets = 4096;
+bn_status launch_attention_split(const AttnParams &p, const FastAttn &f, int M, unsigned *counter, cudaStream_t s);
+cudaError_t set_attention_split_smem(int bytes);
 bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s);
 bn_status launch_select(const SelectParams &p, int R, cudaStream_t s);
 

@@ -83,6 +83,48 @@ void emu_norm_quant(const NormQuant &p, int m) {
   p.sum[m] = block_reduce(sums, add_i);
 }
 
+// ---- fast numerics (bn_fast.h, bn_fast.cuh) ---------------------------------------------------------
+
+uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+// block_stats_finish: thread t sums parts t, t+128, ... in order; butterflies; warps in order.
+void emu_stats_finish(const StatsOut &so, int M, int nparts) {
+  for (int m = 0; m < M; m++) {
+    std::vector<double> ss(kNormThreads, 0.0);
+    std::vector<uint64_t> key(kNormThreads, 0);
+    for (int t = 0; t < kNormThreads; t++)
+      for (int p = t; p < nparts; p += kNormThreads) {
+        ss[t] += so.part_ss[(size_t)m * so.part_ld + p];
+        key[t] = max_u64(key[t], so.part_key[(size_t)m * so.part_ld + p]);
+      }
+    const double tot = block_reduce(ss, add_d);
+    const uint64_t k = block_reduce(key, max_u64);
+    const int i = fast_key_index(k);
+    float sc, s;
+    fast_finish(tot, so.ns.n, so.ns.eps, so.ns.x[(size_t)m * so.ns.ldx + i], so.ns.w[i], &sc, &s);
+    so.ns.stats[2 * m] = sc;
+    so.ns.stats[2 * m + 1] = s;
+  }
+}
+
+// block_quant_in: token m's int8 row (ld values, zero past n), its Σq and scale.
+void emu_quant_in(const NormStats &ns, int M, int ld, std::vector<int8_t> *q, std::vector<int> *S, std::vector<float> *scale) {
+  q->assign((size_t)M * ld, 0);
+  S->assign((size_t)M, 0);
+  scale->assign((size_t)M, 0.f);
+  for (int m = 0; m < M; m++) {
+    const float sc = ns.stats[2 * m], s = ns.stats[2 * m + 1];
+    int sum = 0;
+    for (int i = 0; i < ns.n; i++) {
+      const int8_t v = quant_one(fmul(fmul(ns.x[(size_t)m * ns.ldx + i], sc), ns.w[i]), s);
+      (*q)[(size_t)m * ld + i] = v;
+      sum += v;
+    }
+    (*S)[m] = sum;
+    (*scale)[m] = s;
+  }
+}
+
 void emu_mma_s8u8(int c[32][4], const uint32_t a[32][4], const uint32_t b[32][2]) {
   int8_t A[16][32];
   uint8_t B[32][8];
@@ -147,17 +189,24 @@ class EmuOps : public Ops {
     return BN_OK;
   }
 
-  bn_status gemv(const Mat &W, const Acts &A, int M, const Epi &e, const NormQuant *tail) override {
+  bn_status gemv(const Mat &W, const Acts &A, int M, const Epi &e, const NormQuant *tail,
+                 const FastGemv *fg) override {
     if (M > kGemvMaxM) {
       set_error("gemv: M = %d > %d", M, kGemvMaxM);
       return BN_ERR_INVALID_ARGUMENT;
     }
+    const bool fast = fg != nullptr;
+    if (fast && !fast_gemv_ok(W, A, e, tail, *fg)) return BN_ERR_INVALID_ARGUMENT;
+    std::vector<int8_t> fq;
+    std::vector<int> fS;
+    std::vector<float> fs;
+    if (fast) emu_quant_in(fg->in, M, A.ld, &fq, &fS, &fs);
     const int cpr = W.k >> 6;
     std::vector<float> y((size_t)M * W.n);
     for (int row = 0; row < W.n; row++) {
       const uint8_t *wr = W.w + (size_t)row * (W.k >> 2);
       for (int m = 0; m < M; m++) {
-        const int8_t *q = A.q + (size_t)m * A.ld;
+        const int8_t *q = fast ? fq.data() + (size_t)m * A.ld : A.q + (size_t)m * A.ld;
         int total = 0;
         for (int tx = 0; tx < kGemvTPR; tx++) {  // lane tx: chunks tx, tx+8, ...
           int a = 0;
@@ -168,7 +217,8 @@ class EmuOps : public Ops {
           }
           total += a;
         }
-        y[(size_t)m * W.n + row] = bitlinear_out(total - A.sum[m], A.scale[m], W.sm, row);
+        y[(size_t)m * W.n + row] = fast ? bitlinear_out(total - fS[m], fs[m], W.sm, row)
+                                        : bitlinear_out(total - A.sum[m], A.scale[m], W.sm, row);
       }
     }
     for (int row = 0; row < W.n; row++)
@@ -177,6 +227,31 @@ class EmuOps : public Ops {
         const float yp = partner < W.n ? y[(size_t)m * W.n + partner] : 0.f;
         epi_apply(e, m, row, y[(size_t)m * W.n + row], yp);
       }
+    if (fast && fg->out.ns.stats) {
+      const StatsOut &so = fg->out;
+      // fast_stats_part: per block of RB rows, per token, the rows' values in row order.
+      const int RB = gemv_rows_per_block(W.n), nb = (W.n + RB - 1) / RB;
+      for (int b = 0; b < nb; b++)
+        for (int m = 0; m < M; m++) {
+          double ss = 0.0;
+          uint64_t key = 0;
+          for (int row = b * RB; row < (b + 1) * RB; row++) {
+            double v2 = 0.0;
+            uint64_t k = 0;
+            if (row < W.n && (e.kind == EPI_RESID || !(row & 1))) {
+              const int i = e.kind == EPI_RESID ? row : row >> 1;
+              const float v = e.out[(size_t)m * e.ld + i];
+              v2 = (double)fmul(v, v);
+              k = fast_key(v, so.ns.w[i], i);
+            }
+            ss += v2;
+            key = max_u64(key, k);
+          }
+          so.part_ss[(size_t)m * so.part_ld + b] = ss;
+          so.part_key[(size_t)m * so.part_ld + b] = key;
+        }
+      emu_stats_finish(so, M, nb);
+    }
     if (tail)
       for (int m = 0; m < M; m++) emu_norm_quant(*tail, m);
     return BN_OK;
@@ -254,7 +329,14 @@ class EmuOps : public Ops {
     return BN_OK;
   }
 
-  bn_status attention(const AttnParams &p, int M, const NormQuant *tail) override {
+  bn_status attention(const AttnParams &p, int M, const NormQuant *tail, const FastAttn *split) override {
+    if (split) {
+      if (tail) {
+        set_error("split attention (fast numerics) takes statistics, not an exact norm tail");
+        return BN_ERR_INVALID_ARGUMENT;
+      }
+      return attention_split(p, *split, M);
+    }
     const int hd = p.head_dim, P = 1 << p.page_shift, mask = P - 1, NT = kAttnThreads, NW = NT / 32;
     std::vector<float> sc((size_t)p.max_t), qs((size_t)hd);
     for (int m = 0; m < M; m++)
@@ -304,6 +386,96 @@ class EmuOps : public Ops {
       }
     if (tail)
       for (int m = 0; m < M; m++) emu_norm_quant(*tail, m);
+    return BN_OK;
+  }
+
+  // attn_split_kernel (k_attn_split.cu), block by block.
+  bn_status attention_split(const AttnParams &p, const FastAttn &f, int M) {
+    const int hd = p.head_dim, S = f.splits, P = 1 << p.page_shift, mask = P - 1, NT = kAttnThreads, NW = NT / 32;
+    if (!fast_attn_ok(p, f, M)) return BN_ERR_INVALID_ARGUMENT;
+    std::vector<float> sc((size_t)p.max_t), qs((size_t)hd);
+    for (int m = 0; m < M; m++) {
+      const int T = p.pos[m] + 1;
+      if (T > p.max_t) {
+        set_error("attention: position %d beyond the scores buffer (%d)", T - 1, p.max_t);
+        return BN_ERR_INVALID_ARGUMENT;
+      }
+      const int C = fast_split_len(T, S);
+      const int32_t *bt = p.block_table + (size_t)p.slot[m] * p.max_pages;
+      auto row_of = [&](const uint16_t *pool, int t) {
+        return pool + ((size_t)bt[t >> p.page_shift] * P + (t & mask)) * p.kv_dim;
+      };
+      for (int h = 0; h < p.n_head; h++) {
+        const int kvh = h / (p.n_head / p.n_head_kv);
+        const size_t head_row = (size_t)m * p.n_head + h;
+        for (int d = 0; d < hd; d++) qs[d] = f16_to_f32(p.q16[(size_t)m * p.ldq + h * hd + d]);
+        for (int r = 0; r < S; r++) {
+          float *po = f.part_o + (head_row * S + r) * hd;
+          float *pml = f.part_ml + (head_row * S + r) * 2;
+          const int t_lo = r * C, n_all = std::max(0, std::min(T, t_lo + C) - t_lo);
+          if (n_all == 0) {
+            pml[0] = -INFINITY;
+            pml[1] = 0.f;
+            for (int d = 0; d < hd; d++) po[d] = 0.f;
+            continue;
+          }
+          std::vector<float> wmax(NW, -INFINITY);
+          for (int j = 0; j < n_all; j++) {  // thread j % 128 of the block
+            const uint16_t *kr = row_of(p.kc, t_lo + j) + kvh * hd;
+            double acc = 0.0;
+            for (int d = 0; d < hd; d++) acc += (double)qs[d] * (double)f16_to_f32(kr[d]);
+            const float s = (float)((double)(float)acc * p.scale);
+            sc[j] = s;
+            wmax[(j % NT) / 32] = std::fmax(wmax[(j % NT) / 32], s);
+          }
+          float mx = wmax[0];
+          for (int w = 1; w < NW; w++) mx = std::fmax(mx, wmax[w]);
+          std::vector<double> ls(NT, 0.0);
+          for (int j = 0; j < n_all; j++) {
+            const float ev = (float)std::exp((double)sc[j] - (double)mx);
+            sc[j] = ev;
+            ls[j % NT] += (double)ev;
+          }
+          const double tot = block_reduce(ls, add_d);
+          for (int d = 0; d < hd; d++) {
+            float a = 0.f;
+            for (int j = 0; j < n_all; j++) a = fadd(a, fmul(sc[j], f16_to_f32(row_of(p.vc, t_lo + j)[kvh * hd + d])));
+            po[d] = a;
+          }
+          pml[0] = mx;
+          pml[1] = (float)tot;
+        }
+        // the combine (the head's last range)
+        const float *ml0 = f.part_ml + head_row * S * 2;
+        const float *o0 = f.part_o + head_row * S * hd;
+        float g = -INFINITY;
+        for (int r = 0; r < S; r++) g = std::fmax(g, ml0[2 * r]);
+        std::vector<float> wr((size_t)S);
+        double L = 0.0;
+        for (int r = 0; r < S; r++) {
+          wr[r] = (float)std::exp((double)ml0[2 * r] - (double)g);
+          L += (double)wr[r] * (double)ml0[2 * r + 1];
+        }
+        std::vector<double> ss(NT, 0.0);
+        std::vector<uint64_t> key(NT, 0);
+        for (int d = 0; d < hd; d++) {
+          double o = 0.0;
+          for (int r = 0; r < S; r++) o += (double)wr[r] * (double)o0[(size_t)r * hd + d];
+          const float out = (float)(o / L);
+          const int e = h * hd + d;
+          p.out[(size_t)m * p.ldo + e] = out;
+          if (f.so.ns.stats) {
+            ss[d % NT] += (double)fmul(out, out);
+            key[d % NT] = max_u64(key[d % NT], fast_key(out, f.so.ns.w[e], e));
+          }
+        }
+        if (f.so.ns.stats) {
+          f.so.part_ss[(size_t)m * f.so.part_ld + h] = block_reduce(ss, add_d);
+          f.so.part_key[(size_t)m * f.so.part_ld + h] = block_reduce(key, max_u64);
+        }
+      }
+    }
+    if (f.so.ns.stats) emu_stats_finish(f.so, M, p.n_head);
     return BN_OK;
   }
 

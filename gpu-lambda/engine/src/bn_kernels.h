@@ -12,11 +12,35 @@
 #include <stdint.h>
 
 #include "../include/bitnet_cuda.h"
+#include "bn_fast.h"
 #include "bn_numerics.h"
 
 namespace bn {
 
 // ---- kernel parameters --------------------------------------------------------------------------
+
+// Fast numerics (bn_options.numerics = BN_NUMERICS_FAST, small decode batches only; see bn_fast.h):
+// an RMSNorm is not run by one block after its producer. The producer's blocks leave per-block
+// partial statistics, its last block reduces them to two scalars per token (NormStats.stats:
+// the RMS scale sc and the activation scale s), and every block of the consumer GEMV
+// normalizes and quantizes its input itself, into shared memory.
+struct NormStats {
+  const float *x;  // the vector to normalize: token m's n values at x + m*ldx (null = not used)
+  int ldx, n;
+  const float *w;  // the norm weight [n]
+  float eps;
+  float *stats;  // [M][2]: sc = rms_scale(Σx², n, eps), s = act_scale(|fround(fround(x·sc)·w)|) at the
+                 // element of largest |fround(x·w)| (the exact norm's maximum but for near-ties)
+};
+
+// What a producer (GEMV with fast stats, fast attention) writes for the norm after it: per-part
+// partials (part p of token m at [m*part_ld + p]), reduced by its last block into ns.stats.
+struct StatsOut {
+  NormStats ns;          // ns.stats == null: no statistics
+  double *part_ss;       // Σ x² of the part's elements (f64, fixed order)
+  uint64_t *part_key;    // max over the part of fast_key(x, w, i) (bn_fast.h)
+  int part_ld;
+};
 
 // int8 activations of M tokens: token m's K values at q + m*ld (ld a multiple of 16), its scale
 // s[m] = 127/amax and S[m] = Σq.
@@ -25,6 +49,16 @@ struct Acts {
   const float *scale;
   const int32_t *sum;
   int ld;
+};
+
+// The fast numerics' side of a GEMV (kept out of Acts/Epi so the exact kernels' parameters, and
+// so their code, stay as verified). `in.x` set: the GEMV ignores Acts' q/scale/sum and quantizes
+// in.x itself (row stride Acts.ld in shared memory) with the statistics in in.stats.
+// `out.ns.stats` set: statistics of the vector the epilogue stores (RESID: the sum; GATEUP: the
+// activation), for the norm after it.
+struct FastGemv {
+  NormStats in;
+  StatsOut out;
 };
 
 // An I2_S matrix of n rows × k columns (k % 128 == 0), rows contiguous (k/4 bytes each).
@@ -91,6 +125,18 @@ struct AttnParams {
   int max_t;     // scores buffer capacity (positions)
 };
 
+// Fast numerics: split-KV attention (bn_fast.h). Token m's positions are cut in `splits` ranges of
+// fast_split_len(T, splits) (the last ones may be empty); each range's block leaves an
+// unnormalized partial (part_o [M][n_head][splits][head_dim], part_ml [..][splits][2]: the
+// range's max score and Σ exp), the last range of a head combines them, and `so` receives the
+// statistics of the attention output for attn_sub_norm (one part per head).
+struct FastAttn {
+  int splits;
+  float *part_o;
+  float *part_ml;
+  StatsOut so;
+};
+
 struct HeadParams {
   int mode;          // BN_HEAD_F16 (type F16 or F32) / BN_HEAD_INT8
   int type;          // head tensor type for F16 mode (BN_TYPE_F16 or BN_TYPE_F32)
@@ -129,6 +175,10 @@ struct SelectParams {
 constexpr int kMaxTopK = 1024;
 constexpr int kGemvTPR = 8;        // lanes per row in the emulated dp4a GEMV (any split: integer sums)
 constexpr int kGemvMaxM = 8;       // tokens the GEMV can carry (one per lane of a row group)
+// Lanes per row of the CUDA GEMV for an n-row matrix (k_gemv.cu), and so its rows per 128-thread
+// block: the fast numerics' statistics parts are per block, and the emulation mirrors them.
+BN_HD int gemv_lanes_per_row(int n) { return n < 8192 ? 16 : 8; }
+BN_HD int gemv_rows_per_block(int n) { return 4 * (32 / gemv_lanes_per_row(n)); }
 constexpr int kAttnThreads = 128;  // threads per attention block (4 warps)
 constexpr int kNormThreads = 128;  // threads per token in RMSNorm+quantize (and every fused tail)
 
@@ -138,12 +188,15 @@ class Ops {
  public:
   virtual ~Ops() {}
   virtual bn_status embed(const EmbedParams &p, int M, const NormQuant &nq) = 0;
-  // dp4a GEMV for M <= kGemvMaxM tokens; `tail` (nullable) runs in the last block to finish.
-  virtual bn_status gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail) = 0;
+  // dp4a GEMV for M <= kGemvMaxM tokens; `tail` (nullable) runs in the last block to finish;
+  // `fast` (nullable): the fast numerics' input and statistics.
+  virtual bn_status gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail,
+                         const FastGemv *fast = nullptr) = 0;
   // int8 tensor-core GEMM (mma m16n8k32 s8·u8) for any M.
   virtual bn_status gemm(const Mat &w, const Acts &a, int M, const Epi &e) = 0;
   virtual bn_status norm_quant(const NormQuant &nq, int M) = 0;
-  virtual bn_status attention(const AttnParams &p, int M, const NormQuant *tail) = 0;
+  // `split` (nullable, fast numerics): split-KV attention with statistics instead of a tail.
+  virtual bn_status attention(const AttnParams &p, int M, const NormQuant *tail, const FastAttn *split = nullptr) = 0;
   // R logits rows; `gemm` picks the tensor-core path (F16 mode) for large R.
   virtual bn_status head(const HeadParams &p, int R, bool gemm) = 0;
   virtual bn_status select(const SelectParams &p, int R) = 0;
@@ -183,6 +236,14 @@ Device *make_emu_device();
 
 // Provided by bn_cuda.cu (GPU build) or bn_emu.cpp (CPU emulation build).
 bn_status make_device(int device_index, Device **out);
+
+// Checks a fast GEMV's arguments (fast input always; statistics only with a RESID or GATEUP
+// epilogue and no exact tail); false with the error set.
+bool fast_gemv_ok(const Mat &w, const Acts &a, const Epi &e, const NormQuant *tail, const FastGemv &f);
+
+// Checks a split attention's arguments (1..kFastMaxSplits ranges, partial buffers, one
+// statistics part per head); false with the error set.
+bool fast_attn_ok(const AttnParams &p, const FastAttn &f, int M);
 
 // Thread-local error text (bn_last_error).
 void set_error(const char *fmt, ...);

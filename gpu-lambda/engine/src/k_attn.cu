@@ -24,30 +24,9 @@
 
 #include <algorithm>
 
-#include "bn_device.cuh"
+#include "bn_attn.cuh"
 
 namespace bn {
-
-static_assert(kAttnThreads == kNormThreads, "the fused tail runs on the attention block");
-
-// Rows per K/V tile: 128 for head_dim <= 128, 64 up to 256 (tile <= 35 KB).
-__host__ __device__ constexpr int attn_tile_rows(int hd) { return hd <= 128 ? 128 : 64; }
-__host__ __device__ constexpr int attn_tile_stride(int hd) { return hd + 8; }
-
-// Stages rows t0..t0+n-1 of this (sequence, kv head) from the pool into tile (row stride ts
-// halves, 16-byte aligned) with cp.async: the copies run in the background until stage_wait().
-__device__ __forceinline__ void stage_rows(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt, int t0,
-                                           int n, int page_shift, int kv_dim, int col0, int hd) {
-  const int cpr = hd >> 3;  // 16-byte pieces per row
-  const int mask = (1 << page_shift) - 1;
-  for (int idx = threadIdx.x; idx < n * cpr; idx += kAttnThreads) {
-    const int j = idx / cpr, c = idx - j * cpr, t = t0 + j;
-    const uint16_t *src =
-        pool + (((size_t)__ldg(bt + (t >> page_shift)) << page_shift) + (size_t)(t & mask)) * kv_dim + col0 + c * 8;
-    cp_async16(tile + j * ts + c * 8, src);
-  }
-  cp_async_commit();
-}
 
 // The same copies with cheaper addressing (BN_ATTN=fast; not yet run on a GPU). The generic
 // loop above spends ~27 PTX instructions per 16-byte piece (a division by the pieces per row, a
@@ -80,19 +59,6 @@ __device__ __forceinline__ void stage(uint16_t *tile, int ts, const uint16_t *po
   else stage_rows(tile, ts, pool, bt, t0, n, page_shift, kv_dim, col0, hd);
 }
 
-// Waits for this thread's staged copies, then for every thread's (the tile is shared).
-__device__ __forceinline__ void stage_wait() {
-  cp_async_wait_all();
-  __syncthreads();
-}
-
-// f16 -> f64 in one conversion (exact, like the f16 -> f32 -> f64 it replaces).
-__device__ __forceinline__ double f16_to_f64(uint16_t h) {
-  double d;
-  asm("cvt.f64.f16 %0, %1;" : "=d"(d) : "h"(h));
-  return d;
-}
-
 template <bool FAST>
 __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
                                                             unsigned *counter) {
@@ -102,7 +68,6 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   __shared__ float wmax[kAttnThreads / 32];
   __shared__ double wsum[kAttnThreads / 32];
   const int h = blockIdx.x, m = blockIdx.y;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv);
   const int T = p.pos[m] + 1;
   const int KT = attn_tile_rows(hd), ts = attn_tile_stride(hd);
@@ -122,19 +87,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
     }
     stage_wait();  // the tile (and qd) written
     if (threadIdx.x < n) {
-      const uint4 *kr = (const uint4 *)(tile + threadIdx.x * ts);
-      double acc = 0.0;
-      for (int c = 0; c < (hd >> 3); c++) {
-        const uint4 kk = kr[c];  // dimensions 8c..8c+7 (16-byte reads: conflict-free across rows)
-        const uint32_t k2[4] = {kk.x, kk.y, kk.z, kk.w};
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int d = 8 * c + 2 * e;
-          acc = __fma_rn(qd[d], f16_to_f64((uint16_t)(k2[e] & 0xffffu)), acc);
-          acc = __fma_rn(qd[d + 1], f16_to_f64((uint16_t)(k2[e] >> 16)), acc);
-        }
-      }
-      const float s = (float)((double)(float)acc * p.scale);
+      const float s = row_score(tile + threadIdx.x * ts, qd, hd, p.scale);
       sc[t0 + threadIdx.x] = s;
       lmax = fmaxf(lmax, s);
     }
@@ -142,22 +95,8 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   // The first V tile's copies go out now and land while the softmax runs (it reads only sc).
   __syncthreads();  // every thread is done with the last K tile
   stage<FAST>(tile, ts, p.vc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);
-  lmax = warp_max_f(lmax);
-  if (lane == 0) wmax[warp] = lmax;
-  __syncthreads();
-  float mx = wmax[0];
-  for (int w = 1; w < kAttnThreads / 32; w++) mx = fmaxf(mx, wmax[w]);
-  double ls = 0.0;
-  for (int t = threadIdx.x; t < T; t += kAttnThreads) {
-    const float ev = (float)exp((double)sc[t] - (double)mx);
-    sc[t] = ev;
-    ls += (double)ev;
-  }
-  ls = warp_sum_d(ls);
-  if (lane == 0) wsum[warp] = ls;
-  __syncthreads();
-  double tot = wsum[0];
-  for (int w = 1; w < kAttnThreads / 32; w++) tot += wsum[w];
+  const float mx = block_max_scores(lmax, wmax);
+  const double tot = exp_and_sum(sc, T, mx, wsum);
   const float inv = (float)(1.0 / tot);
   for (int t = threadIdx.x; t < T; t += kAttnThreads) sc[t] = f16_round(fmul(sc[t], inv));
 
@@ -170,17 +109,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
       stage<FAST>(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
     }
     stage_wait();  // the tile and the probabilities are written
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-      const int d = threadIdx.x + i * kAttnThreads;
-      if (d < hd) {
-        float a = acc[i];
-        const float *pp = sc + t0;
-#pragma unroll 8
-        for (int o = 0; o < n; o++) a = fadd(a, fmul(pp[o], f16_to_f32(tile[o * ts + d])));
-        acc[i] = a;
-      }
-    }
+    pv_tile(acc, sc + t0, tile, ts, n, hd);
   }
 #pragma unroll
   for (int i = 0; i < 2; i++) {
@@ -188,11 +117,6 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
     if (d < hd) p.out[(size_t)m * p.ldo + h * hd + d] = acc[i];
   }
   if (has_tail && last_block(counter)) block_tail(tail, M);
-}
-
-// Dynamic shared memory of one attention block for a context of max_t positions.
-static size_t attn_smem_bytes(int max_t, int hd) {
-  return (size_t)((max_t + 3) & ~3) * 4 + (size_t)attn_tile_rows(hd) * attn_tile_stride(hd) * 2;
 }
 
 // The dynamic shared-memory limit is a per-function attribute: only ever raise it, so an engine
@@ -205,6 +129,7 @@ bn_status configure_attention(int max_ctx) {
     cudaError_t e = cudaFuncSetAttribute(attn_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(attn_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess) e = set_attention_split_smem(bytes);
     if (e != cudaSuccess) {
       cudaGetLastError();
       set_error("attention needs %d bytes of shared memory for a context of %d: %s", bytes, max_ctx,
@@ -218,10 +143,18 @@ bn_status configure_attention(int max_ctx) {
 
 int g_attn_variant = 0;
 
-bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s) {
+bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s,
+                           const FastAttn *split) {
   if (p.head_dim > 256 || (p.head_dim & 7)) {
     set_error("attention supports head_dim <= 256 and a multiple of 8 (got %d)", p.head_dim);
     return BN_ERR_UNSUPPORTED;
+  }
+  if (split) {
+    if (tail) {
+      set_error("split attention (fast numerics) takes statistics, not an exact norm tail");
+      return BN_ERR_INVALID_ARGUMENT;
+    }
+    return launch_attention_split(p, *split, M, counter, s);
   }
   NormQuant t{};
   if (tail) t = *tail;

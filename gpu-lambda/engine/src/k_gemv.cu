@@ -24,15 +24,24 @@
 //
 // Fused tail: with `has_tail`, the block that finishes last (ticket, bn_device.cuh) runs the next
 // RMSNorm + quantization over the full output vector (all other blocks' stores are visible).
+//
+// Fast numerics (FAST = true, bn_fast.h): the block first normalizes and quantizes its input from
+// the f32 vector and the norm point's two scalars into shared memory (block_quant_in) and reads
+// the activations there; with F.out set, each block leaves its part of the statistics of the
+// vector it stores (Σx², the fast_key maximum) and the last block reduces them.
 #include "bn_device.cuh"
 #include "bn_epilogue.h"
+#include "bn_fast.cuh"
 
 namespace bn {
 
+// SH: the activations are in shared memory (fast numerics), else read-only global memory.
+template <bool SH = false>
 __device__ __forceinline__ int chunk_dot(const uint4 &w, const int8_t *q, int c, int acc) {
 #pragma unroll
   for (int p = 0; p < 4; p++) {
-    const uint4 a = __ldg((const uint4 *)(q + i2s_chunk_act_offset(c, p)));
+    const uint4 *ap = (const uint4 *)(q + i2s_chunk_act_offset(c, p));
+    const uint4 a = SH ? *ap : __ldg(ap);
     acc = dp4a(i2s_plane(w.x, p), a.x, acc);
     acc = dp4a(i2s_plane(w.y, p), a.y, acc);
     acc = dp4a(i2s_plane(w.z, p), a.z, acc);
@@ -47,9 +56,43 @@ __device__ __forceinline__ void load_group(uint4 (&w)[G], const uint4 *wr, int c
   for (int j = 0; j < G; j++) w[j] = c0 + j * TPR < cpr ? __ldcs(wr + c0 + j * TPR) : make_uint4(0, 0, 0, 0);
 }
 
-template <int MT, int TPR, int G>
-__global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
-                                                   unsigned *counter) {
+// The producer side of a fast norm point: this block's part of Σx² and of the key maximum over the
+// elements it stored (RESID: row `row`; GATEUP: element row/2 of the even rows), per token.
+template <int MT, int RB>
+__device__ __forceinline__ void fast_stats_part(const Epi &e, const StatsOut &so, int M, int rloc, int row, int m,
+                                                bool valid) {
+  __shared__ double sl_ss[MT][RB];
+  __shared__ uint64_t sl_key[MT][RB];
+  if (m < MT) {
+    double ss = 0.0;
+    uint64_t key = 0;
+    const bool has = valid && (e.kind == EPI_RESID || !(row & 1));
+    if (has) {
+      const int i = e.kind == EPI_RESID ? row : row >> 1;
+      const float v = e.out[(size_t)m * e.ld + i];  // this thread's own store
+      ss = (double)fmul(v, v);
+      key = fast_key(v, __ldg(so.ns.w + i), i);
+    }
+    sl_ss[m][rloc] = ss;
+    sl_key[m][rloc] = key;
+  }
+  __syncthreads();
+  if (threadIdx.x < M) {
+    double ss = 0.0;
+    uint64_t key = 0;
+    for (int r = 0; r < RB; r++) {
+      ss += sl_ss[threadIdx.x][r];
+      key = sl_key[threadIdx.x][r] > key ? sl_key[threadIdx.x][r] : key;
+    }
+    so.part_ss[(size_t)threadIdx.x * so.part_ld + blockIdx.x] = ss;
+    ((unsigned long long *)so.part_key)[(size_t)threadIdx.x * so.part_ld + blockIdx.x] = key;
+  }
+}
+
+// The GEMV of one block (FAST: with the fast numerics' input and statistics `F`).
+template <int MT, int TPR, int G, bool FAST>
+__device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, const Epi &e, const NormQuant &tail,
+                                           int has_tail, unsigned *counter, const FastGemv &F) {
   static_assert(TPR >= MT && 32 % TPR == 0, "a row's lanes finish its tokens; rows pair within a warp");
   constexpr int RPW = 32 / TPR;  // rows per warp
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ty = lane / TPR, tx = lane % TPR;
@@ -60,6 +103,14 @@ __global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi 
   uint4 w[G];
   if (live) load_group<G, TPR>(w, wr, tx, cpr);  // weights only: allowed before pdl_wait()
   pdl_enter();
+  const int8_t *aq = A.q;
+  __shared__ int fS[FAST ? MT : 1];
+  __shared__ float fs[FAST ? MT : 1];
+  if (FAST) {
+    extern __shared__ __align__(16) int8_t fq[];  // [MT][A.ld]
+    block_quant_in<MT>(F.in, M, fq, A.ld, fS, fs);
+    aq = fq;
+  }
   int acc[MT];
 #pragma unroll
   for (int m = 0; m < MT; m++) acc[m] = 0;
@@ -70,7 +121,7 @@ __global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi 
         if (c0 + j * TPR < cpr) {
 #pragma unroll
           for (int m = 0; m < MT; m++)
-            if (m < M) acc[m] = chunk_dot(w[j], A.q + (size_t)m * A.ld, c0 + j * TPR, acc[m]);
+            if (m < M) acc[m] = chunk_dot<FAST>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m]);
         }
       }
       c0 += G * TPR;
@@ -90,30 +141,64 @@ __global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi 
   const int m = tx;
   const bool valid = live && m < M;
   float y = 0.f;
-  if (valid) y = bitlinear_out(mine - A.sum[m], A.scale[m], W.sm, row);
+  if (valid) y = FAST ? bitlinear_out(mine - fS[m], fs[m], W.sm, row) : bitlinear_out(mine - A.sum[m], A.scale[m], W.sm, row);
   const float yp = __shfl_xor_sync(0xffffffffu, y, TPR);  // row ^ 1 (ty ^ 1), same token
   if (valid) epi_apply(e, m, row, y, yp);
+  if (FAST && F.out.ns.stats) {
+    fast_stats_part<MT, 4 * RPW>(e, F.out, M, warp * RPW + ty, row, m, valid);
+    if (last_block(counter)) block_stats_finish(F.out, M, gridDim.x);
+  }
   if (has_tail && last_block(counter)) block_tail(tail, M);
+}
+
+template <int MT, int TPR, int G>
+__global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
+                                                   unsigned *counter) {
+  gemv_block<MT, TPR, G, false>(W, A, M, e, tail, has_tail, counter, FastGemv{});
+}
+
+template <int MT, int TPR, int G>
+__global__ void __launch_bounds__(128, 6) gemv_fast_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
+                                                        unsigned *counter, FastGemv F) {
+  gemv_block<MT, TPR, G, true>(W, A, M, e, tail, has_tail, counter, F);
+}
+
+template <int MT, int TPR, int G>
+static bn_status launch_one(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant &t, int ht,
+                            unsigned *counter, cudaStream_t s, const FastGemv *fast) {
+  const int rows = 4 * (32 / TPR);
+  const dim3 grid((w.n + rows - 1) / rows);
+  if (!fast) return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G>, grid, 128, 0, s, w, a, M, e, t, ht, counter);
+  const size_t smem = (size_t)MT * a.ld;  // the quantized input rows
+  // Above the default limit the kernel must opt in (once; the attribute only ever grows).
+  static size_t allowed = 48 * 1024;
+  if (smem > allowed) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(gemv_fast_kernel<MT, TPR, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (err != cudaSuccess) return check_launch("cudaFuncSetAttribute(gemv_fast_kernel)", err);
+    allowed = smem;
+  }
+  return launch_k("gemv_fast_kernel", gemv_fast_kernel<MT, TPR, G>, grid, 128, smem, s, w, a, M, e, t, ht, counter,
+                  *fast);
 }
 
 template <int TPR, int G>
 static bn_status launch_shape(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant &t, int ht,
-                              unsigned *counter, cudaStream_t s) {
-  const int rows = 4 * (32 / TPR);
-  const dim3 grid((w.n + rows - 1) / rows);
-  if (M <= 1) return launch_k("gemv_kernel", gemv_kernel<1, TPR, G>, grid, 128, 0, s, w, a, M, e, t, ht, counter);
-  if (M <= 2) return launch_k("gemv_kernel", gemv_kernel<2, TPR, G>, grid, 128, 0, s, w, a, M, e, t, ht, counter);
-  if (M <= 4) return launch_k("gemv_kernel", gemv_kernel<4, TPR, G>, grid, 128, 0, s, w, a, M, e, t, ht, counter);
-  return launch_k("gemv_kernel", gemv_kernel<8, TPR, G>, grid, 128, 0, s, w, a, M, e, t, ht, counter);
+                              unsigned *counter, cudaStream_t s, const FastGemv *fast) {
+  if (M <= 1) return launch_one<1, TPR, G>(w, a, M, e, t, ht, counter, s, fast);
+  if (M <= 2) return launch_one<2, TPR, G>(w, a, M, e, t, ht, counter, s, fast);
+  if (M <= 4) return launch_one<4, TPR, G>(w, a, M, e, t, ht, counter, s, fast);
+  return launch_one<8, TPR, G>(w, a, M, e, t, ht, counter, s, fast);
 }
 
 bn_status launch_gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail, unsigned *counter,
-                      cudaStream_t s) {
+                      cudaStream_t s, const FastGemv *fast) {
   NormQuant t{};
   if (tail) t = *tail;
   const int ht = tail ? 1 : 0;
-  if (w.n < 8192) return launch_shape<16, 4>(w, a, M, e, t, ht, counter, s);
-  return launch_shape<8, 8>(w, a, M, e, t, ht, counter, s);
+  if (fast && !fast_gemv_ok(w, a, e, tail, *fast)) return BN_ERR_INVALID_ARGUMENT;
+  if (gemv_lanes_per_row(w.n) == 16) return launch_shape<16, 4>(w, a, M, e, t, ht, counter, s, fast);
+  return launch_shape<8, 8>(w, a, M, e, t, ht, counter, s, fast);
 }
 
 }  // namespace bn

@@ -67,6 +67,13 @@ export interface CudaEngineOptions {
   gemvMaxM?: number;
   /** Run the kernels' CPU emulation instead of a GPU: tests only, slow. */
   emulate?: boolean;
+  /**
+   * 'exact' (default): the TS reference's bits. 'fast': decode batches of at most gemvMaxM tokens
+   * split attention over the positions and reduce RMSNorm statistics across blocks (ternary
+   * matmuls stay exact; logits differ from the reference at f32-rounding level, amplified by the
+   * int8 activations). Larger batches run the exact path.
+   */
+  numerics?: 'exact' | 'fast';
 }
 
 export interface CudaHParams {

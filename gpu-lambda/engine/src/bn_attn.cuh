@@ -1,0 +1,109 @@
+// Attention helpers shared by the exact kernel (k_attn.cu) and the split-KV kernel of the fast
+// numerics (k_attn_split.cu): K/V tile geometry, cp.async staging of paged rows, f16 -> f64.
+#pragma once
+
+#include "bn_device.cuh"
+
+namespace bn {
+
+static_assert(kAttnThreads == kNormThreads, "the fused tail runs on the attention block");
+
+// Rows per K/V tile: 128 for head_dim <= 128, 64 up to 256 (tile <= 35 KB).
+__host__ __device__ constexpr int attn_tile_rows(int hd) { return hd <= 128 ? 128 : 64; }
+__host__ __device__ constexpr int attn_tile_stride(int hd) { return hd + 8; }
+
+// Stages rows t0..t0+n-1 of this (sequence, kv head) from the pool into tile (row stride ts
+// halves, 16-byte aligned) with cp.async: the copies run in the background until stage_wait().
+__device__ __forceinline__ void stage_rows(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt, int t0,
+                                           int n, int page_shift, int kv_dim, int col0, int hd) {
+  const int cpr = hd >> 3;  // 16-byte pieces per row
+  const int mask = (1 << page_shift) - 1;
+  for (int idx = threadIdx.x; idx < n * cpr; idx += kAttnThreads) {
+    const int j = idx / cpr, c = idx - j * cpr, t = t0 + j;
+    const uint16_t *src =
+        pool + (((size_t)__ldg(bt + (t >> page_shift)) << page_shift) + (size_t)(t & mask)) * kv_dim + col0 + c * 8;
+    cp_async16(tile + j * ts + c * 8, src);
+  }
+  cp_async_commit();
+}
+
+// Waits for this thread's staged copies, then for every thread's (the tile is shared).
+__device__ __forceinline__ void stage_wait() {
+  cp_async_wait_all();
+  __syncthreads();
+}
+
+// f16 -> f64 in one conversion (exact, like the f16 -> f32 -> f64 it replaces).
+__device__ __forceinline__ double f16_to_f64(uint16_t h) {
+  double d;
+  asm("cvt.f64.f16 %0, %1;" : "=d"(d) : "h"(h));
+  return d;
+}
+
+// The score of one staged K row: Σ_d q_d·k_d in f64 in dimension order (every product of two f16
+// values is exact, so the fma is too), rounded to f32, times `scale` in f64, rounded to f32.
+__device__ __forceinline__ float row_score(const uint16_t *row, const double *qd, int hd, double scale) {
+  const uint4 *kr = (const uint4 *)row;
+  double acc = 0.0;
+  for (int c = 0; c < (hd >> 3); c++) {
+    const uint4 kk = kr[c];  // dimensions 8c..8c+7 (16-byte reads: conflict-free across rows)
+    const uint32_t k2[4] = {kk.x, kk.y, kk.z, kk.w};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int d = 8 * c + 2 * e;
+      acc = __fma_rn(qd[d], f16_to_f64((uint16_t)(k2[e] & 0xffffu)), acc);
+      acc = __fma_rn(qd[d + 1], f16_to_f64((uint16_t)(k2[e] >> 16)), acc);
+    }
+  }
+  return (float)((double)(float)acc * scale);
+}
+
+// The block's maximum of the threads' lmax (warp butterflies, then the warps in order), through
+// wmax[kAttnThreads / 32] in shared memory.
+__device__ __forceinline__ float block_max_scores(float lmax, float *wmax) {
+  lmax = warp_max_f(lmax);
+  if ((threadIdx.x & 31) == 0) wmax[threadIdx.x >> 5] = lmax;
+  __syncthreads();
+  float mx = wmax[0];
+  for (int w = 1; w < kAttnThreads / 32; w++) mx = fmaxf(mx, wmax[w]);
+  return mx;
+}
+
+// e_j = f32(exp(sc_j − mx)) in place for j < n, and the block's Σ e_j in f64 (thread i sums
+// j = i, i+128, ... in order; warp butterflies; the warps in order, through wsum).
+__device__ __forceinline__ double exp_and_sum(float *sc, int n, float mx, double *wsum) {
+  double ls = 0.0;
+  for (int t = threadIdx.x; t < n; t += kAttnThreads) {
+    const float ev = (float)exp((double)sc[t] - (double)mx);
+    sc[t] = ev;
+    ls += (double)ev;
+  }
+  ls = warp_sum_d(ls);
+  if ((threadIdx.x & 31) == 0) wsum[threadIdx.x >> 5] = ls;
+  __syncthreads();
+  double tot = wsum[0];
+  for (int w = 1; w < kAttnThreads / 32; w++) tot += wsum[w];
+  return tot;
+}
+
+// acc[i] += Σ_o p_o·v_o[d] in f32 in row order for this thread's dimensions d = threadIdx.x + 128·i
+// over the n staged V rows.
+__device__ __forceinline__ void pv_tile(float (&acc)[2], const float *pp, const uint16_t *tile, int ts, int n, int hd) {
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int d = threadIdx.x + i * kAttnThreads;
+    if (d < hd) {
+      float a = acc[i];
+#pragma unroll 8
+      for (int o = 0; o < n; o++) a = fadd(a, fmul(pp[o], f16_to_f32(tile[o * ts + d])));
+      acc[i] = a;
+    }
+  }
+}
+
+// Dynamic shared memory of one attention block: `cap` score floats, then the K/V tile.
+inline size_t attn_smem_bytes(int cap, int hd) {
+  return (size_t)((cap + 3) & ~3) * 4 + (size_t)attn_tile_rows(hd) * attn_tile_stride(hd) * 2;
+}
+
+}  // namespace bn

@@ -1,0 +1,120 @@
+// Device routines of the fast numerics (bn_fast.h): the producer side of a norm point (per-block
+// partials, then the last block's reduction to the two scalars per token) and the consumer side
+// (a GEMV block normalizes and quantizes its input into shared memory). Mirrored by bn_emu.cpp.
+#pragma once
+
+#include "bn_device.cuh"
+
+namespace bn {
+
+// Ticket over `total` arrivals (a subset of the grid): true in the last to arrive, which then sees
+// the others' stores; resets the counter.
+__device__ __forceinline__ bool last_arrival(unsigned *counter, unsigned total) {
+  __shared__ bool is_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned t = atomicAdd(counter, 1u);
+    is_last = t == total - 1;
+    if (is_last) *counter = 0;
+  }
+  __syncthreads();
+  if (is_last) __threadfence();
+  return is_last;
+}
+
+__device__ __forceinline__ uint64_t warp_max_u64(uint64_t v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const uint64_t u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = u > v ? u : v;
+  }
+  return v;
+}
+
+// Block-wide (128 threads) reduction of one f64 sum and one key max: per-thread values, xor
+// butterflies per warp, warps combined in order. All threads get the result.
+__device__ __forceinline__ void block_sum_key(double &ss, uint64_t &key) {
+  __shared__ double rd[kNormThreads / 32];
+  __shared__ uint64_t rk[kNormThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  ss = warp_sum_d(ss);
+  key = warp_max_u64(key);
+  if (lane == 0) {
+    rd[warp] = ss;
+    rk[warp] = key;
+  }
+  __syncthreads();
+  ss = rd[0];
+  key = rk[0];
+  for (int w = 1; w < kNormThreads / 32; w++) {
+    ss += rd[w];
+    key = rk[w] > key ? rk[w] : key;
+  }
+  __syncthreads();  // the shared slots are reused by the next call
+}
+
+// The last producer block: parts 0..nparts-1 of every token -> ns.stats (thread t sums parts t,
+// t+128, ... in order, then block_sum_key).
+__device__ __forceinline__ void block_stats_finish(const StatsOut &so, int M, int nparts) {
+  for (int m = 0; m < M; m++) {
+    double ss = 0.0;
+    uint64_t key = 0;
+    for (int p = threadIdx.x; p < nparts; p += kNormThreads) {
+      ss += __ldcg(so.part_ss + (size_t)m * so.part_ld + p);
+      const uint64_t k = __ldcg((const unsigned long long *)so.part_key + (size_t)m * so.part_ld + p);
+      key = k > key ? k : key;
+    }
+    block_sum_key(ss, key);
+    if (threadIdx.x == 0) {
+      const int i = fast_key_index(key);
+      float sc, s;
+      fast_finish(ss, so.ns.n, so.ns.eps, __ldcg(so.ns.x + (size_t)m * so.ns.ldx + i), __ldg(so.ns.w + i), &sc, &s);
+      so.ns.stats[2 * m] = sc;
+      so.ns.stats[2 * m + 1] = s;
+    }
+  }
+}
+
+// Consumer side: q[m*ldq + i] = quant(fround(fround(x·sc)·w), s) for i < ns.n (the rest of the
+// row up to ldq is zero), S[m] = Σq and scale[m] = s in shared memory. ns.n % 4 == 0.
+template <int MT>
+__device__ __forceinline__ void block_quant_in(const NormStats &ns, int M, int8_t *q, int ldq, int *S, float *scale) {
+  __shared__ int red[MT][kNormThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n4 = ns.n >> 2, l4 = ldq >> 2;
+#pragma unroll
+  for (int m = 0; m < MT; m++) {
+    if (m >= M) break;
+    const float sc = __ldcg(ns.stats + 2 * m), s = __ldcg(ns.stats + 2 * m + 1);
+    const float4 *x = (const float4 *)(ns.x + (size_t)m * ns.ldx);
+    const float4 *w = (const float4 *)ns.w;
+    char4 *qm = (char4 *)(q + (size_t)m * ldq);
+    int sum = 0;
+#pragma unroll 4
+    for (int i = threadIdx.x; i < l4; i += kNormThreads) {
+      char4 c = make_char4(0, 0, 0, 0);
+      if (i < n4) {
+        const float4 xv = __ldcg(x + i), wv = __ldg(w + i);
+        c.x = quant_one(fmul(fmul(xv.x, sc), wv.x), s);
+        c.y = quant_one(fmul(fmul(xv.y, sc), wv.y), s);
+        c.z = quant_one(fmul(fmul(xv.z, sc), wv.z), s);
+        c.w = quant_one(fmul(fmul(xv.w, sc), wv.w), s);
+        sum += c.x + c.y + c.z + c.w;
+      }
+      qm[i] = c;
+    }
+    sum = warp_sum_i(sum);
+    if (lane == 0) red[m][warp] = sum;
+    if (threadIdx.x == 0) scale[m] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x < M) {
+    int t = 0;
+    for (int w = 0; w < kNormThreads / 32; w++) t += red[threadIdx.x][w];
+    S[threadIdx.x] = t;
+  }
+  __syncthreads();
+}
+
+}  // namespace bn
