@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 namespace bn {
@@ -13,9 +14,10 @@ constexpr int kMaxGraphBucketLog2 = 9;  // graphs for 1, 2, 4, ..., 512 tokens
 }  // namespace
 
 bool fast_gemv_ok(const Mat &w, const Acts &a, const Epi &e, const NormQuant *tail, const FastGemv &f) {
-  if (!f.in.x || !f.in.stats || f.in.n != w.k || a.ld < w.k || (a.ld & 15)) {
-    set_error("gemv: fast input of %d values (row stride %d) for a matrix of %d columns, with statistics", f.in.n, a.ld,
-              w.k);
+  if (f.in.x ? (!f.in.stats || f.in.n != w.k || a.ld < w.k || (a.ld & 15)) : (!a.q || !a.scale || !a.sum)) {
+    set_error("gemv: fast input of %d values (row stride %d) for a matrix of %d columns needs its statistics, or "
+              "int8 rows to read",
+              f.in.x ? f.in.n : 0, a.ld, w.k);
     return false;
   }
   if (f.out.ns.stats && (tail || (e.kind != EPI_RESID && e.kind != EPI_GATEUP) || !f.out.part_ss || !f.out.part_key ||
@@ -67,6 +69,8 @@ bn_status Engine::create(const ModelTable &m, const bn_options &o, Device *dev, 
   e->dev_ = dev;
   e->hp_ = m.hp;
   e->opt_ = o;
+  const char *fq = getenv("BN_FAST_QUANT");  // a tuning knob of the fast numerics (README)
+  e->fast_quant_tail_ = fq && strcmp(fq, "tail") == 0;
   bn_options &op = e->opt_;
   if (op.max_ctx <= 0) op.max_ctx = std::min(m.hp.n_ctx, 4096);
   if (op.max_ctx > m.hp.n_ctx) op.max_ctx = m.hp.n_ctx;
@@ -451,16 +455,25 @@ bn_status Engine::run_layers_fast(int M, const NormQuant &final_nq) {
   enum { kAttnIn = 0, kSub = 1, kFfn = 2, kFsub = 3 };
   auto stats = [&](int l, int point) { return stats_ + ((size_t)l * 4 + point) * kGemvMaxM * 2; };
   auto norm = [&](const float *x, int n, const float *w, float *st) { return NormStats{x, n, n, w, hp.rms_eps, st}; };
+  // BN_FAST_QUANT=tail: each producer's last block also writes the int8 rows, and the consumers
+  // read them as in the exact path (instead of quantizing in every block).
+  const bool tailq = fast_quant_tail_;
   auto out_stats = [&](const NormStats &ns) {
     StatsOut so{};
     so.ns = ns;
     so.part_ss = part_ss_;
     so.part_key = part_key_;
     so.part_ld = part_ld_;
+    if (tailq) {
+      so.q = q8_;
+      so.scale = ascale_;
+      so.sum = asum_;
+      so.ldq = ldw_;
+    }
     return so;
   };
   // A GEMV fed by norm point `in`, leaving the statistics `out` (none when out.ns.stats is null).
-  auto fast_io = [&](const NormStats &in, const StatsOut &out) { return FastGemv{in, out}; };
+  auto fast_io = [&](const NormStats &in, const StatsOut &out) { return FastGemv{tailq ? NormStats{} : in, out}; };
   const Acts acts{q8_, ascale_, asum_, ldw_};  // layer 0's qkv input; the row stride of the others
   const StatsOut none{};
   bn_status st;
@@ -472,7 +485,7 @@ bn_status Engine::run_layers_fast(int M, const NormQuant &final_nq) {
     const NormStats ns_fsub = norm(ff_, F, L.ffn_sub_norm, stats(l, kFsub));
     // q, k, v: layer 0 reads the embedding kernel's exact int8 rows
     const FastGemv f_qkv = fast_io(ns_in, none);
-    if ((st = ops.gemv(L.qkv, acts, M, qkv_epi(l), nullptr, l == 0 ? nullptr : &f_qkv))) return st;
+    if ((st = ops.gemv(L.qkv, acts, M, qkv_epi(l), nullptr, l == 0 || tailq ? nullptr : &f_qkv))) return st;
     // split attention, with the statistics of attn_sub_norm
     const FastAttn split{fast_attn_splits(hp.n_head, M), att_part_o_, att_part_ml_, out_stats(ns_sub)};
     if ((st = ops.attention(attn_params(l), M, nullptr, &split))) return st;

@@ -95,6 +95,7 @@ class Engine {
   int part_ld_ = 0;
   float *att_part_o_ = nullptr;   // [kGemvMaxM][n_head][kFastMaxSplits][head_dim]
   float *att_part_ml_ = nullptr;  // [kGemvMaxM][n_head][kFastMaxSplits][2]
+  bool fast_quant_tail_ = false;  // BN_FAST_QUANT=tail: producers' last blocks write the int8 rows
 
   // inputs: one block (device + host staging) with fixed offsets
   uint8_t *in_dev_ = nullptr, *in_host_ = nullptr;

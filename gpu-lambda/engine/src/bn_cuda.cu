@@ -202,6 +202,7 @@ class CudaDevice : public Device {
   bn_status configure(int max_ctx, int max_tokens, int max_n) override {
     BN_CUDA_CHECK(cudaSetDevice(dev));
     bn_status st = configure_attention(max_ctx);
+    if (!st) st = configure_gemv((max_n + 15) & ~15, (int)props.sharedMemPerBlockOptin);
     if (st) return st;
     void *p = nullptr;
     const size_t sbytes = (size_t)max_tokens * (size_t)max_n * 4;

@@ -244,6 +244,9 @@ bn_status launch_k(const char *what, void (*k)(P...), dim3 grid, dim3 block, siz
 // ---- launchers (one .cu each) ---------------------------------------------------------------------
 bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStream_t s);
 bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
+// Once per device configuration: lets the fast GEMV use kGemvMaxM x max_ld bytes of shared memory
+// (capped at the device's opt-in limit).
+bn_status configure_gemv(int max_ld, int smem_optin);
 bn_status launch_gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail, unsigned *counter,
                       cudaStream_t s, const FastGemv *fast = nullptr);
 bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, int *scratch, unsigned *tickets,

@@ -104,6 +104,16 @@ void emu_stats_finish(const StatsOut &so, int M, int nparts) {
     fast_finish(tot, so.ns.n, so.ns.eps, so.ns.x[(size_t)m * so.ns.ldx + i], so.ns.w[i], &sc, &s);
     so.ns.stats[2 * m] = sc;
     so.ns.stats[2 * m + 1] = s;
+    if (so.q) {  // the int8 rows (BN_FAST_QUANT=tail); Σq is exact in any order
+      int sum = 0;
+      for (int j = 0; j < so.ns.n; j++) {
+        const int8_t v = quant_one(fmul(fmul(so.ns.x[(size_t)m * so.ns.ldx + j], sc), so.ns.w[j]), s);
+        so.q[(size_t)m * so.ldq + j] = v;
+        sum += v;
+      }
+      so.scale[m] = s;
+      so.sum[m] = sum;
+    }
   }
 }
 
@@ -195,8 +205,8 @@ class EmuOps : public Ops {
       set_error("gemv: M = %d > %d", M, kGemvMaxM);
       return BN_ERR_INVALID_ARGUMENT;
     }
-    const bool fast = fg != nullptr;
-    if (fast && !fast_gemv_ok(W, A, e, tail, *fg)) return BN_ERR_INVALID_ARGUMENT;
+    if (fg && !fast_gemv_ok(W, A, e, tail, *fg)) return BN_ERR_INVALID_ARGUMENT;
+    const bool fast = fg && fg->in.x;  // the input quantized here from the statistics
     std::vector<int8_t> fq;
     std::vector<int> fS;
     std::vector<float> fs;
@@ -227,7 +237,7 @@ class EmuOps : public Ops {
         const float yp = partner < W.n ? y[(size_t)m * W.n + partner] : 0.f;
         epi_apply(e, m, row, y[(size_t)m * W.n + row], yp);
       }
-    if (fast && fg->out.ns.stats) {
+    if (fg && fg->out.ns.stats) {
       const StatsOut &so = fg->out;
       // fast_stats_part: per block of RB rows, per token, the rows' values in row order.
       const int RB = gemv_rows_per_block(W.n), nb = (W.n + RB - 1) / RB;

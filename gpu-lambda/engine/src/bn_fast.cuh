@@ -55,7 +55,7 @@ __device__ __forceinline__ void block_sum_key(double &ss, uint64_t &key) {
 }
 
 // The last producer block: parts 0..nparts-1 of every token -> ns.stats (thread t sums parts t,
-// t+128, ... in order, then block_sum_key).
+// t+128, ... in order, then block_sum_key); with so.q also the int8 rows, their scale and Σq.
 __device__ __forceinline__ void block_stats_finish(const StatsOut &so, int M, int nparts) {
   for (int m = 0; m < M; m++) {
     double ss = 0.0;
@@ -65,13 +65,37 @@ __device__ __forceinline__ void block_stats_finish(const StatsOut &so, int M, in
       const uint64_t k = __ldcg((const unsigned long long *)so.part_key + (size_t)m * so.part_ld + p);
       key = k > key ? k : key;
     }
-    block_sum_key(ss, key);
+    block_sum_key(ss, key);  // every thread has the totals, and computes the same scalars
+    const int i = fast_key_index(key);
+    const float *x = so.ns.x + (size_t)m * so.ns.ldx;
+    float sc, s;
+    fast_finish(ss, so.ns.n, so.ns.eps, __ldcg(x + i), __ldg(so.ns.w + i), &sc, &s);
     if (threadIdx.x == 0) {
-      const int i = fast_key_index(key);
-      float sc, s;
-      fast_finish(ss, so.ns.n, so.ns.eps, __ldcg(so.ns.x + (size_t)m * so.ns.ldx + i), __ldg(so.ns.w + i), &sc, &s);
       so.ns.stats[2 * m] = sc;
       so.ns.stats[2 * m + 1] = s;
+    }
+    if (so.q) {  // BN_FAST_QUANT=tail: the int8 rows here, once, for consumers that read them
+      __shared__ int red[kNormThreads / 32];
+      int sum = 0;
+      for_each_normed(x, so.ns.w, so.ns.n >> 2, sc, [&](int j, const float4 &y) {
+        char4 c;
+        c.x = quant_one(y.x, s);
+        c.y = quant_one(y.y, s);
+        c.z = quant_one(y.z, s);
+        c.w = quant_one(y.w, s);
+        sum += c.x + c.y + c.z + c.w;
+        ((char4 *)(so.q + (size_t)m * so.ldq))[j] = c;
+      });
+      sum = warp_sum_i(sum);
+      if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = sum;
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        int S = 0;
+        for (int w = 0; w < kNormThreads / 32; w++) S += red[w];
+        so.scale[m] = s;
+        so.sum[m] = S;
+      }
+      __syncthreads();
     }
   }
 }

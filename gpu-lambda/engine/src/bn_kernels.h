@@ -40,6 +40,12 @@ struct StatsOut {
   double *part_ss;       // Σ x² of the part's elements (f64, fixed order)
   uint64_t *part_key;    // max over the part of fast_key(x, w, i) (bn_fast.h)
   int part_ld;
+  // Optional (BN_FAST_QUANT=tail): the last block also writes the int8 rows q (row stride ldq),
+  // scale and Σq, so the consumer reads them like the exact path's instead of quantizing.
+  int8_t *q;
+  float *scale;
+  int32_t *sum;
+  int ldq;
 };
 
 // int8 activations of M tokens: token m's K values at q + m*ld (ld a multiple of 16), its scale
@@ -53,7 +59,8 @@ struct Acts {
 
 // The fast numerics' side of a GEMV (kept out of Acts/Epi so the exact kernels' parameters, and
 // so their code, stay as verified). `in.x` set: the GEMV ignores Acts' q/scale/sum and quantizes
-// in.x itself (row stride Acts.ld in shared memory) with the statistics in in.stats.
+// in.x itself (row stride Acts.ld in shared memory) with the statistics in in.stats; null: it
+// reads Acts (rows quantized by the producer's last block, BN_FAST_QUANT=tail).
 // `out.ns.stats` set: statistics of the vector the epilogue stores (RESID: the sum; GATEUP: the
 // activation), for the norm after it.
 struct FastGemv {

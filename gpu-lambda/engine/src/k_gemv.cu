@@ -33,6 +33,8 @@
 #include "bn_epilogue.h"
 #include "bn_fast.cuh"
 
+#include <algorithm>
+
 namespace bn {
 
 // SH: the activations are in shared memory (fast numerics), else read-only global memory.
@@ -89,8 +91,9 @@ __device__ __forceinline__ void fast_stats_part(const Epi &e, const StatsOut &so
   }
 }
 
-// The GEMV of one block (FAST: with the fast numerics' input and statistics `F`).
-template <int MT, int TPR, int G, bool FAST>
+// The GEMV of one block. FAST: the fast numerics' statistics `F.out` are compiled in; FIN: the
+// input is quantized from F.in into shared memory (else read from A as in the exact path).
+template <int MT, int TPR, int G, bool FAST, bool FIN>
 __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, const Epi &e, const NormQuant &tail,
                                            int has_tail, unsigned *counter, const FastGemv &F) {
   static_assert(TPR >= MT && 32 % TPR == 0, "a row's lanes finish its tokens; rows pair within a warp");
@@ -104,9 +107,9 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
   if (live) load_group<G, TPR>(w, wr, tx, cpr);  // weights only: allowed before pdl_wait()
   pdl_enter();
   const int8_t *aq = A.q;
-  __shared__ int fS[FAST ? MT : 1];
-  __shared__ float fs[FAST ? MT : 1];
-  if (FAST) {
+  __shared__ int fS[FIN ? MT : 1];
+  __shared__ float fs[FIN ? MT : 1];
+  if (FIN) {
     extern __shared__ __align__(16) int8_t fq[];  // [MT][A.ld]
     block_quant_in<MT>(F.in, M, fq, A.ld, fS, fs);
     aq = fq;
@@ -121,7 +124,7 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
         if (c0 + j * TPR < cpr) {
 #pragma unroll
           for (int m = 0; m < MT; m++)
-            if (m < M) acc[m] = chunk_dot<FAST>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m]);
+            if (m < M) acc[m] = chunk_dot<FIN>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m]);
         }
       }
       c0 += G * TPR;
@@ -141,7 +144,7 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
   const int m = tx;
   const bool valid = live && m < M;
   float y = 0.f;
-  if (valid) y = FAST ? bitlinear_out(mine - fS[m], fs[m], W.sm, row) : bitlinear_out(mine - A.sum[m], A.scale[m], W.sm, row);
+  if (valid) y = FIN ? bitlinear_out(mine - fS[m], fs[m], W.sm, row) : bitlinear_out(mine - A.sum[m], A.scale[m], W.sm, row);
   const float yp = __shfl_xor_sync(0xffffffffu, y, TPR);  // row ^ 1 (ty ^ 1), same token
   if (valid) epi_apply(e, m, row, y, yp);
   if (FAST && F.out.ns.stats) {
@@ -154,13 +157,49 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
 template <int MT, int TPR, int G>
 __global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
                                                    unsigned *counter) {
-  gemv_block<MT, TPR, G, false>(W, A, M, e, tail, has_tail, counter, FastGemv{});
+  gemv_block<MT, TPR, G, false, false>(W, A, M, e, tail, has_tail, counter, FastGemv{});
 }
 
-template <int MT, int TPR, int G>
+template <int MT, int TPR, int G, bool FIN>
 __global__ void __launch_bounds__(128, 6) gemv_fast_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
                                                         unsigned *counter, FastGemv F) {
-  gemv_block<MT, TPR, G, true>(W, A, M, e, tail, has_tail, counter, F);
+  gemv_block<MT, TPR, G, true, FIN>(W, A, M, e, tail, has_tail, counter, F);
+}
+
+// The fast GEMV's dynamic shared-memory limit (a per-function attribute, set at configure time,
+// outside any graph capture; it only ever grows so an engine created later cannot shrink it).
+static int g_gemv_fast_smem = 48 * 1024;
+
+template <int TPR, int G>
+static cudaError_t allow_fast_smem(int bytes_per_token) {
+  cudaError_t e = cudaFuncSetAttribute(gemv_fast_kernel<1, TPR, G, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       std::min(g_gemv_fast_smem, bytes_per_token));
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(gemv_fast_kernel<2, TPR, G, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             std::min(g_gemv_fast_smem, 2 * bytes_per_token));
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(gemv_fast_kernel<4, TPR, G, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             std::min(g_gemv_fast_smem, 4 * bytes_per_token));
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(gemv_fast_kernel<8, TPR, G, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             std::min(g_gemv_fast_smem, 8 * bytes_per_token));
+  return e;
+}
+
+bn_status configure_gemv(int max_ld, int smem_optin) {
+  const int want = std::min(kGemvMaxM * max_ld, smem_optin);
+  if (want <= g_gemv_fast_smem) return BN_OK;
+  const int before = g_gemv_fast_smem;
+  g_gemv_fast_smem = want;
+  cudaError_t e = allow_fast_smem<16, 4>(max_ld);
+  if (e == cudaSuccess) e = allow_fast_smem<8, 8>(max_ld);
+  if (e != cudaSuccess) {
+    g_gemv_fast_smem = before;
+    cudaGetLastError();
+    set_error("gemv: raising the fast kernel's shared memory to %d bytes failed: %s", want, cudaGetErrorString(e));
+    return BN_ERR_UNSUPPORTED;
+  }
+  return BN_OK;
 }
 
 template <int MT, int TPR, int G>
@@ -169,17 +208,17 @@ static bn_status launch_one(const Mat &w, const Acts &a, int M, const Epi &e, co
   const int rows = 4 * (32 / TPR);
   const dim3 grid((w.n + rows - 1) / rows);
   if (!fast) return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G>, grid, 128, 0, s, w, a, M, e, t, ht, counter);
+  if (!fast->in.x)  // the producer's last block quantized the input (BN_FAST_QUANT=tail)
+    return launch_k("gemv_fast_kernel", gemv_fast_kernel<MT, TPR, G, false>, grid, 128, 0, s, w, a, M, e, t, ht, counter,
+                    *fast);
   const size_t smem = (size_t)MT * a.ld;  // the quantized input rows
-  // Above the default limit the kernel must opt in (once; the attribute only ever grows).
-  static size_t allowed = 48 * 1024;
-  if (smem > allowed) {
-    const cudaError_t err =
-        cudaFuncSetAttribute(gemv_fast_kernel<MT, TPR, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (err != cudaSuccess) return check_launch("cudaFuncSetAttribute(gemv_fast_kernel)", err);
-    allowed = smem;
+  if (smem > (size_t)g_gemv_fast_smem) {
+    set_error("gemv: fast input of %d tokens x %d bytes needs %zu bytes of shared memory; %d configured", MT, a.ld, smem,
+              g_gemv_fast_smem);
+    return BN_ERR_UNSUPPORTED;
   }
-  return launch_k("gemv_fast_kernel", gemv_fast_kernel<MT, TPR, G>, grid, 128, smem, s, w, a, M, e, t, ht, counter,
-                  *fast);
+  return launch_k("gemv_fast_kernel", gemv_fast_kernel<MT, TPR, G, true>, grid, 128, smem, s, w, a, M, e, t, ht,
+                  counter, *fast);
 }
 
 template <int TPR, int G>
