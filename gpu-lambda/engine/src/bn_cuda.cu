@@ -99,6 +99,7 @@ class CudaDevice : public Device {
     g_pdl = props.major >= 9 && env_is("BN_PDL", "1");
     g_gemm_variant = env_is("BN_GEMM", "pipelined") ? 1 : 0;
     g_attn_variant = env_is("BN_ATTN", "fast") ? 1 : 0;
+    g_norm_variant = env_is("BN_NORM", "regs") ? 1 : 0;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");
     if (sw && sw[0] >= '0' && sw[0] <= '8' && sw[1] == 0) ops_.split_waves = sw[0] - '0';

@@ -203,6 +203,9 @@ extern bool g_pdl;
 extern int g_gemm_variant;
 // Attention staging: 0 the generic copies (verified on an H200), 1 stage_rows_fast (BN_ATTN=fast).
 extern int g_attn_variant;
+// Stand-alone norm kernel: 0 norm_quant_kernel (verified on an H200), 1 norm_quant_regs_kernel
+// (BN_NORM=regs, the row in registers; n <= 8192).
+extern int g_norm_variant;
 
 // Launch-error check used by every launcher: `e` (a launch call's result) or else the last error.
 bn_status check_launch(const char *what, cudaError_t e = cudaSuccess);

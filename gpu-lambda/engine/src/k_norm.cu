@@ -32,11 +32,105 @@ __global__ void __launch_bounds__(kNormThreads, 8) norm_quant_kernel(NormQuant n
   block_norm_quant(nq, blockIdx.x);
 }
 
+// The same norm with the token's row held in registers (BN_NORM=regs; not yet run on a GPU): every
+// x and w element of the thread is loaded in one round trip, and the three passes of
+// block_norm_quant become one load and three register walks. Same elements per thread in the
+// same order (float4 i = tid + 128·j, j ascending), the same butterflies: the same bits.
+// n <= 128·4·kNormRegs.
+constexpr int kNormRegs = 16;
+
+__global__ void __launch_bounds__(kNormThreads) norm_quant_regs_kernel(NormQuant p) {
+  pdl_enter();
+  __shared__ double red_d[kNormThreads / 32];
+  __shared__ float red_f[kNormThreads / 32];
+  __shared__ int red_i[kNormThreads / 32];
+  const int m = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int n4 = p.n / 4;
+  const float4 *x4 = (const float4 *)(p.x + (size_t)m * p.ldx);
+  const float4 *w4 = (const float4 *)p.w;
+  float4 x[kNormRegs], w[kNormRegs];
+#pragma unroll
+  for (int j = 0; j < kNormRegs; j++) {
+    const int i = tid + j * kNormThreads;
+    x[j] = i < n4 ? __ldcg(x4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+    w[j] = i < n4 ? __ldg(w4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  double ss = 0.0;
+#pragma unroll
+  for (int j = 0; j < kNormRegs; j++) {
+    if (tid + j * kNormThreads < n4) {
+      ss += (double)fmul(x[j].x, x[j].x);
+      ss += (double)fmul(x[j].y, x[j].y);
+      ss += (double)fmul(x[j].z, x[j].z);
+      ss += (double)fmul(x[j].w, x[j].w);
+    }
+  }
+  ss = warp_sum_d(ss);
+  if (lane == 0) red_d[warp] = ss;
+  __syncthreads();
+  double tot = red_d[0];
+  for (int v = 1; v < kNormThreads / 32; v++) tot += red_d[v];
+  const float sc = rms_scale(tot, p.n, p.eps);
+  float amax = 0.f;
+#pragma unroll
+  for (int j = 0; j < kNormRegs; j++) {
+    const int i = tid + j * kNormThreads;
+    if (i < n4) {
+      const float4 y = nq_norm(x[j], sc, w[j]);
+      amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
+      if (p.f32_out) ((float4 *)(p.f32_out + (size_t)m * p.ldx))[i] = y;
+      if (p.f16_out) {
+        ushort4 h;
+        h.x = f32_to_f16(y.x);
+        h.y = f32_to_f16(y.y);
+        h.z = f32_to_f16(y.z);
+        h.w = f32_to_f16(y.w);
+        ((ushort4 *)(p.f16_out + (size_t)m * p.ldx))[i] = h;
+      }
+    }
+  }
+  if (!p.q) return;
+  amax = warp_max_f(amax);
+  if (lane == 0) red_f[warp] = amax;
+  __syncthreads();
+  float am = red_f[0];
+  for (int v = 1; v < kNormThreads / 32; v++) am = fmaxf(am, red_f[v]);
+  const float s = act_scale(am);
+  int sum = 0;
+#pragma unroll
+  for (int j = 0; j < kNormRegs; j++) {
+    const int i = tid + j * kNormThreads;
+    if (i < n4) {
+      const float4 y = nq_norm(x[j], sc, w[j]);
+      char4 q;
+      q.x = quant_one(y.x, s);
+      q.y = quant_one(y.y, s);
+      q.z = quant_one(y.z, s);
+      q.w = quant_one(y.w, s);
+      sum += q.x + q.y + q.z + q.w;
+      ((char4 *)(p.q + (size_t)m * p.ldq))[i] = q;
+    }
+  }
+  sum = warp_sum_i(sum);
+  if (lane == 0) red_i[warp] = sum;
+  __syncthreads();
+  if (tid == 0) {
+    int S = 0;
+    for (int v = 0; v < kNormThreads / 32; v++) S += red_i[v];
+    p.scale[m] = s;
+    p.sum[m] = S;
+  }
+}
+
+int g_norm_variant = 0;
+
 bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStream_t s) {
   return launch_k("embed_kernel", embed_kernel, M, kNormThreads, 0, s, p, nq);
 }
 
 bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s) {
+  if (g_norm_variant == 1 && nq.n <= 4 * kNormThreads * kNormRegs)
+    return launch_k("norm_quant_regs_kernel", norm_quant_regs_kernel, M, kNormThreads, 0, s, nq);
   return launch_k("norm_quant_kernel", norm_quant_kernel, M, kNormThreads, 0, s, nq);
 }
 
