@@ -144,7 +144,9 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
   const int m = tx;
   const bool valid = live && m < M;
   float y = 0.f;
-  if (valid) y = FIN ? bitlinear_out(mine - fS[m], fs[m], W.sm, row) : bitlinear_out(mine - A.sum[m], A.scale[m], W.sm, row);
+  if (valid) {
+    y = FIN ? bitlinear_out(mine - fS[m], fs[m], W.sm, row) : bitlinear_out(mine - A.sum[m], A.scale[m], W.sm, row);
+  }
   const float yp = __shfl_xor_sync(0xffffffffu, y, TPR);  // row ^ 1 (ty ^ 1), same token
   if (valid) epi_apply(e, m, row, y, yp);
   if (FAST && F.out.ns.stats) {
@@ -170,19 +172,18 @@ __global__ void __launch_bounds__(128, 6) gemv_fast_kernel(Mat W, Acts A, int M,
 // outside any graph capture; it only ever grows so an engine created later cannot shrink it).
 static int g_gemv_fast_smem = 48 * 1024;
 
+template <int MT, int TPR, int G>
+static cudaError_t allow_fast_smem_mt(int bytes_per_token) {
+  const int bytes = std::max(48 * 1024, std::min(g_gemv_fast_smem, MT * bytes_per_token));
+  return cudaFuncSetAttribute(gemv_fast_kernel<MT, TPR, G, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+
 template <int TPR, int G>
 static cudaError_t allow_fast_smem(int bytes_per_token) {
-  cudaError_t e = cudaFuncSetAttribute(gemv_fast_kernel<1, TPR, G, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       std::min(g_gemv_fast_smem, bytes_per_token));
-  if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(gemv_fast_kernel<2, TPR, G, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             std::min(g_gemv_fast_smem, 2 * bytes_per_token));
-  if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(gemv_fast_kernel<4, TPR, G, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             std::min(g_gemv_fast_smem, 4 * bytes_per_token));
-  if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(gemv_fast_kernel<8, TPR, G, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             std::min(g_gemv_fast_smem, 8 * bytes_per_token));
+  cudaError_t e = allow_fast_smem_mt<1, TPR, G>(bytes_per_token);
+  if (e == cudaSuccess) e = allow_fast_smem_mt<2, TPR, G>(bytes_per_token);
+  if (e == cudaSuccess) e = allow_fast_smem_mt<4, TPR, G>(bytes_per_token);
+  if (e == cudaSuccess) e = allow_fast_smem_mt<8, TPR, G>(bytes_per_token);
   return e;
 }
 
