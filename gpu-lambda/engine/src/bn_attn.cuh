@@ -58,17 +58,6 @@ __device__ __forceinline__ float row_score(const uint16_t *row, const double *qd
   return (float)((double)(float)acc * scale);
 }
 
-// The block's maximum of the threads' lmax (warp butterflies, then the warps in order), through
-// wmax[kAttnThreads / 32] in shared memory.
-__device__ __forceinline__ float block_max_scores(float lmax, float *wmax) {
-  lmax = warp_max_f(lmax);
-  if ((threadIdx.x & 31) == 0) wmax[threadIdx.x >> 5] = lmax;
-  __syncthreads();
-  float mx = wmax[0];
-  for (int w = 1; w < kAttnThreads / 32; w++) mx = fmaxf(mx, wmax[w]);
-  return mx;
-}
-
 // e_j = f32(exp(sc_j − mx)) in place for j < n, and the block's Σ e_j in f64 (thread i sums
 // j = i, i+128, ... in order; warp butterflies; the warps in order, through wsum).
 __device__ __forceinline__ double exp_and_sum(float *sc, int n, float mx, double *wsum) {
@@ -78,12 +67,7 @@ __device__ __forceinline__ double exp_and_sum(float *sc, int n, float mx, double
     sc[t] = ev;
     ls += (double)ev;
   }
-  ls = warp_sum_d(ls);
-  if ((threadIdx.x & 31) == 0) wsum[threadIdx.x >> 5] = ls;
-  __syncthreads();
-  double tot = wsum[0];
-  for (int w = 1; w < kAttnThreads / 32; w++) tot += wsum[w];
-  return tot;
+  return block_total_d(ls, wsum);
 }
 
 // acc[i] += Σ_o p_o·v_o[d] in f32 in row order for this thread's dimensions d = threadIdx.x + 128·i

@@ -79,72 +79,102 @@ __device__ __forceinline__ void for_each_normed(const float *x, const float *w, 
   }
 }
 
+// Σ of one token's float4 x² into an f64 running sum, lane by lane (x, y, z, w).
+__device__ __forceinline__ void add_sq4(double &ss, const float4 &v) {
+  ss += (double)fmul(v.x, v.x);
+  ss += (double)fmul(v.y, v.y);
+  ss += (double)fmul(v.z, v.z);
+  ss += (double)fmul(v.w, v.w);
+}
+
+// The block's total of the threads' f64 values (xor butterfly per warp, the warps in order)
+// through red[kNormThreads / 32]; every thread gets it.
+__device__ __forceinline__ double block_total_d(double v, double *red) {
+  v = warp_sum_d(v);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double tot = red[0];
+  for (int w = 1; w < kNormThreads / 32; w++) tot += red[w];
+  return tot;
+}
+
+// The same for a max of floats.
+__device__ __forceinline__ float block_max_f(float v, float *red) {
+  v = warp_max_f(v);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float m = red[0];
+  for (int w = 1; w < kNormThreads / 32; w++) m = fmaxf(m, red[w]);
+  return m;
+}
+
+// |y| max over a float4.
+__device__ __forceinline__ float amax4(const float4 &y) {
+  return fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w)));
+}
+
+// The optional f32/f16 copies of token m's normed float4 element i.
+__device__ __forceinline__ void store_normed(const NormQuant &p, int m, int i, const float4 &y) {
+  if (p.f32_out) ((float4 *)(p.f32_out + (size_t)m * p.ldx))[i] = y;
+  if (p.f16_out) {
+    ushort4 h;
+    h.x = f32_to_f16(y.x);
+    h.y = f32_to_f16(y.y);
+    h.z = f32_to_f16(y.z);
+    h.w = f32_to_f16(y.w);
+    ((ushort4 *)(p.f16_out + (size_t)m * p.ldx))[i] = h;
+  }
+}
+
+// Quantizes token m's normed float4 element i with s into p.q and adds it to the thread's Σq.
+__device__ __forceinline__ void quant_store(const NormQuant &p, int m, int i, const float4 &y, float s, int &sum) {
+  char4 q;
+  q.x = quant_one(y.x, s);
+  q.y = quant_one(y.y, s);
+  q.z = quant_one(y.z, s);
+  q.w = quant_one(y.w, s);
+  sum += q.x + q.y + q.z + q.w;
+  ((char4 *)(p.q + (size_t)m * p.ldq))[i] = q;
+}
+
+// Thread 0 writes token m's scale and Σq (the threads' sums: butterflies, warps in order).
+__device__ __forceinline__ void finish_quant(const NormQuant &p, int m, float s, int sum, int *red) {
+  sum = warp_sum_i(sum);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int S = 0;
+    for (int w = 0; w < kNormThreads / 32; w++) S += red[w];
+    p.scale[m] = s;
+    p.sum[m] = S;
+  }
+}
+
 __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
   __shared__ double red_d[kNormThreads / 32];
   __shared__ float red_f[kNormThreads / 32];
   __shared__ int red_i[kNormThreads / 32];
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const float *x = p.x + (size_t)m * p.ldx;
   const int n4 = p.n / 4;
   double ss = 0.0;
-  for (int i0 = tid; i0 < n4; i0 += kNqBatch * kNormThreads) {
+  for (int i0 = threadIdx.x; i0 < n4; i0 += kNqBatch * kNormThreads) {
     float4 v[kNqBatch];
     nq_load<true>(v, x, i0, n4);
 #pragma unroll
-    for (int b = 0; b < kNqBatch; b++) {
-      if (i0 + b * kNormThreads < n4) {
-        ss += (double)fmul(v[b].x, v[b].x);
-        ss += (double)fmul(v[b].y, v[b].y);
-        ss += (double)fmul(v[b].z, v[b].z);
-        ss += (double)fmul(v[b].w, v[b].w);
-      }
-    }
+    for (int b = 0; b < kNqBatch; b++)
+      if (i0 + b * kNormThreads < n4) add_sq4(ss, v[b]);
   }
-  ss = warp_sum_d(ss);
-  if (lane == 0) red_d[warp] = ss;
-  __syncthreads();
-  double tot = red_d[0];
-  for (int w = 1; w < kNormThreads / 32; w++) tot += red_d[w];
-  const float sc = rms_scale(tot, p.n, p.eps);
+  const float sc = rms_scale(block_total_d(ss, red_d), p.n, p.eps);
   float amax = 0.f;
   for_each_normed(x, p.w, n4, sc, [&](int i, const float4 &y) {
-    amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
-    if (p.f32_out) ((float4 *)(p.f32_out + (size_t)m * p.ldx))[i] = y;
-    if (p.f16_out) {
-      ushort4 h;
-      h.x = f32_to_f16(y.x);
-      h.y = f32_to_f16(y.y);
-      h.z = f32_to_f16(y.z);
-      h.w = f32_to_f16(y.w);
-      ((ushort4 *)(p.f16_out + (size_t)m * p.ldx))[i] = h;
-    }
+    amax = fmaxf(amax, amax4(y));
+    store_normed(p, m, i, y);
   });
   if (p.q) {
-    amax = warp_max_f(amax);
-    if (lane == 0) red_f[warp] = amax;
-    __syncthreads();
-    float am = red_f[0];
-    for (int w = 1; w < kNormThreads / 32; w++) am = fmaxf(am, red_f[w]);
-    const float s = act_scale(am);
+    const float s = act_scale(block_max_f(amax, red_f));
     int sum = 0;
-    for_each_normed(x, p.w, n4, sc, [&](int i, const float4 &y) {
-      char4 q;
-      q.x = quant_one(y.x, s);
-      q.y = quant_one(y.y, s);
-      q.z = quant_one(y.z, s);
-      q.w = quant_one(y.w, s);
-      sum += q.x + q.y + q.z + q.w;
-      ((char4 *)(p.q + (size_t)m * p.ldq))[i] = q;
-    });
-    sum = warp_sum_i(sum);
-    if (lane == 0) red_i[warp] = sum;
-    __syncthreads();
-    if (tid == 0) {
-      int S = 0;
-      for (int w = 0; w < kNormThreads / 32; w++) S += red_i[w];
-      p.scale[m] = s;
-      p.sum[m] = S;
-    }
+    for_each_normed(x, p.w, n4, sc, [&](int i, const float4 &y) { quant_store(p, m, i, y, s, sum); });
+    finish_quant(p, m, s, sum, red_i);
   }
   __syncthreads();  // the shared partials are reused by the next call
 }

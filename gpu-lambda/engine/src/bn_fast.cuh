@@ -76,25 +76,14 @@ __device__ __forceinline__ void block_stats_finish(const StatsOut &so, int M, in
     }
     if (so.q) {  // BN_FAST_QUANT=tail: the int8 rows here, once, for consumers that read them
       __shared__ int red[kNormThreads / 32];
+      NormQuant out{};
+      out.q = so.q;
+      out.ldq = so.ldq;
+      out.scale = so.scale;
+      out.sum = so.sum;
       int sum = 0;
-      for_each_normed(x, so.ns.w, so.ns.n >> 2, sc, [&](int j, const float4 &y) {
-        char4 c;
-        c.x = quant_one(y.x, s);
-        c.y = quant_one(y.y, s);
-        c.z = quant_one(y.z, s);
-        c.w = quant_one(y.w, s);
-        sum += c.x + c.y + c.z + c.w;
-        ((char4 *)(so.q + (size_t)m * so.ldq))[j] = c;
-      });
-      sum = warp_sum_i(sum);
-      if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = sum;
-      __syncthreads();
-      if (threadIdx.x == 0) {
-        int S = 0;
-        for (int w = 0; w < kNormThreads / 32; w++) S += red[w];
-        so.scale[m] = s;
-        so.sum[m] = S;
-      }
+      for_each_normed(x, so.ns.w, so.ns.n >> 2, sc, [&](int j, const float4 &y) { quant_store(out, m, j, y, s, sum); });
+      finish_quant(out, m, s, sum, red);
       __syncthreads();
     }
   }

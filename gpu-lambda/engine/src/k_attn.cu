@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   // The first V tile's copies go out now and land while the softmax runs (it reads only sc).
   __syncthreads();  // every thread is done with the last K tile
   stage<FAST>(tile, ts, p.vc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);
-  const float mx = block_max_scores(lmax, wmax);
+  const float mx = block_max_f(lmax, wmax);
   const double tot = exp_and_sum(sc, T, mx, wsum);
   const float inv = (float)(1.0 / tot);
   for (int t = threadIdx.x; t < T; t += kAttnThreads) sc[t] = f16_round(fmul(sc[t], inv));

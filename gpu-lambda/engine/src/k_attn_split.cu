@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_split_kernel(AttnParams p, 
     }
     __syncthreads();  // every thread is done with the last K tile
     stage_rows(tile, ts, p.vc, bt, t_lo, min(KT, n_all), p.page_shift, p.kv_dim, kvh * hd, hd);
-    const float mx = block_max_scores(lmax, wmax);
+    const float mx = block_max_f(lmax, wmax);
     const double tot = exp_and_sum(sc, n_all, mx, wsum);
     for (int j0 = 0; j0 < n_all; j0 += KT) {
       const int n = min(KT, n_all - j0);

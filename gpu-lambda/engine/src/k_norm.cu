@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kNormThreads) norm_quant_regs_kernel(NormQuant
   __shared__ double red_d[kNormThreads / 32];
   __shared__ float red_f[kNormThreads / 32];
   __shared__ int red_i[kNormThreads / 32];
-  const int m = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int m = blockIdx.x, tid = threadIdx.x;
   const int n4 = p.n / 4;
   const float4 *x4 = (const float4 *)(p.x + (size_t)m * p.ldx);
   const float4 *w4 = (const float4 *)p.w;
@@ -57,69 +57,28 @@ __global__ void __launch_bounds__(kNormThreads) norm_quant_regs_kernel(NormQuant
   }
   double ss = 0.0;
 #pragma unroll
-  for (int j = 0; j < kNormRegs; j++) {
-    if (tid + j * kNormThreads < n4) {
-      ss += (double)fmul(x[j].x, x[j].x);
-      ss += (double)fmul(x[j].y, x[j].y);
-      ss += (double)fmul(x[j].z, x[j].z);
-      ss += (double)fmul(x[j].w, x[j].w);
-    }
-  }
-  ss = warp_sum_d(ss);
-  if (lane == 0) red_d[warp] = ss;
-  __syncthreads();
-  double tot = red_d[0];
-  for (int v = 1; v < kNormThreads / 32; v++) tot += red_d[v];
-  const float sc = rms_scale(tot, p.n, p.eps);
+  for (int j = 0; j < kNormRegs; j++)
+    if (tid + j * kNormThreads < n4) add_sq4(ss, x[j]);
+  const float sc = rms_scale(block_total_d(ss, red_d), p.n, p.eps);
   float amax = 0.f;
 #pragma unroll
   for (int j = 0; j < kNormRegs; j++) {
     const int i = tid + j * kNormThreads;
     if (i < n4) {
       const float4 y = nq_norm(x[j], sc, w[j]);
-      amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
-      if (p.f32_out) ((float4 *)(p.f32_out + (size_t)m * p.ldx))[i] = y;
-      if (p.f16_out) {
-        ushort4 h;
-        h.x = f32_to_f16(y.x);
-        h.y = f32_to_f16(y.y);
-        h.z = f32_to_f16(y.z);
-        h.w = f32_to_f16(y.w);
-        ((ushort4 *)(p.f16_out + (size_t)m * p.ldx))[i] = h;
-      }
+      amax = fmaxf(amax, amax4(y));
+      store_normed(p, m, i, y);
     }
   }
   if (!p.q) return;
-  amax = warp_max_f(amax);
-  if (lane == 0) red_f[warp] = amax;
-  __syncthreads();
-  float am = red_f[0];
-  for (int v = 1; v < kNormThreads / 32; v++) am = fmaxf(am, red_f[v]);
-  const float s = act_scale(am);
+  const float s = act_scale(block_max_f(amax, red_f));
   int sum = 0;
 #pragma unroll
   for (int j = 0; j < kNormRegs; j++) {
     const int i = tid + j * kNormThreads;
-    if (i < n4) {
-      const float4 y = nq_norm(x[j], sc, w[j]);
-      char4 q;
-      q.x = quant_one(y.x, s);
-      q.y = quant_one(y.y, s);
-      q.z = quant_one(y.z, s);
-      q.w = quant_one(y.w, s);
-      sum += q.x + q.y + q.z + q.w;
-      ((char4 *)(p.q + (size_t)m * p.ldq))[i] = q;
-    }
+    if (i < n4) quant_store(p, m, i, nq_norm(x[j], sc, w[j]), s, sum);
   }
-  sum = warp_sum_i(sum);
-  if (lane == 0) red_i[warp] = sum;
-  __syncthreads();
-  if (tid == 0) {
-    int S = 0;
-    for (int v = 0; v < kNormThreads / 32; v++) S += red_i[v];
-    p.scale[m] = s;
-    p.sum[m] = S;
-  }
+  finish_quant(p, m, s, sum, red_i);
 }
 
 int g_norm_variant = 0;
