@@ -87,6 +87,16 @@ void emu_norm_quant(const NormQuant &p, int m) {
 
 uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
+// One token's int8 row q[i] = quant(fround(fround(x·sc)·w), s), i < n; returns Σq (exact in any order).
+int emu_quant_row(const float *x, const float *w, int n, float sc, float s, int8_t *q) {
+  int sum = 0;
+  for (int i = 0; i < n; i++) {
+    q[i] = quant_one(fmul(fmul(x[i], sc), w[i]), s);
+    sum += q[i];
+  }
+  return sum;
+}
+
 // block_stats_finish: thread t sums parts t, t+128, ... in order; butterflies; warps in order.
 void emu_stats_finish(const StatsOut &so, int M, int nparts) {
   for (int m = 0; m < M; m++) {
@@ -104,15 +114,9 @@ void emu_stats_finish(const StatsOut &so, int M, int nparts) {
     fast_finish(tot, so.ns.n, so.ns.eps, so.ns.x[(size_t)m * so.ns.ldx + i], so.ns.w[i], &sc, &s);
     so.ns.stats[2 * m] = sc;
     so.ns.stats[2 * m + 1] = s;
-    if (so.q) {  // the int8 rows (BN_FAST_QUANT=tail); Σq is exact in any order
-      int sum = 0;
-      for (int j = 0; j < so.ns.n; j++) {
-        const int8_t v = quant_one(fmul(fmul(so.ns.x[(size_t)m * so.ns.ldx + j], sc), so.ns.w[j]), s);
-        so.q[(size_t)m * so.ldq + j] = v;
-        sum += v;
-      }
+    if (so.q) {  // the int8 rows (BN_FAST_QUANT=tail)
+      so.sum[m] = emu_quant_row(so.ns.x + (size_t)m * so.ns.ldx, so.ns.w, so.ns.n, sc, s, so.q + (size_t)m * so.ldq);
       so.scale[m] = s;
-      so.sum[m] = sum;
     }
   }
 }
@@ -124,13 +128,7 @@ void emu_quant_in(const NormStats &ns, int M, int ld, std::vector<int8_t> *q, st
   scale->assign((size_t)M, 0.f);
   for (int m = 0; m < M; m++) {
     const float sc = ns.stats[2 * m], s = ns.stats[2 * m + 1];
-    int sum = 0;
-    for (int i = 0; i < ns.n; i++) {
-      const int8_t v = quant_one(fmul(fmul(ns.x[(size_t)m * ns.ldx + i], sc), ns.w[i]), s);
-      (*q)[(size_t)m * ld + i] = v;
-      sum += v;
-    }
-    (*S)[m] = sum;
+    (*S)[m] = emu_quant_row(ns.x + (size_t)m * ns.ldx, ns.w, ns.n, sc, s, q->data() + (size_t)m * ld);
     (*scale)[m] = s;
   }
 }
