@@ -85,6 +85,45 @@ __device__ __forceinline__ void pv_tile(float (&acc)[2], const float *pp, const 
   }
 }
 
+// The tile walks of both kernels. A range of n rows is staged KT rows at a time; the caller has
+// already issued the first tile's copies (so they overlap its own work), and stage(j0, n) issues
+// those of rows j0..j0+n-1 of the range.
+//   score_range: sc[j] = row_score of row j (thread j % KT); returns the thread's max score.
+//   pv_range: acc += Σ_j sc[j]·v_j (thread d, rows in order), over the staged V tiles.
+template <typename Stage>
+__device__ __forceinline__ float score_range(float *sc, const uint16_t *tile, int ts, int KT, int n_all,
+                                             const double *qd, int hd, double scale, Stage stage) {
+  float lmax = -INFINITY;
+  for (int j0 = 0; j0 < n_all; j0 += KT) {
+    const int n = min(KT, n_all - j0);
+    if (j0 > 0) {
+      __syncthreads();  // the previous tile consumed
+      stage(j0, n);
+    }
+    stage_wait();  // the tile (and qd) written
+    if (threadIdx.x < n) {
+      const float s = row_score(tile + threadIdx.x * ts, qd, hd, scale);
+      sc[j0 + threadIdx.x] = s;
+      lmax = fmaxf(lmax, s);
+    }
+  }
+  return lmax;
+}
+
+template <typename Stage>
+__device__ __forceinline__ void pv_range(float (&acc)[2], const float *sc, const uint16_t *tile, int ts, int KT,
+                                         int n_all, int hd, Stage stage) {
+  for (int j0 = 0; j0 < n_all; j0 += KT) {
+    const int n = min(KT, n_all - j0);
+    if (j0 > 0) {
+      __syncthreads();  // the previous tile consumed
+      stage(j0, n);
+    }
+    stage_wait();  // the tile and the weights are written
+    pv_tile(acc, sc + j0, tile, ts, n, hd);
+  }
+}
+
 // Dynamic shared memory of one attention block: `cap` score floats, then the K/V tile.
 inline size_t attn_smem_bytes(int cap, int hd) {
   return (size_t)((cap + 3) & ~3) * 4 + (size_t)attn_tile_rows(hd) * attn_tile_stride(hd) * 2;

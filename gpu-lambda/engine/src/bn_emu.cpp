@@ -133,6 +133,31 @@ void emu_quant_in(const NormStats &ns, int M, int ld, std::vector<int8_t> *q, st
   }
 }
 
+// The attention's scores for n positions (krow(j): the K row of the j-th, at this head's columns),
+// as thread j % 128 computes them: sc[j] = f32(f32(Σ q·k in f64) · scale), the max over the warps'
+// maxima, then e_j = f32(exp(sc[j] − max)) in place. Returns Σ e_j (the block order) and the max.
+template <typename Row>
+double emu_scores_exp(const std::vector<float> &qs, int hd, double scale, int n, Row krow, float *sc, float *mx_out) {
+  const int NT = kAttnThreads, NW = NT / 32;
+  std::vector<float> wmax(NW, -INFINITY);
+  for (int j = 0; j < n; j++) {
+    const uint16_t *kr = krow(j);
+    double acc = 0.0;
+    for (int d = 0; d < hd; d++) acc += (double)qs[d] * (double)f16_to_f32(kr[d]);
+    sc[j] = (float)((double)(float)acc * scale);
+    wmax[(j % NT) / 32] = std::fmax(wmax[(j % NT) / 32], sc[j]);
+  }
+  float mx = wmax[0];
+  for (int w = 1; w < NW; w++) mx = std::fmax(mx, wmax[w]);
+  std::vector<double> ls(NT, 0.0);
+  for (int j = 0; j < n; j++) {
+    sc[j] = (float)std::exp((double)sc[j] - (double)mx);
+    ls[j % NT] += (double)sc[j];
+  }
+  *mx_out = mx;
+  return block_reduce(ls, add_d);
+}
+
 void emu_mma_s8u8(int c[32][4], const uint32_t a[32][4], const uint32_t b[32][2]) {
   int8_t A[16][32];
   uint8_t B[32][8];
@@ -345,7 +370,7 @@ class EmuOps : public Ops {
       }
       return attention_split(p, *split, M);
     }
-    const int hd = p.head_dim, P = 1 << p.page_shift, mask = P - 1, NT = kAttnThreads, NW = NT / 32;
+    const int hd = p.head_dim, P = 1 << p.page_shift, mask = P - 1;
     std::vector<float> sc((size_t)p.max_t), qs((size_t)hd);
     for (int m = 0; m < M; m++)
       for (int h = 0; h < p.n_head; h++) {
@@ -357,29 +382,11 @@ class EmuOps : public Ops {
         }
         const int32_t *bt = p.block_table + (size_t)p.slot[m] * p.max_pages;
         for (int d = 0; d < hd; d++) qs[d] = f16_to_f32(p.q16[(size_t)m * p.ldq + h * hd + d]);
-        std::vector<float> wmax(NW, -INFINITY);
-        for (int t = 0; t < T; t++) {  // thread t % 128: the dot product in dimension order
-          const uint16_t *kr = p.kc + ((size_t)bt[t >> p.page_shift] * P + (t & mask)) * p.kv_dim + kvh * hd;
-          double acc = 0.0;
-          for (int d = 0; d < hd; d++) acc += (double)qs[d] * (double)f16_to_f32(kr[d]);
-          const float s = (float)((double)(float)acc * p.scale);
-          sc[t] = s;
-          const int w = (t % NT) / 32;
-          wmax[w] = std::fmax(wmax[w], s);
-        }
-        float mx = wmax[0];
-        for (int w = 1; w < NW; w++) mx = std::fmax(mx, wmax[w]);
-        std::vector<double> ls(NT, 0.0);
-        for (int t = 0; t < T; t++) {
-          const float ev = (float)std::exp((double)sc[t] - (double)mx);
-          sc[t] = ev;
-          ls[t % NT] += (double)ev;
-        }
-        double tot = 0.0;
-        for (int w = 0; w < NW; w++) {
-          const double ws = butterfly(std::vector<double>(ls.begin() + 32 * w, ls.begin() + 32 * w + 32), add_d);
-          tot = w == 0 ? ws : tot + ws;
-        }
+        float mx;
+        const double tot = emu_scores_exp(
+            qs, hd, p.scale, T,
+            [&](int t) { return p.kc + ((size_t)bt[t >> p.page_shift] * P + (t & mask)) * p.kv_dim + kvh * hd; },
+            sc.data(), &mx);
         const float inv = (float)(1.0 / tot);
         for (int t = 0; t < T; t++) sc[t] = f16_round(fmul(sc[t], inv));
         for (int d = 0; d < hd; d++) {
@@ -399,7 +406,7 @@ class EmuOps : public Ops {
 
   // attn_split_kernel (k_attn_split.cu), block by block.
   bn_status attention_split(const AttnParams &p, const FastAttn &f, int M) {
-    const int hd = p.head_dim, S = f.splits, P = 1 << p.page_shift, mask = P - 1, NT = kAttnThreads, NW = NT / 32;
+    const int hd = p.head_dim, S = f.splits, P = 1 << p.page_shift, mask = P - 1, NT = kAttnThreads;
     if (!fast_attn_ok(p, f, M)) return BN_ERR_INVALID_ARGUMENT;
     std::vector<float> sc((size_t)p.max_t), qs((size_t)hd);
     for (int m = 0; m < M; m++) {
@@ -427,24 +434,9 @@ class EmuOps : public Ops {
             for (int d = 0; d < hd; d++) po[d] = 0.f;
             continue;
           }
-          std::vector<float> wmax(NW, -INFINITY);
-          for (int j = 0; j < n_all; j++) {  // thread j % 128 of the block
-            const uint16_t *kr = row_of(p.kc, t_lo + j) + kvh * hd;
-            double acc = 0.0;
-            for (int d = 0; d < hd; d++) acc += (double)qs[d] * (double)f16_to_f32(kr[d]);
-            const float s = (float)((double)(float)acc * p.scale);
-            sc[j] = s;
-            wmax[(j % NT) / 32] = std::fmax(wmax[(j % NT) / 32], s);
-          }
-          float mx = wmax[0];
-          for (int w = 1; w < NW; w++) mx = std::fmax(mx, wmax[w]);
-          std::vector<double> ls(NT, 0.0);
-          for (int j = 0; j < n_all; j++) {
-            const float ev = (float)std::exp((double)sc[j] - (double)mx);
-            sc[j] = ev;
-            ls[j % NT] += (double)ev;
-          }
-          const double tot = block_reduce(ls, add_d);
+          float mx;
+          const double tot = emu_scores_exp(
+              qs, hd, p.scale, n_all, [&](int j) { return row_of(p.kc, t_lo + j) + kvh * hd; }, sc.data(), &mx);
           for (int d = 0; d < hd; d++) {
             float a = 0.f;
             for (int j = 0; j < n_all; j++) a = fadd(a, fmul(sc[j], f16_to_f32(row_of(p.vc, t_lo + j)[kvh * hd + d])));

@@ -73,28 +73,17 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   const int KT = attn_tile_rows(hd), ts = attn_tile_stride(hd);
   uint16_t *tile = (uint16_t *)(sc + ((p.max_t + 3) & ~3));
   const int32_t *bt = p.block_table + (size_t)p.slot[m] * p.max_pages;
-  stage<FAST>(tile, ts, p.kc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);  // lands during the q load
+  auto stage_k = [&](int t0, int n) { stage<FAST>(tile, ts, p.kc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd); };
+  auto stage_v = [&](int t0, int n) { stage<FAST>(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd); };
+  stage_k(0, min(KT, T));  // lands during the q load
   for (int d = threadIdx.x; d < hd; d += kAttnThreads) qd[d] = f16_to_f64(p.q16[(size_t)m * p.ldq + h * hd + d]);
 
   // Scores: one thread per position, the head's dot product summed in f64 in dimension order
   // (the reference's order; every product of two f16 values is exact, so the fma is too).
-  float lmax = -CUDART_INF_F;
-  for (int t0 = 0; t0 < T; t0 += KT) {
-    const int n = min(KT, T - t0);
-    if (t0 > 0) {
-      __syncthreads();  // the previous tile consumed
-      stage<FAST>(tile, ts, p.kc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
-    }
-    stage_wait();  // the tile (and qd) written
-    if (threadIdx.x < n) {
-      const float s = row_score(tile + threadIdx.x * ts, qd, hd, p.scale);
-      sc[t0 + threadIdx.x] = s;
-      lmax = fmaxf(lmax, s);
-    }
-  }
+  const float lmax = score_range(sc, tile, ts, KT, T, qd, hd, p.scale, stage_k);
   // The first V tile's copies go out now and land while the softmax runs (it reads only sc).
   __syncthreads();  // every thread is done with the last K tile
-  stage<FAST>(tile, ts, p.vc, bt, 0, min(KT, T), p.page_shift, p.kv_dim, kvh * hd, hd);
+  stage_v(0, min(KT, T));
   const float mx = block_max_f(lmax, wmax);
   const double tot = exp_and_sum(sc, T, mx, wsum);
   const float inv = (float)(1.0 / tot);
@@ -102,15 +91,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
 
   // PV: thread d accumulates over the positions in order, one staged V tile at a time.
   float acc[2] = {0.f, 0.f};  // d = threadIdx.x and threadIdx.x + 128 (head_dim <= 256)
-  for (int t0 = 0; t0 < T; t0 += KT) {
-    const int n = min(KT, T - t0);
-    if (t0 > 0) {
-      __syncthreads();  // the previous tile consumed
-      stage<FAST>(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
-    }
-    stage_wait();  // the tile and the probabilities are written
-    pv_tile(acc, sc + t0, tile, ts, n, hd);
-  }
+  pv_range(acc, sc, tile, ts, KT, T, hd, stage_v);
 #pragma unroll
   for (int i = 0; i < 2; i++) {
     const int d = threadIdx.x + i * kAttnThreads;

@@ -45,35 +45,20 @@ __global__ void __launch_bounds__(kAttnThreads) attn_split_kernel(AttnParams p, 
 
   float acc[2] = {0.f, 0.f};  // d = threadIdx.x and threadIdx.x + 128 (head_dim <= 256)
   if (n_all > 0) {
-    stage_rows(tile, ts, p.kc, bt, t_lo, min(KT, n_all), p.page_shift, p.kv_dim, kvh * hd, hd);
+    auto stage_k = [&](int j0, int n) {
+      stage_rows(tile, ts, p.kc, bt, t_lo + j0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
+    };
+    auto stage_v = [&](int j0, int n) {
+      stage_rows(tile, ts, p.vc, bt, t_lo + j0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
+    };
+    stage_k(0, min(KT, n_all));
     for (int d = threadIdx.x; d < hd; d += kAttnThreads) qd[d] = f16_to_f64(p.q16[(size_t)m * p.ldq + h * hd + d]);
-    float lmax = -CUDART_INF_F;
-    for (int j0 = 0; j0 < n_all; j0 += KT) {
-      const int n = min(KT, n_all - j0);
-      if (j0 > 0) {
-        __syncthreads();  // the previous tile consumed
-        stage_rows(tile, ts, p.kc, bt, t_lo + j0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
-      }
-      stage_wait();
-      if (threadIdx.x < n) {
-        const float s = row_score(tile + threadIdx.x * ts, qd, hd, p.scale);
-        sc[j0 + threadIdx.x] = s;
-        lmax = fmaxf(lmax, s);
-      }
-    }
+    const float lmax = score_range(sc, tile, ts, KT, n_all, qd, hd, p.scale, stage_k);
     __syncthreads();  // every thread is done with the last K tile
-    stage_rows(tile, ts, p.vc, bt, t_lo, min(KT, n_all), p.page_shift, p.kv_dim, kvh * hd, hd);
+    stage_v(0, min(KT, n_all));
     const float mx = block_max_f(lmax, wmax);
     const double tot = exp_and_sum(sc, n_all, mx, wsum);
-    for (int j0 = 0; j0 < n_all; j0 += KT) {
-      const int n = min(KT, n_all - j0);
-      if (j0 > 0) {
-        __syncthreads();
-        stage_rows(tile, ts, p.vc, bt, t_lo + j0, n, p.page_shift, p.kv_dim, kvh * hd, hd);
-      }
-      stage_wait();  // the tile and the weights are written
-      pv_tile(acc, sc + j0, tile, ts, n, hd);
-    }
+    pv_range(acc, sc, tile, ts, KT, n_all, hd, stage_v);
     if (threadIdx.x == 0) {
       pml[0] = mx;
       pml[1] = (float)tot;
