@@ -46,12 +46,18 @@ static int g_fail = 0, g_pass = 0;
 static int g_emulate = 1;  // whole-model tests on the CPU emulation (0 on a GPU run)
 static std::string g_md;  // markdown results
 
-static void line(bool ok, const std::string &name, const char *fmt, ...) {
+static void line(bool ok, const std::string &label, const char *fmt, ...) {
   char buf[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
+#if defined(BN_SIM)
+  // The kernels ran on the CPU simulation (engine/sim/), not on a GPU: say so in every label.
+  const std::string name = label.compare(0, 4, "gpu/") == 0 ? "sim/" + label.substr(4) : label;
+#else
+  const std::string &name = label;
+#endif
   printf("[%s] %s: %s\n", ok ? "PASS" : "FAIL", name.c_str(), buf);
   fflush(stdout);
   (ok ? g_pass : g_fail)++;

@@ -33,6 +33,8 @@ const ADDON_DIR = join(ROOT, 'gpu-lambda/addon');
 const ADDON = join(ADDON_DIR, 'build/Release/bitnet_cuda.node');
 const CPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_cpu');
 const GPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test');
+const SIM_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_sim');
+const SIM_SELFTEST = join(ROOT, 'gpu-lambda/test/build/bn_sim_selftest');
 
 function run(cmd: string, args: string[], cwd = ROOT): { code: number; out: string } {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
@@ -116,6 +118,48 @@ describe('CUDA engine without a GPU', () => {
       expect(r.out, k).toContain(`[PASS] ${k}`);
     expect(r.code).toBe(0);
   });
+
+  it("the kernels' own CUDA sources pass the GPU checks on the CPU simulation (engine/sim)", () => {
+    // g++ compiles every .cu against sim/cuda_runtime.h (CUDA on the CPU: blocks in turn, threads
+    // as fibers); the test program's GPU sections then run the real kernels against the emulation
+    // and the TS reference's fixtures. First the simulator's own checks.
+    const b = run('make', ['-C', ENGINE, '-j2', 'sim-test', 'sim-selftest']);
+    expect(b.code, b.out.slice(-4000)).toBe(0);
+    const self = run(SIM_SELFTEST, []);
+    expect(self.out).toMatch(/== sim selftest: (\d+) passed, 0 failed/);
+    expect(Number(/== sim selftest: (\d+) passed/.exec(self.out)![1])).toBeGreaterThanOrEqual(12);
+    expect(self.code, self.out).toBe(0);
+    const r = run(SIM_TEST, ['--no-random', '--fixtures', FIXTURE_DIR]);
+    const summary = /== (\d+) passed, (\d+) failed/.exec(r.out);
+    expect(summary, r.out.slice(-3000)).not.toBeNull();
+    expect(
+      Number(summary![2]),
+      r.out
+        .split('\n')
+        .filter((l) => l.startsWith('[FAIL]') || l.startsWith('[bn_sim]'))
+        .join('\n'),
+    ).toBe(0);
+    expect(Number(summary![1])).toBeGreaterThanOrEqual(200);
+    // Every kernel family ran on the simulated device, the opt-in variants and fast numerics too.
+    for (const k of [
+      'sim/device: bn_sim',
+      'sim/norm640:',
+      'sim/i2s_70x640_gemm_int:',
+      'sim/attn_b:',
+      'sim/head_mma:',
+      'sim/select:',
+      'sim/model-relu2/graphs/mixed_batch:',
+      'sim/model-relu2/gemm-pipelined/gemm/mixed_batch:',
+      'sim/model-relu2/attn-fast/gemv/prefill_then_decode:',
+      'sim/model-relu2/norm-regs/gemm/mixed_batch:',
+      'sim/pdl_vs_plain:',
+      'sim/fast_attention:',
+      'sim/fast_gemv 8448x128 gateup M=8:',
+      'sim/fast_vs_emulation:',
+    ])
+      expect(r.out, k).toContain(`[PASS] ${k}`);
+    expect(r.code).toBe(0);
+  }, 600_000);
 
   it('the per-kernel profiler of the GPU test program runs (small model, CPU emulation)', () => {
     const r = run(GPU_TEST, ['--cpu-only', '--profile-only']);

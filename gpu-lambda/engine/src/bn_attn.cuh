@@ -35,9 +35,13 @@ __device__ __forceinline__ void stage_wait() {
 
 // f16 -> f64 in one conversion (exact, like the f16 -> f32 -> f64 it replaces).
 __device__ __forceinline__ double f16_to_f64(uint16_t h) {
+#if defined(BN_SIM)
+  return (double)f16_to_f32(h);
+#else
   double d;
   asm("cvt.f64.f16 %0, %1;" : "=d"(d) : "h"(h));
   return d;
+#endif
 }
 
 // The score of one staged K row: Σ_d q_d·k_d in f64 in dimension order (every product of two f16

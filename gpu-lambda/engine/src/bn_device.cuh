@@ -10,6 +10,15 @@
 
 #include "bn_kernels.h"
 
+// A kernel's dynamic shared memory: `BN_DYN_SHARED(float, sc);` declares `sc` (the launch's
+// dynamicSmemBytes; T may carry __align__). Under the CPU simulation (BN_SIM) it is the
+// simulator's per-block buffer (128-byte aligned).
+#if defined(BN_SIM)
+#define BN_DYN_SHARED(T, name) T *name = (T *)bn_sim::dyn_smem()
+#else
+#define BN_DYN_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 namespace bn {
 
 __device__ __forceinline__ double warp_sum_d(double v) {
@@ -202,6 +211,18 @@ __device__ __forceinline__ void block_tail(const NormQuant &t, int M) {
 }
 
 // ---- cp.async (sm_80+): 16-byte global -> shared copies that run in the background ------------
+// (The CPU simulation, BN_SIM, copies at once: every wait is then trivially satisfied.)
+#if defined(BN_SIM)
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) { memcpy(dst, src, 16); }
+__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, int bytes) {
+  memset(dst, 0, 16);
+  memcpy(dst, src, (size_t)bytes);
+}
+__device__ __forceinline__ void cp_async_commit() {}
+__device__ __forceinline__ void cp_async_wait_all() {}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {}
+#else
 __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
   const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
@@ -219,6 +240,7 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+#endif
 
 // ---- programmatic dependent launch (sm_90+, opt-in: BN_PDL=1) -----------------------------------
 // With g_pdl every kernel is launched with programmatic stream serialization: the next kernel in

@@ -63,7 +63,7 @@ template <bool FAST>
 __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
                                                             unsigned *counter) {
   pdl_enter();
-  extern __shared__ float sc[];
+  BN_DYN_SHARED(float, sc);
   __shared__ double qd[256];  // q in f64 once (the scores multiply in f64: no per-product conversion)
   __shared__ float wmax[kAttnThreads / 32];
   __shared__ double wsum[kAttnThreads / 32];

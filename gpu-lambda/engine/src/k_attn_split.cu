@@ -28,7 +28,7 @@ namespace bn {
 
 __global__ void __launch_bounds__(kAttnThreads) attn_split_kernel(AttnParams p, FastAttn f, int M, unsigned *counter) {
   pdl_enter();
-  extern __shared__ float sc[];
+  BN_DYN_SHARED(float, sc);
   __shared__ double qd[256];
   __shared__ float wmax[kAttnThreads / 32];
   __shared__ double wsum[kAttnThreads / 32];

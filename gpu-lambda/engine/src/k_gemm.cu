@@ -26,11 +26,15 @@ constexpr int GM = 64, GN = 64, AST = 144, CST = GN + 4;  // CST: padded result-
 constexpr int kEpiBatch = 8;                              // epilogue elements in flight per thread
 
 __device__ __forceinline__ void mma_s8u8(int c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if defined(BN_SIM)
+  bn_sim::mma_s8u8(c, a, b);
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
 }
 
 // One 128-element K block of a warp's tile: 4 planes × the m16 token tiles × its two n8 weight

@@ -110,7 +110,7 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
   __shared__ int fS[FIN ? MT : 1];
   __shared__ float fs[FIN ? MT : 1];
   if (FIN) {
-    extern __shared__ __align__(16) int8_t fq[];  // [MT][A.ld]
+    BN_DYN_SHARED(__align__(16) int8_t, fq);  // [MT][A.ld]
     block_quant_in<MT>(F.in, M, fq, A.ld, fS, fs);
     aq = fq;
   }

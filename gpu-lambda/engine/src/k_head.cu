@@ -121,11 +121,15 @@ __global__ void __launch_bounds__(256) head_i8_kernel(HeadParams p, int r0, int 
 }
 
 __device__ __forceinline__ void mma_f16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if defined(BN_SIM)
+  bn_sim::mma_f16(c, a, b);
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
 }
 
 constexpr int HST = 72;  // shared row stride in halves

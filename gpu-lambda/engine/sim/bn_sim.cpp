@@ -1,0 +1,541 @@
+// The CPU "device" behind sim/cuda_runtime.h: a block-serial, fiber-per-thread kernel executor and
+// the runtime calls the engine makes (memory, copies, streams, events, graph capture).
+//
+// Execution: a launch runs its blocks one after another (x fastest, then y, then z). A block's
+// threads are fibers on this OS thread. The scheduler runs each runnable fiber until it blocks at
+// __syncthreads() or at a warp collective, then releases a barrier once every live thread of the
+// block (or of the warp) has reached it. If nothing can run and no barrier can be released, the
+// kernel has a barrier that some live thread never reaches: the launch fails with the states of
+// the threads (on a GPU this hangs or is undefined).
+//
+// Fiber switch: a few instructions of x86-64 assembly (callee-saved registers, MXCSR and the x87
+// control word) on x86-64; ucontext elsewhere.
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cuda_runtime.h"
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+namespace bn_sim {
+
+enum State { RUN, WAIT_BLOCK, WAIT_WARP, DONE };
+
+struct Thread {
+  dim3 tid;
+  int linear = 0;
+  State state = DONE;
+  unsigned warp_ops = 0;  // warp collectives this thread has passed (selects the deposit buffer)
+  const char *where = nullptr;  // the __syncthreads it waits at
+#if defined(__x86_64__)
+  void *sp = nullptr;
+#else
+  ucontext_t ctx;
+#endif
+};
+
+struct Warp {
+  alignas(16) unsigned char buf[2][32][64];
+};
+
+static Thread *g_cur = nullptr;
+
+static std::vector<Thread> g_threads;
+static std::vector<Warp> g_warps;
+static std::vector<unsigned char> g_stacks;
+constexpr size_t kStack = 256 * 1024;
+static const std::function<void()> *g_body = nullptr;
+static unsigned char *g_dyn = nullptr;
+static size_t g_dyn_cap = 0;
+
+static cudaError_t g_last = cudaSuccess;
+static std::string g_msg;
+
+static cudaError_t fail(cudaError_t e, const char *fmt, ...) {
+  char b[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(b, sizeof(b), fmt, ap);
+  va_end(ap);
+  g_msg = b;
+  fprintf(stderr, "[bn_sim] %s\n", b);
+  if (g_last == cudaSuccess) g_last = e;
+  return e;
+}
+
+// ---- fibers ------------------------------------------------------------------------------------------
+#if defined(__x86_64__)
+extern "C" void bn_sim_switch(void **save_sp, void *load_sp);
+asm(R"(
+  .text
+  .globl bn_sim_switch
+  .type bn_sim_switch, @function
+bn_sim_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size bn_sim_switch, .-bn_sim_switch
+)");
+static void *g_sched_sp = nullptr;
+static void to_scheduler() { bn_sim_switch(&g_cur->sp, g_sched_sp); }
+static void resume(Thread &t) { bn_sim_switch(&g_sched_sp, t.sp); }
+#else
+static ucontext_t g_sched_ctx;
+static void to_scheduler() { swapcontext(&g_cur->ctx, &g_sched_ctx); }
+static void resume(Thread &t) { swapcontext(&g_sched_ctx, &t.ctx); }
+#endif
+
+[[noreturn]] static void fiber_main() {
+  (*g_body)();
+  g_cur->state = DONE;
+  to_scheduler();
+  abort();  // a finished fiber is never resumed
+}
+
+static void start_fiber(Thread &t, unsigned char *stack) {
+#if defined(__x86_64__)
+  // A frame for bn_sim_switch to "return" from: saved MXCSR/x87 word, six registers, then
+  // fiber_main as the return address, placed so that it starts as if called (rsp % 16 == 8).
+  uintptr_t top = ((uintptr_t)(stack + kStack)) & ~(uintptr_t)15;
+  uint64_t *sp = (uint64_t *)(top - 16);
+  sp[0] = (uint64_t)(uintptr_t)&fiber_main;
+  sp -= 6;
+  for (int i = 0; i < 6; i++) sp[i] = 0;
+  sp -= 1;
+  uint32_t mx;
+  uint16_t cw;
+  asm volatile("stmxcsr %0" : "=m"(mx));
+  asm volatile("fnstcw %0" : "=m"(cw));
+  memcpy(sp, &mx, 4);
+  memcpy((unsigned char *)sp + 4, &cw, 2);
+  t.sp = sp;
+#else
+  getcontext(&t.ctx);
+  t.ctx.uc_stack.ss_sp = stack;
+  t.ctx.uc_stack.ss_size = kStack;
+  t.ctx.uc_link = nullptr;
+  makecontext(&t.ctx, (void (*)())fiber_main, 0);
+#endif
+}
+
+void syncthreads(const char *where) {
+  g_cur->where = where;
+  g_cur->state = WAIT_BLOCK;
+  to_scheduler();
+}
+
+const unsigned char *warp_exchange(const void *mine, size_t bytes) {
+  Thread &t = *g_cur;
+  Warp &w = g_warps[(size_t)(t.linear >> 5)];
+  unsigned char *b = &w.buf[t.warp_ops & 1][0][0];
+  memcpy(b + (size_t)(t.linear & 31) * 64, mine, bytes);
+  t.state = WAIT_WARP;
+  to_scheduler();
+  t.warp_ops++;
+  return b;
+}
+
+void *dyn_smem() { return g_dyn; }
+
+// ---- mma.sync, from the fragment layouts documented in bn_mma.h ---------------------------------------------
+// m16n8k32 s8 × u8 → s32: lane 4g+t holds A rows g, g+8 (k 4t.., 16+4t..), B column g (k 4t..,
+// 16+4t..) and C[g][2t..2t+1], C[g+8][2t..2t+1]. Integer sums: exact in any order.
+void mma_s8u8(int c[4], const uint32_t a[4], const uint32_t b[2]) {
+  uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+  const unsigned char *all = warp_exchange(mine, sizeof(mine));
+  auto frag = [&](int lane, int r) {
+    uint32_t v;
+    memcpy(&v, all + (size_t)lane * 64 + 4 * r, 4);
+    return v;
+  };
+  auto A = [&](int row, int k) {  // row 0..15, k 0..31
+    const int g = row & 7, hi = row >> 3, t = (k & 15) >> 2, reg = hi + ((k >> 4) << 1);
+    return (int)(int8_t)(frag(4 * g + t, reg) >> (8 * (k & 3)));
+  };
+  auto B = [&](int k, int n) {  // k 0..31, n 0..7 (unsigned bytes)
+    const int t = (k & 15) >> 2, reg = 4 + (k >> 4);
+    return (int)(uint8_t)(frag(4 * n + t, reg) >> (8 * (k & 3)));
+  };
+  const int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; i++) {
+    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+    int s = 0;
+    for (int k = 0; k < 32; k++) s += A(row, k) * B(k, col);
+    c[i] += s;
+  }
+}
+
+static float f16_bits_to_f32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, m = h & 1023;
+  uint32_t u;
+  if (e == 0) {
+    if (m == 0) {
+      u = sign;
+    } else {  // subnormal: m · 2^-24
+      float f = (float)m * 5.9604644775390625e-8f;
+      memcpy(&u, &f, 4);
+      u |= sign;
+    }
+  } else if (e == 31) {
+    u = sign | 0x7f800000u | (m << 13);
+  } else {
+    u = sign | ((e + 112) << 23) | (m << 13);
+  }
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+// m16n8k16 f16 × f16 → f32: lane 4g+t holds A rows g, g+8 (k 2t.., 8+2t..), B column g (k 2t..,
+// 8+2t..). The tensor core's internal order and rounding are not specified; here the 16 exact
+// products are summed in f64 and added to C once (the engine checks this head with tolerances).
+void mma_f16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+  const unsigned char *all = warp_exchange(mine, sizeof(mine));
+  auto half = [&](int lane, int reg, int which) {
+    uint32_t v;
+    memcpy(&v, all + (size_t)lane * 64 + 4 * reg, 4);
+    return f16_bits_to_f32((uint16_t)(v >> (16 * which)));
+  };
+  auto A = [&](int row, int k) {
+    const int g = row & 7, hi = row >> 3, t = (k & 7) >> 1, reg = hi + ((k >> 3) << 1);
+    return half(4 * g + t, reg, k & 1);
+  };
+  auto B = [&](int k, int n) {
+    const int t = (k & 7) >> 1, reg = 4 + (k >> 3);
+    return half(4 * n + t, reg, k & 1);
+  };
+  const int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; i++) {
+    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+    double s = 0;
+    for (int k = 0; k < 16; k++) s += (double)A(row, k) * (double)B(k, col);
+    volatile float r = c[i] + (float)s;
+    c[i] = r;
+  }
+}
+
+// ---- launches --------------------------------------------------------------------------------------------------
+static std::unordered_map<const void *, int> g_max_dyn;  // cudaFuncAttributeMaxDynamicSharedMemorySize
+constexpr int kDefaultDynSmem = 48 * 1024, kOptinSmem = 232448;  // H100/H200: 227 KB opt-in
+
+cudaError_t set_max_dyn_smem(const void *kernel, int bytes) {
+  if (bytes < 0 || bytes > kOptinSmem)
+    return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: %d bytes of dynamic shared memory (limit %d)", bytes,
+                kOptinSmem);
+  g_max_dyn[kernel] = bytes;
+  return cudaSuccess;
+}
+
+static const char *state_name(State s) {
+  return s == RUN ? "running" : s == WAIT_BLOCK ? "__syncthreads" : s == WAIT_WARP ? "warp collective" : "exited";
+}
+
+// Runs one block; false on a barrier that cannot complete.
+static bool run_block(int nthreads) {
+  const int nwarps = (nthreads + 31) / 32;
+  for (int i = 0; i < nthreads; i++) {
+    Thread &t = g_threads[(size_t)i];
+    t.linear = i;
+    t.tid = dim3((unsigned)i % blockDim.x, ((unsigned)i / blockDim.x) % blockDim.y,
+                 (unsigned)i / (blockDim.x * blockDim.y));
+    t.state = RUN;
+    t.warp_ops = 0;
+    start_fiber(t, &g_stacks[(size_t)i * kStack]);
+  }
+  for (;;) {
+    for (int i = 0; i < nthreads; i++) {
+      Thread &t = g_threads[(size_t)i];
+      while (t.state == RUN) {
+        g_cur = &t;
+        threadIdx = t.tid;
+        resume(t);
+      }
+    }
+    g_cur = nullptr;
+    int done = 0, at_block = 0;
+    for (int i = 0; i < nthreads; i++) {
+      done += g_threads[(size_t)i].state == DONE;
+      at_block += g_threads[(size_t)i].state == WAIT_BLOCK;
+    }
+    if (done == nthreads) return true;
+    if (at_block + done == nthreads) {  // every live thread is at __syncthreads (exited ones count)
+      const char *first = nullptr;
+      for (int i = 0; i < nthreads; i++) {
+        const Thread &t = g_threads[(size_t)i];
+        if (t.state != WAIT_BLOCK) continue;
+        if (!first) first = t.where;
+        if (strcmp(first, t.where) != 0) {
+          fail(cudaErrorLaunchFailure, "divergent __syncthreads in block (%u,%u,%u): thread %d at %s, others at %s",
+               blockIdx.x, blockIdx.y, blockIdx.z, i, t.where, first);
+          return false;
+        }
+      }
+      for (int i = 0; i < nthreads; i++)
+        if (g_threads[(size_t)i].state == WAIT_BLOCK) g_threads[(size_t)i].state = RUN;
+      continue;
+    }
+    bool released = false;
+    for (int w = 0; w < nwarps; w++) {
+      const int lo = 32 * w, hi = std::min(nthreads, lo + 32);
+      bool all = true;
+      for (int i = lo; i < hi; i++) all = all && g_threads[(size_t)i].state == WAIT_WARP;
+      if (!all) continue;
+      for (int i = lo + 1; i < hi; i++)
+        if (g_threads[(size_t)i].warp_ops != g_threads[(size_t)lo].warp_ops) all = false;
+      if (!all) continue;
+      for (int i = lo; i < hi; i++) g_threads[(size_t)i].state = RUN;
+      released = true;
+    }
+    if (released) continue;
+    std::string st;
+    for (int i = 0; i < nthreads && st.size() < 600; i++) {
+      const Thread &t = g_threads[(size_t)i];
+      if (i == 0 || t.state != g_threads[(size_t)i - 1].state) st += " t" + std::to_string(i) + ":" + state_name(t.state);
+    }
+    fail(cudaErrorLaunchFailure, "barrier that not every live thread reaches, block (%u,%u,%u) of %ux%ux%u:%s",
+         blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x, gridDim.y, gridDim.z, st.c_str());
+    return false;
+  }
+}
+
+static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn, const std::function<void()> &body) {
+  const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
+  if (nthreads == 0 || nthreads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.y > 65535 || grid.z > 65535)
+    return fail(cudaErrorInvalidConfiguration, "launch: grid %ux%ux%u, block %ux%ux%u", grid.x, grid.y, grid.z, block.x,
+                block.y, block.z);
+  if (g_threads.size() < nthreads) {
+    g_threads.resize(nthreads);
+    g_stacks.resize(nthreads * kStack);
+  }
+  g_warps.resize((nthreads + 31) / 32);
+  if (g_dyn_cap < dyn) {
+    free(g_dyn);
+    g_dyn_cap = (dyn + 127) & ~(size_t)127;
+    g_dyn = (unsigned char *)aligned_alloc(128, g_dyn_cap);
+  }
+  g_body = &body;
+  gridDim = grid;
+  blockDim = block;
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++) {
+        blockIdx = dim3(x, y, z);
+        if (g_dyn) memset(g_dyn, 0xcd, dyn);  // shared memory starts undefined: never zero
+        if (!run_block((int)nthreads)) return cudaErrorLaunchFailure;
+      }
+  g_body = nullptr;
+  return cudaSuccess;
+}
+
+// Graph capture: while a stream captures, work is recorded instead of run.
+struct Graph {
+  std::vector<std::function<cudaError_t()>> work;
+};
+static Graph *g_capture = nullptr;
+
+static cudaError_t submit(std::function<cudaError_t()> w) {
+  if (g_capture) {
+    g_capture->work.push_back(std::move(w));
+    return cudaSuccess;
+  }
+  const cudaError_t e = w();
+  if (e != cudaSuccess && g_last == cudaSuccess) g_last = e;
+  return cudaSuccess;  // like a GPU, an execution error shows at the next check (cudaGetLastError)
+}
+
+cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dyn, std::function<void()> body) {
+  // Configuration errors are launch errors (returned at once), as on a GPU.
+  const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
+  if (nthreads == 0 || nthreads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0)
+    return fail(cudaErrorInvalidConfiguration, "launch: grid %ux%ux%u, block %ux%ux%u", grid.x, grid.y, grid.z, block.x,
+                block.y, block.z);
+  const auto it = g_max_dyn.find(kernel);
+  const size_t limit = it == g_max_dyn.end() ? (size_t)kDefaultDynSmem : (size_t)it->second;
+  if (dyn > limit)
+    return fail(cudaErrorInvalidValue, "launch: %zu bytes of dynamic shared memory, the kernel allows %zu", dyn, limit);
+  return submit([=]() { return execute(kernel, grid, block, dyn, body); });
+}
+
+}  // namespace bn_sim
+
+dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+using namespace bn_sim;
+
+// ---- runtime API -------------------------------------------------------------------------------------------------
+const char *cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+const char *cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : g_msg.c_str(); }
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = g_last;
+  g_last = cudaSuccess;
+  return e;
+}
+cudaError_t cudaGetDeviceCount(int *n) {
+  *n = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *d) {
+  *d = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d) {
+  if (d != 0) return cudaErrorInvalidDevice;
+  memset(p, 0, sizeof(*p));
+  snprintf(p->name, sizeof(p->name), "bn_sim (CPU, H100-shaped limits)");
+  p->totalGlobalMem = (size_t)4 << 30;
+  p->sharedMemPerBlockOptin = kOptinSmem;
+  p->multiProcessorCount = 132;
+  p->major = 9;
+  p->minor = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int *v) {
+  *v = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int *v) {
+  *v = 0;
+  return cudaSuccess;
+}
+// Reported small so that memory-sized pools stay small on the CPU.
+cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
+  *free_b = (size_t)1 << 30;
+  *total_b = (size_t)4 << 30;
+  return cudaSuccess;
+}
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+  *p = aligned_alloc(256, (bytes + 255) & ~(size_t)255);
+  if (!*p) return fail(cudaErrorMemoryAllocation, "cudaMalloc(%zu)", bytes);
+  memset(*p, 0xff, bytes);  // device memory starts undefined: NaN floats, -1 integers
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) {
+  free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void **p, size_t bytes) {
+  *p = aligned_alloc(256, (bytes + 255) & ~(size_t)255);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFreeHost(void *p) {
+  free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemset(void *p, int v, size_t bytes) {
+  memset(p, v, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t) {
+  return submit([=]() {
+    memset(p, v, bytes);
+    return cudaSuccess;
+  });
+}
+cudaError_t cudaMemcpy(void *d, const void *s, size_t bytes, cudaMemcpyKind) {
+  memcpy(d, s, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t bytes, cudaMemcpyKind, cudaStream_t) {
+  return submit([=]() {
+    memmove(d, s, bytes);
+    return cudaSuccess;
+  });
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
+  static char token;
+  *s = (cudaStream_t)(void *)&token;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return g_capture ? cudaErrorStreamCaptureUnsupported : cudaGetLastError(); }
+cudaError_t cudaDeviceSynchronize() { return cudaStreamSynchronize(nullptr); }
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+  *e = (cudaEvent_t)(void *)new char(0);
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete (char *)(void *)e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t) {
+  *ms = 0.f;  // no timing on the CPU
+  return cudaSuccess;
+}
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+  if (g_capture) return cudaErrorStreamCaptureUnsupported;
+  g_capture = new Graph();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t *g) {
+  if (!g_capture) return cudaErrorInvalidValue;
+  *g = (cudaGraph_t)(void *)g_capture;
+  g_capture = nullptr;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *ex, cudaGraph_t g, unsigned long long) {
+  *ex = (cudaGraphExec_t)(void *)new Graph(*(Graph *)(void *)g);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+  delete (Graph *)(void *)g;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t ex) {
+  delete (Graph *)(void *)ex;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t ex, cudaStream_t) {
+  if (g_capture) return cudaErrorStreamCaptureUnsupported;
+  for (auto &w : ((Graph *)(void *)ex)->work) {
+    const cudaError_t e = w();
+    if (e != cudaSuccess) {
+      if (g_last == cudaSuccess) g_last = e;
+      break;
+    }
+  }
+  return cudaSuccess;
+}

@@ -1,0 +1,189 @@
+// Self-test of the CPU simulation (bn_sim.cpp): the executor's semantics the engine's checks rely
+// on, and the failures it must report instead of hanging or passing. `make sim-selftest`, then
+// ../test/build/bn_sim_selftest; prints one line per check and exits with the failure count.
+#include <stdio.h>
+
+#include <vector>
+
+#include "../src/bn_mma.h"
+#include "cuda_runtime.h"
+
+static int g_pass = 0, g_fail = 0;
+static void check(bool ok, const char *name) {
+  printf("[%s] sim/%s\n", ok ? "PASS" : "FAIL", name);
+  (ok ? g_pass : g_fail)++;
+}
+
+template <typename... P, typename... A>
+static cudaError_t launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, A... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  return cudaLaunchKernelEx(&cfg, k, ((P)args)...);
+}
+
+// Each thread: its warp's sum of (block-linear index) by an xor butterfly, and its block's
+// reversed index through shared memory.
+__global__ void k_shuffle_shared(int *sums, int *rev) {
+  __shared__ int s[256];
+  const int i = (int)threadIdx.x, n = (int)blockDim.x;
+  int v = i;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  s[i] = i;
+  __syncthreads();
+  sums[blockIdx.x * n + i] = v;
+  rev[blockIdx.x * n + i] = s[n - 1 - i] + 1000 * (int)blockIdx.x;
+}
+
+// Threads 0..15 meet the others at a different __syncthreads: undefined in CUDA, reported here.
+__global__ void k_divergent_barrier(int *out) {
+  if (threadIdx.x < 16) __syncthreads();
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+// Threads past 16 exit before the barrier: they count as arrived (as on sm_70 and newer).
+__global__ void k_barrier_after_exit(int *out) {
+  if (threadIdx.x >= 16) return;
+  __syncthreads();
+  out[threadIdx.x] = 2;
+}
+
+__global__ void k_shuffle_after_exit(int *out) {
+  if (threadIdx.x >= 16) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (int)threadIdx.x, 1);
+}
+
+__global__ void k_dyn(int *out) {
+  int *d = (int *)bn_sim::dyn_smem();
+  d[threadIdx.x] = (int)threadIdx.x;
+  __syncthreads();
+  out[threadIdx.x] = d[blockDim.x - 1 - threadIdx.x];
+}
+
+__global__ void k_count(int *c) {
+  if (threadIdx.x == 0) atomicAdd(c, 1);
+}
+
+// One warp: D = A (16x32 s8) · B (32x8 u8) through mma_s8u8, fragments from bn_mma.h's layouts.
+__global__ void k_mma_s8(const int8_t *A, const uint8_t *Bt, int *D) {
+  const int lane = (int)threadIdx.x, g = lane >> 2, t = lane & 3;
+  uint32_t a[4], b[2];
+  bn::s8_a_frag(A, 32, 0, 0, g, t, a);
+  b[0] = bn::ld32(Bt + g * 32 + 4 * t);
+  b[1] = bn::ld32(Bt + g * 32 + 16 + 4 * t);
+  int c[4] = {lane, 0, 0, 0};
+  bn_sim::mma_s8u8(c, a, b);
+  D[g * 8 + 2 * t] = c[0];
+  D[g * 8 + 2 * t + 1] = c[1];
+  D[(g + 8) * 8 + 2 * t] = c[2];
+  D[(g + 8) * 8 + 2 * t + 1] = c[3];
+}
+
+// One warp: D = A (16x16 f16) · B (16x8 f16) through mma_f16.
+__global__ void k_mma_f16(const uint16_t *A, const uint16_t *Bt, float *D) {
+  const int lane = (int)threadIdx.x, g = lane >> 2, t = lane & 3;
+  uint32_t a[4], b[2];
+  bn::f16_a_frag(A, 16, 0, 0, g, t, a);
+  bn::f16_b_frag(Bt, 16, 0, 0, g, t, b);
+  float c[4] = {0.f, 0.f, 0.f, 0.f};
+  bn_sim::mma_f16(c, a, b);
+  D[g * 8 + 2 * t] = c[0];
+  D[g * 8 + 2 * t + 1] = c[1];
+  D[(g + 8) * 8 + 2 * t] = c[2];
+  D[(g + 8) * 8 + 2 * t + 1] = c[3];
+}
+
+int main() {
+  {  // shuffles, shared memory and barriers over 2 blocks of 96 threads (3 warps)
+    std::vector<int> sums(192), rev(192);
+    const cudaError_t e = launch(k_shuffle_shared, dim3(2), dim3(96), 0, sums.data(), rev.data());
+    bool ok = e == cudaSuccess && cudaGetLastError() == cudaSuccess;
+    for (int b = 0; b < 2; b++)
+      for (int i = 0; i < 96; i++) {
+        int s = 0;  // the sum of the warp's indices
+        for (int j = i / 32 * 32; j < i / 32 * 32 + 32; j++) s += j;
+        ok = ok && sums[(size_t)(b * 96 + i)] == s && rev[(size_t)(b * 96 + i)] == 95 - i + 1000 * b;
+      }
+    check(ok, "shuffle_shared: xor butterflies per warp, shared memory per block, 2 blocks");
+  }
+  {  // a barrier that only some threads reach is a launch failure, not a hang
+    std::vector<int> out(64, 0);
+    launch(k_divergent_barrier, dim3(1), dim3(64), 0, out.data());
+    check(cudaGetLastError() == cudaErrorLaunchFailure, "divergent __syncthreads is reported (cudaErrorLaunchFailure)");
+    launch(k_barrier_after_exit, dim3(1), dim3(64), 0, out.data());
+    check(cudaGetLastError() == cudaSuccess && out[0] == 2 && out[15] == 2 && out[16] == 0,
+          "a barrier after some threads exited completes");
+    launch(k_shuffle_after_exit, dim3(1), dim3(32), 0, out.data());
+    check(cudaGetLastError() == cudaErrorLaunchFailure, "a full-warp shuffle after half the warp exited is reported");
+    check(cudaGetLastError() == cudaSuccess, "the error is cleared once read");
+  }
+  {  // dynamic shared memory: 48 KB without the attribute, the opt-in limit with it
+    std::vector<int> out(128, 0);
+    check(launch(k_dyn, dim3(1), dim3(128), 64 * 1024, out.data()) == cudaErrorInvalidValue,
+          "64 KB of dynamic shared memory without cudaFuncSetAttribute is refused");
+    cudaGetLastError();
+    check(cudaFuncSetAttribute(k_dyn, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 * 1024) == cudaErrorInvalidValue,
+          "an attribute over the opt-in limit (227 KB) is refused");
+    cudaGetLastError();
+    bool ok = cudaFuncSetAttribute(k_dyn, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024) == cudaSuccess &&
+              launch(k_dyn, dim3(1), dim3(128), 64 * 1024, out.data()) == cudaSuccess &&
+              cudaGetLastError() == cudaSuccess;
+    for (int i = 0; i < 128; i++) ok = ok && out[(size_t)i] == 127 - i;
+    check(ok, "with the attribute set, 64 KB of dynamic shared memory works");
+    check(launch(k_dyn, dim3(1), dim3(2048), 0, out.data()) == cudaErrorInvalidConfiguration,
+          "a block of 2048 threads is refused");
+    cudaGetLastError();
+  }
+  {  // graph capture records; each graph launch runs the work again
+    int c = 0;
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+    launch(k_count, dim3(3), dim3(32), 0, &c);
+    cudaGraph_t g;
+    cudaStreamEndCapture(s, &g);
+    const int during = c;
+    cudaGraphExec_t ex;
+    cudaGraphInstantiate(&ex, g, 0);
+    cudaGraphDestroy(g);
+    cudaGraphLaunch(ex, s);
+    cudaGraphLaunch(ex, s);
+    cudaGraphExecDestroy(ex);
+    check(during == 0 && c == 6, "graph capture records launches; two graph launches run them twice");
+  }
+  {  // mma.sync fragments against plain products
+    std::vector<int8_t> A(16 * 32);
+    std::vector<uint8_t> Bt(8 * 32);
+    for (size_t i = 0; i < A.size(); i++) A[i] = (int8_t)((int)(i * 37 % 255) - 127);
+    for (size_t i = 0; i < Bt.size(); i++) Bt[i] = (uint8_t)(i * 11 % 3);
+    std::vector<int> D(16 * 8, 0);
+    launch(k_mma_s8, dim3(1), dim3(32), 0, A.data(), Bt.data(), D.data());
+    bool ok = cudaGetLastError() == cudaSuccess;
+    for (int r = 0; r < 16; r++)
+      for (int n = 0; n < 8; n++) {
+        int s = r < 8 && n % 2 == 0 ? 4 * r + n / 2 : 0;  // C: each lane's c[0] (D[g][2t]) started at its lane
+        for (int k = 0; k < 32; k++) s += A[(size_t)(r * 32 + k)] * Bt[(size_t)(n * 32 + k)];
+        ok = ok && D[(size_t)(r * 8 + n)] == s;
+      }
+    check(ok, "mma m16n8k32 s8.u8: every element equals the plain product (plus C)");
+    std::vector<uint16_t> Ah(16 * 16), Bh(8 * 16);
+    auto f16 = [](int v) { return bn::f32_to_f16((float)v * 0.125f); };
+    for (size_t i = 0; i < Ah.size(); i++) Ah[i] = f16((int)(i * 7 % 17) - 8);
+    for (size_t i = 0; i < Bh.size(); i++) Bh[i] = f16((int)(i * 5 % 13) - 6);
+    std::vector<float> Df(16 * 8, 0.f);
+    launch(k_mma_f16, dim3(1), dim3(32), 0, Ah.data(), Bh.data(), Df.data());
+    ok = cudaGetLastError() == cudaSuccess;
+    for (int r = 0; r < 16; r++)
+      for (int n = 0; n < 8; n++) {
+        double s = 0;
+        for (int k = 0; k < 16; k++)
+          s += (double)bn::f16_to_f32(Ah[(size_t)(r * 16 + k)]) * (double)bn::f16_to_f32(Bh[(size_t)(n * 16 + k)]);
+        ok = ok && Df[(size_t)(r * 8 + n)] == (float)s;  // small multiples of 1/64: exact
+      }
+    check(ok, "mma m16n8k16 f16: every element equals the plain product");
+  }
+  printf("== sim selftest: %d passed, %d failed\n", g_pass, g_fail);
+  return g_fail;
+}
