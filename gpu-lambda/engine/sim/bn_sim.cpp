@@ -8,8 +8,9 @@
 // kernel has a barrier that some live thread never reaches: the launch fails with the states of
 // the threads (on a GPU this hangs or is undefined).
 //
-// Fiber switch: a few instructions of x86-64 assembly (callee-saved registers, MXCSR and the x87
-// control word) on x86-64; ucontext elsewhere.
+// Fiber switch: a few instructions of x86-64 assembly (the callee-saved registers; the floating-
+// point control state is the OS thread's, shared by all fibers, as no kernel changes it) on
+// x86-64; ucontext elsewhere.
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,14 +86,8 @@ bn_sim_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -103,7 +98,22 @@ bn_sim_switch:
   .size bn_sim_switch, .-bn_sim_switch
 )");
 static void *g_sched_sp = nullptr;
-static void to_scheduler() { bn_sim_switch(&g_cur->sp, g_sched_sp); }
+static int g_nthreads = 0;
+// A thread that blocks or ends switches straight to the next runnable thread of the block (one
+// switch instead of two through the scheduler); the last one returns to the scheduler.
+static void to_scheduler() {
+  Thread *self = g_cur;
+  for (int j = self->linear + 1; j < g_nthreads; j++) {
+    Thread &n = g_threads[(size_t)j];
+    if (n.state == RUN) {
+      g_cur = &n;
+      threadIdx = n.tid;
+      bn_sim_switch(&self->sp, n.sp);
+      return;
+    }
+  }
+  bn_sim_switch(&self->sp, g_sched_sp);
+}
 static void resume(Thread &t) { bn_sim_switch(&g_sched_sp, t.sp); }
 #else
 static ucontext_t g_sched_ctx;
@@ -120,20 +130,13 @@ static void resume(Thread &t) { swapcontext(&g_sched_ctx, &t.ctx); }
 
 static void start_fiber(Thread &t, unsigned char *stack) {
 #if defined(__x86_64__)
-  // A frame for bn_sim_switch to "return" from: saved MXCSR/x87 word, six registers, then
-  // fiber_main as the return address, placed so that it starts as if called (rsp % 16 == 8).
+  // A frame for bn_sim_switch to "return" from: six registers, then fiber_main as the return
+  // address, placed so that it starts as if called (rsp % 16 == 8).
   uintptr_t top = ((uintptr_t)(stack + kStack)) & ~(uintptr_t)15;
   uint64_t *sp = (uint64_t *)(top - 16);
   sp[0] = (uint64_t)(uintptr_t)&fiber_main;
   sp -= 6;
   for (int i = 0; i < 6; i++) sp[i] = 0;
-  sp -= 1;
-  uint32_t mx;
-  uint16_t cw;
-  asm volatile("stmxcsr %0" : "=m"(mx));
-  asm volatile("fnstcw %0" : "=m"(cw));
-  memcpy(sp, &mx, 4);
-  memcpy((unsigned char *)sp + 4, &cw, 2);
   t.sp = sp;
 #else
   getcontext(&t.ctx);
@@ -169,24 +172,25 @@ void *dyn_smem() { return g_dyn; }
 void mma_s8u8(int c[4], const uint32_t a[4], const uint32_t b[2]) {
   uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
   const unsigned char *all = warp_exchange(mine, sizeof(mine));
-  auto frag = [&](int lane, int r) {
-    uint32_t v;
-    memcpy(&v, all + (size_t)lane * 64 + 4 * r, 4);
-    return v;
-  };
-  auto A = [&](int row, int k) {  // row 0..15, k 0..31
-    const int g = row & 7, hi = row >> 3, t = (k & 15) >> 2, reg = hi + ((k >> 4) << 1);
-    return (int)(int8_t)(frag(4 * g + t, reg) >> (8 * (k & 3)));
-  };
-  auto B = [&](int k, int n) {  // k 0..31, n 0..7 (unsigned bytes)
-    const int t = (k & 15) >> 2, reg = 4 + (k >> 4);
-    return (int)(uint8_t)(frag(4 * n + t, reg) >> (8 * (k & 3)));
-  };
   const int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+  // This lane's A rows g and g+8 and B columns 2t and 2t+1, 32 k each, gathered word by word.
+  int8_t arow[2][32];
+  uint8_t bcol[2][32];
+  for (int u = 0; u < 4; u++) {
+    for (int h = 0; h < 2; h++) {
+      const unsigned char *la = all + (size_t)(4 * g + u) * 64;
+      memcpy(&arow[h][4 * u], la + 4 * h, 4);             // a0/a1: k 4u..4u+3
+      memcpy(&arow[h][16 + 4 * u], la + 4 * (2 + h), 4);  // a2/a3: k 16+4u..
+      const unsigned char *lb = all + (size_t)(4 * (2 * t + h) + u) * 64;
+      memcpy(&bcol[h][4 * u], lb + 16, 4);       // b0: k 4u..
+      memcpy(&bcol[h][16 + 4 * u], lb + 20, 4);  // b1: k 16+4u..
+    }
+  }
   for (int i = 0; i < 4; i++) {
-    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+    const int8_t *ar = arow[i >> 1];
+    const uint8_t *bc = bcol[i & 1];
     int s = 0;
-    for (int k = 0; k < 32; k++) s += A(row, k) * B(k, col);
+    for (int k = 0; k < 32; k++) s += (int)ar[k] * (int)bc[k];
     c[i] += s;
   }
 }
@@ -260,6 +264,9 @@ static const char *state_name(State s) {
 // Runs one block; false on a barrier that cannot complete.
 static bool run_block(int nthreads) {
   const int nwarps = (nthreads + 31) / 32;
+#if defined(__x86_64__)
+  g_nthreads = nthreads;
+#endif
   for (int i = 0; i < nthreads; i++) {
     Thread &t = g_threads[(size_t)i];
     t.linear = i;
