@@ -740,7 +740,8 @@ static void test_models(const ModelFx &mf, const std::string &label) {
 
 int main(int argc, char **argv) {
   std::string dir = "gpu-lambda/test/fixtures", out_dir;
-  bool cpu_only = false, bench = false, quick = false, no_random = false, profile = false, profile_only = false;
+  bool cpu_only = false, bench = false, quick = false, no_random = false, profile = false, profile_only = false,
+       fast_2b4t = false;
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     if (a == "--fixtures" && i + 1 < argc) dir = argv[++i];
@@ -749,10 +750,11 @@ int main(int argc, char **argv) {
     else if (a == "--bench") bench = true;
     else if (a == "--quick") quick = true;
     else if (a == "--no-random") no_random = true;
+    else if (a == "--fast-2b4t") fast_2b4t = true;  // the fast numerics' 2B-4T shapes even with --no-random
     else if (a == "--profile") profile = true;
     else if (a == "--profile-only") profile = profile_only = true;
     else {
-      fprintf(stderr, "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--profile | --profile-only] [--out DIR]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--profile | --profile-only] [--out DIR]\n", argv[0]);
       return 2;
     }
   }
@@ -763,6 +765,7 @@ int main(int argc, char **argv) {
   (void)bench;
   (void)quick;
   (void)no_random;
+  (void)fast_2b4t;
   (void)profile;
 #if defined(BN_WITH_CUDA)
   if (profile_only) {
@@ -794,7 +797,7 @@ int main(int argc, char **argv) {
 #if defined(BN_WITH_CUDA)
   if (!cpu_only) {
     g_emulate = 0;
-    run_gpu_sections(kf, mr, ms, bench, quick, no_random, out_dir);
+    run_gpu_sections(kf, mr, ms, bench, quick, no_random, fast_2b4t, out_dir);
     if (profile) run_profile(out_dir, false);
   } else
 #endif

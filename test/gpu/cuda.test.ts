@@ -33,8 +33,8 @@ const ADDON_DIR = join(ROOT, 'gpu-lambda/addon');
 const ADDON = join(ADDON_DIR, 'build/Release/bitnet_cuda.node');
 const CPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_cpu');
 const GPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test');
-const SIM_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_sim');
-const SIM_SELFTEST = join(ROOT, 'gpu-lambda/test/build/bn_sim_selftest');
+const SIM_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_sim_asan');
+const SIM_SELFTEST = join(ROOT, 'gpu-lambda/test/build/bn_sim_selftest_asan');
 
 function run(cmd: string, args: string[], cwd = ROOT): { code: number; out: string } {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
@@ -119,11 +119,13 @@ describe('CUDA engine without a GPU', () => {
     expect(r.code).toBe(0);
   });
 
-  it("the kernels' own CUDA sources pass the GPU checks on the CPU simulation (engine/sim)", () => {
+  it("the kernels' own CUDA sources pass the GPU checks on the CPU simulation (engine/sim), under AddressSanitizer", () => {
     // g++ compiles every .cu against sim/cuda_runtime.h (CUDA on the CPU: blocks in turn, threads
     // as fibers); the test program's GPU sections then run the real kernels against the emulation
-    // and the TS reference's fixtures. First the simulator's own checks.
-    const b = run('make', ['-C', ENGINE, '-j2', 'sim-test', 'sim-selftest']);
+    // and the TS reference's fixtures. AddressSanitizer aborts the run on any access outside a
+    // device allocation or a shared array (a memcheck for every CI run). First the simulator's
+    // own checks.
+    const b = run('make', ['-C', ENGINE, '-j2', 'SIM_ASAN=1', 'sim-test', 'sim-selftest']);
     expect(b.code, b.out.slice(-4000)).toBe(0);
     const self = run(SIM_SELFTEST, []);
     expect(self.out).toMatch(/== sim selftest: (\d+) passed, 0 failed/);
@@ -136,7 +138,7 @@ describe('CUDA engine without a GPU', () => {
       Number(summary![2]),
       r.out
         .split('\n')
-        .filter((l) => l.startsWith('[FAIL]') || l.startsWith('[bn_sim]'))
+        .filter((l) => l.startsWith('[FAIL]') || l.startsWith('[bn_sim]') || l.includes('Sanitizer'))
         .join('\n'),
     ).toBe(0);
     expect(Number(summary![1])).toBeGreaterThanOrEqual(200);

@@ -25,6 +25,14 @@
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
+// AddressSanitizer builds (make sim-test SIM_ASAN=1) are told about every stack switch.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define BN_SIM_ASAN 1
+#else
+#define BN_SIM_ASAN 0
+#endif
 
 namespace bn_sim {
 
@@ -36,6 +44,8 @@ struct Thread {
   State state = DONE;
   unsigned warp_ops = 0;  // warp collectives this thread has passed (selects the deposit buffer)
   const char *where = nullptr;  // the __syncthreads it waits at
+  unsigned char *stack = nullptr;
+  void *fake = nullptr;  // AddressSanitizer's fake stack while switched out
 #if defined(__x86_64__)
   void *sp = nullptr;
 #else
@@ -51,11 +61,21 @@ static Thread *g_cur = nullptr;
 
 static std::vector<Thread> g_threads;
 static std::vector<Warp> g_warps;
-static std::vector<unsigned char> g_stacks;
+static std::vector<unsigned char *> g_stacks;  // one per thread slot, never moved
 constexpr size_t kStack = 256 * 1024;
 static const std::function<void()> *g_body = nullptr;
 static unsigned char *g_dyn = nullptr;
 static size_t g_dyn_cap = 0;
+
+// Frees the stacks and the shared-memory buffer at exit (a leak checker then sees none).
+static struct Cleanup {
+  ~Cleanup() {
+    for (unsigned char *p : g_stacks) free(p);
+    g_stacks.clear();
+    free(g_dyn);
+    g_dyn = nullptr;
+  }
+} g_cleanup;
 
 static cudaError_t g_last = cudaSuccess;
 static std::string g_msg;
@@ -99,22 +119,43 @@ bn_sim_switch:
 )");
 static void *g_sched_sp = nullptr;
 static int g_nthreads = 0;
+static const void *g_main_bottom = nullptr;  // the scheduler's stack (AddressSanitizer builds)
+static size_t g_main_size = 0;
+static void *g_main_fake = nullptr;
+
+// Switches from the running context (saving its stack pointer in *save, its sanitizer state in
+// *fake; fake null: the context ends) to `to_sp` on the stack [bottom, bottom + size).
+static void switch_to(void **save, void **fake, void *to_sp, const void *bottom, size_t size) {
+#if BN_SIM_ASAN
+  __sanitizer_start_switch_fiber(fake, bottom, size);
+#else
+  (void)fake;
+  (void)bottom;
+  (void)size;
+#endif
+  bn_sim_switch(save, to_sp);
+#if BN_SIM_ASAN
+  __sanitizer_finish_switch_fiber(*fake, nullptr, nullptr);
+#endif
+}
+
 // A thread that blocks or ends switches straight to the next runnable thread of the block (one
 // switch instead of two through the scheduler); the last one returns to the scheduler.
 static void to_scheduler() {
   Thread *self = g_cur;
+  void **fake = self->state == DONE ? nullptr : &self->fake;
   for (int j = self->linear + 1; j < g_nthreads; j++) {
     Thread &n = g_threads[(size_t)j];
     if (n.state == RUN) {
       g_cur = &n;
       threadIdx = n.tid;
-      bn_sim_switch(&self->sp, n.sp);
+      switch_to(&self->sp, fake, n.sp, n.stack, kStack);
       return;
     }
   }
-  bn_sim_switch(&self->sp, g_sched_sp);
+  switch_to(&self->sp, fake, g_sched_sp, g_main_bottom, g_main_size);
 }
-static void resume(Thread &t) { bn_sim_switch(&g_sched_sp, t.sp); }
+static void resume(Thread &t) { switch_to(&g_sched_sp, &g_main_fake, t.sp, t.stack, kStack); }
 #else
 static ucontext_t g_sched_ctx;
 static void to_scheduler() { swapcontext(&g_cur->ctx, &g_sched_ctx); }
@@ -122,6 +163,16 @@ static void resume(Thread &t) { swapcontext(&g_sched_ctx, &t.ctx); }
 #endif
 
 [[noreturn]] static void fiber_main() {
+#if BN_SIM_ASAN && defined(__x86_64__)
+  // First entry: learn the scheduler's stack from the first switch ever made (from the scheduler).
+  const void *b = nullptr;
+  size_t n = 0;
+  __sanitizer_finish_switch_fiber(nullptr, &b, &n);
+  if (!g_main_bottom) {
+    g_main_bottom = b;
+    g_main_size = n;
+  }
+#endif
   (*g_body)();
   g_cur->state = DONE;
   to_scheduler();
@@ -274,7 +325,11 @@ static bool run_block(int nthreads) {
                  (unsigned)i / (blockDim.x * blockDim.y));
     t.state = RUN;
     t.warp_ops = 0;
-    start_fiber(t, &g_stacks[(size_t)i * kStack]);
+    t.stack = g_stacks[(size_t)i];
+#if BN_SIM_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(t.stack, kStack);  // a previous fiber's frames may have left redzones
+#endif
+    start_fiber(t, t.stack);
   }
   for (;;) {
     for (int i = 0; i < nthreads; i++) {
@@ -340,13 +395,18 @@ static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn
                 block.y, block.z);
   if (g_threads.size() < nthreads) {
     g_threads.resize(nthreads);
-    g_stacks.resize(nthreads * kStack);
+    while (g_stacks.size() < nthreads) g_stacks.push_back((unsigned char *)aligned_alloc(64, kStack));
   }
   g_warps.resize((nthreads + 31) / 32);
-  if (g_dyn_cap < dyn) {
+  if (g_dyn_cap != dyn) {  // exactly the launch's bytes, so a sanitizer sees an overrun
     free(g_dyn);
-    g_dyn_cap = (dyn + 127) & ~(size_t)127;
-    g_dyn = (unsigned char *)aligned_alloc(128, g_dyn_cap);
+    g_dyn = nullptr;
+    g_dyn_cap = 0;
+    void *p = nullptr;
+    if (dyn && posix_memalign(&p, 128, dyn) == 0) {
+      g_dyn = (unsigned char *)p;
+      g_dyn_cap = dyn;
+    }
   }
   g_body = &body;
   gridDim = grid;
@@ -453,8 +513,10 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b) {
   return cudaSuccess;
 }
 cudaError_t cudaMalloc(void **p, size_t bytes) {
-  *p = aligned_alloc(256, (bytes + 255) & ~(size_t)255);
-  if (!*p) return fail(cudaErrorMemoryAllocation, "cudaMalloc(%zu)", bytes);
+  // 256-byte aligned like cudaMalloc, and exactly `bytes` long, so a sanitizer sees an overrun.
+  *p = nullptr;
+  if (posix_memalign(p, 256, bytes ? bytes : 1) != 0 || !*p)
+    return fail(cudaErrorMemoryAllocation, "cudaMalloc(%zu)", bytes);
   memset(*p, 0xff, bytes);  // device memory starts undefined: NaN floats, -1 integers
   return cudaSuccess;
 }
@@ -463,8 +525,8 @@ cudaError_t cudaFree(void *p) {
   return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void **p, size_t bytes) {
-  *p = aligned_alloc(256, (bytes + 255) & ~(size_t)255);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+  *p = nullptr;
+  return posix_memalign(p, 256, bytes ? bytes : 1) == 0 ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFreeHost(void *p) {
   free(p);
