@@ -11,9 +11,11 @@
 // the block or warp reaches is reported as a launch error instead of hanging), launch shapes and
 // dynamic shared-memory limits, last-block tickets, graph capture, and the kernels' arithmetic
 // (host numerics: BN_DEVICE_CODE is 0, which the emulation already matches to the GPU's bits).
-// What it cannot check: timing, races between blocks (blocks run one after another), memory
-// ordering (fences are no-ops) and the hardware's own instruction semantics (cp.async copies at
-// once; mma.sync is computed from the PTX fragment layouts in bn_mma.h).
+// What it cannot check: timing, races between blocks (blocks run one after another) or between
+// a block's threads (they run in turn between barriers), memory ordering (fences are no-ops),
+// reads of static __shared__ variables before the block writes them (see below), and the
+// hardware's own instruction semantics (cp.async copies at once; mma.sync is computed from the
+// PTX fragment layouts in bn_mma.h).
 #pragma once
 
 #include <math.h>
@@ -33,7 +35,11 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 // A kernel's __shared__ variables become function statics: one copy, which is the block's because
-// blocks run one at a time (and every thread of the block sees it).
+// blocks run one at a time (and every thread of the block sees it). Unlike the dynamic shared
+// memory, which is refilled with a pattern before each block, they keep the previous block's
+// values: a read before the block's own write goes unnoticed. (One linker section for all of them,
+// to refill it, fails with GCC: inline functions' statics are COMDAT and conflict with the
+// kernels' own.)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 
