@@ -33,11 +33,13 @@ const ADDON_DIR = join(ROOT, 'gpu-lambda/addon');
 const ADDON = join(ADDON_DIR, 'build/Release/bitnet_cuda.node');
 const CPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_cpu');
 const GPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test');
-const SIM_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_sim_asan');
-const SIM_SELFTEST = join(ROOT, 'gpu-lambda/test/build/bn_sim_selftest_asan');
+const SIM_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_sim');
+const SIM_SELFTEST = join(ROOT, 'gpu-lambda/test/build/bn_sim_selftest');
+const SIM_TEST_ASAN = join(ROOT, 'gpu-lambda/test/build/bn_test_sim_asan');
+const SIM_SELFTEST_ASAN = join(ROOT, 'gpu-lambda/test/build/bn_sim_selftest_asan');
 
-function run(cmd: string, args: string[], cwd = ROOT): { code: number; out: string } {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
+function run(cmd: string, args: string[], cwd = ROOT, env?: NodeJS.ProcessEnv): { code: number; out: string } {
+  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', maxBuffer: 64 << 20, env: env ?? process.env });
   if (r.error) throw r.error;
   return { code: r.status ?? -1, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
 }
@@ -119,19 +121,23 @@ describe('CUDA engine without a GPU', () => {
     expect(r.code).toBe(0);
   });
 
-  it("the kernels' own CUDA sources pass the GPU checks on the CPU simulation (engine/sim), under AddressSanitizer", () => {
-    // g++ compiles every .cu against sim/cuda_runtime.h (CUDA on the CPU: blocks in turn, threads
-    // as fibers); the test program's GPU sections then run the real kernels against the emulation
-    // and the TS reference's fixtures. AddressSanitizer aborts the run on any access outside a
-    // device allocation or a shared array (a memcheck for every CI run). First the simulator's
-    // own checks.
-    const b = run('make', ['-C', ENGINE, '-j2', 'SIM_ASAN=1', 'sim-test', 'sim-selftest']);
+  // The test program on the CPU simulation (engine/sim): its GPU sections run the kernels' own
+  // sources against the emulation and the TS reference's fixtures. Asserts a clean run: the
+  // simulator's self-test, every check passing, and each kernel family present.
+  function expectSimRun(
+    build: string[],
+    selftest: string,
+    program: string,
+    env: NodeJS.ProcessEnv,
+    extra: string[] = [],
+  ): void {
+    const b = run('make', ['-C', ENGINE, '-j2', ...build, 'sim-test', 'sim-selftest']);
     expect(b.code, b.out.slice(-4000)).toBe(0);
-    const self = run(SIM_SELFTEST, []);
+    const self = run(selftest, [], ROOT, env);
     expect(self.out).toMatch(/== sim selftest: (\d+) passed, 0 failed/);
     expect(Number(/== sim selftest: (\d+) passed/.exec(self.out)![1])).toBeGreaterThanOrEqual(12);
     expect(self.code, self.out).toBe(0);
-    const r = run(SIM_TEST, ['--no-random', '--fixtures', FIXTURE_DIR]);
+    const r = run(program, ['--no-random', ...extra, '--fixtures', FIXTURE_DIR], ROOT, env);
     const summary = /== (\d+) passed, (\d+) failed/.exec(r.out);
     expect(summary, r.out.slice(-3000)).not.toBeNull();
     expect(
@@ -158,9 +164,29 @@ describe('CUDA engine without a GPU', () => {
       'sim/fast_attention:',
       'sim/fast_gemv 8448x128 gateup M=8:',
       'sim/fast_vs_emulation:',
+      ...(extra.includes('--fast-2b4t') ? ['sim/fast_attention_2b4t:', 'sim/fast_gemv 13824x2560 gateup M=8:'] : []),
     ])
       expect(r.out, k).toContain(`[PASS] ${k}`);
     expect(r.code).toBe(0);
+  }
+
+  it("the kernels' own CUDA sources pass the GPU checks on the CPU simulation, under AddressSanitizer", () => {
+    // g++ compiles every .cu against sim/cuda_runtime.h (CUDA on the CPU: blocks in turn, threads
+    // as fibers). AddressSanitizer aborts the run on any access outside a device allocation or a
+    // shared array: a memcheck of the real kernels in every CI run.
+    expectSimRun(['SIM_ASAN=1'], SIM_SELFTEST_ASAN, SIM_TEST_ASAN, process.env);
+  }, 600_000);
+
+  it('the same checks pass with blocks and threads run last to first (no result depends on the order: no races)', () => {
+    // Threads run in turn between barriers and blocks one after another, so a race (a value read
+    // in the barrier interval in which another thread writes it, or a block relying on another
+    // having run) gives a different result in the other order.
+    // This run also takes the fast numerics' 2B-4T shapes (T up to 4096, 16 splits, the GEMV's
+    // shared-memory attribute at 8 tokens x 6912).
+    expectSimRun([], SIM_SELFTEST, SIM_TEST, { ...process.env, BN_SIM_ORDER: 'reverse' }, ['--fast-2b4t']);
+    expect(run(SIM_SELFTEST, [], ROOT, { ...process.env, BN_SIM_ORDER: 'reverse' }).out).toContain(
+      '[PASS] sim/BN_SIM_ORDER=reverse: blocks and threads run last to first',
+    );
   }, 600_000);
 
   it('the per-kernel profiler of the GPU test program runs (small model, CPU emulation)', () => {

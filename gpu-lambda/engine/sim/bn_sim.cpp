@@ -1,7 +1,8 @@
 // The CPU "device" behind sim/cuda_runtime.h: a block-serial, fiber-per-thread kernel executor and
 // the runtime calls the engine makes (memory, copies, streams, events, graph capture).
 //
-// Execution: a launch runs its blocks one after another (x fastest, then y, then z). A block's
+// Execution: a launch runs its blocks one after another (x fastest, then y, then z; last to first
+// under BN_SIM_ORDER=reverse). A block's
 // threads are fibers on this OS thread. The scheduler runs each runnable fiber until it blocks at
 // __syncthreads() or at a warp collective, then releases a barrier once every live thread of the
 // block (or of the warp) has reached it. If nothing can run and no barrier can be released, the
@@ -64,6 +65,17 @@ static std::vector<Warp> g_warps;
 static std::vector<unsigned char *> g_stacks;  // one per thread slot, never moved
 constexpr size_t kStack = 256 * 1024;
 static const std::function<void()> *g_body = nullptr;
+// BN_SIM_ORDER=reverse: blocks, and a block's threads between barriers, run last to first. A
+// kernel whose result depends on that order has a race (a shared or global value read in the same
+// barrier interval in which another thread writes it, or one block relying on another having
+// run): running the checks in both orders exposes it.
+static bool reverse_order() {
+  static const bool r = [] {
+    const char *v = getenv("BN_SIM_ORDER");
+    return v && strcmp(v, "reverse") == 0;
+  }();
+  return r;
+}
 static unsigned char *g_dyn = nullptr;
 static size_t g_dyn_cap = 0;
 
@@ -144,7 +156,8 @@ static void switch_to(void **save, void **fake, void *to_sp, const void *bottom,
 static void to_scheduler() {
   Thread *self = g_cur;
   void **fake = self->state == DONE ? nullptr : &self->fake;
-  for (int j = self->linear + 1; j < g_nthreads; j++) {
+  const int step = reverse_order() ? -1 : 1;
+  for (int j = self->linear + step; j >= 0 && j < g_nthreads; j += step) {
     Thread &n = g_threads[(size_t)j];
     if (n.state == RUN) {
       g_cur = &n;
@@ -332,8 +345,8 @@ static bool run_block(int nthreads) {
     start_fiber(t, t.stack);
   }
   for (;;) {
-    for (int i = 0; i < nthreads; i++) {
-      Thread &t = g_threads[(size_t)i];
+    for (int k = 0; k < nthreads; k++) {
+      Thread &t = g_threads[(size_t)(reverse_order() ? nthreads - 1 - k : k)];
       while (t.state == RUN) {
         g_cur = &t;
         threadIdx = t.tid;
@@ -411,10 +424,11 @@ static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn
   g_body = &body;
   gridDim = grid;
   blockDim = block;
-  for (unsigned z = 0; z < grid.z; z++)
-    for (unsigned y = 0; y < grid.y; y++)
-      for (unsigned x = 0; x < grid.x; x++) {
-        blockIdx = dim3(x, y, z);
+  const bool rev = reverse_order();
+  for (unsigned zi = 0; zi < grid.z; zi++)
+    for (unsigned yi = 0; yi < grid.y; yi++)
+      for (unsigned xi = 0; xi < grid.x; xi++) {
+        blockIdx = rev ? dim3(grid.x - 1 - xi, grid.y - 1 - yi, grid.z - 1 - zi) : dim3(xi, yi, zi);
         if (g_dyn) memset(g_dyn, 0xcd, dyn);  // shared memory starts undefined: never zero
         if (!run_block((int)nthreads)) return cudaErrorLaunchFailure;
       }

@@ -2,6 +2,8 @@
 // on, and the failures it must report instead of hanging or passing. `make sim-selftest`, then
 // ../test/build/bn_sim_selftest; prints one line per check and exits with the failure count.
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <vector>
 
@@ -60,6 +62,19 @@ __global__ void k_dyn(int *out) {
   d[threadIdx.x] = (int)threadIdx.x;
   __syncthreads();
   out[threadIdx.x] = d[blockDim.x - 1 - threadIdx.x];
+}
+
+// A deliberate race: each thread writes its slot and, with no barrier, reads its neighbour's.
+// Threads run in turn between barriers, so what it reads shows the order (BN_SIM_ORDER).
+__global__ void k_race(int *out, int *ticket) {
+  __shared__ int s[64];
+  if (threadIdx.x == 0)
+    for (int i = 0; i < 64; i++) s[i] = -1;
+  __syncthreads();
+  const int i = (int)threadIdx.x;
+  s[i] = i;
+  out[blockIdx.x * 64 + i] = s[(i + 1) % 64];
+  if (i == 0) ticket[blockIdx.x] = atomicAdd(ticket + 3, 1);
 }
 
 __global__ void k_count(int *c) {
@@ -135,6 +150,23 @@ int main() {
     check(launch(k_dyn, dim3(1), dim3(2048), 0, out.data()) == cudaErrorInvalidConfiguration,
           "a block of 2048 threads is refused");
     cudaGetLastError();
+  }
+  {  // the order of blocks and threads: first to last, or last to first with BN_SIM_ORDER=reverse
+    const char *o = getenv("BN_SIM_ORDER");
+    const bool rev = o && strcmp(o, "reverse") == 0;
+    std::vector<int> out(3 * 64, 0), ticket(4, 0);
+    launch(k_race, dim3(3), dim3(64), 0, out.data(), ticket.data());
+    bool ok = cudaGetLastError() == cudaSuccess;
+    for (int b = 0; b < 3; b++) {
+      ok = ok && ticket[(size_t)b] == (rev ? 2 - b : b);
+      for (int i = 0; i < 64; i++) {
+        // forward: the neighbour has not run yet (-1), except thread 63's (thread 0); reverse: it has
+        const int want = rev ? (i < 63 ? i + 1 : -1) : (i < 63 ? -1 : 0);
+        ok = ok && out[(size_t)(b * 64 + i)] == want;
+      }
+    }
+    check(ok, rev ? "BN_SIM_ORDER=reverse: blocks and threads run last to first (a race shows)"
+                  : "blocks and threads run first to last (a race shows)");
   }
   {  // graph capture records; each graph launch runs the work again
     int c = 0;
