@@ -43,7 +43,9 @@ function int(env: Record<string, string | undefined>, key: string, dflt: number,
 export async function startGpuServer(env: Record<string, string | undefined> = process.env): Promise<{ server: RunningServer; model: BitNetModel }> {
   const location = env.BITNET_MODEL;
   if (!location) throw BitNetError.Config('MODEL_REQUIRED', 'set BITNET_MODEL to a GGUF path or URL');
-  if (!env[CUDA_ADDON_ENV] && existsSync(DEFAULT_ADDON)) process.env[CUDA_ADDON_ENV] = DEFAULT_ADDON;
+  // The backend reads the addon's path from process.env: the given env's path, else the default.
+  const addon = env[CUDA_ADDON_ENV] || (existsSync(DEFAULT_ADDON) ? DEFAULT_ADDON : undefined);
+  if (addon) process.env[CUDA_ADDON_ENV] = addon;
   // backend 'cuda' refuses (Device BACKEND_UNAVAILABLE, with the reason) when there is no addon,
   // driver or GPU: a GPU server without a GPU must not fall back to the CPU silently.
   const model = await BitNetModel.fromFile(location, { backend: 'cuda' });

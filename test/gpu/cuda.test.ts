@@ -31,6 +31,8 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const ENGINE = join(ROOT, 'gpu-lambda/engine');
 const ADDON_DIR = join(ROOT, 'gpu-lambda/addon');
 const ADDON = join(ADDON_DIR, 'build/Release/bitnet_cuda.node');
+const SIM_ADDON_DIR = join(ROOT, 'gpu-lambda/addon-sim');
+const SIM_ADDON = join(SIM_ADDON_DIR, 'build/Release/bitnet_cuda.node');
 const CPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_cpu');
 const GPU_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test');
 const SIM_TEST = join(ROOT, 'gpu-lambda/test/build/bn_test_sim');
@@ -289,160 +291,199 @@ describe('CUDA engine without a GPU', () => {
       );
     });
 
-    it('on the CPU emulation, logits equal the reference backend (prefill, decode, concurrent sequences)', async () => {
-      const model = await loadModel(
-        new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 9, arch: 'bitnet-b1.58' })),
-      );
-      const ref = new ReferenceBackend(model);
-      const cuda = new CudaBackend(model, {
-        addonPath: ADDON,
-        emulate: true,
-        maxSeqs: 4,
-        maxBatchTokens: 32,
-        maxCtx: 64,
-      });
-      expect(cuda.info().deviceName).toBe('CPU emulation');
-      const V = model.hparams.nVocab;
-      const prompts = [
-        [5, 77, 140, 9, 201, 33],
-        [12, 250, 4, 4, 180],
-      ];
-      // Reference: each prompt then 4 greedy decode steps, one sequence at a time.
-      const argmax = (x: Float32Array) => x.reduce((b, v, i) => (v > x[b] ? i : b), 0);
-      const refRuns: Float32Array[][] = [];
-      for (const p of prompts) {
-        const kv = refKV();
-        const rows: Float32Array[] = [];
-        let [last] = await ref.forward({ tokens: p, startPos: 0, kv, logits: 'last' });
-        rows.push(last);
-        for (let s = 0; s < 4; s++) {
-          [last] = await ref.forward({ tokens: [argmax(last)], startPos: p.length + s, kv, logits: 'last' });
-          rows.push(last);
-        }
-        refRuns.push(rows);
-      }
-      // CUDA backend: both sequences concurrently (their steps share engine batches).
-      const runs = await Promise.all(
-        prompts.map(async (p) => {
-          const kv = newKV();
+    // The same backend checks on two devices without a GPU: the kernels' CPU emulation (the
+    // addon's emulate option) and the kernels' own sources on the CPU simulation (addon-sim).
+    const devices = [
+      { name: 'CPU emulation', addon: ADDON, emulate: true, device: /^CPU emulation$/ },
+      { name: 'CPU simulation of the kernel sources', addon: SIM_ADDON, emulate: false, device: /^bn_sim / },
+    ];
+
+    it('the addon builds against the CPU simulation (gpu-lambda/addon-sim) and reports that device', () => {
+      const gyp = join(ROOT, 'node_modules/.bin/node-gyp');
+      const r = run(gyp, ['rebuild', '--directory', SIM_ADDON_DIR, '-j', '2', ...nodedirArgs()]);
+      expect(r.code, r.out.slice(-4000)).toBe(0);
+      const sim = loadCudaAddon({ path: SIM_ADDON, probeDevice: false }).addon;
+      const q = sim.queryDevice(0);
+      expect(q.ok, JSON.stringify(q)).toBe(true);
+      expect(q).toMatchObject({ name: expect.stringMatching(/^bn_sim /), ccMajor: 9, smCount: 132 });
+    }, 300_000);
+
+    it.each(devices)(
+      'on the $name, logits equal the reference backend (prefill, decode, concurrent sequences)',
+      async (dev) => {
+        const model = await loadModel(
+          new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 9, arch: 'bitnet-b1.58' })),
+        );
+        const ref = new ReferenceBackend(model);
+        const cuda = new CudaBackend(model, {
+          addonPath: dev.addon,
+          emulate: dev.emulate,
+          maxSeqs: 4,
+          maxBatchTokens: 32,
+          maxCtx: 64,
+        });
+        expect(cuda.info().deviceName).toMatch(dev.device);
+        const V = model.hparams.nVocab;
+        const prompts = [
+          [5, 77, 140, 9, 201, 33],
+          [12, 250, 4, 4, 180],
+        ];
+        // Reference: each prompt then 4 greedy decode steps, one sequence at a time.
+        const argmax = (x: Float32Array) => x.reduce((b, v, i) => (v > x[b] ? i : b), 0);
+        const refRuns: Float32Array[][] = [];
+        for (const p of prompts) {
+          const kv = refKV();
           const rows: Float32Array[] = [];
-          let [last] = await cuda.forward({ tokens: p, startPos: 0, kv, logits: 'last' });
-          rows.push(Float32Array.from(last));
+          let [last] = await ref.forward({ tokens: p, startPos: 0, kv, logits: 'last' });
+          rows.push(last);
           for (let s = 0; s < 4; s++) {
-            [last] = await cuda.forward({ tokens: [argmax(last)], startPos: p.length + s, kv, logits: 'last' });
-            rows.push(Float32Array.from(last));
+            [last] = await ref.forward({ tokens: [argmax(last)], startPos: p.length + s, kv, logits: 'last' });
+            rows.push(last);
           }
-          return rows;
-        }),
-      );
-      for (let i = 0; i < prompts.length; i++)
-        for (let s = 0; s < runs[i].length; s++) {
-          expect(runs[i][s].length).toBe(V);
-          expect(
-            Buffer.compare(Buffer.from(runs[i][s].buffer), Buffer.from(refRuns[i][s].buffer)),
-            `sequence ${i} step ${s}`,
-          ).toBe(0);
+          refRuns.push(rows);
         }
-      // 'all' logits (tensor-core head rows beyond 8): equal within 1e-5.
-      const allRef = await ref.forward({
-        tokens: [...prompts[0], 3, 8, 13, 21],
-        startPos: 0,
-        kv: refKV(),
-        logits: 'all',
-      });
-      const allCuda = await cuda.forward({
-        tokens: [...prompts[0], 3, 8, 13, 21],
-        startPos: 0,
-        kv: newKV(),
-        logits: 'all',
-      });
-      expect(allCuda.length).toBe(allRef.length);
-      let worst = 0;
-      for (let r = 0; r < allRef.length; r++)
-        for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(allCuda[r][v] - allRef[r][v]));
-      expect(worst).toBeLessThan(1e-5);
-      // Rewinding a sequence (startPos < length) and an impossible startPos.
-      const kv = newKV();
-      await cuda.forward({ tokens: prompts[1], startPos: 0, kv, logits: 'last' });
-      const [again] = await cuda.forward({ tokens: [prompts[1][2]], startPos: 2, kv, logits: 'last' });
-      const [want] = await ref.forward({ tokens: prompts[1].slice(0, 3), startPos: 0, kv: refKV(), logits: 'last' });
-      expect(Buffer.compare(Buffer.from(Float32Array.from(again).buffer), Buffer.from(want.buffer))).toBe(0);
-      await expect(cuda.forward({ tokens: [1], startPos: 10, kv: noKV, logits: 'last' })).rejects.toMatchObject({
-        code: 'CUDA_SEQUENCE_STATE',
-      });
-      cuda.dispose();
-    });
+        // CUDA backend: both sequences concurrently (their steps share engine batches).
+        const runs = await Promise.all(
+          prompts.map(async (p) => {
+            const kv = newKV();
+            const rows: Float32Array[] = [];
+            let [last] = await cuda.forward({ tokens: p, startPos: 0, kv, logits: 'last' });
+            rows.push(Float32Array.from(last));
+            for (let s = 0; s < 4; s++) {
+              [last] = await cuda.forward({ tokens: [argmax(last)], startPos: p.length + s, kv, logits: 'last' });
+              rows.push(Float32Array.from(last));
+            }
+            return rows;
+          }),
+        );
+        for (let i = 0; i < prompts.length; i++)
+          for (let s = 0; s < runs[i].length; s++) {
+            expect(runs[i][s].length).toBe(V);
+            expect(
+              Buffer.compare(Buffer.from(runs[i][s].buffer), Buffer.from(refRuns[i][s].buffer)),
+              `sequence ${i} step ${s}`,
+            ).toBe(0);
+          }
+        // 'all' logits (tensor-core head rows beyond 8): equal within 1e-5.
+        const allRef = await ref.forward({
+          tokens: [...prompts[0], 3, 8, 13, 21],
+          startPos: 0,
+          kv: refKV(),
+          logits: 'all',
+        });
+        const allCuda = await cuda.forward({
+          tokens: [...prompts[0], 3, 8, 13, 21],
+          startPos: 0,
+          kv: newKV(),
+          logits: 'all',
+        });
+        expect(allCuda.length).toBe(allRef.length);
+        let worst = 0;
+        for (let r = 0; r < allRef.length; r++)
+          for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(allCuda[r][v] - allRef[r][v]));
+        expect(worst).toBeLessThan(1e-5);
+        // Rewinding a sequence (startPos < length) and an impossible startPos.
+        const kv = newKV();
+        await cuda.forward({ tokens: prompts[1], startPos: 0, kv, logits: 'last' });
+        const [again] = await cuda.forward({ tokens: [prompts[1][2]], startPos: 2, kv, logits: 'last' });
+        const [want] = await ref.forward({ tokens: prompts[1].slice(0, 3), startPos: 0, kv: refKV(), logits: 'last' });
+        expect(Buffer.compare(Buffer.from(Float32Array.from(again).buffer), Buffer.from(want.buffer))).toBe(0);
+        await expect(cuda.forward({ tokens: [1], startPos: 10, kv: noKV, logits: 'last' })).rejects.toMatchObject({
+          code: 'CUDA_SEQUENCE_STATE',
+        });
+        cuda.dispose();
+      },
+    );
 
-    it("numerics 'fast' (CPU emulation): decode logits near the reference, greedy tokens equal; bad values refused", async () => {
-      const model = await loadModel(
-        new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 9, arch: 'bitnet-b1.58' })),
-      );
-      expect(() => new CudaBackend(model, { addonPath: ADDON, emulate: true, numerics: 'bogus' as 'fast' })).toThrow(
-        expect.objectContaining({ code: 'CUDA_INVALID_ARGUMENT' }),
-      );
-      const ref = new ReferenceBackend(model);
-      const fast = new CudaBackend(model, {
-        addonPath: ADDON,
-        emulate: true,
-        maxSeqs: 2,
-        maxCtx: 64,
-        numerics: 'fast',
-      });
-      const argmax = (x: Float32Array) => x.reduce((b, v, i) => (v > x[b] ? i : b), 0);
-      const prompt = [5, 77, 140, 9, 201, 33];
-      const kvR = refKV();
-      const kvF = newKV();
-      let [r] = await ref.forward({ tokens: prompt, startPos: 0, kv: kvR, logits: 'last' });
-      let [f] = await fast.forward({ tokens: prompt, startPos: 0, kv: kvF, logits: 'last' });
-      let worst = 0;
-      let peak = 0;
-      for (let s = 0; s < 6; s++) {
-        const next = argmax(r);
-        expect(argmax(Float32Array.from(f)), `step ${s}`).toBe(next); // decode steps run the fast kernels
-        [r] = await ref.forward({ tokens: [next], startPos: prompt.length + s, kv: kvR, logits: 'last' });
-        [f] = await fast.forward({ tokens: [next], startPos: prompt.length + s, kv: kvF, logits: 'last' });
-        for (let v = 0; v < r.length; v++) {
-          worst = Math.max(worst, Math.abs(f[v] - r[v]));
-          peak = Math.max(peak, Math.abs(r[v]));
+    it.each(devices)(
+      "numerics 'fast' on the $name: decode logits near the reference, greedy tokens equal; bad values refused",
+      async (dev) => {
+        const model = await loadModel(
+          new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 9, arch: 'bitnet-b1.58' })),
+        );
+        expect(
+          () => new CudaBackend(model, { addonPath: dev.addon, emulate: dev.emulate, numerics: 'bogus' as 'fast' }),
+        ).toThrow(expect.objectContaining({ code: 'CUDA_INVALID_ARGUMENT' }));
+        const ref = new ReferenceBackend(model);
+        const fast = new CudaBackend(model, {
+          addonPath: dev.addon,
+          emulate: dev.emulate,
+          maxSeqs: 2,
+          maxCtx: 64,
+          numerics: 'fast',
+        });
+        const argmax = (x: Float32Array) => x.reduce((b, v, i) => (v > x[b] ? i : b), 0);
+        const prompt = [5, 77, 140, 9, 201, 33];
+        const kvR = refKV();
+        const kvF = newKV();
+        let [r] = await ref.forward({ tokens: prompt, startPos: 0, kv: kvR, logits: 'last' });
+        let [f] = await fast.forward({ tokens: prompt, startPos: 0, kv: kvF, logits: 'last' });
+        let worst = 0;
+        let peak = 0;
+        for (let s = 0; s < 6; s++) {
+          const next = argmax(r);
+          expect(argmax(Float32Array.from(f)), `step ${s}`).toBe(next); // decode steps run the fast kernels
+          [r] = await ref.forward({ tokens: [next], startPos: prompt.length + s, kv: kvR, logits: 'last' });
+          [f] = await fast.forward({ tokens: [next], startPos: prompt.length + s, kv: kvF, logits: 'last' });
+          for (let v = 0; v < r.length; v++) {
+            worst = Math.max(worst, Math.abs(f[v] - r[v]));
+            peak = Math.max(peak, Math.abs(r[v]));
+          }
         }
-      }
-      // f32-level changes in attention, amplified now and then into an int8 rounding step.
-      expect(worst).toBeLessThan(0.05 * peak);
-      fast.dispose();
-    });
+        // f32-level changes in attention, amplified now and then into an int8 rounding step.
+        expect(worst).toBeLessThan(0.05 * peak);
+        fast.dispose();
+      },
+    );
 
-    it('gpu-lambda/server.ts serves the app on the cuda backend (CPU emulation), concurrent requests batched', async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'bitnet-gpu-'));
-      const path = join(dir, 'tiny.gguf');
-      writeFileSync(path, await synthBytes({ qtype: 'i2_s', seed: 4, arch: 'bitnet-b1.58' }));
-      const saved = process.env.BITNET_CUDA_EMULATE;
-      process.env.BITNET_CUDA_EMULATE = '1';
-      const { startGpuServer } = await import('../../gpu-lambda/server.ts');
-      const { server, model } = await startGpuServer({ BITNET_MODEL: path, PORT: '0', BITNET_CUDA_ADDON: ADDON });
-      try {
-        expect(model.engine.backendName).toBe('cuda');
-        const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
-        const id = models.data[0].id;
-        const ask = (prompt: string) =>
-          fetch(`${server.url}/v1/completions`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ model: id, prompt, max_tokens: 6, temperature: 0 }),
-          });
-        const [a, b] = await Promise.all([ask('hello world'), ask('the quick brown fox')]);
-        expect(a.status).toBe(200);
-        expect(b.status).toBe(200);
-        const ja = (await a.json()) as { usage: { completion_tokens: number } };
-        const jb = (await b.json()) as { usage: { completion_tokens: number } };
-        expect(ja.usage.completion_tokens).toBeGreaterThan(0);
-        expect(jb.usage.completion_tokens).toBeGreaterThan(0);
-      } finally {
-        await server.close();
-        if (saved === undefined) delete process.env.BITNET_CUDA_EMULATE;
-        else process.env.BITNET_CUDA_EMULATE = saved;
-        rmSync(dir, { recursive: true, force: true });
-      }
-    });
+    // Completion texts per device: the simulation must serve the emulation's greedy texts.
+    const served = new Map<string, string[]>();
+    it.each(devices)(
+      'gpu-lambda/server.ts serves the app on the cuda backend ($name), concurrent requests batched',
+      async (dev) => {
+        const dir = mkdtempSync(join(tmpdir(), 'bitnet-gpu-'));
+        const path = join(dir, 'tiny.gguf');
+        writeFileSync(path, await synthBytes({ qtype: 'i2_s', seed: 4, arch: 'bitnet-b1.58' }));
+        const saved = process.env.BITNET_CUDA_EMULATE;
+        const savedAddon = process.env.BITNET_CUDA_ADDON;
+        process.env.BITNET_CUDA_EMULATE = dev.emulate ? '1' : '0';
+        const { startGpuServer } = await import('../../gpu-lambda/server.ts');
+        const { server, model } = await startGpuServer({ BITNET_MODEL: path, PORT: '0', BITNET_CUDA_ADDON: dev.addon });
+        try {
+          expect(model.engine.backendName).toBe('cuda');
+          // The device behind it (the InferenceEngine's core holds the backend).
+          const core = (model.engine as unknown as { engine: { backend: { info(): { deviceName: string } } } }).engine;
+          expect(core.backend.info().deviceName).toMatch(dev.device);
+          const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
+          const id = models.data[0].id;
+          const ask = (prompt: string) =>
+            fetch(`${server.url}/v1/completions`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify({ model: id, prompt, max_tokens: 6, temperature: 0 }),
+            });
+          const [a, b] = await Promise.all([ask('hello world'), ask('the quick brown fox')]);
+          expect(a.status).toBe(200);
+          expect(b.status).toBe(200);
+          type Completion = { choices: { text: string }[]; usage: { completion_tokens: number } };
+          const ja = (await a.json()) as Completion;
+          const jb = (await b.json()) as Completion;
+          expect(ja.usage.completion_tokens).toBeGreaterThan(0);
+          expect(jb.usage.completion_tokens).toBeGreaterThan(0);
+          const texts = [ja.choices[0].text, jb.choices[0].text];
+          served.set(dev.name, texts);
+          const first = served.get(devices[0].name);
+          if (dev !== devices[0]) expect(texts, 'the same greedy texts as on the emulation').toEqual(first);
+        } finally {
+          await server.close();
+          if (saved === undefined) delete process.env.BITNET_CUDA_EMULATE;
+          else process.env.BITNET_CUDA_EMULATE = saved;
+          if (savedAddon === undefined) delete process.env.BITNET_CUDA_ADDON;
+          else process.env.BITNET_CUDA_ADDON = savedAddon;
+          rmSync(dir, { recursive: true, force: true });
+        }
+      },
+    );
   });
 });
 

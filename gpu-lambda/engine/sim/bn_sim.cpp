@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -89,8 +90,12 @@ static struct Cleanup {
   }
 } g_cleanup;
 
-static cudaError_t g_last = cudaSuccess;
-static std::string g_msg;
+// Like CUDA's, the error state is per host thread.
+static thread_local cudaError_t g_last = cudaSuccess;
+static thread_local std::string g_msg;
+// One launch (or copy) runs at a time: the executor's state above is shared. Host threads (the
+// Node addon's workers) may launch concurrently; each waits for the device.
+static std::mutex g_device;
 
 static cudaError_t fail(cudaError_t e, const char *fmt, ...) {
   char b[1024];
@@ -129,11 +134,12 @@ bn_sim_switch:
   ret
   .size bn_sim_switch, .-bn_sim_switch
 )");
-static void *g_sched_sp = nullptr;
+// The scheduler runs on the launching host thread's stack: its state is per host thread.
+static thread_local void *g_sched_sp = nullptr;
 static int g_nthreads = 0;
-static const void *g_main_bottom = nullptr;  // the scheduler's stack (AddressSanitizer builds)
-static size_t g_main_size = 0;
-static void *g_main_fake = nullptr;
+static thread_local const void *g_main_bottom = nullptr;  // that stack (AddressSanitizer builds)
+static thread_local size_t g_main_size = 0;
+static thread_local void *g_main_fake = nullptr;
 
 // Switches from the running context (saving its stack pointer in *save, its sanitizer state in
 // *fake; fake null: the context ends) to `to_sp` on the stack [bottom, bottom + size).
@@ -170,7 +176,7 @@ static void to_scheduler() {
 }
 static void resume(Thread &t) { switch_to(&g_sched_sp, &g_main_fake, t.sp, t.stack, kStack); }
 #else
-static ucontext_t g_sched_ctx;
+static thread_local ucontext_t g_sched_ctx;
 static void to_scheduler() { swapcontext(&g_cur->ctx, &g_sched_ctx); }
 static void resume(Thread &t) { swapcontext(&g_sched_ctx, &t.ctx); }
 #endif
@@ -317,6 +323,7 @@ cudaError_t set_max_dyn_smem(const void *kernel, int bytes) {
   if (bytes < 0 || bytes > kOptinSmem)
     return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: %d bytes of dynamic shared memory (limit %d)", bytes,
                 kOptinSmem);
+  std::lock_guard<std::mutex> lock(g_device);
   g_max_dyn[kernel] = bytes;
   return cudaSuccess;
 }
@@ -440,14 +447,18 @@ static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn
 struct Graph {
   std::vector<std::function<cudaError_t()>> work;
 };
-static Graph *g_capture = nullptr;
+static thread_local Graph *g_capture = nullptr;  // capture mode "thread local"
 
 static cudaError_t submit(std::function<cudaError_t()> w) {
   if (g_capture) {
     g_capture->work.push_back(std::move(w));
     return cudaSuccess;
   }
-  const cudaError_t e = w();
+  cudaError_t e;
+  {
+    std::lock_guard<std::mutex> lock(g_device);
+    e = w();
+  }
   if (e != cudaSuccess && g_last == cudaSuccess) g_last = e;
   return cudaSuccess;  // like a GPU, an execution error shows at the next check (cudaGetLastError)
 }
@@ -458,8 +469,12 @@ cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dyn, std::f
   if (nthreads == 0 || nthreads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0)
     return fail(cudaErrorInvalidConfiguration, "launch: grid %ux%ux%u, block %ux%ux%u", grid.x, grid.y, grid.z, block.x,
                 block.y, block.z);
-  const auto it = g_max_dyn.find(kernel);
-  const size_t limit = it == g_max_dyn.end() ? (size_t)kDefaultDynSmem : (size_t)it->second;
+  size_t limit = (size_t)kDefaultDynSmem;
+  {
+    std::lock_guard<std::mutex> lock(g_device);
+    const auto it = g_max_dyn.find(kernel);
+    if (it != g_max_dyn.end()) limit = (size_t)it->second;
+  }
   if (dyn > limit)
     return fail(cudaErrorInvalidValue, "launch: %zu bytes of dynamic shared memory, the kernel allows %zu", dyn, limit);
   return submit([=]() { return execute(kernel, grid, block, dyn, body); });
@@ -547,6 +562,7 @@ cudaError_t cudaFreeHost(void *p) {
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void *p, int v, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_device);
   memset(p, v, bytes);
   return cudaSuccess;
 }
@@ -557,7 +573,8 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t) {
   });
 }
 cudaError_t cudaMemcpy(void *d, const void *s, size_t bytes, cudaMemcpyKind) {
-  memcpy(d, s, bytes);
+  std::lock_guard<std::mutex> lock(g_device);
+  memmove(d, s, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t bytes, cudaMemcpyKind, cudaStream_t) {
@@ -613,6 +630,7 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t ex) {
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t ex, cudaStream_t) {
   if (g_capture) return cudaErrorStreamCaptureUnsupported;
+  std::lock_guard<std::mutex> lock(g_device);
   for (auto &w : ((Graph *)(void *)ex)->work) {
     const cudaError_t e = w();
     if (e != cudaSuccess) {
