@@ -54,6 +54,23 @@ function nodedirArgs(): string[] {
 const noKV: KVStore = { write() {}, readK() {}, readV() {} };
 const newKV = (): KVStore => ({ write() {}, readK() {}, readV() {} });
 
+/**
+ * A clean run of the test program: its summary line with no failure (the failing lines, the
+ * simulator's reports and any sanitizer report shown otherwise), at least `minPassed` checks,
+ * each of `labels` passed, exit status 0.
+ */
+function expectAllPassed(r: { code: number; out: string }, minPassed: number, labels: string[]): void {
+  const summary = /== (\d+) passed, (\d+) failed/.exec(r.out);
+  expect(summary, r.out.slice(-3000)).not.toBeNull();
+  const bad = r.out
+    .split('\n')
+    .filter((l) => l.startsWith('[FAIL]') || l.startsWith('[bn_sim]') || l.includes('Sanitizer'));
+  expect(Number(summary![2]), bad.join('\n')).toBe(0);
+  expect(Number(summary![1])).toBeGreaterThanOrEqual(minPassed);
+  for (const k of labels) expect(r.out, k).toContain(`[PASS] ${k}`);
+  expect(r.code, bad.join('\n')).toBe(0);
+}
+
 describe('CUDA engine without a GPU', () => {
   let hasGpu = false;
 
@@ -102,25 +119,12 @@ describe('CUDA engine without a GPU', () => {
   });
 
   it("the test program passes every check on the kernels' CPU emulation (--cpu-only)", () => {
-    const r = run(CPU_TEST, ['--cpu-only', '--fixtures', FIXTURE_DIR]);
-    const summary = /== (\d+) passed, (\d+) failed/.exec(r.out);
-    expect(summary, r.out.slice(-3000)).not.toBeNull();
-    expect(
-      Number(summary![2]),
-      r.out
-        .split('\n')
-        .filter((l) => l.startsWith('[FAIL]'))
-        .join('\n'),
-    ).toBe(0);
-    expect(Number(summary![1])).toBeGreaterThanOrEqual(100);
     // The fast numerics' checks ran: kernel oracles and whole models.
-    for (const k of [
+    expectAllPassed(run(CPU_TEST, ['--cpu-only', '--fixtures', FIXTURE_DIR]), 100, [
       'emu/fast_attention:',
       'emu/fast_gemv 8448x128 gateup M=8:',
       'emu/model-relu2/fast_deterministic:',
-    ])
-      expect(r.out, k).toContain(`[PASS] ${k}`);
-    expect(r.code).toBe(0);
+    ]);
   });
 
   // The test program on the CPU simulation (engine/sim): its GPU sections run the kernels' own
@@ -139,19 +143,8 @@ describe('CUDA engine without a GPU', () => {
     expect(self.out).toMatch(/== sim selftest: (\d+) passed, 0 failed/);
     expect(Number(/== sim selftest: (\d+) passed/.exec(self.out)![1])).toBeGreaterThanOrEqual(12);
     expect(self.code, self.out).toBe(0);
-    const r = run(program, ['--no-random', ...extra, '--fixtures', FIXTURE_DIR], ROOT, env);
-    const summary = /== (\d+) passed, (\d+) failed/.exec(r.out);
-    expect(summary, r.out.slice(-3000)).not.toBeNull();
-    expect(
-      Number(summary![2]),
-      r.out
-        .split('\n')
-        .filter((l) => l.startsWith('[FAIL]') || l.startsWith('[bn_sim]') || l.includes('Sanitizer'))
-        .join('\n'),
-    ).toBe(0);
-    expect(Number(summary![1])).toBeGreaterThanOrEqual(200);
     // Every kernel family ran on the simulated device, the opt-in variants and fast numerics too.
-    for (const k of [
+    expectAllPassed(run(program, ['--no-random', ...extra, '--fixtures', FIXTURE_DIR], ROOT, env), 200, [
       'sim/device: bn_sim',
       'sim/norm640:',
       'sim/i2s_70x640_gemm_int:',
@@ -167,9 +160,7 @@ describe('CUDA engine without a GPU', () => {
       'sim/fast_gemv 8448x128 gateup M=8:',
       'sim/fast_vs_emulation:',
       ...(extra.includes('--fast-2b4t') ? ['sim/fast_attention_2b4t:', 'sim/fast_gemv 13824x2560 gateup M=8:'] : []),
-    ])
-      expect(r.out, k).toContain(`[PASS] ${k}`);
-    expect(r.code).toBe(0);
+    ]);
   }
 
   it("the kernels' own CUDA sources pass the GPU checks on the CPU simulation, under AddressSanitizer", () => {
