@@ -48,6 +48,14 @@ struct Thread {
   const char *where = nullptr;  // the __syncthreads it waits at
   unsigned char *stack = nullptr;
   void *fake = nullptr;  // AddressSanitizer's fake stack while switched out
+  // cp.async: the open group, then the committed groups, oldest first.
+  struct Copy {
+    void *dst;
+    const void *src;
+    int bytes;
+  };
+  std::vector<Copy> open_copies;
+  std::vector<std::vector<Copy>> groups;
 #if defined(__x86_64__)
   void *sp = nullptr;
 #else
@@ -236,6 +244,30 @@ const unsigned char *warp_exchange(const void *mine, size_t bytes) {
 
 void *dyn_smem() { return g_dyn; }
 
+static void land(const std::vector<Thread::Copy> &g) {
+  for (const Thread::Copy &c : g) {
+    memset(c.dst, 0, 16);
+    if (c.bytes > 0) memcpy(c.dst, c.src, (size_t)c.bytes);
+  }
+}
+void cp_async(void *dst, const void *src, int bytes) { g_cur->open_copies.push_back({dst, src, bytes}); }
+void cp_async_commit() {
+  Thread &t = *g_cur;
+  t.groups.push_back(std::move(t.open_copies));
+  t.open_copies.clear();
+}
+void cp_async_wait_group(int n) {
+  Thread &t = *g_cur;
+  const size_t keep = (size_t)(n < 0 ? 0 : n);
+  size_t done = 0;
+  while (t.groups.size() - done > keep) land(t.groups[done++]);
+  t.groups.erase(t.groups.begin(), t.groups.begin() + (long)done);
+}
+void cp_async_wait_all() {
+  cp_async_commit();
+  cp_async_wait_group(0);
+}
+
 // ---- mma.sync, from the fragment layouts documented in bn_mma.h ---------------------------------------------
 // m16n8k32 s8 × u8 → s32: lane 4g+t holds A rows g, g+8 (k 4t.., 16+4t..), B column g (k 4t..,
 // 16+4t..) and C[g][2t..2t+1], C[g+8][2t..2t+1]. Integer sums: exact in any order.
@@ -345,6 +377,8 @@ static bool run_block(int nthreads) {
                  (unsigned)i / (blockDim.x * blockDim.y));
     t.state = RUN;
     t.warp_ops = 0;
+    t.open_copies.clear();  // a copy nobody waited for never lands (its block has ended)
+    t.groups.clear();
     t.stack = g_stacks[(size_t)i];
 #if BN_SIM_ASAN
     ASAN_UNPOISON_MEMORY_REGION(t.stack, kStack);  // a previous fiber's frames may have left redzones

@@ -60,6 +60,15 @@ void syncthreads(const char *where);
 // for the others; returns the phase's deposit area, lane L's deposit at [L * 64].
 const unsigned char *warp_exchange(const void *mine, size_t bytes);
 void *dyn_smem();
+// cp.async as the PTX ISA allows it to land at the latest: a copy (16 bytes, `bytes` of them read
+// from src and the rest zero-filled) is queued in the thread's open group, commit closes the
+// group, and the copies (and their source reads) happen only when a wait covers them:
+// wait_group(n) completes the oldest committed groups until at most n remain, wait_all every
+// copy, committed or not. A read of the tile before the wait that covers it sees the old bytes.
+void cp_async(void *dst, const void *src, int bytes);
+void cp_async_commit();
+void cp_async_wait_group(int n);
+void cp_async_wait_all();
 void mma_s8u8(int c[4], const uint32_t a[4], const uint32_t b[2]);
 void mma_f16(float c[4], const uint32_t a[4], const uint32_t b[2]);
 }  // namespace bn_sim

@@ -77,6 +77,26 @@ __global__ void k_race(int *out, int *ticket) {
   if (i == 0) ticket[blockIdx.x] = atomicAdd(ticket + 3, 1);
 }
 
+// cp.async lands at the wait that covers it: two groups of one 16-byte copy each; the tile is read
+// before any wait, after wait_group(1) (the older group only) and after wait_all.
+__global__ void k_cp_async(const int *src, int *out) {
+  __shared__ __align__(16) int tile[8];
+  if (threadIdx.x != 0) return;
+  for (int i = 0; i < 8; i++) tile[i] = -1;
+  bn_sim::cp_async(tile, src, 16);
+  bn_sim::cp_async_commit();
+  bn_sim::cp_async(tile + 4, src + 4, 8);  // 8 bytes copied, 8 zero-filled
+  bn_sim::cp_async_commit();
+  out[0] = tile[0];
+  bn_sim::cp_async_wait_group(1);
+  out[1] = tile[0];
+  out[2] = tile[4];
+  bn_sim::cp_async_wait_all();
+  out[3] = tile[4];
+  out[4] = tile[5];
+  out[5] = tile[6];
+}
+
 __global__ void k_count(int *c) {
   if (threadIdx.x == 0) atomicAdd(c, 1);
 }
@@ -167,6 +187,13 @@ int main() {
     }
     check(ok, rev ? "BN_SIM_ORDER=reverse: blocks and threads run last to first (a race shows)"
                   : "blocks and threads run first to last (a race shows)");
+  }
+  {  // cp.async: nothing lands before its wait, wait_group(n) leaves the n newest groups in flight
+    std::vector<int> src = {10, 11, 12, 13, 14, 15, 16, 17}, out(6, 0);
+    launch(k_cp_async, dim3(1), dim3(32), 0, src.data(), out.data());
+    check(cudaGetLastError() == cudaSuccess && out[0] == -1 && out[1] == 10 && out[2] == -1 && out[3] == 14 &&
+              out[4] == 15 && out[5] == 0,
+          "cp.async lands at the wait that covers it (wait_group(1) lands the older group; zero fill)");
   }
   {  // graph capture records; each graph launch runs the work again
     int c = 0;

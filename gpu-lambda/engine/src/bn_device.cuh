@@ -211,17 +211,18 @@ __device__ __forceinline__ void block_tail(const NormQuant &t, int M) {
 }
 
 // ---- cp.async (sm_80+): 16-byte global -> shared copies that run in the background ------------
-// (The CPU simulation, BN_SIM, copies at once: every wait is then trivially satisfied.)
+// (The CPU simulation, BN_SIM, lands each copy only at the wait that covers it: sim/cuda_runtime.h.)
 #if defined(BN_SIM)
-__device__ __forceinline__ void cp_async16(void *dst, const void *src) { memcpy(dst, src, 16); }
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) { bn_sim::cp_async(dst, src, 16); }
 __device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, int bytes) {
-  memset(dst, 0, 16);
-  memcpy(dst, src, (size_t)bytes);
+  bn_sim::cp_async(dst, src, bytes);
 }
-__device__ __forceinline__ void cp_async_commit() {}
-__device__ __forceinline__ void cp_async_wait_all() {}
+__device__ __forceinline__ void cp_async_commit() { bn_sim::cp_async_commit(); }
+__device__ __forceinline__ void cp_async_wait_all() { bn_sim::cp_async_wait_all(); }
 template <int N>
-__device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void cp_async_wait() {
+  bn_sim::cp_async_wait_group(N);
+}
 #else
 __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
   const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
