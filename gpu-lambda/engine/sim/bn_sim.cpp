@@ -442,11 +442,7 @@ static bool run_block(int nthreads) {
 }
 
 static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn, const std::function<void()> &body) {
-  const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
-  if (nthreads == 0 || nthreads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
-      grid.y > 65535 || grid.z > 65535)
-    return fail(cudaErrorInvalidConfiguration, "launch: grid %ux%ux%u, block %ux%ux%u", grid.x, grid.y, grid.z, block.x,
-                block.y, block.z);
+  const size_t nthreads = (size_t)block.x * block.y * block.z;  // checked by launch()
   if (g_threads.size() < nthreads) {
     g_threads.resize(nthreads);
     while (g_stacks.size() < nthreads) g_stacks.push_back((unsigned char *)aligned_alloc(64, kStack));
@@ -500,7 +496,8 @@ static cudaError_t submit(std::function<cudaError_t()> w) {
 cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dyn, std::function<void()> body) {
   // Configuration errors are launch errors (returned at once), as on a GPU.
   const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
-  if (nthreads == 0 || nthreads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0)
+  if (nthreads == 0 || nthreads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.y > 65535 || grid.z > 65535)
     return fail(cudaErrorInvalidConfiguration, "launch: grid %ux%ux%u, block %ux%ux%u", grid.x, grid.y, grid.z, block.x,
                 block.y, block.z);
   size_t limit = (size_t)kDefaultDynSmem;

@@ -8,14 +8,17 @@
 // test program then runs its GPU sections (GPU vs emulation, bit for bit) on this "device".
 //
 // What it checks: indexing, shared-memory use, barriers (a barrier that not every live thread of
-// the block or warp reaches is reported as a launch error instead of hanging), launch shapes and
-// dynamic shared-memory limits, last-block tickets, graph capture, and the kernels' arithmetic
-// (host numerics: BN_DEVICE_CODE is 0, which the emulation already matches to the GPU's bits).
-// What it cannot check: timing, races between blocks (blocks run one after another) or between
-// a block's threads (they run in turn between barriers), memory ordering (fences are no-ops),
-// reads of static __shared__ variables before the block writes them (see below), and the
-// hardware's own instruction semantics (cp.async copies at once; mma.sync is computed from the
-// PTX fragment layouts in bn_mma.h).
+// the block or warp reaches, or that a block's threads reach at different __syncthreads calls,
+// is reported as a launch error instead of hanging), launch shapes and dynamic shared-memory
+// limits, last-block tickets, graph capture, cp.async waits (a copy lands only at the wait that
+// covers it), and the kernels' arithmetic (host numerics: BN_DEVICE_CODE is 0, which the
+// emulation already matches to the GPU's bits). BN_SIM_ORDER=reverse runs blocks and threads
+// last to first, so that a result that depends on their order (a race) shows; SIM_ASAN=1
+// (Makefile) adds AddressSanitizer.
+// What it cannot check: timing, races that neither order exposes, memory ordering (fences are
+// no-ops), reads of static __shared__ variables before the block writes them (see below), and
+// the hardware's own instruction semantics (dp4a, mma.sync and cp.async are computed from their
+// documented semantics; mma.sync from the PTX fragment layouts in bn_mma.h).
 #pragma once
 
 #include <math.h>
