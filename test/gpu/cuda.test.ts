@@ -51,6 +51,10 @@ function nodedirArgs(): string[] {
   return existsSync(join(d, 'include/node/node_api.h')) ? [`--nodedir=${d}`] : [];
 }
 
+/** A small synthetic BitNet b1.58 model (I2_S weights) from `seed`. */
+const bitnetModel = async (seed: number) =>
+  loadModel(new MemorySource(await synthBytes({ qtype: 'i2_s', seed, arch: 'bitnet-b1.58' })));
+
 const noKV: KVStore = { write() {}, readK() {}, readV() {} };
 const newKV = (): KVStore => ({ write() {}, readK() {}, readV() {} });
 
@@ -238,9 +242,7 @@ describe('CUDA engine without a GPU', () => {
       if (d.ok) ctx.skip();
       expect(d.deviceCount).toBe(0);
       expect(d.error).toMatch(/cudaGetDeviceCount returned \d+/);
-      const model = await loadModel(
-        new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 3, arch: 'bitnet-b1.58' })),
-      );
+      const model = await bitnetModel(3);
       let err: unknown;
       try {
         createCudaBackend(model, { addonPath: ADDON, emulate: false });
@@ -302,9 +304,7 @@ describe('CUDA engine without a GPU', () => {
     it.each(devices)(
       'on the $name, logits equal the reference backend (prefill, decode, concurrent sequences)',
       async (dev) => {
-        const model = await loadModel(
-          new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 9, arch: 'bitnet-b1.58' })),
-        );
+        const model = await bitnetModel(9);
         const ref = new ReferenceBackend(model);
         const cuda = new CudaBackend(model, {
           addonPath: dev.addon,
@@ -389,9 +389,7 @@ describe('CUDA engine without a GPU', () => {
     it.each(devices)(
       "numerics 'fast' on the $name: decode logits near the reference, greedy tokens equal; bad values refused",
       async (dev) => {
-        const model = await loadModel(
-          new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 9, arch: 'bitnet-b1.58' })),
-        );
+        const model = await bitnetModel(9);
         expect(
           () => new CudaBackend(model, { addonPath: dev.addon, emulate: dev.emulate, numerics: 'bogus' as 'fast' }),
         ).toThrow(expect.objectContaining({ code: 'CUDA_INVALID_ARGUMENT' }));

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cuda_runtime.h"
+#include "../src/bn_mma.h"
 
 #if !defined(__x86_64__)
 #include <ucontext.h>
@@ -65,6 +66,9 @@ struct Thread {
 
 struct Warp {
   alignas(16) unsigned char buf[2][32][64];
+  // The last mma.sync computed for the warp (its warp_ops count; 0 none) and every lane's result.
+  unsigned mma_op = 0;
+  alignas(16) unsigned char mma_out[32 * 16];
 };
 
 static Thread *g_cur = nullptr;
@@ -268,84 +272,41 @@ void cp_async_wait_all() {
   cp_async_wait_group(0);
 }
 
-// ---- mma.sync, from the fragment layouts documented in bn_mma.h ---------------------------------------------
-// m16n8k32 s8 × u8 → s32: lane 4g+t holds A rows g, g+8 (k 4t.., 16+4t..), B column g (k 4t..,
-// 16+4t..) and C[g][2t..2t+1], C[g+8][2t..2t+1]. Integer sums: exact in any order.
-void mma_s8u8(int c[4], const uint32_t a[4], const uint32_t b[2]) {
-  uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
-  const unsigned char *all = warp_exchange(mine, sizeof(mine));
-  const int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
-  // This lane's A rows g and g+8 and B columns 2t and 2t+1, 32 k each, gathered word by word.
-  int8_t arow[2][32];
-  uint8_t bcol[2][32];
-  for (int u = 0; u < 4; u++) {
-    for (int h = 0; h < 2; h++) {
-      const unsigned char *la = all + (size_t)(4 * g + u) * 64;
-      memcpy(&arow[h][4 * u], la + 4 * h, 4);             // a0/a1: k 4u..4u+3
-      memcpy(&arow[h][16 + 4 * u], la + 4 * (2 + h), 4);  // a2/a3: k 16+4u..
-      const unsigned char *lb = all + (size_t)(4 * (2 * t + h) + u) * 64;
-      memcpy(&bcol[h][4 * u], lb + 16, 4);       // b0: k 4u..
-      memcpy(&bcol[h][16 + 4 * u], lb + 20, 4);  // b1: k 16+4u..
+// ---- mma.sync: the emulation's warp-wide instructions (bn_mma.h) ------------------------------------------
+// Every lane deposits its fragments and accumulators; the first lane to resume computes the whole
+// warp's result once (bn::emu_mma_*) and each lane takes its own four values.
+template <typename C, typename F>
+static void warp_mma(C c[4], const uint32_t a[4], const uint32_t b[2], F mma) {
+  struct Frag {
+    uint32_t a[4], b[2];
+    C c[4];
+  } mine;
+  static_assert(sizeof(Frag) <= 64, "a lane's deposit is at most 64 bytes");
+  memcpy(mine.a, a, sizeof(mine.a));
+  memcpy(mine.b, b, sizeof(mine.b));
+  memcpy(mine.c, c, sizeof(mine.c));
+  const unsigned char *all = warp_exchange(&mine, sizeof(mine));
+  Thread &t = *g_cur;
+  Warp &w = g_warps[(size_t)(t.linear >> 5)];
+  if (w.mma_op != t.warp_ops) {  // the first lane of this operation
+    uint32_t A[32][4], B[32][2];
+    C acc[32][4];
+    for (int l = 0; l < 32; l++) {
+      Frag f;
+      memcpy(&f, all + (size_t)l * 64, sizeof(f));
+      memcpy(A[l], f.a, sizeof(f.a));
+      memcpy(B[l], f.b, sizeof(f.b));
+      memcpy(acc[l], f.c, sizeof(f.c));
     }
+    mma(acc, A, B);
+    memcpy(w.mma_out, acc, sizeof(acc));
+    w.mma_op = t.warp_ops;
   }
-  for (int i = 0; i < 4; i++) {
-    const int8_t *ar = arow[i >> 1];
-    const uint8_t *bc = bcol[i & 1];
-    int s = 0;
-    for (int k = 0; k < 32; k++) s += (int)ar[k] * (int)bc[k];
-    c[i] += s;
-  }
+  memcpy(c, w.mma_out + (size_t)(t.linear & 31) * 16, 4 * sizeof(C));
 }
 
-static float f16_bits_to_f32(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, m = h & 1023;
-  uint32_t u;
-  if (e == 0) {
-    if (m == 0) {
-      u = sign;
-    } else {  // subnormal: m · 2^-24
-      float f = (float)m * 5.9604644775390625e-8f;
-      memcpy(&u, &f, 4);
-      u |= sign;
-    }
-  } else if (e == 31) {
-    u = sign | 0x7f800000u | (m << 13);
-  } else {
-    u = sign | ((e + 112) << 23) | (m << 13);
-  }
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-// m16n8k16 f16 × f16 → f32: lane 4g+t holds A rows g, g+8 (k 2t.., 8+2t..), B column g (k 2t..,
-// 8+2t..). The tensor core's internal order and rounding are not specified; here the 16 exact
-// products are summed in f64 and added to C once (the engine checks this head with tolerances).
-void mma_f16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
-  uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
-  const unsigned char *all = warp_exchange(mine, sizeof(mine));
-  auto half = [&](int lane, int reg, int which) {
-    uint32_t v;
-    memcpy(&v, all + (size_t)lane * 64 + 4 * reg, 4);
-    return f16_bits_to_f32((uint16_t)(v >> (16 * which)));
-  };
-  auto A = [&](int row, int k) {
-    const int g = row & 7, hi = row >> 3, t = (k & 7) >> 1, reg = hi + ((k >> 3) << 1);
-    return half(4 * g + t, reg, k & 1);
-  };
-  auto B = [&](int k, int n) {
-    const int t = (k & 7) >> 1, reg = 4 + (k >> 3);
-    return half(4 * n + t, reg, k & 1);
-  };
-  const int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
-  for (int i = 0; i < 4; i++) {
-    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
-    double s = 0;
-    for (int k = 0; k < 16; k++) s += (double)A(row, k) * (double)B(k, col);
-    volatile float r = c[i] + (float)s;
-    c[i] = r;
-  }
-}
+void mma_s8u8(int c[4], const uint32_t a[4], const uint32_t b[2]) { warp_mma(c, a, b, bn::emu_mma_s8u8); }
+void mma_f16(float c[4], const uint32_t a[4], const uint32_t b[2]) { warp_mma(c, a, b, bn::emu_mma_f16); }
 
 // ---- launches --------------------------------------------------------------------------------------------------
 static std::unordered_map<const void *, int> g_max_dyn;  // cudaFuncAttributeMaxDynamicSharedMemorySize
@@ -367,6 +328,7 @@ static const char *state_name(State s) {
 // Runs one block; false on a barrier that cannot complete.
 static bool run_block(int nthreads) {
   const int nwarps = (nthreads + 31) / 32;
+  for (int w = 0; w < nwarps; w++) g_warps[(size_t)w].mma_op = 0;
 #if defined(__x86_64__)
   g_nthreads = nthreads;
 #endif

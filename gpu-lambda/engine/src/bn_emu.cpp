@@ -158,48 +158,6 @@ double emu_scores_exp(const std::vector<float> &qs, int hd, double scale, int n,
   return block_reduce(ls, add_d);
 }
 
-void emu_mma_s8u8(int c[32][4], const uint32_t a[32][4], const uint32_t b[32][2]) {
-  int8_t A[16][32];
-  uint8_t B[32][8];
-  for (int lane = 0; lane < 32; lane++) {
-    const int g = lane >> 2, t = lane & 3;
-    for (int r = 0; r < 4; r++)
-      for (int e = 0; e < 4; e++) A[g + 8 * (r % 2)][4 * t + 16 * (r / 2) + e] = (int8_t)(a[lane][r] >> (8 * e));
-    for (int r = 0; r < 2; r++)
-      for (int e = 0; e < 4; e++) B[4 * t + 16 * r + e][g] = (uint8_t)(b[lane][r] >> (8 * e));
-  }
-  for (int lane = 0; lane < 32; lane++) {
-    const int g = lane >> 2, t = lane & 3;
-    for (int q = 0; q < 4; q++) {
-      const int row = g + 8 * (q >> 1), col = 2 * t + (q & 1);
-      int s = 0;
-      for (int k = 0; k < 32; k++) s += (int)A[row][k] * (int)B[k][col];
-      c[lane][q] += s;
-    }
-  }
-}
-
-void emu_mma_f16(float c[32][4], const uint32_t a[32][4], const uint32_t b[32][2]) {
-  float A[16][16], B[16][8];
-  for (int lane = 0; lane < 32; lane++) {
-    const int g = lane >> 2, t = lane & 3;
-    for (int r = 0; r < 4; r++)
-      for (int e = 0; e < 2; e++)
-        A[g + 8 * (r % 2)][2 * t + 8 * (r / 2) + e] = f16_to_f32((uint16_t)(a[lane][r] >> (16 * e)));
-    for (int r = 0; r < 2; r++)
-      for (int e = 0; e < 2; e++) B[2 * t + 8 * r + e][g] = f16_to_f32((uint16_t)(b[lane][r] >> (16 * e)));
-  }
-  for (int lane = 0; lane < 32; lane++) {
-    const int g = lane >> 2, t = lane & 3;
-    for (int q = 0; q < 4; q++) {
-      const int row = g + 8 * (q >> 1), col = 2 * t + (q & 1);
-      double s = 0;
-      for (int k = 0; k < 16; k++) s += (double)A[row][k] * (double)B[k][col];
-      c[lane][q] = (float)((double)c[lane][q] + s);
-    }
-  }
-}
-
 uint32_t ord_key(float l) {
   uint32_t u = f32_bits(l);
   if (u == 0x80000000u) u = 0;

@@ -43,4 +43,52 @@ BN_HD void f16_b_frag(const uint16_t *tile, int st, int n0, int k0, int g, int t
   b[1] = ld32(tile + (n0 + g) * st + k0 + 8 + 2 * t);
 }
 
+#if !BN_DEVICE_CODE
+// The instructions themselves, warp-wide, on the host (the CPU emulation and the CPU simulation):
+// lane L's fragments a[L], b[L] and accumulators c[L], per the layouts above. Integer sums are
+// exact in any order; the f16 products are exact and summed in f64, then added to C once (the
+// tensor core's internal order and rounding are unspecified; the head is checked with tolerances).
+inline void emu_mma_s8u8(int c[32][4], const uint32_t a[32][4], const uint32_t b[32][2]) {
+  int8_t A[16][32];
+  uint8_t B[32][8];
+  for (int lane = 0; lane < 32; lane++) {
+    const int g = lane >> 2, t = lane & 3;
+    for (int r = 0; r < 4; r++)
+      for (int e = 0; e < 4; e++) A[g + 8 * (r % 2)][4 * t + 16 * (r / 2) + e] = (int8_t)(a[lane][r] >> (8 * e));
+    for (int r = 0; r < 2; r++)
+      for (int e = 0; e < 4; e++) B[4 * t + 16 * r + e][g] = (uint8_t)(b[lane][r] >> (8 * e));
+  }
+  for (int lane = 0; lane < 32; lane++) {
+    const int g = lane >> 2, t = lane & 3;
+    for (int q = 0; q < 4; q++) {
+      const int row = g + 8 * (q >> 1), col = 2 * t + (q & 1);
+      int s = 0;
+      for (int k = 0; k < 32; k++) s += (int)A[row][k] * (int)B[k][col];
+      c[lane][q] += s;
+    }
+  }
+}
+
+inline void emu_mma_f16(float c[32][4], const uint32_t a[32][4], const uint32_t b[32][2]) {
+  float A[16][16], B[16][8];
+  for (int lane = 0; lane < 32; lane++) {
+    const int g = lane >> 2, t = lane & 3;
+    for (int r = 0; r < 4; r++)
+      for (int e = 0; e < 2; e++)
+        A[g + 8 * (r % 2)][2 * t + 8 * (r / 2) + e] = f16_to_f32((uint16_t)(a[lane][r] >> (16 * e)));
+    for (int r = 0; r < 2; r++)
+      for (int e = 0; e < 2; e++) B[2 * t + 8 * r + e][g] = f16_to_f32((uint16_t)(b[lane][r] >> (16 * e)));
+  }
+  for (int lane = 0; lane < 32; lane++) {
+    const int g = lane >> 2, t = lane & 3;
+    for (int q = 0; q < 4; q++) {
+      const int row = g + 8 * (q >> 1), col = 2 * t + (q & 1);
+      double s = 0;
+      for (int k = 0; k < 16; k++) s += (double)A[row][k] * (double)B[k][col];
+      c[lane][q] = (float)((double)c[lane][q] + s);
+    }
+  }
+}
+#endif
+
 }  // namespace bn
