@@ -148,7 +148,7 @@ describe('CUDA engine without a GPU', () => {
     expect(Number(/== sim selftest: (\d+) passed/.exec(self.out)![1])).toBeGreaterThanOrEqual(12);
     expect(self.code, self.out).toBe(0);
     // Every kernel family ran on the simulated device, the opt-in variants and fast numerics too.
-    expectAllPassed(run(program, ['--no-random', ...extra, '--fixtures', FIXTURE_DIR], ROOT, env), 200, [
+    expectAllPassed(run(program, ['--no-random', ...extra, '--fixtures', FIXTURE_DIR], ROOT, env), 280, [
       'sim/device: bn_sim',
       'sim/norm640:',
       'sim/i2s_70x640_gemm_int:',
@@ -159,6 +159,11 @@ describe('CUDA engine without a GPU', () => {
       'sim/model-relu2/gemm-pipelined/gemm/mixed_batch:',
       'sim/model-relu2/attn-fast/gemv/prefill_then_decode:',
       'sim/model-relu2/norm-regs/gemm/mixed_batch:',
+      'sim/gemm-splitk-tiles 200x2560 M=100 resid:',
+      'sim/gemm-splitk-pipelined-tiles 72x1280 M=100 store:',
+      'sim/model-silu/gemm-pipelined-splitk-tiles/gemm/mixed_batch:',
+      'sim/select_walk V=128256:',
+      'sim/select_walk V=1003:',
       'sim/pdl_vs_plain:',
       'sim/fast_attention:',
       'sim/fast_gemv 8448x128 gateup M=8:',

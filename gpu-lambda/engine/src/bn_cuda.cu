@@ -44,9 +44,8 @@ class CudaOps : public Ops {
  public:
   cudaStream_t stream = nullptr;
   unsigned *counter = nullptr;  // kTickets last-block tickets (fused tails, fast numerics)
-  int *scratch = nullptr;       // split-K partial sums (zero between uses)
-  unsigned *tickets = nullptr;  // split-K tile tickets
-  int max_tiles = 0, sm_count = 1;
+  GemmScratch gs;               // split-K buffers and tile tickets
+  int sm_count = 1;
   int split_waves = 2;  // split-K target, blocks per SM (BN_GEMM_SPLIT_WAVES, 0..8)
 
   bn_status embed(const EmbedParams &p, int M, const NormQuant &nq) override { return launch_embed(p, M, nq, stream); }
@@ -55,7 +54,7 @@ class CudaOps : public Ops {
     return launch_gemv(w, a, M, e, tail, counter, stream, fast);
   }
   bn_status gemm(const Mat &w, const Acts &a, int M, const Epi &e) override {
-    return launch_gemm(w, a, M, e, scratch, tickets, max_tiles, sm_count, split_waves, stream);
+    return launch_gemm(w, a, M, e, gs, sm_count, split_waves, stream);
   }
   bn_status norm_quant(const NormQuant &nq, int M) override { return launch_norm_quant(nq, M, stream); }
   bn_status attention(const AttnParams &p, int M, const NormQuant *tail, const FastAttn *split) override {
@@ -98,6 +97,7 @@ class CudaDevice : public Device {
     // (486 against 502 tok/s at batch 1, 2026-11-27), so it is off by default.
     g_pdl = props.major >= 9 && env_is("BN_PDL", "1");
     g_gemm_variant = env_is("BN_GEMM", "pipelined") ? 1 : 0;
+    g_gemm_splitk = env_is("BN_GEMM_SPLITK", "tiles") ? 1 : 0;
     g_attn_variant = env_is("BN_ATTN", "fast") ? 1 : 0;
     g_norm_variant = env_is("BN_NORM", "regs") ? 1 : 0;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
@@ -210,12 +210,19 @@ class CudaDevice : public Device {
     BN_CUDA_CHECK(cudaMalloc(&p, sbytes));
     own.push_back(p);
     BN_CUDA_CHECK(cudaMemset(p, 0, sbytes));
-    ops_.scratch = (int *)p;
-    ops_.max_tiles = 8192;
-    BN_CUDA_CHECK(cudaMalloc(&p, (size_t)ops_.max_tiles * 4));
+    ops_.gs.sums = (int *)p;
+    ops_.gs.max_tiles = 8192;
+    BN_CUDA_CHECK(cudaMalloc(&p, (size_t)ops_.gs.max_tiles * 4));
     own.push_back(p);
-    BN_CUDA_CHECK(cudaMemset(p, 0, (size_t)ops_.max_tiles * 4));
-    ops_.tickets = (unsigned *)p;
+    BN_CUDA_CHECK(cudaMemset(p, 0, (size_t)ops_.gs.max_tiles * 4));
+    ops_.gs.tickets = (unsigned *)p;
+    // Partial tiles: a split launch has fewer than 2 × split_waves × SMs blocks (launch_gemm), so
+    // that many tiles at the largest split target (8 waves) always suffice. On a 132-SM GPU that
+    // is 2,112 tiles, 34.6 MB; no initialization needed (every tile is written before it is read).
+    ops_.gs.max_parts = 2 * 8 * ops_.sm_count;
+    BN_CUDA_CHECK(cudaMalloc(&p, (size_t)ops_.gs.max_parts * 64 * 64 * 4));
+    own.push_back(p);
+    ops_.gs.parts = (int *)p;
     return BN_OK;
   }
 };

@@ -254,6 +254,9 @@ __device__ __forceinline__ void cp_async_wait() {
 extern bool g_pdl;
 // GEMM kernel: 0 gemm_kernel (verified on an H200), 1 gemm_pipe_kernel (BN_GEMM=pipelined).
 extern int g_gemm_variant;
+// GEMM split-K reduction: 0 atomics into a zeroed sum matrix (verified on an H200), 1 partial
+// tiles added by the last block (BN_GEMM_SPLITK=tiles).
+extern int g_gemm_splitk;
 // Attention staging: 0 the generic copies (verified on an H200), 1 stage_rows_fast (BN_ATTN=fast).
 extern int g_attn_variant;
 // Stand-alone norm kernel: 0 norm_quant_kernel (verified on an H200), 1 norm_quant_regs_kernel
@@ -305,8 +308,17 @@ bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
 bn_status configure_gemv(int max_ld, int smem_optin);
 bn_status launch_gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail, unsigned *counter,
                       cudaStream_t s, const FastGemv *fast = nullptr);
-bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, int *scratch, unsigned *tickets,
-                      int max_tiles, int sm_count, int split_waves, cudaStream_t s);
+// The split-K GEMM's device buffers (bn_cuda.cu allocates them at configure time).
+struct GemmScratch {
+  int *sums = nullptr;         // atomics: max_tokens × max_n int32 partial sums, zero between uses
+  int *parts = nullptr;        // partial tiles (BN_GEMM_SPLITK=tiles): max_parts tiles of 64×64 int32
+  unsigned *tickets = nullptr;  // one per output tile (max_tiles), zero between uses
+  int max_tiles = 0, max_parts = 0;
+};
+bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, int sm_count,
+                      int split_waves, cudaStream_t s);
+// The K splits of the last GEMM launched (the tests report that a check split K).
+extern int g_gemm_last_split;
 bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s,
                            const FastAttn *split = nullptr);
 bn_status configure_attention(int max_ctx);

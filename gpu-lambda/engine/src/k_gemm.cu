@@ -16,6 +16,12 @@
 // Split-K: when the tiles alone cannot fill the GPU (small N·M), blockIdx.z splits the K blocks;
 // partial int32 sums go to a scratch matrix with atomicAdd (exact in any order) and the last
 // block of each tile (ticket) runs the epilogue and zeroes its scratch.
+// Split-K by partial tiles (BN_GEMM_SPLITK=tiles, opt-in, not yet timed on a GPU): each split
+// block stores its 64×64 partial tile with 16-byte stores into a buffer of its own and the last
+// block adds the others' (integer sums: the same bits in any order). Per tile that replaces 4,096
+// atomics per split block, and the zeroing stores, with 1,024 vector stores; the last block's
+// read-back takes two rounds of 16-byte loads instead of four of 4-byte loads. This variant also
+// keeps the per-token values in registers across the K loop (below).
 #include "bn_device.cuh"
 #include "bn_epilogue.h"
 #include "bn_mma.h"
@@ -80,8 +86,44 @@ __device__ __forceinline__ void load_tok(TokTab &tt, const Acts &A, const Epi &e
   }
 }
 
+// The tiles variant's per-token values: the independent loads are issued before the K loop into
+// registers and stored after it, and only the QKV cache offset's dependent block-table load is
+// made there. (load_tok stores into shared memory before the first barrier, so the threads that
+// load it hold every warp at that barrier for one or two memory round trips.)
+struct TokRegs {
+  int32_t sum = 0, pos = 0, slot = 0;
+  float scale = 0.f;
+};
+
+__device__ __forceinline__ void tok_begin(TokRegs &r, const Acts &A, const Epi &e, int M) {
+  const int m = blockIdx.y * GM + threadIdx.x;
+  if (threadIdx.x < GM && m < M) {
+    r.sum = A.sum[m];
+    r.scale = A.scale[m];
+    if (e.kind == EPI_QKV) {
+      r.pos = e.pos[m];
+      r.slot = e.slot[m];
+    }
+  }
+}
+
+__device__ __forceinline__ void tok_end(TokTab &tt, const TokRegs &r, const Epi &e, int M) {
+  const int m = blockIdx.y * GM + threadIdx.x;
+  if (threadIdx.x < GM && m < M) {
+    tt.sum[threadIdx.x] = r.sum;
+    tt.scale[threadIdx.x] = r.scale;
+    if (e.kind == EPI_QKV) {  // cache_offset (bn_epilogue.h) from the values already loaded
+      const int page = e.block_table[(size_t)r.slot * e.max_pages + (r.pos >> e.page_shift)];
+      const int off = r.pos & ((1 << e.page_shift) - 1);
+      tt.pos[threadIdx.x] = r.pos;
+      tt.coff[threadIdx.x] = (((size_t)page << e.page_shift) + (size_t)off) * (size_t)e.kv_dim;
+    }
+  }
+}
+
 // The end of both kernels: the accumulators to the result tile Cs (in shared memory, after every
 // thread is done with the K loop's buffers), split-K reduction, then the epilogue proper.
+template <bool TILES>
 __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, const Epi &e, int (&acc)[4][2][4],
                                             int *Cs, const TokTab &tt, int *scratch, unsigned *tickets) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -99,7 +141,54 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
         Cs[ml * CST + nl + 1] = acc[i][j][2 * h + 1];
       }
   __syncthreads();
-  if (gridDim.z > 1) {
+  if (TILES && gridDim.z > 1) {
+    // Split-K by partial tiles: `scratch` holds gridDim.z × tiles partial tiles of 64×64 int32,
+    // [z][tile][ml][nl]; the last block keeps its own in Cs and adds the others'.
+    constexpr int V4 = GM * GN / 4;  // int4 pieces per tile; piece i = row i/16, columns 4(i%16)..
+    const size_t tile = (size_t)blockIdx.y * gridDim.x + blockIdx.x, tiles = (size_t)gridDim.x * gridDim.y;
+    int4 *part = (int4 *)scratch;
+#pragma unroll
+    for (int b = 0; b < V4 / 128; b++) {
+      const int i = threadIdx.x + 128 * b;
+      part[((size_t)blockIdx.z * tiles + tile) * V4 + i] = *(const int4 *)(Cs + (i >> 4) * CST + 4 * (i & 15));
+    }
+    __shared__ bool is_last_t;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned *tk = tickets + tile;
+      is_last_t = atomicAdd(tk, 1u) == gridDim.z - 1;
+      if (is_last_t) *tk = 0;
+    }
+    __syncthreads();
+    if (!is_last_t) return;
+    __threadfence();
+    // Two other splits per round, all 16 of a thread's loads in flight before the adds.
+    for (unsigned z0 = 0; z0 < gridDim.z; z0 += 2) {
+      int4 v[2][V4 / 128];
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const unsigned z = z0 + h;
+        const bool use = z < gridDim.z && z != blockIdx.z;
+#pragma unroll
+        for (int b = 0; b < V4 / 128; b++)
+          v[h][b] = use ? __ldcg(part + ((size_t)z * tiles + tile) * V4 + threadIdx.x + 128 * b) : make_int4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int b = 0; b < V4 / 128; b++) {
+        const int i = threadIdx.x + 128 * b;
+        int4 *c = (int4 *)(Cs + (i >> 4) * CST + 4 * (i & 15));
+        int4 x = *c;
+        x.x += v[0][b].x + v[1][b].x;
+        x.y += v[0][b].y + v[1][b].y;
+        x.z += v[0][b].z + v[1][b].z;
+        x.w += v[0][b].w + v[1][b].w;
+        *c = x;
+      }
+    }
+    __syncthreads();
+  }
+  if (!TILES && gridDim.z > 1) {
     // Split-K: accumulate into the scratch matrix; the tile's last block finishes it.
     for (int idx = threadIdx.x; idx < GM * GN; idx += blockDim.x) {
       const int ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
@@ -182,11 +271,16 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
   }
 }
 
+template <bool TILES>
 __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split, int *scratch,
                                                    unsigned *tickets) {
   __shared__ TokTab tt;
   pdl_enter();
-  load_tok(tt, A, e, M);
+  TokRegs tr;
+  if (TILES)
+    tok_begin(tr, A, e, M);
+  else
+    load_tok(tt, A, e, M);
   // Shared memory: the activation tile during the K loop, then the 64×64 int32 result tile.
   __shared__ __align__(16) int8_t smem[GM * CST * 4];
   int8_t *As = smem;
@@ -236,7 +330,8 @@ __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi 
 #pragma unroll
     for (int r = 0; r < 4; r++) cur[r] = nxt[r];
   }
-  gemm_finish(W, A, M, e, acc, Cs, tt, scratch, tickets);
+  if (TILES) tok_end(tt, tr, e, M);  // read after gemm_finish's barriers
+  gemm_finish<TILES>(W, A, M, e, acc, Cs, tt, scratch, tickets);
 }
 
 // ---- the pipelined variant (BN_GEMM=pipelined; not yet timed on a GPU) ---------------------------
@@ -251,12 +346,17 @@ constexpr int WST = 48;
 constexpr int A_STAGE = GM * AST, W_STAGE = GN * WST, STAGE = A_STAGE + W_STAGE;
 static_assert(kGemmStages * STAGE >= GM * CST * 4, "the result tile reuses the ring");
 
+template <bool TILES>
 __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split,
                                                         int *scratch, unsigned *tickets) {
   __shared__ TokTab tt;
   __shared__ __align__(16) int8_t ring[kGemmStages * STAGE];
   pdl_enter();
-  load_tok(tt, A, e, M);
+  TokRegs tr;
+  if (TILES)
+    tok_begin(tr, A, e, M);
+  else
+    load_tok(tt, A, e, M);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nt0 = blockIdx.x * GN, m0 = blockIdx.y * GM;
   const int kb_n = W.k >> 7;
@@ -296,31 +396,51 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
     kblock_mma(acc, As, w0t, w0t4, w1t, w1t4, m0, M, g, t);
   }
   cp_async_wait<0>();  // no copy may land in the ring once it holds the result tile
-  gemm_finish(W, A, M, e, acc, (int *)ring, tt, scratch, tickets);
+  if (TILES) tok_end(tt, tr, e, M);
+  gemm_finish<TILES>(W, A, M, e, acc, (int *)ring, tt, scratch, tickets);
 }
 
 int g_gemm_variant = 0;
+int g_gemm_splitk = 0;
+int g_gemm_last_split = 0;
 
-bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, int *scratch, unsigned *tickets,
-                      int max_tiles, int sm_count, int split_waves, cudaStream_t s) {
-  const int nt = (w.n + GN - 1) / GN, mt = (M + GM - 1) / GM;
-  const int kb_n = w.k >> 7;
+// The number of K splits for an n×k matrix and M tokens; *per = K blocks per split.
+static int gemm_split(int n, int k, int M, const GemmScratch &gs, int sm_count, int split_waves, bool tiles, int *per_out) {
+  const int nt = (n + GN - 1) / GN, mt = (M + GM - 1) / GM;
+  const int kb_n = k >> 7;
   // Split K until the blocks fill `split_waves` blocks per SM (0: never). Each split block adds its
   // 64×64 tile to the scratch with atomics, which are not free (RESULTS.md): the bench times 0, 1
-  // and the default 2 (BN_GEMM_SPLIT_WAVES, read by CudaDevice).
+  // and the default 2 (BN_GEMM_SPLIT_WAVES, read by CudaDevice). With partial tiles the split is
+  // also capped by the partial-tile buffer (gs.max_parts tiles).
   int split = 1;
   const int target = split_waves * sm_count;
-  if (nt * mt < target && nt * mt <= max_tiles) {
+  if (nt * mt < target && nt * mt <= gs.max_tiles) {
     split = (target + nt * mt - 1) / (nt * mt);
     if (split > kb_n / 2) split = kb_n / 2;  // at least two K blocks per split
+    if (tiles && split > gs.max_parts / (nt * mt)) split = gs.max_parts / (nt * mt);
     if (split < 1) split = 1;
   }
   const int per = (kb_n + split - 1) / split;
-  split = (kb_n + per - 1) / per;
+  if (per_out) *per_out = per;
+  return (kb_n + per - 1) / per;
+}
+
+bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, int sm_count,
+                      int split_waves, cudaStream_t s) {
+  const bool tiles = g_gemm_splitk == 1;
+  const int nt = (w.n + GN - 1) / GN, mt = (M + GM - 1) / GM;
+  int per = 0;  // K blocks per split (the last may have fewer)
+  const int split = gemm_split(w.n, w.k, M, gs, sm_count, split_waves, tiles, &per);
+  g_gemm_last_split = split;  // read by the tests, to report that a check split K
   dim3 grid(nt, mt, split);
-  if (g_gemm_variant == 1)
-    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel, grid, 128, 0, s, w, a, M, e, per, scratch, tickets);
-  return launch_k("gemm_kernel", gemm_kernel, grid, 128, 0, s, w, a, M, e, per, scratch, tickets);
+  int *scratch = tiles ? gs.parts : gs.sums;
+  if (g_gemm_variant == 1) {
+    if (tiles)
+      return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
+    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
+  }
+  if (tiles) return launch_k("gemm_kernel", gemm_kernel<true>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
+  return launch_k("gemm_kernel", gemm_kernel<false>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
 }
 
 }  // namespace bn
