@@ -91,7 +91,8 @@ __device__ __forceinline__ void block_stats_finish(const StatsOut &so, int M, in
 
 // Consumer side: q[m*ldq + i] = quant(fround(fround(x·sc)·w), s) for i < ns.n (the rest of the
 // row up to ldq is zero), S[m] = Σq and scale[m] = s in shared memory. ns.n % 4 == 0.
-template <int MT>
+// NB: elements of x and w loaded per round (registers: 8·NB).
+template <int MT, int NB = kNqBatch>
 __device__ __forceinline__ void block_quant_in(const NormStats &ns, int M, int8_t *q, int ldq, int *S, float *scale) {
   __shared__ int red[MT][kNormThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -104,18 +105,32 @@ __device__ __forceinline__ void block_quant_in(const NormStats &ns, int M, int8_
     const float4 *w = (const float4 *)ns.w;
     char4 *qm = (char4 *)(q + (size_t)m * ldq);
     int sum = 0;
-#pragma unroll 4
-    for (int i = threadIdx.x; i < l4; i += kNormThreads) {
-      char4 c = make_char4(0, 0, 0, 0);
-      if (i < n4) {
-        const float4 xv = __ldcg(x + i), wv = __ldg(w + i);
-        c.x = quant_one(fmul(fmul(xv.x, sc), wv.x), s);
-        c.y = quant_one(fmul(fmul(xv.y, sc), wv.y), s);
-        c.z = quant_one(fmul(fmul(xv.z, sc), wv.z), s);
-        c.w = quant_one(fmul(fmul(xv.w, sc), wv.w), s);
-        sum += c.x + c.y + c.z + c.w;
+    // NB elements of x and w are loaded before the first is used: quant_one branches on the
+    // data, and ptxas does not move a global load above a branch, so a plain loop (even
+    // unrolled) waited one L2 round trip per element: 5 per thread at K = 2560, 14 at 6912,
+    // on the critical path of every fast GEMV block.
+    for (int i0 = threadIdx.x; i0 < l4; i0 += NB * kNormThreads) {
+      float4 xv[NB], wv[NB];
+#pragma unroll
+      for (int b = 0; b < NB; b++) {  // zeros past n4
+        const int i = i0 + b * kNormThreads;
+        xv[b] = i < n4 ? __ldcg(x + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+        wv[b] = i < n4 ? __ldg(w + i) : make_float4(0.f, 0.f, 0.f, 0.f);
       }
-      qm[i] = c;
+#pragma unroll
+      for (int b = 0; b < NB; b++) {
+        const int i = i0 + b * kNormThreads;
+        if (i >= l4) break;
+        char4 c = make_char4(0, 0, 0, 0);
+        if (i < n4) {
+          c.x = quant_one(fmul(fmul(xv[b].x, sc), wv[b].x), s);
+          c.y = quant_one(fmul(fmul(xv[b].y, sc), wv[b].y), s);
+          c.z = quant_one(fmul(fmul(xv[b].z, sc), wv[b].z), s);
+          c.w = quant_one(fmul(fmul(xv[b].w, sc), wv[b].w), s);
+          sum += c.x + c.y + c.z + c.w;
+        }
+        qm[i] = c;
+      }
     }
     sum = warp_sum_i(sum);
     if (lane == 0) red[m][warp] = sum;

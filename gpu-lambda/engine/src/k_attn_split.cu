@@ -75,17 +75,25 @@ __global__ void __launch_bounds__(kAttnThreads) attn_split_kernel(AttnParams p, 
 
   // The head's last range combines.
   if (!last_arrival(counter + 2 + head_row, (unsigned)S)) return;
-  __shared__ float wr[kFastMaxSplits];
+  __shared__ float wr[kFastMaxSplits], mr[kFastMaxSplits], lr[kFastMaxSplits];
   __shared__ double Lsh;
   const float *ml0 = f.part_ml + head_row * S * 2;
+  // The ranges' (mx, l) pairs come in through shared memory, one thread each: thread 0's loops
+  // below run exp() (branches), and ptxas keeps a global load behind a branch, so loading there
+  // cost one L2 round trip per range.
+  if (threadIdx.x < S) {
+    mr[threadIdx.x] = __ldcg(ml0 + 2 * threadIdx.x);
+    lr[threadIdx.x] = __ldcg(ml0 + 2 * threadIdx.x + 1);
+  }
+  __syncthreads();
   if (threadIdx.x == 0) {
     float g = -CUDART_INF_F;
-    for (int q = 0; q < S; q++) g = fmaxf(g, __ldcg(ml0 + 2 * q));
+    for (int q = 0; q < S; q++) g = fmaxf(g, mr[q]);
     double L = 0.0;
     for (int q = 0; q < S; q++) {
-      const float w = (float)exp((double)__ldcg(ml0 + 2 * q) - (double)g);
+      const float w = (float)exp((double)mr[q] - (double)g);
       wr[q] = w;
-      L += (double)w * (double)__ldcg(ml0 + 2 * q + 1);
+      L += (double)w * (double)lr[q];
     }
     Lsh = L;
   }

@@ -111,7 +111,9 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
   __shared__ float fs[FIN ? MT : 1];
   if (FIN) {
     BN_DYN_SHARED(__align__(16) int8_t, fq);  // [MT][A.ld]
-    block_quant_in<MT>(F.in, M, fq, A.ld, fS, fs);
+    // 4 x/w elements in flight per round; 2 where the kernel's weight registers (G chunks per
+    // token group) leave too few (the sm_80 build spilled with 4 at MT·G = 16 and 32).
+    block_quant_in<MT, MT * G >= 16 ? 2 : 4>(F.in, M, fq, A.ld, fS, fs);
     aq = fq;
   }
   int acc[MT];
