@@ -1,5 +1,6 @@
 // Token selection on the GPU, one 1024-thread block per logits row (src/generate/sampler.ts):
-// 1. repetition penalty over the distinct history ids (thread 0; l/p or l·p in f64, to f32);
+// 1. repetition penalty over the distinct history ids (a thread per history entry; l/p or l·p in
+//    f64, to f32);
 // 2. temperature <= 0: argmax, ties -> lowest id;
 // 3. otherwise top-k (k <= 1024): an MSB-first radix select over order-preserving u32 keys of
 //    the logits finds the k-th largest key; the candidates (greater keys, plus the lowest-id ties)
@@ -71,19 +72,23 @@ __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
   float *lg = p.logits + (size_t)r * V;
   const SampleRow *row = p.rows ? p.rows + r : nullptr;
   const double T = row ? row->temperature : 0.0;
-  if (tid == 0) {
-    s_nan = 0;
-    if (row && row->penalty != 1.0) {
-      const int nh = row->n_history;
-      for (int i = 0; i < nh; i++) {
-        const int id = row->history[i];
-        if (id < 0 || id >= V) continue;
-        bool seen = false;
-        for (int j = 0; j < i; j++) seen |= row->history[j] == id;
-        if (seen) continue;
-        const float l = lg[id];
-        lg[id] = (float)(l > 0.f ? (double)l / row->penalty : (double)l * row->penalty);
-      }
+  // Repetition penalty: each distinct history id once. Thread i takes history entry i and applies
+  // it when no earlier entry has the same id, so the ids it changes are distinct (no race) and
+  // each is changed once, as in the sampler's serial loop (which cost thread 0 up to 64 dependent
+  // loads, with 64·63/2 more for the duplicate checks).
+  __shared__ int s_hist[64];
+  if (tid == 0) s_nan = 0;
+  const bool penalize = row && row->penalty != 1.0;
+  const int nh = penalize ? min(max(row->n_history, 0), 64) : 0;
+  if (tid < nh) s_hist[tid] = row->history[tid];
+  __syncthreads();
+  if (tid < nh) {
+    const int id = s_hist[tid];
+    bool seen = false;
+    for (int j = 0; j < tid; j++) seen |= s_hist[j] == id;
+    if (!seen && id >= 0 && id < V) {
+      const float l = lg[id];
+      lg[id] = (float)(l > 0.f ? (double)l / row->penalty : (double)l * row->penalty);
     }
   }
   __syncthreads();
