@@ -283,6 +283,13 @@ __device__ __forceinline__ void pdl_enter() {
   pdl_launch_dependents();
 }
 
+// Where the long kernels signal: pdl_wait() at entry and pdl_launch_dependents() once their main
+// loop is done (the GEMV and GEMM after the K loop, the attention kernels after PV), so the next
+// kernel's blocks start (and prefetch their weights) while this kernel runs its epilogue and
+// last-block tail, and do not take SM slots from this kernel's later blocks. Run 5 (2026-11-27)
+// triggered at entry (pdl_enter) everywhere and measured the decode step slower with PDL than
+// without; the short kernels (norm, embed, head, select) still do.
+
 // Launches kernel k on stream s (with the PDL attribute when g_pdl) and checks the launch.
 template <typename... P, typename... A>
 bn_status launch_k(const char *what, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,

@@ -62,7 +62,7 @@ __device__ __forceinline__ void stage(uint16_t *tile, int ts, const uint16_t *po
 template <bool FAST>
 __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
                                                             unsigned *counter) {
-  pdl_enter();
+  pdl_wait();
   BN_DYN_SHARED(float, sc);
   __shared__ double qd[256];  // q in f64 once (the scores multiply in f64: no per-product conversion)
   __shared__ float wmax[kAttnThreads / 32];
@@ -92,6 +92,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   // PV: thread d accumulates over the positions in order, one staged V tile at a time.
   float acc[2] = {0.f, 0.f};  // d = threadIdx.x and threadIdx.x + 128 (head_dim <= 256)
   pv_range(acc, sc, tile, ts, KT, T, hd, stage_v);
+  pdl_launch_dependents();
 #pragma unroll
   for (int i = 0; i < 2; i++) {
     const int d = threadIdx.x + i * kAttnThreads;

@@ -27,7 +27,7 @@
 namespace bn {
 
 __global__ void __launch_bounds__(kAttnThreads) attn_split_kernel(AttnParams p, FastAttn f, int M, unsigned *counter) {
-  pdl_enter();
+  pdl_wait();
   BN_DYN_SHARED(float, sc);
   __shared__ double qd[256];
   __shared__ float wmax[kAttnThreads / 32];
@@ -67,6 +67,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_split_kernel(AttnParams p, 
     pml[0] = -CUDART_INF_F;
     pml[1] = 0.f;
   }
+  pdl_launch_dependents();
 #pragma unroll
   for (int i = 0; i < 2; i++) {
     const int d = threadIdx.x + i * kAttnThreads;

@@ -275,7 +275,7 @@ template <bool TILES>
 __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split, int *scratch,
                                                    unsigned *tickets) {
   __shared__ TokTab tt;
-  pdl_enter();
+  pdl_wait();
   TokRegs tr;
   if (TILES)
     tok_begin(tr, A, e, M);
@@ -330,6 +330,7 @@ __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi 
 #pragma unroll
     for (int r = 0; r < 4; r++) cur[r] = nxt[r];
   }
+  pdl_launch_dependents();
   if (TILES) tok_end(tt, tr, e, M);  // read after gemm_finish's barriers
   gemm_finish<TILES>(W, A, M, e, acc, Cs, tt, scratch, tickets);
 }
@@ -351,7 +352,7 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
                                                         int *scratch, unsigned *tickets) {
   __shared__ TokTab tt;
   __shared__ __align__(16) int8_t ring[kGemmStages * STAGE];
-  pdl_enter();
+  pdl_wait();
   TokRegs tr;
   if (TILES)
     tok_begin(tr, A, e, M);
@@ -396,6 +397,7 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
     kblock_mma(acc, As, w0t, w0t4, w1t, w1t4, m0, M, g, t);
   }
   cp_async_wait<0>();  // no copy may land in the ring once it holds the result tile
+  pdl_launch_dependents();
   if (TILES) tok_end(tt, tr, e, M);
   gemm_finish<TILES>(W, A, M, e, acc, (int *)ring, tt, scratch, tickets);
 }

@@ -17,7 +17,7 @@
 // gate+up (13824x2560: 8.17 us against 9.86 us).
 //
 // PDL (bn_device.cuh): the first group of weight loads is issued before pdl_wait(), so it
-// overlaps the previous kernel.
+// overlaps the previous kernel; the dependents are released after the K loop.
 //
 // __launch_bounds__(128, 6): caps registers at 80; the fused tail otherwise pushed ptxas to >100
 // registers (4 blocks/SM).
@@ -105,7 +105,7 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
   const uint4 *wr = (const uint4 *)(W.w + (size_t)(live ? row : 0) * (size_t)(W.k >> 2));
   uint4 w[G];
   if (live) load_group<G, TPR>(w, wr, tx, cpr);  // weights only: allowed before pdl_wait()
-  pdl_enter();
+  pdl_wait();
   const int8_t *aq = A.q;
   __shared__ int fS[FIN ? MT : 1];
   __shared__ float fs[FIN ? MT : 1];
@@ -139,6 +139,7 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
 #pragma unroll
     for (int o = TPR / 2; o > 0; o >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], o);
   }
+  pdl_launch_dependents();  // the weights are read: the next kernel may start its prologue
   int mine = 0;
 #pragma unroll
   for (int m = 0; m < MT; m++)
