@@ -159,7 +159,10 @@ __device__ __forceinline__ void finish_quant(const NormQuant &p, int m, float s,
   }
 }
 
-__device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
+// xs (optional, 16-byte aligned shared memory of p.n floats): pass 1 keeps x there and pass 2
+// overwrites it with y, so pass 2 loads only w and pass 3 loads nothing: 2 of the 3 passes' L2
+// round trips per batch instead of 3. Same values in the same order: the same bits.
+__device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, float4 *xs = nullptr) {
   __shared__ double red_d[kNormThreads / 32];
   __shared__ float red_f[kNormThreads / 32];
   __shared__ int red_i[kNormThreads / 32];
@@ -171,21 +174,45 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m) {
     nq_load<true>(v, x, i0, n4);
 #pragma unroll
     for (int b = 0; b < kNqBatch; b++)
-      if (i0 + b * kNormThreads < n4) add_sq4(ss, v[b]);
+      if (i0 + b * kNormThreads < n4) {
+        add_sq4(ss, v[b]);
+        if (xs) xs[i0 + b * kNormThreads] = v[b];  // this thread's own elements: no barrier needed
+      }
   }
   const float sc = rms_scale(block_total_d(ss, red_d), p.n, p.eps);
   float amax = 0.f;
-  for_each_normed(x, p.w, n4, sc, [&](int i, const float4 &y) {
-    amax = fmaxf(amax, amax4(y));
-    store_normed(p, m, i, y);
-  });
+  if (xs) {
+    for (int i0 = threadIdx.x; i0 < n4; i0 += kNqBatch * kNormThreads) {
+      float4 wv[kNqBatch];
+      nq_load<false>(wv, p.w, i0, n4);
+#pragma unroll
+      for (int b = 0; b < kNqBatch; b++) {
+        const int i = i0 + b * kNormThreads;
+        if (i < n4) {
+          const float4 y = nq_norm(xs[i], sc, wv[b]);
+          amax = fmaxf(amax, amax4(y));
+          store_normed(p, m, i, y);
+          xs[i] = y;
+        }
+      }
+    }
+  } else {
+    for_each_normed(x, p.w, n4, sc, [&](int i, const float4 &y) {
+      amax = fmaxf(amax, amax4(y));
+      store_normed(p, m, i, y);
+    });
+  }
   if (p.q) {
     const float s = act_scale(block_max_f(amax, red_f));
     int sum = 0;
-    for_each_normed(x, p.w, n4, sc, [&](int i, const float4 &y) { quant_store(p, m, i, y, s, sum); });
+    if (xs) {
+      for (int i = threadIdx.x; i < n4; i += kNormThreads) quant_store(p, m, i, xs[i], s, sum);
+    } else {
+      for_each_normed(x, p.w, n4, sc, [&](int i, const float4 &y) { quant_store(p, m, i, y, s, sum); });
+    }
     finish_quant(p, m, s, sum, red_i);
   }
-  __syncthreads();  // the shared partials are reused by the next call
+  __syncthreads();  // the shared partials (and xs) are reused by the next call
 }
 
 // Last-block ticket: every block calls this after its stores; true in the one block that finishes
@@ -205,10 +232,14 @@ __device__ __forceinline__ bool last_block(unsigned *counter) {
   return is_last;
 }
 
-// Runs a NormQuant tail for M tokens, one after the other, with the whole (128-thread) block.
-__device__ __forceinline__ void block_tail(const NormQuant &t, int M) {
-  for (int m = 0; m < M; m++) block_norm_quant(t, m);
+// Runs a NormQuant tail for M tokens, one after the other, with the whole (128-thread) block;
+// xs as in block_norm_quant (t.n floats, reused per token).
+__device__ __forceinline__ void block_tail(const NormQuant &t, int M, float4 *xs = nullptr) {
+  for (int m = 0; m < M; m++) block_norm_quant(t, m, xs);
 }
+
+// A tail's shared-memory cache fits the default dynamic shared-memory limit (no attribute).
+inline bool tail_cache_fits(int n) { return n > 0 && (size_t)n * 4 <= 48 * 1024; }
 
 // ---- cp.async (sm_80+): 16-byte global -> shared copies that run in the background ------------
 // (The CPU simulation, BN_SIM, lands each copy only at the wait that covers it: sim/cuda_runtime.h.)

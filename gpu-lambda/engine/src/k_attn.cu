@@ -98,7 +98,8 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
     const int d = threadIdx.x + i * kAttnThreads;
     if (d < hd) p.out[(size_t)m * p.ldo + h * hd + d] = acc[i];
   }
-  if (has_tail && last_block(counter)) block_tail(tail, M);
+  // has_tail 2: the scores/tile buffer (free once PV is done) holds the tail's vector.
+  if (has_tail && last_block(counter)) block_tail(tail, M, has_tail == 2 ? (float4 *)sc : nullptr);
 }
 
 // The dynamic shared-memory limit is a per-function attribute: only ever raise it, so an engine
@@ -142,9 +143,10 @@ bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, un
   if (tail) t = *tail;
   dim3 grid(p.n_head, M);
   const size_t smem = attn_smem_bytes(p.max_t, p.head_dim);
+  const int ht = !tail ? 0 : (size_t)t.n * 4 <= smem ? 2 : 1;
   if (g_attn_variant == 1 && kAttnThreads % (p.head_dim >> 3) == 0)
-    return launch_k("attn_kernel", attn_kernel<true>, grid, kAttnThreads, smem, s, p, M, t, tail ? 1 : 0, counter);
-  return launch_k("attn_kernel", attn_kernel<false>, grid, kAttnThreads, smem, s, p, M, t, tail ? 1 : 0, counter);
+    return launch_k("attn_kernel", attn_kernel<true>, grid, kAttnThreads, smem, s, p, M, t, ht, counter);
+  return launch_k("attn_kernel", attn_kernel<false>, grid, kAttnThreads, smem, s, p, M, t, ht, counter);
 }
 
 }  // namespace bn

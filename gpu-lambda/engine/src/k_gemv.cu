@@ -23,7 +23,9 @@
 // registers (4 blocks/SM).
 //
 // Fused tail: with `has_tail`, the block that finishes last (ticket, bn_device.cuh) runs the next
-// RMSNorm + quantization over the full output vector (all other blocks' stores are visible).
+// RMSNorm + quantization over the full output vector (all other blocks' stores are visible). The
+// exact kernel is launched with the vector's size of dynamic shared memory (has_tail = 2, up to
+// 12,288 elements), where the tail keeps x and then y between its three passes.
 //
 // Fast numerics (FAST = true, bn_fast.h): the block first normalizes and quantizes its input from
 // the f32 vector and the norm point's two scalars into shared memory (block_quant_in) and reads
@@ -156,7 +158,14 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
     fast_stats_part<MT, 4 * RPW>(e, F.out, M, warp * RPW + ty, row, m, valid);
     if (last_block(counter)) block_stats_finish(F.out, M, gridDim.x);
   }
-  if (has_tail && last_block(counter)) block_tail(tail, M);
+  if (has_tail && last_block(counter)) {
+    float4 *xs = nullptr;
+    if (has_tail == 2) {  // the launch gave tail.n floats of dynamic shared memory (exact kernel only)
+      BN_DYN_SHARED(__align__(16) float4, tail_xs);
+      xs = tail_xs;
+    }
+    block_tail(tail, M, xs);
+  }
 }
 
 template <int MT, int TPR, int G>
@@ -211,7 +220,11 @@ static bn_status launch_one(const Mat &w, const Acts &a, int M, const Epi &e, co
                             unsigned *counter, cudaStream_t s, const FastGemv *fast) {
   const int rows = 4 * (32 / TPR);
   const dim3 grid((w.n + rows - 1) / rows);
-  if (!fast) return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G>, grid, 128, 0, s, w, a, M, e, t, ht, counter);
+  if (!fast) {  // has_tail 2: the tail keeps its vector in shared memory (block_norm_quant)
+    const int ht2 = ht && tail_cache_fits(t.n) ? 2 : ht;
+    return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G>, grid, 128, ht2 == 2 ? (size_t)t.n * 4 : 0, s, w, a, M, e, t,
+                    ht2, counter);
+  }
   if (!fast->in.x)  // the producer's last block quantized the input (BN_FAST_QUANT=tail)
     return launch_k("gemv_fast_kernel", gemv_fast_kernel<MT, TPR, G, false>, grid, 128, 0, s, w, a, M, e, t, ht, counter,
                     *fast);

@@ -6,7 +6,8 @@
 namespace bn {
 
 // x[m] = f32(table[token[m]]), then the first layer's attn_norm + quantization of x[m].
-__global__ void __launch_bounds__(kNormThreads, 8) embed_kernel(EmbedParams p, NormQuant nq) {
+// cache: the launch gave nq.n floats of dynamic shared memory for block_norm_quant's vector.
+__global__ void __launch_bounds__(kNormThreads, 8) embed_kernel(EmbedParams p, NormQuant nq, int cache) {
   pdl_enter();
   const int m = blockIdx.x;
   const int tok = p.tokens[m];
@@ -24,12 +25,14 @@ __global__ void __launch_bounds__(kNormThreads, 8) embed_kernel(EmbedParams p, N
   }
   __threadfence_block();
   __syncthreads();
-  block_norm_quant(nq, m);
+  BN_DYN_SHARED(__align__(16) float4, xs);  // nq.n floats, or none (the launch decides)
+  block_norm_quant(nq, m, cache ? xs : nullptr);
 }
 
-__global__ void __launch_bounds__(kNormThreads, 8) norm_quant_kernel(NormQuant nq) {
+__global__ void __launch_bounds__(kNormThreads, 8) norm_quant_kernel(NormQuant nq, int cache) {
   pdl_enter();
-  block_norm_quant(nq, blockIdx.x);
+  BN_DYN_SHARED(__align__(16) float4, xs);
+  block_norm_quant(nq, blockIdx.x, cache ? xs : nullptr);
 }
 
 // The same norm with the token's row held in registers (BN_NORM=regs; not yet run on a GPU): every
@@ -84,13 +87,15 @@ __global__ void __launch_bounds__(kNormThreads) norm_quant_regs_kernel(NormQuant
 int g_norm_variant = 0;
 
 bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStream_t s) {
-  return launch_k("embed_kernel", embed_kernel, M, kNormThreads, 0, s, p, nq);
+  const int cache = tail_cache_fits(nq.n) ? 1 : 0;
+  return launch_k("embed_kernel", embed_kernel, M, kNormThreads, cache ? (size_t)nq.n * 4 : 0, s, p, nq, cache);
 }
 
 bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s) {
   if (g_norm_variant == 1 && nq.n <= 4 * kNormThreads * kNormRegs)
     return launch_k("norm_quant_regs_kernel", norm_quant_regs_kernel, M, kNormThreads, 0, s, nq);
-  return launch_k("norm_quant_kernel", norm_quant_kernel, M, kNormThreads, 0, s, nq);
+  const int cache = tail_cache_fits(nq.n) ? 1 : 0;
+  return launch_k("norm_quant_kernel", norm_quant_kernel, M, kNormThreads, cache ? (size_t)nq.n * 4 : 0, s, nq, cache);
 }
 
 }  // namespace bn
