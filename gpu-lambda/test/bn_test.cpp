@@ -13,7 +13,8 @@
 //   bench     (GPU, --bench) copy bandwidth, GEMV per shape, decode tok/s at batch 1 (F16 and
 //             INT8 heads), batched decode, prefill, on a 2B-4T-shaped model generated here.
 //   profile   (GPU, --profile; --profile-only skips everything else) time of each kernel of a
-//             decode step at batch 1 and 64 on that model (profile.inc).
+//             decode step at batch 1 and 64 on that model (profile.inc); --profile-part picks one
+//             table (exact1, exact64, fast1), e.g. under ncu.
 // With --out DIR the results are also written to DIR/results.md (ready for RESULTS.md) and
 // DIR/results.json.
 #include <algorithm>
@@ -742,6 +743,7 @@ int main(int argc, char **argv) {
   std::string dir = "gpu-lambda/test/fixtures", out_dir;
   bool cpu_only = false, bench = false, quick = false, no_random = false, profile = false, profile_only = false,
        fast_2b4t = false;
+  std::string profile_part;  // --profile-part exact1|exact64|fast1: one of the three tables (for ncu runs)
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     if (a == "--fixtures" && i + 1 < argc) dir = argv[++i];
@@ -753,8 +755,15 @@ int main(int argc, char **argv) {
     else if (a == "--fast-2b4t") fast_2b4t = true;  // the fast numerics' 2B-4T shapes even with --no-random
     else if (a == "--profile") profile = true;
     else if (a == "--profile-only") profile = profile_only = true;
+    else if (a == "--profile-part" && i + 1 < argc &&
+             (std::string(argv[i + 1]) == "exact1" || std::string(argv[i + 1]) == "exact64" ||
+              std::string(argv[i + 1]) == "fast1"))
+      profile_part = argv[++i];
     else {
-      fprintf(stderr, "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--profile | --profile-only] [--out DIR]\n", argv[0]);
+      fprintf(stderr,
+              "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--profile | "
+              "--profile-only] [--profile-part exact1|exact64|fast1] [--out DIR]\n",
+              argv[0]);
       return 2;
     }
   }
@@ -769,7 +778,7 @@ int main(int argc, char **argv) {
   (void)profile;
 #if defined(BN_WITH_CUDA)
   if (profile_only) {
-    run_profile(out_dir, cpu_only);
+    run_profile(out_dir, cpu_only, profile_part);
     return g_fail > 100 ? 100 : g_fail;
   }
 #endif
@@ -798,7 +807,7 @@ int main(int argc, char **argv) {
   if (!cpu_only) {
     g_emulate = 0;
     run_gpu_sections(kf, mr, ms, bench, quick, no_random, fast_2b4t, out_dir);
-    if (profile) run_profile(out_dir, false);
+    if (profile) run_profile(out_dir, false, profile_part);
   } else
 #endif
   {

@@ -10,8 +10,12 @@
 #
 #   bash gpu-lambda/test/run-on-gpu.sh [OUT_DIR]          (from the repository root)
 #
-# Files in OUT (8 at most): env.txt build.log bn_test.log results.md results.json checks.md
-# sanitizer.log RESULTS-snippet.md
+# Files in OUT (8 at most): build.log (the machine's facts first) bn_test.log results.md
+# results.json checks.md sanitizer.log ncu.txt RESULTS-snippet.md
+#
+# ncu.txt (when ncu reads the counters and time is left): Nsight Compute sections (speed of
+# light, occupancy, launch, warp states, schedulers, memory) of the first batch-64 GEMMs and
+# norms, and of the fast batch-1 GEMVs and split attention, to show what the kernels wait on.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 2
@@ -27,14 +31,14 @@ stamp() { echo "[$(( $(date +%s) - START )) s] $*"; }
   (nvcc --version || /usr/local/cuda/bin/nvcc --version) 2>&1 | tail -2
   cmake --version 2>&1 | head -1
   echo "cpus: $(nproc)"
-} > "$OUT/env.txt"
-cat "$OUT/env.txt"
+} > "$OUT/build.log"
+cat "$OUT/build.log"
 
 NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
 if [ -z "$NVCC" ]; then stamp "nvcc not found"; exit 1; fi
 stamp "configure + build (sm_90) with $NVCC"
 if ! cmake -S gpu-lambda/test -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-       -DCMAKE_CUDA_COMPILER="$NVCC" > "$OUT/build.log" 2>&1 ||
+       -DCMAKE_CUDA_COMPILER="$NVCC" >> "$OUT/build.log" 2>&1 ||
    ! cmake --build "$BUILD" -j"$(nproc)" >> "$OUT/build.log" 2>&1; then
   grep -E "error|Error" "$OUT/build.log" | head -40
   stamp "BUILD FAILED (see build.log)"
@@ -57,6 +61,25 @@ if command -v compute-sanitizer > /dev/null && [ $(( $(date +%s) - START )) -lt 
   tail -5 "$OUT/sanitizer.log"
 else
   echo "compute-sanitizer skipped (missing or out of time)" > "$OUT/sanitizer.log"
+fi
+
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | head -1 || true)
+if [ -n "$NCU" ] && [ $(( $(date +%s) - START )) -lt 450 ]; then
+  stamp "ncu ($NCU): batch-64 GEMMs and norms, then the fast batch-1 GEMVs and split attention"
+  SECTIONS="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis"
+  {
+    echo "### exact64: the first 8 GEMM / norm launches (layer 0 of a 64-token prefill, M = 64)"
+    # shellcheck disable=SC2086
+    timeout 100 "$NCU" --clock-control none -k regex:'gemm_kernel|gemm_pipe_kernel|norm_quant' -c 8 $SECTIONS \
+      "$BUILD/bn_test" --profile-only --profile-part exact64 2>&1 | grep -v '^\[PASS\]'
+    echo "### fast1: the first 10 fast GEMV / split attention launches (decode, M = 1)"
+    # shellcheck disable=SC2086
+    timeout 100 "$NCU" --clock-control none -k regex:'gemv_fast_kernel|attn_split_kernel' -c 10 $SECTIONS \
+      "$BUILD/bn_test" --profile-only --profile-part fast1 2>&1 | grep -v '^\[PASS\]'
+  } > "$OUT/ncu.txt" 2>&1
+  stamp "ncu done: $(grep -c 'Section: GPU Speed Of Light' "$OUT/ncu.txt") kernels reported (ncu.txt)"
+else
+  echo "ncu skipped (missing or out of time)" > "$OUT/ncu.txt"
 fi
 
 {

@@ -215,6 +215,14 @@ describe('CUDA engine without a GPU', () => {
     );
     expect(sums.length).toBe(3);
     for (const v of sums) expect(v).toBeGreaterThan(0);
+    // --profile-part picks one table (what run-on-gpu.sh gives ncu); a wrong name is a usage error.
+    const part = run(GPU_TEST, ['--cpu-only', '--profile-only', '--profile-part', 'exact64']);
+    expect(part.code, part.out.slice(-3000)).toBe(0);
+    expect(part.out).toMatch(/Decode step, batch 4, exact numerics,/);
+    expect(part.out).not.toMatch(/Decode step, batch 1,/);
+    const bad = run(GPU_TEST, ['--cpu-only', '--profile-only', '--profile-part', 'exact2']);
+    expect(bad.code).toBe(2);
+    expect(bad.out).toContain('--profile-part exact1|exact64|fast1');
   });
 
   it('the Node addon builds with node-gyp', () => {
