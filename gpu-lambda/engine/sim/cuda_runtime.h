@@ -45,6 +45,9 @@
 // kernels' own.)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
+// __constant__ variables are plain (file-static where declared so) globals; cudaMemcpyToSymbol
+// below copies into them.
+#define __constant__
 
 struct dim3 {
   unsigned x, y, z;
@@ -236,6 +239,12 @@ cudaError_t cudaMemset(void *p, int v, size_t bytes);
 cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t s = nullptr);
 cudaError_t cudaMemcpy(void *d, const void *s, size_t bytes, cudaMemcpyKind k);
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t bytes, cudaMemcpyKind k, cudaStream_t st = nullptr);
+template <typename T>
+cudaError_t cudaMemcpyToSymbol(T &symbol, const void *src, size_t bytes, size_t offset = 0) {
+  if (offset + bytes > sizeof(T)) return cudaErrorInvalidValue;
+  memcpy((char *)&symbol + offset, src, bytes);
+  return cudaSuccess;
+}
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);

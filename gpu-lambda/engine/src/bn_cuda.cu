@@ -27,6 +27,15 @@ static bn_status cuda_fail(cudaError_t e, const char *what, const char *file, in
 
 bool g_pdl = false;
 
+bn_status set_pdl_early(bool early) {
+  const int on = early ? 1 : 0;
+  BN_CUDA_CHECK(pdl_set_early_gemv(on));
+  BN_CUDA_CHECK(pdl_set_early_gemm(on));
+  BN_CUDA_CHECK(pdl_set_early_attn(on));
+  BN_CUDA_CHECK(pdl_set_early_attn_split(on));
+  return BN_OK;
+}
+
 // The tuning knobs are environment variables read when a device is created.
 static bool env_is(const char *name, const char *value) {
   const char *v = getenv(name);
@@ -92,10 +101,14 @@ class CudaDevice : public Device {
                 props.major, props.minor);
       return BN_ERR_UNSUPPORTED;
     }
-    // Programmatic dependent launch (Hopper and newer) only with BN_PDL=1: on an H200 it sped up
-    // back-to-back GEMVs (2.96 against 3.74 us for the qkv shape) but the whole decode step not
-    // (486 against 502 tok/s at batch 1, 2026-11-27), so it is off by default.
-    g_pdl = props.major >= 9 && env_is("BN_PDL", "1");
+    // Programmatic dependent launch (Hopper and newer) only with BN_PDL=1 or =early: on an H200 it
+    // sped up back-to-back GEMVs (2.96 against 3.74 us for the qkv shape) but the whole decode
+    // step not (486 against 502 tok/s at batch 1, 2026-11-27, signalling at entry), so it is off
+    // by default. BN_PDL=1 releases the next kernel after the long kernels' main loops,
+    // BN_PDL=early at their entry as run 5 did (bn_device.cuh).
+    const bool pdl_early = env_is("BN_PDL", "early");
+    g_pdl = props.major >= 9 && (env_is("BN_PDL", "1") || pdl_early);
+    if (const bn_status st = set_pdl_early(pdl_early)) return st;
     g_gemm_variant = env_is("BN_GEMM", "pipelined") ? 1 : 0;
     g_gemm_splitk = env_is("BN_GEMM_SPLITK", "tiles") ? 1 : 0;
     g_attn_variant = env_is("BN_ATTN", "fast") ? 1 : 0;

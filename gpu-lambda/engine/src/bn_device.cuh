@@ -319,7 +319,27 @@ __device__ __forceinline__ void pdl_enter() {
 // kernel's blocks start (and prefetch their weights) while this kernel runs its epilogue and
 // last-block tail, and do not take SM slots from this kernel's later blocks. Run 5 (2026-11-27)
 // triggered at entry (pdl_enter) everywhere and measured the decode step slower with PDL than
-// without; the short kernels (norm, embed, head, select) still do.
+// without (but back-to-back GEMVs faster); BN_PDL=early keeps that placement for comparison:
+// the long kernels then also signal at entry (a second signal has no effect). The short kernels
+// (norm, embed, head, select) always signal at entry.
+//
+// The mode is a __constant__ of each .cu file with long kernels (no relocatable device code, so
+// one per file), set through that file's setter when a device is created (pdl_set_early).
+#define BN_PDL_MODE(setter)                                                             \
+  static __constant__ int c_pdl_early = 0;                                              \
+  cudaError_t setter(int on) { return cudaMemcpyToSymbol(c_pdl_early, &on, sizeof on); }
+// pdl_wait(), then the signal too under BN_PDL=early (needs BN_PDL_MODE in the file).
+#define BN_PDL_ENTER_LONG()                \
+  do {                                     \
+    pdl_wait();                            \
+    if (c_pdl_early) pdl_launch_dependents(); \
+  } while (0)
+cudaError_t pdl_set_early_gemv(int on);
+cudaError_t pdl_set_early_gemm(int on);
+cudaError_t pdl_set_early_attn(int on);
+cudaError_t pdl_set_early_attn_split(int on);
+// All four on the current device (bn_cuda.cu; the device does it at creation from BN_PDL).
+bn_status set_pdl_early(bool early);
 
 // Launches kernel k on stream s (with the PDL attribute when g_pdl) and checks the launch.
 template <typename... P, typename... A>

@@ -28,6 +28,8 @@
 
 namespace bn {
 
+BN_PDL_MODE(pdl_set_early_attn)
+
 // The same copies with cheaper addressing (BN_ATTN=fast; not yet run on a GPU). The generic
 // loop above spends ~27 PTX instructions per 16-byte piece (a division by the pieces per row, a
 // block-table load, 64-bit offsets), a large part of the kernel's issue slots by the ncu counts
@@ -62,7 +64,7 @@ __device__ __forceinline__ void stage(uint16_t *tile, int ts, const uint16_t *po
 template <bool FAST>
 __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
                                                             unsigned *counter) {
-  pdl_wait();
+  BN_PDL_ENTER_LONG();
   BN_DYN_SHARED(float, sc);
   __shared__ double qd[256];  // q in f64 once (the scores multiply in f64: no per-product conversion)
   __shared__ float wmax[kAttnThreads / 32];

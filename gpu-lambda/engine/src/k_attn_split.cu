@@ -26,8 +26,10 @@
 
 namespace bn {
 
+BN_PDL_MODE(pdl_set_early_attn_split)
+
 __global__ void __launch_bounds__(kAttnThreads) attn_split_kernel(AttnParams p, FastAttn f, int M, unsigned *counter) {
-  pdl_wait();
+  BN_PDL_ENTER_LONG();
   BN_DYN_SHARED(float, sc);
   __shared__ double qd[256];
   __shared__ float wmax[kAttnThreads / 32];

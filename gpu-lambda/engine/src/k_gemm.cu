@@ -28,6 +28,8 @@
 
 namespace bn {
 
+BN_PDL_MODE(pdl_set_early_gemm)
+
 constexpr int GM = 64, GN = 64, AST = 144, CST = GN + 4;  // CST: padded result-tile stride
 constexpr int kEpiBatch = 8;                              // epilogue elements in flight per thread
 
@@ -275,7 +277,7 @@ template <bool TILES>
 __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split, int *scratch,
                                                    unsigned *tickets) {
   __shared__ TokTab tt;
-  pdl_wait();
+  BN_PDL_ENTER_LONG();
   TokRegs tr;
   if (TILES)
     tok_begin(tr, A, e, M);
@@ -352,7 +354,7 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
                                                         int *scratch, unsigned *tickets) {
   __shared__ TokTab tt;
   __shared__ __align__(16) int8_t ring[kGemmStages * STAGE];
-  pdl_wait();
+  BN_PDL_ENTER_LONG();
   TokRegs tr;
   if (TILES)
     tok_begin(tr, A, e, M);

@@ -39,6 +39,8 @@
 
 namespace bn {
 
+BN_PDL_MODE(pdl_set_early_gemv)
+
 // SH: the activations are in shared memory (fast numerics), else read-only global memory.
 template <bool SH = false>
 __device__ __forceinline__ int chunk_dot(const uint4 &w, const int8_t *q, int c, int acc) {
@@ -107,7 +109,7 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
   const uint4 *wr = (const uint4 *)(W.w + (size_t)(live ? row : 0) * (size_t)(W.k >> 2));
   uint4 w[G];
   if (live) load_group<G, TPR>(w, wr, tx, cpr);  // weights only: allowed before pdl_wait()
-  pdl_wait();
+  BN_PDL_ENTER_LONG();
   const int8_t *aq = A.q;
   __shared__ int fS[FIN ? MT : 1];
   __shared__ float fs[FIN ? MT : 1];
