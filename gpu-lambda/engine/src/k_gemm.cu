@@ -19,8 +19,9 @@
 // Split-K by partial tiles (BN_GEMM_SPLITK=tiles, opt-in, not yet timed on a GPU): each split
 // block stores its 64×64 partial tile with 16-byte stores into a buffer of its own and the last
 // block adds the others' (integer sums: the same bits in any order). Per tile that replaces 4,096
-// atomics per split block, and the zeroing stores, with 1,024 vector stores; the last block's
-// read-back takes two rounds of 16-byte loads instead of four of 4-byte loads. This variant also
+// atomics per split block, and the zeroing stores, with 1,024 vector stores; the last block reads
+// the other tiles back two per round (16 16-byte loads per thread in flight), ⌈splits/2⌉ rounds
+// instead of the atomics path's four rounds of 4-byte loads and zeroing stores. This variant also
 // keeps the per-token values in registers across the K loop (below).
 #include "bn_device.cuh"
 #include "bn_epilogue.h"
