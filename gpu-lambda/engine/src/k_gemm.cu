@@ -124,6 +124,16 @@ __device__ __forceinline__ void tok_end(TokTab &tt, const TokRegs &r, const Epi 
   }
 }
 
+// Both kernels' start: the per-token values into shared memory (load_tok) or, in the tiles
+// variant, into registers (tok_begin; tok_end stores them after the K loop).
+template <bool TILES>
+__device__ __forceinline__ void tok_start(TokTab &tt, TokRegs &tr, const Acts &A, const Epi &e, int M) {
+  if (TILES)
+    tok_begin(tr, A, e, M);
+  else
+    load_tok(tt, A, e, M);
+}
+
 // The end of both kernels: the accumulators to the result tile Cs (in shared memory, after every
 // thread is done with the K loop's buffers), split-K reduction, then the epilogue proper.
 template <bool TILES>
@@ -280,10 +290,7 @@ __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi 
   __shared__ TokTab tt;
   BN_PDL_ENTER_LONG();
   TokRegs tr;
-  if (TILES)
-    tok_begin(tr, A, e, M);
-  else
-    load_tok(tt, A, e, M);
+  tok_start<TILES>(tt, tr, A, e, M);
   // Shared memory: the activation tile during the K loop, then the 64×64 int32 result tile.
   __shared__ __align__(16) int8_t smem[GM * CST * 4];
   int8_t *As = smem;
@@ -357,10 +364,7 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
   __shared__ __align__(16) int8_t ring[kGemmStages * STAGE];
   BN_PDL_ENTER_LONG();
   TokRegs tr;
-  if (TILES)
-    tok_begin(tr, A, e, M);
-  else
-    load_tok(tt, A, e, M);
+  tok_start<TILES>(tt, tr, A, e, M);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nt0 = blockIdx.x * GN, m0 = blockIdx.y * GM;
   const int kb_n = W.k >> 7;
