@@ -162,6 +162,7 @@ describe('CUDA engine without a GPU', () => {
       'sim/gemm-splitk-tiles 200x2560 M=100 resid:',
       'sim/gemm-splitk-pipelined-tiles 72x1280 M=100 store:',
       'sim/model-silu/gemm-pipelined-splitk-tiles/gemm/mixed_batch:',
+      'sim/model-silu/tail-cache/gemv/mixed_batch:',
       'sim/select_walk V=128256:',
       'sim/select_walk V=1003:',
       'sim/pdl_vs_plain:',

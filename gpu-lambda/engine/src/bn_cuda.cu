@@ -113,6 +113,7 @@ class CudaDevice : public Device {
     g_gemm_splitk = env_is("BN_GEMM_SPLITK", "tiles") ? 1 : 0;
     g_attn_variant = env_is("BN_ATTN", "fast") ? 1 : 0;
     g_norm_variant = env_is("BN_NORM", "regs") ? 1 : 0;
+    g_tail_cache = env_is("BN_TAIL_CACHE", "1") ? 1 : 0;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");
     if (sw && sw[0] >= '0' && sw[0] <= '8' && sw[1] == 0) ops_.split_waves = sw[0] - '0';

@@ -238,8 +238,12 @@ __device__ __forceinline__ void block_tail(const NormQuant &t, int M, float4 *xs
   for (int m = 0; m < M; m++) block_norm_quant(t, m, xs);
 }
 
-// A tail's shared-memory cache fits the default dynamic shared-memory limit (no attribute).
-inline bool tail_cache_fits(int n) { return n > 0 && (size_t)n * 4 <= 48 * 1024; }
+// The norm passes keep their vector in shared memory (BN_TAIL_CACHE=1, opt-in until a GPU run has
+// timed it: it adds up to 48 KB of dynamic shared memory to the exact GEMV, whose occupancy and
+// L1/shared carveout it may change).
+extern int g_tail_cache;
+// A tail's shared-memory cache is on and fits the default dynamic shared-memory limit.
+inline bool tail_cache_fits(int n) { return g_tail_cache && n > 0 && (size_t)n * 4 <= 48 * 1024; }
 
 // ---- cp.async (sm_80+): 16-byte global -> shared copies that run in the background ------------
 // (The CPU simulation, BN_SIM, lands each copy only at the wait that covers it: sim/cuda_runtime.h.)

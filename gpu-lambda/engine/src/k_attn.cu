@@ -145,7 +145,7 @@ bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, un
   if (tail) t = *tail;
   dim3 grid(p.n_head, M);
   const size_t smem = attn_smem_bytes(p.max_t, p.head_dim);
-  const int ht = !tail ? 0 : (size_t)t.n * 4 <= smem ? 2 : 1;
+  const int ht = !tail ? 0 : g_tail_cache && (size_t)t.n * 4 <= smem ? 2 : 1;
   if (g_attn_variant == 1 && kAttnThreads % (p.head_dim >> 3) == 0)
     return launch_k("attn_kernel", attn_kernel<true>, grid, kAttnThreads, smem, s, p, M, t, ht, counter);
   return launch_k("attn_kernel", attn_kernel<false>, grid, kAttnThreads, smem, s, p, M, t, ht, counter);

@@ -85,6 +85,7 @@ __global__ void __launch_bounds__(kNormThreads) norm_quant_regs_kernel(NormQuant
 }
 
 int g_norm_variant = 0;
+int g_tail_cache = 0;
 
 bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStream_t s) {
   const int cache = tail_cache_fits(nq.n) ? 1 : 0;
