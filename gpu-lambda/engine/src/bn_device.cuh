@@ -54,12 +54,12 @@ __device__ __forceinline__ float warp_max_f(float v) {
 // bn_emu.cpp.
 constexpr int kNqBatch = 4;
 
-// float4 elements i0, i0+128, ... (kNqBatch of them; zeros past n4) of src: through L2 (CG, for x
-// written by other blocks of the same kernel) or the read-only path (the norm weights).
-template <bool CG>
-__device__ __forceinline__ void nq_load(float4 (&v)[kNqBatch], const float *src, int i0, int n4) {
+// float4 elements i0, i0+128, ... (N of them; zeros past n4) of src: through L2 (CG, for x written
+// by other blocks of the same kernel) or the read-only path (the norm weights).
+template <bool CG, int N = kNqBatch>
+__device__ __forceinline__ void nq_load(float4 (&v)[N], const float *src, int i0, int n4) {
 #pragma unroll
-  for (int b = 0; b < kNqBatch; b++) {
+  for (int b = 0; b < N; b++) {
     const int i = i0 + b * kNormThreads;
     const float4 *a = (const float4 *)src + i;
     v[b] = i < n4 ? (CG ? __ldcg(a) : __ldg(a)) : make_float4(0.f, 0.f, 0.f, 0.f);
@@ -135,15 +135,20 @@ __device__ __forceinline__ void store_normed(const NormQuant &p, int m, int i, c
   }
 }
 
-// Quantizes token m's normed float4 element i with s into p.q and adds it to the thread's Σq.
-__device__ __forceinline__ void quant_store(const NormQuant &p, int m, int i, const float4 &y, float s, int &sum) {
+// A normed float4 quantized with s; its values are added to the thread's Σq.
+__device__ __forceinline__ char4 quant4(const float4 &y, float s, int &sum) {
   char4 q;
   q.x = quant_one(y.x, s);
   q.y = quant_one(y.y, s);
   q.z = quant_one(y.z, s);
   q.w = quant_one(y.w, s);
   sum += q.x + q.y + q.z + q.w;
-  ((char4 *)(p.q + (size_t)m * p.ldq))[i] = q;
+  return q;
+}
+
+// Quantizes token m's normed float4 element i with s into p.q and adds it to the thread's Σq.
+__device__ __forceinline__ void quant_store(const NormQuant &p, int m, int i, const float4 &y, float s, int &sum) {
+  ((char4 *)(p.q + (size_t)m * p.ldq))[i] = quant4(y, s, sum);
 }
 
 // Thread 0 writes token m's scale and Σq (the threads' sums: butterflies, warps in order).

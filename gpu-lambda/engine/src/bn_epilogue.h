@@ -7,13 +7,15 @@
 
 namespace bn {
 
-// Element offset of (token m)'s position in a layer's paged K or V pool.
-BN_HD size_t cache_offset(const Epi &e, int m) {
-  const int pos = e.pos[m];
-  const int page = e.block_table[(size_t)e.slot[m] * e.max_pages + (pos >> e.page_shift)];
+// Element offset of position `pos` of sequence slot `slot` in a layer's paged K or V pool.
+BN_HD size_t cache_offset_at(const Epi &e, int pos, int slot) {
+  const int page = e.block_table[(size_t)slot * e.max_pages + (pos >> e.page_shift)];
   const int off = pos & ((1 << e.page_shift) - 1);
   return (((size_t)page << e.page_shift) + (size_t)off) * (size_t)e.kv_dim;
 }
+
+// The same for token m.
+BN_HD size_t cache_offset(const Epi &e, int m) { return cache_offset_at(e, e.pos[m], e.slot[m]); }
 
 // q/k/v rows of the fused QKV matrix (layout in bn_model.h). For a RoPE pair only the even row
 // acts, with `yp` = the odd partner's value. `pos` = e.pos[m] and `coff` = cache_offset(e, m):

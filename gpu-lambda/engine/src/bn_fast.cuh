@@ -101,8 +101,7 @@ __device__ __forceinline__ void block_quant_in(const NormStats &ns, int M, int8_
   for (int m = 0; m < MT; m++) {
     if (m >= M) break;
     const float sc = __ldcg(ns.stats + 2 * m), s = __ldcg(ns.stats + 2 * m + 1);
-    const float4 *x = (const float4 *)(ns.x + (size_t)m * ns.ldx);
-    const float4 *w = (const float4 *)ns.w;
+    const float *x = ns.x + (size_t)m * ns.ldx;
     char4 *qm = (char4 *)(q + (size_t)m * ldq);
     int sum = 0;
     // NB elements of x and w are loaded before the first is used: quant_one branches on the
@@ -111,25 +110,13 @@ __device__ __forceinline__ void block_quant_in(const NormStats &ns, int M, int8_
     // on the critical path of every fast GEMV block.
     for (int i0 = threadIdx.x; i0 < l4; i0 += NB * kNormThreads) {
       float4 xv[NB], wv[NB];
-#pragma unroll
-      for (int b = 0; b < NB; b++) {  // zeros past n4
-        const int i = i0 + b * kNormThreads;
-        xv[b] = i < n4 ? __ldcg(x + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-        wv[b] = i < n4 ? __ldg(w + i) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
+      nq_load<true, NB>(xv, x, i0, n4);  // zeros past n4
+      nq_load<false, NB>(wv, ns.w, i0, n4);
 #pragma unroll
       for (int b = 0; b < NB; b++) {
         const int i = i0 + b * kNormThreads;
         if (i >= l4) break;
-        char4 c = make_char4(0, 0, 0, 0);
-        if (i < n4) {
-          c.x = quant_one(fmul(fmul(xv[b].x, sc), wv[b].x), s);
-          c.y = quant_one(fmul(fmul(xv[b].y, sc), wv[b].y), s);
-          c.z = quant_one(fmul(fmul(xv[b].z, sc), wv[b].z), s);
-          c.w = quant_one(fmul(fmul(xv[b].w, sc), wv[b].w), s);
-          sum += c.x + c.y + c.z + c.w;
-        }
-        qm[i] = c;
+        qm[i] = i < n4 ? quant4(nq_norm(xv[b], sc, wv[b]), s, sum) : make_char4(0, 0, 0, 0);
       }
     }
     sum = warp_sum_i(sum);

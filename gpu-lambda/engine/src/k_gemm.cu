@@ -115,11 +115,9 @@ __device__ __forceinline__ void tok_end(TokTab &tt, const TokRegs &r, const Epi 
   if (threadIdx.x < GM && m < M) {
     tt.sum[threadIdx.x] = r.sum;
     tt.scale[threadIdx.x] = r.scale;
-    if (e.kind == EPI_QKV) {  // cache_offset (bn_epilogue.h) from the values already loaded
-      const int page = e.block_table[(size_t)r.slot * e.max_pages + (r.pos >> e.page_shift)];
-      const int off = r.pos & ((1 << e.page_shift) - 1);
+    if (e.kind == EPI_QKV) {  // from the values already loaded
       tt.pos[threadIdx.x] = r.pos;
-      tt.coff[threadIdx.x] = (((size_t)page << e.page_shift) + (size_t)off) * (size_t)e.kv_dim;
+      tt.coff[threadIdx.x] = cache_offset_at(e, r.pos, r.slot);
     }
   }
 }
@@ -413,8 +411,8 @@ int g_gemm_variant = 0;
 int g_gemm_splitk = 0;
 int g_gemm_last_split = 0;
 
-// The number of K splits for an n×k matrix and M tokens; *per = K blocks per split.
-static int gemm_split(int n, int k, int M, const GemmScratch &gs, int sm_count, int split_waves, bool tiles, int *per_out) {
+// The number of K splits for an n×k matrix and M tokens; per = K blocks per split.
+static int gemm_split(int n, int k, int M, const GemmScratch &gs, int sm_count, int split_waves, bool tiles, int &per) {
   const int nt = (n + GN - 1) / GN, mt = (M + GM - 1) / GM;
   const int kb_n = k >> 7;
   // Split K until the blocks fill `split_waves` blocks per SM (0: never). Each split block adds its
@@ -429,8 +427,7 @@ static int gemm_split(int n, int k, int M, const GemmScratch &gs, int sm_count, 
     if (tiles && split > gs.max_parts / (nt * mt)) split = gs.max_parts / (nt * mt);
     if (split < 1) split = 1;
   }
-  const int per = (kb_n + split - 1) / split;
-  if (per_out) *per_out = per;
+  per = (kb_n + split - 1) / split;
   return (kb_n + per - 1) / per;
 }
 
@@ -439,7 +436,7 @@ bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const Ge
   const bool tiles = g_gemm_splitk == 1;
   const int nt = (w.n + GN - 1) / GN, mt = (M + GM - 1) / GM;
   int per = 0;  // K blocks per split (the last may have fewer)
-  const int split = gemm_split(w.n, w.k, M, gs, sm_count, split_waves, tiles, &per);
+  const int split = gemm_split(w.n, w.k, M, gs, sm_count, split_waves, tiles, per);
   g_gemm_last_split = split;  // read by the tests, to report that a check split K
   dim3 grid(nt, mt, split);
   int *scratch = tiles ? gs.parts : gs.sums;

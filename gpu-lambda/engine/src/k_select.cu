@@ -31,29 +31,17 @@ __device__ __forceinline__ bool better(float a, int ia, float b, int ib) { retur
 // V = 128256; select R=1 took 22 us in run 5).
 constexpr int kWalk = 8;
 
-// f(x, v) for v = tid, tid + ST, ... < V, in that order.
-template <typename F>
-__device__ __forceinline__ void walk_strided(const float *lg, int V, int tid, F f) {
-  for (int v0 = tid; v0 < V; v0 += kWalk * ST) {
+// f(lg[v], v) for v = first, first + step, ... < end, in that order (step ST: the thread's strided
+// ids; step 1: its chunk).
+template <int STEP, typename F>
+__device__ __forceinline__ void walk(const float *lg, int first, int end, F f) {
+  for (int v0 = first; v0 < end; v0 += kWalk * STEP) {
     float x[kWalk];
 #pragma unroll
-    for (int j = 0; j < kWalk; j++) x[j] = v0 + j * ST < V ? lg[v0 + j * ST] : 0.f;
+    for (int j = 0; j < kWalk; j++) x[j] = v0 + j * STEP < end ? lg[v0 + j * STEP] : 0.f;
 #pragma unroll
     for (int j = 0; j < kWalk; j++)
-      if (v0 + j * ST < V) f(x[j], v0 + j * ST);
-  }
-}
-
-// f(x, v) for v = lo, lo + 1, ... < hi, in that order.
-template <typename F>
-__device__ __forceinline__ void walk_range(const float *lg, int lo, int hi, F f) {
-  for (int v0 = lo; v0 < hi; v0 += kWalk) {
-    float x[kWalk];
-#pragma unroll
-    for (int j = 0; j < kWalk; j++) x[j] = v0 + j < hi ? lg[v0 + j] : 0.f;
-#pragma unroll
-    for (int j = 0; j < kWalk; j++)
-      if (v0 + j < hi) f(x[j], v0 + j);
+      if (v0 + j * STEP < end) f(x[j], v0 + j * STEP);
   }
 }
 
@@ -97,7 +85,7 @@ __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
   if (!(T > 0.0)) {
     float best = -CUDART_INF_F;
     int bidx = 0x7fffffff;
-    walk_strided(lg, V, tid, [&](float x, int v) {
+    walk<ST>(lg, tid, V, [&](float x, int v) {
       if (x != x) nan = true;
       else if (better(x, v, best, bidx)) {
         best = x;
@@ -140,7 +128,7 @@ __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
     if (tid < 256) hist[tid] = 0;
     __syncthreads();
     const uint32_t pre = s_prefix, msk = s_mask;
-    walk_strided(lg, V, tid, [&](float x, int) {
+    walk<ST>(lg, tid, V, [&](float x, int) {
       if (x != x) {
         nan = true;
         return;
@@ -169,7 +157,7 @@ __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
   const int keq = s_krem;
   const int chunk = (V + ST - 1) / ST, lo = tid * chunk, hi = min(V, lo + chunk);
   int ngt = 0, neq = 0;
-  walk_range(lg, lo, hi, [&](float x, int) {
+  walk<1>(lg, lo, hi, [&](float x, int) {
     if (x != x) return;
     const uint32_t key = ord_key(x);
     ngt += key > K;
@@ -191,7 +179,7 @@ __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
   }
   __syncthreads();
   int pg = cnt_a[tid], pe = cnt_b[tid];
-  walk_range(lg, lo, hi, [&](float x, int v) {
+  walk<1>(lg, lo, hi, [&](float x, int v) {
     if (x != x) return;
     const uint32_t key = ord_key(x);
     if (key > K) {
