@@ -1,6 +1,6 @@
 // bitnet-edge CUDA engine: golden tests and benchmarks (one program).
 //
-//   bn_test --fixtures DIR [--cpu-only] [--out DIR] [--bench] [--quick] [--no-random]
+//   bn_test --fixtures DIR [--cpu-only] [--out DIR] [--bench] [--quick] [--no-random] [--no-isolate]
 //
 // Sections (each prints [PASS]/[FAIL] lines; the exit status is the number of failures, capped):
 //   host      numerics that need no device: activation quantization, RoPE table and the QKV
@@ -17,6 +17,11 @@
 //             table (exact1, exact64, fast1), e.g. under ncu.
 // With --out DIR the results are also written to DIR/results.md (ready for RESULTS.md) and
 // DIR/results.json.
+//
+// The GPU sections run one at a time, each in its own child process (isolate.h), so that a
+// device fault, a crash or a hang in one (sticky for a CUDA context) fails that section's
+// "<section>/process" check instead of everything after it. --no-isolate runs them in this
+// process (under compute-sanitizer); --isolation-selftest checks the mechanism on the CPU.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -24,6 +29,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,6 +40,7 @@
 #include "../engine/src/bn_kernels.h"
 #include "../engine/src/bn_model.h"
 #include "fixtures.h"
+#include "isolate.h"
 #include "synth.h"
 
 using bn::Device;
@@ -62,7 +69,32 @@ static void line(bool ok, const std::string &label, const char *fmt, ...) {
   printf("[%s] %s: %s\n", ok ? "PASS" : "FAIL", name.c_str(), buf);
   fflush(stdout);
   (ok ? g_pass : g_fail)++;
-  g_md += std::string("| ") + name + " | " + (ok ? "pass" : "**FAIL**") + " | " + buf + " |\n";
+  const std::string md = std::string("| ") + name + " | " + (ok ? "pass" : "**FAIL**") + " | " + buf + " |\n";
+  g_md += md;
+  bnt::child_send(ok ? 'P' : 'F', md);  // in an isolated section's child: to the parent as well
+}
+
+// Bench rows and the results heading reported by isolated children ('R', 'H'): the parent's sink.
+static std::function<void(const bnt::ChildRecord &)> g_on_bench;
+
+// Runs a section in a child process (isolate.h): a crash, a device fault or a hang past limit_s
+// (0: none) costs this section only and is a failed check "<name>/process". Returns the child's
+// exit status, or -1 when it did not end cleanly. Exit status kStopAll from a child (no usable
+// device) is passed on without a check of its own: the child has reported why.
+constexpr int kStopAll = 10;
+[[maybe_unused]] static int isolated(const std::string &name, double limit_s, const std::function<int()> &fn) {
+  const bnt::ChildEnd end = bnt::run_child(limit_s, fn, [](const bnt::ChildRecord &r) {
+    if (r.kind == 'P' || r.kind == 'F') {
+      (r.kind == 'P' ? g_pass : g_fail)++;
+      g_md += r.a;
+    } else if (g_on_bench) {
+      g_on_bench(r);
+    }
+  });
+  if (end.ran && !end.timed_out && end.signal == 0 && (end.exit_code == 0 || end.exit_code == kStopAll))
+    return end.exit_code;
+  line(false, name + "/process", "%s", end.str().c_str());
+  return -1;
 }
 
 [[maybe_unused]] static void note(const char *fmt, ...) {
@@ -739,6 +771,78 @@ static void test_models(const ModelFx &mf, const std::string &label) {
 
 // ---------------------------------------------------------------------------------------------
 
+// The isolation itself (isolate.h), on the CPU: a child that reports and exits, one that crashes
+// after a report, one that hangs past its limit, and a clean one after them. Each must leave its
+// reports and, when it did not end cleanly, one failed "<name>/process" check.
+static int isolation_selftest() {
+  int bad = 0;
+  auto expect = [&](bool ok, const char *what) {
+    printf("[%s] isolation/%s\n", ok ? "PASS" : "FAIL", what);
+    bad += !ok;
+  };
+  std::vector<bnt::ChildRecord> bench;
+  g_on_bench = [&](const bnt::ChildRecord &r) { bench.push_back(r); };
+  const int r1 = isolated("iso/clean", 5, [] {
+    line(true, "iso/a", "from a child");
+    bnt::child_send('R', "| row | 1 | |\n", "{}");
+    return 0;
+  });
+  expect(r1 == 0 && g_pass == 1 && g_fail == 0 && g_md.find("iso/a") != std::string::npos && bench.size() == 1 &&
+             bench[0].a == "| row | 1 | |\n" && bench[0].b == "{}",
+         "a child's check and bench row reach the parent");
+  const int r2 = isolated("iso/crash", 5, [] {
+    line(false, "iso/b", "reported before the crash");
+    fflush(stdout);
+    abort();
+    return 0;
+  });
+  expect(r2 == -1 && g_fail == 2 && g_md.find("iso/b") != std::string::npos &&
+             g_md.find("iso/crash/process | **FAIL** | ended by signal 6") != std::string::npos,
+         "a crashed child keeps its reports and adds a failed process check");
+  const auto t0 = std::chrono::steady_clock::now();
+  const int r3 = isolated("iso/hang", 1, [] {
+    for (;;) pause();
+    return 0;
+  });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  expect(r3 == -1 && g_fail == 3 && secs < 10 && g_md.find("iso/hang/process | **FAIL** | killed after its limit of 1 s") != std::string::npos,
+         "a hung child is killed at its limit");
+  const int r4 = isolated("iso/stop", 5, [] { return kStopAll; });
+  const int r5 = isolated("iso/status", 5, [] { return 3; });
+  expect(r4 == kStopAll && r5 == -1 && g_fail == 4, "exit statuses: the stop status passes, another fails the section");
+#if defined(BN_WITH_CUDA)
+  {  // the benchmarks' rows and heading from a child, and the parent's results.md (BenchOut)
+    BenchOut B;
+    char dir[] = "/tmp/bn_iso_XXXXXX";
+    const bool have_dir = mkdtemp(dir) != nullptr;
+    if (have_dir) B.path = std::string(dir) + "/results.md";
+    g_on_bench = [&B](const bnt::ChildRecord &r) { B.take(r); };
+    isolated("iso/bench", 5, [&B] {
+      B.set_heading("### heading", "a device");
+      B.row("first row", "1 tok/s", ">= 2");
+      B.row("second row", "2 tok/s");
+      return 0;
+    });
+    std::string file;
+    if (FILE *f = have_dir ? fopen(B.path.c_str(), "r") : nullptr) {
+      char buf[4096];
+      file.assign(buf, fread(buf, 1, sizeof buf, f));
+      fclose(f);
+      remove(B.path.c_str());
+      rmdir(dir);
+    }
+    expect(B.heading == "### heading" && B.device == "a device" &&
+               B.md == "| first row | 1 tok/s | >= 2 |\n| second row | 2 tok/s |  |\n" &&
+               B.json.find("\"what\": \"second row\"") != std::string::npos && file.find("### heading") == 0 &&
+               file.find("| second row | 2 tok/s |  |") != std::string::npos,
+           "bench rows and heading from a child land in the parent's results.md");
+  }
+#endif
+  g_on_bench = nullptr;
+  printf("== isolation selftest: %d failed\n", bad);
+  return bad;
+}
+
 int main(int argc, char **argv) {
   std::string dir = "gpu-lambda/test/fixtures", out_dir;
   bool cpu_only = false, bench = false, quick = false, no_random = false, profile = false, profile_only = false,
@@ -753,6 +857,8 @@ int main(int argc, char **argv) {
     else if (a == "--quick") quick = true;
     else if (a == "--no-random") no_random = true;
     else if (a == "--fast-2b4t") fast_2b4t = true;  // the fast numerics' 2B-4T shapes even with --no-random
+    else if (a == "--no-isolate") bnt::g_isolate = false;  // GPU sections in this process (compute-sanitizer)
+    else if (a == "--isolation-selftest") return isolation_selftest();
     else if (a == "--profile") profile = true;
     else if (a == "--profile-only") profile = profile_only = true;
     else if (a == "--profile-part" && i + 1 < argc &&
@@ -761,7 +867,7 @@ int main(int argc, char **argv) {
       profile_part = argv[++i];
     else {
       fprintf(stderr,
-              "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--profile | "
+              "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--no-isolate] [--profile | "
               "--profile-only] [--profile-part exact1|exact64|fast1] [--out DIR]\n",
               argv[0]);
       return 2;
@@ -806,8 +912,11 @@ int main(int argc, char **argv) {
 #if defined(BN_WITH_CUDA)
   if (!cpu_only) {
     g_emulate = 0;
-    run_gpu_sections(kf, mr, ms, bench, quick, no_random, fast_2b4t, out_dir);
-    if (profile) run_profile(out_dir, false, profile_part);
+    if (run_gpu_sections(kf, mr, ms, bench, quick, no_random, fast_2b4t, out_dir) && profile)
+      isolated("gpu/profile", section_limit(240), [&] {
+        run_profile(out_dir, false, profile_part);
+        return 0;
+      });
   } else
 #endif
   {

@@ -9,6 +9,13 @@
 # limits (bn_test 330 s; memcheck only before 400 s, ≤ 90 s; ncu only before 420 s, ≤ 2 × 80 s)
 # keep it under ~580 s: give the call timeout_s 600.
 #
+# bn_test runs each GPU section (kernel checks, each opt-in kernel through the models, fast
+# numerics, random checks, each bench configuration, the profile) in its own child process with a
+# time limit: a device fault is sticky for a CUDA context, so in one process an opt-in kernel
+# that faults would fail everything after it. A section that crashes, faults or hangs shows as a
+# failed "<section>/process" check and the run goes on. The memcheck pass runs in one process
+# (--no-isolate), so that compute-sanitizer sees every kernel.
+#
 #   bash gpu-lambda/test/run-on-gpu.sh [OUT_DIR]          (from the repository root)
 #
 # Files in OUT (8 at most): build.log (the machine's facts first) bn_test.log results.md
@@ -57,7 +64,7 @@ stamp "bn_test exit status $RC"
 if command -v compute-sanitizer > /dev/null && [ $(( $(date +%s) - START )) -lt 400 ]; then
   stamp "compute-sanitizer memcheck on the fixture and model tests"
   timeout 90 compute-sanitizer --tool memcheck --print-limit 20 "$BUILD/bn_test" --fixtures gpu-lambda/test/fixtures \
-    --no-random > "$OUT/sanitizer.log" 2>&1
+    --no-random --no-isolate > "$OUT/sanitizer.log" 2>&1
   stamp "memcheck exit status $? ($(grep -c 'Invalid' "$OUT/sanitizer.log") invalid accesses; tail below)"
   tail -5 "$OUT/sanitizer.log"
 else

@@ -192,6 +192,20 @@ describe('CUDA engine without a GPU', () => {
     );
   }, 600_000);
 
+  it('each GPU section runs in its own process: a crash, a hang or a fault there costs that section only', () => {
+    // The sim runs above already went through the isolation (every section forks). Here its own
+    // check: a child's reports reach the parent, a crashed one (abort) and a hung one (killed at
+    // its 1 s limit) each add one failed "<name>/process" check, and bench rows from a child land
+    // in the parent's results.md.
+    const r = run(SIM_TEST, ['--isolation-selftest']);
+    expect(r.out).toContain('[FAIL] iso/crash/process: ended by signal 6');
+    expect(r.out).toContain('[FAIL] iso/hang/process: killed after its limit of 1 s');
+    expect(r.out).toContain("[PASS] isolation/bench rows and heading from a child land in the parent's results.md");
+    expect(r.out.match(/^\[PASS\] isolation\//gm)?.length, r.out).toBe(5);
+    expect(r.out).toContain('== isolation selftest: 0 failed');
+    expect(r.code, r.out).toBe(0);
+  });
+
   it('the per-kernel profiler of the GPU test program runs (small model, CPU emulation)', () => {
     const r = run(GPU_TEST, ['--cpu-only', '--profile-only']);
     expect(r.code, r.out.slice(-3000)).toBe(0);

@@ -254,7 +254,15 @@ static void land(const std::vector<Thread::Copy> &g) {
     if (c.bytes > 0) memcpy(c.dst, c.src, (size_t)c.bytes);
   }
 }
-void cp_async(void *dst, const void *src, int bytes) { g_cur->open_copies.push_back({dst, src, bytes}); }
+// The GPU faults (misaligned address) unless both addresses are aligned to the copy's 16 bytes; here
+// the copy is dropped and the launch's error set, as a fault would leave it.
+void cp_async(void *dst, const void *src, int bytes) {
+  if (((uintptr_t)dst & 15) != 0 || (bytes > 0 && ((uintptr_t)src & 15) != 0)) {
+    fail(cudaErrorMisalignedAddress, "cp.async with a misaligned address: dst %p, src %p (16-byte copy)", dst, src);
+    return;
+  }
+  g_cur->open_copies.push_back({dst, src, bytes});
+}
 void cp_async_commit() {
   Thread &t = *g_cur;
   t.groups.push_back(std::move(t.open_copies));
@@ -490,6 +498,7 @@ const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
   }
   return "cudaErrorUnknown";

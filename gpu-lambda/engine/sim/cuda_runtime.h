@@ -183,6 +183,7 @@ enum cudaError_t {
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorMisalignedAddress = 716,
   cudaErrorLaunchFailure = 719,
 };
 typedef cudaError_t cudaError;

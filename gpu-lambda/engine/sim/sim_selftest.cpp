@@ -97,6 +97,15 @@ __global__ void k_cp_async(const int *src, int *out) {
   out[5] = tile[6];
 }
 
+// cp.async from or to an address off 16 bytes: a fault on the GPU, an error here.
+__global__ void k_cp_misaligned(const int *src, int *out, int dst_off, int src_off) {
+  __shared__ __align__(16) int tile[12];
+  if (threadIdx.x != 0) return;
+  bn_sim::cp_async(tile + dst_off, src + src_off, 16);
+  bn_sim::cp_async_wait_all();
+  out[0] = tile[dst_off];
+}
+
 __global__ void k_count(int *c) {
   if (threadIdx.x == 0) atomicAdd(c, 1);
 }
@@ -194,6 +203,17 @@ int main() {
     check(cudaGetLastError() == cudaSuccess && out[0] == -1 && out[1] == 10 && out[2] == -1 && out[3] == 14 &&
               out[4] == 15 && out[5] == 0,
           "cp.async lands at the wait that covers it (wait_group(1) lands the older group; zero fill)");
+  }
+  {  // cp.async's 16-byte alignment, of both addresses (the source only when it reads any)
+    std::vector<int> src = {10, 11, 12, 13, 14, 15, 16, 17}, out(1, 0);
+    launch(k_cp_misaligned, dim3(1), dim3(32), 0, src.data(), out.data(), 1, 0);
+    const cudaError_t e_dst = cudaGetLastError();
+    launch(k_cp_misaligned, dim3(1), dim3(32), 0, src.data(), out.data(), 0, 1);
+    const cudaError_t e_src = cudaGetLastError();
+    launch(k_cp_misaligned, dim3(1), dim3(32), 0, src.data(), out.data(), 4, 4);
+    check(e_dst == cudaErrorMisalignedAddress && e_src == cudaErrorMisalignedAddress &&
+              cudaGetLastError() == cudaSuccess && out[0] == 14,
+          "cp.async off 16-byte alignment (destination or source) is reported (cudaErrorMisalignedAddress)");
   }
   {  // graph capture records; each graph launch runs the work again
     int c = 0;
