@@ -21,7 +21,9 @@
 // The GPU sections run one at a time, each in its own child process (isolate.h), so that a
 // device fault, a crash or a hang in one (sticky for a CUDA context) fails that section's
 // "<section>/process" check instead of everything after it. --no-isolate runs them in this
-// process (under compute-sanitizer); --isolation-selftest checks the mechanism on the CPU.
+// process (under compute-sanitizer); --only TEXT runs just the sections whose names contain TEXT
+// (e.g. --only "opt-in splitk" or --bench --only "BN_GEMM_SPLITK=tiles"); each section's
+// name is printed with its time. --isolation-selftest checks the mechanism on the CPU.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -82,7 +84,9 @@ static std::function<void(const bnt::ChildRecord &)> g_on_bench;
 // exit status, or -1 when it did not end cleanly. Exit status kStopAll from a child (no usable
 // device) is passed on without a check of its own: the child has reported why.
 constexpr int kStopAll = 10;
+static std::string g_only;  // --only TEXT: run only the sections whose name contains TEXT
 [[maybe_unused]] static int isolated(const std::string &name, double limit_s, const std::function<int()> &fn) {
+  if (!g_only.empty() && name.find(g_only) == std::string::npos) return 0;
   const bnt::ChildEnd end = bnt::run_child(limit_s, fn, [](const bnt::ChildRecord &r) {
     if (r.kind == 'P' || r.kind == 'F') {
       (r.kind == 'P' ? g_pass : g_fail)++;
@@ -91,6 +95,7 @@ constexpr int kStopAll = 10;
       g_on_bench(r);
     }
   });
+  if (bnt::g_isolate) printf("  (section %s: %.1f s in its own process)\n", name.c_str(), end.seconds);
   if (end.ran && !end.timed_out && end.signal == 0 && (end.exit_code == 0 || end.exit_code == kStopAll))
     return end.exit_code;
   line(false, name + "/process", "%s", end.str().c_str());
@@ -844,6 +849,9 @@ static int isolation_selftest() {
 }
 
 int main(int argc, char **argv) {
+  // Line-buffered even into a pipe (run-on-gpu.sh tees it): a section's process that crashes
+  // keeps everything it printed before.
+  setvbuf(stdout, nullptr, _IOLBF, 0);
   std::string dir = "gpu-lambda/test/fixtures", out_dir;
   bool cpu_only = false, bench = false, quick = false, no_random = false, profile = false, profile_only = false,
        fast_2b4t = false;
@@ -859,6 +867,7 @@ int main(int argc, char **argv) {
     else if (a == "--fast-2b4t") fast_2b4t = true;  // the fast numerics' 2B-4T shapes even with --no-random
     else if (a == "--no-isolate") bnt::g_isolate = false;  // GPU sections in this process (compute-sanitizer)
     else if (a == "--isolation-selftest") return isolation_selftest();
+    else if (a == "--only" && i + 1 < argc) g_only = argv[++i];
     else if (a == "--profile") profile = true;
     else if (a == "--profile-only") profile = profile_only = true;
     else if (a == "--profile-part" && i + 1 < argc &&
@@ -867,7 +876,7 @@ int main(int argc, char **argv) {
       profile_part = argv[++i];
     else {
       fprintf(stderr,
-              "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--no-isolate] [--profile | "
+              "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--no-isolate] [--only SECTION] [--profile | "
               "--profile-only] [--profile-part exact1|exact64|fast1] [--out DIR]\n",
               argv[0]);
       return 2;
@@ -912,6 +921,11 @@ int main(int argc, char **argv) {
 #if defined(BN_WITH_CUDA)
   if (!cpu_only) {
     g_emulate = 0;
+    // One idle context held open while the sections' processes come and go (isolate.h).
+    const bnt::Keeper keep_driver([] {
+      Device *d = nullptr;  // (the process ends without freeing it)
+      return bn::make_device(0, &d) == BN_OK;
+    });
     if (run_gpu_sections(kf, mr, ms, bench, quick, no_random, fast_2b4t, out_dir) && profile)
       isolated("gpu/profile", section_limit(240), [&] {
         run_profile(out_dir, false, profile_part);

@@ -148,4 +148,42 @@ inline ChildEnd run_child(double limit_s, const std::function<int()> &fn,
   return end;
 }
 
+// A child that holds `open()`'s resource (a CUDA context) until the parent ends it or exits.
+// Without the driver's persistence mode the GPU is torn down whenever its last context closes,
+// and each new process then pays the driver's start-up again; one idle context kept open by this
+// child spares every section that cost. The child blocks on a pipe and leaves at its EOF.
+class Keeper {
+ public:
+  explicit Keeper(const std::function<bool()> &open) {
+    if (!g_isolate) return;
+    int fds[2];
+    fflush(stdout);
+    if (pipe(fds) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(fds[1]);
+      const bool ok = open();
+      char c;
+      while (ok && read(fds[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      _exit(0);
+    }
+    close(fds[0]);
+    if (pid_ < 0) close(fds[1]);
+    else fd_ = fds[1];
+  }
+  ~Keeper() {
+    if (fd_ >= 0) close(fd_);
+    if (pid_ > 0)
+      while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+      }
+  }
+  Keeper(const Keeper &) = delete;
+  Keeper &operator=(const Keeper &) = delete;
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+};
+
 }  // namespace bnt

@@ -204,6 +204,13 @@ describe('CUDA engine without a GPU', () => {
     expect(r.out.match(/^\[PASS\] isolation\//gm)?.length, r.out).toBe(5);
     expect(r.out).toContain('== isolation selftest: 0 failed');
     expect(r.code, r.out).toBe(0);
+    // --only runs just the sections named (a GPU session reruns one that failed, cheaply).
+    const one = run(SIM_TEST, ['--no-random', '--only', 'opt-in norm-regs', '--fixtures', FIXTURE_DIR]);
+    expectAllPassed(one, 20, ['sim/model-relu2/norm-regs/gemm/mixed_batch:']);
+    expect(one.out).toContain('(section gpu/opt-in norm-regs: ');
+    expect(one.out.match(/^\(section |^ {2}\(section /gm)?.length).toBe(1);
+    expect(one.out).not.toContain('sim/model-relu2/gemv/');
+    expect(one.out).not.toContain('sim/fast_');
   });
 
   it('the per-kernel profiler of the GPU test program runs (small model, CPU emulation)', () => {
