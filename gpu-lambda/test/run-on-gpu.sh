@@ -35,7 +35,7 @@ stamp() { echo "[$(( $(date +%s) - START )) s] $*"; }
 
 {
   echo "date (UTC): $(date -u '+%Y-%m-%d %H:%M:%S')"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem --format=csv 2>&1
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,persistence_mode --format=csv 2>&1
   (nvcc --version || /usr/local/cuda/bin/nvcc --version) 2>&1 | tail -2
   cmake --version 2>&1 | head -1
   echo "cpus: $(nproc)"
