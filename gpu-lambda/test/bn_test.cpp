@@ -306,6 +306,50 @@ static void test_host(const Fixture &k) {
 
 // The C++ synthetic generator against the TS one (model fixture): ternary, scales and norms
 // must be identical; embeddings may differ in an f16 last bit (libm vs V8 log/cos).
+// The GEMM autotuner's search (bn_tune.h) on fake launches: a configuration whose output differs
+// is never chosen however fast, the fastest equal one is, the default stays unless another beats
+// it by more than 3%, and the buckets cover exactly the token counts up to max_m.
+static void test_tune_search() {
+  using bn::GemmChoice;
+  const int n = 96, k = 256;
+  auto fake = [&](const GemmChoice &wrong, const GemmChoice &fast, double fast_us) {
+    bn::GemmTuneIO io;
+    io.splits = [](const GemmChoice &c, int) { return c.waves == 0 ? 1 : 1 + c.waves; };  // all distinct
+    io.run = [=](const GemmChoice &c, int M, std::vector<float> *out) {
+      out->assign((size_t)M * n, 1.5f);
+      if (c == wrong) (*out)[7] = 1.5000001f;  // one value one ulp off
+      return BN_OK;
+    };
+    io.time = [=](const GemmChoice &c, int, double *us) {
+      *us = c == wrong ? 1.0 : c == fast ? fast_us : c == GemmChoice{0, 0, 2} ? 22.0 : 40.0 + c.variant + c.waves;
+      return BN_OK;
+    };
+    return io;
+  };
+  const GemmChoice dflt{0, 0, 2}, wrong{1, 1, 1}, fast{1, 1, 4};
+  bn::GemmTable t;
+  std::string log;
+  int mism = 0;
+  bn_status st = bn::tune_gemm_shape(n, k, 100, dflt, fake(wrong, fast, 5.0), &t, &log, &mism);
+  GemmChoice c16, c100, c128, c200;
+  const bool f16 = t.find(n, k, 16, &c16), f100 = t.find(n, k, 100, &c100), f128 = t.find(n, k, 128, &c128),
+             f200 = t.find(n, k, 200, &c200), other = t.find(n, k + 128, 64, &c16);
+  line(!st && t.entries.size() == 4 && mism == 4 && f16 && c16 == fast && f100 && f128 && c100 == fast && !f200 &&
+           !other && log.find("DIFFERS") != std::string::npos,
+       "host/tune_search",
+       "max_m 100: buckets 16..128 tuned (%zu), the one-ulp-off configuration rejected in each (%d), the fastest equal "
+       "one chosen (%s)",
+       t.entries.size(), mism, bn::gemm_choice_str(c100).c_str());
+  // A candidate 2% faster than the default does not replace it; one 10% faster does.
+  bn::GemmTable t2, t3;
+  int m2 = 0;
+  st = bn::tune_gemm_shape(n, k, 16, dflt, fake(GemmChoice{9, 9, 9}, fast, 22.0 * 0.98), &t2, &log, &m2);
+  bn_status st3 = bn::tune_gemm_shape(n, k, 16, dflt, fake(GemmChoice{9, 9, 9}, fast, 22.0 * 0.90), &t3, &log, &m2);
+  line(!st && !st3 && t2.entries.size() == 1 && t2.entries[0].c == dflt && t3.entries.size() == 1 &&
+           t3.entries[0].c == fast && m2 == 0,
+       "host/tune_keeps_default", "2%% faster: the default kept; 10%% faster: replaced");
+}
+
 static void test_synth(const Fixture &m, const char *label) {
   const auto sh = m.get<int32_t>("synth/shape");
   const auto gguf = m.get<uint8_t>("gguf");
@@ -907,6 +951,7 @@ int main(int argc, char **argv) {
   }
   printf("== host numerics\n");
   test_host(kf);
+  test_tune_search();
   test_synth(m1, "relu2");
   printf("== kernels on the CPU emulation\n");
   {

@@ -128,6 +128,8 @@ describe('CUDA engine without a GPU', () => {
       'emu/fast_attention:',
       'emu/fast_gemv 8448x128 gateup M=8:',
       'emu/model-relu2/fast_deterministic:',
+      'host/tune_search:',
+      'host/tune_keeps_default:',
     ]);
   });
 
@@ -165,6 +167,8 @@ describe('CUDA engine without a GPU', () => {
       'sim/model-silu/tail-cache/gemv/mixed_batch:',
       'sim/select_walk V=128256:',
       'sim/select_walk V=1003:',
+      'sim/autotune/models:',
+      'sim/autotune/split:',
       'sim/pdl_vs_plain:',
       'sim/fast_attention:',
       'sim/fast_gemv 8448x128 gateup M=8:',

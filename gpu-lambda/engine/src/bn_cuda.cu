@@ -3,6 +3,7 @@
 // into a status and bn_last_error() text; nothing is printed and nothing carries on.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -49,6 +50,14 @@ bn_status check_launch(const char *what, cudaError_t e) {
   return BN_OK;
 }
 
+// GEMM tuning: launches per timing and timings per configuration (the least is kept). The CPU
+// simulation runs the same search once per configuration: its times mean nothing, its bits do.
+#if defined(BN_SIM)
+constexpr int kTuneReps = 1, kTuneTrials = 1;
+#else
+constexpr int kTuneReps = 10, kTuneTrials = 3;
+#endif
+
 class CudaOps : public Ops {
  public:
   cudaStream_t stream = nullptr;
@@ -56,6 +65,11 @@ class CudaOps : public Ops {
   GemmScratch gs;               // split-K buffers and tile tickets
   int sm_count = 1;
   int split_waves = 2;  // split-K target, blocks per SM (BN_GEMM_SPLIT_WAVES, 0..8)
+  GemmTable tuned;      // BN_AUTOTUNE=1: per shape and token bucket (bn_tune.h)
+
+  // The launch configuration without tuning: the knobs (read at init; the bench sets the two
+  // globals directly for its per-shape rows).
+  GemmChoice gemm_default() const { return GemmChoice{g_gemm_variant, g_gemm_splitk, split_waves}; }
 
   bn_status embed(const EmbedParams &p, int M, const NormQuant &nq) override { return launch_embed(p, M, nq, stream); }
   bn_status gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail,
@@ -63,7 +77,9 @@ class CudaOps : public Ops {
     return launch_gemv(w, a, M, e, tail, counter, stream, fast);
   }
   bn_status gemm(const Mat &w, const Acts &a, int M, const Epi &e) override {
-    return launch_gemm(w, a, M, e, gs, sm_count, split_waves, stream);
+    GemmChoice c = gemm_default();
+    tuned.find(w.n, w.k, M, &c);
+    return launch_gemm(w, a, M, e, gs, sm_count, c, stream);
   }
   bn_status norm_quant(const NormQuant &nq, int M) override { return launch_norm_quant(nq, M, stream); }
   bn_status attention(const AttnParams &p, int M, const NormQuant *tail, const FastAttn *split) override {
@@ -117,6 +133,9 @@ class CudaDevice : public Device {
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");
     if (sw && sw[0] >= '0' && sw[0] <= '8' && sw[1] == 0) ops_.split_waves = sw[0] - '0';
+    autotune = env_is("BN_AUTOTUNE", "1");
+    g_gemm_tuning_log.clear();
+    g_gemm_tuning_mismatches = 0;
     BN_CUDA_CHECK(cudaStreamCreateWithFlags(&ops_.stream, cudaStreamNonBlocking));
     ops_.sm_count = props.multiProcessorCount;
     void *c = nullptr;
@@ -214,6 +233,66 @@ class CudaDevice : public Device {
     BN_CUDA_CHECK(cudaGraphLaunch(graphs[(size_t)id], ops_.stream));
     return BN_OK;
   }
+  bool autotune = false;  // BN_AUTOTUNE=1
+  bn_status tune_gemm(const Mat &w, int max_m) override {
+    if (!autotune) return BN_OK;
+    BN_CUDA_CHECK(cudaSetDevice(dev));
+    const int Mb = std::min(max_m, kGemmBuckets[sizeof kGemmBuckets / sizeof kGemmBuckets[0] - 1]);
+    // Random activations (any values: every configuration must give the default's bits for them).
+    std::vector<int8_t> q((size_t)Mb * w.k);
+    uint32_t r = 0x9e3779b9u ^ (uint32_t)(w.n * 131 + w.k);
+    for (auto &v : q) {
+      r = r * 1664525u + 1013904223u;
+      v = (int8_t)(r >> 24);
+    }
+    std::vector<float> sc((size_t)Mb, 1.f / 127);
+    std::vector<int32_t> sum((size_t)Mb, 0);
+    void *dq = nullptr, *dsc = nullptr, *dsum = nullptr, *dout = nullptr;
+    const size_t out_bytes = (size_t)Mb * w.n * 4;
+    bn_status st = alloc(&dq, q.size());
+    if (!st) st = alloc(&dsc, sc.size() * 4);
+    if (!st) st = alloc(&dsum, sum.size() * 4);
+    if (!st) st = alloc(&dout, out_bytes);
+    if (!st) st = h2d(dq, q.data(), q.size());
+    if (!st) st = h2d(dsc, sc.data(), sc.size() * 4);
+    if (!st) st = h2d(dsum, sum.data(), sum.size() * 4);
+    const Acts A{(const int8_t *)dq, (const float *)dsc, (const int32_t *)dsum, w.k};
+    Epi e{};
+    e.kind = EPI_STORE;
+    e.out = (float *)dout;
+    e.ld = w.n;
+    const int reps = kTuneReps;
+    GemmTuneIO io;
+    io.splits = [&](const GemmChoice &c, int M) { return gemm_splits(w.n, w.k, M, ops_.gs, ops_.sm_count, c); };
+    io.run = [&](const GemmChoice &c, int M, std::vector<float> *out) -> bn_status {
+      out->assign((size_t)M * w.n, 0.f);
+      bn_status s2 = memset0(dout, (size_t)M * w.n * 4);
+      if (!s2) s2 = launch_gemm(w, A, M, e, ops_.gs, ops_.sm_count, c, ops_.stream);
+      if (!s2) s2 = d2h(out->data(), dout, (size_t)M * w.n * 4);
+      if (!s2) s2 = sync();
+      return s2;
+    };
+    io.time = [&](const GemmChoice &c, int M, double *us) -> bn_status {
+      double best = 0;
+      for (int trial = 0; trial < kTuneTrials; trial++) {
+        bn_status s2 = timer_start();
+        for (int i = 0; i < reps && !s2; i++) s2 = launch_gemm(w, A, M, e, ops_.gs, ops_.sm_count, c, ops_.stream);
+        double ms = 0;
+        if (!s2) s2 = timer_stop(&ms);
+        if (s2) return s2;
+        const double t = 1e3 * ms / reps;
+        if (trial == 0 || t < best) best = t;
+      }
+      *us = best;
+      return BN_OK;
+    };
+    if (!st) st = tune_gemm_shape(w.n, w.k, max_m, ops_.gemm_default(), io, &ops_.tuned, &g_gemm_tuning_log,
+                                  &g_gemm_tuning_mismatches);
+    for (void *p : {dq, dsc, dsum, dout})
+      if (p) release(p);
+    return st;
+  }
+
   bn_status configure(int max_ctx, int max_tokens, int max_n) override {
     BN_CUDA_CHECK(cudaSetDevice(dev));
     bn_status st = configure_attention(max_ctx);

@@ -382,8 +382,11 @@ struct GemmScratch {
   unsigned *tickets = nullptr;  // one per output tile (max_tiles), zero between uses
   int max_tiles = 0, max_parts = 0;
 };
+// The GEMM with launch configuration `c` (bn_tune.h; the device's default, or what tuning chose).
 bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, int sm_count,
-                      int split_waves, cudaStream_t s);
+                      const GemmChoice &c, cudaStream_t s);
+// The K splits that launch makes.
+int gemm_splits(int n, int k, int M, const GemmScratch &gs, int sm_count, const GemmChoice &c);
 // The K splits of the last GEMM launched (the tests report that a check split K).
 extern int g_gemm_last_split;
 bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s,

@@ -14,6 +14,7 @@
 #include "../include/bitnet_cuda.h"
 #include "bn_fast.h"
 #include "bn_numerics.h"
+#include "bn_tune.h"
 
 namespace bn {
 
@@ -236,7 +237,19 @@ class Device {
   // Timing for the benchmarks: device events on the GPU, a host clock in the emulation.
   virtual bn_status timer_start() = 0;
   virtual bn_status timer_stop(double *ms) = 0;  // waits for the work in between
+  // GEMM autotuning (bn_tune.h): on the CUDA device with BN_AUTOTUNE=1, picks gemm()'s launch
+  // configuration for matrices of w's shape up to max_m tokens; elsewhere nothing (one GEMM).
+  virtual bn_status tune_gemm(const Mat &w, int max_m) {
+    (void)w;
+    (void)max_m;
+    return BN_OK;
+  }
 };
+
+// What the last tune_gemm calls chose, a line per shape and bucket, and how many configurations
+// gave other bits than the default (0 on a correct build). Cleared when a device is created.
+extern std::string g_gemm_tuning_log;
+extern int g_gemm_tuning_mismatches;
 
 // The CPU emulator as a Device (also available in the GPU build, for side-by-side tests).
 Device *make_emu_device();

@@ -431,16 +431,21 @@ static int gemm_split(int n, int k, int M, const GemmScratch &gs, int sm_count, 
   return (kb_n + per - 1) / per;
 }
 
+int gemm_splits(int n, int k, int M, const GemmScratch &gs, int sm_count, const GemmChoice &c) {
+  int per = 0;
+  return gemm_split(n, k, M, gs, sm_count, c.waves, c.tiles == 1, per);
+}
+
 bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, int sm_count,
-                      int split_waves, cudaStream_t s) {
-  const bool tiles = g_gemm_splitk == 1;
+                      const GemmChoice &c, cudaStream_t s) {
+  const bool tiles = c.tiles == 1;
   const int nt = (w.n + GN - 1) / GN, mt = (M + GM - 1) / GM;
   int per = 0;  // K blocks per split (the last may have fewer)
-  const int split = gemm_split(w.n, w.k, M, gs, sm_count, split_waves, tiles, per);
+  const int split = gemm_split(w.n, w.k, M, gs, sm_count, c.waves, tiles, per);
   g_gemm_last_split = split;  // read by the tests, to report that a check split K
   dim3 grid(nt, mt, split);
   int *scratch = tiles ? gs.parts : gs.sums;
-  if (g_gemm_variant == 1) {
+  if (c.variant == 1) {
     if (tiles)
       return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
     return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);

@@ -1,0 +1,97 @@
+// GEMM autotuning: the search (bn_tune.h). Candidates are every kernel × reduction × split-K target
+// of k_gemm.cu; one launch each is checked against the default's output bit for bit, and only
+// those equal are timed.
+#include "bn_tune.h"
+
+#include "bn_kernels.h"
+
+#include <cstdio>
+#include <cstring>
+
+namespace bn {
+
+std::string g_gemm_tuning_log;
+int g_gemm_tuning_mismatches = 0;
+
+std::string gemm_choice_str(const GemmChoice &c) {
+  char b[96];
+  snprintf(b, sizeof b, "%s, %s, %d wave%s", c.variant ? "pipelined" : "gemm_kernel",
+           c.waves == 0 ? "no split" : c.tiles ? "split-K tiles" : "split-K atomics", c.waves, c.waves == 1 ? "" : "s");
+  return b;
+}
+
+int gemm_bucket(int M) {
+  for (int b : kGemmBuckets)
+    if (M <= b) return b;
+  return kGemmBuckets[sizeof kGemmBuckets / sizeof kGemmBuckets[0] - 1];
+}
+
+bool GemmTable::find(int n, int k, int M, GemmChoice *c) const {
+  const int b = gemm_bucket(M);
+  for (const Entry &e : entries)
+    if (e.n == n && e.k == k && e.bucket == b) {
+      *c = e.c;
+      return true;
+    }
+  return false;
+}
+
+bn_status tune_gemm_shape(int n, int k, int max_m, const GemmChoice &dflt, const GemmTuneIO &io, GemmTable *table,
+                          std::string *log, int *mismatches) {
+  std::vector<GemmChoice> cands;
+  for (int variant : {0, 1})
+    for (int waves : {0, 1, 2, 4})
+      for (int tiles : {0, 1})
+        if (waves > 0 || tiles == 0) cands.push_back(GemmChoice{variant, tiles, waves});
+  std::vector<float> ref, out;
+  int prev = 0;  // the previous bucket: a bucket is tuned when some M in (prev, bucket] is reachable
+  for (int bucket : kGemmBuckets) {
+    const int lo = prev;
+    prev = bucket;
+    if (max_m <= lo) break;
+    const int M = bucket < max_m ? bucket : max_m;
+    bn_status st = io.run(dflt, M, &ref);
+    if (st) return st;
+    double dflt_us = 0;
+    if ((st = io.time(dflt, M, &dflt_us))) return st;
+    GemmChoice best = dflt;
+    double best_us = dflt_us;
+    int equal = 0, tried = 0;
+    std::vector<std::vector<int>> seen;  // {variant, split, reduction} already measured
+    seen.push_back({dflt.variant, io.splits(dflt, M), io.splits(dflt, M) > 1 ? dflt.tiles : 0});
+    for (const GemmChoice &c : cands) {
+      const int split = io.splits(c, M);
+      const std::vector<int> key = {c.variant, split, split > 1 ? c.tiles : 0};
+      bool dup = false;
+      for (const auto &s : seen) dup = dup || s == key;
+      if (dup) continue;
+      seen.push_back(key);
+      tried++;
+      if ((st = io.run(c, M, &out))) return st;
+      if (out.size() != ref.size() || memcmp(out.data(), ref.data(), ref.size() * sizeof(float)) != 0) {
+        ++*mismatches;
+        char b[160];
+        snprintf(b, sizeof b, "  %dx%d M=%d: %s DIFFERS from the default's output: not used\n", n, k, M,
+                 gemm_choice_str(c).c_str());
+        *log += b;
+        continue;
+      }
+      equal++;
+      double us = 0;
+      if ((st = io.time(c, M, &us))) return st;
+      if (us < best_us) {
+        best_us = us;
+        best = c;
+      }
+    }
+    if (!(best == dflt) && dflt_us <= 1.03 * best_us) best = dflt, best_us = dflt_us;  // not worth a change
+    table->entries.push_back(GemmTable::Entry{n, k, bucket, best});
+    char b[320];
+    snprintf(b, sizeof b, "  %dx%d M=%d: %s (split %d), %.1f us; default %.1f us; %d/%d other configurations equal\n", n,
+             k, M, gemm_choice_str(best).c_str(), io.splits(best, M), best_us, dflt_us, equal, tried);
+    *log += b;
+  }
+  return BN_OK;
+}
+
+}  // namespace bn
