@@ -568,32 +568,7 @@ class EmuOps : public Ops {
         const double z = (double)c[i].second / T;
         w[i] = std::isinf(mz) ? (mz > 0 ? (z == mz ? 1.0 : 0.0) : 1.0) : std::exp(z - mz);
       }
-      double Z = 0.0;
-      for (size_t i = 0; i < kk; i++) Z += w[i];
-      size_t keep = kk;
-      double total = Z;
-      if (row->top_p < 1.0) {
-        const double target = row->top_p * Z;
-        double cum = 0.0;
-        for (size_t i = 0; i < kk; i++) {
-          cum += w[i];
-          if (cum >= target) {
-            keep = i + 1;
-            break;
-          }
-        }
-        total = cum;
-      }
-      const double target = (double)row->u * total;
-      double cum = 0.0;
-      size_t pick = keep - 1;
-      for (size_t i = 0; i < keep; i++) {
-        cum += w[i];
-        if (target < cum) {
-          pick = i;
-          break;
-        }
-      }
+      const int pick = sample_pick(w.data(), (int)kk, row->top_p, row->u);
       p.out[r] = (int32_t)(c[pick].first & 0xffffffffu);
     }
     return BN_OK;

@@ -254,4 +254,38 @@ BN_HD float rms_scale(double sumsq, int n, float eps) {
   return fdiv(1.f, fsqrt(fadd(mean, eps)));
 }
 
+// The sampler's last step (the TS sampler's order): w[0..k) are the top-k weights in descending
+// logit order. Top-p keeps the shortest prefix whose running sum reaches top_p·Σw; the pick is
+// the first index whose running sum exceeds u·(the kept total), else the last kept. Shared by the
+// select kernel's thread 0 and its emulation, so both sum in this one order.
+BN_HD int sample_pick(const double *w, int k, double top_p, float u) {
+  double Z = 0.0;
+  for (int i = 0; i < k; i++) Z += w[i];
+  int keep = k;
+  double total = Z;
+  if (top_p < 1.0) {
+    const double target = top_p * Z;
+    double cum = 0.0;
+    for (int i = 0; i < k; i++) {
+      cum += w[i];
+      if (cum >= target) {
+        keep = i + 1;
+        break;
+      }
+    }
+    total = cum;
+  }
+  const double target = (double)u * total;
+  double cum = 0.0;
+  int pick = keep - 1;
+  for (int i = 0; i < keep; i++) {
+    cum += w[i];
+    if (target < cum) {
+      pick = i;
+      break;
+    }
+  }
+  return pick;
+}
+
 }  // namespace bn

@@ -231,32 +231,7 @@ __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
   if (nan) atomicExch(&s_nan, 1);
   __syncthreads();
   if (tid == 0) {
-    double Z = 0.0;
-    for (int i = 0; i < k; i++) Z += cw[i];
-    int keep = k;
-    double total = Z;
-    if (row->top_p < 1.0) {
-      const double target = row->top_p * Z;
-      double cum = 0.0;
-      for (int i = 0; i < k; i++) {
-        cum += cw[i];
-        if (cum >= target) {
-          keep = i + 1;
-          break;
-        }
-      }
-      total = cum;
-    }
-    const double target = (double)row->u * total;
-    double cum = 0.0;
-    int pick = keep - 1;
-    for (int i = 0; i < keep; i++) {
-      cum += cw[i];
-      if (target < cum) {
-        pick = i;
-        break;
-      }
-    }
+    const int pick = sample_pick(cw, k, row->top_p, row->u);
     p.out[r] = (int)(ck[pick] & 0xffffffffu);
     if (s_nan) atomicExch(p.nan_flag, 1);
   }
