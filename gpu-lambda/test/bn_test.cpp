@@ -21,9 +21,9 @@
 // The GPU sections run one at a time, each in its own child process (isolate.h), so that a
 // device fault, a crash or a hang in one (sticky for a CUDA context) fails that section's
 // "<section>/process" check instead of everything after it. --no-isolate runs them in this
-// process (under compute-sanitizer); --only TEXT runs just the sections whose names contain TEXT
-// (e.g. --only "opt-in splitk" or --bench --only "BN_GEMM_SPLITK=tiles"); each section's
-// name is printed with its time. --isolation-selftest checks the mechanism on the CPU.
+// process (under compute-sanitizer); --only A|B runs just the sections whose names contain A or B
+// (e.g. --only "opt-in splitk" or --bench --only "BN_GEMM_SPLITK=tiles|bench/kernels"); each
+// section's name is printed with its time. --isolation-selftest checks the mechanism on the CPU.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -84,9 +84,19 @@ static std::function<void(const bnt::ChildRecord &)> g_on_bench;
 // exit status, or -1 when it did not end cleanly. Exit status kStopAll from a child (no usable
 // device) is passed on without a check of its own: the child has reported why.
 constexpr int kStopAll = 10;
-static std::string g_only;  // --only TEXT: run only the sections whose name contains TEXT
+static std::string g_only;  // --only A|B: run only the sections whose names contain A or B
+static bool selected(const std::string &name) {
+  if (g_only.empty()) return true;
+  for (size_t at = 0;;) {
+    const size_t bar = g_only.find('|', at);
+    const std::string part = g_only.substr(at, bar == std::string::npos ? std::string::npos : bar - at);
+    if (!part.empty() && name.find(part) != std::string::npos) return true;
+    if (bar == std::string::npos) return false;
+    at = bar + 1;
+  }
+}
 [[maybe_unused]] static int isolated(const std::string &name, double limit_s, const std::function<int()> &fn) {
-  if (!g_only.empty() && name.find(g_only) == std::string::npos) return 0;
+  if (!selected(name)) return 0;
   const bnt::ChildEnd end = bnt::run_child(limit_s, fn, [](const bnt::ChildRecord &r) {
     if (r.kind == 'P' || r.kind == 'F') {
       (r.kind == 'P' ? g_pass : g_fail)++;
@@ -906,6 +916,9 @@ int main(int argc, char **argv) {
     else if (a == "--out" && i + 1 < argc) out_dir = argv[++i];
     else if (a == "--cpu-only") cpu_only = true;
     else if (a == "--bench") bench = true;
+#if defined(BN_WITH_CUDA)
+    else if (a == "--bench-smoke") bench = g_bench_smoke = true;  // every bench path, small (gpu_checks.inc)
+#endif
     else if (a == "--quick") quick = true;
     else if (a == "--no-random") no_random = true;
     else if (a == "--fast-2b4t") fast_2b4t = true;  // the fast numerics' 2B-4T shapes even with --no-random
@@ -920,7 +933,7 @@ int main(int argc, char **argv) {
       profile_part = argv[++i];
     else {
       fprintf(stderr,
-              "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--no-isolate] [--only SECTION] [--profile | "
+              "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--no-isolate] [--only SECTION] [--bench-smoke] [--profile | "
               "--profile-only] [--profile-part exact1|exact64|fast1] [--out DIR]\n",
               argv[0]);
       return 2;

@@ -217,6 +217,51 @@ describe('CUDA engine without a GPU', () => {
     expect(one.out).not.toContain('sim/fast_');
   });
 
+  it('every benchmark and the profile run on the CPU simulation (--bench-smoke: small shapes, a small model)', () => {
+    // The bench's code (21 engine configurations, the kernel rows, the fast-numerics agreement,
+    // the profile) otherwise first runs on a GPU. Here each part runs in its own process on the
+    // simulated device, with small shapes; the numbers mean nothing, the paths and buffers do.
+    const out = mkdtempSync(join(tmpdir(), 'bn-smoke-'));
+    try {
+      const r = run(SIM_TEST, [
+        '--no-random',
+        '--only',
+        'bench|profile',
+        '--bench-smoke',
+        '--profile',
+        '--out',
+        out,
+        '--fixtures',
+        FIXTURE_DIR,
+      ]);
+      expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(23);
+      expect(r.out).toContain('(section gpu/profile: ');
+      const md = readFileSync(join(out, 'results.md'), 'utf8');
+      // Every configuration left its rows (13 have batch-1 rows, 11 batched decode: all 21), and
+      // the kernel rows.
+      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(13);
+      expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(11);
+      for (const row of [
+        '| device-to-device copy',
+        '| GEMV 64x2560 (smoke), M=64 (mma, pipelined, split-K tiles)',
+        '| GEMV stacked',
+        '| LM head int8, R=1',
+        '| select V=128256, R=1, T 0.8',
+        '| attention (BN_ATTN=fast)',
+        '| prefill 64 tokens',
+        '| FAST vs EXACT numerics, small model',
+        'configurations with other bits: 0',
+        'Per-kernel profile',
+      ])
+        expect(md, row).toContain(row);
+      const json = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { rows: unknown[] };
+      expect(json.rows.length).toBeGreaterThanOrEqual(70);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 600_000);
+
   it('the per-kernel profiler of the GPU test program runs (small model, CPU emulation)', () => {
     const r = run(GPU_TEST, ['--cpu-only', '--profile-only']);
     expect(r.code, r.out.slice(-3000)).toBe(0);
