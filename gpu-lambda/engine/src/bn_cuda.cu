@@ -261,7 +261,6 @@ class CudaDevice : public Device {
     e.kind = EPI_STORE;
     e.out = (float *)dout;
     e.ld = w.n;
-    const int reps = kTuneReps;
     GemmTuneIO io;
     io.splits = [&](const GemmChoice &c, int M) { return gemm_splits(w.n, w.k, M, ops_.gs, ops_.sm_count, c); };
     io.run = [&](const GemmChoice &c, int M, std::vector<float> *out) -> bn_status {
@@ -276,11 +275,11 @@ class CudaDevice : public Device {
       double best = 0;
       for (int trial = 0; trial < kTuneTrials; trial++) {
         bn_status s2 = timer_start();
-        for (int i = 0; i < reps && !s2; i++) s2 = launch_gemm(w, A, M, e, ops_.gs, ops_.sm_count, c, ops_.stream);
+        for (int i = 0; i < kTuneReps && !s2; i++) s2 = launch_gemm(w, A, M, e, ops_.gs, ops_.sm_count, c, ops_.stream);
         double ms = 0;
         if (!s2) s2 = timer_stop(&ms);
         if (s2) return s2;
-        const double t = 1e3 * ms / reps;
+        const double t = 1e3 * ms / kTuneReps;
         if (trial == 0 || t < best) best = t;
       }
       *us = best;

@@ -5,6 +5,8 @@
 
 #include "bn_kernels.h"
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 
@@ -57,14 +59,15 @@ bn_status tune_gemm_shape(int n, int k, int max_m, const GemmChoice &dflt, const
     GemmChoice best = dflt;
     double best_us = dflt_us;
     int equal = 0, tried = 0;
-    std::vector<std::vector<int>> seen;  // {variant, split, reduction} already measured
-    seen.push_back({dflt.variant, io.splits(dflt, M), io.splits(dflt, M) > 1 ? dflt.tiles : 0});
-    for (const GemmChoice &c : cands) {
+    // The launch a configuration makes: {kernel, split, reduction (only when it splits)}.
+    auto launch_key = [&](const GemmChoice &c) {
       const int split = io.splits(c, M);
-      const std::vector<int> key = {c.variant, split, split > 1 ? c.tiles : 0};
-      bool dup = false;
-      for (const auto &s : seen) dup = dup || s == key;
-      if (dup) continue;
+      return std::array<int, 3>{c.variant, split, split > 1 ? c.tiles : 0};
+    };
+    std::vector<std::array<int, 3>> seen = {launch_key(dflt)};  // launches already measured
+    for (const GemmChoice &c : cands) {
+      const std::array<int, 3> key = launch_key(c);
+      if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
       seen.push_back(key);
       tried++;
       if ((st = io.run(c, M, &out))) return st;
