@@ -47,7 +47,7 @@ export interface EngineOptions {
  * exists and the kernels load and pass their self-test, else the reference backend, which then
  * carries the refusal as `fallback` (a Device BACKEND_UNAVAILABLE error listing what was tried).
  */
-function chooseBackend(model: Model, kind: BackendKind, numThreads = 1): Backend {
+function chooseBackend(model: Model, kind: BackendKind, config: InferenceConfig, kvCfg: KVCacheConfig): Backend {
   if (kind === 'reference') return new ReferenceBackend(model);
   // 'cuda' is never picked by 'auto': the GPU server asks for it (gpu-lambda/server.ts). Throws
   // Device BACKEND_UNAVAILABLE with the reason when there is no addon, driver or GPU.
@@ -58,9 +58,23 @@ function chooseBackend(model: Model, kind: BackendKind, numThreads = 1): Backend
       backend: 'wasm',
       tried: ['wasm'],
     });
+  } else if (kvCfg.compressOldEntries) {
+    // The wasm kernels attend over an f32 mirror of the cache, chunk by chunk; the reference
+    // reads the store token by token and so sees old blocks as int8 as soon as they are
+    // compressed. The mirror cannot reproduce that (and would keep the memory compression saves).
+    refusal = BitNetError.Device(
+      'BACKEND_UNAVAILABLE',
+      'the wasm backend does not support kvCache.compressOldEntries (its f32 KV mirror would neither reproduce the int8 entries nor save their memory); use the reference backend or turn compression off',
+      { backend: 'wasm', tried: ['wasm'], reason: 'compressOldEntries' },
+    );
   } else {
     try {
-      return WasmBackend.create(model, { numThreads });
+      // One KV mirror per request that may run at once, so concurrent sequences do not evict
+      // each other's mirrors (an evicted mirror is rebuilt from the store: correct, but slow).
+      return WasmBackend.create(model, {
+        numThreads: config.numThreads,
+        maxMirrors: Math.max(8, config.maxConcurrentRequests),
+      });
     } catch (e) {
       if (!(e instanceof BitNetError)) throw e;
       refusal = e;
@@ -102,7 +116,7 @@ export class InferenceEngine {
     const kvCfg = opts.kvCacheConfig ?? new KVCacheConfig({ maxBytes: config.kvCacheSize, maxSeqLen: hp.nCtx });
     this.cache = new KVCache(kvCfg, { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim });
     // A CUDA device asks for the cuda backend; otherwise the configured kind ('auto' = wasm where it loads).
-    const backend = chooseBackend(model, dev.kind === 'Cuda' ? 'cuda' : (opts.backend ?? 'auto'), config.numThreads);
+    const backend = chooseBackend(model, dev.kind === 'Cuda' ? 'cuda' : (opts.backend ?? 'auto'), config, kvCfg);
     this.engine = new Engine({
       backend,
       tokenizer,

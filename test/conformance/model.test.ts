@@ -188,6 +188,69 @@ describe('wasm backend: KV mirror and prefill paths', () => {
     expect(eng.cache.stats().bytes).toBe(0);
   });
 
+  it('concurrent chunked prefills with fewer mirrors than sequences: each equals its run alone', async () => {
+    // A forward yields between chunks; meanwhile the other sequences' forwards evict its mirror
+    // (maxMirrors 1) and reuse its blocks. Each must still see only its own KV.
+    const m = await model({ qtype: 'i2_s', seed: 6, arch: 'bitnet-b1.58', embdType: 'f16' });
+    const ref = new ReferenceBackend(m);
+    const wb = WasmBackend.create(m, { chunk: 4, maxMirrors: 1 });
+    backends.push(wb);
+    const prompts = [0, 1, 2].map((j) => Array.from({ length: 19 }, (_, i) => (i * 53 + 7 + 97 * j) % 290));
+    const want = await Promise.all(
+      prompts.map(async (p, j) => {
+        const s = cacheFor(m).forSequence(`r${j}`);
+        const [a] = await ref.forward({ tokens: p, startPos: 0, kv: s, logits: 'last' });
+        const [b] = await ref.forward({ tokens: [j + 1], startPos: p.length, kv: s, logits: 'last' });
+        return [a, b];
+      }),
+    );
+    const caches = prompts.map(() => cacheFor(m));
+    const got = await Promise.all(
+      prompts.map(async (p, j) => {
+        const s = caches[j].forSequence('w');
+        const [a] = await wb.forward({ tokens: p, startPos: 0, kv: s, logits: 'last' });
+        const [b] = await wb.forward({ tokens: [j + 1], startPos: p.length, kv: s, logits: 'last' });
+        return [a.slice(), b.slice()];
+      }),
+    );
+    for (let j = 0; j < prompts.length; j++) sameRows(want[j], got[j], `sequence ${j}`);
+  });
+
+  it('kvCache.compressOldEntries: wasm is refused with the reason, auto falls back to the reference', async () => {
+    const { InferenceEngine } = await import('../../src/api/inference-engine.ts');
+    const { Device } = await import('../../src/api/device.ts');
+    const { InferenceConfig } = await import('../../src/api/inference-config.ts');
+    const { KVCacheConfig } = await import('../../src/model/kv-cache.ts');
+    const { ModelLoader } = await import('../../src/api/model-loader.ts');
+    const m = await new ModelLoader().load(
+      new MemorySource(await synthBytes({ qtype: 'i2_s', seed: 8, arch: 'bitnet-b1.58', embdType: 'f16' })),
+    );
+    const kvCacheConfig = new KVCacheConfig({ compressOldEntries: true, recentWindow: 4 });
+    const make = (backend: 'wasm' | 'auto') =>
+      new InferenceEngine(m, m.tokenizer, Device.Auto, new InferenceConfig(), { backend, kvCacheConfig });
+    expect(() => make('wasm')).toThrow(
+      expect.objectContaining({
+        code: 'BACKEND_UNAVAILABLE',
+        details: expect.objectContaining({ reason: 'compressOldEntries' }),
+      }),
+    );
+    const auto = make('auto');
+    expect(auto.backendName).toBe('reference');
+    // the fallback runs the compressed cache: the same tokens as the reference engine with it
+    const ref = new InferenceEngine(m, m.tokenizer, Device.Auto, new InferenceConfig(), {
+      backend: 'reference',
+      kvCacheConfig,
+    });
+    const cfg = { maxNewTokens: 40, temperature: 0 };
+    const a = await auto.generate({ ids: ids.slice(0, 5) }, cfg);
+    const b = await ref.generate({ ids: ids.slice(0, 5) }, cfg);
+    expect(a.tokenIds).toEqual(b.tokenIds);
+    expect(a.tokenIds).toHaveLength(40);
+    // and compression is in effect (seed 8: the uncompressed cache gives other tokens)
+    const plain = new InferenceEngine(m, m.tokenizer, Device.Auto, new InferenceConfig(), { backend: 'wasm' });
+    expect((await plain.generate({ ids: ids.slice(0, 5) }, cfg)).tokenIds).not.toEqual(a.tokenIds);
+  });
+
   it('hidden states equal the reference forward pass, and a bad token id is a typed error', async () => {
     const m = await model({ qtype: 'tq2_0', seed: 8, activation: 'silu' });
     const wb = WasmBackend.create(m, { chunk: 4 });

@@ -50,7 +50,11 @@ export interface WasmBackendOptions {
    * WASM_LAYOUT_MISMATCH) rather than silently ignored or re-packed.
    */
   layout?: 'file' | TLLayout;
-  /** KV mirrors kept (one per sequence; least recently used dropped first). Default 2. */
+  /**
+   * KV mirrors kept (one per live sequence; least recently used dropped first, and rebuilt from
+   * the store if that sequence runs again). Default 8. Blocks come from a free list, so memory
+   * follows the positions of the sequences actually running, not this cap.
+   */
   maxMirrors?: number;
 }
 
@@ -123,7 +127,7 @@ export class WasmBackend implements Backend {
     this.vocabSize = hp.nVocab;
     this.requestedThreads = Math.max(1, Math.floor(opts.numThreads ?? 1));
     this.mCap = Math.max(1, Math.floor(opts.chunk ?? 64));
-    this.maxMirrors = Math.max(1, opts.maxMirrors ?? 2);
+    this.maxMirrors = Math.max(1, opts.maxMirrors ?? 8);
     // weights loaded straight into a WeightArena: adopt its memory, copy nothing
     const wa = arenaOf(w.tokenEmbd.bytes) ?? arenaOf(w.layers[0]?.wq.bytes ?? new Uint8Array(0));
     this.memory = wa?.memory ?? createMemory(16);
@@ -396,7 +400,7 @@ export class WasmBackend implements Backend {
     if (this.disposed) throw BitNetError.Device('BACKEND_DISPOSED', 'the wasm backend was disposed', {});
     req.signal?.throwIfAborted();
     await this.ensurePool();
-    const m = this.mirrorFor(req.kv);
+    let m = this.mirrorFor(req.kv);
     this.sync(m, req.kv, req.startPos);
     const out: Float32Array[] = [];
     const V = this.hp.nVocab;
@@ -406,6 +410,12 @@ export class WasmBackend implements Backend {
       if (i > 0) {
         await new Promise((r) => setTimeout(r, 0));
         req.signal?.throwIfAborted();
+        // While this forward yielded, other sequences ran: with more of them than maxMirrors,
+        // LRU eviction may have taken this mirror and handed its blocks to another sequence.
+        // The store holds every chunk written so far, so look the mirror up again and re-sync
+        // (a no-op when it survived: the spot check passes and nothing is copied).
+        m = this.mirrorFor(req.kv);
+        this.sync(m, req.kv, req.startPos + i);
       }
       const chunk = req.tokens.slice(i, i + cap);
       const last = i + cap >= n;
