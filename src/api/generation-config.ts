@@ -49,7 +49,7 @@ export class GenerationConfig {
   static creative(): GenerationConfig {
     return new GenerationConfig({ temperature: 1.0, topP: 0.95, topK: 100, repetitionPenalty: 1.1 });
   }
-  /** The defaults, named. */
+  /** A middle ground between greedy and creative (not the defaults: `new GenerationConfig()` is). */
   static balanced(): GenerationConfig {
     return new GenerationConfig({ temperature: 0.7, topP: 0.9, topK: 50, repetitionPenalty: 1.05 });
   }

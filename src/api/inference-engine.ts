@@ -148,7 +148,25 @@ export class InferenceEngine {
 
   /** Token ids for a prompt: text is tokenized with BOS per the vocabulary's add_bos_token. */
   encodePrompt(prompt: Prompt): number[] {
-    if (typeof prompt !== 'string') return [...prompt.ids];
+    if (typeof prompt !== 'string') {
+      if (!Array.isArray((prompt as { ids?: unknown })?.ids)) {
+        throw BitNetError.Config('BAD_PROMPT', 'a prompt is a string or { ids: number[] }', {
+          got: prompt === null ? 'null' : typeof prompt,
+        });
+      }
+      return [...prompt.ids];
+    }
+    const why = this.model.tokenizerError;
+    if (!this.tokenizer && why && why.code !== 'TOKENIZER_MISSING') {
+      // The file has a vocabulary but its tokenizer could not be built (an unknown pre-tokenizer,
+      // an unsupported model type): say that, not "no tokenizer".
+      throw BitNetError.Tokenization(
+        why.code,
+        `this model's tokenizer could not be built (${why.message}); give token ids instead of text`,
+        why.details,
+        why,
+      );
+    }
     if (!this.tokenizer) {
       throw BitNetError.Tokenization(
         'TOKENIZER_MISSING',
@@ -185,6 +203,16 @@ export class InferenceEngine {
   }
 
   sampleToken(logits: Float32Array, config: SamplingConfig): number {
+    // the same ranges as GenerationConfig (temperature [0, 100], topP (0, 1], ...), same errors
+    const { temperature, topK, topP, repetitionPenalty, seed } = config;
+    new GenerationConfig({ temperature, topK, topP, repetitionPenalty, seed }).validate();
+    if (!(logits instanceof Float32Array) || logits.length !== this.engine.backend.vocabSize) {
+      throw BitNetError.Config(
+        'BAD_LOGITS',
+        `logits must be a Float32Array of the vocabulary's ${this.engine.backend.vocabSize} entries`,
+        { length: (logits as { length?: number })?.length, vocabSize: this.engine.backend.vocabSize },
+      );
+    }
     return sample(logits, config.history ?? [], config, createRng(config.seed ?? 0));
   }
 

@@ -7,6 +7,7 @@ import { BitNetError } from '../errors.ts';
 import { KVCacheConfig, type KVCacheConfigInit } from '../model/kv-cache.ts';
 import type { LoadProgress } from '../model/weights.ts';
 import type { OpenOptions } from '../sources/open.ts';
+import { getPreTokenizer } from '../tokenizer/pretokenize.ts';
 import { assignInit } from '../util/init.ts';
 import { Device, type DeviceSpec } from './device.ts';
 import { QuantizationConfig, type QuantizationConfigInit } from './quantization.ts';
@@ -98,6 +99,8 @@ export class ModelConfig {
       bad('numThreads', 'must be a positive integer', this.numThreads);
     if (this.maxMemoryBytes !== undefined && !(this.maxMemoryBytes > 0))
       bad('maxMemoryBytes', 'must be positive', this.maxMemoryBytes);
+    // an unknown name is refused here, before anything is read (PRETOKENIZER_UNKNOWN lists the names)
+    if (this.preTokenizer !== undefined) getPreTokenizer(this.preTokenizer);
     this.quantization.validate();
     this.kvCache.validate();
     return this;

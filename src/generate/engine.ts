@@ -113,17 +113,25 @@ export class Engine {
     }
   }
 
-  /** Streams generated tokens; the generator's return value summarises the generation. */
-  async *generate(
-    promptIds: readonly number[],
-    o: EngineGenerateOptions,
-  ): AsyncGenerator<TokenEvent, GenerationOutcome> {
+  /**
+   * Streams generated tokens; the generator's return value summarises the generation. The
+   * options and the prompt are checked here, when it is called (a bad token or a prompt past the
+   * context throws before any generator or stream exists), not on the first next().
+   */
+  generate(promptIds: readonly number[], o: EngineGenerateOptions): AsyncGenerator<TokenEvent, GenerationOutcome> {
     if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0) {
       throw BitNetError.Config('INVALID_GENERATION_CONFIG', 'maxNewTokens must be a non-negative integer', {
         maxNewTokens: o.maxNewTokens,
       });
     }
     this.checkPrompt(promptIds, o.maxNewTokens);
+    return this.run(promptIds, o);
+  }
+
+  private async *run(
+    promptIds: readonly number[],
+    o: EngineGenerateOptions,
+  ): AsyncGenerator<TokenEvent, GenerationOutcome> {
     const { backend, tokenizer } = this.d;
     const stop = new StopMatcher(o.stopSequences);
     const decoder = tokenizer?.createStreamingDecoder({ skipSpecialTokens: o.skipSpecialTokens });

@@ -124,6 +124,66 @@ describe('BitNetModel', () => {
   });
 });
 
+describe('bad input to the API is refused up front, with typed errors', () => {
+  const code = (c: string) => (e: unknown) => e instanceof BitNetError && e.code === c;
+
+  it('generateStream throws PROMPT_TOO_LONG / BAD_TOKEN when called, before a stream exists', async () => {
+    const m = await BitNetModel.fromFile(path, { maxSeqLen: 16 });
+    expect(() => m.generateStream({ ids: new Array(40).fill(3) })).toThrow(
+      expect.objectContaining({ code: 'PROMPT_TOO_LONG' }),
+    );
+    expect(() => m.generateStream({ ids: [1, 1e9] })).toThrow(expect.objectContaining({ code: 'BAD_TOKEN' }));
+    expect(m.engine.cache.stats().bytes).toBe(0);
+  });
+
+  it('a prompt that is neither text nor {ids} is a Config BAD_PROMPT error', async () => {
+    const m = await BitNetModel.fromFile(path);
+    await expect(m.generate(42 as unknown as string)).rejects.toSatisfy(code('BAD_PROMPT'));
+    await expect(m.generateDetailed({ ids: 'abc' } as unknown as { ids: number[] })).rejects.toSatisfy(
+      code('BAD_PROMPT'),
+    );
+  });
+
+  it('an unknown preTokenizer is refused by the config, before the file is read', async () => {
+    await expect(BitNetModel.fromFile('/nonexistent/x.gguf', { preTokenizer: 'foo' })).rejects.toSatisfy(
+      (e: unknown) =>
+        e instanceof BitNetError &&
+        e.code === 'PRETOKENIZER_UNKNOWN' &&
+        /llama-bpe/.test(e.message) &&
+        e.kind === 'Tokenization',
+    );
+  });
+
+  it("text for a model whose tokenizer failed to build names that failure, not 'no tokenizer'", async () => {
+    const { InferenceEngine } = await import('../../src/api/inference-engine.ts');
+    const m = await BitNetModel.fromFile(path);
+    const why = BitNetError.Tokenization('PRETOKENIZER_UNKNOWN', "unknown pre-tokenizer 'qwen9'", { name: 'qwen9' });
+    const broken = { ...m.engine.model, tokenizer: undefined, tokenizerError: why };
+    const eng = new InferenceEngine(broken, undefined, Device.Cpu, new InferenceConfig(), { backend: 'reference' });
+    expect(() => eng.encodePrompt('hi')).toThrow(
+      expect.objectContaining({ code: 'PRETOKENIZER_UNKNOWN', message: expect.stringMatching(/qwen9.*token ids/) }),
+    );
+    expect(eng.encodePrompt({ ids: [1, 2] })).toEqual([1, 2]);
+  });
+
+  it('sampleToken checks its config and logits like GenerationConfig does', async () => {
+    const m = await BitNetModel.fromFile(path);
+    const V = m.modelInfo().vocabSize;
+    const logits = new Float32Array(V);
+    logits[7] = 5;
+    const ok = { temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1 };
+    expect(m.engine.sampleToken(logits, ok)).toBe(7);
+    for (const bad of [{ temperature: -5 }, { topP: 0 }, { topK: 1.5 }, { repetitionPenalty: 0 }, { seed: -1 }]) {
+      expect(() => m.engine.sampleToken(logits, { ...ok, ...bad }), JSON.stringify(bad)).toThrow(
+        expect.objectContaining({ code: 'INVALID_GENERATION_CONFIG' }),
+      );
+    }
+    expect(() => m.engine.sampleToken(new Float32Array(3), ok)).toThrow(
+      expect.objectContaining({ code: 'BAD_LOGITS' }),
+    );
+  });
+});
+
 describe('GenerationConfig', () => {
   it('has the seed defaults and presets', () => {
     const c = new GenerationConfig();

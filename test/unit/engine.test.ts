@@ -121,16 +121,12 @@ describe('engine loop', () => {
     expect(released).toEqual(['s1']);
   });
 
-  it('rejects bad prompts before any work', async () => {
+  it('rejects bad prompts before any work: generate() throws when called, not on the first next()', () => {
     const b = scripted([1]);
     const { engine } = engineFor(b);
-    await expect(drain(engine.generate([], { ...greedy, maxNewTokens: 1 }))).rejects.toThrow(BitNetError);
-    await expect(drain(engine.generate([999], { ...greedy, maxNewTokens: 1 }))).rejects.toThrow(
-      /outside the vocabulary/,
-    );
-    await expect(drain(engine.generate(new Array(80).fill(1), { ...greedy, maxNewTokens: 1 }))).rejects.toThrow(
-      /context holds 64/,
-    );
+    expect(() => engine.generate([], { ...greedy, maxNewTokens: 1 })).toThrow(BitNetError);
+    expect(() => engine.generate([999], { ...greedy, maxNewTokens: 1 })).toThrow(/outside the vocabulary/);
+    expect(() => engine.generate(new Array(80).fill(1), { ...greedy, maxNewTokens: 1 })).toThrow(/context holds 64/);
     expect(b.calls).toHaveLength(0);
   });
 });
