@@ -17,6 +17,14 @@ import { type GGUFEntry, type GGUFMetadata, type GGUFValue, GGUFValueType } from
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 export const GGUF_DEFAULT_ALIGNMENT = 32;
 const MAX_DIMS = 4;
+/**
+ * Header counts beyond these are taken for corruption, not a cut file (a real GGUF has a few dozen
+ * metadata keys, the tokenizer's arrays being single entries, and at most tens of thousands of tensors).
+ */
+const MAX_PLAUSIBLE_KV = 1 << 16;
+const MAX_PLAUSIBLE_TENSORS = 1 << 20;
+/** Likewise for a metadata array (the largest real ones: vocabularies and merges, a few 10^5 entries). */
+const MAX_PLAUSIBLE_ARRAY = 1 << 26;
 const CHUNK = 1 << 20;
 
 export interface GGUFTensorInfo {
@@ -242,6 +250,21 @@ function typedArrayOf(type: number, raw: Uint8Array, count: number): GGUFValue {
   }
 }
 
+/**
+ * An array longer than the bytes left: a plausible length (a vocabulary, its merges) in a file that
+ * ends early is a cut file; a length no real model has is a corrupt header.
+ */
+function arrayTooLong(c: Cursor, key: string, count: number, what: string): BitNetError {
+  const details = { key, count, offset: c.pos, size: c.pos + c.remaining };
+  return count <= MAX_PLAUSIBLE_ARRAY
+    ? corrupt(
+        'GGUF_TRUNCATED',
+        `file is truncated: ${key} holds ${count} ${what}, which cannot fit in the ${c.remaining} bytes left`,
+        details,
+      )
+    : corrupt('GGUF_ABSURD_COUNT', `${key}: ${count} ${what} cannot fit in the ${c.remaining} bytes left`, details);
+}
+
 async function readValue(c: Cursor, type: number, key: string): Promise<GGUFEntry> {
   if (type === GGUFValueType.STRING) return { type, value: await c.string(`value of ${key}`) };
   if (type !== GGUFValueType.ARRAY)
@@ -254,12 +277,7 @@ async function readValue(c: Cursor, type: number, key: string): Promise<GGUFEntr
   }
   if (elemType === GGUFValueType.STRING) {
     // Each string needs at least its 8-byte length: reject impossible counts before allocating.
-    if (count * 8 > c.remaining) {
-      throw corrupt('GGUF_ABSURD_COUNT', `${key}: ${count} strings cannot fit in the ${c.remaining} bytes left`, {
-        key,
-        count,
-      });
-    }
+    if (count * 8 > c.remaining) throw arrayTooLong(c, key, count, 'strings');
     const out: string[] = new Array(count);
     for (let i = 0; i < count; i++) out[i] = await c.string(`${key}[${i}]`);
     return { type, arrayType: elemType, value: out };
@@ -268,12 +286,7 @@ async function readValue(c: Cursor, type: number, key: string): Promise<GGUFEntr
   if (eb === undefined) {
     throw corrupt('GGUF_BAD_VALUE_TYPE', `${key}: unknown array element type ${elemType}`, { key, type: elemType });
   }
-  if (count * eb > c.remaining) {
-    throw corrupt('GGUF_ABSURD_COUNT', `${key}: ${count} elements cannot fit in the ${c.remaining} bytes left`, {
-      key,
-      count,
-    });
-  }
+  if (count * eb > c.remaining) throw arrayTooLong(c, key, count, 'elements');
   const raw = await c.bytes(count * eb, key);
   return { type, arrayType: elemType as GGUFValueType, value: typedArrayOf(elemType, raw, count) };
 }
@@ -293,12 +306,22 @@ export async function readGGUF(source: ByteSource, opts?: ReadOptions): Promise<
   const nTensors = await c.size64('tensor count');
   const nKv = await c.size64('metadata count');
   // Minimal record sizes: a KV is at least 8 (key len) + 4 (type) + 1 bytes; a tensor-info 8+4+8+4+8.
-  if (nKv * 13 > c.remaining || nTensors * 32 > c.remaining) {
-    throw corrupt('GGUF_ABSURD_COUNT', `header claims ${nKv} metadata entries and ${nTensors} tensors`, {
-      nKv,
-      nTensors,
-      size: source.size,
-    });
+  const minBytes = nKv * 13 + nTensors * 32;
+  if (minBytes > c.remaining) {
+    // Counts no real model comes near are a corrupt header; plausible ones in a file too short to
+    // hold them mean the file was cut (a partial download), and the error should say that.
+    const plausible = nKv <= MAX_PLAUSIBLE_KV && nTensors <= MAX_PLAUSIBLE_TENSORS;
+    throw plausible
+      ? corrupt(
+          'GGUF_TRUNCATED',
+          `file is truncated: it ends at ${source.size} bytes, but its header's ${nKv} metadata entries and ${nTensors} tensors need at least ${c.pos + minBytes}`,
+          { nKv, nTensors, size: source.size, offset: c.pos, needed: minBytes },
+        )
+      : corrupt('GGUF_ABSURD_COUNT', `header claims ${nKv} metadata entries and ${nTensors} tensors`, {
+          nKv,
+          nTensors,
+          size: source.size,
+        });
   }
 
   const metadata: GGUFMetadata = new Map();

@@ -11,8 +11,17 @@ import { arenaSource, type WeightArena } from './weight-arena.ts';
 
 export async function openForWasm(path: string): Promise<ByteSource & { arena: WeightArena }> {
   const inner = await FileSource.open(path);
-  const file = await readGGUF(inner);
-  const fh = await open(path, 'r');
+  let file: Awaited<ReturnType<typeof readGGUF>>;
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    file = await readGGUF(inner);
+    fh = await open(path, 'r');
+  } catch (e) {
+    // A corrupt or truncated file: nobody else will ever close this descriptor (callers fall back
+    // to the ordinary loader, which opens the file again), so close it before rethrowing.
+    await inner.close();
+    throw e;
+  }
   const src = arenaSource(inner, {
     tensors: file.tensors,
     readInto: async (dst, offset) => {
