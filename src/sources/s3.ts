@@ -7,7 +7,8 @@
  * same total and the same ETag, or the read fails with `SOURCE_CHANGED` (s3rver ignores If-Match,
  * so the ETag is compared here as well). Long reads are split into parts; 5xx, throttling, network
  * errors, stalls and short bodies are retried with backoff and jitter (the SDK's own retries are
- * off so that every source retries the same way).
+ * off so that every source retries the same way). Missing credentials (`S3_NO_CREDENTIALS`) and
+ * refused ones (`ACCESS_DENIED`: 401/403, InvalidAccessKeyId, SignatureDoesNotMatch, …) fail at once.
  *
  * Endpoint: `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, else AWS. Path-style addressing when
  * `BITNET_S3_FORCE_PATH_STYLE=1` (MinIO, s3rver, most self-hosted stores). Region: `AWS_REGION`,
@@ -102,6 +103,20 @@ interface SdkError {
   $metadata?: { httpStatusCode?: number };
 }
 
+/** S3 error codes that mean the credentials are wrong, expired or not allowed. */
+const AUTH_ERRORS = new Set([
+  'AccessDenied',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ExpiredToken',
+  'InvalidToken',
+  'TokenRefreshRequired',
+  'AuthorizationHeaderMalformed',
+  'AllAccessDisabled',
+  'AccountProblem',
+  'Forbidden',
+]);
+
 function s3Error(e: unknown, where: string, timer: StallTimer, signal?: AbortSignal): BitNetError {
   if (signal?.aborted) return abortError(signal);
   if (timer.stalled) return transient('S3_STALLED', `${where}: the transfer stalled`, { url: where }, e);
@@ -111,8 +126,19 @@ function s3Error(e: unknown, where: string, timer: StallTimer, signal?: AbortSig
   const d = { url: where, status, name: x.name };
   if (status === 404 || x.name === 'NoSuchKey' || x.name === 'NotFound' || x.name === 'NoSuchBucket')
     return BitNetError.Io('NOT_FOUND', `${where}: not found`, d, e);
-  if (status === 401 || status === 403 || x.name === 'AccessDenied')
-    return BitNetError.Io('ACCESS_DENIED', `${where}: access denied`, d, e);
+  // No credentials at all: the SDK's provider chain fails before any request. Not transient:
+  // retrying only repeats the chain's lookups (and its metadata-service timeouts).
+  if (x.name === 'CredentialsProviderError')
+    return BitNetError.Io(
+      'S3_NO_CREDENTIALS',
+      `${where}: no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role)`,
+      d,
+      e,
+    );
+  // Wrong, expired or insufficient credentials are final too, whatever status the store sends
+  // (a HEAD's 403 has no body, so the name may be just "Forbidden").
+  if (status === 401 || status === 403 || (x.name !== undefined && AUTH_ERRORS.has(x.name)))
+    return BitNetError.Io('ACCESS_DENIED', `${where}: access denied${x.name ? ` (${x.name})` : ''}`, d, e);
   if (status === 412 || status === 416 || x.name === 'PreconditionFailed')
     return BitNetError.Io('SOURCE_CHANGED', `${where}: the object changed while it was being read`, d, e);
   if (status === undefined || status === 408 || status === 429 || status >= 500)
