@@ -2,7 +2,7 @@
  * `bitnet convert --model IN --out DIR [--layout i2s|tl1|tl2] [--head keep|f16|q8_0|q6_k|int4]
  * [--shard-size 64MiB] [--alignment 64] [--json]`: a GGUF (any location openSource reads) or an HF
  * safetensors directory (packed uint8 + weight_scale, or bf16 master weights) → a shard pack in DIR.
- * A progress bar goes to stderr; the summary to stdout.
+ * A progress bar and notes go to stderr (neither with --quiet); the summary to stdout.
  */
 import { parseArgs } from 'node:util';
 import { BitNetError } from '../errors.ts';
@@ -94,7 +94,11 @@ export async function convertCommand(argv: string[]): Promise<number> {
       tensors: m.tensors.length,
       bytes: r.totalBytes,
       warnings: (input as { warnings?: string[] }).warnings ?? [],
+      notes: r.notes,
     };
+    // Notes (e.g. a TQ → I2_S repack changes the numerics) go to stderr unless --quiet, with or
+    // without --json (stdout stays one JSON line); --json also carries them as `notes`.
+    if (!values.quiet) for (const n of r.notes) console.error(`note: ${n}`);
     if (values.json) console.log(JSON.stringify(summary));
     else {
       console.log(

@@ -8,7 +8,9 @@
  * 2. Write: tensor by tensor, in group order, into the sink, hashing each tensor; the manifest last.
  *
  * Projections, layout `i2s` (default): I2_S is copied byte for byte; TQ2_0/TQ1_0 are repacked only
- * when every block has the same scale (then it is exact), else `CONVERT_LOSSY`; float weights
+ * when every block has the same scale, else `CONVERT_LOSSY`. The repack keeps the weights exactly,
+ * not the logits: the pack computes with I2_S's numerics, not TQ's (docs/numerics.md), so its
+ * logits differ from the source's by rounding (the result's `notes` say so); float weights
  * (bf16/f16/f32 master weights) are ternarized online with absmean (`ternarize`,
  * docs/bitnet-formats.md §5.1). Layouts `tl1` / `tl2`: every projection becomes a TL tile image
  * (src/quant/tl.ts) of the ternary tensor it is (or is ternarized to): I2_S (and ternarized floats)
@@ -70,6 +72,8 @@ export interface ConvertInput {
 export interface PackSink {
   openShard(file: string): Promise<ShardWriter>;
   writeText(name: string, text: string): Promise<void>;
+  /** Called once after the manifest is written (a directory sink removes stale shards of an older pack). */
+  finish?(manifest: PackManifest): Promise<void>;
 }
 
 export interface ShardWriter {
@@ -89,6 +93,8 @@ export interface ConvertOptions extends ReadOptions {
 export interface ConvertResult {
   manifest: PackManifest;
   totalBytes: number;
+  /** What the user should know about the conversion (for example a TQ → I2_S repack's numerics). */
+  notes: string[];
 }
 
 const PROJ = new RegExp(`^blk\\.\\d+\\.(${PROJ_NAMES.join('|')})\\.weight$`);
@@ -398,6 +404,25 @@ export function planManifest(input: ConvertInput, opts: ConvertOptions = {}): Pa
   );
 }
 
+/**
+ * TQ2_0/TQ1_0 projections repacked to I2_S: the ternary values and the (common) scale are exact,
+ * but the pack then runs the I2_S numerics (docs/numerics.md: one integer dot per row, then one
+ * division and one scale) instead of TQ's (each 256-block's dot times its f16 scale, summed in f32),
+ * so its logits differ from the source file's by float rounding, amplified layer by layer.
+ */
+function conversionNotes(plan: PackPlan): string[] {
+  const repacked = new Set<string>();
+  for (const p of plan.order) {
+    const t = p.input.type;
+    if (!p.tl && p.outType === GGMLType.I2_S && (t === GGMLType.TQ2_0 || t === GGMLType.TQ1_0))
+      repacked.add(typeName(t));
+  }
+  return [...repacked].map(
+    (t) =>
+      `${t} projections were repacked to I2_S: the weights are exact, but the pack computes with I2_S numerics, so its logits differ slightly from the ${t} file's (--layout tl1|tl2 keeps ${t}'s numerics)`,
+  );
+}
+
 export async function convertToPack(
   input: ConvertInput,
   sink: PackSink,
@@ -406,6 +431,8 @@ export async function convertToPack(
   // 1. Plan: output types and sizes, the model check, placement. No tensor byte read yet.
   const plan = planPack(input, opts);
   const { sizes, order, totalBytes } = plan;
+
+  const notes = conversionNotes(plan);
 
   // 2. Write shards in order, hashing each tensor.
   const tensors: PackTensor[] = [];
@@ -457,7 +484,8 @@ export async function convertToPack(
   const manifest = manifestOf(input, plan, shards, tensors);
   validateManifest(JSON.parse(JSON.stringify(manifest)));
   await sink.writeText(MANIFEST_NAME, `${JSON.stringify(manifest)}\n`);
-  return { manifest, totalBytes };
+  await sink.finish?.(manifest);
+  return { manifest, totalBytes, notes };
 }
 
 /** A sink that keeps the pack in memory (tests; uploads to R2 or S3 from memory). */
