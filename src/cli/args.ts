@@ -1,6 +1,14 @@
 /** Small helpers over node:util parseArgs for the CLI's typed, validated flags. */
 import { BitNetError } from '../errors.ts';
 
+/**
+ * Plain decimal numbers only. `Number()` also takes `0x10`, `1e2`, `" 5"`, `""` and `Infinity`,
+ * which hide typos and shell-quoting mistakes; flags that take sizes parse their suffixes themselves
+ * (`--shard-size 64MiB`, parseByteSize).
+ */
+const DECIMAL_INT = /^-?\d+$/;
+const DECIMAL = /^-?(?:\d+(?:\.\d+)?|\.\d+)$/;
+
 export function num(
   flags: Record<string, unknown>,
   name: string,
@@ -8,16 +16,15 @@ export function num(
 ): number | undefined {
   const raw = flags[name];
   if (raw === undefined) return undefined;
-  const v = Number(raw);
+  const s = String(raw);
+  const v = Number(s);
   const ok =
-    raw !== '' &&
-    Number.isFinite(v) &&
-    (!opts.int || Number.isInteger(v)) &&
+    (opts.int ? DECIMAL_INT.test(s) && Number.isSafeInteger(v) : DECIMAL.test(s) && Number.isFinite(v)) &&
     (opts.min === undefined || v >= opts.min) &&
     (opts.max === undefined || v <= opts.max);
   if (!ok) {
     const range = `${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` >= ${opts.min}` : ''}${opts.max !== undefined ? ` <= ${opts.max}` : ''}`;
-    throw BitNetError.Config('BAD_FLAG', `--${name} must be ${range}, got "${String(raw)}"`, {
+    throw BitNetError.Config('BAD_FLAG', `--${name} must be ${range}, got "${s}"`, {
       flag: name,
       value: raw,
     });
@@ -51,18 +58,54 @@ export function required<T>(v: T | undefined, name: string): T {
   return v;
 }
 
-/** "1,2,3" → [1, 2, 3], each a non-negative integer. */
+/**
+ * "1,2,3" → [1, 2, 3], each a non-negative decimal integer. Spaces around an entry are allowed
+ * ("1, 2"); an empty entry ("1,,2", "1,2,") is an error rather than silently dropped, since it
+ * usually means a value went missing in a script.
+ */
 export function idList(s: string, flag: string): number[] {
-  const parts = s
-    .split(',')
-    .map((p) => p.trim())
-    .filter((p) => p !== '');
-  if (parts.length === 0) throw BitNetError.Config('BAD_FLAG', `--${flag} needs at least one token id`, { flag });
-  return parts.map((p) => {
+  const parts = s.split(',').map((p) => p.trim());
+  if (parts.length === 1 && parts[0] === '')
+    throw BitNetError.Config('BAD_FLAG', `--${flag} needs at least one token id`, { flag });
+  return parts.map((p, i) => {
+    if (p === '')
+      throw BitNetError.Config('BAD_FLAG', `--${flag}: entry ${i + 1} of "${s}" is empty`, { flag, value: s });
     const v = Number(p);
     if (!/^\d+$/.test(p) || !Number.isSafeInteger(v)) {
       throw BitNetError.Config('BAD_FLAG', `--${flag}: "${p}" is not a token id`, { flag, value: p });
     }
     return v;
   });
+}
+
+/**
+ * node:util parseArgs refuses `--max-tokens -1` as "ambiguous" (the value starts with a dash). A
+ * negative number is never an option name here, so `--flag -N` is rewritten as `--flag=-N`: the
+ * value then reaches the flag's own validation, which says what is allowed ("must be ... >= 1").
+ * Anything after a `--` terminator is left alone.
+ */
+export function joinNegativeValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const next = argv[i + 1];
+    if (/^--[^=]+$/.test(a) && next !== undefined && /^-(?:\d|\.\d)/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+/** Whether `argv` asks for help (`--help` / `-h` before any `--` terminator). */
+export function wantsHelp(argv: string[]): boolean {
+  for (const a of argv) {
+    if (a === '--') return false;
+    if (a === '--help' || a === '-h') return true;
+  }
+  return false;
 }

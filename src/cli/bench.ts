@@ -8,14 +8,21 @@
  * decode tok/s = gen / decode time. Peak RSS is the process high-water mark (load included);
  * `decodeRssBytes` is the largest RSS sampled during decoding.
  *
- * The wasm backend loads the file straight into its memory (node-open.ts), so the weights are held once.
+ * The model loads from any location `generate` takes (a path, file://, https://, s3://, a shard-pack
+ * directory or manifest), through the same ModelLoader. The wasm backend loads a local GGUF file
+ * straight into its memory (node-open.ts), so the weights are held once; anything else is read by
+ * the loader and copied into wasm memory. `fileBytes` is the model's size as the loader sees it (a
+ * pack: its shards laid end to end). `weightType`/`headType` are ggml type ids (as before);
+ * `weightTypeName`/`headTypeName` their names.
  */
 
-import { stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { ModelLoader } from '../api/model-loader.ts';
+import { typeName } from '../gguf/ggml-types.ts';
 import type { Backend } from '../kernels/backend.ts';
 import { KVCache } from '../model/kv-cache.ts';
-import { type LoadedModel, loadModel } from '../model/load.ts';
+import type { LoadedModel } from '../model/load.ts';
+import type { ByteSource } from '../sources/byte-source.ts';
 import { num, oneOf, required, str } from './args.ts';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -71,6 +78,23 @@ async function runOnce(backend: Backend, m: LoadedModel, prompt: number, gen: nu
   return { prefillMs: t1 - t0, decodeMs: t2 - t1, prefillCpuMs: c1 - c0, decodeCpuMs: c2 - c1, maxDecodeRss, tokens };
 }
 
+/**
+ * A local GGUF file (a path or file:// URL ending in .gguf) opened for the wasm backend's arena, as
+ * BitNetModel.fromFile does; anything else (remote, a pack, an unreadable file) returns undefined
+ * and goes through the ModelLoader, which reports the real error (e.g. Io/FILE_NOT_FOUND).
+ */
+async function openLocalGgufForWasm(location: string): Promise<ByteSource | undefined> {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location) && !/^file:\/\//i.test(location)) return undefined;
+  const path = /^file:\/\//i.test(location) ? decodeURIComponent(new URL(location).pathname) : location;
+  if (!path.toLowerCase().endsWith('.gguf')) return undefined;
+  try {
+    const { openForWasm } = await import('../kernels/wasm/node-open.ts');
+    return await openForWasm(path);
+  } catch {
+    return undefined;
+  }
+}
+
 export async function benchCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -91,29 +115,28 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const gen = num(values, 'gen', { int: true, min: 1 }) ?? 64;
   const runs = num(values, 'runs', { int: true, min: 1 }) ?? 3;
   const kind = oneOf(values, 'backend', ['wasm', 'reference'] as const) ?? 'wasm';
-  const fileBytes = (await stat(path)).size;
 
   const tLoad = performance.now();
   let model: LoadedModel;
   let backend: Backend;
   let build = '';
   if (kind === 'wasm') {
-    const { openForWasm } = await import('../kernels/wasm/node-open.ts');
     const { WasmBackend } = await import('../kernels/wasm/backend.ts');
-    const src = await openForWasm(path);
+    const direct = await openLocalGgufForWasm(path);
     try {
-      model = await loadModel(src);
+      model = await new ModelLoader().load(direct ?? path);
     } finally {
-      await src.close?.();
+      await direct?.close?.();
     }
     const wb = WasmBackend.create(model, { numThreads: threads });
     build = wb.build;
     backend = wb;
   } else {
     const { ReferenceBackend } = await import('../kernels/reference-backend.ts');
-    model = await loadModel(path);
+    model = await new ModelLoader().load(path);
     backend = new ReferenceBackend(model);
   }
+  const fileBytes = model.file.fileSize;
   const loadMs = performance.now() - tLoad;
 
   await runOnce(backend, model, Math.min(prompt, 32), Math.min(gen, 8), 'warmup');
@@ -122,12 +145,16 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const prefill = results.map((x) => (prompt * 1000) / x.prefillMs);
   const decode = results.map((x) => (gen * 1000) / x.decodeMs);
   const hp = model.hparams;
+  const weightType = model.weights.layers[0]?.wq.type;
+  const headType = model.weights.output.type;
   const out = {
     model: path,
     fileBytes,
     shape: { nEmbd: hp.nEmbd, nLayer: hp.nLayer, nFF: hp.nFF, nHead: hp.nHead, nHeadKv: hp.nHeadKv, nVocab: hp.nVocab },
-    weightType: model.weights.layers[0]?.wq.type,
-    headType: model.weights.output.type,
+    weightType,
+    weightTypeName: weightType === undefined ? undefined : typeName(weightType),
+    headType,
+    headTypeName: typeName(headType),
     backend: kind,
     build,
     threads: (backend as { numThreads?: number }).numThreads ?? 1,

@@ -39,7 +39,10 @@ export async function generateCommand(argv: string[]): Promise<number> {
   }
   const seedRaw = str(values, 'seed');
   if (seedRaw !== undefined && !/^\d+$/.test(seedRaw))
-    throw BitNetError.Config('BAD_FLAG', `--seed must be a non-negative integer, got "${seedRaw}"`);
+    throw BitNetError.Config('BAD_FLAG', `--seed must be a non-negative integer, got "${seedRaw}"`, {
+      flag: 'seed',
+      value: seedRaw,
+    });
   const config = new GenerationConfig({
     maxNewTokens: num(values, 'max-tokens', { int: true, min: 1 }) ?? 128,
     temperature: num(values, 'temperature', { min: 0 }) ?? 0.7,

@@ -1,21 +1,44 @@
 /** `bitnet` CLI dispatch. Errors print their code and message; --json prints them as JSON on stderr. */
-import { isBitNetError } from '../errors.ts';
+import { BitNetError, isBitNetError } from '../errors.ts';
+import { joinNegativeValues, wantsHelp } from './args.ts';
 
-const USAGE = `bitnet <command> [options]
+/** Each command's usage, printed by `bitnet CMD --help` and, all together, by `bitnet --help`. */
+export const COMMAND_USAGE: Record<string, string> = {
+  generate: `generate   --model LOCATION (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--temperature T] [--top-k K]
+             [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT ...] [--threads N]
+             [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--keep-special] [--json]`,
+  logits: `logits     --model LOCATION --prompt-ids 1,2,3 [--backend reference|wasm|cuda] [--activations per-token|q8k] [--json]`,
+  synth: `synth      (--preset tiny|large|2b-4t | --hidden H --layers L --heads N --kv-heads M --ffn F --vocab V --ctx C)
+             --qtype i2_s|tq2_0|tq1_0|f16 [--arch bitnet-b1.58|bitnet-25|bitnet-1.58|bitnet]
+             [--activation silu|relu2 (silu: --arch bitnet only)]
+             [--embd-type f16|q8_0|q4_0|q6_k] [--embd-std X] --seed S --out FILE.gguf [--json]`,
+  inspect: `inspect    FILE [--json]`,
+  tokenize: `tokenize   --model LOCATION (--text TEXT | --input STRINGS.json) [--bos] [--parse-special]
+             [--pre-tokenizer default|llama-bpe] [--json]`,
+  convert: `convert    --model GGUF|HF_DIR --out DIR [--layout i2s|tl1|tl2] [--head keep|f16|q8_0|q6_k|int4]
+             [--shard-size 64MiB] [--alignment 64] [--quiet] [--json]`,
+  pull: `pull       OWNER/REPO [--file F ...] [--out DIR] [--revision R] [--endpoint URL] [--quiet] [--json]`,
+  bench: `bench      --model LOCATION [--threads N] [--prompt 128] [--gen 64] [--runs 3] [--backend wasm|reference] [--json]`,
+  serve: `serve      [--model LOCATION] [--model-id ID] [--host H] [--port P] [--api-key K ...] [--max-concurrent N]
+             [--max-queue N] [--max-tokens N] [--body-limit BYTES] [--cors-origin O ...] [--gpu-url URL]
+             [--gpu-api-key K] [--edge-max-tokens N] [--memory-budget BYTES] [--backend auto|reference|wasm|cuda]
+             [--threads N] [--json]`,
+};
+
+const LOCATIONS =
+  'LOCATION: a path, file://, https://, s3://bucket/key, r2://BINDING/key, or a shard-pack directory / manifest.json.';
+
+const USAGE = `bitnet <command> [options]       (bitnet <command> --help: that command's options)
 
 Commands:
-  generate   --model PATH (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N --temperature T --top-k K
-             --top-p P --repetition-penalty R --seed S --stop TEXT ...] [--threads N] [--backend reference|wasm] [--json]
-  logits     --model PATH --prompt-ids 1,2,3 --json
-  synth      (--preset tiny|large|2b-4t | --arch A --hidden H --layers L --heads N --kv-heads M --ffn F --vocab V --ctx C)
-             --qtype i2_s|tq2_0|tq1_0|f16 [--embd-type f16|q8_0|q4_0|q6_k] [--activation silu|relu2] --seed S --out FILE.gguf
-  inspect    FILE [--json]
-  tokenize   --model FILE (--text TEXT | --input STRINGS.json) [--bos] [--parse-special] [--pre-tokenizer P] [--json]
-  convert    --model GGUF|HF_DIR --out DIR [--layout i2s|tl1|tl2] [--head keep|f16|q8_0|q6_k|int4] [--shard-size 64MiB] [--json]
-  pull       OWNER/REPO [--file F ...] [--out DIR] [--revision R] [--json]
+${Object.values(COMMAND_USAGE)
+  .map((u) => `  ${u}`)
+  .join('\n')}
 
-Models load from a path, file://, https://, s3://bucket/key or a shard-pack directory / manifest.json.
+${LOCATIONS}
 `;
+
+const commandUsage = (cmd: string) => `bitnet ${COMMAND_USAGE[cmd].replace(/^(\S+) +/, '$1 ')}\n\n${LOCATIONS}\n`;
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -31,29 +54,53 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   bench: async () => (await import('./bench.ts')).benchCommand,
 };
 
+function report(e: BitNetError, json: boolean): void {
+  if (json) console.error(JSON.stringify({ error: e.toJSON() }));
+  else console.error(`error [${e.kind}/${e.code}]: ${e.message}`);
+}
+
+/** Exit status of usage errors (unknown command, unknown or malformed flag), as before they were typed. */
+const USAGE_EXIT = 2;
+
 export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
+  const [cmd, ...args] = argv;
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     console.log(USAGE);
-    return cmd ? 0 : 2;
+    return cmd ? 0 : USAGE_EXIT;
   }
+  const json = args.includes('--json');
   const load = COMMANDS[cmd];
   if (!load) {
-    console.error(`unknown command "${cmd}"\n\n${USAGE}`);
-    return 2;
+    report(
+      BitNetError.Config('UNKNOWN_COMMAND', `unknown command "${cmd}"`, {
+        command: cmd,
+        commands: Object.keys(COMMANDS),
+      }),
+      json,
+    );
+    if (!json) console.error(`\n${USAGE}`);
+    return USAGE_EXIT;
   }
-  const json = rest.includes('--json');
+  if (wantsHelp(args)) {
+    console.log(commandUsage(cmd));
+    return 0;
+  }
   try {
-    return await (await load())(rest);
+    return await (await load())(joinNegativeValues(args));
   } catch (e) {
     if (isBitNetError(e)) {
-      if (json) console.error(JSON.stringify({ error: e.toJSON() }));
-      else console.error(`error [${e.kind}/${e.code}]: ${e.message}`);
+      report(e, json);
       return 1;
     }
+    // node:util parseArgs: unknown option, missing value, ambiguous value, unexpected positional.
     if (e instanceof TypeError && (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      console.error(`${e.message}\n\n${USAGE}`);
-      return 2;
+      const err = BitNetError.Config('BAD_FLAG', e.message.replace(/\s*\n\s*/g, ' '), {
+        command: cmd,
+        parseError: (e as { code?: string }).code,
+      });
+      report(err, json);
+      if (!json) console.error(`\nusage: ${commandUsage(cmd)}`);
+      return USAGE_EXIT;
     }
     throw e;
   }

@@ -35,7 +35,11 @@ export interface SynthShape {
   ffn: number;
   vocab: number;
   ctx: number;
-  /** Only for arch `bitnet`: written as `bitnet.hidden_activation`. */
+  /**
+   * Only for arch `bitnet`: written as `bitnet.hidden_activation` (default silu). The b1.58 archs
+   * have no such key: their graph is always relu², so this field is ignored for them
+   * (`synthActivation` says what a file holds; the CLI refuses `--activation silu` there).
+   */
   activation?: 'silu' | 'relu2';
   ropeFreqBase?: number;
 }
@@ -65,6 +69,11 @@ export const SYNTH_PRESETS: Record<string, Omit<SynthShape, 'arch'>> = {
 /** Default architecture: Microsoft's for I2_S (bitnet.cpp loads it), upstream's `bitnet` otherwise. */
 export function defaultArch(qtype: SynthQType): string {
   return qtype === 'i2_s' ? 'bitnet-b1.58' : 'bitnet';
+}
+
+/** The activation a synthetic model with this shape runs (what its metadata says). */
+export function synthActivation(o: Pick<SynthShape, 'arch' | 'activation'>): 'silu' | 'relu2' {
+  return o.arch === 'bitnet' ? (o.activation ?? 'silu') : 'relu2';
 }
 
 function fnv1a(s: string): number {
@@ -155,7 +164,7 @@ export function synthModel(o: SynthOptions): SynthModel {
     [`${a}.attention.layer_norm_rms_epsilon`, meta.f32(1e-5)],
     [`${a}.rope.freq_base`, meta.f32(o.ropeFreqBase ?? 500000)],
   ];
-  if (a === 'bitnet') md.push(['bitnet.hidden_activation', meta.str(o.activation ?? 'silu')]);
+  if (a === 'bitnet') md.push(['bitnet.hidden_activation', meta.str(synthActivation(o))]);
   md.push(
     ['tokenizer.ggml.model', meta.str('gpt2')],
     ['tokenizer.ggml.tokens', meta.strs(vocab.tokens)],
