@@ -1,4 +1,4 @@
-// The `bitnet` CLI's error paths and flag handling (the audit of the CLI): every failure is a typed
+// The `bitnet` CLI's error paths and flag handling: every failure is a typed
 // `error [Kind/CODE]` (JSON on stderr with --json) and a non-zero exit, never a Node stack; every
 // command takes the model locations the others take; summaries say what the files hold.
 import { execFile } from 'node:child_process';
@@ -17,7 +17,7 @@ let tq: string; // TQ2_0, bitnet (silu)
 let pack: string;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'bitnet-cli-audit-'));
+  dir = await mkdtemp(join(tmpdir(), 'bitnet-cli-errors-'));
   tiny = join(dir, 'tiny.gguf');
   tq = join(dir, 'tq.gguf');
   pack = join(dir, 'pack');
