@@ -113,6 +113,12 @@ const ENDPOINTS = new Set([
   '/v1/generate',
 ]);
 
+/**
+ * How often a request may have been forwarded between instances (x-bitnet-forwarded carries the
+ * count) before this instance refuses to forward it again: edge → GPU is one hop.
+ */
+const MAX_FORWARD_HOPS = 3;
+
 function slug(s: string): string {
   return (
     s
@@ -269,11 +275,16 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     }
     const m = holder.current();
     const maxNew = new GenerationConfig(config).maxNewTokens;
+    const promptTokens = estimatePromptTokens(prompt, m?.tokenizer, templateFor);
+    // x-bitnet-forwarded: the number of hops so far (older instances send "1").
+    const fwd = c.req.header('x-bitnet-forwarded');
+    const hops = fwd === undefined ? 0 : /^\d{1,6}$/.test(fwd.trim()) ? Math.max(1, Number(fwd.trim())) : 1;
     const decision = await router.decide({
-      work: estimatePromptTokens(prompt, m?.tokenizer, templateFor) + maxNew,
+      work: promptTokens + maxNew,
+      promptTokens,
       modelBytes: deps.modelBytes,
       contextLength: m?.modelInfo().contextLength,
-      forwarded: c.req.header('x-bitnet-forwarded') !== undefined,
+      forwarded: hops > 0 && (await router.trustsForwarded(c.req.header('authorization'))),
     });
     metrics.routes.inc({ route: decision.route, reason: decision.reason });
     obs.route = decision.route;
@@ -281,13 +292,21 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const signal = c.req.raw.signal;
 
     if (decision.route === 'gpu' && router.gpu) {
-      const r = await router.gpu.forward(c.req.path, await c.req.text(), c.req.raw.headers, signal, {
+      if (hops >= MAX_FORWARD_HOPS) {
+        throw BitNetError.Config(
+          'FORWARD_LOOP',
+          `this request has been forwarded ${hops} times between bitnet-edge instances; not forwarding it again (check each instance's GPU URL)`,
+          { hops },
+        );
+      }
+      const hooks = {
         onMidStreamFailure: () => {
           router.breaker.failure();
           metrics.gpuFailures.inc({ phase: 'mid_stream' });
         },
         onEnd: () => obs.finish(),
-      });
+      };
+      const r = await router.gpu.forward(c.req.path, await c.req.text(), c.req.raw.headers, signal, hooks, hops + 1);
       if (r.ok) {
         router.breaker.success();
         obs.deferred = true;
@@ -300,7 +319,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         metrics.fallbacks.inc({ outcome: 'unavailable' });
         throw BitNetError.Io('GPU_UNAVAILABLE', `${r.error.message}; the request is too large for the edge`, {
           phase: r.phase,
-          retryAfterSeconds: Math.ceil(router.breaker.openMs / 1000),
+          // until the breaker lets the GPU be tried again; 1 s while it is still closed
+          retryAfterSeconds: router.retryAfterSeconds(),
         });
       }
       metrics.fallbacks.inc({ outcome: 'edge' });

@@ -40,11 +40,22 @@ export class ApiKeys {
   /** Throws Config UNAUTHORIZED (→ 401) unless the Authorization header holds one of the keys. */
   async check(authorization: string | undefined | null): Promise<void> {
     const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
+    const ok = await this.compare(m);
+    if (!m) throw BitNetError.Config('UNAUTHORIZED', 'missing API key: send "Authorization: Bearer <key>"');
+    if (!ok) throw BitNetError.Config('UNAUTHORIZED', 'invalid API key');
+  }
+
+  /** Whether the Authorization header holds one of the keys (same constant-time comparison, no throw). */
+  async matches(authorization: string | undefined | null): Promise<boolean> {
+    const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
+    return (await this.compare(m)) && m !== null;
+  }
+
+  private async compare(m: RegExpExecArray | null): Promise<boolean> {
     const presented = await digest(m ? m[1].trim() : '');
     let ok = false;
     for (const d of await this.digests) ok = timingSafeEqualBytes(presented, d) || ok;
-    if (!m) throw BitNetError.Config('UNAUTHORIZED', 'missing API key: send "Authorization: Bearer <key>"');
-    if (!ok) throw BitNetError.Config('UNAUTHORIZED', 'invalid API key');
+    return ok;
   }
 }
 

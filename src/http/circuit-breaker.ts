@@ -43,6 +43,14 @@ export class CircuitBreaker {
     return this.st;
   }
 
+  /**
+   * Milliseconds until an open circuit lets the next request try the GPU again (its probe), so a
+   * 503's Retry-After says when asking again can help; 0 when the circuit is not open.
+   */
+  retryAfterMs(): number {
+    return this.st === 'open' ? Math.max(0, this.openMs - (this.now() - this.openedAt)) : 0;
+  }
+
   private to(s: BreakerState): void {
     if (this.st === s) return;
     this.st = s;

@@ -30,6 +30,8 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   GPU_UNAVAILABLE: 503,
   MODEL_UNAVAILABLE: 503,
   GPU_TIMEOUT: 504,
+  // a request forwarded between instances too many times: a routing loop (Loop Detected)
+  FORWARD_LOOP: 508,
 };
 
 /** Status by BitNetError kind, for codes not listed above. */

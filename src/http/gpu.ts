@@ -10,6 +10,7 @@
  * event so the client sees an error rather than a short answer.
  */
 import { BitNetError } from '../errors.ts';
+import { ApiKeys } from './auth.ts';
 
 export interface GpuEndpointOptions {
   /** Base URL of the GPU server, e.g. https://gpu.example.com (paths are appended). */
@@ -60,6 +61,7 @@ function linkSignals(client: AbortSignal | undefined): { ac: AbortController; un
 export class GpuEndpoint {
   readonly url: string;
   private readonly key: string | undefined;
+  private readonly ownKey: ApiKeys | undefined;
   private readonly firstByteTimeoutMs: number;
   private readonly probePath: string;
   private readonly probeTimeoutMs: number;
@@ -68,10 +70,25 @@ export class GpuEndpoint {
   constructor(o: GpuEndpointOptions, fetchFn: typeof fetch = (...a) => fetch(...a)) {
     this.url = o.url.replace(/\/+$/, '');
     this.key = o.apiKey;
+    this.ownKey = o.apiKey ? new ApiKeys([o.apiKey]) : undefined;
     this.firstByteTimeoutMs = o.firstByteTimeoutMs ?? 30_000;
     this.probePath = o.probePath ?? '/readyz';
     this.probeTimeoutMs = o.probeTimeoutMs ?? 2_000;
     this.fetchFn = fetchFn;
+  }
+
+  /** Whether requests to the endpoint carry a key of this app's own (GpuEndpointOptions.apiKey). */
+  get hasKey(): boolean {
+    return this.ownKey?.enabled === true;
+  }
+
+  /**
+   * Whether an incoming request's Authorization header holds this endpoint's key (constant time):
+   * then it was sent by an instance configured like this one (or by whoever holds the GPU key,
+   * who may call the GPU directly anyway), which is what makes its x-bitnet-forwarded trustworthy.
+   */
+  async isOwnKey(authorization: string | undefined | null): Promise<boolean> {
+    return this.ownKey !== undefined && (await this.ownKey.matches(authorization));
   }
 
   /** One health check: true when the GPU server answers 2xx in time. */
@@ -95,6 +112,8 @@ export class GpuEndpoint {
     reqHeaders: Headers,
     clientSignal: AbortSignal | undefined,
     hooks: ForwardHooks,
+    /** How many times the request will have been forwarded once this hop is made (x-bitnet-forwarded). */
+    hops = 1,
   ): Promise<ForwardResult> {
     const { ac, unlink } = linkSignals(clientSignal);
     let timedOut = false;
@@ -119,7 +138,7 @@ export class GpuEndpoint {
       return { ok: false, phase, error, countsAsFailure };
     };
 
-    const headers = new Headers({ 'content-type': 'application/json', 'x-bitnet-forwarded': '1' });
+    const headers = new Headers({ 'content-type': 'application/json', 'x-bitnet-forwarded': String(hops) });
     for (const h of ['accept', 'x-request-id']) {
       const v = reqHeaders.get(h);
       if (v) headers.set(h, v);

@@ -135,3 +135,97 @@ describe('Router policy', () => {
     expect([e.code, e.details.retryAfterSeconds]).toEqual(['GPU_UNAVAILABLE', 5]);
   });
 });
+
+describe('Router: max_tokens capped at the context, Retry-After, x-bitnet-forwarded', () => {
+  const CTX = 4096;
+  const req = (promptTokens: number, maxTokens: number) => ({
+    work: promptTokens + maxTokens,
+    promptTokens,
+    modelBytes: 1000,
+    contextLength: CTX,
+    forwarded: false,
+  });
+
+  it('max_tokens = the context with a small prompt: GPU while it is up, the edge when it is down', async () => {
+    let t = 0;
+    const r = new Router(
+      { gpu: { url: 'http://gpu' }, edgeMaxTokens: 512, breaker: { failureThreshold: 1, openMs: 10_000 } },
+      () => t,
+      async () => new Response('ok'),
+    );
+    expect(await r.decide(req(10, CTX))).toMatchObject({ route: 'gpu', reason: 'large', localCapable: true });
+    expect(await r.decide(req(10, 1 << 20))).toMatchObject({ route: 'gpu', localCapable: true });
+    expect(await r.decide(req(10, 100))).toMatchObject({ route: 'edge', reason: 'small' });
+    r.breaker.failure(); // open
+    t = 1;
+    expect(await r.decide(req(10, CTX))).toMatchObject({ route: 'edge', reason: 'gpu-unavailable' });
+    expect(await r.decide(req(CTX - 1, CTX))).toMatchObject({ route: 'edge', reason: 'gpu-unavailable' });
+    // a prompt the context cannot hold is not made to fit by the cap
+    const e = await r.decide(req(CTX + 1, 10)).catch((x) => x);
+    expect(e.code).toBe('GPU_UNAVAILABLE');
+    // without the prompt's share (older callers) the work is taken as given
+    const old = await r.decide({ ...req(10, CTX), promptTokens: undefined }).catch((x) => x);
+    expect(old.code).toBe('GPU_UNAVAILABLE');
+  });
+
+  it('an explicit localMaxTokens still bounds the capped work', async () => {
+    const r = new Router(
+      { gpu: { url: 'http://gpu' }, edgeMaxTokens: 8, localMaxTokens: 100, breaker: { failureThreshold: 1 } },
+      () => 0,
+      async () => new Response('ok'),
+    );
+    r.breaker.failure();
+    expect(await r.decide({ ...req(50, 50), contextLength: 128 })).toMatchObject({ route: 'edge' });
+    // 50 + min(1000, 128 − 50) = 128 > 100
+    expect((await r.decide({ ...req(50, 1000), contextLength: 128 }).catch((x) => x)).code).toBe('GPU_UNAVAILABLE');
+  });
+
+  it('Retry-After is the time left until the breaker probes again (ceil seconds, at least 1)', async () => {
+    let t = 0;
+    const r = new Router(
+      {
+        gpu: { url: 'http://gpu' },
+        edgeMaxTokens: 8,
+        localMaxTokens: 100,
+        breaker: { failureThreshold: 1, openMs: 10_000 },
+      },
+      () => t,
+      async () => new Response('ok'),
+    );
+    expect(r.retryAfterSeconds()).toBe(1); // closed: asking again may work at once
+    r.breaker.failure();
+    const retry = async () => (await r.decide({ ...req(50, 500), contextLength: 8192 }).catch((x) => x)).details;
+    expect((await retry()).retryAfterSeconds).toBe(10);
+    t = 3_500;
+    expect((await retry()).retryAfterSeconds).toBe(7);
+    expect(r.breaker.retryAfterMs()).toBe(6_500);
+    t = 9_999;
+    expect((await retry()).retryAfterSeconds).toBe(1);
+  });
+
+  it('x-bitnet-forwarded is trusted only with this instance’s GPU key (or where nothing can be checked)', async () => {
+    const withKey = new Router({ gpu: { url: 'http://gpu', apiKey: 'gpu-secret' } }, () => 0);
+    expect(await withKey.trustsForwarded('Bearer gpu-secret')).toBe(true);
+    expect(await withKey.trustsForwarded('bearer  gpu-secret ')).toBe(true);
+    for (const a of ['Bearer client-key', 'Bearer gpu-secre', 'gpu-secret', '', undefined, null])
+      expect([a, await withKey.trustsForwarded(a)]).toEqual([a, false]);
+    expect(await new Router({}, () => 0).trustsForwarded(undefined)).toBe(true); // no GPU: changes nothing
+    expect(await new Router({ gpu: { url: 'http://gpu' } }, () => 0).trustsForwarded('Bearer x')).toBe(true);
+  });
+});
+
+describe('CircuitBreaker.retryAfterMs', () => {
+  it('counts down while open, 0 otherwise', async () => {
+    let t = 100;
+    const b = new CircuitBreaker({ failureThreshold: 1, openMs: 1000 }, () => t);
+    expect(b.retryAfterMs()).toBe(0);
+    b.failure();
+    expect(b.retryAfterMs()).toBe(1000);
+    t = 700;
+    expect(b.retryAfterMs()).toBe(400);
+    t = 5000;
+    expect(b.retryAfterMs()).toBe(0);
+    expect(await b.allow(async () => true)).toBe(true);
+    expect(b.retryAfterMs()).toBe(0);
+  });
+});

@@ -222,3 +222,160 @@ describe('router: edge or GPU', () => {
     proxy.mode = 'pass';
   });
 });
+
+describe('router: max_tokens up to the context, Retry-After, x-bitnet-forwarded', () => {
+  const CTX = 128; // the tiny model's context
+  const json = { 'content-type': 'application/json' };
+  const asks = (a: ReturnType<typeof createApp>, maxTokens: number, headers: Record<string, string> = json) =>
+    a.request('/v1/chat/completions', { method: 'POST', headers, body: body(maxTokens) });
+  const refused: typeof fetch = async () => {
+    throw new TypeError('fetch failed: connection refused');
+  };
+
+  it('max_tokens = the context: to the GPU while it is up; while it is down, served on the edge like without a GPU', async () => {
+    expect(model.modelInfo().contextLength).toBe(CTX);
+    const up = createApp({
+      model,
+      modelId: MODEL,
+      router: { gpu: { url: gpu.url, apiKey: GPU_KEY }, edgeMaxTokens: 32 },
+    });
+    const viaGpu = await asks(up, CTX);
+    expect([viaGpu.status, viaGpu.headers.get('x-bitnet-route'), viaGpu.headers.get('x-bitnet-route-reason')]).toEqual([
+      200,
+      'gpu',
+      'large',
+    ]);
+    await viaGpu.json();
+
+    const noGpu = await (await asks(createApp({ model, modelId: MODEL }), CTX)).json();
+    const down = createApp({
+      model,
+      modelId: MODEL,
+      fetch: refused,
+      router: {
+        gpu: { url: 'http://gpu.invalid', apiKey: GPU_KEY },
+        edgeMaxTokens: 32,
+        breaker: { failureThreshold: 1 },
+      },
+    });
+    const first = await asks(down, CTX); // the GPU fails before its first byte: fallback
+    expect([first.status, first.headers.get('x-bitnet-route'), first.headers.get('x-bitnet-fallback')]).toEqual([
+      200,
+      'edge',
+      'gpu-connect',
+    ]);
+    const second = await asks(down, 4096); // the circuit is open now
+    expect([second.status, second.headers.get('x-bitnet-route-reason')]).toEqual([200, 'gpu-unavailable']);
+    for (const b of [await first.json(), await second.json()]) {
+      expect(b.choices[0].message.content).toBe(noGpu.choices[0].message.content);
+      expect(b.choices[0].finish_reason).toBe(noGpu.choices[0].finish_reason);
+      expect(b.usage).toEqual(noGpu.usage);
+    }
+    // a prompt the context cannot hold still gets the 503 (the edge cannot serve it either)
+    const long = await down.request('/v1/chat/completions', {
+      method: 'POST',
+      headers: json,
+      body: body(4, { messages: [{ role: 'user', content: 'word '.repeat(300) }] }),
+    });
+    expect([long.status, (await long.json()).error.code]).toEqual([503, 'GPU_UNAVAILABLE']);
+  });
+
+  it('Retry-After on GPU_UNAVAILABLE is the time left until the breaker tries the GPU again', async () => {
+    let t = 0;
+    const a = createApp({
+      model,
+      modelId: MODEL,
+      now: () => t,
+      fetch: refused,
+      router: {
+        gpu: { url: 'http://gpu.invalid' },
+        edgeMaxTokens: 8,
+        localMaxTokens: 40, // 25 prompt tokens + 60 is too large for the edge
+        breaker: { failureThreshold: 2, openMs: 10_000 },
+      },
+    });
+    const retryAfter = async () => {
+      const r = await asks(a, 60);
+      expect([r.status, (await r.json()).error.code]).toEqual([503, 'GPU_UNAVAILABLE']);
+      return r.headers.get('retry-after');
+    };
+    expect(await retryAfter()).toBe('1'); // one failure, circuit still closed: the GPU is tried again at once
+    expect(await retryAfter()).toBe('10'); // this failure opened it
+    t = 3_500;
+    expect(await retryAfter()).toBe('7');
+    t = 9_100;
+    expect(await retryAfter()).toBe('1');
+  });
+
+  it('a client’s x-bitnet-forwarded does not skip routing; the GPU key’s does', async () => {
+    const seen: string[] = [];
+    const fakeGpu: typeof fetch = async (_url, init) => {
+      seen.push(new Headers(init?.headers).get('x-bitnet-forwarded') ?? '');
+      return new Response(JSON.stringify({ object: 'chat.completion', from: 'gpu' }), {
+        headers: { 'content-type': 'application/json' },
+      });
+    };
+    const a = createApp({
+      model,
+      modelId: MODEL,
+      apiKeys: [KEY, GPU_KEY], // an instance that is also reachable with its own GPU key (a loop)
+      fetch: fakeGpu,
+      router: { gpu: { url: 'http://gpu.test', apiKey: GPU_KEY }, edgeMaxTokens: 32 },
+    });
+    const as = (key: string, fwd?: string) => ({
+      ...json,
+      authorization: `Bearer ${key}`,
+      ...(fwd === undefined ? {} : { 'x-bitnet-forwarded': fwd }),
+    });
+
+    const plain = await asks(a, 40, as(KEY));
+    expect([plain.headers.get('x-bitnet-route'), (await plain.json()).from]).toEqual(['gpu', 'gpu']);
+    const client = await asks(a, 40, as(KEY, '1'));
+    expect([client.headers.get('x-bitnet-route'), client.headers.get('x-bitnet-route-reason')]).toEqual([
+      'gpu',
+      'large',
+    ]);
+    await client.json();
+    expect(seen).toEqual(['1', '2']); // the hop count goes on
+
+    const peer = await asks(a, 40, as(GPU_KEY, '1'));
+    expect([peer.status, peer.headers.get('x-bitnet-route-reason')]).toEqual([200, 'forwarded']);
+    expect((await peer.json()).object).toBe('chat.completion');
+    expect(seen).toHaveLength(2);
+
+    const loop = await asks(a, 40, as(KEY, '3'));
+    expect(loop.status).toBe(508);
+    expect((await loop.json()).error).toMatchObject({ code: 'FORWARD_LOOP', type: 'server_error' });
+    const small = await asks(a, 2, as(KEY, '99')); // not forwarded, so no loop
+    expect([small.status, small.headers.get('x-bitnet-route-reason')]).toEqual([200, 'small']);
+    await small.json();
+    const junk = await asks(a, 40, as(KEY, 'yes'));
+    expect(junk.headers.get('x-bitnet-route')).toBe('gpu');
+    await junk.json();
+    expect(seen.at(-1)).toBe('2');
+  });
+
+  it('two instances forwarding to each other with different keys: the hop count ends the loop', async () => {
+    const calls = { a: 0, b: 0 };
+    let a: ReturnType<typeof createApp> | undefined;
+    let b: ReturnType<typeof createApp> | undefined;
+    const cfg = (other: () => ReturnType<typeof createApp>, name: 'a' | 'b', own: string, theirs: string) =>
+      createApp({
+        model,
+        modelId: MODEL,
+        apiKeys: name === 'a' ? [KEY, own] : [own],
+        fetch: async (url, init) => {
+          calls[name]++;
+          return other().request(String(url), init);
+        },
+        router: { gpu: { url: `http://${name === 'a' ? 'b' : 'a'}.test`, apiKey: theirs }, edgeMaxTokens: 32 },
+      });
+    a = cfg(() => b!, 'a', 'key-a', 'key-b');
+    b = cfg(() => a!, 'b', 'key-b', 'key-a');
+    const r = await asks(a, 40, { ...json, authorization: `Bearer ${KEY}` });
+    expect(r.status).toBe(200);
+    expect((await r.json()).choices[0].message.content.length).toBeGreaterThan(0);
+    // a → b → a → b: the third hop is refused (508), its sender serves the request itself
+    expect(calls).toEqual({ a: 2, b: 1 });
+  });
+});
