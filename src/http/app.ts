@@ -6,9 +6,13 @@
  *   GET  /readyz                  readiness: the model is loaded (a lazy model loads here) (open)
  *   GET  /metrics                 Prometheus text
  *   GET  /v1/models               the served model
+ *   GET  /v1/models/{id}          the served model's object (OpenAI's models.retrieve); 404 for other ids
  *   POST /v1/chat/completions     OpenAI chat, SSE or JSON (prompt: the model's chat template)
  *   POST /v1/completions          OpenAI completions, SSE or JSON
  *   POST /v1/generate             native: GenerationConfig fields, SSE (event: token|done|error) or JSON
+ *
+ * A known path asked with another method gets 405 with an Allow header (HEAD works wherever GET
+ * does); an unknown path gets 404.
  *
  * Request path: route/metrics bookkeeping → CORS → API key (health routes open) → body limit →
  * zod validation → router (edge or GPU) → local engine (limiter slot) or GPU pass-through.
@@ -20,7 +24,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
 import type { z } from 'zod';
 import { GenerationConfig, type GenerationConfigInit } from '../api/generation-config.ts';
-import { BitNetError } from '../errors.ts';
+import { BitNetError, isBitNetError } from '../errors.ts';
 import { ApiKeys } from './auth.ts';
 import { type ChatTemplateOverride, chatTemplateResolver } from './chat-template.ts';
 import { errorBody, errorResponse, toBitNetError } from './errors.ts';
@@ -112,6 +116,15 @@ const ENDPOINTS = new Set([
   '/v1/completions',
   '/v1/generate',
 ]);
+/** The metrics label of /v1/models/{id}: one series, whatever ids clients ask for. */
+const MODEL_PATH = '/v1/models/{id}';
+
+/** Where a GET route and a POST route are, for 405 and its Allow header (HEAD goes with GET). */
+const GET_PATHS = ['/healthz', '/readyz', '/metrics', '/v1/models', '/v1/models/:id{.+}'];
+const POST_PATHS = ['/v1/chat/completions', '/v1/completions', '/v1/generate'];
+
+/** GenerationConfig's ceiling on maxNewTokens; OpenAI's max_tokens is clamped to it (and to the context). */
+const MAX_NEW_TOKENS = 1 << 20;
 
 /**
  * How often a request may have been forwarded between instances (x-bitnet-forwarded carries the
@@ -119,14 +132,51 @@ const ENDPOINTS = new Set([
  */
 const MAX_FORWARD_HOPS = 3;
 
-function slug(s: string): string {
+/** The id served when AppDeps.modelId is not given: the model's name as a slug. */
+export function modelIdFromName(name: string): string {
   return (
-    s
+    name
       .toLowerCase()
       .replace(/[^a-z0-9.]+/g, '-')
       .replace(/^-+|-+$/g, '') || 'bitnet'
   );
 }
+
+/**
+ * The wire names of one route's fields, so that errors raised below the HTTP layer (the engine's
+ * prompt checks, GenerationConfig's validation) name the field the client sent (`param`).
+ */
+interface WireNames {
+  /** The field holding the prompt: messages, prompt or promptIds. */
+  prompt: string;
+  /** A GenerationConfig field → the request's field (default: the same name). */
+  field?: Readonly<Record<string, string>>;
+}
+
+/** Engine errors that are about the prompt. */
+const PROMPT_ERRORS = new Set(['PROMPT_TOO_LONG', 'BAD_TOKEN', 'EMPTY_PROMPT', 'KV_SEQ_TOO_LONG', 'TOKENIZER_MISSING']);
+
+/** `e` with `details.param` set to the wire field it is about, when it names none yet. */
+function withParam(e: unknown, names: WireNames): unknown {
+  if (!isBitNetError(e) || typeof e.details.param === 'string') return e;
+  let param: string | undefined;
+  if (PROMPT_ERRORS.has(e.code)) param = names.prompt;
+  else if (e.code === 'INVALID_GENERATION_CONFIG' && typeof e.details.field === 'string')
+    param = names.field?.[e.details.field] ?? e.details.field;
+  if (param === undefined) return e;
+  return new BitNetError(e.kind, e.code, e.message, { ...e.details, param }, (e as Error).cause);
+}
+
+/** OpenAI field names of the GenerationConfig fields samplingConfig fills. */
+const openAIFields = (maxTokensField: string): Record<string, string> => ({
+  maxNewTokens: maxTokensField,
+  temperature: 'temperature',
+  topP: 'top_p',
+  topK: 'top_k',
+  repetitionPenalty: 'repetition_penalty',
+  stopSequences: 'stop',
+  seed: 'seed',
+});
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const now = deps.now ?? (() => performance.now());
@@ -135,7 +185,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   let modelId = deps.modelId ?? 'bitnet';
   const holder = new ModelHolder(deps.model, (m) => {
     const info = m.modelInfo();
-    if (deps.modelId === undefined && typeof deps.model !== 'function') modelId = slug(info.name);
+    if (deps.modelId === undefined && typeof deps.model !== 'function') modelId = modelIdFromName(info.name);
     metrics.info.set(1, { model: modelId, backend: m.engine.backendName, synthetic: String(info.synthetic) });
   });
   const router = new Router(deps.router ?? {}, now, deps.fetch, {
@@ -156,7 +206,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // Bookkeeping first, so every response (errors and 401s included) gets the route headers.
   app.use('*', async (c, next) => {
     const obs = new Obs(now(), (o) => {
-      const endpoint = ENDPOINTS.has(c.req.path) ? c.req.path : 'other';
+      const endpoint = ENDPOINTS.has(c.req.path)
+        ? c.req.path
+        : c.req.path.startsWith('/v1/models/')
+          ? MODEL_PATH
+          : 'other';
       metrics.requests.inc({ endpoint, status: String(o.status), route: o.route });
       metrics.duration.observe((now() - o.start) / 1000, { endpoint, route: o.route });
     });
@@ -174,9 +228,20 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       '*',
       cors({
         origin: deps.cors.origins,
-        allowHeaders: ['authorization', 'content-type', 'x-request-id'],
+        // No allowHeaders list: the preflight's Access-Control-Request-Headers are echoed (with
+        // Vary). Clients send headers no fixed list keeps up with (the OpenAI SDK's x-stainless-*,
+        // openai-organization, openai-project, …), and a header missing from the answer fails
+        // the whole preflight. Allowing them grants nothing: requests are authorized by the Bearer
+        // key, never by cookies (no credentials mode), and the origin check stays as configured.
         allowMethods: ['GET', 'POST', 'OPTIONS'],
-        exposeHeaders: ['x-bitnet-route', 'x-bitnet-route-reason', 'x-bitnet-fallback', 'retry-after'],
+        exposeHeaders: [
+          'x-request-id',
+          'x-bitnet-route',
+          'x-bitnet-route-reason',
+          'x-bitnet-fallback',
+          'retry-after',
+          'allow',
+        ],
         maxAge: deps.cors.maxAgeSeconds ?? 600,
       }),
     );
@@ -209,31 +274,40 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     c.body(metrics.registry.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
   );
 
-  app.get('/v1/models', (c) => {
+  /** The served model as an OpenAI model object (extended with what is known once it is loaded). */
+  const modelObject = () => {
     const m = holder.current();
     const info = m?.modelInfo();
-    return c.json({
-      object: 'list',
-      data: [
-        {
-          id: modelId,
-          object: 'model',
-          created: 0,
-          owned_by: 'bitnet-edge',
-          ...(info && {
-            name: info.name,
-            synthetic: info.synthetic,
-            ...(info.synthetic && {
-              description: 'synthetic model with random weights: the text it generates is noise',
-            }),
-            architecture: info.architecture,
-            quantization: info.quantization.type,
-            context_length: info.contextLength,
-            backend: m?.engine.backendName,
-          }),
-        },
-      ],
+    return {
+      id: modelId,
+      object: 'model',
+      created: 0,
+      owned_by: 'bitnet-edge',
+      ...(info && {
+        name: info.name,
+        synthetic: info.synthetic,
+        ...(info.synthetic && {
+          description: 'synthetic model with random weights: the text it generates is noise',
+        }),
+        architecture: info.architecture,
+        quantization: info.quantization.type,
+        context_length: info.contextLength,
+        backend: m?.engine.backendName,
+      }),
+    };
+  };
+  const unknownModel = (requested: string) =>
+    BitNetError.Model('MODEL_NOT_FOUND', `model "${requested}" is not served here (this server serves "${modelId}")`, {
+      param: 'model',
     });
+
+  app.get('/v1/models', (c) => c.json({ object: 'list', data: [modelObject()] }));
+
+  // OpenAI's models.retrieve. Ids may hold slashes ("owner/name"), sent raw or as %2F.
+  app.get('/v1/models/:id{.+}', (c) => {
+    const id = c.req.param('id');
+    if (id !== modelId) throw unknownModel(id);
+    return c.json(modelObject());
   });
 
   const limit = bodyLimit({
@@ -257,8 +331,32 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       if (!r.success) throw validationError(r.error);
     });
 
+  /**
+   * max_tokens as the local engine takes it: at most GenerationConfig's ceiling and the context
+   * length. Generation stops at the context anyway, so this changes no answer; it lets any
+   * positive max_tokens through (OpenAI clients send large ones) instead of a 400 about
+   * maxNewTokens, a field the client never sent.
+   */
+  const clampMaxTokens = (n: number): number =>
+    Math.min(n, MAX_NEW_TOKENS, holder.current()?.modelInfo().contextLength ?? MAX_NEW_TOKENS);
+
   /** Edge or GPU for one generation request, then the local run or the pass-through. */
   async function serve(
+    c: Ctx,
+    requestedModel: string | undefined,
+    prompt: PromptInput,
+    config: GenerationConfigInit,
+    names: WireNames,
+    respond: (events: Awaited<ReturnType<typeof startLocal>>, obs: Obs) => Promise<Response> | Response,
+  ): Promise<Response> {
+    try {
+      return await route(c, requestedModel, prompt, config, respond);
+    } catch (e) {
+      throw withParam(e, names);
+    }
+  }
+
+  async function route(
     c: Ctx,
     requestedModel: string | undefined,
     prompt: PromptInput,
@@ -266,13 +364,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     respond: (events: Awaited<ReturnType<typeof startLocal>>, obs: Obs) => Promise<Response> | Response,
   ): Promise<Response> {
     const obs = c.get('obs');
-    if (requestedModel !== undefined && requestedModel !== modelId) {
-      throw BitNetError.Model(
-        'MODEL_NOT_FOUND',
-        `model "${requestedModel}" is not served here (this server serves "${modelId}")`,
-        { param: 'model' },
-      );
-    }
+    if (requestedModel !== undefined && requestedModel !== modelId) throw unknownModel(requestedModel);
     const m = holder.current();
     const maxNew = new GenerationConfig(config).maxNewTokens;
     const promptTokens = estimatePromptTokens(prompt, m?.tokenizer, templateFor);
@@ -346,8 +438,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   app.post('/v1/chat/completions', limit, json, validate(chatCompletionSchema), async (c) => {
     const b = c.req.valid('json') as z.infer<typeof chatCompletionSchema>;
-    const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? defaultMaxTokens;
-    return serve(c, b.model, chatPrompt(b), samplingConfig(b, maxTokens), async (run, obs) => {
+    const maxTokens = clampMaxTokens(b.max_completion_tokens ?? b.max_tokens ?? defaultMaxTokens);
+    const names = {
+      prompt: 'messages',
+      field: openAIFields(b.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens'),
+    };
+    return serve(c, b.model, chatPrompt(b), samplingConfig(b, maxTokens), names, async (run, obs) => {
       const ident = newIdentity('chat', modelId);
       if (b.stream)
         return streamResponse(
@@ -365,7 +461,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       c,
       b.model,
       completionPrompt(b),
-      samplingConfig(b, b.max_tokens ?? defaultMaxTokens),
+      samplingConfig(b, clampMaxTokens(b.max_tokens ?? defaultMaxTokens)),
+      { prompt: 'prompt', field: openAIFields('max_tokens') },
       async (run, obs) => {
         const ident = newIdentity('completion', modelId);
         if (b.stream)
@@ -383,7 +480,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const { model, prompt, promptIds, stream, ...config } = c.req.valid('json') as z.infer<typeof generateSchema>;
     const input: PromptInput =
       prompt !== undefined ? { kind: 'text', text: prompt } : { kind: 'ids', ids: promptIds ?? [] };
-    return serve(c, model, input, config, async (run, obs) => {
+    const names = { prompt: prompt !== undefined ? 'prompt' : 'promptIds' };
+    return serve(c, model, input, config, names, async (run, obs) => {
       if (stream) return streamResponse(run, obs, nativeChunks(run.events, modelId));
       const o = await collect(run);
       return c.json({
@@ -398,12 +496,34 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     });
   });
 
+  // A known path with another method: 405 and Allow, registered after the routes so that it only
+  // answers what they did not (HEAD is dispatched to the GET routes by Hono).
+  const notAllowed = (allow: string[]) => (c: Ctx) =>
+    errorResponse(
+      BitNetError.Config('METHOD_NOT_ALLOWED', `${c.req.method} is not allowed on ${c.req.path}; use ${allow[0]}`),
+      { allow: [...allow, ...(deps.cors ? ['OPTIONS'] : [])].join(', ') },
+    );
+  for (const p of GET_PATHS) app.all(p, notAllowed(['GET', 'HEAD']));
+  for (const p of POST_PATHS) app.all(p, notAllowed(['POST']));
+
   app.notFound(() => errorResponse(BitNetError.Config('NOT_FOUND', 'no such route')));
   app.onError((err) => errorResponse(err));
   return app;
 }
 
-/** The native stream: `event: token` per token, then `event: done` with the outcome (or `event: error`). */
+/**
+ * The native stream:
+ *   event: token  {id, text}   one per generated token, in order (the ids are the outcome's
+ *                              tokenIds); text may be "" while it is held back (a possible stop
+ *                              match, an incomplete UTF-8 sequence)
+ *   event: token  {text}       at most once, last: held-back text released after the last token.
+ *                              It is no token (the engine's id −1), so it has no id; it stays a
+ *                              token event so that clients joining the token events' texts get
+ *                              the whole text, as they always did
+ *   event: done   {model, text, tokenIds, promptTokens, generatedTokens, finishReason, timings}
+ *   event: error  {error}      instead of done, when the generation fails after the stream began
+ * So the token events with an id are exactly tokenIds, and all token texts joined are done.text.
+ */
 async function* nativeChunks(
   events: Awaited<ReturnType<typeof startLocal>>['events'],
   model: string,
@@ -411,7 +531,8 @@ async function* nativeChunks(
   try {
     let r = await events.next();
     while (!r.done) {
-      yield sseEvent('token', { id: r.value.id, text: r.value.text });
+      const { id, text } = r.value;
+      yield sseEvent('token', id < 0 ? { text } : { id, text });
       r = await events.next();
     }
     const o = r.value;

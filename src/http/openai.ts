@@ -36,7 +36,8 @@ export function samplingConfig(b: ChatCompletionRequest | CompletionRequest, max
 export function chatPrompt(b: ChatCompletionRequest): PromptInput {
   const messages: ChatMessage[] = b.messages.map((m) => ({
     role: m.role,
-    content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
+    // null / absent content (allowed on assistant messages) is an empty turn
+    content: m.content == null ? '' : typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
   }));
   return { kind: 'chat', messages };
 }

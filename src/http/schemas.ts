@@ -10,7 +10,29 @@ import { BitNetError } from '../errors.ts';
 
 const unsupported = (what: string) => `${what} is not supported by this server`;
 
-const stop = z.union([z.string().min(1), z.array(z.string().min(1)).max(4)]).nullish();
+/** OpenAI's `stop`: one string or up to 4 (checked apart from the type, so that 5 says so). */
+const stop = z
+  .union([z.string().min(1), z.array(z.string().min(1))], {
+    error: 'stop must be a non-empty string or an array of non-empty strings',
+  })
+  .refine((s) => typeof s === 'string' || s.length <= 4, {
+    error: (i) => `at most 4 stop sequences are allowed (got ${(i.input as string[]).length})`,
+  })
+  .nullish();
+
+/**
+ * OpenAI's `seed` is a signed 64-bit integer; the sampler's seed is a u64 (GenerationConfig,
+ * /v1/generate). A negative seed is taken as its two's complement, the reduction the PRNG
+ * contract documents (src/generate/prng.ts: -1 means 2^64 − 1), so `seed: -1` here samples like
+ * `"seed": "18446744073709551615"` on /v1/generate, and the same negative seed always gives the
+ * same text. JSON numbers are exact only up to 2^53, hence the range.
+ */
+const openAISeed = z
+  .number()
+  .int()
+  .min(-Number.MAX_SAFE_INTEGER)
+  .max(Number.MAX_SAFE_INTEGER)
+  .transform((n) => (n < 0 ? BigInt.asUintN(64, BigInt(n)) : n));
 
 /** Sampling fields shared by /v1/chat/completions and /v1/completions. */
 const sampling = {
@@ -18,7 +40,7 @@ const sampling = {
   max_tokens: z.number().int().min(1).nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().min(0).max(1).nullish(),
-  seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullish(),
+  seed: openAISeed.nullish(),
   stop,
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
@@ -37,15 +59,24 @@ const sampling = {
 
 const textPart = z.object({ type: z.literal('text'), text: z.string() });
 
-const message = z.object({
-  role: z.enum(['system', 'developer', 'user', 'assistant'], {
-    error: 'role must be system, developer, user or assistant (tools are not supported)',
-  }),
-  content: z.union([z.string(), z.array(textPart, { error: 'only text content parts are supported' })], {
-    error: 'content must be a string or an array of text parts',
-  }),
-  name: z.string().optional(),
-});
+// An assistant message's content may be null or absent (OpenAI: it is optional when the message
+// carries tool calls or a refusal); it is then an empty turn. Other roles must have content.
+const message = z
+  .object({
+    role: z.enum(['system', 'developer', 'user', 'assistant'], {
+      error: 'role must be system, developer, user or assistant (tools are not supported)',
+    }),
+    content: z
+      .union([z.string(), z.array(textPart, { error: 'only text content parts are supported' })], {
+        error: 'content must be a string or an array of text parts',
+      })
+      .nullish(),
+    name: z.string().optional(),
+  })
+  .superRefine((m, ctx) => {
+    if (m.content == null && m.role !== 'assistant')
+      ctx.addIssue({ code: 'custom', path: ['content'], message: `content is required in a ${m.role} message` });
+  });
 
 export const chatCompletionSchema = z.object({
   ...sampling,
@@ -117,9 +148,17 @@ export const generateSchema = z
   });
 export type GenerateRequest = z.infer<typeof generateSchema>;
 
-/** A failed parse → one Config INVALID_REQUEST error naming the fields (→ 400). */
+/**
+ * A failed parse → one Config INVALID_REQUEST error naming the fields (→ 400). An unknown key
+ * (the strict /v1/generate body) is its own issue whose path is the key, so `param` names it.
+ */
 export function validationError(error: { issues: readonly z.core.$ZodIssue[] }): BitNetError {
-  const issues = error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+  const issues = error.issues.flatMap((i) => {
+    const at = i.path.map(String);
+    if (i.code === 'unrecognized_keys')
+      return i.keys.map((k) => ({ path: [...at, k].join('.'), message: 'unknown field' }));
+    return [{ path: at.join('.'), message: i.message }];
+  });
   const first = issues[0];
   const message = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ');
   return BitNetError.Config('INVALID_REQUEST', message || 'invalid request', { param: first?.path || null, issues });
