@@ -17,7 +17,7 @@ import { resolveApiKeys, serveNode } from '../adapters/node.ts';
 import { BitNetModel } from '../api/bitnet-model.ts';
 import { BitNetError } from '../errors.ts';
 import { encodeGGUF } from '../gguf/writer.ts';
-import type { AppDeps } from '../http/app.ts';
+import { type AppDeps, modelIdFromName } from '../http/app.ts';
 import type { ServedModel } from '../http/model-holder.ts';
 import { SYNTH_PRESETS, type SynthOptions, synthModel } from '../model/synth.ts';
 import { MemorySource } from '../sources/byte-source.ts';
@@ -111,7 +111,9 @@ export async function serveCommand(
     if (m.modelInfo().synthetic) console.error(`note: ${m.modelInfo().name} is a synthetic model with random weights`);
     model = m;
     modelBytes = m.modelInfo().fileSize;
-    description = `model ${modelId ?? m.modelInfo().name}, backend ${m.engine.backendName}`;
+    // The id clients must send (what /v1/models lists), not the model's display name.
+    modelId ??= modelIdFromName(m.modelInfo().name);
+    description = `model ${modelId}, backend ${m.engine.backendName}`;
   } else {
     const demo = existsSync(DEMO_MODEL_PATH);
     const m = await BitNetModel.fromFile(

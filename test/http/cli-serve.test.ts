@@ -94,6 +94,45 @@ describe('bitnet serve', () => {
     expect(await s.exited).toBe(0);
   });
 
+  it('without --model-id, the startup line and --json name the id clients must send', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bitnet-serve-'));
+    const f = join(dir, 'm.gguf');
+    await writeFile(f, await synthBytes({ qtype: 'i2_s', seed: 4, arch: 'bitnet-b1.58' }));
+    const s = serve(['--model', f]);
+    const url = await s.url;
+    const id = (await (await fetch(`${url}/v1/models`)).json()).data[0].id;
+    expect(id).toMatch(/^[a-z0-9.-]+$/); // the slug of the model's name, not the name itself
+    expect(s.output().out).toContain(`(model ${id}, backend `);
+    const r = await fetch(`${url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: id, prompt: 'hi', max_tokens: 1 }),
+    });
+    expect(r.status).toBe(200);
+    await r.json();
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+
+    // --json: one line with the URL and the served id (the key used to be missing)
+    const j = spawn(process.execPath, ['bin/bitnet.ts', 'serve', '--port', '0', '--json', '--model', f], {
+      env: { ...process.env, BITNET_API_KEYS: '', BITNET_MODEL: '' },
+    });
+    children.push(j);
+    let out = '';
+    const line = await new Promise<string>((resolve, reject) => {
+      j.stdout.on('data', (d) => {
+        out += d;
+        if (out.includes('\n')) resolve(out.split('\n')[0]);
+      });
+      j.on('exit', () => reject(new Error(`serve --json exited: ${out}`)));
+    });
+    const o = JSON.parse(line);
+    expect(o.model).toBe(id);
+    expect(o.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect((await (await fetch(`${o.url}/v1/models/${o.model}`)).json()).id).toBe(id);
+    j.kill('SIGTERM');
+  });
+
   it('bad flags are errors with a code', async () => {
     const s = serve(['--port', 'x']);
     await expect(s.url).rejects.toThrow(/BAD_FLAG/);
