@@ -68,7 +68,9 @@ describe('CORS', () => {
     const { client, seen } = clientFor(c, { organization: 'org-1', project: 'proj-1' });
     await client.models.list();
     const names: string[] = [];
-    seen.sent!.forEach((_v, k) => names.push(k));
+    seen.sent!.forEach((_v, k) => {
+      names.push(k);
+    });
     expect(names).toEqual(expect.arrayContaining(['x-stainless-lang', 'openai-organization', 'openai-project']));
     const requested = [
       ...new Set([
