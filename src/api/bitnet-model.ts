@@ -8,6 +8,7 @@
  */
 import { BitNetError } from '../errors.ts';
 import type { ByteSource } from '../sources/byte-source.ts';
+import { localPath } from '../sources/open.ts';
 import { Device } from './device.ts';
 import { GenerationConfig, type GenerationConfigInit } from './generation-config.ts';
 import { InferenceConfig } from './inference-config.ts';
@@ -33,7 +34,8 @@ async function openLocalForWasm(
   if (typeof WebAssembly === 'undefined') return undefined;
   const s = typeof location === 'string' ? location : location instanceof URL ? location.toString() : undefined;
   if (s === undefined || (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) && !s.startsWith('file://'))) return undefined;
-  const path = s.startsWith('file://') ? decodeURIComponent(new URL(s).pathname) : s;
+  // a malformed escape is Config/BAD_LOCATION here as everywhere (localPath: the rule is in sources/open.ts)
+  const path = localPath(s);
   if (!path.toLowerCase().endsWith('.gguf')) return undefined;
   try {
     const { openForWasm } = await import('../kernels/wasm/node-open.ts');

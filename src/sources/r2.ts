@@ -10,6 +10,7 @@
  */
 import { BitNetError } from '../errors.ts';
 import { type ByteSource, checkRange, type ReadOptions } from './byte-source.ts';
+import { decodeLocationPart } from './open.ts';
 import { type RetryOptions, throwIfAborted, transient, withRetry } from './retry.ts';
 
 /** The members of an R2 object (metadata) this source reads. */
@@ -49,7 +50,13 @@ function hasBody(o: R2ObjectLike | R2ObjectBodyLike): o is R2ObjectBodyLike {
 export function parseR2Url(url: string): { binding: string; key: string } {
   const m = /^r2:\/\/([^/]+)\/(.+)$/i.exec(url);
   if (!m) throw BitNetError.Config('BAD_R2_URL', `"${url}" is not an r2://BINDING/key URL`, { url });
-  return { binding: m[1], key: m[2].split('/').map(decodeURIComponent).join('/') };
+  return {
+    binding: m[1],
+    key: m[2]
+      .split('/')
+      .map((p) => decodeLocationPart(p, url))
+      .join('/'),
+  };
 }
 
 /** Finds an R2 binding by name in an env/bindings object, with a typed error when absent. */

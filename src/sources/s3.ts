@@ -20,6 +20,7 @@
 import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { BitNetError } from '../errors.ts';
 import { type ByteSource, checkRange, type ReadOptions } from './byte-source.ts';
+import { decodeLocationPart } from './open.ts';
 import {
   abortError,
   DEFAULT_RETRY,
@@ -47,7 +48,13 @@ const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/;
 export function parseS3Url(url: string): { bucket: string; key: string } {
   const m = /^s3:\/\/([^/]+)\/(.+)$/i.exec(url);
   if (!m) throw BitNetError.Config('BAD_S3_URL', `"${url}" is not an s3://bucket/key URL`, { url });
-  return { bucket: m[1], key: m[2].split('/').map(decodeURIComponent).join('/') };
+  return {
+    bucket: m[1],
+    key: m[2]
+      .split('/')
+      .map((p) => decodeLocationPart(p, url))
+      .join('/'),
+  };
 }
 
 function env(name: string): string | undefined {
