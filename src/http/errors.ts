@@ -26,10 +26,14 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   QUEUE_FULL: 429,
   // the client went away; nobody reads this status, but logs and metrics do (nginx's 499)
   CANCELLED: 499,
+  // the deployment's settings are wrong (an adapter's environment variable): the server's fault
+  INVALID_ENV: 500,
   // the server cannot serve this request now
   KV_CACHE_FULL: 503,
   GPU_UNAVAILABLE: 503,
   MODEL_UNAVAILABLE: 503,
+  // the Worker has no R2 binding to read its model from (like a missing model object)
+  R2_BINDING_MISSING: 503,
   GPU_TIMEOUT: 504,
   // a request forwarded between instances too many times: a routing loop (Loop Detected)
   FORWARD_LOOP: 508,
