@@ -3,27 +3,71 @@
  *
  * Without an API key the server binds to 127.0.0.1 whatever host was asked for, and warns:
  * an unauthenticated model server is for the local machine only.
+ *
+ * Receiving a request (headers and body) must finish within `requestTimeoutMs` (default 30 s;
+ * Node's `requestTimeout`/`headersTimeout`), else the client gets 408 and the connection closes.
+ * The limit covers receiving the request only: a response, an SSE stream included, may last as
+ * long as it needs.
+ *
+ * Shutdown: `shutdown(graceMs)` drains: the server stops accepting connections, `/readyz`
+ * answers 503 on the connections still open, and requests in flight run to their end for up to
+ * `graceMs`. What is left then is cut: an SSE stream gets a last error event (code
+ * `SHUTTING_DOWN`, in the stream's own format) and ends, a request whose response has not begun
+ * gets 503 `SHUTTING_DOWN` with `Retry-After`, and their generations are aborted; then every
+ * connection is closed. `close()` cuts at once.
  */
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
+import { BitNetError } from '../errors.ts';
 import { type AppDeps, createApp } from '../http/app.ts';
 import { parseKeyList } from '../http/auth.ts';
 
 export const LOOPBACK = '127.0.0.1';
+
+/** Default limit on receiving one request, headers and body (ms). */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** Default time in-flight requests get to finish on shutdown (ms). */
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+/** After the grace: how long the cut responses (error events, 503s) get to go out before the sockets close. */
+const FLUSH_MS = 1_000;
 
 export interface NodeServeOptions {
   host?: string;
   /** 0 = any free port (the chosen one is in the result). Default 8080. */
   port?: number;
   warn?: (message: string) => void;
+  /**
+   * Limit on receiving one request, headers and body, in ms (default 30 000; 0 = none). A client
+   * slower than this gets 408. Responses are not limited by it.
+   */
+  requestTimeoutMs?: number;
+}
+
+export interface ShutdownResult {
+  /** Requests that finished during the grace period. */
+  finished: number;
+  /** Requests cut when the grace period ran out (or close() was called). */
+  cut: number;
 }
 
 export interface RunningServer {
   url: string;
   host: string;
   port: number;
-  /** Stops accepting, ends open connections (streams included) and resolves when closed. */
+  /** The limit on receiving one request, in ms (0: none), as the server applies it. */
+  readonly requestTimeoutMs: number;
+  /** Requests being answered now (their responses not yet finished). */
+  readonly inFlight: number;
+  /** True once shutdown() or close() has begun. */
+  readonly draining: boolean;
+  /**
+   * Graceful shutdown: stops accepting, lets in-flight requests finish for up to `graceMs`
+   * (default 10 000), then cuts the rest (see the module comment). Resolves when closed. A second
+   * call returns the same promise; close() meanwhile cuts at once.
+   */
+  shutdown(graceMs?: number): Promise<ShutdownResult>;
+  /** Stops accepting, cuts open requests (streams get their error event) and resolves when closed. */
   close(): Promise<void>;
 }
 
@@ -49,24 +93,236 @@ export function safeHost(host: string | undefined, hasKeys: boolean, warn: (m: s
   return LOOPBACK;
 }
 
+const enc = new TextEncoder();
+
+function shuttingDown(): BitNetError {
+  return BitNetError.Capacity('SHUTTING_DOWN', 'the server is shutting down; retry the request', {
+    retryAfterSeconds: 1,
+  });
+}
+
+/** The OpenAI-style error body (src/http/errors.ts' shape) for SHUTTING_DOWN, a 503. */
+function shutdownBody(e: BitNetError) {
+  return { error: { message: e.message, type: 'server_error', param: null, code: e.code } };
+}
+
+/** One request being answered, and how to cut it. */
+interface Flight {
+  cut(): void;
+}
+
+/**
+ * An SSE body that can be ended from outside: `cut()` appends an error event in the route's
+ * format (`event: error` for the native /v1/generate stream, a `data: {"error": …}` line for
+ * the OpenAI ones) when the bytes so far end at an event boundary, closes the stream, and
+ * cancels the app's stream (which ends its generation). Pull-based like the app's own stream.
+ */
+function cuttableSse(
+  body: ReadableStream<Uint8Array>,
+  native: boolean,
+): { body: ReadableStream<Uint8Array>; cut(): void } {
+  const reader = body.getReader();
+  let ctl: ReadableStreamDefaultController<Uint8Array> | undefined;
+  let tail = '\n\n'; // the last two characters sent: an event boundary when "\n\n"
+  let ended = false;
+  const out = new ReadableStream<Uint8Array>(
+    {
+      start(c) {
+        ctl = c;
+      },
+      async pull(c) {
+        if (ended) return;
+        try {
+          const r = await reader.read();
+          if (ended) return;
+          if (r.done) {
+            ended = true;
+            c.close();
+            return;
+          }
+          const last = r.value.subarray(Math.max(0, r.value.byteLength - 2));
+          tail = (tail + String.fromCharCode(...last)).slice(-2);
+          c.enqueue(r.value);
+        } catch (e) {
+          if (ended) return;
+          ended = true;
+          c.error(e);
+        }
+      },
+      async cancel(reason) {
+        ended = true;
+        await reader.cancel(reason).catch(() => {});
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  return {
+    body: out,
+    cut() {
+      if (ended || !ctl) return;
+      ended = true;
+      if (tail === '\n\n') {
+        const payload = JSON.stringify(shutdownBody(shuttingDown()));
+        ctl.enqueue(enc.encode(native ? `event: error\ndata: ${payload}\n\n` : `data: ${payload}\n\n`));
+      }
+      ctl.close();
+      reader.cancel(shuttingDown()).catch(() => {});
+    },
+  };
+}
+
+/** A Request the app sees, with a signal this adapter can abort as well as the client. */
+function withSignal(req: Request, signal: AbortSignal): Request {
+  const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
+  return new Request(req.url, {
+    method: req.method,
+    headers: req.headers,
+    body: hasBody ? req.body : undefined,
+    signal: AbortSignal.any([req.signal, signal]),
+    ...(hasBody ? { duplex: 'half' } : {}),
+  } as RequestInit);
+}
+
 export async function serveNode(deps: AppDeps, opts: NodeServeOptions = {}): Promise<RunningServer> {
   const host = safeHost(opts.host, (deps.apiKeys?.length ?? 0) > 0, opts.warn);
   const app = createApp(deps);
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: host, port: opts.port ?? 8080, overrideGlobalObjects: false }, () =>
-      resolve(s as Server),
+  const requestTimeout = Math.max(0, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+  const flights = new Set<Flight>();
+  let draining = false;
+  let finished = 0;
+  let server: Server;
+  let onIdle: (() => void) | undefined; // set while shutdown waits for the last request
+
+  const handle = async (req: Request, env: { incoming: IncomingMessage; outgoing: ServerResponse }) => {
+    const { outgoing } = env;
+    const url = new URL(req.url);
+    if (draining && url.pathname === '/readyz') {
+      outgoing.shouldKeepAlive = false;
+      return Response.json({ status: 'draining' }, { status: 503, headers: { 'retry-after': '1' } });
+    }
+    const abort = new AbortController();
+    let cutNow: () => void = () => {};
+    const cutSignal = new Promise<'cut'>((resolve) => {
+      cutNow = () => resolve('cut');
+    });
+    let sse: { cut(): void } | undefined;
+    let wasCut = false;
+    const flight: Flight = {
+      cut() {
+        wasCut = true;
+        cutNow();
+        sse?.cut();
+        abort.abort(shuttingDown());
+      },
+    };
+    flights.add(flight);
+    outgoing.once('close', () => {
+      flights.delete(flight);
+      if (draining) {
+        if (!wasCut) finished++;
+        // keep-alive connections whose response just ended: close them now, not after keepAliveTimeout
+        setImmediate(() => server.closeIdleConnections());
+        if (flights.size === 0) onIdle?.();
+      }
+    });
+    // a request answered while draining closes its connection when done
+    if (draining) outgoing.shouldKeepAlive = false;
+
+    const answer = Promise.resolve(app.fetch(withSignal(req, abort.signal), env));
+    const first = await Promise.race([answer, cutSignal]);
+    if (first === 'cut') {
+      // the app's answer, when it comes, goes nowhere: free its body
+      answer.then((r) => r.body?.cancel().catch(() => {})).catch(() => {});
+      outgoing.shouldKeepAlive = false;
+      return Response.json(shutdownBody(shuttingDown()), { status: 503, headers: { 'retry-after': '1' } });
+    }
+    const res = first;
+    if (draining) outgoing.shouldKeepAlive = false;
+    if (res.body && (res.headers.get('content-type') ?? '').startsWith('text/event-stream')) {
+      const c = cuttableSse(res.body, url.pathname === '/v1/generate');
+      sse = c;
+      return new Response(c.body, { status: res.status, statusText: res.statusText, headers: res.headers });
+    }
+    return res;
+  };
+
+  server = await new Promise<Server>((resolve, reject) => {
+    const s = serve(
+      {
+        fetch: handle as never,
+        hostname: host,
+        port: opts.port ?? 8080,
+        overrideGlobalObjects: false,
+        serverOptions: {
+          requestTimeout,
+          headersTimeout: requestTimeout,
+          // Node checks the two timeouts on this interval (default 30 s, which would double a 30 s limit)
+          ...(requestTimeout > 0
+            ? { connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(requestTimeout / 10))) }
+            : {}),
+        },
+      },
+      () => resolve(s as Server),
     ) as Server;
     s.once('error', reject);
   });
   const port = (server.address() as AddressInfo).port;
+
+  let closing: Promise<ShutdownResult> | undefined;
+  let cutAll: (() => void) | undefined;
+
+  const shutdown = (graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<ShutdownResult> => {
+    closing ??= (async () => {
+      draining = true;
+      const closed = new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+      server.closeIdleConnections();
+      const idle = () =>
+        new Promise<void>((resolve) => {
+          if (flights.size === 0) resolve();
+          else onIdle = resolve;
+        });
+      let cut = 0;
+      if (flights.size > 0) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const graceOver = new Promise<void>((resolve) => {
+          cutAll = resolve;
+          timer = setTimeout(resolve, Math.max(0, graceMs));
+        });
+        await Promise.race([idle(), graceOver]);
+        clearTimeout(timer);
+        if (flights.size > 0) {
+          cut = flights.size;
+          for (const f of [...flights]) f.cut();
+          // let the error events and 503s go out, then close whatever is left
+          let flush: ReturnType<typeof setTimeout> | undefined;
+          await Promise.race([idle(), new Promise<void>((r) => (flush = setTimeout(r, FLUSH_MS)))]);
+          clearTimeout(flush);
+        }
+      }
+      onIdle = undefined;
+      server.closeAllConnections();
+      await closed;
+      return { finished, cut };
+    })();
+    return closing;
+  };
+
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
     host,
     port,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
+    requestTimeoutMs: server.requestTimeout,
+    get inFlight() {
+      return flights.size;
+    },
+    get draining() {
+      return draining;
+    },
+    shutdown,
+    close: async () => {
+      const p = shutdown(0);
+      cutAll?.();
+      await p;
+    },
   };
 }

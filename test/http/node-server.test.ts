@@ -1,13 +1,15 @@
 // The Node adapter (bitnet serve's server) driven by the real `openai` client over HTTP:
 // streaming and not, 64 concurrent streams, clean 429s past the limit, a client that disconnects,
 // and RSS over 1,000 sequential requests.
+import { connect, type Socket } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOOPBACK, type RunningServer, resolveApiKeys, safeHost, serveNode } from '../../src/adapters/node.ts';
 import type { BitNetModel } from '../../src/api/bitnet-model.ts';
-import { KEY, metric, microModel, tinyModel, waitFor } from './helpers.ts';
+import type { ServedModel } from '../../src/http/model-holder.ts';
+import { auth, KEY, metric, microModel, sseData, tinyModel, waitFor } from './helpers.ts';
 
 const MODEL = 'tiny-node';
 let model: BitNetModel;
@@ -279,5 +281,229 @@ describe('memory', () => {
     expect(growth).toBeLessThan(24);
     expect(heap.at(-1)! - heap[0]).toBeLessThan(8 * 2 ** 20);
     expect((await served()) - start).toBe(1100);
+  });
+});
+
+/**
+ * A model whose generations stop after their first token until `release()` (or their signal
+ * aborts): a request stays in flight exactly as long as a test wants, with no timing involved.
+ */
+function gatedModel(base: BitNetModel): ServedModel & { release(): void; started: () => number } {
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  let started = 0;
+  return {
+    engine: {
+      backendName: base.engine.backendName,
+      async *stream(prompt, config, signal) {
+        started++;
+        const it = base.engine.stream(prompt, config, signal);
+        try {
+          let r = await it.next();
+          let n = 0;
+          while (!r.done) {
+            yield r.value;
+            if (n++ === 0) {
+              await Promise.race([
+                gate,
+                new Promise<void>((res) => {
+                  if (signal?.aborted) res();
+                  signal?.addEventListener('abort', () => res(), { once: true });
+                }),
+              ]);
+            }
+            r = await it.next();
+          }
+          return r.value;
+        } finally {
+          await it.return(undefined as never);
+        }
+      },
+    },
+    tokenizer: base.tokenizer,
+    modelInfo: () => base.modelInfo(),
+    release: () => open(),
+    started: () => started,
+  };
+}
+
+/** Reads an SSE body until `until(text)` holds; returns the reader and the text so far. */
+async function readUntil(r: Response, until: (text: string) => boolean) {
+  const reader = r.body!.getReader();
+  const dec = new TextDecoder();
+  let text = '';
+  while (!until(text)) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    text += dec.decode(value, { stream: true });
+  }
+  return {
+    text,
+    async rest() {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return text;
+        text += dec.decode(value, { stream: true });
+      }
+    },
+  };
+}
+
+/** A raw TCP connection: write bytes, collect what comes back until the server closes it. */
+function rawConnection(url: string): Promise<{ sock: Socket; closed: Promise<string> }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const sock = connect(Number(port), hostname, () => {
+      let got = '';
+      sock.on('data', (d) => (got += d));
+      const closed = new Promise<string>((r) => sock.on('close', () => r(got)));
+      resolve({ sock, closed });
+    });
+    sock.once('error', reject);
+  });
+}
+
+const refused = (url: string) =>
+  new Promise<boolean>((resolve) => {
+    const { hostname, port } = new URL(url);
+    const sock = connect(Number(port), hostname);
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(false);
+    });
+    sock.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+  });
+
+const chatStream = (url: string, extra: Record<string, unknown> = {}) =>
+  fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: auth,
+    body: JSON.stringify({
+      model: 'gated',
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 6,
+      seed: 1,
+      stream: true,
+      ...extra,
+    }),
+  });
+
+describe('graceful shutdown (RunningServer.shutdown)', () => {
+  it('drains: no new connections, /readyz 503 on an open one, the stream in flight finishes with [DONE]', async () => {
+    const base = await tinyModel();
+    const gated = gatedModel(base);
+    const s = await serveNode({ model: gated, modelId: 'gated', apiKeys: [KEY] }, { port: 0 });
+    const r = await chatStream(s.url);
+    expect(r.status).toBe(200);
+    const first = await readUntil(r, (t) => sseData(t).length >= 2); // the role chunk and the first token
+    expect(s.inFlight).toBe(1);
+    // a connection that has begun a /readyz request before the shutdown, and finishes it after
+    const ready = await rawConnection(s.url);
+    ready.sock.write('GET /readyz HTTP/1.1\r\nHost: x\r\n');
+    await waitFor(() => s.inFlight === 1, 'nothing else'); // headers incomplete: no request yet
+
+    const done = s.shutdown(60_000);
+    expect(s.draining).toBe(true);
+    expect(await refused(s.url)).toBe(true);
+    ready.sock.write('\r\n');
+    const readyAnswer = await ready.closed;
+    expect(readyAnswer).toMatch(/^HTTP\/1\.1 503/);
+    expect(readyAnswer).toContain('"status":"draining"');
+
+    gated.release();
+    const text = await first.rest();
+    const data = sseData(text);
+    expect(data.at(-1)).toBe('[DONE]');
+    expect(data.some((d) => d.includes('"error"'))).toBe(false);
+    expect(await done).toEqual({ finished: 1, cut: 0 });
+    expect(s.inFlight).toBe(0);
+  });
+
+  it('past the grace period: streams end with a SHUTTING_DOWN error event, unanswered requests get 503, generations stop', async () => {
+    const base = await tinyModel();
+    const gated = gatedModel(base);
+    const s = await serveNode(
+      { model: gated, modelId: 'gated', apiKeys: [KEY], limits: { maxConcurrent: 4 } },
+      { port: 0 },
+    );
+    const chat = await readUntil(await chatStream(s.url), (t) => sseData(t).length >= 2);
+    const native = await readUntil(
+      await fetch(`${s.url}/v1/generate`, {
+        method: 'POST',
+        headers: auth,
+        body: JSON.stringify({ model: 'gated', prompt: 'hi', maxNewTokens: 6, seed: 1, stream: true }),
+      }),
+      (t) => t.includes('event: token'),
+    );
+    const whole = fetch(`${s.url}/v1/completions`, {
+      method: 'POST',
+      headers: auth,
+      body: JSON.stringify({ model: 'gated', prompt: 'hi', max_tokens: 6, seed: 1 }),
+    });
+    await waitFor(() => gated.started() === 3, 'the third generation to start');
+    expect(s.inFlight).toBe(3);
+
+    expect(await s.shutdown(0)).toEqual({ finished: 0, cut: 3 });
+
+    const chatData = sseData(await chat.rest());
+    expect(chatData).not.toContain('[DONE]');
+    expect(JSON.parse(chatData.at(-1)!).error.code).toBe('SHUTTING_DOWN');
+    const nativeText = await native.rest();
+    expect(nativeText).toMatch(/event: error\ndata: \{"error":\{[^\n]*"code":"SHUTTING_DOWN"/);
+    expect(nativeText).not.toContain('event: done');
+    const w = await whole;
+    expect(w.status).toBe(503);
+    expect(w.headers.get('retry-after')).toBe('1');
+    expect((await w.json()).error).toMatchObject({ code: 'SHUTTING_DOWN', type: 'server_error' });
+    // the generations were aborted, not left running: their KV cache entries are freed
+    await waitFor(() => base.engine.cache.size() === 0, 'the KV cache to be freed');
+  });
+
+  it('close() cuts at once, also in the middle of a drain', async () => {
+    const base = await tinyModel();
+    const gated = gatedModel(base);
+    const s = await serveNode({ model: gated, modelId: 'gated', apiKeys: [KEY] }, { port: 0 });
+    const chat = await readUntil(await chatStream(s.url), (t) => sseData(t).length >= 2);
+    const draining = s.shutdown(600_000);
+    await s.close();
+    expect(await draining).toEqual({ finished: 0, cut: 1 });
+    expect(JSON.parse(sseData(await chat.rest()).at(-1)!).error.code).toBe('SHUTTING_DOWN');
+  });
+});
+
+describe('request timeout (receiving a request)', () => {
+  it('a body that arrives too slowly gets 408; a stream that outlasts the limit is not cut', async () => {
+    const base = await tinyModel();
+    const gated = gatedModel(base);
+    const s = await serveNode({ model: gated, modelId: 'gated', apiKeys: [KEY] }, { port: 0, requestTimeoutMs: 300 });
+    try {
+      expect(s.requestTimeoutMs).toBe(300);
+      const slow = await rawConnection(s.url);
+      slow.sock.write(
+        `POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"model":`,
+      );
+      expect(await slow.closed).toMatch(/^HTTP\/1\.1 408/);
+
+      const stream = await readUntil(await chatStream(s.url), (t) => sseData(t).length >= 2);
+      // the response stays open well past the request timeout (and Node's check interval) ...
+      await new Promise((r) => setTimeout(r, 1200));
+      gated.release();
+      // ... and still ends normally
+      expect(sseData(await stream.rest()).at(-1)).toBe('[DONE]');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('defaults to 30 s; 0 turns the limit off', async () => {
+    const a = await serveNode({ model, modelId: MODEL, apiKeys: [KEY] }, { port: 0 });
+    const b = await serveNode({ model, modelId: MODEL, apiKeys: [KEY] }, { port: 0, requestTimeoutMs: 0 });
+    try {
+      expect(a.requestTimeoutMs).toBe(30_000);
+      expect(b.requestTimeoutMs).toBe(0);
+    } finally {
+      await a.close();
+      await b.close();
+    }
   });
 });
