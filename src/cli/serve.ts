@@ -7,13 +7,24 @@
  * API keys come from --api-key (repeatable) and BITNET_API_KEYS (comma-separated); without any,
  * the server binds to 127.0.0.1 only and warns. The GPU endpoint: --gpu-url / BITNET_GPU_URL
  * and --gpu-api-key / BITNET_GPU_API_KEY.
+ *
+ * Shutdown: the first SIGTERM/SIGINT drains (the server stops accepting, /readyz answers 503,
+ * requests in flight get up to --shutdown-grace / BITNET_SHUTDOWN_GRACE_S seconds, default 10,
+ * to finish; the rest are cut, SSE streams with a last error event SHUTTING_DOWN) and exits 0; a
+ * second signal cuts at once. Receiving a request (headers and body) is limited to
+ * --request-timeout / BITNET_REQUEST_TIMEOUT_S seconds (default 30; 0 = no limit): a slower
+ * client gets 408. Responses, SSE streams included, are not limited by it.
+ *
+ * --validate-checksums / BITNET_VALIDATE_CHECKSUMS=1: a shard pack's tensors are checked against
+ * the manifest's sha256s while the model loads, and a mismatch stops the server before it listens
+ * (Model/CHECKSUM_MISMATCH). A GGUF file carries no checksums: nothing to check there.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { resolveApiKeys, serveNode } from '../adapters/node.ts';
+import { DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, resolveApiKeys, serveNode } from '../adapters/node.ts';
 import { BitNetModel } from '../api/bitnet-model.ts';
 import { BitNetError } from '../errors.ts';
 import { encodeGGUF } from '../gguf/writer.ts';
@@ -48,6 +59,38 @@ export async function writeDemoModel(path = DEMO_MODEL_PATH): Promise<string> {
   return path;
 }
 
+const DECIMAL = /^(?:\d+(?:\.\d+)?|\.\d+)$/;
+
+/** Seconds from a flag, else an environment variable, else the default; as milliseconds. */
+function seconds(
+  flags: Record<string, unknown>,
+  flag: string,
+  env: Record<string, string | undefined>,
+  envName: string,
+  defaultMs: number,
+): number {
+  const fromFlag = num(flags, flag, { min: 0 });
+  if (fromFlag !== undefined) return Math.round(fromFlag * 1000);
+  const raw = env[envName];
+  if (raw === undefined || raw === '') return defaultMs;
+  if (!DECIMAL.test(raw.trim()))
+    throw BitNetError.Config('BAD_FLAG', `${envName} must be a number of seconds >= 0, got "${raw}"`, {
+      env: envName,
+      value: raw,
+    });
+  return Math.round(Number(raw.trim()) * 1000);
+}
+
+/** An on/off environment variable: 1/true/yes/on or 0/false/no/off (or empty). */
+function envSwitch(env: Record<string, string | undefined>, name: string): boolean | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw BitNetError.Config('BAD_FLAG', `${name} must be 1 or 0 (true/false), got "${raw}"`, { env: name, value: raw });
+}
+
 export async function serveCommand(
   argv: string[],
   env: Record<string, string | undefined> = process.env,
@@ -71,13 +114,28 @@ export async function serveCommand(
       'memory-budget': { type: 'string' },
       backend: { type: 'string' },
       threads: { type: 'string' },
+      'validate-checksums': { type: 'boolean' },
+      'shutdown-grace': { type: 'string' },
+      'request-timeout': { type: 'string' },
       json: { type: 'boolean' },
     },
     strict: true,
   });
   const location = str(values, 'model') ?? env.BITNET_MODEL;
   const backend = oneOf(values, 'backend', ['auto', 'reference', 'wasm', 'cuda'] as const) ?? 'auto';
-  const modelConfig = { backend, numThreads: num(values, 'threads', { int: true, min: 1 }) };
+  const graceMs = seconds(values, 'shutdown-grace', env, 'BITNET_SHUTDOWN_GRACE_S', DEFAULT_SHUTDOWN_GRACE_MS);
+  const requestTimeoutMs = seconds(
+    values,
+    'request-timeout',
+    env,
+    'BITNET_REQUEST_TIMEOUT_S',
+    DEFAULT_REQUEST_TIMEOUT_MS,
+  );
+  const modelConfig = {
+    backend,
+    numThreads: num(values, 'threads', { int: true, min: 1 }),
+    validateChecksums: values['validate-checksums'] === true || envSwitch(env, 'BITNET_VALIDATE_CHECKSUMS') === true,
+  };
   const budget = num(values, 'memory-budget', { int: true, min: 1 });
   const gpuUrl = str(values, 'gpu-url') ?? env.BITNET_GPU_URL;
   if (gpuUrl && !/^https?:\/\//.test(gpuUrl))
@@ -154,19 +212,38 @@ export async function serveCommand(
     host: str(values, 'host'),
     port: num(values, 'port', { int: true, min: 0, max: 65535 }) ?? 8080,
     warn: (m) => console.error(`warning: ${m}`),
+    requestTimeoutMs,
   });
   if (values.json) console.log(JSON.stringify({ url: server.url, model: modelId, description }));
   else console.log(`bitnet serve: listening on ${server.url} (${description}${gpuUrl ? `, GPU ${gpuUrl}` : ''})`);
 
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
+  // First signal: drain for up to the grace period. Second signal: cut what is left at once.
+  const signal = await new Promise<string>((resolve) => {
+    const first = (sig: string) => {
+      process.off('SIGINT', first);
+      process.off('SIGTERM', first);
+      resolve(sig);
     };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
+    process.on('SIGINT', first);
+    process.on('SIGTERM', first);
   });
-  await server.close();
+  const again = (sig: string) => {
+    console.error(`bitnet serve: ${sig} again: cutting ${server.inFlight} request(s) in flight now`);
+    void server.close();
+  };
+  process.on('SIGINT', again);
+  process.on('SIGTERM', again);
+  try {
+    const n = server.inFlight;
+    if (n > 0)
+      console.error(
+        `bitnet serve: ${signal}: draining ${n} request(s) in flight (up to ${graceMs / 1000} s; a second signal cuts them now)`,
+      );
+    const r = await server.shutdown(graceMs);
+    if (r.cut > 0) console.error(`bitnet serve: cut ${r.cut} request(s) still in flight after the grace period`);
+  } finally {
+    process.off('SIGINT', again);
+    process.off('SIGTERM', again);
+  }
   return 0;
 }

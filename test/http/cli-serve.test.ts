@@ -2,13 +2,16 @@
 // labelled as random weights; keys from BITNET_API_KEYS; loopback only without keys.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEMO_MODEL_ID, DEMO_MODEL_PATH } from '../../src/cli/serve.ts';
 import { synthBytes } from '../helpers/models.ts';
+import { makeFixture } from '../sources/util.ts';
+import { sseData, waitFor } from './helpers.ts';
 
 const children: ChildProcess[] = [];
 afterEach(() => {
@@ -137,5 +140,164 @@ describe('bitnet serve', () => {
     const s = serve(['--port', 'x']);
     await expect(s.url).rejects.toThrow(/BAD_FLAG/);
     expect(await s.exited).toBe(1);
+  });
+});
+
+/**
+ * A model slow enough that a long generation is still running when a test acts: about 2 ms a
+ * token, and seed 1 with this prompt runs the full 1000 tokens (no end-of-text).
+ */
+async function slowModelFile(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'bitnet-serve-'));
+  const f = join(dir, 'slow.gguf');
+  await writeFile(
+    f,
+    await synthBytes({
+      qtype: 'i2_s',
+      seed: 4,
+      arch: 'bitnet-b1.58',
+      hidden: 512,
+      layers: 4,
+      heads: 8,
+      kvHeads: 4,
+      ffn: 1024,
+      ctx: 1024,
+    }),
+  );
+  return f;
+}
+
+const longStream = (url: string) =>
+  fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'slow', prompt: 'hi', max_tokens: 1000, seed: 1, temperature: 0.8, stream: true }),
+  });
+
+/** Reads an SSE body until `until(text)`; `rest()` reads on to its end. */
+async function readUntil(r: Response, until: (text: string) => boolean) {
+  const reader = r.body!.getReader();
+  const dec = new TextDecoder();
+  let text = '';
+  while (!until(text)) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    text += dec.decode(value, { stream: true });
+  }
+  return {
+    async rest() {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return text;
+        text += dec.decode(value, { stream: true });
+      }
+    },
+  };
+}
+
+describe('bitnet serve: shutdown, request timeout, checksums', () => {
+  it('SIGTERM drains: the stream in flight finishes with [DONE], then the process exits 0', async () => {
+    const s = serve(['--model', await slowModelFile(), '--model-id', 'slow', '--shutdown-grace', '300']);
+    const url = await s.url;
+    const stream = await readUntil(await longStream(url), (t) => sseData(t).length >= 1);
+    s.child.kill('SIGTERM');
+    const data = sseData(await stream.rest());
+    expect(data.at(-1)).toBe('[DONE]');
+    expect(data.some((d) => d.includes('"error"'))).toBe(false);
+    expect(JSON.parse(data.at(-2)!).choices[0].finish_reason).toBe('length');
+    expect(await s.exited).toBe(0);
+    expect(s.output().err).toMatch(/SIGTERM: draining 1 request\(s\) in flight \(up to 300 s/);
+    expect(s.output().err).not.toMatch(/cut \d+ request/);
+  });
+
+  it('BITNET_SHUTDOWN_GRACE_S=0: exits at once; the stream ends with a SHUTTING_DOWN error event, no [DONE]', async () => {
+    const s = serve(['--model', await slowModelFile(), '--model-id', 'slow'], { BITNET_SHUTDOWN_GRACE_S: '0' });
+    const url = await s.url;
+    const stream = await readUntil(await longStream(url), (t) => sseData(t).length >= 1);
+    s.child.kill('SIGTERM');
+    const data = sseData(await stream.rest());
+    expect(data).not.toContain('[DONE]');
+    expect(JSON.parse(data.at(-1)!).error.code).toBe('SHUTTING_DOWN');
+    expect(await s.exited).toBe(0);
+    expect(s.output().err).toMatch(/cut 1 request\(s\) still in flight/);
+  });
+
+  it('a second signal cuts at once', async () => {
+    const s = serve(['--model', await slowModelFile(), '--model-id', 'slow', '--shutdown-grace', '300']);
+    const url = await s.url;
+    const stream = await readUntil(await longStream(url), (t) => sseData(t).length >= 1);
+    s.child.kill('SIGTERM');
+    await waitFor(() => /draining 1 request/.test(s.output().err), 'the drain to begin');
+    s.child.kill('SIGINT');
+    const data = sseData(await stream.rest());
+    expect(JSON.parse(data.at(-1)!).error.code).toBe('SHUTTING_DOWN');
+    expect(await s.exited).toBe(0);
+    expect(s.output().err).toMatch(/SIGINT again: cutting 1 request/);
+  });
+
+  it('--request-timeout: a request body slower than the limit gets 408; bad values are BAD_FLAG', async () => {
+    const s = serve(['--request-timeout', '0.3']);
+    const url = new URL(await s.url);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const sock = connect(Number(url.port), url.hostname, () => {
+        sock.write('POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n');
+        sock.write('Content-Length: 100\r\n\r\n{"model":');
+      });
+      let got = '';
+      sock.on('data', (d) => (got += d));
+      sock.on('close', () => resolve(got));
+      sock.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 408/);
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+
+    const bad = serve([], { BITNET_REQUEST_TIMEOUT_S: '30s' });
+    await expect(bad.url).rejects.toThrow(/BAD_FLAG\]: BITNET_REQUEST_TIMEOUT_S must be a number of seconds/);
+    const neg = serve(['--shutdown-grace', '-1']);
+    await expect(neg.url).rejects.toThrow(/BAD_FLAG\]: --shutdown-grace must be a number >= 0/);
+  });
+
+  it('--validate-checksums / BITNET_VALIDATE_CHECKSUMS=1: a pack with a flipped tensor byte is refused at startup; off, it serves', async () => {
+    const fx = await makeFixture();
+    const dir = await mkdtemp(join(tmpdir(), 'bitnet-serve-pack-'));
+    await cp(fx.packDir, dir, { recursive: true });
+    const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8'));
+    const t = manifest.tensors.find((x: { name: string }) => x.name === 'blk.0.ffn_up.weight');
+    const shard = join(dir, t.shard);
+    const bytes = await readFile(shard);
+    bytes[t.offset + (t.length >> 1)] ^= 0x01;
+    await writeFile(shard, bytes);
+
+    // the intact pack passes the check
+    const good = serve(['--model', fx.packDir, '--validate-checksums']);
+    await good.url;
+    good.child.kill('SIGTERM');
+    expect(await good.exited).toBe(0);
+
+    for (const [args, env] of [
+      [['--model', dir, '--validate-checksums'], {}],
+      [['--model', dir], { BITNET_VALIDATE_CHECKSUMS: '1' }],
+    ] as const) {
+      const s = serve([...args], env);
+      await expect(s.url).rejects.toThrow(/serve exited/);
+      expect(await s.exited).toBe(1);
+      expect(s.output().err).toMatch(/error \[Model\/CHECKSUM_MISMATCH\]: tensor blk\.0\.ffn_up\.weight/);
+    }
+
+    const off = serve(['--model', dir, '--model-id', 'flipped']);
+    const url = await off.url;
+    const r = await fetch(`${url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'flipped', prompt: 'hi', max_tokens: 2 }),
+    });
+    expect(r.status).toBe(200);
+    await r.json();
+    off.child.kill('SIGTERM');
+    expect(await off.exited).toBe(0);
+
+    const typo = serve(['--model', dir], { BITNET_VALIDATE_CHECKSUMS: 'yes please' });
+    await expect(typo.url).rejects.toThrow(/BITNET_VALIDATE_CHECKSUMS must be 1 or 0/);
   });
 });
