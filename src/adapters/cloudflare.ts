@@ -1,17 +1,30 @@
 /**
  * bitnet-edge/cloudflare: the app as a Cloudflare Worker (module syntax). Config: wrangler.toml.
  *
- * Bindings and vars (env):
- *   WEIGHTS                R2 bucket holding the model (binding)
+ * Bindings and vars (env; read by env.ts: integers are plain decimal digits, booleans
+ * true/false/1/0 in any case, "" is unset):
+ *   WEIGHTS                R2 bucket holding the model (binding). Without it the Worker still
+ *                          answers /healthz; /readyz and local generations answer 503
+ *                          R2_BINDING_MISSING (logged once)
  *   MODEL_KEY              object key in WEIGHTS (default "model.gguf"): a GGUF, or a shard pack's
  *                          manifest (".../manifest.json", or a prefix ending in "/" for the
  *                          manifest.json under it; its shards are read from next to it)
  *   MODEL_ID               id served in /v1/models (default "bitnet")
  *   BITNET_API_KEYS        comma-separated client keys (secret)
- *   ALLOW_UNAUTHENTICATED  "true" to serve without keys (local dev); otherwise no keys = every
+ *   ALLOW_UNAUTHENTICATED  true to serve without keys (local dev); otherwise no keys = every
  *                          non-health route answers 401
  *   GPU_URL, GPU_API_KEY   the GPU endpoint and its own key (secret)
- *   EDGE_MAX_TOKENS, MEMORY_BUDGET_BYTES, MAX_CONCURRENT, MAX_QUEUE, CORS_ORIGINS
+ *   EDGE_MAX_TOKENS        integer ≥ 0 (router default 512)
+ *   MEMORY_BUDGET_BYTES    integer ≥ 0 (default 64 MiB)
+ *   MAX_CONCURRENT         integer ≥ 1 (default 2); MAX_QUEUE integer ≥ 0 (default 16)
+ *   VALIDATE_CHECKSUMS     true: verify every tensor's sha256 while a shard pack loads
+ *                          (CHECKSUM_MISMATCH refuses the model); default false
+ *   CORS_ORIGINS           comma-separated origins, or *
+ * A bad value is INVALID_ENV naming the variable, logged once: every route answers 500 with it,
+ * except /healthz (200, alive, saying what is wrong) and /readyz (503). See env.ts.
+ *
+ * /healthz never waits for R2: until the app is built (which needs one look at R2 to size the
+ * model), it is answered without it.
  *
  * The model loads from R2 on the first request that needs it and stays in the isolate. It is read
  * with ranged reads (`r2://WEIGHTS/<key>` through openSource, R2Source underneath: ETag-pinned,
@@ -39,14 +52,16 @@ import { registerKernelModules } from '../kernels/wasm/loader.ts';
 import { MANIFEST_NAME } from '../shards/format.ts';
 import { looksLikeManifest, readManifest } from '../shards/reader.ts';
 import type { OpenOptions } from '../sources/open.ts';
-import { type R2BucketLike, R2Source } from '../sources/r2.ts';
+import { type R2BucketLike, R2Source, r2Binding } from '../sources/r2.ts';
+import { envBool, envInt, envString, misconfiguredFetch } from './env.ts';
 
 registerKernelModules({ relaxed: relaxedKernels, simd: simdKernels });
 
 export type { R2BucketLike };
 
 export interface WorkerEnv {
-  WEIGHTS: R2BucketLike;
+  /** Absent in a misconfigured deployment: then R2_BINDING_MISSING where the model is needed. */
+  WEIGHTS?: R2BucketLike;
   MODEL_KEY?: string;
   MODEL_ID?: string;
   BITNET_API_KEYS?: string;
@@ -58,17 +73,10 @@ export interface WorkerEnv {
   MAX_CONCURRENT?: string;
   MAX_QUEUE?: string;
   CORS_ORIGINS?: string;
+  VALIDATE_CHECKSUMS?: string;
 }
 
 const DEFAULT_BUDGET = 64 * 1024 * 1024;
-
-const int = (v: string | undefined): number | undefined => {
-  if (v === undefined || v.trim() === '') return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0)
-    throw BitNetError.Config('INVALID_ENV', `expected a non-negative integer, got "${v}"`);
-  return n;
-};
 
 /** The binding the model is read from. */
 const BINDING = 'WEIGHTS';
@@ -101,6 +109,21 @@ export interface ModelObject {
  * recognised by its first bytes. Undefined when the object does not exist (the load then says so).
  */
 export async function inspectModelObject(bucket: R2BucketLike, key: string): Promise<ModelObject | undefined> {
+  try {
+    return await inspect(bucket, key);
+  } catch (e) {
+    if (isBitNetError(e)) throw e;
+    // The binding itself failed (an R2 internal error): the server cannot serve now, try again later.
+    throw BitNetError.Io(
+      'MODEL_UNAVAILABLE',
+      `r2://${BINDING}/${key}: ${(e as Error)?.message ?? String(e)}`,
+      { key, retryAfterSeconds: 1 },
+      e,
+    );
+  }
+}
+
+async function inspect(bucket: R2BucketLike, key: string): Promise<ModelObject | undefined> {
   const head = await bucket.head(key);
   if (!head) return undefined;
   const lower = key.toLowerCase();
@@ -117,10 +140,14 @@ export async function inspectModelObject(bucket: R2BucketLike, key: string): Pro
 }
 
 /** Loads the model from R2 by ranged reads (r2://WEIGHTS/<key> through openSource). */
-async function loadFromR2(env: WorkerEnv, key: string): Promise<BitNetModel> {
-  const sourceOptions: OpenOptions = { bindings: { [BINDING]: env.WEIGHTS } };
+async function loadFromR2(bucket: R2BucketLike, key: string, validateChecksums: boolean): Promise<BitNetModel> {
+  const sourceOptions: OpenOptions = { bindings: { [BINDING]: bucket } };
   try {
-    return await BitNetModel.fromFile(r2Location(key), { sourceOptions, maxMemoryBytes: WORKERS_MEMORY_BYTES });
+    return await BitNetModel.fromFile(r2Location(key), {
+      sourceOptions,
+      maxMemoryBytes: WORKERS_MEMORY_BYTES,
+      validateChecksums,
+    });
   } catch (e) {
     // A missing object (the model, or a shard of it) is the server's problem: 503, not the route's 404.
     if (isBitNetError(e) && e.code === 'NOT_FOUND')
@@ -129,62 +156,129 @@ async function loadFromR2(env: WorkerEnv, key: string): Promise<BitNetModel> {
   }
 }
 
-/** AppDeps from the Worker's env (a HEAD request, or the pack manifest, to size the model). */
+/** The Worker's settings from its vars, without touching R2. A bad value throws INVALID_ENV naming it. */
+export function settingsFromEnv(env: WorkerEnv) {
+  const e = env as unknown as Record<string, unknown>;
+  const origins = parseKeyList(envString(e, 'CORS_ORIGINS'));
+  const gpuUrl = envString(e, 'GPU_URL');
+  return {
+    key: modelObjectKey(envString(e, 'MODEL_KEY')),
+    modelId: envString(e, 'MODEL_ID') ?? 'bitnet',
+    apiKeys: parseKeyList(envString(e, 'BITNET_API_KEYS')),
+    allowUnauthenticated: envBool(e, 'ALLOW_UNAUTHENTICATED') ?? false,
+    validateChecksums: envBool(e, 'VALIDATE_CHECKSUMS') ?? false,
+    cors: origins.length ? { origins: origins.includes('*') ? ('*' as const) : origins } : undefined,
+    limits: { maxConcurrent: envInt(e, 'MAX_CONCURRENT', { min: 1 }) ?? 2, maxQueue: envInt(e, 'MAX_QUEUE') ?? 16 },
+    router: {
+      gpu: gpuUrl ? { url: gpuUrl, apiKey: envString(e, 'GPU_API_KEY') } : undefined,
+      edgeMaxTokens: envInt(e, 'EDGE_MAX_TOKENS'),
+      localMemoryBudgetBytes: envInt(e, 'MEMORY_BUDGET_BYTES') ?? DEFAULT_BUDGET,
+    },
+  };
+}
+
+/**
+ * AppDeps from the Worker's env (a HEAD request, or the pack manifest, to size the model). A bad
+ * var throws INVALID_ENV; a missing WEIGHTS binding does not throw: the model's loader answers
+ * R2_BINDING_MISSING (503) where the model is needed, and routes that do not need it still work.
+ */
 export async function depsFromEnv(env: WorkerEnv): Promise<AppDeps> {
-  const key = modelObjectKey(env.MODEL_KEY);
-  const obj = await inspectModelObject(env.WEIGHTS, key);
-  let keys = parseKeyList(env.BITNET_API_KEYS);
-  if (keys.length === 0 && env.ALLOW_UNAUTHENTICATED !== 'true') {
-    console.warn(
-      'bitnet: no BITNET_API_KEYS and ALLOW_UNAUTHENTICATED is not "true": refusing every non-health request',
-    );
+  const s = settingsFromEnv(env);
+  let bucket: R2BucketLike | undefined;
+  let missing: BitNetError | undefined;
+  try {
+    bucket = r2Binding(env as unknown as Record<string, unknown>, BINDING);
+  } catch (e) {
+    missing = e as BitNetError;
+    console.error(`bitnet: ${missing.message}: the model cannot be loaded (bind an R2 bucket as ${BINDING})`);
+  }
+  const obj = bucket ? await inspectModelObject(bucket, s.key) : undefined;
+  let keys = s.apiKeys;
+  if (keys.length === 0 && !s.allowUnauthenticated) {
+    console.warn('bitnet: no BITNET_API_KEYS and ALLOW_UNAUTHENTICATED is not true: refusing every non-health request');
     keys = [crypto.randomUUID()];
   }
-  const cacheKey = `${key}@${obj?.etag ?? ''}`;
-  const origins = parseKeyList(env.CORS_ORIGINS);
+  // A model loaded unverified is not the one a VALIDATE_CHECKSUMS env asked for.
+  const cacheKey = `${s.key}@${obj?.etag ?? ''}${s.validateChecksums ? '#verified' : ''}`;
   return {
     model: () => {
+      if (!bucket) return Promise.reject(missing);
       let p = models.get(cacheKey);
       if (!p) {
-        p = loadFromR2(env, key);
+        p = loadFromR2(bucket, s.key, s.validateChecksums);
         models.set(cacheKey, p);
         p.catch(() => models.delete(cacheKey));
       }
       return p;
     },
-    modelId: env.MODEL_ID ?? 'bitnet',
+    modelId: s.modelId,
     modelBytes: obj?.bytes,
     apiKeys: keys,
-    cors: origins.length ? { origins: origins.includes('*') ? '*' : origins } : undefined,
-    limits: { maxConcurrent: int(env.MAX_CONCURRENT) ?? 2, maxQueue: int(env.MAX_QUEUE) ?? 16 },
-    router: {
-      gpu: env.GPU_URL ? { url: env.GPU_URL, apiKey: env.GPU_API_KEY } : undefined,
-      edgeMaxTokens: int(env.EDGE_MAX_TOKENS),
-      localMemoryBudgetBytes: int(env.MEMORY_BUDGET_BYTES) ?? DEFAULT_BUDGET,
-    },
+    cors: s.cors,
+    limits: s.limits,
+    router: s.router,
   };
 }
 
 type App = ReturnType<typeof createApp>;
 const apps = new WeakMap<object, Promise<App>>();
+/** Apps built, for requests that must not wait on R2 (/healthz). */
+const built = new WeakMap<object, App>();
+/** Per env: the answers of a misconfigured Worker (INVALID_ENV), logged once. */
+const misconfigured = new WeakMap<object, ((request: Request) => Response) | null>();
 
 function appFor(env: WorkerEnv): Promise<App> {
   let a = apps.get(env);
   if (!a) {
-    a = depsFromEnv(env).then(createApp);
+    a = depsFromEnv(env).then((deps) => {
+      const app = createApp(deps);
+      built.set(env, app);
+      return app;
+    });
     apps.set(env, a);
     a.catch(() => apps.delete(env));
   }
   return a;
 }
 
+/** The misconfiguration answers for `env`, or null when its vars are valid (checked once per env). */
+function misconfiguration(env: WorkerEnv): ((request: Request) => Response) | null {
+  let m = misconfigured.get(env);
+  if (m === undefined) {
+    try {
+      settingsFromEnv(env);
+      m = null;
+    } catch (e) {
+      console.error(`bitnet: the Worker's vars are invalid, every request will say so: ${(e as Error).message}`);
+      m = misconfiguredFetch(e);
+    }
+    misconfigured.set(env, m);
+  }
+  return m;
+}
+
+const ROUTE = { 'x-bitnet-route': 'edge' };
+
+/** Liveness: the isolate answers. What the app's /healthz says, without waiting for R2. */
+function alive(request: Request): Response {
+  return new Response(request.method === 'HEAD' ? null : JSON.stringify({ status: 'ok' }), {
+    headers: { 'content-type': 'application/json', ...ROUTE },
+  });
+}
+
 export default {
   async fetch(request: Request, env: WorkerEnv, ctx: unknown): Promise<Response> {
+    const ready = built.get(env);
+    if (ready) return ready.fetch(request, env, ctx as never);
+    const bad = misconfiguration(env);
+    if (bad) return bad(request);
+    if ((request.method === 'GET' || request.method === 'HEAD') && new URL(request.url).pathname === '/healthz')
+      return alive(request);
     let app: App;
     try {
       app = await appFor(env);
     } catch (e) {
-      return errorResponse(e, { 'x-bitnet-route': 'edge' });
+      return errorResponse(e, ROUTE);
     }
     return app.fetch(request, env, ctx as never);
   },
