@@ -12,6 +12,15 @@
  * (`SOURCE_CHANGED`): mixing bytes of two versions would give wrong numbers. 5xx, 408, 429, network
  * errors, stalls (no byte for `stallTimeoutMs`) and truncated bodies are retried with backoff and
  * jitter; a retry asks only for the bytes still missing. The caller's AbortSignal ends everything.
+ *
+ * A transfer that trickles (bytes keep coming, so the stall timer never fires, but fewer than
+ * `minBytesPerSecond` on average over each `speedWindowMs`, by default 4 KiB/s over the stall
+ * timeout) is abandoned with `HTTP_TOO_SLOW` and retried like a stall. A 1.2 GB model over a
+ * 10 MB/s link runs each request at hundreds of KB/s, far above the floor.
+ *
+ * Every request asks for `Accept-Encoding: identity`. A response that is content-encoded anyway
+ * (gzip, br, …) does not carry the file's bytes, and its Content-Length/Content-Range count the
+ * encoded ones: it is refused with `HTTP_CONTENT_ENCODED` (final), whatever its status.
  */
 import { BitNetError } from '../errors.ts';
 import { type ByteSource, checkRange, type ReadOptions } from './byte-source.ts';
@@ -38,6 +47,77 @@ export interface HttpSourceOptions {
   probeBytes?: number;
   /** The fetch to use (default: the global one). */
   fetch?: typeof fetch;
+  /**
+   * Slowest transfer accepted, in bytes a second averaged over `speedWindowMs` (default 4096;
+   * 0 = no floor). Slower requests fail with HTTP_TOO_SLOW and are retried.
+   */
+  minBytesPerSecond?: number;
+  /** The window of `minBytesPerSecond` in ms (default: the retry policy's stall timeout, 30 s). */
+  speedWindowMs?: number;
+}
+
+export const DEFAULT_MIN_BYTES_PER_SECOND = 4096;
+
+/**
+ * Aborts a request that receives fewer than `min` bytes a second over each window (or, near its
+ * end, fewer than the bytes still missing). `signal` goes to the StallTimer as its outer signal.
+ */
+class SpeedGuard {
+  readonly signal: AbortSignal | undefined;
+  error: BitNetError | undefined;
+  private readonly ctl = new AbortController();
+  private timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(
+    o: HttpSourceOptions,
+    stallMs: number,
+    expected: number,
+    progress: { got: number },
+    where: string,
+    outer: AbortSignal | undefined,
+  ) {
+    const min = o.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND;
+    const windowMs = o.speedWindowMs ?? stallMs;
+    if (!(min > 0) || !(windowMs > 0)) {
+      this.signal = outer;
+      return;
+    }
+    this.signal = outer ? AbortSignal.any([outer, this.ctl.signal]) : this.ctl.signal;
+    let last = progress.got;
+    this.timer = setInterval(() => {
+      const got = progress.got - last;
+      const need = Math.min((min * windowMs) / 1000, expected - last);
+      last = progress.got;
+      if (got >= need) return;
+      // not a byte in a window as long as the stall timeout: that is the stall timer's (HTTP_STALLED)
+      if (got === 0 && windowMs >= stallMs) return;
+      this.error = transient(
+        'HTTP_TOO_SLOW',
+        `${where}: the transfer is too slow: ${got} bytes in ${windowMs / 1000} s, under ${min} bytes/s`,
+        { url: where, bytes: got, windowMs, minBytesPerSecond: min },
+      );
+      this.done();
+      this.ctl.abort(this.error);
+    }, windowMs);
+  }
+
+  done(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
+
+/** A content-encoded response does not carry the file's bytes (see the top of this file). */
+function checkIdentity(res: Response, where: string): void {
+  const ce = (res.headers.get('content-encoding') ?? '').trim().toLowerCase();
+  if (ce === '' || ce === 'identity') return;
+  void res.body?.cancel();
+  throw BitNetError.Io(
+    'HTTP_CONTENT_ENCODED',
+    `${where}: the server compressed the body (Content-Encoding: ${ce}) although identity was asked for; ` +
+      'serve the file uncompressed (turn off compression for it)',
+    { url: where, status: res.status, contentEncoding: ce },
+  );
 }
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/;
@@ -62,8 +142,15 @@ function statusError(status: number, where: string, size?: number): BitNetError 
 }
 
 /** Classifies a failure of fetch() or of reading a body. */
-function fetchFailure(e: unknown, timer: StallTimer, signal: AbortSignal | undefined, where: string): BitNetError {
+function fetchFailure(
+  e: unknown,
+  timer: StallTimer,
+  signal: AbortSignal | undefined,
+  where: string,
+  guard?: SpeedGuard,
+): BitNetError {
   if (signal?.aborted) return abortError(signal);
+  if (guard?.error) return guard.error;
   if (timer.stalled) return transient('HTTP_STALLED', `${where}: the transfer stalled`, { url: where }, e);
   if (e instanceof BitNetError) return e;
   return transient('HTTP_NETWORK', `${where}: ${(e as Error)?.message ?? String(e)}`, { url: where }, e);
@@ -123,7 +210,9 @@ export class HttpSource implements ByteSource {
     return withRetry(
       `opening ${where}`,
       async () => {
-        const timer = new StallTimer(stall, signal);
+        const progress = { got: 0 };
+        const guard = new SpeedGuard(o, stall, probe, progress, where, signal);
+        const timer = new StallTimer(stall, guard.signal);
         try {
           let res: Response;
           try {
@@ -134,9 +223,10 @@ export class HttpSource implements ByteSource {
               redirect: 'follow',
             });
           } catch (e) {
-            throw fetchFailure(e, timer, signal, where);
+            throw fetchFailure(e, timer, signal, where, guard);
           }
           timer.kick();
+          if (res.status === 200 || res.status === 206) checkIdentity(res, where);
           const etag = res.headers.get('etag') ?? undefined;
           const lastModified = res.headers.get('last-modified') ?? undefined;
           if (res.status === 416) {
@@ -176,15 +266,16 @@ export class HttpSource implements ByteSource {
             throw statusError(res.status, where);
           }
           const head = new Uint8Array(expected);
-          const got = res.body ? await readBodyInto(res.body, head, 0, expected, timer, where) : 0;
+          const got = res.body ? await readBodyInto(res.body, head, 0, expected, timer, where, progress) : 0;
           if (got < expected) {
             throw transient('HTTP_TRUNCATED', `${where}: body ended after ${got} of ${expected} bytes`, { url: where });
           }
           return new HttpSource(u, o, size, head, etag, lastModified);
         } catch (e) {
-          throw fetchFailure(e, timer, signal, where);
+          throw fetchFailure(e, timer, signal, where, guard);
         } finally {
           timer.done();
+          guard.done();
         }
       },
       o.retry,
@@ -222,8 +313,9 @@ export class HttpSource implements ByteSource {
       async () => {
         const s = start + done;
         const e = start + len - 1;
-        const timer = new StallTimer(stall, signal);
         const progress = { got: 0 };
+        const guard = new SpeedGuard(this.o, stall, e - s + 1, progress, this.description, signal);
+        const timer = new StallTimer(stall, guard.signal);
         try {
           const headers: Record<string, string> = {
             ...this.o.headers,
@@ -236,9 +328,10 @@ export class HttpSource implements ByteSource {
           try {
             res = await this.fetchFn(this.url, { headers, signal: timer.signal, redirect: 'follow' });
           } catch (err) {
-            throw fetchFailure(err, timer, signal, this.description);
+            throw fetchFailure(err, timer, signal, this.description, guard);
           }
           timer.kick();
+          if (res.status === 200 || res.status === 206) checkIdentity(res, this.description);
           if (res.status !== 206) {
             await res.body?.cancel();
             if (res.status === 200) {
@@ -260,11 +353,12 @@ export class HttpSource implements ByteSource {
             });
           }
         } catch (err) {
-          throw fetchFailure(err, timer, signal, this.description);
+          throw fetchFailure(err, timer, signal, this.description, guard);
         } finally {
           // Keep what arrived: the next attempt asks only for the rest.
           done += progress.got;
           timer.done();
+          guard.done();
         }
       },
       this.o.retry,
