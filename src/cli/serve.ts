@@ -15,7 +15,12 @@
  * --request-timeout / BITNET_REQUEST_TIMEOUT_S seconds (default 30; 0 = no limit): a slower
  * client gets 408. Responses, SSE streams included, are not limited by it.
  *
- * --validate-checksums / BITNET_VALIDATE_CHECKSUMS=1: a shard pack's tensors are checked against
+ * Remote model loads (https://, s3://): BITNET_HTTP_TIMEOUT_S (a request with no byte for this
+ * long is retried; default 30), BITNET_HTTP_RETRIES (retries after the first attempt; default 4)
+ * and BITNET_HTTP_MIN_BYTES_PER_S (https://: a slower transfer, averaged over the timeout, is
+ * retried as HTTP_TOO_SLOW; default 4096, 0 = no floor).
+ *
+ * --validate-checksums / BITNET_VALIDATE_CHECKSUMS=1 (true/false/1/0): a shard pack's tensors are checked against
  * the manifest's sha256s while the model loads, and a mismatch stops the server before it listens
  * (Model/CHECKSUM_MISMATCH). A GGUF file carries no checksums: nothing to check there.
  */
@@ -24,6 +29,7 @@ import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { envBool, envInt, invalidEnv } from '../adapters/env.ts';
 import { DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, resolveApiKeys, serveNode } from '../adapters/node.ts';
 import { BitNetModel } from '../api/bitnet-model.ts';
 import { BitNetError } from '../errors.ts';
@@ -32,6 +38,7 @@ import { type AppDeps, modelIdFromName } from '../http/app.ts';
 import type { ServedModel } from '../http/model-holder.ts';
 import { SYNTH_PRESETS, type SynthOptions, synthModel } from '../model/synth.ts';
 import { MemorySource } from '../sources/byte-source.ts';
+import type { OpenOptions } from '../sources/open.ts';
 import { num, oneOf, str } from './args.ts';
 
 /** The demo: the `tiny` preset, I2_S, seed 1. Random weights. */
@@ -61,7 +68,10 @@ export async function writeDemoModel(path = DEMO_MODEL_PATH): Promise<string> {
 
 const DECIMAL = /^(?:\d+(?:\.\d+)?|\.\d+)$/;
 
-/** Seconds from a flag, else an environment variable, else the default; as milliseconds. */
+/**
+ * Seconds from a flag, else an environment variable, else the default; as milliseconds. A bad
+ * flag is BAD_FLAG, a bad variable INVALID_ENV naming it (as the other adapters' settings).
+ */
 function seconds(
   flags: Record<string, unknown>,
   flag: string,
@@ -73,22 +83,27 @@ function seconds(
   if (fromFlag !== undefined) return Math.round(fromFlag * 1000);
   const raw = env[envName];
   if (raw === undefined || raw === '') return defaultMs;
-  if (!DECIMAL.test(raw.trim()))
-    throw BitNetError.Config('BAD_FLAG', `${envName} must be a number of seconds >= 0, got "${raw}"`, {
-      env: envName,
-      value: raw,
-    });
-  return Math.round(Number(raw.trim()) * 1000);
+  if (!DECIMAL.test(raw)) throw invalidEnv(envName, raw, 'must be a number of seconds >= 0 (decimal digits)');
+  return Math.round(Number(raw) * 1000);
 }
 
-/** An on/off environment variable: 1/true/yes/on or 0/false/no/off (or empty). */
-function envSwitch(env: Record<string, string | undefined>, name: string): boolean | undefined {
-  const raw = env[name];
-  if (raw === undefined || raw.trim() === '') return undefined;
-  const v = raw.trim().toLowerCase();
-  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
-  if (['0', 'false', 'no', 'off'].includes(v)) return false;
-  throw BitNetError.Config('BAD_FLAG', `${name} must be 1 or 0 (true/false), got "${raw}"`, { env: name, value: raw });
+/** Retry/stall settings of remote model sources from BITNET_HTTP_*; undefined when none is set. */
+function remoteSourceOptions(env: Record<string, string | undefined>): OpenOptions | undefined {
+  const NONE = -1;
+  const stallMs = seconds({}, 'http-timeout', env, 'BITNET_HTTP_TIMEOUT_S', NONE);
+  if (stallMs === 0)
+    throw invalidEnv('BITNET_HTTP_TIMEOUT_S', env.BITNET_HTTP_TIMEOUT_S ?? '', 'must be more than 0 seconds');
+  const retries = envInt(env, 'BITNET_HTTP_RETRIES');
+  const minBytesPerSecond = envInt(env, 'BITNET_HTTP_MIN_BYTES_PER_S');
+  if (stallMs === NONE && retries === undefined && minBytesPerSecond === undefined) return undefined;
+  const retry = {
+    ...(stallMs !== NONE ? { stallTimeoutMs: stallMs } : {}),
+    ...(retries !== undefined ? { retries } : {}),
+  };
+  return {
+    retry,
+    http: minBytesPerSecond !== undefined ? { minBytesPerSecond } : undefined,
+  };
 }
 
 export async function serveCommand(
@@ -134,7 +149,8 @@ export async function serveCommand(
   const modelConfig = {
     backend,
     numThreads: num(values, 'threads', { int: true, min: 1 }),
-    validateChecksums: values['validate-checksums'] === true || envSwitch(env, 'BITNET_VALIDATE_CHECKSUMS') === true,
+    validateChecksums: values['validate-checksums'] === true || envBool(env, 'BITNET_VALIDATE_CHECKSUMS') === true,
+    sourceOptions: remoteSourceOptions(env),
   };
   const budget = num(values, 'memory-budget', { int: true, min: 1 });
   const gpuUrl = str(values, 'gpu-url') ?? env.BITNET_GPU_URL;
@@ -214,12 +230,17 @@ export async function serveCommand(
     warn: (m) => console.error(`warning: ${m}`),
     requestTimeoutMs,
   });
-  if (values.json) console.log(JSON.stringify({ url: server.url, model: modelId, description }));
-  else console.log(`bitnet serve: listening on ${server.url} (${description}${gpuUrl ? `, GPU ${gpuUrl}` : ''})`);
-
   // First signal: drain for up to the grace period. Second signal: cut what is left at once.
-  const signal = await new Promise<string>((resolve) => {
+  // The handlers go in before the startup line, so that whoever waits for it can signal at once,
+  // and the second one goes in before the first goes out (never a moment with the default action).
+  const again = (sig: string) => {
+    console.error(`bitnet serve: ${sig} again: cutting ${server.inFlight} request(s) in flight now`);
+    void server.close();
+  };
+  const signalled = new Promise<string>((resolve) => {
     const first = (sig: string) => {
+      process.on('SIGINT', again);
+      process.on('SIGTERM', again);
       process.off('SIGINT', first);
       process.off('SIGTERM', first);
       resolve(sig);
@@ -227,12 +248,10 @@ export async function serveCommand(
     process.on('SIGINT', first);
     process.on('SIGTERM', first);
   });
-  const again = (sig: string) => {
-    console.error(`bitnet serve: ${sig} again: cutting ${server.inFlight} request(s) in flight now`);
-    void server.close();
-  };
-  process.on('SIGINT', again);
-  process.on('SIGTERM', again);
+  if (values.json) console.log(JSON.stringify({ url: server.url, model: modelId, description }));
+  else console.log(`bitnet serve: listening on ${server.url} (${description}${gpuUrl ? `, GPU ${gpuUrl}` : ''})`);
+
+  const signal = await signalled;
   try {
     const n = server.inFlight;
     if (n > 0)

@@ -3,7 +3,8 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { createServer } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -28,7 +29,12 @@ function serve(args: string[], env: Record<string, string> = {}) {
   let err = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (err += d));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const exited = new Promise<number | null>((r) =>
+    child.on('exit', (code, sig) => {
+      if (sig) err += `\n[exited on ${sig}]`;
+      r(code);
+    }),
+  );
   const url = new Promise<string>((resolve, reject) => {
     child.stdout.on('data', () => {
       const m = /listening on (http:\/\/\S+)/.exec(out);
@@ -253,9 +259,32 @@ describe('bitnet serve: shutdown, request timeout, checksums', () => {
     expect(await s.exited).toBe(0);
 
     const bad = serve([], { BITNET_REQUEST_TIMEOUT_S: '30s' });
-    await expect(bad.url).rejects.toThrow(/BAD_FLAG\]: BITNET_REQUEST_TIMEOUT_S must be a number of seconds/);
+    await expect(bad.url).rejects.toThrow(/INVALID_ENV\]: BITNET_REQUEST_TIMEOUT_S must be a number of seconds/);
     const neg = serve(['--shutdown-grace', '-1']);
     await expect(neg.url).rejects.toThrow(/BAD_FLAG\]: --shutdown-grace must be a number >= 0/);
+  });
+
+  it('BITNET_HTTP_TIMEOUT_S / BITNET_HTTP_RETRIES: a model server that never answers fails the start-up within them', async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer(() => {}); // accepts, never answers
+    silent.on('connection', (sock) => sockets.add(sock));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = silent.address() as { port: number };
+      const s = serve(['--model', `http://127.0.0.1:${port}/m.gguf`], {
+        BITNET_HTTP_TIMEOUT_S: '0.2',
+        BITNET_HTTP_RETRIES: '1',
+      });
+      await expect(s.url).rejects.toThrow(/serve exited/);
+      expect(await s.exited).toBe(1);
+      expect(s.output().err).toMatch(/error \[Io\/RETRIES_EXHAUSTED\]: .*gave up after 2 attempts \(HTTP_STALLED/);
+
+      const bad = serve(['--model', `http://127.0.0.1:${port}/m.gguf`], { BITNET_HTTP_RETRIES: 'two' });
+      await expect(bad.url).rejects.toThrow(/INVALID_ENV\]: BITNET_HTTP_RETRIES must be a non-negative integer/);
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+    }
   });
 
   it('--validate-checksums / BITNET_VALIDATE_CHECKSUMS=1: a pack with a flipped tensor byte is refused at startup; off, it serves', async () => {
@@ -278,6 +307,7 @@ describe('bitnet serve: shutdown, request timeout, checksums', () => {
     for (const [args, env] of [
       [['--model', dir, '--validate-checksums'], {}],
       [['--model', dir], { BITNET_VALIDATE_CHECKSUMS: '1' }],
+      [['--model', dir], { BITNET_VALIDATE_CHECKSUMS: 'TRUE' }],
     ] as const) {
       const s = serve([...args], env);
       await expect(s.url).rejects.toThrow(/serve exited/);
@@ -298,6 +328,6 @@ describe('bitnet serve: shutdown, request timeout, checksums', () => {
     expect(await off.exited).toBe(0);
 
     const typo = serve(['--model', dir], { BITNET_VALIDATE_CHECKSUMS: 'yes please' });
-    await expect(typo.url).rejects.toThrow(/BITNET_VALIDATE_CHECKSUMS must be 1 or 0/);
+    await expect(typo.url).rejects.toThrow(/INVALID_ENV\]: BITNET_VALIDATE_CHECKSUMS must be true, false, 1 or 0/);
   });
 });
