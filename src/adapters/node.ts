@@ -286,7 +286,8 @@ export async function serveNode(deps: AppDeps, opts: NodeServeOptions = {}): Pro
         let timer: ReturnType<typeof setTimeout> | undefined;
         const graceOver = new Promise<void>((resolve) => {
           cutAll = resolve;
-          timer = setTimeout(resolve, Math.max(0, graceMs));
+          // (setTimeout takes at most 2^31-1 ms; more would fire at once)
+          timer = setTimeout(resolve, Math.min(2 ** 31 - 1, Math.max(0, graceMs)));
         });
         await Promise.race([idle(), graceOver]);
         clearTimeout(timer);
