@@ -23,6 +23,7 @@ import type { Backend } from '../kernels/backend.ts';
 import { KVCache } from '../model/kv-cache.ts';
 import type { LoadedModel } from '../model/load.ts';
 import type { ByteSource } from '../sources/byte-source.ts';
+import { localPath } from '../sources/open.ts';
 import { num, oneOf, required, str } from './args.ts';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -85,7 +86,7 @@ async function runOnce(backend: Backend, m: LoadedModel, prompt: number, gen: nu
  */
 async function openLocalGgufForWasm(location: string): Promise<ByteSource | undefined> {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location) && !/^file:\/\//i.test(location)) return undefined;
-  const path = /^file:\/\//i.test(location) ? decodeURIComponent(new URL(location).pathname) : location;
+  const path = localPath(location);
   if (!path.toLowerCase().endsWith('.gguf')) return undefined;
   try {
     const { openForWasm } = await import('../kernels/wasm/node-open.ts');

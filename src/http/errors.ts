@@ -32,6 +32,8 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   KV_CACHE_FULL: 503,
   GPU_UNAVAILABLE: 503,
   MODEL_UNAVAILABLE: 503,
+  // the Node server is draining for shutdown (the adapter writes the same status itself)
+  SHUTTING_DOWN: 503,
   // the Worker has no R2 binding to read its model from (like a missing model object)
   R2_BINDING_MISSING: 503,
   GPU_TIMEOUT: 504,

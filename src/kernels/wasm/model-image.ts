@@ -25,6 +25,7 @@ import type { HParams } from '../../model/hparams.ts';
 import { EMBD_TYPES, type Linear, type ModelWeights } from '../../model/weights.ts';
 import type { TensorView } from '../../quant/float-codecs.ts';
 import { packTL, type TLLayout, ternaryOf, tlImageBytes } from '../../quant/tl.ts';
+import { localPath } from '../../sources/open.ts';
 import type { Arena } from './arena.ts';
 import { LAYER, LIN, MD } from './exports.ts';
 import type { WeightArena } from './weight-arena.ts';
@@ -95,7 +96,7 @@ function fileReader(
   const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
   const fs = proc?.getBuiltinModule?.('node:fs') as NodeFs | undefined;
   if (!fs) return undefined;
-  const path = location.startsWith('file://') ? decodeURIComponent(new URL(location).pathname) : location;
+  const path = localPath(location);
   try {
     if (!fs.existsSync(path)) return undefined;
     const fd = fs.openSync(path, 'r');
