@@ -7,8 +7,8 @@
  * breaking out of the loop aborts the generation and frees its KV cache entries).
  */
 import { BitNetError } from '../errors.ts';
+import { openLocalGguf } from '../kernels/wasm/open-local.ts';
 import type { ByteSource } from '../sources/byte-source.ts';
-import { localPath } from '../sources/open.ts';
 import { Device } from './device.ts';
 import { GenerationConfig, type GenerationConfigInit } from './generation-config.ts';
 import { InferenceConfig } from './inference-config.ts';
@@ -33,16 +33,7 @@ async function openLocalForWasm(
     return undefined;
   if (typeof WebAssembly === 'undefined') return undefined;
   const s = typeof location === 'string' ? location : location instanceof URL ? location.toString() : undefined;
-  if (s === undefined || (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) && !s.startsWith('file://'))) return undefined;
-  // a malformed escape is Config/BAD_LOCATION here as everywhere (localPath: the rule is in sources/open.ts)
-  const path = localPath(s);
-  if (!path.toLowerCase().endsWith('.gguf')) return undefined;
-  try {
-    const { openForWasm } = await import('../kernels/wasm/node-open.ts');
-    return await openForWasm(path);
-  } catch {
-    return undefined; // not Node, or not a readable GGUF: the ordinary path reports the real error
-  }
+  return s === undefined ? undefined : openLocalGguf(s);
 }
 
 export type TextStream = ReadableStream<string> & AsyncIterable<string>;

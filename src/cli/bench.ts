@@ -20,10 +20,9 @@ import { parseArgs } from 'node:util';
 import { ModelLoader } from '../api/model-loader.ts';
 import { typeName } from '../gguf/ggml-types.ts';
 import type { Backend } from '../kernels/backend.ts';
+import { openLocalGguf } from '../kernels/wasm/open-local.ts';
 import { KVCache } from '../model/kv-cache.ts';
 import type { LoadedModel } from '../model/load.ts';
-import type { ByteSource } from '../sources/byte-source.ts';
-import { localPath } from '../sources/open.ts';
 import { num, oneOf, required, str } from './args.ts';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -79,23 +78,6 @@ async function runOnce(backend: Backend, m: LoadedModel, prompt: number, gen: nu
   return { prefillMs: t1 - t0, decodeMs: t2 - t1, prefillCpuMs: c1 - c0, decodeCpuMs: c2 - c1, maxDecodeRss, tokens };
 }
 
-/**
- * A local GGUF file (a path or file:// URL ending in .gguf) opened for the wasm backend's arena, as
- * BitNetModel.fromFile does; anything else (remote, a pack, an unreadable file) returns undefined
- * and goes through the ModelLoader, which reports the real error (e.g. Io/FILE_NOT_FOUND).
- */
-async function openLocalGgufForWasm(location: string): Promise<ByteSource | undefined> {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location) && !/^file:\/\//i.test(location)) return undefined;
-  const path = localPath(location);
-  if (!path.toLowerCase().endsWith('.gguf')) return undefined;
-  try {
-    const { openForWasm } = await import('../kernels/wasm/node-open.ts');
-    return await openForWasm(path);
-  } catch {
-    return undefined;
-  }
-}
-
 export async function benchCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -123,7 +105,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   let build = '';
   if (kind === 'wasm') {
     const { WasmBackend } = await import('../kernels/wasm/backend.ts');
-    const direct = await openLocalGgufForWasm(path);
+    const direct = await openLocalGguf(path);
     try {
       model = await new ModelLoader().load(direct ?? path);
     } finally {

@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DEMO_MODEL_ID, DEMO_MODEL_PATH } from '../../src/cli/serve.ts';
 import { synthBytes } from '../helpers/models.ts';
 import { makeFixture } from '../sources/util.ts';
-import { sseData, waitFor } from './helpers.ts';
+import { readUntil, sseData, waitFor } from './helpers.ts';
 
 const children: ChildProcess[] = [];
 afterEach(() => {
@@ -179,27 +179,6 @@ const longStream = (url: string) =>
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ model: 'slow', prompt: 'hi', max_tokens: 1000, seed: 1, temperature: 0.8, stream: true }),
   });
-
-/** Reads an SSE body until `until(text)`; `rest()` reads on to its end. */
-async function readUntil(r: Response, until: (text: string) => boolean) {
-  const reader = r.body!.getReader();
-  const dec = new TextDecoder();
-  let text = '';
-  while (!until(text)) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    text += dec.decode(value, { stream: true });
-  }
-  return {
-    async rest() {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) return text;
-        text += dec.decode(value, { stream: true });
-      }
-    },
-  };
-}
 
 describe('bitnet serve: shutdown, request timeout, checksums', () => {
   it('SIGTERM drains: the stream in flight finishes with [DONE], then the process exits 0', async () => {

@@ -97,3 +97,26 @@ export function recording(m: BitNetModel): {
   };
   return { served, calls };
 }
+
+/** Reads an SSE body until `until(text)` holds; returns the text so far;
+ * `rest()` reads on to the end and returns the whole text. */
+export async function readUntil(r: Response, until: (text: string) => boolean) {
+  const reader = r.body!.getReader();
+  const dec = new TextDecoder();
+  let text = '';
+  while (!until(text)) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    text += dec.decode(value, { stream: true });
+  }
+  return {
+    text,
+    async rest() {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return text;
+        text += dec.decode(value, { stream: true });
+      }
+    },
+  };
+}

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOOPBACK, type RunningServer, resolveApiKeys, safeHost, serveNode } from '../../src/adapters/node.ts';
 import type { BitNetModel } from '../../src/api/bitnet-model.ts';
 import type { ServedModel } from '../../src/http/model-holder.ts';
-import { auth, KEY, metric, microModel, sseData, tinyModel, waitFor } from './helpers.ts';
+import { auth, KEY, metric, microModel, readUntil, sseData, tinyModel, waitFor } from './helpers.ts';
 
 const MODEL = 'tiny-node';
 let model: BitNetModel;
@@ -324,28 +324,6 @@ function gatedModel(base: BitNetModel): ServedModel & { release(): void; started
     modelInfo: () => base.modelInfo(),
     release: () => open(),
     started: () => started,
-  };
-}
-
-/** Reads an SSE body until `until(text)` holds; returns the reader and the text so far. */
-async function readUntil(r: Response, until: (text: string) => boolean) {
-  const reader = r.body!.getReader();
-  const dec = new TextDecoder();
-  let text = '';
-  while (!until(text)) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    text += dec.decode(value, { stream: true });
-  }
-  return {
-    text,
-    async rest() {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) return text;
-        text += dec.decode(value, { stream: true });
-      }
-    },
   };
 }
 
