@@ -384,6 +384,10 @@ export function sample(
 function sampleFrom(vals: Float32Array, params: SamplerParams, rng: UniformSource): number {
   const { temperature: T, topK, topP } = params;
   if (T <= 0) return argmax(vals);
+  // A temperature so small that the largest finite logit / T overflows f64 (e.g. 1e-308): the
+  // weights would all be +inf and share the mass uniformly. The limit T → 0 is greedy, so be greedy.
+  const mx = maxOf(vals);
+  if (Number.isFinite(mx) && !Number.isFinite(mx / T)) return argmax(vals);
 
   if (topK > 0 && topK < vals.length) {
     const c = selectTopK(vals, topK, T);
@@ -396,7 +400,7 @@ function sampleFrom(vals: Float32Array, params: SamplerParams, rng: UniformSourc
   }
 
   // Whole vocabulary: the max, then gather() sums Z and finds the prefix.
-  const m = maxOf(vals) / T;
+  const m = mx / T;
   if (topP < 1) {
     const g = gather(vals, T, m, (Z) => {
       const target = topP * Z;

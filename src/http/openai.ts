@@ -37,7 +37,8 @@ export function chatPrompt(b: ChatCompletionRequest): PromptInput {
   const messages: ChatMessage[] = b.messages.map((m) => ({
     role: m.role,
     // null / absent content (allowed on assistant messages) is an empty turn
-    content: m.content == null ? '' : typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
+    content:
+      m.content == null ? '' : typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('\n'),
   }));
   return { kind: 'chat', messages };
 }

@@ -95,6 +95,22 @@ describe('chat prompts use the model chat template', () => {
     expect(json.usage.prompt_tokens).toBe(ids.length);
   });
 
+  it('text content parts are joined with a newline, as llama.cpp joins them', async () => {
+    const tok = plain.tokenizer!;
+    const messages = [
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'Translate:' },
+          { type: 'text', text: 'Bonjour' },
+        ],
+      },
+    ];
+    const { status, ids } = await chatThrough(plain, { messages });
+    expect(status).toBe(200);
+    expect(decode(tok, ids)).toBe('<|begin_of_text|>User: Translate:\nBonjour<|eot_id|>Assistant: ');
+  });
+
   it("without <|eot_id|> in the vocab, ChatML; its <|im_end|> joins the request's stop sequences", async () => {
     const tok = noEot.tokenizer!;
     expect(tok.chatTemplate).toMatchObject({

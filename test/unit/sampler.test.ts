@@ -173,6 +173,15 @@ describe('sample', () => {
     expect(() => sample(new Float32Array([1, Number.NaN]), [], P({ topK: 1 }), fixed(0.5))).toThrow(/NaN/);
   });
 
+  it('a temperature so small that logit / T overflows is greedy, not uniform', () => {
+    const logits = new Float32Array([5, 4, 1]);
+    for (const u of [0.01, 0.5, 0.99]) {
+      expect(sample(logits, [], P({ temperature: 1e-308 }), fixed(u))).toBe(0);
+      expect(sample(logits, [], P({ temperature: 1e-308, topK: 2 }), fixed(u))).toBe(0);
+      expect(sample(new Float32Array([-5, -4, -9]), [], P({ temperature: 1e-308, topP: 0.5 }), fixed(u))).toBe(1);
+    }
+  });
+
   it('matches the full-sort reference on random small vocabularies', () => {
     const rng = createRng(77);
     for (let t = 0; t < 600; t++) {
