@@ -34,8 +34,13 @@ export interface SamplingConfig {
   history?: number[];
 }
 
-/** A prompt as text (tokenized, BOS added per the vocab) or as ready token ids. */
-export type Prompt = string | { ids: number[] };
+/**
+ * A prompt: text (tokenized as plain text, BOS added per the vocab), ready token ids, or text whose
+ * special-token spellings (`<|eot_id|>`, …) become those tokens (`parseSpecial`, as llama.cpp's
+ * server and llama-cli tokenize a prompt: for prompts the caller rendered itself, never for
+ * untrusted text).
+ */
+export type Prompt = string | { ids: number[] } | { text: string; parseSpecial?: boolean };
 
 export interface EngineOptions {
   backend?: BackendKind;
@@ -146,15 +151,26 @@ export class InferenceEngine {
     return (this.engine.backend as { numThreads?: number }).numThreads ?? 1;
   }
 
-  /** Token ids for a prompt: text is tokenized with BOS per the vocabulary's add_bos_token. */
+  /**
+   * Token ids for a prompt: text is tokenized with BOS per the vocabulary's add_bos_token, as plain
+   * text unless `{ text, parseSpecial: true }`.
+   */
   encodePrompt(prompt: Prompt): number[] {
-    if (typeof prompt !== 'string') {
-      if (!Array.isArray((prompt as { ids?: unknown })?.ids)) {
-        throw BitNetError.Config('BAD_PROMPT', 'a prompt is a string or { ids: number[] }', {
+    let text: string;
+    let parseSpecial = false;
+    if (typeof prompt === 'string') text = prompt;
+    else if (Array.isArray((prompt as { ids?: unknown })?.ids)) return [...(prompt as { ids: number[] }).ids];
+    else if (typeof (prompt as { text?: unknown })?.text === 'string') {
+      text = (prompt as { text: string }).text;
+      parseSpecial = (prompt as { parseSpecial?: boolean }).parseSpecial === true;
+    } else {
+      throw BitNetError.Config(
+        'BAD_PROMPT',
+        'a prompt is a string, { ids: number[] } or { text: string, parseSpecial?: boolean }',
+        {
           got: prompt === null ? 'null' : typeof prompt,
-        });
-      }
-      return [...prompt.ids];
+        },
+      );
     }
     const why = this.model.tokenizerError;
     if (!this.tokenizer && why && why.code !== 'TOKENIZER_MISSING') {
@@ -176,7 +192,7 @@ export class InferenceEngine {
         },
       );
     }
-    return this.tokenizer.encode(prompt, { addSpecialTokens: true });
+    return this.tokenizer.encode(text, { addSpecialTokens: true, parseSpecial });
   }
 
   /** Logits at every position of `inputIds`: shape [n, vocab]. */

@@ -27,6 +27,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       backend: { type: 'string' },
       'pre-tokenizer': { type: 'string' },
       'keep-special': { type: 'boolean' },
+      'parse-special': { type: 'boolean' },
       json: { type: 'boolean' },
     },
     strict: true,
@@ -67,7 +68,13 @@ export async function generateCommand(argv: string[]): Promise<number> {
     preTokenizer: str(values, 'pre-tokenizer'),
   });
   const loadMs = performance.now() - t0;
-  const p = prompt !== undefined ? prompt : { ids: idList(promptIds!, 'prompt-ids') };
+  // --parse-special: `<|eot_id|>` in --prompt is that token (llama-cli's -p), for prompts rendered by hand
+  const p =
+    prompt === undefined
+      ? { ids: idList(promptIds!, 'prompt-ids') }
+      : values['parse-special']
+        ? { text: prompt, parseSpecial: true }
+        : prompt;
 
   if (values.json) {
     const r = await model.generateDetailed(p, config);

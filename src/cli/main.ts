@@ -6,7 +6,7 @@ import { joinNegativeValues, wantsHelp } from './args.ts';
 export const COMMAND_USAGE: Record<string, string> = {
   generate: `generate   --model LOCATION (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--temperature T] [--top-k K]
              [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT ...] [--threads N]
-             [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--keep-special] [--json]`,
+             [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--parse-special] [--keep-special] [--json]`,
   logits: `logits     --model LOCATION --prompt-ids 1,2,3 [--backend reference|wasm|cuda] [--activations per-token|q8k] [--json]`,
   synth: `synth      (--preset tiny|large|2b-4t | --hidden H --layers L --heads N --kv-heads M --ffn F --vocab V --ctx C)
              --qtype i2_s|tq2_0|tq1_0|f16 [--arch bitnet-b1.58|bitnet-25|bitnet-1.58|bitnet]

@@ -22,7 +22,7 @@ import type { ModelHolder } from './model-holder.ts';
 /** A request's prompt before tokenization. */
 export type PromptInput =
   | { kind: 'chat'; messages: ChatMessage[] }
-  | { kind: 'text'; text: string }
+  | { kind: 'text'; text: string; parseSpecial?: boolean }
   | { kind: 'ids'; ids: number[] };
 
 /** Picks the chat template for a model's tokenizer (see chatTemplateResolver). */
@@ -40,7 +40,8 @@ const prepared = new WeakMap<PromptInput, { tok: Tokenizer; template: ChatTempla
 /** The engine's prompt: chat messages are rendered with the model's template and tokenized here. */
 export function toEnginePrompt(p: PromptInput, tok: Tokenizer | undefined, templateFor: TemplateFor): EnginePrompt {
   if (p.kind === 'ids') return { prompt: { ids: p.ids }, stopStrings: [] };
-  if (p.kind === 'text') return { prompt: p.text, stopStrings: [] };
+  if (p.kind === 'text')
+    return { prompt: p.parseSpecial ? { text: p.text, parseSpecial: true } : p.text, stopStrings: [] };
   if (!tok)
     throw BitNetError.Tokenization(
       'TOKENIZER_MISSING',
@@ -68,7 +69,9 @@ export function estimatePromptTokens(p: PromptInput, tok: Tokenizer | undefined,
   if (tok) {
     try {
       const { prompt } = toEnginePrompt(p, tok, templateFor);
-      return typeof prompt === 'string' ? tok.encode(prompt, { addSpecialTokens: true }).length : prompt.ids.length;
+      if (typeof prompt === 'string') return tok.encode(prompt, { addSpecialTokens: true }).length;
+      if ('ids' in prompt) return prompt.ids.length;
+      return tok.encode(prompt.text, { addSpecialTokens: true, parseSpecial: prompt.parseSpecial === true }).length;
     } catch {
       // fall through to the byte estimate; the real error surfaces when the request runs
     }

@@ -43,10 +43,17 @@ export function chatPrompt(b: ChatCompletionRequest): PromptInput {
   return { kind: 'chat', messages };
 }
 
+/**
+ * A completion's text prompt is tokenized with special-token parsing, as llama.cpp's server does
+ * for /completion: a client that renders its own chat prompt sends `<|eot_id|>` and means the
+ * token. `parse_special: false` (an extension) takes it as plain text. Chat messages never parse
+ * specials (chat-template.ts).
+ */
 export function completionPrompt(b: CompletionRequest): PromptInput {
   const p = b.prompt;
-  if (typeof p === 'string') return { kind: 'text', text: p };
-  if (typeof p[0] === 'string') return { kind: 'text', text: p[0] };
+  const parseSpecial = b.parse_special ?? true;
+  if (typeof p === 'string') return { kind: 'text', text: p, parseSpecial };
+  if (typeof p[0] === 'string') return { kind: 'text', text: p[0], parseSpecial };
   if (typeof p[0] === 'number') return { kind: 'ids', ids: p as number[] };
   return { kind: 'ids', ids: (p as number[][])[0] };
 }

@@ -103,6 +103,8 @@ export const completionSchema = z.object({
     ],
     { error: 'prompt must be a string or token ids (one prompt per request)' },
   ),
+  // an extension (llama.cpp's server parses special tokens in prompts; so do we unless told not to)
+  parse_special: z.boolean().nullish(),
   echo: z.literal(false, { error: unsupported('echo') }).nullish(),
   suffix: z.null({ error: unsupported('suffix') }).optional(),
   best_of: z.literal(1, { error: 'only best_of = 1 is supported' }).nullish(),

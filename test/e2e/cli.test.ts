@@ -51,6 +51,20 @@ describe('bitnet CLI', () => {
     const t = await bitnet('generate', '--model', f, '--prompt', 'hello', '--max-tokens', '4', '--seed', '1');
     expect(t.code).toBe(0);
     expect(t.stderr).toContain('random weights');
+
+    // --parse-special: "<|eot_id|>" in --prompt is the one token (llama-cli's -p), else plain text
+    const ps = async (...flags: string[]) =>
+      JSON.parse(
+        (await bitnet('generate', '--model', f, '--prompt', 'hi<|eot_id|>', '--max-tokens', '1', '--json', ...flags))
+          .stdout,
+      ).promptTokens;
+    const plainCount = await ps();
+    const parsedCount = await ps('--parse-special');
+    expect(parsedCount).toBeLessThan(plainCount);
+    const tk = JSON.parse(
+      (await bitnet('tokenize', '--model', f, '--text', 'hi<|eot_id|>', '--bos', '--parse-special', '--json')).stdout,
+    );
+    expect(parsedCount).toBe(tk.length); // tokenize --json prints the id array
   });
 
   it('the same seed gives the same ternary weights in every qtype', async () => {

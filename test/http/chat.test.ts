@@ -29,7 +29,8 @@ const body = (extra: Record<string, unknown> = {}) => ({
 });
 
 function idsOf(p: Prompt | undefined): number[] {
-  if (p === undefined || typeof p === 'string') throw new Error(`expected token ids, got ${JSON.stringify(p)}`);
+  if (p === undefined || typeof p === 'string' || !('ids' in p))
+    throw new Error(`expected token ids, got ${JSON.stringify(p)}`);
   return p.ids;
 }
 
@@ -132,7 +133,51 @@ describe('chat prompts use the model chat template', () => {
       ...post('/v1/completions', { prompt: 'abc', max_tokens: 1 }, { 'content-type': 'application/json' }),
     );
     expect(r.status).toBe(200);
-    expect(c2[0]).toMatchObject({ prompt: 'abc', config: { stopSequences: [] } });
+    expect(c2[0]).toMatchObject({ prompt: { text: 'abc', parseSpecial: true }, config: { stopSequences: [] } });
+  });
+});
+
+describe('text prompts and special tokens', () => {
+  const completion = async (extra: Record<string, unknown>) => {
+    const { served, calls } = recording(plain);
+    const app = createApp({ model: served });
+    const r = await app.request(
+      ...post(
+        '/v1/completions',
+        { prompt: 'User: hi<|eot_id|>Assistant: ', max_tokens: 1, ...extra },
+        {
+          'content-type': 'application/json',
+        },
+      ),
+    );
+    const prompt = calls.at(-1)?.prompt;
+    return {
+      status: r.status,
+      json: await r.json(),
+      ids: prompt === undefined ? [] : plain.engine.encodePrompt(prompt),
+    };
+  };
+
+  it('/v1/completions parses special tokens in a text prompt, as llama.cpp does; parse_special: false does not', async () => {
+    const tok = plain.tokenizer!;
+    const eot = tok.specialTokens.eotTokenId;
+    const on = await completion({});
+    expect(on.status).toBe(200);
+    expect(count(on.ids, eot)).toBe(1);
+    expect(on.json.usage.prompt_tokens).toBe(on.ids.length);
+    const off = await completion({ parse_special: false });
+    expect(count(off.ids, eot)).toBe(0);
+    expect(decode(tok, off.ids)).toBe(decode(tok, on.ids));
+    expect(off.ids.length).toBeGreaterThan(on.ids.length);
+    expect((await completion({ parse_special: 'yes' })).status).toBe(400);
+  });
+
+  it('the API takes { text, parseSpecial }; a plain string stays plain text', () => {
+    const tok = plain.tokenizer!;
+    const eot = tok.specialTokens.eotTokenId;
+    expect(count(plain.engine.encodePrompt({ text: 'a<|eot_id|>b', parseSpecial: true }), eot)).toBe(1);
+    expect(count(plain.engine.encodePrompt({ text: 'a<|eot_id|>b' }), eot)).toBe(0);
+    expect(count(plain.engine.encodePrompt('a<|eot_id|>b'), eot)).toBe(0);
   });
 });
 
