@@ -11,9 +11,11 @@
  *   encodeChat(tokenizer, messages, { addGenerationPrompt, template? }) -> number[]
  *     The ids to feed the model: exactly one BOS (per the vocab's add_bos_token, whether or not the template
  *     writes it), control tokens written BY THE TEMPLATE (`<|eot_id|>`, ...) as their single ids, and message
- *     content as plain text: a user who types "<|eot_id|>" gets those characters, not a turn boundary. (If a
- *     template transforms the content so that this split cannot be made, the whole prompt is tokenized with
- *     special-token parsing, as llama.cpp and HF always do.)
+ *     content as plain text: a user who types "<|eot_id|>" gets those characters, not a turn boundary. The
+ *     content is found in the rendering as written or after the whitespace / case filters templates apply
+ *     (`| trim` in every LLaMA-3 template, `strip`, `upper`, ...). A template that rewrites content in any other
+ *     way is refused (CHAT_TEMPLATE_CONTENT_UNLOCATED) rather than tokenized with special-token parsing over
+ *     the whole prompt (what llama.cpp and HF do), which would let message text inject control tokens.
  *
  *   createChatTemplateFromGGUF(meta, { template? }) -> ChatTemplate   (also on `tokenizer.chatTemplate`)
  *     Selection (`template: 'auto'`, the default):
@@ -29,7 +31,8 @@
  *     `template` may also force 'embedded' | 'bitnet' | 'chatml', or be a Jinja source string.
  *
  * Errors: BitNetError kind Tokenization, codes CHAT_TEMPLATE_INVALID (does not parse / no embedded template
- * when forced), CHAT_TEMPLATE_RENDER (the template raised, e.g. `raise_exception`), CHAT_MESSAGES_INVALID.
+ * when forced), CHAT_TEMPLATE_RENDER (the template raised, e.g. `raise_exception`), CHAT_MESSAGES_INVALID,
+ * CHAT_TEMPLATE_CONTENT_UNLOCATED (renderSegments / encodeChat only: see encodeChat).
  */
 import { Template } from '@huggingface/jinja';
 import { BitNetError } from '../errors.ts';
@@ -68,7 +71,11 @@ export interface ChatTemplate {
   /** Text stop sequences implied by the format beyond the vocab's end-of-generation tokens. */
   readonly stopStrings: readonly string[];
   render(messages: readonly ChatMessage[], opts?: ChatRenderOptions): string;
-  /** The rendered prompt split into template text and message content (see encodeChat). */
+  /**
+   * The rendered prompt split into template text (`special: true`) and message content (`special: false`),
+   * concatenating to `render(...)`. Throws CHAT_TEMPLATE_CONTENT_UNLOCATED when the content cannot be located
+   * (see encodeChat).
+   */
   renderSegments(messages: readonly ChatMessage[], opts?: ChatRenderOptions): ChatSegment[];
 }
 
@@ -98,6 +105,74 @@ function checkMessages(messages: readonly ChatMessage[]): void {
       });
     }
   });
+}
+
+/**
+ * What a template may have written for a message's content: the content itself, or the content after the
+ * whitespace filters (`trim`, `strip`, `lstrip`, `rstrip`) and/or the case filters (`upper`, `lower`,
+ * `capitalize`, `title`), applied as @huggingface/jinja does. Identity first.
+ */
+function contentVariants(content: string): string[] {
+  const spaces = [content, content.trim(), content.trimStart(), content.trimEnd()];
+  const cases = [
+    (s: string) => s,
+    (s: string) => s.toUpperCase(),
+    (s: string) => s.toLowerCase(),
+    (s: string) => s.charAt(0).toUpperCase() + s.slice(1),
+    (s: string) => s.replace(/\b\w/g, (c) => c.toUpperCase()),
+  ];
+  const out = new Set<string>();
+  for (const f of cases) for (const s of spaces) out.add(f(s));
+  // A case filter applied before trim (`(c | capitalize) | trim`) differs only for capitalize and title.
+  for (const f of cases.slice(3)) {
+    const g = f(content);
+    out.add(g.trim()).add(g.trimStart()).add(g.trimEnd());
+  }
+  return [...out];
+}
+
+/**
+ * Splits `text` as pieces[0] c[0] pieces[1] c[1] ... pieces[n], each c[k] one of variants[k]; returns the
+ * c[k], or undefined when no such split exists. Depth-first with backtracking, iterative (one level per
+ * placeholder, so any number of messages), remembering dead (slot, position) states so it stays polynomial.
+ * Any split found is safe: control tokens are parsed only in pieces, which contain no message text.
+ */
+function alignContent(text: string, pieces: readonly string[], variants: readonly string[][]): string[] | undefined {
+  const n = variants.length;
+  if (!text.startsWith(pieces[0])) return undefined;
+  if (n === 0) return text === pieces[0] ? [] : undefined;
+  const width = text.length + 1;
+  const dead = new Set<number>();
+  const start = new Array<number>(n); // where slot k's content starts
+  const pick = new Array<number>(n); // the variant tried at slot k
+  start[0] = pieces[0].length;
+  pick[0] = -1;
+  let k = 0;
+  while (k >= 0) {
+    let advanced = false;
+    for (let c = pick[k] + 1; c < variants[k].length; c++) {
+      const v = variants[k][c];
+      const q = start[k] + v.length;
+      if (!text.startsWith(v, start[k]) || !text.startsWith(pieces[k + 1], q)) continue;
+      const r = q + pieces[k + 1].length;
+      pick[k] = c;
+      if (k + 1 === n) {
+        if (r === text.length) return pick.map((p, i) => variants[i][p]);
+        continue;
+      }
+      if (dead.has((k + 1) * width + r)) continue;
+      start[k + 1] = r;
+      pick[k + 1] = -1;
+      k++;
+      advanced = true;
+      break;
+    }
+    if (!advanced) {
+      dead.add(k * width + start[k]);
+      k--;
+    }
+  }
+  return undefined;
 }
 
 class JinjaChatTemplate implements ChatTemplate {
@@ -142,27 +217,54 @@ class JinjaChatTemplate implements ChatTemplate {
   renderSegments(messages: readonly ChatMessage[], opts?: ChatRenderOptions): ChatSegment[] {
     checkMessages(messages);
     const text = this.renderRaw(messages, opts);
-    // Render again with a unique placeholder per message content, then put the real content back. If that
-    // reproduces the real rendering, the placeholders mark exactly where message content went.
+    // Render again with a unique placeholder in place of each non-empty message content. The text around the
+    // placeholders is what the template itself writes (no user text can be in it), so it may hold control
+    // tokens; what stands in for each placeholder in the real rendering is message content, always plain.
+    // Empty content stays '' (nothing to protect, and templates often branch on it).
     let nonce = '';
     do nonce = Math.random().toString(36).slice(2, 12);
-    while (text.includes(nonce) || messages.some((m) => m.content.includes(nonce)));
+    while (text.toLowerCase().includes(nonce) || messages.some((m) => m.content.toLowerCase().includes(nonce)));
     const ph = (i: number) => `\u{F8FF}${nonce}#${i}\u{F8FF}`;
     const marked = this.renderRaw(
-      messages.map((m, i) => ({ ...m, content: ph(i) })),
+      messages.map((m, i) => (m.content.length > 0 ? { ...m, content: ph(i) } : { ...m })),
       opts,
     );
-    const re = new RegExp(`\u{F8FF}${nonce}#(\\d+)\u{F8FF}`, 'gu');
-    const segments: ChatSegment[] = [];
+    // Case-insensitive: `| upper` / `| title` change the nonce's letters along with the content.
+    const re = new RegExp(`\u{F8FF}${nonce}#(\\d+)\u{F8FF}`, 'giu');
+    const pieces: string[] = []; // template text: before the first placeholder, between them, after the last
+    const slots: number[] = []; // the message whose content each placeholder stands for
     let last = 0;
     for (const m of marked.matchAll(re)) {
-      const idx = Number(m[1]);
-      if (m.index > last) segments.push({ text: marked.slice(last, m.index), special: true });
-      if (messages[idx].content.length > 0) segments.push({ text: messages[idx].content, special: false });
+      pieces.push(marked.slice(last, m.index));
+      slots.push(Number(m[1]));
       last = m.index + m[0].length;
     }
-    if (last < marked.length) segments.push({ text: marked.slice(last), special: true });
-    if (segments.map((s) => s.text).join('') !== text) return text.length > 0 ? [{ text, special: true }] : [];
+    pieces.push(marked.slice(last));
+    // Find the template text in the real rendering with each message's content between, as the template
+    // wrote it: as is or after the usual whitespace and case filters (`| trim`, which every LLaMA-3 template
+    // applies, `| upper`, ...). When that is impossible (the template rewrites content in some other way, or
+    // takes another branch for it), the content cannot be told apart from the template's own text, and
+    // tokenizing the whole prompt with special-token parsing would turn a user's "<|eot_id|>" into a turn
+    // boundary (prompt injection). We refuse instead: CHAT_TEMPLATE_CONTENT_UNLOCATED.
+    const found = alignContent(
+      text,
+      pieces,
+      slots.map((i) => contentVariants(messages[i]?.content ?? '')),
+    );
+    if (found === undefined) {
+      throw BitNetError.Tokenization(
+        'CHAT_TEMPLATE_CONTENT_UNLOCATED',
+        'the chat template transforms message content in a way that cannot be located in the rendered prompt, ' +
+          'so the content cannot be kept apart from control tokens; use a template that writes message content ' +
+          'as is (or with trim/strip/upper/lower/capitalize/title), or render with applyChatTemplate and tokenize it yourself',
+        { kind: this.kind },
+      );
+    }
+    const segments: ChatSegment[] = [];
+    pieces.forEach((p, k) => {
+      if (p.length > 0) segments.push({ text: p, special: true });
+      if (k < found.length && found[k].length > 0) segments.push({ text: found[k], special: false });
+    });
     return segments;
   }
 
@@ -334,6 +436,22 @@ export function encodeChat(
 ): number[] {
   const t = opts.template ?? templateOf(tokenizer);
   const segments = t.renderSegments(messages, opts);
+  // Roles are written into the template's own text (parsed for control tokens), so a role must not carry
+  // control-token text, as written or after the filters templates apply to it (`| capitalize`, ...).
+  const checked = new Set<string>();
+  messages.forEach((m, i) => {
+    if (checked.has(m.role)) return;
+    checked.add(m.role);
+    for (const v of contentVariants(m.role)) {
+      const plain = tokenizer.encode(v);
+      const parsed = tokenizer.encode(v, { parseSpecial: true });
+      if (parsed.length !== plain.length || parsed.some((id, j) => id !== plain[j])) {
+        throw BitNetError.Tokenization('CHAT_MESSAGES_INVALID', `message ${i} has control-token text in its role`, {
+          index: i,
+        });
+      }
+    }
+  });
   const bosId = tokenizer.specialTokens.bosTokenId;
   const addBos = tokenizer.addBos && bosId !== undefined;
   // Drop a BOS the template wrote at the very start: encode adds it once per the vocab.
