@@ -145,6 +145,13 @@ export abstract class BaseTokenizer implements Tokenizer {
         }
       }
     }
+    if (special.eomTokenId === undefined) {
+      const id = this.textToId.get('<|eom_id|>');
+      if (id !== undefined) {
+        special.eomTokenId = id;
+        markControl(id);
+      }
+    }
     this.specialTokens = Object.freeze(special);
     this.addBos = (config.addBos ?? defaultAddBos) && special.bosTokenId !== undefined;
     this.addEos = (config.addEos ?? false) && special.eosTokenId !== undefined;
@@ -159,6 +166,7 @@ export abstract class BaseTokenizer implements Tokenizer {
     }
     if (special.eosTokenId !== undefined) eog.add(special.eosTokenId);
     if (special.eotTokenId !== undefined) eog.add(special.eotTokenId);
+    if (special.eomTokenId !== undefined) eog.add(special.eomTokenId);
     this.eogTokenIds = eog;
 
     const parsed: number[] = [];

@@ -388,6 +388,8 @@ export function createTokenizerFromGGUF(meta: GGUFMetadata, opts?: CreateTokeniz
     padTokenId: readTokenId(meta, 'tokenizer.ggml.padding_token_id', n),
     unkTokenId: readTokenId(meta, 'tokenizer.ggml.unknown_token_id', n),
     eotTokenId: readTokenId(meta, 'tokenizer.ggml.eot_token_id', n),
+    // End of message (LLaMA-3.1 `<|eom_id|>` after a tool call): an end-of-generation id in llama.cpp.
+    eomTokenId: readTokenId(meta, 'tokenizer.ggml.eom_token_id', n),
   };
   const tokenTypes = readTokenTypes(meta, 'tokenizer.ggml.token_type', n);
   const chatTemplate = createChatTemplateFromGGUF(meta, { template: opts?.chatTemplate });

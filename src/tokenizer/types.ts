@@ -45,6 +45,8 @@ export interface SpecialTokenIds {
   unkTokenId?: number;
   /** From `tokenizer.ggml.eot_token_id`, else found by text (`<|eot_id|>`, `<|im_end|>`, ...) as llama.cpp does. */
   eotTokenId?: number;
+  /** From `tokenizer.ggml.eom_token_id` (end of message, LLaMA-3.1 tool calls), else the id of `<|eom_id|>`. */
+  eomTokenId?: number;
 }
 
 /** Incremental detokenizer: never returns half a UTF-8 sequence; bytes of an unfinished character are held. */
@@ -69,7 +71,7 @@ export interface Tokenizer {
    */
   readonly chatTemplate?: ChatTemplate;
   readonly specialTokens: Readonly<SpecialTokenIds>;
-  /** End-of-generation ids: eos, eot, and any of `<|eot_id|>`, `<|end_of_text|>`, `<|im_end|>`, `<|endoftext|>`. */
+  /** End-of-generation ids: eos, eot, eom, and any of `<|eot_id|>`, `<|end_of_text|>`, `<|im_end|>`, `<|endoftext|>`, …. */
   readonly eogTokenIds: ReadonlySet<number>;
   /** Canonical name of the pre-tokenizer in use ('default' or 'llama-bpe'; 'none' for SentencePiece). */
   readonly preTokenizer: string;

@@ -62,6 +62,27 @@ describe('BitNet 2B-4T vocab (LLaMA-3 byte-level BPE, no pre key)', () => {
     expect(bitnet.isEog(128000) || bitnet.isEog(128008)).toBe(false);
   });
 
+  it('tokenizer.ggml.eom_token_id ends generation too (llama.cpp adds eom to its EOG set)', () => {
+    const m = bitnet2b4tMetadata();
+    // 128008 is <|reserved_special_token_4|> in the 2B-4T names: only the key makes it an end of message.
+    m.set('tokenizer.ggml.eom_token_id', meta.u32(128008));
+    const tok = createTokenizerFromGGUF(m);
+    expect(tok.specialTokens.eomTokenId).toBe(128008);
+    expect(tok.isEog(128008)).toBe(true);
+    expect([...tok.eogTokenIds].sort((a, b) => a - b)).toEqual([128001, 128008, 128009]);
+    expect(tok.isEog(128000)).toBe(false);
+    // Without the key it is not (see 'stops on 128001 and 128009 only'); a bad id is refused like the others.
+    m.set('tokenizer.ggml.eom_token_id', meta.u32(128256));
+    expectTokError(() => createTokenizerFromGGUF(m), 'TOKENIZER_INVALID');
+  });
+
+  it('without the key, eom is <|eom_id|> by its text (LLaMA-3.1 names), as in llama.cpp', () => {
+    const tok = createTokenizerFromGGUF(bitnet2b4tMetadata({ bitnetNames: false }));
+    expect(tok.tokenText(128008)).toBe('<|eom_id|>');
+    expect(tok.specialTokens.eomTokenId).toBe(128008);
+    expect(tok.isEog(128008)).toBe(true);
+  });
+
   it('default vs llama-bpe differ where llama.cpp says they do', () => {
     const t = "It's 2024: 1234567 items!!";
     expect(bitnet.encode(t)).toEqual([2181, 6, 82, 220, 2366, 19, 25, 220, 4513, 10961, 22, 3673, 3001]);
@@ -136,6 +157,15 @@ describe('SentencePiece (LLaMA-2, tokenizer.ggml.model = llama)', () => {
     expect(spm.encode('hi', { addSpecialTokens: true })).toEqual([1, 7251]);
     expect(spm.encode('<s>hi</s>', { parseSpecial: true })).toEqual([1, 7251, 2]);
     expect(spm.encode('<s>hi</s>')).not.toContain(1);
+  });
+
+  it('reads tokenizer.ggml.eom_token_id as an end-of-generation id', () => {
+    const m = llama2Metadata();
+    m.set('tokenizer.ggml.eom_token_id', meta.u32(31999));
+    const tok = createTokenizerFromGGUF(m);
+    expect(tok.specialTokens.eomTokenId).toBe(31999);
+    expect([...tok.eogTokenIds].sort((a, b) => a - b)).toEqual([2, 31999]);
+    expect(tok.isEog(31999)).toBe(true);
   });
 
   it('decode drops the prefix space; the stream keeps it unless asked', () => {
