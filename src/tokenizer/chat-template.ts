@@ -110,25 +110,34 @@ function checkMessages(messages: readonly ChatMessage[]): void {
 /**
  * What a template may have written for a message's content: the content itself, or the content after the
  * whitespace filters (`trim`, `strip`, `lstrip`, `rstrip`) and/or the case filters (`upper`, `lower`,
- * `capitalize`, `title`), applied as @huggingface/jinja does. Identity first.
+ * `capitalize`, `title`), applied as @huggingface/jinja does. Identity first, then whitespace alone; the case
+ * variants are built only when asked for (`at(i)` past the first ones), so long content costs little.
  */
-function contentVariants(content: string): string[] {
-  const spaces = [content, content.trim(), content.trimStart(), content.trimEnd()];
-  const cases = [
-    (s: string) => s,
-    (s: string) => s.toUpperCase(),
-    (s: string) => s.toLowerCase(),
-    (s: string) => s.charAt(0).toUpperCase() + s.slice(1),
-    (s: string) => s.replace(/\b\w/g, (c) => c.toUpperCase()),
-  ];
-  const out = new Set<string>();
-  for (const f of cases) for (const s of spaces) out.add(f(s));
-  // A case filter applied before trim (`(c | capitalize) | trim`) differs only for capitalize and title.
-  for (const f of cases.slice(3)) {
-    const g = f(content);
-    out.add(g.trim()).add(g.trimStart()).add(g.trimEnd());
-  }
-  return [...out];
+function contentVariants(content: string): { at(i: number): string | undefined } {
+  const list = [...new Set([content, content.trim(), content.trimStart(), content.trimEnd()])];
+  let complete = false;
+  return {
+    at(i: number): string | undefined {
+      if (i >= list.length && !complete) {
+        complete = true;
+        const cases = [
+          (s: string) => s.toUpperCase(),
+          (s: string) => s.toLowerCase(),
+          (s: string) => s.charAt(0).toUpperCase() + s.slice(1),
+          (s: string) => s.replace(/\b\w/g, (c) => c.toUpperCase()),
+        ];
+        const more = new Set(list);
+        for (const f of cases) for (const s of list) more.add(f(s));
+        // A case filter applied before trim (`(c | capitalize) | trim`) differs only for capitalize and title.
+        for (const f of cases.slice(2)) {
+          const g = f(content);
+          more.add(g.trim()).add(g.trimStart()).add(g.trimEnd());
+        }
+        list.splice(0, list.length, ...more);
+      }
+      return list[i];
+    },
+  };
 }
 
 /**
@@ -137,7 +146,11 @@ function contentVariants(content: string): string[] {
  * placeholder, so any number of messages), remembering dead (slot, position) states so it stays polynomial.
  * Any split found is safe: control tokens are parsed only in pieces, which contain no message text.
  */
-function alignContent(text: string, pieces: readonly string[], variants: readonly string[][]): string[] | undefined {
+function alignContent(
+  text: string,
+  pieces: readonly string[],
+  variants: readonly { at(i: number): string | undefined }[],
+): string[] | undefined {
   const n = variants.length;
   if (!text.startsWith(pieces[0])) return undefined;
   if (n === 0) return text === pieces[0] ? [] : undefined;
@@ -150,14 +163,13 @@ function alignContent(text: string, pieces: readonly string[], variants: readonl
   let k = 0;
   while (k >= 0) {
     let advanced = false;
-    for (let c = pick[k] + 1; c < variants[k].length; c++) {
-      const v = variants[k][c];
+    for (let c = pick[k] + 1, v = variants[k].at(c); v !== undefined; c++, v = variants[k].at(c)) {
       const q = start[k] + v.length;
       if (!text.startsWith(v, start[k]) || !text.startsWith(pieces[k + 1], q)) continue;
       const r = q + pieces[k + 1].length;
       pick[k] = c;
       if (k + 1 === n) {
-        if (r === text.length) return pick.map((p, i) => variants[i][p]);
+        if (r === text.length) return pick.map((p, i) => variants[i].at(p) as string);
         continue;
       }
       if (dead.has((k + 1) * width + r)) continue;
@@ -246,10 +258,11 @@ class JinjaChatTemplate implements ChatTemplate {
     // takes another branch for it), the content cannot be told apart from the template's own text, and
     // tokenizing the whole prompt with special-token parsing would turn a user's "<|eot_id|>" into a turn
     // boundary (prompt injection). We refuse instead: CHAT_TEMPLATE_CONTENT_UNLOCATED.
+    const cache: ReturnType<typeof contentVariants>[] = [];
     const found = alignContent(
       text,
       pieces,
-      slots.map((i) => contentVariants(messages[i]?.content ?? '')),
+      slots.map((i) => (cache[i] ??= contentVariants(messages[i]?.content ?? ''))),
     );
     if (found === undefined) {
       throw BitNetError.Tokenization(
@@ -442,7 +455,8 @@ export function encodeChat(
   messages.forEach((m, i) => {
     if (checked.has(m.role)) return;
     checked.add(m.role);
-    for (const v of contentVariants(m.role)) {
+    const variants = contentVariants(m.role);
+    for (let k = 0, v = variants.at(0); v !== undefined; k++, v = variants.at(k)) {
       const plain = tokenizer.encode(v);
       const parsed = tokenizer.encode(v, { parseSpecial: true });
       if (parsed.length !== plain.length || parsed.some((id, j) => id !== plain[j])) {
