@@ -1,29 +1,60 @@
 /**
- * Hugging Face hub resolution for `fromPretrained("owner/repo")` (Node, Lambda, container).
+ * Hugging Face hub resolution for `fromPretrained("owner/repo")` and `bitnet pull` (Node, Lambda,
+ * container). docs/hub.md has the whole story; in short:
  *
- * URL scheme (the hub's own): file listing `GET {endpoint}/api/models/{repo}/revision/{rev}` →
- * `{siblings: [{rfilename}]}`; file bytes `GET {endpoint}/{repo}/resolve/{rev}/{file}`.
- * `HF_ENDPOINT` overrides the endpoint, `HF_TOKEN` is sent as a bearer token. Files are cached in
- * `{cacheDir}/{owner}--{name}/{rev}/{file}` (default cacheDir: $BITNET_CACHE_DIR or
- * ~/.cache/bitnet-edge) and written through a `.partial` file so an interrupted download is never
- * mistaken for a complete one.
- *
- * Downloads resume: a `.partial` file left by an interrupted download is continued with
- * `Range: bytes=N-` and `If-Range: <etag>` (a changed file answers 200 and starts over). A file is
- * checked against a sha256 where one is known: the pack manifest's, the hub's LFS sha256 from
- * `?blobs=true` listings, or an `X-Linked-Etag`/`ETag` that is a sha256; a mismatch deletes the
- * download (`HUB_CHECKSUM_MISMATCH`). A repo with no GGUF but a `manifest.json` is a shard pack:
- * its shards are downloaded first and the manifest last, so a cached manifest means a whole pack.
+ * - URL scheme (the hub's own): listing `GET {endpoint}/api/models/{repo}/revision/{rev}?blobs=true`
+ *   → `{sha, siblings: [{rfilename, size, blobId, lfs: {sha256, size}}]}`; bytes
+ *   `GET {endpoint}/{repo}/resolve/{commit}/{file}`, usually a 302 to a CDN. `HF_ENDPOINT` overrides
+ *   the endpoint (src/sources/hf-hub-http.ts), `HF_TOKEN` is sent as a bearer token to it.
+ * - Each call resolves the revision to its commit (the listing's `sha`) and serves that commit's
+ *   files from `{cacheDir}/{owner}--{name}/snapshots/{commit}/`; `refs/{revision}` remembers the
+ *   commit, so a moved branch gets its new files and an unreachable hub (network error, 5xx, or
+ *   `offline` / `HF_HUB_OFFLINE=1`) still serves the last commit it resolved to
+ *   (src/sources/hf-hub-cache.ts has the layout).
+ * - Every downloaded file is checked before it gets its name: against the listing's LFS sha256, else
+ *   the hub's `X-Linked-Etag` when it is a sha256, else the listing's git blob id (non-LFS files);
+ *   a shard pack's shards against its manifest. A mismatch is `HUB_CHECKSUM_MISMATCH` and leaves
+ *   nothing behind; a resumed download that fails the check is restarted from zero once first.
+ * - Downloads resume a `.partial` (`Range` + `If-Range`), retry 5xx/429/network errors/stalls
+ *   (`Retry-After` honoured, bounded), and hold `{file}.lock` (O_EXCL; stale when its process is
+ *   gone or it was not refreshed for a minute) so two processes never write one file; two calls in
+ *   one process share one download.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BitNetError } from '../errors.ts';
-import { backoffDelay, sleep } from './retry.ts';
+import {
+  acquireLock,
+  cacheRoot,
+  checkRevision,
+  completeFiles,
+  inside,
+  isCommit,
+  legacyDir,
+  readRef,
+  sizeOf,
+  snapshotDir,
+  writeRef,
+} from './hf-hub-cache.ts';
+import {
+  type HubCtx,
+  type HubResponse,
+  type HubWhat,
+  hubRequest,
+  isRetryableHub,
+  parseEndpoint,
+  retryDelay,
+  showUrl,
+  withHubRetry,
+} from './hf-hub-http.ts';
+import { abortError, StallTimer, sleep } from './retry.ts';
+
+export { checkRevision } from './hf-hub-cache.ts';
+export { parseEndpoint, parseRetryAfter, redact } from './hf-hub-http.ts';
 
 export interface HubOptions {
   endpoint?: string;
@@ -32,58 +63,36 @@ export interface HubOptions {
   filename?: string;
   cacheDir?: string;
   signal?: AbortSignal;
+  /** Attempts per request: the listing, and each file download, resuming (default 5). */
+  attempts?: number;
+  /** A request that receives no byte for this long is abandoned and retried (default 30000 ms, or $BITNET_HUB_STALL_TIMEOUT_MS). */
+  stallTimeoutMs?: number;
+  /** Never contact the hub; serve what the cache has (default: $HF_HUB_OFFLINE is 1/true/yes/on). */
+  offline?: boolean;
 }
 
-const REPO_RE = /^[A-Za-z0-9][\w.-]{0,95}\/[A-Za-z0-9][\w.-]{0,95}$/;
+const REPO_PART = '[A-Za-z0-9_](?:[\\w.-]{0,94}[A-Za-z0-9_])?';
+const REPO_RE = new RegExp(`^${REPO_PART}/${REPO_PART}$`);
 /** Preferred file when a repo holds several GGUFs. */
 const PREFERRED = ['ggml-model-i2_s.gguf'];
+const SHA256_RE = /^[0-9a-f]{64}$/;
+const SHA1_RE = /^[0-9a-f]{40}$/;
 
-function httpError(status: number, url: string, what: string): BitNetError {
-  if (status === 401 || status === 403)
-    return BitNetError.Io('HUB_UNAUTHORIZED', `${what}: the hub refused access (${status}); set HF_TOKEN`, {
-      status,
-      url,
-    });
-  if (status === 404) return BitNetError.Model('HUB_NOT_FOUND', `${what}: not found on the hub (404)`, { status, url });
-  return BitNetError.Io('HUB_HTTP_ERROR', `${what}: the hub answered ${status}`, { status, url });
+function stallMs(o: HubOptions): number {
+  const v = o.stallTimeoutMs ?? Number(process.env.BITNET_HUB_STALL_TIMEOUT_MS || 30_000);
+  return Number.isFinite(v) && v > 0 ? v : 30_000;
 }
 
-async function hubFetch(
-  url: string,
-  o: HubOptions,
-  what: string,
-  extra: Record<string, string> = {},
-  accept: (status: number) => boolean = () => false,
-): Promise<Response> {
-  const headers: Record<string, string> = { ...extra };
-  const token = o.token ?? process.env.HF_TOKEN;
-  if (token) headers.authorization = `Bearer ${token}`;
-  let res: Response;
-  try {
-    res = await fetch(url, { headers, signal: o.signal, redirect: 'follow' });
-  } catch (e) {
-    if (o.signal?.aborted) throw e;
-    throw BitNetError.Io('HUB_UNREACHABLE', `${what}: cannot reach ${url}: ${(e as Error).message}`, { url }, e);
-  }
-  if (!res.ok && !accept(res.status)) {
-    await res.body?.cancel();
-    throw httpError(res.status, url, what);
-  }
-  return res;
+function isOffline(o: HubOptions): boolean {
+  return o.offline ?? /^(1|true|yes|on)$/i.test(process.env.HF_HUB_OFFLINE ?? '');
+}
+
+function hubCtx(o: HubOptions): HubCtx {
+  return { ep: parseEndpoint(o.endpoint), token: o.token || process.env.HF_TOKEN || undefined, signal: o.signal };
 }
 
 export function hubEndpoint(o: HubOptions = {}): string {
-  return (o.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
-}
-
-export async function listHubFiles(repo: string, o: HubOptions = {}): Promise<string[]> {
-  const rev = o.revision ?? 'main';
-  const url = `${hubEndpoint(o)}/api/models/${repo}/revision/${encodeURIComponent(rev)}`;
-  const res = await hubFetch(url, o, `listing ${repo}`);
-  const body = (await res.json()) as { siblings?: { rfilename?: unknown }[] };
-  if (!Array.isArray(body.siblings))
-    throw BitNetError.Io('HUB_BAD_RESPONSE', `listing ${repo}: no file list in the hub's answer`, { url });
-  return body.siblings.map((s) => s.rfilename).filter((f): f is string => typeof f === 'string');
+  return parseEndpoint(o.endpoint).base;
 }
 
 export interface HubEntry {
@@ -91,46 +100,129 @@ export interface HubEntry {
   size?: number;
   /** The LFS object's sha256, when the hub gives it. */
   sha256?: string;
+  /** The git blob sha1 of a non-LFS file (the listing's `blobId`). */
+  gitSha1?: string;
+}
+
+export interface HubListing {
+  /** The commit the revision resolved to (the listing's `sha`), when the hub gives one. */
+  commit?: string;
+  entries: HubEntry[];
+}
+
+function checkRepo(repo: string): void {
+  if (typeof repo !== 'string' || !REPO_RE.test(repo) || repo.includes('--') || repo.includes('..'))
+    throw BitNetError.Config('BAD_REPO_ID', `"${repo}" is not a hub repository id (owner/name)`, { repo });
+}
+
+function safeFileName(file: string): boolean {
+  return (
+    file.length > 0 &&
+    !file.includes('\\') &&
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+    !/[\x00-\x1f\x7f]/.test(file) &&
+    !file.split('/').some((p) => p === '..' || p === '' || p === '.')
+  );
+}
+
+function checkFileName(file: string): void {
+  if (typeof file !== 'string' || !safeFileName(file))
+    throw BitNetError.Config('BAD_FILENAME', `bad file name ${JSON.stringify(file)}`, { file });
+}
+
+function parseListing(body: unknown, url: string, what: string): HubListing {
+  const b = body as {
+    sha?: unknown;
+    siblings?: { rfilename?: unknown; size?: unknown; blobId?: unknown; lfs?: { sha256?: unknown; size?: unknown } }[];
+  };
+  if (!b || typeof b !== 'object' || !Array.isArray(b.siblings))
+    throw BitNetError.Io('HUB_BAD_RESPONSE', `${what}: no file list in the hub's answer`, { url });
+  const entries: HubEntry[] = [];
+  for (const s of b.siblings) {
+    // A name that would leave the snapshot directory is not a file this client will write.
+    if (!s || typeof s.rfilename !== 'string' || !safeFileName(s.rfilename)) continue;
+    const lfs = s.lfs && typeof s.lfs === 'object' ? s.lfs : undefined;
+    const sha256 = typeof lfs?.sha256 === 'string' && SHA256_RE.test(lfs.sha256) ? lfs.sha256 : undefined;
+    const gitSha1 = !lfs && typeof s.blobId === 'string' && SHA1_RE.test(s.blobId) ? s.blobId : undefined;
+    const size = typeof lfs?.size === 'number' ? lfs.size : typeof s.size === 'number' ? s.size : undefined;
+    entries.push({ file: s.rfilename, size, sha256, gitSha1 });
+  }
+  const commit = typeof b.sha === 'string' && SHA1_RE.test(b.sha) ? b.sha : undefined;
+  return { commit, entries };
+}
+
+/** The revision's listing with sizes, LFS sha256s and the commit (`?blobs=true`), retried on 5xx/429/network errors. */
+export async function fetchHubListing(repo: string, o: HubOptions = {}): Promise<HubListing> {
+  checkRepo(repo);
+  const rev = o.revision ?? 'main';
+  checkRevision(rev);
+  const ctx = hubCtx(o);
+  const url = `${ctx.ep.base}/api/models/${repo}/revision/${encodeURIComponent(rev)}?blobs=true`;
+  const w: HubWhat = { what: `listing ${repo}`, repo, revision: rev };
+  return withHubRetry(o.attempts ?? 5, o.signal, async () => {
+    const timer = new StallTimer(stallMs(o), o.signal);
+    try {
+      const { res } = await hubRequest(url, ctx, w, { accept: 'application/json' }, timer);
+      let body: unknown;
+      try {
+        body = await res.json();
+      } catch (e) {
+        if (o.signal?.aborted) throw abortError(o.signal);
+        if (timer.stalled)
+          throw BitNetError.Io('HUB_STALLED', `${w.what}: the answer stalled`, {
+            url: showUrl(url, ctx.ep),
+            retryable: true,
+          });
+        throw BitNetError.Io(
+          'HUB_BAD_RESPONSE',
+          `${w.what}: the hub's answer is not JSON`,
+          { url: showUrl(url, ctx.ep) },
+          e,
+        );
+      }
+      return parseListing(body, showUrl(url, ctx.ep), w.what);
+    } finally {
+      timer.done();
+    }
+  });
+}
+
+export async function listHubFiles(repo: string, o: HubOptions = {}): Promise<string[]> {
+  return (await fetchHubListing(repo, o)).entries.map((e) => e.file);
 }
 
 /** The file list with sizes and LFS sha256s (`?blobs=true`). */
 export async function listHubEntries(repo: string, o: HubOptions = {}): Promise<HubEntry[]> {
-  const rev = o.revision ?? 'main';
-  const url = `${hubEndpoint(o)}/api/models/${repo}/revision/${encodeURIComponent(rev)}?blobs=true`;
-  const res = await hubFetch(url, o, `listing ${repo}`);
-  const body = (await res.json()) as {
-    siblings?: { rfilename?: unknown; size?: unknown; lfs?: { sha256?: unknown; size?: unknown } }[];
-  };
-  if (!Array.isArray(body.siblings))
-    throw BitNetError.Io('HUB_BAD_RESPONSE', `listing ${repo}: no file list in the hub's answer`, { url });
-  const out: HubEntry[] = [];
-  for (const s of body.siblings) {
-    if (typeof s.rfilename !== 'string') continue;
-    const sha = typeof s.lfs?.sha256 === 'string' && /^[0-9a-f]{64}$/.test(s.lfs.sha256) ? s.lfs.sha256 : undefined;
-    const size = typeof s.lfs?.size === 'number' ? s.lfs.size : typeof s.size === 'number' ? s.size : undefined;
-    out.push({ file: s.rfilename, size, sha256: sha });
-  }
-  return out;
+  return (await fetchHubListing(repo, o)).entries;
 }
 
-function checkRepo(repo: string): void {
-  if (!REPO_RE.test(repo))
-    throw BitNetError.Config('BAD_REPO_ID', `"${repo}" is not a hub repository id (owner/name)`, { repo });
+/** The snapshot a listing stands for: its commit, else a hash of the listing (a hub without `sha`). */
+function snapshotId(l: HubListing, rev: string): string {
+  if (l.commit) return l.commit;
+  if (isCommit(rev)) return rev;
+  const canon = l.entries
+    .map((e) => [e.file, e.size ?? null, e.sha256 ?? null, e.gitSha1 ?? null])
+    .sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+  return `listing-${createHash('sha256').update(JSON.stringify(canon)).digest('hex').slice(0, 40)}`;
 }
 
-function checkFileName(file: string): void {
-  if (file.split('/').some((p) => p === '..' || p === '' || p === '.') || file.includes('\\'))
-    throw BitNetError.Config('BAD_FILENAME', `bad file name ${file}`, { file });
-}
-
+/**
+ * The cache directory of `repo`: `{cacheDir}/{owner}--{name}`; with a `revision` that is a commit,
+ * its snapshot directory. (Branches and tags resolve through `refs/`: see hf-hub-cache.ts.)
+ */
 export function hubCacheDir(repo: string, o: HubOptions = {}): string {
-  const cacheDir = o.cacheDir ?? process.env.BITNET_CACHE_DIR ?? join(homedir(), '.cache', 'bitnet-edge');
-  return join(cacheDir, repo.replace('/', '--'), o.revision ?? 'main');
+  checkRepo(repo);
+  const root = cacheRoot(o.cacheDir);
+  if (o.revision && isCommit(o.revision)) return snapshotDir(root, repo, o.revision);
+  return inside(root, join(root, repo.replace('/', '--')));
 }
 
-function resolveUrl(repo: string, file: string, o: HubOptions): string {
-  const rev = o.revision ?? 'main';
-  return `${hubEndpoint(o)}/${repo}/resolve/${encodeURIComponent(rev)}/${file.split('/').map(encodeURIComponent).join('/')}`;
+function resolveUrl(base: string, repo: string, rev: string, file: string): string {
+  return `${base}/${repo}/resolve/${encodeURIComponent(rev)}/${file.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+function isCheckpoint(files: string[]): boolean {
+  return files.includes('config.json') && files.some((f) => f.endsWith('.safetensors'));
 }
 
 /** Picks the GGUF to use from a file list (the preferred name, else the only one). */
@@ -138,37 +230,72 @@ function chooseGGUF(repo: string, files: string[]): string | undefined {
   const ggufs = files.filter((f) => f.endsWith('.gguf'));
   const file = PREFERRED.find((p) => ggufs.includes(p)) ?? (ggufs.length === 1 ? ggufs[0] : undefined);
   if (!file && ggufs.length) {
-    throw BitNetError.Model('HUB_AMBIGUOUS_FILE', `${repo} has several GGUF files; choose one with filename`, {
-      repo,
-      files: ggufs,
-    });
+    throw BitNetError.Model(
+      'HUB_AMBIGUOUS_FILE',
+      `${repo} has several GGUF files (${ggufs.join(', ')}); choose one with the \`filename\` option (fromPretrained) or \`--file\` (bitnet pull)`,
+      { repo, files: ggufs },
+    );
   }
   return file;
 }
 
-async function fileSha256(path: string): Promise<string> {
-  const h = createHash('sha256');
+function noGGUF(repo: string, files: string[]): BitNetError {
+  if (isCheckpoint(files)) {
+    return BitNetError.Model(
+      'HUB_NO_GGUF',
+      `${repo} is a Hugging Face safetensors checkpoint with no GGUF: it must be converted first. ` +
+        `\`bitnet pull ${repo}\` downloads it, \`bitnet convert --model DIR --out PACK\` makes a shard pack, ` +
+        'and fromFile(PACK/manifest.json) loads that',
+      { repo, files, checkpoint: true },
+    );
+  }
+  return BitNetError.Model('HUB_NO_GGUF', `${repo} has no GGUF file and no shard pack (manifest.json)`, {
+    repo,
+    files,
+  });
+}
+
+async function fileDigest(path: string, algo: 'sha256' | 'git-sha1'): Promise<string> {
+  const h = createHash(algo === 'sha256' ? 'sha256' : 'sha1');
+  if (algo === 'git-sha1') h.update(`blob ${(await stat(path)).size}\0`);
   await pipeline(createReadStream(path), h);
   return h.digest('hex');
 }
 
-async function sizeOf(path: string): Promise<number | undefined> {
-  try {
-    const st = await stat(path);
-    return st.isFile() ? st.size : undefined;
-  } catch {
-    return undefined;
-  }
+interface Expect {
+  sha256?: string;
+  gitSha1?: string;
+  size?: number;
 }
 
-const SHA256_RE = /^[0-9a-f]{64}$/;
+/** Checks `path` against what is known; undefined when nothing but the size is known. */
+async function verifyFile(
+  path: string,
+  ex: Expect,
+): Promise<{ ok: boolean; algo: 'sha256' | 'git-sha1'; expected: string; got: string } | undefined> {
+  const algo = ex.sha256 ? 'sha256' : ex.gitSha1 ? 'git-sha1' : undefined;
+  if (!algo) return undefined;
+  const expected = (algo === 'sha256' ? ex.sha256 : ex.gitSha1)!;
+  const got = await fileDigest(path, algo);
+  return { ok: got === expected, algo, expected, got };
+}
+
+/** Whether `path` exists and matches everything known about it (hashing it when a hash is known). */
+async function upToDate(path: string, ex: Expect): Promise<{ bytes: number } | undefined> {
+  const size = await sizeOf(path);
+  if (size === undefined || (ex.size !== undefined && size !== ex.size)) return undefined;
+  const v = await verifyFile(path, ex);
+  return v?.ok ? { bytes: size } : undefined;
+}
 
 export interface DownloadOptions extends HubOptions {
   /** Expected sha256 (lower-case hex); checked after the download. */
   sha256?: string;
+  /** Expected git blob sha1 of a non-LFS file (the listing's `blobId`); checked when no sha256 is known. */
+  gitSha1?: string;
+  /** Expected size in bytes. */
+  size?: number;
   onProgress?: (p: { file: string; doneBytes: number; totalBytes?: number }) => void;
-  /** Attempts, each resuming where the last stopped (default 5). */
-  attempts?: number;
 }
 
 export interface DownloadResult {
@@ -178,11 +305,19 @@ export interface DownloadResult {
   resumedFrom: number;
   /** The sha256 that was checked, if any. */
   sha256?: string;
+  /** The git blob sha1 that was checked (non-LFS files), if any. */
+  gitSha1?: string;
+  /** Already there and matching: nothing was downloaded. */
+  upToDate?: boolean;
 }
 
+const inflight = new Map<string, Promise<DownloadResult>>();
+
 /**
- * Downloads `file` of `repo` to `local`, resuming a `.partial` left by an earlier attempt, and
- * checks its sha256 where one is known. The file appears under its name only when complete.
+ * Downloads `file` of `repo` (at `revision`) to `local`, resuming a `.partial` left by an earlier
+ * attempt, and checks it where a hash is known. The file appears under its name only when complete
+ * and checked. Identical calls in one process share one download; across processes `{local}.lock`
+ * makes a second writer wait for the first and then check the first one's file.
  */
 export async function downloadHubFile(
   repo: string,
@@ -191,126 +326,263 @@ export async function downloadHubFile(
   o: DownloadOptions = {},
 ): Promise<DownloadResult> {
   checkFileName(file);
-  const url = resolveUrl(repo, file, o);
+  checkRevision(o.revision ?? 'main');
+  const key = resolve(local);
+  const running = inflight.get(key);
+  if (running) return running;
+  const p = lockedDownload(repo, file, key, o).finally(() => inflight.delete(key));
+  inflight.set(key, p);
+  return p;
+}
+
+async function lockedDownload(repo: string, file: string, local: string, o: DownloadOptions): Promise<DownloadResult> {
+  const ctx = hubCtx(o);
+  const stall = stallMs(o);
+  try {
+    await mkdir(dirname(local), { recursive: true });
+  } catch (e) {
+    throw BitNetError.Io('HUB_CACHE_WRITE_FAILED', `cannot create ${dirname(local)}: ${(e as Error).message}`, {}, e);
+  }
+  const since = Date.now();
+  const lock = await acquireLock(`${local}.lock`, { signal: o.signal, staleMs: Math.max(60_000, 2 * stall) });
+  try {
+    if (lock.waited) {
+      // Another writer had it: use its file if it is the one we want.
+      const ex: Expect = { sha256: o.sha256, gitSha1: o.gitSha1, size: o.size };
+      const st = await stat(local).catch(() => undefined);
+      if (st?.isFile()) {
+        const hashed = ex.sha256 || ex.gitSha1;
+        const ok = hashed ? await upToDate(local, ex) : st.mtimeMs >= since - 1000 && (ex.size ?? st.size) === st.size;
+        if (ok)
+          return {
+            path: local,
+            bytes: st.size,
+            resumedFrom: 0,
+            sha256: o.sha256,
+            gitSha1: o.sha256 ? undefined : o.gitSha1,
+          };
+      }
+    }
+    return await transfer(repo, file, local, o, ctx, stall);
+  } finally {
+    await lock.release();
+  }
+}
+
+function shaOf(etag: string | null | undefined): string | undefined {
+  const v = (etag ?? '').replace(/^(W\/)?"|"$/g, '');
+  return SHA256_RE.test(v) ? v : undefined;
+}
+
+async function transfer(
+  repo: string,
+  file: string,
+  local: string,
+  o: DownloadOptions,
+  ctx: HubCtx,
+  stall: number,
+): Promise<DownloadResult> {
+  const rev = o.revision ?? 'main';
+  const url = resolveUrl(ctx.ep.base, repo, rev, file);
+  const shown = showUrl(url, ctx.ep);
+  const w: HubWhat = { what: `downloading ${repo}/${file}`, repo, revision: rev, file };
   const partial = `${local}.partial`;
   const side = `${local}.partial.json`;
-  await mkdir(dirname(local), { recursive: true });
+  const attempts = o.attempts ?? 5;
   let resumedFrom = 0;
   let lastError: unknown;
-  for (let attempt = 0; attempt < (o.attempts ?? 5); attempt++) {
+  let retriedCdn = false;
+  let restarted = false;
+  for (let attempt = 0; attempt < attempts; attempt++) {
     let have = (await sizeOf(partial)) ?? 0;
-    let validator: string | undefined;
+    let saved: { etag?: string; sha256?: string; gitSha1?: string } = {};
     try {
-      validator = (JSON.parse(await readFile(side, 'utf8')) as { etag?: string }).etag;
+      saved = JSON.parse(await readFile(side, 'utf8'));
     } catch {
-      validator = undefined;
+      saved = {};
     }
-    if (have > 0 && !validator) have = 0; // a partial without its validator cannot be trusted
-    const headers: Record<string, string> = {};
+    // A partial without its validator, of another version of the file, or too long cannot be trusted.
+    if (
+      have > 0 &&
+      (!saved.etag ||
+        (o.sha256 && saved.sha256 && saved.sha256 !== o.sha256) ||
+        (o.gitSha1 && saved.gitSha1 && saved.gitSha1 !== o.gitSha1) ||
+        (o.size !== undefined && have > o.size))
+    )
+      have = 0;
+    const headers: Record<string, string> = { 'accept-encoding': 'identity' };
     if (have > 0) {
       headers.range = `bytes=${have}-`;
-      if (validator) headers['if-range'] = validator;
+      headers['if-range'] = saved.etag!;
     }
-    let res: Response;
-    try {
-      res = await hubFetch(url, o, `downloading ${repo}/${file}`, headers, (s) => s === 416);
-    } catch (e) {
-      // A 5xx or an unreachable hub is worth another attempt (resuming); anything else is final.
-      const code = (e as BitNetError).code;
-      const status = Number((e as BitNetError).details?.status);
-      if (!(code === 'HUB_UNREACHABLE' || (code === 'HUB_HTTP_ERROR' && (status >= 500 || status === 429)))) throw e;
-      lastError = e;
-      await sleep(backoffDelay(attempt, { baseDelayMs: 200 }), o.signal);
-      continue;
-    }
+    const timer = new StallTimer(stall, o.signal);
     let total: number | undefined;
-    let append = false;
-    if (res.status === 416) {
-      await res.body?.cancel();
-      const m = /^bytes \*\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
-      if (m && Number(m[1]) === have) {
+    let ex: Expect = {};
+    let mixed = false; // the partial holds bytes that arrived before this request
+    try {
+      let r: HubResponse;
+      try {
+        r = await hubRequest(url, ctx, w, headers, timer, (s) => s === 416);
+      } catch (e) {
+        const err = e as BitNetError;
+        if (err.code === 'HUB_CDN_FORBIDDEN' && !retriedCdn) {
+          // An expired signed URL: ask the hub again for a fresh one, once.
+          retriedCdn = true;
+          lastError = err;
+          attempt--;
+          continue;
+        }
+        if (!isRetryableHub(err)) throw err;
+        lastError = err;
+        await sleep(retryDelay(err, attempt), o.signal);
+        continue;
+      }
+      const { res, linked } = r;
+      ex = {
+        sha256: o.sha256 ?? shaOf(linked.etag) ?? shaOf(res.headers.get('etag')),
+        gitSha1: o.gitSha1,
+        size: o.size ?? linked.size,
+      };
+      const ce = (res.headers.get('content-encoding') ?? 'identity').toLowerCase();
+      const encoded = ce !== 'identity' && ce !== '';
+      let append = false;
+      if (res.status === 416) {
+        await res.body?.cancel().catch(() => {});
+        const m = /^bytes \*\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
+        if (!m || Number(m[1]) !== have) {
+          await rm(partial, { force: true });
+          await rm(side, { force: true });
+          lastError = BitNetError.Io('HUB_BAD_RESPONSE', `${w.what}: the partial download does not fit the file`, {
+            url: shown,
+          });
+          continue;
+        }
         total = have; // the partial file is already complete
+        mixed = true;
         if (attempt === 0) resumedFrom = have;
       } else {
-        await rm(partial, { force: true });
-        continue;
+        if (res.status === 206) {
+          const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
+          if (!m || Number(m[1]) !== have || encoded) {
+            await res.body?.cancel().catch(() => {});
+            await rm(partial, { force: true });
+            lastError = BitNetError.Io('HUB_BAD_RESPONSE', `${file}: bad Content-Range on resume`, { url: shown });
+            continue;
+          }
+          total = Number(m[3]);
+          append = true;
+          mixed = have > 0;
+          if (attempt === 0) resumedFrom = have;
+        } else {
+          // The whole file (a server that ignores Range, or a changed file under If-Range).
+          const len = res.headers.get('content-length');
+          total = encoded || len === null ? undefined : Number(len);
+        }
+        if (!append) await rm(partial, { force: true });
+        const etag = res.headers.get('etag');
+        if (etag && !etag.startsWith('W/') && !encoded)
+          await writeFile(side, JSON.stringify({ etag, sha256: ex.sha256, gitSha1: ex.gitSha1 }));
+        else await rm(side, { force: true });
+        if (!res.body) throw BitNetError.Io('HUB_BAD_RESPONSE', `${w.what}: empty body`, { url: shown });
+        let done = append ? have : 0;
+        const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
+        body.on('data', (c: Buffer) => {
+          timer.kick();
+          done += c.byteLength;
+          o.onProgress?.({ file, doneBytes: done, totalBytes: total ?? ex.size });
+        });
+        try {
+          await pipeline(body, createWriteStream(partial, { flags: append ? 'a' : 'w' }), { signal: timer.signal });
+        } catch (e) {
+          if (o.signal?.aborted) throw abortError(o.signal);
+          lastError = timer.stalled
+            ? BitNetError.Io(
+                'HUB_STALLED',
+                `${w.what}: no data for ${stall} ms`,
+                { url: shown, stallTimeoutMs: stall },
+                e,
+              )
+            : BitNetError.Io('HUB_DOWNLOAD_INTERRUPTED', `${w.what}: ${(e as Error).message}`, { url: shown }, e);
+          continue; // resume from what arrived
+        }
       }
-    } else if (res.status === 206) {
-      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
-      if (!m || Number(m[1]) !== have) {
-        await res.body?.cancel();
-        await rm(partial, { force: true });
-        lastError = BitNetError.Io('HUB_BAD_RESPONSE', `${file}: bad Content-Range on resume`, { url });
-        continue;
-      }
-      total = Number(m[3]);
-      append = true;
-      if (attempt === 0) resumedFrom = have;
-    } else {
-      const len = res.headers.get('content-length');
-      total = len === null ? undefined : Number(len);
-    }
-    const etag = res.headers.get('etag') ?? undefined;
-    const linked = (res.headers.get('x-linked-etag') ?? etag ?? '').replace(/^(W\/)?"|"$/g, '');
-    const expectSha = o.sha256 ?? (SHA256_RE.test(linked) ? linked : undefined);
-    if (res.status !== 416) {
-      if (!append) await rm(partial, { force: true });
-      if (etag && !etag.startsWith('W/')) await writeFile(side, JSON.stringify({ etag, url }));
-      else await rm(side, { force: true });
-      if (!res.body) throw BitNetError.Io('HUB_BAD_RESPONSE', `downloading ${file}: empty body`, { url });
-      const start = append ? have : 0;
-      let done = start;
-      const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
-      body.on('data', (c: Buffer) => {
-        done += c.byteLength;
-        o.onProgress?.({ file, doneBytes: done, totalBytes: total });
-      });
-      try {
-        await pipeline(body, createWriteStream(partial, { flags: append ? 'a' : 'w' }), { signal: o.signal });
-      } catch (e) {
-        if (o.signal?.aborted) throw e;
-        lastError = BitNetError.Io(
-          'HUB_DOWNLOAD_INTERRUPTED',
-          `downloading ${file}: ${(e as Error).message}`,
-          { url },
-          e,
-        );
-        continue;
-      }
+    } finally {
+      timer.done();
     }
     const got = (await sizeOf(partial)) ?? 0;
-    if (total !== undefined && Number.isFinite(total) && got !== total) {
-      lastError = BitNetError.Io('HUB_SHORT_DOWNLOAD', `downloading ${file}: got ${got} of ${total} bytes`, {
-        url,
-        expected: total,
+    const want = total ?? ex.size;
+    if ((total !== undefined && got > total) || (ex.size !== undefined && got > ex.size)) {
+      await rm(partial, { force: true });
+      await rm(side, { force: true });
+      lastError = BitNetError.Io('HUB_BAD_RESPONSE', `${w.what}: got ${got} bytes, more than the ${want} expected`, {
+        url: shown,
+        expected: want,
+        got,
+      });
+      continue;
+    }
+    if ((total !== undefined && got < total) || (ex.size !== undefined && got < ex.size)) {
+      lastError = BitNetError.Io('HUB_SHORT_DOWNLOAD', `${w.what}: got ${got} of ${want} bytes`, {
+        url: shown,
+        expected: want,
         got,
       });
       continue; // resume from what arrived
     }
-    if (expectSha) {
-      const sha = await fileSha256(partial);
-      if (sha !== expectSha) {
-        await rm(partial, { force: true });
-        await rm(side, { force: true });
-        throw BitNetError.Io('HUB_CHECKSUM_MISMATCH', `${repo}/${file}: sha256 ${sha} does not match ${expectSha}`, {
-          url,
-          expected: expectSha,
-          got: sha,
-        });
+    const v = await verifyFile(partial, ex);
+    if (v && !v.ok) {
+      await rm(partial, { force: true });
+      await rm(side, { force: true });
+      const err = BitNetError.Io(
+        'HUB_CHECKSUM_MISMATCH',
+        `${repo}/${file}: ${v.algo} ${v.got} does not match ${v.expected}`,
+        { url: shown, algo: v.algo, expected: v.expected, got: v.got },
+      );
+      if (mixed && !restarted) {
+        // The bytes kept from before were bad: start from zero, once.
+        restarted = true;
+        lastError = err;
+        attempt--;
+        continue;
       }
+      throw err;
     }
-    await rename(partial, local);
+    try {
+      await rename(partial, local);
+    } catch (e) {
+      throw BitNetError.Io(
+        'HUB_CACHE_WRITE_FAILED',
+        `cannot move ${partial} into place: ${(e as Error).message}`,
+        {},
+        e,
+      );
+    }
     await rm(side, { force: true });
-    return { path: local, bytes: got, resumedFrom, sha256: expectSha };
+    const final = await sizeOf(local);
+    if (final !== got)
+      throw BitNetError.Io('HUB_CACHE_WRITE_FAILED', `${local} changed under the download (${final} bytes)`, {});
+    return {
+      path: local,
+      bytes: got,
+      resumedFrom,
+      sha256: v?.algo === 'sha256' ? v.expected : undefined,
+      gitSha1: v?.algo === 'git-sha1' ? v.expected : undefined,
+    };
   }
   throw lastError instanceof BitNetError
     ? lastError
-    : BitNetError.Io('HUB_SHORT_DOWNLOAD', `downloading ${file} failed`, { url }, lastError);
+    : BitNetError.Io('HUB_SHORT_DOWNLOAD', `${w.what} failed`, { url: shown }, lastError);
+}
+
+function entryExpect(known: HubEntry[], file: string): Expect {
+  const e = known.find((k) => k.file === file);
+  return { sha256: e?.sha256, gitSha1: e?.sha256 ? undefined : e?.gitSha1, size: e?.size };
 }
 
 /**
  * Downloads a shard pack (`manifest.json` and the shards it names) into `dir`: shards first, each
- * checked against the manifest's sha256, the manifest last. Returns the manifest's path.
+ * checked against the manifest's sha256, the manifest last. Files already there and matching are
+ * kept (`upToDate`). Returns the manifest's path.
  */
 export async function downloadHubPack(
   repo: string,
@@ -318,17 +590,28 @@ export async function downloadHubPack(
   o: DownloadOptions = {},
   known: HubEntry[] = [],
 ): Promise<{ manifest: string; files: DownloadResult[] }> {
-  const manifestPath = join(dir, 'manifest.json');
-  const staged = join(dir, 'manifest.json.download');
+  const manifestPath = inside(dir, join(dir, 'manifest.json'));
   const files: DownloadResult[] = [];
-  const m = await downloadHubFile(repo, 'manifest.json', staged, {
-    ...o,
-    sha256: known.find((e) => e.file === 'manifest.json')?.sha256,
-  });
-  files.push({ ...m, path: manifestPath });
-  let manifest: { shards?: { file?: unknown; sha256?: unknown }[] };
+  const mex = entryExpect(known, 'manifest.json');
+  let source = manifestPath;
+  const kept = await upToDate(manifestPath, mex);
+  if (kept) {
+    files.push({
+      path: manifestPath,
+      bytes: kept.bytes,
+      resumedFrom: 0,
+      sha256: mex.sha256,
+      gitSha1: mex.gitSha1,
+      upToDate: true,
+    });
+  } else {
+    source = join(dir, 'manifest.json.download');
+    const m = await downloadHubFile(repo, 'manifest.json', source, { ...o, ...mex });
+    files.push({ ...m, path: manifestPath });
+  }
+  let manifest: { shards?: { file?: unknown; sha256?: unknown; size?: unknown }[] };
   try {
-    manifest = JSON.parse(await readFile(staged, 'utf8'));
+    manifest = JSON.parse(await readFile(source, 'utf8'));
   } catch (e) {
     throw BitNetError.Model('PACK_BAD_JSON', `${repo}/manifest.json is not valid JSON`, {}, e);
   }
@@ -337,79 +620,249 @@ export async function downloadHubPack(
   for (const sh of manifest.shards) {
     const file = String(sh.file);
     checkFileName(file);
-    const local = join(dir, file);
-    const sha = typeof sh.sha256 === 'string' ? sh.sha256 : undefined;
-    if (sha && (await sizeOf(local)) !== undefined && (await fileSha256(local)) === sha) {
-      files.push({ path: local, bytes: (await sizeOf(local))!, resumedFrom: 0, sha256: sha });
+    const local = inside(dir, join(dir, file));
+    const ex: Expect = {
+      sha256: typeof sh.sha256 === 'string' ? sh.sha256 : undefined,
+      size: typeof sh.size === 'number' ? sh.size : undefined,
+    };
+    const have = ex.sha256 ? await upToDate(local, ex) : undefined;
+    if (have) {
+      files.push({ path: local, bytes: have.bytes, resumedFrom: 0, sha256: ex.sha256, upToDate: true });
       continue;
     }
-    files.push(await downloadHubFile(repo, file, local, { ...o, sha256: sha }));
+    files.push(await downloadHubFile(repo, file, local, { ...o, ...ex }));
   }
-  await rename(staged, manifestPath);
+  if (source !== manifestPath) {
+    try {
+      await rename(source, manifestPath);
+    } catch (e) {
+      // Another process finished the same pack first: its manifest is the same file.
+      if (!(await upToDate(manifestPath, mex)) && (await sizeOf(manifestPath)) === undefined) throw e;
+    }
+  }
   return { manifest: manifestPath, files };
 }
 
-/** Resolves `owner/repo` to a local model path (a GGUF, or a pack's manifest.json), downloading it into the cache if needed. */
+/** Whether the hub could not be asked at all (network error, stall, 5xx): the cache may answer instead. */
+function unreachable(e: unknown): e is BitNetError {
+  if (!(e instanceof BitNetError)) return false;
+  if (e.code === 'HUB_UNREACHABLE' || e.code === 'HUB_STALLED') return true;
+  return e.code === 'HUB_HTTP_ERROR' && Number(e.details.status) >= 500;
+}
+
+/** What the cache has for `file` (or the repo's GGUF / pack) in `dir`, if anything. */
+async function cachedModel(repo: string, dir: string, filename?: string): Promise<string | undefined> {
+  const files = await completeFiles(dir);
+  if (filename) return files.includes(filename) ? inside(dir, join(dir, filename)) : undefined;
+  const gguf = chooseGGUF(repo, files);
+  if (gguf) return inside(dir, join(dir, gguf));
+  if (files.includes('manifest.json')) return inside(dir, join(dir, 'manifest.json'));
+  return undefined;
+}
+
+async function resolveOffline(
+  repo: string,
+  rev: string,
+  root: string,
+  filename: string | undefined,
+  cause?: BitNetError,
+): Promise<string> {
+  const commit = (await readRef(root, repo, rev)) ?? (isCommit(rev) ? rev : undefined);
+  if (commit) {
+    const hit = await cachedModel(repo, snapshotDir(root, repo, commit), filename);
+    if (hit) return hit;
+  }
+  const legacy = legacyDir(root, repo, rev);
+  if (legacy) {
+    const hit = await cachedModel(repo, legacy, filename);
+    if (hit) return hit;
+  }
+  const what = `${repo}@${rev}${filename ? ` (${filename})` : ''}`;
+  if (cause) {
+    // The hub's failure, as it was (same kind and code), saying that the cache could not stand in.
+    throw new BitNetError(
+      cause.kind,
+      cause.code,
+      `${cause.message}; and the cache has nothing for ${what}`,
+      { ...cause.details, repo, revision: rev, cacheDir: root },
+      cause,
+    );
+  }
+  throw BitNetError.Io(
+    'HUB_UNREACHABLE',
+    `offline (HF_HUB_OFFLINE or the offline option), and the cache has nothing for ${what}`,
+    { repo, revision: rev, cacheDir: root, offline: true },
+  );
+}
+
+/** Moves a file of the pre-snapshot layout into the snapshot when it matches the hub's hash. */
+async function adoptLegacy(root: string, repo: string, rev: string, file: string, local: string, ex: Expect) {
+  const dir = legacyDir(root, repo, rev);
+  if (!dir || !(ex.sha256 || ex.gitSha1)) return false;
+  const old = inside(dir, join(dir, file));
+  if (!(await upToDate(old, ex))) return false;
+  try {
+    await mkdir(dirname(local), { recursive: true });
+    await rename(old, local);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Resolves `owner/repo` to a local model path (a GGUF, or a pack's manifest.json) of the revision's
+ * current commit, downloading what the cache lacks. When the hub cannot be reached, the commit the
+ * revision last resolved to is served from the cache (or `HUB_UNREACHABLE` when there is none).
+ */
 export async function resolveHubModel(repo: string, o: HubOptions = {}): Promise<string> {
   checkRepo(repo);
-  let file = o.filename;
-  if (!file) {
-    const all = await listHubFiles(repo, o);
-    file = chooseGGUF(repo, all);
-    if (!file) {
-      if (all.includes('manifest.json')) {
-        const dir = hubCacheDir(repo, o);
-        const manifest = join(dir, 'manifest.json');
-        if ((await sizeOf(manifest)) !== undefined) return manifest;
-        return (await downloadHubPack(repo, dir, o)).manifest;
-      }
-      throw BitNetError.Model('HUB_NO_GGUF', `${repo} has no GGUF file`, { repo, files: all });
-    }
+  const rev = o.revision ?? 'main';
+  checkRevision(rev);
+  if (o.filename !== undefined) checkFileName(o.filename);
+  hubCtx(o); // a bad endpoint is a Config error, even offline
+  const root = cacheRoot(o.cacheDir);
+  if (isOffline(o)) return resolveOffline(repo, rev, root, o.filename);
+  let listing: HubListing;
+  try {
+    listing = await fetchHubListing(repo, o);
+  } catch (e) {
+    if (unreachable(e) && !o.signal?.aborted) return resolveOffline(repo, rev, root, o.filename, e);
+    throw e;
   }
-  checkFileName(file);
-  const local = join(hubCacheDir(repo, o), file);
-  if ((await sizeOf(local)) !== undefined) return local;
-  return (await downloadHubFile(repo, file, local, o)).path;
+  const commit = snapshotId(listing, rev);
+  const dir = snapshotDir(root, repo, commit);
+  // Download by commit, so a branch that moves during the download cannot mix two versions.
+  const dlRev = listing.commit ?? rev;
+  const names = listing.entries.map((e) => e.file);
+  let file = o.filename;
+  if (file !== undefined && !names.includes(file))
+    throw BitNetError.Model('HUB_NOT_FOUND', `${repo} has no file ${file} at revision "${rev}"`, {
+      repo,
+      revision: rev,
+      file,
+      files: names,
+    });
+  file ??= chooseGGUF(repo, names);
+  if (!file) {
+    if (!names.includes('manifest.json')) throw noGGUF(repo, names);
+    const manifest = join(dir, 'manifest.json');
+    if ((await sizeOf(manifest)) === undefined)
+      await downloadHubPack(repo, dir, { ...o, revision: dlRev }, listing.entries);
+    await writeRef(root, repo, rev, commit);
+    return manifest;
+  }
+  const local = inside(dir, join(dir, file));
+  const ex = entryExpect(listing.entries, file);
+  const size = await sizeOf(local);
+  // Files get their name in a snapshot only once checked: a matching size is enough here.
+  if (!(size !== undefined && (ex.size === undefined || size === ex.size))) {
+    if (!(await adoptLegacy(root, repo, rev, file, local, ex)))
+      await downloadHubFile(repo, file, local, { ...o, revision: dlRev, ...ex });
+  }
+  await writeRef(root, repo, rev, commit);
+  return local;
 }
 
 export interface PullOptions extends DownloadOptions {
-  /** Files to fetch; default: the repo's GGUF, or its shard pack. */
+  /** Files to fetch; default: the repo's GGUF, or its shard pack, or its safetensors checkpoint. */
   files?: string[];
-  /** Where to put them (default: the hub cache, where fromPretrained looks). */
+  /** Where to put them (default: the hub cache's snapshot of the commit, where fromPretrained looks). */
   out?: string;
 }
 
-/** `bitnet pull`: downloads a GGUF, a shard pack, or the named files of a repo. */
-export async function pullHubRepo(
-  repo: string,
-  o: PullOptions = {},
-): Promise<{ dir: string; model?: string; files: DownloadResult[] }> {
+export interface PullResult {
+  dir: string;
+  /** The model to load (a GGUF or a pack's manifest.json). */
+  model?: string;
+  /** A safetensors checkpoint directory (to convert with `bitnet convert`). */
+  checkpoint?: string;
+  /** The commit the revision resolved to, when the hub gave one. */
+  commit?: string;
+  files: DownloadResult[];
+}
+
+/** The files of a safetensors checkpoint that `bitnet convert` reads. */
+function checkpointFiles(names: string[]): string[] {
+  const extra = [
+    'config.json',
+    'generation_config.json',
+    'model.safetensors.index.json',
+    'tokenizer.json',
+    'tokenizer_config.json',
+    'special_tokens_map.json',
+    'tokenizer.model',
+  ];
+  return names.filter((f) => extra.includes(f) || (f.endsWith('.safetensors') && !f.includes('/')));
+}
+
+/**
+ * `bitnet pull`: downloads a GGUF, a shard pack, a safetensors checkpoint, or the named files of a
+ * repo. Files already there that match the hub's hash are not downloaded again (`upToDate`).
+ */
+export async function pullHubRepo(repo: string, o: PullOptions = {}): Promise<PullResult> {
   checkRepo(repo);
-  const dir = o.out ?? hubCacheDir(repo, o);
-  const entries = await listHubEntries(repo, o);
-  const names = entries.map((e) => e.file);
-  const sha = (f: string) => entries.find((e) => e.file === f)?.sha256;
+  const rev = o.revision ?? 'main';
+  checkRevision(rev);
+  for (const f of o.files ?? []) checkFileName(f);
+  const root = cacheRoot(o.cacheDir);
+  const listing = await fetchHubListing(repo, o);
+  const commit = snapshotId(listing, rev);
+  const toCache = o.out === undefined;
+  const dir = toCache ? snapshotDir(root, repo, commit) : resolve(o.out!);
+  const dl: DownloadOptions = { ...o, revision: listing.commit ?? rev };
+  const names = listing.entries.map((e) => e.file);
+  const one = async (f: string): Promise<DownloadResult> => {
+    const local = inside(dir, join(dir, f));
+    const ex = entryExpect(listing.entries, f);
+    if (o.sha256 && o.files?.length === 1) ex.sha256 = o.sha256;
+    const have = await upToDate(local, ex);
+    if (have)
+      return {
+        path: local,
+        bytes: have.bytes,
+        resumedFrom: 0,
+        sha256: ex.sha256,
+        gitSha1: ex.sha256 ? undefined : ex.gitSha1,
+        upToDate: true,
+      };
+    return downloadHubFile(repo, f, local, { ...dl, ...ex });
+  };
+  const done = async (r: Omit<PullResult, 'dir' | 'commit'>): Promise<PullResult> => {
+    if (toCache) await writeRef(root, repo, rev, commit);
+    return { dir, commit: listing.commit, ...r };
+  };
   if (o.files?.length) {
     const files: DownloadResult[] = [];
     for (const f of o.files) {
-      checkFileName(f);
       if (!names.includes(f))
-        throw BitNetError.Model('HUB_NOT_FOUND', `${repo} has no file ${f}`, { repo, file: f, files: names });
-      files.push(await downloadHubFile(repo, f, join(dir, f), { ...o, sha256: o.sha256 ?? sha(f) }));
+        throw BitNetError.Model('HUB_NOT_FOUND', `${repo} has no file ${f} at revision "${rev}"`, {
+          repo,
+          revision: rev,
+          file: f,
+          files: names,
+        });
+      files.push(await one(f));
     }
-    return { dir, model: files.length === 1 ? files[0].path : undefined, files };
+    return done({ model: files.length === 1 ? files[0].path : undefined, files });
   }
   const gguf = chooseGGUF(repo, names);
   if (gguf) {
-    const r = await downloadHubFile(repo, gguf, join(dir, gguf), { ...o, sha256: sha(gguf) });
-    return { dir, model: r.path, files: [r] };
+    const r = await one(gguf);
+    return done({ model: r.path, files: [r] });
   }
   if (names.includes('manifest.json')) {
-    const r = await downloadHubPack(repo, dir, o, entries);
-    return { dir, model: r.manifest, files: r.files };
+    const r = await downloadHubPack(repo, dir, dl, listing.entries);
+    return done({ model: r.manifest, files: r.files });
   }
-  throw BitNetError.Model('HUB_NO_MODEL', `${repo} has no GGUF file and no shard pack; name files with --file`, {
-    repo,
-    files: names,
-  });
+  if (isCheckpoint(names)) {
+    const files: DownloadResult[] = [];
+    for (const f of checkpointFiles(names)) files.push(await one(f));
+    return done({ checkpoint: dir, files });
+  }
+  throw BitNetError.Model(
+    'HUB_NO_MODEL',
+    `${repo} has no GGUF file, no shard pack and no safetensors checkpoint; name files with --file`,
+    { repo, files: names },
+  );
 }

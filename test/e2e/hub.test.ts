@@ -1,6 +1,6 @@
 // fromPretrained against a local stand-in for the Hugging Face hub's URL scheme (never the internet).
 
-import { mkdtemp, readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -13,19 +13,22 @@ let server: Server;
 let endpoint: string;
 const hits: string[] = [];
 let model: Uint8Array;
+const COMMIT = 'c0ffee'.padEnd(40, '0');
 
 beforeAll(async () => {
   model = await synthBytes({ qtype: 'i2_s', seed: 4, arch: 'bitnet-b1.58' });
   server = createServer((req, res) => {
     hits.push(`${req.method} ${req.url} ${req.headers.authorization ?? ''}`);
-    if (req.url === '/api/models/acme/tiny-bitnet/revision/main') {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === '/api/models/acme/tiny-bitnet/revision/main') {
       res.setHeader('content-type', 'application/json');
       res.end(
         JSON.stringify({
+          sha: COMMIT,
           siblings: [{ rfilename: 'README.md' }, { rfilename: 'ggml-model-i2_s.gguf' }, { rfilename: 'other.gguf' }],
         }),
       );
-    } else if (req.url === '/acme/tiny-bitnet/resolve/main/ggml-model-i2_s.gguf') {
+    } else if (path === `/acme/tiny-bitnet/resolve/${COMMIT}/ggml-model-i2_s.gguf`) {
       res.setHeader('content-length', String(model.length));
       res.end(model);
     } else if (req.url?.startsWith('/api/models/acme/private')) {
@@ -47,10 +50,12 @@ describe('fromPretrained', () => {
     const cfg = { hfEndpoint: endpoint, cacheDir, hfToken: 'tok123' };
     const m = await BitNetModel.fromPretrainedWithConfig('acme/tiny-bitnet', cfg);
     expect(m.modelInfo().architecture).toBe('bitnet-b1.58');
-    expect(hits.some((h) => h.includes('/resolve/main/ggml-model-i2_s.gguf') && h.includes('Bearer tok123'))).toBe(
+    expect(hits.some((h) => h.includes(`/resolve/${COMMIT}/ggml-model-i2_s.gguf`) && h.includes('Bearer tok123'))).toBe(
       true,
     );
-    expect(await readdir(join(cacheDir, 'acme--tiny-bitnet', 'main'))).toEqual(['ggml-model-i2_s.gguf']);
+    // Cached by commit: snapshots/{commit}/, with refs/main naming the commit.
+    expect(await readdir(join(cacheDir, 'acme--tiny-bitnet', 'snapshots', COMMIT))).toEqual(['ggml-model-i2_s.gguf']);
+    expect(await readFile(join(cacheDir, 'acme--tiny-bitnet', 'refs', 'main'), 'utf8')).toBe(`${COMMIT}\n`);
     const before = hits.length;
     const again = await BitNetModel.fromPretrainedWithConfig('acme/tiny-bitnet', cfg);
     expect(hits.length).toBe(before + 1); // listing only: the file came from the cache

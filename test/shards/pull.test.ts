@@ -135,7 +135,11 @@ describe('fromPretrained and bitnet pull (CLI) with HF_ENDPOINT / HF_TOKEN', () 
     });
     const ref = await BitNetModel.fromFile(fx.ggufPath, { backend: 'reference' });
     expect(sameBits((await m.engine.forward(IDS)).data, (await ref.engine.forward(IDS)).data)).toBe(true);
-    expect((await readdir(join(cacheDir, 'acme--tiny-pack', 'main'))).sort()).toEqual([...fx.pack.keys()].sort());
+    // The cache keeps the snapshot of the commit `main` resolved to (refs/main names it).
+    const snap = (await readFile(join(cacheDir, 'acme--tiny-pack', 'refs', 'main'), 'utf8')).trim();
+    expect((await readdir(join(cacheDir, 'acme--tiny-pack', 'snapshots', snap))).sort()).toEqual(
+      [...fx.pack.keys()].sort(),
+    );
     const before = hub.requests.length;
     await BitNetModel.fromPretrainedWithConfig('acme/tiny-pack', { hfEndpoint: hub.url, hfToken: TOKEN, cacheDir });
     expect(hub.requests.length).toBe(before + 1); // the listing only: the pack came from the cache
