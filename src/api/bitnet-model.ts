@@ -105,7 +105,15 @@ export class BitNetModel {
     return BitNetModel.fromPretrainedWithConfig(modelId, new ModelConfig());
   }
 
-  static async fromPretrainedWithConfig(modelId: string, config: ModelConfig | ModelConfigInit): Promise<BitNetModel> {
+  /**
+   * `hub` tunes the download (docs/hub.md): `stallTimeoutMs` (no byte for this long → retry;
+   * default 30000), `attempts` (default 5), `offline` (cache only; default $HF_HUB_OFFLINE), `signal`.
+   */
+  static async fromPretrainedWithConfig(
+    modelId: string,
+    config: ModelConfig | ModelConfigInit,
+    hub: { stallTimeoutMs?: number; attempts?: number; offline?: boolean; signal?: AbortSignal } = {},
+  ): Promise<BitNetModel> {
     const cfg = config instanceof ModelConfig ? config : new ModelConfig(config);
     cfg.validate();
     const { resolveHubModel } = await import('../sources/hf-hub.ts');
@@ -115,6 +123,10 @@ export class BitNetModel {
       revision: cfg.revision,
       filename: cfg.filename,
       cacheDir: cfg.cacheDir,
+      stallTimeoutMs: hub.stallTimeoutMs,
+      attempts: hub.attempts,
+      offline: hub.offline,
+      signal: hub.signal,
     });
     return BitNetModel.load(path, cfg);
   }
