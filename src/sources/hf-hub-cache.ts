@@ -9,7 +9,7 @@
  *                                      the revision is percent-encoded (refs%2Fpr%2F1)
  *     snapshots/{commit}/{file}        the files of that commit, complete and checked
  *     snapshots/{commit}/{file}.partial, .partial.json, .lock   a download in progress
- *     {revision}/{file}                the layout before 0.2 (read: moved into snapshots/ once its
+ *     {revision}/{file}                the old layout, before snapshots (moved into snapshots/ once its
  *                                      sha256 matches the hub's; served as is when offline)
  *
  * `{commit}` is the 40-hex commit sha the hub reports (`sha` of the listing). A hub whose listing
@@ -23,7 +23,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } f
 import { homedir, hostname } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { BitNetError } from '../errors.ts';
-import { sleep } from './retry.ts';
+import { abortError, sleep } from './retry.ts';
 
 export const COMMIT_RE = /^[0-9a-f]{40}$/;
 const SNAPSHOT_RE = /^(?:[0-9a-f]{40}|listing-[0-9a-f]{40})$/;
@@ -208,7 +208,7 @@ export async function acquireLock(path: string, o: LockOptions = {}): Promise<He
   const info: LockInfo = { pid: process.pid, host: hostname(), token: randomBytes(8).toString('hex') };
   let waited = false;
   for (;;) {
-    if (o.signal?.aborted) throw o.signal.reason ?? new Error('aborted');
+    if (o.signal?.aborted) throw abortError(o.signal);
     try {
       const fh = await open(path, 'wx');
       try {

@@ -157,6 +157,22 @@ describe('transport oddities', () => {
     expect(cdn[1].range).toMatch(/^bytes=\d+-$/);
   });
 
+  it("the caller's abort ends the download (ABORTED), releases the lock and keeps the partial", async () => {
+    const cacheDir = await tempDir('bitnet-hubi-');
+    hub.cfg.throttleMs = 20;
+    const ac = new AbortController();
+    const p = resolveHubModel('acme/tiny', opts(cacheDir, { signal: ac.signal }));
+    const started = () => hub.hits.some((h) => h.host === 'cdn');
+    while (!started()) await new Promise((r) => setTimeout(r, 10));
+    ac.abort();
+    const err = await p.catch((e) => e);
+    expect(err).toBeInstanceOf(BitNetError);
+    expect(err.code).toBe('ABORTED');
+    const left = await walk(cacheDir);
+    expect(left.some((f) => f.endsWith('.lock'))).toBe(false);
+    expect(left.some((f) => f.endsWith(`${GGUF}`))).toBe(false);
+  });
+
   it('a stall with no attempts left is HUB_STALLED, and the partial is kept for later', async () => {
     const cacheDir = await tempDir('bitnet-hubi-');
     hub.cfg.stallAfter = 50_000;
