@@ -17,7 +17,7 @@ export const COMMAND_USAGE: Record<string, string> = {
              [--pre-tokenizer default|llama-bpe] [--json]`,
   convert: `convert    --model GGUF|HF_DIR --out DIR [--layout i2s|tl1|tl2] [--head keep|f16|q8_0|q6_k|int4]
              [--shard-size 64MiB] [--alignment 64] [--quiet] [--json]`,
-  pull: `pull       OWNER/REPO [--file F ...] [--out DIR] [--revision R] [--endpoint URL] [--quiet] [--json]`,
+  pull: `pull       OWNER/REPO [--file F ...] [--out DIR] [--revision R] [--endpoint URL] [--stall-timeout S] [--quiet] [--json]`,
   bench: `bench      --model LOCATION [--threads N] [--prompt 128] [--gen 64] [--runs 3] [--backend wasm|reference] [--json]`,
   serve: `serve      [--model LOCATION] [--model-id ID] [--host H] [--port P] [--api-key K ...] [--max-concurrent N]
              [--max-queue N] [--max-tokens N] [--body-limit BYTES] [--cors-origin O ...] [--gpu-url URL]
