@@ -6,7 +6,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,7 +16,7 @@ import { BitNetError } from '../../src/errors.ts';
 import { downloadHubFile, pullHubRepo, resolveHubModel } from '../../src/sources/hf-hub.ts';
 import { inside } from '../../src/sources/hf-hub-cache.ts';
 import { FakeHub, sha256 } from './hf-hub-fake.ts';
-import { isCode, tempDir } from './util.ts';
+import { isCode, tempDir, walk } from './util.ts';
 
 const C1 = '1'.repeat(40);
 const C2 = '2'.repeat(40);
@@ -25,13 +25,6 @@ const m1 = randomBytes(300_000);
 const m2 = randomBytes(310_000);
 const hub = new FakeHub();
 const HUB_MODULE = resolve('src/sources/hf-hub.ts');
-
-async function walk(dir: string): Promise<string[]> {
-  return (await readdir(dir, { recursive: true, withFileTypes: true }))
-    .filter((d) => d.isFile())
-    .map((d) => join(d.parentPath, d.name).slice(dir.length + 1))
-    .sort();
-}
 
 beforeAll(async () => {
   await hub.start();

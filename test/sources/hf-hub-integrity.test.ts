@@ -9,21 +9,13 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BitNetError } from '../../src/errors.ts';
 import { downloadHubFile, pullHubRepo, resolveHubModel } from '../../src/sources/hf-hub.ts';
 import { FakeHub, gitSha1, sha256 } from './hf-hub-fake.ts';
-import { isCode, tempDir } from './util.ts';
+import { isCode, tempDir, walk } from './util.ts';
 
 const C1 = '1'.repeat(40);
 const GGUF = 'ggml-model-i2_s.gguf';
 const model = randomBytes(300_000);
 const config = Buffer.from(JSON.stringify({ model_type: 'bitnet', pad: 'x'.repeat(4000) }));
 const hub = new FakeHub();
-
-/** Every file under `dir`, relative. */
-async function walk(dir: string): Promise<string[]> {
-  return (await readdir(dir, { recursive: true, withFileTypes: true }))
-    .filter((d) => d.isFile())
-    .map((d) => join(d.parentPath, d.name).slice(dir.length + 1))
-    .sort();
-}
 
 beforeAll(async () => {
   await hub.start();

@@ -1,5 +1,5 @@
 /** Shared helpers for the source and shard-pack tests: fixtures on disk and bit-exact logits. */
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Device } from '../../src/api/device.ts';
@@ -65,4 +65,12 @@ export async function makeFixture(opts: ConvertOptions = { shardSize: 200_000 },
   await mkdir(packDir);
   for (const [name, bytes] of sink.files) await writeFile(join(packDir, name), bytes);
   return { dir, gguf, ggufPath, pack: sink.files, packDir };
+}
+
+/** Every file under `dir`, relative, `/`-separated as readdir gives them, sorted. */
+export async function walk(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true, withFileTypes: true }))
+    .filter((d) => d.isFile())
+    .map((d) => join(d.parentPath, d.name).slice(dir.length + 1))
+    .sort();
 }
