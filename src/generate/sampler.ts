@@ -386,8 +386,11 @@ function sampleFrom(vals: Float32Array, params: SamplerParams, rng: UniformSourc
   if (T <= 0) return argmax(vals);
   // A temperature so small that the largest finite logit / T overflows f64 (e.g. 1e-308): the
   // weights would all be +inf and share the mass uniformly. The limit T → 0 is greedy, so be greedy.
-  const mx = maxOf(vals);
-  if (Number.isFinite(mx) && !Number.isFinite(mx / T)) return argmax(vals);
+  // |logit| ≤ f32 max ≈ 3.4e38 cannot overflow f64 for T ≥ 1e-200: no extra pass over the vocab then.
+  if (T < 1e-200) {
+    const mx = maxOf(vals);
+    if (Number.isFinite(mx) && !Number.isFinite(mx / T)) return argmax(vals);
+  }
 
   if (topK > 0 && topK < vals.length) {
     const c = selectTopK(vals, topK, T);
@@ -400,7 +403,7 @@ function sampleFrom(vals: Float32Array, params: SamplerParams, rng: UniformSourc
   }
 
   // Whole vocabulary: the max, then gather() sums Z and finds the prefix.
-  const m = mx / T;
+  const m = maxOf(vals) / T;
   if (topP < 1) {
     const g = gather(vals, T, m, (Z) => {
       const target = topP * Z;
