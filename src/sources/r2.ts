@@ -10,7 +10,7 @@
  */
 import { BitNetError } from '../errors.ts';
 import { type ByteSource, checkRange, type ReadOptions } from './byte-source.ts';
-import { decodeLocationPart } from './open.ts';
+import { decodeLocationPart } from './location.ts';
 import { type RetryOptions, throwIfAborted, transient, withRetry } from './retry.ts';
 
 /** The members of an R2 object (metadata) this source reads. */

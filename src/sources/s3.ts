@@ -20,7 +20,7 @@
 import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { BitNetError } from '../errors.ts';
 import { type ByteSource, checkRange, type ReadOptions } from './byte-source.ts';
-import { decodeLocationPart } from './open.ts';
+import { decodeLocationPart } from './location.ts';
 import {
   abortError,
   DEFAULT_RETRY,

@@ -25,7 +25,7 @@ import type { HParams } from '../../model/hparams.ts';
 import { EMBD_TYPES, type Linear, type ModelWeights } from '../../model/weights.ts';
 import type { TensorView } from '../../quant/float-codecs.ts';
 import { packTL, type TLLayout, ternaryOf, tlImageBytes } from '../../quant/tl.ts';
-import { localPath } from '../../sources/open.ts';
+import { localPath } from '../../sources/location.ts';
 import type { Arena } from './arena.ts';
 import { LAYER, LIN, MD } from './exports.ts';
 import type { WeightArena } from './weight-arena.ts';

@@ -4,11 +4,11 @@
  * else (a remote location, a shard pack, an unreadable or corrupt file, a runtime without
  * node:fs) returns undefined: the caller takes the ordinary loader, which reports the real error
  * (e.g. Io/FILE_NOT_FOUND). A malformed %-escape in a file:// URL is Config/BAD_LOCATION, as for
- * every location (the rule is in sources/open.ts). No node: import here: node-open.ts is loaded
+ * every location (the rule is in sources/location.ts). No node: import here: node-open.ts is loaded
  * lazily.
  */
 import type { ByteSource } from '../../sources/byte-source.ts';
-import { localPath } from '../../sources/open.ts';
+import { localPath } from '../../sources/location.ts';
 
 export async function openLocalGguf(location: string): Promise<ByteSource | undefined> {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location) && !/^file:\/\//i.test(location)) return undefined;
