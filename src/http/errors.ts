@@ -32,6 +32,9 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   KV_CACHE_FULL: 503,
   GPU_UNAVAILABLE: 503,
   MODEL_UNAVAILABLE: 503,
+  // the server's chat template rewrites message content so that it cannot be kept apart from
+  // control tokens (chat-template.ts): a property of the deployment's template, not of the request
+  CHAT_TEMPLATE_CONTENT_UNLOCATED: 500,
   // the Node server is draining for shutdown (the adapter writes the same status itself)
   SHUTTING_DOWN: 503,
   // the Worker has no R2 binding to read its model from (like a missing model object)

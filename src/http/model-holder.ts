@@ -9,6 +9,7 @@ import type { ModelInfo } from '../api/model-info.ts';
 import { BitNetError, isBitNetError } from '../errors.ts';
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
+import { statusOf } from './errors.ts';
 
 /** What the app needs of a model; `BitNetModel` is one. */
 export interface ServedModel {
@@ -60,6 +61,17 @@ export class ModelHolder {
       },
       (e: unknown) => {
         this.loading = undefined;
+        // A load error that maps to a client status (a BAD_LOCATION in BITNET_MODEL, an unknown
+        // pre-tokenizer: Config/Tokenization kinds) is still the deployment's fault, never the
+        // request's: 503 MODEL_UNAVAILABLE, with the original code and error as the cause.
+        if (isBitNetError(e) && statusOf(e) < 500) {
+          throw BitNetError.Model(
+            'MODEL_UNAVAILABLE',
+            `the model could not be loaded: ${e.message}`,
+            { ...e.details, causeCode: e.code },
+            e,
+          );
+        }
         if (isBitNetError(e)) throw e;
         throw BitNetError.Model(
           'MODEL_UNAVAILABLE',

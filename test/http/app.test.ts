@@ -25,6 +25,28 @@ const chat = (extra: Record<string, unknown> = {}) => ({
   ...extra,
 });
 
+describe('a model that fails to load', () => {
+  it("a load error with a client status (BITNET_MODEL's BAD_LOCATION) is the server's: 503 MODEL_UNAVAILABLE", async () => {
+    let tries = 0;
+    const a = createApp({
+      model: () => {
+        tries++;
+        return Promise.reject(BitNetError.Config('BAD_LOCATION', 'model location "s3://b/100%.gguf": bad escape'));
+      },
+      modelId: MODEL,
+    });
+    for (const path of ['/v1/completions', '/v1/chat/completions']) {
+      const body = path === '/v1/completions' ? { prompt: 'hi' } : { messages: [{ role: 'user', content: 'hi' }] };
+      const r = await a.request(...post(path, { ...body, max_tokens: 1 }, { 'content-type': 'application/json' }));
+      expect(r.status).toBe(503);
+      const e = (await r.json()).error;
+      expect(e.code).toBe('MODEL_UNAVAILABLE');
+      expect(e.message).toContain('bad escape');
+    }
+    expect(tries).toBe(2); // a failed load is tried again on the next request
+  });
+});
+
 describe('errors → HTTP status, in one table', () => {
   it('maps codes first, then kinds', () => {
     const cases: [BitNetError, number][] = [
@@ -42,6 +64,7 @@ describe('errors → HTTP status, in one table', () => {
       [BitNetError.Quantization('I2S_BAD_CODE', 'x'), 500],
       [BitNetError.Capacity('KV_CACHE_FULL', 'x'), 503],
       [BitNetError.Capacity('SHUTTING_DOWN', 'x'), 503],
+      [BitNetError.Tokenization('CHAT_TEMPLATE_CONTENT_UNLOCATED', 'x'), 500],
       [BitNetError.Config('INVALID_ENV', 'x'), 500],
       [BitNetError.Config('METHOD_NOT_ALLOWED', 'x'), 405],
       [BitNetError.Device('BACKEND_UNAVAILABLE', 'x'), 503],
