@@ -16,9 +16,9 @@
  * gets 503 `SHUTTING_DOWN` with `Retry-After`, and their generations are aborted; then every
  * connection is closed. `close()` cuts at once.
  */
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { serve } from '@hono/node-server';
+import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server';
 import { BitNetError } from '../errors.ts';
 import { type AppDeps, createApp } from '../http/app.ts';
 import { parseKeyList } from '../http/auth.ts';
@@ -93,82 +93,11 @@ export function safeHost(host: string | undefined, hasKeys: boolean, warn: (m: s
   return LOOPBACK;
 }
 
-const enc = new TextEncoder();
-
+/** The reason in-flight requests are aborted with when the grace period runs out. */
 function shuttingDown(): BitNetError {
   return BitNetError.Capacity('SHUTTING_DOWN', 'the server is shutting down; retry the request', {
     retryAfterSeconds: 1,
   });
-}
-
-/** The OpenAI-style error body (src/http/errors.ts' shape) for SHUTTING_DOWN, a 503. */
-function shutdownBody(e: BitNetError) {
-  return { error: { message: e.message, type: 'server_error', param: null, code: e.code } };
-}
-
-/** One request being answered, and how to cut it. */
-interface Flight {
-  cut(): void;
-}
-
-/**
- * An SSE body that can be ended from outside: `cut()` appends an error event in the route's
- * format (`event: error` for the native /v1/generate stream, a `data: {"error": …}` line for
- * the OpenAI ones) when the bytes so far end at an event boundary, closes the stream, and
- * cancels the app's stream (which ends its generation). Pull-based like the app's own stream.
- */
-function cuttableSse(
-  body: ReadableStream<Uint8Array>,
-  native: boolean,
-): { body: ReadableStream<Uint8Array>; cut(): void } {
-  const reader = body.getReader();
-  let ctl: ReadableStreamDefaultController<Uint8Array> | undefined;
-  let tail = '\n\n'; // the last two characters sent: an event boundary when "\n\n"
-  let ended = false;
-  const out = new ReadableStream<Uint8Array>(
-    {
-      start(c) {
-        ctl = c;
-      },
-      async pull(c) {
-        if (ended) return;
-        try {
-          const r = await reader.read();
-          if (ended) return;
-          if (r.done) {
-            ended = true;
-            c.close();
-            return;
-          }
-          const last = r.value.subarray(Math.max(0, r.value.byteLength - 2));
-          tail = (tail + String.fromCharCode(...last)).slice(-2);
-          c.enqueue(r.value);
-        } catch (e) {
-          if (ended) return;
-          ended = true;
-          c.error(e);
-        }
-      },
-      async cancel(reason) {
-        ended = true;
-        await reader.cancel(reason).catch(() => {});
-      },
-    },
-    { highWaterMark: 0 },
-  );
-  return {
-    body: out,
-    cut() {
-      if (ended || !ctl) return;
-      ended = true;
-      if (tail === '\n\n') {
-        const payload = JSON.stringify(shutdownBody(shuttingDown()));
-        ctl.enqueue(enc.encode(native ? `event: error\ndata: ${payload}\n\n` : `data: ${payload}\n\n`));
-      }
-      ctl.close();
-      reader.cancel(shuttingDown()).catch(() => {});
-    },
-  };
 }
 
 /** A Request the app sees, with a signal this adapter can abort as well as the client. */
@@ -187,39 +116,25 @@ export async function serveNode(deps: AppDeps, opts: NodeServeOptions = {}): Pro
   const host = safeHost(opts.host, (deps.apiKeys?.length ?? 0) > 0, opts.warn);
   const app = createApp(deps);
   const requestTimeout = Math.max(0, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
-  const flights = new Set<Flight>();
+  // one controller per request being answered: aborting it (reason SHUTTING_DOWN) cuts the request
+  const flights = new Set<AbortController>();
   let draining = false;
   let finished = 0;
   let server: Server;
   let onIdle: (() => void) | undefined; // set while shutdown waits for the last request
 
-  const handle = async (req: Request, env: { incoming: IncomingMessage; outgoing: ServerResponse }) => {
-    const { outgoing } = env;
-    const url = new URL(req.url);
-    if (draining && url.pathname === '/readyz') {
+  const handle = (req: Request, env: HttpBindings | Http2Bindings) => {
+    const outgoing = (env as HttpBindings).outgoing; // an HTTP/1 server (serve() without createServer)
+    if (draining && new URL(req.url).pathname === '/readyz') {
       outgoing.shouldKeepAlive = false;
       return Response.json({ status: 'draining' }, { status: 503, headers: { 'retry-after': '1' } });
     }
-    const abort = new AbortController();
-    let cutNow: () => void = () => {};
-    const cutSignal = new Promise<'cut'>((resolve) => {
-      cutNow = () => resolve('cut');
-    });
-    let sse: { cut(): void } | undefined;
-    let wasCut = false;
-    const flight: Flight = {
-      cut() {
-        wasCut = true;
-        cutNow();
-        sse?.cut();
-        abort.abort(shuttingDown());
-      },
-    };
+    const flight = new AbortController();
     flights.add(flight);
     outgoing.once('close', () => {
       flights.delete(flight);
       if (draining) {
-        if (!wasCut) finished++;
+        if (!flight.signal.aborted) finished++;
         // keep-alive connections whose response just ended: close them now, not after keepAliveTimeout
         setImmediate(() => server.closeIdleConnections());
         if (flights.size === 0) onIdle?.();
@@ -227,29 +142,18 @@ export async function serveNode(deps: AppDeps, opts: NodeServeOptions = {}): Pro
     });
     // a request answered while draining closes its connection when done
     if (draining) outgoing.shouldKeepAlive = false;
-
-    const answer = Promise.resolve(app.fetch(withSignal(req, abort.signal), env));
-    const first = await Promise.race([answer, cutSignal]);
-    if (first === 'cut') {
-      // the app's answer, when it comes, goes nowhere: free its body
-      answer.then((r) => r.body?.cancel().catch(() => {})).catch(() => {});
-      outgoing.shouldKeepAlive = false;
-      return Response.json(shutdownBody(shuttingDown()), { status: 503, headers: { 'retry-after': '1' } });
-    }
-    const res = first;
-    if (draining) outgoing.shouldKeepAlive = false;
-    if (res.body && (res.headers.get('content-type') ?? '').startsWith('text/event-stream')) {
-      const c = cuttableSse(res.body, url.pathname === '/v1/generate');
-      sse = c;
-      return new Response(c.body, { status: res.status, statusText: res.statusText, headers: res.headers });
-    }
-    return res;
+    // Aborted with SHUTTING_DOWN, the app answers it itself: a stream ends with an error event in
+    // its own format, a response not yet begun is a 503 with Retry-After (src/http/local.ts).
+    return Promise.resolve(app.fetch(withSignal(req, flight.signal), env)).then((res) => {
+      if (draining) outgoing.shouldKeepAlive = false;
+      return res;
+    });
   };
 
   server = await new Promise<Server>((resolve, reject) => {
     const s = serve(
       {
-        fetch: handle as never,
+        fetch: handle,
         hostname: host,
         port: opts.port ?? 8080,
         overrideGlobalObjects: false,
@@ -275,6 +179,7 @@ export async function serveNode(deps: AppDeps, opts: NodeServeOptions = {}): Pro
     closing ??= (async () => {
       draining = true;
       const closed = new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+      closed.catch(() => {}); // awaited below, after the grace: no unhandled rejection meanwhile
       server.closeIdleConnections();
       const idle = () =>
         new Promise<void>((resolve) => {
@@ -293,7 +198,7 @@ export async function serveNode(deps: AppDeps, opts: NodeServeOptions = {}): Pro
         clearTimeout(timer);
         if (flights.size > 0) {
           cut = flights.size;
-          for (const f of [...flights]) f.cut();
+          for (const f of [...flights]) f.abort(shuttingDown());
           // let the error events and 503s go out, then close whatever is left
           let flush: ReturnType<typeof setTimeout> | undefined;
           await Promise.race([idle(), new Promise<void>((r) => (flush = setTimeout(r, FLUSH_MS)))]);

@@ -10,7 +10,7 @@
  */
 import type { GenerationConfigInit } from '../api/generation-config.ts';
 import type { Prompt } from '../api/inference-engine.ts';
-import { BitNetError } from '../errors.ts';
+import { BitNetError, isBitNetError } from '../errors.ts';
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
 import type { ChatTemplate } from '../tokenizer/chat-template.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
@@ -116,9 +116,17 @@ export async function startLocal(
   signal: AbortSignal | undefined,
   t0: number,
 ): Promise<LocalRun> {
-  const release = await d.limiter.acquire(signal);
+  // A BitNetError reason (the server shutting down: SHUTTING_DOWN) is what the generation fails
+  // with, so each route answers it in its own format; any other abort is the client going away.
+  const reason = () => (isBitNetError(signal?.reason) ? signal.reason : cancelled());
+  let release: () => void;
+  try {
+    release = await d.limiter.acquire(signal);
+  } catch (e) {
+    throw signal?.aborted ? reason() : e;
+  }
   const ac = new AbortController();
-  const onAbort = () => ac.abort(cancelled());
+  const onAbort = () => ac.abort(reason());
   signal?.addEventListener('abort', onAbort, { once: true });
   let it: AsyncGenerator<TokenEvent, GenerationOutcome> | undefined;
   let settled = false;
@@ -135,7 +143,7 @@ export async function startLocal(
   };
   let first: IteratorResult<TokenEvent, GenerationOutcome>;
   try {
-    if (signal?.aborted) throw cancelled();
+    if (signal?.aborted) throw reason();
     const model = await d.holder.get();
     const p = toEnginePrompt(prompt, model.tokenizer, d.templateFor);
     it = model.engine.stream(p.prompt, withStopStrings(config, p.stopStrings), ac.signal);
