@@ -235,7 +235,7 @@ export async function serveCommand(
   // and the second one goes in before the first goes out (never a moment with the default action).
   const again = (sig: string) => {
     console.error(`bitnet serve: ${sig} again: cutting ${server.inFlight} request(s) in flight now`);
-    void server.close();
+    server.close().catch(() => {}); // the first signal's shutdown() reports how closing went
   };
   const signalled = new Promise<string>((resolve) => {
     const first = (sig: string) => {

@@ -111,7 +111,7 @@ class SpeedGuard {
 function checkIdentity(res: Response, where: string): void {
   const ce = (res.headers.get('content-encoding') ?? '').trim().toLowerCase();
   if (ce === '' || ce === 'identity') return;
-  void res.body?.cancel();
+  res.body?.cancel().catch(() => {});
   throw BitNetError.Io(
     'HTTP_CONTENT_ENCODED',
     `${where}: the server compressed the body (Content-Encoding: ${ce}) although identity was asked for; ` +
