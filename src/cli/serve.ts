@@ -29,7 +29,6 @@ import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { envBool, envInt, invalidEnv } from '../adapters/env.ts';
 import { DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, resolveApiKeys, serveNode } from '../adapters/node.ts';
 import { BitNetModel } from '../api/bitnet-model.ts';
 import { BitNetError } from '../errors.ts';
@@ -39,6 +38,7 @@ import type { ServedModel } from '../http/model-holder.ts';
 import { SYNTH_PRESETS, type SynthOptions, synthModel } from '../model/synth.ts';
 import { MemorySource } from '../sources/byte-source.ts';
 import type { OpenOptions } from '../sources/open.ts';
+import { type EnvLike, envBool, envInt, envSecondsMs, invalidEnv } from '../util/env.ts';
 import { num, oneOf, str } from './args.ts';
 
 /** The demo: the `tiny` preset, I2_S, seed 1. Random weights. */
@@ -66,8 +66,6 @@ export async function writeDemoModel(path = DEMO_MODEL_PATH): Promise<string> {
   return path;
 }
 
-const DECIMAL = /^(?:\d+(?:\.\d+)?|\.\d+)$/;
-
 /**
  * Seconds from a flag, else an environment variable, else the default; as milliseconds. A bad
  * flag is BAD_FLAG, a bad variable INVALID_ENV naming it (as the other adapters' settings).
@@ -75,29 +73,25 @@ const DECIMAL = /^(?:\d+(?:\.\d+)?|\.\d+)$/;
 function seconds(
   flags: Record<string, unknown>,
   flag: string,
-  env: Record<string, string | undefined>,
+  env: EnvLike,
   envName: string,
   defaultMs: number,
 ): number {
   const fromFlag = num(flags, flag, { min: 0 });
   if (fromFlag !== undefined) return Math.round(fromFlag * 1000);
-  const raw = env[envName];
-  if (raw === undefined || raw === '') return defaultMs;
-  if (!DECIMAL.test(raw)) throw invalidEnv(envName, raw, 'must be a number of seconds >= 0 (decimal digits)');
-  return Math.round(Number(raw) * 1000);
+  return envSecondsMs(env, envName) ?? defaultMs;
 }
 
 /** Retry/stall settings of remote model sources from BITNET_HTTP_*; undefined when none is set. */
-function remoteSourceOptions(env: Record<string, string | undefined>): OpenOptions | undefined {
-  const NONE = -1;
-  const stallMs = seconds({}, 'http-timeout', env, 'BITNET_HTTP_TIMEOUT_S', NONE);
+function remoteSourceOptions(env: EnvLike): OpenOptions | undefined {
+  const stallMs = envSecondsMs(env, 'BITNET_HTTP_TIMEOUT_S');
   if (stallMs === 0)
-    throw invalidEnv('BITNET_HTTP_TIMEOUT_S', env.BITNET_HTTP_TIMEOUT_S ?? '', 'must be more than 0 seconds');
+    throw invalidEnv('BITNET_HTTP_TIMEOUT_S', String(env.BITNET_HTTP_TIMEOUT_S), 'must be more than 0 seconds');
   const retries = envInt(env, 'BITNET_HTTP_RETRIES');
   const minBytesPerSecond = envInt(env, 'BITNET_HTTP_MIN_BYTES_PER_S');
-  if (stallMs === NONE && retries === undefined && minBytesPerSecond === undefined) return undefined;
+  if (stallMs === undefined && retries === undefined && minBytesPerSecond === undefined) return undefined;
   const retry = {
-    ...(stallMs !== NONE ? { stallTimeoutMs: stallMs } : {}),
+    ...(stallMs !== undefined ? { stallTimeoutMs: stallMs } : {}),
     ...(retries !== undefined ? { retries } : {}),
   };
   return {

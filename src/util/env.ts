@@ -1,0 +1,74 @@
+/**
+ * Settings from environment variables, parsed the same strict way everywhere (the Worker's vars,
+ * the Lambda function's environment, `bitnet serve`'s process.env):
+ *
+ *   integers  plain decimal digits only ("4"; not " 4", "4.0", "1e3", "0x10", "-1"), within the
+ *             variable's range; "" or unset = the default
+ *   seconds   decimal digits with an optional fraction ("30", "0.5", ".5"); no sign, exponent
+ *             or spaces; "" or unset = the default
+ *   booleans  true/false/1/0, case-insensitive; "" or unset = the default
+ *
+ * A bad value is a Config error with code INVALID_ENV whose message names the variable and the
+ * value (details: variable, value). This module imports no runtime (no node:, cloudflare: or AWS
+ * modules).
+ */
+import { BitNetError } from '../errors.ts';
+
+export type EnvLike = Readonly<Record<string, unknown>>;
+
+/** The raw string of `name`, undefined when unset or empty. Non-strings (bindings) are refused. */
+function raw(env: EnvLike, name: string): string | undefined {
+  const v = env[name];
+  if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v !== 'string') throw invalidEnv(name, String(v), 'must be a string (a var, not a binding)');
+  return v;
+}
+
+export function invalidEnv(name: string, value: string, must: string): BitNetError {
+  return BitNetError.Config('INVALID_ENV', `${name} ${must}, got ${JSON.stringify(value)}`, {
+    variable: name,
+    value,
+  });
+}
+
+export interface IntEnvOptions {
+  /** Smallest value allowed (default 0). */
+  min?: number;
+}
+
+/** An integer setting: plain decimal digits, at least `min`; undefined when unset or empty. */
+export function envInt(env: EnvLike, name: string, o: IntEnvOptions = {}): number | undefined {
+  const v = raw(env, name);
+  if (v === undefined) return undefined;
+  const min = o.min ?? 0;
+  const what = min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer ≥ ${min}`;
+  if (!/^[0-9]+$/.test(v)) throw invalidEnv(name, v, `must be ${what} (decimal digits only)`);
+  const n = Number(v);
+  if (!Number.isSafeInteger(n)) throw invalidEnv(name, v, `must be ${what} below 2^53`);
+  if (n < min) throw invalidEnv(name, v, `must be ${what}`);
+  return n;
+}
+
+/** A number of seconds ≥ 0, as milliseconds (rounded); undefined when unset or empty. */
+export function envSecondsMs(env: EnvLike, name: string): number | undefined {
+  const v = raw(env, name);
+  if (v === undefined) return undefined;
+  if (!/^(?:\d+(?:\.\d+)?|\.\d+)$/.test(v))
+    throw invalidEnv(name, v, 'must be a number of seconds >= 0 (decimal digits)');
+  return Math.round(Number(v) * 1000);
+}
+
+/** A boolean setting: true/false/1/0, any case; undefined when unset or empty. */
+export function envBool(env: EnvLike, name: string): boolean | undefined {
+  const v = raw(env, name);
+  if (v === undefined) return undefined;
+  const l = v.toLowerCase();
+  if (l === 'true' || l === '1') return true;
+  if (l === 'false' || l === '0') return false;
+  throw invalidEnv(name, v, 'must be true, false, 1 or 0');
+}
+
+/** A string setting; undefined when unset or empty. */
+export function envString(env: EnvLike, name: string): string | undefined {
+  return raw(env, name);
+}
