@@ -161,6 +161,9 @@ interface LockInfo {
   token: string;
 }
 
+/** A lock file without readable content is stale once this old (ms). */
+const HALF_WRITTEN_MS = 5000;
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -178,13 +181,14 @@ async function isStale(path: string, staleMs: number): Promise<boolean> {
     mtime = (await stat(path)).mtimeMs;
     info = JSON.parse(await readFile(path, 'utf8'));
   } catch {
-    // Unreadable or half-written: stale only once old (a writer may be between open and write).
+    // Unreadable or half-written: stale once a few seconds old (a writer may be between open and
+    // write, which takes milliseconds; one that failed there leaves it empty for good).
     try {
       mtime = (await stat(path)).mtimeMs;
     } catch {
       return false; // gone: the next try takes it
     }
-    return Date.now() - mtime > staleMs;
+    return Date.now() - mtime > Math.min(staleMs, HALF_WRITTEN_MS);
   }
   if (info && info.host === hostname() && typeof info.pid === 'number' && info.pid !== process.pid && !alive(info.pid))
     return true;
@@ -213,8 +217,12 @@ export async function acquireLock(path: string, o: LockOptions = {}): Promise<He
       const fh = await open(path, 'wx');
       try {
         await fh.writeFile(JSON.stringify(info));
-      } finally {
         await fh.close();
+      } catch (e) {
+        // Created but not written (disk full...): remove it, or others would wait for it to go stale.
+        await fh.close().catch(() => {});
+        await rm(path, { force: true }).catch(() => {});
+        throw e;
       }
       break;
     } catch (e) {

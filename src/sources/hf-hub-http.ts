@@ -53,8 +53,14 @@ export function parseEndpoint(endpoint?: string): Endpoint {
   let display: string;
   const path = u.pathname.replace(/\/+$/, '');
   if (u.username || u.password) {
-    const user = decodeURIComponent(u.username);
-    const pw = decodeURIComponent(u.password);
+    let user: string;
+    let pw: string;
+    try {
+      user = decodeURIComponent(u.username);
+      pw = decodeURIComponent(u.password);
+    } catch {
+      throw bad('has a malformed %-escape in its user or password');
+    }
     basicAuth = `Basic ${Buffer.from(`${user}:${pw}`).toString('base64')}`;
     display = `${u.protocol}//${u.username}${u.password ? ':***' : ''}@${u.host}${path}`;
   } else {

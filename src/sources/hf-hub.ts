@@ -69,6 +69,8 @@ export interface HubOptions {
   stallTimeoutMs?: number;
   /** Never contact the hub; serve what the cache has (default: $HF_HUB_OFFLINE is 1/true/yes/on). */
   offline?: boolean;
+  /** Called before each wait between attempts (the listing's, a download's): which attempt comes next, the wait, and why. */
+  onRetry?: (info: { attempt: number; delayMs: number; error: BitNetError }) => void;
 }
 
 const REPO_PART = '[A-Za-z0-9_](?:[\\w.-]{0,94}[A-Za-z0-9_])?';
@@ -268,11 +270,59 @@ interface Expect {
   size?: number;
 }
 
+type Verdict = { ok: boolean; algo: 'sha256' | 'git-sha1'; expected: string; got: string };
+
+interface StreamHash {
+  hash: ReturnType<typeof createHash>;
+  result(): Verdict;
+}
+
+/**
+ * A hash fed with a download's bytes as they arrive, when there is one to check and (for a git blob
+ * id, whose header holds the size) the size is known up front; undefined otherwise.
+ */
+function streamHash(ex: Expect, total: number | undefined): StreamHash | undefined {
+  const algo = ex.sha256 ? 'sha256' : ex.gitSha1 ? 'git-sha1' : undefined;
+  if (!algo) return undefined;
+  const expected = (algo === 'sha256' ? ex.sha256 : ex.gitSha1)!;
+  const hash = createHash(algo === 'sha256' ? 'sha256' : 'sha1');
+  if (algo === 'git-sha1') {
+    // The size checks before the verdict make sure the file has exactly this many bytes.
+    const size = total ?? ex.size;
+    if (size === undefined) return undefined;
+    hash.update(`blob ${size}\0`);
+  }
+  return {
+    hash,
+    result() {
+      const got = hash.digest('hex');
+      return { ok: got === expected, algo, expected, got };
+    },
+  };
+}
+
+/** A local failure on a cache file (ENOSPC, EACCES, EROFS, EISDIR...): final, not retried. */
+function writeFailed(path: string, e: unknown): BitNetError {
+  const errno = (e as NodeJS.ErrnoException)?.code;
+  return BitNetError.Io(
+    'HUB_CACHE_WRITE_FAILED',
+    `cannot write ${path}${errno ? ` (${errno})` : ''}: ${(e as Error)?.message ?? String(e)}`,
+    { path, ...(errno ? { errno } : {}) },
+    e,
+  );
+}
+
+/** Runs a file operation on the cache, mapping its failure to HUB_CACHE_WRITE_FAILED. */
+async function local_<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw writeFailed(path, e);
+  }
+}
+
 /** Checks `path` against what is known; undefined when nothing but the size is known. */
-async function verifyFile(
-  path: string,
-  ex: Expect,
-): Promise<{ ok: boolean; algo: 'sha256' | 'git-sha1'; expected: string; got: string } | undefined> {
+async function verifyFile(path: string, ex: Expect): Promise<Verdict | undefined> {
   const algo = ex.sha256 ? 'sha256' : ex.gitSha1 ? 'git-sha1' : undefined;
   if (!algo) return undefined;
   const expected = (algo === 'sha256' ? ex.sha256 : ex.gitSha1)!;
@@ -393,7 +443,15 @@ async function transfer(
   let lastError: unknown;
   let retriedCdn = false;
   let restarted = false;
+  let backOff = false; // the last attempt failed: wait before the next one
   for (let attempt = 0; attempt < attempts; attempt++) {
+    if (backOff && lastError instanceof BitNetError) {
+      // The one place a failed attempt waits: every retryable failure below ends in `continue`.
+      const delayMs = retryDelay(lastError, attempt - 1);
+      o.onRetry?.({ attempt, delayMs, error: lastError });
+      await sleep(delayMs, o.signal);
+    }
+    backOff = true;
     let have = (await sizeOf(partial)) ?? 0;
     let saved: { etag?: string; sha256?: string; gitSha1?: string } = {};
     try {
@@ -419,6 +477,7 @@ async function transfer(
     let total: number | undefined;
     let ex: Expect = {};
     let mixed = false; // the partial holds bytes that arrived before this request
+    let hashing: StreamHash | undefined;
     try {
       let r: HubResponse;
       try {
@@ -429,12 +488,12 @@ async function transfer(
           // An expired signed URL: ask the hub again for a fresh one, once.
           retriedCdn = true;
           lastError = err;
+          backOff = false;
           attempt--;
           continue;
         }
         if (!isRetryableHub(err)) throw err;
         lastError = err;
-        await sleep(retryDelay(err, attempt), o.signal);
         continue;
       }
       const { res, linked } = r;
@@ -450,8 +509,8 @@ async function transfer(
         await res.body?.cancel().catch(() => {});
         const m = /^bytes \*\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
         if (!m || Number(m[1]) !== have) {
-          await rm(partial, { force: true });
-          await rm(side, { force: true });
+          await local_(partial, () => rm(partial, { force: true }));
+          await local_(side, () => rm(side, { force: true }));
           lastError = BitNetError.Io('HUB_BAD_RESPONSE', `${w.what}: the partial download does not fit the file`, {
             url: shown,
           });
@@ -465,7 +524,7 @@ async function transfer(
           const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
           if (!m || Number(m[1]) !== have || encoded) {
             await res.body?.cancel().catch(() => {});
-            await rm(partial, { force: true });
+            await local_(partial, () => rm(partial, { force: true }));
             lastError = BitNetError.Io('HUB_BAD_RESPONSE', `${file}: bad Content-Range on resume`, { url: shown });
             continue;
           }
@@ -478,23 +537,35 @@ async function transfer(
           const len = res.headers.get('content-length');
           total = encoded || len === null ? undefined : Number(len);
         }
-        if (!append) await rm(partial, { force: true });
+        if (!append) await local_(partial, () => rm(partial, { force: true }));
         const etag = res.headers.get('etag');
         if (etag && !etag.startsWith('W/') && !encoded)
-          await writeFile(side, JSON.stringify({ etag, sha256: ex.sha256, gitSha1: ex.gitSha1 }));
-        else await rm(side, { force: true });
+          await local_(side, () => writeFile(side, JSON.stringify({ etag, sha256: ex.sha256, gitSha1: ex.gitSha1 })));
+        else await local_(side, () => rm(side, { force: true }));
         if (!res.body) throw BitNetError.Io('HUB_BAD_RESPONSE', `${w.what}: empty body`, { url: shown });
         let done = append ? have : 0;
+        // A download from byte 0 is hashed as it streams (no read-back); a resumed one is re-read.
+        hashing = append ? undefined : streamHash(ex, total);
         const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
         body.on('data', (c: Buffer) => {
           timer.kick();
+          hashing?.hash.update(c);
           done += c.byteLength;
           o.onProgress?.({ file, doneBytes: done, totalBytes: total ?? ex.size });
         });
+        const out = createWriteStream(partial, { flags: append ? 'a' : 'w' });
+        let writeError: unknown;
+        out.on('error', (e: NodeJS.ErrnoException) => {
+          // The file system's own errors carry `syscall`; a broken body or an abort only passes through.
+          if (typeof e.syscall === 'string') writeError ??= e;
+        });
         try {
-          await pipeline(body, createWriteStream(partial, { flags: append ? 'a' : 'w' }), { signal: timer.signal });
+          await pipeline(body, out, { signal: timer.signal });
         } catch (e) {
           if (o.signal?.aborted) throw abortError(o.signal);
+          // A local failure (disk full, read-only, no permission) will not get better by retrying.
+          if (writeError) throw writeFailed(partial, writeError);
+          hashing = undefined;
           lastError = timer.stalled
             ? BitNetError.Io(
                 'HUB_STALLED',
@@ -512,8 +583,8 @@ async function transfer(
     const got = (await sizeOf(partial)) ?? 0;
     const want = total ?? ex.size;
     if ((total !== undefined && got > total) || (ex.size !== undefined && got > ex.size)) {
-      await rm(partial, { force: true });
-      await rm(side, { force: true });
+      await local_(partial, () => rm(partial, { force: true }));
+      await local_(side, () => rm(side, { force: true }));
       lastError = BitNetError.Io('HUB_BAD_RESPONSE', `${w.what}: got ${got} bytes, more than the ${want} expected`, {
         url: shown,
         expected: want,
@@ -529,7 +600,7 @@ async function transfer(
       });
       continue; // resume from what arrived
     }
-    const v = await verifyFile(partial, ex);
+    const v = hashing ? hashing.result() : await verifyFile(partial, ex);
     if (v && !v.ok) {
       await rm(partial, { force: true });
       await rm(side, { force: true });
@@ -542,6 +613,7 @@ async function transfer(
         // The bytes kept from before were bad: start from zero, once.
         restarted = true;
         lastError = err;
+        backOff = false;
         attempt--;
         continue;
       }

@@ -165,6 +165,8 @@ describe('endpoints, ids and names', () => {
       'ftp://127.0.0.1:18140',
       'localhost:8080',
       'http://h/?q=1',
+      'https://user:p%zz@host',
+      'https://us%e0r:pw@host',
     ]) {
       const e = await fail(resolveHubModel('acme/tiny', await opts({ endpoint })));
       expect(e.code, endpoint).toBe('BAD_ENDPOINT');
