@@ -182,8 +182,7 @@ export function settingsFromEnv(env: WorkerEnv) {
  * var throws INVALID_ENV; a missing WEIGHTS binding does not throw: the model's loader answers
  * R2_BINDING_MISSING (503) where the model is needed, and routes that do not need it still work.
  */
-export async function depsFromEnv(env: WorkerEnv): Promise<AppDeps> {
-  const s = settingsFromEnv(env);
+export async function depsFromEnv(env: WorkerEnv, s = settingsFromEnv(env)): Promise<AppDeps> {
   let bucket: R2BucketLike | undefined;
   let missing: BitNetError | undefined;
   try {
@@ -221,40 +220,40 @@ export async function depsFromEnv(env: WorkerEnv): Promise<AppDeps> {
 }
 
 type App = ReturnType<typeof createApp>;
-const apps = new WeakMap<object, Promise<App>>();
-/** Apps built, for requests that must not wait on R2 (/healthz). */
-const built = new WeakMap<object, App>();
-/** Per env: the answers of a misconfigured Worker (INVALID_ENV), logged once. */
-const misconfigured = new WeakMap<object, ((request: Request) => Response) | null>();
 
-function appFor(env: WorkerEnv): Promise<App> {
-  let a = apps.get(env);
-  if (!a) {
-    a = depsFromEnv(env).then((deps) => {
-      const app = createApp(deps);
-      built.set(env, app);
-      return app;
-    });
-    apps.set(env, a);
-    a.catch(() => apps.delete(env));
-  }
-  return a;
+/** Per env: its settings read once (or the misconfiguration answers), its app and, once built, the app itself. */
+interface Worker {
+  settings?: ReturnType<typeof settingsFromEnv>;
+  misconfigured?: (request: Request) => Response;
+  app?: Promise<App>;
+  /** For requests that must not wait on R2 (/healthz). */
+  built?: App;
 }
+const workers = new WeakMap<object, Worker>();
 
-/** The misconfiguration answers for `env`, or null when its vars are valid (checked once per env). */
-function misconfiguration(env: WorkerEnv): ((request: Request) => Response) | null {
-  let m = misconfigured.get(env);
-  if (m === undefined) {
+function workerFor(env: WorkerEnv): Worker {
+  let w = workers.get(env);
+  if (!w) {
     try {
-      settingsFromEnv(env);
-      m = null;
+      w = { settings: settingsFromEnv(env) };
     } catch (e) {
       console.error(`bitnet: the Worker's vars are invalid, every request will say so: ${(e as Error).message}`);
-      m = misconfiguredFetch(e);
+      w = { misconfigured: misconfiguredFetch(e) };
     }
-    misconfigured.set(env, m);
+    workers.set(env, w);
   }
-  return m;
+  return w;
+}
+
+function appFor(env: WorkerEnv, w: Worker): Promise<App> {
+  if (!w.app) {
+    const a = depsFromEnv(env, w.settings).then((deps) => (w.built = createApp(deps)));
+    w.app = a;
+    a.catch(() => {
+      if (w.app === a) w.app = undefined;
+    });
+  }
+  return w.app;
 }
 
 const ROUTE = { 'x-bitnet-route': 'edge' };
@@ -262,21 +261,20 @@ const ROUTE = { 'x-bitnet-route': 'edge' };
 /** Liveness: the isolate answers. What the app's /healthz says, without waiting for R2. */
 function alive(request: Request): Response {
   return new Response(request.method === 'HEAD' ? null : JSON.stringify({ status: 'ok' }), {
-    headers: { 'content-type': 'application/json', ...ROUTE },
+    headers: { 'content-type': 'application/json; charset=utf-8', ...ROUTE },
   });
 }
 
 export default {
   async fetch(request: Request, env: WorkerEnv, ctx: unknown): Promise<Response> {
-    const ready = built.get(env);
-    if (ready) return ready.fetch(request, env, ctx as never);
-    const bad = misconfiguration(env);
-    if (bad) return bad(request);
+    const w = workerFor(env);
+    if (w.built) return w.built.fetch(request, env, ctx as never);
+    if (w.misconfigured) return w.misconfigured(request);
     if ((request.method === 'GET' || request.method === 'HEAD') && new URL(request.url).pathname === '/healthz')
       return alive(request);
     let app: App;
     try {
-      app = await appFor(env);
+      app = await appFor(env, w);
     } catch (e) {
       return errorResponse(e, ROUTE);
     }
