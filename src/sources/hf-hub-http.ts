@@ -10,7 +10,7 @@
  * origin, never to the CDN. URLs in messages and details never carry a password or a signed query.
  */
 import { BitNetError } from '../errors.ts';
-import { abortError, backoffDelay, type StallTimer, sleep } from './retry.ts';
+import { abortError, backoffDelay, type StallTimer } from './retry.ts';
 
 const DEFAULT_ENDPOINT = 'https://huggingface.co';
 /** Retry-After values above this are cut to it (ms). */
@@ -255,31 +255,9 @@ export async function hubRequest(
   throw BitNetError.Io('HUB_BAD_RESPONSE', `${w.what}: too many redirects`, { url: showUrl(url, ctx.ep) });
 }
 
-/** Whether an error is worth another attempt. */
-export function isRetryableHub(e: unknown): e is BitNetError {
-  return e instanceof BitNetError && e.details.retryable === true;
-}
-
 /** The wait before attempt `attempt + 1`: the server's Retry-After if it gave one, else jittered backoff. */
 export function retryDelay(e: BitNetError, attempt: number): number {
   const ra = e.details.retryAfterMs;
   if (typeof ra === 'number') return ra;
   return backoffDelay(attempt, { baseDelayMs: 200, maxDelayMs: 5000 });
-}
-
-/** Runs `fn` until it succeeds, fails for good, or `attempts` are spent (the last error is thrown). */
-export async function withHubRetry<T>(
-  attempts: number,
-  signal: AbortSignal | undefined,
-  fn: (attempt: number) => Promise<T>,
-): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await fn(attempt);
-    } catch (e) {
-      if (signal?.aborted) throw abortError(signal);
-      if (!isRetryableHub(e) || attempt + 1 >= attempts) throw e;
-      await sleep(retryDelay(e, attempt), signal);
-    }
-  }
 }

@@ -45,13 +45,11 @@ import {
   type HubResponse,
   type HubWhat,
   hubRequest,
-  isRetryableHub,
   parseEndpoint,
   retryDelay,
   showUrl,
-  withHubRetry,
 } from './hf-hub-http.ts';
-import { abortError, StallTimer, sleep } from './retry.ts';
+import { abortError, isRetryable, StallTimer, sleep, withRetry } from './retry.ts';
 
 export { checkRevision } from './hf-hub-cache.ts';
 export { parseEndpoint, parseRetryAfter, redact } from './hf-hub-http.ts';
@@ -161,32 +159,43 @@ export async function fetchHubListing(repo: string, o: HubOptions = {}): Promise
   const ctx = hubCtx(o);
   const url = `${ctx.ep.base}/api/models/${repo}/revision/${encodeURIComponent(rev)}?blobs=true`;
   const w: HubWhat = { what: `listing ${repo}`, repo, revision: rev };
-  return withHubRetry(o.attempts ?? 5, o.signal, async () => {
-    const timer = new StallTimer(stallMs(o), o.signal);
-    try {
-      const { res } = await hubRequest(url, ctx, w, { accept: 'application/json' }, timer);
-      let body: unknown;
+  const retry = {
+    retries: Math.max(0, (o.attempts ?? 5) - 1),
+    delayFor: retryDelay,
+    rethrowLast: true,
+    onRetry: o.onRetry,
+  };
+  return withRetry(
+    w.what,
+    async () => {
+      const timer = new StallTimer(stallMs(o), o.signal);
       try {
-        body = await res.json();
-      } catch (e) {
-        if (o.signal?.aborted) throw abortError(o.signal);
-        if (timer.stalled)
-          throw BitNetError.Io('HUB_STALLED', `${w.what}: the answer stalled`, {
-            url: showUrl(url, ctx.ep),
-            retryable: true,
-          });
-        throw BitNetError.Io(
-          'HUB_BAD_RESPONSE',
-          `${w.what}: the hub's answer is not JSON`,
-          { url: showUrl(url, ctx.ep) },
-          e,
-        );
+        const { res } = await hubRequest(url, ctx, w, { accept: 'application/json' }, timer);
+        let body: unknown;
+        try {
+          body = await res.json();
+        } catch (e) {
+          if (o.signal?.aborted) throw abortError(o.signal);
+          if (timer.stalled)
+            throw BitNetError.Io('HUB_STALLED', `${w.what}: the answer stalled`, {
+              url: showUrl(url, ctx.ep),
+              retryable: true,
+            });
+          throw BitNetError.Io(
+            'HUB_BAD_RESPONSE',
+            `${w.what}: the hub's answer is not JSON`,
+            { url: showUrl(url, ctx.ep) },
+            e,
+          );
+        }
+        return parseListing(body, showUrl(url, ctx.ep), w.what);
+      } finally {
+        timer.done();
       }
-      return parseListing(body, showUrl(url, ctx.ep), w.what);
-    } finally {
-      timer.done();
-    }
-  });
+    },
+    retry,
+    o.signal,
+  );
 }
 
 export async function listHubFiles(repo: string, o: HubOptions = {}): Promise<string[]> {
@@ -492,7 +501,7 @@ async function transfer(
           attempt--;
           continue;
         }
-        if (!isRetryableHub(err)) throw err;
+        if (!isRetryable(err)) throw err;
         lastError = err;
         continue;
       }

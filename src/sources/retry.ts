@@ -21,9 +21,13 @@ export interface RetryOptions {
   /** Jitter source in [0, 1) (tests inject a fixed one). */
   random?: () => number;
   onRetry?: (info: { attempt: number; delayMs: number; error: BitNetError }) => void;
+  /** The wait after failure `e` of attempt `n` (e.g. the server's Retry-After); default: jittered backoff. */
+  delayFor?: (e: BitNetError, n: number) => number;
+  /** When the retries run out, throw the last failure itself instead of RETRIES_EXHAUSTED. */
+  rethrowLast?: boolean;
 }
 
-export const DEFAULT_RETRY: Required<Omit<RetryOptions, 'onRetry'>> = {
+export const DEFAULT_RETRY: Required<Omit<RetryOptions, 'onRetry' | 'delayFor' | 'rethrowLast'>> = {
   retries: 4,
   baseDelayMs: 100,
   maxDelayMs: 5000,
@@ -90,6 +94,7 @@ export async function withRetry<T>(
       if (signal?.aborted) throw abortError(signal);
       if (!isRetryable(e)) throw e;
       if (n >= retries) {
+        if (o.rethrowLast) throw e;
         throw BitNetError.Io(
           'RETRIES_EXHAUSTED',
           `${what}: gave up after ${n + 1} attempts (${e.code}: ${e.message})`,
@@ -97,7 +102,7 @@ export async function withRetry<T>(
           e,
         );
       }
-      const delayMs = backoffDelay(n, o);
+      const delayMs = o.delayFor ? o.delayFor(e, n) : backoffDelay(n, o);
       o.onRetry?.({ attempt: n + 1, delayMs, error: e });
       await sleep(delayMs, signal);
     }

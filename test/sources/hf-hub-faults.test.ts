@@ -225,3 +225,46 @@ describe('the download lock', () => {
     await lock.release();
   });
 });
+
+describe('the listing retries through withRetry', () => {
+  it("honours Retry-After as the wait and ends on the hub's own error", async () => {
+    const cacheDir = await tempDir('bitnet-hubf-');
+    hub.cfg.status.push({ prefix: '/api/', status: 503, times: 2, retryAfter: '0' });
+    const retries: Retry[] = [];
+    await resolveHubModel('acme/tiny', opts(cacheDir, { onRetry: (r: Retry) => retries.push(r) }));
+    expect(retries.map((r) => [r.attempt, r.delayMs, r.error.code])).toEqual([
+      [1, 0, 'HUB_HTTP_ERROR'],
+      [2, 0, 'HUB_HTTP_ERROR'],
+    ]);
+    hub.reset();
+    hub.cfg.status.push({ prefix: '/api/', status: 503, times: 9, retryAfter: '0' });
+    const err = await resolveHubModel('acme/nothere', opts(await tempDir('bitnet-hubf-'), { attempts: 2 })).catch(
+      (e) => e,
+    );
+    expect(err.code).toBe('HUB_HTTP_ERROR');
+    expect(hub.hits.filter((h) => h.url.startsWith('/api/'))).toHaveLength(2);
+  });
+
+  it('withRetry: delayFor sets the wait, rethrowLast keeps the last failure', async () => {
+    const { withRetry, transient } = await import('../../src/sources/retry.ts');
+    const seen: number[] = [];
+    const err = await withRetry(
+      'x',
+      async (n) => {
+        throw transient('FLAKY', `try ${n}`);
+      },
+      { retries: 2, delayFor: (_e, n) => n + 1, rethrowLast: true, onRetry: (i) => seen.push(i.delayMs) },
+    ).catch((e) => e);
+    expect(err.code).toBe('FLAKY');
+    expect(err.message).toBe('try 2');
+    expect(seen).toEqual([1, 2]);
+    const ex = await withRetry(
+      'x',
+      async () => {
+        throw transient('FLAKY', 'no');
+      },
+      { retries: 1, baseDelayMs: 1 },
+    ).catch((e) => e);
+    expect(ex.code).toBe('RETRIES_EXHAUSTED');
+  });
+});
