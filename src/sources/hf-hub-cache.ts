@@ -25,7 +25,7 @@ import { dirname, join, relative, resolve, sep } from 'node:path';
 import { BitNetError } from '../errors.ts';
 import { abortError, sleep } from './retry.ts';
 
-export const COMMIT_RE = /^[0-9a-f]{40}$/;
+const COMMIT_RE = /^[0-9a-f]{40}$/;
 const SNAPSHOT_RE = /^(?:[0-9a-f]{40}|listing-[0-9a-f]{40})$/;
 /** Names in a repo's cache directory that belong to the current layout, never a legacy revision. */
 const RESERVED = new Set(['refs', 'snapshots', 'blobs']);

@@ -14,7 +14,7 @@ import { abortError, backoffDelay, type StallTimer } from './retry.ts';
 
 const DEFAULT_ENDPOINT = 'https://huggingface.co';
 /** Retry-After values above this are cut to it (ms). */
-export const MAX_RETRY_AFTER_MS = 30_000;
+const MAX_RETRY_AFTER_MS = 30_000;
 
 export interface Endpoint {
   /** scheme://host[:port][/path], no credentials, no trailing slash. */

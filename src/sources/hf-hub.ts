@@ -36,6 +36,7 @@ import {
   isCommit,
   legacyDir,
   readRef,
+  repoDir,
   sizeOf,
   snapshotDir,
   writeRef,
@@ -52,7 +53,7 @@ import {
 import { abortError, isRetryable, StallTimer, sleep, withRetry } from './retry.ts';
 
 export { checkRevision } from './hf-hub-cache.ts';
-export { parseEndpoint, parseRetryAfter, redact } from './hf-hub-http.ts';
+export { parseEndpoint, parseRetryAfter } from './hf-hub-http.ts';
 
 export interface HubOptions {
   endpoint?: string;
@@ -78,13 +79,29 @@ const PREFERRED = ['ggml-model-i2_s.gguf'];
 const SHA256_RE = /^[0-9a-f]{64}$/;
 const SHA1_RE = /^[0-9a-f]{40}$/;
 
-function stallMs(o: HubOptions): number {
-  const v = o.stallTimeoutMs ?? Number(process.env.BITNET_HUB_STALL_TIMEOUT_MS || 30_000);
-  return Number.isFinite(v) && v > 0 ? v : 30_000;
+function badEnv(name: string, value: string, want: string): BitNetError {
+  return BitNetError.Config('INVALID_ENV', `${name}=${JSON.stringify(value)} is not ${want}`, { name, value });
 }
 
+function stallMs(o: HubOptions): number {
+  if (o.stallTimeoutMs !== undefined) {
+    const v = o.stallTimeoutMs;
+    return Number.isFinite(v) && v > 0 ? v : 30_000;
+  }
+  const raw = (process.env.BITNET_HUB_STALL_TIMEOUT_MS ?? '').trim();
+  if (raw === '') return 30_000;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v <= 0) throw badEnv('BITNET_HUB_STALL_TIMEOUT_MS', raw, 'a positive number of ms');
+  return v;
+}
+
+/** HF_HUB_OFFLINE as huggingface_hub reads it (1/true/yes/on), with 0/false/no/off (and unset) off; else INVALID_ENV. */
 function isOffline(o: HubOptions): boolean {
-  return o.offline ?? /^(1|true|yes|on)$/i.test(process.env.HF_HUB_OFFLINE ?? '');
+  if (o.offline !== undefined) return o.offline;
+  const raw = (process.env.HF_HUB_OFFLINE ?? '').trim();
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(|0|false|no|off)$/i.test(raw)) return false;
+  throw badEnv('HF_HUB_OFFLINE', raw, 'a boolean (1/0, true/false, yes/no, on/off)');
 }
 
 function hubCtx(o: HubOptions): HubCtx {
@@ -225,7 +242,7 @@ export function hubCacheDir(repo: string, o: HubOptions = {}): string {
   checkRepo(repo);
   const root = cacheRoot(o.cacheDir);
   if (o.revision && isCommit(o.revision)) return snapshotDir(root, repo, o.revision);
-  return inside(root, join(root, repo.replace('/', '--')));
+  return repoDir(root, repo);
 }
 
 function resolveUrl(base: string, repo: string, rev: string, file: string): string {

@@ -268,3 +268,51 @@ describe('the listing retries through withRetry', () => {
     expect(ex.code).toBe('RETRIES_EXHAUSTED');
   });
 });
+
+describe('environment', () => {
+  const withEnv = async (name: string, value: string, fn: () => Promise<void>) => {
+    const prev = process.env[name];
+    process.env[name] = value;
+    try {
+      await fn();
+    } finally {
+      if (prev === undefined) delete process.env[name];
+      else process.env[name] = prev;
+    }
+  };
+
+  it('a bad BITNET_HUB_STALL_TIMEOUT_MS is INVALID_ENV naming it; an empty one is the default', async () => {
+    for (const v of ['abc', '-5', '0']) {
+      await withEnv('BITNET_HUB_STALL_TIMEOUT_MS', v, async () => {
+        const e = await resolveHubModel('acme/tiny', opts(await tempDir('bitnet-hubf-'))).catch((x) => x);
+        expect(e.code, v).toBe('INVALID_ENV');
+        expect(e.kind).toBe('Config');
+        expect(e.details.name).toBe('BITNET_HUB_STALL_TIMEOUT_MS');
+        expect(e.message).toContain('BITNET_HUB_STALL_TIMEOUT_MS');
+      });
+    }
+    await withEnv('BITNET_HUB_STALL_TIMEOUT_MS', '', async () => {
+      await resolveHubModel('acme/tiny', opts(await tempDir('bitnet-hubf-')));
+    });
+  });
+
+  it('HF_HUB_OFFLINE takes 1/0, true/false, yes/no, on/off in any case, and refuses anything else', async () => {
+    for (const v of ['1', 'TRUE', 'Yes', 'on']) {
+      await withEnv('HF_HUB_OFFLINE', v, async () => {
+        const e = await resolveHubModel('acme/tiny', opts(await tempDir('bitnet-hubf-'))).catch((x) => x);
+        expect(e.code, v).toBe('HUB_UNREACHABLE');
+        expect(e.details.offline).toBe(true);
+      });
+    }
+    for (const v of ['0', 'False', 'no', 'OFF', '']) {
+      await withEnv('HF_HUB_OFFLINE', v, async () => {
+        await resolveHubModel('acme/tiny', opts(await tempDir('bitnet-hubf-')));
+      });
+    }
+    await withEnv('HF_HUB_OFFLINE', 'maybe', async () => {
+      const e = await resolveHubModel('acme/tiny', opts(await tempDir('bitnet-hubf-'))).catch((x) => x);
+      expect(e.code).toBe('INVALID_ENV');
+      expect(e.details.name).toBe('HF_HUB_OFFLINE');
+    });
+  });
+});
