@@ -374,6 +374,18 @@ export interface DownloadOptions extends HubOptions {
   onProgress?: (p: { file: string; doneBytes: number; totalBytes?: number }) => void;
 }
 
+/** The result for a file already on disk that matched `ex`: nothing was downloaded for it. */
+function kept(path: string, bytes: number, ex: Expect, upToDate = true): DownloadResult {
+  return {
+    path,
+    bytes,
+    resumedFrom: 0,
+    sha256: ex.sha256,
+    gitSha1: ex.sha256 ? undefined : ex.gitSha1,
+    ...(upToDate ? { upToDate } : {}),
+  };
+}
+
 export interface DownloadResult {
   path: string;
   bytes: number;
@@ -429,14 +441,7 @@ async function lockedDownload(repo: string, file: string, local: string, o: Down
       if (st?.isFile()) {
         const hashed = ex.sha256 || ex.gitSha1;
         const ok = hashed ? await upToDate(local, ex) : st.mtimeMs >= since - 1000 && (ex.size ?? st.size) === st.size;
-        if (ok)
-          return {
-            path: local,
-            bytes: st.size,
-            resumedFrom: 0,
-            sha256: o.sha256,
-            gitSha1: o.sha256 ? undefined : o.gitSha1,
-          };
+        if (ok) return kept(local, st.size, ex, false); // downloaded by the other writer, not before
       }
     }
     return await transfer(repo, file, local, o, ctx, stall);
@@ -692,17 +697,9 @@ export async function downloadHubPack(
   const files: DownloadResult[] = [];
   const mex = entryExpect(known, 'manifest.json');
   let source = manifestPath;
-  const kept = await upToDate(manifestPath, mex);
-  if (kept) {
-    files.push({
-      path: manifestPath,
-      bytes: kept.bytes,
-      resumedFrom: 0,
-      sha256: mex.sha256,
-      gitSha1: mex.gitSha1,
-      upToDate: true,
-    });
-  } else {
+  const have = await upToDate(manifestPath, mex);
+  if (have) files.push(kept(manifestPath, have.bytes, mex));
+  else {
     source = join(dir, 'manifest.json.download');
     const m = await downloadHubFile(repo, 'manifest.json', source, { ...o, ...mex });
     files.push({ ...m, path: manifestPath });
@@ -725,7 +722,7 @@ export async function downloadHubPack(
     };
     const have = ex.sha256 ? await upToDate(local, ex) : undefined;
     if (have) {
-      files.push({ path: local, bytes: have.bytes, resumedFrom: 0, sha256: ex.sha256, upToDate: true });
+      files.push(kept(local, have.bytes, ex));
       continue;
     }
     files.push(await downloadHubFile(repo, file, local, { ...o, ...ex }));
@@ -915,15 +912,7 @@ export async function pullHubRepo(repo: string, o: PullOptions = {}): Promise<Pu
     const ex = entryExpect(listing.entries, f);
     if (o.sha256 && o.files?.length === 1) ex.sha256 = o.sha256;
     const have = await upToDate(local, ex);
-    if (have)
-      return {
-        path: local,
-        bytes: have.bytes,
-        resumedFrom: 0,
-        sha256: ex.sha256,
-        gitSha1: ex.sha256 ? undefined : ex.gitSha1,
-        upToDate: true,
-      };
+    if (have) return kept(local, have.bytes, ex);
     return downloadHubFile(repo, f, local, { ...dl, ...ex });
   };
   const done = async (r: Omit<PullResult, 'dir' | 'commit'>): Promise<PullResult> => {
