@@ -2,7 +2,7 @@
  * Kernel micro-benchmark (GOP/s, 2 ops per multiply-add, CPU time of this thread, median of 7):
  * ternary matvec/matmul straight from I2_S, TQ2_0, TQ1_0 bytes at 2560×2560 and 6912×2560, decode
  * (m = 1) and prefill (m = 16), on each kernel build; plus the Q6_K, Q8_0 and Q4_0 head kernels.
- *   node bench/micro.ts [--json]
+ *   node bench/micro.ts [--json] [--only NAME]   (NAME: a part of the kernel names to run, e.g. Q6_K)
  */
 import { Arena } from '../src/kernels/wasm/arena.ts';
 import type { KernelExports } from '../src/kernels/wasm/exports.ts';
@@ -41,8 +41,9 @@ export interface MicroResult {
   gops: number;
 }
 
-export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[] {
+export function micro(builds: KernelBuild[] = ['relaxed', 'simd'], only = ''): MicroResult[] {
   const out: MicroResult[] = [];
+  const want = (name: string) => name.includes(only);
   for (const build of builds) {
     let k: KernelExports;
     let a: Arena;
@@ -72,6 +73,7 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[
       const y = a.alloc(4 * n * 16);
       // TL1 / TL2 tile images of the same weights (kind 1: TQ epilogue)
       for (const layout of ['tl1', 'tl2'] as const) {
+        if (!want(layout.toUpperCase())) continue;
         const img = new Uint8Array(tlImageBytes(layout, n, kk, 1));
         packTL(layout, tern, n, kk, 1, 1, new Float32Array(n * Math.ceil(kk / 256)).fill(0.5), img);
         const ip = a.alloc(img.length + 1024);
@@ -91,6 +93,7 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[
         ['TQ2_0', packTQ2_0(tern, 0.5)],
         ['TQ1_0', packTQ1_0(tern, 0.5)],
       ] as const) {
+        if (!want(name)) continue;
         const w = a.alloc(bytes.length + 1024);
         a.u8(w, bytes.length).set(bytes);
         for (const m of [1, 16]) {
@@ -115,13 +118,13 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[
       for (let i = 0; i < kk; i++) h[i] = rnd() - 0.5;
     }
     const P = a.alloc(k.head_prep_bytes(kk));
-    const scratch = a.alloc(16 * kk + 4096);
     const y = a.alloc(4 * n);
     for (const [name, quantize] of [
       ['Q6_K head', quantizeQ6_K],
       ['Q8_0 head', quantizeQ8_0],
       ['Q4_0 head', quantizeQ4_0],
     ] as const) {
+      if (!want(name)) continue;
       const bytes = quantize(x);
       const w = a.alloc(bytes.length + 1024);
       a.u8(w, bytes.length).set(bytes);
@@ -129,7 +132,7 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[
         name === 'Q6_K head'
           ? () => {
               k.head_prep_q8k(hid, kk, P);
-              k.head_q6_k(w, kk, 0, n, P, 1, y, 0, scratch);
+              k.head_q6_k(w, kk, 0, n, P, 1, y, 0);
             }
           : () => {
               k.head_prep_q8_0(hid, kk, P);
@@ -144,7 +147,8 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd']): MicroResult[
 }
 
 if (import.meta.main) {
-  const r = micro();
+  const i = process.argv.indexOf('--only');
+  const r = micro(undefined, i > 0 ? (process.argv[i + 1] ?? '') : '');
   if (process.argv.includes('--json')) console.log(JSON.stringify(r));
   else
     for (const x of r)

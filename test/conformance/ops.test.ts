@@ -270,7 +270,7 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
         else K.head_q4_0(wp, k, 0, n, P, 1, out, 0);
       } else if (c.type === T.Q6_K) {
         K.head_prep_q8k(hp2, k, P);
-        K.head_q6_k(wp, k, 0, n, P, 1, out, 0, scratch);
+        K.head_q6_k(wp, k, 0, n, P, 1, out, 0);
       } else if (c.type === T.F16) {
         const abs = ops.zeros(16 * n);
         K.row_abs_sums(c.type, wp, k, 0, n, abs, scratch);

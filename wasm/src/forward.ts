@@ -254,7 +254,7 @@ function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscra
     const abs = <usize>load<i32>(md, 60);
     if (type == T_Q8_0) head_q8_0(w, nEmbd, r0, r1, L_HP, 1, out, 0);
     else if (type == T_Q4_0) head_q4_0(w, nEmbd, r0, r1, L_HP, 1, out, 0);
-    else if (type == T_Q6_K) head_q6_k(w, nEmbd, r0, r1, L_HP, 1, out, 0, tscratch);
+    else if (type == T_Q6_K) head_q6_k(w, nEmbd, r0, r1, L_HP, 1, out, 0);
     else if (type == T_F16 && abs != 0) head_f16(w, nEmbd, r0, r1, L_HP, abs, 1, out, 0, tscratch);
     else mv_exact(type, w, nEmbd, r0, r1, L_HP, 1, out, 0, tscratch);
   }

@@ -185,57 +185,73 @@ export function head_q4_0(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: 
 }
 
 /**
- * Q6_K head rows r0..r1 (activations by head_prep_q8k). Per 16-element sub-block j the codes
- * u ∈ 0..63 (the "i7" operand of dot16) give Σ u·q, scaled by sc_j; the −32 offset is subtracted
- * once per block as 32·Σ_j sc_j·Σq_j. scratch: 256 bytes (the 16 scale splats).
+ * The scale of Q6_K sub-block j (i8 at sc) as an i16x8 splat: a byte splat load, sign-extended.
+ * Two instructions, where a scalar load, splat and store to scratch per sub-block took ~4 and
+ * a reload.
  */
-export function head_q6_k(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32, scratch: usize): void {
+@inline function scale16(sc: usize): v128 {
+  return i16x8.extend_low_i8x16_s(v128.load8_splat(sc));
+}
+
+/**
+ * One quarter (h, c) of a Q6_K block at p: 64 codes in four sub-blocks j = 8h + c + {0, 2, 4, 6},
+ * elements 128h + 16c + {0, 32, 64, 96} + 0..15, against the activations a0..a3 of those
+ * elements. Returns acc + Σ_j sc_j·Σ u·q (u ∈ 0..63, the "i7" operand of dot16; lanes stay
+ * within i16: two products of at most 127·63 each).
+ */
+@inline function q6Quarter(acc: v128, p: usize, h: usize, c: usize, a0: v128, a1: v128, a2: v128, a3: v128): v128 {
+  const m15 = i8x16.splat(15);
+  const m48 = i8x16.splat(0x30);
+  const ph = p + 64 * h + 16 * c;
+  const L0 = v128.load(ph);
+  const L1 = v128.load(ph, 32);
+  const H = v128.load(p + 128 + 32 * h + 16 * c);
+  const sc = p + 192 + 8 * h + c;
+  let u = v128.or(v128.and(L0, m15), v128.and(i16x8.shl(H, 4), m48));
+  acc = i32x4.add(acc, i32x4.dot_i16x8_s(dot16(a0, u), scale16(sc)));
+  u = v128.or(v128.and(L1, m15), v128.and(i16x8.shl(H, 2), m48));
+  acc = i32x4.add(acc, i32x4.dot_i16x8_s(dot16(a1, u), scale16(sc + 2)));
+  u = v128.or(v128.and(i16x8.shr_u(L0, 4), m15), v128.and(H, m48));
+  acc = i32x4.add(acc, i32x4.dot_i16x8_s(dot16(a2, u), scale16(sc + 4)));
+  u = v128.or(v128.and(i16x8.shr_u(L1, 4), m15), v128.and(i16x8.shr_u(H, 2), m48));
+  return i32x4.add(acc, i32x4.dot_i16x8_s(dot16(a3, u), scale16(sc + 6)));
+}
+
+/**
+ * Q6_K head rows r0..r1 (activations by head_prep_q8k), one row at a time. Per 16-element
+ * sub-block j the codes u ∈ 0..63 give Σ u·q, scaled by sc_j; the −32 offset is subtracted once
+ * per block as 32·Σ_j sc_j·Σq_j.
+ *
+ * Measured (2560 wide, 16000 rows, V8 in Node 22): the four quarters written out with constant
+ * offsets run 1.46× faster than a loop over them (V8 neither unrolls nor keeps the loop's
+ * accumulator in a register). Versions that share each activation load between 2 or 4 rows
+ * ran 2-4× slower: V8 spilled their registers (16 xmm).
+ */
+export function head_q6_k(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32): void {
   const K = <usize>k;
   const nb = k >> 8;
   const rb = <usize>(nb * 210);
   const S = P + K + (K >> 3);
-  const m15 = i8x16.splat(15);
-  const m48 = i8x16.splat(0x30);
-  const scr = scratch;
   for (let r = r0; r < r1; r++) {
     const row = w + <usize>r * rb;
     let s: f32 = 0;
     for (let b = 0; b < nb; b++) {
       const p = row + <usize>(b * 210);
-      v128.load(p, 512); // software prefetch (a dropped load), see ternary.ts
-      v128.load(p, 576);
+      v128.load(p, 512); // software prefetch (dropped loads), see ternary.ts
       v128.load(p, 640);
-      v128.load(p, 704);
       const aq = P + (<usize>b << 8);
-      const scv = v128.load(p + 192);
-      // the 16 sub-block scales as i16 splats, once per block
-      for (let j = 0; j < 16; j++) v128.store(scr + (<usize>j << 4), i16x8.splat(<i16>load<i8>(p + 192 + <usize>j)));
-      let i1 = i32x4.splat(0);
-      for (let g = 0; g < 4; g++) {
-        const h = g >> 1;
-        const c = g & 1;
-        const ph = p + <usize>(64 * h + 16 * c);
-        const L0 = v128.load(ph);
-        const L1 = v128.load(ph, 32);
-        const H = v128.load(p + 128 + <usize>(32 * h + 16 * c));
-        const sp = scr + (<usize>(8 * h + c) << 4);
-        const a1 = aq + <usize>(128 * h + 16 * c);
-        let u = v128.or(v128.and(L0, m15), v128.and(i16x8.shl(H, 4), m48));
-        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(dot16(v128.load(a1), u), v128.load(sp)));
-        u = v128.or(v128.and(L1, m15), v128.and(i16x8.shl(H, 2), m48));
-        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(dot16(v128.load(a1, 32), u), v128.load(sp, 32)));
-        u = v128.or(v128.and(i16x8.shr_u(L0, 4), m15), v128.and(H, m48));
-        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(dot16(v128.load(a1, 64), u), v128.load(sp, 64)));
-        u = v128.or(v128.and(i16x8.shr_u(L1, 4), m15), v128.and(i16x8.shr_u(H, 2), m48));
-        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(dot16(v128.load(a1, 96), u), v128.load(sp, 96)));
-      }
+      let acc = q6Quarter(i32x4.splat(0), p, 0, 0, v128.load(aq), v128.load(aq, 32), v128.load(aq, 64), v128.load(aq, 96));
+      acc = q6Quarter(acc, p, 0, 1, v128.load(aq, 16), v128.load(aq, 48), v128.load(aq, 80), v128.load(aq, 112));
+      acc = q6Quarter(acc, p, 1, 0, v128.load(aq, 128), v128.load(aq, 160), v128.load(aq, 192), v128.load(aq, 224));
+      acc = q6Quarter(acc, p, 1, 1, v128.load(aq, 144), v128.load(aq, 176), v128.load(aq, 208), v128.load(aq, 240));
       // the −32 offset of the codes: Σ_j sc_j·32·Σq_j
+      const scv = v128.load(p + 192);
       const sq = S + (<usize>b << 5);
       const cq = i32x4.add(
         i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(scv), v128.load(sq)),
         i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(scv), v128.load(sq, 16)),
       );
-      const I = hsum32(i32x4.sub(i1, i32x4.shl(cq, 5)));
+      const I = hsum32(i32x4.sub(acc, i32x4.shl(cq, 5)));
       s += (f16ToF32(load<u16>(p + 208)) * load<f32>(P + K + (<usize>b << 2))) * <f32>I;
     }
     emit(out, r, s * oscale, mode);

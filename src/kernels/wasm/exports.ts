@@ -124,17 +124,7 @@ export interface KernelExports {
   /** Integer heads (wasm/src/inthead.ts); P from head_prep_q8_0 (Q8_0, Q4_0) or head_prep_q8k (Q6_K). */
   head_q8_0(w: number, k: number, r0: number, r1: number, P: number, oscale: number, out: number, mode: number): void;
   head_q4_0(w: number, k: number, r0: number, r1: number, P: number, oscale: number, out: number, mode: number): void;
-  head_q6_k(
-    w: number,
-    k: number,
-    r0: number,
-    r1: number,
-    P: number,
-    oscale: number,
-    out: number,
-    mode: number,
-    scratch: number,
-  ): void;
+  head_q6_k(w: number, k: number, r0: number, r1: number, P: number, oscale: number, out: number, mode: number): void;
   head_f16(
     w: number,
     k: number,
