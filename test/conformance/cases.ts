@@ -104,6 +104,9 @@ for (const type of [T.Q8_0, T.Q4_0, T.Q6_K, T.F16, T.F32, T.BF16]) {
 add({ op: 'head', type: T.F16, shape: { n: 23, k: 256 }, variant: 'forced-fallback' });
 // inf, −inf and NaN f16 weights in a few rows (the kernel flags them and takes the exact path)
 add({ op: 'head', type: T.F16, shape: { n: 13, k: 262 }, variant: 'nonfinite' });
+// the ends of f16's range: subnormal and largest weights, activations at ±65504 and subnormal
+// (the kernel meets w·2^-112 with xr·2^112, which must stay exact and finite)
+add({ op: 'head', type: T.F16, shape: { n: 17, k: 264 }, variant: 'extremes' });
 
 // embedding rows
 for (const type of [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q6_K]) {

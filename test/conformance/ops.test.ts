@@ -242,6 +242,12 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
       const hidden = gaussianVec(k, rng(seed + 1), 1);
       if (c.variant === 'correlated') for (let i = 0; i < k; i++) hidden[i] = 1 + Math.abs(hidden[i]);
       if (c.variant === 'zero-block') hidden.fill(0, 0, 256);
+      if (c.variant === 'extremes') {
+        const h = new Uint16Array(w.bytes.buffer, w.bytes.byteOffset, n * k);
+        const ends = [0x0001, 0x8001, 0x03ff, 0x83ff, 0x0400, 0x8400, 0x7bff, 0xfbff, 0x0000, 0x8000];
+        for (let i = 0; i < h.length; i += 3) h[i] = ends[(i / 3) % ends.length];
+        for (let i = 0; i < k; i += 5) hidden[i] = [65504, -65504, 6e-8, -3e-5, 1e-4][(i / 5) % 5];
+      }
       if (c.variant === 'nonfinite') {
         const h = new Uint16Array(w.bytes.buffer, w.bytes.byteOffset, n * k);
         h[2 * k + 5] = 0x7c00; // +inf in row 2, against a zero activation: NaN
