@@ -56,6 +56,12 @@ for (const type of TERN) {
   add({ op: 'matmul', type, shape: { n: 19, k: 512, m: 6 }, variant: 'add' });
   add({ op: 'matmul', type, shape: { n: 19, k: 512, m: 1 }, variant: 'oscale' });
   add({ op: 'matmul', type, shape: { n: 6, k: 256, m: 1 }, variant: 'saturated' });
+  // rows of 4096 and more: decode walks one row at a time (LONG_ROW_K in wasm/src/ternary.ts)
+  for (const m of [1, 5]) add({ op: 'matmul', type, shape: { n: 9, k: 4096, m } });
+  add({ op: 'matmul', type, shape: { n: 3, k: 6912, m: 1 } });
+  add({ op: 'matmul', type, shape: { n: 7, k: 4224, m: 1 } }); // K % 256 != 0
+  add({ op: 'matmul', type, shape: { n: 11, k: 4096, m: 1 }, variant: 'add' });
+  add({ op: 'matmul', type, shape: { n: 11, k: 4096, m: 1 }, variant: 'oscale' });
 }
 
 // TL1 / TL2 tile images built from each ternary type (any K: the layout pads to 256-blocks)

@@ -37,6 +37,14 @@ export const PREFETCH: usize = 512;
  * change between 256 and 512 (its loads come once per 66-byte block, not per 32 bytes).
  */
 const PREFETCH_I2S: usize = 384;
+/**
+ * From this width on, decode (one token) walks one row at a time instead of two. Two rows are two
+ * address streams, and on long rows the hardware prefetcher kept up with them worse than with
+ * one (DRAM-resident TQ2_0, Zen 4, Node 22): one row took 0.71× the time at k = 6912 and
+ * 0.62-0.73× at k = 4096, but 1.27× at k = 2560, where two rows share the activation loads at
+ * no cost. Both ways give the same bits.
+ */
+const LONG_ROW_K: i32 = 4096;
 const TQ1_BLOCK: i32 = 54;
 
 // One 16-byte code vector (64 codes) against four activation vectors, in two accumulators:
@@ -132,6 +140,31 @@ const TQ1_BLOCK: i32 = 54;
     c1 = widen(c1, x1, y1);
   }
   return hsum2x32(c0, c1);
+}
+
+/** Σc·q for one row and one token (rows of LONG_ROW_K or more): as i2sR2T1, one address stream. */
+@inline function i2sR1T1(w0: usize, k: i32, q: usize): i32 {
+  let c0 = i32x4.splat(0);
+  for (let j = 0; j < k; j += 256) {
+    // per 128-block a lane of x gains at most 4·512, of y 4·2048: two blocks fit i16
+    let x0 = i16x8.splat(0), y0 = i16x8.splat(0);
+    const end = min(j + 256, k);
+    for (let b = j; b < end; b += 128) {
+      const o = <usize>(b >> 2);
+      prefetch(w0 + o + PREFETCH_I2S);
+      for (let half: usize = 0; half < 32; half += 16) {
+        const a = q + <usize>b + half;
+        const v = v128.load(w0 + o + half);
+        const h = i16x8.shr_u(v, 4);
+        x0 = i16x8.add(x0, dot16(v128.load(a, 96), v128.and(v, i8x16.splat(3))));
+        y0 = i16x8.add(y0, dot16(v128.load(a, 64), v128.and(v, i8x16.splat(12))));
+        x0 = i16x8.add(x0, dot16(v128.load(a, 32), v128.and(h, i8x16.splat(3))));
+        y0 = i16x8.add(y0, dot16(v128.load(a), v128.and(h, i8x16.splat(12))));
+      }
+    }
+    c0 = widen(c0, x0, y0);
+  }
+  return hsum32(c0);
 }
 
 /** Σc·q for one row and 4 tokens (activation rows qs bytes apart): [D_t0..D_t3]. */
@@ -313,6 +346,15 @@ export function mm_i2s(
     const s = f32x4.splat(load<f32>(scales + (<usize>t << 2)));
     const qt = q + <usize>t * qs;
     const ot = out + <usize>t * os;
+    if (k >= LONG_ROW_K) {
+      const S1 = i32x4.extract_lane(S, 0);
+      const s1 = f32x4.extract_lane(s, 0);
+      for (let r = r0; r < r1; r++) {
+        const y = ((<f32>(i2sR1T1(w + <usize>r * rb, k, qt) - S1) / s1) * wscale) * oscale;
+        storeLane(ot + (<usize>r << 2), y, mode);
+      }
+      continue;
+    }
     for (let r = r0; r < r1; r += 2) {
       const p = w + <usize>r * rb;
       const two = r + 1 < r1;
@@ -362,6 +404,29 @@ export function mm_i2s(
     let d = f32x4.splat(f16ToF32(load<u16>(w0 + o + 64)));
     d = f32x4.replace_lane(d, 1, f16ToF32(load<u16>(w1 + o + 64)));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(db), d));
+  }
+  return acc;
+}
+
+/** TQ2_0, one row and one token (rows of LONG_ROW_K or more): as tq2R2T1, one address stream. */
+@inline function tq2R1T1(w0: usize, nb: i32, q: usize, bsum: usize): f32 {
+  let acc: f32 = 0;
+  for (let b = 0; b < nb; b++) {
+    const o = <usize>(b * TQ2_BLOCK);
+    const a = q + (<usize>b << 8);
+    let x0 = i16x8.splat(0), y0 = i16x8.splat(0);
+    for (let g: usize = 0; g < 64; g += 16) {
+      const ag = a + (g & 16) + ((g & 32) << 2);
+      const v = v128.load(w0 + o + g);
+      const h = i16x8.shr_u(v, 4);
+      x0 = i16x8.add(x0, dot16(v128.load(ag), v128.and(v, i8x16.splat(3))));
+      y0 = i16x8.add(y0, dot16(v128.load(ag, 32), v128.and(v, i8x16.splat(12))));
+      x0 = i16x8.add(x0, dot16(v128.load(ag, 64), v128.and(h, i8x16.splat(3))));
+      y0 = i16x8.add(y0, dot16(v128.load(ag, 96), v128.and(h, i8x16.splat(12))));
+    }
+    prefetch(w0 + o + PREFETCH);
+    const D = hsum32(widen(i32x4.splat(0), x0, y0));
+    acc += <f32>(D - load<i32>(bsum + (<usize>b << 2))) * f16ToF32(load<u16>(w0 + o + 64));
   }
   return acc;
 }
@@ -540,6 +605,11 @@ export function mm_tq2(
     const qt = q + <usize>t * qs;
     const bt = bsum + <usize>t * bss;
     const ot = out + <usize>t * os;
+    if (k >= LONG_ROW_K) {
+      const s1 = f32x4.extract_lane(s, 0);
+      for (let r = r0; r < r1; r++) storeLane(ot + (<usize>r << 2), (tq2R1T1(w + <usize>r * rb, nb, qt, bt) / s1) * oscale, mode);
+      continue;
+    }
     for (let r = r0; r < r1; r += 2) {
       const p = w + <usize>r * rb;
       const two = r + 1 < r1;
