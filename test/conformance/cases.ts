@@ -62,6 +62,11 @@ for (const type of TERN) {
   add({ op: 'matmul', type, shape: { n: 7, k: 4224, m: 1 } }); // K % 256 != 0
   add({ op: 'matmul', type, shape: { n: 11, k: 4096, m: 1 }, variant: 'add' });
   add({ op: 'matmul', type, shape: { n: 11, k: 4096, m: 1 }, variant: 'oscale' });
+  // prefill over several row tiles (~128 KiB of weights each, TILE_BYTES), odd rows in the last
+  // tile, and tokens past the last group of 4
+  add({ op: 'matmul', type, shape: { n: 301, k: 4096, m: 9 } });
+  add({ op: 'matmul', type, shape: { n: 410, k: 2560, m: 10 } });
+  add({ op: 'matmul', type, shape: { n: 301, k: 4096, m: 8 }, variant: 'add' });
 }
 
 // TL1 / TL2 tile images built from each ternary type (any K: the layout pads to 256-blocks)

@@ -46,6 +46,8 @@ const PREFETCH_I2S: usize = 384;
  * prefill did not change (0.98×), so it keeps two rows. Both ways give the same bits.
  */
 const LONG_ROW_K: i32 = 4096;
+/** Weight bytes of a prefill tile (tileRows). */
+const TILE_BYTES: usize = 131072;
 const TQ1_BLOCK: i32 = 54;
 
 // One 16-byte code vector (64 codes) against four activation vectors, in two accumulators:
@@ -312,7 +314,7 @@ const TQ1_BLOCK: i32 = 54;
  * y[t][r] for rows r0..r1 and tokens 0..m of an I2_S matrix (rows of k/4 bytes).
  * Activations: q[t·qStride ..], scale[t] (f32), sum[t] (i32).
  */
-export function mm_i2s(
+function i2sBody(
   w: usize, k: i32, r0: i32, r1: i32,
   m: i32, q: usize, qStride: i32, scales: usize, sums: usize,
   wscale: f32, oscale: f32, out: usize, outStride: i32, mode: i32,
@@ -364,6 +366,40 @@ export function mm_i2s(
       storeLane(ot + (<usize>r << 2), f32x4.extract_lane(y, 0), mode);
       if (two) storeLane(ot + (<usize>r << 2) + 4, f32x4.extract_lane(y, 1), mode);
     }
+  }
+}
+
+/**
+ * Rows of a prefill tile: ~TILE_BYTES of weights (an even count, at least 2). The bodies stream
+ * every row once per group of 4 tokens; without tiles, a 64-token chunk re-read each matrix 16
+ * times from L3 or DRAM. With them a tile's weights stay in L2 while the token groups go by, and
+ * the activations (m·k bytes, 160-440 KB at m = 64) are what is re-read.
+ */
+@inline function tileRows(rb: usize): i32 {
+  return max(2, <i32>(TILE_BYTES / rb) & ~1);
+}
+
+/**
+ * y[t][r] for rows r0..r1 and tokens 0..m of an I2_S matrix (rows of k/4 bytes).
+ * Activations: q[t·qStride ..], scale[t] (f32), sum[t] (i32). With more than one group of 4
+ * tokens, the groups run tile by tile (tileRows), then the last m % 4 tokens over all rows; each
+ * output is the same kernel's, so the bits do not depend on the tiling.
+ */
+export function mm_i2s(
+  w: usize, k: i32, r0: i32, r1: i32,
+  m: i32, q: usize, qStride: i32, scales: usize, sums: usize,
+  wscale: f32, oscale: f32, out: usize, outStride: i32, mode: i32,
+): void {
+  const m4 = m & ~3;
+  if (m4 <= 4) {
+    i2sBody(w, k, r0, r1, m, q, qStride, scales, sums, wscale, oscale, out, outStride, mode);
+    return;
+  }
+  const R = tileRows(<usize>(k >> 2));
+  for (let rc = r0; rc < r1; rc += R) i2sBody(w, k, rc, min(r1, rc + R), m4, q, qStride, scales, sums, wscale, oscale, out, outStride, mode);
+  if (m4 < m) {
+    const t = <usize>m4;
+    i2sBody(w, k, r0, r1, m - m4, q + t * <usize>qStride, qStride, scales + (t << 2), sums + (t << 2), wscale, oscale, out + ((t * <usize>outStride) << 2), outStride, mode);
   }
 }
 
@@ -574,7 +610,7 @@ export function mm_i2s(
 /**
  * TQ2_0 matmul. bsum: per-token 256-block sums, token t at bsum + t·bsStride·4.
  */
-export function mm_tq2(
+function tq2Body(
   w: usize, k: i32, r0: i32, r1: i32,
   m: i32, q: usize, qStride: i32, scales: usize, bsum: usize, bsStride: i32,
   oscale: f32, out: usize, outStride: i32, mode: i32,
@@ -618,6 +654,25 @@ export function mm_tq2(
       storeLane(ot + (<usize>r << 2), f32x4.extract_lane(y, 0), mode);
       if (two) storeLane(ot + (<usize>r << 2) + 4, f32x4.extract_lane(y, 1), mode);
     }
+  }
+}
+
+/** mm_i2s's tiling for TQ2_0 (block sums bsum[t·bsStride + b], i32). */
+export function mm_tq2(
+  w: usize, k: i32, r0: i32, r1: i32,
+  m: i32, q: usize, qStride: i32, scales: usize, bsum: usize, bsStride: i32,
+  oscale: f32, out: usize, outStride: i32, mode: i32,
+): void {
+  const m4 = m & ~3;
+  if (m4 <= 4) {
+    tq2Body(w, k, r0, r1, m, q, qStride, scales, bsum, bsStride, oscale, out, outStride, mode);
+    return;
+  }
+  const R = tileRows(<usize>((k >> 8) * TQ2_BLOCK));
+  for (let rc = r0; rc < r1; rc += R) tq2Body(w, k, rc, min(r1, rc + R), m4, q, qStride, scales, bsum, bsStride, oscale, out, outStride, mode);
+  if (m4 < m) {
+    const t = <usize>m4;
+    tq2Body(w, k, r0, r1, m - m4, q + t * <usize>qStride, qStride, scales + (t << 2), bsum + ((t * <usize>bsStride) << 2), bsStride, oscale, out + ((t * <usize>outStride) << 2), outStride, mode);
   }
 }
 
