@@ -18,21 +18,6 @@ import { dot16, f16Round, f16ToF32, hsum32 } from './common';
   store<f32>(o, y);
 }
 
-/** [Σ a0, Σ a1, Σ a2, Σ a3] of four i32x4 vectors. */
-@inline function reduce4(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
-  const t0 = i32x4.add(v128.shuffle<i32>(a0, a1, 0, 4, 1, 5), v128.shuffle<i32>(a0, a1, 2, 6, 3, 7));
-  const t1 = i32x4.add(v128.shuffle<i32>(a2, a3, 0, 4, 1, 5), v128.shuffle<i32>(a2, a3, 2, 6, 3, 7));
-  return i32x4.add(v128.shuffle<i32>(t0, t1, 0, 1, 4, 5), v128.shuffle<i32>(t0, t1, 2, 3, 6, 7));
-}
-
-/** The f16 d at p of four rows (row stride rb) as f32 lanes. */
-@inline function d4(p: usize, rb: usize): v128 {
-  let v = f32x4.splat(f16ToF32(load<u16>(p)));
-  v = f32x4.replace_lane(v, 1, f16ToF32(load<u16>(p + rb)));
-  v = f32x4.replace_lane(v, 2, f16ToF32(load<u16>(p + 2 * rb)));
-  return f32x4.replace_lane(v, 3, f16ToF32(load<u16>(p + 3 * rb)));
-}
-
 /** ggml's Q8_0 activation quantization (reference quantizeQ8_0Acts). */
 export function head_prep_q8_0(x: usize, k: i32, P: usize): void {
   const K = <usize>k;
@@ -108,19 +93,11 @@ export function head_prep_q8k(x: usize, k: i32, P: usize): void {
 }
 
 /**
- * One 32-block of a row as i32x4 partial sums. Q8_0 (q4 false): x0..x3 are the block's
- * activations extended to i16. Q4_0: x0, x1 are the raw int8 activations, and the sums still lack
- * the −8 offset (the caller subtracts 8·Σq once per block).
- */
-@inline function blockDot(q4: bool, p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
-  return q4 ? q4Dot(p, x0, x1) : q8Dot(p, x0, x1, x2, x3);
-}
-
-/**
  * The heads with 32-element blocks against Q8_0 activations: Q8_0 (34-byte blocks) and Q4_0
  * (18-byte blocks). `q4` is a constant at both call sites, so each export compiles to its own loop.
- * Rows go four at a time (one row per f32 lane, the block sums transposed by reduce4), then one
- * at a time; mode 0 stores, 1 adds.
+ * One row at a time; mode 0 stores, 1 adds. A version with four rows at once (one per f32 lane,
+ * sharing the activation loads) took 1.3× (Q8_0) and 1.14× (Q4_0) the time on a 128256×2560 head
+ * (relaxed build, V8 in Node 22): V8 spilled its registers.
  */
 @inline function head32(q4: bool, w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: f32, out: usize, mode: i32): void {
   const K = <usize>k;
@@ -128,36 +105,7 @@ export function head_prep_q8k(x: usize, k: i32, P: usize): void {
   const bb = q4 ? 18 : 34;
   const rb = <usize>(nb * bb);
   const sums = P + K + (K >> 3);
-  let r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const row = w + <usize>r * rb;
-    let s = f32x4.splat(0);
-    for (let b = 0; b < nb; b++) {
-      const a = P + (<usize>b << 5);
-      const xa = v128.load(a);
-      const xb = v128.load(a, 16);
-      const x0 = q4 ? xa : i16x8.extend_low_i8x16_s(xa);
-      const x1 = q4 ? xb : i16x8.extend_high_i8x16_s(xa);
-      const x2 = q4 ? xa : i16x8.extend_low_i8x16_s(xb);
-      const x3 = q4 ? xb : i16x8.extend_high_i8x16_s(xb);
-      const p = row + <usize>(b * bb);
-      v128.load(p, 1024); // software prefetch (a dropped load), see ternary.ts
-      let I = reduce4(
-        blockDot(q4, p, x0, x1, x2, x3),
-        blockDot(q4, p + rb, x0, x1, x2, x3),
-        blockDot(q4, p + 2 * rb, x0, x1, x2, x3),
-        blockDot(q4, p + 3 * rb, x0, x1, x2, x3),
-      );
-      if (q4) I = i32x4.sub(I, i32x4.splat(load<i32>(sums + (<usize>b << 2)) << 3)); // the −8 offset
-      const dd = f32x4.mul(d4(p, rb), f32x4.splat(load<f32>(P + K + (<usize>b << 2))));
-      s = f32x4.add(s, f32x4.mul(dd, f32x4.convert_i32x4_s(I)));
-    }
-    emit(out, r, f32x4.extract_lane(s, 0) * oscale, mode);
-    emit(out, r + 1, f32x4.extract_lane(s, 1) * oscale, mode);
-    emit(out, r + 2, f32x4.extract_lane(s, 2) * oscale, mode);
-    emit(out, r + 3, f32x4.extract_lane(s, 3) * oscale, mode);
-  }
-  for (; r < r1; r++) {
+  for (let r = r0; r < r1; r++) {
     const row = w + <usize>r * rb;
     let s: f32 = 0;
     for (let b = 0; b < nb; b++) {
