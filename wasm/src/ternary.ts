@@ -738,8 +738,64 @@ export function mm_tq2(
 }
 
 /**
- * TQ1_0 rows r0..r1, token by token, one row at a time: a version with four rows at once (rows in
- * lanes) took 1.7× (relaxed) and 1.45× (SIMD128) the time at 6912×2560 (V8 spilled its registers).
+ * One TQ1_0 block of one row against 4 tokens (activation rows qs bytes apart): each trit vector
+ * is decoded once and dotted with the 4 tokens. Returns [D_t0, D_t1, D_t2, D_t3] (Σc·q).
+ */
+@inline function tq1BlockT4(p: usize, a: usize, qs: usize): v128 {
+  // per token, 16 dots of at most 512 per lane: 8192
+  let c0 = i16x8.splat(0), c1 = i16x8.splat(0), c2 = i16x8.splat(0), c3 = i16x8.splat(0);
+  let x = v128.load(p);
+  let y = v128.load(p, 16);
+  for (let j: usize = 0; j < 160; j += 32) {
+    // qs[0..32): byte j holds elements j + 32k (digit k: x, y multiplied by 3^k)
+    let c = trit(x);
+    c0 = i16x8.add(c0, dot16(v128.load(a + j), c));
+    c1 = i16x8.add(c1, dot16(v128.load(a + qs + j), c));
+    c2 = i16x8.add(c2, dot16(v128.load(a + 2 * qs + j), c));
+    c3 = i16x8.add(c3, dot16(v128.load(a + 3 * qs + j), c));
+    c = trit(y);
+    c0 = i16x8.add(c0, dot16(v128.load(a + j, 16), c));
+    c1 = i16x8.add(c1, dot16(v128.load(a + qs + j, 16), c));
+    c2 = i16x8.add(c2, dot16(v128.load(a + 2 * qs + j, 16), c));
+    c3 = i16x8.add(c3, dot16(v128.load(a + 3 * qs + j, 16), c));
+    x = times3(x);
+    y = times3(y);
+  }
+  let z = v128.load(p, 32);
+  for (let j: usize = 160; j < 240; j += 16) {
+    // qs[32..48): byte j holds elements 160 + j + 16k
+    const c = trit(z);
+    c0 = i16x8.add(c0, dot16(v128.load(a + j), c));
+    c1 = i16x8.add(c1, dot16(v128.load(a + qs + j), c));
+    c2 = i16x8.add(c2, dot16(v128.load(a + 2 * qs + j), c));
+    c3 = i16x8.add(c3, dot16(v128.load(a + 3 * qs + j), c));
+    z = times3(z);
+  }
+  // qh[0..4): byte j holds elements 240 + j + 4k; lane i needs digit i>>2 of byte i&3
+  const h = i8x16.swizzle(v128.load32_zero(p + 48), i8x16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3));
+  const h3 = times3(h);
+  const h9 = times3(h3);
+  const h27 = times3(h9);
+  const lo = i8x16.shuffle(h, h3, 0, 1, 2, 3, 20, 21, 22, 23, 0, 0, 0, 0, 0, 0, 0, 0);
+  const hi = i8x16.shuffle(h9, h27, 8, 9, 10, 11, 28, 29, 30, 31, 0, 0, 0, 0, 0, 0, 0, 0);
+  const c = trit(i8x16.shuffle(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+  c0 = i16x8.add(c0, dot16(v128.load(a, 240), c));
+  c1 = i16x8.add(c1, dot16(v128.load(a + qs, 240), c));
+  c2 = i16x8.add(c2, dot16(v128.load(a + 2 * qs, 240), c));
+  c3 = i16x8.add(c3, dot16(v128.load(a + 3 * qs, 240), c));
+  return hsum4x32(
+    i32x4.extadd_pairwise_i16x8_s(c0),
+    i32x4.extadd_pairwise_i16x8_s(c1),
+    i32x4.extadd_pairwise_i16x8_s(c2),
+    i32x4.extadd_pairwise_i16x8_s(c3),
+  );
+}
+
+/**
+ * TQ1_0 rows r0..r1, one row at a time: groups of 4 tokens share each decoded trit vector
+ * (tq1BlockT4: 0.39× the time of token by token at m = 16, 6912×2560), then the last m % 4 tokens
+ * one by one. A version with four rows at once (rows in lanes) took 1.7× (relaxed) and 1.45×
+ * (SIMD128) the time at 6912×2560 (V8 spilled its registers).
  */
 export function mm_tq1(
   w: usize, k: i32, r0: i32, r1: i32,
@@ -751,7 +807,29 @@ export function mm_tq1(
   const qs = <usize>qStride;
   const bss = <usize>bsStride << 2;
   const os = <usize>outStride << 2;
-  for (let t = 0; t < m; t++) {
+  let t = 0;
+  for (; t + 4 <= m; t += 4) {
+    const s = v128.load(scales + (<usize>t << 2));
+    const qt = q + <usize>t * qs;
+    const bt = bsum + <usize>t * bss;
+    const oss = f32x4.splat(oscale);
+    for (let r = r0; r < r1; r++) {
+      const p = w + <usize>r * rb;
+      let acc = f32x4.splat(0); // tokens in lanes
+      for (let b = 0; b < nb; b++) {
+        const o = <usize>(b * TQ1_BLOCK);
+        const bo = bt + (<usize>b << 2);
+        let S = i32x4.splat(load<i32>(bo));
+        S = i32x4.replace_lane(S, 1, load<i32>(bo + bss));
+        S = i32x4.replace_lane(S, 2, load<i32>(bo + 2 * bss));
+        S = i32x4.replace_lane(S, 3, load<i32>(bo + 3 * bss));
+        const D = i32x4.sub(tq1BlockT4(p + o, qt + (<usize>b << 8), qs), S);
+        acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(D), f32x4.splat(f16ToF32(load<u16>(p + o + 52)))));
+      }
+      store4s(out + <usize>t * os + (<usize>r << 2), os, f32x4.mul(f32x4.div(acc, s), oss), mode);
+    }
+  }
+  for (; t < m; t++) {
     const s = load<f32>(scales + (<usize>t << 2));
     const qt = q + <usize>t * qs;
     const bt = bsum + <usize>t * bss;
