@@ -693,6 +693,17 @@ export function mm_tq2(
   return i8x16.add(x, i8x16.add(x, x));
 }
 
+/** The trits of a TQ1_0 block's qh[0..4) (elements 240..255): byte j holds elements 240 + j + 4k; lane i needs digit i>>2 of byte i&3. */
+@inline function tq1HighTrits(p: usize): v128 {
+  const h = i8x16.swizzle(v128.load32_zero(p + 48), i8x16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3));
+  const h3 = times3(h);
+  const h9 = times3(h3);
+  const h27 = times3(h9);
+  const lo = i8x16.shuffle(h, h3, 0, 1, 2, 3, 20, 21, 22, 23, 0, 0, 0, 0, 0, 0, 0, 0);
+  const hi = i8x16.shuffle(h9, h27, 8, 9, 10, 11, 28, 29, 30, 31, 0, 0, 0, 0, 0, 0, 0, 0);
+  return trit(i8x16.shuffle(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+}
+
 /** Σc·q over one TQ1_0 block for one row, as i32x4 lanes. */
 @inline function tq1Block(p: usize, a: usize): v128 {
   // 16 dots of at most 512 per lane: 8192
@@ -725,15 +736,7 @@ export function mm_tq2(
   acc = i16x8.add(acc, dot16(v128.load(a, 208), trit(z)));
   z = times3(z);
   acc = i16x8.add(acc, dot16(v128.load(a, 224), trit(z)));
-  // qh[0..4): byte j holds elements 240 + j + 4k; lane i needs digit i>>2 of byte i&3
-  const h = i8x16.swizzle(v128.load32_zero(p + 48), i8x16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3));
-  const h3 = times3(h);
-  const h9 = times3(h3);
-  const h27 = times3(h9);
-  const lo = i8x16.shuffle(h, h3, 0, 1, 2, 3, 20, 21, 22, 23, 0, 0, 0, 0, 0, 0, 0, 0);
-  const hi = i8x16.shuffle(h9, h27, 8, 9, 10, 11, 28, 29, 30, 31, 0, 0, 0, 0, 0, 0, 0, 0);
-  const hh = i8x16.shuffle(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-  acc = i16x8.add(acc, dot16(v128.load(a, 240), trit(hh)));
+  acc = i16x8.add(acc, dot16(v128.load(a, 240), tq1HighTrits(p)));
   return i32x4.extadd_pairwise_i16x8_s(acc);
 }
 
@@ -771,14 +774,7 @@ export function mm_tq2(
     c3 = i16x8.add(c3, dot16(v128.load(a + 3 * qs + j), c));
     z = times3(z);
   }
-  // qh[0..4): byte j holds elements 240 + j + 4k; lane i needs digit i>>2 of byte i&3
-  const h = i8x16.swizzle(v128.load32_zero(p + 48), i8x16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3));
-  const h3 = times3(h);
-  const h9 = times3(h3);
-  const h27 = times3(h9);
-  const lo = i8x16.shuffle(h, h3, 0, 1, 2, 3, 20, 21, 22, 23, 0, 0, 0, 0, 0, 0, 0, 0);
-  const hi = i8x16.shuffle(h9, h27, 8, 9, 10, 11, 28, 29, 30, 31, 0, 0, 0, 0, 0, 0, 0, 0);
-  const c = trit(i8x16.shuffle(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+  const c = tq1HighTrits(p);
   c0 = i16x8.add(c0, dot16(v128.load(a, 240), c));
   c1 = i16x8.add(c1, dot16(v128.load(a + qs, 240), c));
   c2 = i16x8.add(c2, dot16(v128.load(a + 2 * qs, 240), c));
