@@ -310,10 +310,7 @@ const TQ1_BLOCK: i32 = 54;
   return hsum4x32(c0, c1, c2, c3);
 }
 
-/**
- * y[t][r] for rows r0..r1 and tokens 0..m of an I2_S matrix (rows of k/4 bytes).
- * Activations: q[t·qStride ..], scale[t] (f32), sum[t] (i32).
- */
+/** mm_i2s over all of r0..r1 for each group of 4 tokens, then the last m % 4 tokens one by one. */
 function i2sBody(
   w: usize, k: i32, r0: i32, r1: i32,
   m: i32, q: usize, qStride: i32, scales: usize, sums: usize,
@@ -607,9 +604,7 @@ export function mm_i2s(
   return acc;
 }
 
-/**
- * TQ2_0 matmul. bsum: per-token 256-block sums, token t at bsum + t·bsStride·4.
- */
+/** mm_tq2 over all of r0..r1 for each group of 4 tokens, then the last m % 4 tokens one by one. */
 function tq2Body(
   w: usize, k: i32, r0: i32, r1: i32,
   m: i32, q: usize, qStride: i32, scales: usize, bsum: usize, bsStride: i32,
@@ -657,7 +652,10 @@ function tq2Body(
   }
 }
 
-/** mm_i2s's tiling for TQ2_0 (block sums bsum[t·bsStride + b], i32). */
+/**
+ * TQ2_0 matmul, tiled as mm_i2s. bsum: per-token 256-block sums (i32), token t's block b at
+ * bsum + (t·bsStride + b)·4.
+ */
 export function mm_tq2(
   w: usize, k: i32, r0: i32, r1: i32,
   m: i32, q: usize, qStride: i32, scales: usize, bsum: usize, bsStride: i32,
