@@ -49,7 +49,7 @@ async function ensureFile(shape: string): Promise<string> {
   if (!existsSync(file)) {
     console.error(`[bench] synthesizing ${file} ...`);
     await run([
-      'bin/bitnet.ts',
+      'bin/bitnet.js',
       'synth',
       '--preset',
       shape,
@@ -100,7 +100,7 @@ async function main(): Promise<void> {
       console.error(`[bench] ${shape} ${t} thread(s): ours ...`);
       const ours = lastJson(
         await run([
-          'bin/bitnet.ts',
+          'bin/bitnet.js',
           'bench',
           '--model',
           file,

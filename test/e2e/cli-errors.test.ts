@@ -364,7 +364,7 @@ describe('truncated files and s3 credentials', () => {
     const t0 = performance.now();
     let r: { code: number; stderr: string };
     try {
-      await promisify(execFile)(process.execPath, ['bin/bitnet.ts', 'inspect', 's3://bucket/model.gguf', '--json'], {
+      await promisify(execFile)(process.execPath, ['bin/bitnet.js', 'inspect', 's3://bucket/model.gguf', '--json'], {
         env,
       });
       r = { code: 0, stderr: '' };

@@ -13,7 +13,10 @@ beforeAll(async () => {
   model = join(await mkdtemp(join(tmpdir(), 'bitnet-ex-')), 'm.gguf');
   await writeFile(model, await synthBytes({ qtype: 'i2_s', seed: 8, arch: 'bitnet-b1.58' }));
 });
-const ex = (name: string) => run(process.execPath, [`examples/${name}.ts`, model], { cwd: process.cwd() });
+// The sources, through the package's own export condition (lib/, what `node examples/…` resolves
+// to in a checkout, is the package build's, and test/e2e/package.test.ts covers it).
+const ex = (name: string) =>
+  run(process.execPath, ['--conditions=bitnet-edge-source', `examples/${name}.ts`, model], { cwd: process.cwd() });
 
 describe('seed examples', () => {
   it('basic generation', async () => {

@@ -20,7 +20,7 @@ describe('2B-4T shape from the CLI', () => {
     const file = join(dir, '2b4t-i2s.gguf');
     const t0 = performance.now();
     await exec(process.execPath, [
-      'bin/bitnet.ts',
+      'bin/bitnet.js',
       'synth',
       '--preset',
       '2b-4t',
@@ -36,7 +36,7 @@ describe('2B-4T shape from the CLI', () => {
     const { stdout } = await exec(
       process.execPath,
       [
-        'bin/bitnet.ts',
+        'bin/bitnet.js',
         'generate',
         '--model',
         file,

@@ -7,7 +7,7 @@ const exec = promisify(execFile);
 
 export async function bitnet(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await exec(process.execPath, ['bin/bitnet.ts', ...args], { maxBuffer: 64 << 20 });
+    const r = await exec(process.execPath, ['bin/bitnet.js', ...args], { maxBuffer: 64 << 20 });
     return { code: 0, ...r };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };

@@ -155,7 +155,8 @@ describe('package exports per runtime', () => {
     expect(typeof (await import('bitnet-edge/node')).serveNode).toBe('function');
     expect(typeof (await import('bitnet-edge/aws-lambda')).createLambdaHandler).toBe('function');
     const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8'));
-    expect(pkg.exports['./cloudflare'].default).toBe('./src/adapters/cloudflare.ts');
+    expect(pkg.exports['./cloudflare']['bitnet-edge-source']).toBe('./src/adapters/cloudflare.ts');
+    expect(pkg.exports['./cloudflare'].default).toBe('./lib/adapters/cloudflare.js');
   });
 
   it('src/http imports nothing runtime-specific', async () => {

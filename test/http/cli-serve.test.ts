@@ -21,7 +21,7 @@ afterEach(() => {
 
 /** Starts `bitnet serve …` and resolves with its URL and output once it listens. */
 function serve(args: string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, ['bin/bitnet.ts', 'serve', '--port', '0', ...args], {
+  const child = spawn(process.execPath, ['bin/bitnet.js', 'serve', '--port', '0', ...args], {
     env: { ...process.env, BITNET_API_KEYS: '', BITNET_MODEL: '', ...env },
   });
   children.push(child);
@@ -123,7 +123,7 @@ describe('bitnet serve', () => {
     expect(await s.exited).toBe(0);
 
     // --json: one line with the URL and the served id (the key used to be missing)
-    const j = spawn(process.execPath, ['bin/bitnet.ts', 'serve', '--port', '0', '--json', '--model', f], {
+    const j = spawn(process.execPath, ['bin/bitnet.js', 'serve', '--port', '0', '--json', '--model', f], {
       env: { ...process.env, BITNET_API_KEYS: '', BITNET_MODEL: '' },
     });
     children.push(j);

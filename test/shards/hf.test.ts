@@ -166,7 +166,7 @@ describe('bitnet convert on an HF directory (CLI)', () => {
     const dir = await writeHfCheckpoint(SEED, { weights: 'master', floats: 'bf16' });
     const out = join(await tempDir('bitnet-hfconv-'), 'pack');
     const r = await promisify(execFile)(process.execPath, [
-      'bin/bitnet.ts',
+      'bin/bitnet.js',
       'convert',
       '--model',
       dir,

@@ -150,7 +150,7 @@ describe('fromPretrained and bitnet pull (CLI) with HF_ENDPOINT / HF_TOKEN', () 
     await mkdir(out);
     const r = await promisify(execFile)(
       process.execPath,
-      ['bin/bitnet.ts', 'pull', 'acme/tiny-gguf', '--out', out, '--json'],
+      ['bin/bitnet.js', 'pull', 'acme/tiny-gguf', '--out', out, '--json'],
       {
         env: { ...process.env, HF_ENDPOINT: hub.url, HF_TOKEN: TOKEN },
       },

@@ -301,7 +301,7 @@ describe('bitnet pull keeps what is up to date', () => {
   it('the CLI says "up to date"', async () => {
     const out = await tempDir('bitnet-hubc-out-');
     const run = () =>
-      promisify(execFile)(process.execPath, ['bin/bitnet.ts', 'pull', 'acme/tiny', '--out', out, '--quiet'], {
+      promisify(execFile)(process.execPath, ['bin/bitnet.js', 'pull', 'acme/tiny', '--out', out, '--quiet'], {
         env: { ...process.env, HF_ENDPOINT: hub.endpoint },
       });
     expect((await run()).stdout).not.toMatch(/up to date/);

@@ -168,7 +168,7 @@ describe('bitnet logits (CLI) over HTTP', () => {
       (
         await promisify(execFile)(
           process.execPath,
-          ['bin/bitnet.ts', 'logits', '--model', model, '--prompt-ids', IDS.join(','), '--json'],
+          ['bin/bitnet.js', 'logits', '--model', model, '--prompt-ids', IDS.join(','), '--json'],
           { maxBuffer: 64 << 20 },
         )
       ).stdout;

@@ -92,7 +92,7 @@ describe('percent-escapes in model locations', () => {
 
   it('the CLI: error [Config/BAD_LOCATION], and JSON on stderr with --json (logits, inspect)', async () => {
     const run = (args: string[]) =>
-      promisify(execFile)(process.execPath, ['bin/bitnet.ts', ...args]).then(
+      promisify(execFile)(process.execPath, ['bin/bitnet.js', ...args]).then(
         () => ({ code: 0, stderr: '' }),
         (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
       );
