@@ -107,12 +107,20 @@ export class BitNetModel {
 
   /**
    * `hub` tunes the download (docs/hub.md): `stallTimeoutMs` (no byte for this long → retry;
-   * default 30000), `attempts` (default 5), `offline` (cache only; default $HF_HUB_OFFLINE), `signal`.
+   * default 30000), `attempts` (default 5), `metadataTimeoutMs` (with a cached snapshot the hub is
+   * asked once, for at most this long without a byte; default 10000 or $HF_HUB_ETAG_TIMEOUT s),
+   * `offline` (cache only; default $HF_HUB_OFFLINE), `signal`.
    */
   static async fromPretrainedWithConfig(
     modelId: string,
     config: ModelConfig | ModelConfigInit,
-    hub: { stallTimeoutMs?: number; attempts?: number; offline?: boolean; signal?: AbortSignal } = {},
+    hub: {
+      stallTimeoutMs?: number;
+      attempts?: number;
+      metadataTimeoutMs?: number;
+      offline?: boolean;
+      signal?: AbortSignal;
+    } = {},
   ): Promise<BitNetModel> {
     const cfg = config instanceof ModelConfig ? config : new ModelConfig(config);
     cfg.validate();
@@ -125,6 +133,7 @@ export class BitNetModel {
       cacheDir: cfg.cacheDir,
       stallTimeoutMs: hub.stallTimeoutMs,
       attempts: hub.attempts,
+      metadataTimeoutMs: hub.metadataTimeoutMs,
       offline: hub.offline,
       signal: hub.signal,
     });

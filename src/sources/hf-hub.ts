@@ -66,6 +66,12 @@ export interface HubOptions {
   attempts?: number;
   /** A request that receives no byte for this long is abandoned and retried (default 30000 ms, or $BITNET_HUB_STALL_TIMEOUT_MS). */
   stallTimeoutMs?: number;
+  /**
+   * With a cached snapshot that can answer, the listing is asked once, and abandoned after this long
+   * without a byte (default 10000 ms, or $HF_HUB_ETAG_TIMEOUT seconds, as huggingface_hub reads it):
+   * an unreachable hub then costs this, not `attempts` × `stallTimeoutMs`. Never longer than the stall timeout.
+   */
+  metadataTimeoutMs?: number;
   /** Never contact the hub; serve what the cache has (default: $HF_HUB_OFFLINE is 1/true/yes/on). */
   offline?: boolean;
   /** Called before each wait between attempts (the listing's, a download's): which attempt comes next, the wait, and why. */
@@ -93,6 +99,19 @@ function stallMs(o: HubOptions): number {
   const v = Number(raw);
   if (!Number.isFinite(v) || v <= 0) throw badEnv('BITNET_HUB_STALL_TIMEOUT_MS', raw, 'a positive number of ms');
   return v;
+}
+
+function metadataMs(o: HubOptions): number {
+  const stall = stallMs(o);
+  if (o.metadataTimeoutMs !== undefined) {
+    const v = o.metadataTimeoutMs;
+    return Math.min(stall, Number.isFinite(v) && v > 0 ? v : 10_000);
+  }
+  const raw = (process.env.HF_HUB_ETAG_TIMEOUT ?? '').trim();
+  if (raw === '') return Math.min(stall, 10_000);
+  const v = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) * 1000 : Number.NaN;
+  if (!(v > 0)) throw badEnv('HF_HUB_ETAG_TIMEOUT', raw, 'a positive number of seconds');
+  return Math.min(stall, v);
 }
 
 /** HF_HUB_OFFLINE as huggingface_hub reads it (1/true/yes/on), with 0/false/no/off (and unset) off; else INVALID_ENV. */
@@ -755,6 +774,17 @@ async function cachedModel(repo: string, dir: string, filename?: string): Promis
   return undefined;
 }
 
+/** What the cache would serve for `rev` without the hub: the commit its ref names, else the old layout. */
+async function cachedAnswer(repo: string, rev: string, root: string, filename: string | undefined) {
+  const commit = (await readRef(root, repo, rev)) ?? (isCommit(rev) ? rev : undefined);
+  if (commit) {
+    const hit = await cachedModel(repo, snapshotDir(root, repo, commit), filename);
+    if (hit) return hit;
+  }
+  const legacy = legacyDir(root, repo, rev);
+  return legacy ? await cachedModel(repo, legacy, filename) : undefined;
+}
+
 async function resolveOffline(
   repo: string,
   rev: string,
@@ -762,16 +792,8 @@ async function resolveOffline(
   filename: string | undefined,
   cause?: BitNetError,
 ): Promise<string> {
-  const commit = (await readRef(root, repo, rev)) ?? (isCommit(rev) ? rev : undefined);
-  if (commit) {
-    const hit = await cachedModel(repo, snapshotDir(root, repo, commit), filename);
-    if (hit) return hit;
-  }
-  const legacy = legacyDir(root, repo, rev);
-  if (legacy) {
-    const hit = await cachedModel(repo, legacy, filename);
-    if (hit) return hit;
-  }
+  const hit = await cachedAnswer(repo, rev, root, filename);
+  if (hit) return hit;
   const what = `${repo}@${rev}${filename ? ` (${filename})` : ''}`;
   if (cause) {
     // The hub's failure, as it was (same kind and code), saying that the cache could not stand in.
@@ -818,9 +840,13 @@ export async function resolveHubModel(repo: string, o: HubOptions = {}): Promise
   hubCtx(o); // a bad endpoint is a Config error, even offline
   const root = cacheRoot(o.cacheDir);
   if (isOffline(o)) return resolveOffline(repo, rev, root, o.filename);
+  // When the cache can answer, the hub gets one short try: a user with the model on disk should not
+  // wait out five stalled attempts (2.5 min by default) for a hub that does not answer.
+  const quick = metadataMs(o); // a bad $HF_HUB_ETAG_TIMEOUT is INVALID_ENV whether or not it is needed
+  const canFallBack = (await cachedAnswer(repo, rev, root, o.filename)) !== undefined;
   let listing: HubListing;
   try {
-    listing = await fetchHubListing(repo, o);
+    listing = await fetchHubListing(repo, canFallBack ? { ...o, attempts: 1, stallTimeoutMs: quick } : o);
   } catch (e) {
     if (unreachable(e) && !o.signal?.aborted) return resolveOffline(repo, rev, root, o.filename, e);
     throw e;

@@ -7,6 +7,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -121,6 +122,30 @@ describe('revisions', () => {
   });
 });
 
+/**
+ * A hub that accepts connections, reads requests and never answers (a black-holed route ends the
+ * same way). Counts requests, not connections: fetch may open a spare connection after an abort.
+ */
+async function silentServer() {
+  const sockets: Socket[] = [];
+  let requests = 0;
+  const server = createServer((s) => {
+    sockets.push(s);
+    s.on('data', (d) => {
+      requests += d.toString('latin1').match(/^GET /gm)?.length ?? 0;
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests: () => requests,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
 describe('refs and snapshots', () => {
   it('a moved branch gets the new commit; the old snapshot stays for pinned users', async () => {
     const cacheDir = await tempDir('bitnet-hubc-');
@@ -170,6 +195,44 @@ describe('refs and snapshots', () => {
     await expect(resolveHubModel('acme/tiny', opts(cacheDir, { attempts: 1 }))).rejects.toSatisfy(
       isCode('HUB_HTTP_ERROR'),
     );
+  });
+
+  it('with a snapshot cached, a hub that accepts connections and never answers gets one short try', async () => {
+    const cacheDir = await tempDir('bitnet-hubc-');
+    const online = await resolveHubModel('acme/tiny', opts(cacheDir));
+    const silent = await silentServer();
+    try {
+      // The stall timeout is far beyond the test's limit: only the listing limit can end the wait.
+      const slow = { cacheDir, endpoint: silent.endpoint, stallTimeoutMs: 3_600_000 };
+      const retries: number[] = [];
+      const quick = { ...slow, metadataTimeoutMs: 200, onRetry: (i: { attempt: number }) => retries.push(i.attempt) };
+      expect(await resolveHubModel('acme/tiny', quick)).toBe(online);
+      expect([silent.requests(), retries]).toEqual([1, []]);
+      // huggingface_hub's variable, in seconds
+      process.env.HF_HUB_ETAG_TIMEOUT = '0.2';
+      try {
+        expect(await resolveHubModel('acme/tiny', slow)).toBe(online);
+        expect(silent.requests()).toBe(2);
+        process.env.HF_HUB_ETAG_TIMEOUT = '10s';
+        await expect(resolveHubModel('acme/tiny', slow)).rejects.toSatisfy(isCode('INVALID_ENV'));
+      } finally {
+        delete process.env.HF_HUB_ETAG_TIMEOUT;
+      }
+      // With nothing cached the listing is needed: it keeps its attempts and the stall timeout.
+      const empty = await tempDir('bitnet-hubc-');
+      const before = silent.requests();
+      const err = await resolveHubModel('acme/tiny', {
+        cacheDir: empty,
+        endpoint: silent.endpoint,
+        stallTimeoutMs: 300,
+        metadataTimeoutMs: 1,
+        attempts: 3,
+      }).catch((e) => e);
+      expect(err.code).toBe('HUB_STALLED');
+      expect(silent.requests() - before).toBe(3);
+    } finally {
+      await silent.close();
+    }
   });
 
   it('a 4xx is never masked by the cache', async () => {
