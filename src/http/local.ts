@@ -34,14 +34,24 @@ export interface EnginePrompt {
   stopStrings: readonly string[];
 }
 
-// A chat prompt is rendered and tokenized once per request (the router's estimate and the run share it).
-const prepared = new WeakMap<PromptInput, { tok: Tokenizer; template: ChatTemplate; out: EnginePrompt }>();
+// A prompt is tokenized once per request (the router's estimate and the run share it): chat messages
+// rendered with the template, text as the engine would (InferenceEngine.encodePrompt: BOS per the
+// vocabulary, special-token spellings only with parseSpecial).
+const prepared = new WeakMap<PromptInput, { tok: Tokenizer; template?: ChatTemplate; out: EnginePrompt }>();
 
-/** The engine's prompt: chat messages are rendered with the model's template and tokenized here. */
+/** The engine's prompt: with a tokenizer at hand, token ids; chat messages need one. */
 export function toEnginePrompt(p: PromptInput, tok: Tokenizer | undefined, templateFor: TemplateFor): EnginePrompt {
   if (p.kind === 'ids') return { prompt: { ids: p.ids }, stopStrings: [] };
-  if (p.kind === 'text')
-    return { prompt: p.parseSpecial ? { text: p.text, parseSpecial: true } : p.text, stopStrings: [] };
+  if (p.kind === 'text') {
+    // without a tokenizer the engine gets the text, and says why it cannot take it
+    if (!tok) return { prompt: p.parseSpecial ? { text: p.text, parseSpecial: true } : p.text, stopStrings: [] };
+    const hit = prepared.get(p);
+    if (hit && hit.tok === tok) return hit.out;
+    const ids = tok.encode(p.text, { addSpecialTokens: true, parseSpecial: p.parseSpecial === true });
+    const out = { prompt: { ids }, stopStrings: [] };
+    prepared.set(p, { tok, out });
+    return out;
+  }
   if (!tok)
     throw BitNetError.Tokenization(
       'TOKENIZER_MISSING',
@@ -69,9 +79,7 @@ export function estimatePromptTokens(p: PromptInput, tok: Tokenizer | undefined,
   if (tok) {
     try {
       const { prompt } = toEnginePrompt(p, tok, templateFor);
-      if (typeof prompt === 'string') return tok.encode(prompt, { addSpecialTokens: true }).length;
-      if ('ids' in prompt) return prompt.ids.length;
-      return tok.encode(prompt.text, { addSpecialTokens: true, parseSpecial: prompt.parseSpecial === true }).length;
+      if (typeof prompt !== 'string' && 'ids' in prompt) return prompt.ids.length;
     } catch {
       // fall through to the byte estimate; the real error surfaces when the request runs
     }

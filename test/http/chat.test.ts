@@ -2,7 +2,7 @@
 // tokenizer.chat_template), else the documented default (the 2B-4T template for a vocab with
 // <|eot_id|>, ChatML otherwise, whose stop string joins the request's), an override from AppDeps,
 // and models without a tokenizer.
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import type { BitNetModel } from '../../src/api/bitnet-model.ts';
 import type { Prompt } from '../../src/api/inference-engine.ts';
 import { meta } from '../../src/gguf/writer.ts';
@@ -133,7 +133,8 @@ describe('chat prompts use the model chat template', () => {
       ...post('/v1/completions', { prompt: 'abc', max_tokens: 1 }, { 'content-type': 'application/json' }),
     );
     expect(r.status).toBe(200);
-    expect(c2[0]).toMatchObject({ prompt: { text: 'abc', parseSpecial: true }, config: { stopSequences: [] } });
+    const abc = noEot.tokenizer!.encode('abc', { addSpecialTokens: true, parseSpecial: true });
+    expect(c2[0]).toMatchObject({ prompt: { ids: abc }, config: { stopSequences: [] } });
   });
 });
 
@@ -170,6 +171,31 @@ describe('text prompts and special tokens', () => {
     expect(decode(tok, off.ids)).toBe(decode(tok, on.ids));
     expect(off.ids.length).toBeGreaterThan(on.ids.length);
     expect((await completion({ parse_special: 'yes' })).status).toBe(400);
+  });
+
+  it('a text prompt is tokenized once per request: the router estimate and the run share the ids', async () => {
+    const tok = plain.tokenizer!;
+    const text = 'User: hi<|eot_id|>Assistant: ';
+    const expected = (parseSpecial: boolean) => tok.encode(text, { addSpecialTokens: true, parseSpecial });
+    const spy = vi.spyOn(tok, 'encode');
+    try {
+      const { served, calls } = recording(plain);
+      const app = createApp({ model: served });
+      for (const extra of [{}, { parse_special: false }, { stream: true }]) {
+        const want = expected(!('parse_special' in extra));
+        spy.mockClear();
+        const r = await app.request(
+          ...post('/v1/completions', { prompt: text, max_tokens: 2, ...extra }, { 'content-type': 'application/json' }),
+        );
+        expect(r.status).toBe(200);
+        const out = await r.text();
+        expect([JSON.stringify(extra), spy.mock.calls.length]).toEqual([JSON.stringify(extra), 1]);
+        expect(calls.at(-1)?.prompt).toEqual({ ids: want });
+        if (!('stream' in extra)) expect(JSON.parse(out).usage.prompt_tokens).toBe(want.length);
+      }
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('the API takes { text, parseSpecial }; a plain string stays plain text', () => {
