@@ -109,7 +109,9 @@ export class BitNetModel {
    * `hub` tunes the download (docs/hub.md): `stallTimeoutMs` (no byte for this long → retry;
    * default 30000), `attempts` (default 5), `metadataTimeoutMs` (with a cached snapshot the hub is
    * asked once, for at most this long without a byte; default 10000 or $HF_HUB_ETAG_TIMEOUT s),
-   * `offline` (cache only; default $HF_HUB_OFFLINE), `signal`.
+   * `offline` (cache only; default $HF_HUB_OFFLINE), `signal`, `convertCheckpoints` (default true:
+   * a repo with only a safetensors checkpoint is downloaded and converted once into a shard pack in
+   * the cache, as `bitnet convert` would; false: `HUB_NO_GGUF`).
    */
   static async fromPretrainedWithConfig(
     modelId: string,
@@ -120,6 +122,7 @@ export class BitNetModel {
       metadataTimeoutMs?: number;
       offline?: boolean;
       signal?: AbortSignal;
+      convertCheckpoints?: boolean;
     } = {},
   ): Promise<BitNetModel> {
     const cfg = config instanceof ModelConfig ? config : new ModelConfig(config);
@@ -136,6 +139,13 @@ export class BitNetModel {
       metadataTimeoutMs: hub.metadataTimeoutMs,
       offline: hub.offline,
       signal: hub.signal,
+      convertCheckpoint:
+        hub.convertCheckpoints === false
+          ? undefined
+          : async (dir, out) => {
+              const { convertCheckpointDirectory } = await import('../shards/convert-checkpoint.ts');
+              await convertCheckpointDirectory(dir, out, { signal: hub.signal });
+            },
     });
     return BitNetModel.load(path, cfg);
   }

@@ -9,6 +9,8 @@
  *                                      the revision is percent-encoded (refs%2Fpr%2F1)
  *     snapshots/{commit}/{file}        the files of that commit, complete and checked
  *     snapshots/{commit}/{file}.partial, .partial.json, .lock   a download in progress
+ *     converted/{commit}/              a shard pack made from that commit's safetensors checkpoint
+ *                                      (fromPretrained; complete once it has its manifest.json)
  *     {revision}/{file}                the old layout, before snapshots (moved into snapshots/ once its
  *                                      sha256 matches the hub's; served as is when offline)
  *
@@ -28,7 +30,7 @@ import { abortError, sleep } from './retry.ts';
 const COMMIT_RE = /^[0-9a-f]{40}$/;
 const SNAPSHOT_RE = /^(?:[0-9a-f]{40}|listing-[0-9a-f]{40})$/;
 /** Names in a repo's cache directory that belong to the current layout, never a legacy revision. */
-const RESERVED = new Set(['refs', 'snapshots', 'blobs']);
+const RESERVED = new Set(['refs', 'snapshots', 'blobs', 'converted']);
 
 /**
  * A revision: a commit sha, or a branch/tag name as git allows it (`main`, `v1.0`, `refs/pr/1`).
@@ -77,6 +79,13 @@ export function snapshotDir(root: string, repo: string, commit: string): string 
   if (!SNAPSHOT_RE.test(commit)) throw BitNetError.Io('HUB_BAD_RESPONSE', `bad commit id ${commit}`, { commit });
   const dir = repoDir(root, repo);
   return inside(dir, join(dir, 'snapshots', commit));
+}
+
+/** Where the shard pack converted from `commit`'s safetensors checkpoint lives (beside the snapshot, not in it). */
+export function convertedDir(root: string, repo: string, commit: string): string {
+  if (!SNAPSHOT_RE.test(commit)) throw BitNetError.Io('HUB_BAD_RESPONSE', `bad commit id ${commit}`, { commit });
+  const dir = repoDir(root, repo);
+  return inside(dir, join(dir, 'converted', commit));
 }
 
 function refFile(root: string, repo: string, rev: string): string {

@@ -32,6 +32,7 @@ import {
   cacheRoot,
   checkRevision,
   completeFiles,
+  convertedDir,
   inside,
   isCommit,
   legacyDir,
@@ -72,6 +73,13 @@ export interface HubOptions {
    * an unreachable hub then costs this, not `attempts` × `stallTimeoutMs`. Never longer than the stall timeout.
    */
   metadataTimeoutMs?: number;
+  /**
+   * Makes a shard pack in `packDir` from the safetensors checkpoint in `checkpointDir` (fromPretrained
+   * passes `bitnet convert`'s). With it, a repo that holds only a checkpoint is downloaded, converted
+   * once per commit into the cache (`converted/{commit}/`), and served from there, offline too;
+   * without it, such a repo is `HUB_NO_GGUF`.
+   */
+  convertCheckpoint?: (checkpointDir: string, packDir: string) => Promise<void>;
   /** Never contact the hub; serve what the cache has (default: $HF_HUB_OFFLINE is 1/true/yes/on). */
   offline?: boolean;
   /** Called before each wait between attempts (the listing's, a download's): which attempt comes next, the wait, and why. */
@@ -290,7 +298,8 @@ function noGGUF(repo: string, files: string[]): BitNetError {
   if (isCheckpoint(files)) {
     return BitNetError.Model(
       'HUB_NO_GGUF',
-      `${repo} is a Hugging Face safetensors checkpoint with no GGUF: it must be converted first. ` +
+      `${repo} is a Hugging Face safetensors checkpoint with no GGUF: it must be converted first ` +
+        '(fromPretrained does that itself unless convertCheckpoints is false). ' +
         `\`bitnet pull ${repo}\` downloads it, \`bitnet convert --model DIR --out PACK\` makes a shard pack, ` +
         'and fromFile(PACK/manifest.json) loads that',
       { repo, files, checkpoint: true },
@@ -780,6 +789,8 @@ async function cachedAnswer(repo: string, rev: string, root: string, filename: s
   if (commit) {
     const hit = await cachedModel(repo, snapshotDir(root, repo, commit), filename);
     if (hit) return hit;
+    const manifest = join(convertedDir(root, repo, commit), 'manifest.json');
+    if (filename === undefined && (await sizeOf(manifest)) !== undefined) return manifest;
   }
   const legacy = legacyDir(root, repo, rev);
   return legacy ? await cachedModel(repo, legacy, filename) : undefined;
@@ -866,7 +877,13 @@ export async function resolveHubModel(repo: string, o: HubOptions = {}): Promise
     });
   file ??= chooseGGUF(repo, names);
   if (!file) {
-    if (!names.includes('manifest.json')) throw noGGUF(repo, names);
+    if (!names.includes('manifest.json')) {
+      if (!o.convertCheckpoint || !isCheckpoint(names)) throw noGGUF(repo, names);
+      const convert = o.convertCheckpoint;
+      const manifest = await convertedCheckpoint(repo, root, commit, listing, convert, { ...o, revision: dlRev });
+      await writeRef(root, repo, rev, commit);
+      return manifest;
+    }
     const manifest = join(dir, 'manifest.json');
     if ((await sizeOf(manifest)) === undefined)
       await downloadHubPack(repo, dir, { ...o, revision: dlRev }, listing.entries);
@@ -883,6 +900,46 @@ export async function resolveHubModel(repo: string, o: HubOptions = {}): Promise
   }
   await writeRef(root, repo, rev, commit);
   return local;
+}
+
+/**
+ * The shard pack of a commit's safetensors checkpoint: made once (the checkpoint downloaded into the
+ * snapshot, converted under a lock into a private directory, renamed into `converted/{commit}`
+ * complete), then reused. A failed conversion leaves nothing behind and throws its own error.
+ */
+async function convertedCheckpoint(
+  repo: string,
+  root: string,
+  commit: string,
+  listing: HubListing,
+  convert: NonNullable<HubOptions['convertCheckpoint']>,
+  o: HubOptions,
+): Promise<string> {
+  const packDir = convertedDir(root, repo, commit);
+  const manifest = join(packDir, 'manifest.json');
+  if ((await sizeOf(manifest)) !== undefined) return manifest;
+  const dir = snapshotDir(root, repo, commit);
+  for (const f of checkpointFiles(listing.entries.map((e) => e.file))) {
+    const local = inside(dir, join(dir, f));
+    const ex = entryExpect(listing.entries, f);
+    const size = await sizeOf(local);
+    // as for a GGUF: files get their name in a snapshot only once checked
+    if (size === undefined || (ex.size !== undefined && size !== ex.size))
+      await downloadHubFile(repo, f, local, { ...o, ...ex });
+  }
+  await mkdir(dirname(packDir), { recursive: true });
+  const lock = await acquireLock(`${packDir}.lock`, { signal: o.signal });
+  const work = `${packDir}.partial-${process.pid}-${Date.now().toString(36)}`;
+  try {
+    if ((await sizeOf(manifest)) !== undefined) return manifest; // another writer made it meanwhile
+    await convert(dir, work);
+    await rm(packDir, { recursive: true, force: true }); // an incomplete one (no manifest) from a crash
+    await rename(work, packDir);
+    return manifest;
+  } finally {
+    await rm(work, { recursive: true, force: true }).catch(() => {});
+    await lock.release();
+  }
 }
 
 export interface PullOptions extends DownloadOptions {

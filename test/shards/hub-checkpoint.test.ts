@@ -1,0 +1,110 @@
+// fromPretrained on a hub repo that holds only a safetensors checkpoint (as microsoft/bitnet-b1.58-2B-4T
+// does): the checkpoint is downloaded, converted once per commit into the cache, and served from
+// there, offline too. The pack equals `bitnet convert`'s, so the logits equal the GGUF's.
+
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { BitNetModel } from '../../src/api/bitnet-model.ts';
+import { GenerationConfig } from '../../src/api/generation-config.ts';
+import { encodeGGUF } from '../../src/gguf/writer.ts';
+import { synthModel } from '../../src/model/synth.ts';
+import { convertCheckpointDirectory } from '../../src/shards/convert-checkpoint.ts';
+import { MemorySource } from '../../src/sources/byte-source.ts';
+import { resolveHubModel } from '../../src/sources/hf-hub.ts';
+import { FakeHub } from '../sources/hf-hub-fake.ts';
+import { isCode, logitsOf, sameBits, tempDir } from '../sources/util.ts';
+import { HF_SHAPE, writeHfCheckpoint } from './hf-fixture.ts';
+
+const SEED = 31;
+const C1 = 'a'.repeat(40);
+const C2 = 'b'.repeat(40);
+const hub = new FakeHub();
+let ggufBytes: Uint8Array;
+let files: Record<string, Buffer>;
+
+async function dirFiles(dir: string): Promise<Record<string, Buffer>> {
+  const out: Record<string, Buffer> = {};
+  for (const f of await readdir(dir)) out[f] = await readFile(join(dir, f));
+  return out;
+}
+
+beforeAll(async () => {
+  const m = synthModel({ ...HF_SHAPE, seed: SEED });
+  ggufBytes = await encodeGGUF(m.metadata, m.tensors);
+  files = await dirFiles(await writeHfCheckpoint(SEED, { weights: 'packed', floats: 'exact' }));
+  await hub.start();
+  hub.put('acme/ckpt', 'main', C1, { 'README.md': Buffer.from('# ckpt'), ...files });
+  // A checkpoint the converter refuses: another model type.
+  const llama = JSON.stringify({
+    model_type: 'llama',
+    hidden_size: 8,
+    num_hidden_layers: 1,
+    num_attention_heads: 1,
+    intermediate_size: 8,
+    vocab_size: 8,
+  });
+  hub.put('acme/llama', 'main', C2, { ...files, 'config.json': Buffer.from(llama) });
+});
+afterAll(() => hub.stop());
+beforeEach(() => hub.reset());
+
+const counting = () => {
+  const calls: string[] = [];
+  const convert = async (dir: string, out: string) => {
+    calls.push(dir);
+    await convertCheckpointDirectory(dir, out);
+  };
+  return { calls, convert };
+};
+
+describe('fromPretrained on a safetensors checkpoint repo', () => {
+  it('converts once per commit into the cache; the logits are the GGUF’s bit for bit; later calls and offline reuse it', async () => {
+    const cacheDir = await tempDir('bitnet-hubck-');
+    const { calls, convert } = counting();
+    const o = { endpoint: hub.endpoint, cacheDir, convertCheckpoint: convert };
+    const manifest = await resolveHubModel('acme/ckpt', o);
+    expect(manifest).toBe(join(cacheDir, 'acme--ckpt', 'converted', C1, 'manifest.json'));
+    expect(calls).toEqual([join(cacheDir, 'acme--ckpt', 'snapshots', C1)]);
+    expect(sameBits(await logitsOf(manifest), await logitsOf(new MemorySource(ggufBytes)))).toBe(true);
+    // the snapshot holds the hub's files only; the pack is complete and alone in converted/
+    expect((await readdir(join(cacheDir, 'acme--ckpt', 'snapshots', C1))).sort()).toEqual(Object.keys(files).sort());
+    expect(await readdir(join(cacheDir, 'acme--ckpt', 'converted'))).toEqual([C1]);
+
+    hub.hits.length = 0;
+    expect(await resolveHubModel('acme/ckpt', o)).toBe(manifest);
+    expect(calls).toHaveLength(1);
+    expect(hub.hits.map((h) => h.url.split('?')[0])).toEqual(['/api/models/acme/ckpt/revision/main']);
+    hub.hits.length = 0;
+    expect(await resolveHubModel('acme/ckpt', { ...o, offline: true })).toBe(manifest);
+    expect(await resolveHubModel('acme/ckpt', { ...o, endpoint: 'http://127.0.0.1:1', attempts: 1 })).toBe(manifest);
+    expect([hub.hits, calls.length]).toEqual([[], 1]);
+  });
+
+  it('BitNetModel.fromPretrained serves it: the same text as the GGUF', async () => {
+    const cacheDir = await tempDir('bitnet-hubck-');
+    const model = await BitNetModel.fromPretrainedWithConfig('acme/ckpt', { hfEndpoint: hub.endpoint, cacheDir });
+    const gguf = await BitNetModel.fromFile(new MemorySource(ggufBytes, 'gguf'));
+    const cfg = GenerationConfig.greedy().withMaxNewTokens(8);
+    expect(await model.generate('the function returns', cfg)).toBe(await gguf.generate('the function returns', cfg));
+    // opting out keeps the old answer
+    const off = await BitNetModel.fromPretrainedWithConfig(
+      'acme/ckpt',
+      { hfEndpoint: hub.endpoint, cacheDir: await tempDir('bitnet-hubck-') },
+      { convertCheckpoints: false },
+    ).catch((e) => e);
+    expect(off.code).toBe('HUB_NO_GGUF');
+    expect(off.details.checkpoint).toBe(true);
+  });
+
+  it('a checkpoint the converter refuses is its typed error, and leaves nothing in converted/', async () => {
+    const cacheDir = await tempDir('bitnet-hubck-');
+    const { calls, convert } = counting();
+    const o = { endpoint: hub.endpoint, cacheDir, convertCheckpoint: convert };
+    await expect(resolveHubModel('acme/llama', o)).rejects.toSatisfy(isCode('HF_UNSUPPORTED_MODEL'));
+    expect(calls).toHaveLength(1);
+    expect(await readdir(join(cacheDir, 'acme--llama', 'converted'))).toEqual([]);
+    // nothing cached to serve offline either
+    await expect(resolveHubModel('acme/llama', { ...o, offline: true })).rejects.toSatisfy(isCode('HUB_UNREACHABLE'));
+  });
+});
