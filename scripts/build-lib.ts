@@ -2,6 +2,9 @@
 // Node strips TypeScript types only outside node_modules, so an installed bitnet-edge must ship
 // JavaScript; its declarations let TypeScript users type-check against it. The checkout itself
 // runs src/ (the "bitnet-edge-source" export condition, set in tsconfig.json and vitest's config).
+// The build then adds lib/worker/ (scripts/bundle.ts --worker --outdir lib): the Worker bundle
+// that `bitnet-edge/cloudflare` resolves to under wrangler's "workerd" condition, with the
+// Node-only modules stubbed out, which a consumer's own bundling of lib/ would not do.
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';

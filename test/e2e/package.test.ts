@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { convertV4MiniflareOptions, Miniflare } from 'miniflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BitNetModel, GenerationConfig } from '../../src/index.ts';
 import { synthBytes } from '../helpers/models.ts';
@@ -52,6 +53,7 @@ describe('the installed package', () => {
       'lib/index.js',
       'lib/index.d.ts',
       'lib/cli/command-line.js',
+      'lib/worker/index.js',
       'wasm/build/bitnet-relaxed.wasm',
       'wasm/build/bitnet-simd.wasm',
       'gpu-lambda/addon/binding.gyp',
@@ -112,6 +114,67 @@ describe('the installed package', () => {
     expect(out.kinds).toEqual(['function', 'function', 'function']);
     const model = await BitNetModel.fromFile(join(consumer, 'm.gguf'));
     expect(out.text).toBe(await model.generate('Hello', GenerationConfig.greedy().withMaxNewTokens(6)));
+  });
+
+  it("a Worker project's wrangler bundles bitnet-edge/cloudflare (the shipped Worker build) and it serves from R2", async () => {
+    await writeFile(join(consumer, 'worker.mjs'), "export { default } from 'bitnet-edge/cloudflare';\n");
+    await writeFile(
+      join(consumer, 'wrangler.toml'),
+      [
+        'name = "consumer"',
+        'main = "worker.mjs"',
+        'compatibility_date = "2026-08-01"',
+        '[[r2_buckets]]',
+        'binding = "WEIGHTS"',
+        'bucket_name = "weights"',
+      ].join('\n'),
+    );
+    const outdir = join(consumer, 'out');
+    const r = spawnSync(
+      process.execPath,
+      [join(root, 'node_modules/wrangler/bin/wrangler.js'), 'deploy', '--dry-run', '--outdir', outdir],
+      {
+        cwd: consumer,
+        encoding: 'utf8',
+        timeout: 120_000,
+        env: { ...process.env, WRANGLER_SEND_METRICS: 'false', WRANGLER_HIDE_BANNER: 'true', NO_COLOR: '1' },
+      },
+    );
+    const log = `${r.stdout}${r.stderr}`;
+    expect(r.status, log).toBe(0);
+    expect(log).not.toMatch(/nodejs_compat|WARNING/); // no Node-only module reached the bundle
+    const code = await readFile(join(outdir, 'worker.js'), 'utf8');
+    expect(code).not.toMatch(/\bfrom\s*["']node:|\bimport\(\s*["']node:/);
+    const wasm = (await readdir(outdir)).filter((f) => f.endsWith('.wasm'));
+    expect(wasm.map((f) => f.replace(/^[0-9a-f]+-/, '')).sort()).toEqual(['bitnet-relaxed.wasm', 'bitnet-simd.wasm']);
+    const mf = new Miniflare(
+      convertV4MiniflareOptions({
+        modulesRoot: outdir,
+        modules: [
+          { type: 'ESModule', path: join(outdir, 'worker.js') },
+          ...wasm.map((f) => ({ type: 'CompiledWasm' as const, path: join(outdir, f) })),
+        ],
+        compatibilityDate: '2026-08-01',
+        r2Buckets: ['WEIGHTS'],
+        bindings: { BITNET_API_KEYS: 'consumer-key', MODEL_ID: 'consumer', MODEL_KEY: 'm.gguf' },
+      }),
+    );
+    try {
+      const bucket = (await mf.getR2Bucket('WEIGHTS')) as unknown as {
+        put(k: string, v: Uint8Array): Promise<unknown>;
+      };
+      await bucket.put('m.gguf', new Uint8Array(await readFile(join(consumer, 'm.gguf'))));
+      const res = await mf.dispatchFetch('http://worker/v1/completions', {
+        method: 'POST',
+        headers: { authorization: 'Bearer consumer-key', 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'consumer', prompt: [1, 2, 3], max_tokens: 4, temperature: 0 }),
+      });
+      const body = (await res.json()) as { usage: unknown };
+      expect([res.status, res.headers.get('x-bitnet-route')]).toEqual([200, 'edge']);
+      expect(body.usage).toMatchObject({ prompt_tokens: 3, completion_tokens: 4 });
+    } finally {
+      await mf.dispose();
+    }
   });
 
   it('TypeScript users type-check against the shipped declarations (skipLibCheck off)', async () => {
