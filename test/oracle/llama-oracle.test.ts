@@ -48,7 +48,7 @@ const fnv1a = (s: string) => {
   return h;
 };
 const embdStd = (hidden: number) => Math.round((4.2 / Math.sqrt(hidden)) * 1000) / 1000;
-const BIN = join(REPO_ROOT, 'bin', 'bitnet.ts');
+const BIN = join(REPO_ROOT, 'bin', 'bitnet.js');
 
 async function synth(
   s: Shape,

@@ -13,7 +13,7 @@ import { makeSyntheticVocab, syntheticVocabMetadata } from '../../src/tokenizer/
 import { bitnet2b4tMetadata, llama2Metadata, writeVocabOnlyGGUF } from './vocabs.ts';
 
 const exec = promisify(execFile);
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'bitnet.ts');
+const BIN = join(import.meta.dirname, '..', '..', 'bin', 'bitnet.js');
 async function bitnet(...args: string[]) {
   try {
     const r = await exec(process.execPath, [BIN, ...args], { maxBuffer: 64 << 20 });
