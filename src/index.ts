@@ -3,7 +3,9 @@
  * Node-only pieces (local files, the hub cache) are loaded lazily when used.
  *
  * Subpaths (package.json "exports"): `bitnet-edge/http` (createApp, the runtime-neutral HTTP app),
- * `bitnet-edge/node`, `bitnet-edge/cloudflare`, `bitnet-edge/aws-lambda` (the adapters).
+ * `bitnet-edge/node`, `bitnet-edge/cloudflare`, `bitnet-edge/aws-lambda` (the adapters), and the
+ * kernel files `bitnet-edge/kernels/bitnet-relaxed.wasm`, `…/bitnet-simd.wasm` (for bundles: see
+ * registerKernelModules).
  */
 
 export { BitNetModel, type TextStream } from './api/bitnet-model.ts';
@@ -35,6 +37,12 @@ export { BitNetError, BitNetErrorKind, isBitNetError } from './errors.ts';
 export { GGMLType } from './gguf/ggml-types.ts';
 export { type GGUFFile, type GGUFTensorInfo, readGGUF } from './gguf/reader.ts';
 export { encodeGGUF, writeGGUF } from './gguf/writer.ts';
+export {
+  type KernelBuild,
+  type KernelModules,
+  type KernelSource,
+  registerKernelModules,
+} from './kernels/wasm/loader.ts';
 export { CacheConfig, EvictionPolicy, KVCache, KVCacheConfig } from './model/kv-cache.ts';
 export { SYNTH_PRESETS, type SynthOptions, synthModel } from './model/synth.ts';
 export { convertToPack, ggufInput, MemoryPackSink } from './shards/convert.ts';

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { build } from 'esbuild';
 import { convertV4MiniflareOptions, Miniflare } from 'miniflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BitNetModel, GenerationConfig } from '../../src/index.ts';
@@ -175,6 +176,42 @@ describe('the installed package', () => {
     } finally {
       await mf.dispose();
     }
+  });
+
+  it('a bundled app (esbuild, one file, no node_modules) registers the exported kernel files and runs them', async () => {
+    await writeFile(
+      join(consumer, 'app.mjs'),
+      [
+        "import relaxed from 'bitnet-edge/kernels/bitnet-relaxed.wasm';",
+        "import simd from 'bitnet-edge/kernels/bitnet-simd.wasm';",
+        "import { BitNetModel, GenerationConfig, registerKernelModules } from 'bitnet-edge';",
+        'registerKernelModules({ relaxed, simd });',
+        "const m = await BitNetModel.fromFile(process.argv[2], { backend: 'wasm' });",
+        "const text = await m.generate('Hello', GenerationConfig.greedy().withMaxNewTokens(6));",
+        'console.log(JSON.stringify({ backend: m.engine.backendName, text }));',
+      ].join('\n'),
+    );
+    const bundled = join(tmp, 'bundled'); // outside the consumer: no node_modules to fall back on
+    await build({
+      entryPoints: [join(consumer, 'app.mjs')],
+      absWorkingDir: consumer,
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node22',
+      outfile: join(bundled, 'app.mjs'),
+      loader: { '.wasm': 'binary' },
+      banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+      logLevel: 'error',
+    });
+    const out = JSON.parse(
+      (await run(process.execPath, [join(bundled, 'app.mjs'), join(consumer, 'm.gguf')], { cwd: bundled })).stdout,
+    );
+    const model = await BitNetModel.fromFile(join(consumer, 'm.gguf'));
+    expect(out).toEqual({
+      backend: 'wasm',
+      text: await model.generate('Hello', GenerationConfig.greedy().withMaxNewTokens(6)),
+    });
   });
 
   it('TypeScript users type-check against the shipped declarations (skipLibCheck off)', async () => {

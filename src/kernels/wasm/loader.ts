@@ -22,7 +22,11 @@ export type KernelModules = Partial<Record<KernelBuild, KernelSource>>;
 
 let registered: KernelModules = {};
 
-/** Supplies compiled modules (or bytes) for runtimes without a file system. */
+/**
+ * Supplies compiled modules (or bytes) where the kernel files are not beside the code: runtimes
+ * without a file system, and bundles (the package exports the files as
+ * `bitnet-edge/kernels/bitnet-relaxed.wasm` and `…/bitnet-simd.wasm`; docs/deploy.md).
+ */
 export function registerKernelModules(modules: KernelModules): void {
   registered = { ...registered, ...modules };
   cache.clear();
