@@ -14,6 +14,7 @@ import { BitNetError } from '../errors.ts';
 import { KVCache } from '../model/kv-cache.ts';
 import { ReferenceForward } from '../model/reference.ts';
 import { idList, oneOf, required, str } from './args.ts';
+import { resolveHubLocation } from './hub-location.ts';
 
 async function q8kLogits(path: string, ids: number[]): Promise<Float32Array[]> {
   // The same locations as the other commands (paths, URLs, shard packs).
@@ -58,7 +59,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
     strict: true,
   });
   const ids = idList(required(str(values, 'prompt-ids'), 'prompt-ids'), 'prompt-ids');
-  const path = required(str(values, 'model'), 'model');
+  const location = required(str(values, 'model'), 'model');
   const activations = oneOf(values, 'activations', ['per-token', 'q8k'] as const) ?? 'per-token';
   const backend = oneOf(values, 'backend', ['reference', 'wasm', 'cuda'] as const);
   if (activations === 'q8k' && backend !== undefined && backend !== 'reference') {
@@ -68,6 +69,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
       { flag: 'backend', value: backend },
     );
   }
+  const path = await resolveHubLocation(location, { quiet: values.json === true });
   let rows: Float32Array[];
   if (activations === 'q8k') {
     rows = await q8kLogits(path, ids);

@@ -27,7 +27,8 @@ export const COMMAND_USAGE: Record<string, string> = {
 };
 
 const LOCATIONS =
-  'LOCATION: a path, file://, https://, s3://bucket/key, r2://BINDING/key, or a shard-pack directory / manifest.json.';
+  'LOCATION: a path, file://, https://, s3://bucket/key, r2://BINDING/key, a shard-pack directory / manifest.json,\n' +
+  'or hf://owner/repo[@revision][/file] (the Hugging Face hub, through the cache: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).';
 
 const USAGE = `bitnet <command> [options]       (bitnet <command> --help: that command's options)
 

@@ -843,7 +843,10 @@ async function adoptLegacy(root: string, repo: string, rev: string, file: string
  * current commit, downloading what the cache lacks. When the hub cannot be reached, the commit the
  * revision last resolved to is served from the cache (or `HUB_UNREACHABLE` when there is none).
  */
-export async function resolveHubModel(repo: string, o: HubOptions = {}): Promise<string> {
+export async function resolveHubModel(
+  repo: string,
+  o: HubOptions & Pick<DownloadOptions, 'onProgress'> = {},
+): Promise<string> {
   checkRepo(repo);
   const rev = o.revision ?? 'main';
   checkRevision(rev);
