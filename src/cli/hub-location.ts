@@ -11,7 +11,7 @@
  */
 import { BitNetError } from '../errors.ts';
 import { convertCheckpointDirectory } from '../shards/convert-checkpoint.ts';
-import { ProgressBar } from '../shards/progress-bar.ts';
+import { ProgressBars } from '../shards/progress-bar.ts';
 import { resolveHubModel } from '../sources/hf-hub.ts';
 import { decodeLocationPart } from '../sources/location.ts';
 
@@ -54,28 +54,23 @@ export async function resolveHubLocation(
 ): Promise<string> {
   const hub = parseHubLocation(location);
   if (!hub) return location;
-  const bars = new Map<string, ProgressBar>();
-  const bar = (label: string) => {
-    let b = bars.get(label);
-    if (!b) bars.set(label, (b = new ProgressBar(process.stderr, label)));
-    return b;
-  };
+  const bars = new ProgressBars(process.stderr);
   try {
     return await resolveHubModel(hub.repo, {
       revision: hub.revision,
       filename: hub.filename,
-      onProgress: o.quiet ? undefined : (p) => bar(p.file).update(p.doneBytes, p.totalBytes),
+      onProgress: o.quiet ? undefined : (p) => bars.get(p.file).update(p.doneBytes, p.totalBytes),
       convertCheckpoint:
         o.convert === false
           ? undefined
           : async (dir, out) => {
-              const b = o.quiet ? undefined : bar(`convert ${hub.repo}`);
+              const b = o.quiet ? undefined : bars.get(`convert ${hub.repo}`);
               await convertCheckpointDirectory(dir, out, {
                 onProgress: (p) => b?.update(p.doneBytes, p.totalBytes, p.tensor),
               });
             },
     });
   } finally {
-    for (const b of bars.values()) b.finish();
+    bars.finish();
   }
 }

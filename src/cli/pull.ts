@@ -7,7 +7,7 @@
  * A progress bar goes to stderr; the local paths to stdout. docs/hub.md has the details.
  */
 import { parseArgs } from 'node:util';
-import { ProgressBar } from '../shards/progress-bar.ts';
+import { ProgressBars } from '../shards/progress-bar.ts';
 import { pullHubRepo } from '../sources/hf-hub.ts';
 import { num, required, str } from './args.ts';
 
@@ -28,25 +28,16 @@ export async function pullCommand(argv: string[]): Promise<number> {
   });
   const repo = required(positionals[0], 'owner/repo');
   const stall = num(values, 'stall-timeout', { min: 0.001 });
-  const bars = new Map<string, ProgressBar>();
+  const bars = new ProgressBars(process.stderr);
   const r = await pullHubRepo(repo, {
     files: values.file,
     out: str(values, 'out'),
     revision: str(values, 'revision'),
     endpoint: str(values, 'endpoint'),
     stallTimeoutMs: stall === undefined ? undefined : Math.round(stall * 1000),
-    onProgress: values.quiet
-      ? undefined
-      : (p) => {
-          let bar = bars.get(p.file);
-          if (!bar) {
-            bar = new ProgressBar(process.stderr, p.file);
-            bars.set(p.file, bar);
-          }
-          bar.update(p.doneBytes, p.totalBytes);
-        },
+    onProgress: values.quiet ? undefined : (p) => bars.get(p.file).update(p.doneBytes, p.totalBytes),
   });
-  for (const b of bars.values()) b.finish();
+  bars.finish();
   if (values.json) {
     console.log(JSON.stringify(r));
   } else {

@@ -72,3 +72,23 @@ export function parseByteSize(s: string): number | undefined {
   const v = Number(m[1]) * base ** pow;
   return Number.isSafeInteger(Math.round(v)) && v > 0 ? Math.round(v) : undefined;
 }
+
+/** One bar per label (a file being downloaded, a conversion), made on first use; `finish` ends them all. */
+export class ProgressBars {
+  private readonly out: ProgressOutput;
+  private readonly bars = new Map<string, ProgressBar>();
+
+  constructor(out: ProgressOutput) {
+    this.out = out;
+  }
+
+  get(label: string): ProgressBar {
+    let bar = this.bars.get(label);
+    if (!bar) this.bars.set(label, (bar = new ProgressBar(this.out, label)));
+    return bar;
+  }
+
+  finish(): void {
+    for (const bar of this.bars.values()) bar.finish();
+  }
+}
