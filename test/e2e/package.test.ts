@@ -230,8 +230,10 @@ describe('the installed package', () => {
     await writeFile(join(consumer, 'tsconfig.json'), JSON.stringify(tsconfig));
     const program = (resultType: string) =>
       [
-        "import { BitNetError, BitNetModel, GenerationConfig } from 'bitnet-edge';",
+        "import { BitNetError, BitNetModel, GenerationConfig, registerKernelModules } from 'bitnet-edge';",
         "import { createApp } from 'bitnet-edge/http';",
+        "import relaxed from 'bitnet-edge/kernels/bitnet-relaxed.wasm';",
+        'registerKernelModules({ relaxed });',
         "const m: BitNetModel = await BitNetModel.fromFile('m.gguf');",
         `const t: ${resultType} = await m.generate('Hi', GenerationConfig.greedy().withMaxNewTokens(2));`,
         'const e: BitNetError | undefined = undefined;',
