@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
-import { convertV4MiniflareOptions, Miniflare } from 'miniflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BitNetModel, GenerationConfig } from '../../src/index.ts';
 import { synthBytes } from '../helpers/models.ts';
+import { bundledWorker } from '../helpers/worker.ts';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -148,23 +148,14 @@ describe('the installed package', () => {
     expect(code).not.toMatch(/\bfrom\s*["']node:|\bimport\(\s*["']node:/);
     const wasm = (await readdir(outdir)).filter((f) => f.endsWith('.wasm'));
     expect(wasm.map((f) => f.replace(/^[0-9a-f]+-/, '')).sort()).toEqual(['bitnet-relaxed.wasm', 'bitnet-simd.wasm']);
-    const mf = new Miniflare(
-      convertV4MiniflareOptions({
-        modulesRoot: outdir,
-        modules: [
-          { type: 'ESModule', path: join(outdir, 'worker.js') },
-          ...wasm.map((f) => ({ type: 'CompiledWasm' as const, path: join(outdir, f) })),
-        ],
-        compatibilityDate: '2026-08-01',
-        r2Buckets: ['WEIGHTS'],
-        bindings: { BITNET_API_KEYS: 'consumer-key', MODEL_ID: 'consumer', MODEL_KEY: 'm.gguf' },
-      }),
+    const mf = await bundledWorker(
+      outdir,
+      'worker.js',
+      wasm,
+      { BITNET_API_KEYS: 'consumer-key', MODEL_ID: 'consumer', MODEL_KEY: 'm.gguf' },
+      await readFile(join(consumer, 'm.gguf')),
     );
     try {
-      const bucket = (await mf.getR2Bucket('WEIGHTS')) as unknown as {
-        put(k: string, v: Uint8Array): Promise<unknown>;
-      };
-      await bucket.put('m.gguf', new Uint8Array(await readFile(join(consumer, 'm.gguf'))));
       const res = await mf.dispatchFetch('http://worker/v1/completions', {
         method: 'POST',
         headers: { authorization: 'Bearer consumer-key', 'content-type': 'application/json' },

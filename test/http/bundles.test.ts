@@ -5,10 +5,10 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { convertV4MiniflareOptions, Miniflare } from 'miniflare';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { bundle } from '../../scripts/bundle.ts';
 import { synthBytes } from '../helpers/models.ts';
+import { bundledWorker } from '../helpers/worker.ts';
 
 let out: { worker?: string; lambda?: string };
 beforeAll(async () => {
@@ -26,26 +26,14 @@ describe('Worker bundle', () => {
   });
 
   it('serves a chat completion from a model in R2, inside workerd', async () => {
-    const dir = dirname(out.worker!);
-    // Miniflare 5 takes a new option shape; the v4 one (as in its README) goes through its converter.
-    const mf = new Miniflare(
-      convertV4MiniflareOptions({
-        modulesRoot: dir,
-        modules: [
-          { type: 'ESModule', path: out.worker! },
-          { type: 'CompiledWasm', path: join(dir, 'bitnet-relaxed.wasm') },
-          { type: 'CompiledWasm', path: join(dir, 'bitnet-simd.wasm') },
-        ],
-        compatibilityDate: '2026-08-01',
-        r2Buckets: ['WEIGHTS'],
-        bindings: { BITNET_API_KEYS: 'bundle-key', MODEL_ID: 'bundled', MODEL_KEY: 'm.gguf' },
-      }),
+    const mf = await bundledWorker(
+      dirname(out.worker!),
+      'index.js',
+      ['bitnet-relaxed.wasm', 'bitnet-simd.wasm'],
+      { BITNET_API_KEYS: 'bundle-key', MODEL_ID: 'bundled', MODEL_KEY: 'm.gguf' },
+      await synthBytes({ qtype: 'i2_s', seed: 4, arch: 'bitnet-b1.58' }),
     );
     try {
-      const bucket = (await mf.getR2Bucket('WEIGHTS')) as unknown as {
-        put(key: string, value: Uint8Array): Promise<unknown>;
-      };
-      await bucket.put('m.gguf', new Uint8Array(await synthBytes({ qtype: 'i2_s', seed: 4, arch: 'bitnet-b1.58' })));
       const denied = await mf.dispatchFetch('http://worker/v1/models');
       expect(denied.status).toBe(401);
       await denied.text();

@@ -127,6 +127,16 @@ export function hfTokenizerJson(vocab: number, pre: HfVariant['preTokenizer'] = 
   };
 }
 
+/** A config.json the converter refuses (HF_UNSUPPORTED_MODEL): another model type. */
+export const LLAMA_CONFIG = {
+  model_type: 'llama',
+  hidden_size: 8,
+  num_hidden_layers: 1,
+  num_attention_heads: 1,
+  intermediate_size: 8,
+  vocab_size: 8,
+};
+
 /** Writes an HF checkpoint directory for `seed`; returns its path. */
 export async function writeHfCheckpoint(seed: number, variant: HfVariant): Promise<string> {
   const dir = join(await tempDir('bitnet-hf-'), 'ckpt');

@@ -17,7 +17,7 @@ import { MemorySource } from '../../src/sources/byte-source.ts';
 import { openSource, siblingLocation } from '../../src/sources/open.ts';
 import { createTokenizerFromGGUF } from '../../src/tokenizer/bpe.ts';
 import { isCode, logitsOf, logitsOfModel, sameBits, tempDir } from '../sources/util.ts';
-import { bf16Value, HF_SHAPE, type HfVariant, writeHfCheckpoint } from './hf-fixture.ts';
+import { bf16Value, HF_SHAPE, type HfVariant, LLAMA_CONFIG, writeHfCheckpoint } from './hf-fixture.ts';
 
 const SEED = 31;
 let gguf: Model;
@@ -130,17 +130,7 @@ describe('HF checkpoint → pack', () => {
     const dir = await tempDir();
     await expect(hfInput(open(dir), dir)).rejects.toSatisfy(isCode('HF_NO_CONFIG'));
     const { writeFile } = await import('node:fs/promises');
-    await writeFile(
-      join(dir, 'config.json'),
-      JSON.stringify({
-        model_type: 'llama',
-        hidden_size: 8,
-        num_hidden_layers: 1,
-        num_attention_heads: 1,
-        intermediate_size: 8,
-        vocab_size: 8,
-      }),
-    );
+    await writeFile(join(dir, 'config.json'), JSON.stringify(LLAMA_CONFIG));
     await expect(hfInput(open(dir), dir)).rejects.toSatisfy(isCode('HF_UNSUPPORTED_MODEL'));
     const ok = await writeHfCheckpoint(SEED, { weights: 'packed', floats: 'exact' });
     const st = join(ok, 'model.safetensors');

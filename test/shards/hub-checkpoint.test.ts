@@ -14,7 +14,7 @@ import { MemorySource } from '../../src/sources/byte-source.ts';
 import { resolveHubModel } from '../../src/sources/hf-hub.ts';
 import { FakeHub } from '../sources/hf-hub-fake.ts';
 import { isCode, logitsOf, sameBits, tempDir } from '../sources/util.ts';
-import { HF_SHAPE, writeHfCheckpoint } from './hf-fixture.ts';
+import { HF_SHAPE, LLAMA_CONFIG, writeHfCheckpoint } from './hf-fixture.ts';
 
 const SEED = 31;
 const C1 = 'a'.repeat(40);
@@ -36,15 +36,7 @@ beforeAll(async () => {
   await hub.start();
   hub.put('acme/ckpt', 'main', C1, { 'README.md': Buffer.from('# ckpt'), ...files });
   // A checkpoint the converter refuses: another model type.
-  const llama = JSON.stringify({
-    model_type: 'llama',
-    hidden_size: 8,
-    num_hidden_layers: 1,
-    num_attention_heads: 1,
-    intermediate_size: 8,
-    vocab_size: 8,
-  });
-  hub.put('acme/llama', 'main', C2, { ...files, 'config.json': Buffer.from(llama) });
+  hub.put('acme/llama', 'main', C2, { ...files, 'config.json': Buffer.from(JSON.stringify(LLAMA_CONFIG)) });
 });
 afterAll(() => hub.stop());
 beforeEach(() => hub.reset());
