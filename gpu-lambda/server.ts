@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { type RunningServer, resolveApiKeys, serveNode } from '../src/adapters/node.ts';
 import { BitNetModel } from '../src/api/bitnet-model.ts';
 import { BitNetError } from '../src/errors.ts';
-import type { AppDeps } from '../src/http/app.ts';
+import { type AppDeps, modelIdFromName } from '../src/http/app.ts';
 import { CUDA_ADDON_ENV } from '../src/kernels/cuda/load-addon.ts';
 
 export const DEFAULT_ADDON = fileURLToPath(new URL('./addon/build/Release/bitnet_cuda.node', import.meta.url));
@@ -68,12 +68,20 @@ export async function startGpuServer(env: Record<string, string | undefined> = p
   return { server, model };
 }
 
+/** The startup line: `model` is the id clients send (what /v1/models lists), as `bitnet serve --json` prints it. */
+export function startupInfo(server: RunningServer, model: BitNetModel, env: Record<string, string | undefined>) {
+  return {
+    url: server.url,
+    backend: model.engine.backendName,
+    model: env.BITNET_MODEL_ID ?? modelIdFromName(model.modelInfo().name),
+    name: model.modelInfo().name,
+  };
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   try {
     const { server, model } = await startGpuServer();
-    console.log(
-      JSON.stringify({ url: server.url, backend: model.engine.backendName, model: model.modelInfo().name }),
-    );
+    console.log(JSON.stringify(startupInfo(server, model, process.env)));
     const stop = async () => {
       await server.close();
       process.exit(0);

@@ -61,7 +61,7 @@ function report(e: BitNetError, json: boolean): void {
   else console.error(`error [${e.kind}/${e.code}]: ${e.message}`);
 }
 
-/** Exit status of usage errors (unknown command, unknown or malformed flag), as before they were typed. */
+/** Exit status of usage errors (unknown command, unknown or malformed flag: Config/UNKNOWN_COMMAND, Config/BAD_FLAG). */
 const USAGE_EXIT = 2;
 
 export async function main(argv: string[]): Promise<number> {
@@ -92,7 +92,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (isBitNetError(e)) {
       report(e, json);
-      return 1;
+      // a malformed or conflicting flag value is a usage error like an unknown flag (README)
+      return e.code === 'BAD_FLAG' ? USAGE_EXIT : 1;
     }
     // node:util parseArgs: unknown option, missing value, ambiguous value, unexpected positional.
     if (e instanceof TypeError && (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {

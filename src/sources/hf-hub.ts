@@ -987,6 +987,12 @@ export async function pullHubRepo(repo: string, o: PullOptions = {}): Promise<Pu
   checkRevision(rev);
   for (const f of o.files ?? []) checkFileName(f);
   const root = cacheRoot(o.cacheDir);
+  if (isOffline(o))
+    throw BitNetError.Io(
+      'HUB_UNREACHABLE',
+      `offline (HF_HUB_OFFLINE or the offline option): pulling ${repo} needs the hub; fromPretrained and hf:// locations serve the cache offline`,
+      { repo, revision: rev, offline: true },
+    );
   const listing = await fetchHubListing(repo, o);
   const commit = snapshotId(listing, rev);
   const toCache = o.out === undefined;

@@ -22,7 +22,7 @@ import { type CoalesceOptions, CoalescingSource } from './coalesce.ts';
 import type { DiskCacheOptions } from './disk-cache.ts';
 import type { HttpSourceOptions } from './http.ts';
 import { ConcurrencyLimitedSource } from './limit.ts';
-import { localPath } from './location.ts';
+import { decodeLocationPart, localPath } from './location.ts';
 import type { R2SourceOptions } from './r2.ts';
 import type { RetryOptions } from './retry.ts';
 import type { S3SourceOptions } from './s3.ts';
@@ -76,6 +76,10 @@ async function openRaw(location: string, o: OpenOptions): Promise<ByteSource> {
   const kind = locationKind(location);
   switch (kind) {
     case 'http': {
+      // the one rule for a location with a scheme: a `%` must start an escape (location.ts); the
+      // URL parser would send `a%zz` as it is, and fetch a different name than the one written
+      const u = new URL(location);
+      decodeLocationPart(u.pathname + u.search, location);
       const { HttpSource } = await import('./http.ts');
       return HttpSource.open(location, { ...o.http, retry: o.retry ?? o.http?.retry }, o.signal);
     }

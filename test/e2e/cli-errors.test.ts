@@ -44,6 +44,8 @@ async function expectError(args: string[], kind: string, code: string, message?:
     const r = await bitnet(...args, ...(json ? ['--json'] : []));
     const e = typedError(r, json);
     expect({ kind: e.kind, code: e.code }, `${args.join(' ')}: ${r.stderr}`).toEqual({ kind, code });
+    // usage errors exit 2, every other error 1 (README, "The CLI")
+    expect(r.code, args.join(' ')).toBe(code === 'BAD_FLAG' || code === 'UNKNOWN_COMMAND' ? 2 : 1);
     if (message) expect(e.message, args.join(' ')).toMatch(message);
   }
 }

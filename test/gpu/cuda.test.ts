@@ -520,7 +520,7 @@ describe('CUDA engine without a GPU', () => {
         const saved = process.env.BITNET_CUDA_EMULATE;
         const savedAddon = process.env.BITNET_CUDA_ADDON;
         process.env.BITNET_CUDA_EMULATE = dev.emulate ? '1' : '0';
-        const { startGpuServer } = await import('../../gpu-lambda/server.ts');
+        const { startGpuServer, startupInfo } = await import('../../gpu-lambda/server.ts');
         const { server, model } = await startGpuServer({ BITNET_MODEL: path, PORT: '0', BITNET_CUDA_ADDON: dev.addon });
         try {
           expect(model.engine.backendName).toBe('cuda');
@@ -529,6 +529,9 @@ describe('CUDA engine without a GPU', () => {
           expect(core.backend.info().deviceName).toMatch(dev.device);
           const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
           const id = models.data[0].id;
+          // the startup line names the id clients must send
+          expect(startupInfo(server, model, {}).model).toBe(id);
+          expect(startupInfo(server, model, { BITNET_MODEL_ID: 'x' }).model).toBe('x');
           const ask = (prompt: string) =>
             fetch(`${server.url}/v1/completions`, {
               method: 'POST',

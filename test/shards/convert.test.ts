@@ -225,7 +225,7 @@ describe('bitnet convert (CLI)', () => {
     expect(b.stdout).toBe(a.stdout);
 
     const bad = await bitnet('convert', '--model', fx.ggufPath, '--out', out, '--layout', 'tl9');
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(2); // a bad flag value is a usage error
     expect(bad.stderr).toContain('tl9');
     const junk = join(await tempDir(), 'junk.bin');
     await writeFile(junk, 'not a model at all');

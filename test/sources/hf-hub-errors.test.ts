@@ -244,6 +244,20 @@ describe('endpoints, ids and names', () => {
     expect(hub.hits).toEqual([]);
   });
 
+  it('pull honours HF_HUB_OFFLINE: refused without a request; a bad value is INVALID_ENV', async () => {
+    const o = await opts();
+    process.env.HF_HUB_OFFLINE = '1';
+    try {
+      const e = await fail(pullHubRepo('acme/tiny', o));
+      expect([e.code, e.details.offline]).toEqual(['HUB_UNREACHABLE', true]);
+      process.env.HF_HUB_OFFLINE = 'maybe';
+      expect((await fail(pullHubRepo('acme/tiny', o))).code).toBe('INVALID_ENV');
+    } finally {
+      delete process.env.HF_HUB_OFFLINE;
+    }
+    expect(hub.hits).toEqual([]);
+  });
+
   it('offline through fromPretrainedWithConfig: no request, HUB_UNREACHABLE on an empty cache', async () => {
     const e = await fail(
       BitNetModel.fromPretrainedWithConfig(

@@ -1,6 +1,6 @@
 // A '%' in a model location. The rule (src/sources/open.ts, decodeLocationPart): a location with a
 // scheme is percent-encoded, so a '%' that does not start a valid escape is Config/BAD_LOCATION
-// naming the location and the escape, for file://, s3:// and r2:// alike; '%25' is a literal '%';
+// naming the location and the escape, for file://, https://, s3:// and r2:// alike; '%25' is a literal '%';
 // a plain path is never decoded.
 import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
@@ -71,6 +71,26 @@ describe('percent-escapes in model locations', () => {
     const e = badLocation(() => parseR2Url('r2://MODELS/m/100%.gguf'));
     expect(e.details.escape).toBe('%.g');
     expect(parseR2Url('r2://MODELS/m/100%25.gguf')).toEqual({ binding: 'MODELS', key: 'm/100%.gguf' });
+  });
+
+  it('https://: a stray % is BAD_LOCATION before any request; valid escapes pass through', async () => {
+    let requests = 0;
+    const fetch = async () => {
+      requests++;
+      return new Response(null, { status: 404 });
+    };
+    for (const bad of [
+      'https://example.com/m/100%.gguf',
+      'https://example.com/a%zz.gguf',
+      'https://e.com/m.gguf?x=5%',
+    ]) {
+      const e = await badLocationAsync(openSource(bad, { http: { fetch } }));
+      expect(e.details.location).toBe(bad);
+    }
+    expect(requests).toBe(0);
+    // a valid escape is not a location error: the request is made (and 404s here)
+    const notFound = await openSource('https://example.com/m/100%25.gguf', { http: { fetch } }).catch((x) => x);
+    expect([notFound.code, requests]).toEqual(['NOT_FOUND', 1]);
   });
 
   it('file://: a stray % is BAD_LOCATION (openSource and BitNetModel.fromFile); %25 and a plain path open the file', async () => {

@@ -86,9 +86,9 @@ describe('bitnet tokenize', () => {
       bitnet('tokenize', '--model', small, '--input', notArray),
       bitnet('tokenize', '--model', small, '--text', 'x', '--pre-tokenizer', 'nope'),
     ]);
-    expect(both.code).toBe(1);
+    expect(both.code).toBe(2); // a usage error
     expect(both.stderr).toMatch(/BAD_FLAG/);
-    expect(none.code).toBe(1);
+    expect(none.code).toBe(2);
     expect(bad.stderr).toMatch(/BAD_INPUT/);
     expect(pre.stderr).toMatch(/PRETOKENIZER_UNKNOWN/);
   });
