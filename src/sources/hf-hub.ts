@@ -882,8 +882,10 @@ export async function resolveHubModel(
   if (!file) {
     if (!names.includes('manifest.json')) {
       if (!o.convertCheckpoint || !isCheckpoint(names)) throw noGGUF(repo, names);
-      const convert = o.convertCheckpoint;
-      const manifest = await convertedCheckpoint(repo, root, commit, listing, convert, { ...o, revision: dlRev });
+      const manifest = await convertedCheckpoint(repo, root, commit, listing, o.convertCheckpoint, {
+        ...o,
+        revision: dlRev,
+      });
       await writeRef(root, repo, rev, commit);
       return manifest;
     }
