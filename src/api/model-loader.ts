@@ -12,7 +12,8 @@ import { inspectModel, type LoadedModel, loadModel } from '../model/load.ts';
 import type { LoadProgress } from '../model/weights.ts';
 import { ShardPackFormatLoader } from '../shards/format-loader.ts';
 import type { ByteSource } from '../sources/byte-source.ts';
-import { type OpenOptions, openSibling, openSource, resolveModelLocation } from '../sources/open.ts';
+import { localPath } from '../sources/location.ts';
+import { locationKind, type OpenOptions, openSibling, openSource, resolveModelLocation } from '../sources/open.ts';
 import { assignInit } from '../util/init.ts';
 import { buildModelInfo, type ModelInfo } from './model-info.ts';
 
@@ -27,6 +28,18 @@ export interface LoadConfigInit {
   signal?: AbortSignal;
   /** How remote locations are opened: R2 bindings, retries, caches, concurrency (src/sources/open.ts). */
   sourceOptions?: OpenOptions;
+}
+
+/**
+ * A local safetensors checkpoint directory, as the manifest of the shard pack converted from it
+ * once into the cache (src/shards/local-checkpoint.ts); undefined for every other location. Only
+ * plain local locations reach the Node-only module (a Worker bundle stubs it).
+ */
+async function checkpointAsPack(location: string | URL, signal?: AbortSignal): Promise<string | undefined> {
+  const s = location.toString();
+  if (locationKind(s) !== 'file' || /\.(gguf|json)$/i.test(s)) return undefined;
+  const { checkpointPack } = await import('../shards/local-checkpoint.ts');
+  return checkpointPack(localPath(s), { signal });
 }
 
 export class LoadConfig {
@@ -129,7 +142,7 @@ export class ModelLoader {
         ctx: { location: location.description, openSibling: (name) => openSibling(location, name, o) },
       };
     }
-    const loc = await resolveModelLocation(location);
+    const loc = await resolveModelLocation((await checkpointAsPack(location, this.config.signal)) ?? location);
     const src = await openSource(loc, o);
     return { src, ctx: { location: src.description, openSibling: (name) => openSibling(loc, name, o) } };
   }

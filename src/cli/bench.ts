@@ -24,7 +24,7 @@ import { openLocalGguf } from '../kernels/wasm/open-local.ts';
 import { KVCache } from '../model/kv-cache.ts';
 import type { LoadedModel } from '../model/load.ts';
 import { num, oneOf, required, str } from './args.ts';
-import { resolveHubLocation } from './hub-location.ts';
+import { resolveCliLocation } from './model-location.ts';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -99,7 +99,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const gen = num(values, 'gen', { int: true, min: 1 }) ?? 64;
   const runs = num(values, 'runs', { int: true, min: 1 }) ?? 3;
   const kind = oneOf(values, 'backend', ['wasm', 'reference'] as const) ?? 'wasm';
-  const path = await resolveHubLocation(location); // before the clock: a download is not load time
+  const path = await resolveCliLocation(location); // before the clock: a download is not load time
 
   const tLoad = performance.now();
   let model: LoadedModel;

@@ -8,7 +8,7 @@ import { BitNetModel } from '../api/bitnet-model.ts';
 import { GenerationConfig } from '../api/generation-config.ts';
 import { BitNetError } from '../errors.ts';
 import { idList, num, oneOf, required, str } from './args.ts';
-import { resolveHubLocation } from './hub-location.ts';
+import { resolveCliLocation } from './model-location.ts';
 
 export async function generateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -63,7 +63,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const backend = oneOf(values, 'backend', ['reference', 'wasm', 'cuda'] as const);
   const threads = num(values, 'threads', { int: true, min: 1 });
   const t0 = performance.now();
-  const model = await BitNetModel.fromFile(await resolveHubLocation(location), {
+  const model = await BitNetModel.fromFile(await resolveCliLocation(location), {
     backend,
     numThreads: threads,
     preTokenizer: str(values, 'pre-tokenizer'),

@@ -4,7 +4,7 @@ import type { GGUFValue } from '../gguf/metadata.ts';
 import { readGGUF } from '../gguf/reader.ts';
 import { openSource } from '../sources/open.ts';
 import { required } from './args.ts';
-import { resolveHubLocation } from './hub-location.ts';
+import { resolveCliLocation } from './model-location.ts';
 
 function summarise(v: GGUFValue): unknown {
   if (typeof v === 'bigint') return v.toString();
@@ -27,7 +27,7 @@ export async function inspectCommand(argv: string[]): Promise<number> {
     allowPositionals: true,
   });
   const path = required(positionals[0], 'FILE');
-  const src = await openSource(await resolveHubLocation(path, { convert: false }));
+  const src = await openSource(await resolveCliLocation(path, { convert: false }));
   try {
     const f = await readGGUF(src);
     const metadata: Record<string, unknown> = {};

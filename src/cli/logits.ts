@@ -14,7 +14,7 @@ import { BitNetError } from '../errors.ts';
 import { KVCache } from '../model/kv-cache.ts';
 import { ReferenceForward } from '../model/reference.ts';
 import { idList, oneOf, required, str } from './args.ts';
-import { resolveHubLocation } from './hub-location.ts';
+import { resolveCliLocation } from './model-location.ts';
 
 async function q8kLogits(path: string, ids: number[]): Promise<Float32Array[]> {
   // The same locations as the other commands (paths, URLs, shard packs).
@@ -69,7 +69,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
       { flag: 'backend', value: backend },
     );
   }
-  const path = await resolveHubLocation(location, { quiet: values.json === true });
+  const path = await resolveCliLocation(location, { quiet: values.json === true });
   let rows: Float32Array[];
   if (activations === 'q8k') {
     rows = await q8kLogits(path, ids);

@@ -28,7 +28,8 @@ export const COMMAND_USAGE: Record<string, string> = {
 
 const LOCATIONS =
   'LOCATION: a path, file://, https://, s3://bucket/key, r2://BINDING/key, a shard-pack directory / manifest.json,\n' +
-  'or hf://owner/repo[@revision][/file] (the Hugging Face hub, through the cache: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).';
+  'a safetensors checkpoint directory (converted once into the cache), or hf://owner/repo[@revision][/file]\n' +
+  '(the Hugging Face hub, through the cache: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).';
 
 const USAGE = `bitnet <command> [options]       (bitnet <command> --help: that command's options)
 

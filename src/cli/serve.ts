@@ -40,7 +40,7 @@ import { MemorySource } from '../sources/byte-source.ts';
 import type { OpenOptions } from '../sources/open.ts';
 import { type EnvLike, envBool, envInt, envSecondsMs, invalidEnv } from '../util/env.ts';
 import { num, oneOf, str } from './args.ts';
-import { resolveHubLocation } from './hub-location.ts';
+import { resolveCliLocation } from './model-location.ts';
 
 /** The demo: the `tiny` preset, I2_S, seed 1. Random weights. */
 export const DEMO_SYNTH: SynthOptions = {
@@ -151,7 +151,7 @@ export async function serveCommand(
   const gpuUrl = str(values, 'gpu-url') ?? env.BITNET_GPU_URL;
   if (gpuUrl && !/^https?:\/\//.test(gpuUrl))
     throw BitNetError.Config('BAD_FLAG', `--gpu-url must be an http(s) URL, got "${gpuUrl}"`, { flag: 'gpu-url' });
-  const location = given === undefined ? undefined : await resolveHubLocation(given);
+  const location = given === undefined ? undefined : await resolveCliLocation(given);
   let modelId = str(values, 'model-id');
   let model: ServedModel | (() => Promise<ServedModel>);
   let modelBytes: number | undefined;

@@ -17,7 +17,7 @@ import { readGGUF } from '../gguf/reader.ts';
 import { openSource } from '../sources/open.ts';
 import { createTokenizerFromGGUF } from '../tokenizer/bpe.ts';
 import { required, str } from './args.ts';
-import { resolveHubLocation } from './hub-location.ts';
+import { resolveCliLocation } from './model-location.ts';
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -66,7 +66,7 @@ export async function tokenizeCommand(argv: string[]): Promise<number> {
   }
   const texts = input !== undefined ? await readInputStrings(input) : [text as string];
 
-  const src = await openSource(await resolveHubLocation(location, { convert: false }));
+  const src = await openSource(await resolveCliLocation(location, { convert: false }));
   let meta: Awaited<ReturnType<typeof readGGUF>>['metadata'];
   try {
     meta = (await readGGUF(src)).metadata;

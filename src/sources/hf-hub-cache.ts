@@ -280,3 +280,31 @@ export async function acquireLock(path: string, o: LockOptions = {}): Promise<He
     },
   };
 }
+
+/**
+ * The shard pack in `packDir`, made once: under the lock `{packDir}.lock`, `make` writes a private
+ * directory that is renamed to `packDir` when complete, so readers see a whole pack or none. A pack
+ * that another writer finished meanwhile is used as it is; a failed `make` leaves nothing behind.
+ * Returns the pack's manifest path.
+ */
+export async function packOnce(
+  packDir: string,
+  make: (workDir: string) => Promise<void>,
+  signal?: AbortSignal,
+): Promise<string> {
+  const manifest = join(packDir, 'manifest.json');
+  if ((await sizeOf(manifest)) !== undefined) return manifest;
+  await mkdir(dirname(packDir), { recursive: true });
+  const lock = await acquireLock(`${packDir}.lock`, { signal });
+  const work = `${packDir}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    if ((await sizeOf(manifest)) !== undefined) return manifest;
+    await make(work);
+    await rm(packDir, { recursive: true, force: true }); // an incomplete one (no manifest) from a crash
+    await rename(work, packDir);
+    return manifest;
+  } finally {
+    await rm(work, { recursive: true, force: true }).catch(() => {});
+    await lock.release();
+  }
+}

@@ -36,6 +36,7 @@ import {
   inside,
   isCommit,
   legacyDir,
+  packOnce,
   readRef,
   repoDir,
   sizeOf,
@@ -276,7 +277,8 @@ function resolveUrl(base: string, repo: string, rev: string, file: string): stri
   return `${base}/${repo}/resolve/${encodeURIComponent(rev)}/${file.split('/').map(encodeURIComponent).join('/')}`;
 }
 
-function isCheckpoint(files: string[]): boolean {
+/** Whether a file list is a safetensors checkpoint: config.json and at least one .safetensors file. */
+export function isCheckpoint(files: string[]): boolean {
   return files.includes('config.json') && files.some((f) => f.endsWith('.safetensors'));
 }
 
@@ -932,19 +934,7 @@ async function convertedCheckpoint(
     if (size === undefined || (ex.size !== undefined && size !== ex.size))
       await downloadHubFile(repo, f, local, { ...o, ...ex });
   }
-  await mkdir(dirname(packDir), { recursive: true });
-  const lock = await acquireLock(`${packDir}.lock`, { signal: o.signal });
-  const work = `${packDir}.partial-${process.pid}-${Date.now().toString(36)}`;
-  try {
-    if ((await sizeOf(manifest)) !== undefined) return manifest; // another writer made it meanwhile
-    await convert(dir, work);
-    await rm(packDir, { recursive: true, force: true }); // an incomplete one (no manifest) from a crash
-    await rename(work, packDir);
-    return manifest;
-  } finally {
-    await rm(work, { recursive: true, force: true }).catch(() => {});
-    await lock.release();
-  }
+  return packOnce(packDir, (work) => convert(dir, work), o.signal);
 }
 
 export interface PullOptions extends DownloadOptions {
@@ -966,7 +956,7 @@ export interface PullResult {
 }
 
 /** The files of a safetensors checkpoint that `bitnet convert` reads. */
-function checkpointFiles(names: string[]): string[] {
+export function checkpointFiles(names: string[]): string[] {
   const extra = [
     'config.json',
     'generation_config.json',

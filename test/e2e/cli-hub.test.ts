@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { parseHubLocation } from '../../src/cli/hub-location.ts';
+import { parseHubLocation } from '../../src/cli/model-location.ts';
 import { encodeGGUF } from '../../src/gguf/writer.ts';
 import { synthModel } from '../../src/model/synth.ts';
 import { HF_SHAPE, writeHfCheckpoint } from '../shards/hf-fixture.ts';

@@ -1,9 +1,12 @@
 // fromPretrained on a hub repo that holds only a safetensors checkpoint (as microsoft/bitnet-b1.58-2B-4T
 // does): the checkpoint is downloaded, converted once per commit into the cache, and served from
-// there, offline too. The pack equals `bitnet convert`'s, so the logits equal the GGUF's.
+// there, offline too. A local checkpoint directory loads the same way. The pack equals
+// `bitnet convert`'s, so the logits equal the GGUF's.
 
-import { readdir, readFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BitNetModel } from '../../src/api/bitnet-model.ts';
 import { GenerationConfig } from '../../src/api/generation-config.ts';
@@ -98,5 +101,53 @@ describe('fromPretrained on a safetensors checkpoint repo', () => {
     expect(await readdir(join(cacheDir, 'acme--llama', 'converted'))).toEqual([]);
     // nothing cached to serve offline either
     await expect(resolveHubModel('acme/llama', { ...o, offline: true })).rejects.toSatisfy(isCode('HUB_UNREACHABLE'));
+  });
+});
+
+describe('a local checkpoint directory as a model location', () => {
+  it('loads through a pack converted once into the cache; an edited checkpoint is converted again', async () => {
+    const dir = await writeHfCheckpoint(SEED, { weights: 'packed', floats: 'exact' });
+    const cache = await tempDir('bitnet-ckcache-');
+    process.env.BITNET_CACHE_DIR = cache;
+    try {
+      expect(sameBits(await logitsOf(dir), await logitsOf(new MemorySource(ggufBytes)))).toBe(true);
+      const packs = await readdir(join(cache, 'checkpoints'));
+      expect(packs).toHaveLength(1);
+      const manifest = join(cache, 'checkpoints', packs[0], 'manifest.json');
+      const made = (await stat(manifest)).mtimeMs;
+      // the API, with a trailing slash: the same pack, not converted again
+      const model = await BitNetModel.fromFile(`${dir}/`);
+      const gguf = await BitNetModel.fromFile(new MemorySource(ggufBytes, 'gguf'));
+      const cfg = GenerationConfig.greedy().withMaxNewTokens(6);
+      expect(await model.generate('the function', cfg)).toBe(await gguf.generate('the function', cfg));
+      expect([await readdir(join(cache, 'checkpoints')), (await stat(manifest)).mtimeMs]).toEqual([packs, made]);
+      await utimes(join(dir, 'config.json'), new Date(), new Date(Date.now() + 5000));
+      await logitsOf(dir);
+      expect(await readdir(join(cache, 'checkpoints'))).toHaveLength(2);
+    } finally {
+      delete process.env.BITNET_CACHE_DIR;
+    }
+  });
+
+  it('the CLI shows the conversion once, then loads the pack; a directory that is neither is FILE_NOT_FOUND', async () => {
+    const dir = await writeHfCheckpoint(SEED, { weights: 'packed', floats: 'exact' });
+    const env = { ...process.env, BITNET_CACHE_DIR: await tempDir('bitnet-ckcache-') };
+    const gen = ['generate', '--prompt-ids', '1,2,3', '--max-tokens', '5', '--temperature', '0', '--json'];
+    const run = (model: string) =>
+      promisify(execFile)(process.execPath, ['bin/bitnet.js', ...gen, '--model', model], { env }).then(
+        (r) => ({ code: 0, ...r }),
+        (e: { code: number; stdout: string; stderr: string }) => e,
+      );
+    const gguf = join(await tempDir('bitnet-ckcache-'), 'm.gguf');
+    await writeFile(gguf, ggufBytes);
+    const want = JSON.parse((await run(gguf)).stdout).tokenIds;
+    const first = await run(dir);
+    expect(JSON.parse(first.stdout).tokenIds).toEqual(want);
+    expect(first.stderr).toMatch(/^convert .*ckpt \[#+/m);
+    const second = await run(`${dir}/`);
+    expect(JSON.parse(second.stdout).tokenIds).toEqual(want);
+    expect(second.stderr).not.toMatch(/convert/);
+    const neither = await run(await tempDir('bitnet-ckcache-'));
+    expect([neither.code !== 0, neither.stderr]).toEqual([true, expect.stringContaining('FILE_NOT_FOUND')]);
   });
 });
