@@ -145,7 +145,7 @@ describe('bitnet serve', () => {
   it('bad flags are errors with a code', async () => {
     const s = serve(['--port', 'x']);
     await expect(s.url).rejects.toThrow(/BAD_FLAG/);
-    expect(await s.exited).toBe(1);
+    expect(await s.exited).toBe(2); // a bad flag value is a usage error (README, "The CLI")
   });
 });
 
