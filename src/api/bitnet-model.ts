@@ -82,6 +82,7 @@ export class BitNetModel {
       validateChecksums: config.validateChecksums,
       progressCallback: config.progressCallback,
       sourceOptions: config.sourceOptions,
+      cacheDir: config.cacheDir,
     });
     const direct = await openLocalForWasm(location, config);
     if (!direct) return new BitNetModel(await loader.load(location), config);

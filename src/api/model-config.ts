@@ -42,6 +42,7 @@ export interface ModelConfigInit {
   /** Hub settings for fromPretrained. */
   revision?: string;
   filename?: string;
+  /** The hub cache, and where a local safetensors checkpoint's converted pack goes (default $BITNET_CACHE_DIR or ~/.cache/bitnet-edge). */
   cacheDir?: string;
   hfEndpoint?: string;
   hfToken?: string;

@@ -28,6 +28,8 @@ export interface LoadConfigInit {
   signal?: AbortSignal;
   /** How remote locations are opened: R2 bindings, retries, caches, concurrency (src/sources/open.ts). */
   sourceOptions?: OpenOptions;
+  /** Where a local safetensors checkpoint's converted pack goes (`checkpoints/` in it; default as the hub cache's). */
+  cacheDir?: string;
 }
 
 /**
@@ -35,11 +37,11 @@ export interface LoadConfigInit {
  * once into the cache (src/shards/local-checkpoint.ts); undefined for every other location. Only
  * plain local locations reach the Node-only module (a Worker bundle stubs it).
  */
-async function checkpointAsPack(location: string | URL, signal?: AbortSignal): Promise<string | undefined> {
+async function checkpointAsPack(location: string | URL, config: LoadConfig): Promise<string | undefined> {
   const s = location.toString();
   if (locationKind(s) !== 'file' || /\.(gguf|json)$/i.test(s)) return undefined;
   const { checkpointPack } = await import('../shards/local-checkpoint.ts');
-  return checkpointPack(localPath(s), { signal });
+  return checkpointPack(localPath(s), { signal: config.signal, cacheDir: config.cacheDir });
 }
 
 export class LoadConfig {
@@ -50,6 +52,7 @@ export class LoadConfig {
   preTokenizer: string | undefined = undefined;
   signal: AbortSignal | undefined = undefined;
   sourceOptions: OpenOptions | undefined = undefined;
+  cacheDir: string | undefined = undefined;
 
   constructor(init: LoadConfigInit = {}) {
     assignInit(this, init, 'INVALID_LOAD_CONFIG', 'load');
@@ -142,7 +145,7 @@ export class ModelLoader {
         ctx: { location: location.description, openSibling: (name) => openSibling(location, name, o) },
       };
     }
-    const loc = await resolveModelLocation((await checkpointAsPack(location, this.config.signal)) ?? location);
+    const loc = await resolveModelLocation((await checkpointAsPack(location, this.config)) ?? location);
     const src = await openSource(loc, o);
     return { src, ctx: { location: src.description, openSibling: (name) => openSibling(loc, name, o) } };
   }

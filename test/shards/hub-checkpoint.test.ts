@@ -124,6 +124,10 @@ describe('a local checkpoint directory as a model location', () => {
       await utimes(join(dir, 'config.json'), new Date(), new Date(Date.now() + 5000));
       await logitsOf(dir);
       expect(await readdir(join(cache, 'checkpoints'))).toHaveLength(2);
+      // ModelConfig.cacheDir (the hub's setting) wins over the environment
+      const own = await tempDir('bitnet-ckcache-');
+      await BitNetModel.fromFile(dir, { cacheDir: own });
+      expect(await readdir(join(own, 'checkpoints'))).toHaveLength(1);
     } finally {
       delete process.env.BITNET_CACHE_DIR;
     }
