@@ -38,6 +38,11 @@ async function openLocalForWasm(
 
 export type TextStream = ReadableStream<string> & AsyncIterable<string>;
 
+/** The byte counts of a progress report (the hub's and the converter's reports name them alike). */
+function bytes(p: { doneBytes: number; totalBytes?: number }): { doneBytes: number; totalBytes?: number } {
+  return p.totalBytes === undefined ? { doneBytes: p.doneBytes } : { doneBytes: p.doneBytes, totalBytes: p.totalBytes };
+}
+
 function rss(): number {
   const p = (globalThis as { process?: { memoryUsage?: () => { rss: number } } }).process;
   return p?.memoryUsage?.().rss ?? 0;
@@ -112,7 +117,9 @@ export class BitNetModel {
    * asked once, for at most this long without a byte; default 10000 or $HF_HUB_ETAG_TIMEOUT s),
    * `offline` (cache only; default $HF_HUB_OFFLINE), `signal`, `convertCheckpoints` (default true:
    * a repo with only a safetensors checkpoint is downloaded and converted once into a shard pack in
-   * the cache, as `bitnet convert` would; false: `HUB_NO_GGUF`).
+   * the cache, as `bitnet convert` would; false: `HUB_NO_GGUF`), `onProgress` (each file's download,
+   * `{ phase: 'download', name: file, doneBytes, totalBytes? }`, and a conversion's,
+   * `{ phase: 'convert', name: tensor, doneBytes, totalBytes }`; nothing when the cache has it all).
    */
   static async fromPretrainedWithConfig(
     modelId: string,
@@ -124,6 +131,7 @@ export class BitNetModel {
       offline?: boolean;
       signal?: AbortSignal;
       convertCheckpoints?: boolean;
+      onProgress?: (p: { phase: 'download' | 'convert'; name: string; doneBytes: number; totalBytes?: number }) => void;
     } = {},
   ): Promise<BitNetModel> {
     const cfg = config instanceof ModelConfig ? config : new ModelConfig(config);
@@ -140,12 +148,17 @@ export class BitNetModel {
       metadataTimeoutMs: hub.metadataTimeoutMs,
       offline: hub.offline,
       signal: hub.signal,
+      onProgress: hub.onProgress && ((p) => hub.onProgress?.({ phase: 'download', name: p.file, ...bytes(p) })),
       convertCheckpoint:
         hub.convertCheckpoints === false
           ? undefined
           : async (dir, out) => {
               const { convertCheckpointDirectory } = await import('../shards/convert-checkpoint.ts');
-              await convertCheckpointDirectory(dir, out, { signal: hub.signal });
+              await convertCheckpointDirectory(dir, out, {
+                signal: hub.signal,
+                onProgress:
+                  hub.onProgress && ((p) => hub.onProgress?.({ phase: 'convert', name: p.tensor, ...bytes(p) })),
+              });
             },
     });
     return BitNetModel.load(path, cfg);

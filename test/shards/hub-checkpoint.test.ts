@@ -78,7 +78,22 @@ describe('fromPretrained on a safetensors checkpoint repo', () => {
 
   it('BitNetModel.fromPretrained serves it: the same text as the GGUF', async () => {
     const cacheDir = await tempDir('bitnet-hubck-');
-    const model = await BitNetModel.fromPretrainedWithConfig('acme/ckpt', { hfEndpoint: hub.endpoint, cacheDir });
+    const seen: { phase: string; name: string; doneBytes: number; totalBytes?: number }[] = [];
+    const onProgress = (p: (typeof seen)[number]) => void seen.push(p);
+    const model = await BitNetModel.fromPretrainedWithConfig(
+      'acme/ckpt',
+      { hfEndpoint: hub.endpoint, cacheDir },
+      { onProgress },
+    );
+    // each checkpoint file's download, then the conversion, each ending complete
+    const last = (phase: string, name: string) => seen.filter((p) => p.phase === phase && p.name === name).at(-1);
+    for (const f of Object.keys(files)) expect(last('download', f)?.doneBytes, f).toBe(files[f].length);
+    const conv = seen.filter((p) => p.phase === 'convert');
+    expect(conv.length).toBeGreaterThan(0);
+    expect(conv.at(-1)?.doneBytes).toBe(conv.at(-1)?.totalBytes);
+    seen.length = 0;
+    await BitNetModel.fromPretrainedWithConfig('acme/ckpt', { hfEndpoint: hub.endpoint, cacheDir }, { onProgress });
+    expect(seen).toEqual([]); // all cached
     const gguf = await BitNetModel.fromFile(new MemorySource(ggufBytes, 'gguf'));
     const cfg = GenerationConfig.greedy().withMaxNewTokens(8);
     expect(await model.generate('the function returns', cfg)).toBe(await gguf.generate('the function returns', cfg));
