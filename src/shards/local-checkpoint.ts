@@ -6,10 +6,12 @@
  * ~/.cache/bitnet-edge), and the shard pack is loaded from there.
  *
  * key: a hash of the directory's real path and of the name, size and mtime of each file the
- * converter reads, so an edited checkpoint is converted again (the old pack stays until removed).
+ * converter reads, so an edited checkpoint is converted again. Each pack records its directory in
+ * `source.json`; once a new pack of a directory is complete, the older packs of that directory are
+ * removed (they describe files that no longer exist).
  */
 import { createHash } from 'node:crypto';
-import { readdir, realpath, stat } from 'node:fs/promises';
+import { readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkpointFiles, isCheckpoint } from '../sources/hf-hub.ts';
 import { cacheRoot, inside, packOnce } from '../sources/hf-hub-cache.ts';
@@ -46,12 +48,33 @@ export async function checkpointPack(
     h.update(`\0${f}\0${st.size}\0${st.mtimeMs}`);
   }
   const root = join(cacheRoot(o.cacheDir), 'checkpoints');
-  const packDir = inside(root, join(root, h.digest('hex').slice(0, 40)));
-  return packOnce(
+  const key = h.digest('hex').slice(0, 40);
+  const packDir = inside(root, join(root, key));
+  let made = false;
+  const manifest = await packOnce(
     packDir,
     async (work) => {
       await convertCheckpointDirectory(real, work, { signal: o.signal, onProgress: o.onProgress });
+      await writeFile(join(work, SOURCE), JSON.stringify({ dir: real }));
+      made = true;
     },
     o.signal,
   );
+  if (made) await removeOlderPacks(root, key, real);
+  return manifest;
+}
+
+const SOURCE = 'source.json';
+
+/** Removes the packs of `dir` other than `key` (best effort: a pack that cannot be read is left). */
+async function removeOlderPacks(root: string, key: string, dir: string): Promise<void> {
+  for (const other of await readdir(root).catch(() => [] as string[])) {
+    if (other === key || !/^[0-9a-f]{40}$/.test(other)) continue;
+    try {
+      const src = JSON.parse(await readFile(join(root, other, SOURCE), 'utf8')) as { dir?: unknown };
+      if (src.dir === dir) await rm(join(root, other), { recursive: true, force: true });
+    } catch {
+      // not ours to judge
+    }
+  }
 }

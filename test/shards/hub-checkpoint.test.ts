@@ -120,7 +120,7 @@ describe('fromPretrained on a safetensors checkpoint repo', () => {
 });
 
 describe('a local checkpoint directory as a model location', () => {
-  it('loads through a pack converted once into the cache; an edited checkpoint is converted again', async () => {
+  it('loads through a pack converted once into the cache; an edited checkpoint is converted again, its old pack removed', async () => {
     const dir = await writeHfCheckpoint(SEED, { weights: 'packed', floats: 'exact' });
     const cache = await tempDir('bitnet-ckcache-');
     process.env.BITNET_CACHE_DIR = cache;
@@ -136,9 +136,16 @@ describe('a local checkpoint directory as a model location', () => {
       const cfg = GenerationConfig.greedy().withMaxNewTokens(6);
       expect(await model.generate('the function', cfg)).toBe(await gguf.generate('the function', cfg));
       expect([await readdir(join(cache, 'checkpoints')), (await stat(manifest)).mtimeMs]).toEqual([packs, made]);
+      // an edited checkpoint: a new pack, and the old one (of files that no longer exist) removed
       await utimes(join(dir, 'config.json'), new Date(), new Date(Date.now() + 5000));
       await logitsOf(dir);
-      expect(await readdir(join(cache, 'checkpoints'))).toHaveLength(2);
+      const now = await readdir(join(cache, 'checkpoints'));
+      expect([now.length, now.includes(packs[0])]).toEqual([1, false]);
+      // another checkpoint directory's pack is left alone
+      const other = await writeHfCheckpoint(SEED + 1, { weights: 'packed', floats: 'exact' });
+      await logitsOf(other);
+      const both = await readdir(join(cache, 'checkpoints'));
+      expect([both.length, both.includes(now[0])]).toEqual([2, true]);
       // ModelConfig.cacheDir (the hub's setting) wins over the environment
       const own = await tempDir('bitnet-ckcache-');
       await BitNetModel.fromFile(dir, { cacheDir: own });
