@@ -18,6 +18,7 @@ export const COMMAND_USAGE: Record<string, string> = {
   convert: `convert    --model GGUF|HF_DIR --out DIR [--layout i2s|tl1|tl2] [--head keep|f16|q8_0|q6_k|int4]
              [--shard-size 64MiB] [--alignment 64] [--quiet] [--json]`,
   pull: `pull       OWNER/REPO [--file F ...] [--out DIR] [--revision R] [--endpoint URL] [--stall-timeout S] [--quiet] [--json]`,
+  cache: `cache      [ls] [--json] | rm OWNER/REPO[@REVISION]|checkpoints|KEY [--json]   (the model cache: $BITNET_CACHE_DIR)`,
   bench: `bench      --model LOCATION [--threads N] [--prompt 128] [--gen 64] [--runs 3] [--backend wasm|reference] [--json]`,
   serve: `serve      [--model LOCATION] [--model-id ID] [--host H] [--port P] [--api-key K ...] [--max-concurrent N]
              [--max-queue N] [--max-tokens N] [--body-limit BYTES] [--cors-origin O ...] [--gpu-url URL]
@@ -55,6 +56,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   convert: async () => (await import('./convert.ts')).convertCommand,
   pull: async () => (await import('./pull.ts')).pullCommand,
   bench: async () => (await import('./bench.ts')).benchCommand,
+  cache: async () => (await import('./cache.ts')).cacheCommand,
 };
 
 function report(e: BitNetError, json: boolean): void {
