@@ -38,11 +38,6 @@ async function openLocalForWasm(
 
 export type TextStream = ReadableStream<string> & AsyncIterable<string>;
 
-/** The byte counts of a progress report (the hub's and the converter's reports name them alike). */
-function bytes(p: { doneBytes: number; totalBytes?: number }): { doneBytes: number; totalBytes?: number } {
-  return p.totalBytes === undefined ? { doneBytes: p.doneBytes } : { doneBytes: p.doneBytes, totalBytes: p.totalBytes };
-}
-
 function rss(): number {
   const p = (globalThis as { process?: { memoryUsage?: () => { rss: number } } }).process;
   return p?.memoryUsage?.().rss ?? 0;
@@ -148,7 +143,10 @@ export class BitNetModel {
       metadataTimeoutMs: hub.metadataTimeoutMs,
       offline: hub.offline,
       signal: hub.signal,
-      onProgress: hub.onProgress && ((p) => hub.onProgress?.({ phase: 'download', name: p.file, ...bytes(p) })),
+      onProgress:
+        hub.onProgress &&
+        ((p) =>
+          hub.onProgress?.({ phase: 'download', name: p.file, doneBytes: p.doneBytes, totalBytes: p.totalBytes })),
       convertCheckpoint:
         hub.convertCheckpoints === false
           ? undefined
@@ -157,7 +155,14 @@ export class BitNetModel {
               await convertCheckpointDirectory(dir, out, {
                 signal: hub.signal,
                 onProgress:
-                  hub.onProgress && ((p) => hub.onProgress?.({ phase: 'convert', name: p.tensor, ...bytes(p) })),
+                  hub.onProgress &&
+                  ((p) =>
+                    hub.onProgress?.({
+                      phase: 'convert',
+                      name: p.tensor,
+                      doneBytes: p.doneBytes,
+                      totalBytes: p.totalBytes,
+                    })),
               });
             },
     });

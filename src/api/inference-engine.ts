@@ -11,6 +11,7 @@ import { createCudaBackend } from '../kernels/cuda/cuda-backend.ts';
 import { ReferenceBackend } from '../kernels/reference-backend.ts';
 import { WasmBackend } from '../kernels/wasm/backend.ts';
 import { KVCache, KVCacheConfig } from '../model/kv-cache.ts';
+import { encodePromptText } from '../tokenizer/prompt-text.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import type { DeviceSpec } from './device.ts';
 import { GenerationConfig, type GenerationConfigInit } from './generation-config.ts';
@@ -192,7 +193,7 @@ export class InferenceEngine {
         },
       );
     }
-    return this.tokenizer.encode(text, { addSpecialTokens: true, parseSpecial });
+    return encodePromptText(this.tokenizer, text, parseSpecial);
   }
 
   /** Logits at every position of `inputIds`: shape [n, vocab]. */

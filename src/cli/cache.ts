@@ -7,19 +7,9 @@
  */
 import { parseArgs } from 'node:util';
 import { BitNetError } from '../errors.ts';
+import { human } from '../shards/progress-bar.ts';
 import { type CacheEntry, listCache, removeFromCache } from '../sources/cache-admin.ts';
 import { cacheRoot } from '../sources/hf-hub-cache.ts';
-
-function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
 
 function line(e: CacheEntry): string {
   const what =

@@ -13,6 +13,7 @@ import type { Prompt } from '../api/inference-engine.ts';
 import { BitNetError, isBitNetError } from '../errors.ts';
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
 import type { ChatTemplate } from '../tokenizer/chat-template.ts';
+import { encodePromptText } from '../tokenizer/prompt-text.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { type ChatMessage, messagesToText, renderChat } from './chat-template.ts';
 import type { Limiter } from './limiter.ts';
@@ -35,8 +36,7 @@ export interface EnginePrompt {
 }
 
 // A prompt is tokenized once per request (the router's estimate and the run share it): chat messages
-// rendered with the template, text as the engine would (InferenceEngine.encodePrompt: BOS per the
-// vocabulary, special-token spellings only with parseSpecial).
+// rendered with the template, text by the engine's own rule (encodePromptText).
 const prepared = new WeakMap<PromptInput, { tok: Tokenizer; template?: ChatTemplate; out: EnginePrompt }>();
 
 /** The engine's prompt: with a tokenizer at hand, token ids; chat messages need one. */
@@ -47,7 +47,7 @@ export function toEnginePrompt(p: PromptInput, tok: Tokenizer | undefined, templ
     if (!tok) return { prompt: p.parseSpecial ? { text: p.text, parseSpecial: true } : p.text, stopStrings: [] };
     const hit = prepared.get(p);
     if (hit && hit.tok === tok) return hit.out;
-    const ids = tok.encode(p.text, { addSpecialTokens: true, parseSpecial: p.parseSpecial === true });
+    const ids = encodePromptText(tok, p.text, p.parseSpecial === true);
     const out = { prompt: { ids }, stopStrings: [] };
     prepared.set(p, { tok, out });
     return out;

@@ -8,7 +8,8 @@ export interface ProgressOutput {
   isTTY?: boolean;
 }
 
-function human(n: number): string {
+/** A byte count for people: `812.3 MiB`, `1.18 GiB`. */
+export function human(n: number): string {
   if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
   if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
   if (n >= 2 ** 10) return `${(n / 2 ** 10).toFixed(1)} KiB`;

@@ -12,7 +12,7 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BitNetError } from '../errors.ts';
-import { checkRevision, inside, isCommit, readRef, repoDir } from './hf-hub-cache.ts';
+import { checkRevision, inside, isCommit, isWorkName, readRef, repoDir } from './hf-hub-cache.ts';
 
 export interface CacheEntry {
   kind: 'snapshot' | 'converted' | 'legacy' | 'checkpoint';
@@ -29,8 +29,6 @@ export interface CacheEntry {
   busy: boolean;
 }
 
-const WORK = /\.(lock|partial)(?:$|[.-])/;
-
 async function names(dir: string): Promise<string[]> {
   return readdir(dir).catch(() => [] as string[]);
 }
@@ -42,7 +40,7 @@ async function usage(path: string): Promise<{ bytes: number; busy: boolean }> {
   try {
     for (const d of await readdir(path, { recursive: true, withFileTypes: true })) {
       if (!d.isFile()) continue;
-      if (WORK.test(d.name)) busy = true;
+      if (isWorkName(d.name)) busy = true;
       bytes += (await stat(join(d.parentPath, d.name)).catch(() => ({ size: 0 }))).size;
     }
   } catch {
@@ -54,7 +52,7 @@ async function usage(path: string): Promise<{ bytes: number; busy: boolean }> {
 async function entry(e: Omit<CacheEntry, 'bytes' | 'busy'>, siblings: string[], name: string): Promise<CacheEntry> {
   const u = await usage(e.path);
   // packOnce's lock and private directories sit beside the pack
-  const beside = siblings.some((s) => s !== name && s.startsWith(`${name}.`) && WORK.test(s));
+  const beside = siblings.some((s) => s !== name && s.startsWith(`${name}.`) && isWorkName(s));
   return { ...e, bytes: u.bytes, busy: u.busy || beside };
 }
 
@@ -87,7 +85,7 @@ export async function listCache(root: string): Promise<CacheEntry[]> {
     for (const kind of ['snapshots', 'converted'] as const) {
       const dir = join(base, kind);
       const commits = await names(dir);
-      for (const commit of commits.filter((c) => !WORK.test(c)).sort()) {
+      for (const commit of commits.filter((c) => !isWorkName(c)).sort()) {
         const e = {
           kind: kind === 'snapshots' ? ('snapshot' as const) : ('converted' as const),
           repo,
@@ -99,7 +97,7 @@ export async function listCache(root: string): Promise<CacheEntry[]> {
       }
     }
     const layout = ['refs', 'snapshots', 'converted', 'blobs'];
-    for (const rev of (await names(base)).filter((n) => !layout.includes(n) && !WORK.test(n))) {
+    for (const rev of (await names(base)).filter((n) => !layout.includes(n) && !isWorkName(n))) {
       const path = join(base, rev);
       if ((await stat(path).catch(() => undefined))?.isDirectory())
         out.push(await entry({ kind: 'legacy', repo, commit: rev, path }, [], rev));

@@ -128,6 +128,13 @@ export function legacyDir(root: string, repo: string, rev: string): string | und
 }
 
 const WORK_SUFFIX = /\.(partial|partial\.json|lock|download|lock\.stale-[\w-]+)$|\.tmp-[\w-]+$/;
+/** packOnce's private directory beside a pack: `{packDir}.partial-{pid}-{8 hex}`. */
+const PACK_WORK = /\.partial-\d+-[0-9a-f]{8}$/;
+
+/** Whether a name in the cache is work in progress (a download, a lock, a pack being made), not content. */
+export function isWorkName(name: string): boolean {
+  return WORK_SUFFIX.test(name) || PACK_WORK.test(name);
+}
 
 /** Complete files under `dir` (relative, `/`-separated): no download in progress, no lock. */
 export async function completeFiles(dir: string): Promise<string[]> {
@@ -141,7 +148,7 @@ export async function completeFiles(dir: string): Promise<string[]> {
   }
   return names
     .map((n) => n.split(sep).join('/'))
-    .filter((n) => !WORK_SUFFIX.test(n))
+    .filter((n) => !isWorkName(n))
     .sort();
 }
 
