@@ -34,6 +34,8 @@ export {
   ternarize,
 } from './api/quantization.ts';
 export { BitNetError, BitNetErrorKind, isBitNetError } from './errors.ts';
+export type { LogitBias } from './generate/logit-adjust.ts';
+export type { TokenLogprob, TopLogprob } from './generate/logprobs.ts';
 export { GGMLType } from './gguf/ggml-types.ts';
 export { type GGUFFile, type GGUFTensorInfo, readGGUF } from './gguf/reader.ts';
 export { encodeGGUF, writeGGUF } from './gguf/writer.ts';

@@ -3,6 +3,8 @@
  * `new GenerationConfig({ maxNewTokens: 50, temperature: 0.8 })`; builders return new instances.
  */
 import { BitNetError } from '../errors.ts';
+import type { LogitBias } from '../generate/logit-adjust.ts';
+import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
 import type { Seed } from '../generate/prng.ts';
 import { assignInit } from '../util/init.ts';
 
@@ -12,10 +14,15 @@ export interface GenerationConfigInit {
   topP?: number;
   topK?: number;
   repetitionPenalty?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  logitBias?: LogitBias;
   stopSequences?: string[];
   seed?: Seed;
   skipSpecialTokens?: boolean;
   stream?: boolean;
+  logprobs?: boolean;
+  topLogprobs?: number;
 }
 
 export class GenerationConfig {
@@ -29,15 +36,29 @@ export class GenerationConfig {
   topK = 50;
   /** CTRL-style penalty over the last 64 tokens; 1 = off. */
   repetitionPenalty = 1.0;
+  /** OpenAI's presence penalty, subtracted once from the logit of every token in the last 64; 0 = off. */
+  presencePenalty = 0;
+  /** OpenAI's frequency penalty, subtracted once per occurrence in the last 64 tokens; 0 = off. */
+  frequencyPenalty = 0;
+  /** Token id → bias added to its logit before sampling (OpenAI's logit_bias; −100 all but bans a token). */
+  logitBias: LogitBias = {};
   stopSequences: string[] = [];
   /** Seed of the documented xoshiro128** sampler PRNG; absent = random. */
   seed: Seed | undefined = undefined;
   skipSpecialTokens = true;
   stream = false;
+  /** Report each generated token's log-probability under the model (before bias, penalties and temperature). */
+  logprobs = false;
+  /** With `logprobs`: the number of most likely tokens listed with each generated token (0..20). */
+  topLogprobs = 0;
 
   constructor(init: GenerationConfigInit = {}) {
     assignInit(this, init, 'INVALID_GENERATION_CONFIG', 'generation', (k, v) =>
-      k === 'stopSequences' && Array.isArray(v) ? [...v] : v,
+      k === 'stopSequences' && Array.isArray(v)
+        ? [...v]
+        : k === 'logitBias' && v !== null && typeof v === 'object' && !Array.isArray(v)
+          ? { ...v }
+          : v,
     );
   }
 
@@ -72,6 +93,21 @@ export class GenerationConfig {
   withRepetitionPenalty(v: number): GenerationConfig {
     return this.with({ repetitionPenalty: v });
   }
+  withPresencePenalty(v: number): GenerationConfig {
+    return this.with({ presencePenalty: v });
+  }
+  withFrequencyPenalty(v: number): GenerationConfig {
+    return this.with({ frequencyPenalty: v });
+  }
+  withLogitBias(v: LogitBias): GenerationConfig {
+    return this.with({ logitBias: v });
+  }
+  /** Log-probabilities on, with `top` alternatives per token (0 = the sampled token's only); false turns them off. */
+  withLogprobs(top: number | false = 0): GenerationConfig {
+    return top === false
+      ? this.with({ logprobs: false, topLogprobs: 0 })
+      : this.with({ logprobs: true, topLogprobs: top });
+  }
   withStopSequences(v: string[]): GenerationConfig {
     return this.with({ stopSequences: v });
   }
@@ -105,6 +141,15 @@ export class GenerationConfig {
     if (!Number.isInteger(this.topK) || this.topK < 0) fail('topK', 'must be a non-negative integer', this.topK);
     if (!n(this.repetitionPenalty) || this.repetitionPenalty <= 0 || this.repetitionPenalty > 10)
       fail('repetitionPenalty', 'must be in (0, 10]', this.repetitionPenalty);
+    for (const f of ['presencePenalty', 'frequencyPenalty'] as const)
+      if (!n(this[f]) || this[f] < -2 || this[f] > 2) fail(f, 'must be in [-2, 2]', this[f]);
+    const bias = this.logitBias as unknown;
+    if (bias === null || typeof bias !== 'object' || Array.isArray(bias))
+      fail('logitBias', 'must be an object of token id → bias', bias);
+    for (const [k, v] of Object.entries(bias as object)) {
+      if (!/^(0|[1-9]\d{0,9})$/.test(k)) fail('logitBias', `has key "${k}", which is not a token id`, k);
+      if (!n(v) || v < -100 || v > 100) fail('logitBias', `for token ${k} must be in [-100, 100]`, v);
+    }
     if (!Array.isArray(this.stopSequences) || this.stopSequences.some((s) => typeof s !== 'string' || s.length === 0))
       fail('stopSequences', 'must be non-empty strings', this.stopSequences);
     if (this.seed !== undefined) {
@@ -115,6 +160,10 @@ export class GenerationConfig {
     if (typeof this.skipSpecialTokens !== 'boolean')
       fail('skipSpecialTokens', 'must be a boolean', this.skipSpecialTokens);
     if (typeof this.stream !== 'boolean') fail('stream', 'must be a boolean', this.stream);
+    if (typeof this.logprobs !== 'boolean') fail('logprobs', 'must be a boolean', this.logprobs);
+    if (!Number.isInteger(this.topLogprobs) || this.topLogprobs < 0 || this.topLogprobs > MAX_TOP_LOGPROBS)
+      fail('topLogprobs', `must be an integer in 0..${MAX_TOP_LOGPROBS}`, this.topLogprobs);
+    if (this.topLogprobs > 0 && !this.logprobs) fail('topLogprobs', 'needs logprobs: true', this.topLogprobs);
     return this;
   }
 
@@ -125,10 +174,15 @@ export class GenerationConfig {
       topP: this.topP,
       topK: this.topK,
       repetitionPenalty: this.repetitionPenalty,
+      presencePenalty: this.presencePenalty,
+      frequencyPenalty: this.frequencyPenalty,
+      logitBias: { ...this.logitBias },
       stopSequences: [...this.stopSequences],
       seed: this.seed,
       skipSpecialTokens: this.skipSpecialTokens,
       stream: this.stream,
+      logprobs: this.logprobs,
+      topLogprobs: this.topLogprobs,
     };
   }
 }

@@ -4,6 +4,7 @@
  */
 import { BitNetError } from '../errors.ts';
 import { Engine, type GenerationOutcome, type TokenEvent } from '../generate/engine.ts';
+import type { LogitBias } from '../generate/logit-adjust.ts';
 import { createRng } from '../generate/prng.ts';
 import { sample } from '../generate/sampler.ts';
 import type { Backend } from '../kernels/backend.ts';
@@ -31,6 +32,9 @@ export interface SamplingConfig {
   topK: number;
   topP: number;
   repetitionPenalty: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  logitBias?: LogitBias;
   seed?: number | bigint;
   history?: number[];
 }
@@ -221,8 +225,17 @@ export class InferenceEngine {
 
   sampleToken(logits: Float32Array, config: SamplingConfig): number {
     // the same ranges as GenerationConfig (temperature [0, 100], topP (0, 1], ...), same errors
-    const { temperature, topK, topP, repetitionPenalty, seed } = config;
-    new GenerationConfig({ temperature, topK, topP, repetitionPenalty, seed }).validate();
+    const { temperature, topK, topP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias, seed } = config;
+    new GenerationConfig({
+      temperature,
+      topK,
+      topP,
+      repetitionPenalty,
+      presencePenalty,
+      frequencyPenalty,
+      logitBias,
+      seed,
+    }).validate();
     if (!(logits instanceof Float32Array) || logits.length !== this.engine.backend.vocabSize) {
       throw BitNetError.Config(
         'BAD_LOGITS',
@@ -274,5 +287,6 @@ export function toResult(o: GenerationOutcome): InferenceResult {
       tokensPerSecond: t.totalMs > 0 ? (o.generatedTokens * 1000) / t.totalMs : 0,
       prefillTokensPerSecond: t.prefillMs > 0 ? (o.promptTokens * 1000) / t.prefillMs : 0,
     },
+    ...(o.logprobs ? { logprobs: o.logprobs } : {}),
   };
 }

@@ -1,5 +1,6 @@
 /** Metrics and results types of the public API. */
 import type { FinishReason } from '../generate/engine.ts';
+import type { TokenLogprob } from '../generate/logprobs.ts';
 
 export interface PerformanceMetrics {
   /** Generated tokens per second of generation time (prefill included). */
@@ -36,4 +37,6 @@ export interface InferenceResult {
   generatedTokens: number;
   finishReason: FinishReason;
   stats: InferenceStats;
+  /** With GenerationConfig.logprobs: one entry per generated token (tokenIds), in order. */
+  logprobs?: TokenLogprob[];
 }

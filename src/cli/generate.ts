@@ -7,6 +7,8 @@ import { parseArgs } from 'node:util';
 import { BitNetModel } from '../api/bitnet-model.ts';
 import { GenerationConfig } from '../api/generation-config.ts';
 import { BitNetError } from '../errors.ts';
+import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
+import { nativeLogprob, TokenNames } from '../http/logprobs-wire.ts';
 import { idList, num, oneOf, required, str } from './args.ts';
 import { resolveCliLocation } from './model-location.ts';
 
@@ -22,6 +24,10 @@ export async function generateCommand(argv: string[]): Promise<number> {
       'top-k': { type: 'string' },
       'top-p': { type: 'string' },
       'repetition-penalty': { type: 'string' },
+      'presence-penalty': { type: 'string' },
+      'frequency-penalty': { type: 'string' },
+      'logit-bias': { type: 'string', multiple: true },
+      logprobs: { type: 'string' },
       seed: { type: 'string' },
       stop: { type: 'string', multiple: true },
       threads: { type: 'string' },
@@ -45,12 +51,22 @@ export async function generateCommand(argv: string[]): Promise<number> {
       flag: 'seed',
       value: seedRaw,
     });
+  const topLogprobs = num(values, 'logprobs', { int: true, min: 0, max: MAX_TOP_LOGPROBS });
+  if (topLogprobs !== undefined && !values.json)
+    throw BitNetError.Config('BAD_FLAG', '--logprobs needs --json (they are reported in its output)', {
+      flag: 'logprobs',
+    });
   const config = new GenerationConfig({
     maxNewTokens: num(values, 'max-tokens', { int: true, min: 1 }) ?? 128,
     temperature: num(values, 'temperature', { min: 0 }) ?? 0.7,
     topK: num(values, 'top-k', { int: true, min: 0 }) ?? 50,
     topP: num(values, 'top-p', { min: 0, max: 1 }) ?? 0.9,
     repetitionPenalty: num(values, 'repetition-penalty', { min: 0 }) ?? 1,
+    presencePenalty: num(values, 'presence-penalty', { min: -2, max: 2 }) ?? 0,
+    frequencyPenalty: num(values, 'frequency-penalty', { min: -2, max: 2 }) ?? 0,
+    logitBias: logitBiasFlags((values['logit-bias'] as string[] | undefined) ?? []),
+    logprobs: topLogprobs !== undefined,
+    topLogprobs: topLogprobs ?? 0,
     stopSequences: (values.stop as string[] | undefined) ?? [],
     seed:
       seedRaw === undefined
@@ -79,6 +95,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
 
   if (values.json) {
     const r = await model.generateDetailed(p, config);
+    const names = new TokenNames(model.tokenizer);
     const out = {
       text: r.text,
       tokenIds: r.tokenIds,
@@ -94,6 +111,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
         tokensPerSecond: r.stats.tokensPerSecond,
         prefillTokensPerSecond: r.stats.prefillTokensPerSecond,
       },
+      ...(r.logprobs ? { logprobs: r.logprobs.map((lp) => nativeLogprob(lp, names)) } : {}),
       backend: model.engine.backendName,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     };
@@ -109,4 +127,20 @@ export async function generateCommand(argv: string[]): Promise<number> {
       `${m.generatedTokens} tokens, ${m.tokensPerSecond.toFixed(2)} tok/s, first token ${m.timeToFirstToken.toFixed(0)} ms`,
     );
   return 0;
+}
+
+/** `--logit-bias ID=BIAS` (repeatable) → GenerationConfig.logitBias; a repeated id takes the last. */
+function logitBiasFlags(entries: readonly string[]): Record<number, number> {
+  const out: Record<number, number> = {};
+  for (const e of entries) {
+    const m = /^(\d+)=(-?(?:\d+(?:\.\d+)?|\.\d+))$/.exec(e);
+    const bias = m ? Number(m[2]) : Number.NaN;
+    if (!m || !Number.isSafeInteger(Number(m[1])) || !(bias >= -100 && bias <= 100))
+      throw BitNetError.Config('BAD_FLAG', `--logit-bias takes TOKEN_ID=BIAS with BIAS in [-100, 100], got "${e}"`, {
+        flag: 'logit-bias',
+        value: e,
+      });
+    out[Number(m[1])] = bias;
+  }
+  return out;
 }

@@ -5,8 +5,10 @@ import { joinNegativeValues, wantsHelp } from './args.ts';
 /** Each command's usage, printed by `bitnet CMD --help` and, all together, by `bitnet --help`. */
 export const COMMAND_USAGE: Record<string, string> = {
   generate: `generate   --model LOCATION (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--temperature T] [--top-k K]
-             [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT ...] [--threads N]
-             [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--parse-special] [--keep-special] [--json]`,
+             [--top-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]
+             [--logit-bias ID=BIAS ...] [--seed S] [--stop TEXT ...] [--threads N]
+             [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--parse-special] [--keep-special]
+             [--json [--logprobs N]]`,
   logits: `logits     --model LOCATION --prompt-ids 1,2,3 [--backend reference|wasm|cuda] [--activations per-token|q8k] [--json]`,
   synth: `synth      (--preset tiny|large|2b-4t | --hidden H --layers L --heads N --kv-heads M --ffn F --vocab V --ctx C)
              --qtype i2_s|tq2_0|tq1_0|f16 [--arch bitnet-b1.58|bitnet-25|bitnet-1.58|bitnet]

@@ -10,6 +10,8 @@ import { BitNetError } from '../errors.ts';
 import type { Backend } from '../kernels/backend.ts';
 import type { KVStore } from '../model/reference.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
+import { biasEntries } from './logit-adjust.ts';
+import { MAX_TOP_LOGPROBS, type TokenLogprob, tokenLogprob } from './logprobs.ts';
 import { createRng, type Seed } from './prng.ts';
 import { type SamplerParams, sample } from './sampler.ts';
 import { StopMatcher } from './stop.ts';
@@ -24,6 +26,10 @@ export interface EngineGenerateOptions extends SamplerParams {
   skipSpecialTokens: boolean;
   /** Stop on the tokenizer's end-of-generation tokens (default true). */
   stopOnEog?: boolean;
+  /** Report each generated token's log-probability (logprobs.ts) on its event and in the outcome. */
+  logprobs?: boolean;
+  /** With `logprobs`: how many of the most likely tokens to list with each (0..20). */
+  topLogprobs?: number;
   signal?: AbortSignal;
 }
 
@@ -32,6 +38,8 @@ export interface TokenEvent {
   /** Text safe to show after this token (may be empty while a stop prefix or a UTF-8 sequence is pending).
    *  The final event of a generation may carry id −1: held-back text flushed at the end. */
   text: string;
+  /** With `logprobs`: the token's log-probability and alternatives (absent on the id −1 event). */
+  logprob?: TokenLogprob;
 }
 
 export type FinishReason = 'stop' | 'length';
@@ -43,6 +51,8 @@ export interface GenerationOutcome {
   promptTokens: number;
   generatedTokens: number;
   timings: { prefillMs: number; decodeMs: number; totalMs: number; firstTokenMs: number };
+  /** With `logprobs`: one entry per generated token (tokenIds), in order. */
+  logprobs?: TokenLogprob[];
 }
 
 /** A sequence's K/V storage, handed to the backend. */
@@ -125,6 +135,18 @@ export class Engine {
       });
     }
     this.checkPrompt(promptIds, o.maxNewTokens);
+    // bias ids must be in the vocabulary: fail now, not at the first sampled token
+    biasEntries(o.logitBias, this.d.backend.vocabSize);
+    const top = o.topLogprobs ?? 0;
+    if (!Number.isInteger(top) || top < 0 || top > MAX_TOP_LOGPROBS)
+      throw BitNetError.Config(
+        'INVALID_GENERATION_CONFIG',
+        `topLogprobs must be an integer in 0..${MAX_TOP_LOGPROBS}`,
+        {
+          field: 'topLogprobs',
+          value: String(top),
+        },
+      );
     return this.run(promptIds, o);
   }
 
@@ -139,6 +161,7 @@ export class Engine {
     const eog = o.stopOnEog === false ? new Set<number>() : (tokenizer?.eogTokenIds ?? new Set<number>());
     const history = [...promptIds];
     const generated: number[] = [];
+    const logprobs: TokenLogprob[] | undefined = o.logprobs ? [] : undefined;
     let text = '';
     let finishReason: FinishReason = 'length';
     const t0 = this.now();
@@ -155,6 +178,7 @@ export class Engine {
           promptTokens: promptIds.length,
           generatedTokens: 0,
           timings: { prefillMs: 0, decodeMs: 0, totalMs: 0, firstTokenMs: 0 },
+          ...(logprobs ? { logprobs } : {}),
         };
       }
       let [logits] = await backend.forward({
@@ -177,10 +201,13 @@ export class Engine {
         }
         generated.push(id);
         history.push(id);
+        // from the row just sampled, before the next forward may overwrite it
+        const lp = logprobs ? tokenLogprob(logits, id, o.topLogprobs ?? 0) : undefined;
+        if (lp) logprobs?.push(lp);
         const piece = decoder ? decoder.push(id) : '';
         const r = stop.push(piece);
         text += r.emit;
-        yield { id, text: r.emit };
+        yield lp ? { id, text: r.emit, logprob: lp } : { id, text: r.emit };
         if (r.stopped) {
           finishReason = 'stop';
           break;
@@ -218,6 +245,7 @@ export class Engine {
       promptTokens: promptIds.length,
       generatedTokens: generated.length,
       timings: { prefillMs, decodeMs: totalMs - prefillMs, totalMs, firstTokenMs },
+      ...(logprobs ? { logprobs } : {}),
     };
   }
 }

@@ -3,10 +3,9 @@
  * params and RNG state give the same token, and the input arrays are never modified.
  *
  * Pipeline, in this order (vocabulary V = logits.length, at most 2^21):
- *  1. Repetition penalty (llama.cpp / CTRL style) over the DISTINCT ids in `history`:
- *     l = logit > 0 ? logit / p : logit * p, rounded to f32. Skipped when p == 1. History ids
- *     that are not integers in [0, V) are ignored (they match no logit).
- *  2. temperature <= 0: greedy argmax of the penalised logits, ties -> lowest id. No RNG draw.
+ *  1. Logit bias, then the repetition, presence and frequency penalties over the DISTINCT ids in
+ *     `history` (logit-adjust.ts: llama.cpp's order and f32 rounding). Each is skipped when off.
+ *  2. temperature <= 0: greedy argmax of the adjusted logits, ties -> lowest id. No RNG draw.
  *  3. Rank order is (l desc, id asc): probability-descending, ties by lowest id.
  *  4. top-k (0 < topK < V): keep the first topK ids in rank order (heap selection, O(V log k)).
  *  5. Softmax in float64 over the kept set: z = l / T, m = max z, w = exp(z - m), Z = sum of w.
@@ -16,7 +15,7 @@
  *  7. Renormalise over the kept prefix (W = its total w) and draw ONE u = rng.nextFloat():
  *     the token is the first in rank order whose cumulative w exceeds u * W. Every non-greedy
  *     call draws exactly once, so the RNG advances one step per sampled token whatever the params.
- *  NaN in the (penalised) logits throws Model LOGITS_NAN; bad params throw Config SAMPLER_*.
+ *  NaN in the (adjusted) logits throws Model LOGITS_NAN; bad params throw Config SAMPLER_*.
  *
  * Cost: the vocabulary is never sorted. Without top-k we collect the ids with z >= m - d for
  * growing d (8, 16, ..., 1024, then all), which is a rank-order prefix of the vocabulary, until
@@ -25,21 +24,20 @@
  * one Math.exp per vocabulary entry (~2-3 ms at V = 128256 in V8); top-k is ~0.5 ms.
  * Float sums are therefore taken in a deterministic but implementation-defined order: another
  * backend may differ only where a cumulative sum is within rounding (~1e-15 relative) of a target.
- * With a penalty, the logits are copied into one module-level scratch buffer that is reused
- * across calls (no per-token vocabulary-sized allocation); without one they are read in place.
+ * With a bias or a penalty, the logits are copied into a reused scratch buffer (logit-adjust.ts);
+ * without them they are read in place.
  */
 import { BitNetError } from '../errors.ts';
+import { adjustLogits, type LogitAdjustments, releaseAdjusted } from './logit-adjust.ts';
 import type { Rng } from './prng.ts';
 
-export interface SamplerParams {
+export interface SamplerParams extends LogitAdjustments {
   /** <= 0: greedy. */
   temperature: number;
   /** <= 0 or >= vocab: off. */
   topK: number;
   /** >= 1: off. */
   topP: number;
-  /** 1: off; > 1 discourages repeats. */
-  repetitionPenalty: number;
 }
 
 /** The part of an RNG the sampler uses. */
@@ -72,37 +70,6 @@ function validate(n: number, params: SamplerParams): void {
       repetitionPenalty,
     });
   }
-}
-
-// One reusable scratch buffer for penalised logits, so a decode loop does not allocate a
-// vocabulary-sized array per token. Taken out of the pool while in use (re-entrancy safe).
-let pool: Float32Array | null = null;
-
-/**
- * The penalised logits: `logits` itself when no penalty applies (`buf` null), else a view of
- * the pooled scratch buffer `buf` holding a copy with each distinct history id penalised once.
- */
-function penalise(
-  logits: Float32Array,
-  history: ArrayLike<number>,
-  p: number,
-): { vals: Float32Array; buf: Float32Array | null } {
-  const n = logits.length;
-  if (p === 1 || history.length === 0) return { vals: logits, buf: null };
-  let buf = pool;
-  pool = null;
-  if (buf === null || buf.length < n) buf = new Float32Array(n);
-  const vals = buf.length === n ? buf : buf.subarray(0, n);
-  vals.set(logits);
-  for (let i = 0; i < history.length; i++) {
-    const t = history[i];
-    if (!(Number.isInteger(t) && t >= 0 && t < n)) continue;
-    const l = logits[t];
-    // A repeat finds vals[t] already changed. Where the penalty leaves l unchanged (0, inf,
-    // tiny subnormals) a second application is the same no-op, so "distinct" still holds.
-    if (Object.is(vals[t], l)) vals[t] = l > 0 ? l / p : l * p;
-  }
-  return { vals, buf };
 }
 
 /** Greedy pick: highest logit, ties -> lowest id. Throws LOGITS_NAN on NaN. */
@@ -373,11 +340,11 @@ export function sample(
   rng: UniformSource,
 ): number {
   validate(logits.length, params);
-  const { vals, buf } = penalise(logits, history, params.repetitionPenalty);
+  const adjusted = adjustLogits(logits, history, params);
   try {
-    return sampleFrom(vals, params, rng);
+    return sampleFrom(adjusted.vals, params, rng);
   } finally {
-    if (buf !== null && (pool === null || pool.length < buf.length)) pool = buf;
+    releaseAdjusted(adjusted);
   }
 }
 

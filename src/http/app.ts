@@ -25,11 +25,13 @@ import { cors } from 'hono/cors';
 import type { z } from 'zod';
 import { GenerationConfig, type GenerationConfigInit } from '../api/generation-config.ts';
 import { BitNetError, isBitNetError } from '../errors.ts';
+import type { GenerationOutcome } from '../generate/engine.ts';
 import { ApiKeys } from './auth.ts';
 import { type ChatTemplateOverride, chatTemplateResolver } from './chat-template.ts';
 import { errorBody, errorResponse, toBitNetError } from './errors.ts';
 import { Limiter, type LimiterOptions } from './limiter.ts';
 import { collect, estimatePromptTokens, type LocalDeps, type PromptInput, startLocal } from './local.ts';
+import { nativeLogprob, TokenNames } from './logprobs-wire.ts';
 import { type AppMetrics, createMetrics } from './metrics.ts';
 import { ModelHolder, type ModelSource } from './model-holder.ts';
 import {
@@ -161,7 +163,10 @@ function withParam(e: unknown, names: WireNames): unknown {
   if (!isBitNetError(e) || typeof e.details.param === 'string') return e;
   let param: string | undefined;
   if (PROMPT_ERRORS.has(e.code)) param = names.prompt;
-  else if (e.code === 'INVALID_GENERATION_CONFIG' && typeof e.details.field === 'string')
+  else if (
+    (e.code === 'INVALID_GENERATION_CONFIG' || e.code.startsWith('SAMPLER_')) &&
+    typeof e.details.field === 'string'
+  )
     param = names.field?.[e.details.field] ?? e.details.field;
   if (param === undefined) return e;
   return new BitNetError(e.kind, e.code, e.message, { ...e.details, param }, (e as Error).cause);
@@ -174,8 +179,13 @@ const openAIFields = (maxTokensField: string): Record<string, string> => ({
   topP: 'top_p',
   topK: 'top_k',
   repetitionPenalty: 'repetition_penalty',
+  presencePenalty: 'presence_penalty',
+  frequencyPenalty: 'frequency_penalty',
+  logitBias: 'logit_bias',
   stopSequences: 'stop',
   seed: 'seed',
+  logprobs: 'logprobs',
+  topLogprobs: 'top_logprobs',
 });
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
@@ -445,13 +455,21 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     };
     return serve(c, b.model, chatPrompt(b), samplingConfig(b, maxTokens), names, async (run, obs) => {
       const ident = newIdentity('chat', modelId);
+      const names = new TokenNames(run.tokenizer);
       if (b.stream)
         return streamResponse(
           run,
           obs,
-          completionChunks('chat', ident, run.events, b.stream_options?.include_usage === true),
+          completionChunks(
+            'chat',
+            ident,
+            run.events,
+            b.stream_options?.include_usage === true,
+            names,
+            b.logprobs === true,
+          ),
         );
-      return c.json(completionBody('chat', ident, await collect(run)));
+      return c.json(completionBody('chat', ident, await collect(run), names));
     });
   });
 
@@ -462,16 +480,24 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       b.model,
       completionPrompt(b),
       samplingConfig(b, clampMaxTokens(b.max_tokens ?? defaultMaxTokens)),
-      { prompt: 'prompt', field: openAIFields('max_tokens') },
+      { prompt: 'prompt', field: { ...openAIFields('max_tokens'), topLogprobs: 'logprobs' } },
       async (run, obs) => {
         const ident = newIdentity('completion', modelId);
+        const names = new TokenNames(run.tokenizer);
         if (b.stream)
           return streamResponse(
             run,
             obs,
-            completionChunks('completion', ident, run.events, b.stream_options?.include_usage === true),
+            completionChunks(
+              'completion',
+              ident,
+              run.events,
+              b.stream_options?.include_usage === true,
+              names,
+              b.logprobs != null,
+            ),
           );
-        return c.json(completionBody('completion', ident, await collect(run)));
+        return c.json(completionBody('completion', ident, await collect(run), names));
       },
     );
   });
@@ -482,17 +508,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       prompt !== undefined ? { kind: 'text', text: prompt } : { kind: 'ids', ids: promptIds ?? [] };
     const names = { prompt: prompt !== undefined ? 'prompt' : 'promptIds' };
     return serve(c, model, input, config, names, async (run, obs) => {
-      if (stream) return streamResponse(run, obs, nativeChunks(run.events, modelId));
-      const o = await collect(run);
-      return c.json({
-        model: modelId,
-        text: o.text,
-        tokenIds: o.tokenIds,
-        promptTokens: o.promptTokens,
-        generatedTokens: o.generatedTokens,
-        finishReason: o.finishReason,
-        timings: o.timings,
-      });
+      const names = new TokenNames(run.tokenizer);
+      if (stream) return streamResponse(run, obs, nativeChunks(run.events, modelId, names));
+      return c.json(nativeOutcome(await collect(run), modelId, names));
     });
   });
 
@@ -511,40 +529,49 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   return app;
 }
 
+/** The native body (and the stream's done event). */
+function nativeOutcome(o: GenerationOutcome, model: string, names: TokenNames) {
+  return {
+    model,
+    text: o.text,
+    tokenIds: o.tokenIds,
+    promptTokens: o.promptTokens,
+    generatedTokens: o.generatedTokens,
+    finishReason: o.finishReason,
+    timings: o.timings,
+    ...(o.logprobs ? { logprobs: o.logprobs.map((lp) => nativeLogprob(lp, names)) } : {}),
+  };
+}
+
 /**
  * The native stream:
- *   event: token  {id, text}   one per generated token, in order (the ids are the outcome's
- *                              tokenIds); text may be "" while it is held back (a possible stop
- *                              match, an incomplete UTF-8 sequence)
+ *   event: token  {id, text[, logprob]}  one per generated token, in order (the ids are the
+ *                              outcome's tokenIds); text may be "" while it is held back (a possible
+ *                              stop match, an incomplete UTF-8 sequence); logprob with `logprobs`
  *   event: token  {text}       at most once, last: held-back text released after the last token.
  *                              It is no token (the engine's id −1), so it has no id; it stays a
  *                              token event so that clients joining the token events' texts get
  *                              the whole text, as they always did
- *   event: done   {model, text, tokenIds, promptTokens, generatedTokens, finishReason, timings}
+ *   event: done   {model, text, tokenIds, promptTokens, generatedTokens, finishReason, timings[, logprobs]}
  *   event: error  {error}      instead of done, when the generation fails after the stream began
  * So the token events with an id are exactly tokenIds, and all token texts joined are done.text.
  */
 async function* nativeChunks(
   events: Awaited<ReturnType<typeof startLocal>>['events'],
   model: string,
+  names: TokenNames,
 ): AsyncGenerator<string, void> {
   try {
     let r = await events.next();
     while (!r.done) {
-      const { id, text } = r.value;
-      yield sseEvent('token', id < 0 ? { text } : { id, text });
+      const { id, text, logprob } = r.value;
+      yield sseEvent(
+        'token',
+        id < 0 ? { text } : logprob ? { id, text, logprob: nativeLogprob(logprob, names) } : { id, text },
+      );
       r = await events.next();
     }
-    const o = r.value;
-    yield sseEvent('done', {
-      model,
-      text: o.text,
-      tokenIds: o.tokenIds,
-      promptTokens: o.promptTokens,
-      generatedTokens: o.generatedTokens,
-      finishReason: o.finishReason,
-      timings: o.timings,
-    });
+    yield sseEvent('done', nativeOutcome(r.value, model, names));
   } catch (e) {
     const err = toBitNetError(e);
     if (err.code !== 'CANCELLED') yield sseEvent('error', errorBody(err));

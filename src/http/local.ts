@@ -101,6 +101,8 @@ export interface LocalRun {
   events: AsyncGenerator<TokenEvent, GenerationOutcome>;
   /** Cancels the generation and frees its slot, whether or not `events` was ever started. */
   cancel(): Promise<void>;
+  /** The model's tokenizer, to spell token ids (log-probabilities), if it has one. */
+  tokenizer: Tokenizer | undefined;
 }
 
 const cancelled = () => BitNetError.Timeout('CANCELLED', 'the client went away');
@@ -150,9 +152,11 @@ export async function startLocal(
     release();
   };
   let first: IteratorResult<TokenEvent, GenerationOutcome>;
+  let tokenizer: Tokenizer | undefined;
   try {
     if (signal?.aborted) throw reason();
     const model = await d.holder.get();
+    tokenizer = model.tokenizer;
     const p = toEnginePrompt(prompt, model.tokenizer, d.templateFor);
     it = model.engine.stream(p.prompt, withStopStrings(config, p.stopStrings), ac.signal);
     first = await it.next();
@@ -180,7 +184,7 @@ export async function startLocal(
       await settle(finished);
     }
   }
-  return { events: events(), cancel: () => settle(false) };
+  return { events: events(), cancel: () => settle(false), tokenizer };
 }
 
 /** Drains a run into its outcome (non-streaming responses). */

@@ -10,9 +10,12 @@
  */
 import type { GenerationConfigInit } from '../api/generation-config.ts';
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
+import type { LogitBias } from '../generate/logit-adjust.ts';
+import type { TokenLogprob } from '../generate/logprobs.ts';
 import type { ChatMessage } from './chat-template.ts';
 import { errorBody, toBitNetError } from './errors.ts';
 import type { PromptInput } from './local.ts';
+import { chatLogprobContent, completionLogprobs, type TokenNames } from './logprobs-wire.ts';
 import type { ChatCompletionRequest, CompletionRequest } from './schemas.ts';
 import { sseData } from './sse.ts';
 
@@ -27,8 +30,16 @@ export function samplingConfig(b: ChatCompletionRequest | CompletionRequest, max
     topP: greedy ? 1 : (b.top_p ?? 1),
     topK: greedy ? 1 : (b.top_k ?? 0),
     repetitionPenalty: b.repetition_penalty ?? 1,
+    presencePenalty: b.presence_penalty ?? 0,
+    frequencyPenalty: b.frequency_penalty ?? 0,
+    // JSON keys are strings; GenerationConfig and the sampler read them as ids
+    logitBias: (b.logit_bias ?? {}) as LogitBias,
     stopSequences: stop,
     seed: b.seed ?? undefined,
+    // chat: logprobs true/false and top_logprobs; completions: logprobs is the number of alternatives
+    ...('messages' in b
+      ? { logprobs: b.logprobs === true, topLogprobs: b.top_logprobs ?? 0 }
+      : { logprobs: b.logprobs != null, topLogprobs: b.logprobs ?? 0 }),
   };
 }
 
@@ -77,37 +88,69 @@ function usage(o: GenerationOutcome) {
   };
 }
 
+/** A choice's `logprobs` for these tokens: null when they were not asked for. */
+function choiceLogprobs(
+  kind: OpenAIKind,
+  lps: readonly TokenLogprob[] | undefined,
+  names: TokenNames,
+  offset = 0,
+): { value: unknown; end: number } {
+  if (lps === undefined) return { value: null, end: offset };
+  if (kind === 'chat') return { value: { content: chatLogprobContent(lps, names), refusal: null }, end: offset };
+  return completionLogprobs(lps, names, offset);
+}
+
 /** The non-streaming body. */
-export function completionBody(kind: OpenAIKind, ident: ResponseIdentity, o: GenerationOutcome): unknown {
+export function completionBody(
+  kind: OpenAIKind,
+  ident: ResponseIdentity,
+  o: GenerationOutcome,
+  names: TokenNames,
+): unknown {
+  const logprobs = choiceLogprobs(kind, o.logprobs, names).value;
   if (kind === 'chat') {
     return {
       ...ident,
       object: 'chat.completion',
-      choices: [
-        { index: 0, message: { role: 'assistant', content: o.text }, logprobs: null, finish_reason: o.finishReason },
-      ],
+      choices: [{ index: 0, message: { role: 'assistant', content: o.text }, logprobs, finish_reason: o.finishReason }],
       usage: usage(o),
     };
   }
   return {
     ...ident,
     object: 'text_completion',
-    choices: [{ index: 0, text: o.text, logprobs: null, finish_reason: o.finishReason }],
+    choices: [{ index: 0, text: o.text, logprobs, finish_reason: o.finishReason }],
     usage: usage(o),
   };
 }
 
-/** SSE lines for a streaming response, from the run's token events. */
+/**
+ * SSE lines for a streaming response, from the run's token events. With logprobs, each content
+ * chunk carries the entries of the tokens since the previous one (a token whose text is held back,
+ * a possible stop or half a character, waits for the chunk that shows it); entries still waiting
+ * at the end go out in a chunk with empty content before the finish chunk.
+ */
 export async function* completionChunks(
   kind: OpenAIKind,
   ident: ResponseIdentity,
   events: AsyncGenerator<TokenEvent, GenerationOutcome>,
   includeUsage: boolean,
+  names: TokenNames,
+  withLogprobs = false,
 ): AsyncGenerator<string, void> {
   const object = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
   const extra = includeUsage ? { usage: null } : {};
-  const chunk = (text: string | undefined, finish: string | null, role = false) =>
-    kind === 'chat'
+  const pending: TokenLogprob[] = [];
+  let offset = 0;
+  const takeLogprobs = (): unknown => {
+    if (!withLogprobs) return null;
+    const r = choiceLogprobs(kind, pending.splice(0), names, offset);
+    offset = r.end;
+    return r.value;
+  };
+  const chunk = (text: string | undefined, finish: string | null, role = false) => {
+    const logprobs = text === undefined ? null : takeLogprobs();
+    return kind === 'chat'
       ? {
           ...ident,
           object,
@@ -115,7 +158,7 @@ export async function* completionChunks(
             {
               index: 0,
               delta: role ? { role: 'assistant', content: '' } : text === undefined ? {} : { content: text },
-              logprobs: null,
+              logprobs,
               finish_reason: finish,
             },
           ],
@@ -124,16 +167,19 @@ export async function* completionChunks(
       : {
           ...ident,
           object,
-          choices: [{ index: 0, text: text ?? '', logprobs: null, finish_reason: finish }],
+          choices: [{ index: 0, text: text ?? '', logprobs, finish_reason: finish }],
           ...extra,
         };
+  };
   try {
     if (kind === 'chat') yield sseData(chunk(undefined, null, true));
     let r = await events.next();
     while (!r.done) {
+      if (r.value.logprob) pending.push(r.value.logprob);
       if (r.value.text) yield sseData(chunk(r.value.text, null));
       r = await events.next();
     }
+    if (pending.length > 0) yield sseData(chunk('', null));
     yield sseData(chunk(undefined, r.value.finishReason));
     if (includeUsage) yield sseData({ ...ident, object, choices: [], usage: usage(r.value) });
     yield sseData('[DONE]');

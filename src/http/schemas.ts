@@ -1,12 +1,13 @@
 /**
  * Request schemas (zod). The OpenAI routes accept the OpenAI field names and strip fields they
  * do not know (clients send extras such as `user` or `store`); fields that would change the
- * answer in ways this server cannot honour (n > 1, logprobs, tools, penalties) are refused with
- * a 400 that names the field. The native /v1/generate body mirrors GenerationConfig and, like
+ * answer in ways this server cannot honour (n > 1, tools, echo, suffix) are refused with a 400
+ * that names the field. The native /v1/generate body mirrors GenerationConfig and, like
  * it, refuses unknown keys.
  */
 import { z } from 'zod';
 import { BitNetError } from '../errors.ts';
+import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
 
 const unsupported = (what: string) => `${what} is not supported by this server`;
 
@@ -34,6 +35,12 @@ const openAISeed = z
   .max(Number.MAX_SAFE_INTEGER)
   .transform((n) => (n < 0 ? BigInt.asUintN(64, BigInt(n)) : n));
 
+/** Token id (as a decimal string, JSON's only key type) → bias in [-100, 100]. */
+const logitBias = z.record(
+  z.string().regex(/^(0|[1-9]\d{0,9})$/, 'logit_bias keys must be token ids (decimal integers)'),
+  z.number().min(-100).max(100),
+);
+
 /** Sampling fields shared by /v1/chat/completions and /v1/completions. */
 const sampling = {
   model: z.string().min(1).optional(),
@@ -45,12 +52,9 @@ const sampling = {
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
   n: z.literal(1, { error: 'only n = 1 is supported' }).nullish(),
-  presence_penalty: z.literal(0, { error: unsupported('a non-zero presence_penalty') }).nullish(),
-  frequency_penalty: z.literal(0, { error: unsupported('a non-zero frequency_penalty') }).nullish(),
-  logit_bias: z
-    .record(z.string(), z.number())
-    .refine((o) => Object.keys(o).length === 0, unsupported('logit_bias'))
-    .nullish(),
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  logit_bias: logitBias.nullish(),
   user: z.string().optional(),
   // llama.cpp-style extensions
   top_k: z.number().int().min(0).nullish(),
@@ -78,18 +82,23 @@ const message = z
       ctx.addIssue({ code: 'custom', path: ['content'], message: `content is required in a ${m.role} message` });
   });
 
-export const chatCompletionSchema = z.object({
-  ...sampling,
-  messages: z.array(message).min(1),
-  max_completion_tokens: z.number().int().min(1).nullish(),
-  logprobs: z.literal(false, { error: unsupported('logprobs') }).nullish(),
-  top_logprobs: z.null({ error: unsupported('top_logprobs') }).optional(),
-  tools: z.array(z.unknown()).max(0, unsupported('tools')).nullish(),
-  tool_choice: z.literal('none', { error: unsupported('tool_choice') }).nullish(),
-  response_format: z
-    .object({ type: z.literal('text', { error: unsupported('response_format other than text') }) })
-    .nullish(),
-});
+export const chatCompletionSchema = z
+  .object({
+    ...sampling,
+    messages: z.array(message).min(1),
+    max_completion_tokens: z.number().int().min(1).nullish(),
+    logprobs: z.boolean().nullish(),
+    top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
+    tools: z.array(z.unknown()).max(0, unsupported('tools')).nullish(),
+    tool_choice: z.literal('none', { error: unsupported('tool_choice') }).nullish(),
+    response_format: z
+      .object({ type: z.literal('text', { error: unsupported('response_format other than text') }) })
+      .nullish(),
+  })
+  .refine((b) => b.top_logprobs == null || b.logprobs === true, {
+    error: 'top_logprobs needs logprobs: true',
+    path: ['top_logprobs'],
+  });
 export type ChatCompletionRequest = z.infer<typeof chatCompletionSchema>;
 
 export const completionSchema = z.object({
@@ -108,7 +117,8 @@ export const completionSchema = z.object({
   echo: z.literal(false, { error: unsupported('echo') }).nullish(),
   suffix: z.null({ error: unsupported('suffix') }).optional(),
   best_of: z.literal(1, { error: 'only best_of = 1 is supported' }).nullish(),
-  logprobs: z.null({ error: unsupported('logprobs') }).optional(),
+  // the legacy format's number of alternatives per token (OpenAI allows up to 5; we, 20)
+  logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
 });
 export type CompletionRequest = z.infer<typeof completionSchema>;
 
@@ -138,6 +148,11 @@ export const generateSchema = z
     topP: z.number().gt(0).max(1).optional(),
     topK: z.number().int().min(0).optional(),
     repetitionPenalty: z.number().gt(0).max(10).optional(),
+    presencePenalty: z.number().min(-2).max(2).optional(),
+    frequencyPenalty: z.number().min(-2).max(2).optional(),
+    logitBias: logitBias.optional(),
+    logprobs: z.boolean().optional(),
+    topLogprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).optional(),
     stopSequences: z.array(z.string().min(1)).optional(),
     seed: seed.optional(),
     skipSpecialTokens: z.boolean().optional(),

@@ -312,6 +312,26 @@ describe('usage and flags', () => {
     expect(t.code, t.stderr).toBe(0);
   });
 
+  it('generate: --logprobs, --logit-bias and the penalties, and their bad values', async () => {
+    const g = ['generate', '--model', tiny, '--prompt-ids', '1,2', '--max-tokens', '3', '--temperature', '0'];
+    const ok = await bitnet(...g, '--json', '--logprobs', '2', '--logit-bias', '65=100', '--presence-penalty', '-1');
+    expect(ok.code, ok.stderr).toBe(0);
+    const out = JSON.parse(ok.stdout);
+    expect(out.tokenIds).toEqual([65, 65, 65]);
+    expect(out.logprobs).toHaveLength(3);
+    expect(out.logprobs[0]).toMatchObject({ id: 65, token: 'A', logprob: expect.any(Number) });
+    expect(out.logprobs[0].top).toHaveLength(2);
+    const plain = JSON.parse((await bitnet(...g, '--json')).stdout);
+    expect(plain).not.toHaveProperty('logprobs');
+    const noJson = await bitnet(...g, '--logprobs', '2'); // (expectError adds --json, which makes it valid)
+    expect([noJson.code, noJson.stderr]).toEqual([2, expect.stringMatching(/BAD_FLAG.*--logprobs needs --json/)]);
+    await expectError([...g, '--logprobs', '21'], 'Config', 'BAD_FLAG', /--logprobs must be an integer/);
+    for (const v of ['65', '65=', 'x=1', '65=101', '65=1e2'])
+      await expectError([...g, '--logit-bias', v], 'Config', 'BAD_FLAG', /--logit-bias takes TOKEN_ID=BIAS/);
+    await expectError([...g, '--logit-bias', '99999=1'], 'Config', 'SAMPLER_BAD_LOGIT_BIAS', /not a token id/);
+    await expectError([...g, '--frequency-penalty', '3'], 'Config', 'BAD_FLAG', /--frequency-penalty must be/);
+  });
+
   it('numeric flags take plain decimals only; id lists refuse empty entries', async () => {
     const g = ['generate', '--model', tiny, '--prompt-ids', '1'];
     for (const v of ['0x10', '1e2', ' 5', '5 ', '', '1.5', 'Infinity', '99999999999999999999']) {

@@ -166,6 +166,49 @@ describe('bad input to the API is refused up front, with typed errors', () => {
     expect(eng.encodePrompt({ ids: [1, 2] })).toEqual([1, 2]);
   });
 
+  it('logprobs: one per generated token, log-softmax of the raw logits that token was sampled from', async () => {
+    const m = await BitNetModel.fromFile(path);
+    const prompt = m.engine.encodePrompt('the cat');
+    const r = await m.generateDetailed({ ids: prompt }, GenerationConfig.greedy().withMaxNewTokens(6).withLogprobs(4));
+    expect(r.logprobs).toHaveLength(r.tokenIds.length);
+    for (let i = 0; i < r.tokenIds.length; i++) {
+      const lp = r.logprobs![i];
+      const logits = await m.engine.nextTokenLogits([...prompt, ...r.tokenIds.slice(0, i)]);
+      let max = Number.NEGATIVE_INFINITY;
+      for (const l of logits) max = Math.max(max, l);
+      let z = 0;
+      for (const l of logits) z += Math.exp(l - max);
+      expect(lp.id).toBe(r.tokenIds[i]);
+      expect(lp.logprob).toBeCloseTo(logits[lp.id] - max - Math.log(z), 12);
+      expect(lp.top).toHaveLength(4);
+      expect(lp.top[0]).toEqual({ id: lp.id, logprob: lp.logprob }); // greedy, nothing moved the logits
+    }
+    expect((await m.generateDetailed({ ids: prompt }, GenerationConfig.greedy().withMaxNewTokens(2))).logprobs).toBe(
+      undefined,
+    );
+  });
+
+  it('a logit bias bans the greedy token; logprobs stay those of the model', async () => {
+    const m = await BitNetModel.fromFile(path);
+    const prompt = { ids: m.engine.encodePrompt('the cat') };
+    const plain = await m.generateDetailed(prompt, GenerationConfig.greedy().withMaxNewTokens(1).withLogprobs(2));
+    const first = plain.tokenIds[0];
+    const banned = await m.generateDetailed(
+      prompt,
+      GenerationConfig.greedy()
+        .withMaxNewTokens(1)
+        .withLogprobs(2)
+        .withLogitBias({ [first]: -100 }),
+    );
+    expect(banned.tokenIds[0]).not.toBe(first);
+    expect(banned.logprobs![0].top).toEqual(plain.logprobs![0].top);
+    expect(banned.tokenIds[0]).toBe(banned.logprobs![0].top[1].id);
+    const V = m.modelInfo().vocabSize;
+    await expect(m.generateDetailed(prompt, GenerationConfig.greedy().withLogitBias({ [V]: 1 }))).rejects.toMatchObject(
+      { code: 'SAMPLER_BAD_LOGIT_BIAS', details: { field: 'logitBias', token: String(V) } },
+    );
+  });
+
   it('sampleToken checks its config and logits like GenerationConfig does', async () => {
     const m = await BitNetModel.fromFile(path);
     const V = m.modelInfo().vocabSize;
@@ -218,8 +261,43 @@ describe('GenerationConfig', () => {
     });
     expect(c.maxNewTokens).toBe(100); // builders do not mutate
   });
+  it('has the OpenAI sampling controls: penalties, logit bias, logprobs', () => {
+    const c = new GenerationConfig();
+    expect(c).toMatchObject({
+      presencePenalty: 0,
+      frequencyPenalty: 0,
+      logitBias: {},
+      logprobs: false,
+      topLogprobs: 0,
+    });
+    const bias = { 5: -100 };
+    const b = c.withPresencePenalty(0.5).withFrequencyPenalty(-1).withLogitBias(bias).withLogprobs(3);
+    expect(b.validate()).toMatchObject({
+      presencePenalty: 0.5,
+      frequencyPenalty: -1,
+      logitBias: { 5: -100 },
+      logprobs: true,
+      topLogprobs: 3,
+    });
+    bias[5] = 7; // the config keeps its own copy
+    expect(b.logitBias).toEqual({ 5: -100 });
+    expect(b.withLogprobs(false)).toMatchObject({ logprobs: false, topLogprobs: 0 });
+    expect(b.toJSON()).toMatchObject({ presencePenalty: 0.5, logitBias: { 5: -100 }, topLogprobs: 3 });
+  });
   it('validate() rejects bad values', () => {
     const bad: Record<string, unknown>[] = [
+      { presencePenalty: 2.5 },
+      { frequencyPenalty: -3 },
+      { frequencyPenalty: Number.NaN },
+      { logitBias: { x: 1 } },
+      { logitBias: { '-1': 1 } },
+      { logitBias: { 1: 101 } },
+      { logitBias: [1, 2] },
+      { logitBias: null },
+      { logprobs: 'yes' },
+      { logprobs: true, topLogprobs: 21 },
+      { logprobs: true, topLogprobs: 1.5 },
+      { topLogprobs: 2 },
       { maxNewTokens: 0 },
       { maxNewTokens: 1.5 },
       { temperature: -1 },
