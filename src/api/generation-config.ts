@@ -23,6 +23,7 @@ export interface GenerationConfigInit {
   stream?: boolean;
   logprobs?: boolean;
   topLogprobs?: number;
+  promptLogprobs?: boolean;
 }
 
 export class GenerationConfig {
@@ -49,8 +50,10 @@ export class GenerationConfig {
   stream = false;
   /** Report each generated token's log-probability under the model (before bias, penalties and temperature). */
   logprobs = false;
-  /** With `logprobs`: the number of most likely tokens listed with each generated token (0..20). */
+  /** With `logprobs` / `promptLogprobs`: the number of most likely tokens listed with each token (0..20). */
   topLogprobs = 0;
+  /** Also score the prompt: each prompt token's log-probability given those before it. Allows maxNewTokens 0. */
+  promptLogprobs = false;
 
   constructor(init: GenerationConfigInit = {}) {
     assignInit(this, init, 'INVALID_GENERATION_CONFIG', 'generation', (k, v) =>
@@ -108,6 +111,10 @@ export class GenerationConfig {
       ? this.with({ logprobs: false, topLogprobs: 0 })
       : this.with({ logprobs: true, topLogprobs: top });
   }
+  /** Score the prompt too (the result's `promptLogprobs`); with maxNewTokens 0 nothing is generated. */
+  withPromptLogprobs(v = true): GenerationConfig {
+    return this.with({ promptLogprobs: v });
+  }
   withStopSequences(v: string[]): GenerationConfig {
     return this.with({ stopSequences: v });
   }
@@ -133,8 +140,13 @@ export class GenerationConfig {
       });
     };
     const n = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
-    if (!Number.isInteger(this.maxNewTokens) || this.maxNewTokens < 1 || this.maxNewTokens > 1 << 20)
-      fail('maxNewTokens', 'must be an integer in 1..1048576', this.maxNewTokens);
+    const minNew = this.promptLogprobs === true ? 0 : 1;
+    if (!Number.isInteger(this.maxNewTokens) || this.maxNewTokens < minNew || this.maxNewTokens > 1 << 20)
+      fail(
+        'maxNewTokens',
+        `must be an integer in ${minNew}..1048576${minNew ? ' (0 only with promptLogprobs)' : ''}`,
+        this.maxNewTokens,
+      );
     if (!n(this.temperature) || this.temperature < 0 || this.temperature > 100)
       fail('temperature', 'must be in [0, 100]', this.temperature);
     if (!n(this.topP) || this.topP <= 0 || this.topP > 1) fail('topP', 'must be in (0, 1]', this.topP);
@@ -163,7 +175,9 @@ export class GenerationConfig {
     if (typeof this.logprobs !== 'boolean') fail('logprobs', 'must be a boolean', this.logprobs);
     if (!Number.isInteger(this.topLogprobs) || this.topLogprobs < 0 || this.topLogprobs > MAX_TOP_LOGPROBS)
       fail('topLogprobs', `must be an integer in 0..${MAX_TOP_LOGPROBS}`, this.topLogprobs);
-    if (this.topLogprobs > 0 && !this.logprobs) fail('topLogprobs', 'needs logprobs: true', this.topLogprobs);
+    if (typeof this.promptLogprobs !== 'boolean') fail('promptLogprobs', 'must be a boolean', this.promptLogprobs);
+    if (this.topLogprobs > 0 && !this.logprobs && !this.promptLogprobs)
+      fail('topLogprobs', 'needs logprobs or promptLogprobs: true', this.topLogprobs);
     return this;
   }
 
@@ -183,6 +197,7 @@ export class GenerationConfig {
       stream: this.stream,
       logprobs: this.logprobs,
       topLogprobs: this.topLogprobs,
+      promptLogprobs: this.promptLogprobs,
     };
   }
 }

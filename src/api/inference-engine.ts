@@ -288,5 +288,6 @@ export function toResult(o: GenerationOutcome): InferenceResult {
       prefillTokensPerSecond: t.prefillMs > 0 ? (o.promptTokens * 1000) / t.prefillMs : 0,
     },
     ...(o.logprobs ? { logprobs: o.logprobs } : {}),
+    ...(o.promptLogprobs ? { promptLogprobs: o.promptLogprobs } : {}),
   };
 }

@@ -1,6 +1,6 @@
 /** Metrics and results types of the public API. */
 import type { FinishReason } from '../generate/engine.ts';
-import type { TokenLogprob } from '../generate/logprobs.ts';
+import type { PromptTokenLogprob, TokenLogprob } from '../generate/logprobs.ts';
 
 export interface PerformanceMetrics {
   /** Generated tokens per second of generation time (prefill included). */
@@ -39,4 +39,6 @@ export interface InferenceResult {
   stats: InferenceStats;
   /** With GenerationConfig.logprobs: one entry per generated token (tokenIds), in order. */
   logprobs?: TokenLogprob[];
+  /** With GenerationConfig.promptLogprobs: one entry per prompt token (the first: logprob and top null). */
+  promptLogprobs?: PromptTokenLogprob[];
 }

@@ -11,13 +11,16 @@ import type { Backend } from '../kernels/backend.ts';
 import type { KVStore } from '../model/reference.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { biasEntries } from './logit-adjust.ts';
-import { MAX_TOP_LOGPROBS, type TokenLogprob, tokenLogprob } from './logprobs.ts';
+import { MAX_TOP_LOGPROBS, type PromptTokenLogprob, type TokenLogprob, tokenLogprob } from './logprobs.ts';
 import { createRng, type Seed } from './prng.ts';
 import { type SamplerParams, sample } from './sampler.ts';
 import { StopMatcher } from './stop.ts';
 
 /** How many recent tokens the repetition penalty looks at (llama.cpp's default penalty_last_n). */
 export const REPETITION_WINDOW = 64;
+
+/** Prompt positions per forward call when the prompt is scored (each brings a vocabulary-sized row). */
+export const PROMPT_SCORE_CHUNK = 16;
 
 export interface EngineGenerateOptions extends SamplerParams {
   maxNewTokens: number;
@@ -28,8 +31,11 @@ export interface EngineGenerateOptions extends SamplerParams {
   stopOnEog?: boolean;
   /** Report each generated token's log-probability (logprobs.ts) on its event and in the outcome. */
   logprobs?: boolean;
-  /** With `logprobs`: how many of the most likely tokens to list with each (0..20). */
+  /** With `logprobs` or `promptLogprobs`: how many of the most likely tokens to list with each (0..20). */
   topLogprobs?: number;
+  /** Also score the prompt: each prompt token's log-probability given the tokens before it (the outcome's
+   *  `promptLogprobs`). With it, maxNewTokens may be 0: score only. */
+  promptLogprobs?: boolean;
   signal?: AbortSignal;
 }
 
@@ -40,6 +46,9 @@ export interface TokenEvent {
   text: string;
   /** With `logprobs`: the token's log-probability and alternatives (absent on the id −1 event). */
   logprob?: TokenLogprob;
+  /** With `promptLogprobs`, on the first event only: the prompt's entries (also the outcome's), so that a
+   *  stream can show them before the generated tokens. */
+  promptLogprobs?: PromptTokenLogprob[];
 }
 
 export type FinishReason = 'stop' | 'length';
@@ -53,6 +62,8 @@ export interface GenerationOutcome {
   timings: { prefillMs: number; decodeMs: number; totalMs: number; firstTokenMs: number };
   /** With `logprobs`: one entry per generated token (tokenIds), in order. */
   logprobs?: TokenLogprob[];
+  /** With `promptLogprobs`: one entry per prompt token; the first has logprob and top null. */
+  promptLogprobs?: PromptTokenLogprob[];
 }
 
 /** A sequence's K/V storage, handed to the backend. */
@@ -162,6 +173,7 @@ export class Engine {
     const history = [...promptIds];
     const generated: number[] = [];
     const logprobs: TokenLogprob[] | undefined = o.logprobs ? [] : undefined;
+    const promptLps: PromptTokenLogprob[] | undefined = o.promptLogprobs ? [] : undefined;
     let text = '';
     let finishReason: FinishReason = 'length';
     const t0 = this.now();
@@ -170,7 +182,7 @@ export class Engine {
 
     const seq = this.d.newSequence();
     try {
-      if (o.maxNewTokens === 0) {
+      if (o.maxNewTokens === 0 && !promptLps) {
         return {
           tokenIds: [],
           text: '',
@@ -181,16 +193,15 @@ export class Engine {
           ...(logprobs ? { logprobs } : {}),
         };
       }
-      let [logits] = await backend.forward({
-        tokens: promptIds,
-        startPos: 0,
-        kv: seq.store,
-        logits: 'last',
-        signal: o.signal,
-      });
+      let logits = promptLps
+        ? await this.scorePrompt(promptIds, seq.store, o, promptLps)
+        : (
+            await backend.forward({ tokens: promptIds, startPos: 0, kv: seq.store, logits: 'last', signal: o.signal })
+          )[0];
       prefillMs = this.now() - t0;
       let pos = promptIds.length;
-      for (;;) {
+      // maxNewTokens 0 (with promptLogprobs): the prompt is scored, nothing is generated
+      for (; o.maxNewTokens > 0; ) {
         o.signal?.throwIfAborted();
         const window = history.length > REPETITION_WINDOW ? history.slice(-REPETITION_WINDOW) : history;
         const id = sample(logits, window, o, rng);
@@ -207,7 +218,9 @@ export class Engine {
         const piece = decoder ? decoder.push(id) : '';
         const r = stop.push(piece);
         text += r.emit;
-        yield lp ? { id, text: r.emit, logprob: lp } : { id, text: r.emit };
+        const ev: TokenEvent = lp ? { id, text: r.emit, logprob: lp } : { id, text: r.emit };
+        if (promptLps && generated.length === 1) ev.promptLogprobs = promptLps;
+        yield ev;
         if (r.stopped) {
           finishReason = 'stop';
           break;
@@ -246,6 +259,34 @@ export class Engine {
       generatedTokens: generated.length,
       timings: { prefillMs, decodeMs: totalMs - prefillMs, totalMs, firstTokenMs },
       ...(logprobs ? { logprobs } : {}),
+      ...(promptLps ? { promptLogprobs: promptLps } : {}),
     };
+  }
+
+  /**
+   * Prefill that also scores the prompt: chunks of PROMPT_SCORE_CHUNK positions with every row's
+   * logits (row p is the distribution of token p + 1), so at most that many vocabulary-sized rows
+   * exist at once. Fills `out` with one entry per prompt token (the first has nothing to be
+   * predicted from: null) and returns the last row, the next token's distribution.
+   */
+  private async scorePrompt(
+    ids: readonly number[],
+    kv: KVStore,
+    o: EngineGenerateOptions,
+    out: PromptTokenLogprob[],
+  ): Promise<Float32Array> {
+    const top = o.topLogprobs ?? 0;
+    out.push({ id: ids[0], logprob: null, top: null });
+    let last: Float32Array | undefined;
+    for (let s = 0; s < ids.length; s += PROMPT_SCORE_CHUNK) {
+      const tokens = ids.slice(s, s + PROMPT_SCORE_CHUNK);
+      const rows = await this.d.backend.forward({ tokens, startPos: s, kv, logits: 'all', signal: o.signal });
+      for (let j = 0; j < rows.length; j++) {
+        const p = s + j;
+        if (p + 1 < ids.length) out.push(tokenLogprob(rows[j], ids[p + 1], top));
+        else last = rows[j];
+      }
+    }
+    return last!;
   }
 }

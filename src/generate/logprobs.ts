@@ -26,6 +26,13 @@ export interface TokenLogprob {
   top: TopLogprob[];
 }
 
+/** A prompt token's entry: the first prompt token has nothing to be predicted from (null, null). */
+export interface PromptTokenLogprob {
+  id: number;
+  logprob: number | null;
+  top: TopLogprob[] | null;
+}
+
 /** OpenAI's ceiling on `top_logprobs`. */
 export const MAX_TOP_LOGPROBS = 20;
 

@@ -39,6 +39,7 @@ import {
   completionBody,
   completionChunks,
   completionPrompt,
+  echoText,
   newIdentity,
   samplingConfig,
 } from './openai.ts';
@@ -475,15 +476,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   app.post('/v1/completions', limit, json, validate(completionSchema), async (c) => {
     const b = c.req.valid('json') as z.infer<typeof completionSchema>;
+    const prompt = completionPrompt(b);
     return serve(
       c,
       b.model,
-      completionPrompt(b),
+      prompt,
       samplingConfig(b, clampMaxTokens(b.max_tokens ?? defaultMaxTokens)),
       { prompt: 'prompt', field: { ...openAIFields('max_tokens'), topLogprobs: 'logprobs' } },
       async (run, obs) => {
         const ident = newIdentity('completion', modelId);
         const names = new TokenNames(run.tokenizer);
+        const echo = b.echo ? { text: echoText(prompt, run.tokenizer) } : undefined;
         if (b.stream)
           return streamResponse(
             run,
@@ -495,9 +498,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
               b.stream_options?.include_usage === true,
               names,
               b.logprobs != null,
+              echo,
             ),
           );
-        return c.json(completionBody('completion', ident, await collect(run), names));
+        return c.json(completionBody('completion', ident, await collect(run), names, echo));
       },
     );
   });
@@ -540,6 +544,7 @@ function nativeOutcome(o: GenerationOutcome, model: string, names: TokenNames) {
     finishReason: o.finishReason,
     timings: o.timings,
     ...(o.logprobs ? { logprobs: o.logprobs.map((lp) => nativeLogprob(lp, names)) } : {}),
+    ...(o.promptLogprobs ? { promptLogprobs: o.promptLogprobs.map((lp) => nativeLogprob(lp, names)) } : {}),
   };
 }
 
@@ -552,7 +557,8 @@ function nativeOutcome(o: GenerationOutcome, model: string, names: TokenNames) {
  *                              It is no token (the engine's id −1), so it has no id; it stays a
  *                              token event so that clients joining the token events' texts get
  *                              the whole text, as they always did
- *   event: done   {model, text, tokenIds, promptTokens, generatedTokens, finishReason, timings[, logprobs]}
+ *   event: done   {model, text, tokenIds, promptTokens, generatedTokens, finishReason, timings[, logprobs]
+ *                              [, promptLogprobs]}
  *   event: error  {error}      instead of done, when the generation fails after the stream began
  * So the token events with an id are exactly tokenIds, and all token texts joined are done.text.
  */

@@ -5,14 +5,16 @@
  *   with our `id` beside each token;
  * - completions (OpenAI's legacy format): `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`;
  *   text_offset is where each token's string starts in the concatenation of `tokens`, in code points;
- * - native (/v1/generate): the engine's `{id, logprob, top: [{id, logprob}]}` with `token` beside each id.
+ *   with `echo`, the prompt's tokens come first, the first of them with null and null (nothing predicts it);
+ * - native (/v1/generate): the engine's `{id, logprob, top: [{id, logprob}]}` with `token` beside each id
+ *   (a scored prompt's first token: logprob and top null).
  *
  * A token's string is its bytes decoded as UTF-8 (special tokens as their text, `<|eot_id|>`), so a
  * token that holds part of a character shows U+FFFD there and `bytes` has the real bytes. Without a
  * tokenizer (a model served on token ids only) the string is "" and `bytes` null. JSON has no −∞:
  * a log-probability of −∞ is sent as −9999, as OpenAI does.
  */
-import type { TokenLogprob } from '../generate/logprobs.ts';
+import type { PromptTokenLogprob, TokenLogprob } from '../generate/logprobs.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: false });
@@ -59,26 +61,29 @@ export function chatLogprobContent(lps: readonly TokenLogprob[], names: TokenNam
 
 /** Legacy completions' logprobs object; `offset` is the code-point offset of the first token. */
 export function completionLogprobs(
-  lps: readonly TokenLogprob[],
+  lps: readonly PromptTokenLogprob[],
   names: TokenNames,
   offset: number,
 ): { value: unknown; end: number } {
   const tokens: string[] = [];
-  const tokenLogprobs: number[] = [];
-  const top: Record<string, number>[] = [];
+  const tokenLogprobs: (number | null)[] = [];
+  const top: (Record<string, number> | null)[] = [];
   const textOffset: number[] = [];
   let at = offset;
   for (const lp of lps) {
     const s = names.of(lp.id).token;
     tokens.push(s);
-    tokenLogprobs.push(wireLogprob(lp.logprob));
-    // two ids with the same string keep the first (the more likely): the format is keyed by string
-    const alt: Record<string, number> = Object.create(null); // a token may be spelt "__proto__"
-    for (const t of lp.top) {
-      const k = names.of(t.id).token;
-      if (!Object.hasOwn(alt, k)) alt[k] = wireLogprob(t.logprob);
+    tokenLogprobs.push(lp.logprob === null ? null : wireLogprob(lp.logprob));
+    if (lp.top === null) top.push(null);
+    else {
+      // two ids with the same string keep the first (the more likely): the format is keyed by string
+      const alt: Record<string, number> = Object.create(null); // a token may be spelt "__proto__"
+      for (const t of lp.top) {
+        const k = names.of(t.id).token;
+        if (!Object.hasOwn(alt, k)) alt[k] = wireLogprob(t.logprob);
+      }
+      top.push(alt);
     }
-    top.push(alt);
     textOffset.push(at);
     at += [...s].length;
   }
@@ -86,11 +91,14 @@ export function completionLogprobs(
 }
 
 /** The native format of one token's entry. */
-export function nativeLogprob(lp: TokenLogprob, names: TokenNames): unknown {
+export function nativeLogprob(lp: PromptTokenLogprob, names: TokenNames): unknown {
   return {
     id: lp.id,
     token: names.of(lp.id).token,
-    logprob: wireLogprob(lp.logprob),
-    top: lp.top.map((t) => ({ id: t.id, token: names.of(t.id).token, logprob: wireLogprob(t.logprob) })),
+    logprob: lp.logprob === null ? null : wireLogprob(lp.logprob),
+    top:
+      lp.top === null
+        ? null
+        : lp.top.map((t) => ({ id: t.id, token: names.of(t.id).token, logprob: wireLogprob(t.logprob) })),
   };
 }

@@ -11,7 +11,8 @@
 import type { GenerationConfigInit } from '../api/generation-config.ts';
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
 import type { LogitBias } from '../generate/logit-adjust.ts';
-import type { TokenLogprob } from '../generate/logprobs.ts';
+import type { PromptTokenLogprob, TokenLogprob } from '../generate/logprobs.ts';
+import type { Tokenizer } from '../tokenizer/types.ts';
 import type { ChatMessage } from './chat-template.ts';
 import { errorBody, toBitNetError } from './errors.ts';
 import type { PromptInput } from './local.ts';
@@ -37,10 +38,25 @@ export function samplingConfig(b: ChatCompletionRequest | CompletionRequest, max
     stopSequences: stop,
     seed: b.seed ?? undefined,
     // chat: logprobs true/false and top_logprobs; completions: logprobs is the number of alternatives
+    // echo with logprobs (or with max_tokens 0, which only scores) scores the prompt as well
     ...('messages' in b
       ? { logprobs: b.logprobs === true, topLogprobs: b.top_logprobs ?? 0 }
-      : { logprobs: b.logprobs != null, topLogprobs: b.logprobs ?? 0 }),
+      : {
+          logprobs: b.logprobs != null,
+          topLogprobs: b.logprobs ?? 0,
+          promptLogprobs: b.echo === true && (b.logprobs != null || maxTokens === 0),
+        }),
   };
+}
+
+/**
+ * What `echo` puts before the completion: a text prompt as it was sent; token ids decoded as the
+ * completion's text is (special tokens left out); "" without a tokenizer.
+ */
+export function echoText(p: PromptInput, tok: Tokenizer | undefined): string {
+  if (p.kind === 'text') return p.text;
+  if (p.kind === 'ids') return tok ? tok.decode(p.ids, { skipSpecialTokens: true }) : '';
+  return '';
 }
 
 /** The chat messages; the model's template renders them when the request runs (local.ts). */
@@ -94,10 +110,16 @@ function choiceLogprobs(
   lps: readonly TokenLogprob[] | undefined,
   names: TokenNames,
   offset = 0,
+  echoed: readonly PromptTokenLogprob[] = [],
 ): { value: unknown; end: number } {
   if (lps === undefined) return { value: null, end: offset };
   if (kind === 'chat') return { value: { content: chatLogprobContent(lps, names), refusal: null }, end: offset };
-  return completionLogprobs(lps, names, offset);
+  return completionLogprobs([...echoed, ...lps], names, offset);
+}
+
+/** With `echo`: the prompt's text (its logprobs entries come with the outcome or the first event). */
+export interface Echo {
+  text: string;
 }
 
 /** The non-streaming body. */
@@ -106,8 +128,9 @@ export function completionBody(
   ident: ResponseIdentity,
   o: GenerationOutcome,
   names: TokenNames,
+  echo?: Echo,
 ): unknown {
-  const logprobs = choiceLogprobs(kind, o.logprobs, names).value;
+  const logprobs = choiceLogprobs(kind, o.logprobs, names, 0, echo ? o.promptLogprobs : undefined).value;
   if (kind === 'chat') {
     return {
       ...ident,
@@ -119,7 +142,7 @@ export function completionBody(
   return {
     ...ident,
     object: 'text_completion',
-    choices: [{ index: 0, text: o.text, logprobs, finish_reason: o.finishReason }],
+    choices: [{ index: 0, text: (echo?.text ?? '') + o.text, logprobs, finish_reason: o.finishReason }],
     usage: usage(o),
   };
 }
@@ -137,14 +160,17 @@ export async function* completionChunks(
   includeUsage: boolean,
   names: TokenNames,
   withLogprobs = false,
+  echo?: Echo,
 ): AsyncGenerator<string, void> {
   const object = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
   const extra = includeUsage ? { usage: null } : {};
   const pending: TokenLogprob[] = [];
   let offset = 0;
+  let echoed: readonly PromptTokenLogprob[] = [];
   const takeLogprobs = (): unknown => {
     if (!withLogprobs) return null;
-    const r = choiceLogprobs(kind, pending.splice(0), names, offset);
+    const r = choiceLogprobs(kind, pending.splice(0), names, offset, echoed);
+    echoed = [];
     offset = r.end;
     return r.value;
   };
@@ -174,6 +200,11 @@ export async function* completionChunks(
   try {
     if (kind === 'chat') yield sseData(chunk(undefined, null, true));
     let r = await events.next();
+    if (echo) {
+      // the prompt first: its entries come with the first event, or with the outcome when nothing was generated
+      echoed = r.value.promptLogprobs ?? [];
+      yield sseData(chunk(echo.text, null));
+    }
     while (!r.done) {
       if (r.value.logprob) pending.push(r.value.logprob);
       if (r.value.text) yield sseData(chunk(r.value.text, null));

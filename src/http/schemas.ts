@@ -1,7 +1,7 @@
 /**
  * Request schemas (zod). The OpenAI routes accept the OpenAI field names and strip fields they
  * do not know (clients send extras such as `user` or `store`); fields that would change the
- * answer in ways this server cannot honour (n > 1, tools, echo, suffix) are refused with a 400
+ * answer in ways this server cannot honour (n > 1, tools, suffix) are refused with a 400
  * that names the field. The native /v1/generate body mirrors GenerationConfig and, like
  * it, refuses unknown keys.
  */
@@ -101,25 +101,33 @@ export const chatCompletionSchema = z
   });
 export type ChatCompletionRequest = z.infer<typeof chatCompletionSchema>;
 
-export const completionSchema = z.object({
-  ...sampling,
-  prompt: z.union(
-    [
-      z.string(),
-      z.array(z.string()).length(1),
-      z.array(z.number().int().min(0)).min(1),
-      z.array(z.array(z.number().int().min(0)).min(1)).length(1),
-    ],
-    { error: 'prompt must be a string or token ids (one prompt per request)' },
-  ),
-  // an extension (llama.cpp's server parses special tokens in prompts; so do we unless told not to)
-  parse_special: z.boolean().nullish(),
-  echo: z.literal(false, { error: unsupported('echo') }).nullish(),
-  suffix: z.null({ error: unsupported('suffix') }).optional(),
-  best_of: z.literal(1, { error: 'only best_of = 1 is supported' }).nullish(),
-  // the legacy format's number of alternatives per token (OpenAI allows up to 5; we, 20)
-  logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
-});
+export const completionSchema = z
+  .object({
+    ...sampling,
+    prompt: z.union(
+      [
+        z.string(),
+        z.array(z.string()).length(1),
+        z.array(z.number().int().min(0)).min(1),
+        z.array(z.array(z.number().int().min(0)).min(1)).length(1),
+      ],
+      { error: 'prompt must be a string or token ids (one prompt per request)' },
+    ),
+    // an extension (llama.cpp's server parses special tokens in prompts; so do we unless told not to)
+    parse_special: z.boolean().nullish(),
+    // 0 scores the prompt only, with echo (how evaluation harnesses ask for a text's log-likelihood)
+    max_tokens: z.number().int().min(0).nullish(),
+    // the prompt comes back before the completion, and with logprobs its tokens' log-probabilities
+    echo: z.boolean().nullish(),
+    suffix: z.null({ error: unsupported('suffix') }).optional(),
+    best_of: z.literal(1, { error: 'only best_of = 1 is supported' }).nullish(),
+    // the legacy format's number of alternatives per token (OpenAI allows up to 5; we, 20)
+    logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
+  })
+  .refine((b) => b.max_tokens !== 0 || b.echo === true, {
+    error: 'max_tokens 0 needs echo: true (it scores the prompt and generates nothing)',
+    path: ['max_tokens'],
+  });
 export type CompletionRequest = z.infer<typeof completionSchema>;
 
 /** Seeds up to 2^64−1: JSON numbers up to 2^53, larger ones as decimal strings. */
@@ -138,10 +146,11 @@ export const generateSchema = z
     model: z.string().min(1).optional(),
     prompt: z.string().optional(),
     promptIds: z.array(z.number().int().min(0)).min(1).optional(),
+    // 0 (score only) needs promptLogprobs, which GenerationConfig checks
     maxNewTokens: z
       .number()
       .int()
-      .min(1)
+      .min(0)
       .max(1 << 20)
       .optional(),
     temperature: z.number().min(0).max(100).optional(),
@@ -153,6 +162,7 @@ export const generateSchema = z
     logitBias: logitBias.optional(),
     logprobs: z.boolean().optional(),
     topLogprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).optional(),
+    promptLogprobs: z.boolean().optional(),
     stopSequences: z.array(z.string().min(1)).optional(),
     seed: seed.optional(),
     skipSpecialTokens: z.boolean().optional(),

@@ -142,7 +142,7 @@ describe('validation (zod) → clear 400s', () => {
     ['/v1/chat/completions', chat({ tools: [{ type: 'function' }] }), 'INVALID_REQUEST', 'tools'],
     ['/v1/chat/completions', chat({ seed: 2 ** 60 }), 'INVALID_REQUEST', 'seed'],
     ['/v1/completions', { model: MODEL, prompt: ['a', 'b'] }, 'INVALID_REQUEST', 'prompt'],
-    ['/v1/completions', { model: MODEL, prompt: 'a', echo: true }, 'INVALID_REQUEST', 'echo'],
+    ['/v1/completions', { model: MODEL, prompt: 'a', suffix: 'b' }, 'INVALID_REQUEST', 'suffix'],
     ['/v1/generate', { prompt: 'a', maxTokens: 3 }, 'INVALID_REQUEST', 'maxTokens'],
     ['/v1/generate', { prompt: 'a', promptIds: [1] }, 'INVALID_REQUEST', 'prompt'],
     ['/v1/generate', { prompt: 'a', seed: '-3' }, 'INVALID_REQUEST', 'seed'],

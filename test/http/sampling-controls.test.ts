@@ -141,6 +141,79 @@ describe('completions: logprobs N (the legacy format)', () => {
   });
 });
 
+describe('completions: echo, and scoring a prompt with max_tokens 0', () => {
+  it("scores token ids as an evaluation harness asks (echo, logprobs 1, max_tokens 0): the API's numbers", async () => {
+    const ids = [1, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100];
+    const r = await call('/v1/completions', { prompt: [ids], max_tokens: 0, echo: true, logprobs: 1, temperature: 0 });
+    expect(r.status).toBe(200);
+    const body = await r.json();
+    const c = body.choices[0];
+    expect(c.text).toBe(model.tokenizer!.decode(ids, { skipSpecialTokens: true }));
+    expect(c.finish_reason).toBe('length');
+    expect(body.usage).toEqual({ prompt_tokens: ids.length, completion_tokens: 0, total_tokens: ids.length });
+    const api = await model.generateDetailed(
+      { ids },
+      new GenerationConfig({ maxNewTokens: 0, promptLogprobs: true, topLogprobs: 1 }),
+    );
+    expect(c.logprobs.token_logprobs).toEqual(api.promptLogprobs!.map((e) => e.logprob));
+    expect(c.logprobs.token_logprobs[0]).toBeNull();
+    expect(c.logprobs.top_logprobs[0]).toBeNull();
+    expect(c.logprobs.tokens).toEqual(ids.map((id) => new TextDecoder().decode(model.tokenizer!.tokenBytes(id))));
+    for (let i = 1; i < ids.length; i++) expect(Object.keys(c.logprobs.top_logprobs[i])).toHaveLength(1);
+  });
+
+  it('echo with a text prompt and a completion: prompt then completion, in text, logprobs and the stream', async () => {
+    const body = completion({ prompt: 'Hello there', max_tokens: 3, echo: true, logprobs: 2 });
+    const j = await (await call('/v1/completions', body)).json();
+    const c = j.choices[0];
+    const promptIds = model.engine.encodePrompt('Hello there');
+    const plain = await (
+      await call('/v1/completions', completion({ prompt: 'Hello there', max_tokens: 3, logprobs: 2 }))
+    ).json();
+    expect(c.text).toBe(`Hello there${plain.choices[0].text}`);
+    expect(c.logprobs.tokens).toHaveLength(promptIds.length + 3);
+    expect(c.logprobs.tokens.slice(promptIds.length)).toEqual(plain.choices[0].logprobs.tokens);
+    expect(c.logprobs.token_logprobs.slice(promptIds.length)).toEqual(plain.choices[0].logprobs.token_logprobs);
+    let at = 0;
+    for (let i = 0; i < c.logprobs.tokens.length; i++) {
+      expect(c.logprobs.text_offset[i]).toBe(at);
+      at += [...c.logprobs.tokens[i]].length;
+    }
+    const s = await chunks(await call('/v1/completions', { ...body, stream: true }));
+    expect(s.map((x) => x.choices[0]?.text ?? '').join('')).toBe(c.text);
+    expect(s[0].choices[0].text).toBe('Hello there');
+    const parts = s.map((x) => x.choices[0]?.logprobs as Record<string, unknown[]> | null).filter((x) => x !== null);
+    for (const k of ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset'])
+      expect(
+        parts.flatMap((p) => p[k]),
+        k,
+      ).toEqual(c.logprobs[k]);
+    // echo without logprobs: the text only
+    const e = await (
+      await call('/v1/completions', completion({ prompt: 'Hello there', max_tokens: 3, echo: true }))
+    ).json();
+    expect([e.choices[0].text, e.choices[0].logprobs]).toEqual([c.text, null]);
+    // streamed score-only request: one chunk with the prompt, then the finish
+    const so = await chunks(
+      await call('/v1/completions', { prompt: [1, 2, 3], max_tokens: 0, echo: true, logprobs: 0, stream: true }),
+    );
+    expect(so.map((x) => (x.choices[0]?.logprobs as { tokens: unknown[] } | null)?.tokens.length ?? null)).toEqual([
+      3,
+      null,
+    ]);
+  });
+
+  it('/v1/generate: promptLogprobs with maxNewTokens 0', async () => {
+    const j = await (
+      await call('/v1/generate', { promptIds: [1, 2, 3], maxNewTokens: 0, promptLogprobs: true, topLogprobs: 1 })
+    ).json();
+    expect(j.tokenIds).toEqual([]);
+    expect(j.promptLogprobs).toHaveLength(3);
+    expect(j.promptLogprobs[0]).toMatchObject({ id: 1, logprob: null, top: null });
+    expect(j.promptLogprobs[1]).toMatchObject({ id: 2, logprob: expect.any(Number), top: [expect.any(Object)] });
+  });
+});
+
 describe('/v1/generate: logprobs on token events and in done', () => {
   it('each token event carries its entry; done and the JSON body list them all', async () => {
     const body = { promptIds: [1, 2, 3], maxNewTokens: 6, temperature: 0, logprobs: true, topLogprobs: 2 };
@@ -222,6 +295,10 @@ describe('bad values → 400 naming the field', () => {
     ['/v1/chat/completions', chat({ logit_bias: { '5000': 1 } }), 'SAMPLER_BAD_LOGIT_BIAS', 'logit_bias'],
     ['/v1/completions', completion({ logprobs: 21 }), 'INVALID_REQUEST', 'logprobs'],
     ['/v1/completions', completion({ logprobs: true }), 'INVALID_REQUEST', 'logprobs'],
+    ['/v1/completions', completion({ max_tokens: 0 }), 'INVALID_REQUEST', 'max_tokens'],
+    ['/v1/completions', completion({ echo: 'yes' }), 'INVALID_REQUEST', 'echo'],
+    ['/v1/chat/completions', chat({ max_tokens: 0 }), 'INVALID_REQUEST', 'max_tokens'],
+    ['/v1/generate', { promptIds: [1], maxNewTokens: 0 }, 'INVALID_GENERATION_CONFIG', 'maxNewTokens'],
     ['/v1/generate', { promptIds: [1], topLogprobs: 2 }, 'INVALID_GENERATION_CONFIG', 'topLogprobs'],
     ['/v1/generate', { promptIds: [1], logitBias: { '300': 1 } }, 'SAMPLER_BAD_LOGIT_BIAS', 'logitBias'],
     ['/v1/generate', { promptIds: [1], presencePenalty: 9 }, 'INVALID_REQUEST', 'presencePenalty'],

@@ -11,6 +11,7 @@ import {
   ModelConfig,
 } from 'bitnet-edge';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { tokenLogprob } from '../../src/generate/logprobs.ts';
 import { synthBytes } from '../helpers/models.ts';
 
 let path: string;
@@ -186,6 +187,29 @@ describe('bad input to the API is refused up front, with typed errors', () => {
     expect((await m.generateDetailed({ ids: prompt }, GenerationConfig.greedy().withMaxNewTokens(2))).logprobs).toBe(
       undefined,
     );
+  });
+
+  it('promptLogprobs scores the prompt in chunks: the same as log-softmax of every row, on both backends', async () => {
+    for (const backend of ['wasm', 'reference'] as const) {
+      const m = await BitNetModel.fromFile(path, { backend });
+      const ids = Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % m.modelInfo().vocabSize);
+      const rows = await m.engine.forward(ids);
+      const V = rows.shape[1];
+      const expected = ids.slice(1).map((id, p) => tokenLogprob(rows.data.subarray(p * V, (p + 1) * V), id, 3));
+      const r = await m.generateDetailed(
+        { ids },
+        GenerationConfig.greedy().withMaxNewTokens(2).withPromptLogprobs().withLogprobs(3),
+      );
+      expect(r.promptLogprobs, backend).toEqual([{ id: ids[0], logprob: null, top: null }, ...expected]);
+      expect(r.tokenIds).toHaveLength(2);
+      // score only: nothing generated, the same entries
+      const s = await m.generateDetailed(
+        { ids },
+        new GenerationConfig({ maxNewTokens: 0, promptLogprobs: true, topLogprobs: 3 }),
+      );
+      expect([s.tokenIds, s.generatedTokens, s.promptLogprobs]).toEqual([[], 0, r.promptLogprobs]);
+    }
+    expect(() => new GenerationConfig({ maxNewTokens: 0 }).validate()).toThrow(/0 only with promptLogprobs/);
   });
 
   it('a logit bias bans the greedy token; logprobs stay those of the model', async () => {
