@@ -36,6 +36,7 @@ export {
 export { BitNetError, BitNetErrorKind, isBitNetError } from './errors.ts';
 export type { LogitBias } from './generate/logit-adjust.ts';
 export type { PromptTokenLogprob, TokenLogprob, TopLogprob } from './generate/logprobs.ts';
+export type { PerplexityOptions, PerplexityResult } from './generate/perplexity.ts';
 export { GGMLType } from './gguf/ggml-types.ts';
 export { type GGUFFile, type GGUFTensorInfo, readGGUF } from './gguf/reader.ts';
 export { encodeGGUF, writeGGUF } from './gguf/writer.ts';

@@ -7,6 +7,7 @@
  * breaking out of the loop aborts the generation and frees its KV cache entries).
  */
 import { BitNetError } from '../errors.ts';
+import { type PerplexityOptions, type PerplexityResult, perplexity } from '../generate/perplexity.ts';
 import { openLocalGguf } from '../kernels/wasm/open-local.ts';
 import type { ByteSource } from '../sources/byte-source.ts';
 import { Device } from './device.ts';
@@ -189,6 +190,45 @@ export class BitNetModel {
     const result = toResult(r.value);
     this.record(result);
     return result;
+  }
+
+  /**
+   * Perplexity of a text (or of token ids), computed as llama.cpp's llama-perplexity does
+   * (src/generate/perplexity.ts): chunks of `chunkSize` tokens (default min(512, context)), each
+   * starting with BOS where the vocabulary adds one, scored on their second half.
+   */
+  async perplexity(
+    input: Prompt,
+    opts: Partial<Omit<PerplexityOptions, 'bos'>> & { signal?: AbortSignal } = {},
+  ): Promise<PerplexityResult> {
+    const ctx = this.modelInfo().contextLength;
+    const chunkSize = opts.chunkSize ?? Math.min(512, ctx);
+    if (chunkSize > ctx)
+      throw BitNetError.Config(
+        'INVALID_PERPLEXITY_CONFIG',
+        `chunkSize ${chunkSize} is larger than the model's context (${ctx})`,
+        { field: 'chunkSize', value: String(chunkSize), contextLength: ctx },
+      );
+    const ids = this.engine.encodePrompt(input);
+    const vocab = this.modelInfo().vocabSize;
+    const bad = ids.find((id) => !(Number.isInteger(id) && id >= 0 && id < vocab));
+    if (bad !== undefined)
+      throw BitNetError.Config('BAD_TOKEN', `token id ${bad} is outside the vocabulary (0..${vocab - 1})`, {
+        token: bad,
+      });
+    const tok = this.model.tokenizer;
+    const bos = tok?.addBos ? tok.specialTokens.bosTokenId : undefined;
+    const config = new GenerationConfig({ maxNewTokens: 0, promptLogprobs: true });
+    return perplexity(
+      ids,
+      async (chunk) => {
+        const it = this.engine.stream({ ids: chunk }, config, opts.signal);
+        let r = await it.next();
+        while (!r.done) r = await it.next();
+        return r.value.promptLogprobs ?? [];
+      },
+      { chunkSize, maxChunks: opts.maxChunks, bos, onChunk: opts.onChunk },
+    );
   }
 
   /** Streams text deltas. Validation errors are thrown here, before the stream exists. */

@@ -14,6 +14,8 @@ export const COMMAND_USAGE: Record<string, string> = {
              --qtype i2_s|tq2_0|tq1_0|f16 [--arch bitnet-b1.58|bitnet-25|bitnet-1.58|bitnet]
              [--activation silu|relu2 (silu: --arch bitnet only)]
              [--embd-type f16|q8_0|q4_0|q6_k] [--embd-std X] --seed S --out FILE.gguf [--json]`,
+  perplexity: `perplexity --model LOCATION (--file TEXT_FILE | --text TEXT | --prompt-ids 1,2,3) [--ctx N (512)] [--chunks N]
+             [--threads N] [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--json]`,
   inspect: `inspect    FILE [--json]`,
   tokenize: `tokenize   --model LOCATION (--text TEXT | --input STRINGS.json) [--bos] [--parse-special]
              [--pre-tokenizer default|llama-bpe] [--json]`,
@@ -51,6 +53,7 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, () => Promise<Command>> = {
   generate: async () => (await import('./generate.ts')).generateCommand,
   logits: async () => (await import('./logits.ts')).logitsCommand,
+  perplexity: async () => (await import('./perplexity.ts')).perplexityCommand,
   synth: async () => (await import('./synth.ts')).synthCommand,
   inspect: async () => (await import('./inspect.ts')).inspectCommand,
   tokenize: async () => (await import('./tokenize.ts')).tokenizeCommand,

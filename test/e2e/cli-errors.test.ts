@@ -258,7 +258,18 @@ describe('logits', () => {
 
 describe('usage and flags', () => {
   it('--help / -h on every subcommand prints its usage and exits 0', async () => {
-    for (const cmd of ['generate', 'logits', 'synth', 'inspect', 'tokenize', 'convert', 'pull', 'bench', 'serve']) {
+    for (const cmd of [
+      'generate',
+      'logits',
+      'perplexity',
+      'synth',
+      'inspect',
+      'tokenize',
+      'convert',
+      'pull',
+      'bench',
+      'serve',
+    ]) {
       for (const h of ['--help', '-h']) {
         const r = await bitnet(cmd, h);
         expect(r.code, `${cmd} ${h}: ${r.stderr}`).toBe(0);
@@ -274,7 +285,18 @@ describe('usage and flags', () => {
   it('the overall usage lists every command', async () => {
     const r = await bitnet('--help');
     expect(r.code).toBe(0);
-    for (const cmd of ['generate', 'logits', 'synth', 'inspect', 'tokenize', 'convert', 'pull', 'bench', 'serve'])
+    for (const cmd of [
+      'generate',
+      'logits',
+      'perplexity',
+      'synth',
+      'inspect',
+      'tokenize',
+      'convert',
+      'pull',
+      'bench',
+      'serve',
+    ])
       expect(r.stdout).toMatch(new RegExp(`^  ${cmd} `, 'm'));
   });
 
@@ -330,6 +352,29 @@ describe('usage and flags', () => {
       await expectError([...g, '--logit-bias', v], 'Config', 'BAD_FLAG', /--logit-bias takes TOKEN_ID=BIAS/);
     await expectError([...g, '--logit-bias', '99999=1'], 'Config', 'SAMPLER_BAD_LOGIT_BIAS', /not a token id/);
     await expectError([...g, '--frequency-penalty', '3'], 'Config', 'BAD_FLAG', /--frequency-penalty must be/);
+  });
+
+  it('perplexity: text, file or ids; progress on stderr, PPL on stdout; its bad input', async () => {
+    const text = 'the quick brown fox jumps over the lazy dog; '.repeat(8);
+    const file = join(dir, 'ppl.txt');
+    await writeFile(file, text);
+    const j = await bitnet('perplexity', '--model', tiny, '--file', file, '--ctx', '32', '--chunks', '2', '--json');
+    expect(j.code, j.stderr).toBe(0);
+    const out = JSON.parse(j.stdout);
+    expect(out).toMatchObject({ chunks: 2, chunkSize: 32, tokensScored: 30, backend: expect.any(String) });
+    expect(out.ppl).toBeCloseTo(Math.exp(out.meanNll), 10);
+    expect(j.stderr).toMatch(/^\[1\][\d.]+,\[2\][\d.]+$/m);
+    const t = await bitnet('perplexity', '--model', tiny, '--text', text, '--ctx', '32', '--chunks', '2');
+    expect(t.code, t.stderr).toBe(0);
+    expect(t.stdout).toBe(`PPL = ${out.ppl.toFixed(4)} +/- ${out.pplError.toFixed(5)}\n`);
+    const p = ['perplexity', '--model', tiny];
+    await expectError([...p, '--text', 'a', '--file', file], 'Config', 'BAD_FLAG', /exactly one of --file, --text/);
+    await expectError([...p], 'Config', 'BAD_FLAG', /exactly one of/);
+    await expectError([...p, '--text', text, '--ctx', '3'], 'Config', 'BAD_FLAG', /--ctx must be an integer >= 4/);
+    await expectError([...p, '--text', text, '--ctx', '100000'], 'Config', 'INVALID_PERPLEXITY_CONFIG', /context/);
+    await expectError([...p, '--text', 'too short', '--ctx', '32'], 'Config', 'TEXT_TOO_SHORT');
+    await expectError([...p, '--file', join(dir, 'nope.txt')], 'Io', 'INPUT_UNREADABLE');
+    await expectError([...p, '--prompt-ids', '1,99999', '--ctx', '4'], 'Config', 'BAD_TOKEN');
   });
 
   it('numeric flags take plain decimals only; id lists refuse empty entries', async () => {

@@ -41,6 +41,8 @@ const POSITIONS = 96;
 const MAX_TVD = 0.1;
 const MIN_TOP1 = 0.85;
 const MIN_MUTANT_TVD = 0.3;
+// |ln(PPL ours / PPL llama.cpp)| over the same positions: 5 %, set before the first measurement.
+const MAX_PPL_LOG_RATIO = 0.05;
 
 const fnv1a = (s: string) => {
   let h = 0x811c9dc5;
@@ -103,6 +105,12 @@ async function ourProbs(model: string, ids: number[], extra: string[] = []): Pro
 }
 
 const argmax = (p: number[]) => p.reduce((best, x, i) => (x > p[best] ? i : best), 0);
+/** Perplexity of the prompt under one model's distributions: exp(mean −ln p(ids[i+1] | ids[..i])). */
+function ppl(probs: number[][], ids: number[]): number {
+  let nll = 0;
+  for (let i = 0; i + 1 < ids.length; i++) nll -= Math.log(probs[i][ids[i + 1]]);
+  return Math.exp(nll / (ids.length - 1));
+}
 /** Mean TVD, top-1 agreement, and top-1 agreement where llama.cpp's top-2 gap is ≥ 0.05 (no near-tie). */
 function compare(ours: number[][], ref: number[][]) {
   expect(ours.length).toBe(ref.length);
@@ -133,6 +141,8 @@ interface Row {
   tvd: number;
   top1: number;
   decisive: string;
+  ppl: number;
+  llamaPpl: number;
   relu2Tvd: number;
   relu2Top1: number;
   otherSeedTvd: number;
@@ -165,6 +175,7 @@ describe('llama.cpp oracle (node-llama-cpp 3.21.1, CPU)', () => {
         TVD: r.tvd.toFixed(4),
         'top-1': `${(r.top1 * 100).toFixed(1)}%`,
         'top-1 w/o ties': r.decisive,
+        'PPL ours/llama': `${r.ppl.toFixed(2)}/${r.llamaPpl.toFixed(2)}`,
         'relu2 TVD': r.relu2Tvd.toFixed(3),
         'relu2 top-1': `${(r.relu2Top1 * 100).toFixed(0)}%`,
         'seed+1 TVD': r.otherSeedTvd.toFixed(3),
@@ -214,6 +225,8 @@ describe('llama.cpp oracle (node-llama-cpp 3.21.1, CPU)', () => {
         tvd: main.tvd,
         top1: main.top1,
         decisive: main.decisive,
+        ppl: ppl(ours, ids),
+        llamaPpl: ppl(ref, ids),
         relu2Tvd: mRelu2.tvd,
         relu2Top1: mRelu2.top1,
         otherSeedTvd: mOther.tvd,
@@ -226,6 +239,8 @@ describe('llama.cpp oracle (node-llama-cpp 3.21.1, CPU)', () => {
 
       expect(main.tvd).toBeLessThanOrEqual(MAX_TVD);
       expect(main.top1).toBeGreaterThanOrEqual(MIN_TOP1);
+      // the prompt's perplexity (what `bitnet perplexity` and llama-perplexity report) within MAX_PPL_LOG_RATIO
+      expect(Math.abs(Math.log(ppl(ours, ids) / ppl(ref, ids)))).toBeLessThanOrEqual(MAX_PPL_LOG_RATIO);
       expect(inRange).toBeGreaterThanOrEqual(0.5);
       expect(mRelu2.tvd).toBeGreaterThan(MIN_MUTANT_TVD);
       expect(mOther.tvd).toBeGreaterThan(MIN_MUTANT_TVD);

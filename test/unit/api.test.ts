@@ -212,6 +212,35 @@ describe('bad input to the API is refused up front, with typed errors', () => {
     expect(() => new GenerationConfig({ maxNewTokens: 0 }).validate()).toThrow(/0 only with promptLogprobs/);
   });
 
+  it("perplexity: llama-perplexity's chunks and halves, from the model's own logits, on both backends", async () => {
+    const results: number[] = [];
+    for (const backend of ['wasm', 'reference'] as const) {
+      const m = await BitNetModel.fromFile(path, { backend });
+      const ids = Array.from({ length: 50 }, (_, i) => (i * 53 + 7) % m.modelInfo().vocabSize);
+      const r = await m.perplexity({ ids }, { chunkSize: 24 });
+      // by hand: 2 chunks of 24, BOS first where the vocabulary adds it, positions 13..23 scored
+      const bos = m.tokenizer!.addBos ? m.tokenizer!.specialTokens.bosTokenId : undefined;
+      let nll = 0;
+      for (let c = 0; c < 2; c++) {
+        const chunk = ids.slice(c * 24, (c + 1) * 24);
+        if (bos !== undefined) chunk[0] = bos;
+        const rows = await m.engine.forward(chunk);
+        const V = rows.shape[1];
+        for (let j = 13; j < 24; j++) nll -= tokenLogprob(rows.data.subarray((j - 1) * V, j * V), chunk[j], 0).logprob;
+      }
+      expect([r.chunks, r.tokensScored]).toEqual([2, 22]);
+      expect(r.meanNll, backend).toBeCloseTo(nll / 22, 12);
+      results.push(r.ppl);
+    }
+    expect(results[0]).toBe(results[1]); // the wasm kernels equal the reference bit for bit
+    const m = await BitNetModel.fromFile(path);
+    const ctx = m.modelInfo().contextLength;
+    await expect(m.perplexity('x', { chunkSize: ctx + 1 })).rejects.toMatchObject({
+      code: 'INVALID_PERPLEXITY_CONFIG',
+    });
+    await expect(m.perplexity('x', { chunkSize: 8 })).rejects.toMatchObject({ code: 'TEXT_TOO_SHORT' });
+  });
+
   it('a logit bias bans the greedy token; logprobs stay those of the model', async () => {
     const m = await BitNetModel.fromFile(path);
     const prompt = { ids: m.engine.encodePrompt('the cat') };
