@@ -59,7 +59,11 @@ export class BitNetModel {
     cfg.numLayers = model.hparams.nLayer;
     cfg.maxSeqLen = Math.min(cfg.maxSeqLen, model.hparams.nCtx);
     this.cfg = cfg;
-    const inf = new InferenceConfig({ kvCacheSize: cfg.kvCache.maxBytes, numThreads: cfg.numThreads ?? 1 });
+    const inf = new InferenceConfig({
+      kvCacheSize: cfg.kvCache.maxBytes,
+      numThreads: cfg.numThreads ?? 1,
+      promptCacheEntries: cfg.promptCacheEntries,
+    });
     cfg.kvCache.maxSeqLen = Math.min(cfg.kvCache.maxSeqLen, cfg.maxSeqLen);
     this.engine = new InferenceEngine(model, model.tokenizer, cfg.device, inf, {
       backend: cfg.backend,

@@ -12,6 +12,11 @@ export interface InferenceConfigInit {
   useMixedPrecision?: boolean;
   /** Worker threads for backends that use them (wasm); the reference backend is single-threaded. */
   numThreads?: number;
+  /**
+   * Finished sequences whose KV is kept so that a prompt starting with the same tokens (a chat's next
+   * turn) prefills only what is new; 0 turns it off. Within kvCacheSize (evicted first under pressure).
+   */
+  promptCacheEntries?: number;
 }
 
 export class InferenceConfig {
@@ -21,6 +26,7 @@ export class InferenceConfig {
   requestTimeout = 30_000;
   useMixedPrecision = false;
   numThreads = 1;
+  promptCacheEntries = 4;
 
   constructor(init: InferenceConfigInit = {}) {
     assignInit(this, init, 'INVALID_INFERENCE_CONFIG', 'inference');
@@ -44,7 +50,12 @@ export class InferenceConfig {
   }
   /** Small KV budget for 128 MB isolates. */
   static memoryEfficient(): InferenceConfig {
-    return new InferenceConfig({ maxBatchSize: 1, maxConcurrentRequests: 1, kvCacheSize: 16 * 1024 * 1024 });
+    return new InferenceConfig({
+      maxBatchSize: 1,
+      maxConcurrentRequests: 1,
+      kvCacheSize: 16 * 1024 * 1024,
+      promptCacheEntries: 0,
+    });
   }
 
   validate(): this {
@@ -63,6 +74,7 @@ export class InferenceConfig {
     int('maxConcurrentRequests', 1);
     int('requestTimeout', 0);
     int('numThreads', 1);
+    int('promptCacheEntries', 0);
     return this;
   }
 }

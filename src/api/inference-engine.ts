@@ -133,8 +133,16 @@ export class InferenceEngine {
       contextLength: Math.min(hp.nCtx, kvCfg.maxSeqLen),
       newSequence: () => {
         const id = `seq-${++this.seqCounter}`;
-        return { store: this.cache.forSequence(id), release: () => void this.cache.clearSequence(id) };
+        return {
+          store: this.cache.forSequence(id),
+          release: () => void this.cache.clearSequence(id),
+          length: () => this.cache.length(id),
+          truncate: (n: number) => this.cache.truncate(id, n),
+        };
       },
+      // int8-compressed old blocks depend on how long the sequence once was: a reused prefix would
+      // not equal a fresh prefill, so no prompt cache with compression
+      promptCacheEntries: kvCfg.compressOldEntries ? 0 : config.promptCacheEntries,
     });
   }
 
@@ -145,6 +153,16 @@ export class InferenceEngine {
     config: InferenceConfig,
   ): InferenceEngine {
     return new InferenceEngine(model, tokenizer, device, config);
+  }
+
+  /** Finished sequences the prompt cache holds now (their KV stays in `cache` until evicted). */
+  get promptCacheSize(): number {
+    return this.engine.promptCache?.size ?? 0;
+  }
+
+  /** Releases every sequence the prompt cache holds. */
+  clearPromptCache(): void {
+    this.engine.promptCache?.clear();
   }
 
   get backendName(): string {
@@ -285,7 +303,8 @@ export function toResult(o: GenerationOutcome): InferenceResult {
       totalMs: t.totalMs,
       timeToFirstTokenMs: t.firstTokenMs,
       tokensPerSecond: t.totalMs > 0 ? (o.generatedTokens * 1000) / t.totalMs : 0,
-      prefillTokensPerSecond: t.prefillMs > 0 ? (o.promptTokens * 1000) / t.prefillMs : 0,
+      prefillTokensPerSecond: t.prefillMs > 0 ? ((o.promptTokens - o.cachedPromptTokens) * 1000) / t.prefillMs : 0,
+      cachedPromptTokens: o.cachedPromptTokens,
     },
     ...(o.logprobs ? { logprobs: o.logprobs } : {}),
     ...(o.promptLogprobs ? { promptLogprobs: o.promptLogprobs } : {}),

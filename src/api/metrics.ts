@@ -27,7 +27,10 @@ export interface InferenceStats {
   totalMs: number;
   timeToFirstTokenMs: number;
   tokensPerSecond: number;
+  /** Prompt tokens prefilled per second (those reused from the prompt cache not counted). */
   prefillTokensPerSecond: number;
+  /** Prompt tokens whose K/V came from the prompt cache instead of a prefill. */
+  cachedPromptTokens: number;
 }
 
 export interface InferenceResult {

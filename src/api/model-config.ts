@@ -30,6 +30,8 @@ export interface ModelConfigInit {
   kvCache?: KVCacheConfig | KVCacheConfigInit;
   backend?: BackendKind;
   numThreads?: number;
+  /** Finished sequences kept for prompt reuse (InferenceConfig.promptCacheEntries; default 4, 0 = off). */
+  promptCacheEntries?: number;
   /** Refuse models whose weights exceed this many bytes (checked before reading weights). */
   maxMemoryBytes?: number;
   /** Tokenizer pre-tokenizer override (`default`, `llama-bpe`). */
@@ -60,6 +62,7 @@ export class ModelConfig {
   kvCache: KVCacheConfig = new KVCacheConfig();
   backend: BackendKind = BackendKind.Auto;
   numThreads: number | undefined = undefined;
+  promptCacheEntries: number | undefined = undefined;
   maxMemoryBytes: number | undefined = undefined;
   preTokenizer: string | undefined = undefined;
   validateChecksums = false;
@@ -98,6 +101,11 @@ export class ModelConfig {
       bad('backend', 'must be auto, reference, wasm or cuda', this.backend);
     if (this.numThreads !== undefined && (!Number.isInteger(this.numThreads) || this.numThreads < 1))
       bad('numThreads', 'must be a positive integer', this.numThreads);
+    if (
+      this.promptCacheEntries !== undefined &&
+      (!Number.isInteger(this.promptCacheEntries) || this.promptCacheEntries < 0)
+    )
+      bad('promptCacheEntries', 'must be an integer >= 0', this.promptCacheEntries);
     if (this.maxMemoryBytes !== undefined && !(this.maxMemoryBytes > 0))
       bad('maxMemoryBytes', 'must be positive', this.maxMemoryBytes);
     // an unknown name is refused here, before anything is read (PRETOKENIZER_UNKNOWN lists the names)

@@ -13,6 +13,7 @@ import type { Tokenizer } from '../tokenizer/types.ts';
 import { biasEntries } from './logit-adjust.ts';
 import { MAX_TOP_LOGPROBS, type PromptTokenLogprob, type TokenLogprob, tokenLogprob } from './logprobs.ts';
 import { createRng, type Seed } from './prng.ts';
+import { PromptCache, type ReusableSequence } from './prompt-cache.ts';
 import { type SamplerParams, sample } from './sampler.ts';
 import { StopMatcher } from './stop.ts';
 
@@ -60,6 +61,8 @@ export interface GenerationOutcome {
   promptTokens: number;
   generatedTokens: number;
   timings: { prefillMs: number; decodeMs: number; totalMs: number; firstTokenMs: number };
+  /** Prompt tokens whose K/V came from the prompt cache (not prefilled again). */
+  cachedPromptTokens: number;
   /** With `logprobs`: one entry per generated token (tokenIds), in order. */
   logprobs?: TokenLogprob[];
   /** With `promptLogprobs`: one entry per prompt token; the first has logprob and top null. */
@@ -71,6 +74,10 @@ export interface SequenceCache {
   store: KVStore;
   /** Releases the sequence's cache entries. */
   release(): void;
+  /** For the prompt cache: positions held in every layer (0 once evicted). */
+  length?(): number;
+  /** For the prompt cache: drops positions >= n. */
+  truncate?(n: number): void;
 }
 
 export interface EngineDeps {
@@ -79,6 +86,11 @@ export interface EngineDeps {
   contextLength: number;
   newSequence(): SequenceCache;
   now?: () => number;
+  /**
+   * Finished sequences kept for prompt reuse (prompt-cache.ts); 0 or absent: none. Used only with a
+   * backend that rebuilds from the store (Backend.rebuildsFromStore).
+   */
+  promptCacheEntries?: number;
 }
 
 function randomSeed(): bigint {
@@ -94,7 +106,12 @@ export class Engine {
   constructor(deps: EngineDeps) {
     this.d = deps;
     this.now = deps.now ?? (() => performance.now());
+    const n = deps.promptCacheEntries ?? 0;
+    this.promptCache = n > 0 && deps.backend.rebuildsFromStore ? new PromptCache(n) : undefined;
   }
+
+  /** The prompt cache, when this engine keeps one. */
+  readonly promptCache: PromptCache<ReusableSequence & SequenceCache> | undefined;
 
   get backend(): Backend {
     return this.d.backend;
@@ -180,7 +197,13 @@ export class Engine {
     let prefillMs = 0;
     let firstTokenMs = 0;
 
-    const seq = this.d.newSequence();
+    // a cached sequence sharing a prefix with the prompt (never when the prompt is scored: that needs every row)
+    const hit = promptLps ? undefined : this.promptCache?.take(promptIds);
+    const seq = hit?.seq ?? this.d.newSequence();
+    const reuse = hit?.reuse ?? 0;
+    // the tokens whose K/V the store holds, and whether it holds exactly them (not mid-forward)
+    const kvTokens = promptIds.slice(0, reuse);
+    let consistent = true;
     try {
       if (o.maxNewTokens === 0 && !promptLps) {
         return {
@@ -190,14 +213,24 @@ export class Engine {
           promptTokens: promptIds.length,
           generatedTokens: 0,
           timings: { prefillMs: 0, decodeMs: 0, totalMs: 0, firstTokenMs: 0 },
+          cachedPromptTokens: 0,
           ...(logprobs ? { logprobs } : {}),
         };
       }
+      consistent = false;
       let logits = promptLps
         ? await this.scorePrompt(promptIds, seq.store, o, promptLps)
         : (
-            await backend.forward({ tokens: promptIds, startPos: 0, kv: seq.store, logits: 'last', signal: o.signal })
+            await backend.forward({
+              tokens: promptIds.slice(reuse),
+              startPos: reuse,
+              kv: seq.store,
+              logits: 'last',
+              signal: o.signal,
+            })
           )[0];
+      kvTokens.push(...promptIds.slice(reuse));
+      consistent = true;
       prefillMs = this.now() - t0;
       let pos = promptIds.length;
       // maxNewTokens 0 (with promptLogprobs): the prompt is scored, nothing is generated
@@ -227,6 +260,7 @@ export class Engine {
         }
         if (generated.length >= o.maxNewTokens || pos >= this.d.contextLength) break;
         // the previous row has been sampled: the backend may overwrite it
+        consistent = false;
         [logits] = await backend.forward({
           tokens: [id],
           startPos: pos,
@@ -235,6 +269,8 @@ export class Engine {
           into: logits,
           signal: o.signal,
         });
+        kvTokens.push(id);
+        consistent = true;
         pos++;
       }
       if (!stop.stopped) {
@@ -248,7 +284,9 @@ export class Engine {
       }
     } finally {
       this.d.backend.release?.(seq.store);
-      seq.release();
+      // a store cut mid-forward (an error, an abort) holds a partial position: never reused
+      if (this.promptCache && consistent) this.promptCache.put(seq as ReusableSequence & SequenceCache, kvTokens);
+      else seq.release();
     }
     const totalMs = this.now() - t0;
     return {
@@ -258,6 +296,7 @@ export class Engine {
       promptTokens: promptIds.length,
       generatedTokens: generated.length,
       timings: { prefillMs, decodeMs: totalMs - prefillMs, totalMs, firstTokenMs },
+      cachedPromptTokens: reuse,
       ...(logprobs ? { logprobs } : {}),
       ...(promptLps ? { promptLogprobs: promptLps } : {}),
     };

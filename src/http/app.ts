@@ -541,6 +541,7 @@ function nativeOutcome(o: GenerationOutcome, model: string, names: TokenNames) {
     tokenIds: o.tokenIds,
     promptTokens: o.promptTokens,
     generatedTokens: o.generatedTokens,
+    cachedPromptTokens: o.cachedPromptTokens,
     finishReason: o.finishReason,
     timings: o.timings,
     ...(o.logprobs ? { logprobs: o.logprobs.map((lp) => nativeLogprob(lp, names)) } : {}),
@@ -557,7 +558,7 @@ function nativeOutcome(o: GenerationOutcome, model: string, names: TokenNames) {
  *                              It is no token (the engine's id −1), so it has no id; it stays a
  *                              token event so that clients joining the token events' texts get
  *                              the whole text, as they always did
- *   event: done   {model, text, tokenIds, promptTokens, generatedTokens, finishReason, timings[, logprobs]
+ *   event: done   {model, text, tokenIds, promptTokens, generatedTokens, cachedPromptTokens, finishReason, timings[, logprobs]
  *                              [, promptLogprobs]}
  *   event: error  {error}      instead of done, when the generation fails after the stream began
  * So the token events with an id are exactly tokenIds, and all token texts joined are done.text.

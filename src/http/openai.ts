@@ -101,6 +101,8 @@ function usage(o: GenerationOutcome) {
     prompt_tokens: o.promptTokens,
     completion_tokens: o.generatedTokens,
     total_tokens: o.promptTokens + o.generatedTokens,
+    // OpenAI's field: the prompt tokens reused from the prompt cache rather than prefilled
+    prompt_tokens_details: { cached_tokens: o.cachedPromptTokens },
   };
 }
 

@@ -26,6 +26,12 @@ export interface Backend {
   readonly vocabSize: number;
   /** Logits rows, each nVocab long, for the requested positions. */
   forward(req: ForwardRequest): Promise<Float32Array[]>;
+  /**
+   * True when a forward at any startPos reads positions below it from `kv` (or from a copy it
+   * rebuilds from `kv`), so a sequence released and later resumed on a prefix of its store gives
+   * the same logits as one prefilled again: the engine's prompt cache needs it.
+   */
+  readonly rebuildsFromStore?: boolean;
   /** The sequence behind `kv` is finished: drop any copy of its KV the backend keeps. */
   release?(kv: KVStore): void;
   dispose?(): void;

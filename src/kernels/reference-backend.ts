@@ -5,6 +5,7 @@ import type { Backend, ForwardRequest } from './backend.ts';
 
 export class ReferenceBackend implements Backend {
   readonly name = 'reference';
+  readonly rebuildsFromStore = true;
   readonly vocabSize: number;
   private readonly fwd: ReferenceForward;
 

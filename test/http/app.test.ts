@@ -351,6 +351,9 @@ describe('limits and cancellation', () => {
       async () => metric(await (await a.request('/metrics')).text(), 'bitnet_active_generations') === 0,
       'the slot to be freed',
     );
+    // nothing outside the prompt cache (which keeps finished sequences, a cancelled one included)
+    expect(model.engine.cache.sequenceIds()).toHaveLength(model.engine.promptCacheSize);
+    model.engine.clearPromptCache();
     expect(model.engine.cache.size()).toBe(0);
     // the slot is usable again (maxQueue 0: a held slot would answer 429)
     expect(

@@ -390,6 +390,7 @@ describe('/v1/generate stream: token events', () => {
       promptTokens: 1,
       generatedTokens: 3,
       timings: { prefillMs: 0, decodeMs: 0, totalMs: 0, firstTokenMs: 0 },
+      cachedPromptTokens: 0,
     };
     const served: ServedModel = {
       engine: {

@@ -136,6 +136,7 @@ describe('AWS Lambda adapter (streamHandle)', () => {
             promptTokens: 3,
             generatedTokens: 2,
             timings: { prefillMs: 0, decodeMs: 0, totalMs: 0, firstTokenMs: 0 },
+            cachedPromptTokens: 0,
           };
         },
       },

@@ -150,7 +150,13 @@ describe('completions: echo, and scoring a prompt with max_tokens 0', () => {
     const c = body.choices[0];
     expect(c.text).toBe(model.tokenizer!.decode(ids, { skipSpecialTokens: true }));
     expect(c.finish_reason).toBe('length');
-    expect(body.usage).toEqual({ prompt_tokens: ids.length, completion_tokens: 0, total_tokens: ids.length });
+    // a scored prompt is prefilled whole (every row is needed), never taken from the prompt cache
+    expect(body.usage).toEqual({
+      prompt_tokens: ids.length,
+      completion_tokens: 0,
+      total_tokens: ids.length,
+      prompt_tokens_details: { cached_tokens: 0 },
+    });
     const api = await model.generateDetailed(
       { ids },
       new GenerationConfig({ maxNewTokens: 0, promptLogprobs: true, topLogprobs: 1 }),
@@ -331,6 +337,7 @@ describe('streamed logprobs follow the text', () => {
       promptTokens: 1,
       generatedTokens: 3,
       timings: { prefillMs: 0, decodeMs: 0, totalMs: 0, firstTokenMs: 0 },
+      cachedPromptTokens: 0,
     };
   }
   const ident = { id: 'x', created: 0, model: 'm' };

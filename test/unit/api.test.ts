@@ -51,7 +51,16 @@ describe('BitNetModel', () => {
     await reader.read();
     expect(m.engine.cache.size()).toBeGreaterThan(0);
     await reader.cancel();
+    // the sequence went to the prompt cache (a later "abc…" prompt reuses it); nothing else is held
+    expect(m.engine.cache.sequenceIds()).toHaveLength(1);
+    expect(m.engine.promptCacheSize).toBe(1);
+    m.engine.clearPromptCache();
     expect(m.engine.cache.size()).toBe(0);
+    const off = await BitNetModel.fromFile(path, { promptCacheEntries: 0 });
+    const r2 = off.generateStream('abc', { maxNewTokens: 200, seed: 1 }).getReader();
+    await r2.read();
+    await r2.cancel();
+    expect(off.engine.cache.size()).toBe(0);
   });
 
   it('lastMetrics reports tokens/s; resetMetrics clears it', async () => {

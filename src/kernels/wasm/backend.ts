@@ -76,6 +76,7 @@ const poolReaper = new FinalizationRegistry<{ stop: () => void }>((h) => h.stop(
 
 export class WasmBackend implements Backend {
   readonly name = 'wasm';
+  readonly rebuildsFromStore = true;
   readonly vocabSize: number;
   readonly build: KernelBuild;
   readonly hp: HParams;
