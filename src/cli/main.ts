@@ -27,7 +27,7 @@ export const COMMAND_USAGE: Record<string, string> = {
   serve: `serve      [--model LOCATION] [--model-id ID] [--host H] [--port P] [--api-key K ...] [--max-concurrent N]
              [--max-queue N] [--max-tokens N] [--body-limit BYTES] [--cors-origin O ...] [--gpu-url URL]
              [--gpu-api-key K] [--edge-max-tokens N] [--memory-budget BYTES] [--backend auto|reference|wasm|cuda]
-             [--threads N] [--validate-checksums] [--shutdown-grace SECONDS (10)]
+             [--threads N] [--prompt-cache N (4; 0 = off)] [--validate-checksums] [--shutdown-grace SECONDS (10)]
              [--request-timeout SECONDS (30; 0 = none)] [--json]`,
 };
 

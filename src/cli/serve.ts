@@ -124,6 +124,7 @@ export async function serveCommand(
       'memory-budget': { type: 'string' },
       backend: { type: 'string' },
       threads: { type: 'string' },
+      'prompt-cache': { type: 'string' },
       'validate-checksums': { type: 'boolean' },
       'shutdown-grace': { type: 'string' },
       'request-timeout': { type: 'string' },
@@ -144,6 +145,8 @@ export async function serveCommand(
   const modelConfig = {
     backend,
     numThreads: num(values, 'threads', { int: true, min: 1 }),
+    // finished sequences kept for prompt reuse (a chat's next turn prefills only its new tokens)
+    promptCacheEntries: num(values, 'prompt-cache', { int: true, min: 0 }) ?? envInt(env, 'BITNET_PROMPT_CACHE'),
     validateChecksums: values['validate-checksums'] === true || envBool(env, 'BITNET_VALIDATE_CHECKSUMS') === true,
     sourceOptions: remoteSourceOptions(env),
   };

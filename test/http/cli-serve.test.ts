@@ -146,6 +146,10 @@ describe('bitnet serve', () => {
     const s = serve(['--port', 'x']);
     await expect(s.url).rejects.toThrow(/BAD_FLAG/);
     expect(await s.exited).toBe(2); // a bad flag value is a usage error (README, "The CLI")
+    const pc = serve(['--prompt-cache', '-1']);
+    await expect(pc.url).rejects.toThrow(/BAD_FLAG\]: --prompt-cache must be an integer >= 0/);
+    const pcEnv = serve([], { BITNET_PROMPT_CACHE: 'lots' });
+    await expect(pcEnv.url).rejects.toThrow(/INVALID_ENV\]: BITNET_PROMPT_CACHE must be a non-negative integer/);
   });
 });
 
