@@ -147,6 +147,8 @@ async function loadFromR2(bucket: R2BucketLike, key: string, validateChecksums: 
       sourceOptions,
       maxMemoryBytes: WORKERS_MEMORY_BYTES,
       validateChecksums,
+      // one finished conversation's KV at most: an isolate has 128 MB in all
+      promptCacheEntries: 1,
     });
   } catch (e) {
     // A missing object (the model, or a shard of it) is the server's problem: 503, not the route's 404.

@@ -93,6 +93,11 @@ export interface EngineDeps {
   promptCacheEntries?: number;
 }
 
+/** A sequence the prompt cache can keep: it can be measured and truncated. */
+function reusable(seq: SequenceCache): seq is SequenceCache & ReusableSequence {
+  return typeof seq.length === 'function' && typeof seq.truncate === 'function';
+}
+
 function randomSeed(): bigint {
   const a = new Uint32Array(2);
   crypto.getRandomValues(a);
@@ -197,8 +202,9 @@ export class Engine {
     let prefillMs = 0;
     let firstTokenMs = 0;
 
-    // a cached sequence sharing a prefix with the prompt (never when the prompt is scored: that needs every row)
-    const hit = promptLps ? undefined : this.promptCache?.take(promptIds);
+    // a cached sequence sharing a prefix with the prompt (not when the prompt is scored: that needs
+    // every row; not when nothing is run)
+    const hit = promptLps || o.maxNewTokens === 0 ? undefined : this.promptCache?.take(promptIds);
     const seq = hit?.seq ?? this.d.newSequence();
     const reuse = hit?.reuse ?? 0;
     // the tokens whose K/V the store holds, and whether it holds exactly them (not mid-forward)
@@ -229,7 +235,7 @@ export class Engine {
               signal: o.signal,
             })
           )[0];
-      kvTokens.push(...promptIds.slice(reuse));
+      for (let i = reuse; i < promptIds.length; i++) kvTokens.push(promptIds[i]);
       consistent = true;
       prefillMs = this.now() - t0;
       let pos = promptIds.length;
@@ -285,7 +291,7 @@ export class Engine {
     } finally {
       this.d.backend.release?.(seq.store);
       // a store cut mid-forward (an error, an abort) holds a partial position: never reused
-      if (this.promptCache && consistent) this.promptCache.put(seq as ReusableSequence & SequenceCache, kvTokens);
+      if (this.promptCache && consistent && reusable(seq)) this.promptCache.put(seq, kvTokens);
       else seq.release();
     }
     const totalMs = this.now() - t0;
