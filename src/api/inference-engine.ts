@@ -275,6 +275,12 @@ export class InferenceEngine {
     return this.engine.generate(ids, { ...c, signal });
   }
 
+  /** Throws what stream() would throw for this prompt and config (prompt length, ids, settings); runs nothing. */
+  check(prompt: Prompt, config: GenerationConfig | GenerationConfigInit = {}): void {
+    const c = (config instanceof GenerationConfig ? config : new GenerationConfig(config)).validate();
+    this.engine.check(this.encodePrompt(prompt), c);
+  }
+
   async generate(
     prompt: Prompt,
     config: GenerationConfig | GenerationConfigInit = {},

@@ -162,6 +162,12 @@ export class Engine {
    * context throws before any generator or stream exists), not on the first next().
    */
   generate(promptIds: readonly number[], o: EngineGenerateOptions): AsyncGenerator<TokenEvent, GenerationOutcome> {
+    this.check(promptIds, o);
+    return this.run(promptIds, o);
+  }
+
+  /** Throws what generate() would throw for these ids and options, and does nothing else. */
+  check(promptIds: readonly number[], o: EngineGenerateOptions): void {
     if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0) {
       throw BitNetError.Config('INVALID_GENERATION_CONFIG', 'maxNewTokens must be a non-negative integer', {
         maxNewTokens: o.maxNewTokens,
@@ -180,7 +186,6 @@ export class Engine {
           value: String(top),
         },
       );
-    return this.run(promptIds, o);
   }
 
   private async *run(

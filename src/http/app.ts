@@ -23,22 +23,34 @@ import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
 import type { z } from 'zod';
-import { GenerationConfig, type GenerationConfigInit } from '../api/generation-config.ts';
+import { GenerationConfig } from '../api/generation-config.ts';
 import { BitNetError, isBitNetError } from '../errors.ts';
 import type { GenerationOutcome } from '../generate/engine.ts';
 import { ApiKeys } from './auth.ts';
 import { type ChatTemplateOverride, chatTemplateResolver } from './chat-template.ts';
 import { errorBody, errorResponse, toBitNetError } from './errors.ts';
 import { Limiter, type LimiterOptions } from './limiter.ts';
-import { collect, estimatePromptTokens, type LocalDeps, type PromptInput, startLocal } from './local.ts';
+import {
+  checkJob,
+  collect,
+  estimatePromptTokens,
+  type Job,
+  type LocalDeps,
+  type PromptInput,
+  type Runs,
+  startLocal,
+} from './local.ts';
 import { nativeLogprob, TokenNames } from './logprobs-wire.ts';
 import { type AppMetrics, createMetrics } from './metrics.ts';
 import { ModelHolder, type ModelSource } from './model-holder.ts';
 import {
+  type ChoiceOutcome,
+  type ChoiceRun,
   chatPrompt,
+  choiceJobs,
   completionBody,
   completionChunks,
-  completionPrompt,
+  completionPrompts,
   echoText,
   newIdentity,
   samplingConfig,
@@ -351,17 +363,16 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const clampMaxTokens = (n: number): number =>
     Math.min(n, MAX_NEW_TOKENS, holder.current()?.modelInfo().contextLength ?? MAX_NEW_TOKENS);
 
-  /** Edge or GPU for one generation request, then the local run or the pass-through. */
+  /** Edge or GPU for one generation request, then the local runs or the pass-through. */
   async function serve(
     c: Ctx,
     requestedModel: string | undefined,
-    prompt: PromptInput,
-    config: GenerationConfigInit,
+    jobs: readonly Job[],
     names: WireNames,
-    respond: (events: Awaited<ReturnType<typeof startLocal>>, obs: Obs) => Promise<Response> | Response,
+    respond: (runs: Runs, obs: Obs) => Promise<Response> | Response,
   ): Promise<Response> {
     try {
-      return await route(c, requestedModel, prompt, config, respond);
+      return await route(c, requestedModel, jobs, respond);
     } catch (e) {
       throw withParam(e, names);
     }
@@ -370,23 +381,31 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   async function route(
     c: Ctx,
     requestedModel: string | undefined,
-    prompt: PromptInput,
-    config: GenerationConfigInit,
-    respond: (events: Awaited<ReturnType<typeof startLocal>>, obs: Obs) => Promise<Response> | Response,
+    jobs: readonly Job[],
+    respond: (runs: Runs, obs: Obs) => Promise<Response> | Response,
   ): Promise<Response> {
     const obs = c.get('obs');
     if (requestedModel !== undefined && requestedModel !== modelId) throw unknownModel(requestedModel);
     const m = holder.current();
-    const maxNew = new GenerationConfig(config).maxNewTokens;
-    const promptTokens = estimatePromptTokens(prompt, m?.tokenizer, templateFor);
+    const ctx = m?.modelInfo().contextLength;
+    const sizes = jobs.map((j) => ({
+      prompt: estimatePromptTokens(j.prompt, m?.tokenizer, templateFor),
+      maxNew: new GenerationConfig(j.config).maxNewTokens,
+    }));
+    // several generations (n, several prompts): each counted as the engine will run it, summed
+    const effective = sizes.map((z) =>
+      ctx === undefined ? z.prompt + z.maxNew : z.prompt + Math.min(z.maxNew, Math.max(0, ctx - z.prompt)),
+    );
+    const single = jobs.length === 1;
     // x-bitnet-forwarded: the number of hops so far (older instances send "1").
     const fwd = c.req.header('x-bitnet-forwarded');
     const hops = fwd === undefined ? 0 : /^\d{1,6}$/.test(fwd.trim()) ? Math.max(1, Number(fwd.trim())) : 1;
     const decision = await router.decide({
-      work: promptTokens + maxNew,
-      promptTokens,
+      work: single ? sizes[0].prompt + sizes[0].maxNew : effective.reduce((a, b) => a + b, 0),
+      promptTokens: single ? sizes[0].prompt : undefined,
+      largestJob: single ? undefined : Math.max(...effective),
       modelBytes: deps.modelBytes,
-      contextLength: m?.modelInfo().contextLength,
+      contextLength: ctx,
       forwarded: hops > 0 && (await router.trustsForwarded(c.req.header('authorization'))),
     });
     metrics.routes.inc({ route: decision.route, reason: decision.reason });
@@ -429,23 +448,59 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       metrics.fallbacks.inc({ outcome: 'edge' });
       obs.route = 'edge';
     }
-    const run = await startLocal(local, prompt, config, signal, obs.start);
-    return respond(run, obs);
+    // The first run starts now, so that what can fail early (the prompt, the model) sets the status;
+    // the others start one after another as the response consumes them, each with its own slot.
+    // several: every one is checked before any runs (a bad prompt among them fails the request at once)
+    if (!single) for (const j of jobs) await checkJob(local, j);
+    const first = await startLocal(local, jobs[0].prompt, jobs[0].config, signal, obs.start);
+    let current = first;
+    const runs: Runs = {
+      count: jobs.length,
+      jobs,
+      tokenizer: first.tokenizer,
+      async run(i) {
+        if (i === 0) return first;
+        current = await startLocal(local, jobs[i].prompt, jobs[i].config, signal, obs.start);
+        return current;
+      },
+      cancel: () => current.cancel(),
+    };
+    return respond(runs, obs);
   }
 
-  /** A streaming response over a local run; metrics are recorded when the stream ends. */
-  const streamResponse = (
-    run: Awaited<ReturnType<typeof startLocal>>,
-    obs: Obs,
-    chunks: AsyncGenerator<string, void>,
-  ) => {
+  /** A streaming response over local runs; metrics are recorded when the stream ends. */
+  const streamResponse = (runs: Runs, obs: Obs, chunks: AsyncGenerator<string, void>) => {
     obs.deferred = true;
     const body = eventStream(chunks, () => {
-      void run.cancel();
+      void runs.cancel();
       obs.finish();
     });
     return new Response(body, { status: 200, headers: SSE_HEADERS });
   };
+
+  /** The OpenAI routes' choices, one run after another (index i is the i-th job). */
+  async function* choiceRuns(runs: Runs, echo: boolean): AsyncGenerator<ChoiceRun, void> {
+    for (let i = 0; i < runs.count; i++) {
+      const run = await runs.run(i);
+      const job = runs.jobs[i];
+      yield {
+        index: i,
+        events: run.events,
+        countsPrompt: job.firstOfPrompt,
+        ...(echo ? { echo: { text: echoText(job.prompt, run.tokenizer) } } : {}),
+      };
+    }
+  }
+
+  async function collectChoices(runs: Runs, echo: boolean): Promise<ChoiceOutcome[]> {
+    const out: ChoiceOutcome[] = [];
+    for await (const ch of choiceRuns(runs, echo)) {
+      let r = await ch.events.next();
+      while (!r.done) r = await ch.events.next();
+      out.push({ index: ch.index, outcome: r.value, countsPrompt: ch.countsPrompt, echo: ch.echo });
+    }
+    return out;
+  }
 
   app.post('/v1/chat/completions', limit, json, validate(chatCompletionSchema), async (c) => {
     const b = c.req.valid('json') as z.infer<typeof chatCompletionSchema>;
@@ -454,54 +509,57 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       prompt: 'messages',
       field: openAIFields(b.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens'),
     };
-    return serve(c, b.model, chatPrompt(b), samplingConfig(b, maxTokens), names, async (run, obs) => {
+    const jobs = choiceJobs([chatPrompt(b)], samplingConfig(b, maxTokens), b.n ?? 1);
+    return serve(c, b.model, jobs, names, async (runs, obs) => {
       const ident = newIdentity('chat', modelId);
-      const names = new TokenNames(run.tokenizer);
+      const tokNames = new TokenNames(runs.tokenizer);
       if (b.stream)
         return streamResponse(
-          run,
+          runs,
           obs,
           completionChunks(
             'chat',
             ident,
-            run.events,
+            choiceRuns(runs, false),
             b.stream_options?.include_usage === true,
-            names,
+            tokNames,
             b.logprobs === true,
           ),
         );
-      return c.json(completionBody('chat', ident, await collect(run), names));
+      return c.json(completionBody('chat', ident, await collectChoices(runs, false), tokNames));
     });
   });
 
   app.post('/v1/completions', limit, json, validate(completionSchema), async (c) => {
     const b = c.req.valid('json') as z.infer<typeof completionSchema>;
-    const prompt = completionPrompt(b);
+    const jobs = choiceJobs(
+      completionPrompts(b),
+      samplingConfig(b, clampMaxTokens(b.max_tokens ?? defaultMaxTokens)),
+      b.n ?? 1,
+    );
+    const echo = b.echo === true;
     return serve(
       c,
       b.model,
-      prompt,
-      samplingConfig(b, clampMaxTokens(b.max_tokens ?? defaultMaxTokens)),
+      jobs,
       { prompt: 'prompt', field: { ...openAIFields('max_tokens'), topLogprobs: 'logprobs' } },
-      async (run, obs) => {
+      async (runs, obs) => {
         const ident = newIdentity('completion', modelId);
-        const names = new TokenNames(run.tokenizer);
-        const echo = b.echo ? { text: echoText(prompt, run.tokenizer) } : undefined;
+        const tokNames = new TokenNames(runs.tokenizer);
         if (b.stream)
           return streamResponse(
-            run,
+            runs,
             obs,
             completionChunks(
               'completion',
               ident,
-              run.events,
+              choiceRuns(runs, echo),
               b.stream_options?.include_usage === true,
-              names,
+              tokNames,
               b.logprobs != null,
-              echo,
             ),
           );
-        return c.json(completionBody('completion', ident, await collect(run), names, echo));
+        return c.json(completionBody('completion', ident, await collectChoices(runs, echo), tokNames));
       },
     );
   });
@@ -511,10 +569,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const input: PromptInput =
       prompt !== undefined ? { kind: 'text', text: prompt } : { kind: 'ids', ids: promptIds ?? [] };
     const names = { prompt: prompt !== undefined ? 'prompt' : 'promptIds' };
-    return serve(c, model, input, config, names, async (run, obs) => {
-      const names = new TokenNames(run.tokenizer);
-      if (stream) return streamResponse(run, obs, nativeChunks(run.events, modelId, names));
-      return c.json(nativeOutcome(await collect(run), modelId, names));
+    return serve(c, model, choiceJobs([input], config, 1), names, async (runs, obs) => {
+      const run = await runs.run(0);
+      const tokNames = new TokenNames(runs.tokenizer);
+      if (stream) return streamResponse(runs, obs, nativeChunks(run.events, modelId, tokNames));
+      return c.json(nativeOutcome(await collect(run), modelId, tokNames));
     });
   });
 

@@ -88,6 +88,28 @@ export function estimatePromptTokens(p: PromptInput, tok: Tokenizer | undefined,
   return Math.ceil(new TextEncoder().encode(text).length / 4);
 }
 
+/** One generation of a request: its prompt and settings (`n` and several prompts make several). */
+export interface Job {
+  prompt: PromptInput;
+  config: GenerationConfigInit;
+  /** The first job of its prompt (usage counts each prompt's tokens once). */
+  firstOfPrompt: boolean;
+}
+
+/**
+ * A request's local runs: run(0) is already started (what can fail early has failed before the
+ * response); run(i) for i > 0 starts the i-th when the response gets to it, after the one before
+ * it finished. cancel() cancels the current one.
+ */
+export interface Runs {
+  readonly count: number;
+  readonly jobs: readonly Job[];
+  /** The model's tokenizer, to spell token ids (log-probabilities), if it has one. */
+  readonly tokenizer: Tokenizer | undefined;
+  run(i: number): Promise<LocalRun>;
+  cancel(): Promise<void>;
+}
+
 export interface LocalDeps {
   limiter: Limiter;
   templateFor: TemplateFor;
@@ -185,6 +207,16 @@ export async function startLocal(
     }
   }
   return { events: events(), cancel: () => settle(false), tokenizer };
+}
+
+/**
+ * Checks a job as its run would (the model loaded, the prompt tokenized once, its ids, its length,
+ * the settings) without running it, so a request of several fails before any of them runs.
+ */
+export async function checkJob(d: LocalDeps, job: Job): Promise<void> {
+  const model = await d.holder.get();
+  const p = toEnginePrompt(job.prompt, model.tokenizer, d.templateFor);
+  model.engine.check?.(p.prompt, withStopStrings(job.config, p.stopStrings));
 }
 
 /** Drains a run into its outcome (non-streaming responses). */

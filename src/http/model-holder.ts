@@ -19,6 +19,8 @@ export interface ServedModel {
       config: GenerationConfigInit,
       signal?: AbortSignal,
     ): AsyncGenerator<TokenEvent, GenerationOutcome>;
+    /** Throws what stream() would, running nothing (absent: requests of several runs are checked as they run). */
+    check?(prompt: Prompt, config: GenerationConfigInit): void;
     readonly backendName: string;
     /** Kernel threads (absent: 1). */
     readonly numThreads?: number;

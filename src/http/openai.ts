@@ -15,7 +15,7 @@ import type { PromptTokenLogprob, TokenLogprob } from '../generate/logprobs.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import type { ChatMessage } from './chat-template.ts';
 import { errorBody, toBitNetError } from './errors.ts';
-import type { PromptInput } from './local.ts';
+import type { Job, PromptInput } from './local.ts';
 import { chatLogprobContent, completionLogprobs, type TokenNames } from './logprobs-wire.ts';
 import type { ChatCompletionRequest, CompletionRequest } from './schemas.ts';
 import { sseData } from './sse.ts';
@@ -76,13 +76,30 @@ export function chatPrompt(b: ChatCompletionRequest): PromptInput {
  * token. `parse_special: false` (an extension) takes it as plain text. Chat messages never parse
  * specials (chat-template.ts).
  */
-export function completionPrompt(b: CompletionRequest): PromptInput {
+export function completionPrompts(b: CompletionRequest): PromptInput[] {
   const p = b.prompt;
   const parseSpecial = b.parse_special ?? true;
-  if (typeof p === 'string') return { kind: 'text', text: p, parseSpecial };
-  if (typeof p[0] === 'string') return { kind: 'text', text: p[0], parseSpecial };
-  if (typeof p[0] === 'number') return { kind: 'ids', ids: p as number[] };
-  return { kind: 'ids', ids: (p as number[][])[0] };
+  if (typeof p === 'string') return [{ kind: 'text', text: p, parseSpecial }];
+  if (typeof p[0] === 'number') return [{ kind: 'ids', ids: p as number[] }];
+  if (typeof p[0] === 'string') return (p as string[]).map((text) => ({ kind: 'text', text, parseSpecial }));
+  return (p as number[][]).map((ids) => ({ kind: 'ids', ids }));
+}
+
+/**
+ * One generation per (prompt, choice), in OpenAI's order: choice index = prompt × n + j. With a
+ * seed, choice j of a prompt samples with seed + j (mod 2^64), so the n choices differ and the
+ * same request always gives the same choices; choice 0 is what the request with n = 1 gives.
+ */
+export function choiceJobs(prompts: readonly PromptInput[], config: GenerationConfigInit, n: number): Job[] {
+  const jobs: Job[] = [];
+  for (const prompt of prompts) {
+    for (let j = 0; j < n; j++) {
+      const seed =
+        config.seed === undefined || j === 0 ? config.seed : BigInt.asUintN(64, BigInt(config.seed) + BigInt(j));
+      jobs.push({ prompt, config: j === 0 ? config : { ...config, seed }, firstOfPrompt: j === 0 });
+    }
+  }
+  return jobs;
 }
 
 export interface ResponseIdentity {
@@ -94,16 +111,6 @@ export interface ResponseIdentity {
 export function newIdentity(kind: OpenAIKind, model: string): ResponseIdentity {
   const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${crypto.randomUUID().replace(/-/g, '')}`;
   return { id, created: Math.floor(Date.now() / 1000), model };
-}
-
-function usage(o: GenerationOutcome) {
-  return {
-    prompt_tokens: o.promptTokens,
-    completion_tokens: o.generatedTokens,
-    total_tokens: o.promptTokens + o.generatedTokens,
-    // OpenAI's field: the prompt tokens reused from the prompt cache rather than prefilled
-    prompt_tokens_details: { cached_tokens: o.cachedPromptTokens },
-  };
 }
 
 /** A choice's `logprobs` for these tokens: null when they were not asked for. */
@@ -124,102 +131,142 @@ export interface Echo {
   text: string;
 }
 
+/** One choice's run, as the response consumes it. */
+export interface ChoiceRun {
+  index: number;
+  events: AsyncGenerator<TokenEvent, GenerationOutcome>;
+  /** The first choice of its prompt: its prompt tokens count in `usage` (once per prompt). */
+  countsPrompt: boolean;
+  echo?: Echo;
+}
+
+/** One finished choice. */
+export interface ChoiceOutcome {
+  index: number;
+  outcome: GenerationOutcome;
+  countsPrompt: boolean;
+  echo?: Echo;
+}
+
+/** The choices' usage: every completion token, each prompt once. */
+function usageOf(choices: readonly { outcome: GenerationOutcome; countsPrompt: boolean }[]) {
+  let prompt = 0;
+  let completion = 0;
+  let cached = 0;
+  for (const c of choices) {
+    completion += c.outcome.generatedTokens;
+    if (!c.countsPrompt) continue;
+    prompt += c.outcome.promptTokens;
+    cached += c.outcome.cachedPromptTokens;
+  }
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    // OpenAI's field: the prompt tokens reused from the prompt cache rather than prefilled
+    prompt_tokens_details: { cached_tokens: cached },
+  };
+}
+
 /** The non-streaming body. */
 export function completionBody(
   kind: OpenAIKind,
   ident: ResponseIdentity,
-  o: GenerationOutcome,
+  choices: readonly ChoiceOutcome[],
   names: TokenNames,
-  echo?: Echo,
 ): unknown {
-  const logprobs = choiceLogprobs(kind, o.logprobs, names, 0, echo ? o.promptLogprobs : undefined).value;
-  if (kind === 'chat') {
-    return {
-      ...ident,
-      object: 'chat.completion',
-      choices: [{ index: 0, message: { role: 'assistant', content: o.text }, logprobs, finish_reason: o.finishReason }],
-      usage: usage(o),
-    };
-  }
+  const body = choices.map(({ index, outcome: o, echo }) => {
+    const logprobs = choiceLogprobs(kind, o.logprobs, names, 0, echo ? o.promptLogprobs : undefined).value;
+    return kind === 'chat'
+      ? { index, message: { role: 'assistant', content: o.text }, logprobs, finish_reason: o.finishReason }
+      : { index, text: (echo?.text ?? '') + o.text, logprobs, finish_reason: o.finishReason };
+  });
   return {
     ...ident,
-    object: 'text_completion',
-    choices: [{ index: 0, text: (echo?.text ?? '') + o.text, logprobs, finish_reason: o.finishReason }],
-    usage: usage(o),
+    object: kind === 'chat' ? 'chat.completion' : 'text_completion',
+    choices: body,
+    usage: usageOf(choices),
   };
 }
 
 /**
- * SSE lines for a streaming response, from the run's token events. With logprobs, each content
- * chunk carries the entries of the tokens since the previous one (a token whose text is held back,
- * a possible stop or half a character, waits for the chunk that shows it); entries still waiting
- * at the end go out in a chunk with empty content before the finish chunk.
+ * SSE lines for a streaming response: the choices one after another, each chunk naming its
+ * choice's `index`. With logprobs, each content chunk carries the entries of the tokens since the
+ * previous one (a token whose text is held back, a possible stop or half a character, waits for
+ * the chunk that shows it); entries still waiting at a choice's end go out in a chunk with empty
+ * content before its finish chunk. The usage chunk (stream_options.include_usage) covers them all.
  */
 export async function* completionChunks(
   kind: OpenAIKind,
   ident: ResponseIdentity,
-  events: AsyncGenerator<TokenEvent, GenerationOutcome>,
+  runs: AsyncIterable<ChoiceRun>,
   includeUsage: boolean,
   names: TokenNames,
   withLogprobs = false,
-  echo?: Echo,
 ): AsyncGenerator<string, void> {
   const object = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
   const extra = includeUsage ? { usage: null } : {};
-  const pending: TokenLogprob[] = [];
-  let offset = 0;
-  let echoed: readonly PromptTokenLogprob[] = [];
-  const takeLogprobs = (): unknown => {
-    if (!withLogprobs) return null;
-    const r = choiceLogprobs(kind, pending.splice(0), names, offset, echoed);
-    echoed = [];
-    offset = r.end;
-    return r.value;
-  };
-  const chunk = (text: string | undefined, finish: string | null, role = false) => {
-    const logprobs = text === undefined ? null : takeLogprobs();
-    return kind === 'chat'
-      ? {
-          ...ident,
-          object,
-          choices: [
-            {
-              index: 0,
-              delta: role ? { role: 'assistant', content: '' } : text === undefined ? {} : { content: text },
-              logprobs,
-              finish_reason: finish,
-            },
-          ],
-          ...extra,
-        }
-      : {
-          ...ident,
-          object,
-          choices: [{ index: 0, text: text ?? '', logprobs, finish_reason: finish }],
-          ...extra,
-        };
-  };
+  const done: { outcome: GenerationOutcome; countsPrompt: boolean }[] = [];
+  let events: AsyncGenerator<TokenEvent, GenerationOutcome> | undefined;
   try {
-    if (kind === 'chat') yield sseData(chunk(undefined, null, true));
-    let r = await events.next();
-    if (echo) {
-      // the prompt first: its entries come with the first event, or with the outcome when nothing was generated
-      echoed = r.value.promptLogprobs ?? [];
-      yield sseData(chunk(echo.text, null));
+    for await (const run of runs) {
+      events = run.events;
+      const { index, echo } = run;
+      const pending: TokenLogprob[] = [];
+      let offset = 0;
+      let echoed: readonly PromptTokenLogprob[] = [];
+      const takeLogprobs = (): unknown => {
+        if (!withLogprobs) return null;
+        const r = choiceLogprobs(kind, pending.splice(0), names, offset, echoed);
+        echoed = [];
+        offset = r.end;
+        return r.value;
+      };
+      const chunk = (text: string | undefined, finish: string | null, role = false) => {
+        const logprobs = text === undefined ? null : takeLogprobs();
+        return kind === 'chat'
+          ? {
+              ...ident,
+              object,
+              choices: [
+                {
+                  index,
+                  delta: role ? { role: 'assistant', content: '' } : text === undefined ? {} : { content: text },
+                  logprobs,
+                  finish_reason: finish,
+                },
+              ],
+              ...extra,
+            }
+          : {
+              ...ident,
+              object,
+              choices: [{ index, text: text ?? '', logprobs, finish_reason: finish }],
+              ...extra,
+            };
+      };
+      if (kind === 'chat') yield sseData(chunk(undefined, null, true));
+      let r = await events.next();
+      if (echo) {
+        // the prompt first: its entries come with the first event, or with the outcome when nothing was generated
+        echoed = r.value.promptLogprobs ?? [];
+        yield sseData(chunk(echo.text, null));
+      }
+      while (!r.done) {
+        if (r.value.logprob) pending.push(r.value.logprob);
+        if (r.value.text) yield sseData(chunk(r.value.text, null));
+        r = await events.next();
+      }
+      if (pending.length > 0) yield sseData(chunk('', null));
+      yield sseData(chunk(undefined, r.value.finishReason));
+      done.push({ outcome: r.value, countsPrompt: run.countsPrompt });
     }
-    while (!r.done) {
-      if (r.value.logprob) pending.push(r.value.logprob);
-      if (r.value.text) yield sseData(chunk(r.value.text, null));
-      r = await events.next();
-    }
-    if (pending.length > 0) yield sseData(chunk('', null));
-    yield sseData(chunk(undefined, r.value.finishReason));
-    if (includeUsage) yield sseData({ ...ident, object, choices: [], usage: usage(r.value) });
+    if (includeUsage) yield sseData({ ...ident, object, choices: [], usage: usageOf(done) });
     yield sseData('[DONE]');
   } catch (e) {
     const err = toBitNetError(e);
     if (err.code !== 'CANCELLED') yield sseData(errorBody(err));
   } finally {
-    await events.return(undefined as never).catch(() => {});
+    await events?.return(undefined as never).catch(() => {});
   }
 }

@@ -49,6 +49,11 @@ export interface RouteInput {
   work: number;
   /** The prompt's share of `work`, when known: with the context length, caps max_tokens at what fits. */
   promptTokens?: number;
+  /**
+   * A request of several generations (`n`, several prompts): `work` is their total, and this the
+   * largest one's, which is what the edge must be able to run (each runs on its own).
+   */
+  largestJob?: number;
   /** The model's weight bytes, when known. */
   modelBytes: number | undefined;
   /** The model's context length, when known. */
@@ -115,7 +120,7 @@ export class Router {
     const fits = this.fitsMemory(x.modelBytes);
     const localMax = this.localMaxTokens ?? x.contextLength ?? Number.POSITIVE_INFINITY;
     const work = this.effectiveWork(x);
-    const localCapable = fits && work <= localMax;
+    const localCapable = fits && (x.largestJob ?? work) <= localMax;
     if (x.forwarded || !this.gpu) {
       if (!fits)
         throw BitNetError.Memory(

@@ -1,7 +1,7 @@
 /**
  * Request schemas (zod). The OpenAI routes accept the OpenAI field names and strip fields they
  * do not know (clients send extras such as `user` or `store`); fields that would change the
- * answer in ways this server cannot honour (n > 1, tools, suffix) are refused with a 400
+ * answer in ways this server cannot honour (best_of > 1, tools, suffix) are refused with a 400
  * that names the field. The native /v1/generate body mirrors GenerationConfig and, like
  * it, refuses unknown keys.
  */
@@ -41,6 +41,16 @@ const logitBias = z.record(
   z.number().min(-100).max(100),
 );
 
+/** Choices per prompt (`n`), prompts per completions request, and choices per request. */
+export const MAX_N = 16;
+export const MAX_PROMPTS = 16;
+export const MAX_CHOICES = 64;
+
+/** How many prompts a completions `prompt` holds (a list of strings or of id lists: one each). */
+export function promptCount(p: string | string[] | number[] | number[][]): number {
+  return typeof p === 'string' || typeof p[0] === 'number' ? 1 : p.length;
+}
+
 /** Sampling fields shared by /v1/chat/completions and /v1/completions. */
 const sampling = {
   model: z.string().min(1).optional(),
@@ -51,7 +61,13 @@ const sampling = {
   stop,
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
-  n: z.literal(1, { error: 'only n = 1 is supported' }).nullish(),
+  // choices per prompt, generated one after another (seed + i for choice i when a seed is given)
+  n: z
+    .number()
+    .int()
+    .min(1)
+    .max(MAX_N, { error: `n must be at most ${MAX_N}` })
+    .nullish(),
   presence_penalty: z.number().min(-2).max(2).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),
   logit_bias: logitBias.nullish(),
@@ -107,11 +123,14 @@ export const completionSchema = z
     prompt: z.union(
       [
         z.string(),
-        z.array(z.string()).length(1),
+        z.array(z.string()).min(1).max(MAX_PROMPTS),
         z.array(z.number().int().min(0)).min(1),
-        z.array(z.array(z.number().int().min(0)).min(1)).length(1),
+        z
+          .array(z.array(z.number().int().min(0)).min(1))
+          .min(1)
+          .max(MAX_PROMPTS),
       ],
-      { error: 'prompt must be a string or token ids (one prompt per request)' },
+      { error: `prompt must be a string, token ids, or a list of up to ${MAX_PROMPTS} of either` },
     ),
     // an extension (llama.cpp's server parses special tokens in prompts; so do we unless told not to)
     parse_special: z.boolean().nullish(),
@@ -127,6 +146,10 @@ export const completionSchema = z
   .refine((b) => b.max_tokens !== 0 || b.echo === true, {
     error: 'max_tokens 0 needs echo: true (it scores the prompt and generates nothing)',
     path: ['max_tokens'],
+  })
+  .refine((b) => promptCount(b.prompt) * (b.n ?? 1) <= MAX_CHOICES, {
+    error: `prompts × n must be at most ${MAX_CHOICES}`,
+    path: ['n'],
   });
 export type CompletionRequest = z.infer<typeof completionSchema>;
 

@@ -121,6 +121,17 @@ describe('router: edge or GPU', () => {
     expect(metric(await gpuMetrics(), 'bitnet_route_decisions_total', { route: 'edge', reason: 'forwarded' })).toBe(2);
   });
 
+  it('n counts every choice: small choices that add up to a large request go to the GPU, all n of them', async () => {
+    // 25 prompt tokens + 4 = 29 each: one is small (≤ 32), three are 87
+    const r = await ask(4, { n: 3 });
+    expect(r.status).toBe(200);
+    expect(r.headers.get('x-bitnet-route')).toBe('gpu');
+    expect(r.headers.get('x-bitnet-route-reason')).toBe('large');
+    const j = await r.json();
+    expect(j.choices.map((c: { index: number }) => c.index)).toEqual([0, 1, 2]);
+    expect(j.choices[0].message.content).toBe((await (await ask(4)).json()).choices[0].message.content);
+  });
+
   it('a wrong GPU key is a GPU failure: the edge serves the request', async () => {
     const app = createApp({
       model,

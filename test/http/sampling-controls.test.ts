@@ -7,7 +7,7 @@ import { GenerationConfig } from '../../src/api/generation-config.ts';
 import type { GenerationOutcome, TokenEvent } from '../../src/generate/engine.ts';
 import { createApp } from '../../src/http/app.ts';
 import { TokenNames } from '../../src/http/logprobs-wire.ts';
-import { completionChunks } from '../../src/http/openai.ts';
+import { type ChoiceRun, completionChunks } from '../../src/http/openai.ts';
 import { post, sseData, tinyModel } from './helpers.ts';
 
 let model: BitNetModel;
@@ -341,6 +341,9 @@ describe('streamed logprobs follow the text', () => {
     };
   }
   const ident = { id: 'x', created: 0, model: 'm' };
+  async function* one(): AsyncGenerator<ChoiceRun, void> {
+    yield { index: 0, events: events(), countsPrompt: true };
+  }
   const collect = async (g: AsyncGenerator<string, void>) => {
     const out: { choices: Record<string, unknown>[] }[] = [];
     for await (const s of g) if (!s.includes('[DONE]')) out.push(JSON.parse(s.slice(6)));
@@ -349,7 +352,7 @@ describe('streamed logprobs follow the text', () => {
 
   it('chat: held-back tokens go with the chunk that shows their text; the rest before the finish chunk', async () => {
     const names = new TokenNames(model.tokenizer);
-    const c = await collect(completionChunks('chat', ident, events(), false, names, true));
+    const c = await collect(completionChunks('chat', ident, one(), false, names, true));
     const rows = c.map((x) => [
       x.choices[0].delta,
       (x.choices[0].logprobs as { content: { id: number }[] } | null)?.content.map((e) => e.id) ?? null,
@@ -365,7 +368,7 @@ describe('streamed logprobs follow the text', () => {
 
   it('completions: text_offset runs on across chunks', async () => {
     const names = new TokenNames(model.tokenizer);
-    const c = await collect(completionChunks('completion', ident, events(), false, names, true));
+    const c = await collect(completionChunks('completion', ident, one(), false, names, true));
     const offsets = c.map((x) => (x.choices[0].logprobs as { text_offset: number[] } | null)?.text_offset ?? null);
     expect(offsets).toEqual([[0, 1], [2], null]);
   });
