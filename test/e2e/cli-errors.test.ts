@@ -256,20 +256,24 @@ describe('logits', () => {
   });
 });
 
+/** Every command of the CLI (src/cli/main.ts). */
+const COMMANDS = [
+  'generate',
+  'logits',
+  'perplexity',
+  'synth',
+  'inspect',
+  'tokenize',
+  'convert',
+  'pull',
+  'cache',
+  'bench',
+  'serve',
+];
+
 describe('usage and flags', () => {
   it('--help / -h on every subcommand prints its usage and exits 0', async () => {
-    for (const cmd of [
-      'generate',
-      'logits',
-      'perplexity',
-      'synth',
-      'inspect',
-      'tokenize',
-      'convert',
-      'pull',
-      'bench',
-      'serve',
-    ]) {
+    for (const cmd of COMMANDS) {
       for (const h of ['--help', '-h']) {
         const r = await bitnet(cmd, h);
         expect(r.code, `${cmd} ${h}: ${r.stderr}`).toBe(0);
@@ -285,19 +289,7 @@ describe('usage and flags', () => {
   it('the overall usage lists every command', async () => {
     const r = await bitnet('--help');
     expect(r.code).toBe(0);
-    for (const cmd of [
-      'generate',
-      'logits',
-      'perplexity',
-      'synth',
-      'inspect',
-      'tokenize',
-      'convert',
-      'pull',
-      'bench',
-      'serve',
-    ])
-      expect(r.stdout).toMatch(new RegExp(`^  ${cmd} `, 'm'));
+    for (const cmd of COMMANDS) expect(r.stdout).toMatch(new RegExp(`^  ${cmd} `, 'm'));
   });
 
   it('parse errors are Config/BAD_FLAG (JSON under --json), exit 2', async () => {
