@@ -34,6 +34,7 @@ export {
   ternarize,
 } from './api/quantization.ts';
 export { BitNetError, BitNetErrorKind, isBitNetError } from './errors.ts';
+export type { ResponseFormat } from './generate/json-mode.ts';
 export type { LogitBias } from './generate/logit-adjust.ts';
 export type { PromptTokenLogprob, TokenLogprob, TopLogprob } from './generate/logprobs.ts';
 export type { PerplexityOptions, PerplexityResult } from './generate/perplexity.ts';

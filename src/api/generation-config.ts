@@ -3,6 +3,7 @@
  * `new GenerationConfig({ maxNewTokens: 50, temperature: 0.8 })`; builders return new instances.
  */
 import { BitNetError } from '../errors.ts';
+import type { ResponseFormat } from '../generate/json-mode.ts';
 import type { LogitBias } from '../generate/logit-adjust.ts';
 import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
 import type { Seed } from '../generate/prng.ts';
@@ -24,6 +25,7 @@ export interface GenerationConfigInit {
   logprobs?: boolean;
   topLogprobs?: number;
   promptLogprobs?: boolean;
+  responseFormat?: ResponseFormat;
 }
 
 export class GenerationConfig {
@@ -54,6 +56,8 @@ export class GenerationConfig {
   topLogprobs = 0;
   /** Also score the prompt: each prompt token's log-probability given those before it. Allows maxNewTokens 0. */
   promptLogprobs = false;
+  /** 'json_object': the output is one JSON object (only tokens that keep it valid; it ends when the object closes). */
+  responseFormat: ResponseFormat = 'text';
 
   constructor(init: GenerationConfigInit = {}) {
     assignInit(this, init, 'INVALID_GENERATION_CONFIG', 'generation', (k, v) =>
@@ -110,6 +114,9 @@ export class GenerationConfig {
     return top === false
       ? this.with({ logprobs: false, topLogprobs: 0 })
       : this.with({ logprobs: true, topLogprobs: top });
+  }
+  withResponseFormat(v: ResponseFormat): GenerationConfig {
+    return this.with({ responseFormat: v });
   }
   /** Score the prompt too (the result's `promptLogprobs`); with maxNewTokens 0 nothing is generated. */
   withPromptLogprobs(v = true): GenerationConfig {
@@ -175,6 +182,8 @@ export class GenerationConfig {
     if (typeof this.logprobs !== 'boolean') fail('logprobs', 'must be a boolean', this.logprobs);
     if (!Number.isInteger(this.topLogprobs) || this.topLogprobs < 0 || this.topLogprobs > MAX_TOP_LOGPROBS)
       fail('topLogprobs', `must be an integer in 0..${MAX_TOP_LOGPROBS}`, this.topLogprobs);
+    if (this.responseFormat !== 'text' && this.responseFormat !== 'json_object')
+      fail('responseFormat', "must be 'text' or 'json_object'", this.responseFormat);
     if (typeof this.promptLogprobs !== 'boolean') fail('promptLogprobs', 'must be a boolean', this.promptLogprobs);
     if (this.topLogprobs > 0 && !this.logprobs && !this.promptLogprobs)
       fail('topLogprobs', 'needs logprobs or promptLogprobs: true', this.topLogprobs);
@@ -198,6 +207,7 @@ export class GenerationConfig {
       logprobs: this.logprobs,
       topLogprobs: this.topLogprobs,
       promptLogprobs: this.promptLogprobs,
+      responseFormat: this.responseFormat,
     };
   }
 }

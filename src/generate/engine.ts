@@ -10,6 +10,7 @@ import { BitNetError } from '../errors.ts';
 import type { Backend } from '../kernels/backend.ts';
 import type { KVStore } from '../model/reference.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
+import { JsonMode, type ResponseFormat } from './json-mode.ts';
 import { biasEntries } from './logit-adjust.ts';
 import { MAX_TOP_LOGPROBS, type PromptTokenLogprob, type TokenLogprob, tokenLogprob } from './logprobs.ts';
 import { createRng, type Seed } from './prng.ts';
@@ -37,6 +38,8 @@ export interface EngineGenerateOptions extends SamplerParams {
   /** Also score the prompt: each prompt token's log-probability given the tokens before it (the outcome's
    *  `promptLogprobs`). With it, maxNewTokens may be 0: score only. */
   promptLogprobs?: boolean;
+  /** 'json_object': only tokens that keep the text a prefix of one JSON object; ends when it closes. */
+  responseFormat?: ResponseFormat;
   signal?: AbortSignal;
 }
 
@@ -174,6 +177,12 @@ export class Engine {
       });
     }
     this.checkPrompt(promptIds, o.maxNewTokens);
+    if (o.responseFormat === 'json_object' && !this.d.tokenizer)
+      throw BitNetError.Config(
+        'JSON_MODE_UNAVAILABLE',
+        'JSON mode needs the model’s tokenizer (to know each token’s bytes), and this model has none',
+        { field: 'responseFormat' },
+      );
     // bias ids must be in the vocabulary: fail now, not at the first sampled token
     biasEntries(o.logitBias, this.d.backend.vocabSize);
     const top = o.topLogprobs ?? 0;
@@ -198,6 +207,7 @@ export class Engine {
     const rng = createRng(o.seed ?? randomSeed());
     const eog = o.stopOnEog === false ? new Set<number>() : (tokenizer?.eogTokenIds ?? new Set<number>());
     const history = [...promptIds];
+    const json = o.responseFormat === 'json_object' && tokenizer ? new JsonMode(tokenizer) : undefined;
     const generated: number[] = [];
     const logprobs: TokenLogprob[] | undefined = o.logprobs ? [] : undefined;
     const promptLps: PromptTokenLogprob[] | undefined = o.promptLogprobs ? [] : undefined;
@@ -248,7 +258,8 @@ export class Engine {
       for (; o.maxNewTokens > 0; ) {
         o.signal?.throwIfAborted();
         const window = history.length > REPETITION_WINDOW ? history.slice(-REPETITION_WINDOW) : history;
-        const id = sample(logits, window, o, rng);
+        const id = sample(json ? json.mask(logits) : logits, window, o, rng);
+        json?.push(id);
         if (generated.length === 0) firstTokenMs = this.now() - t0;
         if (eog.has(id)) {
           finishReason = 'stop';
@@ -265,7 +276,7 @@ export class Engine {
         const ev: TokenEvent = lp ? { id, text: r.emit, logprob: lp } : { id, text: r.emit };
         if (promptLps && generated.length === 1) ev.promptLogprobs = promptLps;
         yield ev;
-        if (r.stopped) {
+        if (r.stopped || json?.done) {
           finishReason = 'stop';
           break;
         }

@@ -199,6 +199,7 @@ const openAIFields = (maxTokensField: string): Record<string, string> => ({
   seed: 'seed',
   logprobs: 'logprobs',
   topLogprobs: 'top_logprobs',
+  responseFormat: 'response_format',
 });
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {

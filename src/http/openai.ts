@@ -40,7 +40,11 @@ export function samplingConfig(b: ChatCompletionRequest | CompletionRequest, max
     // chat: logprobs true/false and top_logprobs; completions: logprobs is the number of alternatives
     // echo with logprobs (or with max_tokens 0, which only scores) scores the prompt as well
     ...('messages' in b
-      ? { logprobs: b.logprobs === true, topLogprobs: b.top_logprobs ?? 0 }
+      ? {
+          logprobs: b.logprobs === true,
+          topLogprobs: b.top_logprobs ?? 0,
+          responseFormat: b.response_format?.type ?? 'text',
+        }
       : {
           logprobs: b.logprobs != null,
           topLogprobs: b.logprobs ?? 0,

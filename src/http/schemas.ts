@@ -107,8 +107,13 @@ export const chatCompletionSchema = z
     top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
     tools: z.array(z.unknown()).max(0, unsupported('tools')).nullish(),
     tool_choice: z.literal('none', { error: unsupported('tool_choice') }).nullish(),
+    // json_object: JSON mode (src/generate/json-mode.ts); json_schema is not supported
     response_format: z
-      .object({ type: z.literal('text', { error: unsupported('response_format other than text') }) })
+      .object({
+        type: z.enum(['text', 'json_object'], {
+          error: unsupported('a response_format other than text or json_object'),
+        }),
+      })
       .nullish(),
   })
   .refine((b) => b.top_logprobs == null || b.logprobs === true, {
@@ -186,6 +191,7 @@ export const generateSchema = z
     logprobs: z.boolean().optional(),
     topLogprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).optional(),
     promptLogprobs: z.boolean().optional(),
+    responseFormat: z.enum(['text', 'json_object']).optional(),
     stopSequences: z.array(z.string().min(1)).optional(),
     seed: seed.optional(),
     skipSpecialTokens: z.boolean().optional(),

@@ -1,0 +1,232 @@
+// JSON mode: the byte-level recognizer against JSON.parse, and the engine generating under it.
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BitNetModel, GenerationConfig } from 'bitnet-edge';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { JsonObjectConstraint, MAX_DEPTH, MAX_INDENT } from '../../src/generate/json-constraint.ts';
+import { createRng } from '../../src/generate/prng.ts';
+import { createApp } from '../../src/http/app.ts';
+import { synthBytes } from '../helpers/models.ts';
+
+const enc = new TextEncoder();
+
+/** Whether the recognizer takes the whole text (in pieces cut at `cuts`) and ends there. */
+function recognizes(text: string, cuts: number[] = []): { accepted: boolean; done: boolean } {
+  const c = new JsonObjectConstraint();
+  const bytes = enc.encode(text);
+  let at = 0;
+  for (const end of [...cuts.filter((x) => x > 0 && x < bytes.length).sort((a, b) => a - b), bytes.length]) {
+    const piece = bytes.subarray(at, end);
+    at = end;
+    if (piece.length === 0) continue;
+    if (!c.accepts(piece)) return { accepted: false, done: false };
+    if (!c.push(piece)) throw new Error('accepts and push disagree');
+  }
+  return { accepted: true, done: c.done };
+}
+
+/** JSON.parse's verdict in JSON mode's terms: one object, with JSON mode's whitespace (wsRunsOk). */
+function parsesAsObject(text: string): boolean {
+  try {
+    const v = JSON.parse(text);
+    return v !== null && typeof v === 'object' && !Array.isArray(v) && wsRunsOk(text);
+  } catch {
+    return false;
+  }
+}
+
+/** Outside strings, every whitespace run is " " or a newline and at most 20 spaces/tabs; none at the ends. */
+function wsRunsOk(text: string): boolean {
+  if (/^\s|\s$/.test(text)) return false;
+  let outside = '';
+  let inStr = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (inStr) {
+      if (ch === '\\') i++;
+      else if (ch === '"') inStr = false;
+      outside += 'x';
+    } else {
+      if (ch === '"') inStr = true;
+      outside += ch;
+    }
+  }
+  return (outside.match(/[ \t\r\n]+/g) ?? []).every((run) => /^( |\n[ \t]{0,20})$/.test(run));
+}
+
+/** A random JSON value, nested at most `depth` deep. */
+function randomValue(rng: ReturnType<typeof createRng>, depth: number): unknown {
+  const r = rng.nextFloat();
+  if (depth > 0 && r < 0.25) {
+    const o: Record<string, unknown> = {};
+    const n = Math.floor(rng.nextFloat() * 4);
+    for (let i = 0; i < n; i++) o[`k${i}${['', 'é', '"q"', '\\', '\n'][i % 5]}`] = randomValue(rng, depth - 1);
+    return o;
+  }
+  if (depth > 0 && r < 0.45)
+    return Array.from({ length: Math.floor(rng.nextFloat() * 4) }, () => randomValue(rng, depth - 1));
+  if (r < 0.6) return ['plain', 'üñí', 'tab\there', 'quote"s', '😀', ''][Math.floor(rng.nextFloat() * 6)];
+  if (r < 0.8) return [0, -1, 3.25, -0.5e-7, 1e21, 12345678][Math.floor(rng.nextFloat() * 6)];
+  return [true, false, null][Math.floor(rng.nextFloat() * 3)];
+}
+
+describe('JsonObjectConstraint', () => {
+  it('takes valid objects whole and in any pieces, every strict prefix without being done', () => {
+    const docs = [
+      '{}',
+      '{"a":1}',
+      '{ "a" : [1, 2.5, -3e-2, 0, true, false, null, "x\\u00e9\\n"], "b": {"c": {}} }',
+      '{\n  "name": "bitnet",\n  "list": [\n    {},\n    []\n  ]\n}',
+      '{"s":"\\"\\\\\\/\\b\\f\\n\\r\\t"}',
+      '{"ü": "😀"}',
+    ];
+    const rng = createRng(5);
+    for (const d of docs) {
+      expect(recognizes(d), d).toEqual({ accepted: true, done: true });
+      const cuts = Array.from({ length: 5 }, () => Math.floor(rng.nextFloat() * d.length));
+      expect(recognizes(d, cuts), d).toEqual({ accepted: true, done: true });
+      for (let i = 1; i < enc.encode(d).length; i++) {
+        const c = new JsonObjectConstraint();
+        expect(c.push(enc.encode(d).subarray(0, i)), `${d} [0, ${i})`).toBe(true);
+        expect(c.done).toBe(false);
+      }
+    }
+  });
+
+  it('refuses what JSON does not allow', () => {
+    for (const bad of [
+      '[]',
+      '"x"',
+      '1',
+      '{a:1}',
+      "{'a':1}",
+      '{"a":01}',
+      '{"a":1.}',
+      '{"a":.5}',
+      '{"a":-}',
+      '{"a":1e}',
+      '{"a":tru}',
+      '{"a":1,}',
+      '{,}',
+      '{"a" 1}',
+      '{"a":[1 2]}',
+      '{"a":"\\x"}',
+      '{"a":"\\u12g4"}',
+      '{"a":"line\nbreak"}',
+      '{"a":1}}',
+      '{"a":1} x',
+      '{"a":1]',
+      '{"a":[1}',
+      ' {}',
+      '{  "a":1}',
+      '{\t"a":1}',
+      '{"a":1}\n',
+      '{\r\n"a":1}',
+    ]) {
+      const r = recognizes(bad);
+      expect(r.accepted && r.done, bad).toBe(false);
+    }
+  });
+
+  it('agrees with JSON.parse on random objects and their one-byte mutations', () => {
+    const rng = createRng(11);
+    const alphabet = '{}[]",:0123456789.eE+-tfnrulsa \\\n';
+    let valid = 0;
+    for (let t = 0; t < 400; t++) {
+      const v = { root: randomValue(rng, 4) };
+      const text = JSON.stringify(v, null, rng.nextFloat() < 0.5 ? 0 : 2);
+      expect(recognizes(text), text).toEqual({ accepted: true, done: true });
+      // one byte replaced, inserted or deleted
+      const i = Math.floor(rng.nextFloat() * text.length);
+      const ch = alphabet[Math.floor(rng.nextFloat() * alphabet.length)];
+      const op = Math.floor(rng.nextFloat() * 3);
+      const m =
+        op === 0
+          ? text.slice(0, i) + ch + text.slice(i + 1)
+          : op === 1
+            ? text.slice(0, i) + ch + text.slice(i)
+            : text.slice(0, i) + text.slice(i + 1);
+      const r = recognizes(m);
+      const ok = parsesAsObject(m);
+      if (ok) valid++;
+      expect(r.accepted && r.done, JSON.stringify(m)).toBe(ok);
+    }
+    expect(valid).toBeGreaterThan(20); // the mutations include valid ones, so both sides are exercised
+  });
+
+  it('accepts() leaves the state alone; depth and whitespace are bounded', () => {
+    const c = new JsonObjectConstraint();
+    c.push(enc.encode('{"a":[{"b":'));
+    expect(c.accepts(enc.encode('1]}]'))).toBe(false); // too many closers
+    expect(c.accepts(enc.encode('1}]}'))).toBe(true);
+    expect(c.accepts(enc.encode('1}]}'))).toBe(true);
+    expect(c.push(enc.encode('1}]}'))).toBe(true);
+    expect(c.done).toBe(true);
+    const deep = `{"a":${'['.repeat(MAX_DEPTH - 1)}`;
+    expect(recognizes(deep).accepted).toBe(true);
+    expect(recognizes(`${deep}[`).accepted).toBe(false);
+    expect(recognizes(`{\n${' '.repeat(MAX_INDENT)}`).accepted).toBe(true);
+    expect(recognizes(`{\n${'\t'.repeat(MAX_INDENT + 1)}`).accepted).toBe(false);
+    expect(recognizes('{\n\n').accepted).toBe(false);
+  });
+});
+
+let path: string;
+beforeAll(async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'bitnet-json-'));
+  path = join(dir, 'tiny.gguf');
+  await writeFile(path, await synthBytes({ qtype: 'i2_s', seed: 8, arch: 'bitnet-b1.58' }));
+});
+
+describe('JSON mode in the engine', () => {
+  it('every generation is a prefix of one object; one that stops is a whole object', async () => {
+    const m = await BitNetModel.fromFile(path);
+    const close = m.tokenizer!.tokenToId('}')!;
+    let stopped = 0;
+    for (let seed = 1; seed <= 6; seed++) {
+      // a bias on "}" lets a random model close its object now and then
+      const cfg = new GenerationConfig({
+        maxNewTokens: 40,
+        temperature: 1,
+        seed,
+        responseFormat: 'json_object',
+      }).withLogitBias({ [close]: 4 });
+      const r = await m.generateDetailed({ ids: [1, 2, 3] }, cfg);
+      const c = new JsonObjectConstraint();
+      expect(c.push(enc.encode(r.text)), r.text).toBe(true);
+      expect(c.done).toBe(r.finishReason === 'stop');
+      if (r.finishReason === 'stop') {
+        stopped++;
+        expect(typeof JSON.parse(r.text)).toBe('object');
+      }
+    }
+    expect(stopped).toBeGreaterThan(0);
+    // without JSON mode the same model writes no JSON
+    const plain = await m.generateDetailed({ ids: [1, 2, 3] }, new GenerationConfig({ maxNewTokens: 20, seed: 1 }));
+    expect(recognizes(plain.text).accepted).toBe(false);
+  });
+
+  it('over HTTP: response_format json_object; json_schema is refused', async () => {
+    const model = await BitNetModel.fromFile(path);
+    const close = model.tokenizer!.tokenToId('}')!;
+    const app = createApp({ model, modelId: 'm' });
+    const ask = (extra: Record<string, unknown>) =>
+      app.request('/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          messages: [{ role: 'user', content: 'json please' }],
+          max_tokens: 40,
+          seed: 3,
+          ...extra,
+        }),
+      });
+    const r = await (await ask({ response_format: { type: 'json_object' }, logit_bias: { [close]: 6 } })).json();
+    expect(r.choices[0].finish_reason).toBe('stop');
+    expect(JSON.parse(r.choices[0].message.content)).toEqual(expect.any(Object));
+    const bad = await ask({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } });
+    expect(bad.status).toBe(400);
+    expect((await bad.json()).error).toMatchObject({ code: 'INVALID_REQUEST', param: 'response_format.type' });
+  });
+});
