@@ -138,6 +138,7 @@ export class InferenceEngine {
           release: () => void this.cache.clearSequence(id),
           length: () => this.cache.length(id),
           truncate: (n: number) => this.cache.truncate(id, n),
+          setIdle: (idle: boolean) => this.cache.setIdle(id, idle),
         };
       },
       // int8-compressed old blocks depend on how long the sequence once was: a reused prefix would

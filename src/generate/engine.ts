@@ -81,6 +81,8 @@ export interface SequenceCache {
   length?(): number;
   /** For the prompt cache: drops positions >= n. */
   truncate?(n: number): void;
+  /** For the prompt cache: idle sequences are evicted before those in use. */
+  setIdle?(idle: boolean): void;
 }
 
 export interface EngineDeps {
@@ -98,7 +100,7 @@ export interface EngineDeps {
 
 /** A sequence the prompt cache can keep: it can be measured and truncated. */
 function reusable(seq: SequenceCache): seq is SequenceCache & ReusableSequence {
-  return typeof seq.length === 'function' && typeof seq.truncate === 'function';
+  return typeof seq.length === 'function' && typeof seq.truncate === 'function' && typeof seq.setIdle === 'function';
 }
 
 function randomSeed(): bigint {

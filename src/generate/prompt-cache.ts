@@ -8,8 +8,9 @@
  * them the same way in a long prefill, a short one or a decode step, so a reused prefix gives the
  * same logits, bit for bit, as prefilling it again (test/unit/prompt-cache.test.ts checks that).
  *
- * Entries are whole sequences in the engine's KV cache, least recently stored evicted first. The
- * KV cache may also evict one under memory pressure; such an entry is found shorter than its
+ * Entries are whole sequences in the engine's KV cache, least recently stored evicted first. They
+ * are marked idle there, so under memory pressure the KV cache evicts them before any sequence in
+ * use (whatever its policy, even with onFull 'error'); such an entry is found shorter than its
  * tokens and dropped. Taking an entry removes it, so two requests never share a sequence; the
  * reused prefix is at most the prompt minus its last token, whose logits the engine needs.
  */
@@ -21,6 +22,8 @@ export interface ReusableSequence {
   length(): number;
   /** Drops positions >= n. */
   truncate(n: number): void;
+  /** Idle: kept only for reuse, so the KV cache may evict it before any sequence in use. */
+  setIdle(idle: boolean): void;
 }
 
 interface Entry<S> {
@@ -65,6 +68,7 @@ export class PromptCache<S extends ReusableSequence> {
     }
     if (best < 0) return undefined;
     const [e] = this.entries.splice(best, 1);
+    e.seq.setIdle(false);
     e.seq.truncate(bestLen);
     return { seq: e.seq, reuse: bestLen };
   }
@@ -75,6 +79,7 @@ export class PromptCache<S extends ReusableSequence> {
       seq.release();
       return;
     }
+    seq.setIdle(true);
     this.entries.push({ seq, tokens });
     while (this.entries.length > this.capacity) this.entries.shift()?.seq.release();
   }

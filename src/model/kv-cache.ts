@@ -20,7 +20,7 @@
  *
  * Capacity. Before a store needs new bytes, if used + needed > maxBytes: with onFull 'evict',
  * whole OTHER sequences are evicted by policy (LRU: least recently accessed; FIFO: oldest
- * created; LFU: fewest accesses, then LRU) until it fits; if it cannot fit even after evicting
+ * created; LFU: fewest accesses, then LRU) until it fits, idle ones (setIdle) before all others; if it cannot fit even after evicting
  * all of them, or with onFull 'error', Capacity KV_CACHE_FULL is thrown. The plan is made before
  * anything changes: a failed store leaves the cache exactly as it was (victims included).
  * Accesses (for LRU/LFU) are: store, a get() hit, keysF16/valuesF16, touch(). The per-row reads
@@ -160,6 +160,8 @@ interface Seq {
   created: number;
   lastAccess: number;
   accesses: number;
+  /** Finished and only kept for reuse (the engine's prompt cache): evicted before any other. */
+  idle: boolean;
 }
 
 const F16_MAX_EXCL = 65520; // values from here up round to inf in f16
@@ -325,6 +327,15 @@ export class KVCache {
     return true;
   }
 
+  /**
+   * Marks a sequence as idle (finished, kept only for reuse: evicted before any other, even with
+   * onFull 'error') or as in use again.
+   */
+  setIdle(seqId: string, idle: boolean): void {
+    const s = this.seqs.get(seqId);
+    if (s) s.idle = idle;
+  }
+
   /** Marks the sequence as used now (LRU / LFU), e.g. once per generated token. */
   touch(seqId: string): void {
     const s = this.seqs.get(seqId);
@@ -477,6 +488,7 @@ export class KVCache {
       created: ++this.clock,
       lastAccess: this.clock,
       accesses: 0,
+      idle: false,
     };
     this.seqs.set(seqId, s);
     return s;
@@ -503,15 +515,23 @@ export class KVCache {
         used: this.used,
       });
     };
-    if (this.config.onFull === KVOnFull.Error) full();
-    const victims = [...this.seqs.entries()].filter(([id, s]) => id !== seqId && s.bytes > 0);
+    // Idle sequences (kept only for reuse) go first, least recently used first, whatever the
+    // policy, and even with onFull 'error': they hold nothing anyone is waiting for.
+    const others = this.config.onFull === KVOnFull.Error;
+    const victims = [...this.seqs.entries()].filter(([id, s]) => id !== seqId && s.bytes > 0 && (s.idle || !others));
     const policy = this.config.evictionPolicy;
     victims.sort(([, a], [, b]) =>
-      policy === EvictionPolicy.FIFO
-        ? a.created - b.created
-        : policy === EvictionPolicy.LFU
-          ? a.accesses - b.accesses || a.lastAccess - b.lastAccess
-          : a.lastAccess - b.lastAccess,
+      a.idle !== b.idle
+        ? a.idle
+          ? -1
+          : 1
+        : a.idle
+          ? a.lastAccess - b.lastAccess
+          : policy === EvictionPolicy.FIFO
+            ? a.created - b.created
+            : policy === EvictionPolicy.LFU
+              ? a.accesses - b.accesses || a.lastAccess - b.lastAccess
+              : a.lastAccess - b.lastAccess,
     );
     let freed = 0;
     let n = 0;

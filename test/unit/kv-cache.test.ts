@@ -272,6 +272,27 @@ describe('KVCache', () => {
     c.store('a', 0, 3, row(), row()); // overwrites need no room
   });
 
+  it('idle sequences go first under every policy, and even with onFull error; in use again, they are ordinary', () => {
+    for (const policy of [EvictionPolicy.LRU, EvictionPolicy.FIFO, EvictionPolicy.LFU]) {
+      const c = cache({ maxBytes: 3 * BLOCK, evictionPolicy: policy });
+      for (const s of ['a', 'b', 'c']) c.store(s, 0, 0, row(), row());
+      for (let i = 0; i < 5; i++) c.get('c', 0, 0); // c: the newest and most used
+      c.setIdle('c', true);
+      c.store('d', 0, 0, row(), row());
+      expect(c.sequenceIds().sort(), policy).toEqual(['a', 'b', 'd']);
+    }
+    const e = cache({ maxBytes: 2 * BLOCK, onFull: 'error' });
+    e.store('a', 0, 0, row(), row());
+    e.store('b', 0, 0, row(), row());
+    e.setIdle('a', true);
+    e.setIdle('a', false); // taken back into use: no longer evictable with onFull 'error'
+    expectError(() => e.store('c', 0, 0, row(), row()), 'Capacity', 'KV_CACHE_FULL');
+    e.setIdle('b', true);
+    e.store('c', 0, 0, row(), row());
+    expect(e.sequenceIds().sort()).toEqual(['a', 'c']);
+    e.setIdle('nope', true); // unknown ids are ignored
+  });
+
   it('a store that cannot fit even after evicting every other sequence changes nothing', () => {
     const c = cache({ maxBytes: 3 * BLOCK });
     fill(c, 'a', 4); // a: 2 blocks

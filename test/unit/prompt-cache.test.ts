@@ -19,6 +19,7 @@ function fakeSeq(held: number, log: string[], name: string): ReusableSequence {
       len = Math.min(len, n);
       log.push(`truncate ${name} ${n}`);
     },
+    setIdle: () => {},
   };
 }
 
@@ -111,6 +112,24 @@ describe('a reused prefix equals a fresh prefill, bit for bit', () => {
     expect(again.stats.cachedPromptTokens).toBe(0);
     const ref = await BitNetModel.fromFile(path, { promptCacheEntries: 0 });
     expect(again.tokenIds).toEqual((await ref.generateDetailed({ ids: [...p1, 7] }, cfg)).tokenIds);
+  });
+
+  it('idle entries are evicted before sequences in use, under LFU and even with onFull error', async () => {
+    const probe = (await BitNetModel.fromFile(path)).engine.cache;
+    const maxBytes = probe.blockBytes * probe.shape.nLayers * 4;
+    const cfg = GenerationConfig.greedy().withMaxNewTokens(2);
+    for (const kvCache of [
+      { maxBytes, onFull: 'error' as const },
+      { maxBytes, onFull: 'evict' as const, evictionPolicy: 'lfu' as const },
+    ]) {
+      const m = await BitNetModel.fromFile(path, { kvCache });
+      // 38 positions each: one sequence fits, two do not; the first is idle in the prompt cache
+      await m.generateDetailed({ ids: Array.from({ length: 36 }, (_, i) => i + 1) }, cfg);
+      expect(m.engine.promptCacheSize).toBe(1);
+      const r = await m.generateDetailed({ ids: Array.from({ length: 36 }, (_, i) => i + 100) }, cfg);
+      expect(r.tokenIds, JSON.stringify(kvCache)).toHaveLength(2);
+      expect(m.engine.cache.stats().evictions).toBe(1);
+    }
   });
 
   it('is off with int8 KV compression (old blocks depend on how long the sequence was)', async () => {
