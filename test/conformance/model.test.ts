@@ -185,6 +185,9 @@ describe('wasm backend: KV mirror and prefill paths', () => {
     await eng.generate({ ids: ids.slice(0, 7) }, cfg);
     expect(be.memoryBytes).toBe(after1);
     expect(after1).toBeGreaterThanOrEqual(before);
+    // the engine's KV store holds nothing but the prompt cache's finished sequences
+    expect(eng.cache.sequenceIds()).toHaveLength(eng.promptCacheSize);
+    eng.clearPromptCache();
     expect(eng.cache.stats().bytes).toBe(0);
   });
 
