@@ -4,8 +4,8 @@
  * prefix of a valid object. Generation ends when the object closes.
  *
  * The recognizer reads UTF-8 bytes: outside strings only JSON's ASCII syntax; inside strings any
- * byte ≥ 0x20 except an unescaped `"` or `\`, with the escapes `\" \\ \/ \b \f \n \r \t \uXXXX`
- * (bytes ≥ 0x80 pass as they are: a token may hold part of a character). Two limits keep a weak
+ * byte ≥ 0x20 except an unescaped `"` or `\`, with the escapes `\" \\ \/ \b \f \n \r \t` and `\u`
+ * with four hex digits (bytes ≥ 0x80 pass as they are: a token may hold part of a character). Two limits keep a weak
  * model from looping inside the grammar, as llama.cpp's json.gbnf does: nesting depth ≤ MAX_DEPTH,
  * and whitespace between tokens is one space, or a newline and up to MAX_INDENT spaces or tabs
  * (none before the object; JSON itself allows any run of space, tab, CR and LF).

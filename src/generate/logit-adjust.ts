@@ -66,6 +66,14 @@ function checkPenalty(name: string, v: number | undefined): number {
 }
 
 let pool: Float32Array | null = null;
+const NO_BIAS: readonly [number, number][] = [];
+
+function isEmpty(bias: LogitBias | undefined): boolean {
+  if (bias === undefined) return true;
+  if (bias === null || typeof bias !== 'object') return false; // biasEntries says why
+  for (const _ in bias) return false;
+  return true;
+}
 
 export interface Adjusted {
   vals: Float32Array;
@@ -79,7 +87,8 @@ export function adjustLogits(logits: Float32Array, history: ArrayLike<number>, a
   const p = a.repetitionPenalty;
   const freq = checkPenalty('frequencyPenalty', a.frequencyPenalty);
   const pres = checkPenalty('presencePenalty', a.presencePenalty);
-  const bias = biasEntries(a.logitBias, n);
+  // the common case, no bias (GenerationConfig's `{}`), allocates nothing per token
+  const bias = isEmpty(a.logitBias) ? NO_BIAS : biasEntries(a.logitBias, n);
   const penalise = history.length > 0 && (p !== 1 || freq !== 0 || pres !== 0);
   if (!penalise && bias.length === 0) return { vals: logits, buf: null };
 
