@@ -19,3 +19,13 @@ export async function synthBytes(o: Partial<SynthOptions> & Pick<SynthOptions, '
   const m = synthModel({ ...TINY, ...o } as SynthOptions);
   return encodeGGUF(m.metadata, m.tensors);
 }
+
+/** synthBytes written to a new temporary directory; returns the file's path. */
+export async function synthFile(o: Partial<SynthOptions> & Pick<SynthOptions, 'qtype' | 'seed'>): Promise<string> {
+  const { mkdtemp, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const path = join(await mkdtemp(join(tmpdir(), 'bitnet-synth-')), 'model.gguf');
+  await writeFile(path, await synthBytes(o));
+  return path;
+}

@@ -1,6 +1,3 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import {
   BitNetError,
   BitNetModel,
@@ -12,13 +9,11 @@ import {
 } from 'bitnet-edge';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tokenLogprob } from '../../src/generate/logprobs.ts';
-import { synthBytes } from '../helpers/models.ts';
+import { synthFile } from '../helpers/models.ts';
 
 let path: string;
 beforeAll(async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'bitnet-api-'));
-  path = join(dir, 'tiny.gguf');
-  await writeFile(path, await synthBytes({ qtype: 'i2_s', seed: 21, arch: 'bitnet-b1.58' }));
+  path = await synthFile({ qtype: 'i2_s', seed: 21, arch: 'bitnet-b1.58' });
 });
 
 describe('BitNetModel', () => {

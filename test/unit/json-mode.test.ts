@@ -1,13 +1,10 @@
 // JSON mode: the byte-level recognizer against JSON.parse, and the engine generating under it.
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { BitNetModel, GenerationConfig } from 'bitnet-edge';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { JsonObjectConstraint, MAX_DEPTH, MAX_INDENT } from '../../src/generate/json-constraint.ts';
 import { createRng } from '../../src/generate/prng.ts';
 import { createApp } from '../../src/http/app.ts';
-import { synthBytes } from '../helpers/models.ts';
+import { synthFile } from '../helpers/models.ts';
 
 const enc = new TextEncoder();
 
@@ -174,9 +171,7 @@ describe('JsonObjectConstraint', () => {
 
 let path: string;
 beforeAll(async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'bitnet-json-'));
-  path = join(dir, 'tiny.gguf');
-  await writeFile(path, await synthBytes({ qtype: 'i2_s', seed: 8, arch: 'bitnet-b1.58' }));
+  path = await synthFile({ qtype: 'i2_s', seed: 8, arch: 'bitnet-b1.58' });
 });
 
 describe('JSON mode in the engine', () => {

@@ -1,13 +1,10 @@
 // The prompt cache (src/generate/prompt-cache.ts): which entry a prompt takes, and that a reused
 // prefix gives exactly what a fresh prefill gives, on both backends that keep one.
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { BitNetModel, GenerationConfig } from 'bitnet-edge';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { PromptCache, type ReusableSequence } from '../../src/generate/prompt-cache.ts';
 import { createApp } from '../../src/http/app.ts';
-import { synthBytes } from '../helpers/models.ts';
+import { synthFile } from '../helpers/models.ts';
 
 /** A fake sequence: `held` positions, a log of what was done to it. */
 function fakeSeq(held: number, log: string[], name: string): ReusableSequence {
@@ -60,9 +57,7 @@ describe('PromptCache', () => {
 
 let path: string;
 beforeAll(async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'bitnet-prompt-cache-'));
-  path = join(dir, 'tiny.gguf');
-  await writeFile(path, await synthBytes({ qtype: 'i2_s', seed: 33, arch: 'bitnet-b1.58' }));
+  path = await synthFile({ qtype: 'i2_s', seed: 33, arch: 'bitnet-b1.58' });
 });
 
 describe('a reused prefix equals a fresh prefill, bit for bit', () => {
