@@ -14,6 +14,7 @@ export interface GenerationConfigInit {
   temperature?: number;
   topP?: number;
   topK?: number;
+  minP?: number;
   repetitionPenalty?: number;
   presencePenalty?: number;
   frequencyPenalty?: number;
@@ -37,6 +38,8 @@ export class GenerationConfig {
   topP = 0.9;
   /** Top-k limit; 0 = off. */
   topK = 50;
+  /** Min-p (llama.cpp's min_p): drop tokens less likely than minP × the most likely one; 0 = off. */
+  minP = 0;
   /** CTRL-style penalty over the last 64 tokens; 1 = off. */
   repetitionPenalty = 1.0;
   /** OpenAI's presence penalty, subtracted once from the logit of every token in the last 64; 0 = off. */
@@ -96,6 +99,9 @@ export class GenerationConfig {
   }
   withTopK(v: number): GenerationConfig {
     return this.with({ topK: v });
+  }
+  withMinP(v: number): GenerationConfig {
+    return this.with({ minP: v });
   }
   withRepetitionPenalty(v: number): GenerationConfig {
     return this.with({ repetitionPenalty: v });
@@ -158,6 +164,7 @@ export class GenerationConfig {
       fail('temperature', 'must be in [0, 100]', this.temperature);
     if (!n(this.topP) || this.topP <= 0 || this.topP > 1) fail('topP', 'must be in (0, 1]', this.topP);
     if (!Number.isInteger(this.topK) || this.topK < 0) fail('topK', 'must be a non-negative integer', this.topK);
+    if (!n(this.minP) || this.minP < 0 || this.minP > 1) fail('minP', 'must be in [0, 1]', this.minP);
     if (!n(this.repetitionPenalty) || this.repetitionPenalty <= 0 || this.repetitionPenalty > 10)
       fail('repetitionPenalty', 'must be in (0, 10]', this.repetitionPenalty);
     for (const f of ['presencePenalty', 'frequencyPenalty'] as const)
@@ -196,6 +203,7 @@ export class GenerationConfig {
       temperature: this.temperature,
       topP: this.topP,
       topK: this.topK,
+      minP: this.minP,
       repetitionPenalty: this.repetitionPenalty,
       presencePenalty: this.presencePenalty,
       frequencyPenalty: this.frequencyPenalty,

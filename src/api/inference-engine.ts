@@ -31,6 +31,7 @@ export interface SamplingConfig {
   temperature: number;
   topK: number;
   topP: number;
+  minP?: number;
   repetitionPenalty: number;
   presencePenalty?: number;
   frequencyPenalty?: number;
@@ -244,11 +245,13 @@ export class InferenceEngine {
 
   sampleToken(logits: Float32Array, config: SamplingConfig): number {
     // the same ranges as GenerationConfig (temperature [0, 100], topP (0, 1], ...), same errors
-    const { temperature, topK, topP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias, seed } = config;
+    const { temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, logitBias, seed } =
+      config;
     new GenerationConfig({
       temperature,
       topK,
       topP,
+      minP,
       repetitionPenalty,
       presencePenalty,
       frequencyPenalty,

@@ -5,7 +5,7 @@ import { joinNegativeValues, wantsHelp } from './args.ts';
 /** Each command's usage, printed by `bitnet CMD --help` and, all together, by `bitnet --help`. */
 export const COMMAND_USAGE: Record<string, string> = {
   generate: `generate   --model LOCATION (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--temperature T] [--top-k K]
-             [--top-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]
+             [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]
              [--logit-bias ID=BIAS ...] [--seed S] [--stop TEXT ...] [--threads N]
              [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--parse-special] [--keep-special]
              [--json [--logprobs N]]`,

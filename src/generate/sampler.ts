@@ -7,6 +7,8 @@
  *     `history` (logit-adjust.ts: llama.cpp's order and f32 rounding). Each is skipped when off.
  *  2. temperature <= 0: greedy argmax of the adjusted logits, ties -> lowest id. No RNG draw.
  *  3. Rank order is (l desc, id asc): probability-descending, ties by lowest id.
+ *  3b. min-p (0 < minP ≤ 1, llama.cpp's min_p): drop ids whose adjusted logit is below
+ *     max − ln(1/minP), i.e. less likely than minP × the top id before temperature (a rank prefix).
  *  4. top-k (0 < topK < V): keep the first topK ids in rank order (heap selection, O(V log k)).
  *  5. Softmax in float64 over the kept set: z = l / T, m = max z, w = exp(z - m), Z = sum of w.
  *     Special cases: m = +inf -> the +inf ids share the mass; all z = -inf -> uniform.
@@ -38,6 +40,8 @@ export interface SamplerParams extends LogitAdjustments {
   topK: number;
   /** >= 1: off. */
   topP: number;
+  /** Min-p (llama.cpp's, vLLM's `min_p`): drop tokens less likely than minP × the top one; 0 / absent: off. */
+  minP?: number;
 }
 
 /** The part of an RNG the sampler uses. */
@@ -64,6 +68,10 @@ function validate(n: number, params: SamplerParams): void {
   }
   if (typeof topP !== 'number' || Number.isNaN(topP) || topP < 0) {
     throw BitNetError.Config('SAMPLER_BAD_TOP_P', 'topP must be a number >= 0 (>= 1 for off)', { topP });
+  }
+  const minP = params.minP;
+  if (minP !== undefined && !(typeof minP === 'number' && minP >= 0 && minP <= 1)) {
+    throw BitNetError.Config('SAMPLER_BAD_MIN_P', 'minP must be a number in [0, 1] (0 for off)', { minP });
   }
   if (!(typeof repetitionPenalty === 'number' && repetitionPenalty > 0 && Number.isFinite(repetitionPenalty))) {
     throw BitNetError.Config('SAMPLER_BAD_REPETITION_PENALTY', 'repetitionPenalty must be finite and > 0', {
@@ -342,10 +350,29 @@ export function sample(
   validate(logits.length, params);
   const adjusted = adjustLogits(logits, history, params);
   try {
-    return sampleFrom(adjusted.vals, params, rng);
+    const minP = params.minP ?? 0;
+    const vals = minP > 0 && params.temperature > 0 ? minPFilter(adjusted.vals, minP) : adjusted.vals;
+    return sampleFrom(vals, params, rng);
   } finally {
     releaseAdjusted(adjusted);
   }
+}
+
+// Scratch for the min-p filter's copy, reused across calls.
+let minPBuf: Float32Array | null = null;
+
+/**
+ * Min-p: the tokens whose untempered probability is below minP × the top token's, i.e. whose
+ * logit is below max − ln(1/minP), get −∞ (in a reused copy). The top token always stays, so
+ * greedy decoding is unaffected (and skips this).
+ */
+function minPFilter(vals: Float32Array, minP: number): Float32Array {
+  const cutoff = maxOf(vals) + Math.log(minP);
+  const n = vals.length;
+  if (minPBuf === null || minPBuf.length < n) minPBuf = new Float32Array(n);
+  const out = minPBuf.length === n ? minPBuf : minPBuf.subarray(0, n);
+  for (let i = 0; i < n; i++) out[i] = vals[i] >= cutoff ? vals[i] : Number.NEGATIVE_INFINITY;
+  return out;
 }
 
 function sampleFrom(vals: Float32Array, params: SamplerParams, rng: UniformSource): number {

@@ -191,6 +191,7 @@ const openAIFields = (maxTokensField: string): Record<string, string> => ({
   temperature: 'temperature',
   topP: 'top_p',
   topK: 'top_k',
+  minP: 'min_p',
   repetitionPenalty: 'repetition_penalty',
   presencePenalty: 'presence_penalty',
   frequencyPenalty: 'frequency_penalty',

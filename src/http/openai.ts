@@ -30,6 +30,7 @@ export function samplingConfig(b: ChatCompletionRequest | CompletionRequest, max
     temperature: b.temperature ?? 1,
     topP: greedy ? 1 : (b.top_p ?? 1),
     topK: greedy ? 1 : (b.top_k ?? 0),
+    minP: b.min_p ?? 0,
     repetitionPenalty: b.repetition_penalty ?? 1,
     presencePenalty: b.presence_penalty ?? 0,
     frequencyPenalty: b.frequency_penalty ?? 0,

@@ -74,6 +74,7 @@ const sampling = {
   user: z.string().optional(),
   // llama.cpp-style extensions
   top_k: z.number().int().min(0).nullish(),
+  min_p: z.number().min(0).max(1).nullish(),
   repetition_penalty: z.number().gt(0).max(10).nullish(),
 };
 
@@ -184,6 +185,7 @@ export const generateSchema = z
     temperature: z.number().min(0).max(100).optional(),
     topP: z.number().gt(0).max(1).optional(),
     topK: z.number().int().min(0).optional(),
+    minP: z.number().min(0).max(1).optional(),
     repetitionPenalty: z.number().gt(0).max(10).optional(),
     presencePenalty: z.number().min(-2).max(2).optional(),
     frequencyPenalty: z.number().min(-2).max(2).optional(),

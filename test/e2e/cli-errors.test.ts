@@ -344,6 +344,7 @@ describe('usage and flags', () => {
       await expectError([...g, '--logit-bias', v], 'Config', 'BAD_FLAG', /--logit-bias takes TOKEN_ID=BIAS/);
     await expectError([...g, '--logit-bias', '99999=1'], 'Config', 'SAMPLER_BAD_LOGIT_BIAS', /not a token id/);
     await expectError([...g, '--frequency-penalty', '3'], 'Config', 'BAD_FLAG', /--frequency-penalty must be/);
+    await expectError([...g, '--min-p', '2'], 'Config', 'BAD_FLAG', /--min-p must be a number >= 0 <= 1/);
   });
 
   it('perplexity: text, file or ids; progress on stderr, PPL on stdout; its bad input', async () => {

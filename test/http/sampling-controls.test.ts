@@ -289,12 +289,36 @@ describe('logit_bias and the penalties', () => {
   });
 });
 
+describe('min_p', () => {
+  it('reaches the sampler: the same tokens as the API, and not those without it', async () => {
+    const ids = [1, 2, 3];
+    const cfg = new GenerationConfig({ maxNewTokens: 16, temperature: 2, topP: 1, topK: 0, seed: 11 });
+    const api = async (c: GenerationConfig) => (await model.generateDetailed({ ids }, c)).tokenIds;
+    const withMinP = await api(cfg.withMinP(0.3));
+    expect(withMinP).not.toEqual(await api(cfg));
+    const spelled = withMinP.map((id) => new TextDecoder().decode(model.tokenizer!.tokenBytes(id)));
+    const r = await (
+      await call('/v1/completions', {
+        prompt: ids,
+        max_tokens: 16,
+        temperature: 2,
+        seed: 11,
+        min_p: 0.3,
+        logprobs: 0,
+      })
+    ).json();
+    expect(r.choices?.[0].logprobs.tokens, JSON.stringify(r)).toEqual(spelled);
+  });
+});
+
 describe('bad values → 400 naming the field', () => {
   const bad: [string, unknown, string, string][] = [
     ['/v1/chat/completions', chat({ top_logprobs: 2 }), 'INVALID_REQUEST', 'top_logprobs'],
     ['/v1/chat/completions', chat({ logprobs: true, top_logprobs: 21 }), 'INVALID_REQUEST', 'top_logprobs'],
     ['/v1/chat/completions', chat({ logprobs: 'yes' }), 'INVALID_REQUEST', 'logprobs'],
     ['/v1/chat/completions', chat({ presence_penalty: 2.5 }), 'INVALID_REQUEST', 'presence_penalty'],
+    ['/v1/chat/completions', chat({ min_p: 2 }), 'INVALID_REQUEST', 'min_p'],
+    ['/v1/generate', { promptIds: [1], minP: -1 }, 'INVALID_REQUEST', 'minP'],
     ['/v1/chat/completions', chat({ frequency_penalty: -3 }), 'INVALID_REQUEST', 'frequency_penalty'],
     ['/v1/chat/completions', chat({ logit_bias: { abc: 1 } }), 'INVALID_REQUEST', 'logit_bias.abc'],
     ['/v1/chat/completions', chat({ logit_bias: { '5': 101 } }), 'INVALID_REQUEST', 'logit_bias.5'],

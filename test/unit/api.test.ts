@@ -273,7 +273,14 @@ describe('bad input to the API is refused up front, with typed errors', () => {
     logits[7] = 5;
     const ok = { temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1 };
     expect(m.engine.sampleToken(logits, ok)).toBe(7);
-    for (const bad of [{ temperature: -5 }, { topP: 0 }, { topK: 1.5 }, { repetitionPenalty: 0 }, { seed: -1 }]) {
+    for (const bad of [
+      { temperature: -5 },
+      { topP: 0 },
+      { topK: 1.5 },
+      { minP: 2 },
+      { repetitionPenalty: 0 },
+      { seed: -1 },
+    ]) {
       expect(() => m.engine.sampleToken(logits, { ...ok, ...bad }), JSON.stringify(bad)).toThrow(
         expect.objectContaining({ code: 'INVALID_GENERATION_CONFIG' }),
       );
@@ -343,6 +350,8 @@ describe('GenerationConfig', () => {
   });
   it('validate() rejects bad values', () => {
     const bad: Record<string, unknown>[] = [
+      { minP: -0.1 },
+      { minP: 1.5 },
       { presencePenalty: 2.5 },
       { frequencyPenalty: -3 },
       { frequencyPenalty: Number.NaN },

@@ -132,3 +132,58 @@ describe('sampling with bias and penalties', () => {
     }
   });
 });
+
+describe('min-p', () => {
+  const P = (o: Partial<SamplerParams> = {}): SamplerParams => ({
+    temperature: 1,
+    topK: 0,
+    topP: 1,
+    repetitionPenalty: 1,
+    ...o,
+  });
+
+  it('keeps only the tokens at least minP as likely as the top one (before temperature)', () => {
+    // p ∝ e^l: id 1 is e^-0.5 ≈ 0.61 of id 0; id 2 is e^-2 ≈ 0.14; id 3 far below
+    const logits = Float32Array.from([2, 1.5, 0, -5]);
+    const seen = new Set<number>();
+    const rng = createRng(4);
+    for (let i = 0; i < 400; i++) seen.add(sample(logits, [], P({ minP: 0.5, temperature: 3 }), rng));
+    expect([...seen].sort()).toEqual([0, 1]);
+    seen.clear();
+    for (let i = 0; i < 400; i++) seen.add(sample(logits, [], P({ minP: 0.1, temperature: 3 }), rng));
+    expect([...seen].sort()).toEqual([0, 1, 2]);
+    // off, and greedy, are unaffected
+    const u = { nextFloat: () => 0.999 };
+    expect(sample(logits, [], P({ minP: 0 }), u)).toBe(sample(logits, [], P(), u));
+    expect(sample(logits, [], P({ minP: 1, temperature: 0 }), u)).toBe(0);
+  });
+
+  it('equals sampling the logits with the dropped tokens at −∞, for random settings', () => {
+    const rng = createRng(17);
+    for (let trial = 0; trial < 200; trial++) {
+      const n = 2 + Math.floor(rng.nextFloat() * 80);
+      const logits = Float32Array.from({ length: n }, () => (rng.nextFloat() - 0.5) * 10);
+      const minP = rng.nextFloat() * 0.5;
+      const p = P({
+        temperature: 0.2 + rng.nextFloat(),
+        topK: Math.floor(rng.nextFloat() * 6),
+        topP: rng.nextFloat() < 0.5 ? 1 : 0.3 + rng.nextFloat() * 0.7,
+        minP,
+      });
+      let max = Number.NEGATIVE_INFINITY;
+      for (const l of logits) max = Math.max(max, l);
+      const masked = logits.map((l) => (l >= max + Math.log(minP) ? l : Number.NEGATIVE_INFINITY));
+      const u = rng.nextFloat();
+      expect(sample(logits, [], p, { nextFloat: () => u })).toBe(
+        sample(masked, [], { ...p, minP: 0 }, { nextFloat: () => u }),
+      );
+    }
+  });
+
+  it('refuses a min-p outside [0, 1]', () => {
+    for (const minP of [-0.1, 1.5, Number.NaN])
+      expect(() => sample(new Float32Array(3), [], P({ minP }), createRng(1))).toThrow(
+        expect.objectContaining({ code: 'SAMPLER_BAD_MIN_P' }),
+      );
+  });
+});
