@@ -259,6 +259,7 @@ describe('logits', () => {
 /** Every command of the CLI (src/cli/main.ts). */
 const COMMANDS = [
   'generate',
+  'chat',
   'logits',
   'perplexity',
   'synth',
