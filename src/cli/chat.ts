@@ -1,5 +1,5 @@
 /**
- * `bitnet chat --model LOCATION [--system TEXT] [sampling flags] [--json]`: a conversation on the
+ * `bitnet chat --model LOCATION [--system TEXT] [sampling flags, as generate's] [--json]`: a conversation on the
  * terminal. Each line on stdin is a user message (an empty line is skipped; `/exit` or the end of
  * input ends the chat); the model's own chat template renders the whole conversation each turn, as
  * the HTTP chat route does, and the prompt cache makes a turn prefill only what is new since the
@@ -16,6 +16,7 @@ import { type ChatMessage, chatTemplateResolver, renderChat } from '../http/chat
 import { withStopStrings } from '../http/local.ts';
 import { num, oneOf, required, str } from './args.ts';
 import { resolveCliLocation } from './model-location.ts';
+import { SAMPLING_OPTIONS, samplingFromFlags } from './sampling-flags.ts';
 
 export async function chatCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -23,13 +24,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
     options: {
       model: { type: 'string' },
       system: { type: 'string' },
-      'max-tokens': { type: 'string' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      'min-p': { type: 'string' },
-      'repetition-penalty': { type: 'string' },
-      seed: { type: 'string' },
+      ...SAMPLING_OPTIONS,
       threads: { type: 'string' },
       backend: { type: 'string' },
       json: { type: 'boolean' },
@@ -37,16 +32,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
     strict: true,
   });
   const location = required(str(values, 'model'), 'model');
-  const seed = num(values, 'seed', { int: true, min: 0 });
-  const config = new GenerationConfig({
-    maxNewTokens: num(values, 'max-tokens', { int: true, min: 1 }) ?? 256,
-    temperature: num(values, 'temperature', { min: 0 }) ?? 0.7,
-    topK: num(values, 'top-k', { int: true, min: 0 }) ?? 50,
-    topP: num(values, 'top-p', { min: 0, max: 1 }) ?? 0.9,
-    minP: num(values, 'min-p', { min: 0, max: 1 }) ?? 0,
-    repetitionPenalty: num(values, 'repetition-penalty', { min: 0 }) ?? 1,
-    seed,
-  }).validate();
+  const config = new GenerationConfig(samplingFromFlags(values, 256)).validate();
   const backend = oneOf(values, 'backend', ['reference', 'wasm', 'cuda'] as const);
   const model = await BitNetModel.fromFile(await resolveCliLocation(location, { quiet: values.json === true }), {
     backend,

@@ -11,6 +11,7 @@ import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
 import { nativeLogprob, TokenNames } from '../http/logprobs-wire.ts';
 import { idList, num, oneOf, required, str } from './args.ts';
 import { resolveCliLocation } from './model-location.ts';
+import { SAMPLING_OPTIONS, samplingFromFlags } from './sampling-flags.ts';
 
 export async function generateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -19,18 +20,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
       model: { type: 'string' },
       prompt: { type: 'string' },
       'prompt-ids': { type: 'string' },
-      'max-tokens': { type: 'string' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      'min-p': { type: 'string' },
-      'repetition-penalty': { type: 'string' },
-      'presence-penalty': { type: 'string' },
-      'frequency-penalty': { type: 'string' },
-      'logit-bias': { type: 'string', multiple: true },
+      ...SAMPLING_OPTIONS,
       logprobs: { type: 'string' },
-      seed: { type: 'string' },
-      stop: { type: 'string', multiple: true },
       threads: { type: 'string' },
       backend: { type: 'string' },
       'pre-tokenizer': { type: 'string' },
@@ -46,36 +37,15 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if ((prompt === undefined) === (promptIds === undefined)) {
     throw BitNetError.Config('BAD_FLAG', 'give exactly one of --prompt and --prompt-ids', {});
   }
-  const seedRaw = str(values, 'seed');
-  if (seedRaw !== undefined && !/^\d+$/.test(seedRaw))
-    throw BitNetError.Config('BAD_FLAG', `--seed must be a non-negative integer, got "${seedRaw}"`, {
-      flag: 'seed',
-      value: seedRaw,
-    });
   const topLogprobs = num(values, 'logprobs', { int: true, min: 0, max: MAX_TOP_LOGPROBS });
   if (topLogprobs !== undefined && !values.json)
     throw BitNetError.Config('BAD_FLAG', '--logprobs needs --json (they are reported in its output)', {
       flag: 'logprobs',
     });
   const config = new GenerationConfig({
-    maxNewTokens: num(values, 'max-tokens', { int: true, min: 1 }) ?? 128,
-    temperature: num(values, 'temperature', { min: 0 }) ?? 0.7,
-    topK: num(values, 'top-k', { int: true, min: 0 }) ?? 50,
-    topP: num(values, 'top-p', { min: 0, max: 1 }) ?? 0.9,
-    minP: num(values, 'min-p', { min: 0, max: 1 }) ?? 0,
-    repetitionPenalty: num(values, 'repetition-penalty', { min: 0 }) ?? 1,
-    presencePenalty: num(values, 'presence-penalty', { min: -2, max: 2 }) ?? 0,
-    frequencyPenalty: num(values, 'frequency-penalty', { min: -2, max: 2 }) ?? 0,
-    logitBias: logitBiasFlags((values['logit-bias'] as string[] | undefined) ?? []),
+    ...samplingFromFlags(values, 128),
     logprobs: topLogprobs !== undefined,
     topLogprobs: topLogprobs ?? 0,
-    stopSequences: (values.stop as string[] | undefined) ?? [],
-    seed:
-      seedRaw === undefined
-        ? undefined
-        : BigInt(seedRaw) <= BigInt(Number.MAX_SAFE_INTEGER)
-          ? Number(seedRaw)
-          : BigInt(seedRaw),
     skipSpecialTokens: !values['keep-special'],
   }).validate();
   const backend = oneOf(values, 'backend', ['reference', 'wasm', 'cuda'] as const);
@@ -129,20 +99,4 @@ export async function generateCommand(argv: string[]): Promise<number> {
       `${m.generatedTokens} tokens, ${m.tokensPerSecond.toFixed(2)} tok/s, first token ${m.timeToFirstToken.toFixed(0)} ms`,
     );
   return 0;
-}
-
-/** `--logit-bias ID=BIAS` (repeatable) → GenerationConfig.logitBias; a repeated id takes the last. */
-function logitBiasFlags(entries: readonly string[]): Record<number, number> {
-  const out: Record<number, number> = {};
-  for (const e of entries) {
-    const m = /^(\d+)=(-?(?:\d+(?:\.\d+)?|\.\d+))$/.exec(e);
-    const bias = m ? Number(m[2]) : Number.NaN;
-    if (!m || !Number.isSafeInteger(Number(m[1])) || !(bias >= -100 && bias <= 100))
-      throw BitNetError.Config('BAD_FLAG', `--logit-bias takes TOKEN_ID=BIAS with BIAS in [-100, 100], got "${e}"`, {
-        flag: 'logit-bias',
-        value: e,
-      });
-    out[Number(m[1])] = bias;
-  }
-  return out;
 }

@@ -9,9 +9,8 @@ export const COMMAND_USAGE: Record<string, string> = {
              [--logit-bias ID=BIAS ...] [--seed S] [--stop TEXT ...] [--threads N]
              [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--parse-special] [--keep-special]
              [--json [--logprobs N]]`,
-  chat: `chat       --model LOCATION [--system TEXT] [--max-tokens N (256)] [--temperature T] [--top-k K] [--top-p P]
-             [--min-p P] [--repetition-penalty R] [--seed S] [--threads N] [--backend reference|wasm|cuda] [--json]
-             (one user message per stdin line; /exit ends)`,
+  chat: `chat       --model LOCATION [--system TEXT] [--max-tokens N (256)] [generate's other sampling flags]
+             [--threads N] [--backend reference|wasm|cuda] [--json]   (one user message per stdin line; /exit ends)`,
   logits: `logits     --model LOCATION --prompt-ids 1,2,3 [--backend reference|wasm|cuda] [--activations per-token|q8k] [--json]`,
   synth: `synth      (--preset tiny|large|2b-4t | --hidden H --layers L --heads N --kv-heads M --ffn F --vocab V --ctx C)
              --qtype i2_s|tq2_0|tq1_0|f16 [--arch bitnet-b1.58|bitnet-25|bitnet-1.58|bitnet]

@@ -6,6 +6,14 @@ import { createRng } from '../../src/generate/prng.ts';
 import { type SamplerParams, sample } from '../../src/generate/sampler.ts';
 
 const f = Math.fround;
+/** Sampler settings with everything off but what `o` sets (temperature 1 unless given). */
+const params = (o: Partial<SamplerParams> = {}): SamplerParams => ({
+  temperature: 1,
+  topK: 0,
+  topP: 1,
+  repetitionPenalty: 1,
+  ...o,
+});
 const adjusted = (logits: number[], history: number[], a: Parameters<typeof adjustLogits>[2]) => {
   const r = adjustLogits(Float32Array.from(logits), history, a);
   const out = Array.from(r.vals);
@@ -76,13 +84,7 @@ describe('adjustLogits', () => {
 });
 
 describe('sampling with bias and penalties', () => {
-  const P = (o: Partial<SamplerParams> = {}): SamplerParams => ({
-    temperature: 0,
-    topK: 0,
-    topP: 1,
-    repetitionPenalty: 1,
-    ...o,
-  });
+  const P = (o: Partial<SamplerParams> = {}) => params({ temperature: 0, ...o });
 
   it('a −100 bias bans the greedy token, a +100 bias forces another', () => {
     const logits = Float32Array.from([0.1, 5, 2, -1]);
@@ -134,28 +136,20 @@ describe('sampling with bias and penalties', () => {
 });
 
 describe('min-p', () => {
-  const P = (o: Partial<SamplerParams> = {}): SamplerParams => ({
-    temperature: 1,
-    topK: 0,
-    topP: 1,
-    repetitionPenalty: 1,
-    ...o,
-  });
-
   it('keeps only the tokens at least minP as likely as the top one (before temperature)', () => {
     // p ∝ e^l: id 1 is e^-0.5 ≈ 0.61 of id 0; id 2 is e^-2 ≈ 0.14; id 3 far below
     const logits = Float32Array.from([2, 1.5, 0, -5]);
     const seen = new Set<number>();
     const rng = createRng(4);
-    for (let i = 0; i < 400; i++) seen.add(sample(logits, [], P({ minP: 0.5, temperature: 3 }), rng));
+    for (let i = 0; i < 400; i++) seen.add(sample(logits, [], params({ minP: 0.5, temperature: 3 }), rng));
     expect([...seen].sort()).toEqual([0, 1]);
     seen.clear();
-    for (let i = 0; i < 400; i++) seen.add(sample(logits, [], P({ minP: 0.1, temperature: 3 }), rng));
+    for (let i = 0; i < 400; i++) seen.add(sample(logits, [], params({ minP: 0.1, temperature: 3 }), rng));
     expect([...seen].sort()).toEqual([0, 1, 2]);
     // off, and greedy, are unaffected
     const u = { nextFloat: () => 0.999 };
-    expect(sample(logits, [], P({ minP: 0 }), u)).toBe(sample(logits, [], P(), u));
-    expect(sample(logits, [], P({ minP: 1, temperature: 0 }), u)).toBe(0);
+    expect(sample(logits, [], params({ minP: 0 }), u)).toBe(sample(logits, [], params(), u));
+    expect(sample(logits, [], params({ minP: 1, temperature: 0 }), u)).toBe(0);
   });
 
   it('equals sampling the logits with the dropped tokens at −∞, for random settings', () => {
@@ -164,7 +158,7 @@ describe('min-p', () => {
       const n = 2 + Math.floor(rng.nextFloat() * 80);
       const logits = Float32Array.from({ length: n }, () => (rng.nextFloat() - 0.5) * 10);
       const minP = rng.nextFloat() * 0.5;
-      const p = P({
+      const p = params({
         temperature: 0.2 + rng.nextFloat(),
         topK: Math.floor(rng.nextFloat() * 6),
         topP: rng.nextFloat() < 0.5 ? 1 : 0.3 + rng.nextFloat() * 0.7,
@@ -182,7 +176,7 @@ describe('min-p', () => {
 
   it('refuses a min-p outside [0, 1]', () => {
     for (const minP of [-0.1, 1.5, Number.NaN])
-      expect(() => sample(new Float32Array(3), [], P({ minP }), createRng(1))).toThrow(
+      expect(() => sample(new Float32Array(3), [], params({ minP }), createRng(1))).toThrow(
         expect.objectContaining({ code: 'SAMPLER_BAD_MIN_P' }),
       );
   });
