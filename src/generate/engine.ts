@@ -224,9 +224,8 @@ export class Engine {
     const hit = promptLps || o.maxNewTokens === 0 ? undefined : this.promptCache?.take(promptIds);
     const seq = hit?.seq ?? this.d.newSequence();
     const reuse = hit?.reuse ?? 0;
-    // the tokens whose K/V the store holds, and whether it holds exactly them (not mid-forward)
-    const kvTokens = promptIds.slice(0, reuse);
-    let consistent = true;
+    // positions the store holds (history[0, stored)); undefined while a forward writes into it
+    let stored: number | undefined = reuse;
     try {
       if (o.maxNewTokens === 0 && !promptLps) {
         return {
@@ -240,7 +239,7 @@ export class Engine {
           ...(logprobs ? { logprobs } : {}),
         };
       }
-      consistent = false;
+      stored = undefined;
       let logits = promptLps
         ? await this.scorePrompt(promptIds, seq.store, o, promptLps)
         : (
@@ -252,8 +251,7 @@ export class Engine {
               signal: o.signal,
             })
           )[0];
-      for (let i = reuse; i < promptIds.length; i++) kvTokens.push(promptIds[i]);
-      consistent = true;
+      stored = promptIds.length;
       prefillMs = this.now() - t0;
       let pos = promptIds.length;
       // maxNewTokens 0 (with promptLogprobs): the prompt is scored, nothing is generated
@@ -284,7 +282,7 @@ export class Engine {
         }
         if (generated.length >= o.maxNewTokens || pos >= this.d.contextLength) break;
         // the previous row has been sampled: the backend may overwrite it
-        consistent = false;
+        stored = undefined;
         [logits] = await backend.forward({
           tokens: [id],
           startPos: pos,
@@ -293,9 +291,8 @@ export class Engine {
           into: logits,
           signal: o.signal,
         });
-        kvTokens.push(id);
-        consistent = true;
         pos++;
+        stored = pos;
       }
       if (!stop.stopped) {
         const tail = stop.push(decoder ? decoder.flush() : '');
@@ -309,7 +306,8 @@ export class Engine {
     } finally {
       this.d.backend.release?.(seq.store);
       // a store cut mid-forward (an error, an abort) holds a partial position: never reused
-      if (this.promptCache && consistent && reusable(seq)) this.promptCache.put(seq, kvTokens);
+      if (this.promptCache && stored !== undefined && reusable(seq))
+        this.promptCache.put(seq, history.slice(0, stored));
       else seq.release();
     }
     const totalMs = this.now() - t0;

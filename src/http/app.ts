@@ -394,18 +394,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       prompt: estimatePromptTokens(j.prompt, m?.tokenizer, templateFor),
       maxNew: new GenerationConfig(j.config).maxNewTokens,
     }));
-    // several generations (n, several prompts): each counted as the engine will run it, summed
+    // each generation (n, several prompts) counted as the engine will run it: max_tokens only up to
+    // what the context leaves after its prompt; the request's work is their sum
     const effective = sizes.map((z) =>
       ctx === undefined ? z.prompt + z.maxNew : z.prompt + Math.min(z.maxNew, Math.max(0, ctx - z.prompt)),
     );
-    const single = jobs.length === 1;
     // x-bitnet-forwarded: the number of hops so far (older instances send "1").
     const fwd = c.req.header('x-bitnet-forwarded');
     const hops = fwd === undefined ? 0 : /^\d{1,6}$/.test(fwd.trim()) ? Math.max(1, Number(fwd.trim())) : 1;
     const decision = await router.decide({
-      work: single ? sizes[0].prompt + sizes[0].maxNew : effective.reduce((a, b) => a + b, 0),
-      promptTokens: single ? sizes[0].prompt : undefined,
-      largestJob: single ? undefined : Math.max(...effective),
+      work: effective.reduce((a, b) => a + b, 0),
+      largestJob: Math.max(...effective),
       modelBytes: deps.modelBytes,
       contextLength: ctx,
       forwarded: hops > 0 && (await router.trustsForwarded(c.req.header('authorization'))),
@@ -453,11 +452,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     // The first run starts now, so that what can fail early (the prompt, the model) sets the status;
     // the others start one after another as the response consumes them, each with its own slot.
     // several: every one is checked before any runs (a bad prompt among them fails the request at once)
-    if (!single) for (const j of jobs) await checkJob(local, j);
+    if (jobs.length > 1) for (const j of jobs) await checkJob(local, j);
     const first = await startLocal(local, jobs[0].prompt, jobs[0].config, signal, obs.start);
     let current = first;
     const runs: Runs = {
-      count: jobs.length,
       jobs,
       tokenizer: first.tokenizer,
       async run(i) {
@@ -482,7 +480,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   /** The OpenAI routes' choices, one run after another (index i is the i-th job). */
   async function* choiceRuns(runs: Runs, echo: boolean): AsyncGenerator<ChoiceRun, void> {
-    for (let i = 0; i < runs.count; i++) {
+    for (let i = 0; i < runs.jobs.length; i++) {
       const run = await runs.run(i);
       const job = runs.jobs[i];
       yield {

@@ -102,7 +102,6 @@ export interface Job {
  * it finished. cancel() cancels the current one.
  */
 export interface Runs {
-  readonly count: number;
   readonly jobs: readonly Job[];
   /** The model's tokenizer, to spell token ids (log-probabilities), if it has one. */
   readonly tokenizer: Tokenizer | undefined;

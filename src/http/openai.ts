@@ -146,12 +146,7 @@ export interface ChoiceRun {
 }
 
 /** One finished choice. */
-export interface ChoiceOutcome {
-  index: number;
-  outcome: GenerationOutcome;
-  countsPrompt: boolean;
-  echo?: Echo;
-}
+export type ChoiceOutcome = Omit<ChoiceRun, 'events'> & { outcome: GenerationOutcome };
 
 /** The choices' usage: every completion token, each prompt once. */
 function usageOf(choices: readonly { outcome: GenerationOutcome; countsPrompt: boolean }[]) {
