@@ -27,6 +27,8 @@ export interface GenerationConfigInit {
   topLogprobs?: number;
   promptLogprobs?: boolean;
   responseFormat?: ResponseFormat;
+  grammar?: string;
+  jsonSchema?: unknown;
 }
 
 export class GenerationConfig {
@@ -61,6 +63,10 @@ export class GenerationConfig {
   promptLogprobs = false;
   /** 'json_object': the output is one JSON object (only tokens that keep it valid; it ends when the object closes). */
   responseFormat: ResponseFormat = 'text';
+  /** A GBNF grammar (llama.cpp's notation, root rule `root`) the output must match; it ends when nothing can follow. */
+  grammar: string | undefined = undefined;
+  /** A JSON schema the output must match (OpenAI's json_schema response format; src/generate/grammar/json-schema.ts). */
+  jsonSchema: unknown = undefined;
 
   constructor(init: GenerationConfigInit = {}) {
     assignInit(this, init, 'INVALID_GENERATION_CONFIG', 'generation', (k, v) =>
@@ -123,6 +129,14 @@ export class GenerationConfig {
   }
   withResponseFormat(v: ResponseFormat): GenerationConfig {
     return this.with({ responseFormat: v });
+  }
+  /** Constrain the output to a GBNF grammar (undefined: no grammar). */
+  withGrammar(v: string | undefined): GenerationConfig {
+    return this.with({ grammar: v });
+  }
+  /** Constrain the output to a JSON schema (undefined: none). */
+  withJsonSchema(v: unknown): GenerationConfig {
+    return this.with({ jsonSchema: v });
   }
   /** Score the prompt too (the result's `promptLogprobs`); with maxNewTokens 0 nothing is generated. */
   withPromptLogprobs(v = true): GenerationConfig {
@@ -191,13 +205,36 @@ export class GenerationConfig {
       fail('topLogprobs', `must be an integer in 0..${MAX_TOP_LOGPROBS}`, this.topLogprobs);
     if (this.responseFormat !== 'text' && this.responseFormat !== 'json_object')
       fail('responseFormat', "must be 'text' or 'json_object'", this.responseFormat);
+    if (this.grammar !== undefined && (typeof this.grammar !== 'string' || this.grammar.trim() === ''))
+      fail('grammar', 'must be a non-empty GBNF grammar', this.grammar);
+    if (
+      this.jsonSchema !== undefined &&
+      typeof this.jsonSchema !== 'boolean' &&
+      (this.jsonSchema === null || typeof this.jsonSchema !== 'object' || Array.isArray(this.jsonSchema))
+    )
+      fail('jsonSchema', 'must be a JSON schema (an object or a boolean)', this.jsonSchema);
+    const constraints = [
+      this.responseFormat === 'json_object',
+      this.grammar !== undefined,
+      this.jsonSchema !== undefined,
+    ];
+    if (constraints.filter(Boolean).length > 1)
+      fail(
+        this.jsonSchema !== undefined ? 'jsonSchema' : 'grammar',
+        "takes one of responseFormat 'json_object', grammar and jsonSchema at a time",
+        'several',
+      );
     if (typeof this.promptLogprobs !== 'boolean') fail('promptLogprobs', 'must be a boolean', this.promptLogprobs);
     if (this.topLogprobs > 0 && !this.logprobs && !this.promptLogprobs)
       fail('topLogprobs', 'needs logprobs or promptLogprobs: true', this.topLogprobs);
     return this;
   }
 
-  toJSON(): Required<Omit<GenerationConfigInit, 'seed'>> & { seed?: Seed } {
+  toJSON(): Required<Omit<GenerationConfigInit, 'seed' | 'grammar' | 'jsonSchema'>> & {
+    seed?: Seed;
+    grammar?: string;
+    jsonSchema?: unknown;
+  } {
     return {
       maxNewTokens: this.maxNewTokens,
       temperature: this.temperature,
@@ -216,6 +253,8 @@ export class GenerationConfig {
       topLogprobs: this.topLogprobs,
       promptLogprobs: this.promptLogprobs,
       responseFormat: this.responseFormat,
+      ...(this.grammar !== undefined ? { grammar: this.grammar } : {}),
+      ...(this.jsonSchema !== undefined ? { jsonSchema: this.jsonSchema } : {}),
     };
   }
 }

@@ -7,6 +7,7 @@ export const COMMAND_USAGE: Record<string, string> = {
   generate: `generate   --model LOCATION (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N] [--temperature T] [--top-k K]
              [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]
              [--logit-bias ID=BIAS ...] [--seed S] [--stop TEXT ...] [--threads N]
+             [--grammar GBNF | --grammar-file PATH | --json-schema JSON | --json-schema-file PATH]
              [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--parse-special] [--keep-special]
              [--json [--logprobs N]]`,
   chat: `chat       --model LOCATION [--system TEXT] [--max-tokens N (256)] [generate's other sampling flags]

@@ -1,8 +1,11 @@
 /**
  * The sampling flags `bitnet generate` and `bitnet chat` share, and the GenerationConfig fields
  * they make: --max-tokens --temperature --top-k --top-p --min-p --repetition-penalty
- * --presence-penalty --frequency-penalty --logit-bias ID=BIAS (repeatable) --seed --stop (repeatable).
+ * --presence-penalty --frequency-penalty --logit-bias ID=BIAS (repeatable) --seed --stop (repeatable),
+ * and at most one of --grammar GBNF, --grammar-file PATH, --json-schema JSON, --json-schema-file PATH
+ * (the output must match the grammar or the schema; llama.cpp's flags of the same names).
  */
+import { readFileSync } from 'node:fs';
 import type { GenerationConfigInit } from '../api/generation-config.ts';
 import { BitNetError } from '../errors.ts';
 import { num, str } from './args.ts';
@@ -20,6 +23,10 @@ export const SAMPLING_OPTIONS = {
   'logit-bias': { type: 'string', multiple: true },
   seed: { type: 'string' },
   stop: { type: 'string', multiple: true },
+  grammar: { type: 'string' },
+  'grammar-file': { type: 'string' },
+  'json-schema': { type: 'string' },
+  'json-schema-file': { type: 'string' },
 } as const;
 
 /** The GenerationConfig fields the flags set, with the CLI's defaults (`maxNewTokens` per command). */
@@ -41,6 +48,7 @@ export function samplingFromFlags(values: Record<string, unknown>, maxNewTokens:
     frequencyPenalty: num(values, 'frequency-penalty', { min: -2, max: 2 }) ?? 0,
     logitBias: logitBiasFlags((values['logit-bias'] as string[] | undefined) ?? []),
     stopSequences: (values.stop as string[] | undefined) ?? [],
+    ...constraintFlags(values),
     seed:
       seedRaw === undefined
         ? undefined
@@ -48,6 +56,34 @@ export function samplingFromFlags(values: Record<string, unknown>, maxNewTokens:
           ? Number(seedRaw)
           : BigInt(seedRaw),
   };
+}
+
+/** --grammar, --grammar-file, --json-schema, --json-schema-file → grammar / jsonSchema (one at most). */
+function constraintFlags(values: Record<string, unknown>): Pick<GenerationConfigInit, 'grammar' | 'jsonSchema'> {
+  const given = ['grammar', 'grammar-file', 'json-schema', 'json-schema-file'].filter((f) => values[f] !== undefined);
+  if (given.length === 0) return {};
+  if (given.length > 1)
+    throw BitNetError.Config('BAD_FLAG', `--${given[0]} and --${given[1]} cannot be used together`, {
+      flag: given[1],
+    });
+  const flag = given[0];
+  let text = str(values, flag)!;
+  if (flag.endsWith('-file')) {
+    try {
+      text = readFileSync(text, 'utf8');
+    } catch (e) {
+      throw BitNetError.Io('FILE_NOT_FOUND', `--${flag}: cannot read ${text}: ${(e as Error).message}`, {
+        flag,
+        path: text,
+      });
+    }
+  }
+  if (flag.startsWith('grammar')) return { grammar: text };
+  try {
+    return { jsonSchema: JSON.parse(text) };
+  } catch (e) {
+    throw BitNetError.Config('BAD_FLAG', `--${flag} is not JSON: ${(e as Error).message}`, { flag });
+  }
 }
 
 /** `--logit-bias ID=BIAS` (repeatable) → GenerationConfig.logitBias; a repeated id takes the last. */

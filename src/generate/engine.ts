@@ -10,6 +10,7 @@ import { BitNetError } from '../errors.ts';
 import type { Backend } from '../kernels/backend.ts';
 import type { KVStore } from '../model/reference.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
+import { compileGrammar, GrammarMode, type GrammarSpec } from './grammar/grammar-mode.ts';
 import { JsonMode, type ResponseFormat } from './json-mode.ts';
 import { biasEntries } from './logit-adjust.ts';
 import { MAX_TOP_LOGPROBS, type PromptTokenLogprob, type TokenLogprob, tokenLogprob } from './logprobs.ts';
@@ -40,6 +41,10 @@ export interface EngineGenerateOptions extends SamplerParams {
   promptLogprobs?: boolean;
   /** 'json_object': only tokens that keep the text a prefix of one JSON object; ends when it closes. */
   responseFormat?: ResponseFormat;
+  /** A GBNF grammar the text must match (grammar/gbnf.ts); ends when nothing can follow. */
+  grammar?: string;
+  /** A JSON schema the text must match (grammar/json-schema.ts). */
+  jsonSchema?: unknown;
   signal?: AbortSignal;
 }
 
@@ -107,6 +112,13 @@ function randomSeed(): bigint {
   const a = new Uint32Array(2);
   crypto.getRandomValues(a);
   return (BigInt(a[0]) << 32n) | BigInt(a[1]);
+}
+
+/** The grammar options ask for, if any. */
+function grammarSpec(o: EngineGenerateOptions): GrammarSpec | undefined {
+  if (o.grammar !== undefined) return { gbnf: o.grammar };
+  if (o.jsonSchema !== undefined) return { jsonSchema: o.jsonSchema };
+  return undefined;
 }
 
 export class Engine {
@@ -185,6 +197,23 @@ export class Engine {
         'JSON mode needs the model’s tokenizer (to know each token’s bytes), and this model has none',
         { field: 'responseFormat' },
       );
+    const spec = grammarSpec(o);
+    if (spec) {
+      if (o.responseFormat === 'json_object')
+        throw BitNetError.Config(
+          'INVALID_GENERATION_CONFIG',
+          "takes one of responseFormat 'json_object', grammar and jsonSchema at a time",
+          { field: 'grammar' in spec ? 'grammar' : 'jsonSchema' },
+        );
+      if (!this.d.tokenizer)
+        throw BitNetError.Config(
+          'GRAMMAR_UNAVAILABLE',
+          'a grammar or JSON schema needs the model’s tokenizer (to know each token’s bytes), and this model has none',
+          { field: 'grammar' in spec ? 'grammar' : 'jsonSchema' },
+        );
+      // a faulty grammar or schema fails here, before any work
+      compileGrammar(spec);
+    }
     // bias ids must be in the vocabulary: fail now, not at the first sampled token
     biasEntries(o.logitBias, this.d.backend.vocabSize);
     const top = o.topLogprobs ?? 0;
@@ -209,7 +238,14 @@ export class Engine {
     const rng = createRng(o.seed ?? randomSeed());
     const eog = o.stopOnEog === false ? new Set<number>() : (tokenizer?.eogTokenIds ?? new Set<number>());
     const history = [...promptIds];
-    const json = o.responseFormat === 'json_object' && tokenizer ? new JsonMode(tokenizer) : undefined;
+    const spec = grammarSpec(o);
+    // what constrains the text, if anything: JSON mode, or a grammar (a JSON schema is one)
+    const constraint =
+      o.responseFormat === 'json_object' && tokenizer
+        ? new JsonMode(tokenizer)
+        : spec && tokenizer
+          ? new GrammarMode(compileGrammar(spec), tokenizer, eog)
+          : undefined;
     const generated: number[] = [];
     const logprobs: TokenLogprob[] | undefined = o.logprobs ? [] : undefined;
     const promptLps: PromptTokenLogprob[] | undefined = o.promptLogprobs ? [] : undefined;
@@ -258,8 +294,8 @@ export class Engine {
       for (; o.maxNewTokens > 0; ) {
         o.signal?.throwIfAborted();
         const window = history.length > REPETITION_WINDOW ? history.slice(-REPETITION_WINDOW) : history;
-        const id = sample(json ? json.mask(logits) : logits, window, o, rng);
-        json?.push(id);
+        const id = sample(constraint ? constraint.mask(logits) : logits, window, o, rng);
+        constraint?.push(id);
         if (generated.length === 0) firstTokenMs = this.now() - t0;
         if (eog.has(id)) {
           finishReason = 'stop';
@@ -276,7 +312,7 @@ export class Engine {
         const ev: TokenEvent = lp ? { id, text: r.emit, logprob: lp } : { id, text: r.emit };
         if (promptLps && generated.length === 1) ev.promptLogprobs = promptLps;
         yield ev;
-        if (r.stopped || json?.done) {
+        if (r.stopped || constraint?.done) {
           finishReason = 'stop';
           break;
         }

@@ -171,11 +171,20 @@ interface WireNames {
 /** Engine errors that are about the prompt. */
 const PROMPT_ERRORS = new Set(['PROMPT_TOO_LONG', 'BAD_TOKEN', 'EMPTY_PROMPT', 'KV_SEQ_TOO_LONG', 'TOKENIZER_MISSING']);
 
+/** Errors about a grammar or a schema → the GenerationConfig field they are about. */
+const CONSTRAINT_FIELDS: Readonly<Record<string, string>> = {
+  INVALID_GRAMMAR: 'grammar',
+  GRAMMAR_TOO_AMBIGUOUS: 'grammar',
+  INVALID_JSON_SCHEMA: 'jsonSchema',
+  UNSUPPORTED_JSON_SCHEMA: 'jsonSchema',
+};
+
 /** `e` with `details.param` set to the wire field it is about, when it names none yet. */
 function withParam(e: unknown, names: WireNames): unknown {
   if (!isBitNetError(e) || typeof e.details.param === 'string') return e;
   let param: string | undefined;
   if (PROMPT_ERRORS.has(e.code)) param = names.prompt;
+  else if (e.code in CONSTRAINT_FIELDS) param = names.field?.[CONSTRAINT_FIELDS[e.code]] ?? CONSTRAINT_FIELDS[e.code];
   else if (
     (e.code === 'INVALID_GENERATION_CONFIG' || e.code.startsWith('SAMPLER_')) &&
     typeof e.details.field === 'string'
@@ -201,6 +210,8 @@ const openAIFields = (maxTokensField: string): Record<string, string> => ({
   logprobs: 'logprobs',
   topLogprobs: 'top_logprobs',
   responseFormat: 'response_format',
+  jsonSchema: 'response_format.json_schema.schema',
+  grammar: 'grammar',
 });
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {

@@ -36,6 +36,10 @@ export function samplingConfig(b: ChatCompletionRequest | CompletionRequest, max
     frequencyPenalty: b.frequency_penalty ?? 0,
     // JSON keys are strings; GenerationConfig and the sampler read them as ids
     logitBias: (b.logit_bias ?? {}) as LogitBias,
+    // json_object is JSON mode; json_schema and grammar constrain through a grammar
+    ...(b.response_format?.type === 'json_object' ? { responseFormat: 'json_object' as const } : {}),
+    ...(b.response_format?.type === 'json_schema' ? { jsonSchema: b.response_format.json_schema.schema ?? true } : {}),
+    ...(b.grammar != null ? { grammar: b.grammar } : {}),
     stopSequences: stop,
     seed: b.seed ?? undefined,
     // chat: logprobs true/false and top_logprobs; completions: logprobs is the number of alternatives
@@ -44,7 +48,6 @@ export function samplingConfig(b: ChatCompletionRequest | CompletionRequest, max
       ? {
           logprobs: b.logprobs === true,
           topLogprobs: b.top_logprobs ?? 0,
-          responseFormat: b.response_format?.type ?? 'text',
         }
       : {
           logprobs: b.logprobs != null,

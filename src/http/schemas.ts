@@ -76,6 +76,30 @@ const sampling = {
   top_k: z.number().int().min(0).nullish(),
   min_p: z.number().min(0).max(1).nullish(),
   repetition_penalty: z.number().gt(0).max(10).nullish(),
+  // llama.cpp's server: a GBNF grammar the output must match (src/generate/grammar/gbnf.ts)
+  grammar: z.string().min(1, 'grammar must be a non-empty GBNF grammar').nullish(),
+  // json_object: JSON mode (src/generate/json-mode.ts); json_schema: a grammar from the schema
+  // (src/generate/grammar/json-schema.ts). OpenAI's chat field; on completions an extension.
+  response_format: z
+    .discriminatedUnion(
+      'type',
+      [
+        z.object({ type: z.literal('text') }),
+        z.object({ type: z.literal('json_object') }),
+        z.object({
+          type: z.literal('json_schema'),
+          json_schema: z.object({
+            name: z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, 'json_schema.name must be 1-64 of a-z, A-Z, 0-9, _ and -'),
+            description: z.string().optional(),
+            // absent: any JSON value
+            schema: z.union([z.record(z.string(), z.unknown()), z.boolean()]).optional(),
+            strict: z.boolean().nullish(),
+          }),
+        }),
+      ],
+      { error: 'response_format.type must be text, json_object or json_schema' },
+    )
+    .nullish(),
 };
 
 const textPart = z.object({ type: z.literal('text'), text: z.string() });
@@ -108,14 +132,6 @@ export const chatCompletionSchema = z
     top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
     tools: z.array(z.unknown()).max(0, unsupported('tools')).nullish(),
     tool_choice: z.literal('none', { error: unsupported('tool_choice') }).nullish(),
-    // json_object: JSON mode (src/generate/json-mode.ts); json_schema is not supported
-    response_format: z
-      .object({
-        type: z.enum(['text', 'json_object'], {
-          error: unsupported('a response_format other than text or json_object'),
-        }),
-      })
-      .nullish(),
   })
   .refine((b) => b.top_logprobs == null || b.logprobs === true, {
     error: 'top_logprobs needs logprobs: true',
@@ -194,6 +210,8 @@ export const generateSchema = z
     topLogprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).optional(),
     promptLogprobs: z.boolean().optional(),
     responseFormat: z.enum(['text', 'json_object']).optional(),
+    grammar: z.string().optional(),
+    jsonSchema: z.union([z.record(z.string(), z.unknown()), z.boolean()]).optional(),
     stopSequences: z.array(z.string().min(1)).optional(),
     seed: seed.optional(),
     skipSpecialTokens: z.boolean().optional(),

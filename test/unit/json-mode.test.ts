@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { JsonObjectConstraint, MAX_DEPTH, MAX_INDENT } from '../../src/generate/json-constraint.ts';
 import { createRng } from '../../src/generate/prng.ts';
 import { createApp } from '../../src/http/app.ts';
+import { randomValue } from '../helpers/json-values.ts';
 import { synthFile } from '../helpers/models.ts';
 
 const enc = new TextEncoder();
@@ -50,22 +51,6 @@ function wsRunsOk(text: string): boolean {
     }
   }
   return (outside.match(/[ \t\r\n]+/g) ?? []).every((run) => /^( |\n[ \t]{0,20})$/.test(run));
-}
-
-/** A random JSON value, nested at most `depth` deep. */
-function randomValue(rng: ReturnType<typeof createRng>, depth: number): unknown {
-  const r = rng.nextFloat();
-  if (depth > 0 && r < 0.25) {
-    const o: Record<string, unknown> = {};
-    const n = Math.floor(rng.nextFloat() * 4);
-    for (let i = 0; i < n; i++) o[`k${i}${['', 'é', '"q"', '\\', '\n'][i % 5]}`] = randomValue(rng, depth - 1);
-    return o;
-  }
-  if (depth > 0 && r < 0.45)
-    return Array.from({ length: Math.floor(rng.nextFloat() * 4) }, () => randomValue(rng, depth - 1));
-  if (r < 0.6) return ['plain', 'üñí', 'tab\there', 'quote"s', '😀', ''][Math.floor(rng.nextFloat() * 6)];
-  if (r < 0.8) return [0, -1, 3.25, -0.5e-7, 1e21, 12345678][Math.floor(rng.nextFloat() * 6)];
-  return [true, false, null][Math.floor(rng.nextFloat() * 3)];
 }
 
 describe('JsonObjectConstraint', () => {
@@ -202,7 +187,7 @@ describe('JSON mode in the engine', () => {
     expect(recognizes(plain.text).accepted).toBe(false);
   });
 
-  it('over HTTP: response_format json_object; json_schema is refused', async () => {
+  it('over HTTP: response_format json_object; an unknown type is refused', async () => {
     const model = await BitNetModel.fromFile(path);
     const close = model.tokenizer!.tokenToId('}')!;
     const app = createApp({ model, modelId: 'm' });
@@ -220,7 +205,7 @@ describe('JSON mode in the engine', () => {
     const r = await (await ask({ response_format: { type: 'json_object' }, logit_bias: { [close]: 6 } })).json();
     expect(r.choices[0].finish_reason).toBe('stop');
     expect(JSON.parse(r.choices[0].message.content)).toEqual(expect.any(Object));
-    const bad = await ask({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } });
+    const bad = await ask({ response_format: { type: 'xml' } });
     expect(bad.status).toBe(400);
     expect((await bad.json()).error).toMatchObject({ code: 'INVALID_REQUEST', param: 'response_format.type' });
   });
