@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { BitNetError } from '../../src/errors.ts';
 import { parseGbnf } from '../../src/generate/grammar/gbnf.ts';
 import { gbnfLiteral, jsonSchemaToGbnf } from '../../src/generate/grammar/json-schema.ts';
-import { GrammarMatcher } from '../../src/generate/grammar/matcher.ts';
+import { DEAD, GrammarMatcher } from '../../src/generate/grammar/matcher.ts';
+import { integerRange, numberRange } from '../../src/generate/grammar/numeric-range.ts';
 import { createRng } from '../../src/generate/prng.ts';
 import { instance, valid } from '../helpers/schema-instances.ts';
 
@@ -138,7 +139,16 @@ describe('jsonSchemaToGbnf', () => {
   it('refuses unsupported keywords and malformed schemas, saying where', () => {
     const cases: [unknown, string, string, RegExp][] = [
       [{ type: 'string', pattern: '^a' }, 'UNSUPPORTED_JSON_SCHEMA', '/', /keyword pattern/],
-      [{ properties: { n: { type: 'integer', minimum: 0 } } }, 'UNSUPPORTED_JSON_SCHEMA', '/properties/n', /minimum/],
+      [
+        { properties: { n: { type: 'integer', multipleOf: 2 } } },
+        'UNSUPPORTED_JSON_SCHEMA',
+        '/properties/n',
+        /multipleOf/,
+      ],
+      [{ type: 'number', minimum: 0.5 }, 'UNSUPPORTED_JSON_SCHEMA', '/minimum', /inclusive integers/],
+      [{ type: 'number', exclusiveMinimum: 0 }, 'UNSUPPORTED_JSON_SCHEMA', '/exclusiveMinimum', /inclusive integers/],
+      [{ type: 'integer', minimum: 3, exclusiveMaximum: 3 }, 'INVALID_JSON_SCHEMA', '/', /no integer lies within/],
+      [{ type: 'integer', maximum: '9' }, 'INVALID_JSON_SCHEMA', '/maximum', /finite number/],
       [{ type: 'string', format: 'email' }, 'UNSUPPORTED_JSON_SCHEMA', '/format', /format "email"/],
       [{ allOf: [{}, {}] }, 'UNSUPPORTED_JSON_SCHEMA', '/allOf', /allOf/],
       [{ $ref: 'https://x/y.json' }, 'UNSUPPORTED_JSON_SCHEMA', '/$ref', /\$ref/],
@@ -168,5 +178,77 @@ describe('jsonSchemaToGbnf', () => {
       expect((err as BitNetError).details.path, JSON.stringify(schema)).toBe(path);
       expect((err as BitNetError).message, JSON.stringify(schema)).toMatch(why);
     }
+  });
+});
+
+describe('numeric bounds', () => {
+  // one matcher per expression, every text walked from its start (the step cache is shared)
+  const matchers = new Map<string, GrammarMatcher>();
+  const takes = (expr: string, text: string) => {
+    let m = matchers.get(expr);
+    if (!m) matchers.set(expr, (m = new GrammarMatcher(parseGbnf(`root ::= ${expr}`))));
+    const s = m.walk(m.state, enc.encode(text));
+    return s !== DEAD && m.accepting(s);
+  };
+  const BOUNDS: [bigint | null, bigint | null][] = [
+    [0n, 0n],
+    [-5n, 5n],
+    [7n, 123n],
+    [-123n, -7n],
+    [null, 42n],
+    [-42n, null],
+    [0n, null],
+    [null, -1n],
+    [95n, 1005n],
+    [-1000n, -999n],
+    [1n, 1n],
+  ];
+  it('integers: exactly those within the bounds, every value from -1300 to 1300', () => {
+    for (const [lo, hi] of BOUNDS) {
+      const g = integerRange(lo, hi);
+      for (let v = -1300; v <= 1300; v++) {
+        const want = (lo === null || BigInt(v) >= lo) && (hi === null || BigInt(v) <= hi);
+        expect(takes(g, String(v)), `${v} in [${lo}, ${hi}]`).toBe(want);
+      }
+      for (const t of ['01', '-0', '+1', '1e2', '1.0']) expect(takes(g, t), t).toBe(false);
+    }
+    // zod's int(): the safe-integer bounds, at their edges
+    const safe = integerRange(-9007199254740991n, 9007199254740991n);
+    for (const t of ['9007199254740991', '-9007199254740991', '8999999999999999', '0'])
+      expect(takes(safe, t), t).toBe(true);
+    for (const t of ['9007199254740992', '-9007199254740992', '10000000000000000'])
+      expect(takes(safe, t), t).toBe(false);
+  });
+
+  it('numbers: integer bounds with any fraction inside, a zero one at a bound', () => {
+    for (const [lo, hi] of BOUNDS) {
+      const g = numberRange(lo, hi);
+      for (let v = -1300; v <= 1300; v += 1)
+        for (const t of [`${v}`, `${v}.5`, `${v}.0`, `${v}.000`, `${v}.25`, v === 0 ? '-0.5' : `${v}.75`]) {
+          const x = Number(t);
+          const want = (lo === null || x >= Number(lo)) && (hi === null || x <= Number(hi));
+          expect(takes(g, t), `${t} in [${lo}, ${hi}]`).toBe(want);
+        }
+    }
+    expect(takes(numberRange(0n, 1n), '1e0')).toBe(false); // no exponent within bounds
+  });
+
+  it('a schema with bounds, as zod writes them (the OpenAI SDK turns int() into the safe-integer bounds)', () => {
+    const s = {
+      type: 'object',
+      properties: {
+        n: { type: 'integer', minimum: -9007199254740991, maximum: 9007199254740991 },
+        pct: { type: 'number', minimum: 0, maximum: 100 },
+        k: { type: 'integer', exclusiveMinimum: 0.5, exclusiveMaximum: 10 },
+      },
+      required: ['n', 'pct', 'k'],
+      additionalProperties: false,
+    };
+    expect(verdict(s, '{"n":-12,"pct":99.5,"k":1}').matches).toBe(true);
+    expect(verdict(s, '{"n":-12,"pct":100.0,"k":9}').matches).toBe(true);
+    expect(verdict(s, '{"n":-12,"pct":100.5,"k":9}').matches).toBe(false);
+    expect(verdict(s, '{"n":-12,"pct":-0.5,"k":9}').matches).toBe(false);
+    expect(verdict(s, '{"n":-12,"pct":1,"k":0}').matches).toBe(false);
+    expect(verdict(s, '{"n":-12,"pct":1,"k":10}').matches).toBe(false);
   });
 });

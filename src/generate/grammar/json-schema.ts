@@ -14,16 +14,19 @@
  * - arrays: `items`, `minItems`, `maxItems`, and `prefixItems` with `items: false` (a tuple);
  * - strings: `minLength`, `maxLength`, `format` date, time, date-time and uuid;
  * - numbers: at most 16 integer digits, 16 fraction digits and 3 exponent digits (a weak model can
- *   otherwise write digits forever);
+ *   otherwise write digits forever); `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`
+ *   exactly on integers (numeric-range.ts), and inclusive integer bounds on numbers (written then
+ *   without an exponent);
  * - `$ref` to `#`, `#/$defs/…` or `#/definitions/…` (recursion included);
  * - annotations (`title`, `description`, `default`, `examples`, `$schema`, `$id`, `$comment`,
  *   `readOnly`, `writeOnly`, `deprecated`, `strict`) are ignored.
- * Any other keyword (`pattern`, `minimum`, `not`, `if`, …) is refused with UNSUPPORTED_JSON_SCHEMA
+ * Any other keyword (`pattern`, `multipleOf`, `not`, `if`, …) is refused with UNSUPPORTED_JSON_SCHEMA
  * naming it and where it is, rather than generating output the schema would reject.
  */
 import { BitNetError } from '../../errors.ts';
 import { MAX_INDENT } from '../json-constraint.ts';
 import { MAX_REPEAT } from './gbnf.ts';
+import { integerRange, MAX_MAGNITUDE, numberRange } from './numeric-range.ts';
 
 type Schema = Record<string, unknown> | boolean;
 
@@ -61,6 +64,10 @@ const HANDLED = new Set([
   'minLength',
   'maxLength',
   'format',
+  'minimum',
+  'maximum',
+  'exclusiveMinimum',
+  'exclusiveMaximum',
 ]);
 const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'];
 
@@ -225,9 +232,53 @@ class Converter {
         return this.array(s, path);
       case 'string':
         return this.string(s, path);
+      case 'integer':
+      case 'number':
+        return this.bounded(t, s, path);
       default:
         return this.use(t);
     }
+  }
+
+  /**
+   * An integer or a number within minimum / maximum / exclusiveMinimum / exclusiveMaximum. Integers
+   * take any bounds; numbers take inclusive integer bounds only (then without an exponent).
+   */
+  private bounded(t: 'integer' | 'number', s: Record<string, unknown>, path: string): string {
+    const keys = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'].filter((k) => s[k] !== undefined);
+    if (keys.length === 0) return this.use(t);
+    for (const k of keys)
+      if (typeof s[k] !== 'number' || !Number.isFinite(s[k])) invalid(ptr(path, k), `${k} is a finite number`);
+    const b = (k: string) => s[k] as number | undefined;
+    if (t === 'number') {
+      const bad = keys.find((k) => k.startsWith('exclusive') || !Number.isInteger(s[k]));
+      if (bad)
+        throw BitNetError.Config(
+          'UNSUPPORTED_JSON_SCHEMA',
+          `json schema at ${ptr(path, bad)}: a number's bounds must be inclusive integers (minimum, maximum); ${bad} ${s[bad]} is not supported (an integer type takes any bounds)`,
+          { path: ptr(path, bad), keyword: bad },
+        );
+    }
+    // the inclusive integer bounds, clamped to the digits an integer may have
+    const los = [
+      b('minimum') === undefined ? undefined : Math.ceil(b('minimum')!),
+      b('exclusiveMinimum') === undefined ? undefined : Math.floor(b('exclusiveMinimum')!) + 1,
+    ];
+    const his = [
+      b('maximum') === undefined ? undefined : Math.floor(b('maximum')!),
+      b('exclusiveMaximum') === undefined ? undefined : Math.ceil(b('exclusiveMaximum')!) - 1,
+    ];
+    const clamp = (x: number) => {
+      const v = BigInt(x);
+      return v > MAX_MAGNITUDE ? MAX_MAGNITUDE : v < -MAX_MAGNITUDE ? -MAX_MAGNITUDE : v;
+    };
+    // the tightest of each side (bigints: Math.max does not take them)
+    let lo: bigint | null = null;
+    let hi: bigint | null = null;
+    for (const x of los) if (x !== undefined && (lo === null || clamp(x) > lo)) lo = clamp(x);
+    for (const x of his) if (x !== undefined && (hi === null || clamp(x) < hi)) hi = clamp(x);
+    if (lo !== null && hi !== null && lo > hi) invalid(path, `no ${t} lies within the bounds`);
+    return t === 'integer' ? integerRange(lo, hi) : numberRange(lo, hi);
   }
 
   private count(s: Record<string, unknown>, key: string, path: string): number | undefined {
