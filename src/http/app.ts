@@ -175,6 +175,7 @@ const PROMPT_ERRORS = new Set(['PROMPT_TOO_LONG', 'BAD_TOKEN', 'EMPTY_PROMPT', '
 const CONSTRAINT_FIELDS: Readonly<Record<string, string>> = {
   INVALID_GRAMMAR: 'grammar',
   GRAMMAR_TOO_AMBIGUOUS: 'grammar',
+  GRAMMAR_TOO_COMPLEX: 'grammar',
   INVALID_JSON_SCHEMA: 'jsonSchema',
   UNSUPPORTED_JSON_SCHEMA: 'jsonSchema',
 };

@@ -141,6 +141,12 @@ describe('GrammarMatcher', () => {
       err = e;
     }
     expect((err as BitNetError).code).toBe('GRAMMAR_TOO_AMBIGUOUS');
+    // and one that needs more states than a matcher may keep
+    const small = new GrammarMatcher(parseGbnf('root ::= "a"{0,500}'), { maxStates: 100 });
+    expect(small.push(enc.encode('a'.repeat(90)))).toBe(true);
+    expect(() => small.push(enc.encode('a'.repeat(20)))).toThrow(
+      expect.objectContaining({ code: 'GRAMMAR_TOO_COMPLEX' }),
+    );
   });
 });
 

@@ -20,6 +20,8 @@ import { CHARS, charSetHas, charSetMeets, END, type Grammar, REF } from './gbnf.
 
 /** A state with more live stacks than this is refused (an ambiguous grammar blowing up). */
 export const MAX_STACKS = 4096;
+/** States one matcher may create (each holds a 1 KiB step table): 64 MiB at most. */
+export const MAX_STATES = 65536;
 const UNKNOWN = -2;
 export const DEAD = -1;
 
@@ -46,9 +48,11 @@ export class GrammarMatcher {
   state: number;
 
   private readonly g: Grammar;
+  private readonly maxStates: number;
 
-  constructor(g: Grammar) {
+  constructor(g: Grammar, o: { maxStates?: number } = {}) {
     this.g = g;
+    this.maxStates = o.maxStates ?? MAX_STATES;
     const out = new Set<number>();
     for (const a of g.rules[g.root]) this.expand(a, 0, out);
     const s = this.intern(out, 0, 0, 0);
@@ -176,6 +180,12 @@ export class GrammarMatcher {
     let id = this.stateIds.get(key);
     if (id === undefined) {
       id = this.states.length;
+      if (id >= this.maxStates)
+        throw BitNetError.Config(
+          'GRAMMAR_TOO_COMPLEX',
+          `grammar: matching needed more than ${this.maxStates} parser states; make the grammar less ambiguous`,
+          { states: id },
+        );
       this.states.push({ stacks: set, cp, rem, min });
       this.trans.push(new Int32Array(256).fill(UNKNOWN));
       this.stateIds.set(key, id);
