@@ -18,3 +18,13 @@ export function randomValue(rng: Rng, depth: number): unknown {
   if (r < 0.8) return [0, -1, 3.25, -0.5e-7, 1e21, 12345678][Math.floor(rng.nextFloat() * 6)];
   return [true, false, null][Math.floor(rng.nextFloat() * 3)];
 }
+
+/** `text` with one character replaced, inserted or deleted (at random, from `alphabet`). */
+export function mutateOne(text: string, rng: Rng, alphabet: string): string {
+  const i = Math.floor(rng.nextFloat() * text.length);
+  const ch = alphabet[Math.floor(rng.nextFloat() * alphabet.length)];
+  const op = Math.floor(rng.nextFloat() * 3);
+  if (op === 0) return text.slice(0, i) + ch + text.slice(i + 1);
+  if (op === 1) return text.slice(0, i) + ch + text.slice(i);
+  return text.slice(0, i) + text.slice(i + 1);
+}

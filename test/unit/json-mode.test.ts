@@ -1,27 +1,33 @@
-// JSON mode: the byte-level recognizer against JSON.parse, and the engine generating under it.
+// JSON mode: its grammar against JSON.parse (whole texts, pieces, random objects and mutations),
+// its bounds, and the engine generating under it.
 import { BitNetModel, GenerationConfig } from 'bitnet-edge';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { JsonObjectConstraint, MAX_DEPTH, MAX_INDENT } from '../../src/generate/json-constraint.ts';
+import { parseGbnf } from '../../src/generate/grammar/gbnf.ts';
+import { JSON_OBJECT_GBNF, MAX_DEPTH, MAX_INDENT } from '../../src/generate/grammar/json-grammar.ts';
+import { GrammarMatcher } from '../../src/generate/grammar/matcher.ts';
 import { createRng } from '../../src/generate/prng.ts';
 import { createApp } from '../../src/http/app.ts';
-import { randomValue } from '../helpers/json-values.ts';
+import { mutateOne, randomValue } from '../helpers/json-values.ts';
 import { synthFile } from '../helpers/models.ts';
 
 const enc = new TextEncoder();
 
-/** Whether the recognizer takes the whole text (in pieces cut at `cuts`) and ends there. */
+const grammar = parseGbnf(JSON_OBJECT_GBNF);
+
+/** Whether JSON mode's grammar takes the whole text (in pieces cut at `cuts`), and has finished there. */
 function recognizes(text: string, cuts: number[] = []): { accepted: boolean; done: boolean } {
-  const c = new JsonObjectConstraint();
+  const c = new GrammarMatcher(grammar);
   const bytes = enc.encode(text);
   let at = 0;
   for (const end of [...cuts.filter((x) => x > 0 && x < bytes.length).sort((a, b) => a - b), bytes.length]) {
     const piece = bytes.subarray(at, end);
     at = end;
     if (piece.length === 0) continue;
-    if (!c.accepts(piece)) return { accepted: false, done: false };
-    if (!c.push(piece)) throw new Error('accepts and push disagree');
+    if (!c.push(piece)) return { accepted: false, done: false };
   }
-  return { accepted: true, done: c.done };
+  // an object that has closed is the end: nothing may follow it
+  if (c.accepting() !== c.finished()) throw new Error('JSON mode may stop only where nothing can follow');
+  return { accepted: true, done: c.finished() };
 }
 
 /** JSON.parse's verdict in JSON mode's terms: one object, with JSON mode's whitespace (wsRunsOk). */
@@ -53,7 +59,7 @@ function wsRunsOk(text: string): boolean {
   return (outside.match(/[ \t\r\n]+/g) ?? []).every((run) => /^( |\n[ \t]{0,20})$/.test(run));
 }
 
-describe('JsonObjectConstraint', () => {
+describe("JSON mode's grammar", () => {
   it('takes valid objects whole and in any pieces, every strict prefix without being done', () => {
     const docs = [
       '{}',
@@ -69,9 +75,9 @@ describe('JsonObjectConstraint', () => {
       const cuts = Array.from({ length: 5 }, () => Math.floor(rng.nextFloat() * d.length));
       expect(recognizes(d, cuts), d).toEqual({ accepted: true, done: true });
       for (let i = 1; i < enc.encode(d).length; i++) {
-        const c = new JsonObjectConstraint();
+        const c = new GrammarMatcher(grammar);
         expect(c.push(enc.encode(d).subarray(0, i)), `${d} [0, ${i})`).toBe(true);
-        expect(c.done).toBe(false);
+        expect(c.finished()).toBe(false);
       }
     }
   });
@@ -120,15 +126,7 @@ describe('JsonObjectConstraint', () => {
       const text = JSON.stringify(v, null, rng.nextFloat() < 0.5 ? 0 : 2);
       expect(recognizes(text), text).toEqual({ accepted: true, done: true });
       // one byte replaced, inserted or deleted
-      const i = Math.floor(rng.nextFloat() * text.length);
-      const ch = alphabet[Math.floor(rng.nextFloat() * alphabet.length)];
-      const op = Math.floor(rng.nextFloat() * 3);
-      const m =
-        op === 0
-          ? text.slice(0, i) + ch + text.slice(i + 1)
-          : op === 1
-            ? text.slice(0, i) + ch + text.slice(i)
-            : text.slice(0, i) + text.slice(i + 1);
+      const m = mutateOne(text, rng, alphabet);
       const r = recognizes(m);
       const ok = parsesAsObject(m);
       if (ok) valid++;
@@ -137,20 +135,21 @@ describe('JsonObjectConstraint', () => {
     expect(valid).toBeGreaterThan(20); // the mutations include valid ones, so both sides are exercised
   });
 
-  it('accepts() leaves the state alone; depth and whitespace are bounded', () => {
-    const c = new JsonObjectConstraint();
-    c.push(enc.encode('{"a":[{"b":'));
-    expect(c.accepts(enc.encode('1]}]'))).toBe(false); // too many closers
-    expect(c.accepts(enc.encode('1}]}'))).toBe(true);
-    expect(c.accepts(enc.encode('1}]}'))).toBe(true);
-    expect(c.push(enc.encode('1}]}'))).toBe(true);
-    expect(c.done).toBe(true);
+  it('closers match their openers; depth and whitespace are bounded; characters are whole UTF-8', () => {
+    expect(recognizes('{"a":[{"b":1]}]').accepted).toBe(false);
+    expect(recognizes('{"a":[{"b":1}]}')).toEqual({ accepted: true, done: true });
     const deep = `{"a":${'['.repeat(MAX_DEPTH - 1)}`;
     expect(recognizes(deep).accepted).toBe(true);
     expect(recognizes(`${deep}[`).accepted).toBe(false);
     expect(recognizes(`{\n${' '.repeat(MAX_INDENT)}`).accepted).toBe(true);
     expect(recognizes(`{\n${'\t'.repeat(MAX_INDENT + 1)}`).accepted).toBe(false);
     expect(recognizes('{\n\n').accepted).toBe(false);
+    // a string takes any character, split across pieces, but no broken UTF-8
+    expect(recognizes('{"k":"é😀"}', [7, 9, 11])).toEqual({ accepted: true, done: true });
+    const c = new GrammarMatcher(grammar);
+    expect(c.push(enc.encode('{"k":"'))).toBe(true);
+    expect(c.push(Uint8Array.of(0xc0, 0xaf))).toBe(false); // overlong "/"
+    expect(c.push(Uint8Array.of(0x80))).toBe(false); // a lone continuation byte
   });
 });
 
@@ -173,8 +172,8 @@ describe('JSON mode in the engine', () => {
         responseFormat: 'json_object',
       }).withLogitBias({ [close]: 4 });
       const r = await m.generateDetailed({ ids: [1, 2, 3] }, cfg);
-      const c = new JsonObjectConstraint();
-      expect(c.push(enc.encode(r.text)), r.text).toBe(true);
+      const c = recognizes(r.text);
+      expect(c.accepted, r.text).toBe(true);
       expect(c.done).toBe(r.finishReason === 'stop');
       if (r.finishReason === 'stop') {
         stopped++;

@@ -8,7 +8,8 @@
  * The mask walks the vocabulary in byte order (a table built once per tokenizer), so a token
  * shares the matcher states of the prefix it has in common with the one before it, and a dead
  * prefix skips every token that starts with it: the work is one cached state step per node of the
- * vocabulary's byte trie that the grammar can reach.
+ * vocabulary's byte trie that the grammar can reach. The allowed ids of the last few matcher states
+ * are kept: inside a string, or any loop, the state after each token is often one already seen.
  */
 import { BitNetError } from '../../errors.ts';
 import type { Tokenizer } from '../../tokenizer/types.ts';
@@ -63,6 +64,8 @@ function vocab(tok: Tokenizer): Vocab {
 
 // Compiled grammars by their text, so n choices and repeated requests parse once.
 const compiled = new Map<string, Grammar>();
+/** Masks kept per generation (each up to a vocabulary of ids). */
+const MEMO_STATES = 8;
 const COMPILED_MAX = 32;
 
 /**
@@ -90,6 +93,8 @@ export class GrammarMode {
   private readonly eog: readonly number[];
   private buf: Float32Array | null = null;
   private depth: Int32Array;
+  /** The allowed ids by matcher state, for the last few states (inside a string every step has the same one). */
+  private readonly memo = new Map<number, Int32Array>();
 
   /** `eog`: the end-of-generation ids the engine stops on (allowed where the grammar is complete). */
   constructor(grammar: Grammar, tok: Tokenizer, eog: Iterable<number>) {
@@ -110,17 +115,39 @@ export class GrammarMode {
     if (this.buf === null || this.buf.length !== n) this.buf = new Float32Array(n);
     const out = this.buf;
     out.fill(Number.NEGATIVE_INFINITY);
-    const { order, bytes, lcp } = this.v;
+    const ids = this.allowed();
+    let count = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (id < n) {
+        out[id] = logits[id];
+        count++;
+      }
+    }
+    if (count === 0)
+      throw BitNetError.Model('GRAMMAR_DEAD_END', 'no token of this vocabulary continues the grammar', {});
+    return out;
+  }
+
+  /** The ids the grammar can take next from the current state (end-of-generation ids included where it may stop). */
+  private allowed(): Int32Array {
     const m = this.m;
+    const hit = this.memo.get(m.state);
+    if (hit) {
+      // most recently used last
+      this.memo.delete(m.state);
+      this.memo.set(m.state, hit);
+      return hit;
+    }
+    const { order, bytes, lcp } = this.v;
     const depth = this.depth;
     depth[0] = m.state;
+    const ids: number[] = [];
     // depth[0..valid] hold the states after the first `valid` bytes of the previous token
     let valid = 0;
-    let allowed = 0;
     let i = 0;
     while (i < order.length) {
-      const id = order[i];
-      const b = bytes[id];
+      const b = bytes[order[i]];
       if (lcp[i] < valid) valid = lcp[i];
       let d = valid;
       for (; d < b.length; d++) {
@@ -128,28 +155,20 @@ export class GrammarMode {
         if (s === DEAD) break;
         depth[d + 1] = s;
       }
+      valid = d;
       if (d === b.length) {
-        valid = d;
-        if (id < n) {
-          out[id] = logits[id];
-          allowed++;
-        }
+        ids.push(order[i]);
         i++;
         continue;
       }
       // the first d + 1 bytes are dead: so is every following token that starts with them
-      valid = d;
       i++;
       while (i < order.length && lcp[i] > d) i++;
     }
-    if (m.accepting())
-      for (const id of this.eog)
-        if (id < n) {
-          out[id] = logits[id];
-          allowed++;
-        }
-    if (allowed === 0)
-      throw BitNetError.Model('GRAMMAR_DEAD_END', 'no token of this vocabulary continues the grammar', {});
+    if (m.accepting()) ids.push(...this.eog);
+    const out = Int32Array.from(ids);
+    this.memo.set(m.state, out);
+    if (this.memo.size > MEMO_STATES) this.memo.delete(this.memo.keys().next().value!);
     return out;
   }
 

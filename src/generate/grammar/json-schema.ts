@@ -1,8 +1,7 @@
 /**
  * JSON Schema → GBNF (gbnf.ts), for OpenAI's `response_format: {type: "json_schema"}`.
  *
- * The output is one JSON value with JSON mode's bounded whitespace (json-constraint.ts: one space,
- * or a newline and up to 20 spaces or tabs, between tokens, none around the value). What is
+ * The output is one JSON value with JSON mode's bounded whitespace and strings (json-grammar.ts). What is
  * supported, and how:
  * - `type` (one or a list), `enum`, `const`, `nullable` (OpenAPI), `anyOf`, `oneOf` (as anyOf:
  *   a grammar cannot check that exactly one branch matches), `allOf` of one schema;
@@ -24,8 +23,8 @@
  * naming it and where it is, rather than generating output the schema would reject.
  */
 import { BitNetError } from '../../errors.ts';
-import { MAX_INDENT } from '../json-constraint.ts';
 import { MAX_REPEAT } from './gbnf.ts';
+import { CHAR_RULE, STRING_RULE, WS_RULE } from './json-grammar.ts';
 import { integerRange, MAX_MAGNITUDE, numberRange } from './numeric-range.ts';
 
 type Schema = Record<string, unknown> | boolean;
@@ -73,9 +72,9 @@ const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'nul
 
 /** The building blocks every schema grammar may use (added only when used). */
 const PRIMITIVES: Record<string, string> = {
-  ws: `([ ] | [\\n] [ \\t]{0,${MAX_INDENT}})?`,
-  char: `[^"\\\\\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})`,
-  string: `"\\"" char* "\\""`,
+  ws: WS_RULE,
+  char: CHAR_RULE,
+  string: STRING_RULE,
   integer: `"-"? ([0] | [1-9] [0-9]{0,15})`,
   number: `integer ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?`,
   boolean: `"true" | "false"`,
