@@ -367,11 +367,12 @@ class Converter {
     }
     // A[i]: members i.. after at least one member; B[i]: members i.. with none written yet
     const base = this.name(ptr(path, 'members'));
-    const tailA = extra ? `("," ${ws} ${extra})*` : '';
+    // an empty body is written "" (llama.cpp refuses a rule with nothing after ::=)
+    const tailA = extra ? `("," ${ws} ${extra})*` : '""';
     const A: string[] = [];
     const B: string[] = [];
     A[names.length] = this.define(`${base}-a${names.length}`, tailA);
-    B[names.length] = this.define(`${base}-b${names.length}`, extra ? `(${extra} ${A[names.length]})?` : '');
+    B[names.length] = this.define(`${base}-b${names.length}`, extra ? `(${extra} ${A[names.length]})?` : '""');
     for (let i = names.length - 1; i >= 0; i--) {
       A[i] = this.define(
         `${base}-a${i}`,
