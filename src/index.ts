@@ -34,6 +34,8 @@ export {
   ternarize,
 } from './api/quantization.ts';
 export { BitNetError, BitNetErrorKind, isBitNetError } from './errors.ts';
+export { parseGbnf } from './generate/grammar/gbnf.ts';
+export { jsonSchemaToGbnf } from './generate/grammar/json-schema.ts';
 export type { ResponseFormat } from './generate/json-mode.ts';
 export type { LogitBias } from './generate/logit-adjust.ts';
 export type { PromptTokenLogprob, TokenLogprob, TopLogprob } from './generate/logprobs.ts';

@@ -1,5 +1,6 @@
 // JSON Schema → GBNF: random instances of each schema are taken whole and end the grammar; texts
 // the schema rejects are refused; unsupported or malformed schemas fail with typed errors.
+import * as pkg from 'bitnet-edge';
 import { describe, expect, it } from 'vitest';
 import { BitNetError } from '../../src/errors.ts';
 import { parseGbnf } from '../../src/generate/grammar/gbnf.ts';
@@ -126,6 +127,11 @@ describe('jsonSchemaToGbnf', () => {
       [{ type: 'number' }, '1e1234'],
     ] as [unknown, string][])
       expect(verdict(schema, text).matches, text).toBe(false);
+  });
+
+  it('the package exports the converter and the GBNF parser', () => {
+    expect(pkg.jsonSchemaToGbnf(SCHEMAS[0])).toBe(jsonSchemaToGbnf(SCHEMAS[0]));
+    expect(pkg.parseGbnf('root ::= "a"').rules).toHaveLength(1);
   });
 
   it('true and {} take any value; a string literal is escaped for GBNF', () => {
