@@ -58,6 +58,7 @@ import {
 import { type Route, Router, type RouterOptions } from './router.ts';
 import { chatCompletionSchema, completionSchema, generateSchema, validationError } from './schemas.ts';
 import { eventStream, SSE_HEADERS, sseEvent } from './sse.ts';
+import { activeTools } from './tool-wire.ts';
 
 export interface CorsOptions {
   /** Allowed origins, or '*' (default: no CORS headers at all). */
@@ -522,6 +523,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       field: openAIFields(b.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens'),
     };
     const jobs = choiceJobs([chatPrompt(b)], samplingConfig(b, maxTokens), b.n ?? 1);
+    const tools = activeTools(b) !== undefined;
     return serve(c, b.model, jobs, names, async (runs, obs) => {
       const ident = newIdentity('chat', modelId);
       const tokNames = new TokenNames(runs.tokenizer);
@@ -536,9 +538,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
             b.stream_options?.include_usage === true,
             tokNames,
             b.logprobs === true,
+            tools,
           ),
         );
-      return c.json(completionBody('chat', ident, await collectChoices(runs, false), tokNames));
+      return c.json(completionBody('chat', ident, await collectChoices(runs, false), tokNames, tools));
     });
   });
 

@@ -12,19 +12,21 @@ import type { GenerationConfigInit } from '../api/generation-config.ts';
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
 import type { LogitBias } from '../generate/logit-adjust.ts';
 import type { PromptTokenLogprob, TokenLogprob } from '../generate/logprobs.ts';
+import { toolCallGbnf, toolSystemPrompt } from '../generate/tool-calls.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
-import type { ChatMessage } from './chat-template.ts';
 import { errorBody, toBitNetError } from './errors.ts';
 import type { Job, PromptInput } from './local.ts';
 import { chatLogprobContent, completionLogprobs, type TokenNames } from './logprobs-wire.ts';
 import type { ChatCompletionRequest, CompletionRequest } from './schemas.ts';
 import { sseData } from './sse.ts';
+import { activeTools, toolChatMessages, toolChoiceMessage } from './tool-wire.ts';
 
 export type OpenAIKind = 'chat' | 'completion';
 
 export function samplingConfig(b: ChatCompletionRequest | CompletionRequest, maxTokens: number): GenerationConfigInit {
   const greedy = b.top_p === 0;
   const stop = b.stop == null ? [] : typeof b.stop === 'string' ? [b.stop] : b.stop;
+  const tools = 'messages' in b ? activeTools(b) : undefined;
   return {
     maxNewTokens: maxTokens,
     temperature: b.temperature ?? 1,
@@ -40,6 +42,8 @@ export function samplingConfig(b: ChatCompletionRequest | CompletionRequest, max
     ...(b.response_format?.type === 'json_object' ? { responseFormat: 'json_object' as const } : {}),
     ...(b.response_format?.type === 'json_schema' ? { jsonSchema: b.response_format.json_schema.schema ?? true } : {}),
     ...(b.grammar != null ? { grammar: b.grammar } : {}),
+    // tools: the answer is a call or a reply, as JSON (tool-calls.ts)
+    ...(tools ? { grammar: toolCallGbnf(tools.tools, tools.choice) } : {}),
     stopSequences: stop,
     seed: b.seed ?? undefined,
     // chat: logprobs true/false and top_logprobs; completions: logprobs is the number of alternatives
@@ -69,12 +73,9 @@ export function echoText(p: PromptInput, tok: Tokenizer | undefined): string {
 
 /** The chat messages; the model's template renders them when the request runs (local.ts). */
 export function chatPrompt(b: ChatCompletionRequest): PromptInput {
-  const messages: ChatMessage[] = b.messages.map((m) => ({
-    role: m.role,
-    // null / absent content (allowed on assistant messages) is an empty turn
-    content:
-      m.content == null ? '' : typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('\n'),
-  }));
+  // null / absent content (allowed on assistant messages) is an empty turn; tool turns become text
+  const active = activeTools(b);
+  const messages = toolChatMessages(b.messages, active && toolSystemPrompt(active.tools, active.choice));
   return { kind: 'chat', messages };
 }
 
@@ -171,15 +172,21 @@ function usageOf(choices: readonly { outcome: GenerationOutcome; countsPrompt: b
   };
 }
 
-/** The non-streaming body. */
+/** The non-streaming body; with `tools` (chat), each choice's answer is a tool call or a reply (tool-wire.ts). */
 export function completionBody(
   kind: OpenAIKind,
   ident: ResponseIdentity,
   choices: readonly ChoiceOutcome[],
   names: TokenNames,
+  tools = false,
 ): unknown {
   const body = choices.map(({ index, outcome: o, echo }) => {
     const logprobs = choiceLogprobs(kind, o.logprobs, names, 0, echo ? o.promptLogprobs : undefined).value;
+    if (kind === 'chat' && tools) {
+      const m = toolChoiceMessage(o);
+      const message = { role: 'assistant', content: m.content, ...(m.toolCalls ? { tool_calls: m.toolCalls } : {}) };
+      return { index, message, logprobs, finish_reason: m.finishReason };
+    }
     return kind === 'chat'
       ? { index, message: { role: 'assistant', content: o.text }, logprobs, finish_reason: o.finishReason }
       : { index, text: (echo?.text ?? '') + o.text, logprobs, finish_reason: o.finishReason };
@@ -198,6 +205,8 @@ export function completionBody(
  * previous one (a token whose text is held back, a possible stop or half a character, waits for
  * the chunk that shows it); entries still waiting at a choice's end go out in a chunk with empty
  * content before its finish chunk. The usage chunk (stream_options.include_usage) covers them all.
+ * With `tools` (chat), a choice is sent whole when it ends: its reply as one content chunk, or one
+ * tool-call delta per call (tool-wire.ts).
  */
 export async function* completionChunks(
   kind: OpenAIKind,
@@ -206,6 +215,7 @@ export async function* completionChunks(
   includeUsage: boolean,
   names: TokenNames,
   withLogprobs = false,
+  tools = false,
 ): AsyncGenerator<string, void> {
   const object = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
   const extra = includeUsage ? { usage: null } : {};
@@ -257,11 +267,22 @@ export async function* completionChunks(
       }
       while (!r.done) {
         if (r.value.logprob) pending.push(r.value.logprob);
-        if (r.value.text) yield sseData(chunk(r.value.text, null));
+        if (r.value.text && !tools) yield sseData(chunk(r.value.text, null));
         r = await events.next();
       }
       if (pending.length > 0) yield sseData(chunk('', null));
-      yield sseData(chunk(undefined, r.value.finishReason));
+      if (kind === 'chat' && tools) {
+        const m = toolChoiceMessage(r.value);
+        if (m.content !== null) yield sseData(chunk(m.content, null));
+        for (const [k, call] of (m.toolCalls ?? []).entries())
+          yield sseData({
+            ...ident,
+            object,
+            choices: [{ index, delta: { tool_calls: [{ index: k, ...call }] }, logprobs: null, finish_reason: null }],
+            ...extra,
+          });
+        yield sseData(chunk(undefined, m.finishReason));
+      } else yield sseData(chunk(undefined, r.value.finishReason));
       done.push({ outcome: r.value, countsPrompt: run.countsPrompt });
     }
     if (includeUsage) yield sseData({ ...ident, object, choices: [], usage: usageOf(done) });

@@ -106,10 +106,16 @@ const textPart = z.object({ type: z.literal('text'), text: z.string() });
 
 // An assistant message's content may be null or absent (OpenAI: it is optional when the message
 // carries tool calls or a refusal); it is then an empty turn. Other roles must have content.
+const toolCall = z.object({
+  id: z.string().min(1),
+  type: z.literal('function'),
+  function: z.object({ name: z.string().min(1), arguments: z.string() }),
+});
+
 const message = z
   .object({
-    role: z.enum(['system', 'developer', 'user', 'assistant'], {
-      error: 'role must be system, developer, user or assistant (tools are not supported)',
+    role: z.enum(['system', 'developer', 'user', 'assistant', 'tool'], {
+      error: 'role must be system, developer, user, assistant or tool',
     }),
     content: z
       .union([z.string(), z.array(textPart, { error: 'only text content parts are supported' })], {
@@ -117,11 +123,29 @@ const message = z
       })
       .nullish(),
     name: z.string().optional(),
+    // an assistant turn that called tools; a tool turn answers one of those calls
+    tool_calls: z.array(toolCall).nullish(),
+    tool_call_id: z.string().nullish(),
   })
   .superRefine((m, ctx) => {
     if (m.content == null && m.role !== 'assistant')
       ctx.addIssue({ code: 'custom', path: ['content'], message: `content is required in a ${m.role} message` });
+    if (m.role === 'tool' && !m.tool_call_id)
+      ctx.addIssue({ code: 'custom', path: ['tool_call_id'], message: 'a tool message needs tool_call_id' });
+    if (m.tool_calls != null && m.role !== 'assistant')
+      ctx.addIssue({ code: 'custom', path: ['tool_calls'], message: 'only assistant messages carry tool_calls' });
   });
+
+/** OpenAI's function tools (tool-wire.ts); a name as OpenAI allows them. */
+const tool = z.object({
+  type: z.literal('function', { error: 'only function tools are supported' }),
+  function: z.object({
+    name: z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, 'a function name is 1-64 of a-z, A-Z, 0-9, _ and -'),
+    description: z.string().optional(),
+    parameters: z.record(z.string(), z.unknown()).optional(),
+    strict: z.boolean().nullish(),
+  }),
+});
 
 export const chatCompletionSchema = z
   .object({
@@ -130,12 +154,49 @@ export const chatCompletionSchema = z
     max_completion_tokens: z.number().int().min(1).nullish(),
     logprobs: z.boolean().nullish(),
     top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
-    tools: z.array(z.unknown()).max(0, unsupported('tools')).nullish(),
-    tool_choice: z.literal('none', { error: unsupported('tool_choice') }).nullish(),
+    tools: z.array(tool).max(128).nullish(),
+    tool_choice: z
+      .union(
+        [
+          z.enum(['none', 'auto', 'required']),
+          z.object({ type: z.literal('function'), function: z.object({ name: z.string() }) }),
+        ],
+        { error: 'tool_choice must be none, auto, required or {"type": "function", "function": {"name": …}}' },
+      )
+      .nullish(),
+    parallel_tool_calls: z.boolean().nullish(),
   })
   .refine((b) => b.top_logprobs == null || b.logprobs === true, {
     error: 'top_logprobs needs logprobs: true',
     path: ['top_logprobs'],
+  })
+  .superRefine((b, ctx) => {
+    const names = (b.tools ?? []).map((t) => t.function.name);
+    const dup = names.find((n, i) => names.indexOf(n) !== i);
+    if (dup !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['tools'], message: `the tool ${dup} is listed twice` });
+    const tc = b.tool_choice;
+    if (tc != null && tc !== 'none' && names.length === 0)
+      ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: 'tool_choice needs tools' });
+    if (typeof tc === 'object' && tc !== null && !names.includes(tc.function.name))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tool_choice'],
+        message: `tool_choice names ${tc.function.name}, which is not in tools`,
+      });
+    // the answer's form is the tools' grammar: no second constraint, and no per-token logprobs of its JSON
+    if (names.length > 0 && tc !== 'none') {
+      if (b.response_format != null && b.response_format.type !== 'text')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['response_format'],
+          message: 'response_format cannot be used with tools',
+        });
+      if (b.grammar != null)
+        ctx.addIssue({ code: 'custom', path: ['grammar'], message: 'grammar cannot be used with tools' });
+      if (b.logprobs === true)
+        ctx.addIssue({ code: 'custom', path: ['logprobs'], message: 'logprobs are not supported with tools' });
+    }
   });
 export type ChatCompletionRequest = z.infer<typeof chatCompletionSchema>;
 

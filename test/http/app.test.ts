@@ -132,7 +132,7 @@ describe('validation (zod) → clear 400s', () => {
     ['/v1/chat/completions', chat({ messages: [] }), 'INVALID_REQUEST', 'messages'],
     [
       '/v1/chat/completions',
-      chat({ messages: [{ role: 'tool', content: 'x' }] }),
+      chat({ messages: [{ role: 'function', content: 'x' }] }),
       'INVALID_REQUEST',
       'messages.0.role',
     ],
@@ -140,7 +140,7 @@ describe('validation (zod) → clear 400s', () => {
     ['/v1/chat/completions', chat({ n: 0 }), 'INVALID_REQUEST', 'n'],
     ['/v1/chat/completions', chat({ max_tokens: 0 }), 'INVALID_REQUEST', 'max_tokens'],
     ['/v1/chat/completions', chat({ stop: ['a', 'b', 'c', 'd', 'e'] }), 'INVALID_REQUEST', 'stop'],
-    ['/v1/chat/completions', chat({ tools: [{ type: 'function' }] }), 'INVALID_REQUEST', 'tools'],
+    ['/v1/chat/completions', chat({ tools: [{ type: 'function' }] }), 'INVALID_REQUEST', 'tools.0.function'],
     ['/v1/chat/completions', chat({ seed: 2 ** 60 }), 'INVALID_REQUEST', 'seed'],
     ['/v1/completions', { model: MODEL, prompt: Array(17).fill('a') }, 'INVALID_REQUEST', 'prompt'],
     ['/v1/completions', { model: MODEL, prompt: Array(8).fill('a'), n: 9 }, 'INVALID_REQUEST', 'n'],

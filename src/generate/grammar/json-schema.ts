@@ -127,12 +127,16 @@ function invalid(path: string, message: string): never {
 }
 
 class Converter {
-  readonly rules = new Map<string, string>();
+  readonly rules: Map<string, string>;
   private readonly refRules = new Map<string, string>();
   private readonly root: Schema;
+  private readonly prefix: string;
 
-  constructor(root: Schema) {
+  /** `rules` may be shared by several converters (one per schema), each with its own rule-name prefix. */
+  constructor(root: Schema, rules = new Map<string, string>(), prefix = 's') {
     this.root = root;
+    this.rules = rules;
+    this.prefix = prefix;
   }
 
   use(name: string): string {
@@ -152,8 +156,8 @@ class Converter {
         .replace(/[^a-zA-Z0-9]+/g, '-')
         .replace(/^-|-$/g, '')
         .slice(-40) || 'root';
-    let n = `s-${base}`;
-    for (let i = 2; this.rules.has(n) || n in PRIMITIVES; i++) n = `s-${base}-${i}`;
+    let n = `${this.prefix}-${base}`;
+    for (let i = 2; this.rules.has(n) || n in PRIMITIVES; i++) n = `${this.prefix}-${base}-${i}`;
     this.rules.set(n, ''); // reserved until defined
     return n;
   }
@@ -415,10 +419,27 @@ const m2 = (r: string) => r.split('/').pop() ?? r;
 
 /** The GBNF grammar of the values a JSON schema allows (root rule `root`). */
 export function jsonSchemaToGbnf(schema: unknown): string {
-  if (schema !== true && schema !== false && !isObj(schema)) invalid('', 'a schema is an object or a boolean');
-  const c = new Converter(schema as Schema);
-  const root = c.expr(schema, '');
-  const lines = [`root ::= ${root}`];
-  for (const [name, body] of c.rules) lines.push(`${name} ::= ${body}`);
+  const { exprs, rules } = jsonSchemaRules([schema]);
+  return gbnfText(`root ::= ${exprs[0]}`, rules);
+}
+
+/**
+ * Several schemas in one rule set (each with its own `$ref` root and rule-name prefix): each one's
+ * GBNF expression, and the rules they use, for a caller that writes its own root (tool-calls.ts).
+ * Rule names that the caller adds must not start with `s` followed by a digit and `-`.
+ */
+export function jsonSchemaRules(schemas: readonly unknown[]): { exprs: string[]; rules: Map<string, string> } {
+  const rules = new Map<string, string>();
+  const exprs = schemas.map((schema, i) => {
+    if (schema !== true && schema !== false && !isObj(schema)) invalid('', 'a schema is an object or a boolean');
+    return new Converter(schema as Schema, rules, schemas.length === 1 ? 's' : `s${i}`).expr(schema, '');
+  });
+  return { exprs, rules };
+}
+
+/** GBNF text: the given first lines, then every rule of `rules`. */
+export function gbnfText(first: string, rules: ReadonlyMap<string, string>): string {
+  const lines = [first];
+  for (const [name, body] of rules) lines.push(`${name} ::= ${body}`);
   return `${lines.join('\n')}\n`;
 }
