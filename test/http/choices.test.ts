@@ -1,10 +1,10 @@
 // Several choices in one request: OpenAI's `n`, and several prompts in /v1/completions (what
 // evaluation harnesses batch), streamed or not, with usage over all of them.
-import OpenAI from 'openai';
+import type OpenAI from 'openai';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { BitNetModel } from '../../src/api/bitnet-model.ts';
 import { createApp } from '../../src/http/app.ts';
-import { metric, post, sseData, tinyModel, waitFor } from './helpers.ts';
+import { metric, openAIFor, post, sseData, tinyModel, waitFor } from './helpers.ts';
 
 let model: BitNetModel;
 let app: ReturnType<typeof createApp>;
@@ -77,12 +77,7 @@ describe('n choices', () => {
   });
 
   it('the OpenAI SDK reads n choices', async () => {
-    const client = new OpenAI({
-      apiKey: 'unused',
-      baseURL: 'http://bitnet.test/v1',
-      maxRetries: 0,
-      fetch: async (url: string | URL | Request, init?: RequestInit) => app.request(String(url), init),
-    });
+    const client = openAIFor(app);
     const r = await client.chat.completions.create({ model: 'm', ...chat({ n: 2 }) } as never);
     expect((r as OpenAI.ChatCompletion).choices).toHaveLength(2);
   });

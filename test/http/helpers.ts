@@ -1,4 +1,5 @@
 /** Helpers for the HTTP tests: small synthetic models in memory, request shorthands. */
+import OpenAI from 'openai';
 import { BitNetModel } from '../../src/api/bitnet-model.ts';
 import type { GenerationConfigInit } from '../../src/api/generation-config.ts';
 import type { Prompt } from '../../src/api/inference-engine.ts';
@@ -119,4 +120,14 @@ export async function readUntil(r: Response, until: (text: string) => boolean) {
       }
     },
   };
+}
+
+/** The OpenAI SDK talking to an app in process (no server; no retries). */
+export function openAIFor(app: { request(url: string, init?: RequestInit): Response | Promise<Response> }): OpenAI {
+  return new OpenAI({
+    apiKey: 'unused',
+    baseURL: 'http://bitnet.test/v1',
+    maxRetries: 0,
+    fetch: async (url: string | URL | Request, init?: RequestInit) => app.request(String(url), init),
+  });
 }

@@ -1,6 +1,5 @@
 // OpenAI's sampling controls over HTTP: logprobs / top_logprobs (chat), logprobs N (completions),
 // logprobs on /v1/generate, logit_bias, presence_penalty / frequency_penalty, and their 400s.
-import OpenAI from 'openai';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { BitNetModel } from '../../src/api/bitnet-model.ts';
 import { GenerationConfig } from '../../src/api/generation-config.ts';
@@ -8,7 +7,7 @@ import type { GenerationOutcome, TokenEvent } from '../../src/generate/engine.ts
 import { createApp } from '../../src/http/app.ts';
 import { TokenNames } from '../../src/http/logprobs-wire.ts';
 import { type ChoiceRun, completionChunks } from '../../src/http/openai.ts';
-import { post, sseData, tinyModel } from './helpers.ts';
+import { openAIFor, post, sseData, tinyModel } from './helpers.ts';
 
 let model: BitNetModel;
 let app: ReturnType<typeof createApp>;
@@ -399,13 +398,7 @@ describe('streamed logprobs follow the text', () => {
 });
 
 describe('the OpenAI SDK reads them', () => {
-  const client = () =>
-    new OpenAI({
-      apiKey: 'unused',
-      baseURL: 'http://bitnet.test/v1',
-      maxRetries: 0,
-      fetch: async (url: string | URL | Request, init?: RequestInit) => app.request(String(url), init),
-    });
+  const client = () => openAIFor(app);
 
   it("chat.completions.stream() accumulates the streamed logprobs into the non-streamed response's", async () => {
     const params = {

@@ -1,7 +1,7 @@
 // Tool calling (OpenAI's tools / tool_choice / parallel_tool_calls) over the generic JSON answer:
 // the answer's grammar, the conversation written for any chat template, and the wire format of
 // tool calls, streamed or not, with the OpenAI SDK, and the 400s.
-import OpenAI from 'openai';
+import type OpenAI from 'openai';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { BitNetModel } from '../../src/api/bitnet-model.ts';
 import { parseGbnf } from '../../src/generate/grammar/gbnf.ts';
@@ -10,7 +10,7 @@ import { parseToolAnswer, toolCallGbnf, toolSystemPrompt } from '../../src/gener
 import { createApp } from '../../src/http/app.ts';
 import { toolChatMessages } from '../../src/http/tool-wire.ts';
 import { valid } from '../helpers/schema-instances.ts';
-import { post, sseData, tinyModel } from './helpers.ts';
+import { openAIFor, post, sseData, tinyModel } from './helpers.ts';
 
 const enc = new TextEncoder();
 const headers = { 'content-type': 'application/json' };
@@ -227,12 +227,7 @@ describe('tool calls over HTTP', () => {
   });
 
   it('the OpenAI SDK: a call, its result sent back, and the next turn', async () => {
-    const client = new OpenAI({
-      apiKey: 'unused',
-      baseURL: 'http://bitnet.test/v1',
-      maxRetries: 0,
-      fetch: async (url: string | URL | Request, init?: RequestInit) => app.request(String(url), init),
-    });
+    const client = openAIFor(app);
     const tools = TOOLS as OpenAI.Chat.Completions.ChatCompletionTool[];
     let first: OpenAI.Chat.Completions.ChatCompletion | undefined;
     for (let seed = 1; seed <= 6 && first?.choices[0].finish_reason !== 'tool_calls'; seed++)

@@ -5,7 +5,6 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import OpenAI from 'openai';
 import { zodResponseFormat } from 'openai/helpers/zod';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -20,7 +19,7 @@ import { createRng } from '../../src/generate/prng.ts';
 import { createApp } from '../../src/http/app.ts';
 import { synthFile } from '../helpers/models.ts';
 import { valid } from '../helpers/schema-instances.ts';
-import { post, sseData, tinyModel } from '../http/helpers.ts';
+import { openAIFor, post, sseData, tinyModel } from '../http/helpers.ts';
 
 const enc = new TextEncoder();
 const headers = { 'content-type': 'application/json' };
@@ -186,12 +185,7 @@ describe('over HTTP', () => {
   });
 
   it("the OpenAI SDK's structured outputs (zodResponseFormat, chat.completions.parse) get a parsed object", async () => {
-    const client = new OpenAI({
-      apiKey: 'unused',
-      baseURL: 'http://bitnet.test/v1',
-      maxRetries: 0,
-      fetch: async (url: string | URL | Request, init?: RequestInit) => app.request(String(url), init),
-    });
+    const client = openAIFor(app);
     const Answer = z.object({ verdict: z.enum(['yes', 'no']), sure: z.boolean(), n: z.number().int() });
     // zod's int() sends the safe-integer bounds as minimum / maximum
     let parsed = 0;
