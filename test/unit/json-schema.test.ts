@@ -144,7 +144,21 @@ describe('jsonSchemaToGbnf', () => {
 
   it('refuses unsupported keywords and malformed schemas, saying where', () => {
     const cases: [unknown, string, string, RegExp][] = [
-      [{ type: 'string', pattern: '^a' }, 'UNSUPPORTED_JSON_SCHEMA', '/', /keyword pattern/],
+      [{ type: 'string', pattern: '^(?=a)' }, 'UNSUPPORTED_JSON_SCHEMA', '/pattern', /lookarounds/],
+      [{ type: 'string', pattern: '^(a)\\1$' }, 'UNSUPPORTED_JSON_SCHEMA', '/pattern', /backreferences/],
+      [{ type: 'string', pattern: '\\bword' }, 'UNSUPPORTED_JSON_SCHEMA', '/pattern', /word boundaries/],
+      [{ type: 'string', pattern: 'a^b' }, 'UNSUPPORTED_JSON_SCHEMA', '/pattern', /only at the start or the end/],
+      [{ type: 'string', pattern: '^a|b$' }, 'UNSUPPORTED_JSON_SCHEMA', '/pattern', /\^\(a\|b\)\$/],
+      [{ type: 'string', pattern: '^a{2000}$' }, 'UNSUPPORTED_JSON_SCHEMA', '/pattern', /over 1000/],
+      [{ type: 'string', pattern: '^(a$' }, 'UNSUPPORTED_JSON_SCHEMA', '/pattern', /not closed/],
+      [
+        { type: 'string', pattern: 'a', maxLength: 3 },
+        'UNSUPPORTED_JSON_SCHEMA',
+        '/',
+        /pattern together with maxLength/,
+      ],
+      [{ pattern: 3 }, 'INVALID_JSON_SCHEMA', '/pattern', /a string/],
+      [{ type: 'object', not: {} }, 'UNSUPPORTED_JSON_SCHEMA', '/', /keyword not/],
       [
         { properties: { n: { type: 'integer', multipleOf: 2 } } },
         'UNSUPPORTED_JSON_SCHEMA',
@@ -184,6 +198,91 @@ describe('jsonSchemaToGbnf', () => {
       expect((err as BitNetError).details.path, JSON.stringify(schema)).toBe(path);
       expect((err as BitNetError).message, JSON.stringify(schema)).toMatch(why);
     }
+  });
+});
+
+describe('pattern', () => {
+  it('takes exactly the strings RegExp(pattern, "u").test takes (random strings, as JSON)', () => {
+    const patterns = [
+      '^[A-Z]{2}-\\d{3}$',
+      'abc',
+      '^(a|bc)+$',
+      '^\\w+@\\w+\\.(com|org)$',
+      '^[^"\\\\]*$',
+      '"',
+      '^\\s?\\S*$',
+      '^.{2,4}$',
+      '^(?:x[yz]?){1,3}$',
+      '^[\\u00e9-\\u00f0\\d]+$',
+      '\\\\',
+      '^a\\$$',
+      '^😀.$',
+      '^[\\n\\t"]+$',
+      '^$',
+      'a.c',
+      '^(?<id>[a-c]+?)-\\x41*$',
+    ];
+    const alphabet = [
+      'a',
+      'b',
+      'c',
+      'x',
+      'y',
+      'z',
+      'A',
+      'Z',
+      '-',
+      '1',
+      '9',
+      '@',
+      '.',
+      'com',
+      'org',
+      '"',
+      '\\',
+      '\n',
+      '\t',
+      ' ',
+      'é',
+      'ñ',
+      '😀',
+      '$',
+      '_',
+    ];
+    const rng = createRng(3);
+    let matching = 0;
+    for (const pattern of patterns) {
+      const m = new GrammarMatcher(parseGbnf(jsonSchemaToGbnf({ type: 'string', pattern })));
+      const re = new RegExp(pattern, 'u');
+      for (let t = 0; t < 1000; t++) {
+        const n = Math.floor(rng.nextFloat() * 7);
+        const str = Array.from({ length: n }, () => alphabet[Math.floor(rng.nextFloat() * alphabet.length)]).join('');
+        const s = m.walk(m.state, enc.encode(JSON.stringify(str)));
+        const want = re.test(str);
+        if (want) matching++;
+        expect(s !== DEAD && m.accepting(s), `${pattern} ⟵ ${JSON.stringify(str)}`).toBe(want);
+      }
+      // the shortest instances RegExp finds are taken too
+      for (const sample of [
+        'AB-123',
+        'abc',
+        'bca',
+        'a@b.org',
+        '',
+        '"',
+        'x',
+        'éé9',
+        '\\',
+        'a$',
+        '😀!',
+        '\n"',
+        'abc',
+        'ba-AA',
+      ])
+        if (re.test(sample))
+          expect(verdict({ type: 'string', pattern }, JSON.stringify(sample)).matches, sample).toBe(true);
+    }
+    expect(matching).toBeGreaterThan(1000); // both verdicts are exercised
   });
 });
 

@@ -11,7 +11,7 @@
  *   a model told the keys should not invent others), else true or a schema; extra keys come after
  *   the declared ones and may be any string;
  * - arrays: `items`, `minItems`, `maxItems`, and `prefixItems` with `items: false` (a tuple);
- * - strings: `minLength`, `maxLength`, `format` date, time, date-time and uuid;
+ * - strings: `minLength`, `maxLength`, `format` date, time, date-time and uuid, `pattern` (regex.ts);
  * - numbers: at most 16 integer digits, 16 fraction digits and 3 exponent digits (a weak model can
  *   otherwise write digits forever); `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`
  *   exactly on integers (numeric-range.ts), and inclusive integer bounds on numbers (written then
@@ -19,13 +19,14 @@
  * - `$ref` to `#`, `#/$defs/…` or `#/definitions/…` (recursion included);
  * - annotations (`title`, `description`, `default`, `examples`, `$schema`, `$id`, `$comment`,
  *   `readOnly`, `writeOnly`, `deprecated`, `strict`) are ignored.
- * Any other keyword (`pattern`, `multipleOf`, `not`, `if`, …) is refused with UNSUPPORTED_JSON_SCHEMA
+ * Any other keyword (`multipleOf`, `not`, `if`, …) is refused with UNSUPPORTED_JSON_SCHEMA
  * naming it and where it is, rather than generating output the schema would reject.
  */
 import { BitNetError } from '../../errors.ts';
 import { MAX_REPEAT } from './gbnf.ts';
 import { CHAR_RULE, STRING_RULE, WS_RULE } from './json-grammar.ts';
 import { integerRange, MAX_MAGNITUDE, numberRange } from './numeric-range.ts';
+import { patternToGbnf } from './regex.ts';
 
 type Schema = Record<string, unknown> | boolean;
 
@@ -63,6 +64,7 @@ const HANDLED = new Set([
   'minLength',
   'maxLength',
   'format',
+  'pattern',
   'minimum',
   'maximum',
   'exclusiveMinimum',
@@ -203,7 +205,7 @@ class Converter {
       // no type: from the keywords that imply one, else any value
       if ('properties' in s || 'additionalProperties' in s || 'required' in s) types = ['object'];
       else if ('items' in s || 'prefixItems' in s) types = ['array'];
-      else if ('format' in s || 'minLength' in s || 'maxLength' in s) types = ['string'];
+      else if ('format' in s || 'pattern' in s || 'minLength' in s || 'maxLength' in s) types = ['string'];
       else return alt(this.use('value'));
     } else types = Array.isArray(s.type) ? s.type : [s.type];
     for (const t of types)
@@ -299,6 +301,17 @@ class Converter {
   }
 
   private string(s: Record<string, unknown>, path: string): string {
+    if (s.pattern !== undefined) {
+      if (typeof s.pattern !== 'string') invalid(ptr(path, 'pattern'), 'pattern is a string');
+      const other = ['format', 'minLength', 'maxLength'].find((k) => k in s);
+      if (other)
+        throw BitNetError.Config(
+          'UNSUPPORTED_JSON_SCHEMA',
+          `json schema at ${path || '/'}: pattern together with ${other} is not supported`,
+          { path: path || '/', keyword: other },
+        );
+      return `"\\"" ${patternToGbnf(s.pattern, ptr(path, 'pattern'))} "\\""`;
+    }
     if (s.format !== undefined) {
       const f = typeof s.format === 'string' ? FORMATS[s.format] : undefined;
       if (!f)
