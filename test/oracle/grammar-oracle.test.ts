@@ -2,8 +2,8 @@
  * Outside oracle for grammars: at every step of a constrained generation, the tokens our grammar
  * mask allows must be exactly those llama.cpp's grammar sampler allows (node-llama-cpp 3.21.1, CPU;
  * test/oracle/llama/grammar.mjs), on the same GGUF vocabulary and the same GBNF text. The grammars
- * are JSON mode's, one our JSON-schema converter writes, and small ones over Unicode classes and
- * repetitions. Paths are walked by our own mask (a seeded random allowed token each step, ends
+ * are JSON mode's, two our JSON-schema converter writes (one with regex patterns), and small ones
+ * over Unicode classes and repetitions. Paths are walked by our own mask (a seeded random allowed token each step, ends
  * excluded so the paths go deep), and llama.cpp accepts every token of them.
  *
  * A few tokens are left out of the comparison, where the two differ by design (outOfComparison).
@@ -37,6 +37,16 @@ const GRAMMARS: Record<string, string> = {
       more: { anyOf: [{ type: 'boolean' }, { type: 'null' }] },
     },
     required: ['name', 'n', 'x', 'tags', 'when', 'more'],
+  }),
+  patterns: jsonSchemaToGbnf({
+    type: 'object',
+    properties: {
+      code: { type: 'string', pattern: '^[A-Z]{2}-\\d{3}$' },
+      mail: { type: 'string', pattern: '^\\w+@\\w+\\.(com|org)$' },
+      free: { type: 'string', pattern: 'a.c' },
+      quoted: { type: 'string', pattern: '^[^a-z]{1,3}$' },
+    },
+    required: ['code', 'mail', 'free', 'quoted'],
   }),
   'Unicode classes': 'root ::= ([a-zé-ü] | [\\u4e00-\\u9fff] | "😀")+ "." [^\\x00-\\x7F]{1,3}',
   'repetitions and any': 'root ::= ("ab" | "a" [0-9]{2,4})* "|" .{0,5} "|"',
