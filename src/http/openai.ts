@@ -19,7 +19,7 @@ import type { Job, PromptInput } from './local.ts';
 import { chatLogprobContent, completionLogprobs, type TokenNames } from './logprobs-wire.ts';
 import type { ChatCompletionRequest, CompletionRequest } from './schemas.ts';
 import { sseData } from './sse.ts';
-import { activeTools, toolChatMessages, toolChoiceMessage } from './tool-wire.ts';
+import { activeTools, ReplyStreamer, toolChatMessages, toolChoiceMessage } from './tool-wire.ts';
 
 export type OpenAIKind = 'chat' | 'completion';
 
@@ -205,8 +205,8 @@ export function completionBody(
  * previous one (a token whose text is held back, a possible stop or half a character, waits for
  * the chunk that shows it); entries still waiting at a choice's end go out in a chunk with empty
  * content before its finish chunk. The usage chunk (stream_options.include_usage) covers them all.
- * With `tools` (chat), a choice is sent whole when it ends: its reply as one content chunk, or one
- * tool-call delta per call (tool-wire.ts).
+ * With `tools` (chat), a reply streams as it is generated, and tool calls come when the choice
+ * ends, one delta per call (tool-wire.ts).
  */
 export async function* completionChunks(
   kind: OpenAIKind,
@@ -265,15 +265,18 @@ export async function* completionChunks(
         echoed = r.value.promptLogprobs ?? [];
         yield sseData(chunk(echo.text, null));
       }
+      const reply = tools ? new ReplyStreamer() : undefined;
       while (!r.done) {
         if (r.value.logprob) pending.push(r.value.logprob);
-        if (r.value.text && !tools) yield sseData(chunk(r.value.text, null));
+        const text = reply ? reply.push(r.value.text) : r.value.text;
+        if (text) yield sseData(chunk(text, null));
         r = await events.next();
       }
       if (pending.length > 0) yield sseData(chunk('', null));
-      if (kind === 'chat' && tools) {
+      if (kind === 'chat' && reply) {
         const m = toolChoiceMessage(r.value);
-        if (m.content !== null) yield sseData(chunk(m.content, null));
+        // a reply has gone out as it came; a cut call goes out as its raw text
+        if (m.content !== null && !reply.isReply) yield sseData(chunk(m.content, null));
         for (const [k, call] of (m.toolCalls ?? []).entries())
           yield sseData({
             ...ident,

@@ -5,10 +5,10 @@
  *   results, written into the conversation as text any chat template renders;
  * - response: a choice whose answer calls tools has `message.tool_calls` (each with a fresh
  *   `call_…` id and its arguments as a JSON string), `content: null` and finish_reason
- *   "tool_calls"; an answer in words is plain `content`. A stream sends the choice whole at its
- *   end (a role chunk, then the content or one tool-call delta per call), since only the finished
- *   object says which it is. An answer cut by max_tokens comes back as its raw text, finish_reason
- *   "length".
+ *   "tool_calls"; an answer in words is plain `content`. A stream sends a reply's text as it is
+ *   generated (ReplyStreamer decodes the JSON string on the fly), and tool calls at the end, one
+ *   delta per call. An answer cut by max_tokens is its reply so far, or else its raw text, with
+ *   finish_reason "length".
  */
 import type { GenerationOutcome } from '../generate/engine.ts';
 import { parseToolAnswer, type ToolChoice, type ToolSpec } from '../generate/tool-calls.ts';
@@ -87,6 +87,70 @@ export interface WireToolCall {
   function: { name: string; arguments: string };
 }
 
+/**
+ * The reply of an answer `{"response": "…"}` while it is generated: push() each new piece of the
+ * answer's text and get the reply's text that piece completes (JSON escapes decoded; an escape, or
+ * the first half of a surrogate pair, cut by the piece waits for the next). Nothing for an answer
+ * that calls tools.
+ */
+export class ReplyStreamer {
+  private raw = '';
+  /** Where the reply's string starts in `raw` (after its opening quote); -1 until known. */
+  private start = -1;
+  /** How much of the string has been decoded and given out. */
+  private at = 0;
+  private ended = false;
+  /** The answer is a reply (known once its key is). */
+  isReply = false;
+
+  push(piece: string): string {
+    this.raw += piece;
+    if (this.start < 0) {
+      const m = /^\{\s*"(response"\s*:\s*")?/.exec(this.raw);
+      if (!m || m[1] === undefined) return '';
+      this.start = m[0].length;
+      this.at = this.start;
+      this.isReply = true;
+    }
+    if (this.ended) return '';
+    // the longest run from `at` that ends on a whole character: no cut escape, no lone high surrogate
+    let i = this.at;
+    let safe = i;
+    while (i < this.raw.length) {
+      const c = this.raw[i];
+      if (c === '"') {
+        this.ended = true;
+        safe = i;
+        break;
+      }
+      if (c !== '\\') {
+        i++;
+        safe = i;
+        continue;
+      }
+      const e = this.raw[i + 1];
+      if (e === undefined) break;
+      if (e !== 'u') {
+        i += 2;
+        safe = i;
+        continue;
+      }
+      const hex = this.raw.slice(i + 2, i + 6);
+      if (hex.length < 4) break;
+      const unit = Number.parseInt(hex, 16);
+      if (unit >= 0xd800 && unit <= 0xdbff) {
+        // a high surrogate needs its low half, the next escape
+        if (this.raw.length < i + 12) break;
+        i += 12;
+      } else i += 6;
+      safe = i;
+    }
+    const out = JSON.parse(`"${this.raw.slice(this.at, safe)}"`) as string;
+    this.at = safe;
+    return out;
+  }
+}
+
 /** A finished choice's message and finish_reason, with tools active. */
 export function toolChoiceMessage(o: GenerationOutcome): {
   content: string | null;
@@ -94,7 +158,12 @@ export function toolChoiceMessage(o: GenerationOutcome): {
   finishReason: string;
 } {
   const answer = o.finishReason === 'stop' ? parseToolAnswer(o.text) : undefined;
-  if (answer === undefined) return { content: o.text, finishReason: o.finishReason };
+  if (answer === undefined) {
+    // cut: the reply so far, as a stream would have shown it; a cut call, as it was written
+    const reply = new ReplyStreamer();
+    const text = reply.push(o.text);
+    return { content: reply.isReply ? text : o.text, finishReason: o.finishReason };
+  }
   if ('response' in answer) return { content: answer.response, finishReason: 'stop' };
   return {
     content: null,

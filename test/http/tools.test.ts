@@ -8,7 +8,7 @@ import { parseGbnf } from '../../src/generate/grammar/gbnf.ts';
 import { GrammarMatcher } from '../../src/generate/grammar/matcher.ts';
 import { parseToolAnswer, toolCallGbnf, toolSystemPrompt } from '../../src/generate/tool-calls.ts';
 import { createApp } from '../../src/http/app.ts';
-import { toolChatMessages } from '../../src/http/tool-wire.ts';
+import { ReplyStreamer, toolChatMessages } from '../../src/http/tool-wire.ts';
 import { valid } from '../helpers/schema-instances.ts';
 import { openAIFor, post, sseData, tinyModel } from './helpers.ts';
 
@@ -106,6 +106,23 @@ describe('the answer grammar', () => {
     expect(parseToolAnswer('{"tool_calls":[{"name":"add"')).toBeUndefined();
   });
 
+  it('a reply streams as it is generated, however the answer is cut into pieces', () => {
+    const reply = 'Say "hi" \\ then\nwait. é 😀 done';
+    const answer = `{ "response" :${JSON.stringify(reply).replace('é', '\\u00e9').replace('😀', '\\ud83d\\ude00')}}`;
+    for (let cut1 = 0; cut1 <= answer.length; cut1 += 3)
+      for (let cut2 = cut1; cut2 <= answer.length; cut2 += 5) {
+        const s = new ReplyStreamer();
+        const out = [answer.slice(0, cut1), answer.slice(cut1, cut2), answer.slice(cut2)].map((p) => s.push(p));
+        expect(out.join(''), `${cut1} ${cut2}`).toBe(reply);
+        expect(s.isReply).toBe(true);
+        // no piece holds half a surrogate pair
+        for (const p of out) expect(p).not.toMatch(/[\ud800-\udbff]$/);
+      }
+    const calls = new ReplyStreamer();
+    expect(calls.push('{"tool_calls":[{"name":"add","arguments":{"a":"response"}}]}')).toBe('');
+    expect(calls.isReply).toBe(false);
+  });
+
   it('the conversation: tools in the system message, calls and results as text any template renders', () => {
     const system = toolSystemPrompt(SPECS, { mode: 'auto', parallel: true });
     expect(system).toContain('"name":"get_weather"');
@@ -190,6 +207,23 @@ describe('tool calls over HTTP', () => {
       }
     }
     expect(seen.has('tool_calls') || seen.has('stop')).toBe(true);
+    // a reply streams in pieces, and they add up to the unstreamed content
+    let streamedReply = false;
+    for (let seed = 1; seed <= 12 && !streamedReply; seed++) {
+      const body = ask({ seed, max_tokens: 60 });
+      const whole = (await (await call(body)).json()).choices[0];
+      const content: string = whole.message.content ?? '';
+      // skip calls, short replies, and calls cut by max_tokens (their raw JSON, sent whole)
+      if (whole.finish_reason === 'tool_calls' || content.length < 5 || content.startsWith('{')) continue;
+      const pieces = sseData(await (await call({ ...body, stream: true })).text())
+        .filter((d) => d !== '[DONE]')
+        .map((d) => JSON.parse(d).choices[0].delta.content)
+        .filter((t) => typeof t === 'string' && t !== '');
+      expect(pieces.join('')).toBe(whole.message.content);
+      expect(pieces.length).toBeGreaterThan(1);
+      streamedReply = true;
+    }
+    expect(streamedReply).toBe(true);
     const none = await (await call(ask({ tool_choice: 'none', max_tokens: 8, seed: 1, logit_bias: {} }))).json();
     expect(none.choices[0].message.tool_calls).toBeUndefined();
     expect(typeof none.choices[0].message.content).toBe('string');
@@ -274,7 +308,7 @@ describe('tool calls over HTTP', () => {
               type: 'function',
               function: {
                 name: 'f',
-                parameters: { type: 'object', properties: { s: { type: 'string', pattern: 'x' } } },
+                parameters: { type: 'object', properties: { s: { type: 'integer', multipleOf: 2 } } },
               },
             },
           ],
