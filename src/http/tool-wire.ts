@@ -95,21 +95,22 @@ export interface WireToolCall {
  */
 export class ReplyStreamer {
   private raw = '';
-  /** Where the reply's string starts in `raw` (after its opening quote); -1 until known. */
-  private start = -1;
-  /** How much of the string has been decoded and given out. */
+  /** Where in `raw` the reply's text not yet given out starts (known once the key is). */
   private at = 0;
   private ended = false;
+  /** The answer calls tools: nothing to stream. */
+  private calls = false;
   /** The answer is a reply (known once its key is). */
   isReply = false;
 
   push(piece: string): string {
     this.raw += piece;
-    if (this.start < 0) {
+    if (this.calls) return '';
+    if (!this.isReply) {
+      if (/^\{\s*"t/.test(this.raw)) this.calls = true;
       const m = /^\{\s*"(response"\s*:\s*")?/.exec(this.raw);
       if (!m || m[1] === undefined) return '';
-      this.start = m[0].length;
-      this.at = this.start;
+      this.at = m[0].length;
       this.isReply = true;
     }
     if (this.ended) return '';
