@@ -199,7 +199,7 @@ export class Engine {
       );
     const spec = grammarSpec(o);
     if (spec) {
-      if (o.responseFormat === 'json_object')
+      if (o.responseFormat === 'json_object' || (o.grammar !== undefined && o.jsonSchema !== undefined))
         throw BitNetError.Config(
           'INVALID_GENERATION_CONFIG',
           "takes one of responseFormat 'json_object', grammar and jsonSchema at a time",
