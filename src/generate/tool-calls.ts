@@ -39,19 +39,18 @@ const ANY_OBJECT = { type: 'object' };
  * converter's error with `param` naming the tool (`tools[i].function.parameters`).
  */
 export function toolCallGbnf(tools: readonly ToolSpec[], choice: ToolChoice): string {
-  tools.forEach((t, i) => {
-    try {
-      jsonSchemaRules([t.parameters ?? ANY_OBJECT]);
-    } catch (e) {
+  // every tool's schema is converted (a bad one fails even when tool_choice names another)
+  const { exprs, rules } = jsonSchemaRules(
+    tools.map((t) => t.parameters ?? ANY_OBJECT),
+    (i, e) => {
       if (!isBitNetError(e)) throw e;
-      throw new BitNetError(e.kind, e.code, `tools[${i}] (${t.name}): ${e.message}`, {
+      throw new BitNetError(e.kind, e.code, `tools[${i}] (${tools[i].name}): ${e.message}`, {
         ...e.details,
         param: `tools[${i}].function.parameters`,
       });
-    }
-  });
-  const used = choice.only === undefined ? tools : tools.filter((t) => t.name === choice.only);
-  const { exprs, rules } = jsonSchemaRules(used.map((t) => t.parameters ?? ANY_OBJECT));
+    },
+  );
+  const used = tools.flatMap((t, i) => (choice.only === undefined || t.name === choice.only ? [i] : []));
   for (const [name, body] of [
     ['ws', WS_RULE],
     ['char', CHAR_RULE],
@@ -61,8 +60,8 @@ export function toolCallGbnf(tools: readonly ToolSpec[], choice: ToolChoice): st
   const key = (k: string) => `${gbnfLiteral(JSON.stringify(k))} ws ":" ws`;
   const call = used
     .map(
-      (t, i) =>
-        `"{" ws ${key('name')} ${gbnfLiteral(JSON.stringify(t.name))} ws "," ws ${key('arguments')} (${exprs[i]}) ws "}"`,
+      (i) =>
+        `"{" ws ${key('name')} ${gbnfLiteral(JSON.stringify(tools[i].name))} ws "," ws ${key('arguments')} (${exprs[i]}) ws "}"`,
     )
     .join(' | ');
   rules.set('tc-call', call);

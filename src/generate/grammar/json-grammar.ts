@@ -4,7 +4,8 @@
  * Whitespace between tokens is one space, or a newline and up to MAX_INDENT spaces or tabs, and
  * none before or after the value (JSON itself allows any run of space, tab, CR and LF): as in
  * llama.cpp's json.gbnf, so that a weak model cannot fill its answer with blank lines. Strings take
- * any character but `"`, `\` and controls, and the escapes `\" \\ \/ \b \f \n \r \t \uXXXX`.
+ * any character but `"`, `\` and controls, and the escapes `\" \\ \/ \b \f \n \r \t`, and `\u` followed by
+ * four hex digits.
  */
 
 export const MAX_INDENT = 20;

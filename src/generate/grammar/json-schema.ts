@@ -441,11 +441,21 @@ export function jsonSchemaToGbnf(schema: unknown): string {
  * GBNF expression, and the rules they use, for a caller that writes its own root (tool-calls.ts).
  * Rule names that the caller adds must not start with `s` followed by a digit and `-`.
  */
-export function jsonSchemaRules(schemas: readonly unknown[]): { exprs: string[]; rules: Map<string, string> } {
+export function jsonSchemaRules(
+  schemas: readonly unknown[],
+  /** Rethrows schema i's conversion error (to say which schema it was). */
+  onError: (i: number, e: unknown) => never = (_, e) => {
+    throw e;
+  },
+): { exprs: string[]; rules: Map<string, string> } {
   const rules = new Map<string, string>();
   const exprs = schemas.map((schema, i) => {
-    if (schema !== true && schema !== false && !isObj(schema)) invalid('', 'a schema is an object or a boolean');
-    return new Converter(schema as Schema, rules, schemas.length === 1 ? 's' : `s${i}`).expr(schema, '');
+    try {
+      if (schema !== true && schema !== false && !isObj(schema)) invalid('', 'a schema is an object or a boolean');
+      return new Converter(schema as Schema, rules, schemas.length === 1 ? 's' : `s${i}`).expr(schema, '');
+    } catch (e) {
+      return onError(i, e);
+    }
   });
   return { exprs, rules };
 }

@@ -74,11 +74,10 @@ export class GrammarMatcher {
 
   /** The state after byte b from state s, or DEAD. */
   step(s: number, b: number): number {
-    let row = this.trans[s];
+    const row = this.trans[s];
     const hit = row[b];
     if (hit !== UNKNOWN) return hit;
     const next = this.compute(this.states[s], b);
-    row = this.trans[s]; // unchanged; interning may have grown the list
     row[b] = next;
     return next;
   }
