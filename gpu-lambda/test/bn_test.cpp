@@ -22,8 +22,9 @@
 // device fault, a crash or a hang in one (sticky for a CUDA context) fails that section's
 // "<section>/process" check instead of everything after it. --no-isolate runs them in this
 // process (under compute-sanitizer); --only A|B runs just the sections whose names contain A or B
-// (e.g. --only "opt-in splitk" or --bench --only "BN_GEMM_SPLITK=tiles|bench/kernels"); each
-// section's name is printed with its time. --isolation-selftest checks the mechanism on the CPU.
+// (e.g. --only "opt-in splitk" or --bench --only "BN_GEMM_SPLITK=tiles|bench/kernels"), --skip A|B
+// all but those (CI runs a long section and the rest in two processes at once); each section's
+// name is printed with its time. --isolation-selftest checks the mechanism on the CPU.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -85,15 +86,19 @@ static std::function<void(const bnt::ChildRecord &)> g_on_bench;
 // device) is passed on without a check of its own: the child has reported why.
 constexpr int kStopAll = 10;
 static std::string g_only;  // --only A|B: run only the sections whose names contain A or B
-static bool selected(const std::string &name) {
-  if (g_only.empty()) return true;
+static std::string g_skip;  // --skip A|B: run only the sections whose names contain neither
+// Whether `name` contains one of the |-separated parts of `list`.
+static bool names_any(const std::string &list, const std::string &name) {
   for (size_t at = 0;;) {
-    const size_t bar = g_only.find('|', at);
-    const std::string part = g_only.substr(at, bar == std::string::npos ? std::string::npos : bar - at);
+    const size_t bar = list.find('|', at);
+    const std::string part = list.substr(at, bar == std::string::npos ? std::string::npos : bar - at);
     if (!part.empty() && name.find(part) != std::string::npos) return true;
     if (bar == std::string::npos) return false;
     at = bar + 1;
   }
+}
+static bool selected(const std::string &name) {
+  return (g_only.empty() || names_any(g_only, name)) && (g_skip.empty() || !names_any(g_skip, name));
 }
 [[maybe_unused]] static int isolated(const std::string &name, double limit_s, const std::function<int()> &fn) {
   if (!selected(name)) return 0;
@@ -925,6 +930,7 @@ int main(int argc, char **argv) {
     else if (a == "--no-isolate") bnt::g_isolate = false;  // GPU sections in this process (compute-sanitizer)
     else if (a == "--isolation-selftest") return isolation_selftest();
     else if (a == "--only" && i + 1 < argc) g_only = argv[++i];
+    else if (a == "--skip" && i + 1 < argc) g_skip = argv[++i];
     else if (a == "--profile") profile = true;
     else if (a == "--profile-only") profile = profile_only = true;
     else if (a == "--profile-part" && i + 1 < argc &&
@@ -933,7 +939,7 @@ int main(int argc, char **argv) {
       profile_part = argv[++i];
     else {
       fprintf(stderr,
-              "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--no-isolate] [--only SECTION] [--bench-smoke] [--profile | "
+              "usage: %s [--fixtures DIR] [--cpu-only] [--bench] [--quick] [--no-random] [--fast-2b4t] [--no-isolate] [--only SECTION] [--skip SECTION] [--bench-smoke] [--profile | "
               "--profile-only] [--profile-part exact1|exact64|fast1] [--out DIR]\n",
               argv[0]);
       return 2;

@@ -40,14 +40,16 @@ function typedError(
 }
 
 async function expectError(args: string[], kind: string, code: string, message?: RegExp) {
-  for (const json of [false, true]) {
-    const r = await bitnet(...args, ...(json ? ['--json'] : []));
-    const e = typedError(r, json);
-    expect({ kind: e.kind, code: e.code }, `${args.join(' ')}: ${r.stderr}`).toEqual({ kind, code });
-    // usage errors exit 2, every other error 1 (README, "The CLI")
-    expect(r.code, args.join(' ')).toBe(code === 'BAD_FLAG' || code === 'UNKNOWN_COMMAND' ? 2 : 1);
-    if (message) expect(e.message, args.join(' ')).toMatch(message);
-  }
+  await Promise.all(
+    [false, true].map(async (json) => {
+      const r = await bitnet(...args, ...(json ? ['--json'] : []));
+      const e = typedError(r, json);
+      expect({ kind: e.kind, code: e.code }, `${args.join(' ')}: ${r.stderr}`).toEqual({ kind, code });
+      // usage errors exit 2, every other error 1 (README, "The CLI")
+      expect(r.code, args.join(' ')).toBe(code === 'BAD_FLAG' || code === 'UNKNOWN_COMMAND' ? 2 : 1);
+      if (message) expect(e.message, args.join(' ')).toMatch(message);
+    }),
+  );
 }
 
 const benchFast = ['--prompt', '4', '--gen', '2', '--runs', '1', '--json'];
@@ -274,13 +276,15 @@ const COMMANDS = [
 
 describe('usage and flags', () => {
   it('--help / -h on every subcommand prints its usage and exits 0', async () => {
-    for (const cmd of COMMANDS) {
-      for (const h of ['--help', '-h']) {
-        const r = await bitnet(cmd, h);
-        expect(r.code, `${cmd} ${h}: ${r.stderr}`).toBe(0);
-        expect(r.stdout, cmd).toMatch(new RegExp(`^bitnet ${cmd} `));
-      }
-    }
+    await Promise.all(
+      COMMANDS.flatMap((cmd) =>
+        ['--help', '-h'].map(async (h) => {
+          const r = await bitnet(cmd, h);
+          expect(r.code, `${cmd} ${h}: ${r.stderr}`).toBe(0);
+          expect(r.stdout, cmd).toMatch(new RegExp(`^bitnet ${cmd} `));
+        }),
+      ),
+    );
     const g = await bitnet('generate', '--model', tiny, '--help');
     expect(g.stdout).toMatch(/--backend reference\|wasm\|cuda/);
     expect(g.stdout).toMatch(/--pre-tokenizer default\|llama-bpe/);
@@ -294,18 +298,21 @@ describe('usage and flags', () => {
   });
 
   it('parse errors are Config/BAD_FLAG (JSON under --json), exit 2', async () => {
-    for (const args of [
+    const cases = [
       ['generate', '--model', tiny, '--prompt-ids', '1', '--bogus'],
       ['generate', '--model', tiny, '--prompt-ids'],
       ['inspect', tiny, '--frob'],
       ['serve', '--no-such-flag'],
-    ]) {
-      for (const json of [false, true]) {
-        const r = await bitnet(...args, ...(json ? ['--json'] : []));
-        expect(r.code, r.stderr).toBe(2);
-        expect(typedError(r, json)).toMatchObject({ kind: 'Config', code: 'BAD_FLAG' });
-      }
-    }
+    ];
+    await Promise.all(
+      cases.flatMap((args) =>
+        [false, true].map(async (json) => {
+          const r = await bitnet(...args, ...(json ? ['--json'] : []));
+          expect(r.code, r.stderr).toBe(2);
+          expect(typedError(r, json)).toMatchObject({ kind: 'Config', code: 'BAD_FLAG' });
+        }),
+      ),
+    );
     const u = await bitnet('frobnicate', '--json');
     expect(u.code).toBe(2);
     expect(JSON.parse(u.stderr).error).toMatchObject({ kind: 'Config', code: 'UNKNOWN_COMMAND' });
@@ -313,15 +320,12 @@ describe('usage and flags', () => {
 
   it('negative values reach the flag validation and its message', async () => {
     const g = ['generate', '--model', tiny, '--prompt-ids', '1'];
-    await expectError(
-      [...g, '--max-tokens', '-1'],
-      'Config',
-      'BAD_FLAG',
-      /--max-tokens must be an integer >= 1, got "-1"/,
-    );
-    await expectError([...g, '--seed', '-5'], 'Config', 'BAD_FLAG', /--seed must be a non-negative integer, got "-5"/);
-    await expectError([...g, '--temperature', '-0.5'], 'Config', 'BAD_FLAG', /--temperature must be a number >= 0/);
-    await expectError(['bench', '--model', tiny, '--threads', '-2'], 'Config', 'BAD_FLAG', /--threads must be/);
+    await Promise.all([
+      expectError([...g, '--max-tokens', '-1'], 'Config', 'BAD_FLAG', /--max-tokens must be an integer >= 1, got "-1"/),
+      expectError([...g, '--seed', '-5'], 'Config', 'BAD_FLAG', /--seed must be a non-negative integer, got "-5"/),
+      expectError([...g, '--temperature', '-0.5'], 'Config', 'BAD_FLAG', /--temperature must be a number >= 0/),
+      expectError(['bench', '--model', tiny, '--threads', '-2'], 'Config', 'BAD_FLAG', /--threads must be/),
+    ]);
     // A text value that starts with a digit after the dash is just text.
     const t = await bitnet('generate', '--model', tiny, '--prompt', '-1 is a number', '--max-tokens', '1', '--json');
     expect(t.code, t.stderr).toBe(0);
@@ -340,12 +344,15 @@ describe('usage and flags', () => {
     expect(plain).not.toHaveProperty('logprobs');
     const noJson = await bitnet(...g, '--logprobs', '2'); // (expectError adds --json, which makes it valid)
     expect([noJson.code, noJson.stderr]).toEqual([2, expect.stringMatching(/BAD_FLAG.*--logprobs needs --json/)]);
-    await expectError([...g, '--logprobs', '21'], 'Config', 'BAD_FLAG', /--logprobs must be an integer/);
-    for (const v of ['65', '65=', 'x=1', '65=101', '65=1e2'])
-      await expectError([...g, '--logit-bias', v], 'Config', 'BAD_FLAG', /--logit-bias takes TOKEN_ID=BIAS/);
-    await expectError([...g, '--logit-bias', '99999=1'], 'Config', 'SAMPLER_BAD_LOGIT_BIAS', /not a token id/);
-    await expectError([...g, '--frequency-penalty', '3'], 'Config', 'BAD_FLAG', /--frequency-penalty must be/);
-    await expectError([...g, '--min-p', '2'], 'Config', 'BAD_FLAG', /--min-p must be a number >= 0 <= 1/);
+    await Promise.all([
+      expectError([...g, '--logprobs', '21'], 'Config', 'BAD_FLAG', /--logprobs must be an integer/),
+      ...['65', '65=', 'x=1', '65=101', '65=1e2'].map((v) =>
+        expectError([...g, '--logit-bias', v], 'Config', 'BAD_FLAG', /--logit-bias takes TOKEN_ID=BIAS/),
+      ),
+      expectError([...g, '--logit-bias', '99999=1'], 'Config', 'SAMPLER_BAD_LOGIT_BIAS', /not a token id/),
+      expectError([...g, '--frequency-penalty', '3'], 'Config', 'BAD_FLAG', /--frequency-penalty must be/),
+      expectError([...g, '--min-p', '2'], 'Config', 'BAD_FLAG', /--min-p must be a number >= 0 <= 1/),
+    ]);
   });
 
   it('perplexity: text, file or ids; progress on stderr, PPL on stdout; its bad input', async () => {
@@ -362,27 +369,31 @@ describe('usage and flags', () => {
     expect(t.code, t.stderr).toBe(0);
     expect(t.stdout).toBe(`PPL = ${out.ppl.toFixed(4)} +/- ${out.pplError.toFixed(5)}\n`);
     const p = ['perplexity', '--model', tiny];
-    await expectError([...p, '--text', 'a', '--file', file], 'Config', 'BAD_FLAG', /exactly one of --file, --text/);
-    await expectError([...p], 'Config', 'BAD_FLAG', /exactly one of/);
-    await expectError([...p, '--text', text, '--ctx', '3'], 'Config', 'BAD_FLAG', /--ctx must be an integer >= 4/);
-    await expectError([...p, '--text', text, '--ctx', '100000'], 'Config', 'INVALID_PERPLEXITY_CONFIG', /context/);
-    await expectError([...p, '--text', 'too short', '--ctx', '32'], 'Config', 'TEXT_TOO_SHORT');
-    await expectError([...p, '--file', join(dir, 'nope.txt')], 'Io', 'INPUT_UNREADABLE');
-    await expectError([...p, '--prompt-ids', '1,99999', '--ctx', '4'], 'Config', 'BAD_TOKEN');
+    await Promise.all([
+      expectError([...p, '--text', 'a', '--file', file], 'Config', 'BAD_FLAG', /exactly one of --file, --text/),
+      expectError([...p], 'Config', 'BAD_FLAG', /exactly one of/),
+      expectError([...p, '--text', text, '--ctx', '3'], 'Config', 'BAD_FLAG', /--ctx must be an integer >= 4/),
+      expectError([...p, '--text', text, '--ctx', '100000'], 'Config', 'INVALID_PERPLEXITY_CONFIG', /context/),
+      expectError([...p, '--text', 'too short', '--ctx', '32'], 'Config', 'TEXT_TOO_SHORT'),
+      expectError([...p, '--file', join(dir, 'nope.txt')], 'Io', 'INPUT_UNREADABLE'),
+      expectError([...p, '--prompt-ids', '1,99999', '--ctx', '4'], 'Config', 'BAD_TOKEN'),
+    ]);
   });
 
   it('numeric flags take plain decimals only; id lists refuse empty entries', async () => {
     const g = ['generate', '--model', tiny, '--prompt-ids', '1'];
-    for (const v of ['0x10', '1e2', ' 5', '5 ', '', '1.5', 'Infinity', '99999999999999999999']) {
-      await expectError([...g, '--max-tokens', v], 'Config', 'BAD_FLAG', /--max-tokens must be an integer/);
-    }
-    for (const v of ['1e-1', '0x1', ' 0.5', '.', '-']) {
-      await expectError([...g, '--temperature', v], 'Config', 'BAD_FLAG', /--temperature must be a number/);
-    }
-    for (const ids of ['1,,2', '1,2,', ',1', ',']) {
-      await expectError(['generate', '--model', tiny, '--prompt-ids', ids], 'Config', 'BAD_FLAG', /empty/);
-      await expectError(['logits', '--model', tiny, '--prompt-ids', ids], 'Config', 'BAD_FLAG', /empty/);
-    }
+    await Promise.all([
+      ...['0x10', '1e2', ' 5', '5 ', '', '1.5', 'Infinity', '99999999999999999999'].map((v) =>
+        expectError([...g, '--max-tokens', v], 'Config', 'BAD_FLAG', /--max-tokens must be an integer/),
+      ),
+      ...['1e-1', '0x1', ' 0.5', '.', '-'].map((v) =>
+        expectError([...g, '--temperature', v], 'Config', 'BAD_FLAG', /--temperature must be a number/),
+      ),
+      ...['1,,2', '1,2,', ',1', ','].flatMap((ids) => [
+        expectError(['generate', '--model', tiny, '--prompt-ids', ids], 'Config', 'BAD_FLAG', /empty/),
+        expectError(['logits', '--model', tiny, '--prompt-ids', ids], 'Config', 'BAD_FLAG', /empty/),
+      ]),
+    ]);
     // Plain decimals (and the documented size suffixes) still work.
     const ok = await bitnet(
       ...g,

@@ -9,12 +9,12 @@
  * nvcc is required (CI has it): its absence fails loudly. On a machine WITH a GPU the
  * "unavailable" assertions are skipped; the GPU checks live in gpu-lambda/test/run-on-gpu.sh.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFixtures, FIXTURE_DIR } from '../../scripts/gen-gpu-fixtures.ts';
 import { BitNetModel } from '../../src/api/bitnet-model.ts';
 import { BitNetError } from '../../src/errors.ts';
@@ -40,11 +40,43 @@ const SIM_SELFTEST = join(ROOT, 'gpu-lambda/test/build/bn_sim_selftest');
 const SIM_TEST_ASAN = join(ROOT, 'gpu-lambda/test/build/bn_test_sim_asan');
 const SIM_SELFTEST_ASAN = join(ROOT, 'gpu-lambda/test/build/bn_sim_selftest_asan');
 
-function run(cmd: string, args: string[], cwd = ROOT, env?: NodeJS.ProcessEnv): { code: number; out: string } {
+/** A command's exit status (-1 when a signal ended it) and its output: stdout, then stderr. */
+interface Run {
+  code: number;
+  out: string;
+}
+
+function run(cmd: string, args: string[], cwd = ROOT, env?: NodeJS.ProcessEnv): Run {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', maxBuffer: 64 << 20, env: env ?? process.env });
   if (r.error) throw r.error;
   return { code: r.status ?? -1, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
 }
+
+/** `run` in the background: at most two at a time (CI has 2 cores), in the order asked for. */
+const runInBackground = (() => {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  const start = (cmd: string, args: string[], env: NodeJS.ProcessEnv) =>
+    new Promise<Run>((resolve) => {
+      const c = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      c.stdout.on('data', (d: Buffer) => out.push(d));
+      c.stderr.on('data', (d: Buffer) => err.push(d));
+      c.on('error', (e) => resolve({ code: -1, out: String(e) }));
+      c.on('close', (code) => resolve({ code: code ?? -1, out: `${Buffer.concat(out)}${Buffer.concat(err)}` }));
+    });
+  return (cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> =>
+    new Promise<void>((go) => (active < 2 ? go() : waiting.push(go)))
+      .then(() => {
+        active++;
+        return start(cmd, args, env);
+      })
+      .finally(() => {
+        active--;
+        waiting.shift()?.();
+      });
+})();
 
 function nodedirArgs(): string[] {
   const d = process.env.npm_config_nodedir ?? '/usr';
@@ -75,7 +107,70 @@ function expectAllPassed(r: { code: number; out: string }, minPassed: number, la
   expect(r.code, bad.join('\n')).toBe(0);
 }
 
+/** One simulation build's self-test and the runs its checks were split into. */
+interface SimChecks {
+  self: Promise<Run>;
+  runs: Promise<Run>[];
+}
+
+/**
+ * The test program's runs on the CPU simulation: the kernels' checks under AddressSanitizer and
+ * in reverse order, and the benchmarks' smoke run. Each is long (1.5 to 3 min) and single-threaded,
+ * so they run two at a time in the background once both simulation builds exist, and each test
+ * awaits its own. The ASan run's 'gpu/fast' section (its long-context checks) takes most of it
+ * and runs beside the other sections.
+ */
+interface SimRuns {
+  asanBuild: Run;
+  plainBuild: Run;
+  asan?: SimChecks;
+  reverse?: SimChecks;
+  smoke?: Promise<Run>;
+  smokeDir: string;
+}
+let simRuns: SimRuns | undefined;
+function startSimRuns(): SimRuns {
+  if (simRuns) return simRuns;
+  const asanBuild = run('make', ['-C', ENGINE, '-j2', 'SIM_ASAN=1', 'sim-test', 'sim-selftest']);
+  const plainBuild = run('make', ['-C', ENGINE, '-j2', 'sim-test', 'sim-selftest']);
+  const smokeDir = mkdtempSync(join(tmpdir(), 'bn-smoke-'));
+  const checks = ['--no-random', '--fixtures', FIXTURE_DIR];
+  const reverse = { ...process.env, BN_SIM_ORDER: 'reverse' };
+  const bg = runInBackground;
+  simRuns = { asanBuild, plainBuild, smokeDir };
+  // longest first
+  const asanFast = asanBuild.code === 0 ? bg(SIM_TEST_ASAN, [...checks, '--only', 'gpu/fast']) : undefined;
+  if (plainBuild.code === 0) {
+    simRuns.smoke = bg(SIM_TEST, [
+      ...checks,
+      '--only',
+      'bench|profile',
+      '--bench-smoke',
+      '--profile',
+      '--out',
+      smokeDir,
+    ]);
+    simRuns.reverse = {
+      runs: [bg(SIM_TEST, [...checks, '--fast-2b4t'], reverse)],
+      self: bg(SIM_SELFTEST, [], reverse),
+    };
+  }
+  if (asanFast)
+    simRuns.asan = {
+      runs: [asanFast, bg(SIM_TEST_ASAN, [...checks, '--skip', 'gpu/fast'])],
+      self: bg(SIM_SELFTEST_ASAN, []),
+    };
+  return simRuns;
+}
+
 describe('CUDA engine without a GPU', () => {
+  // The background runs end before the file does, even those of tests left out by a filter.
+  afterAll(async () => {
+    if (!simRuns) return;
+    const { asan, reverse, smoke, smokeDir } = simRuns;
+    await Promise.all([asan?.self, ...(asan?.runs ?? []), reverse?.self, ...(reverse?.runs ?? []), smoke]);
+    rmSync(smokeDir, { recursive: true, force: true });
+  });
   let hasGpu = false;
 
   it('nvcc 13 is installed (required: CI compiles every kernel)', () => {
@@ -136,21 +231,18 @@ describe('CUDA engine without a GPU', () => {
   // The test program on the CPU simulation (engine/sim): its GPU sections run the kernels' own
   // sources against the emulation and the TS reference's fixtures. Asserts a clean run: the
   // simulator's self-test, every check passing, and each kernel family present.
-  function expectSimRun(
-    build: string[],
-    selftest: string,
-    program: string,
-    env: NodeJS.ProcessEnv,
-    extra: string[] = [],
-  ): void {
-    const b = run('make', ['-C', ENGINE, '-j2', ...build, 'sim-test', 'sim-selftest']);
-    expect(b.code, b.out.slice(-4000)).toBe(0);
-    const self = run(selftest, [], ROOT, env);
+  function expectSimRun(build: Run, self: Run, runs: Run[]): void {
+    expect(build.code, build.out.slice(-4000)).toBe(0);
     expect(self.out).toMatch(/== sim selftest: (\d+) passed, 0 failed/);
     expect(Number(/== sim selftest: (\d+) passed/.exec(self.out)![1])).toBeGreaterThanOrEqual(12);
     expect(self.code, self.out).toBe(0);
-    // Every kernel family ran on the simulated device, the opt-in variants and fast numerics too.
-    expectAllPassed(run(program, ['--no-random', ...extra, '--fixtures', FIXTURE_DIR], ROOT, env), 280, [
+    // Every kernel family ran on the simulated device, the opt-in variants and fast numerics too
+    // (over the processes the sections were split into).
+    for (const r of runs) expectAllPassed(r, 1, []);
+    const passed = runs.reduce((n, r) => n + Number(/== (\d+) passed/.exec(r.out)![1]), 0);
+    expect(passed).toBeGreaterThanOrEqual(280);
+    const out = runs.map((r) => r.out).join('\n');
+    for (const k of [
       'sim/device: bn_sim',
       'sim/norm640:',
       'sim/i2s_70x640_gemm_int:',
@@ -173,27 +265,36 @@ describe('CUDA engine without a GPU', () => {
       'sim/fast_attention:',
       'sim/fast_gemv 8448x128 gateup M=8:',
       'sim/fast_vs_emulation:',
-      ...(extra.includes('--fast-2b4t') ? ['sim/fast_attention_2b4t:', 'sim/fast_gemv 13824x2560 gateup M=8:'] : []),
-    ]);
+      'sim/fast_long_t700_m3:',
+    ])
+      expect(out, k).toContain(`[PASS] ${k}`);
   }
 
-  it("the kernels' own CUDA sources pass the GPU checks on the CPU simulation, under AddressSanitizer", () => {
+  it("the kernels' own CUDA sources pass the GPU checks on the CPU simulation, under AddressSanitizer", async () => {
     // g++ compiles every .cu against sim/cuda_runtime.h (CUDA on the CPU: blocks in turn, threads
     // as fibers). AddressSanitizer aborts the run on any access outside a device allocation or a
-    // shared array: a memcheck of the real kernels in every CI run.
-    expectSimRun(['SIM_ASAN=1'], SIM_SELFTEST_ASAN, SIM_TEST_ASAN, process.env);
+    // shared array: a memcheck of the real kernels in every CI run. The long 'gpu/fast' section
+    // and the others run in two processes at once.
+    const s = startSimRuns();
+    if (!s.asan) return expectSimRun(s.asanBuild, s.asanBuild, []);
+    expectSimRun(s.asanBuild, await s.asan.self, await Promise.all(s.asan.runs));
   }, 600_000);
 
-  it('the same checks pass with blocks and threads run last to first (no result depends on the order: no races)', () => {
+  it('the same checks pass with blocks and threads run last to first (no result depends on the order: no races)', async () => {
     // Threads run in turn between barriers and blocks one after another, so a race (a value read
     // in the barrier interval in which another thread writes it, or a block relying on another
     // having run) gives a different result in the other order.
     // This run also takes the fast numerics' 2B-4T shapes (T up to 4096, 16 splits, the GEMV's
     // shared-memory attribute at 8 tokens x 6912).
-    expectSimRun([], SIM_SELFTEST, SIM_TEST, { ...process.env, BN_SIM_ORDER: 'reverse' }, ['--fast-2b4t']);
-    expect(run(SIM_SELFTEST, [], ROOT, { ...process.env, BN_SIM_ORDER: 'reverse' }).out).toContain(
-      '[PASS] sim/BN_SIM_ORDER=reverse: blocks and threads run last to first',
-    );
+    const s = startSimRuns();
+    if (!s.reverse) return expectSimRun(s.plainBuild, s.plainBuild, []);
+    const self = await s.reverse.self;
+    const runs = await Promise.all(s.reverse.runs);
+    expectSimRun(s.plainBuild, self, runs);
+    const out = runs.map((r) => r.out).join('\n');
+    for (const k of ['sim/fast_attention_2b4t:', 'sim/fast_gemv 13824x2560 gateup M=8:', 'sim/fast_long_t2300_m1:'])
+      expect(out, k).toContain(`[PASS] ${k}`);
+    expect(self.out).toContain('[PASS] sim/BN_SIM_ORDER=reverse: blocks and threads run last to first');
   }, 600_000);
 
   it('each GPU section runs in its own process: a crash, a hang or a fault there costs that section only', () => {
@@ -217,23 +318,15 @@ describe('CUDA engine without a GPU', () => {
     expect(one.out).not.toContain('sim/fast_');
   });
 
-  it('every benchmark and the profile run on the CPU simulation (--bench-smoke: small shapes, a small model)', () => {
+  it('every benchmark and the profile run on the CPU simulation (--bench-smoke: small shapes, a small model)', async () => {
     // The bench's code (21 engine configurations, the kernel rows, the fast-numerics agreement,
     // the profile) otherwise first runs on a GPU. Here each part runs in its own process on the
     // simulated device, with small shapes; the numbers mean nothing, the paths and buffers do.
-    const out = mkdtempSync(join(tmpdir(), 'bn-smoke-'));
+    const s = startSimRuns();
+    expect(s.plainBuild.code, s.plainBuild.out.slice(-4000)).toBe(0);
+    const out = s.smokeDir;
     try {
-      const r = run(SIM_TEST, [
-        '--no-random',
-        '--only',
-        'bench|profile',
-        '--bench-smoke',
-        '--profile',
-        '--out',
-        out,
-        '--fixtures',
-        FIXTURE_DIR,
-      ]);
+      const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
       expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(23);
       expect(r.out).toContain('(section gpu/profile: ');
