@@ -9,6 +9,7 @@
  *   GET  /v1/models/{id}          the served model's object (OpenAI's models.retrieve); 404 for other ids
  *   POST /v1/chat/completions     OpenAI chat, SSE or JSON (prompt: the model's chat template)
  *   POST /v1/completions          OpenAI completions, SSE or JSON
+ *   POST /v1/responses            OpenAI Responses (stateless: input carries the conversation), SSE or JSON
  *   POST /v1/generate             native: GenerationConfig fields, SSE (event: token|done|error) or JSON
  *
  * A known path asked with another method gets 405 with an Allow header (HEAD works wherever GET
@@ -55,6 +56,8 @@ import {
   newIdentity,
   samplingConfig,
 } from './openai.ts';
+import { responsesSchema, responsesToChat } from './responses.ts';
+import { newResponsesIdentity, responseBody, responseEvents } from './responses-wire.ts';
 import { type Route, Router, type RouterOptions } from './router.ts';
 import { chatCompletionSchema, completionSchema, generateSchema, validationError } from './schemas.ts';
 import { eventStream, SSE_HEADERS, sseEvent } from './sse.ts';
@@ -130,6 +133,7 @@ const ENDPOINTS = new Set([
   '/v1/models',
   '/v1/chat/completions',
   '/v1/completions',
+  '/v1/responses',
   '/v1/generate',
 ]);
 /** The metrics label of /v1/models/{id}: one series, whatever ids clients ask for. */
@@ -137,7 +141,7 @@ const MODEL_PATH = '/v1/models/{id}';
 
 /** Where a GET route and a POST route are, for 405 and its Allow header (HEAD goes with GET). */
 const GET_PATHS = ['/healthz', '/readyz', '/metrics', '/v1/models', '/v1/models/:id{.+}'];
-const POST_PATHS = ['/v1/chat/completions', '/v1/completions', '/v1/generate'];
+const POST_PATHS = ['/v1/chat/completions', '/v1/completions', '/v1/responses', '/v1/generate'];
 
 /** GenerationConfig's ceiling on maxNewTokens; OpenAI's max_tokens is clamped to it (and to the context). */
 const MAX_NEW_TOKENS = 1 << 20;
@@ -575,6 +579,34 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
             ),
           );
         return c.json(completionBody('completion', ident, await collectChoices(runs, echo), tokNames));
+      },
+    );
+  });
+
+  app.post('/v1/responses', limit, json, validate(responsesSchema), async (c) => {
+    const b = c.req.valid('json') as z.output<typeof responsesSchema>;
+    // the same conversation as a chat request: same template, tools, constraints and sampling
+    const chat = responsesToChat(b);
+    const maxTokens = clampMaxTokens(b.max_output_tokens ?? defaultMaxTokens);
+    const names = {
+      prompt: 'input',
+      field: {
+        ...openAIFields('max_output_tokens'),
+        responseFormat: 'text.format',
+        jsonSchema: 'text.format.schema',
+      },
+    };
+    const tools = activeTools(chat) !== undefined;
+    return serve(
+      c,
+      b.model,
+      choiceJobs([chatPrompt(chat)], samplingConfig(chat, maxTokens), 1),
+      names,
+      async (runs, obs) => {
+        const ident = newResponsesIdentity(modelId);
+        const run = await runs.run(0);
+        if (b.stream) return streamResponse(runs, obs, responseEvents(ident, b, run.events, tools));
+        return c.json(responseBody(ident, b, await collect(run), tools));
       },
     );
   });

@@ -52,7 +52,7 @@ export function promptCount(p: string | string[] | number[] | number[][]): numbe
 }
 
 /** Sampling fields shared by /v1/chat/completions and /v1/completions. */
-const sampling = {
+export const sampling = {
   model: z.string().min(1).optional(),
   max_tokens: z.number().int().min(1).nullish(),
   temperature: z.number().min(0).max(2).nullish(),

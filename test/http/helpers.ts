@@ -131,3 +131,16 @@ export function openAIFor(app: { request(url: string, init?: RequestInit): Respo
     fetch: async (url: string | URL | Request, init?: RequestInit) => app.request(String(url), init),
   });
 }
+
+/**
+ * logit_bias that bans the model's whitespace-only tokens: a random model otherwise spends its
+ * tokens on a JSON answer's indentation (tool calls, structured outputs).
+ */
+export function noWhitespaceBias(model: BitNetModel): Record<string, number> {
+  const tok = model.tokenizer!;
+  const bias: Record<string, number> = {};
+  for (let id = 0; id < tok.vocabSize; id++)
+    if (!tok.isSpecial(id) && /^\s+$/.test(tok.decode([id], { skipSpecialTokens: false } as never)))
+      bias[String(id)] = -100;
+  return bias;
+}

@@ -121,6 +121,28 @@ describe('router: edge or GPU', () => {
     expect(metric(await gpuMetrics(), 'bitnet_route_decisions_total', { route: 'edge', reason: 'forwarded' })).toBe(2);
   });
 
+  it('a large /v1/responses request goes to the GPU too, and its event stream passes through', async () => {
+    const req = { model: MODEL, input: 'route me', max_output_tokens: 40, seed: 77, temperature: 0.9 };
+    const direct = await (
+      await fetch(`${gpu.url}/v1/responses`, {
+        method: 'POST',
+        headers: { ...H, authorization: `Bearer ${GPU_KEY}` },
+        body: JSON.stringify(req),
+      })
+    ).json();
+    const c = new OpenAI({ baseURL: `${edge.url}/v1`, apiKey: KEY, maxRetries: 0 });
+    const { data: stream, response } = await c.responses.create({ ...req, stream: true }).withResponse();
+    expect(response.headers.get('x-bitnet-route')).toBe('gpu');
+    let text = '';
+    let last = '';
+    for await (const e of stream) {
+      if (e.type === 'response.output_text.delta') text += e.delta;
+      last = e.type;
+    }
+    expect(text).toBe(direct.output[0].content[0].text);
+    expect(last).toBe(direct.status === 'completed' ? 'response.completed' : 'response.incomplete');
+  });
+
   it('n counts every choice: small choices that add up to a large request go to the GPU, all n of them', async () => {
     // 25 prompt tokens + 4 = 29 each: one is small (≤ 32), three are 87
     const r = await ask(4, { n: 3 });

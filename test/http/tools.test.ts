@@ -10,7 +10,7 @@ import { parseToolAnswer, toolCallGbnf, toolSystemPrompt } from '../../src/gener
 import { createApp } from '../../src/http/app.ts';
 import { ReplyStreamer, toolChatMessages } from '../../src/http/tool-wire.ts';
 import { valid } from '../helpers/schema-instances.ts';
-import { openAIFor, post, sseData, tinyModel } from './helpers.ts';
+import { noWhitespaceBias, openAIFor, post, sseData, tinyModel } from './helpers.ts';
 
 const enc = new TextEncoder();
 const headers = { 'content-type': 'application/json' };
@@ -40,11 +40,7 @@ beforeAll(async () => {
   // room for the tools' system message (~600 tokens here)
   model = await tinyModel({ ctx: 1024 });
   app = createApp({ model, modelId: 'm' });
-  const tok = model.tokenizer!;
-  noSpace = {};
-  for (let id = 0; id < tok.vocabSize; id++)
-    if (!tok.isSpecial(id) && /^\s+$/.test(tok.decode([id], { skipSpecialTokens: false } as never)))
-      noSpace[String(id)] = -100;
+  noSpace = noWhitespaceBias(model);
 });
 
 const call = (body: unknown) => app.request(...post('/v1/chat/completions', body, headers));

@@ -1,0 +1,221 @@
+/**
+ * OpenAI's Responses API, the response side: the `response` object and its event stream.
+ *
+ * A response's `output` holds a `message` item (one `output_text` part) for an answer in words,
+ * and one `function_call` item per tool call (with tools: tool-wire.ts decides which the answer
+ * is). `status` is "completed", or "incomplete" with incomplete_details.reason
+ * "max_output_tokens" when the answer was cut.
+ *
+ * The stream (SSE, `event:` named as `type`, `sequence_number` counting from 0):
+ *   response.created, response.in_progress                        (status in_progress, no output)
+ *   response.output_item.added → response.content_part.added       the message opens (at once
+ *   → response.output_text.delta …                                 without tools; with tools once
+ *   → response.output_text.done → response.content_part.done       the answer is known to be a
+ *   → response.output_item.done                                    reply), text as it is generated
+ *   per call: response.output_item.added → response.function_call_arguments.delta
+ *     → response.function_call_arguments.done → response.output_item.done   (at the end, whole)
+ *   response.completed | response.incomplete                       the whole response
+ *   error {code, message, param}                                   instead, when generation fails
+ */
+import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
+import { toBitNetError } from './errors.ts';
+import type { ResponsesRequest } from './responses.ts';
+import { sseEvent } from './sse.ts';
+import { ReplyStreamer, toolChoiceMessage } from './tool-wire.ts';
+
+const newId = (prefix: string) => `${prefix}_${crypto.randomUUID().replace(/-/g, '')}`;
+
+export interface ResponsesIdentity {
+  id: string;
+  created_at: number;
+  model: string;
+}
+
+export function newResponsesIdentity(model: string): ResponsesIdentity {
+  return { id: newId('resp'), created_at: Math.floor(Date.now() / 1000), model };
+}
+
+type Status = 'in_progress' | 'completed' | 'incomplete';
+
+interface MessageItem {
+  id: string;
+  type: 'message';
+  status: Status;
+  role: 'assistant';
+  content: { type: 'output_text'; text: string; annotations: never[]; logprobs: never[] }[];
+}
+
+interface FunctionCallItem {
+  id: string;
+  type: 'function_call';
+  status: Status;
+  call_id: string;
+  name: string;
+  arguments: string;
+}
+
+type OutputItem = MessageItem | FunctionCallItem;
+
+const textPart = (text: string) => ({ type: 'output_text' as const, text, annotations: [], logprobs: [] });
+
+const messageItem = (id: string, status: Status, text?: string): MessageItem => ({
+  id,
+  type: 'message',
+  status,
+  role: 'assistant',
+  content: text === undefined ? [] : [textPart(text)],
+});
+
+function usageOf(o: GenerationOutcome) {
+  return {
+    input_tokens: o.promptTokens,
+    input_tokens_details: { cached_tokens: o.cachedPromptTokens },
+    output_tokens: o.generatedTokens,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: o.promptTokens + o.generatedTokens,
+  };
+}
+
+/** The `response` object: the request's settings as they were applied, and the output so far. */
+function responseObject(
+  ident: ResponsesIdentity,
+  b: ResponsesRequest,
+  status: Status,
+  output: OutputItem[],
+  o?: GenerationOutcome,
+) {
+  return {
+    id: ident.id,
+    object: 'response',
+    created_at: ident.created_at,
+    status,
+    background: false,
+    error: null,
+    incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
+    instructions: b.instructions ?? null,
+    max_output_tokens: b.max_output_tokens ?? null,
+    metadata: b.metadata ?? {},
+    model: ident.model,
+    output,
+    parallel_tool_calls: b.parallel_tool_calls ?? true,
+    previous_response_id: null,
+    reasoning: { effort: null, summary: null },
+    // this server keeps no responses
+    store: false,
+    temperature: b.temperature ?? 1,
+    text: { format: b.text?.format ?? { type: 'text' } },
+    tool_choice: b.tool_choice ?? 'auto',
+    tools: (b.tools ?? []).map((t) => ({
+      type: 'function',
+      name: t.name,
+      description: t.description ?? null,
+      parameters: t.parameters ?? null,
+      strict: t.strict ?? false,
+    })),
+    top_p: b.top_p ?? 1,
+    truncation: b.truncation ?? 'disabled',
+    usage: o ? usageOf(o) : null,
+    user: b.user ?? null,
+  };
+}
+
+/** A finished answer: its reply text (null when it only calls tools), its calls, its status. */
+function answerOf(
+  o: GenerationOutcome,
+  tools: boolean,
+): { text: string | null; calls: Omit<FunctionCallItem, 'id' | 'status' | 'type'>[]; status: Status } {
+  const status: Status = o.finishReason === 'length' ? 'incomplete' : 'completed';
+  if (!tools) return { text: o.text, calls: [], status };
+  const m = toolChoiceMessage(o);
+  const calls = (m.toolCalls ?? []).map((c) => ({
+    call_id: c.id,
+    name: c.function.name,
+    arguments: c.function.arguments,
+  }));
+  return { text: m.content, calls, status };
+}
+
+/** The non-streaming body. */
+export function responseBody(
+  ident: ResponsesIdentity,
+  b: ResponsesRequest,
+  o: GenerationOutcome,
+  tools: boolean,
+): unknown {
+  const a = answerOf(o, tools);
+  const output: OutputItem[] = [];
+  if (a.text !== null) output.push(messageItem(newId('msg'), a.status, a.text));
+  for (const c of a.calls) output.push({ id: newId('fc'), type: 'function_call', status: 'completed', ...c });
+  return responseObject(ident, b, a.status, output, o);
+}
+
+/** The event stream of one generation (see the file comment). */
+export async function* responseEvents(
+  ident: ResponsesIdentity,
+  b: ResponsesRequest,
+  events: AsyncGenerator<TokenEvent, GenerationOutcome>,
+  tools: boolean,
+): AsyncGenerator<string, void> {
+  let seq = 0;
+  const ev = (type: string, fields: Record<string, unknown>) =>
+    sseEvent(type, { type, sequence_number: seq++, ...fields });
+  yield ev('response.created', { response: responseObject(ident, b, 'in_progress', []) });
+  yield ev('response.in_progress', { response: responseObject(ident, b, 'in_progress', []) });
+  const msgId = newId('msg');
+  const at = { item_id: msgId, output_index: 0, content_index: 0 };
+  let opened = false;
+  function* open() {
+    opened = true;
+    yield ev('response.output_item.added', { output_index: 0, item: messageItem(msgId, 'in_progress') });
+    yield ev('response.content_part.added', { ...at, part: textPart('') });
+  }
+  const delta = (d: string) => ev('response.output_text.delta', { ...at, delta: d, logprobs: [] });
+  try {
+    const reply = tools ? new ReplyStreamer() : undefined;
+    if (!reply) yield* open();
+    let r = await events.next();
+    while (!r.done) {
+      const piece = reply ? reply.push(r.value.text) : r.value.text;
+      if (!opened && reply?.isReply) yield* open();
+      if (piece) yield delta(piece);
+      r = await events.next();
+    }
+    const a = answerOf(r.value, tools);
+    const output: OutputItem[] = [];
+    if (a.text !== null) {
+      // with tools, a cut answer that was no reply goes out as its raw text, now
+      if (!opened) yield* open();
+      if (reply && !reply.isReply && a.text) yield delta(a.text);
+      yield ev('response.output_text.done', { ...at, text: a.text, logprobs: [] });
+      yield ev('response.content_part.done', { ...at, part: textPart(a.text) });
+      const item = messageItem(msgId, a.status, a.text);
+      yield ev('response.output_item.done', { output_index: 0, item });
+      output.push(item);
+    }
+    for (const c of a.calls) {
+      const output_index = output.length;
+      const item: FunctionCallItem = { id: newId('fc'), type: 'function_call', status: 'completed', ...c };
+      yield ev('response.output_item.added', { output_index, item: { ...item, status: 'in_progress', arguments: '' } });
+      yield ev('response.function_call_arguments.delta', { item_id: item.id, output_index, delta: c.arguments });
+      yield ev('response.function_call_arguments.done', {
+        item_id: item.id,
+        output_index,
+        name: c.name,
+        arguments: c.arguments,
+      });
+      yield ev('response.output_item.done', { output_index, item });
+      output.push(item);
+    }
+    yield ev(a.status === 'incomplete' ? 'response.incomplete' : 'response.completed', {
+      response: responseObject(ident, b, a.status, output, r.value),
+    });
+  } catch (e) {
+    const err = toBitNetError(e);
+    if (err.code !== 'CANCELLED') {
+      const param = typeof err.details.param === 'string' ? err.details.param : null;
+      yield ev('error', { code: err.code, message: err.message, param });
+    }
+  } finally {
+    await events.return(undefined as never).catch(() => {});
+  }
+}
