@@ -594,6 +594,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         ...openAIFields('max_output_tokens'),
         responseFormat: 'text.format',
         jsonSchema: 'text.format.schema',
+        topLogprobs: 'top_logprobs',
       },
     };
     const tools = activeTools(chat) !== undefined;
@@ -605,8 +606,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       async (runs, obs) => {
         const ident = newResponsesIdentity(modelId);
         const run = await runs.run(0);
-        if (b.stream) return streamResponse(runs, obs, responseEvents(ident, b, run.events, tools));
-        return c.json(responseBody(ident, b, await collect(run), tools));
+        const tokNames = new TokenNames(runs.tokenizer);
+        if (b.stream) return streamResponse(runs, obs, responseEvents(ident, b, run.events, tools, tokNames));
+        return c.json(responseBody(ident, b, await collect(run), tools, tokNames));
       },
     );
   });

@@ -18,7 +18,9 @@
  *   error {code, message, param}                                   instead, when generation fails
  */
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
+import type { TokenLogprob } from '../generate/logprobs.ts';
 import { toBitNetError } from './errors.ts';
+import { chatLogprobContent, type TokenNames } from './logprobs-wire.ts';
 import type { ResponsesRequest } from './responses.ts';
 import { sseEvent } from './sse.ts';
 import { ReplyStreamer, toolChoiceMessage } from './tool-wire.ts';
@@ -42,7 +44,7 @@ interface MessageItem {
   type: 'message';
   status: Status;
   role: 'assistant';
-  content: { type: 'output_text'; text: string; annotations: never[]; logprobs: never[] }[];
+  content: ReturnType<typeof textPart>[];
 }
 
 interface FunctionCallItem {
@@ -56,14 +58,20 @@ interface FunctionCallItem {
 
 type OutputItem = MessageItem | FunctionCallItem;
 
-const textPart = (text: string) => ({ type: 'output_text' as const, text, annotations: [], logprobs: [] });
+/** An output_text part; `logprobs` has an entry per token with include message.output_text.logprobs. */
+const textPart = (text: string, logprobs: unknown[] = []) => ({
+  type: 'output_text' as const,
+  text,
+  annotations: [] as never[],
+  logprobs,
+});
 
-const messageItem = (id: string, status: Status, text?: string): MessageItem => ({
+const messageItem = (id: string, status: Status, text?: string, logprobs?: unknown[]): MessageItem => ({
   id,
   type: 'message',
   status,
   role: 'assistant',
-  content: text === undefined ? [] : [textPart(text)],
+  content: text === undefined ? [] : [textPart(text, logprobs)],
 });
 
 function usageOf(o: GenerationOutcome) {
@@ -135,16 +143,21 @@ function answerOf(
   return { text: m.content, calls, status };
 }
 
+/** The output text's log-probabilities as the wire has them ([] when not asked for). */
+const wireLogprobs = (lps: readonly TokenLogprob[] | undefined, names: TokenNames): unknown[] =>
+  lps ? chatLogprobContent(lps, names) : [];
+
 /** The non-streaming body. */
 export function responseBody(
   ident: ResponsesIdentity,
   b: ResponsesRequest,
   o: GenerationOutcome,
   tools: boolean,
+  names: TokenNames,
 ): unknown {
   const a = answerOf(o, tools);
   const output: OutputItem[] = [];
-  if (a.text !== null) output.push(messageItem(newId('msg'), a.status, a.text));
+  if (a.text !== null) output.push(messageItem(newId('msg'), a.status, a.text, wireLogprobs(o.logprobs, names)));
   for (const c of a.calls) output.push({ id: newId('fc'), type: 'function_call', status: 'completed', ...c });
   return responseObject(ident, b, a.status, output, o);
 }
@@ -155,6 +168,7 @@ export async function* responseEvents(
   b: ResponsesRequest,
   events: AsyncGenerator<TokenEvent, GenerationOutcome>,
   tools: boolean,
+  names: TokenNames,
 ): AsyncGenerator<string, void> {
   let seq = 0;
   const ev = (type: string, fields: Record<string, unknown>) =>
@@ -169,12 +183,17 @@ export async function* responseEvents(
     yield ev('response.output_item.added', { output_index: 0, item: messageItem(msgId, 'in_progress') });
     yield ev('response.content_part.added', { ...at, part: textPart('') });
   }
-  const delta = (d: string) => ev('response.output_text.delta', { ...at, delta: d, logprobs: [] });
+  // each delta carries the entries of the tokens since the previous one (a token whose text is held
+  // back waits for the delta that shows it; entries still waiting at the end go in an empty delta)
+  const pending: TokenLogprob[] = [];
+  const delta = (d: string) =>
+    ev('response.output_text.delta', { ...at, delta: d, logprobs: wireLogprobs(pending.splice(0), names) });
   try {
     const reply = tools ? new ReplyStreamer() : undefined;
     if (!reply) yield* open();
     let r = await events.next();
     while (!r.done) {
+      if (r.value.logprob) pending.push(r.value.logprob);
       const piece = reply ? reply.push(r.value.text) : r.value.text;
       if (!opened && reply?.isReply) yield* open();
       if (piece) yield delta(piece);
@@ -186,9 +205,11 @@ export async function* responseEvents(
       // with tools, a cut answer that was no reply goes out as its raw text, now
       if (!opened) yield* open();
       if (reply && !reply.isReply && a.text) yield delta(a.text);
-      yield ev('response.output_text.done', { ...at, text: a.text, logprobs: [] });
-      yield ev('response.content_part.done', { ...at, part: textPart(a.text) });
-      const item = messageItem(msgId, a.status, a.text);
+      if (pending.length > 0) yield delta('');
+      const logprobs = wireLogprobs(r.value.logprobs, names);
+      yield ev('response.output_text.done', { ...at, text: a.text, logprobs });
+      yield ev('response.content_part.done', { ...at, part: textPart(a.text, logprobs) });
+      const item = messageItem(msgId, a.status, a.text, logprobs);
       yield ev('response.output_item.done', { output_index: 0, item });
       output.push(item);
     }

@@ -9,12 +9,15 @@
  *   text.format   text | json_object | json_schema {name, schema, strict}  → response_format
  *   tools         function tools {type, name, description, parameters}, tool_choice, parallel_tool_calls
  *
+ *   include       message.output_text.logprobs (and top_logprobs): the output text's log-probabilities
+ *
  * This server keeps no responses: `previous_response_id`, `conversation` and `background` are
  * refused with a 400 that says to send the conversation in `input`; `store` is answered false.
  * The chat route's llama.cpp-style sampling extensions (seed, stop, top_k, min_p, penalties,
  * logit_bias, grammar) are accepted here too.
  */
 import { z } from 'zod';
+import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
 import { type ChatCompletionRequest, sampling } from './schemas.ts';
 
 const stateless = (field: string) =>
@@ -150,15 +153,10 @@ export const responsesSchema = z
     background: z
       .literal(false, { error: 'background responses are not supported: this server keeps no responses' })
       .nullish(),
-    top_logprobs: z
-      .literal(0, { error: 'top_logprobs is not supported on /v1/responses (use /v1/chat/completions)' })
-      .nullish(),
-    include: z
-      .array(z.string())
-      .refine((a) => !a.includes('message.output_text.logprobs'), {
-        error: 'message.output_text.logprobs is not supported on /v1/responses (use /v1/chat/completions)',
-      })
-      .nullish(),
+    // log-probabilities of the output text's tokens: include message.output_text.logprobs, with
+    // top_logprobs alternatives (top_logprobs alone asks for them too)
+    top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
+    include: z.array(z.string()).nullish(),
   })
   .superRefine((b, ctx) => {
     const names = (b.tools ?? []).map((t) => t.name);
@@ -180,9 +178,19 @@ export const responsesSchema = z
         ctx.addIssue({ code: 'custom', path: ['text', 'format'], message: 'text.format cannot be used with tools' });
       if (b.grammar != null)
         ctx.addIssue({ code: 'custom', path: ['grammar'], message: 'grammar cannot be used with tools' });
+      if (wantsLogprobs(b))
+        ctx.addIssue({
+          code: 'custom',
+          path: [b.include?.includes(LOGPROBS) ? 'include' : 'top_logprobs'],
+          message: 'logprobs are not supported with tools',
+        });
     }
   });
 export type ResponsesRequest = z.output<typeof responsesSchema>;
+
+const LOGPROBS = 'message.output_text.logprobs';
+const wantsLogprobs = (b: { include?: string[] | null; top_logprobs?: number | null }) =>
+  b.include?.includes(LOGPROBS) === true || (b.top_logprobs ?? 0) > 0;
 
 const partsText = (c: z.infer<typeof textContent>): string =>
   typeof c === 'string' ? c : c.map((p) => p.text).join('\n');
@@ -246,5 +254,7 @@ export function responsesToChat(b: ResponsesRequest): ChatCompletionRequest {
     })),
     tool_choice: typeof tc === 'object' && tc !== null ? { type: 'function', function: { name: tc.name } } : tc,
     parallel_tool_calls: b.parallel_tool_calls,
+    logprobs: wantsLogprobs(b),
+    top_logprobs: b.top_logprobs,
   };
 }

@@ -190,6 +190,46 @@ describe('POST /v1/responses', () => {
     if (j.body.status === 'completed') expect(typeof JSON.parse(j.body.output[0].content[0].text)).toBe('object');
   });
 
+  it("include message.output_text.logprobs: the chat route's entries, streamed with the deltas", async () => {
+    const req = {
+      input: 'Once upon a time',
+      max_output_tokens: 10,
+      temperature: 0,
+      include: ['message.output_text.logprobs'],
+      top_logprobs: 2,
+    };
+    const r = await responses(req);
+    expect(r.status).toBe(200);
+    const chat = await (
+      await call('/v1/chat/completions', {
+        messages: [{ role: 'user', content: 'Once upon a time' }],
+        max_tokens: 10,
+        temperature: 0,
+        logprobs: true,
+        top_logprobs: 2,
+      })
+    ).json();
+    const part = r.body.output[0].content[0];
+    expect(part.logprobs).toEqual(chat.choices[0].logprobs.content);
+    expect(part.logprobs).toHaveLength(r.body.usage.output_tokens);
+    expect(part.logprobs[0]).toMatchObject({
+      token: expect.any(String),
+      logprob: expect.any(Number),
+      bytes: expect.any(Array),
+    });
+    expect(part.logprobs[0].top_logprobs).toHaveLength(2);
+    // streamed: each delta has its tokens' entries; together they are the final list
+    const raw = await events(await call('/v1/responses', { ...req, stream: true }));
+    const deltas = raw.filter(([n]) => n === 'response.output_text.delta').map(([, d]) => d);
+    expect(deltas.flatMap((d) => d.logprobs)).toEqual(part.logprobs);
+    expect(deltas.map((d) => d.delta).join('')).toBe(part.text);
+    const done = raw.find(([n]) => n === 'response.output_text.done')![1];
+    expect(done.logprobs).toEqual(part.logprobs);
+    // without include: no entries
+    const plain = await responses({ ...req, include: undefined, top_logprobs: undefined });
+    expect(plain.body.output[0].content[0].logprobs).toEqual([]);
+  });
+
   it('function tools: calls as function_call items, and the next turn takes their outputs', async () => {
     const r = await responses({
       input: 'what is the weather in Paris?',
@@ -322,8 +362,9 @@ describe('POST /v1/responses', () => {
       [{ input: 'x', tools: [TOOLS[0], TOOLS[0]] }, 'tools', /listed twice/],
       [{ input: 'x', tools: TOOLS, text: { format: { type: 'json_object' } } }, 'text.format', /with tools/],
       [{ input: 'x', text: { format: { type: 'xml' } } }, 'text.format.type', /text, json_object or json_schema/],
-      [{ input: 'x', top_logprobs: 2 }, 'top_logprobs', /not supported/],
-      [{ input: 'x', include: ['message.output_text.logprobs'] }, 'include', /not supported/],
+      [{ input: 'x', top_logprobs: 21 }, 'top_logprobs', /./],
+      [{ input: 'x', tools: TOOLS, include: ['message.output_text.logprobs'] }, 'include', /not supported with tools/],
+      [{ input: 'x', tools: TOOLS, top_logprobs: 2 }, 'top_logprobs', /not supported with tools/],
       [{ input: 'x', max_output_tokens: 0 }, 'max_output_tokens', /./],
       [
         { input: 'x', text: { format: { type: 'json_schema', name: 'n', schema: { type: 'number', multipleOf: 3 } } } },
