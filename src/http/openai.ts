@@ -19,7 +19,14 @@ import type { Job, PromptInput } from './local.ts';
 import { chatLogprobContent, completionLogprobs, type TokenNames } from './logprobs-wire.ts';
 import type { ChatCompletionRequest, CompletionRequest } from './schemas.ts';
 import { sseData } from './sse.ts';
-import { activeTools, ReplyStreamer, toolChatMessages, toolChoiceMessage } from './tool-wire.ts';
+import {
+  activeTools,
+  type CallPiece,
+  CallStreamer,
+  ReplyStreamer,
+  toolChatMessages,
+  toolChoiceMessage,
+} from './tool-wire.ts';
 
 export type OpenAIKind = 'chat' | 'completion';
 
@@ -205,8 +212,8 @@ export function completionBody(
  * previous one (a token whose text is held back, a possible stop or half a character, waits for
  * the chunk that shows it); entries still waiting at a choice's end go out in a chunk with empty
  * content before its finish chunk. The usage chunk (stream_options.include_usage) covers them all.
- * With `tools` (chat), a reply streams as it is generated, and tool calls come when the choice
- * ends, one delta per call (tool-wire.ts).
+ * With `tools` (chat), a reply streams as it is generated, and so does each tool call: a delta
+ * with its index, id and name, then deltas with pieces of its arguments' text (tool-wire.ts).
  */
 export async function* completionChunks(
   kind: OpenAIKind,
@@ -266,24 +273,39 @@ export async function* completionChunks(
         yield sseData(chunk(echo.text, null));
       }
       const reply = tools ? new ReplyStreamer() : undefined;
+      const calls = tools ? new CallStreamer() : undefined;
+      const callDelta = (p: CallPiece) => ({
+        ...ident,
+        object,
+        choices: [
+          {
+            index,
+            delta: {
+              tool_calls: [
+                p.kind === 'start'
+                  ? { index: p.index, id: p.call.id, type: 'function', function: { name: p.call.name, arguments: '' } }
+                  : { index: p.index, function: { arguments: p.text } },
+              ],
+            },
+            logprobs: null,
+            finish_reason: null,
+          },
+        ],
+        ...extra,
+      });
       while (!r.done) {
         if (r.value.logprob) pending.push(r.value.logprob);
         const text = reply ? reply.push(r.value.text) : r.value.text;
         if (text) yield sseData(chunk(text, null));
+        // a call goes out as it is written: its id and name, then its arguments' text
+        for (const p of calls?.push(r.value.text) ?? []) yield sseData(callDelta(p));
         r = await events.next();
       }
       if (pending.length > 0) yield sseData(chunk('', null));
       if (kind === 'chat' && reply) {
-        const m = toolChoiceMessage(r.value);
-        // a reply has gone out as it came; a cut call goes out as its raw text
+        const m = toolChoiceMessage(r.value, calls);
+        // a reply has gone out as it came, calls too; an answer cut before a call's name goes out as its raw text
         if (m.content !== null && !reply.isReply) yield sseData(chunk(m.content, null));
-        for (const [k, call] of (m.toolCalls ?? []).entries())
-          yield sseData({
-            ...ident,
-            object,
-            choices: [{ index, delta: { tool_calls: [{ index: k, ...call }] }, logprobs: null, finish_reason: null }],
-            ...extra,
-          });
         yield sseData(chunk(undefined, m.finishReason));
       } else yield sseData(chunk(undefined, r.value.finishReason));
       done.push({ outcome: r.value, countsPrompt: run.countsPrompt });

@@ -4,7 +4,7 @@
  * A response's `output` holds a `message` item (one `output_text` part) for an answer in words,
  * and one `function_call` item per tool call (with tools: tool-wire.ts decides which the answer
  * is). `status` is "completed", or "incomplete" with incomplete_details.reason
- * "max_output_tokens" when the answer was cut.
+ * "max_output_tokens" when the answer was cut (a call cut in its arguments is an "incomplete" item).
  *
  * The stream (SSE, `event:` named as `type`, `sequence_number` counting from 0):
  *   response.created, response.in_progress                        (status in_progress, no output)
@@ -12,8 +12,9 @@
  *   → response.output_text.delta …                                 without tools; with tools once
  *   → response.output_text.done → response.content_part.done       the answer is known to be a
  *   → response.output_item.done                                    reply), text as it is generated
- *   per call: response.output_item.added → response.function_call_arguments.delta
- *     → response.function_call_arguments.done → response.output_item.done   (at the end, whole)
+ *   per call: response.output_item.added (once its name is known) → response.function_call_arguments.delta …
+ *     (its arguments' text as it is written) → at the end, response.function_call_arguments.done
+ *     → response.output_item.done
  *   response.completed | response.incomplete                       the whole response
  *   error {code, message, param}                                   instead, when generation fails
  */
@@ -23,7 +24,7 @@ import { toBitNetError } from './errors.ts';
 import { chatLogprobContent, type TokenNames } from './logprobs-wire.ts';
 import type { ResponsesRequest } from './responses.ts';
 import { sseEvent } from './sse.ts';
-import { ReplyStreamer, toolChoiceMessage } from './tool-wire.ts';
+import { CallStreamer, ReplyStreamer, toolChoiceMessage } from './tool-wire.ts';
 
 const newId = (prefix: string) => `${prefix}_${crypto.randomUUID().replace(/-/g, '')}`;
 
@@ -127,18 +128,24 @@ function responseObject(
   };
 }
 
-/** A finished answer: its reply text (null when it only calls tools), its calls, its status. */
+/** A finished answer: its reply text (null when it calls tools), its calls, its status. */
 function answerOf(
   o: GenerationOutcome,
   tools: boolean,
-): { text: string | null; calls: Omit<FunctionCallItem, 'id' | 'status' | 'type'>[]; status: Status } {
+  streamed?: CallStreamer,
+): { text: string | null; calls: (Omit<FunctionCallItem, 'id' | 'type'> & { complete: boolean })[]; status: Status } {
   const status: Status = o.finishReason === 'length' ? 'incomplete' : 'completed';
   if (!tools) return { text: o.text, calls: [], status };
-  const m = toolChoiceMessage(o);
-  const calls = (m.toolCalls ?? []).map((c) => ({
+  const cs = streamed ?? new CallStreamer();
+  if (!streamed) cs.push(o.text);
+  const m = toolChoiceMessage(o, cs);
+  const calls = (m.toolCalls ?? []).map((c, i) => ({
     call_id: c.id,
     name: c.function.name,
     arguments: c.function.arguments,
+    // a call cut by max_output_tokens
+    complete: cs.calls[i].complete,
+    status: (cs.calls[i].complete ? 'completed' : 'incomplete') as Status,
   }));
   return { text: m.content, calls, status };
 }
@@ -158,7 +165,7 @@ export function responseBody(
   const a = answerOf(o, tools);
   const output: OutputItem[] = [];
   if (a.text !== null) output.push(messageItem(newId('msg'), a.status, a.text, wireLogprobs(o.logprobs, names)));
-  for (const c of a.calls) output.push({ id: newId('fc'), type: 'function_call', status: 'completed', ...c });
+  for (const { complete: _, ...c } of a.calls) output.push({ id: newId('fc'), type: 'function_call', ...c });
   return responseObject(ident, b, a.status, output, o);
 }
 
@@ -190,6 +197,9 @@ export async function* responseEvents(
     ev('response.output_text.delta', { ...at, delta: d, logprobs: wireLogprobs(pending.splice(0), names) });
   try {
     const reply = tools ? new ReplyStreamer() : undefined;
+    const calls = tools ? new CallStreamer() : undefined;
+    // each call's item id (fc_…), made when its output_item.added goes out
+    const fcIds: string[] = [];
     if (!reply) yield* open();
     let r = await events.next();
     while (!r.done) {
@@ -197,9 +207,25 @@ export async function* responseEvents(
       const piece = reply ? reply.push(r.value.text) : r.value.text;
       if (!opened && reply?.isReply) yield* open();
       if (piece) yield delta(piece);
+      // a call goes out as it is written: its item once its name is known, then its arguments' text
+      for (const p of calls?.push(r.value.text) ?? []) {
+        if (p.kind === 'start') {
+          fcIds[p.index] = newId('fc');
+          const { id: call_id, name } = p.call;
+          yield ev('response.output_item.added', {
+            output_index: p.index,
+            item: { id: fcIds[p.index], type: 'function_call', status: 'in_progress', call_id, name, arguments: '' },
+          });
+        } else
+          yield ev('response.function_call_arguments.delta', {
+            item_id: fcIds[p.index],
+            output_index: p.index,
+            delta: p.text,
+          });
+      }
       r = await events.next();
     }
-    const a = answerOf(r.value, tools);
+    const a = answerOf(r.value, tools, calls);
     const output: OutputItem[] = [];
     if (a.text !== null) {
       // with tools, a cut answer that was no reply goes out as its raw text, now
@@ -213,11 +239,8 @@ export async function* responseEvents(
       yield ev('response.output_item.done', { output_index: 0, item });
       output.push(item);
     }
-    for (const c of a.calls) {
-      const output_index = output.length;
-      const item: FunctionCallItem = { id: newId('fc'), type: 'function_call', status: 'completed', ...c };
-      yield ev('response.output_item.added', { output_index, item: { ...item, status: 'in_progress', arguments: '' } });
-      yield ev('response.function_call_arguments.delta', { item_id: item.id, output_index, delta: c.arguments });
+    for (const [output_index, { complete: _, ...c }] of a.calls.entries()) {
+      const item: FunctionCallItem = { id: fcIds[output_index], type: 'function_call', ...c };
       yield ev('response.function_call_arguments.done', {
         item_id: item.id,
         output_index,

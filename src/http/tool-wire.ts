@@ -4,11 +4,12 @@
  *   given), `parallel_tool_calls`; past turns with `tool_calls` (assistant) and `role: "tool"`
  *   results, written into the conversation as text any chat template renders;
  * - response: a choice whose answer calls tools has `message.tool_calls` (each with a fresh
- *   `call_…` id and its arguments as a JSON string), `content: null` and finish_reason
- *   "tool_calls"; an answer in words is plain `content`. A stream sends a reply's text as it is
- *   generated (ReplyStreamer decodes the JSON string on the fly), and tool calls at the end, one
- *   delta per call. An answer cut by max_tokens is its reply so far, or else its raw text, with
- *   finish_reason "length".
+ *   `call_…` id and its arguments as the JSON text the model wrote), `content: null` and
+ *   finish_reason "tool_calls"; an answer in words is plain `content`. A stream sends a reply's
+ *   text as it is generated (ReplyStreamer decodes the JSON string on the fly), and each call as it
+ *   is written (CallStreamer): its id and name once the name is known, then its arguments' text in
+ *   pieces. An answer cut by max_tokens is its reply so far, or its calls so far (the last one's
+ *   arguments cut), or, cut before any call's name, its raw text, with finish_reason "length".
  */
 import type { GenerationOutcome } from '../generate/engine.ts';
 import { parseToolAnswer, type ToolChoice, type ToolSpec } from '../generate/tool-calls.ts';
@@ -152,27 +153,157 @@ export class ReplyStreamer {
   }
 }
 
-/** A finished choice's message and finish_reason, with tools active. */
-export function toolChoiceMessage(o: GenerationOutcome): {
+/** A call as the answer's text gives it so far: `arguments` is its JSON text as written. */
+export interface StreamedCall {
+  id: string;
+  name: string;
+  arguments: string;
+  /** Its arguments' value has ended. */
+  complete: boolean;
+}
+
+/** What a piece of a calling answer completes: a call's start (its name is known), more of its arguments. */
+export type CallPiece =
+  | { kind: 'start'; index: number; call: StreamedCall }
+  | { kind: 'args'; index: number; text: string };
+
+const callId = () => `call_${crypto.randomUUID().replace(/-/g, '').slice(0, 24)}`;
+
+/**
+ * The calls of an answer `{"tool_calls": [{"name": …, "arguments": …}, …]}` while it is
+ * generated: push() each new piece of the answer's text and get what it completes, each call's
+ * start (with a fresh `call_…` id) once its name is known, then its arguments' JSON text as the
+ * model writes it, cut anywhere (the pieces of a call join to its `arguments`). Nothing for a
+ * reply. The answer's grammar (generate/tool-calls.ts) fixes the form, so the scan follows it:
+ * the arguments' value ends where its brackets close (strings and escapes skipped), or, for a
+ * scalar, at the first character after it.
+ */
+export class CallStreamer {
+  private raw = '';
+  private at = 0;
+  private state: 'open' | 'next' | 'name' | 'value' | 'close' | 'done' = 'open';
+  // in an arguments value
+  private started = false;
+  private scalar = false;
+  private depth = 0;
+  private inString = false;
+  private escaped = false;
+  readonly calls: StreamedCall[] = [];
+
+  push(piece: string): CallPiece[] {
+    this.raw += piece;
+    const out: CallPiece[] = [];
+    for (;;) {
+      const rest = this.raw.slice(this.at);
+      let m: RegExpExecArray | null = null;
+      if (this.state === 'open') m = /^\{\s*"tool_calls"\s*:\s*\[/.exec(rest);
+      else if (this.state === 'next') m = /^\s*,?\s*([{\]])/.exec(rest);
+      else if (this.state === 'name') m = /^\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:/.exec(rest);
+      else if (this.state === 'close') m = /^\s*\}/.exec(rest);
+      else if (this.state === 'value') {
+        const text = this.scanValue();
+        if (text) {
+          this.calls[this.calls.length - 1].arguments += text;
+          out.push({ kind: 'args', index: this.calls.length - 1, text });
+        }
+        if (this.state === 'value') return out;
+        continue;
+      } else return out;
+      if (!m) return out;
+      this.at += m[0].length;
+      if (this.state === 'open') this.state = 'next';
+      else if (this.state === 'next') this.state = m[1] === ']' ? 'done' : 'name';
+      else if (this.state === 'close') this.state = 'next';
+      else {
+        const call: StreamedCall = { id: callId(), name: JSON.parse(`"${m[1]}"`), arguments: '', complete: false };
+        this.calls.push(call);
+        out.push({ kind: 'start', index: this.calls.length - 1, call });
+        this.state = 'value';
+        this.started = false;
+      }
+    }
+  }
+
+  /** Scans the arguments value from `at`: returns its text so far, and moves to 'close' at its end. */
+  private scanValue(): string {
+    let from = this.at;
+    let i = this.at;
+    for (; i < this.raw.length; i++) {
+      const c = this.raw[i];
+      if (!this.started) {
+        if (c === ' ' || c === '\n' || c === '\t' || c === '\r') {
+          from = i + 1;
+          continue;
+        }
+        this.started = true;
+        this.scalar = c !== '{' && c !== '[' && c !== '"';
+        this.depth = 0;
+        this.inString = false;
+        this.escaped = false;
+      }
+      if (this.scalar) {
+        if (/[\s,}\]]/.test(c)) return this.endValue(from, i);
+        continue;
+      }
+      if (this.inString) {
+        if (this.escaped) this.escaped = false;
+        else if (c === '\\') this.escaped = true;
+        else if (c === '"') {
+          this.inString = false;
+          if (this.depth === 0) return this.endValue(from, i + 1);
+        }
+        continue;
+      }
+      if (c === '"') this.inString = true;
+      else if (c === '{' || c === '[') this.depth++;
+      else if (c === '}' || c === ']') {
+        this.depth--;
+        if (this.depth === 0) return this.endValue(from, i + 1);
+      }
+    }
+    this.at = i;
+    return this.raw.slice(from, i);
+  }
+
+  private endValue(from: number, end: number): string {
+    this.at = end;
+    this.state = 'close';
+    this.calls[this.calls.length - 1].complete = true;
+    return this.raw.slice(from, end);
+  }
+}
+
+/**
+ * A finished choice's message and finish_reason, with tools active. `streamed`: the CallStreamer
+ * that followed the answer as it streamed, so the calls keep the ids the stream gave them. A call's
+ * `arguments` is its JSON text as the model wrote it. An answer cut by max_tokens is its reply so
+ * far, or its calls so far (the last one's arguments cut), or, cut before a call's name, its raw text.
+ */
+export function toolChoiceMessage(
+  o: GenerationOutcome,
+  streamed?: CallStreamer,
+): {
   content: string | null;
   toolCalls?: WireToolCall[];
   finishReason: string;
 } {
   const answer = o.finishReason === 'stop' ? parseToolAnswer(o.text) : undefined;
+  if (answer !== undefined && 'response' in answer) return { content: answer.response, finishReason: 'stop' };
+  const calls = streamed ?? new CallStreamer();
+  if (!streamed) calls.push(o.text);
   if (answer === undefined) {
-    // cut: the reply so far, as a stream would have shown it; a cut call, as it was written
     const reply = new ReplyStreamer();
     const text = reply.push(o.text);
-    return { content: reply.isReply ? text : o.text, finishReason: o.finishReason };
+    if (reply.isReply) return { content: text, finishReason: o.finishReason };
+    if (calls.calls.length === 0) return { content: o.text, finishReason: o.finishReason };
   }
-  if ('response' in answer) return { content: answer.response, finishReason: 'stop' };
   return {
     content: null,
-    toolCalls: answer.calls.map((c) => ({
-      id: `call_${crypto.randomUUID().replace(/-/g, '').slice(0, 24)}`,
+    toolCalls: calls.calls.map((c) => ({
+      id: c.id,
       type: 'function',
-      function: { name: c.name, arguments: JSON.stringify(c.arguments) },
+      function: { name: c.name, arguments: c.arguments },
     })),
-    finishReason: 'tool_calls',
+    finishReason: answer === undefined ? o.finishReason : 'tool_calls',
   };
 }

@@ -308,14 +308,63 @@ describe('POST /v1/responses', () => {
       seed: 5,
     } as never);
     const types: string[] = [];
-    for await (const e of stream) types.push(e.type);
+    let args = '';
+    for await (const e of stream) {
+      types.push(e.type);
+      if (e.type === 'response.function_call_arguments.delta') args += e.delta;
+    }
     const final = await stream.finalResponse();
     expect(final.status).toBe('completed');
     const calls = final.output.filter((o) => o.type === 'function_call');
     expect(calls).toHaveLength(1);
-    expect(types).toContain('response.function_call_arguments.delta');
-    expect(types).toContain('response.function_call_arguments.done');
-    expect(() => JSON.parse((calls[0] as { arguments: string }).arguments)).not.toThrow();
+    // the call's item opens once its name is known, and its arguments stream in pieces
+    const deltas = types.filter((t) => t === 'response.function_call_arguments.delta').length;
+    expect(deltas).toBeGreaterThan(1);
+    expect(types.slice(2, 4)).toEqual(['response.output_item.added', 'response.function_call_arguments.delta']);
+    expect(types.slice(-3)).toEqual([
+      'response.function_call_arguments.done',
+      'response.output_item.done',
+      'response.completed',
+    ]);
+    expect(args).toBe((calls[0] as { arguments: string }).arguments);
+    expect(() => JSON.parse(args)).not.toThrow();
+
+    // cut by max_output_tokens inside the arguments: an incomplete call, the same streamed or not
+    // (a few lengths: where the arguments start depends on the vocabulary)
+    let cutCalls = 0;
+    for (const max of [55, 60, 65, 70, 75, 80]) {
+      const cutReq = {
+        input: 'what is the weather in Paris?',
+        tools: TOOLS,
+        tool_choice: { type: 'function', name: 'get_weather' },
+        parallel_tool_calls: false,
+        max_output_tokens: max,
+        logit_bias: noSpace,
+        seed: 5,
+      };
+      const cut = await responses(cutReq);
+      if (cut.body.status !== 'incomplete' || cut.body.output[0].type !== 'function_call') continue;
+      expect(cut.body.incomplete_details).toEqual({ reason: 'max_output_tokens' });
+      // a call whose arguments were cut is incomplete; one cut after them (in the closing brackets) is not
+      const complete = (() => {
+        try {
+          JSON.parse(cut.body.output[0].arguments);
+          return true;
+        } catch {
+          return false;
+        }
+      })();
+      expect(cut.body.output[0].status).toBe(complete ? 'completed' : 'incomplete');
+      if (!complete) cutCalls++;
+      const cutStream = await events(await call('/v1/responses', { ...cutReq, stream: true }));
+      const last = cutStream.at(-1)!;
+      expect(last[0]).toBe('response.incomplete');
+      const { name, arguments: a } = cut.body.output[0];
+      expect(last[1].response.output).toMatchObject([
+        { type: 'function_call', status: cut.body.output[0].status, name, arguments: a },
+      ]);
+    }
+    expect(cutCalls).toBeGreaterThan(0);
 
     // auto: every answer is a call or a reply; a reply streams as text deltas as it is generated
     let streamedReply = false;

@@ -8,7 +8,7 @@ import { parseGbnf } from '../../src/generate/grammar/gbnf.ts';
 import { GrammarMatcher } from '../../src/generate/grammar/matcher.ts';
 import { parseToolAnswer, toolCallGbnf, toolSystemPrompt } from '../../src/generate/tool-calls.ts';
 import { createApp } from '../../src/http/app.ts';
-import { ReplyStreamer, toolChatMessages } from '../../src/http/tool-wire.ts';
+import { CallStreamer, ReplyStreamer, toolChatMessages, toolChoiceMessage } from '../../src/http/tool-wire.ts';
 import { valid } from '../helpers/schema-instances.ts';
 import { noWhitespaceBias, openAIFor, post, sseData, tinyModel } from './helpers.ts';
 
@@ -119,6 +119,39 @@ describe('the answer grammar', () => {
     expect(calls.isReply).toBe(false);
   });
 
+  it('calls stream as they are written, however the answer is cut into pieces; cut answers keep their calls so far', () => {
+    const args = ['{ "city" : "Pa\\"ris}]", "n": [1, {"x": "]"}] }', '{}', '42', '"a\\\\"', 'true'];
+    const names = ['get_weather', 'add', 'x-1', 'y_2', 'z'];
+    const answer = `{"tool_calls": [${args.map((a, i) => `{"name": "${names[i]}",\n "arguments": ${a}}`).join(' ,\n')}]}`;
+    expect(parseToolAnswer(answer)).toBeDefined();
+    for (let cut1 = 0; cut1 <= answer.length; cut1 += 3)
+      for (let cut2 = cut1; cut2 <= answer.length; cut2 += 7) {
+        const s = new CallStreamer();
+        const pieces = [answer.slice(0, cut1), answer.slice(cut1, cut2), answer.slice(cut2)].flatMap((p) => s.push(p));
+        expect(pieces.filter((p) => p.kind === 'start').map((p) => p.kind === 'start' && p.call.name)).toEqual(names);
+        const joined = names.map((_, i) =>
+          pieces
+            .filter((p) => p.kind === 'args' && p.index === i)
+            .map((p) => (p.kind === 'args' ? p.text : ''))
+            .join(''),
+        );
+        expect(joined, `${cut1} ${cut2}`).toEqual(args);
+        expect(s.calls.every((c) => c.complete)).toBe(true);
+      }
+    expect(new CallStreamer().push('{"response": "{\\"tool_calls\\": []}"}')).toEqual([]);
+    // cut by max_tokens: the calls so far, the last one's arguments cut; before any name, the raw text
+    const outcome = (text: string) => ({ text, finishReason: 'length' }) as never;
+    const cut = toolChoiceMessage(outcome(answer.slice(0, answer.indexOf('42') + 1)));
+    expect(cut.content).toBeNull();
+    expect(cut.finishReason).toBe('length');
+    expect(cut.toolCalls?.map((c) => c.function.name)).toEqual(['get_weather', 'add', 'x-1']);
+    expect(cut.toolCalls?.map((c) => c.function.arguments)).toEqual([args[0], args[1], '4']);
+    expect(toolChoiceMessage(outcome('{"tool_calls": [{"na'))).toEqual({
+      content: '{"tool_calls": [{"na',
+      finishReason: 'length',
+    });
+  });
+
   it('the conversation: tools in the system message, calls and results as text any template renders', () => {
     const system = toolSystemPrompt(SPECS, { mode: 'auto', parallel: true });
     expect(system).toContain('"name":"get_weather"');
@@ -225,7 +258,7 @@ describe('tool calls over HTTP', () => {
     expect(typeof none.choices[0].message.content).toBe('string');
   });
 
-  it('streamed: the role, then one delta per call, then finish_reason tool_calls; the same as unstreamed', async () => {
+  it('streamed: the role, then each call as it is written (id and name, then its arguments in pieces), then finish_reason tool_calls; the same as unstreamed', async () => {
     const body = ask({ tool_choice: 'required', seed: 11, max_tokens: 200, parallel_tool_calls: false });
     const whole = (await (await call(body)).json()).choices[0];
     const chunks = sseData(await (await call({ ...body, stream: true })).text())
@@ -235,16 +268,28 @@ describe('tool calls over HTTP', () => {
     expect(chunks[chunks.length - 1].finish_reason).toBe(whole.finish_reason);
     expect(whole.finish_reason).toBe('tool_calls');
     {
-      const deltas = chunks.flatMap((c) => c.delta.tool_calls ?? []);
-      expect(deltas.map((d: { index: number }) => d.index)).toEqual(
-        whole.message.tool_calls.map((_: unknown, i: number) => i),
+      type Delta = { index: number; id?: string; type?: string; function: { name?: string; arguments: string } };
+      const deltas: Delta[] = chunks.flatMap((c) => c.delta.tool_calls ?? []);
+      const wholeCalls: { function: { name: string; arguments: string } }[] = whole.message.tool_calls;
+      // per call: a first delta with id, type and name (no arguments yet), then argument pieces
+      const firsts = deltas.filter((d) => d.id !== undefined);
+      expect(firsts.map((d) => d.index)).toEqual(wholeCalls.map((_, i) => i));
+      for (const d of firsts) {
+        expect(d.id).toMatch(/^call_[0-9a-f]{24}$/);
+        expect([d.type, d.function.arguments]).toEqual(['function', '']);
+      }
+      expect(firsts.map((d) => d.function.name)).toEqual(wholeCalls.map((c) => c.function.name));
+      expect(
+        deltas.filter((d) => d.id === undefined).every((d) => d.type === undefined && d.function.name === undefined),
+      ).toBe(true);
+      const joined = wholeCalls.map((_, i) =>
+        deltas
+          .filter((d) => d.index === i)
+          .map((d) => d.function.arguments)
+          .join(''),
       );
-      expect(deltas.map((d: { function: unknown }) => d.function)).toEqual(
-        whole.message.tool_calls.map((c: { function: unknown }) => c.function),
-      );
-      expect(deltas.every((d: { id: string; type: string }) => /^call_/.test(d.id) && d.type === 'function')).toBe(
-        true,
-      );
+      expect(joined).toEqual(wholeCalls.map((c) => c.function.arguments));
+      expect(deltas.length).toBeGreaterThan(2 * wholeCalls.length);
     }
     // a reply streams as content
     const reply = ask({ tool_choice: 'none', seed: 2, max_tokens: 6, logit_bias: {} });
