@@ -18,7 +18,7 @@
  */
 import { z } from 'zod';
 import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
-import { type ChatCompletionRequest, sampling } from './schemas.ts';
+import { type ChatCompletionRequest, checkTools, sampling } from './schemas.ts';
 
 const stateless = (field: string) =>
   `${field} is not supported: this server keeps no responses; send the whole conversation in input`;
@@ -117,6 +117,10 @@ const format = z.discriminatedUnion(
   { error: 'text.format.type must be text, json_object or json_schema' },
 );
 
+const LOGPROBS = 'message.output_text.logprobs';
+const wantsLogprobs = (b: { include?: string[] | null; top_logprobs?: number | null }) =>
+  b.include?.includes(LOGPROBS) === true || (b.top_logprobs ?? 0) > 0;
+
 const { max_tokens: _mt, n: _n, stream_options: _so, response_format: _rf, ...shared } = sampling;
 
 export const responsesSchema = z
@@ -158,39 +162,19 @@ export const responsesSchema = z
     top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
     include: z.array(z.string()).nullish(),
   })
-  .superRefine((b, ctx) => {
-    const names = (b.tools ?? []).map((t) => t.name);
-    const dup = names.find((n, i) => names.indexOf(n) !== i);
-    if (dup !== undefined)
-      ctx.addIssue({ code: 'custom', path: ['tools'], message: `the tool ${dup} is listed twice` });
-    const tc = b.tool_choice;
-    if (tc != null && tc !== 'none' && names.length === 0)
-      ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: 'tool_choice needs tools' });
-    if (typeof tc === 'object' && tc !== null && !names.includes(tc.name))
-      ctx.addIssue({
-        code: 'custom',
-        path: ['tool_choice'],
-        message: `tool_choice names ${tc.name}, which is not in tools`,
-      });
-    // the answer's form is the tools' grammar: no second constraint
-    if (names.length > 0 && tc !== 'none') {
-      if (b.text?.format != null && b.text.format.type !== 'text')
-        ctx.addIssue({ code: 'custom', path: ['text', 'format'], message: 'text.format cannot be used with tools' });
-      if (b.grammar != null)
-        ctx.addIssue({ code: 'custom', path: ['grammar'], message: 'grammar cannot be used with tools' });
-      if (wantsLogprobs(b))
-        ctx.addIssue({
-          code: 'custom',
-          path: [b.include?.includes(LOGPROBS) ? 'include' : 'top_logprobs'],
-          message: 'logprobs are not supported with tools',
-        });
-    }
-  });
+  .superRefine((b, ctx) =>
+    checkTools(
+      ctx,
+      (b.tools ?? []).map((t) => t.name),
+      b.tool_choice,
+      [
+        [['text', 'format'], b.text?.format != null && b.text.format.type !== 'text'],
+        [['grammar'], b.grammar != null],
+        [[b.include?.includes(LOGPROBS) ? 'include' : 'top_logprobs'], wantsLogprobs(b)],
+      ],
+    ),
+  );
 export type ResponsesRequest = z.output<typeof responsesSchema>;
-
-const LOGPROBS = 'message.output_text.logprobs';
-const wantsLogprobs = (b: { include?: string[] | null; top_logprobs?: number | null }) =>
-  b.include?.includes(LOGPROBS) === true || (b.top_logprobs ?? 0) > 0;
 
 const partsText = (c: z.infer<typeof textContent>): string =>
   typeof c === 'string' ? c : c.map((p) => p.text).join('\n');

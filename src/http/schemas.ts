@@ -147,6 +147,37 @@ const tool = z.object({
   }),
 });
 
+/**
+ * The tool checks of the chat and Responses routes: each tool listed once, a tool_choice other than
+ * none only with tools, a named one among them; and, with tools in use, none of `conflicts` (a
+ * field path and whether it is set): the answer's form is the tools' grammar, so no second
+ * constraint, and no per-token logprobs of its JSON.
+ */
+export function checkTools(
+  ctx: z.RefinementCtx,
+  names: readonly string[],
+  choice: 'none' | 'auto' | 'required' | { name: string } | null | undefined,
+  conflicts: readonly [path: string[], set: boolean][],
+): void {
+  const issue = (path: string[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) issue(['tools'], `the tool ${dup} is listed twice`);
+  if (choice != null && choice !== 'none' && names.length === 0) issue(['tool_choice'], 'tool_choice needs tools');
+  if (typeof choice === 'object' && choice !== null && !names.includes(choice.name))
+    issue(['tool_choice'], `tool_choice names ${choice.name}, which is not in tools`);
+  if (names.length === 0 || choice === 'none') return;
+  for (const [path, set] of conflicts) {
+    if (!set) continue;
+    const field = path.join('.');
+    issue(
+      path,
+      field === 'logprobs' || field === 'include' || field === 'top_logprobs'
+        ? 'logprobs are not supported with tools'
+        : `${field} cannot be used with tools`,
+    );
+  }
+}
+
 export const chatCompletionSchema = z
   .object({
     ...sampling,
@@ -171,32 +202,17 @@ export const chatCompletionSchema = z
     path: ['top_logprobs'],
   })
   .superRefine((b, ctx) => {
-    const names = (b.tools ?? []).map((t) => t.function.name);
-    const dup = names.find((n, i) => names.indexOf(n) !== i);
-    if (dup !== undefined)
-      ctx.addIssue({ code: 'custom', path: ['tools'], message: `the tool ${dup} is listed twice` });
     const tc = b.tool_choice;
-    if (tc != null && tc !== 'none' && names.length === 0)
-      ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: 'tool_choice needs tools' });
-    if (typeof tc === 'object' && tc !== null && !names.includes(tc.function.name))
-      ctx.addIssue({
-        code: 'custom',
-        path: ['tool_choice'],
-        message: `tool_choice names ${tc.function.name}, which is not in tools`,
-      });
-    // the answer's form is the tools' grammar: no second constraint, and no per-token logprobs of its JSON
-    if (names.length > 0 && tc !== 'none') {
-      if (b.response_format != null && b.response_format.type !== 'text')
-        ctx.addIssue({
-          code: 'custom',
-          path: ['response_format'],
-          message: 'response_format cannot be used with tools',
-        });
-      if (b.grammar != null)
-        ctx.addIssue({ code: 'custom', path: ['grammar'], message: 'grammar cannot be used with tools' });
-      if (b.logprobs === true)
-        ctx.addIssue({ code: 'custom', path: ['logprobs'], message: 'logprobs are not supported with tools' });
-    }
+    checkTools(
+      ctx,
+      (b.tools ?? []).map((t) => t.function.name),
+      typeof tc === 'object' && tc !== null ? { name: tc.function.name } : tc,
+      [
+        [['response_format'], b.response_format != null && b.response_format.type !== 'text'],
+        [['grammar'], b.grammar != null],
+        [['logprobs'], b.logprobs === true],
+      ],
+    );
   });
 export type ChatCompletionRequest = z.infer<typeof chatCompletionSchema>;
 
