@@ -9,7 +9,8 @@
  *   GET  /v1/models/{id}          the served model's object (OpenAI's models.retrieve); 404 for other ids
  *   POST /v1/chat/completions     OpenAI chat, SSE or JSON (prompt: the model's chat template)
  *   POST /v1/completions          OpenAI completions, SSE or JSON
- *   POST /v1/responses            OpenAI Responses (stateless: input carries the conversation), SSE or JSON
+ *   POST /v1/responses            OpenAI Responses (stateless: input carries the conversation), SSE or JSON;
+ *        /v1/responses/{id}…      404 RESPONSE_NOT_STORED (no response is kept to retrieve, delete or cancel)
  *   POST /v1/generate             native: GenerationConfig fields, SSE (event: token|done|error) or JSON
  *
  * A known path asked with another method gets 405 with an Allow header (HEAD works wherever GET
@@ -624,6 +625,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       if (stream) return streamResponse(runs, obs, nativeChunks(run.events, modelId, tokNames));
       return c.json(nativeOutcome(await collect(run), modelId, tokNames));
     });
+  });
+
+  // OpenAI's stored-response routes (retrieve, delete, cancel, input_items): this server keeps none.
+  app.all('/v1/responses/:rest{.+}', (c) => {
+    throw BitNetError.Config(
+      'RESPONSE_NOT_STORED',
+      `this server keeps no responses (${c.req.method} ${c.req.path}); send the whole conversation in input`,
+    );
   });
 
   // A known path with another method: 405 and Allow, registered after the routes so that it only

@@ -434,5 +434,23 @@ describe('POST /v1/responses', () => {
     const get = await app.request('/v1/responses');
     expect(get.status).toBe(405);
     expect(get.headers.get('allow')).toBe('POST');
+    // no response is stored: retrieving, deleting or cancelling one says so
+    for (const [method, path] of [
+      ['GET', '/v1/responses/resp_1'],
+      ['DELETE', '/v1/responses/resp_1'],
+      ['POST', '/v1/responses/resp_1/cancel'],
+      ['GET', '/v1/responses/resp_1/input_items'],
+    ]) {
+      const r = await app.request(path, { method });
+      expect(r.status, path).toBe(404);
+      expect((await r.json()).error).toMatchObject({
+        code: 'RESPONSE_NOT_STORED',
+        message: expect.stringMatching(/keeps no responses/),
+      });
+    }
+    await expect(client.responses.retrieve('resp_1')).rejects.toMatchObject({
+      status: 404,
+      code: 'RESPONSE_NOT_STORED',
+    });
   });
 });
