@@ -117,6 +117,26 @@ describe('Worker in workerd', () => {
     expect(whole.usage?.completion_tokens).toBe(usage?.completion_tokens);
   });
 
+  it('the openai client streams a response (the Responses API), and it matches the JSON answer', async () => {
+    const c = client();
+    const req = {
+      model: MODEL,
+      instructions: 'Be brief.',
+      input: 'hello from the edge',
+      max_output_tokens: 12,
+      seed: 42,
+    };
+    const stream = c.responses.stream(req);
+    let deltas = '';
+    for await (const e of stream) if (e.type === 'response.output_text.delta') deltas += e.delta;
+    const streamed = await stream.finalResponse();
+    const whole = await c.responses.create(req);
+    expect(deltas).toBe(whole.output_text);
+    expect(streamed.output_text).toBe(whole.output_text);
+    expect(whole.usage?.output_tokens).toBeGreaterThan(0);
+    expect(whole.status).toMatch(/^(completed|incomplete)$/);
+  });
+
   it('lists the model and serves completions', async () => {
     const c = client();
     const list = await c.models.list();
