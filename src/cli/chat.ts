@@ -9,7 +9,6 @@
  */
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { BitNetModel } from '../api/bitnet-model.ts';
 import { GenerationConfig } from '../api/generation-config.ts';
 import { BitNetError } from '../errors.ts';
 import { type ChatMessage, chatTemplateResolver, renderChat } from '../http/chat-template.ts';
@@ -34,10 +33,13 @@ export async function chatCommand(argv: string[]): Promise<number> {
   const location = required(str(values, 'model'), 'model');
   const config = new GenerationConfig(samplingFromFlags(values, 256)).validate();
   const backend = oneOf(values, 'backend', ['reference', 'wasm', 'cuda'] as const);
-  const model = await BitNetModel.fromFile(await resolveCliLocation(location, { quiet: values.json === true }), {
-    backend,
-    numThreads: num(values, 'threads', { int: true, min: 1 }),
-  });
+  const model = await (await import('../api/bitnet-model.ts')).BitNetModel.fromFile(
+    await resolveCliLocation(location, { quiet: values.json === true }),
+    {
+      backend,
+      numThreads: num(values, 'threads', { int: true, min: 1 }),
+    },
+  );
   const tok = model.tokenizer;
   if (!tok)
     throw BitNetError.Tokenization(

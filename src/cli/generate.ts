@@ -4,7 +4,6 @@
  * text streams to stdout as it is generated.
  */
 import { parseArgs } from 'node:util';
-import { BitNetModel } from '../api/bitnet-model.ts';
 import { GenerationConfig } from '../api/generation-config.ts';
 import { BitNetError } from '../errors.ts';
 import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
@@ -51,11 +50,14 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const backend = oneOf(values, 'backend', ['reference', 'wasm', 'cuda'] as const);
   const threads = num(values, 'threads', { int: true, min: 1 });
   const t0 = performance.now();
-  const model = await BitNetModel.fromFile(await resolveCliLocation(location), {
-    backend,
-    numThreads: threads,
-    preTokenizer: str(values, 'pre-tokenizer'),
-  });
+  const model = await (await import('../api/bitnet-model.ts')).BitNetModel.fromFile(
+    await resolveCliLocation(location),
+    {
+      backend,
+      numThreads: threads,
+      preTokenizer: str(values, 'pre-tokenizer'),
+    },
+  );
   const loadMs = performance.now() - t0;
   // --parse-special: `<|eot_id|>` in --prompt is that token (llama-cli's -p), for prompts rendered by hand
   const p =

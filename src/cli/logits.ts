@@ -8,7 +8,6 @@
  * (Model/LOGITS_NAN, as `generate` raises on the same model): JSON would print them as `null`.
  */
 import { parseArgs } from 'node:util';
-import { BitNetModel } from '../api/bitnet-model.ts';
 import { ModelLoader } from '../api/model-loader.ts';
 import { BitNetError } from '../errors.ts';
 import { KVCache } from '../model/kv-cache.ts';
@@ -74,7 +73,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
   if (activations === 'q8k') {
     rows = await q8kLogits(path, ids);
   } else {
-    const model = await BitNetModel.fromFile(path, { backend });
+    const model = await (await import('../api/bitnet-model.ts')).BitNetModel.fromFile(path, { backend });
     const t = await model.engine.forward(ids);
     const v = t.shape[1];
     rows = Array.from({ length: t.shape[0] }, (_, i) => t.data.subarray(i * v, (i + 1) * v));

@@ -13,11 +13,9 @@
  *
  * Any other location is returned as it is. Node only.
  */
+import { stat } from 'node:fs/promises';
 import { BitNetError } from '../errors.ts';
-import { convertCheckpointDirectory } from '../shards/convert-checkpoint.ts';
-import { checkpointPack } from '../shards/local-checkpoint.ts';
 import { ProgressBars } from '../shards/progress-bar.ts';
-import { resolveHubModel } from '../sources/hf-hub.ts';
 import { decodeLocationPart, localPath } from '../sources/location.ts';
 import { locationKind } from '../sources/open.ts';
 
@@ -68,12 +66,25 @@ export async function resolveCliLocation(
           bars.get(`convert ${what}`).update(p.doneBytes, p.totalBytes, p.tensor);
   if (!hub) {
     if (o.convert === false || locationKind(location) !== 'file') return location;
+    // only a directory can be a checkpoint: the converter (most of the model code) loads for one
+    // only, so a command with a bad flag fails before it has loaded anything heavy
+    const path = localPath(location);
+    if (
+      !(await stat(path).then(
+        (st) => st.isDirectory(),
+        () => false,
+      ))
+    )
+      return location;
+    const { checkpointPack } = await import('../shards/local-checkpoint.ts');
     try {
-      return (await checkpointPack(localPath(location), { onProgress: convertProgress(location) })) ?? location;
+      return (await checkpointPack(path, { onProgress: convertProgress(location) })) ?? location;
     } finally {
       bars.finish();
     }
   }
+  const { resolveHubModel } = await import('../sources/hf-hub.ts');
+  const { convertCheckpointDirectory } = await import('../shards/convert-checkpoint.ts');
   try {
     return await resolveHubModel(hub.repo, {
       revision: hub.revision,

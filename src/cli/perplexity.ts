@@ -7,7 +7,6 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { BitNetModel } from '../api/bitnet-model.ts';
 import { BitNetError } from '../errors.ts';
 import { idList, num, oneOf, required, str } from './args.ts';
 import { resolveCliLocation } from './model-location.ts';
@@ -53,11 +52,14 @@ export async function perplexityCommand(argv: string[]): Promise<number> {
     }
   }
 
-  const model = await BitNetModel.fromFile(await resolveCliLocation(location, { quiet: values.json === true }), {
-    backend,
-    numThreads: threads,
-    preTokenizer: str(values, 'pre-tokenizer'),
-  });
+  const model = await (await import('../api/bitnet-model.ts')).BitNetModel.fromFile(
+    await resolveCliLocation(location, { quiet: values.json === true }),
+    {
+      backend,
+      numThreads: threads,
+      preTokenizer: str(values, 'pre-tokenizer'),
+    },
+  );
   const t0 = performance.now();
   const r = await model.perplexity(ids ? { ids } : text!, {
     chunkSize,
