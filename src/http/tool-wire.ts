@@ -194,13 +194,8 @@ export class CallStreamer {
     this.raw += piece;
     const out: CallPiece[] = [];
     for (;;) {
-      const rest = this.raw.slice(this.at);
-      let m: RegExpExecArray | null = null;
-      if (this.state === 'open') m = /^\{\s*"tool_calls"\s*:\s*\[/.exec(rest);
-      else if (this.state === 'next') m = /^\s*,?\s*([{\]])/.exec(rest);
-      else if (this.state === 'name') m = /^\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:/.exec(rest);
-      else if (this.state === 'close') m = /^\s*\}/.exec(rest);
-      else if (this.state === 'value') {
+      if (this.state === 'done') return out;
+      if (this.state === 'value') {
         const text = this.scanValue();
         if (text) {
           this.calls[this.calls.length - 1].arguments += text;
@@ -208,7 +203,16 @@ export class CallStreamer {
         }
         if (this.state === 'value') return out;
         continue;
-      } else return out;
+      }
+      const rest = this.raw.slice(this.at);
+      let m: RegExpExecArray | null = null;
+      if (this.state === 'open') {
+        // a reply's key: no calls in this answer, nothing more to scan
+        if (/^\{\s*"[^t]/.test(rest)) this.state = 'done';
+        m = /^\{\s*"tool_calls"\s*:\s*\[/.exec(rest);
+      } else if (this.state === 'next') m = /^\s*,?\s*([{\]])/.exec(rest);
+      else if (this.state === 'name') m = /^\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:/.exec(rest);
+      else m = /^\s*\}/.exec(rest);
       if (!m) return out;
       this.at += m[0].length;
       if (this.state === 'open') this.state = 'next';
