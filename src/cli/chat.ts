@@ -14,7 +14,7 @@ import { BitNetError } from '../errors.ts';
 import { type ChatMessage, chatTemplateResolver, renderChat } from '../http/chat-template.ts';
 import { withStopStrings } from '../http/local.ts';
 import { num, oneOf, required, str } from './args.ts';
-import { resolveCliLocation } from './model-location.ts';
+import { openCliModel, resolveCliLocation } from './model-location.ts';
 import { SAMPLING_OPTIONS, samplingFromFlags } from './sampling-flags.ts';
 
 export async function chatCommand(argv: string[]): Promise<number> {
@@ -33,13 +33,10 @@ export async function chatCommand(argv: string[]): Promise<number> {
   const location = required(str(values, 'model'), 'model');
   const config = new GenerationConfig(samplingFromFlags(values, 256)).validate();
   const backend = oneOf(values, 'backend', ['reference', 'wasm', 'cuda'] as const);
-  const model = await (await import('../api/bitnet-model.ts')).BitNetModel.fromFile(
-    await resolveCliLocation(location, { quiet: values.json === true }),
-    {
-      backend,
-      numThreads: num(values, 'threads', { int: true, min: 1 }),
-    },
-  );
+  const model = await openCliModel(await resolveCliLocation(location, { quiet: values.json === true }), {
+    backend,
+    numThreads: num(values, 'threads', { int: true, min: 1 }),
+  });
   const tok = model.tokenizer;
   if (!tok)
     throw BitNetError.Tokenization(

@@ -9,7 +9,7 @@ import { BitNetError } from '../errors.ts';
 import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
 import { nativeLogprob, TokenNames } from '../http/logprobs-wire.ts';
 import { idList, num, oneOf, required, str } from './args.ts';
-import { resolveCliLocation } from './model-location.ts';
+import { openCliModel, resolveCliLocation } from './model-location.ts';
 import { SAMPLING_OPTIONS, samplingFromFlags } from './sampling-flags.ts';
 
 export async function generateCommand(argv: string[]): Promise<number> {
@@ -50,14 +50,11 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const backend = oneOf(values, 'backend', ['reference', 'wasm', 'cuda'] as const);
   const threads = num(values, 'threads', { int: true, min: 1 });
   const t0 = performance.now();
-  const model = await (await import('../api/bitnet-model.ts')).BitNetModel.fromFile(
-    await resolveCliLocation(location),
-    {
-      backend,
-      numThreads: threads,
-      preTokenizer: str(values, 'pre-tokenizer'),
-    },
-  );
+  const model = await openCliModel(await resolveCliLocation(location), {
+    backend,
+    numThreads: threads,
+    preTokenizer: str(values, 'pre-tokenizer'),
+  });
   const loadMs = performance.now() - t0;
   // --parse-special: `<|eot_id|>` in --prompt is that token (llama-cli's -p), for prompts rendered by hand
   const p =

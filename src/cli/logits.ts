@@ -13,7 +13,7 @@ import { BitNetError } from '../errors.ts';
 import { KVCache } from '../model/kv-cache.ts';
 import { ReferenceForward } from '../model/reference.ts';
 import { idList, oneOf, required, str } from './args.ts';
-import { resolveCliLocation } from './model-location.ts';
+import { openCliModel, resolveCliLocation } from './model-location.ts';
 
 async function q8kLogits(path: string, ids: number[]): Promise<Float32Array[]> {
   // The same locations as the other commands (paths, URLs, shard packs).
@@ -73,7 +73,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
   if (activations === 'q8k') {
     rows = await q8kLogits(path, ids);
   } else {
-    const model = await (await import('../api/bitnet-model.ts')).BitNetModel.fromFile(path, { backend });
+    const model = await openCliModel(path, { backend });
     const t = await model.engine.forward(ids);
     const v = t.shape[1];
     rows = Array.from({ length: t.shape[0] }, (_, i) => t.data.subarray(i * v, (i + 1) * v));

@@ -14,6 +14,8 @@
  * Any other location is returned as it is. Node only.
  */
 import { stat } from 'node:fs/promises';
+import type { BitNetModel } from '../api/bitnet-model.ts';
+import type { ModelConfigInit } from '../api/model-config.ts';
 import { BitNetError } from '../errors.ts';
 import { ProgressBars } from '../shards/progress-bar.ts';
 import { decodeLocationPart, localPath } from '../sources/location.ts';
@@ -100,4 +102,13 @@ export async function resolveCliLocation(
   } finally {
     bars.finish();
   }
+}
+
+/**
+ * BitNetModel.fromFile for a command, with the model code loaded only now: a command checks its
+ * flags first, so a bad flag fails before anything heavy is loaded.
+ */
+export async function openCliModel(location: string, config: ModelConfigInit = {}): Promise<BitNetModel> {
+  const { BitNetModel } = await import('../api/bitnet-model.ts');
+  return BitNetModel.fromFile(location, config);
 }

@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { BitNetError } from '../errors.ts';
 import { idList, num, oneOf, required, str } from './args.ts';
-import { resolveCliLocation } from './model-location.ts';
+import { openCliModel, resolveCliLocation } from './model-location.ts';
 
 export async function perplexityCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -52,14 +52,11 @@ export async function perplexityCommand(argv: string[]): Promise<number> {
     }
   }
 
-  const model = await (await import('../api/bitnet-model.ts')).BitNetModel.fromFile(
-    await resolveCliLocation(location, { quiet: values.json === true }),
-    {
-      backend,
-      numThreads: threads,
-      preTokenizer: str(values, 'pre-tokenizer'),
-    },
-  );
+  const model = await openCliModel(await resolveCliLocation(location, { quiet: values.json === true }), {
+    backend,
+    numThreads: threads,
+    preTokenizer: str(values, 'pre-tokenizer'),
+  });
   const t0 = performance.now();
   const r = await model.perplexity(ids ? { ids } : text!, {
     chunkSize,
