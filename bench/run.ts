@@ -4,7 +4,12 @@
  * threads, on a 2B-4T-shaped TQ2_0 file and the `large` shape (both with a Q6_K embedding/head,
  * SiLU), then the kernel micro-benchmark. Prints a table of ratios and one JSON object.
  *
- *   node bench/run.ts [--prompt 128] [--gen 64] [--runs 3] [--threads 1,2] [--shapes 2b-4t,large] [--no-llama] [--no-micro]
+ *   node bench/run.ts [--prompt 128] [--gen 64] [--runs 3] [--threads 1,2] [--parallel 1] [--shapes 2b-4t,large] [--no-llama] [--no-micro]
+ *
+ * `--parallel 1,4` adds rows with 4 sequences decoding at once (a server with 4 requests in
+ * flight): ours batches their steps (wasm backend), llama.cpp evaluates them on one context with 4
+ * sequences (node-llama-cpp batches concurrent evaluations). Decode tok/s is then the sum over the
+ * sequences.
  *
  * Each measurement is a fresh child process (clean RSS); ours and llama.cpp alternate per thread
  * count so machine-load drift hits both alike. Synthetic files are made once under .cache/bench/.
@@ -75,12 +80,14 @@ async function main(): Promise<void> {
       gen: { type: 'string', default: '64' },
       runs: { type: 'string', default: '3' },
       threads: { type: 'string', default: '1,2' },
+      parallel: { type: 'string', default: '1' },
       shapes: { type: 'string', default: '2b-4t,large' },
       'no-llama': { type: 'boolean' },
       'no-micro': { type: 'boolean' },
     },
   });
   const threads = values.threads!.split(',').map(Number);
+  const parallels = values.parallel!.split(',').map(Number);
   const shapes = values.shapes!.split(',');
   let llamaOk = !values['no-llama'];
   if (llamaOk) {
@@ -95,63 +102,69 @@ async function main(): Promise<void> {
   const rows: Record<string, unknown>[] = [];
   for (const shape of shapes) {
     const file = await ensureFile(shape);
-    for (const t of threads) {
-      const common = [String(t), values.prompt!, values.gen!, values.runs!];
-      console.error(`[bench] ${shape} ${t} thread(s): ours ...`);
-      const ours = lastJson(
-        await run([
-          'bin/bitnet.js',
-          'bench',
-          '--model',
+    for (const t of threads)
+      for (const p of parallels) {
+        const common = [String(t), values.prompt!, values.gen!, values.runs!, String(p)];
+        const what = `${shape} ${t} thread(s)${p > 1 ? `, ${p} sequences` : ''}`;
+        console.error(`[bench] ${what}: ours ...`);
+        const ours = lastJson(
+          await run([
+            'bin/bitnet.js',
+            'bench',
+            '--model',
+            file,
+            '--threads',
+            String(t),
+            '--prompt',
+            values.prompt!,
+            '--gen',
+            values.gen!,
+            '--runs',
+            values.runs!,
+            '--parallel',
+            String(p),
+            '--json',
+          ]),
+        );
+        let llama: Record<string, number> | undefined;
+        if (llamaOk) {
+          console.error(`[bench] ${what}: llama.cpp ...`);
+          llama = lastJson(await run(['bench/llama-bench.mjs', file, ...common]));
+        }
+        rows.push({
+          shape,
           file,
-          '--threads',
-          String(t),
-          '--prompt',
-          values.prompt!,
-          '--gen',
-          values.gen!,
-          '--runs',
-          values.runs!,
-          '--json',
-        ]),
-      );
-      let llama: Record<string, number> | undefined;
-      if (llamaOk) {
-        console.error(`[bench] ${shape} ${t} thread(s): llama.cpp ...`);
-        llama = lastJson(await run(['bench/llama-bench.mjs', file, ...common]));
+          threads: t,
+          parallel: p,
+          ours,
+          llama,
+          ratios: llama
+            ? {
+                prefill: ours.prefillTokensPerSecond / llama.prefillTokensPerSecond,
+                decode: ours.decodeTokensPerSecond / llama.decodeTokensPerSecond,
+              }
+            : undefined,
+          rssOverFile: ours.peakRssBytes / ours.fileBytes,
+          decodeRssOverFile: ours.decodeRssBytes / ours.fileBytes,
+        });
       }
-      rows.push({
-        shape,
-        file,
-        threads: t,
-        ours,
-        llama,
-        ratios: llama
-          ? {
-              prefill: ours.prefillTokensPerSecond / llama.prefillTokensPerSecond,
-              decode: ours.decodeTokensPerSecond / llama.decodeTokensPerSecond,
-            }
-          : undefined,
-        rssOverFile: ours.peakRssBytes / ours.fileBytes,
-        decodeRssOverFile: ours.decodeRssBytes / ours.fileBytes,
-      });
-    }
   }
   const microRows = values['no-micro'] ? [] : micro();
   const f = (x: number | undefined, d = 2) => (x === undefined ? '-' : x.toFixed(d));
   console.log(
-    '\nshape   thr | ours prefill decode | llama.cpp prefill decode | ratio prefill decode | peak RSS / file',
+    '\nshape   thr par | ours prefill decode | llama.cpp prefill decode | ratio prefill decode | peak RSS / file',
   );
   for (const r of rows as {
     shape: string;
     threads: number;
+    parallel: number;
     ours: Record<string, number>;
     llama?: Record<string, number>;
     ratios?: Record<string, number>;
     rssOverFile: number;
   }[]) {
     console.log(
-      `${r.shape.padEnd(7)} ${String(r.threads).padStart(3)} | ${f(r.ours.prefillTokensPerSecond).padStart(12)} ${f(r.ours.decodeTokensPerSecond).padStart(6)} | ` +
+      `${r.shape.padEnd(7)} ${String(r.threads).padStart(3)} ${String(r.parallel).padStart(3)} | ${f(r.ours.prefillTokensPerSecond).padStart(12)} ${f(r.ours.decodeTokensPerSecond).padStart(6)} | ` +
         `${f(r.llama?.prefillTokensPerSecond).padStart(17)} ${f(r.llama?.decodeTokensPerSecond).padStart(6)} | ` +
         `${f(r.ratios?.prefill).padStart(13)} ${f(r.ratios?.decode).padStart(6)} | ${f(r.rssOverFile)}`,
     );

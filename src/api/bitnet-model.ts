@@ -63,6 +63,7 @@ export class BitNetModel {
       kvCacheSize: cfg.kvCache.maxBytes,
       numThreads: cfg.numThreads ?? 1,
       promptCacheEntries: cfg.promptCacheEntries,
+      maxBatchSize: cfg.maxBatchSize,
     });
     cfg.kvCache.maxSeqLen = Math.min(cfg.kvCache.maxSeqLen, cfg.maxSeqLen);
     this.engine = new InferenceEngine(model, model.tokenizer, cfg.device, inf, {

@@ -3,6 +3,11 @@ import { BitNetError } from '../errors.ts';
 import { assignInit } from '../util/init.ts';
 
 export interface InferenceConfigInit {
+  /**
+   * Most decode steps of concurrent sequences (requests in flight) computed together as one
+   * batch: the wasm backend streams each projection's weights once per batch (at most 16; 1 runs
+   * every step on its own). The cuda backend batches by its own limits.
+   */
   maxBatchSize?: number;
   /** KV cache budget in bytes. */
   kvCacheSize?: number;
@@ -20,7 +25,7 @@ export interface InferenceConfigInit {
 }
 
 export class InferenceConfig {
-  maxBatchSize = 1;
+  maxBatchSize = 8;
   kvCacheSize = 512 * 1024 * 1024;
   maxConcurrentRequests = 4;
   requestTimeout = 30_000;

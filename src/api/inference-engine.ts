@@ -85,6 +85,7 @@ function chooseBackend(model: Model, kind: BackendKind, config: InferenceConfig,
       return WasmBackend.create(model, {
         numThreads: config.numThreads,
         maxMirrors: Math.max(8, config.maxConcurrentRequests),
+        maxBatch: config.maxBatchSize,
       });
     } catch (e) {
       if (!(e instanceof BitNetError)) throw e;
@@ -169,6 +170,15 @@ export class InferenceEngine {
 
   get backendName(): string {
     return this.engine.backend.name;
+  }
+
+  /**
+   * Decode steps of concurrent sequences run as batches (InferenceConfig.maxBatchSize): kernel
+   * runs, the steps they served, the largest batch. Undefined on a backend that does not batch
+   * this way (reference; cuda batches in its engine).
+   */
+  get decodeStats(): { readonly runs: number; readonly steps: number; readonly largestBatch: number } | undefined {
+    return (this.engine.backend as { decodeStats?: { runs: number; steps: number; largestBatch: number } }).decodeStats;
   }
 
   /** Kernel threads the backend runs (the wasm pool starts on the first forward; 1 before it). */

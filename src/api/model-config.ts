@@ -32,6 +32,8 @@ export interface ModelConfigInit {
   numThreads?: number;
   /** Finished sequences kept for prompt reuse (InferenceConfig.promptCacheEntries; default 4, 0 = off). */
   promptCacheEntries?: number;
+  /** Most concurrent decode steps computed as one batch (InferenceConfig.maxBatchSize; default 8, 1 = off). */
+  maxBatchSize?: number;
   /** Refuse models whose weights exceed this many bytes (checked before reading weights). */
   maxMemoryBytes?: number;
   /** Tokenizer pre-tokenizer override (`default`, `llama-bpe`). */
@@ -63,6 +65,7 @@ export class ModelConfig {
   backend: BackendKind = BackendKind.Auto;
   numThreads: number | undefined = undefined;
   promptCacheEntries: number | undefined = undefined;
+  maxBatchSize: number | undefined = undefined;
   maxMemoryBytes: number | undefined = undefined;
   preTokenizer: string | undefined = undefined;
   validateChecksums = false;
@@ -106,6 +109,8 @@ export class ModelConfig {
       (!Number.isInteger(this.promptCacheEntries) || this.promptCacheEntries < 0)
     )
       bad('promptCacheEntries', 'must be an integer >= 0', this.promptCacheEntries);
+    if (this.maxBatchSize !== undefined && (!Number.isInteger(this.maxBatchSize) || this.maxBatchSize < 1))
+      bad('maxBatchSize', 'must be a positive integer', this.maxBatchSize);
     if (this.maxMemoryBytes !== undefined && !(this.maxMemoryBytes > 0))
       bad('maxMemoryBytes', 'must be positive', this.maxMemoryBytes);
     // an unknown name is refused here, before anything is read (PRETOKENIZER_UNKNOWN lists the names)

@@ -1,11 +1,18 @@
 /**
- * `bitnet bench --model FILE [--threads N] [--prompt 128] [--gen 64] [--backend wasm|reference] [--runs 3] [--json]`
+ * `bitnet bench --model FILE [--threads N] [--prompt 128] [--gen 64] [--parallel 1] [--backend wasm|reference] [--runs 3] [--json]`
  *
  * llama-bench's method: a prompt of `--prompt` token ids (deterministic, spread over the vocabulary),
  * then `--gen` greedy decode steps of one token each; one warm-up run (prompt and generation capped
  * at 32 and 8 tokens), then `--runs` timed runs, each on an empty KV cache. Reports the median of
  * the runs: prefill tok/s = prompt / prefill time (logits of the last prompt token included),
- * decode tok/s = gen / decode time. Peak RSS is the process high-water mark (load included);
+ * decode tok/s = gen / decode time.
+ *
+ * `--parallel P` runs P sequences at once, as a server does with P requests in flight: each is
+ * prefilled (its own prompt ids; sequence 0's are those of P = 1), then every decode step is P
+ * concurrent forwards, which the wasm backend runs as one batch. Prefill tok/s = P·prompt / the
+ * prefills' time; decode tok/s = P·gen / decode time (the sum over the sequences).
+ *
+ * Peak RSS is the process high-water mark (load included);
  * `decodeRssBytes` is the largest RSS sampled during decoding.
  *
  * The model loads from any location `generate` takes (a path, file://, https://, s3://, a shard-pack
@@ -28,8 +35,9 @@ import { resolveCliLocation } from './model-location.ts';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-export function benchPromptIds(n: number, nVocab: number): number[] {
-  return Array.from({ length: n }, (_, i) => (i * 7919 + 13) % nVocab);
+/** Sequence `seq`'s prompt ids (llama-bench.mjs writes the same). */
+export function benchPromptIds(n: number, nVocab: number, seq = 0): number[] {
+  return Array.from({ length: n }, (_, i) => (i * 7919 + 13 + seq * 101) % nVocab);
 }
 
 function argmax(x: Float32Array): number {
@@ -48,34 +56,55 @@ interface RunResult {
   tokens: number[];
 }
 
-async function runOnce(backend: Backend, m: LoadedModel, prompt: number, gen: number, seq: string): Promise<RunResult> {
+async function runOnce(
+  backend: Backend,
+  m: LoadedModel,
+  prompt: number,
+  gen: number,
+  parallel: number,
+  name: string,
+): Promise<RunResult> {
   const hp = m.hparams;
   const cache = new KVCache(
     { maxSeqLen: prompt + gen + 1 },
     { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim },
   );
-  const kv = cache.forSequence(seq);
-  const ids = benchPromptIds(prompt, hp.nVocab);
+  const seqs = Array.from({ length: parallel }, (_, s) => cache.forSequence(`${name}-${s}`));
   const cpu = () => {
     const c = process.cpuUsage();
     return (c.user + c.system) / 1000;
   };
   const c0 = cpu();
   const t0 = performance.now();
-  let [logits] = await backend.forward({ tokens: ids, startPos: 0, kv, logits: 'last' });
+  const logits: Float32Array[] = [];
+  for (const [s, kv] of seqs.entries()) {
+    const [row] = await backend.forward({
+      tokens: benchPromptIds(prompt, hp.nVocab, s),
+      startPos: 0,
+      kv,
+      logits: 'last',
+    });
+    logits.push(row);
+  }
   const t1 = performance.now();
   const c1 = cpu();
   const tokens: number[] = [];
   let maxDecodeRss = 0;
   for (let i = 0; i < gen; i++) {
-    const next = argmax(logits);
-    tokens.push(next);
-    [logits] = await backend.forward({ tokens: [next], startPos: prompt + i, kv, logits: 'last', into: logits });
+    // every sequence's step at once: the backend may run them as one batch
+    const rows = await Promise.all(
+      seqs.map((kv, s) => {
+        const next = argmax(logits[s]);
+        if (s === 0) tokens.push(next);
+        return backend.forward({ tokens: [next], startPos: prompt + i, kv, logits: 'last', into: logits[s] });
+      }),
+    );
+    for (let s = 0; s < parallel; s++) logits[s] = rows[s][0];
     maxDecodeRss = Math.max(maxDecodeRss, process.memoryUsage.rss());
   }
   const t2 = performance.now();
   const c2 = cpu();
-  backend.release?.(kv);
+  for (const kv of seqs) backend.release?.(kv);
   return { prefillMs: t1 - t0, decodeMs: t2 - t1, prefillCpuMs: c1 - c0, decodeCpuMs: c2 - c1, maxDecodeRss, tokens };
 }
 
@@ -88,6 +117,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
       prompt: { type: 'string' },
       gen: { type: 'string' },
       runs: { type: 'string' },
+      parallel: { type: 'string' },
       backend: { type: 'string' },
       json: { type: 'boolean' },
     },
@@ -98,6 +128,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const prompt = num(values, 'prompt', { int: true, min: 1 }) ?? 128;
   const gen = num(values, 'gen', { int: true, min: 1 }) ?? 64;
   const runs = num(values, 'runs', { int: true, min: 1 }) ?? 3;
+  const parallel = num(values, 'parallel', { int: true, min: 1, max: 64 }) ?? 1;
   const kind = oneOf(values, 'backend', ['wasm', 'reference'] as const) ?? 'wasm';
   const path = await resolveCliLocation(location); // before the clock: a download is not load time
 
@@ -124,11 +155,11 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const fileBytes = model.file.fileSize;
   const loadMs = performance.now() - tLoad;
 
-  await runOnce(backend, model, Math.min(prompt, 32), Math.min(gen, 8), 'warmup');
+  await runOnce(backend, model, Math.min(prompt, 32), Math.min(gen, 8), parallel, 'warmup');
   const results: RunResult[] = [];
-  for (let r = 0; r < runs; r++) results.push(await runOnce(backend, model, prompt, gen, `run${r}`));
-  const prefill = results.map((x) => (prompt * 1000) / x.prefillMs);
-  const decode = results.map((x) => (gen * 1000) / x.decodeMs);
+  for (let r = 0; r < runs; r++) results.push(await runOnce(backend, model, prompt, gen, parallel, `run${r}`));
+  const prefill = results.map((x) => (parallel * prompt * 1000) / x.prefillMs);
+  const decode = results.map((x) => (parallel * gen * 1000) / x.decodeMs);
   const hp = model.hparams;
   const weightType = model.weights.layers[0]?.wq.type;
   const headType = model.weights.output.type;
@@ -145,14 +176,15 @@ export async function benchCommand(argv: string[]): Promise<number> {
     threads: (backend as { numThreads?: number }).numThreads ?? 1,
     promptTokens: prompt,
     genTokens: gen,
+    parallel,
     runs,
     loadMs,
     prefillTokensPerSecond: median(prefill),
     decodeTokensPerSecond: median(decode),
     prefillRuns: prefill,
     decodeRuns: decode,
-    prefillCpuMsPerToken: median(results.map((x) => x.prefillCpuMs / prompt)),
-    decodeCpuMsPerToken: median(results.map((x) => x.decodeCpuMs / gen)),
+    prefillCpuMsPerToken: median(results.map((x) => x.prefillCpuMs / (parallel * prompt))),
+    decodeCpuMsPerToken: median(results.map((x) => x.decodeCpuMs / (parallel * gen))),
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     decodeRssBytes: Math.max(...results.map((x) => x.maxDecodeRss)),
     greedyTokens: results[0].tokens.slice(0, 8),
@@ -162,7 +194,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } else {
     console.log(
-      `${path}: ${out.backend}${build ? ` (${build})` : ''}, ${out.threads} thread(s): prefill ${out.prefillTokensPerSecond.toFixed(2)} tok/s, ` +
+      `${path}: ${out.backend}${build ? ` (${build})` : ''}, ${out.threads} thread(s)${parallel > 1 ? `, ${parallel} sequences` : ''}: prefill ${out.prefillTokensPerSecond.toFixed(2)} tok/s, ` +
         `decode ${out.decodeTokensPerSecond.toFixed(2)} tok/s, peak RSS ${(out.peakRssBytes / 2 ** 20).toFixed(0)} MiB ` +
         `(${(out.peakRssBytes / fileBytes).toFixed(2)}× the file)`,
     );

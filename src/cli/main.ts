@@ -26,11 +26,11 @@ export const COMMAND_USAGE: Record<string, string> = {
              [--shard-size 64MiB] [--alignment 64] [--quiet] [--json]`,
   pull: `pull       OWNER/REPO [--file F ...] [--out DIR] [--revision R] [--endpoint URL] [--stall-timeout S] [--quiet] [--json]`,
   cache: `cache      [ls] [--json] | rm OWNER/REPO[@REVISION]|checkpoints|KEY [--json]   (the model cache: $BITNET_CACHE_DIR)`,
-  bench: `bench      --model LOCATION [--threads N] [--prompt 128] [--gen 64] [--runs 3] [--backend wasm|reference] [--json]`,
+  bench: `bench      --model LOCATION [--threads N] [--prompt 128] [--gen 64] [--parallel 1] [--runs 3] [--backend wasm|reference] [--json]`,
   serve: `serve      [--model LOCATION] [--model-id ID] [--host H] [--port P] [--api-key K ...] [--max-concurrent N]
              [--max-queue N] [--max-tokens N] [--body-limit BYTES] [--cors-origin O ...] [--gpu-url URL]
              [--gpu-api-key K] [--edge-max-tokens N] [--memory-budget BYTES] [--backend auto|reference|wasm|cuda]
-             [--threads N] [--prompt-cache N (4; 0 = off)] [--validate-checksums] [--shutdown-grace SECONDS (10)]
+             [--threads N] [--max-batch N (8; 1 = off)] [--prompt-cache N (4; 0 = off)] [--validate-checksums] [--shutdown-grace SECONDS (10)]
              [--request-timeout SECONDS (30; 0 = none)] [--json]`,
 };
 

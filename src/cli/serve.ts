@@ -114,6 +114,7 @@ export async function serveCommand(
       port: { type: 'string' },
       'api-key': { type: 'string', multiple: true },
       'max-concurrent': { type: 'string' },
+      'max-batch': { type: 'string' },
       'max-queue': { type: 'string' },
       'max-tokens': { type: 'string' },
       'body-limit': { type: 'string' },
@@ -145,6 +146,9 @@ export async function serveCommand(
   const modelConfig = {
     backend,
     numThreads: num(values, 'threads', { int: true, min: 1 }),
+    // concurrent requests' decode steps computed as one batch (wasm backend)
+    maxBatchSize:
+      num(values, 'max-batch', { int: true, min: 1, max: 16 }) ?? envInt(env, 'BITNET_MAX_BATCH', { min: 1 }),
     // finished sequences kept for prompt reuse (a chat's next turn prefills only its new tokens)
     promptCacheEntries: num(values, 'prompt-cache', { int: true, min: 0 }) ?? envInt(env, 'BITNET_PROMPT_CACHE'),
     validateChecksums: values['validate-checksums'] === true || envBool(env, 'BITNET_VALIDATE_CHECKSUMS') === true,

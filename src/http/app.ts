@@ -224,7 +224,11 @@ const openAIFields = (maxTokensField: string): Record<string, string> => ({
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const now = deps.now ?? (() => performance.now());
   const limiter = new Limiter(deps.limits);
-  const metrics: AppMetrics = createMetrics({ queueDepth: () => limiter.queued, active: () => limiter.active });
+  const metrics: AppMetrics = createMetrics({
+    queueDepth: () => limiter.queued,
+    active: () => limiter.active,
+    decodeStats: () => holder.current()?.engine.decodeStats,
+  });
   let modelId = deps.modelId ?? 'bitnet';
   const holder = new ModelHolder(deps.model, (m) => {
     const info = m.modelInfo();

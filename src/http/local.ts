@@ -15,6 +15,7 @@ import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
 import type { ChatTemplate } from '../tokenizer/chat-template.ts';
 import { encodePromptText } from '../tokenizer/prompt-text.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
+import { nextTurn } from '../util/turn.ts';
 import { type ChatMessage, messagesToText, renderChat } from './chat-template.ts';
 import type { Limiter } from './limiter.ts';
 import type { AppMetrics } from './metrics.ts';
@@ -128,18 +129,6 @@ export interface LocalRun {
 
 const cancelled = () => BitNetError.Timeout('CANCELLED', 'the client went away');
 
-/**
- * A macrotask turn. The backends (reference, wasm) compute synchronously inside their promises, so
- * a generation would otherwise run start to end in microtasks: nothing reaches the socket until it
- * ends (no streaming), and no other request is accepted meanwhile. One turn per token lets the
- * runtime flush the token and serve other connections. setImmediate where it exists (Node, no
- * 1 ms clamp), setTimeout(0) elsewhere (workerd).
- */
-const nextTurn: () => Promise<void> =
-  typeof (globalThis as { setImmediate?: unknown }).setImmediate === 'function'
-    ? () => new Promise((r) => (globalThis as unknown as { setImmediate: (f: () => void) => void }).setImmediate(r))
-    : () => new Promise((r) => setTimeout(r, 0));
-
 export async function startLocal(
   d: LocalDeps,
   prompt: PromptInput,
@@ -194,6 +183,7 @@ export async function startLocal(
       let r = first;
       while (!r.done) {
         yield r.value;
+        // one macrotask turn per token: the token reaches the socket, other requests are served
         await nextTurn();
         r = await engine.next();
       }

@@ -30,10 +30,13 @@ export class Counter implements Metric {
   readonly name: string;
   private readonly help: string;
   private readonly values = new Map<string, number>();
+  private readonly read?: () => number;
 
-  constructor(name: string, help: string) {
+  /** With `read`, the (unlabelled) value is taken at scrape time from a count kept elsewhere. */
+  constructor(name: string, help: string, read?: () => number) {
     this.name = name;
     this.help = help;
+    this.read = read;
   }
 
   inc(labels: Labels = {}, by = 1): void {
@@ -47,6 +50,7 @@ export class Counter implements Metric {
 
   render(): string[] {
     const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    if (this.read) out.push(`${this.name} ${fmt(this.read())}`);
     for (const [k, v] of this.values) out.push(`${this.name}${k ? `{${k}}` : ''} ${fmt(v)}`);
     return out;
   }
@@ -150,9 +154,16 @@ export interface AppMetrics {
   info: Gauge;
   queue: Gauge;
   active: Gauge;
+  decodeBatches: Counter;
+  decodeSteps: Counter;
 }
 
-export function createMetrics(read: { queueDepth: () => number; active: () => number }): AppMetrics {
+export function createMetrics(read: {
+  queueDepth: () => number;
+  active: () => number;
+  /** The loaded model's batched-decode counts, if its backend batches (0 before it loads). */
+  decodeStats: () => { runs: number; steps: number } | undefined;
+}): AppMetrics {
   const r = new Registry();
   return {
     registry: r,
@@ -190,5 +201,19 @@ export function createMetrics(read: { queueDepth: () => number; active: () => nu
     info: r.add(new Gauge('bitnet_model_info', 'The served model (value 1).')),
     queue: r.add(new Gauge('bitnet_queue_depth', 'Requests waiting for a generation slot.', read.queueDepth)),
     active: r.add(new Gauge('bitnet_active_generations', 'Generations running on the edge.', read.active)),
+    decodeBatches: r.add(
+      new Counter(
+        'bitnet_decode_batches_total',
+        'Decode kernel runs on the edge; each serves the waiting steps of up to maxBatchSize sequences.',
+        () => read.decodeStats()?.runs ?? 0,
+      ),
+    ),
+    decodeSteps: r.add(
+      new Counter(
+        'bitnet_decode_steps_total',
+        'Decode steps (one token of one sequence) those runs served; steps / batches is the mean batch size.',
+        () => read.decodeStats()?.steps ?? 0,
+      ),
+    ),
   };
 }

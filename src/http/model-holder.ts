@@ -24,6 +24,8 @@ export interface ServedModel {
     readonly backendName: string;
     /** Kernel threads (absent: 1). */
     readonly numThreads?: number;
+    /** Batched decode counts (WasmBackend.decodeStats), when the backend batches. */
+    readonly decodeStats?: { readonly runs: number; readonly steps: number; readonly largestBatch: number };
   };
   readonly tokenizer: Tokenizer | undefined;
   modelInfo(): ModelInfo;

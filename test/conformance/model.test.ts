@@ -269,3 +269,154 @@ describe('wasm backend: KV mirror and prefill paths', () => {
     ).rejects.toMatchObject({ code: 'BAD_TOKEN' });
   });
 });
+
+describe('wasm backend: batched decode of concurrent sequences', () => {
+  // Sequences at different positions (their KV tables cross 16-position blocks at different
+  // steps) decode together; every row must equal that sequence's reference decode, bit for bit.
+  const CASES = [
+    { cfg: { qtype: 'i2_s', embdType: 'q6_k', arch: 'bitnet-b1.58' }, threads: 2, layout: 'file' },
+    { cfg: { qtype: 'tq2_0', embdType: 'q8_0', activation: 'relu2' }, threads: 1, layout: 'file' },
+    { cfg: { qtype: 'tq1_0', embdType: 'f16', activation: 'silu' }, threads: 2, layout: 'tl2' },
+    { cfg: { qtype: 'f16', embdType: 'q4_0', activation: 'silu' }, threads: 1, layout: 'file' },
+  ] as const;
+  for (const [i, { cfg, threads, layout }] of CASES.entries()) {
+    it(`${cfg.qtype} weights (${layout}), ${cfg.embdType} head, ${threads} thread(s): 5 sequences, each row equals the reference`, async () => {
+      const m = await model({ ...cfg, seed: 31 + i } as Parameters<typeof synthBytes>[0]);
+      const ref = new ReferenceBackend(m);
+      const wb = WasmBackend.create(m, { numThreads: threads, chunk: 8, layout });
+      backends.push(wb);
+      const lengths = [3, 9, 15, 30, 40];
+      const prompts = lengths.map((n, j) => Array.from({ length: n }, (_, t) => (t * 41 + 5 + 67 * j) % 290));
+      const refSeqs = prompts.map((_, j) => cacheFor(m).forSequence(`r${j}`));
+      const seqs = prompts.map((_, j) => cacheFor(m).forSequence(`w${j}`));
+      for (let j = 0; j < prompts.length; j++) {
+        await ref.forward({ tokens: prompts[j], startPos: 0, kv: refSeqs[j], logits: 'last' });
+        await wb.forward({ tokens: prompts[j], startPos: 0, kv: seqs[j], logits: 'last' });
+      }
+      const before = { ...wb.decodeStats };
+      for (let step = 0; step < 4; step++) {
+        const token = (j: number) => (step * 31 + j * 7 + 3) % 300;
+        const want = await Promise.all(
+          prompts.map((p, j) =>
+            ref.forward({ tokens: [token(j)], startPos: p.length + step, kv: refSeqs[j], logits: 'last' }),
+          ),
+        );
+        const got = await Promise.all(
+          prompts.map((p, j) =>
+            wb.forward({ tokens: [token(j)], startPos: p.length + step, kv: seqs[j], logits: 'last' }),
+          ),
+        );
+        for (let j = 0; j < prompts.length; j++) sameRows(want[j], got[j], `step ${step}, sequence ${j}`);
+      }
+      // four kernel runs of five sequences each, not twenty runs of one
+      expect(wb.decodeStats.runs - before.runs).toBe(4);
+      expect(wb.decodeStats.steps - before.steps).toBe(20);
+      expect(wb.decodeStats.largestBatch).toBe(5);
+      // the engine's store holds the reference's K/V
+      const kd = m.hparams.nHeadKv * m.hparams.headDim;
+      const k1 = new Float32Array(kd);
+      const k2 = new Float32Array(kd);
+      refSeqs[3].readK(m.hparams.nLayer - 1, 32, k1);
+      seqs[3].readK(m.hparams.nLayer - 1, 32, k2);
+      expect(firstDiff(k2, k1)).toBeUndefined();
+    });
+  }
+
+  it('more sequences than maxBatch run in several batches; a step that cannot run fails alone', async () => {
+    const m = await model({ qtype: 'i2_s', seed: 41, arch: 'bitnet-b1.58', embdType: 'q8_0' });
+    const ref = new ReferenceBackend(m);
+    const wb = WasmBackend.create(m, { chunk: 8, maxBatch: 3 });
+    backends.push(wb);
+    expect(wb.maxBatch).toBe(3);
+    const prompts = [0, 1, 2, 3, 4, 5, 6].map((j) => Array.from({ length: 4 + j }, (_, t) => (t * 13 + 17 * j) % 290));
+    const refSeqs = prompts.map((_, j) => cacheFor(m).forSequence(`r${j}`));
+    const seqs = prompts.map((_, j) => cacheFor(m).forSequence(`w${j}`));
+    for (let j = 0; j < prompts.length; j++) {
+      await ref.forward({ tokens: prompts[j], startPos: 0, kv: refSeqs[j], logits: 'last' });
+      await wb.forward({ tokens: prompts[j], startPos: 0, kv: seqs[j], logits: 'last' });
+    }
+    const aborted = new AbortController();
+    const before = { ...wb.decodeStats };
+    // sequence 1 sends a token outside the vocabulary, sequence 4 is aborted while it waits for its
+    // batch: both fail with their own error, the other five decode, in batches of at most 3
+    const steps = Promise.allSettled(
+      prompts.map((p, j) =>
+        wb.forward({
+          tokens: [j === 1 ? 99999 : j + 1],
+          startPos: p.length,
+          kv: seqs[j],
+          logits: 'last',
+          ...(j === 4 ? { signal: aborted.signal } : {}),
+        }),
+      ),
+    );
+    // forward() has checked the signal; the step waits for its batch (one macrotask turn)
+    aborted.abort(new Error('client went away'));
+    const got = await steps;
+    expect(got[1]).toMatchObject({ status: 'rejected', reason: { code: 'BAD_TOKEN' } });
+    expect(got[4]).toMatchObject({ status: 'rejected', reason: { message: 'client went away' } });
+    for (const j of [0, 2, 3, 5, 6]) {
+      const r = got[j];
+      expect(r.status, `sequence ${j}`).toBe('fulfilled');
+      const [want] = await ref.forward({
+        tokens: [j + 1],
+        startPos: prompts[j].length,
+        kv: refSeqs[j],
+        logits: 'last',
+      });
+      if (r.status === 'fulfilled') sameRows([want], r.value, `sequence ${j}`);
+    }
+    expect(wb.decodeStats.steps - before.steps).toBe(5);
+    expect(wb.decodeStats.runs - before.runs).toBe(3); // batches of 3 (one failed), 3 (one failed), 1
+    expect(wb.decodeStats.largestBatch).toBeLessThanOrEqual(3);
+    // maxBatch 1: every step on its own
+    const solo = WasmBackend.create(m, { chunk: 8, maxBatch: 1 });
+    backends.push(solo);
+    const s = cacheFor(m).forSequence('solo');
+    await solo.forward({ tokens: prompts[0], startPos: 0, kv: s, logits: 'last' });
+    const [x] = await solo.forward({ tokens: [1], startPos: prompts[0].length, kv: s, logits: 'last' });
+    const [y] = await ref.forward({ tokens: [1], startPos: prompts[0].length, kv: refSeqs[0], logits: 'last' });
+    sameRows([y], [x], 'maxBatch 1');
+    expect(solo.decodeStats.runs).toBe(0);
+  });
+
+  it("a store that refuses the new position (a full KV cache, onFull 'error') fails that step alone", async () => {
+    const m = await model({ qtype: 'tq2_0', seed: 43, activation: 'relu2', embdType: 'q8_0' });
+    const ref = new ReferenceBackend(m);
+    const wb = WasmBackend.create(m, { chunk: 8 });
+    backends.push(wb);
+    const hp = m.hparams;
+    const dims = { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim };
+    // room for exactly the 16 prompt positions (one block), so position 16 does not fit
+    const tight = new KVCache({ maxBytes: 16 * hp.nLayer * hp.nHeadKv * hp.headDim * 2 * 2, onFull: 'error' }, dims);
+    const full = tight.forSequence('full');
+    const ok = cacheFor(m).forSequence('ok');
+    const refOk = cacheFor(m).forSequence('ref');
+    const prompt = ids.slice(0, 16);
+    await wb.forward({ tokens: prompt, startPos: 0, kv: full, logits: 'last' });
+    await wb.forward({ tokens: prompt, startPos: 0, kv: ok, logits: 'last' });
+    await ref.forward({ tokens: prompt, startPos: 0, kv: refOk, logits: 'last' });
+    const before = wb.decodeStats.runs;
+    const [a, b] = await Promise.allSettled([
+      wb.forward({ tokens: [7], startPos: 16, kv: full, logits: 'last' }),
+      wb.forward({ tokens: [7], startPos: 16, kv: ok, logits: 'last' }),
+    ]);
+    expect(wb.decodeStats.runs - before).toBe(1); // one batch of two
+    expect(a).toMatchObject({ status: 'rejected', reason: { kind: 'Capacity' } });
+    const [want] = await ref.forward({ tokens: [7], startPos: 16, kv: refOk, logits: 'last' });
+    expect(b.status).toBe('fulfilled');
+    if (b.status === 'fulfilled') sameRows([want], b.value, 'the other sequence');
+  });
+
+  it('dispose rejects the steps still waiting for their batch', async () => {
+    const m = await model({ qtype: 'tq2_0', seed: 42, activation: 'silu' });
+    const wb = WasmBackend.create(m, { chunk: 8 });
+    const s = cacheFor(m).forSequence('d');
+    await wb.forward({ tokens: [1, 2, 3], startPos: 0, kv: s, logits: 'last' });
+    const step = wb.forward({ tokens: [4], startPos: 3, kv: s, logits: 'last' });
+    await Promise.resolve();
+    await Promise.resolve();
+    wb.dispose();
+    await expect(step).rejects.toMatchObject({ code: 'BACKEND_DISPOSED' });
+  });
+});

@@ -150,6 +150,10 @@ describe('bitnet serve', () => {
     await expect(pc.url).rejects.toThrow(/BAD_FLAG\]: --prompt-cache must be an integer >= 0/);
     const pcEnv = serve([], { BITNET_PROMPT_CACHE: 'lots' });
     await expect(pcEnv.url).rejects.toThrow(/INVALID_ENV\]: BITNET_PROMPT_CACHE must be a non-negative integer/);
+    const mb = serve(['--max-batch', '17']);
+    await expect(mb.url).rejects.toThrow(/BAD_FLAG\]: --max-batch must be an integer >= 1 <= 16/);
+    const mbEnv = serve([], { BITNET_MAX_BATCH: '0' });
+    await expect(mbEnv.url).rejects.toThrow(/INVALID_ENV\]: BITNET_MAX_BATCH/);
   });
 });
 

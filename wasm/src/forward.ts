@@ -21,6 +21,10 @@
  *   20 logitsMode (0 none, 1 last, 2 all, 3 hidden states of all tokens, no logits)  24 logits (f32[rows][nVocab])  28 nThreads
  *   32 shared scratch  36 mCap  40 thread scratch base  44 thread scratch bytes  48 md
  *   52 hidden out (f32[rows][nEmbd], optional, 0 = none)
+ *   56 seqs (optional, 0 = none): a batch of tokens from different sequences (batched decode).
+ *      Per token t, 8 bytes at seqs + 8t: i32 position, u32 address of that sequence's kvBlocks
+ *      table. Without it token t is at pos0 + t of the one table kvBlocks. With it pos0 is only
+ *      the largest position in the batch (it sizes the attention scores' scratch).
  *   64 barrier count  68 barrier sleepers  128 barrier generation  192 job sequence  256 exit flag
  */
 import { attend, kv_store } from './attention';
@@ -261,6 +265,16 @@ function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscra
   barrier(rc);
 }
 
+/** Position of token t: its batch record's, else pos0 + t (see RC 56). */
+@inline function tokPos(seqs: usize, pos0: i32, t: i32): i32 {
+  return seqs != 0 ? load<i32>(seqs + (<usize>t << 3)) : pos0 + t;
+}
+
+/** Address of token t's kvBlocks table: its batch record's, else the one table. */
+@inline function tokBlocks(seqs: usize, blocks: usize, t: i32): usize {
+  return seqs != 0 ? <usize>load<u32>(seqs + (<usize>t << 3), 4) : blocks;
+}
+
 export function forward(rc: usize, tid: i32): void {
   const md = <usize>load<i32>(rc, 48);
   const m = load<i32>(rc, 0);
@@ -287,6 +301,7 @@ export function forward(rc: usize, tid: i32): void {
   const pos0 = load<i32>(rc, 8);
   const rope = <usize>load<i32>(rc, 12);
   const blocks = <usize>load<i32>(rc, 16);
+  const seqs = <usize>load<i32>(rc, 56);
   const ropeStride = <usize>nRot << 2;
 
   // ---- embeddings (token-parallel)
@@ -316,8 +331,8 @@ export function forward(rc: usize, tid: i32): void {
       const cs = rope + <usize>t * ropeStride;
       for (let h = 0; h < nHead; h++) rope_head(qv + ((<usize>(h * headDim)) << 2), nRot, cs);
       for (let h = 0; h < nHeadKv; h++) rope_head(kv + ((<usize>(h * headDim)) << 2), nRot, cs);
-      const pos = pos0 + t;
-      const block = <usize>load<u32>(blocks + (<usize>(pos / 16) << 2));
+      const pos = tokPos(seqs, pos0, t);
+      const block = <usize>load<u32>(tokBlocks(seqs, blocks, t) + (<usize>(pos / 16) << 2));
       kv_store(kv, L_VV + ((<usize>t * <usize>kvDim) << 2), kvDim, headDim, block, layerOff, pos);
       f16_round_vec(qv, qv, nEmbd);
     }
@@ -331,7 +346,7 @@ export function forward(rc: usize, tid: i32): void {
       const t = i / nHead;
       const h0 = i % nHead;
       const h1 = min(nHead, h0 + (i1 - i));
-      attend(L_QV + ((<usize>t * <usize>nEmbd) << 2), L_ATT + ((<usize>t * <usize>nEmbd) << 2), h0, h1, headDim, group, kvDim, pos0 + t + 1, blocks, layerOff, attnScale, scores);
+      attend(L_QV + ((<usize>t * <usize>nEmbd) << 2), L_ATT + ((<usize>t * <usize>nEmbd) << 2), h0, h1, headDim, group, kvDim, tokPos(seqs, pos0, t) + 1, tokBlocks(seqs, blocks, t), layerOff, attnScale, scores);
       i += h1 - h0;
     }
     barrier(rc);

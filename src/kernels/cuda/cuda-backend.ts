@@ -22,6 +22,7 @@ import { GGMLType } from '../../gguf/ggml-types.ts';
 import type { HParams } from '../../model/hparams.ts';
 import type { KVStore } from '../../model/reference.ts';
 import type { Linear, ModelWeights } from '../../model/weights.ts';
+import { defer } from '../../util/turn.ts';
 import type { Backend, ForwardRequest } from '../backend.ts';
 import type {
   CudaAddonError,
@@ -153,9 +154,6 @@ export function cudaError(e: unknown, during: string): BitNetError {
       return BitNetError.Device('CUDA_ERROR', msg, details, e);
   }
 }
-
-const defer: (f: () => void) => void =
-  (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => void setTimeout(f, 0));
 
 interface SeqState {
   id: number;

@@ -9,6 +9,14 @@
  * positions the mirror lacks are read from the store; a spot check of the last shared position
  * catches a store that was rewritten behind our back (the mirror is then rebuilt from the store).
  *
+ * Batched decode. Decode steps (one token, logits of it) of different sequences that are waiting
+ * at the same time run as one batch: the kernels take each token's position and KV table
+ * (wasm/src/forward.ts, RC.seqs), so every projection streams its weights once for the whole
+ * batch instead of once per sequence. A step waits one macrotask turn before it runs, so the
+ * sequences whose previous step just resolved (their engine loops sample, then call forward
+ * again) join it. Each row equals that sequence's unbatched decode bit for bit (token-parallel
+ * phases are per token; the matmuls' integer sums are exact and their epilogues per output).
+ *
  * Threads. numThreads > 1 starts a Node worker pool (./node-pool.ts, imported lazily on the first
  * forward, so nothing Node-specific is loaded elsewhere); where worker_threads is missing the
  * backend runs on one thread and says why in `threadsNote`.
@@ -19,6 +27,7 @@ import type { LoadedModel } from '../../model/load.ts';
 import type { KVStore } from '../../model/reference.ts';
 import type { ModelWeights } from '../../model/weights.ts';
 import type { TLLayout } from '../../quant/tl.ts';
+import { defer } from '../../util/turn.ts';
 import type { Backend, ForwardRequest } from '../backend.ts';
 import { Arena, PAGE } from './arena.ts';
 import { type KernelExports, KV_BT, LogitsMode, MD, RC } from './exports.ts';
@@ -56,6 +65,11 @@ export interface WasmBackendOptions {
    * follows the positions of the sequences actually running, not this cap.
    */
   maxMirrors?: number;
+  /**
+   * Most decode steps of concurrent sequences run as one batch (default 8; at most 16, maxMirrors
+   * and chunk; 1 runs every step on its own).
+   */
+  maxBatch?: number;
 }
 
 /** What a thread pool must offer the backend (implemented by node-pool.ts). */
@@ -70,6 +84,14 @@ interface Mirror {
 }
 
 const LOGIT_ROWS_ALL = 8; // logits rows computed per call in 'all' mode
+const MAX_BATCH = 16; // decode steps per batch at most
+
+/** A decode step waiting for the next batch. */
+interface PendingStep {
+  req: ForwardRequest;
+  resolve(rows: Float32Array[]): void;
+  reject(e: unknown): void;
+}
 
 /** Stops a collected backend's workers (they hold the memory, not the backend). */
 const poolReaper = new FinalizationRegistry<{ stop: () => void }>((h) => h.stop());
@@ -92,7 +114,15 @@ export class WasmBackend implements Backend {
   private readonly f16Table: number;
   private readonly tokensPtr: number;
   private readonly ropePtr: number;
+  /** maxBatch kvBlocks tables of maxBlocks entries (table 0 serves single-sequence chunks). */
   private readonly blocksPtr: number;
+  /** Batch records: per token (i32 position, u32 table address), RC.seqs. */
+  private readonly seqsPtr: number;
+  readonly maxBatch: number;
+  /** Decode steps run so far: kernel runs, sequences they served, and the largest batch. */
+  readonly decodeStats = { runs: 0, steps: 0, largestBatch: 0 };
+  private pending: PendingStep[] = [];
+  private flushScheduled = false;
   private readonly logitsPtr: number;
   private readonly maxBlocks: number;
   private readonly blockBytes: number;
@@ -129,6 +159,9 @@ export class WasmBackend implements Backend {
     this.requestedThreads = Math.max(1, Math.floor(opts.numThreads ?? 1));
     this.mCap = Math.max(1, Math.floor(opts.chunk ?? 64));
     this.maxMirrors = Math.max(1, opts.maxMirrors ?? 8);
+    // a batch's mirrors must all stay live while it is assembled (LRU eviction), and its tokens
+    // fit the scratch (mCap)
+    this.maxBatch = Math.max(1, Math.min(Math.floor(opts.maxBatch ?? 8), MAX_BATCH, this.maxMirrors, this.mCap));
     // weights loaded straight into a WeightArena: adopt its memory, copy nothing
     const wa = arenaOf(w.tokenEmbd.bytes) ?? arenaOf(w.layers[0]?.wq.bytes ?? new Uint8Array(0));
     this.memory = wa?.memory ?? createMemory(16);
@@ -159,8 +192,9 @@ export class WasmBackend implements Backend {
     this.tokensPtr = this.arena.alloc(4 * this.mCap);
     this.ropePtr = this.arena.alloc(4 * this.mCap * hp.nRot);
     this.maxBlocks = Math.ceil(hp.nCtx / KV_BT) + 1;
-    this.blocksPtr = this.arena.alloc(4 * this.maxBlocks);
-    this.logitsPtr = this.arena.alloc(4 * hp.nVocab * LOGIT_ROWS_ALL);
+    this.blocksPtr = this.arena.alloc(4 * this.maxBlocks * this.maxBatch);
+    this.seqsPtr = this.arena.alloc(8 * this.maxBatch);
+    this.logitsPtr = this.arena.alloc(4 * hp.nVocab * Math.max(LOGIT_ROWS_ALL, this.maxBatch));
     const scratch = this.arena.alloc(this.k.scratch_bytes(md, this.mCap));
     const tsb = this.k.thread_scratch_bytes(md, hp.nCtx + this.mCap);
     const tscratch = this.arena.alloc(tsb * this.requestedThreads);
@@ -366,13 +400,7 @@ export class WasmBackend implements Backend {
     const n = tokens.length;
     const tok = this.arena.i32(this.tokensPtr, n);
     for (let t = 0; t < n; t++) {
-      const id = tokens[t];
-      if (!Number.isInteger(id) || id < 0 || id >= this.hp.nVocab) {
-        throw BitNetError.Model('BAD_TOKEN', `token id ${id} is outside the vocabulary (0..${this.hp.nVocab - 1})`, {
-          token: id,
-        });
-      }
-      tok[t] = id;
+      tok[t] = this.checkToken(tokens[t]);
       this.writeRope(t, pos0 + t);
     }
     this.ensureBlocks(m, pos0 + n);
@@ -383,6 +411,15 @@ export class WasmBackend implements Backend {
     dv.setInt32(this.rc + RC.logitsMode, mode, true);
     dv.setInt32(this.rc + RC.hiddenOut, hiddenOut, true);
     this.k.run(this.rc);
+  }
+
+  private checkToken(id: number): number {
+    if (!Number.isInteger(id) || id < 0 || id >= this.hp.nVocab) {
+      throw BitNetError.Model('BAD_TOKEN', `token id ${id} is outside the vocabulary (0..${this.hp.nVocab - 1})`, {
+        token: id,
+      });
+    }
+    return id;
   }
 
   private writeBack(m: Mirror, kv: KVStore, from: number, to: number): void {
@@ -398,9 +435,18 @@ export class WasmBackend implements Backend {
   }
 
   async forward(req: ForwardRequest): Promise<Float32Array[]> {
-    if (this.disposed) throw BitNetError.Device('BACKEND_DISPOSED', 'the wasm backend was disposed', {});
+    if (this.disposed) throw disposedError();
     req.signal?.throwIfAborted();
     await this.ensurePool();
+    if (this.maxBatch > 1 && req.tokens.length === 1 && req.logits === 'last') {
+      return new Promise<Float32Array[]>((resolve, reject) => {
+        this.pending.push({ req, resolve, reject });
+        if (!this.flushScheduled) {
+          this.flushScheduled = true;
+          defer(() => this.flush());
+        }
+      });
+    }
     let m = this.mirrorFor(req.kv);
     this.sync(m, req.kv, req.startPos);
     const out: Float32Array[] = [];
@@ -434,6 +480,105 @@ export class WasmBackend implements Backend {
     return out;
   }
 
+  /** Runs every waiting decode step, in batches of at most maxBatch sequences, in arrival order. */
+  private flush(): void {
+    this.flushScheduled = false;
+    while (this.pending.length > 0) {
+      // one step per sequence per batch (an engine loop awaits each step, so this is a guard)
+      const batch: PendingStep[] = [];
+      const rest: PendingStep[] = [];
+      for (const p of this.pending) {
+        if (batch.length < this.maxBatch && !batch.some((b) => b.req.kv === p.req.kv)) batch.push(p);
+        else rest.push(p);
+      }
+      this.pending = rest;
+      try {
+        this.decodeBatch(batch);
+      } catch (e) {
+        // nothing may escape a deferred callback: every step of the batch settles (a settled
+        // promise ignores the second call)
+        for (const p of batch) p.reject(e);
+      }
+    }
+  }
+
+  /**
+   * One decode step of each sequence in `batch`, as one kernel run. A step that cannot run (its
+   * signal aborted, a bad token, a full context) fails alone; the others run.
+   */
+  private decodeBatch(batch: PendingStep[]): void {
+    const live: { p: PendingStep; m: Mirror; pos: number }[] = [];
+    for (const p of batch) {
+      try {
+        if (this.disposed) throw disposedError();
+        p.req.signal?.throwIfAborted();
+        const pos = p.req.startPos;
+        this.checkToken(p.req.tokens[0]);
+        const m = this.mirrorFor(p.req.kv);
+        this.sync(m, p.req.kv, pos);
+        this.ensureBlocks(m, pos + 1);
+        live.push({ p, m, pos });
+      } catch (e) {
+        p.reject(e);
+      }
+    }
+    if (live.length === 0) return;
+    const V = this.hp.nVocab;
+    this.decodeStats.runs++;
+    this.decodeStats.steps += live.length;
+    this.decodeStats.largestBatch = Math.max(this.decodeStats.largestBatch, live.length);
+    try {
+      if (live.length === 1) {
+        // alone: the single-sequence path (the same bits, no batch records)
+        this.runChunk(live[0].p.req.tokens, live[0].pos, live[0].m, LogitsMode.Last);
+      } else {
+        const n = live.length;
+        const tok = this.arena.i32(this.tokensPtr, n);
+        const recs = this.arena.view();
+        let maxPos = 0;
+        for (let t = 0; t < n; t++) {
+          const { p, m, pos } = live[t];
+          tok[t] = p.req.tokens[0];
+          this.writeRope(t, pos);
+          const table = this.blocksPtr + 4 * this.maxBlocks * t;
+          this.arena.u32(table, m.blocks.length).set(m.blocks);
+          recs.setInt32(this.seqsPtr + 8 * t, pos, true);
+          recs.setUint32(this.seqsPtr + 8 * t + 4, table, true);
+          maxPos = Math.max(maxPos, pos);
+        }
+        const dv = this.arena.view();
+        dv.setInt32(this.rc + RC.m, n, true);
+        dv.setInt32(this.rc + RC.pos0, maxPos, true);
+        dv.setInt32(this.rc + RC.logitsMode, LogitsMode.All, true);
+        dv.setInt32(this.rc + RC.hiddenOut, 0, true);
+        dv.setInt32(this.rc + RC.seqs, this.seqsPtr, true);
+        try {
+          this.k.run(this.rc);
+        } finally {
+          dv.setInt32(this.rc + RC.seqs, 0, true);
+        }
+      }
+    } catch (e) {
+      for (const { p } of live) p.reject(e);
+      return;
+    }
+    for (let t = 0; t < live.length; t++) {
+      const { p, m, pos } = live[t];
+      try {
+        // the store may refuse the new position (a full KV cache in 'error' mode): that step fails
+        this.writeBack(m, p.req.kv, pos, pos + 1);
+        m.len = pos + 1;
+        const row = this.arena.f32(this.logitsPtr + 4 * V * t, V);
+        if (p.req.into?.length === V) {
+          p.req.into.set(row);
+          p.resolve([p.req.into]);
+        } else p.resolve([row.slice()]);
+      } catch (e) {
+        p.reject(e);
+      }
+    }
+  }
+
   /**
    * Final hidden states (after output_norm) of tokens run from position startPos, without logits:
    * for tests and tools. Uses and updates the mirror of `kv` like forward().
@@ -458,6 +603,7 @@ export class WasmBackend implements Backend {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    for (const p of this.pending.splice(0)) p.reject(disposedError());
     if (this.pool) {
       poolReaper.unregister(this);
       this.k.stop_workers(this.rc);
@@ -466,4 +612,8 @@ export class WasmBackend implements Backend {
     }
     this.mirrors.clear();
   }
+}
+
+function disposedError(): BitNetError {
+  return BitNetError.Device('BACKEND_DISPOSED', 'the wasm backend was disposed', {});
 }

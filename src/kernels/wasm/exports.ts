@@ -199,6 +199,8 @@ export const RC = {
   threadScratchBytes: 44,
   md: 48,
   hiddenOut: 52,
+  /** Batched decode: per token (i32 position, u32 kvBlocks table address); 0 = one sequence. */
+  seqs: 56,
   barrierCount: 64,
   barrierSleepers: 68,
   barrierGen: 128,
