@@ -172,6 +172,11 @@ export class InferenceEngine {
     return this.engine.backend.name;
   }
 
+  /** Whether a request's several generations should run at once (Backend.runsGenerationsTogether). */
+  get runsGenerationsTogether(): boolean {
+    return this.engine.backend.runsGenerationsTogether === true;
+  }
+
   /**
    * Decode steps of concurrent sequences run as batches (InferenceConfig.maxBatchSize): kernel
    * runs, the steps they served, the largest batch. Undefined on a backend that does not batch

@@ -40,6 +40,7 @@ import {
   type LocalDeps,
   type PromptInput,
   type Runs,
+  startAll,
   startLocal,
 } from './local.ts';
 import { nativeLogprob, TokenNames } from './logprobs-wire.ts';
@@ -472,9 +473,26 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       obs.route = 'edge';
     }
     // The first run starts now, so that what can fail early (the prompt, the model) sets the status;
-    // the others start one after another as the response consumes them, each with its own slot.
+    // the others start one after another as the response consumes them, each with its own slot
+    // (or, where the backend batches concurrent generations, all at once in one slot: startAll).
     // several: every one is checked before any runs (a bad prompt among them fails the request at once)
     if (jobs.length > 1) for (const j of jobs) await checkJob(local, j);
+    if (jobs.length > 1 && (await holder.get()).engine.runsGenerationsTogether) {
+      // a backend that batches concurrent generations (cuda): all of them start now and compute
+      // together; the response still reads them in order
+      const all = await startAll(local, jobs, signal, obs.start);
+      return respond(
+        {
+          jobs,
+          tokenizer: all[0].tokenizer,
+          run: async (i) => all[i],
+          cancel: async () => {
+            await Promise.all(all.map((r) => r.cancel()));
+          },
+        },
+        obs,
+      );
+    }
     const first = await startLocal(local, jobs[0].prompt, jobs[0].config, signal, obs.start);
     let current = first;
     const runs: Runs = {

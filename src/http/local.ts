@@ -135,13 +135,15 @@ export async function startLocal(
   config: GenerationConfigInit,
   signal: AbortSignal | undefined,
   t0: number,
+  /** Where the run's slot comes from (default: one of the limiter's; startAll shares one). */
+  acquire: () => Promise<() => void> = () => d.limiter.acquire(signal),
 ): Promise<LocalRun> {
   // A BitNetError reason (the server shutting down: SHUTTING_DOWN) is what the generation fails
   // with, so each route answers it in its own format; any other abort is the client going away.
   const reason = () => (isBitNetError(signal?.reason) ? signal.reason : cancelled());
   let release: () => void;
   try {
-    release = await d.limiter.acquire(signal);
+    release = await acquire();
   } catch (e) {
     throw signal?.aborted ? reason() : e;
   }
@@ -206,6 +208,77 @@ export async function checkJob(d: LocalDeps, job: Job): Promise<void> {
   const model = await d.holder.get();
   const p = toEnginePrompt(job.prompt, model.tokenizer, d.templateFor);
   model.engine.check?.(p.prompt, withStopStrings(job.config, p.stopStrings));
+}
+
+/**
+ * Starts every job at once (a backend that batches concurrent generations: cuda) and drains each
+ * into a buffer as it generates, so all of them compute together while the response reads them
+ * one after another (the same order and chunks as runs started in turn). They share one slot,
+ * freed when the last of them ends: a request never waits for a second slot, nor holds one while
+ * waiting (a queue that is full, or two such requests waiting on each other). If one fails to
+ * start, the others are cancelled and its error is thrown.
+ */
+export async function startAll(
+  d: LocalDeps,
+  jobs: readonly Job[],
+  signal: AbortSignal | undefined,
+  t0: number,
+): Promise<LocalRun[]> {
+  const release = await d.limiter.acquire(signal).catch((e: unknown) => {
+    throw signal?.aborted ? (isBitNetError(signal.reason) ? signal.reason : cancelled()) : e;
+  });
+  let left = jobs.length;
+  // each run's part of the slot; a run releases its part exactly once (startLocal's settle)
+  const part = async () => () => {
+    if (--left === 0) release();
+  };
+  const started = await Promise.allSettled(jobs.map((j) => startLocal(d, j.prompt, j.config, signal, t0, part)));
+  const failed = started.find((r) => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.cancel() : undefined)));
+    throw failed.reason;
+  }
+  return started.map((r) => buffered((r as PromiseFulfilledResult<LocalRun>).value));
+}
+
+/** A run whose events are pulled as fast as they come and kept until the reader takes them. */
+function buffered(run: LocalRun): LocalRun {
+  const got: IteratorResult<TokenEvent, GenerationOutcome>[] = [];
+  let failure: { error: unknown } | undefined;
+  let wake: (() => void) | undefined;
+  const pump = async () => {
+    try {
+      for (;;) {
+        const r = await run.events.next();
+        got.push(r);
+        wake?.();
+        if (r.done) return;
+      }
+    } catch (e) {
+      failure = { error: e };
+      wake?.();
+    }
+  };
+  void pump();
+  async function* events(): AsyncGenerator<TokenEvent, GenerationOutcome> {
+    let finished = false;
+    try {
+      for (;;) {
+        while (got.length === 0 && !failure) await new Promise<void>((r) => (wake = r));
+        const r = got.shift();
+        if (!r) throw (failure as { error: unknown }).error;
+        if (r.done) {
+          finished = true;
+          return r.value;
+        }
+        yield r.value;
+      }
+    } finally {
+      // the reader left early: stop the generation (the pump then ends with its error)
+      if (!finished) await run.cancel();
+    }
+  }
+  return { events: events(), cancel: run.cancel, tokenizer: run.tokenizer };
 }
 
 /** Drains a run into its outcome (non-streaming responses). */

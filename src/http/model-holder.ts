@@ -24,6 +24,8 @@ export interface ServedModel {
     readonly backendName: string;
     /** Kernel threads (absent: 1). */
     readonly numThreads?: number;
+    /** A request's several generations run at once (the backend batches them: cuda); absent: one after another. */
+    readonly runsGenerationsTogether?: boolean;
     /** Batched decode counts (WasmBackend.decodeStats), when the backend batches. */
     readonly decodeStats?: { readonly runs: number; readonly steps: number; readonly largestBatch: number };
   };

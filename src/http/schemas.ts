@@ -61,7 +61,8 @@ export const sampling = {
   stop,
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
-  // choices per prompt, generated one after another (seed + i for choice i when a seed is given)
+  // choices per prompt (seed + i for choice i when a seed is given); one after another, or at once
+  // where the backend batches them (cuda)
   n: z
     .number()
     .int()

@@ -32,6 +32,13 @@ export interface Backend {
    * the same logits as one prefilled again: the engine's prompt cache needs it.
    */
   readonly rebuildsFromStore?: boolean;
+  /**
+   * True when concurrent forward() calls, prefills included, share the device's steps (continuous
+   * batching: cuda). A request's several generations (`n`, several prompts) then run at once
+   * rather than one after another. False or absent where each call computes on its own, or where
+   * a later generation reuses the first one's prompt through the prompt cache (reference, wasm).
+   */
+  readonly runsGenerationsTogether?: boolean;
   /** The sequence behind `kv` is finished: drop any copy of its KV the backend keeps. */
   release?(kv: KVStore): void;
   dispose?(): void;

@@ -4,6 +4,7 @@ import type OpenAI from 'openai';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { BitNetModel } from '../../src/api/bitnet-model.ts';
 import { createApp } from '../../src/http/app.ts';
+import type { ServedModel } from '../../src/http/model-holder.ts';
 import { metric, openAIFor, post, sseData, tinyModel, waitFor } from './helpers.ts';
 
 let model: BitNetModel;
@@ -175,5 +176,77 @@ describe('several prompts in /v1/completions', () => {
     expect(bad.status).toBe(400);
     expect((await bad.json()).error).toMatchObject({ code: 'BAD_TOKEN', param: 'prompt' });
     expect(await promptTokens()).toBe(before);
+  });
+});
+
+describe('a backend that runs generations together (cuda: runsGenerationsTogether)', () => {
+  // The tiny model behind an engine that says its backend batches concurrent generations, and
+  // counts how many of its generations are running at once.
+  let live = 0;
+  let maxLive = 0;
+  let together: ReturnType<typeof createApp>;
+  beforeAll(() => {
+    const served: ServedModel = {
+      tokenizer: model.tokenizer,
+      modelInfo: () => model.modelInfo(),
+      engine: {
+        backendName: 'batching',
+        runsGenerationsTogether: true,
+        check: (p, c) => model.engine.check(p, c),
+        stream: (p, c, s) => {
+          const it = model.engine.stream(p, c, s);
+          return (async function* () {
+            live++;
+            maxLive = Math.max(maxLive, live);
+            try {
+              return yield* it;
+            } finally {
+              live--;
+            }
+          })();
+        },
+      },
+    };
+    // one slot and no queue: the choices of a request share its slot
+    together = createApp({ model: served, modelId: 'm', limits: { maxConcurrent: 1, maxQueue: 0 } });
+  });
+  const ask = (path: string, body: unknown) => together.request(...post(path, body, headers));
+
+  it('n choices and several prompts start at once; answers, order and usage are those of runs in turn', async () => {
+    maxLive = 0;
+    const want = await (await call('/v1/chat/completions', chat({ n: 3 }))).json();
+    const got = await (await ask('/v1/chat/completions', chat({ n: 3 }))).json();
+    expect(maxLive).toBe(3);
+    expect(got.choices).toEqual(want.choices);
+    expect(got.usage).toEqual(want.usage);
+    // streamed: the same chunks in the same order (choice 0, then 1, then 2)
+    const body = chat({ n: 3, stream: true, stream_options: { include_usage: true } });
+    const strip = (cs: Chunk[]) => cs.map((c) => ({ choices: c.choices, usage: c.usage }));
+    maxLive = 0;
+    const streamed = strip(await chunksOf(await ask('/v1/chat/completions', body)));
+    expect(maxLive).toBe(3);
+    expect(streamed).toEqual(strip(await chunksOf(await call('/v1/chat/completions', body))));
+    const prompts = { prompt: ['the cat', 'a dog'], max_tokens: 4, temperature: 0, n: 2 };
+    maxLive = 0;
+    const many = await (await ask('/v1/completions', prompts)).json();
+    expect(maxLive).toBe(4);
+    expect(many.choices).toEqual((await (await call('/v1/completions', prompts)).json()).choices);
+  });
+
+  it('a client that leaves cancels every choice and frees the one slot', async () => {
+    const ac = new AbortController();
+    const [path, init] = post('/v1/chat/completions', chat({ n: 3, max_tokens: 60, stream: true }), headers);
+    const r = await together.request(path, { ...init, signal: ac.signal });
+    const reader = r.body!.getReader();
+    await reader.read();
+    expect(live).toBe(3);
+    ac.abort();
+    await reader.cancel();
+    await waitFor(() => live === 0, 'every generation to stop');
+    await waitFor(
+      async () => metric(await (await together.request('/metrics')).text(), 'bitnet_active_generations') === 0,
+      'the slot to be freed',
+    );
+    expect((await ask('/v1/chat/completions', chat({ max_tokens: 1 }))).status).toBe(200);
   });
 });

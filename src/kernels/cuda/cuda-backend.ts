@@ -175,6 +175,8 @@ interface Pending {
 }
 
 export class CudaBackend implements Backend {
+  /** Concurrent requests' prefills and decodes share engine steps (a request's `n` choices too). */
+  readonly runsGenerationsTogether = true;
   readonly name = 'cuda';
   readonly vocabSize: number;
   readonly device: CudaDeviceInfo | undefined;
