@@ -34,6 +34,7 @@ export {
   ternarize,
 } from './api/quantization.ts';
 export { BitNetError, BitNetErrorKind, isBitNetError } from './errors.ts';
+export { type EmbedOptions, POOLINGS, type Pooling } from './generate/embeddings.ts';
 export { parseGbnf } from './generate/grammar/gbnf.ts';
 export { jsonSchemaToGbnf } from './generate/grammar/json-schema.ts';
 export type { ResponseFormat } from './generate/json-mode.ts';

@@ -7,6 +7,7 @@
  * breaking out of the loop aborts the generation and frees its KV cache entries).
  */
 import { BitNetError } from '../errors.ts';
+import type { EmbedOptions } from '../generate/embeddings.ts';
 import { type PerplexityOptions, type PerplexityResult, perplexity } from '../generate/perplexity.ts';
 import { openLocalGguf } from '../kernels/wasm/open-local.ts';
 import type { ByteSource } from '../sources/byte-source.ts';
@@ -181,6 +182,15 @@ export class BitNetModel {
     config: GenerationConfig | GenerationConfigInit = new GenerationConfig(),
   ): Promise<string> {
     return (await this.generateDetailed(prompt, config)).text;
+  }
+
+  /**
+   * An embedding of the prompt (text or `{ids}`): its final hidden states, mean-pooled (or
+   * `pooling: 'last'`) and of unit length unless `normalize: false`. One Float32Array of the
+   * model's hidden size (`config().hiddenSize`).
+   */
+  async embed(prompt: Prompt, options: EmbedOptions = {}): Promise<Float32Array> {
+    return (await this.engine.embed(prompt, options)).embedding;
   }
 
   /** Like generate, with token ids, finish reason and timings. Accepts `{ids}` prompts too. */

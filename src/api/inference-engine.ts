@@ -3,6 +3,7 @@
  * It owns the KV cache and the backend, and runs the engine loop (src/generate/engine.ts).
  */
 import { BitNetError } from '../errors.ts';
+import { checkPooling, type EmbedOptions, poolHidden } from '../generate/embeddings.ts';
 import { Engine, type GenerationOutcome, type TokenEvent } from '../generate/engine.ts';
 import type { LogitBias } from '../generate/logit-adjust.ts';
 import { createRng } from '../generate/prng.ts';
@@ -292,6 +293,25 @@ export class InferenceEngine {
     const c = (config instanceof GenerationConfig ? config : new GenerationConfig(config)).validate();
     const ids = this.encodePrompt(prompt);
     return this.engine.generate(ids, { ...c, signal });
+  }
+
+  /**
+   * An embedding of the prompt: its final hidden states pooled ('mean' by default, or 'last') and
+   * scaled to unit length unless `normalize: false` (src/generate/embeddings.ts). Text is tokenized
+   * as for generation. Typed errors: EMPTY_PROMPT, PROMPT_TOO_LONG, BAD_TOKEN, INVALID_EMBED_OPTIONS,
+   * EMBEDDINGS_UNAVAILABLE (a backend without hidden states: cuda).
+   */
+  async embed(prompt: Prompt, o: EmbedOptions = {}): Promise<{ embedding: Float32Array; promptTokens: number }> {
+    checkPooling(o.pooling);
+    const ids = this.encodePrompt(prompt);
+    const rows = await this.engine.hiddenStates(ids, o.signal);
+    return { embedding: poolHidden(rows, o.pooling ?? 'mean', o.normalize !== false), promptTokens: ids.length };
+  }
+
+  /** Throws what embed() would throw for this prompt and options; runs nothing. */
+  checkEmbed(prompt: Prompt, o: EmbedOptions = {}): void {
+    checkPooling(o.pooling);
+    this.engine.checkHidden(this.encodePrompt(prompt));
   }
 
   /** Throws what stream() would throw for this prompt and config (prompt length, ids, settings); runs nothing. */

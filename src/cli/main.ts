@@ -13,6 +13,8 @@ export const COMMAND_USAGE: Record<string, string> = {
   chat: `chat       --model LOCATION [--system TEXT] [--max-tokens N (256)] [generate's other sampling flags]
              [--threads N] [--backend reference|wasm|cuda] [--json]   (one user message per stdin line; /exit ends)`,
   logits: `logits     --model LOCATION --prompt-ids 1,2,3 [--backend reference|wasm|cuda] [--activations per-token|q8k] [--json]`,
+  embed: `embed      --model LOCATION (--text TEXT ... | --prompt-ids 1,2,3) [--pooling mean|last] [--no-normalize]
+             [--backend reference|wasm] [--threads N] [--json]`,
   synth: `synth      (--preset tiny|large|2b-4t | --hidden H --layers L --heads N --kv-heads M --ffn F --vocab V --ctx C)
              --qtype i2_s|tq2_0|tq1_0|f16 [--arch bitnet-b1.58|bitnet-25|bitnet-1.58|bitnet]
              [--activation silu|relu2 (silu: --arch bitnet only)]
@@ -58,6 +60,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   chat: async () => (await import('./chat.ts')).chatCommand,
   logits: async () => (await import('./logits.ts')).logitsCommand,
   perplexity: async () => (await import('./perplexity.ts')).perplexityCommand,
+  embed: async () => (await import('./embed.ts')).embedCommand,
   synth: async () => (await import('./synth.ts')).synthCommand,
   inspect: async () => (await import('./inspect.ts')).inspectCommand,
   tokenize: async () => (await import('./tokenize.ts')).tokenizeCommand,

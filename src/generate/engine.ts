@@ -151,6 +151,35 @@ export class Engine {
     }
   }
 
+  /**
+   * Final hidden states (after output_norm) at every position of `ids`, on a fresh sequence that is
+   * released afterwards: the input of embeddings (embeddings.ts).
+   */
+  async hiddenStates(ids: readonly number[], signal?: AbortSignal): Promise<Float32Array[]> {
+    this.checkHidden(ids);
+    const { backend } = this.d;
+    const seq = this.d.newSequence();
+    try {
+      return await (backend.hidden as NonNullable<typeof backend.hidden>).call(backend, ids, 0, seq.store, signal);
+    } finally {
+      backend.release?.(seq.store);
+      seq.release();
+    }
+  }
+
+  /** Throws what hiddenStates() would throw for these ids (no tokens, a bad id, too long, no hidden states). */
+  checkHidden(ids: readonly number[]): void {
+    this.checkPrompt(ids, 0);
+    const { backend } = this.d;
+    if (!backend.hidden) {
+      throw BitNetError.Config(
+        'EMBEDDINGS_UNAVAILABLE',
+        `the ${backend.name} backend does not return hidden states, so it cannot compute embeddings (the wasm and reference backends can)`,
+        { backend: backend.name },
+      );
+    }
+  }
+
   private checkPrompt(ids: readonly number[], maxNew: number): void {
     if (ids.length === 0) throw BitNetError.Config('EMPTY_PROMPT', 'the prompt has no tokens');
     const vocab = this.d.backend.vocabSize;

@@ -30,6 +30,7 @@ import { BitNetError, isBitNetError } from '../errors.ts';
 import type { GenerationOutcome } from '../generate/engine.ts';
 import { ApiKeys } from './auth.ts';
 import { type ChatTemplateOverride, chatTemplateResolver } from './chat-template.ts';
+import { type EmbeddingsRequest, embeddingInputs, embeddingsBody, embeddingsSchema } from './embeddings.ts';
 import { errorBody, errorResponse, toBitNetError } from './errors.ts';
 import { Limiter, type LimiterOptions } from './limiter.ts';
 import {
@@ -42,6 +43,7 @@ import {
   type Runs,
   startAll,
   startLocal,
+  toEnginePrompt,
 } from './local.ts';
 import { nativeLogprob, TokenNames } from './logprobs-wire.ts';
 import { type AppMetrics, createMetrics } from './metrics.ts';
@@ -136,6 +138,7 @@ const ENDPOINTS = new Set([
   '/v1/chat/completions',
   '/v1/completions',
   '/v1/responses',
+  '/v1/embeddings',
   '/v1/generate',
 ]);
 /** The metrics label of /v1/models/{id}: one series, whatever ids clients ask for. */
@@ -143,7 +146,7 @@ const MODEL_PATH = '/v1/models/{id}';
 
 /** Where a GET route and a POST route are, for 405 and its Allow header (HEAD goes with GET). */
 const GET_PATHS = ['/healthz', '/readyz', '/metrics', '/v1/models', '/v1/models/:id{.+}'];
-const POST_PATHS = ['/v1/chat/completions', '/v1/completions', '/v1/responses', '/v1/generate'];
+const POST_PATHS = ['/v1/chat/completions', '/v1/completions', '/v1/responses', '/v1/embeddings', '/v1/generate'];
 
 /** GenerationConfig's ceiling on maxNewTokens; OpenAI's max_tokens is clamped to it (and to the context). */
 const MAX_NEW_TOKENS = 1 << 20;
@@ -634,6 +637,55 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         return c.json(responseBody(ident, b, await collect(run), tools, tokNames));
       },
     );
+  });
+
+  // Embeddings run on the edge only: the cuda backend returns no hidden states.
+  app.post('/v1/embeddings', limit, json, validate(embeddingsSchema), async (c) => {
+    const b = c.req.valid('json') as EmbeddingsRequest;
+    if (b.model !== undefined && b.model !== modelId) throw unknownModel(b.model);
+    const signal = c.req.raw.signal;
+    const m = await holder.get();
+    const embed = m.engine.embed;
+    if (!embed) {
+      throw BitNetError.Config('EMBEDDINGS_UNAVAILABLE', 'this server computes no embeddings with its model', {
+        backend: m.engine.backendName,
+      });
+    }
+    const width = m.modelInfo().hiddenSize;
+    if (b.dimensions !== undefined && b.dimensions !== width) {
+      throw BitNetError.Config(
+        'INVALID_EMBED_OPTIONS',
+        `dimensions must be this model's hidden size, ${width} (its embeddings are not trained to be cut shorter)`,
+        { param: 'dimensions', dimensions: b.dimensions, hiddenSize: width },
+      );
+    }
+    // every input checked before any runs: a bad one fails the request at once
+    const prompts = embeddingInputs(b.input).map((p) => toEnginePrompt(p, m.tokenizer, templateFor).prompt);
+    for (const [i, p] of prompts.entries()) {
+      try {
+        m.engine.checkEmbed?.(p, { pooling: b.pooling });
+      } catch (e) {
+        throw withParam(e, { prompt: prompts.length > 1 ? `input[${i}]` : 'input' });
+      }
+    }
+    const release = await limiter.acquire(signal);
+    const vectors: Float32Array[] = [];
+    let tokens = 0;
+    try {
+      for (const [i, p] of prompts.entries()) {
+        const r = await embed
+          .call(m.engine, p, { pooling: b.pooling, normalize: b.normalize, signal })
+          .catch((e: unknown) =>
+            Promise.reject(withParam(e, { prompt: prompts.length > 1 ? `input[${i}]` : 'input' })),
+          );
+        vectors.push(r.embedding);
+        tokens += r.promptTokens;
+      }
+    } finally {
+      release();
+    }
+    metrics.tokens.inc({ type: 'prompt' }, tokens);
+    return c.json(embeddingsBody(modelId, vectors, tokens, b.encoding_format));
   });
 
   app.post('/v1/generate', limit, json, validate(generateSchema), async (c) => {

@@ -7,6 +7,7 @@ import type { GenerationConfigInit } from '../api/generation-config.ts';
 import type { Prompt } from '../api/inference-engine.ts';
 import type { ModelInfo } from '../api/model-info.ts';
 import { BitNetError, isBitNetError } from '../errors.ts';
+import type { Pooling } from '../generate/embeddings.ts';
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { statusOf } from './errors.ts';
@@ -26,6 +27,13 @@ export interface ServedModel {
     readonly numThreads?: number;
     /** A request's several generations run at once (the backend batches them: cuda); absent: one after another. */
     readonly runsGenerationsTogether?: boolean;
+    /** An embedding of a prompt (InferenceEngine.embed); absent: the server computes none. */
+    embed?(
+      prompt: Prompt,
+      options: { pooling?: Pooling; normalize?: boolean; signal?: AbortSignal },
+    ): Promise<{ embedding: Float32Array; promptTokens: number }>;
+    /** Throws what embed() would throw, running nothing. */
+    checkEmbed?(prompt: Prompt, options: { pooling?: Pooling }): void;
     /** Batched decode counts (WasmBackend.decodeStats), when the backend batches. */
     readonly decodeStats?: { readonly runs: number; readonly steps: number; readonly largestBatch: number };
   };

@@ -39,6 +39,11 @@ export interface Backend {
    * a later generation reuses the first one's prompt through the prompt cache (reference, wasm).
    */
   readonly runsGenerationsTogether?: boolean;
+  /**
+   * Final hidden states (after output_norm), one row of nEmbd per token, for tokens run from
+   * startPos into `kv` (embeddings). Absent on a backend that does not expose them (cuda).
+   */
+  hidden?(tokens: readonly number[], startPos: number, kv: KVStore, signal?: AbortSignal): Promise<Float32Array[]>;
   /** The sequence behind `kv` is finished: drop any copy of its KV the backend keeps. */
   release?(kv: KVStore): void;
   dispose?(): void;

@@ -67,6 +67,38 @@ describe('bitnet CLI', () => {
     expect(parsedCount).toBe(tk.length); // tokenize --json prints the id array
   });
 
+  it("embed: the API's embeddings per input (--json), plain lines without; bad flags fail before the model opens", async () => {
+    const f = join(dir, 'embed.gguf');
+    expect((await bitnet('synth', '--preset', 'tiny', '--qtype', 'tq2_0', '--seed', '4', '--out', f)).code).toBe(0);
+    const j = await bitnet('embed', '--model', f, '--text', 'hello world', '--text', 'a dog', '--json');
+    expect(j.code, j.stderr).toBe(0);
+    const out = JSON.parse(j.stdout);
+    expect(out).toMatchObject({ dimensions: 256, pooling: 'mean', normalized: true });
+    expect(out.embeddings.map((e: { index: number }) => e.index)).toEqual([0, 1]);
+    const { BitNetModel } = await import('../../src/api/bitnet-model.ts');
+    const model = await BitNetModel.fromFile(f);
+    expect(out.embeddings[0].embedding).toEqual(Array.from(await model.embed('hello world')));
+    expect(out.embeddings[1].embedding).toEqual(Array.from(await model.embed('a dog')));
+    // ids, the last position, not normalized; plain output: one line of numbers per input
+    const ids = await bitnet('embed', '--model', f, '--prompt-ids', '5,6,7', '--pooling', 'last', '--no-normalize');
+    expect(ids.code, ids.stderr).toBe(0);
+    const line = ids.stdout.trim().split('\n');
+    expect(line).toHaveLength(1);
+    expect(line[0].split(' ').map(Number)).toEqual(
+      Array.from(await model.embed({ ids: [5, 6, 7] }, { pooling: 'last', normalize: false })),
+    );
+    for (const [flags, msg] of [
+      [['--model', f], /--text .* or --prompt-ids/],
+      [['--model', f, '--text', 'x', '--prompt-ids', '1'], /not both/],
+      [['--model', f, '--text', 'x', '--pooling', 'max'], /--pooling must be one of mean, last/],
+      [['--model', f, '--prompt-ids', '1,99999'], /BAD_TOKEN/],
+    ] as const) {
+      const r = await bitnet('embed', ...flags);
+      expect(r.code, r.stderr).not.toBe(0);
+      expect(r.stderr).toMatch(msg);
+    }
+  });
+
   it('the same seed gives the same ternary weights in every qtype', async () => {
     const a = join(dir, 'a.gguf');
     const b = join(dir, 'b.gguf');

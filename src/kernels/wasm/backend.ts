@@ -581,16 +581,30 @@ export class WasmBackend implements Backend {
 
   /**
    * Final hidden states (after output_norm) of tokens run from position startPos, without logits:
-   * for tests and tools. Uses and updates the mirror of `kv` like forward().
+   * embeddings, tests and tools. Uses and updates the mirror of `kv` like forward(), and like it
+   * yields between chunks (other requests run; `signal` is checked).
    */
-  async hidden(tokens: readonly number[], startPos: number, kv: KVStore): Promise<Float32Array[]> {
+  async hidden(
+    tokens: readonly number[],
+    startPos: number,
+    kv: KVStore,
+    signal?: AbortSignal,
+  ): Promise<Float32Array[]> {
+    if (this.disposed) throw disposedError();
+    signal?.throwIfAborted();
     await this.ensurePool();
-    const m = this.mirrorFor(kv);
+    let m = this.mirrorFor(kv);
     this.sync(m, kv, startPos);
     const E = this.hp.nEmbd;
     this.hiddenBuf ||= this.arena.alloc(4 * E * this.mCap);
     const out: Float32Array[] = [];
     for (let i = 0; i < tokens.length; i += this.mCap) {
+      if (i > 0) {
+        await new Promise((r) => setTimeout(r, 0));
+        signal?.throwIfAborted();
+        m = this.mirrorFor(kv); // see forward(): the mirror may have been evicted meanwhile
+        this.sync(m, kv, startPos + i);
+      }
       const chunk = tokens.slice(i, i + this.mCap);
       this.runChunk(chunk, startPos + i, m, LogitsMode.Hidden, this.hiddenBuf);
       this.writeBack(m, kv, startPos + i, startPos + i + chunk.length);

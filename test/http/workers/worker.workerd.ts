@@ -137,6 +137,21 @@ describe('Worker in workerd', () => {
     expect(whole.status).toMatch(/^(completed|incomplete)$/);
   });
 
+  it('the openai client gets embeddings (base64 over the wire), unit length, the same for the same text', async () => {
+    const c = client();
+    const r = await c.embeddings.create({
+      model: MODEL,
+      input: ['hello from the edge', 'a dog', 'hello from the edge'],
+    });
+    expect(r.data.map((d) => d.index)).toEqual([0, 1, 2]);
+    const [a, b, a2] = r.data.map((d) => d.embedding);
+    expect(a.length).toBeGreaterThan(0);
+    expect(a2).toEqual(a);
+    expect(b).not.toEqual(a);
+    expect(Math.abs(a.reduce((s, x) => s + x * x, 0) - 1)).toBeLessThan(1e-5);
+    expect(r.usage.prompt_tokens).toBeGreaterThan(0);
+  });
+
   it('lists the model and serves completions', async () => {
     const c = client();
     const list = await c.models.list();
