@@ -484,17 +484,16 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       // a backend that batches concurrent generations (cuda): all of them start now and compute
       // together; the response still reads them in order
       const all = await startAll(local, jobs, signal, obs.start);
-      return respond(
-        {
-          jobs,
-          tokenizer: all[0].tokenizer,
-          run: async (i) => all[i],
-          cancel: async () => {
-            await Promise.all(all.map((r) => r.cancel()));
-          },
-        },
-        obs,
-      );
+      const cancelAll = async () => {
+        await Promise.all(all.map((r) => r.cancel()));
+      };
+      try {
+        return await respond({ jobs, tokenizer: all[0].tokenizer, run: async (i) => all[i], cancel: cancelAll }, obs);
+      } catch (e) {
+        // an answer that failed (a choice's error, not streamed) stops the runs still going
+        await cancelAll();
+        throw e;
+      }
     }
     const first = await startLocal(local, jobs[0].prompt, jobs[0].config, signal, obs.start);
     let current = first;

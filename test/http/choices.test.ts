@@ -184,6 +184,7 @@ describe('a backend that runs generations together (cuda: runsGenerationsTogethe
   // counts how many of its generations are running at once.
   let live = 0;
   let maxLive = 0;
+  const endedAborted: boolean[] = [];
   let together: ReturnType<typeof createApp>;
   beforeAll(() => {
     const served: ServedModel = {
@@ -195,12 +196,24 @@ describe('a backend that runs generations together (cuda: runsGenerationsTogethe
         check: (p, c) => model.engine.check(p, c),
         stream: (p, c, s) => {
           const it = model.engine.stream(p, c, s);
+          // seed 1000 fails at its second token; seeds 1001.. are slow (20 ms a token)
+          const seed = Number(c.seed);
           return (async function* () {
             live++;
             maxLive = Math.max(maxLive, live);
+            let n = 0;
             try {
-              return yield* it;
+              let r = await it.next();
+              while (!r.done) {
+                if (seed === 1000 && ++n === 2) throw new Error('choice 0 broke');
+                if (seed > 1000) await new Promise((w) => setTimeout(w, 20));
+                yield r.value;
+                r = await it.next();
+              }
+              return r.value;
             } finally {
+              await it.return(undefined as never).catch(() => {}); // the engine's generator frees its sequence
+              if (seed > 1000) endedAborted.push(s?.aborted === true);
               live--;
             }
           })();
@@ -231,6 +244,14 @@ describe('a backend that runs generations together (cuda: runsGenerationsTogethe
     const many = await (await ask('/v1/completions', prompts)).json();
     expect(maxLive).toBe(4);
     expect(many.choices).toEqual((await (await call('/v1/completions', prompts)).json()).choices);
+  });
+
+  it('a choice that fails stops the others (not streamed: the error answers)', async () => {
+    const r = await ask('/v1/chat/completions', chat({ n: 3, max_tokens: 100, seed: 1000 }));
+    expect(r.status).toBe(500);
+    await waitFor(() => live === 0, 'every generation to stop');
+    // choices 1 and 2 (100 tokens at 20 ms each) were cancelled, not left to finish
+    expect(endedAborted).toEqual([true, true]);
   });
 
   it('a client that leaves cancels every choice and frees the one slot', async () => {
