@@ -660,11 +660,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     }
     // every input checked before any runs: a bad one fails the request at once
     const prompts = embeddingInputs(b.input).map((p) => toEnginePrompt(p, m.tokenizer, templateFor).prompt);
+    const named = (e: unknown, i: number) => withParam(e, { prompt: prompts.length > 1 ? `input[${i}]` : 'input' });
     for (const [i, p] of prompts.entries()) {
       try {
         m.engine.checkEmbed?.(p, { pooling: b.pooling });
       } catch (e) {
-        throw withParam(e, { prompt: prompts.length > 1 ? `input[${i}]` : 'input' });
+        throw named(e, i);
       }
     }
     const release = await limiter.acquire(signal);
@@ -674,9 +675,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       for (const [i, p] of prompts.entries()) {
         const r = await embed
           .call(m.engine, p, { pooling: b.pooling, normalize: b.normalize, signal })
-          .catch((e: unknown) =>
-            Promise.reject(withParam(e, { prompt: prompts.length > 1 ? `input[${i}]` : 'input' })),
-          );
+          .catch((e: unknown) => Promise.reject(named(e, i)));
         vectors.push(r.embedding);
         tokens += r.promptTokens;
       }

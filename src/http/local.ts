@@ -129,6 +129,13 @@ export interface LocalRun {
 
 const cancelled = () => BitNetError.Timeout('CANCELLED', 'the client went away');
 
+/**
+ * What a generation fails with once `signal` aborts: a BitNetError reason (the server shutting
+ * down: SHUTTING_DOWN), so each route answers it in its own format; any other abort is the client
+ * going away.
+ */
+const abortReason = (signal: AbortSignal | undefined) => (isBitNetError(signal?.reason) ? signal.reason : cancelled());
+
 export async function startLocal(
   d: LocalDeps,
   prompt: PromptInput,
@@ -138,9 +145,7 @@ export async function startLocal(
   /** Where the run's slot comes from (default: one of the limiter's; startAll shares one). */
   acquire: () => Promise<() => void> = () => d.limiter.acquire(signal),
 ): Promise<LocalRun> {
-  // A BitNetError reason (the server shutting down: SHUTTING_DOWN) is what the generation fails
-  // with, so each route answers it in its own format; any other abort is the client going away.
-  const reason = () => (isBitNetError(signal?.reason) ? signal.reason : cancelled());
+  const reason = () => abortReason(signal);
   let release: () => void;
   try {
     release = await acquire();
@@ -225,7 +230,7 @@ export async function startAll(
   t0: number,
 ): Promise<LocalRun[]> {
   const release = await d.limiter.acquire(signal).catch((e: unknown) => {
-    throw signal?.aborted ? (isBitNetError(signal.reason) ? signal.reason : cancelled()) : e;
+    throw signal?.aborted ? abortReason(signal) : e;
   });
   let left = jobs.length;
   // each run's part of the slot; a run releases its part exactly once (startLocal's settle)
