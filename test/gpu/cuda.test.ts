@@ -461,6 +461,62 @@ describe('CUDA engine without a GPU', () => {
       );
     });
 
+    it("the HTTP app on the cuda backend (CPU emulation): a request's n choices run at once in one slot and answer as on the reference backend", async () => {
+      const { createApp } = await import('../../src/http/app.ts');
+      const bytes = await synthBytes({ qtype: 'i2_s', seed: 5, arch: 'bitnet-b1.58' });
+      // BitNetModel's cuda backend takes its options from BITNET_CUDA_OPTIONS (as the GPU server does)
+      const saved = process.env.BITNET_CUDA_OPTIONS;
+      process.env.BITNET_CUDA_OPTIONS = JSON.stringify({ addonPath: ADDON, emulate: true, maxSeqs: 8, maxCtx: 128 });
+      let gpu: BitNetModel;
+      try {
+        gpu = await BitNetModel.fromFile(new MemorySource(bytes), { backend: 'cuda' });
+      } finally {
+        if (saved === undefined) delete process.env.BITNET_CUDA_OPTIONS;
+        else process.env.BITNET_CUDA_OPTIONS = saved;
+      }
+      expect(gpu.engine.backendName).toBe('cuda');
+      expect(gpu.engine.runsGenerationsTogether).toBe(true);
+      const ref = await BitNetModel.fromFile(new MemorySource(bytes), { backend: 'reference' });
+      expect(ref.engine.runsGenerationsTogether).toBe(false);
+      // one slot, no queue: the three choices share the request's slot
+      const appOf = (model: BitNetModel) =>
+        createApp({ model, modelId: 'm', limits: { maxConcurrent: 1, maxQueue: 0 } });
+      const ask = async (model: BitNetModel, extra: Record<string, unknown> = {}) => {
+        const r = await appOf(model).request('/v1/chat/completions', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            messages: [{ role: 'user', content: 'tell me something' }],
+            max_tokens: 8,
+            temperature: 0.9,
+            seed: 7,
+            n: 3,
+            ...extra,
+          }),
+        });
+        expect(r.status).toBe(200);
+        return extra.stream ? r.text() : r.json();
+      };
+      const [g, w] = [await ask(gpu), await ask(ref)];
+      expect(g.choices).toHaveLength(3);
+      expect(g.choices).toEqual(w.choices);
+      expect(g.usage).toEqual(w.usage);
+      // streamed: the same text per choice, in order
+      const texts = (sse: string) =>
+        [0, 1, 2].map((i) =>
+          sse
+            .split('\n\n')
+            .filter((e) => e.startsWith('data: {'))
+            .map((e) => JSON.parse(e.slice(6)).choices[0])
+            .filter((c) => c?.index === i)
+            .map((c) => c.delta?.content ?? '')
+            .join(''),
+        );
+      expect(texts(await ask(gpu, { stream: true }))).toEqual(
+        w.choices.map((c: { message: { content: string } }) => c.message.content),
+      );
+    });
+
     // The same backend checks on two devices without a GPU: the kernels' CPU emulation (the
     // addon's emulate option) and the kernels' own sources on the CPU simulation (addon-sim).
     const devices = [
