@@ -8,7 +8,7 @@ import { Engine, type GenerationOutcome, type TokenEvent } from '../generate/eng
 import type { LogitBias } from '../generate/logit-adjust.ts';
 import { createRng } from '../generate/prng.ts';
 import { sample } from '../generate/sampler.ts';
-import type { Backend } from '../kernels/backend.ts';
+import type { Backend, DecodeStats } from '../kernels/backend.ts';
 import { createCudaBackend } from '../kernels/cuda/cuda-backend.ts';
 import { ReferenceBackend } from '../kernels/reference-backend.ts';
 import { WasmBackend } from '../kernels/wasm/backend.ts';
@@ -183,8 +183,8 @@ export class InferenceEngine {
    * runs, the steps they served, the largest batch. Undefined on a backend that does not batch
    * this way (reference; cuda batches in its engine).
    */
-  get decodeStats(): { readonly runs: number; readonly steps: number; readonly largestBatch: number } | undefined {
-    return (this.engine.backend as { decodeStats?: { runs: number; steps: number; largestBatch: number } }).decodeStats;
+  get decodeStats(): DecodeStats | undefined {
+    return this.engine.backend.decodeStats;
   }
 
   /** Kernel threads the backend runs (the wasm pool starts on the first forward; 1 before it). */

@@ -4,6 +4,8 @@
  * process (an edge and a GPU server in a test) keep separate numbers.
  */
 
+import type { DecodeStats } from '../kernels/backend.ts';
+
 type Labels = Record<string, string>;
 
 function labelKey(labels: Labels): string {
@@ -162,7 +164,7 @@ export function createMetrics(read: {
   queueDepth: () => number;
   active: () => number;
   /** The loaded model's batched-decode counts, if its backend batches (0 before it loads). */
-  decodeStats: () => { runs: number; steps: number } | undefined;
+  decodeStats: () => Pick<DecodeStats, 'runs' | 'steps'> | undefined;
 }): AppMetrics {
   const r = new Registry();
   return {

@@ -9,6 +9,7 @@ import type { ModelInfo } from '../api/model-info.ts';
 import { BitNetError, isBitNetError } from '../errors.ts';
 import type { Pooling } from '../generate/embeddings.ts';
 import type { GenerationOutcome, TokenEvent } from '../generate/engine.ts';
+import type { DecodeStats } from '../kernels/backend.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { statusOf } from './errors.ts';
 
@@ -35,7 +36,7 @@ export interface ServedModel {
     /** Throws what embed() would throw, running nothing. */
     checkEmbed?(prompt: Prompt, options: { pooling?: Pooling }): void;
     /** Batched decode counts (WasmBackend.decodeStats), when the backend batches. */
-    readonly decodeStats?: { readonly runs: number; readonly steps: number; readonly largestBatch: number };
+    readonly decodeStats?: DecodeStats;
   };
   readonly tokenizer: Tokenizer | undefined;
   modelInfo(): ModelInfo;

@@ -21,6 +21,13 @@ export interface ForwardRequest {
   signal?: AbortSignal;
 }
 
+/** Decode steps run as batches: kernel runs, the steps (one token of one sequence) they served, the largest batch. */
+export interface DecodeStats {
+  readonly runs: number;
+  readonly steps: number;
+  readonly largestBatch: number;
+}
+
 export interface Backend {
   readonly name: string;
   readonly vocabSize: number;
@@ -39,6 +46,8 @@ export interface Backend {
    * a later generation reuses the first one's prompt through the prompt cache (reference, wasm).
    */
   readonly runsGenerationsTogether?: boolean;
+  /** Present on a backend that batches concurrent decode steps itself (wasm). */
+  readonly decodeStats?: DecodeStats;
   /**
    * Final hidden states (after output_norm), one row of nEmbd per token, for tokens run from
    * startPos into `kv` (embeddings). Absent on a backend that does not expose them (cuda).

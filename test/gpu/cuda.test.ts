@@ -26,6 +26,7 @@ import { loadModel } from '../../src/model/load.ts';
 import { f16Round as f16r, type KVStore } from '../../src/model/reference.ts';
 import { MemorySource } from '../../src/sources/byte-source.ts';
 import { synthBytes } from '../helpers/models.ts';
+import { post } from '../http/helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const ENGINE = join(ROOT, 'gpu-lambda/engine');
@@ -482,18 +483,17 @@ describe('CUDA engine without a GPU', () => {
       const appOf = (model: BitNetModel) =>
         createApp({ model, modelId: 'm', limits: { maxConcurrent: 1, maxQueue: 0 } });
       const ask = async (model: BitNetModel, extra: Record<string, unknown> = {}) => {
-        const r = await appOf(model).request('/v1/chat/completions', {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({
-            messages: [{ role: 'user', content: 'tell me something' }],
-            max_tokens: 8,
-            temperature: 0.9,
-            seed: 7,
-            n: 3,
-            ...extra,
-          }),
-        });
+        const body = {
+          messages: [{ role: 'user', content: 'tell me something' }],
+          max_tokens: 8,
+          temperature: 0.9,
+          seed: 7,
+          n: 3,
+          ...extra,
+        };
+        const r = await appOf(model).request(
+          ...post('/v1/chat/completions', body, { 'content-type': 'application/json' }),
+        );
         expect(r.status).toBe(200);
         return extra.stream ? r.text() : r.json();
       };
