@@ -1,13 +1,16 @@
 /**
  * Kernel micro-benchmark (GOP/s, 2 ops per multiply-add, CPU time of this thread, median of 7):
  * ternary matvec/matmul straight from I2_S, TQ2_0, TQ1_0 bytes at 2560×2560 and 6912×2560, decode
- * (m = 1) and prefill (m = 16), on each kernel build; plus the Q6_K, Q8_0 and Q4_0 head kernels.
+ * (m = 1) and prefill (m = 16), on each kernel build; plus the Q6_K, Q8_0, Q4_0 and F16 head kernels
+ * (Q6_K also for 2 and 4 tokens at once, F16 for 2: what batched decode runs).
  *   node bench/micro.ts [--json] [--only NAME]   (NAME: a part of the kernel names to run, e.g. Q6_K)
  */
+
+import { GGMLType } from '../src/gguf/ggml-types.ts';
 import { Arena } from '../src/kernels/wasm/arena.ts';
 import type { KernelExports } from '../src/kernels/wasm/exports.ts';
 import { createMemory, instantiate, type KernelBuild, selectKernels } from '../src/kernels/wasm/loader.ts';
-import { quantizeQ4_0, quantizeQ6_K, quantizeQ8_0 } from '../src/quant/float-codecs.ts';
+import { quantizeF16, quantizeQ4_0, quantizeQ6_K, quantizeQ8_0 } from '../src/quant/float-codecs.ts';
 import { packI2S } from '../src/quant/i2s.ts';
 import { packTL, tlImageBytes } from '../src/quant/tl.ts';
 import { packTQ1_0, packTQ2_0 } from '../src/quant/tq.ts';
@@ -108,39 +111,58 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd'], only = ''): M
         }
       }
     }
-    // the integer heads, 16000 rows × 2560
+    // the LM heads, 16000 rows × 2560, for 1 token and for the tokens batched decode takes at once
+    // (each weight unpacked once for all of them: Q6_K 2 and 4, F16 2)
     const n = 16000;
     const kk = 2560;
     const x = Float32Array.from({ length: n * kk }, () => (rnd() - 0.5) * 0.3);
-    const hid = a.alloc(4 * kk);
+    const hid = a.alloc(4 * kk * 4);
     {
-      const h = a.f32(hid, kk);
-      for (let i = 0; i < kk; i++) h[i] = rnd() - 0.5;
+      const h = a.f32(hid, kk * 4);
+      for (let i = 0; i < kk * 4; i++) h[i] = rnd() - 0.5;
     }
-    const P = a.alloc(k.head_prep_bytes(kk));
-    const y = a.alloc(4 * n);
-    for (const [name, quantize] of [
-      ['Q6_K head', quantizeQ6_K],
-      ['Q8_0 head', quantizeQ8_0],
-      ['Q4_0 head', quantizeQ4_0],
-    ] as const) {
+    const HP = k.head_prep_bytes(kk);
+    const P = a.alloc(4 * HP);
+    const y = a.alloc(16 * n);
+    const scratch = a.alloc(16 * kk);
+    const X = a.alloc(2 * k.head_f16m_stride(kk));
+    const heads = [
+      ['Q6_K head', quantizeQ6_K, [1, 2, 4]],
+      ['Q8_0 head', quantizeQ8_0, [1]],
+      ['Q4_0 head', quantizeQ4_0, [1]],
+      ['F16 head', quantizeF16, [1, 2]],
+    ] as const;
+    for (const [name, quantize, ms_] of heads) {
       if (!want(name)) continue;
       const bytes = quantize(x);
       const w = a.alloc(bytes.length + 1024);
       a.u8(w, bytes.length).set(bytes);
-      const f =
-        name === 'Q6_K head'
-          ? () => {
-              k.head_prep_q8k(hid, kk, P);
-              k.head_q6_k(w, kk, 0, n, P, 1, y, 0);
+      const abs = name === 'F16 head' ? a.alloc(16 * n) : 0;
+      if (abs) k.row_abs_sums(GGMLType.F16, w, kk, 0, n, abs, scratch);
+      for (const m of ms_) {
+        const run = () => {
+          for (let t = 0; t < m; t++) {
+            const h = hid + 4 * kk * t;
+            if (name === 'Q6_K head') k.head_prep_q8k(h, kk, P + t * HP);
+            else if (name === 'F16 head') k.round_act(GGMLType.F16, h, kk, P + t * HP);
+            else k.head_prep_q8_0(h, kk, P + t * HP);
+          }
+          if (name === 'Q6_K head') {
+            if (m === 1) k.head_q6_k(w, kk, 0, n, P, 1, y, 0);
+            else if (m === 2) k.head_q6_k_2(w, kk, 0, n, P, HP, y, 4 * n);
+            else k.head_q6_k_4(w, kk, 0, n, P, HP, y, 4 * n);
+          } else if (name === 'F16 head') {
+            if (m === 1) k.head_f16(w, kk, 0, n, P, abs, 1, y, 0, scratch);
+            else {
+              k.head_f16m_prep(P, HP, kk, 2, X);
+              k.head_f16_2(w, kk, 0, n, X, P, HP, abs, y, 4 * n, scratch);
             }
-          : () => {
-              k.head_prep_q8_0(hid, kk, P);
-              if (name === 'Q8_0 head') k.head_q8_0(w, kk, 0, n, P, 1, y, 0);
-              else k.head_q4_0(w, kk, 0, n, P, 1, y, 0);
-            };
-      const ms = time(f, 2);
-      out.push({ build, kernel: name, n, k: kk, m: 1, ms, gops: (2 * n * kk) / ms / 1e6 });
+          } else if (name === 'Q8_0 head') k.head_q8_0(w, kk, 0, n, P, 1, y, 0);
+          else k.head_q4_0(w, kk, 0, n, P, 1, y, 0);
+        };
+        const ms = time(run, 2);
+        out.push({ build, kernel: name, n, k: kk, m, ms, gops: (2 * m * n * kk) / ms / 1e6 });
+      }
     }
   }
   return out;

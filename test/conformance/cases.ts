@@ -112,6 +112,28 @@ for (const type of [T.Q8_0, T.Q4_0, T.Q6_K, T.F16, T.F32, T.BF16]) {
   add({ op: 'head', type, shape: { n: 23, k: 512 }, variant: 'zero-block' });
   add({ op: 'head', type, shape: { n: 9, k: 768 }, variant: 'correlated' });
 }
+// the Q6_K head for 2 and 4 tokens at once (batched decode): each token's logits as alone
+for (const [n, k, m] of [
+  [37, 256, 2],
+  [300, 512, 4],
+  [6, 2560, 4],
+  [23, 512, 2],
+])
+  add({ op: 'head', type: T.Q6_K, shape: { n, k, m } });
+add({ op: 'head', type: T.Q6_K, shape: { n: 23, k: 512, m: 4 }, variant: 'zero-block' });
+add({ op: 'head', type: T.Q6_K, shape: { n: 9, k: 768, m: 4 }, variant: 'correlated' });
+// the F16 head for 2 tokens at once; 'nonfinite' and 'extremes' as for one token
+for (const [n, k] of [
+  [37, 256],
+  [300, 512],
+  [11, 96],
+  [6, 2560],
+])
+  add({ op: 'head', type: T.F16, shape: { n, k, m: 2 } });
+add({ op: 'head', type: T.F16, shape: { n: 9, k: 768, m: 2 }, variant: 'correlated' });
+add({ op: 'head', type: T.F16, shape: { n: 23, k: 256, m: 2 }, variant: 'forced-fallback' });
+add({ op: 'head', type: T.F16, shape: { n: 13, k: 262, m: 2 }, variant: 'nonfinite' });
+add({ op: 'head', type: T.F16, shape: { n: 17, k: 264, m: 2 }, variant: 'extremes' });
 add({ op: 'head', type: T.F16, shape: { n: 23, k: 256 }, variant: 'forced-fallback' });
 // inf, −inf and NaN f16 weights in a few rows (the kernel flags them and takes the exact path)
 add({ op: 'head', type: T.F16, shape: { n: 13, k: 262 }, variant: 'nonfinite' });

@@ -239,19 +239,24 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
     case 'head': {
       const { n, k } = c.shape;
       const w = floatWeight(c.type!, n, k, seed, 0.15, c.variant === 'correlated');
-      const hidden = gaussianVec(k, rng(seed + 1), 1);
-      if (c.variant === 'correlated') for (let i = 0; i < k; i++) hidden[i] = 1 + Math.abs(hidden[i]);
-      if (c.variant === 'zero-block') hidden.fill(0, 0, 256);
+      // token t's hidden state (several tokens: shape.m, the head kernels that take them at once)
+      const hiddenOf = (t: number) => {
+        const hidden = gaussianVec(k, rng(seed + 1 + 17 * t), 1 + t);
+        if (c.variant === 'correlated') for (let i = 0; i < k; i++) hidden[i] = 1 + Math.abs(hidden[i]);
+        if (c.variant === 'zero-block') hidden.fill(0, 256 * (t % 2), 256 * (t % 2) + 256);
+        if (c.variant === 'extremes')
+          for (let i = t; i < k; i += 5) hidden[i] = [65504, -65504, 6e-8, -3e-5, 1e-4][((i / 5) % 5) | 0];
+        if (c.variant === 'nonfinite' && t === 0) hidden[5] = 0; // token 1 meets the +inf with a non-zero value
+        return hidden;
+      };
       if (c.variant === 'extremes') {
         const h = new Uint16Array(w.bytes.buffer, w.bytes.byteOffset, n * k);
         const ends = [0x0001, 0x8001, 0x03ff, 0x83ff, 0x0400, 0x8400, 0x7bff, 0xfbff, 0x0000, 0x8000];
         for (let i = 0; i < h.length; i += 3) h[i] = ends[(i / 3) % ends.length];
-        for (let i = 0; i < k; i += 5) hidden[i] = [65504, -65504, 6e-8, -3e-5, 1e-4][(i / 5) % 5];
       }
       if (c.variant === 'nonfinite') {
         const h = new Uint16Array(w.bytes.buffer, w.bytes.byteOffset, n * k);
         h[2 * k + 5] = 0x7c00; // +inf in row 2, against a zero activation: NaN
-        hidden[5] = 0;
         h[5 * k + 100] = 0xfc00; // −inf in row 5
         h[9 * k + 260] = 0x7e00; // NaN in row 9, in the tail past the last 8-column group
         h[11 * k + 7] = 0x7c00; // +inf and −inf in row 11: NaN
@@ -264,12 +269,46 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
         outputNorm: new Float32Array(k),
         layers: [],
       } as unknown as ModelWeights;
-      const expect = new ReferenceForward(hp, weights).logits(hidden);
+      const ref = new ReferenceForward(hp, weights);
       const wp = ops.put(w.bytes);
+      const scratch = ops.zeros(16 * k);
+      let abs = 0;
+      if (c.type === T.F16) {
+        abs = ops.zeros(16 * n);
+        K.row_abs_sums(c.type, wp, k, 0, n, abs, scratch);
+        if (c.variant === 'forced-fallback') {
+          const a = ops.a.f64(abs, 2 * n);
+          for (let i = 0; i < 2 * n; i++) a[i] *= 1e12; // every row's interval spans a rounding boundary
+        }
+      }
+      if (c.shape.m) {
+        // m tokens at once, each compared with the reference alone
+        const m = c.shape.m;
+        const hiddens = Array.from({ length: m }, (_, t) => hiddenOf(t));
+        const HP = K.head_prep_bytes(k);
+        const P = ops.zeros(m * HP);
+        const out = ops.zeros(4 * n * m);
+        if (c.type === T.Q6_K) {
+          for (const [t, h] of hiddens.entries()) K.head_prep_q8k(ops.putF32(h), k, P + t * HP);
+          if (m === 2) K.head_q6_k_2(wp, k, 0, n, P, HP, out, 4 * n);
+          else K.head_q6_k_4(wp, k, 0, n, P, HP, out, 4 * n);
+        } else {
+          for (const [t, h] of hiddens.entries()) K.round_act(c.type!, ops.putF32(h), k, P + t * HP);
+          const X = ops.zeros(m * K.head_f16m_stride(k));
+          K.head_f16m_prep(P, HP, k, m, X);
+          K.head_f16_2(wp, k, 0, n, X, P, HP, abs, out, 4 * n, scratch);
+        }
+        for (let t = 0; t < m; t++) {
+          const d = firstDiff(ops.f32(out + 4 * n * t, n), ref.logits(hiddens[t]));
+          if (d) return `token ${t}: ${d}`;
+        }
+        return undefined;
+      }
+      const hidden = hiddenOf(0);
+      const expect = ref.logits(hidden);
       const hp2 = ops.putF32(hidden);
       const P = ops.zeros(K.head_prep_bytes(k));
       const out = ops.zeros(4 * n);
-      const scratch = ops.zeros(16 * k);
       if (c.type === T.Q8_0 || c.type === T.Q4_0) {
         K.head_prep_q8_0(hp2, k, P);
         if (c.type === T.Q8_0) K.head_q8_0(wp, k, 0, n, P, 1, out, 0);
@@ -278,12 +317,6 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
         K.head_prep_q8k(hp2, k, P);
         K.head_q6_k(wp, k, 0, n, P, 1, out, 0);
       } else if (c.type === T.F16) {
-        const abs = ops.zeros(16 * n);
-        K.row_abs_sums(c.type, wp, k, 0, n, abs, scratch);
-        if (c.variant === 'forced-fallback') {
-          const a = ops.a.f64(abs, 2 * n);
-          for (let i = 0; i < 2 * n; i++) a[i] *= 1e12; // every row's interval spans a rounding boundary
-        }
         K.round_act(c.type, hp2, k, P);
         K.head_f16(wp, k, 0, n, P, abs, 1, out, 0, scratch);
       } else {

@@ -150,7 +150,7 @@ export function head_fallbacks(): i32 {
 }
 
 /** One row by the exact path (the fallback of the integer heads). scratch: k f32. */
-function exactRow(type: i32, row: usize, k: i32, xr: usize, scratch: usize): f32 {
+export function exactRow(type: i32, row: usize, k: i32, xr: usize, scratch: usize): f32 {
   fallbacks++;
   dequant_row(type, row, k, scratch, 4);
   let s: f64 = 0;
@@ -194,7 +194,7 @@ export function head_prep_bytes(k: i32): i32 {
 }
 
 /** The bracket test: f32 of [v − δ, v + δ] if both ends agree bit for bit, else NaN-flag via ok=false. */
-@inline function bracket(v: f64, delta: f64): u64 {
+@inline export function bracket(v: f64, delta: f64): u64 {
   const lo = <f32>(v - delta);
   const hi = <f32>(v + delta);
   // high word 1 = decided, low word = the f32 bits

@@ -28,9 +28,10 @@
  *   64 barrier count  68 barrier sleepers  128 barrier generation  192 job sequence  256 exit flag
  */
 import { attend, kv_store } from './attention';
+import { head_f16_2, head_f16m_prep, head_f16m_stride } from './headf16m';
 import { f16Round } from './common';
 import { dequant_row, head_f16, head_prep_bytes, mv_exact, round_act, row_bytes, T_F16, T_Q4_0, T_Q6_K, T_Q8_0 } from './floatdot';
-import { head_prep_q8_0, head_prep_q8k, head_q4_0, head_q6_k, head_q8_0 } from './inthead';
+import { head_prep_q8_0, head_prep_q8k, head_q4_0, head_q6_k, head_q6_k_2, head_q6_k_4, head_q8_0 } from './inthead';
 import { f16_round_vec, gate_act, rmsnorm, rope_head } from './ops';
 import { quantize_act } from './quant';
 import { mm_i2s, mm_tq1, mm_tq2 } from './ternary';
@@ -42,6 +43,10 @@ const T_TQ1: i32 = 34;
 const T_TQ2: i32 = 35;
 const T_I2S: i32 = 36;
 const SPINS: i32 = 1 << 14;
+/** Tokens whose head activations are prepared at once (the multi-token heads, headsMulti). */
+const HEAD_GROUP: usize = 16;
+/** Head rows per tile of headsMulti: 64 rows of 2560 are 67 KB of Q6_K (328 KB of F16), reread from L2 by each token group. */
+const HEAD_TILE: i32 = 64;
 
 // ---------------------------------------------------------------------------------------------
 // Barrier and job hand-off (shared memory atomics)
@@ -123,6 +128,9 @@ let L_U: usize = 0;
 let L_XR: usize = 0;
 let L_HID: usize = 0;
 let L_HP: usize = 0;
+let L_HPB: usize = 0;
+let L_HG: usize = 0;
+let L_HX: usize = 0;
 let L_TAB: usize = 0;
 let L_TABS: usize = 0;
 let L_end: usize = 0;
@@ -151,7 +159,12 @@ function layout(md: usize, mCap: i32, base: usize): void {
   L_U = p; p = al(p + 4 * m * nFF);
   L_XR = p; p = al(p + 4 * m * W);
   L_HID = p; p = al(p + 4 * m * nEmbd);
-  L_HP = p; p = al(p + <usize>head_prep_bytes(<i32>nEmbd));
+  L_HPB = al(<usize>head_prep_bytes(<i32>nEmbd));
+  L_HG = min(m, HEAD_GROUP);
+  L_HP = p; p = al(p + L_HG * L_HPB);
+  // the F16 head's f64 activations for headsMulti
+  const hx = multiHead(md) && load<i32>(md, 44) == T_F16 ? <usize>head_f16m_stride(<i32>nEmbd) : 0;
+  L_HX = p; p = al(p + L_HG * hx);
   const tl = load<i32>(md, 92);
   L_TABS = tl ? <usize>tl_table_bytes(tl, <i32>W) : 0;
   L_TAB = p; p = al(p + m * L_TABS);
@@ -263,6 +276,67 @@ function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscra
     else mv_exact(type, w, nEmbd, r0, r1, L_HP, 1, out, 0, tscratch);
   }
   barrier(rc);
+}
+
+/** Whether headsMulti serves this model's head: Q6_K, or F16 with its row sums (the bracketed head). */
+@inline function multiHead(md: usize): bool {
+  const type = load<i32>(md, 44);
+  return type == T_Q6_K || (type == T_F16 && load<i32>(md, 60) != 0);
+}
+
+/**
+ * Logits of token rows first..m of HID into out (row t − first at nVocab·4 bytes each) for a head
+ * multiHead() takes: the tokens' activations are prepared at once (token-parallel), then each
+ * thread's rows are walked in tiles of HEAD_TILE, each tile by every group of tokens in turn (Q6_K:
+ * 4, then 2, then 1 at a time; F16: 2, then 1), so the tile is read from memory once. The
+ * multi-token kernels unpack each weight once for their tokens; every token gets the bits head()
+ * gives it alone.
+ */
+function headsMulti(md: usize, rc: usize, first: i32, m: i32, out: usize, tid: i32, nT: i32, tscratch: usize): void {
+  const nEmbd = load<i32>(md, 0);
+  const nVocab = load<i32>(md, 28);
+  const f16 = load<i32>(md, 44) == T_F16;
+  const w = <usize>load<i32>(md, 48);
+  const abs = <usize>load<i32>(md, 60);
+  const ostride = <usize>nVocab << 2;
+  const xs = <usize>head_f16m_stride(nEmbd);
+  const rr = rowRange(nVocab, tid, nT);
+  const r0 = <i32>(rr >> 32);
+  const r1 = <i32>rr;
+  for (let g0 = first; g0 < m; g0 += <i32>L_HG) {
+    const g1 = min(m, g0 + <i32>L_HG);
+    for (let t = g0 + tid; t < g1; t += nT) {
+      const hid = L_HID + ((<usize>t * <usize>nEmbd) << 2);
+      const P = L_HP + <usize>(t - g0) * L_HPB;
+      if (f16) {
+        round_act(T_F16, hid, nEmbd, P);
+        head_f16m_prep(P, 0, nEmbd, 1, L_HX + <usize>(t - g0) * xs);
+      } else head_prep_q8k(hid, nEmbd, P);
+    }
+    barrier(rc);
+    for (let a = r0; a < r1; a += HEAD_TILE) {
+      const b = min(r1, a + HEAD_TILE);
+      let t = g0;
+      if (!f16) {
+        for (; t + 4 <= g1; t += 4) {
+          head_q6_k_4(w, nEmbd, a, b, L_HP + <usize>(t - g0) * L_HPB, L_HPB, out + <usize>(t - first) * ostride, ostride);
+        }
+      }
+      for (; t + 2 <= g1; t += 2) {
+        const P = L_HP + <usize>(t - g0) * L_HPB;
+        const o = out + <usize>(t - first) * ostride;
+        if (f16) head_f16_2(w, nEmbd, a, b, L_HX + <usize>(t - g0) * xs, P, L_HPB, abs, o, ostride, tscratch);
+        else head_q6_k_2(w, nEmbd, a, b, P, L_HPB, o, ostride);
+      }
+      if (t < g1) {
+        const P = L_HP + <usize>(t - g0) * L_HPB;
+        const o = out + <usize>(t - first) * ostride;
+        if (f16) head_f16(w, nEmbd, a, b, P, abs, 1, o, 0, tscratch);
+        else head_q6_k(w, nEmbd, a, b, P, 1, o, 0);
+      }
+    }
+    barrier(rc);
+  }
 }
 
 /** Position of token t: its batch record's, else pos0 + t (see RC 56). */
@@ -390,7 +464,8 @@ export function forward(rc: usize, tid: i32): void {
   if (mode == 1 || mode == 2) {
     const logits = <usize>load<i32>(rc, 24);
     const nVocab = <usize>load<i32>(md, 28);
-    for (let t = first; t < m; t++) head(md, rc, t, logits + ((<usize>(t - first) * nVocab) << 2), tid, nT, tscratch2);
+    if (m - first > 1 && multiHead(md)) headsMulti(md, rc, first, m, logits, tid, nT, tscratch2);
+    else for (let t = first; t < m; t++) head(md, rc, t, logits + ((<usize>(t - first) * nVocab) << 2), tid, nT, tscratch2);
   }
   barrier(rc);
 }

@@ -205,3 +205,131 @@ export function head_q6_k(w: usize, k: i32, r0: i32, r1: i32, P: usize, oscale: 
     emit(out, r, s * oscale, mode);
   }
 }
+// The other tokens' accumulators of the multi-token Q6_K heads (per-instance, hence per-thread, globals).
+let q6AccB: v128 = i32x4.splat(0);
+let q6AccC: v128 = i32x4.splat(0);
+let q6AccD: v128 = i32x4.splat(0);
+
+/** One sub-block's term: acc + Σ_lanes-pairs s·(u·a) (s the sub-block's scale splat). */
+@inline function q6Term(acc: v128, a: v128, u: v128, s: v128): v128 {
+  return i32x4.add(acc, i32x4.dot_i16x8_s(dot16(a, u), s));
+}
+
+/** The code vector j (0..3) of quarter (L0, L1, H) of q6Quarter, u ∈ 0..63. */
+@inline function q6Codes(L0: v128, L1: v128, H: v128, j: i32): v128 {
+  const m15 = i8x16.splat(15);
+  const m48 = i8x16.splat(0x30);
+  if (j == 0) return v128.or(v128.and(L0, m15), v128.and(i16x8.shl(H, 4), m48));
+  if (j == 1) return v128.or(v128.and(L1, m15), v128.and(i16x8.shl(H, 2), m48));
+  if (j == 2) return v128.or(v128.and(i16x8.shr_u(L0, 4), m15), v128.and(H, m48));
+  return v128.or(v128.and(i16x8.shr_u(L1, 4), m15), v128.and(i16x8.shr_u(H, 2), m48));
+}
+
+/**
+ * q6Quarter for T = 2 or 4 tokens at once (activations at A, B, C, D; o the quarter's offset, as
+ * q6Quarter's a0..a3 at o, o + 32, o + 64, o + 96): each code vector and scale is unpacked once and
+ * dotted with every token's. Returns token A's accumulator; the others' are q6AccB/C/D, in place.
+ */
+@inline function q6QuarterT(T: i32, acc: v128, p: usize, h: usize, c: usize, A: usize, B: usize, C: usize, D: usize, o: usize): v128 {
+  const ph = p + 64 * h + 16 * c;
+  const L0 = v128.load(ph);
+  const L1 = v128.load(ph, 32);
+  const H = v128.load(p + 128 + 32 * h + 16 * c);
+  const sc = p + 192 + 8 * h + c;
+  let accB = q6AccB;
+  let accC = q6AccC;
+  let accD = q6AccD;
+  for (let j = 0; j < 4; j++) {
+    const u = q6Codes(L0, L1, H, j);
+    const s = scale16(sc + <usize>(2 * j));
+    const oj = o + <usize>(32 * j);
+    acc = q6Term(acc, v128.load(A + oj), u, s);
+    accB = q6Term(accB, v128.load(B + oj), u, s);
+    if (T == 4) {
+      accC = q6Term(accC, v128.load(C + oj), u, s);
+      accD = q6Term(accD, v128.load(D + oj), u, s);
+    }
+  }
+  q6AccB = accB;
+  if (T == 4) {
+    q6AccC = accC;
+    q6AccD = accD;
+  }
+  return acc;
+}
+
+/** Σ_j sc_j·Σq_j of one block (scales extended in scLo/scHi, Σq per 16 at sq): the −32 offset's factor. */
+@inline function q6Offset(scLo: v128, scHi: v128, sq: usize): v128 {
+  return i32x4.add(i32x4.dot_i16x8_s(scLo, v128.load(sq)), i32x4.dot_i16x8_s(scHi, v128.load(sq, 16)));
+}
+
+/** Token X's block integer I and its sum's step: s + f32(dw·d_x)·I, as head_q6_k. */
+@inline function q6Step(s: f32, acc: v128, scLo: v128, scHi: v128, P: usize, K: usize, b: i32, dw: f32): f32 {
+  const I = hsum32(i32x4.sub(acc, i32x4.shl(q6Offset(scLo, scHi, P + K + (K >> 3) + (<usize>b << 5)), 5)));
+  return s + (dw * load<f32>(P + K + (<usize>b << 2))) * <f32>I;
+}
+
+/**
+ * Q6_K head rows r0..r1 for T = 2 or 4 tokens: activations at P + t·pstride (head_prep_q8k),
+ * rows stored at out + t·ostride. Each token's sum is head_q6_k's, in the same order: the same bits.
+ */
+@inline function headQ6T(T: i32, w: usize, k: i32, r0: i32, r1: i32, P: usize, pstride: usize, out: usize, ostride: usize): void {
+  const K = <usize>k;
+  const nb = k >> 8;
+  const rb = <usize>(nb * 210);
+  const PB = P + pstride;
+  const PC = P + 2 * pstride;
+  const PD = P + 3 * pstride;
+  for (let r = r0; r < r1; r++) {
+    const row = w + <usize>r * rb;
+    let sA: f32 = 0;
+    let sB: f32 = 0;
+    let sC: f32 = 0;
+    let sD: f32 = 0;
+    for (let b = 0; b < nb; b++) {
+      const p = row + <usize>(b * 210);
+      v128.load(p, 512); // software prefetch (dropped loads), see ternary.ts
+      v128.load(p, 640);
+      const bo = <usize>b << 8;
+      const A = P + bo;
+      const B = PB + bo;
+      const C = PC + bo;
+      const D = PD + bo;
+      const z = i32x4.splat(0);
+      q6AccB = z;
+      q6AccC = z;
+      q6AccD = z;
+      let acc = q6QuarterT(T, z, p, 0, 0, A, B, C, D, 0);
+      acc = q6QuarterT(T, acc, p, 0, 1, A, B, C, D, 16);
+      acc = q6QuarterT(T, acc, p, 1, 0, A, B, C, D, 128);
+      acc = q6QuarterT(T, acc, p, 1, 1, A, B, C, D, 144);
+      const scv = v128.load(p + 192);
+      const scLo = i16x8.extend_low_i8x16_s(scv);
+      const scHi = i16x8.extend_high_i8x16_s(scv);
+      const dw = f16ToF32(load<u16>(p + 208));
+      sA = q6Step(sA, acc, scLo, scHi, P, K, b, dw);
+      sB = q6Step(sB, q6AccB, scLo, scHi, PB, K, b, dw);
+      if (T == 4) {
+        sC = q6Step(sC, q6AccC, scLo, scHi, PC, K, b, dw);
+        sD = q6Step(sD, q6AccD, scLo, scHi, PD, K, b, dw);
+      }
+    }
+    const o = out + (<usize>r << 2);
+    store<f32>(o, sA);
+    store<f32>(o + ostride, sB);
+    if (T == 4) {
+      store<f32>(o + 2 * ostride, sC);
+      store<f32>(o + 3 * ostride, sD);
+    }
+  }
+}
+
+/** Q6_K head, two tokens at once (see headQ6T). */
+export function head_q6_k_2(w: usize, k: i32, r0: i32, r1: i32, P: usize, pstride: usize, out: usize, ostride: usize): void {
+  headQ6T(2, w, k, r0, r1, P, pstride, out, ostride);
+}
+
+/** Q6_K head, four tokens at once (see headQ6T). */
+export function head_q6_k_4(w: usize, k: i32, r0: i32, r1: i32, P: usize, pstride: usize, out: usize, ostride: usize): void {
+  headQ6T(4, w, k, r0, r1, P, pstride, out, ostride);
+}

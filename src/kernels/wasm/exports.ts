@@ -125,6 +125,48 @@ export interface KernelExports {
   head_q8_0(w: number, k: number, r0: number, r1: number, P: number, oscale: number, out: number, mode: number): void;
   head_q4_0(w: number, k: number, r0: number, r1: number, P: number, oscale: number, out: number, mode: number): void;
   head_q6_k(w: number, k: number, r0: number, r1: number, P: number, oscale: number, out: number, mode: number): void;
+  /**
+   * Q6_K head for 2 or 4 tokens at once (each code unpacked once): activations at P + t·pstride,
+   * rows stored at out + t·ostride, each token's bits those of head_q6_k.
+   */
+  head_q6_k_2(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    P: number,
+    pstride: number,
+    out: number,
+    ostride: number,
+  ): void;
+  head_q6_k_4(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    P: number,
+    pstride: number,
+    out: number,
+    ostride: number,
+  ): void;
+  /** Bytes of one token's buffer for head_f16_2/_4 (wasm/src/headf16m.ts). */
+  head_f16m_stride(k: number): number;
+  /** The buffers (at X) of T tokens whose rounded activations are at xr + t·xrStride. */
+  head_f16m_prep(xr: number, xrStride: number, k: number, T: number, X: number): void;
+  /** F16 head for two tokens at once; each token's rows the bits head_f16 gives it. scratch: 4k bytes. */
+  head_f16_2(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    X: number,
+    xr: number,
+    xrStride: number,
+    absSums: number,
+    out: number,
+    ostride: number,
+    scratch: number,
+  ): void;
   head_f16(
     w: number,
     k: number,
