@@ -2,7 +2,7 @@
  * Kernel micro-benchmark (GOP/s, 2 ops per multiply-add, CPU time of this thread, median of 7):
  * ternary matvec/matmul straight from I2_S, TQ2_0, TQ1_0 bytes at 2560×2560 and 6912×2560, decode
  * (m = 1) and prefill (m = 16), on each kernel build; plus the Q6_K, Q8_0, Q4_0 and F16 head kernels
- * (Q6_K also for 2 and 4 tokens at once, F16 for 2: what batched decode runs).
+ * (Q6_K also for 2 and 4 tokens at once, Q8_0 and Q4_0 for 4, F16 for 2: what batched decode runs).
  *   node bench/micro.ts [--json] [--only NAME]   (NAME: a part of the kernel names to run, e.g. Q6_K)
  */
 
@@ -112,7 +112,7 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd'], only = ''): M
       }
     }
     // the LM heads, 16000 rows × 2560, for 1 token and for the tokens batched decode takes at once
-    // (each weight unpacked once for all of them: Q6_K 2 and 4, F16 2)
+    // (each weight unpacked once for all of them: Q6_K 2 and 4, Q8_0 and Q4_0 4, F16 2)
     const n = 16000;
     const kk = 2560;
     const x = Float32Array.from({ length: n * kk }, () => (rnd() - 0.5) * 0.3);
@@ -128,8 +128,8 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd'], only = ''): M
     const X = a.alloc(2 * k.head_f16m_stride(kk));
     const heads = [
       ['Q6_K head', quantizeQ6_K, [1, 2, 4]],
-      ['Q8_0 head', quantizeQ8_0, [1]],
-      ['Q4_0 head', quantizeQ4_0, [1]],
+      ['Q8_0 head', quantizeQ8_0, [1, 4]],
+      ['Q4_0 head', quantizeQ4_0, [1, 4]],
       ['F16 head', quantizeF16, [1, 2]],
     ] as const;
     for (const [name, quantize, ms_] of heads) {
@@ -157,8 +157,11 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd'], only = ''): M
               k.head_f16m_prep(P, HP, kk, 2, X);
               k.head_f16_2(w, kk, 0, n, X, P, HP, abs, y, 4 * n, scratch);
             }
-          } else if (name === 'Q8_0 head') k.head_q8_0(w, kk, 0, n, P, 1, y, 0);
-          else k.head_q4_0(w, kk, 0, n, P, 1, y, 0);
+          } else if (name === 'Q8_0 head') {
+            if (m === 1) k.head_q8_0(w, kk, 0, n, P, 1, y, 0);
+            else k.head_q8_0_4(w, kk, 0, n, P, HP, y, 4 * n);
+          } else if (m === 1) k.head_q4_0(w, kk, 0, n, P, 1, y, 0);
+          else k.head_q4_0_4(w, kk, 0, n, P, HP, y, 4 * n);
         };
         const ms = time(run, 2);
         out.push({ build, kernel: name, n, k: kk, m, ms, gops: (2 * m * n * kk) / ms / 1e6 });

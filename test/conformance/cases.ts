@@ -122,6 +122,18 @@ for (const [n, k, m] of [
   add({ op: 'head', type: T.Q6_K, shape: { n, k, m } });
 add({ op: 'head', type: T.Q6_K, shape: { n: 23, k: 512, m: 4 }, variant: 'zero-block' });
 add({ op: 'head', type: T.Q6_K, shape: { n: 9, k: 768, m: 4 }, variant: 'correlated' });
+// the Q8_0 and Q4_0 heads for 4 tokens at once
+for (const type of [T.Q8_0, T.Q4_0]) {
+  for (const [n, k] of [
+    [37, 256],
+    [300, 512],
+    [11, 96],
+    [6, 2560],
+  ])
+    add({ op: 'head', type, shape: { n, k, m: 4 } });
+  add({ op: 'head', type, shape: { n: 23, k: 512, m: 4 }, variant: 'zero-block' });
+  add({ op: 'head', type, shape: { n: 9, k: 768, m: 4 }, variant: 'correlated' });
+}
 // the F16 head for 2 tokens at once; 'nonfinite' and 'extremes' as for one token
 for (const [n, k] of [
   [37, 256],

@@ -292,6 +292,10 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
           for (const [t, h] of hiddens.entries()) K.head_prep_q8k(ops.putF32(h), k, P + t * HP);
           if (m === 2) K.head_q6_k_2(wp, k, 0, n, P, HP, out, 4 * n);
           else K.head_q6_k_4(wp, k, 0, n, P, HP, out, 4 * n);
+        } else if (c.type === T.Q8_0 || c.type === T.Q4_0) {
+          for (const [t, h] of hiddens.entries()) K.head_prep_q8_0(ops.putF32(h), k, P + t * HP);
+          if (c.type === T.Q8_0) K.head_q8_0_4(wp, k, 0, n, P, HP, out, 4 * n);
+          else K.head_q4_0_4(wp, k, 0, n, P, HP, out, 4 * n);
         } else {
           for (const [t, h] of hiddens.entries()) K.round_act(c.type!, ops.putF32(h), k, P + t * HP);
           const X = ops.zeros(m * K.head_f16m_stride(k));

@@ -31,7 +31,7 @@ import { attend, kv_store } from './attention';
 import { head_f16_2, head_f16m_prep, head_f16m_stride } from './headf16m';
 import { f16Round } from './common';
 import { dequant_row, head_f16, head_prep_bytes, mv_exact, round_act, row_bytes, T_F16, T_Q4_0, T_Q6_K, T_Q8_0 } from './floatdot';
-import { head_prep_q8_0, head_prep_q8k, head_q4_0, head_q6_k, head_q6_k_2, head_q6_k_4, head_q8_0 } from './inthead';
+import { head_prep_q8_0, head_prep_q8k, head_q4_0, head_q4_0_4, head_q6_k, head_q6_k_2, head_q6_k_4, head_q8_0, head_q8_0_4 } from './inthead';
 import { f16_round_vec, gate_act, rmsnorm, rope_head } from './ops';
 import { quantize_act } from './quant';
 import { mm_i2s, mm_tq1, mm_tq2 } from './ternary';
@@ -278,24 +278,27 @@ function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscra
   barrier(rc);
 }
 
-/** Whether headsMulti serves this model's head: Q6_K, or F16 with its row sums (the bracketed head). */
+/** Whether headsMulti serves this model's head: the integer heads, or F16 with its row sums (the bracketed head). */
 @inline function multiHead(md: usize): bool {
   const type = load<i32>(md, 44);
-  return type == T_Q6_K || (type == T_F16 && load<i32>(md, 60) != 0);
+  return type == T_Q6_K || type == T_Q8_0 || type == T_Q4_0 || (type == T_F16 && load<i32>(md, 60) != 0);
 }
 
 /**
  * Logits of token rows first..m of HID into out (row t − first at nVocab·4 bytes each) for a head
  * multiHead() takes: the tokens' activations are prepared at once (token-parallel), then each
  * thread's rows are walked in tiles of HEAD_TILE, each tile by every group of tokens in turn (Q6_K:
- * 4, then 2, then 1 at a time; F16: 2, then 1), so the tile is read from memory once. The
+ * 4, then 2, then 1 at a time; Q8_0, Q4_0: 4, then 1; F16: 2, then 1), so the tile is read from
+ * memory once. The
  * multi-token kernels unpack each weight once for their tokens; every token gets the bits head()
  * gives it alone.
  */
 function headsMulti(md: usize, rc: usize, first: i32, m: i32, out: usize, tid: i32, nT: i32, tscratch: usize): void {
   const nEmbd = load<i32>(md, 0);
   const nVocab = load<i32>(md, 28);
-  const f16 = load<i32>(md, 44) == T_F16;
+  const type = load<i32>(md, 44);
+  const f16 = type == T_F16;
+  const q32 = type == T_Q8_0 || type == T_Q4_0;
   const w = <usize>load<i32>(md, 48);
   const abs = <usize>load<i32>(md, 60);
   const ostride = <usize>nVocab << 2;
@@ -311,28 +314,38 @@ function headsMulti(md: usize, rc: usize, first: i32, m: i32, out: usize, tid: i
       if (f16) {
         round_act(T_F16, hid, nEmbd, P);
         head_f16m_prep(P, 0, nEmbd, 1, L_HX + <usize>(t - g0) * xs);
-      } else head_prep_q8k(hid, nEmbd, P);
+      } else if (q32) head_prep_q8_0(hid, nEmbd, P);
+      else head_prep_q8k(hid, nEmbd, P);
     }
     barrier(rc);
     for (let a = r0; a < r1; a += HEAD_TILE) {
       const b = min(r1, a + HEAD_TILE);
       let t = g0;
+      // 4 tokens at a time (integer heads), then 2 (Q6_K, F16), then 1
       if (!f16) {
         for (; t + 4 <= g1; t += 4) {
-          head_q6_k_4(w, nEmbd, a, b, L_HP + <usize>(t - g0) * L_HPB, L_HPB, out + <usize>(t - first) * ostride, ostride);
+          const P = L_HP + <usize>(t - g0) * L_HPB;
+          const o = out + <usize>(t - first) * ostride;
+          if (type == T_Q6_K) head_q6_k_4(w, nEmbd, a, b, P, L_HPB, o, ostride);
+          else if (type == T_Q8_0) head_q8_0_4(w, nEmbd, a, b, P, L_HPB, o, ostride);
+          else head_q4_0_4(w, nEmbd, a, b, P, L_HPB, o, ostride);
         }
       }
-      for (; t + 2 <= g1; t += 2) {
-        const P = L_HP + <usize>(t - g0) * L_HPB;
-        const o = out + <usize>(t - first) * ostride;
-        if (f16) head_f16_2(w, nEmbd, a, b, L_HX + <usize>(t - g0) * xs, P, L_HPB, abs, o, ostride, tscratch);
-        else head_q6_k_2(w, nEmbd, a, b, P, L_HPB, o, ostride);
+      if (!q32) {
+        for (; t + 2 <= g1; t += 2) {
+          const P = L_HP + <usize>(t - g0) * L_HPB;
+          const o = out + <usize>(t - first) * ostride;
+          if (f16) head_f16_2(w, nEmbd, a, b, L_HX + <usize>(t - g0) * xs, P, L_HPB, abs, o, ostride, tscratch);
+          else head_q6_k_2(w, nEmbd, a, b, P, L_HPB, o, ostride);
+        }
       }
-      if (t < g1) {
+      for (; t < g1; t++) {
         const P = L_HP + <usize>(t - g0) * L_HPB;
         const o = out + <usize>(t - first) * ostride;
         if (f16) head_f16(w, nEmbd, a, b, P, abs, 1, o, 0, tscratch);
-        else head_q6_k(w, nEmbd, a, b, P, 1, o, 0);
+        else if (type == T_Q6_K) head_q6_k(w, nEmbd, a, b, P, 1, o, 0);
+        else if (type == T_Q8_0) head_q8_0(w, nEmbd, a, b, P, 1, o, 0);
+        else head_q4_0(w, nEmbd, a, b, P, 1, o, 0);
       }
     }
     barrier(rc);

@@ -10,7 +10,7 @@
  *   sum             at K + K/8     Q8_0: i32 Σq per 32-block (Q4_0's −8 offset);
  *                                  Q8_K: i16 Σq per 16 elements (Q6_K's −32 offset)
  */
-import { dot16, f16Round, f16ToF32, hsum32 } from './common';
+import { dot16, f16Round, f16ToF32, hsum32, hsum4x32 } from './common';
 
 @inline function emit(out: usize, r: i32, y: f32, mode: i32): void {
   const o = out + (<usize>r << 2);
@@ -120,6 +120,93 @@ export function head_prep_q8k(x: usize, k: i32, P: usize): void {
     }
     emit(out, r, s * oscale, mode);
   }
+}
+
+/** Token t's f32 at byte offset o of its activation buffer (P + t·ps), for t = 0..3, as an f32x4. */
+@inline function lanes4f(P: usize, ps: usize, o: usize): v128 {
+  let v = f32x4.splat(load<f32>(P + o));
+  v = f32x4.replace_lane(v, 1, load<f32>(P + ps + o));
+  v = f32x4.replace_lane(v, 2, load<f32>(P + 2 * ps + o));
+  return f32x4.replace_lane(v, 3, load<f32>(P + 3 * ps + o));
+}
+
+/** The same for an i32. */
+@inline function lanes4i(P: usize, ps: usize, o: usize): v128 {
+  let v = i32x4.splat(load<i32>(P + o));
+  v = i32x4.replace_lane(v, 1, load<i32>(P + ps + o));
+  v = i32x4.replace_lane(v, 2, load<i32>(P + 2 * ps + o));
+  return i32x4.replace_lane(v, 3, load<i32>(P + 3 * ps + o));
+}
+
+/**
+ * head32 for four tokens at once (activations at P + t·ps, rows stored at out + t·os): each block's
+ * weights are loaded and widened once for the four, the four block dots I_b go to the lanes of one
+ * vector, and the f32 steps s = f32(s + f32(f32(d_w·d_x)·f32(I_b))) run in those lanes: each lane
+ * performs its token's sequence of head32, so each token gets head32's bits.
+ */
+@inline function head32T4(q4: bool, w: usize, k: i32, r0: i32, r1: i32, P: usize, ps: usize, out: usize, os: usize): void {
+  const K = <usize>k;
+  const nb = k >> 5;
+  const bb = q4 ? 18 : 34;
+  const rb = <usize>(nb * bb);
+  const PB = P + ps;
+  const PC = P + 2 * ps;
+  const PD = P + 3 * ps;
+  for (let r = r0; r < r1; r++) {
+    const row = w + <usize>r * rb;
+    let s = f32x4.splat(0);
+    for (let b = 0; b < nb; b++) {
+      const a = <usize>b << 5;
+      const p = row + <usize>(b * bb);
+      let I: v128;
+      if (q4) {
+        const v = v128.load(p + 2);
+        const lo = v128.and(v, i8x16.splat(15));
+        const hi = i8x16.shr_u(v, 4);
+        const dA = i32x4.extadd_pairwise_i16x8_s(i16x8.add(dot16(v128.load(P + a), lo), dot16(v128.load(P + a, 16), hi)));
+        const dB = i32x4.extadd_pairwise_i16x8_s(i16x8.add(dot16(v128.load(PB + a), lo), dot16(v128.load(PB + a, 16), hi)));
+        const dC = i32x4.extadd_pairwise_i16x8_s(i16x8.add(dot16(v128.load(PC + a), lo), dot16(v128.load(PC + a, 16), hi)));
+        const dD = i32x4.extadd_pairwise_i16x8_s(i16x8.add(dot16(v128.load(PD + a), lo), dot16(v128.load(PD + a, 16), hi)));
+        // Σ(u − 8)·q = Σu·q − 8·Σq
+        I = i32x4.sub(hsum4x32(dA, dB, dC, dD), i32x4.shl(lanes4i(P, ps, K + (K >> 3) + (<usize>b << 2)), 3));
+      } else {
+        const w0 = v128.load(p + 2);
+        const w1 = v128.load(p + 18);
+        const e0 = i16x8.extend_low_i8x16_s(w0);
+        const e1 = i16x8.extend_high_i8x16_s(w0);
+        const e2 = i16x8.extend_low_i8x16_s(w1);
+        const e3 = i16x8.extend_high_i8x16_s(w1);
+        I = hsum4x32(q8DotT(e0, e1, e2, e3, P + a), q8DotT(e0, e1, e2, e3, PB + a), q8DotT(e0, e1, e2, e3, PC + a), q8DotT(e0, e1, e2, e3, PD + a));
+      }
+      const dw = f32x4.splat(f16ToF32(load<u16>(p)));
+      s = f32x4.add(s, f32x4.mul(f32x4.mul(dw, lanes4f(P, ps, K + (<usize>b << 2))), f32x4.convert_i32x4_s(I)));
+    }
+    const o = out + (<usize>r << 2);
+    store<f32>(o, f32x4.extract_lane(s, 0));
+    store<f32>(o + os, f32x4.extract_lane(s, 1));
+    store<f32>(o + 2 * os, f32x4.extract_lane(s, 2));
+    store<f32>(o + 3 * os, f32x4.extract_lane(s, 3));
+  }
+}
+
+/** One token's Q8_0 block dot against weights already widened to i16 (e0..e3), activations at x. */
+@inline function q8DotT(e0: v128, e1: v128, e2: v128, e3: v128, x: usize): v128 {
+  const xa = v128.load(x);
+  const xb = v128.load(x, 16);
+  let acc = i32x4.dot_i16x8_s(e0, i16x8.extend_low_i8x16_s(xa));
+  acc = i32x4.add(acc, i32x4.dot_i16x8_s(e1, i16x8.extend_high_i8x16_s(xa)));
+  acc = i32x4.add(acc, i32x4.dot_i16x8_s(e2, i16x8.extend_low_i8x16_s(xb)));
+  return i32x4.add(acc, i32x4.dot_i16x8_s(e3, i16x8.extend_high_i8x16_s(xb)));
+}
+
+/** Q8_0 head rows r0..r1 for four tokens at once (see head32T4). */
+export function head_q8_0_4(w: usize, k: i32, r0: i32, r1: i32, P: usize, ps: usize, out: usize, os: usize): void {
+  head32T4(false, w, k, r0, r1, P, ps, out, os);
+}
+
+/** Q4_0 head rows r0..r1 for four tokens at once (see head32T4). */
+export function head_q4_0_4(w: usize, k: i32, r0: i32, r1: i32, P: usize, ps: usize, out: usize, os: usize): void {
+  head32T4(true, w, k, r0, r1, P, ps, out, os);
 }
 
 /** Q8_0 head rows r0..r1 (activations by head_prep_q8_0): out[r] = row sum (× oscale). */

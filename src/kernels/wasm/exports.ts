@@ -149,7 +149,28 @@ export interface KernelExports {
     out: number,
     ostride: number,
   ): void;
-  /** Bytes of one token's buffer for head_f16_2/_4 (wasm/src/headf16m.ts). */
+  /** Q8_0 / Q4_0 heads for four tokens at once (activations at P + t·pstride), each token's bits head_q8_0's / head_q4_0's. */
+  head_q8_0_4(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    P: number,
+    pstride: number,
+    out: number,
+    ostride: number,
+  ): void;
+  head_q4_0_4(
+    w: number,
+    k: number,
+    r0: number,
+    r1: number,
+    P: number,
+    pstride: number,
+    out: number,
+    ostride: number,
+  ): void;
+  /** Bytes of one token's buffer for head_f16_2 (wasm/src/headf16m.ts). */
   head_f16m_stride(k: number): number;
   /** The buffers (at X) of T tokens whose rounded activations are at xr + t·xrStride. */
   head_f16m_prep(xr: number, xrStride: number, k: number, T: number, X: number): void;
