@@ -10,6 +10,7 @@ import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
 import { KVCache } from '../../src/model/kv-cache.ts';
 import { type LoadedModel, loadModel } from '../../src/model/load.ts';
 import { MemorySource } from '../../src/sources/byte-source.ts';
+import { nextTurn } from '../../src/util/turn.ts';
 import { synthBytes } from '../helpers/models.ts';
 import { firstDiff, wasmBuilds } from './harness.ts';
 
@@ -410,6 +411,46 @@ describe('wasm backend: batched decode of concurrent sequences', () => {
     const [want] = await ref.forward({ tokens: [7], startPos: 16, kv: refOk, logits: 'last' });
     expect(b.status).toBe('fulfilled');
     if (b.status === 'fulfilled') sameRows([want], b.value, 'the other sequence');
+  });
+
+  it('a long prefill runs in short chunks while another sequence decodes, which steps between them; the logits stay exact', async () => {
+    const m = await model({ qtype: 'i2_s', seed: 44, arch: 'bitnet-b1.58', embdType: 'q6_k' });
+    const ref = new ReferenceBackend(m);
+    const wb = WasmBackend.create(m, { chunk: 64 });
+    backends.push(wb);
+    const prompt = Array.from({ length: 100 }, (_, t) => (t * 29 + 3) % 290);
+    const [dRef, dW, pRef, pW] = ['dr', 'dw', 'pr', 'pw'].map((id) => cacheFor(m).forSequence(id));
+    await ref.forward({ tokens: prompt.slice(0, 5), startPos: 0, kv: dRef, logits: 'last' });
+    await wb.forward({ tokens: prompt.slice(0, 5), startPos: 0, kv: dW, logits: 'last' });
+    // alone, a prefill takes chunks of 64 (here the 5 tokens above, then 64 + 6)
+    await wb.forward({ tokens: prompt.slice(0, 70), startPos: 0, kv: cacheFor(m).forSequence('x'), logits: 'last' });
+    expect(wb.prefillChunks).toEqual({ total: 3, shared: 0 });
+    // a decoding sequence: one step after another, as an engine loop runs them
+    let prefillDone = false;
+    let stepsDuring = 0;
+    const decode = (async () => {
+      const rows: Float32Array[] = [];
+      for (let p = 5; p < 25; p++) {
+        const [row] = await wb.forward({ tokens: [(p * 7) % 290], startPos: p, kv: dW, logits: 'last' });
+        rows.push(row);
+        if (!prefillDone) stepsDuring++;
+      }
+      return rows;
+    })();
+    await nextTurn();
+    const [got] = await wb.forward({ tokens: prompt, startPos: 0, kv: pW, logits: 'last' });
+    prefillDone = true;
+    // 100 tokens in chunks of 16 while the other sequence waits: it stepped between them
+    expect(wb.prefillChunks.total - 3).toBe(7);
+    expect(wb.prefillChunks.shared).toBe(7);
+    expect(stepsDuring).toBeGreaterThanOrEqual(6);
+    const [want] = await ref.forward({ tokens: prompt, startPos: 0, kv: pRef, logits: 'last' });
+    sameRows([want], [got], 'prefill');
+    const rows = await decode;
+    for (let p = 5; p < 25; p++) {
+      const [w] = await ref.forward({ tokens: [(p * 7) % 290], startPos: p, kv: dRef, logits: 'last' });
+      sameRows([w], [rows[p - 5]], `decode at ${p}`);
+    }
   });
 
   it('dispose rejects the steps still waiting for their batch', async () => {
