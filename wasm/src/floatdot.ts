@@ -194,6 +194,14 @@ export function head_prep_bytes(k: i32): i32 {
 }
 
 /** The bracket test: f32 of [v − δ, v + δ] if both ends agree bit for bit, else NaN-flag via ok=false. */
+/**
+ * The low (hi false) or high four f16 values of v as f32 lanes holding w·2^-112 exactly (see
+ * head_f16); mask = i32x4.splat(0x8fffe000), hoisted by the caller.
+ */
+@inline export function f16Scaled4(v: v128, hi: bool, mask: v128): v128 {
+  return v128.and(i32x4.shl(hi ? i32x4.extend_high_i16x8_s(v) : i32x4.extend_low_i16x8_s(v), 13), mask);
+}
+
 @inline export function bracket(v: f64, delta: f64): u64 {
   const lo = <f32>(v - delta);
   const hi = <f32>(v + delta);
@@ -245,8 +253,8 @@ export function head_f16(w: usize, k: i32, r0: i32, r1: i32, xr: usize, absSums:
     for (let i = 0; i < k8; i += 8) {
       v128.load(row + (<usize>i << 1), 512); // software prefetch (a dropped load)
       const v = v128.load(row + (<usize>i << 1));
-      const wl = v128.and(i32x4.shl(i32x4.extend_low_i16x8_s(v), 13), mask); // w·2^-112
-      const wh = v128.and(i32x4.shl(i32x4.extend_high_i16x8_s(v), 13), mask);
+      const wl = f16Scaled4(v, false, mask);
+      const wh = f16Scaled4(v, true, mask);
       const pl = f32x4.mul(wl, v128.load(xs + (<usize>i << 2)));
       const ph = f32x4.mul(wh, v128.load(xs + (<usize>i << 2), 16));
       a0 = f64x2.add(a0, f64x2.promote_low_f32x4(pl));

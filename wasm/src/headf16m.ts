@@ -13,7 +13,7 @@
  * then at 64 f64 xd[k] (xd[i] = xr[i]·2^112 exactly: |xr| ≤ 65504).
  */
 import { f16ToF32 } from './common';
-import { bracket, exactRow, T_F16 } from './floatdot';
+import { bracket, exactRow, f16Scaled4, T_F16 } from './floatdot';
 
 @inline function madd(a: v128, b: v128, c: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) return f64x2.relaxed_madd(a, b, c);
@@ -84,8 +84,8 @@ export function head_f16_2(w: usize, k: i32, r0: i32, r1: i32, X: usize, xr: usi
     for (let i = 0; i < k8; i += 8) {
       v128.load(row + (<usize>i << 1), 512); // software prefetch (a dropped load)
       const v = v128.load(row + (<usize>i << 1));
-      const wl = v128.and(i32x4.shl(i32x4.extend_low_i16x8_s(v), 13), mask); // w·2^-112
-      const wh = v128.and(i32x4.shl(i32x4.extend_high_i16x8_s(v), 13), mask);
+      const wl = f16Scaled4(v, false, mask); // w·2^-112
+      const wh = f16Scaled4(v, true, mask);
       const w0 = f64x2.promote_low_f32x4(wl);
       const w1 = f64x2.promote_low_f32x4(v128.shuffle<i32>(wl, wl, 2, 3, 2, 3));
       const w2 = f64x2.promote_low_f32x4(wh);

@@ -33,6 +33,21 @@ export type TqMatmul = (
   mode: number,
 ) => void;
 
+/**
+ * An integer head for several tokens at once: rows r0..r1, token t's activations at P + t·pstride
+ * (head_prep_*), its logits stored at out + t·ostride.
+ */
+export type MultiTokenHead = (
+  w: number,
+  k: number,
+  r0: number,
+  r1: number,
+  P: number,
+  pstride: number,
+  out: number,
+  ostride: number,
+) => void;
+
 export interface KernelExports {
   // tables and self-test
   init_tables(table: number): void;
@@ -126,50 +141,13 @@ export interface KernelExports {
   head_q4_0(w: number, k: number, r0: number, r1: number, P: number, oscale: number, out: number, mode: number): void;
   head_q6_k(w: number, k: number, r0: number, r1: number, P: number, oscale: number, out: number, mode: number): void;
   /**
-   * Q6_K head for 2 or 4 tokens at once (each code unpacked once): activations at P + t·pstride,
-   * rows stored at out + t·ostride, each token's bits those of head_q6_k.
+   * Q6_K head for 2 or 4 tokens at once (each code unpacked once), Q8_0 / Q4_0 heads for 4: each
+   * token's bits those of the one-token kernel (wasm/src/inthead.ts).
    */
-  head_q6_k_2(
-    w: number,
-    k: number,
-    r0: number,
-    r1: number,
-    P: number,
-    pstride: number,
-    out: number,
-    ostride: number,
-  ): void;
-  head_q6_k_4(
-    w: number,
-    k: number,
-    r0: number,
-    r1: number,
-    P: number,
-    pstride: number,
-    out: number,
-    ostride: number,
-  ): void;
-  /** Q8_0 / Q4_0 heads for four tokens at once (activations at P + t·pstride), each token's bits head_q8_0's / head_q4_0's. */
-  head_q8_0_4(
-    w: number,
-    k: number,
-    r0: number,
-    r1: number,
-    P: number,
-    pstride: number,
-    out: number,
-    ostride: number,
-  ): void;
-  head_q4_0_4(
-    w: number,
-    k: number,
-    r0: number,
-    r1: number,
-    P: number,
-    pstride: number,
-    out: number,
-    ostride: number,
-  ): void;
+  head_q6_k_2: MultiTokenHead;
+  head_q6_k_4: MultiTokenHead;
+  head_q8_0_4: MultiTokenHead;
+  head_q4_0_4: MultiTokenHead;
   /** Bytes of one token's buffer for head_f16_2 (wasm/src/headf16m.ts). */
   head_f16m_stride(k: number): number;
   /** The buffers (at X) of T tokens whose rounded activations are at xr + t·xrStride. */
