@@ -158,13 +158,15 @@ export interface AppMetrics {
   active: Gauge;
   decodeBatches: Counter;
   decodeSteps: Counter;
+  prefillChunks: Counter;
+  sharedPrefillChunks: Counter;
 }
 
 export function createMetrics(read: {
   queueDepth: () => number;
   active: () => number;
   /** The loaded model's batched-decode counts, if its backend batches (0 before it loads). */
-  decodeStats: () => Pick<DecodeStats, 'runs' | 'steps'> | undefined;
+  decodeStats: () => DecodeStats | undefined;
 }): AppMetrics {
   const r = new Registry();
   return {
@@ -215,6 +217,20 @@ export function createMetrics(read: {
         'bitnet_decode_steps_total',
         'Decode steps (one token of one sequence) those runs served; steps / batches is the mean batch size.',
         () => read.decodeStats()?.steps ?? 0,
+      ),
+    ),
+    prefillChunks: r.add(
+      new Counter(
+        'bitnet_prefill_chunks_total',
+        'Prefill kernel runs on the edge (chunks of a prompt; other sequences decode between them).',
+        () => read.decodeStats()?.prefillChunks ?? 0,
+      ),
+    ),
+    sharedPrefillChunks: r.add(
+      new Counter(
+        'bitnet_prefill_chunks_shortened_total',
+        'Prefill chunks cut to 16 tokens because other sequences were waiting to decode.',
+        () => read.decodeStats()?.sharedPrefillChunks ?? 0,
       ),
     ),
   };

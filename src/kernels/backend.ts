@@ -21,11 +21,17 @@ export interface ForwardRequest {
   signal?: AbortSignal;
 }
 
-/** Decode steps run as batches: kernel runs, the steps (one token of one sequence) they served, the largest batch. */
+/**
+ * Decode steps run as batches: kernel runs, the steps (one token of one sequence) they served, the
+ * largest batch; and the prefill chunks run between them, with those shortened because decode
+ * steps were waiting.
+ */
 export interface DecodeStats {
   readonly runs: number;
   readonly steps: number;
   readonly largestBatch: number;
+  readonly prefillChunks: number;
+  readonly sharedPrefillChunks: number;
 }
 
 export interface Backend {

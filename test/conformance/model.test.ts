@@ -424,7 +424,7 @@ describe('wasm backend: batched decode of concurrent sequences', () => {
     await wb.forward({ tokens: prompt.slice(0, 5), startPos: 0, kv: dW, logits: 'last' });
     // alone, a prefill takes chunks of 64 (here the 5 tokens above, then 64 + 6)
     await wb.forward({ tokens: prompt.slice(0, 70), startPos: 0, kv: cacheFor(m).forSequence('x'), logits: 'last' });
-    expect(wb.prefillChunks).toEqual({ total: 3, shared: 0 });
+    expect(wb.decodeStats).toMatchObject({ prefillChunks: 3, sharedPrefillChunks: 0 });
     // a decoding sequence: one step after another, as an engine loop runs them
     let prefillDone = false;
     let stepsDuring = 0;
@@ -441,8 +441,8 @@ describe('wasm backend: batched decode of concurrent sequences', () => {
     const [got] = await wb.forward({ tokens: prompt, startPos: 0, kv: pW, logits: 'last' });
     prefillDone = true;
     // 100 tokens in chunks of 16 while the other sequence waits: it stepped between them
-    expect(wb.prefillChunks.total - 3).toBe(7);
-    expect(wb.prefillChunks.shared).toBe(7);
+    expect(wb.decodeStats.prefillChunks - 3).toBe(7);
+    expect(wb.decodeStats.sharedPrefillChunks).toBe(7);
     expect(stepsDuring).toBeGreaterThanOrEqual(6);
     const [want] = await ref.forward({ tokens: prompt, startPos: 0, kv: pRef, logits: 'last' });
     sameRows([want], [got], 'prefill');

@@ -56,6 +56,10 @@ describe('batched decode over HTTP', () => {
     const text = await (await app.request('/metrics')).text();
     expect(metric(text, 'bitnet_decode_batches_total')).toBe(after?.runs);
     expect(metric(text, 'bitnet_decode_steps_total')).toBe(after?.steps);
+    // every prompt was prefilled (8 requests, each one chunk); none waited behind decode steps here
+    expect(metric(text, 'bitnet_prefill_chunks_total')).toBe(after?.prefillChunks);
+    expect(after?.prefillChunks).toBeGreaterThanOrEqual(8);
+    expect(metric(text, 'bitnet_prefill_chunks_shortened_total')).toBe(after?.sharedPrefillChunks);
   });
 
   it('streamed concurrent requests also batch and stream the same text; maxBatchSize 1 turns batching off', async () => {

@@ -126,9 +126,8 @@ export class WasmBackend implements Backend {
   private readonly seqsPtr: number;
   readonly maxBatch: number;
   /** Decode steps run so far: kernel runs, sequences they served, and the largest batch. */
-  readonly decodeStats = { runs: 0, steps: 0, largestBatch: 0 };
-  /** Prefill chunks run, and those shortened to SHARED_CHUNK because decode steps were waiting. */
-  readonly prefillChunks = { total: 0, shared: 0 };
+  /** See DecodeStats; sharedPrefillChunks: chunks shortened to SHARED_CHUNK (decode steps waited). */
+  readonly decodeStats = { runs: 0, steps: 0, largestBatch: 0, prefillChunks: 0, sharedPrefillChunks: 0 };
   private pending: PendingStep[] = [];
   private flushScheduled = false;
   private readonly logitsPtr: number;
@@ -495,8 +494,8 @@ export class WasmBackend implements Backend {
    */
   private chunkLength(cap: number): number {
     const c = this.pending.length > 0 ? Math.min(cap, SHARED_CHUNK) : cap;
-    this.prefillChunks.total++;
-    if (c < cap) this.prefillChunks.shared++;
+    this.decodeStats.prefillChunks++;
+    if (c < cap) this.decodeStats.sharedPrefillChunks++;
     return c;
   }
 
