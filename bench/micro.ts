@@ -2,7 +2,8 @@
  * Kernel micro-benchmark (GOP/s, 2 ops per multiply-add, CPU time of this thread, median of 7):
  * ternary matvec/matmul straight from I2_S, TQ2_0, TQ1_0 bytes at 2560×2560 and 6912×2560, decode
  * (m = 1) and prefill (m = 16), on each kernel build; plus the Q6_K, Q8_0, Q4_0 and F16 head kernels
- * (Q6_K also for 2 and 4 tokens at once, Q8_0 and Q4_0 for 4, F16 for 2: what batched decode runs).
+ * (Q6_K also for 2 and 4 tokens at once, Q8_0 and Q4_0 for 4, F16 for 2: what batched decode runs),
+ * and attention over 1024 positions.
  *   node bench/micro.ts [--json] [--only NAME]   (NAME: a part of the kernel names to run, e.g. Q6_K)
  */
 
@@ -166,6 +167,40 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd'], only = ''): M
         const ms = time(run, 2);
         out.push({ build, kernel: name, n, k: kk, m, ms, gops: (2 * m * n * kk) / ms / 1e6 });
       }
+    }
+    // attention of one token over 1024 positions, 2B-4T's heads (20 query heads, 5 KV heads, 128
+    // dims), one layer: n = positions, k = head dim, m = query heads; q·k and p·V multiply-adds
+    if (want('attention')) {
+      const headDim = 128;
+      const nHead = 20;
+      const kvDim = 5 * headDim;
+      const nPos = 1024;
+      const nBlk = nPos / 16;
+      const blocks = a.alloc(4 * nBlk);
+      for (let b = 0; b < nBlk; b++) {
+        const blk = a.alloc(2 * 16 * kvDim * 4);
+        a.u32(blocks, nBlk)[b] = blk;
+        const f = a.f32(blk, 2 * 16 * kvDim);
+        for (let i = 0; i < f.length; i++) f[i] = Math.fround(rnd() - 0.5);
+      }
+      const q = a.alloc(4 * nHead * headDim);
+      const qf = a.f32(q, nHead * headDim);
+      for (let i = 0; i < qf.length; i++) qf[i] = Math.fround(rnd() - 0.5);
+      const att = a.alloc(4 * nHead * headDim);
+      const scores = a.alloc(4 * (nPos + 64));
+      const ms = time(
+        () => k.attend(q, att, 0, nHead, headDim, 4, kvDim, nPos, blocks, 0, 1 / Math.sqrt(headDim), scores),
+        5,
+      );
+      out.push({
+        build,
+        kernel: 'attention',
+        n: nPos,
+        k: headDim,
+        m: nHead,
+        ms,
+        gops: (4 * nHead * headDim * nPos) / ms / 1e6,
+      });
     }
   }
   return out;

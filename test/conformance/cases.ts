@@ -185,6 +185,8 @@ for (const [nHead, nHeadKv, headDim, nPos] of [
   [20, 5, 128, 50],
   [2, 2, 6, 5],
   [16, 16, 96, 33],
+  [20, 5, 128, 300],
+  [4, 2, 20, 70],
 ]) {
   add({ op: 'attention', shape: { nHead, nHeadKv, headDim, nPos } });
 }

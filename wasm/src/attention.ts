@@ -11,7 +11,7 @@
  *   V: [t % 16][kvHead][d]   (dims contiguous)
  * `blocks` is an array of u32 block addresses for the sequence.
  */
-import { f16Round } from './common';
+import { f16Round, madd32, madd64 } from './common';
 import { expF32 } from './ops';
 
 export const KV_BT: i32 = 16;
@@ -40,14 +40,14 @@ export function attend(
         const qd = f64x2.splat(<f64>load<f32>(qh + (d << 2)));
         const p = kb + (d << 6); // 16 positions × 4 bytes per d
         const k0 = v128.load(p), k1 = v128.load(p, 16), k2 = v128.load(p, 32), k3 = v128.load(p, 48);
-        a0 = f64x2.add(a0, f64x2.mul(qd, f64x2.promote_low_f32x4(k0)));
-        a1 = f64x2.add(a1, f64x2.mul(qd, f64x2.promote_low_f32x4(v128.shuffle<i32>(k0, k0, 2, 3, 2, 3))));
-        a2 = f64x2.add(a2, f64x2.mul(qd, f64x2.promote_low_f32x4(k1)));
-        a3 = f64x2.add(a3, f64x2.mul(qd, f64x2.promote_low_f32x4(v128.shuffle<i32>(k1, k1, 2, 3, 2, 3))));
-        a4 = f64x2.add(a4, f64x2.mul(qd, f64x2.promote_low_f32x4(k2)));
-        a5 = f64x2.add(a5, f64x2.mul(qd, f64x2.promote_low_f32x4(v128.shuffle<i32>(k2, k2, 2, 3, 2, 3))));
-        a6 = f64x2.add(a6, f64x2.mul(qd, f64x2.promote_low_f32x4(k3)));
-        a7 = f64x2.add(a7, f64x2.mul(qd, f64x2.promote_low_f32x4(v128.shuffle<i32>(k3, k3, 2, 3, 2, 3))));
+        a0 = madd64(qd, f64x2.promote_low_f32x4(k0), a0);
+        a1 = madd64(qd, f64x2.promote_low_f32x4(v128.shuffle<i32>(k0, k0, 2, 3, 2, 3)), a1);
+        a2 = madd64(qd, f64x2.promote_low_f32x4(k1), a2);
+        a3 = madd64(qd, f64x2.promote_low_f32x4(v128.shuffle<i32>(k1, k1, 2, 3, 2, 3)), a3);
+        a4 = madd64(qd, f64x2.promote_low_f32x4(k2), a4);
+        a5 = madd64(qd, f64x2.promote_low_f32x4(v128.shuffle<i32>(k2, k2, 2, 3, 2, 3)), a5);
+        a6 = madd64(qd, f64x2.promote_low_f32x4(k3), a6);
+        a7 = madd64(qd, f64x2.promote_low_f32x4(v128.shuffle<i32>(k3, k3, 2, 3, 2, 3)), a7);
       }
       const sb = scores + (<usize>(bi * KV_BT) << 2);
       const n = min(KV_BT, nPos - bi * KV_BT);
@@ -85,19 +85,25 @@ export function attend(
     for (let t = 0; t < nPos; t++) {
       store<f32>(scores + (<usize>t << 2), f16Round(load<f32>(scores + (<usize>t << 2)) * inv));
     }
-    // ---- p · V, sequential in t: 16 dims at a time, then 4, then 1
+    // ---- p · V, sequential in t: 16 dims at a time, then 4, then 1; positions block by block
+    // (one block address per 16 positions), each product p_t·v_td exact (f16 values)
     const oh = out + ((<usize>h * hd) << 2);
     const vbase = layerOff + kBytes + ((<usize>kvh * hd) << 2);
+    const vstride = <usize>kvDim << 2;
     let d: usize = 0;
     for (; d + 16 <= hd; d += 16) {
       let o0 = f32x4.splat(0), o1 = f32x4.splat(0), o2 = f32x4.splat(0), o3 = f32x4.splat(0);
-      for (let t = 0; t < nPos; t++) {
-        const v = <usize>load<u32>(blocks + (<usize>(t / KV_BT) << 2)) + vbase + ((<usize>((t % KV_BT) * kvDim) + d) << 2);
-        const p = f32x4.splat(load<f32>(scores + (<usize>t << 2)));
-        o0 = f32x4.add(o0, f32x4.mul(p, v128.load(v)));
-        o1 = f32x4.add(o1, f32x4.mul(p, v128.load(v, 16)));
-        o2 = f32x4.add(o2, f32x4.mul(p, v128.load(v, 32)));
-        o3 = f32x4.add(o3, f32x4.mul(p, v128.load(v, 48)));
+      for (let bi = 0; bi < nBlk; bi++) {
+        let v = <usize>load<u32>(blocks + (<usize>bi << 2)) + vbase + (d << 2);
+        const sb = scores + (<usize>(bi * KV_BT) << 2);
+        const n = <usize>min(KV_BT, nPos - bi * KV_BT);
+        for (let t: usize = 0; t < n; t++, v += vstride) {
+          const p = v128.load32_splat(sb + (t << 2));
+          o0 = madd32(p, v128.load(v), o0);
+          o1 = madd32(p, v128.load(v, 16), o1);
+          o2 = madd32(p, v128.load(v, 32), o2);
+          o3 = madd32(p, v128.load(v, 48), o3);
+        }
       }
       v128.store(oh + (d << 2), o0);
       v128.store(oh + (d << 2), o1, 16);
@@ -106,9 +112,11 @@ export function attend(
     }
     for (; d + 4 <= hd; d += 4) {
       let o0 = f32x4.splat(0);
-      for (let t = 0; t < nPos; t++) {
-        const v = <usize>load<u32>(blocks + (<usize>(t / KV_BT) << 2)) + vbase + ((<usize>((t % KV_BT) * kvDim) + d) << 2);
-        o0 = f32x4.add(o0, f32x4.mul(f32x4.splat(load<f32>(scores + (<usize>t << 2))), v128.load(v)));
+      for (let bi = 0; bi < nBlk; bi++) {
+        let v = <usize>load<u32>(blocks + (<usize>bi << 2)) + vbase + (d << 2);
+        const sb = scores + (<usize>(bi * KV_BT) << 2);
+        const n = <usize>min(KV_BT, nPos - bi * KV_BT);
+        for (let t: usize = 0; t < n; t++, v += vstride) o0 = madd32(v128.load32_splat(sb + (t << 2)), v128.load(v), o0);
       }
       v128.store(oh + (d << 2), o0);
     }

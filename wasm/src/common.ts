@@ -21,6 +21,22 @@
   }
 }
 
+/**
+ * a·b + c per lane, for products a·b that are exact (products of f16 values: at most 22
+ * significant bits, exact in f32 and f64). Fused or not, the result then rounds once, so the
+ * relaxed multiply-add is deterministic here: the same bits as f32x4/f64x2 mul then add.
+ */
+@inline export function madd32(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(f32x4.mul(a, b), c);
+}
+
+/** madd32 on f64x2 lanes (the same precondition: a·b exact). */
+@inline export function madd64(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f64x2.relaxed_madd(a, b, c);
+  return f64x2.add(f64x2.mul(a, b), c);
+}
+
 /** Sum of the four i32 lanes. */
 @inline export function hsum32(v: v128): i32 {
   const s = i32x4.add(v, v128.shuffle<i32>(v, v, 2, 3, 0, 1));

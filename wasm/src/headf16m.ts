@@ -12,13 +12,8 @@
  * Token buffer (head_f16m_prep, token t at X + t·head_f16m_stride(k)): f64 max|xr|, f64 ‖xr‖·(1+1e-9),
  * then at 64 f64 xd[k] (xd[i] = xr[i]·2^112 exactly: |xr| ≤ 65504).
  */
-import { f16ToF32 } from './common';
+import { f16ToF32, madd64 } from './common';
 import { bracket, exactRow, f16Scaled4, T_F16 } from './floatdot';
-
-@inline function madd(a: v128, b: v128, c: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) return f64x2.relaxed_madd(a, b, c);
-  return f64x2.add(f64x2.mul(a, b), c);
-}
 
 /** Bytes of one token's buffer in X for width k. */
 export function head_f16m_stride(k: i32): i32 {
@@ -91,14 +86,14 @@ export function head_f16_2(w: usize, k: i32, r0: i32, r1: i32, X: usize, xr: usi
       const w2 = f64x2.promote_low_f32x4(wh);
       const w3 = f64x2.promote_low_f32x4(v128.shuffle<i32>(wh, wh, 2, 3, 2, 3));
       const o = <usize>i << 3;
-      a0 = madd(w0, v128.load(XA + o), a0);
-      a1 = madd(w1, v128.load(XA + o, 16), a1);
-      b0 = madd(w0, v128.load(XB + o), b0);
-      b1 = madd(w1, v128.load(XB + o, 16), b1);
-      a0 = madd(w2, v128.load(XA + o, 32), a0);
-      a1 = madd(w3, v128.load(XA + o, 48), a1);
-      b0 = madd(w2, v128.load(XB + o, 32), b0);
-      b1 = madd(w3, v128.load(XB + o, 48), b1);
+      a0 = madd64(w0, v128.load(XA + o), a0);
+      a1 = madd64(w1, v128.load(XA + o, 16), a1);
+      b0 = madd64(w0, v128.load(XB + o), b0);
+      b1 = madd64(w1, v128.load(XB + o, 16), b1);
+      a0 = madd64(w2, v128.load(XA + o, 32), a0);
+      a1 = madd64(w3, v128.load(XA + o, 48), a1);
+      b0 = madd64(w2, v128.load(XB + o, 32), b0);
+      b1 = madd64(w3, v128.load(XB + o, 48), b1);
     }
     const o = out + (<usize>r << 2);
     store<f32>(o, logit(sum2(a0, a1), X, row, k, r, xr, absSums, tol, scratch));
