@@ -187,7 +187,7 @@ export function micro(builds: KernelBuild[] = ['relaxed', 'simd'], only = ''): M
       const qf = a.f32(q, nHead * headDim);
       for (let i = 0; i < qf.length; i++) qf[i] = Math.fround(rnd() - 0.5);
       const att = a.alloc(4 * nHead * headDim);
-      const scores = a.alloc(4 * (nPos + 64));
+      const scores = a.alloc(k.attend_scratch_bytes(nPos, headDim));
       const ms = time(
         () => k.attend(q, att, 0, nHead, headDim, 4, kvDim, nPos, blocks, 0, 1 / Math.sqrt(headDim), scores),
         5,

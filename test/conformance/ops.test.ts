@@ -532,7 +532,7 @@ function runCase(c: Case, ops: WasmOps): string | undefined {
       }
       const mir = kvMirror(ops, Ks, Vs, nHeadKv, headDim);
       const out = ops.zeros(4 * nHead * headDim);
-      const sc = ops.zeros(4 * (nPos + 32));
+      const sc = ops.zeros(K.attend_scratch_bytes(nPos, headDim));
       const qp = ops.putF32(q);
       const split = Math.floor(nHead / 2);
       K.attend(qp, out, 0, split, headDim, group, kvDim, nPos, mir.blocks, 0, attnScale, sc);

@@ -27,7 +27,7 @@
  *      the largest position in the batch (it sizes the attention scores' scratch).
  *   64 barrier count  68 barrier sleepers  128 barrier generation  192 job sequence  256 exit flag
  */
-import { attend, kv_store } from './attention';
+import { attend, attend_scratch_bytes, kv_store } from './attention';
 import { head_f16_2, head_f16m_prep, head_f16m_stride } from './headf16m';
 import { f16Round } from './common';
 import { dequant_row, head_f16, head_prep_bytes, mv_exact, round_act, row_bytes, T_F16, T_Q4_0, T_Q6_K, T_Q8_0 } from './floatdot';
@@ -182,7 +182,7 @@ export function thread_scratch_bytes(md: usize, nCtx: i32): i32 {
   const nEmbd = load<i32>(md, 0);
   const nFF = load<i32>(md, 4);
   const W = max(nEmbd, nFF);
-  return <i32>al(<usize>(4 * (nCtx + 32))) + <i32>al(<usize>(16 * W + 64)) + 64;
+  return <i32>al(<usize>attend_scratch_bytes(nCtx + 32, load<i32>(md, 16))) + <i32>al(<usize>(16 * W + 64)) + 64;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,7 +369,7 @@ export function forward(rc: usize, tid: i32): void {
   layout(md, load<i32>(rc, 36), <usize>load<i32>(rc, 32));
   const tscratch = <usize>load<i32>(rc, 40) + <usize>tid * <usize>load<i32>(rc, 44);
   const scores = tscratch;
-  const nCtxScratch = al(<usize>(4 * (load<i32>(rc, 8) + m + 32)));
+  const nCtxScratch = al(<usize>attend_scratch_bytes(load<i32>(rc, 8) + m + 32, load<i32>(md, 16)));
   const tscratch2 = tscratch + nCtxScratch;
 
   const nEmbd = load<i32>(md, 0);

@@ -116,6 +116,8 @@ export interface KernelExports {
     scores: number,
   ): void;
   kv_store(k: number, v: number, kvDim: number, headDim: number, block: number, layerOff: number, pos: number): void;
+  /** Scratch bytes attend() needs for nPos positions (wasm/src/attention.ts). */
+  attend_scratch_bytes(nPos: number, headDim: number): number;
   // float / quantized-float rows (projections, head, embeddings)
   row_bytes(type: number, k: number): number;
   dequant_row(type: number, src: number, k: number, out: number, stride: number): void;
