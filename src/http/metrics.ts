@@ -222,7 +222,7 @@ export function createMetrics(read: {
     prefillChunks: r.add(
       new Counter(
         'bitnet_prefill_chunks_total',
-        'Prefill kernel runs on the edge (chunks of a prompt; other sequences decode between them).',
+        'Prefill kernel runs on the edge: chunks of prompts longer than one token (other sequences decode between them).',
         () => read.decodeStats()?.prefillChunks ?? 0,
       ),
     ),

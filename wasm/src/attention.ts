@@ -46,7 +46,8 @@ export function attend(
     const kvh = h / group;
     const nh = min(4, min(h1, (kvh + 1) * group) - h);
     if (nh == 1) attendOne(q, out, h, headDim, kvh, kvDim, nPos, blocks, layerOff, attnScale, scratch);
-    else attendGroup(q, out, h, nh, headDim, kvh, kvDim, nPos, blocks, layerOff, attnScale, scratch);
+    else if (nh == 2) attendGroup2(q, out, h, headDim, kvh, kvDim, nPos, blocks, layerOff, attnScale, scratch);
+    else attendGroup4(q, out, h, nh, headDim, kvh, kvDim, nPos, blocks, layerOff, attnScale, scratch);
     h += nh;
   }
 }
@@ -164,13 +165,30 @@ function attendOne(
   store<f32>(sb, scaled(f64x2.extract_lane(a, 1), attnScale), 4);
 }
 
-/**
- * nh = 2..4 heads h..h+nh that share KV head kvh. Scores: 4 positions at a time, each K vector
- * widened once and met by every head's f64 query (q64, written here); p·V: 8 dims at a time, each
- * V vector loaded once for every head; the dims past the last 8 per head (pvOne).
- */
-function attendGroup(
+/** attendGroup for 2 heads. */
+function attendGroup2(
+  q: usize, out: usize, h: i32, headDim: i32, kvh: i32, kvDim: i32,
+  nPos: i32, blocks: usize, layerOff: usize, attnScale: f64, scratch: usize,
+): void {
+  attendGroup(2, q, out, h, 2, headDim, kvh, kvDim, nPos, blocks, layerOff, attnScale, scratch);
+}
+
+/** attendGroup for 3 or 4 heads (a fourth slot repeats the third when nh = 3). */
+function attendGroup4(
   q: usize, out: usize, h: i32, nh: i32, headDim: i32, kvh: i32, kvDim: i32,
+  nPos: i32, blocks: usize, layerOff: usize, attnScale: f64, scratch: usize,
+): void {
+  attendGroup(4, q, out, h, nh, headDim, kvh, kvDim, nPos, blocks, layerOff, attnScale, scratch);
+}
+
+/**
+ * nh heads h..h+nh (2 ≤ nh ≤ T, T = 2 or 4 slots, a constant) that share KV head kvh. Scores: 4
+ * positions at a time, each K vector widened once and met by every slot's f64 query (q64, written
+ * here); p·V: 8 dims at a time, each V vector loaded once for every slot; the dims past the last 8
+ * per head (pvOne).
+ */
+@inline function attendGroup(
+  T: i32, q: usize, out: usize, h: i32, nh: i32, headDim: i32, kvh: i32, kvDim: i32,
   nPos: i32, blocks: usize, layerOff: usize, attnScale: f64, scratch: usize,
 ): void {
   const hd = <usize>headDim;
@@ -179,8 +197,8 @@ function attendGroup(
   const SB = scoreBytes(nPos);
   const q64 = scratch; // [4][hd] f64
   const sc = scratch + 32 * hd; // [4] score rows of SB bytes
-  // unused head slots (nh < 4) repeat the last head: the same work, results not stored
-  for (let j = 0; j < 4; j++) {
+  // unused head slots (nh < T) repeat the last head: the same work, results overwritten
+  for (let j = 0; j < T; j++) {
     const qh = q + ((<usize>(h + min(j, nh - 1)) * hd) << 2);
     for (let d: usize = 0; d < hd; d++) store<f64>(q64 + ((<usize>j * hd + d) << 3), <f64>load<f32>(qh + (d << 2)));
   }
@@ -209,19 +227,23 @@ function attendGroup(
         x = v128.load64_splat(qB + o);
         b0 = madd64(x, lo, b0);
         b1 = madd64(x, hi, b1);
-        x = v128.load64_splat(qC + o);
-        c0 = madd64(x, lo, c0);
-        c1 = madd64(x, hi, c1);
-        x = v128.load64_splat(qD + o);
-        e0 = madd64(x, lo, e0);
-        e1 = madd64(x, hi, e1);
+        if (T == 4) {
+          x = v128.load64_splat(qC + o);
+          c0 = madd64(x, lo, c0);
+          c1 = madd64(x, hi, c1);
+          x = v128.load64_splat(qD + o);
+          e0 = madd64(x, lo, e0);
+          e1 = madd64(x, hi, e1);
+        }
       }
       // stored in reverse so that a head slot aliased to an earlier one (nh < 4) ends with its own
       const off = (<usize>(bi * KV_BT) + p4) << 2;
-      store2(sD + off, e0, attnScale);
-      store2(sD + off + 8, e1, attnScale);
-      store2(sC + off, c0, attnScale);
-      store2(sC + off + 8, c1, attnScale);
+      if (T == 4) {
+        store2(sD + off, e0, attnScale);
+        store2(sD + off + 8, e1, attnScale);
+        store2(sC + off, c0, attnScale);
+        store2(sC + off + 8, c1, attnScale);
+      }
       store2(sB + off, b0, attnScale);
       store2(sB + off + 8, b1, attnScale);
       store2(sA + off, a0, attnScale);
@@ -254,19 +276,23 @@ function attendGroup(
         p = v128.load32_splat(sB + o);
         b0 = madd32(p, v0, b0);
         b1 = madd32(p, v1, b1);
-        p = v128.load32_splat(sC + o);
-        c0 = madd32(p, v0, c0);
-        c1 = madd32(p, v1, c1);
-        p = v128.load32_splat(sD + o);
-        e0 = madd32(p, v0, e0);
-        e1 = madd32(p, v1, e1);
+        if (T == 4) {
+          p = v128.load32_splat(sC + o);
+          c0 = madd32(p, v0, c0);
+          c1 = madd32(p, v1, c1);
+          p = v128.load32_splat(sD + o);
+          e0 = madd32(p, v0, e0);
+          e1 = madd32(p, v1, e1);
+        }
       }
     }
     // reverse order, as above
-    v128.store(oD + (d << 2), e0);
-    v128.store(oD + (d << 2), e1, 16);
-    v128.store(oC + (d << 2), c0);
-    v128.store(oC + (d << 2), c1, 16);
+    if (T == 4) {
+      v128.store(oD + (d << 2), e0);
+      v128.store(oD + (d << 2), e1, 16);
+      v128.store(oC + (d << 2), c0);
+      v128.store(oC + (d << 2), c1, 16);
+    }
     v128.store(oB + (d << 2), b0);
     v128.store(oB + (d << 2), b1, 16);
     v128.store(oA + (d << 2), a0);

@@ -125,8 +125,10 @@ export class WasmBackend implements Backend {
   /** Batch records: per token (i32 position, u32 table address), RC.seqs. */
   private readonly seqsPtr: number;
   readonly maxBatch: number;
-  /** Decode steps run so far: kernel runs, sequences they served, and the largest batch. */
-  /** See DecodeStats; sharedPrefillChunks: chunks shortened to SHARED_CHUNK (decode steps waited). */
+  /**
+   * Decode steps run so far (kernel runs, sequences they served, the largest batch) and the chunks
+   * of prompts longer than one token (those shortened to SHARED_CHUNK: decode steps waited).
+   */
   readonly decodeStats = { runs: 0, steps: 0, largestBatch: 0, prefillChunks: 0, sharedPrefillChunks: 0 };
   private pending: PendingStep[] = [];
   private flushScheduled = false;
@@ -471,7 +473,7 @@ export class WasmBackend implements Backend {
         m = this.mirrorFor(req.kv);
         this.sync(m, req.kv, req.startPos + i);
       }
-      c = this.chunkLength(cap);
+      c = this.chunkLength(cap, n > 1);
       const chunk = req.tokens.slice(i, i + c);
       const last = i + c >= n;
       const mode = req.logits === 'all' ? LogitsMode.All : last ? LogitsMode.Last : LogitsMode.None;
@@ -490,12 +492,15 @@ export class WasmBackend implements Backend {
 
   /**
    * The next prefill chunk's length: `cap`, or SHARED_CHUNK while other sequences' decode steps
-   * wait (they run between chunks, so they wait at most that long).
+   * wait (they run between chunks, so they wait at most that long). Counted when `prompt` (more
+   * than one token: not a lone decode step with batching off).
    */
-  private chunkLength(cap: number): number {
+  private chunkLength(cap: number, prompt: boolean): number {
     const c = this.pending.length > 0 ? Math.min(cap, SHARED_CHUNK) : cap;
-    this.decodeStats.prefillChunks++;
-    if (c < cap) this.decodeStats.sharedPrefillChunks++;
+    if (prompt) {
+      this.decodeStats.prefillChunks++;
+      if (c < cap) this.decodeStats.sharedPrefillChunks++;
+    }
     return c;
   }
 
@@ -624,7 +629,7 @@ export class WasmBackend implements Backend {
         m = this.mirrorFor(kv); // see forward(): the mirror may have been evicted meanwhile
         this.sync(m, kv, startPos + i);
       }
-      c = this.chunkLength(this.mCap);
+      c = this.chunkLength(this.mCap, tokens.length > 1);
       const chunk = tokens.slice(i, i + c);
       this.runChunk(chunk, startPos + i, m, LogitsMode.Hidden, this.hiddenBuf);
       this.writeBack(m, kv, startPos + i, startPos + i + chunk.length);
