@@ -57,11 +57,16 @@ grep -E "Compiling entry|spill|Used [0-9]+ registers" "$OUT/build.log" | sed 's/
 stamp "build done; spills: $(grep -c 'bytes spill stores' "$BUILD/ptxas.txt" 2>/dev/null) kernels reported, nonzero: $(grep -E '[1-9][0-9]* bytes spill stores' -c "$BUILD/ptxas.txt" 2>/dev/null)"
 
 stamp "golden tests, random checks, benchmarks"
-timeout 330 "$BUILD/bn_test" --fixtures gpu-lambda/test/fixtures --bench --profile --out "$OUT" 2>&1 | tee "$OUT/bn_test.log"
+# BN_TEST_ONLY / BN_TEST_SKIP (optional): passed as --only / --skip, for a shorter rerun of some
+# sections (e.g. BN_TEST_ONLY="bench/|profile" to time without rerunning the checks).
+EXTRA=()
+[ -n "${BN_TEST_ONLY:-}" ] && EXTRA+=(--only "$BN_TEST_ONLY")
+[ -n "${BN_TEST_SKIP:-}" ] && EXTRA+=(--skip "$BN_TEST_SKIP")
+timeout 330 "$BUILD/bn_test" --fixtures gpu-lambda/test/fixtures --bench --profile --out "$OUT" "${EXTRA[@]}" 2>&1 | tee "$OUT/bn_test.log"
 RC=${PIPESTATUS[0]}
 stamp "bn_test exit status $RC"
 
-if command -v compute-sanitizer > /dev/null && [ $(( $(date +%s) - START )) -lt 400 ]; then
+if [ -z "${BN_NO_MEMCHECK:-}" ] && command -v compute-sanitizer > /dev/null && [ $(( $(date +%s) - START )) -lt 400 ]; then
   stamp "compute-sanitizer memcheck on the fixture and model tests"
   timeout 90 compute-sanitizer --tool memcheck --print-limit 20 "$BUILD/bn_test" --fixtures gpu-lambda/test/fixtures \
     --no-random --no-isolate > "$OUT/sanitizer.log" 2>&1
@@ -72,18 +77,19 @@ else
 fi
 
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | head -1 || true)
-if [ -n "$NCU" ] && [ $(( $(date +%s) - START )) -lt 420 ]; then
-  stamp "ncu ($NCU): batch-64 GEMMs and norms, then the fast batch-1 GEMVs and split attention"
+if [ -z "${BN_NO_NCU:-}" ] && [ -n "$NCU" ] && [ $(( $(date +%s) - START )) -lt 420 ]; then
+  stamp "ncu ($NCU): batch-64 GEMMs and norms, then the batch-1 GEMVs and attention (exact, untuned)"
   SECTIONS="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis"
   {
     echo "### exact64: the first 8 GEMM / norm launches (layer 0 of a 64-token prefill, M = 64)"
     # shellcheck disable=SC2086
-    timeout 80 "$NCU" --clock-control none -k regex:'gemm_kernel|gemm_pipe_kernel|norm_quant' -c 8 $SECTIONS \
+    # BN_AUTOTUNE=0: the tuner's own launches at engine creation would otherwise be the ones counted.
+    BN_AUTOTUNE=0 timeout 80 "$NCU" --clock-control none -k regex:'gemm_kernel|gemm_pipe_kernel|norm_quant' -c 8 $SECTIONS \
       "$BUILD/bn_test" --profile-only --profile-part exact64 2>&1 | grep -v '^\[PASS\]'
-    echo "### fast1: the first 10 fast GEMV / split attention launches (decode, M = 1)"
+    echo "### exact1: the first 10 GEMV / attention launches (decode, M = 1, fused norm tails)"
     # shellcheck disable=SC2086
-    timeout 80 "$NCU" --clock-control none -k regex:'gemv_fast_kernel|attn_split_kernel' -c 10 $SECTIONS \
-      "$BUILD/bn_test" --profile-only --profile-part fast1 2>&1 | grep -v '^\[PASS\]'
+    BN_AUTOTUNE=0 timeout 80 "$NCU" --clock-control none -k regex:'gemv_kernel|attn_kernel' -c 10 $SECTIONS \
+      "$BUILD/bn_test" --profile-only --profile-part exact1 2>&1 | grep -v '^\[PASS\]'
   } > "$OUT/ncu.txt" 2>&1
   stamp "ncu done: $(grep -c 'Section: GPU Speed Of Light' "$OUT/ncu.txt") kernels reported (ncu.txt)"
 else

@@ -93,7 +93,7 @@ bn_status Engine::create(const ModelTable &m, const bn_options &o, Device *dev, 
   bn_status st = dev->configure(op.max_ctx, op.max_batch_tokens, max_n);
   if (!st) st = e->upload(m);
   if (!st) st = e->alloc_buffers();
-  // GEMM autotuning (BN_AUTOTUNE=1 on the CUDA device, bn_tune.h): prefill and batched decode
+  // GEMM autotuning (on the CUDA device unless BN_AUTOTUNE=0, bn_tune.h): prefill and batched decode
   // use the GEMM above gemv_max_m tokens, and every layer's matrices have layer 0's shapes.
   if (!st && op.max_batch_tokens > op.gemv_max_m && !e->layers_.empty()) {
     const LayerDev &L = e->layers_[0];

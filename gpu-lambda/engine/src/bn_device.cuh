@@ -42,6 +42,39 @@ __device__ __forceinline__ float warp_max_f(float v) {
   return v;
 }
 
+// ---- cp.async (sm_80+): 16-byte global -> shared copies that run in the background ------------
+// (The CPU simulation, BN_SIM, lands each copy only at the wait that covers it: sim/cuda_runtime.h.)
+#if defined(BN_SIM)
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) { bn_sim::cp_async(dst, src, 16); }
+__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, int bytes) {
+  bn_sim::cp_async(dst, src, bytes);
+}
+__device__ __forceinline__ void cp_async_commit() { bn_sim::cp_async_commit(); }
+__device__ __forceinline__ void cp_async_wait_all() { bn_sim::cp_async_wait_all(); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  bn_sim::cp_async_wait_group(N);
+}
+#else
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+// Copies `bytes` (0 or 16) and zero-fills the rest of the 16 (src must still be a valid address).
+__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, int bytes) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits for all of this thread's copies, committed or not.
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+#endif
+
 // Per-token RMSNorm + int8 quantization by one 128-thread block (token m). n % 128 == 0.
 // Thread i handles float4 elements i, i+128, ... Reads x with ld.global.cg (L2): in a fused
 // tail the values were written by other blocks of the same kernel.
@@ -164,9 +197,14 @@ __device__ __forceinline__ void finish_quant(const NormQuant &p, int m, float s,
   }
 }
 
-// xs (optional, 16-byte aligned shared memory of p.n floats): pass 1 keeps x there and pass 2
-// overwrites it with y, so pass 2 loads only w and pass 3 loads nothing: 2 of the 3 passes' L2
-// round trips per batch instead of 3. Same values in the same order: the same bits.
+// xs (optional, 16-byte aligned shared memory of p.n floats): pass 1 copies all of the thread's x
+// there with cp.async (through L2, like the loads: other blocks wrote x) in one round trip, while
+// the thread's first kNqWBatch float4s of w load into registers; pass 2 overwrites xs with y, and
+// pass 3 loads nothing. With n = 2560 that is one round trip for the whole norm instead of four
+// (two batches of x, two of w), with n = 6912 two instead of eight: in a fused tail every round
+// trip is on the decode step's critical path. Same values in the same order: the same bits.
+constexpr int kNqWBatch = 8;
+
 __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, float4 *xs = nullptr) {
   __shared__ double red_d[kNormThreads / 32];
   __shared__ float red_f[kNormThreads / 32];
@@ -174,24 +212,19 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, floa
   const float *x = p.x + (size_t)m * p.ldx;
   const int n4 = p.n / 4;
   double ss = 0.0;
-  for (int i0 = threadIdx.x; i0 < n4; i0 += kNqBatch * kNormThreads) {
-    float4 v[kNqBatch];
-    nq_load<true>(v, x, i0, n4);
-#pragma unroll
-    for (int b = 0; b < kNqBatch; b++)
-      if (i0 + b * kNormThreads < n4) {
-        add_sq4(ss, v[b]);
-        if (xs) xs[i0 + b * kNormThreads] = v[b];  // this thread's own elements: no barrier needed
-      }
-  }
-  const float sc = rms_scale(block_total_d(ss, red_d), p.n, p.eps);
-  float amax = 0.f;
+  float sc, amax = 0.f;
   if (xs) {
-    for (int i0 = threadIdx.x; i0 < n4; i0 += kNqBatch * kNormThreads) {
-      float4 wv[kNqBatch];
-      nq_load<false>(wv, p.w, i0, n4);
+    for (int i = threadIdx.x; i < n4; i += kNormThreads) cp_async16(xs + i, (const float4 *)x + i);
+    cp_async_commit();
+    float4 wv[kNqWBatch];
+    nq_load<false, kNqWBatch>(wv, p.w, threadIdx.x, n4);
+    cp_async_wait_all();  // this thread's own copies: no barrier needed
+    for (int i = threadIdx.x; i < n4; i += kNormThreads) add_sq4(ss, xs[i]);
+    sc = rms_scale(block_total_d(ss, red_d), p.n, p.eps);
+    for (int i0 = threadIdx.x; i0 < n4; i0 += kNqWBatch * kNormThreads) {
+      if (i0 != (int)threadIdx.x) nq_load<false, kNqWBatch>(wv, p.w, i0, n4);
 #pragma unroll
-      for (int b = 0; b < kNqBatch; b++) {
+      for (int b = 0; b < kNqWBatch; b++) {
         const int i = i0 + b * kNormThreads;
         if (i < n4) {
           const float4 y = nq_norm(xs[i], sc, wv[b]);
@@ -202,6 +235,14 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, floa
       }
     }
   } else {
+    for (int i0 = threadIdx.x; i0 < n4; i0 += kNqBatch * kNormThreads) {
+      float4 v[kNqBatch];
+      nq_load<true>(v, x, i0, n4);
+#pragma unroll
+      for (int b = 0; b < kNqBatch; b++)
+        if (i0 + b * kNormThreads < n4) add_sq4(ss, v[b]);
+    }
+    sc = rms_scale(block_total_d(ss, red_d), p.n, p.eps);
     for_each_normed(x, p.w, n4, sc, [&](int i, const float4 &y) {
       amax = fmaxf(amax, amax4(y));
       store_normed(p, m, i, y);
@@ -243,45 +284,12 @@ __device__ __forceinline__ void block_tail(const NormQuant &t, int M, float4 *xs
   for (int m = 0; m < M; m++) block_norm_quant(t, m, xs);
 }
 
-// The norm passes keep their vector in shared memory (BN_TAIL_CACHE=1, opt-in until a GPU run has
-// timed it: it adds up to 48 KB of dynamic shared memory to the exact GEMV, whose occupancy and
-// L1/shared carveout it may change).
+// The norm passes keep their vector in shared memory (the default since run 6, which timed batch 1
+// at 550 against 524 tok/s without it; BN_TAIL_CACHE=0 turns it off). It adds up to 48 KB of
+// dynamic shared memory to the exact GEMV's launch.
 extern int g_tail_cache;
 // A tail's shared-memory cache is on and fits the default dynamic shared-memory limit.
 inline bool tail_cache_fits(int n) { return g_tail_cache && n > 0 && (size_t)n * 4 <= 48 * 1024; }
-
-// ---- cp.async (sm_80+): 16-byte global -> shared copies that run in the background ------------
-// (The CPU simulation, BN_SIM, lands each copy only at the wait that covers it: sim/cuda_runtime.h.)
-#if defined(BN_SIM)
-__device__ __forceinline__ void cp_async16(void *dst, const void *src) { bn_sim::cp_async(dst, src, 16); }
-__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, int bytes) {
-  bn_sim::cp_async(dst, src, bytes);
-}
-__device__ __forceinline__ void cp_async_commit() { bn_sim::cp_async_commit(); }
-__device__ __forceinline__ void cp_async_wait_all() { bn_sim::cp_async_wait_all(); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  bn_sim::cp_async_wait_group(N);
-}
-#else
-__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
-  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
-}
-// Copies `bytes` (0 or 16) and zero-fills the rest of the 16 (src must still be a valid address).
-__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, int bytes) {
-  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Waits for all of this thread's copies, committed or not.
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-// Waits until at most N of this thread's committed groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-#endif
 
 // ---- programmatic dependent launch (sm_90+, opt-in: BN_PDL=1) -----------------------------------
 // With g_pdl every kernel is launched with programmatic stream serialization: the next kernel in
@@ -292,12 +300,14 @@ __device__ __forceinline__ void cp_async_wait() {
 // the previous kernel's last blocks and the launch. Without g_pdl (or before sm_90) both are
 // no-ops and launches are plain stream order.
 extern bool g_pdl;
-// GEMM kernel: 0 gemm_kernel (verified on an H200), 1 gemm_pipe_kernel (BN_GEMM=pipelined).
+// GEMM kernel: 0 gemm_kernel (BN_GEMM=plain), 1 gemm_pipe_kernel with 3 stages (the default since
+// run 6), 2 the same with 6 stages (BN_GEMM=deep).
 extern int g_gemm_variant;
-// GEMM split-K reduction: 0 atomics into a zeroed sum matrix (verified on an H200), 1 partial
-// tiles added by the last block (BN_GEMM_SPLITK=tiles).
+// GEMM split-K reduction: 0 atomics into a zeroed sum matrix (BN_GEMM_SPLITK=atomics), 1 partial
+// tiles added by the last block (the default since run 6).
 extern int g_gemm_splitk;
-// Attention staging: 0 the generic copies (verified on an H200), 1 stage_rows_fast (BN_ATTN=fast).
+// Attention staging: 0 the generic copies (BN_ATTN=generic), 1 stage_rows_fast (the default since
+// run 6).
 extern int g_attn_variant;
 // Stand-alone norm kernel: 0 norm_quant_kernel (verified on an H200), 1 norm_quant_regs_kernel
 // (BN_NORM=regs, the row in registers; n <= 8192).
@@ -375,6 +385,10 @@ bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
 bn_status configure_gemv(int max_ld, int smem_optin);
 bn_status launch_gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail, unsigned *counter,
                       cudaStream_t s, const FastGemv *fast = nullptr);
+// Once per device configuration: lets the deep GEMM (BN_GEMM=deep, 6 stages) use its 72 KB of
+// shared memory when the device's opt-in limit allows; otherwise that variant reports
+// BN_ERR_UNSUPPORTED (and tuning skips it).
+bn_status configure_gemm(int smem_optin);
 // The split-K GEMM's device buffers (bn_cuda.cu allocates them at configure time).
 struct GemmScratch {
   int *sums = nullptr;         // atomics: max_tokens × max_n int32 partial sums, zero between uses

@@ -237,7 +237,7 @@ class Device {
   // Timing for the benchmarks: device events on the GPU, a host clock in the emulation.
   virtual bn_status timer_start() = 0;
   virtual bn_status timer_stop(double *ms) = 0;  // waits for the work in between
-  // GEMM autotuning (bn_tune.h): on the CUDA device with BN_AUTOTUNE=1, picks gemm()'s launch
+  // GEMM autotuning (bn_tune.h): on the CUDA device unless BN_AUTOTUNE=0, picks gemm()'s launch
   // configuration for matrices of w's shape up to max_m tokens; elsewhere nothing (one GEMM).
   virtual bn_status tune_gemm(const Mat &w, int max_m) {
     (void)w;

@@ -1,6 +1,6 @@
-// GEMM autotuning (opt-in, BN_AUTOTUNE=1 on the CUDA device): for each weight shape and token
-// count, the fastest GEMM launch configuration among those whose output has the default's bits on
-// this device.
+// GEMM autotuning (the CUDA device's default since run 6; BN_AUTOTUNE=0 turns it off): for each
+// weight shape and token count, the fastest GEMM launch configuration among those whose output
+// has the default's bits on this device.
 //
 // Why it is safe to choose at run time: every configuration computes the same integer sums
 // (§2.4), so the same output bits; the tuner checks that on the device, with the model's own
@@ -20,8 +20,9 @@
 
 namespace bn {
 
-// A GEMM launch configuration (k_gemm.cu): kernel 0 gemm_kernel or 1 gemm_pipe_kernel; split-K
-// reduction 0 atomics or 1 partial tiles; split-K target `waves` blocks per SM (0: no split).
+// A GEMM launch configuration (k_gemm.cu): kernel 0 gemm_kernel, 1 gemm_pipe_kernel (3 stages) or
+// 2 gemm_pipe_kernel with 6 stages; split-K reduction 0 atomics or 1 partial tiles; split-K target
+// `waves` blocks per SM (0: no split). (The device's default is {1, 1, 2} since run 6.)
 struct GemmChoice {
   int variant = 0, tiles = 0, waves = 2;
   bool operator==(const GemmChoice &o) const { return variant == o.variant && tiles == o.tiles && waves == o.waves; }

@@ -30,8 +30,8 @@ namespace bn {
 
 BN_PDL_MODE(pdl_set_early_attn)
 
-// The same copies with cheaper addressing (BN_ATTN=fast; not yet run on a GPU). The generic
-// loop above spends ~27 PTX instructions per 16-byte piece (a division by the pieces per row, a
+// The same copies with cheaper addressing (the default since run 6; BN_ATTN=generic takes the
+// loop above). The generic loop above spends ~27 PTX instructions per 16-byte piece (a division by the pieces per row, a
 // block-table load, 64-bit offsets), a large part of the kernel's issue slots by the ncu counts
 // of run 4. Here one thread per row computes the row's pool offset once into shared memory, and since 128 is a multiple of the pieces per row (head_dim 64, 128 or 256:
 // the launcher checks), each thread keeps one piece column c and steps rows by 128 / cpr.

