@@ -201,9 +201,12 @@ __device__ __forceinline__ void finish_quant(const NormQuant &p, int m, float s,
 // there with cp.async (through L2, like the loads: other blocks wrote x) in one round trip, while
 // the thread's first kNqWBatch float4s of w load into registers; pass 2 overwrites xs with y, and
 // pass 3 loads nothing. With n = 2560 that is one round trip for the whole norm instead of four
-// (two batches of x, two of w), with n = 6912 two instead of eight: in a fused tail every round
+// (two batches of x, two of w), with n = 6912 three instead of eight: in a fused tail every round
 // trip is on the decode step's critical path. Same values in the same order: the same bits.
-constexpr int kNqWBatch = 8;
+// kNqWBatch = 5 covers n = 2560 (5 float4 per thread) and keeps the gate+up GEMV (MT 1, TPR 8, G 8)
+// at 72 registers: its 864 blocks then fit one wave at 7 per SM (at 8, run 7 measured 80 registers,
+// 6 blocks per SM, two waves and 11.2 against 8.6 µs). CI checks the register count (cuda.test.ts).
+constexpr int kNqWBatch = 5;
 
 __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, float4 *xs = nullptr) {
   __shared__ double red_d[kNormThreads / 32];
