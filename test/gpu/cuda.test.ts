@@ -208,7 +208,7 @@ describe('CUDA engine without a GPU', () => {
     // one wave on a 132-SM GPU only at 7 blocks per SM, i.e. at most 72 registers on sm_90 (run 7,
     // H200: 80 registers, two waves, 11.2 against 8.6 us).
     const gemv = readFileSync(join(ENGINE, 'build', 'k_gemv.ptxas.txt'), 'utf8');
-    const entry = /Compiling entry function '_ZN2bn11gemv_kernelILi1ELi8ELi8E[^']*' for 'sm_90'[\s\S]*?Used (\d+) registers/.exec(
+    const entry = /Compiling entry function '_ZN2bn11gemv_kernelILi1ELi8ELi8ELb0E[^']*' for 'sm_90'[\s\S]*?Used (\d+) registers/.exec(
       gemv,
     );
     expect(entry, 'gemv_kernel<1, 8, 8> sm_90 in k_gemv.ptxas.txt').not.toBeNull();
@@ -353,6 +353,8 @@ describe('CUDA engine without a GPU', () => {
         '| device-to-device copy',
         '| GEMV 64x2560 (smoke), M=64 (mma, pipelined, split-K tiles)',
         '| GEMV 64x2560 (smoke), M=64 (mma, deep, split-K tiles)',
+        '| timeline GEMV 200x256 (smoke), M=1 GEMV + norm tail | span ',
+        '| timeline GEMV 64x2560 (smoke), M=64 GEMM | span ',
         '| GEMV stacked',
         '| LM head int8, R=1',
         '| select V=128256, R=1, T 0.8',

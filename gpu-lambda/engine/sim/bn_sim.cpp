@@ -27,6 +27,8 @@
 
 #if !defined(__x86_64__)
 #include <ucontext.h>
+
+#include <chrono>
 #endif
 // AddressSanitizer builds (make sim-test SIM_ASAN=1) are told about every stack switch.
 #if defined(__SANITIZE_ADDRESS__)
@@ -642,3 +644,11 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t ex, cudaStream_t) {
   }
   return cudaSuccess;
 }
+
+namespace bn_sim {
+unsigned long long now_ns() {
+  return (unsigned long long)std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace bn_sim

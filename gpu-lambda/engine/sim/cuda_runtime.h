@@ -77,6 +77,9 @@ void cp_async_wait_group(int n);
 void cp_async_wait_all();
 void mma_s8u8(int c[4], const uint32_t a[4], const uint32_t b[2]);
 void mma_f16(float c[4], const uint32_t a[4], const uint32_t b[2]);
+// Nanoseconds of a steady clock: stands in for %globaltimer and clock64() (the bench's block
+// timelines run on the simulation too; their values mean nothing there).
+unsigned long long now_ns();
 }  // namespace bn_sim
 
 // ---- vector types (CUDA's sizes and alignments) ------------------------------------------------------

@@ -81,6 +81,16 @@ class CudaOps : public Ops {
     tuned.find(w.n, w.k, M, &c);
     return launch_gemm(w, a, M, e, gs, sm_count, c, stream);
   }
+  bn_status gemm_traced(const Mat &w, const Acts &a, int M, const Epi &e, unsigned long long *trace,
+                        int *blocks) override {
+    GemmChoice c = gemm_default();
+    tuned.find(w.n, w.k, M, &c);
+    return launch_gemm(w, a, M, e, gs, sm_count, c, stream, trace, blocks);
+  }
+  bn_status gemv_traced(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail,
+                        unsigned long long *trace, int *blocks) override {
+    return launch_gemv(w, a, M, e, tail, counter, stream, nullptr, trace, blocks);
+  }
   bn_status norm_quant(const NormQuant &nq, int M) override { return launch_norm_quant(nq, M, stream); }
   bn_status attention(const AttnParams &p, int M, const NormQuant *tail, const FastAttn *split) override {
     return launch_attention(p, M, tail, counter, stream, split);

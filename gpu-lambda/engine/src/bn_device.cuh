@@ -294,6 +294,62 @@ extern int g_tail_cache;
 // A tail's shared-memory cache is on and fits the default dynamic shared-memory limit.
 inline bool tail_cache_fits(int n) { return g_tail_cache && n > 0 && (size_t)n * 4 <= 48 * 1024; }
 
+// ---- per-block timelines (bench only: the trace variants of the GEMM and the exact GEMV) ----------
+// A traced launch writes kTraceSlots (bn_kernels.h) u64 per block (blocks in linear order x + y·X + z·X·Y), from
+// thread 0: [0] %globaltimer (ns) at entry, [1] clock64 at entry, [2] clock64 after the main (K)
+// loop, [3] clock64 when this block starts a reduction or tail (0: it runs none), [4] clock64 at
+// its end, [5] %globaltimer at its end, [6] the SM it ran on. The untraced kernels compile none of
+// it (TRACE = false): the bench measures where a launch's time goes without changing the
+// production kernels' code.
+__device__ __forceinline__ unsigned long long trace_gtime() {
+#if defined(BN_SIM)
+  return bn_sim::now_ns();
+#else
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+#endif
+}
+__device__ __forceinline__ unsigned long long trace_clock() {
+#if defined(BN_SIM)
+  return bn_sim::now_ns();
+#else
+  return (unsigned long long)clock64();
+#endif
+}
+__device__ __forceinline__ unsigned trace_smid() {
+#if defined(BN_SIM)
+  return 0;
+#else
+  unsigned id;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+  return id;
+#endif
+}
+template <bool TRACE>
+__device__ __forceinline__ void trace_put(unsigned long long *t, int slot, unsigned long long v) {
+  if (TRACE && t && threadIdx.x == 0) {
+    const size_t b = blockIdx.x + (size_t)gridDim.x * (blockIdx.y + (size_t)gridDim.y * blockIdx.z);
+    t[b * kTraceSlots + slot] = v;
+  }
+}
+template <bool TRACE>
+__device__ __forceinline__ void trace_begin(unsigned long long *t) {
+  if (TRACE) {
+    trace_put<TRACE>(t, 0, trace_gtime());
+    trace_put<TRACE>(t, 1, trace_clock());
+    trace_put<TRACE>(t, 3, 0);
+    trace_put<TRACE>(t, 6, trace_smid());
+  }
+}
+template <bool TRACE>
+__device__ __forceinline__ void trace_end(unsigned long long *t) {
+  if (TRACE) {
+    trace_put<TRACE>(t, 4, trace_clock());
+    trace_put<TRACE>(t, 5, trace_gtime());
+  }
+}
+
 // ---- programmatic dependent launch (sm_90+, opt-in: BN_PDL=1) -----------------------------------
 // With g_pdl every kernel is launched with programmatic stream serialization: the next kernel in
 // the stream may start while this one runs. Each kernel therefore calls pdl_wait() before it
@@ -386,8 +442,11 @@ bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
 // Once per device configuration: lets the fast GEMV use kGemvMaxM x max_ld bytes of shared memory
 // (capped at the device's opt-in limit).
 bn_status configure_gemv(int max_ld, int smem_optin);
+// trace (bench only): the exact kernel's timeline variant, kTraceSlots u64 per block; *blocks gets
+// the launch's block count.
 bn_status launch_gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail, unsigned *counter,
-                      cudaStream_t s, const FastGemv *fast = nullptr);
+                      cudaStream_t s, const FastGemv *fast = nullptr, unsigned long long *trace = nullptr,
+                      int *blocks = nullptr);
 // Once per device configuration: lets the deep GEMM (BN_GEMM=deep, 6 stages) use its 72 KB of
 // shared memory when the device's opt-in limit allows; otherwise that variant reports
 // BN_ERR_UNSUPPORTED (and tuning skips it).
@@ -400,8 +459,11 @@ struct GemmScratch {
   int max_tiles = 0, max_parts = 0;
 };
 // The GEMM with launch configuration `c` (bn_tune.h; the device's default, or what tuning chose).
+// trace (bench only): the pipelined kernels' timeline variant, kTraceSlots u64 per block; *blocks
+// gets the launch's block count.
 bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, int sm_count,
-                      const GemmChoice &c, cudaStream_t s);
+                      const GemmChoice &c, cudaStream_t s, unsigned long long *trace = nullptr,
+                      int *blocks = nullptr);
 // The K splits that launch makes.
 int gemm_splits(int n, int k, int M, const GemmScratch &gs, int sm_count, const GemmChoice &c);
 // The K splits of the last GEMM launched (the tests report that a check split K).

@@ -208,7 +208,23 @@ class Ops {
   // R logits rows; `gemm` picks the tensor-core path (F16 mode) for large R.
   virtual bn_status head(const HeadParams &p, int R, bool gemm) = 0;
   virtual bn_status select(const SelectParams &p, int R) = 0;
+  // Bench only (the CUDA device): one launch of gemm() (the pipelined kernels) or of the exact
+  // gemv() with each block's timeline written to `trace` (device memory, kTraceSlots u64 per
+  // block, layout in bn_device.cuh); *blocks gets the launch's block count. Elsewhere
+  // BN_ERR_UNSUPPORTED.
+  virtual bn_status gemm_traced(const Mat &w, const Acts &a, int M, const Epi &e, unsigned long long *trace,
+                                int *blocks) {
+    (void)w, (void)a, (void)M, (void)e, (void)trace, (void)blocks;
+    return BN_ERR_UNSUPPORTED;
+  }
+  virtual bn_status gemv_traced(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail,
+                                unsigned long long *trace, int *blocks) {
+    (void)w, (void)a, (void)M, (void)e, (void)tail, (void)trace, (void)blocks;
+    return BN_ERR_UNSUPPORTED;
+  }
 };
+// u64 slots per block of a traced launch (Ops::gemm_traced / gemv_traced).
+constexpr int kTraceSlots = 8;
 
 class Device {
  public:

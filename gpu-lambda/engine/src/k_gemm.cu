@@ -134,9 +134,11 @@ __device__ __forceinline__ void tok_start(TokTab &tt, TokRegs &tr, const Acts &A
 
 // The end of both kernels: the accumulators to the result tile Cs (in shared memory, after every
 // thread is done with the K loop's buffers), split-K reduction, then the epilogue proper.
-template <bool TILES>
+// TRACE (bench only): the block's timeline marks (bn_device.cuh) into `trace`.
+template <bool TILES, bool TRACE = false>
 __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, const Epi &e, int (&acc)[4][2][4],
-                                            int *Cs, const TokTab &tt, int *scratch, unsigned *tickets) {
+                                            int *Cs, const TokTab &tt, int *scratch, unsigned *tickets,
+                                            unsigned long long *trace = nullptr) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nt0 = blockIdx.x * GN, m0 = blockIdx.y * GM;
   // Result tile to shared memory: Cs[ml][nl], C fragment rows g/g+8, columns 2t/2t+1.
@@ -172,7 +174,11 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
       if (is_last_t) *tk = 0;
     }
     __syncthreads();
-    if (!is_last_t) return;
+    if (!is_last_t) {
+      trace_end<TRACE>(trace);
+      return;
+    }
+    trace_put<TRACE>(trace, 3, trace_clock());
     __threadfence();
     // Two other splits per round, all 16 of a thread's loads in flight before the adds.
     for (unsigned z0 = 0; z0 < gridDim.z; z0 += 2) {
@@ -214,7 +220,11 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
       if (is_last) *tk = 0;
     }
     __syncthreads();
-    if (!is_last) return;
+    if (!is_last) {
+      trace_end<TRACE>(trace);
+      return;
+    }
+    trace_put<TRACE>(trace, 3, trace_clock());
     __threadfence();
     // Read the sums back kEpiBatch at a time (all loads before the stores that zero them: a
     // load-store-load chain would cost one L2 round trip per element).
@@ -236,6 +246,7 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
     }
     __syncthreads();
   }
+  if (gridDim.z == 1) trace_put<TRACE>(trace, 3, trace_clock());
   // Epilogue on (even, odd) column pairs, kEpiBatch pairs per thread at a time: consecutive
   // threads take consecutive pairs of one token (coalesced stores); a residual add loads all its
   // old values before it stores any.
@@ -280,6 +291,7 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
       }
     }
   }
+  trace_end<TRACE>(trace);
 }
 
 template <bool TILES>
@@ -361,12 +373,14 @@ constexpr int WST = 48;
 constexpr int A_STAGE = GM * AST, W_STAGE = GN * WST, STAGE = A_STAGE + W_STAGE;
 static_assert(kGemmStages * STAGE >= GM * CST * 4, "the result tile reuses the ring");
 
-template <bool TILES, int S>
+// TRACE: the bench's timeline variant (trace: kTraceSlots u64 per block; nullptr otherwise).
+template <bool TILES, int S, bool TRACE = false>
 __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split,
-                                                        int *scratch, unsigned *tickets) {
+                                                        int *scratch, unsigned *tickets, unsigned long long *trace) {
   static_assert(S >= 3, "the wait below keeps S - 2 groups in flight");
   __shared__ TokTab tt;
   BN_DYN_SHARED(__align__(16) int8_t, ring);  // S × STAGE bytes (the launch gives them)
+  trace_begin<TRACE>(trace);
   BN_PDL_ENTER_LONG();
   TokRegs tr;
   tok_start<TILES>(tt, tr, A, e, M);
@@ -409,9 +423,10 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
     kblock_mma(acc, As, w0t, w0t4, w1t, w1t4, m0, M, g, t);
   }
   cp_async_wait<0>();  // no copy may land in the ring once it holds the result tile
+  trace_put<TRACE>(trace, 2, trace_clock());
   pdl_launch_dependents();
   if (TILES) tok_end(tt, tr, e, M);
-  gemm_finish<TILES>(W, A, M, e, acc, (int *)ring, tt, scratch, tickets);
+  gemm_finish<TILES, TRACE>(W, A, M, e, acc, (int *)ring, tt, scratch, tickets, trace);
 }
 
 int g_gemm_variant = 1;
@@ -427,6 +442,10 @@ bn_status configure_gemm(int smem_optin) {
   for (cudaError_t e : {cudaFuncSetAttribute(gemm_pipe_kernel<true, kGemmDeepStages>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
                         cudaFuncSetAttribute(gemm_pipe_kernel<false, kGemmDeepStages>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+                        cudaFuncSetAttribute(gemm_pipe_kernel<true, kGemmDeepStages, true>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+                        cudaFuncSetAttribute(gemm_pipe_kernel<false, kGemmDeepStages, true>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)})
     if (e != cudaSuccess) {
       cudaGetLastError();
@@ -462,24 +481,12 @@ int gemm_splits(int n, int k, int M, const GemmScratch &gs, int sm_count, const 
   return gemm_split(n, k, M, gs, sm_count, c.waves, c.tiles == 1, per);
 }
 
-bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, int sm_count,
-                      const GemmChoice &c, cudaStream_t s) {
-  const bool tiles = c.tiles == 1;
-  const int nt = (w.n + GN - 1) / GN, mt = (M + GM - 1) / GM;
-  int per = 0;  // K blocks per split (the last may have fewer)
-  const int split = gemm_split(w.n, w.k, M, gs, sm_count, c.waves, tiles, per);
-  g_gemm_last_split = split;  // read by the tests, to report that a check split K
-  dim3 grid(nt, mt, split);
+// The pipelined kernels (variant 1: 3 stages, 2: 6 stages) with or without the timeline.
+template <bool TRACE>
+static bn_status launch_pipe(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, dim3 grid,
+                             int per, bool tiles, int variant, cudaStream_t s, unsigned long long *trace) {
   int *scratch = tiles ? gs.parts : gs.sums;
-  if (c.variant == 1) {
-    constexpr size_t smem = (size_t)kGemmStages * STAGE;
-    if (tiles)
-      return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmStages>, grid, 128, smem, s, w, a, M, e, per,
-                      scratch, gs.tickets);
-    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, kGemmStages>, grid, 128, smem, s, w, a, M, e, per,
-                    scratch, gs.tickets);
-  }
-  if (c.variant == 2) {
+  if (variant == 2) {
     if (!g_gemm_deep_ok) {
       set_error("gemm: the %d-stage kernel needs %d bytes of shared memory per block; the device allows %d",
                 kGemmDeepStages, kGemmDeepStages * STAGE, g_gemm_smem_optin);
@@ -487,11 +494,37 @@ bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const Ge
     }
     constexpr size_t smem = (size_t)kGemmDeepStages * STAGE;
     if (tiles)
-      return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmDeepStages>, grid, 128, smem, s, w, a, M, e, per,
-                      scratch, gs.tickets);
-    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, kGemmDeepStages>, grid, 128, smem, s, w, a, M, e, per,
-                    scratch, gs.tickets);
+      return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmDeepStages, TRACE>, grid, 128, smem, s, w, a, M,
+                      e, per, scratch, gs.tickets, trace);
+    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, kGemmDeepStages, TRACE>, grid, 128, smem, s, w, a, M,
+                    e, per, scratch, gs.tickets, trace);
   }
+  constexpr size_t smem = (size_t)kGemmStages * STAGE;
+  if (tiles)
+    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmStages, TRACE>, grid, 128, smem, s, w, a, M, e,
+                    per, scratch, gs.tickets, trace);
+  return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, kGemmStages, TRACE>, grid, 128, smem, s, w, a, M, e, per,
+                  scratch, gs.tickets, trace);
+}
+
+bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, int sm_count,
+                      const GemmChoice &c, cudaStream_t s, unsigned long long *trace, int *blocks) {
+  const bool tiles = c.tiles == 1;
+  const int nt = (w.n + GN - 1) / GN, mt = (M + GM - 1) / GM;
+  int per = 0;  // K blocks per split (the last may have fewer)
+  const int split = gemm_split(w.n, w.k, M, gs, sm_count, c.waves, tiles, per);
+  g_gemm_last_split = split;  // read by the tests, to report that a check split K
+  dim3 grid(nt, mt, split);
+  if (blocks) *blocks = nt * mt * split;
+  if (trace) {
+    if (c.variant == 0) {
+      set_error("gemm: the timeline is traced for the pipelined kernels only");
+      return BN_ERR_UNSUPPORTED;
+    }
+    return launch_pipe<true>(w, a, M, e, gs, grid, per, tiles, c.variant, s, trace);
+  }
+  if (c.variant == 1 || c.variant == 2) return launch_pipe<false>(w, a, M, e, gs, grid, per, tiles, c.variant, s, nullptr);
+  int *scratch = tiles ? gs.parts : gs.sums;
   if (tiles) return launch_k("gemm_kernel", gemm_kernel<true>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
   return launch_k("gemm_kernel", gemm_kernel<false>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
 }

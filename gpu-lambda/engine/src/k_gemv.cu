@@ -96,10 +96,12 @@ __device__ __forceinline__ void fast_stats_part(const Epi &e, const StatsOut &so
 }
 
 // The GEMV of one block. FAST: the fast numerics' statistics `F.out` are compiled in; FIN: the
-// input is quantized from F.in into shared memory (else read from A as in the exact path).
-template <int MT, int TPR, int G, bool FAST, bool FIN>
+// input is quantized from F.in into shared memory (else read from A as in the exact path). TRACE
+// (bench only): the block's timeline marks (bn_device.cuh) into `trace`.
+template <int MT, int TPR, int G, bool FAST, bool FIN, bool TRACE = false>
 __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, const Epi &e, const NormQuant &tail,
-                                           int has_tail, unsigned *counter, const FastGemv &F) {
+                                           int has_tail, unsigned *counter, const FastGemv &F,
+                                           unsigned long long *trace = nullptr) {
   static_assert(TPR >= MT && 32 % TPR == 0, "a row's lanes finish its tokens; rows pair within a warp");
   constexpr int RPW = 32 / TPR;  // rows per warp
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ty = lane / TPR, tx = lane % TPR;
@@ -108,6 +110,7 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
   const bool live = row < W.n;
   const uint4 *wr = (const uint4 *)(W.w + (size_t)(live ? row : 0) * (size_t)(W.k >> 2));
   uint4 w[G];
+  trace_begin<TRACE>(trace);
   if (live) load_group<G, TPR>(w, wr, tx, cpr);  // weights only: allowed before pdl_wait()
   BN_PDL_ENTER_LONG();
   const int8_t *aq = A.q;
@@ -143,6 +146,7 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
 #pragma unroll
     for (int o = TPR / 2; o > 0; o >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], o);
   }
+  trace_put<TRACE>(trace, 2, trace_clock());
   pdl_launch_dependents();  // the weights are read: the next kernel may start its prologue
   int mine = 0;
 #pragma unroll
@@ -161,6 +165,7 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
     if (last_block(counter)) block_stats_finish(F.out, M, gridDim.x);
   }
   if (has_tail && last_block(counter)) {
+    trace_put<TRACE>(trace, 3, trace_clock());
     float4 *xs = nullptr;
     if (has_tail == 2) {  // the launch gave tail.n floats of dynamic shared memory (exact kernel only)
       BN_DYN_SHARED(__align__(16) float4, tail_xs);
@@ -168,12 +173,14 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
     }
     block_tail(tail, M, xs);
   }
+  trace_end<TRACE>(trace);
 }
 
-template <int MT, int TPR, int G>
+// TRACE: the bench's timeline variant (trace: kTraceSlots u64 per block).
+template <int MT, int TPR, int G, bool TRACE = false>
 __global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
-                                                   unsigned *counter) {
-  gemv_block<MT, TPR, G, false, false>(W, A, M, e, tail, has_tail, counter, FastGemv{});
+                                                   unsigned *counter, unsigned long long *trace) {
+  gemv_block<MT, TPR, G, false, false, TRACE>(W, A, M, e, tail, has_tail, counter, FastGemv{}, trace);
 }
 
 template <int MT, int TPR, int G, bool FIN>
@@ -219,13 +226,23 @@ bn_status configure_gemv(int max_ld, int smem_optin) {
 
 template <int MT, int TPR, int G>
 static bn_status launch_one(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant &t, int ht,
-                            unsigned *counter, cudaStream_t s, const FastGemv *fast) {
+                            unsigned *counter, cudaStream_t s, const FastGemv *fast, unsigned long long *trace,
+                            int *blocks) {
   const int rows = 4 * (32 / TPR);
   const dim3 grid((w.n + rows - 1) / rows);
+  if (blocks) *blocks = (int)grid.x;
   if (!fast) {  // has_tail 2: the tail keeps its vector in shared memory (block_norm_quant)
     const int ht2 = ht && tail_cache_fits(t.n) ? 2 : ht;
-    return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G>, grid, 128, ht2 == 2 ? (size_t)t.n * 4 : 0, s, w, a, M, e, t,
-                    ht2, counter);
+    const size_t smem = ht2 == 2 ? (size_t)t.n * 4 : 0;
+    if (trace)
+      return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G, true>, grid, 128, smem, s, w, a, M, e, t, ht2, counter,
+                      trace);
+    return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G>, grid, 128, smem, s, w, a, M, e, t, ht2, counter,
+                    (unsigned long long *)nullptr);
+  }
+  if (trace) {
+    set_error("gemv: the timeline is traced for the exact kernel only");
+    return BN_ERR_UNSUPPORTED;
   }
   if (!fast->in.x)  // the producer's last block quantized the input (BN_FAST_QUANT=tail)
     return launch_k("gemv_fast_kernel", gemv_fast_kernel<MT, TPR, G, false>, grid, 128, 0, s, w, a, M, e, t, ht, counter,
@@ -242,21 +259,22 @@ static bn_status launch_one(const Mat &w, const Acts &a, int M, const Epi &e, co
 
 template <int TPR, int G>
 static bn_status launch_shape(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant &t, int ht,
-                              unsigned *counter, cudaStream_t s, const FastGemv *fast) {
-  if (M <= 1) return launch_one<1, TPR, G>(w, a, M, e, t, ht, counter, s, fast);
-  if (M <= 2) return launch_one<2, TPR, G>(w, a, M, e, t, ht, counter, s, fast);
-  if (M <= 4) return launch_one<4, TPR, G>(w, a, M, e, t, ht, counter, s, fast);
-  return launch_one<8, TPR, G>(w, a, M, e, t, ht, counter, s, fast);
+                              unsigned *counter, cudaStream_t s, const FastGemv *fast, unsigned long long *trace,
+                              int *blocks) {
+  if (M <= 1) return launch_one<1, TPR, G>(w, a, M, e, t, ht, counter, s, fast, trace, blocks);
+  if (M <= 2) return launch_one<2, TPR, G>(w, a, M, e, t, ht, counter, s, fast, trace, blocks);
+  if (M <= 4) return launch_one<4, TPR, G>(w, a, M, e, t, ht, counter, s, fast, trace, blocks);
+  return launch_one<8, TPR, G>(w, a, M, e, t, ht, counter, s, fast, trace, blocks);
 }
 
 bn_status launch_gemv(const Mat &w, const Acts &a, int M, const Epi &e, const NormQuant *tail, unsigned *counter,
-                      cudaStream_t s, const FastGemv *fast) {
+                      cudaStream_t s, const FastGemv *fast, unsigned long long *trace, int *blocks) {
   NormQuant t{};
   if (tail) t = *tail;
   const int ht = tail ? 1 : 0;
   if (fast && !fast_gemv_ok(w, a, e, tail, *fast)) return BN_ERR_INVALID_ARGUMENT;
-  if (gemv_lanes_per_row(w.n) == 16) return launch_shape<16, 4>(w, a, M, e, t, ht, counter, s, fast);
-  return launch_shape<8, 8>(w, a, M, e, t, ht, counter, s, fast);
+  if (gemv_lanes_per_row(w.n) == 16) return launch_shape<16, 4>(w, a, M, e, t, ht, counter, s, fast, trace, blocks);
+  return launch_shape<8, 8>(w, a, M, e, t, ht, counter, s, fast, trace, blocks);
 }
 
 }  // namespace bn
