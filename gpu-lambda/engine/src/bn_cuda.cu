@@ -140,7 +140,7 @@ class CudaDevice : public Device {
     // tok/s), attention's cheaper staging (535 against 524 tok/s at batch 1) and the norm passes
     // cached in shared memory (550 against 524). The earlier kernels stay selectable.
     g_gemm_variant = env_is("BN_GEMM", "plain") ? 0 : env_is("BN_GEMM", "deep") ? 2 : 1;
-    g_gemm_splitk = env_is("BN_GEMM_SPLITK", "atomics") ? 0 : 1;
+    g_gemm_splitk = env_is("BN_GEMM_SPLITK", "atomics") ? 0 : env_is("BN_GEMM_SPLITK", "kernel") ? 2 : 1;
     g_attn_variant = env_is("BN_ATTN", "generic") ? 0 : 1;
     g_norm_variant = env_is("BN_NORM", "regs") ? 1 : 0;
     g_tail_cache = env_is("BN_TAIL_CACHE", "0") ? 0 : 1;

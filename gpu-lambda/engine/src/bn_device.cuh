@@ -363,7 +363,8 @@ extern bool g_pdl;
 // run 6), 2 the same with 6 stages (BN_GEMM=deep).
 extern int g_gemm_variant;
 // GEMM split-K reduction: 0 atomics into a zeroed sum matrix (BN_GEMM_SPLITK=atomics), 1 partial
-// tiles added by the last block (the default since run 6).
+// tiles added by the last block (the default since run 6), 2 partial tiles added by a second
+// kernel, gemm_reduce_kernel (BN_GEMM_SPLITK=kernel).
 extern int g_gemm_splitk;
 // Attention staging: 0 the generic copies (BN_ATTN=generic), 1 stage_rows_fast (the default since
 // run 6).

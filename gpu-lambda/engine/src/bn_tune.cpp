@@ -19,7 +19,11 @@ std::string gemm_choice_str(const GemmChoice &c) {
   char b[96];
   const char *kernel = c.variant == 2 ? "deep (6 stages)" : c.variant ? "pipelined" : "gemm_kernel";
   snprintf(b, sizeof b, "%s, %s, %d wave%s", kernel,
-           c.waves == 0 ? "no split" : c.tiles ? "split-K tiles" : "split-K atomics", c.waves, c.waves == 1 ? "" : "s");
+           c.waves == 0    ? "no split"
+           : c.tiles == 2  ? "split-K reduce kernel"
+           : c.tiles       ? "split-K tiles"
+                           : "split-K atomics",
+           c.waves, c.waves == 1 ? "" : "s");
   return b;
 }
 
@@ -44,7 +48,7 @@ bn_status tune_gemm_shape(int n, int k, int max_m, const GemmChoice &dflt, const
   std::vector<GemmChoice> cands;
   for (int variant : {0, 1, 2})
     for (int waves : {0, 1, 2, 4})
-      for (int tiles : {0, 1})
+      for (int tiles : {0, 1, 2})
         if (waves > 0 || tiles == 0) cands.push_back(GemmChoice{variant, tiles, waves});
   std::vector<float> ref, out;
   int prev = 0;  // the previous bucket: a bucket is tuned when some M in (prev, bucket] is reachable

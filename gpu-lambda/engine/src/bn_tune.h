@@ -21,8 +21,9 @@
 namespace bn {
 
 // A GEMM launch configuration (k_gemm.cu): kernel 0 gemm_kernel, 1 gemm_pipe_kernel (3 stages) or
-// 2 gemm_pipe_kernel with 6 stages; split-K reduction 0 atomics or 1 partial tiles; split-K target
-// `waves` blocks per SM (0: no split). (The device's default is {1, 1, 2} since run 6.)
+// 2 gemm_pipe_kernel with 6 stages; split-K reduction 0 atomics, 1 partial tiles added by the
+// last block or 2 by gemm_reduce_kernel; split-K target `waves` blocks per SM (0: no split).
+// (The device's default is {1, 1, 2} since run 6.)
 struct GemmChoice {
   int variant = 0, tiles = 0, waves = 2;
   bool operator==(const GemmChoice &o) const { return variant == o.variant && tiles == o.tiles && waves == o.waves; }

@@ -132,10 +132,60 @@ __device__ __forceinline__ void tok_start(TokTab &tt, TokRegs &tr, const Acts &A
     load_tok(tt, A, e, M);
 }
 
+// The epilogue proper over token rows [r0, r1) of the 64×64 result tile Cs, on (even, odd) column
+// pairs, kEpiBatch pairs per thread at a time: consecutive threads take consecutive pairs of one
+// token (coalesced stores); a residual add loads all its old values before it stores any. m0, nt0:
+// the tile's first token and weight row; tt: the tile's per-token values.
+__device__ __forceinline__ void gemm_epilogue(const Mat &W, int M, const Epi &e, const int *Cs, const TokTab &tt,
+                                              int m0, int nt0, int r0, int r1) {
+  for (int i0 = r0 * (GN / 2) + (int)threadIdx.x; i0 < r1 * (GN / 2); i0 += kEpiBatch * blockDim.x) {
+    float y0[kEpiBatch], y1[kEpiBatch], old0[kEpiBatch], old1[kEpiBatch];
+#pragma unroll
+    for (int b = 0; b < kEpiBatch; b++) {
+      const int idx = i0 + b * blockDim.x, ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
+      const int m = m0 + ml, n = nt0 + nl;
+      y0[b] = y1[b] = old0[b] = old1[b] = 0.f;
+      if (ml < r1 && m < M && n < W.n) {
+        const int dms0 = Cs[ml * CST + nl] - tt.sum[ml], dms1 = Cs[ml * CST + nl + 1] - tt.sum[ml];
+        y0[b] = bitlinear_out(dms0, tt.scale[ml], W.sm, n);
+        if (n + 1 < W.n) y1[b] = bitlinear_out(dms1, tt.scale[ml], W.sm, n + 1);
+        if (e.kind == EPI_RESID) {
+          const float *o = e.out + (size_t)m * e.ld + n;
+          old0[b] = o[0];
+          if (n + 1 < W.n) old1[b] = o[1];
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kEpiBatch; b++) {
+      const int idx = i0 + b * blockDim.x, ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
+      const int m = m0 + ml, n = nt0 + nl;
+      if (ml >= r1 || m >= M || n >= W.n) continue;
+      const bool has1 = n + 1 < W.n;
+      switch (e.kind) {
+        case EPI_RESID: {
+          float *o = e.out + (size_t)m * e.ld + n;
+          o[0] = fadd(old0[b], y0[b]);
+          if (has1) o[1] = fadd(old1[b], y1[b]);
+          break;
+        }
+        case EPI_QKV:
+          qkv_store_at(e, m, n, y0[b], y1[b], tt.pos[ml], tt.coff[ml]);
+          if (has1) qkv_store_at(e, m, n + 1, y1[b], 0.f, tt.pos[ml], tt.coff[ml]);
+          break;
+        default:
+          epi_apply(e, m, n, y0[b], y1[b]);
+          if (has1) epi_apply(e, m, n + 1, y1[b], 0.f);
+      }
+    }
+  }
+}
+
 // The end of both kernels: the accumulators to the result tile Cs (in shared memory, after every
 // thread is done with the K loop's buffers), split-K reduction, then the epilogue proper.
-// TRACE (bench only): the block's timeline marks (bn_device.cuh) into `trace`.
-template <bool TILES, bool TRACE = false>
+// TRACE (bench only): the block's timeline marks (bn_device.cuh) into `trace`. SEP (with TILES):
+// a split block only stores its partial tile; gemm_reduce_kernel adds them and runs the epilogue.
+template <bool TILES, bool TRACE = false, bool SEP = false>
 __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, const Epi &e, int (&acc)[4][2][4],
                                             int *Cs, const TokTab &tt, int *scratch, unsigned *tickets,
                                             unsigned long long *trace = nullptr) {
@@ -164,6 +214,10 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
     for (int b = 0; b < V4 / 128; b++) {
       const int i = threadIdx.x + 128 * b;
       part[((size_t)blockIdx.z * tiles + tile) * V4 + i] = *(const int4 *)(Cs + (i >> 4) * CST + 4 * (i & 15));
+    }
+    if (SEP) {  // the reduce kernel, launched next, adds the tiles (stream order orders the stores)
+      trace_end<TRACE>(trace);
+      return;
     }
     __shared__ bool is_last_t;
     __threadfence();
@@ -247,54 +301,11 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
     __syncthreads();
   }
   if (gridDim.z == 1) trace_put<TRACE>(trace, 3, trace_clock());
-  // Epilogue on (even, odd) column pairs, kEpiBatch pairs per thread at a time: consecutive
-  // threads take consecutive pairs of one token (coalesced stores); a residual add loads all its
-  // old values before it stores any.
-  for (int i0 = threadIdx.x; i0 < GM * GN / 2; i0 += kEpiBatch * blockDim.x) {
-    float y0[kEpiBatch], y1[kEpiBatch], old0[kEpiBatch], old1[kEpiBatch];
-#pragma unroll
-    for (int b = 0; b < kEpiBatch; b++) {
-      const int idx = i0 + b * blockDim.x, ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
-      const int m = m0 + ml, n = nt0 + nl;
-      y0[b] = y1[b] = old0[b] = old1[b] = 0.f;
-      if (m < M && n < W.n) {
-        const int dms0 = Cs[ml * CST + nl] - tt.sum[ml], dms1 = Cs[ml * CST + nl + 1] - tt.sum[ml];
-        y0[b] = bitlinear_out(dms0, tt.scale[ml], W.sm, n);
-        if (n + 1 < W.n) y1[b] = bitlinear_out(dms1, tt.scale[ml], W.sm, n + 1);
-        if (e.kind == EPI_RESID) {
-          const float *o = e.out + (size_t)m * e.ld + n;
-          old0[b] = o[0];
-          if (n + 1 < W.n) old1[b] = o[1];
-        }
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < kEpiBatch; b++) {
-      const int idx = i0 + b * blockDim.x, ml = idx / (GN / 2), nl = 2 * (idx % (GN / 2));
-      const int m = m0 + ml, n = nt0 + nl;
-      if (m >= M || n >= W.n) continue;
-      const bool has1 = n + 1 < W.n;
-      switch (e.kind) {
-        case EPI_RESID: {
-          float *o = e.out + (size_t)m * e.ld + n;
-          o[0] = fadd(old0[b], y0[b]);
-          if (has1) o[1] = fadd(old1[b], y1[b]);
-          break;
-        }
-        case EPI_QKV:
-          qkv_store_at(e, m, n, y0[b], y1[b], tt.pos[ml], tt.coff[ml]);
-          if (has1) qkv_store_at(e, m, n + 1, y1[b], 0.f, tt.pos[ml], tt.coff[ml]);
-          break;
-        default:
-          epi_apply(e, m, n, y0[b], y1[b]);
-          if (has1) epi_apply(e, m, n + 1, y1[b], 0.f);
-      }
-    }
-  }
+  gemm_epilogue(W, M, e, Cs, tt, m0, nt0, 0, GM);
   trace_end<TRACE>(trace);
 }
 
-template <bool TILES>
+template <bool TILES, bool SEP = false>
 __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split, int *scratch,
                                                    unsigned *tickets) {
   __shared__ TokTab tt;
@@ -352,7 +363,7 @@ __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi 
   }
   pdl_launch_dependents();
   if (TILES) tok_end(tt, tr, e, M);  // read after gemm_finish's barriers
-  gemm_finish<TILES>(W, A, M, e, acc, Cs, tt, scratch, tickets);
+  gemm_finish<TILES, false, SEP>(W, A, M, e, acc, Cs, tt, scratch, tickets);
 }
 
 // ---- the pipelined variants (BN_GEMM=pipelined: 3 stages; BN_GEMM=deep: 6 stages) ----------------
@@ -374,7 +385,7 @@ constexpr int A_STAGE = GM * AST, W_STAGE = GN * WST, STAGE = A_STAGE + W_STAGE;
 static_assert(kGemmStages * STAGE >= GM * CST * 4, "the result tile reuses the ring");
 
 // TRACE: the bench's timeline variant (trace: kTraceSlots u64 per block; nullptr otherwise).
-template <bool TILES, int S, bool TRACE = false>
+template <bool TILES, int S, bool TRACE = false, bool SEP = false>
 __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split,
                                                         int *scratch, unsigned *tickets, unsigned long long *trace) {
   static_assert(S >= 3, "the wait below keeps S - 2 groups in flight");
@@ -426,7 +437,67 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
   trace_put<TRACE>(trace, 2, trace_clock());
   pdl_launch_dependents();
   if (TILES) tok_end(tt, tr, e, M);
-  gemm_finish<TILES, TRACE>(W, A, M, e, acc, (int *)ring, tt, scratch, tickets, trace);
+  gemm_finish<TILES, TRACE, SEP>(W, A, M, e, acc, (int *)ring, tt, scratch, tickets, trace);
+}
+
+// ---- split-K by a second kernel (BN_GEMM_SPLITK=kernel: GemmChoice.tiles = 2) --------------------
+// Why: run 7's ncu showed the default split-K GEMM's SMs active 45% of its time: after the K loop
+// only each tile's last block works (adding the other splits' partial tiles, then the epilogue),
+// 60 blocks for qkv at M = 64 while the other 240 have ended. Here the split blocks only store
+// their partial tiles (no ticket, no fence), and this kernel, grid (tiles x, tiles y,
+// kRedSlices), adds a tile's `splits` partial tiles for 64 / kRedSlices token rows and runs the
+// epilogue on them: 4 × as many blocks share that work, at the cost of one more launch. Integer
+// sums: the same bits in any order.
+constexpr int kRedSlices = 4, kRedRows = GM / kRedSlices;
+
+__global__ void __launch_bounds__(128) gemm_reduce_kernel(Mat W, Acts A, int M, Epi e, int splits, const int *parts) {
+  __shared__ TokTab tt;
+  __shared__ __align__(16) int Cs[GM * CST];  // rows [r0, r1) used
+  pdl_enter();
+  const int nt0 = blockIdx.x * GN, m0 = blockIdx.y * GM, r0 = blockIdx.z * kRedRows, r1 = r0 + kRedRows;
+  if (threadIdx.x < kRedRows) {
+    const int ml = r0 + threadIdx.x, m = m0 + ml;
+    if (m < M) {
+      tt.sum[ml] = A.sum[m];
+      tt.scale[ml] = A.scale[m];
+      if (e.kind == EPI_QKV) {
+        tt.pos[ml] = e.pos[m];
+        tt.coff[ml] = cache_offset(e, m);
+      }
+    }
+  }
+  constexpr int V4 = GM * GN / 4, P = kRedRows * GN / 4 / 128;  // int4 pieces per tile; per thread here
+  const size_t tile = (size_t)blockIdx.y * gridDim.x + blockIdx.x, tiles = (size_t)gridDim.x * gridDim.y;
+  const int4 *part = (const int4 *)parts;
+  int4 acc[P];
+#pragma unroll
+  for (int b = 0; b < P; b++) acc[b] = make_int4(0, 0, 0, 0);
+  for (int z0 = 0; z0 < splits; z0 += 4) {  // four splits per round: 4·P loads in flight per thread
+    int4 v[4][P];
+#pragma unroll
+    for (int h = 0; h < 4; h++)
+#pragma unroll
+      for (int b = 0; b < P; b++) {
+        const int z = z0 + h, i = r0 * (GN / 4) + (int)threadIdx.x + 128 * b;
+        v[h][b] = z < splits ? __ldcg(part + ((size_t)z * tiles + tile) * V4 + i) : make_int4(0, 0, 0, 0);
+      }
+#pragma unroll
+    for (int h = 0; h < 4; h++)
+#pragma unroll
+      for (int b = 0; b < P; b++) {
+        acc[b].x += v[h][b].x;
+        acc[b].y += v[h][b].y;
+        acc[b].z += v[h][b].z;
+        acc[b].w += v[h][b].w;
+      }
+  }
+#pragma unroll
+  for (int b = 0; b < P; b++) {
+    const int i = r0 * (GN / 4) + (int)threadIdx.x + 128 * b;
+    *(int4 *)(Cs + (i >> 4) * CST + 4 * (i & 15)) = acc[b];
+  }
+  __syncthreads();
+  gemm_epilogue(W, M, e, Cs, tt, m0, nt0, r0, r1);
 }
 
 int g_gemm_variant = 1;
@@ -439,14 +510,15 @@ bn_status configure_gemm(int smem_optin) {
   g_gemm_smem_optin = smem_optin;
   const int bytes = kGemmDeepStages * STAGE;
   if (bytes > smem_optin) return BN_OK;  // the deep variant stays unavailable (launch_gemm says why)
-  for (cudaError_t e : {cudaFuncSetAttribute(gemm_pipe_kernel<true, kGemmDeepStages>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
-                        cudaFuncSetAttribute(gemm_pipe_kernel<false, kGemmDeepStages>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
-                        cudaFuncSetAttribute(gemm_pipe_kernel<true, kGemmDeepStages, true>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
-                        cudaFuncSetAttribute(gemm_pipe_kernel<false, kGemmDeepStages, true>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)})
+  const auto attr = cudaFuncAttributeMaxDynamicSharedMemorySize;
+  // Every instantiation launch_pipe makes with the deep ring: reduction by tiles or not, traced or
+  // not, and the split blocks of the reduce-kernel path (SEP).
+  for (cudaError_t e : {cudaFuncSetAttribute(gemm_pipe_kernel<true, kGemmDeepStages>, attr, bytes),
+                        cudaFuncSetAttribute(gemm_pipe_kernel<false, kGemmDeepStages>, attr, bytes),
+                        cudaFuncSetAttribute(gemm_pipe_kernel<true, kGemmDeepStages, true>, attr, bytes),
+                        cudaFuncSetAttribute(gemm_pipe_kernel<false, kGemmDeepStages, true>, attr, bytes),
+                        cudaFuncSetAttribute(gemm_pipe_kernel<true, kGemmDeepStages, false, true>, attr, bytes),
+                        cudaFuncSetAttribute(gemm_pipe_kernel<true, kGemmDeepStages, true, true>, attr, bytes)})
     if (e != cudaSuccess) {
       cudaGetLastError();
       set_error("gemm: raising the deep kernel's shared memory to %d bytes failed: %s", bytes, cudaGetErrorString(e));
@@ -478,11 +550,12 @@ static int gemm_split(int n, int k, int M, const GemmScratch &gs, int sm_count, 
 
 int gemm_splits(int n, int k, int M, const GemmScratch &gs, int sm_count, const GemmChoice &c) {
   int per = 0;
-  return gemm_split(n, k, M, gs, sm_count, c.waves, c.tiles == 1, per);
+  return gemm_split(n, k, M, gs, sm_count, c.waves, c.tiles != 0, per);
 }
 
-// The pipelined kernels (variant 1: 3 stages, 2: 6 stages) with or without the timeline.
-template <bool TRACE>
+// The pipelined kernels (variant 1: 3 stages, 2: 6 stages) with or without the timeline; SEP: the
+// split blocks only store their partial tiles (gemm_reduce_kernel follows).
+template <bool TRACE, bool SEP>
 static bn_status launch_pipe(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, dim3 grid,
                              int per, bool tiles, int variant, cudaStream_t s, unsigned long long *trace) {
   int *scratch = tiles ? gs.parts : gs.sums;
@@ -494,39 +567,52 @@ static bn_status launch_pipe(const Mat &w, const Acts &a, int M, const Epi &e, c
     }
     constexpr size_t smem = (size_t)kGemmDeepStages * STAGE;
     if (tiles)
-      return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmDeepStages, TRACE>, grid, 128, smem, s, w, a, M,
-                      e, per, scratch, gs.tickets, trace);
+      return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmDeepStages, TRACE, SEP>, grid, 128, smem, s, w,
+                      a, M, e, per, scratch, gs.tickets, trace);
     return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, kGemmDeepStages, TRACE>, grid, 128, smem, s, w, a, M,
                     e, per, scratch, gs.tickets, trace);
   }
   constexpr size_t smem = (size_t)kGemmStages * STAGE;
   if (tiles)
-    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmStages, TRACE>, grid, 128, smem, s, w, a, M, e,
+    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmStages, TRACE, SEP>, grid, 128, smem, s, w, a, M, e,
                     per, scratch, gs.tickets, trace);
   return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, kGemmStages, TRACE>, grid, 128, smem, s, w, a, M, e, per,
                   scratch, gs.tickets, trace);
 }
 
-bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, int sm_count,
-                      const GemmChoice &c, cudaStream_t s, unsigned long long *trace, int *blocks) {
-  const bool tiles = c.tiles == 1;
-  const int nt = (w.n + GN - 1) / GN, mt = (M + GM - 1) / GM;
-  int per = 0;  // K blocks per split (the last may have fewer)
-  const int split = gemm_split(w.n, w.k, M, gs, sm_count, c.waves, tiles, per);
-  g_gemm_last_split = split;  // read by the tests, to report that a check split K
-  dim3 grid(nt, mt, split);
-  if (blocks) *blocks = nt * mt * split;
-  if (trace) {
-    if (c.variant == 0) {
+template <bool TRACE>
+static bn_status launch_any(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, dim3 grid,
+                            int per, const GemmChoice &c, cudaStream_t s, unsigned long long *trace) {
+  const bool tiles = c.tiles != 0, sep = c.tiles == 2 && grid.z > 1;
+  int *scratch = tiles ? gs.parts : gs.sums;
+  bn_status st = BN_OK;
+  if (c.variant == 0) {
+    if (TRACE) {
       set_error("gemm: the timeline is traced for the pipelined kernels only");
       return BN_ERR_UNSUPPORTED;
     }
-    return launch_pipe<true>(w, a, M, e, gs, grid, per, tiles, c.variant, s, trace);
+    if (sep) st = launch_k("gemm_kernel", gemm_kernel<true, true>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
+    else if (tiles) st = launch_k("gemm_kernel", gemm_kernel<true>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
+    else st = launch_k("gemm_kernel", gemm_kernel<false>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
+  } else {
+    st = sep ? launch_pipe<TRACE, true>(w, a, M, e, gs, grid, per, tiles, c.variant, s, trace)
+             : launch_pipe<TRACE, false>(w, a, M, e, gs, grid, per, tiles, c.variant, s, trace);
   }
-  if (c.variant == 1 || c.variant == 2) return launch_pipe<false>(w, a, M, e, gs, grid, per, tiles, c.variant, s, nullptr);
-  int *scratch = tiles ? gs.parts : gs.sums;
-  if (tiles) return launch_k("gemm_kernel", gemm_kernel<true>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
-  return launch_k("gemm_kernel", gemm_kernel<false>, grid, 128, 0, s, w, a, M, e, per, scratch, gs.tickets);
+  if (st || !sep) return st;
+  return launch_k("gemm_reduce_kernel", gemm_reduce_kernel, dim3(grid.x, grid.y, kRedSlices), 128, 0, s, w, a, M, e,
+                  (int)grid.z, (const int *)gs.parts);
+}
+
+bn_status launch_gemm(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, int sm_count,
+                      const GemmChoice &c, cudaStream_t s, unsigned long long *trace, int *blocks) {
+  const int nt = (w.n + GN - 1) / GN, mt = (M + GM - 1) / GM;
+  int per = 0;  // K blocks per split (the last may have fewer)
+  const int split = gemm_split(w.n, w.k, M, gs, sm_count, c.waves, c.tiles != 0, per);
+  g_gemm_last_split = split;  // read by the tests, to report that a check split K
+  dim3 grid(nt, mt, split);
+  if (blocks) *blocks = nt * mt * split;
+  if (trace) return launch_any<true>(w, a, M, e, gs, grid, per, c, s, trace);
+  return launch_any<false>(w, a, M, e, gs, grid, per, c, s, nullptr);
 }
 
 }  // namespace bn
