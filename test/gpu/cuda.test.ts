@@ -208,9 +208,10 @@ describe('CUDA engine without a GPU', () => {
     // one wave on a 132-SM GPU only at 7 blocks per SM, i.e. at most 72 registers on sm_90 (run 7,
     // H200: 80 registers, two waves, 11.2 against 8.6 us).
     const gemv = readFileSync(join(ENGINE, 'build', 'k_gemv.ptxas.txt'), 'utf8');
-    const entry = /Compiling entry function '_ZN2bn11gemv_kernelILi1ELi8ELi8ELb0E[^']*' for 'sm_90'[\s\S]*?Used (\d+) registers/.exec(
-      gemv,
-    );
+    const entry =
+      /Compiling entry function '_ZN2bn11gemv_kernelILi1ELi8ELi8ELb0E[^']*' for 'sm_90'[\s\S]*?Used (\d+) registers/.exec(
+        gemv,
+      );
     expect(entry, 'gemv_kernel<1, 8, 8> sm_90 in k_gemv.ptxas.txt').not.toBeNull();
     expect(Number(entry![1]), 'gemv_kernel<1, 8, 8> registers on sm_90').toBeLessThanOrEqual(72);
   });
