@@ -75,15 +75,16 @@ struct TokTab {
   size_t coff[GM];
 };
 
-__device__ __forceinline__ void load_tok(TokTab &tt, const Acts &A, const Epi &e, int M) {
-  if (threadIdx.x < GM) {
-    const int m = blockIdx.y * GM + threadIdx.x;
+// Rows [r0, r0 + rows) of the tile (gemm_reduce_kernel loads its slice only).
+__device__ __forceinline__ void load_tok(TokTab &tt, const Acts &A, const Epi &e, int M, int r0 = 0, int rows = GM) {
+  if ((int)threadIdx.x < rows) {
+    const int ml = r0 + threadIdx.x, m = blockIdx.y * GM + ml;
     if (m < M) {
-      tt.sum[threadIdx.x] = A.sum[m];
-      tt.scale[threadIdx.x] = A.scale[m];
+      tt.sum[ml] = A.sum[m];
+      tt.scale[ml] = A.scale[m];
       if (e.kind == EPI_QKV) {
-        tt.pos[threadIdx.x] = e.pos[m];
-        tt.coff[threadIdx.x] = cache_offset(e, m);
+        tt.pos[ml] = e.pos[m];
+        tt.coff[ml] = cache_offset(e, m);
       }
     }
   }
@@ -455,17 +456,7 @@ __global__ void __launch_bounds__(128) gemm_reduce_kernel(Mat W, Acts A, int M, 
   __shared__ __align__(16) int Cs[GM * CST];  // rows [r0, r1) used
   pdl_enter();
   const int nt0 = blockIdx.x * GN, m0 = blockIdx.y * GM, r0 = blockIdx.z * kRedRows, r1 = r0 + kRedRows;
-  if (threadIdx.x < kRedRows) {
-    const int ml = r0 + threadIdx.x, m = m0 + ml;
-    if (m < M) {
-      tt.sum[ml] = A.sum[m];
-      tt.scale[ml] = A.scale[m];
-      if (e.kind == EPI_QKV) {
-        tt.pos[ml] = e.pos[m];
-        tt.coff[ml] = cache_offset(e, m);
-      }
-    }
-  }
+  load_tok(tt, A, e, M, r0, kRedRows);
   constexpr int V4 = GM * GN / 4, P = kRedRows * GN / 4 / 128;  // int4 pieces per tile; per thread here
   const size_t tile = (size_t)blockIdx.y * gridDim.x + blockIdx.x, tiles = (size_t)gridDim.x * gridDim.y;
   const int4 *part = (const int4 *)parts;
@@ -553,31 +544,30 @@ int gemm_splits(int n, int k, int M, const GemmScratch &gs, int sm_count, const 
   return gemm_split(n, k, M, gs, sm_count, c.waves, c.tiles != 0, per);
 }
 
-// The pipelined kernels (variant 1: 3 stages, 2: 6 stages) with or without the timeline; SEP: the
-// split blocks only store their partial tiles (gemm_reduce_kernel follows).
+// The pipelined kernel with an S-stage ring, reduction by tiles or not, with or without the
+// timeline; SEP: the split blocks only store their partial tiles (gemm_reduce_kernel follows).
+template <int S, bool TRACE, bool SEP>
+static bn_status launch_ring(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, dim3 grid,
+                             int per, bool tiles, cudaStream_t s, unsigned long long *trace) {
+  constexpr size_t smem = (size_t)S * STAGE;
+  if (tiles)
+    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, S, TRACE, SEP>, grid, 128, smem, s, w, a, M, e, per,
+                    gs.parts, gs.tickets, trace);
+  return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, S, TRACE>, grid, 128, smem, s, w, a, M, e, per, gs.sums,
+                  gs.tickets, trace);
+}
+
+// Variant 1: 3 stages, 2: 6 stages (when the device allows its shared memory).
 template <bool TRACE, bool SEP>
 static bn_status launch_pipe(const Mat &w, const Acts &a, int M, const Epi &e, const GemmScratch &gs, dim3 grid,
                              int per, bool tiles, int variant, cudaStream_t s, unsigned long long *trace) {
-  int *scratch = tiles ? gs.parts : gs.sums;
-  if (variant == 2) {
-    if (!g_gemm_deep_ok) {
-      set_error("gemm: the %d-stage kernel needs %d bytes of shared memory per block; the device allows %d",
-                kGemmDeepStages, kGemmDeepStages * STAGE, g_gemm_smem_optin);
-      return BN_ERR_UNSUPPORTED;
-    }
-    constexpr size_t smem = (size_t)kGemmDeepStages * STAGE;
-    if (tiles)
-      return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmDeepStages, TRACE, SEP>, grid, 128, smem, s, w,
-                      a, M, e, per, scratch, gs.tickets, trace);
-    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, kGemmDeepStages, TRACE>, grid, 128, smem, s, w, a, M,
-                    e, per, scratch, gs.tickets, trace);
+  if (variant != 2) return launch_ring<kGemmStages, TRACE, SEP>(w, a, M, e, gs, grid, per, tiles, s, trace);
+  if (!g_gemm_deep_ok) {
+    set_error("gemm: the %d-stage kernel needs %d bytes of shared memory per block; the device allows %d",
+              kGemmDeepStages, kGemmDeepStages * STAGE, g_gemm_smem_optin);
+    return BN_ERR_UNSUPPORTED;
   }
-  constexpr size_t smem = (size_t)kGemmStages * STAGE;
-  if (tiles)
-    return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<true, kGemmStages, TRACE, SEP>, grid, 128, smem, s, w, a, M, e,
-                    per, scratch, gs.tickets, trace);
-  return launch_k("gemm_pipe_kernel", gemm_pipe_kernel<false, kGemmStages, TRACE>, grid, 128, smem, s, w, a, M, e, per,
-                  scratch, gs.tickets, trace);
+  return launch_ring<kGemmDeepStages, TRACE, SEP>(w, a, M, e, gs, grid, per, tiles, s, trace);
 }
 
 template <bool TRACE>
