@@ -265,6 +265,10 @@ describe('CUDA engine without a GPU', () => {
       'sim/model-relu2/gemm-deep/gemm/mixed_batch:',
       'sim/model-silu/gemm-deep/gemm/mixed_batch:',
       'sim/model-relu2/attn-generic/gemv/prefill_then_decode:',
+      'sim/model-silu/attn-ring/gemv/mixed_batch:',
+      'sim/opt-in attn-ring/launches:',
+      'sim/attention-ring 4x1 heads T=300:',
+      'sim/attention-fast 4x1 heads T=300:',
       'sim/model-relu2/norm-regs/gemm/mixed_batch:',
       'sim/gemm-splitk-tiles 200x2560 M=100 resid:',
       'sim/gemm-splitk-pipelined-tiles 72x1280 M=100 store:',
@@ -337,7 +341,7 @@ describe('CUDA engine without a GPU', () => {
   });
 
   it('every benchmark and the profile run on the CPU simulation (--bench-smoke: small shapes, a small model)', async () => {
-    // The bench's code (16 engine configurations, the kernel rows, the fast-numerics agreement,
+    // The bench's code (18 engine configurations, the kernel rows, the fast-numerics agreement,
     // the profile) otherwise first runs on a GPU. Here each part runs in its own process on the
     // simulated device, with small shapes; the numbers mean nothing, the paths and buffers do.
     const s = startSimRuns();
@@ -346,12 +350,12 @@ describe('CUDA engine without a GPU', () => {
     try {
       const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
-      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(18);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(20);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (11 have batch-1 rows, 9 batched decode: all 16), and
+      // Every configuration left its rows (13 have batch-1 rows, 9 batched decode: all 18), and
       // the kernel rows.
-      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(11);
+      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(13);
       expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(9);
       for (const row of [
         '| device-to-device copy',
@@ -363,6 +367,8 @@ describe('CUDA engine without a GPU', () => {
         '| LM head int8, R=1',
         '| select V=128256, R=1, T 0.8',
         '| attention (BN_ATTN=fast)',
+        '| attention (BN_ATTN=ring)',
+        '| decode batch 1, f16 head, CUDA graph, ring attention (BN_ATTN=ring)',
         '| prefill 64 tokens',
         '| FAST vs EXACT numerics, small model',
         'configurations with other bits: 0',

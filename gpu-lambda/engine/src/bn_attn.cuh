@@ -44,6 +44,9 @@ __device__ __forceinline__ double f16_to_f64(uint16_t h) {
 #endif
 }
 
+// A score from its f64 dot product: rounded to f32, times `scale` in f64, rounded to f32.
+__device__ __forceinline__ float score_of(double dot, double scale) { return (float)((double)(float)dot * scale); }
+
 // The score of one staged K row: Σ_d q_d·k_d in f64 in dimension order (every product of two f16
 // values is exact, so the fma is too), rounded to f32, times `scale` in f64, rounded to f32.
 __device__ __forceinline__ float row_score(const uint16_t *row, const double *qd, int hd, double scale) {
@@ -59,7 +62,31 @@ __device__ __forceinline__ float row_score(const uint16_t *row, const double *qd
       acc = __fma_rn(qd[d + 1], f16_to_f64((uint16_t)(k2[e] >> 16)), acc);
     }
   }
-  return (float)((double)(float)acc * scale);
+  return score_of(acc, scale);
+}
+
+// Two rows' scores (rows a and b) with their chains interleaved: each is row_score's chain in
+// the same dimension order, so each gives row_score's bits; two independent f64 chains per
+// thread hide half of each DFMA's latency.
+__device__ __forceinline__ void row_score2(const uint16_t *ra, const uint16_t *rb, const double *qd, int hd,
+                                           double scale, float &sa, float &sb) {
+  const uint4 *ka = (const uint4 *)ra, *kb = (const uint4 *)rb;
+  double a = 0.0, b = 0.0;
+  for (int c = 0; c < (hd >> 3); c++) {
+    const uint4 xa = ka[c], xb = kb[c];
+    const uint32_t wa[4] = {xa.x, xa.y, xa.z, xa.w}, wb[4] = {xb.x, xb.y, xb.z, xb.w};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int d = 8 * c + 2 * e;
+      const double q0 = qd[d], q1 = qd[d + 1];
+      a = __fma_rn(q0, f16_to_f64((uint16_t)(wa[e] & 0xffffu)), a);
+      b = __fma_rn(q0, f16_to_f64((uint16_t)(wb[e] & 0xffffu)), b);
+      a = __fma_rn(q1, f16_to_f64((uint16_t)(wa[e] >> 16)), a);
+      b = __fma_rn(q1, f16_to_f64((uint16_t)(wb[e] >> 16)), b);
+    }
+  }
+  sa = score_of(a, scale);
+  sb = score_of(b, scale);
 }
 
 // e_j = f32(exp(sc_j − mx)) in place for j < n, and the block's Σ e_j in f64 (thread i sums
@@ -72,6 +99,17 @@ __device__ __forceinline__ double exp_and_sum(float *sc, int n, float mx, double
     ls += (double)ev;
   }
   return block_total_d(ls, wsum);
+}
+
+// The exact softmax weights in place, from the scores sc[0..T) and this thread's max of them:
+// sc[t] = p_t = f16(fround(e_t · fround(1/Σe))) (e_t and Σe as exp_and_sum). block_max_f
+// synchronises before any thread reads another's scores; each thread then rewrites only its own
+// positions t ≡ threadIdx.x (mod 128), so the caller synchronises before reading all weights.
+__device__ __forceinline__ void softmax_weights(float *sc, int T, float lmax, float *wmax, double *wsum) {
+  const float mx = block_max_f(lmax, wmax);
+  const double tot = exp_and_sum(sc, T, mx, wsum);
+  const float inv = (float)(1.0 / tot);
+  for (int t = threadIdx.x; t < T; t += kAttnThreads) sc[t] = f16_round(fmul(sc[t], inv));
 }
 
 // acc[i] += Σ_o p_o·v_o[d] in f32 in row order for this thread's dimensions d = threadIdx.x + 128·i

@@ -141,7 +141,8 @@ class CudaDevice : public Device {
     // cached in shared memory (550 against 524). The earlier kernels stay selectable.
     g_gemm_variant = env_is("BN_GEMM", "plain") ? 0 : env_is("BN_GEMM", "deep") ? 2 : 1;
     g_gemm_splitk = env_is("BN_GEMM_SPLITK", "atomics") ? 0 : env_is("BN_GEMM_SPLITK", "kernel") ? 2 : 1;
-    g_attn_variant = env_is("BN_ATTN", "generic") ? 0 : 1;
+    g_attn_variant = env_is("BN_ATTN", "generic") ? 0 : env_is("BN_ATTN", "ring") ? 2 : 1;
+    g_attn_ring_max_blocks = props.multiProcessorCount;  // the ring kernel runs one block per SM
     g_norm_variant = env_is("BN_NORM", "regs") ? 1 : 0;
     g_tail_cache = env_is("BN_TAIL_CACHE", "0") ? 0 : 1;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).

@@ -367,8 +367,11 @@ extern int g_gemm_variant;
 // kernel, gemm_reduce_kernel (BN_GEMM_SPLITK=kernel).
 extern int g_gemm_splitk;
 // Attention staging: 0 the generic copies (BN_ATTN=generic), 1 stage_rows_fast (the default since
-// run 6).
+// run 6), 2 the ring of tiles (BN_ATTN=ring: attn_ring_kernel while n_head · M <=
+// g_attn_ring_max_blocks, the SM count set at device creation, else as 1).
 extern int g_attn_variant;
+extern int g_attn_ring_max_blocks;
+extern long g_attn_ring_launches;  // how many times launch_attention took the ring (the checks read it)
 // Stand-alone norm kernel: 0 norm_quant_kernel (verified on an H200), 1 norm_quant_regs_kernel
 // (BN_NORM=regs, the row in registers; n <= 8192).
 extern int g_norm_variant;

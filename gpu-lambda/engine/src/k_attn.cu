@@ -86,10 +86,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   // The first V tile's copies go out now and land while the softmax runs (it reads only sc).
   __syncthreads();  // every thread is done with the last K tile
   stage_v(0, min(KT, T));
-  const float mx = block_max_f(lmax, wmax);
-  const double tot = exp_and_sum(sc, T, mx, wsum);
-  const float inv = (float)(1.0 / tot);
-  for (int t = threadIdx.x; t < T; t += kAttnThreads) sc[t] = f16_round(fmul(sc[t], inv));
+  softmax_weights(sc, T, lmax, wmax, wsum);
 
   // PV: thread d accumulates over the positions in order, one staged V tile at a time.
   float acc[2] = {0.f, 0.f};  // d = threadIdx.x and threadIdx.x + 128 (head_dim <= 256)
@@ -104,9 +101,131 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
   if (has_tail && last_block(counter)) block_tail(tail, M, has_tail == 2 ? (float4 *)sc : nullptr);
 }
 
+// ---- BN_ATTN=ring (written 2026-11-28, not yet run on a GPU): a ring of kAttnRing tile buffers ----
+// Why: attn_kernel stages one tile at a time, so every K and V tile is one exposed memory round
+// trip (at T = 256: four in a row, K0 K1 V0 V1) and each thread scores its rows with one f64 chain
+// (128 dependent DFMAs per row). Here the K tiles and then the V tiles of (head, token) form one
+// sequence of units, unit u in buffer u % kAttnRing; the first kAttnRing units are issued at entry
+// and each consumed buffer is refilled with the unit kAttnRing ahead, so at T <= 256 all four
+// tiles are in flight together and later tiles land while earlier ones are used. K tiles are
+// scored two at a time: thread i takes row i of both with two interleaved chains (row_score2).
+// The values and their orders are attn_kernel's: same bits (checked against the emulation).
+// It needs kAttnRing tiles of shared memory (139 KB at head_dim 128), so one block per SM: the
+// launcher takes it only while the grid fits one wave (n_head · M <= g_attn_ring_max_blocks, the
+// SM count), else attn_kernel<true>.
+constexpr int kAttnRing = 4;
+
+// Stages rows t0..t0+n-1 like stage_rows_fast without its barrier and shared offsets: thread
+// (c = tid % cpr, rows tid / cpr + k·(128 / cpr)) computes its own rows' pool offsets (block-table
+// reads hit L1: consecutive rows share a page). Issues the copies; the caller commits.
+__device__ __forceinline__ void stage_rows_direct(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt,
+                                                  int t0, int n, int page_shift, int kv_dim, int col0, int hd) {
+  const int cpr = hd >> 3, c = threadIdx.x % cpr, jstep = kAttnThreads / cpr, mask = (1 << page_shift) - 1;
+  uint16_t *dst = tile + c * 8;
+  const uint16_t *src = pool + col0 + c * 8;
+#pragma unroll 4
+  for (int j = threadIdx.x / cpr; j < n; j += jstep) {
+    const int t = t0 + j;
+    const size_t row = ((size_t)__ldg(bt + (t >> page_shift)) << page_shift) + (size_t)(t & mask);
+    cp_async16(dst + j * ts, src + row * kv_dim);
+  }
+}
+
+inline size_t attn_ring_smem_bytes(int cap, int hd) {
+  return (size_t)((cap + 3) & ~3) * 4 + (size_t)kAttnRing * attn_tile_rows(hd) * attn_tile_stride(hd) * 2;
+}
+
+template <int NB>
+__global__ void __launch_bounds__(kAttnThreads) attn_ring_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
+                                                                 unsigned *counter) {
+  static_assert(NB >= 2, "K tiles are consumed two at a time");
+  BN_PDL_ENTER_LONG();
+  BN_DYN_SHARED(float, sc);
+  __shared__ double qd[256];
+  __shared__ float wmax[kAttnThreads / 32];
+  __shared__ double wsum[kAttnThreads / 32];
+  const int h = blockIdx.x, m = blockIdx.y, i = threadIdx.x;
+  const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv);
+  const int T = p.pos[m] + 1;
+  const int KT = attn_tile_rows(hd), ts = attn_tile_stride(hd), nk = (T + KT - 1) / KT;
+  uint16_t *ring = (uint16_t *)(sc + ((p.max_t + 3) & ~3));
+  const int32_t *bt = p.block_table + (size_t)p.slot[m] * p.max_pages;
+  auto buf = [&](int u) { return ring + (size_t)(u % NB) * KT * ts; };
+  // Unit u: K tile u (u < nk) or V tile u − nk (u < 2·nk). Every issue commits one group, empty
+  // past the last unit, so when units [u, u + c) are next, exactly u + NB groups are committed
+  // and cp_async_wait<NB − c> lands those c.
+  auto issue = [&](int u) {
+    if (u < 2 * nk) {
+      const int j = u < nk ? u : u - nk;
+      stage_rows_direct(buf(u), ts, u < nk ? p.kc : p.vc, bt, j * KT, min(KT, T - j * KT), p.page_shift, p.kv_dim,
+                        kvh * hd, hd);
+    }
+    cp_async_commit();
+  };
+  // Refills the buffers of the units just consumed: a barrier first (every thread is done reading
+  // them) unless nothing is left to stage.
+  auto refill = [&](int u, int c) {
+    if (u < 2 * nk) __syncthreads();
+    for (int k = 0; k < c; k++) issue(u + k);
+  };
+#pragma unroll
+  for (int u = 0; u < NB; u++) issue(u);
+  for (int d = i; d < hd; d += kAttnThreads) qd[d] = f16_to_f64(p.q16[(size_t)m * p.ldq + h * hd + d]);
+
+  // Scores: thread i takes row i of each tile (position u·KT + i), two tiles at a time.
+  float lmax = -INFINITY;
+  int u = 0;
+  for (; u + 1 < nk; u += 2) {
+    cp_async_wait<NB - 2>();
+    __syncthreads();  // every thread's copies (and qd) visible
+    const int n1 = min(KT, T - (u + 1) * KT);  // tile u is full
+    if (i < n1) {
+      float s0, s1;
+      row_score2(buf(u) + i * ts, buf(u + 1) + i * ts, qd, hd, p.scale, s0, s1);
+      sc[u * KT + i] = s0;
+      sc[(u + 1) * KT + i] = s1;
+      lmax = fmaxf(lmax, fmaxf(s0, s1));
+    } else if (i < KT) {
+      const float s0 = row_score(buf(u) + i * ts, qd, hd, p.scale);
+      sc[u * KT + i] = s0;
+      lmax = fmaxf(lmax, s0);
+    }
+    refill(u + NB, 2);
+  }
+  if (u < nk) {  // an odd last K tile
+    cp_async_wait<NB - 1>();
+    __syncthreads();
+    if (i < T - u * KT) {
+      const float s0 = row_score(buf(u) + i * ts, qd, hd, p.scale);
+      sc[u * KT + i] = s0;
+      lmax = fmaxf(lmax, s0);
+    }
+    refill(u + NB, 1);
+    u++;
+  }
+  softmax_weights(sc, T, lmax, wmax, wsum);
+
+  // PV: thread d walks the V tiles' rows in order (units nk..2·nk−1).
+  float acc[2] = {0.f, 0.f};
+  for (int v = 0; v < nk; v++, u++) {
+    cp_async_wait<NB - 1>();
+    __syncthreads();  // the tile and every thread's weights written
+    pv_tile(acc, sc + v * KT, buf(u), ts, min(KT, T - v * KT), hd);
+    refill(u + NB, 1);
+  }
+  pdl_launch_dependents();
+#pragma unroll
+  for (int k = 0; k < 2; k++) {
+    const int d = i + k * kAttnThreads;
+    if (d < hd) p.out[(size_t)m * p.ldo + h * hd + d] = acc[k];
+  }
+  if (has_tail && last_block(counter)) block_tail(tail, M, has_tail == 2 ? (float4 *)sc : nullptr);
+}
+
 // The dynamic shared-memory limit is a per-function attribute: only ever raise it, so an engine
 // created later with a shorter context cannot break one with a longer context.
 static int g_attn_smem_max = 48 * 1024;
+static int g_attn_ring_smem_max = 48 * 1024;
 
 bn_status configure_attention(int max_ctx) {
   const int bytes = (int)std::max(attn_smem_bytes(max_ctx, 128), attn_smem_bytes(max_ctx, 256));
@@ -123,10 +242,21 @@ bn_status configure_attention(int max_ctx) {
     }
   }
   if (bytes > g_attn_smem_max) g_attn_smem_max = bytes;
+  // The ring kernel only where its buffers fit (else launch_attention takes attn_kernel).
+  const int ring = (int)std::max(attn_ring_smem_bytes(max_ctx, 128), attn_ring_smem_bytes(max_ctx, 256));
+  if (ring > g_attn_ring_smem_max) {
+    if (cudaFuncSetAttribute(attn_ring_kernel<kAttnRing>, cudaFuncAttributeMaxDynamicSharedMemorySize, ring) ==
+        cudaSuccess)
+      g_attn_ring_smem_max = ring;
+    else
+      cudaGetLastError();
+  }
   return BN_OK;
 }
 
 int g_attn_variant = 0;
+int g_attn_ring_max_blocks = 0;
+long g_attn_ring_launches = 0;
 
 bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s,
                            const FastAttn *split) {
@@ -144,9 +274,18 @@ bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, un
   NormQuant t{};
   if (tail) t = *tail;
   dim3 grid(p.n_head, M);
+  const bool direct = kAttnThreads % (p.head_dim >> 3) == 0;  // the cheaper staging's thread mapping
+  if (g_attn_variant == 2 && direct && (long)p.n_head * M <= g_attn_ring_max_blocks &&
+      attn_ring_smem_bytes(p.max_t, p.head_dim) <= (size_t)g_attn_ring_smem_max) {
+    const size_t smem = attn_ring_smem_bytes(p.max_t, p.head_dim);
+    const int ht = !tail ? 0 : g_tail_cache && (size_t)t.n * 4 <= smem ? 2 : 1;
+    g_attn_ring_launches++;
+    return launch_k("attn_ring_kernel", attn_ring_kernel<kAttnRing>, grid, kAttnThreads, smem, s, p, M, t, ht,
+                    counter);
+  }
   const size_t smem = attn_smem_bytes(p.max_t, p.head_dim);
   const int ht = !tail ? 0 : g_tail_cache && (size_t)t.n * 4 <= smem ? 2 : 1;
-  if (g_attn_variant == 1 && kAttnThreads % (p.head_dim >> 3) == 0)
+  if (g_attn_variant >= 1 && direct)
     return launch_k("attn_kernel", attn_kernel<true>, grid, kAttnThreads, smem, s, p, M, t, ht, counter);
   return launch_k("attn_kernel", attn_kernel<false>, grid, kAttnThreads, smem, s, p, M, t, ht, counter);
 }
