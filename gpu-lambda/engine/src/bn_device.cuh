@@ -75,6 +75,16 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 #endif
 
+// Asks L2 for the line holding `a` (no register written, nothing waits): a later load of it then
+// waits on L2 rather than DRAM. A no-op on the CPU simulation.
+__device__ __forceinline__ void prefetch_l2(const void *a) {
+#if defined(BN_SIM)
+  (void)a;
+#else
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+#endif
+}
+
 // Per-token RMSNorm + int8 quantization by one 128-thread block (token m). n % 128 == 0.
 // Thread i handles float4 elements i, i+128, ... Reads x with ld.global.cg (L2): in a fused
 // tail the values were written by other blocks of the same kernel.
@@ -219,6 +229,15 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, floa
   if (xs) {
     for (int i = threadIdx.x; i < n4; i += kNormThreads) cp_async16(xs + i, (const float4 *)x + i);
     cp_async_commit();
+    // w beyond the first register batch (n = 6912: two more batches) goes into L2 now, so those
+    // batches wait on L2 after the reductions instead of on DRAM (the norm weights are read once
+    // per layer and step: by then the weight stream has evicted them).
+    // One 128-byte line per thread and round, not unrolled: the fused GEMV tails must not gain
+    // registers (gemv_kernel<1, 8, 8> is held at 72, cuda.test.ts).
+    if (n4 > kNqWBatch * kNormThreads) {
+#pragma unroll 1
+      for (int l = threadIdx.x; l < (p.n + 31) / 32; l += kNormThreads) prefetch_l2(p.w + 32 * l);
+    }
     float4 wv[kNqWBatch];
     nq_load<false, kNqWBatch>(wv, p.w, threadIdx.x, n4);
     cp_async_wait_all();  // this thread's own copies: no barrier needed
