@@ -209,7 +209,7 @@ describe('CUDA engine without a GPU', () => {
     // H200: 80 registers, two waves, 11.2 against 8.6 us).
     const gemv = readFileSync(join(ENGINE, 'build', 'k_gemv.ptxas.txt'), 'utf8');
     const entry =
-      /Compiling entry function '_ZN2bn11gemv_kernelILi1ELi8ELi8ELb0E[^']*' for 'sm_90'[\s\S]*?Used (\d+) registers/.exec(
+      /Compiling entry function '_ZN2bn11gemv_kernelILi1ELi8ELi8ELb0ELb0EEEv[^']*' for 'sm_90'[\s\S]*?Used (\d+) registers/.exec(
         gemv,
       );
     expect(entry, 'gemv_kernel<1, 8, 8> sm_90 in k_gemv.ptxas.txt').not.toBeNull();
@@ -269,6 +269,10 @@ describe('CUDA engine without a GPU', () => {
       'sim/opt-in attn-ring/launches:',
       'sim/attention-ring 4x1 heads T=300:',
       'sim/attention-fast 4x1 heads T=300:',
+      'sim/gemv-ilp 200x2560 M=1:',
+      'sim/gemv-ilp 8448x256 M=8:',
+      'sim/gemv 8448x256 M=3:',
+      'sim/model-relu2/gemv-ilp/gemv/mixed_batch:',
       'sim/model-relu2/norm-regs/gemm/mixed_batch:',
       'sim/gemm-splitk-tiles 200x2560 M=100 resid:',
       'sim/gemm-splitk-pipelined-tiles 72x1280 M=100 store:',
@@ -341,7 +345,7 @@ describe('CUDA engine without a GPU', () => {
   });
 
   it('every benchmark and the profile run on the CPU simulation (--bench-smoke: small shapes, a small model)', async () => {
-    // The bench's code (18 engine configurations, the kernel rows, the fast-numerics agreement,
+    // The bench's code (19 engine configurations, the kernel rows, the fast-numerics agreement,
     // the profile) otherwise first runs on a GPU. Here each part runs in its own process on the
     // simulated device, with small shapes; the numbers mean nothing, the paths and buffers do.
     const s = startSimRuns();
@@ -350,12 +354,12 @@ describe('CUDA engine without a GPU', () => {
     try {
       const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
-      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(20);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(21);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (13 have batch-1 rows, 9 batched decode: all 18), and
+      // Every configuration left its rows (14 have batch-1 rows, 9 batched decode: all 19), and
       // the kernel rows.
-      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(13);
+      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(14);
       expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(9);
       for (const row of [
         '| device-to-device copy',
@@ -368,6 +372,9 @@ describe('CUDA engine without a GPU', () => {
         '| select V=128256, R=1, T 0.8',
         '| attention (BN_ATTN=fast)',
         '| attention (BN_ATTN=ring)',
+        '| GEMV 64x2560 (smoke), M=1, ILP (BN_GEMV=ilp)',
+        '| GEMV stacked 3 x 200x256 (smoke), one launch, M=4, ILP (BN_GEMV=ilp)',
+        '| decode batch 4, f16 head, CUDA graph, GEMV inner loop ILP (BN_GEMV=ilp)',
         '| decode batch 1, f16 head, CUDA graph, ring attention (BN_ATTN=ring)',
         '| prefill 64 tokens',
         '| FAST vs EXACT numerics, small model',

@@ -144,6 +144,7 @@ class CudaDevice : public Device {
     g_attn_variant = env_is("BN_ATTN", "generic") ? 0 : env_is("BN_ATTN", "ring") ? 2 : 1;
     g_attn_ring_max_blocks = props.multiProcessorCount;  // the ring kernel runs one block per SM
     g_norm_variant = env_is("BN_NORM", "regs") ? 1 : 0;
+    g_gemv_variant = env_is("BN_GEMV", "ilp") ? 1 : 0;
     g_tail_cache = env_is("BN_TAIL_CACHE", "0") ? 0 : 1;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");

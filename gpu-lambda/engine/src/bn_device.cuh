@@ -394,6 +394,9 @@ extern long g_attn_ring_launches;  // how many times launch_attention took the r
 // Stand-alone norm kernel: 0 norm_quant_kernel (verified on an H200), 1 norm_quant_regs_kernel
 // (BN_NORM=regs, the row in registers; n <= 8192).
 extern int g_norm_variant;
+// Exact GEMV inner loop: 0 chunk_dot (verified on an H200), 1 chunk_dot_ilp (BN_GEMV=ilp: the
+// chunk's activation loads first, one partial sum per plane; same bits).
+extern int g_gemv_variant;
 
 // Launch-error check used by every launcher: `e` (a launch call's result) or else the last error.
 bn_status check_launch(const char *what, cudaError_t e = cudaSuccess);

@@ -56,6 +56,32 @@ __device__ __forceinline__ int chunk_dot(const uint4 &w, const int8_t *q, int c,
   return acc;
 }
 
+// The same sum for BN_GEMV=ilp (written 2026-11-28, not yet run on a GPU). Why: run 7's stacked
+// rows took 3.6 times as long at M = 4 as at M = 1 for the same weight bytes, so most of a block's
+// life goes to the per-token part (activation loads and dp4a), not to the weight stream, and
+// chunk_dot is one dependent chain: each plane's L1 load, then its 4 dp4a into the one
+// accumulator, 16 deep per chunk (80 per row at K = 2560). Here the chunk's four activation loads
+// are issued first and each plane sums into its own partial (four chains of 4), added at the end.
+// int32 sums are exact in any order: the same bits.
+template <bool SH = false>
+__device__ __forceinline__ int chunk_dot_ilp(const uint4 &w, const int8_t *q, int c, int acc) {
+  uint4 a[4];
+#pragma unroll
+  for (int p = 0; p < 4; p++) {
+    const uint4 *ap = (const uint4 *)(q + i2s_chunk_act_offset(c, p));
+    a[p] = SH ? *ap : __ldg(ap);
+  }
+  int s[4];
+#pragma unroll
+  for (int p = 0; p < 4; p++) {
+    s[p] = dp4a(i2s_plane(w.x, p), a[p].x, 0);
+    s[p] = dp4a(i2s_plane(w.y, p), a[p].y, s[p]);
+    s[p] = dp4a(i2s_plane(w.z, p), a[p].z, s[p]);
+    s[p] = dp4a(i2s_plane(w.w, p), a[p].w, s[p]);
+  }
+  return acc + ((s[0] + s[1]) + (s[2] + s[3]));
+}
+
 template <int G, int TPR>
 __device__ __forceinline__ void load_group(uint4 (&w)[G], const uint4 *wr, int c0, int cpr) {
 #pragma unroll
@@ -98,7 +124,7 @@ __device__ __forceinline__ void fast_stats_part(const Epi &e, const StatsOut &so
 // The GEMV of one block. FAST: the fast numerics' statistics `F.out` are compiled in; FIN: the
 // input is quantized from F.in into shared memory (else read from A as in the exact path). TRACE
 // (bench only): the block's timeline marks (bn_device.cuh) into `trace`.
-template <int MT, int TPR, int G, bool FAST, bool FIN, bool TRACE = false>
+template <int MT, int TPR, int G, bool FAST, bool FIN, bool TRACE = false, bool ILP = false>
 __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, const Epi &e, const NormQuant &tail,
                                            int has_tail, unsigned *counter, const FastGemv &F,
                                            unsigned long long *trace = nullptr) {
@@ -133,7 +159,9 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
         if (c0 + j * TPR < cpr) {
 #pragma unroll
           for (int m = 0; m < MT; m++)
-            if (m < M) acc[m] = chunk_dot<FIN>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m]);
+            if (m < M)
+              acc[m] = ILP ? chunk_dot_ilp<FIN>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m])
+                           : chunk_dot<FIN>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m]);
         }
       }
       c0 += G * TPR;
@@ -176,11 +204,12 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
   trace_end<TRACE>(trace);
 }
 
-// TRACE: the bench's timeline variant (trace: kTraceSlots u64 per block).
-template <int MT, int TPR, int G, bool TRACE = false>
+// TRACE: the bench's timeline variant (trace: kTraceSlots u64 per block); ILP: BN_GEMV=ilp
+// (chunk_dot_ilp).
+template <int MT, int TPR, int G, bool TRACE = false, bool ILP = false>
 __global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
                                                    unsigned *counter, unsigned long long *trace) {
-  gemv_block<MT, TPR, G, false, false, TRACE>(W, A, M, e, tail, has_tail, counter, FastGemv{}, trace);
+  gemv_block<MT, TPR, G, false, false, TRACE, ILP>(W, A, M, e, tail, has_tail, counter, FastGemv{}, trace);
 }
 
 template <int MT, int TPR, int G, bool FIN>
@@ -192,6 +221,8 @@ __global__ void __launch_bounds__(128, 6) gemv_fast_kernel(Mat W, Acts A, int M,
 // The fast GEMV's dynamic shared-memory limit (a per-function attribute, set at configure time,
 // outside any graph capture; it only ever grows so an engine created later cannot shrink it).
 static int g_gemv_fast_smem = 48 * 1024;
+
+int g_gemv_variant = 0;
 
 template <int MT, int TPR, int G>
 static cudaError_t allow_fast_smem_mt(int bytes_per_token) {
@@ -237,6 +268,9 @@ static bn_status launch_one(const Mat &w, const Acts &a, int M, const Epi &e, co
     if (trace)
       return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G, true>, grid, 128, smem, s, w, a, M, e, t, ht2, counter,
                       trace);
+    if (g_gemv_variant == 1)
+      return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G, false, true>, grid, 128, smem, s, w, a, M, e, t, ht2,
+                      counter, (unsigned long long *)nullptr);
     return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G>, grid, 128, smem, s, w, a, M, e, t, ht2, counter,
                     (unsigned long long *)nullptr);
   }
