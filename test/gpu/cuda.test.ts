@@ -357,10 +357,10 @@ describe('CUDA engine without a GPU', () => {
       expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(21);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (14 have batch-1 rows, 9 batched decode: all 19), and
+      // Every configuration left its rows (14 have batch-1 rows, 10 batched decode: all 19), and
       // the kernel rows.
       expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(14);
-      expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(9);
+      expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(10);
       for (const row of [
         '| device-to-device copy',
         '| GEMV 64x2560 (smoke), M=64 (mma, pipelined, split-K tiles)',
@@ -372,6 +372,7 @@ describe('CUDA engine without a GPU', () => {
         '| select V=128256, R=1, T 0.8',
         '| attention (BN_ATTN=fast)',
         '| attention (BN_ATTN=ring)',
+        '| decode batch 64, f16 head, CUDA graph, candidates (BN_ATTN=ring BN_GEMV=ilp BN_PDL=1)',
         '| GEMV 64x2560 (smoke), M=1, ILP (BN_GEMV=ilp)',
         '| GEMV stacked 3 x 200x256 (smoke), one launch, M=4, ILP (BN_GEMV=ilp)',
         '| decode batch 4, f16 head, CUDA graph, GEMV inner loop ILP (BN_GEMV=ilp)',
