@@ -273,6 +273,9 @@ describe('CUDA engine without a GPU', () => {
       'sim/gemv-ilp 8448x256 M=8:',
       'sim/gemv 8448x256 M=3:',
       'sim/model-relu2/gemv-ilp/gemv/mixed_batch:',
+      'sim/model-silu/attn-tail/gemm/mixed_batch:',
+      'sim/opt-in attn-tail/launches:',
+      'sim/attention-ring+tail 4x1 heads T=300:',
       'sim/model-relu2/norm-regs/gemm/mixed_batch:',
       'sim/gemm-splitk-tiles 200x2560 M=100 resid:',
       'sim/gemm-splitk-pipelined-tiles 72x1280 M=100 store:',
@@ -345,7 +348,7 @@ describe('CUDA engine without a GPU', () => {
   });
 
   it('every benchmark and the profile run on the CPU simulation (--bench-smoke: small shapes, a small model)', async () => {
-    // The bench's code (19 engine configurations, the kernel rows, the fast-numerics agreement,
+    // The bench's code (20 engine configurations, the kernel rows, the fast-numerics agreement,
     // the profile) otherwise first runs on a GPU. Here each part runs in its own process on the
     // simulated device, with small shapes; the numbers mean nothing, the paths and buffers do.
     const s = startSimRuns();
@@ -354,13 +357,13 @@ describe('CUDA engine without a GPU', () => {
     try {
       const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
-      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(21);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(22);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (14 have batch-1 rows, 10 batched decode: all 19), and
+      // Every configuration left its rows (14 have batch-1 rows, 11 batched decode: all 20), and
       // the kernel rows.
       expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(14);
-      expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(10);
+      expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(11);
       for (const row of [
         '| device-to-device copy',
         '| GEMV 64x2560 (smoke), M=64 (mma, pipelined, split-K tiles)',
@@ -372,7 +375,8 @@ describe('CUDA engine without a GPU', () => {
         '| select V=128256, R=1, T 0.8',
         '| attention (BN_ATTN=fast)',
         '| attention (BN_ATTN=ring)',
-        '| decode batch 64, f16 head, CUDA graph, candidates (BN_ATTN=ring BN_GEMV=ilp BN_PDL=1)',
+        '| decode batch 64, f16 head, CUDA graph, candidates (BN_ATTN=ring BN_GEMV=ilp BN_PDL=1 BN_ATTN_TAIL=1)',
+        '| decode batch 64, f16 head, CUDA graph, attention sub-norm as its tail (BN_ATTN_TAIL=1)',
         '| GEMV 64x2560 (smoke), M=1, ILP (BN_GEMV=ilp)',
         '| GEMV stacked 3 x 200x256 (smoke), one launch, M=4, ILP (BN_GEMV=ilp)',
         '| decode batch 4, f16 head, CUDA graph, GEMV inner loop ILP (BN_GEMV=ilp)',

@@ -426,8 +426,9 @@ bn_status Engine::run_step(int M, int R, bool do_select) {
     // attention (+ attn_sub_norm and quantization)
     AttnParams ap = attn_params(l);
     const NormQuant nq_sub = nq(att_, E, L.attn_sub_norm);
-    if ((st = ops.attention(ap, M, small ? &nq_sub : nullptr))) return st;
-    if (!small && (st = ops.norm_quant(nq_sub, M))) return st;
+    const bool sub_tail = small || (ops.attention_tail_batched() && M <= kAttnTailTokens);
+    if ((st = ops.attention(ap, M, sub_tail ? &nq_sub : nullptr))) return st;
+    if (!sub_tail && (st = ops.norm_quant(nq_sub, M))) return st;
     // o_proj + residual (+ ffn_norm and quantization)
     const Epi eo = epi_to(EPI_RESID, x_, E);
     const NormQuant nq_ffn = nq(x_, E, L.ffn_norm);

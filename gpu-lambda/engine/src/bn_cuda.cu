@@ -95,6 +95,7 @@ class CudaOps : public Ops {
   bn_status attention(const AttnParams &p, int M, const NormQuant *tail, const FastAttn *split) override {
     return launch_attention(p, M, tail, counter, stream, split);
   }
+  bool attention_tail_batched() const override { return g_attn_token_tail != 0; }
   bn_status head(const HeadParams &p, int R, bool gemm) override { return launch_head(p, R, gemm, stream); }
   bn_status select(const SelectParams &p, int R) override { return launch_select(p, R, stream); }
 };
@@ -145,6 +146,7 @@ class CudaDevice : public Device {
     g_attn_ring_max_blocks = props.multiProcessorCount;  // the ring kernel runs one block per SM
     g_norm_variant = env_is("BN_NORM", "regs") ? 1 : 0;
     g_gemv_variant = env_is("BN_GEMV", "ilp") ? 1 : 0;
+    g_attn_token_tail = env_is("BN_ATTN_TAIL", "1") ? 1 : 0;
     g_tail_cache = env_is("BN_TAIL_CACHE", "0") ? 0 : 1;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");

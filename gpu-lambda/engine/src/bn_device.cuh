@@ -283,14 +283,14 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, floa
   __syncthreads();  // the shared partials (and xs) are reused by the next call
 }
 
-// Last-block ticket: every block calls this after its stores; true in the one block that finishes
-// last (which then sees every other block's stores through L2) and resets the counter.
-__device__ __forceinline__ bool last_block(unsigned *counter) {
+// Ticket over `total` arrivals (the grid, or a subset of it with its own counter): every block
+// calls it after its stores; true in the one that arrives last (which then sees every other
+// arrival's stores through L2), which also resets the counter.
+__device__ __forceinline__ bool last_arrival(unsigned *counter, unsigned total) {
   __shared__ bool is_last;
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
-    const unsigned total = gridDim.x * gridDim.y * gridDim.z;
     const unsigned t = atomicAdd(counter, 1u);
     is_last = t == total - 1;
     if (is_last) *counter = 0;  // no other block touches it again in this launch
@@ -298,6 +298,11 @@ __device__ __forceinline__ bool last_block(unsigned *counter) {
   __syncthreads();
   if (is_last) __threadfence();
   return is_last;
+}
+
+// Last-block ticket over the whole grid.
+__device__ __forceinline__ bool last_block(unsigned *counter) {
+  return last_arrival(counter, gridDim.x * gridDim.y * gridDim.z);
 }
 
 // Runs a NormQuant tail for M tokens, one after the other, with the whole (128-thread) block;
@@ -390,6 +395,10 @@ extern int g_gemm_splitk;
 // g_attn_ring_max_blocks, the SM count set at device creation, else as 1).
 extern int g_attn_variant;
 extern int g_attn_ring_max_blocks;
+// BN_ATTN_TAIL=1: batched steps above gemv_max_m tokens also run attn_sub_norm as attention's
+// per-token tail (Ops::attention_tail_batched) instead of a norm_quant launch.
+extern int g_attn_token_tail;
+extern long g_attn_tail_batched_launches;  // attention launches with a tail above kGemvMaxM tokens (the checks read it)
 extern long g_attn_ring_launches;  // how many times launch_attention took the ring (the checks read it)
 // Stand-alone norm kernel: 0 norm_quant_kernel (verified on an H200), 1 norm_quant_regs_kernel
 // (BN_NORM=regs, the row in registers; n <= 8192).
@@ -497,9 +506,12 @@ extern int g_gemm_last_split;
 bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s,
                            const FastAttn *split = nullptr);
 bn_status configure_attention(int max_ctx);
-// Fast numerics (k_attn_split.cu): split-KV attention; counter[0] is the GEMV's ticket, counter[1]
-// the statistics ticket and counter[2 + m*n_head + h] the heads' combine tickets (kTickets in all).
+// The kernels' tickets (kTickets counters, each back at 0 when its launch ends, so kernels in
+// stream order share them): the GEMV's is counter[0]; the exact attention's tail tickets are
+// counter[m] for token m; the fast numerics' split-KV attention (k_attn_split.cu) takes counter[1]
+// for its statistics and counter[2 + m*n_head + h] for the heads' combines.
 constexpr int kTickets = 4096;
+static_assert(kAttnTailTokens <= kTickets, "one tail ticket per token");
 bn_status launch_attention_split(const AttnParams &p, const FastAttn &f, int M, unsigned *counter, cudaStream_t s);
 cudaError_t set_attention_split_smem(int bytes);
 bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s);

@@ -7,22 +7,6 @@
 
 namespace bn {
 
-// Ticket over `total` arrivals (a subset of the grid): true in the last to arrive, which then sees
-// the others' stores; resets the counter.
-__device__ __forceinline__ bool last_arrival(unsigned *counter, unsigned total) {
-  __shared__ bool is_last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned t = atomicAdd(counter, 1u);
-    is_last = t == total - 1;
-    if (is_last) *counter = 0;
-  }
-  __syncthreads();
-  if (is_last) __threadfence();
-  return is_last;
-}
-
 __device__ __forceinline__ uint64_t warp_max_u64(uint64_t v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {

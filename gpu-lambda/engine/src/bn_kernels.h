@@ -188,6 +188,8 @@ constexpr int kGemvMaxM = 8;       // tokens the GEMV can carry (one per lane of
 BN_HD int gemv_lanes_per_row(int n) { return n < 8192 ? 16 : 8; }
 BN_HD int gemv_rows_per_block(int n) { return 4 * (32 / gemv_lanes_per_row(n)); }
 constexpr int kAttnThreads = 128;  // threads per attention block (4 warps)
+// The most tokens whose attention() can take a NormQuant tail (one ticket per token).
+constexpr int kAttnTailTokens = 4096;
 constexpr int kNormThreads = 128;  // threads per token in RMSNorm+quantize (and every fused tail)
 
 // ---- seams --------------------------------------------------------------------------------------
@@ -203,8 +205,13 @@ class Ops {
   // int8 tensor-core GEMM (mma m16n8k32 s8·u8) for any M.
   virtual bn_status gemm(const Mat &w, const Acts &a, int M, const Epi &e) = 0;
   virtual bn_status norm_quant(const NormQuant &nq, int M) = 0;
-  // `split` (nullable, fast numerics): split-KV attention with statistics instead of a tail.
+  // `tail` (nullable): each token's norm runs in the last of its head blocks to finish (M <=
+  // kAttnTailTokens). `split` (nullable, fast numerics): split-KV attention with statistics
+  // instead of a tail.
   virtual bn_status attention(const AttnParams &p, int M, const NormQuant *tail, const FastAttn *split = nullptr) = 0;
+  // Whether the engine gives attention() its attn_sub_norm as that tail also above gemv_max_m
+  // tokens, instead of a norm_quant() launch after it (BN_ATTN_TAIL=1 on the CUDA device).
+  virtual bool attention_tail_batched() const { return false; }
   // R logits rows; `gemm` picks the tensor-core path (F16 mode) for large R.
   virtual bn_status head(const HeadParams &p, int R, bool gemm) = 0;
   virtual bn_status select(const SelectParams &p, int R) = 0;

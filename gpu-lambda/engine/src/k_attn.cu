@@ -54,6 +54,17 @@ __device__ __forceinline__ void stage_rows_fast(uint16_t *tile, int ts, const ui
   cp_async_commit();
 }
 
+// The norm tail (attn_sub_norm and quantization) of token m: the last of its n_head blocks to
+// finish runs it, over the token's whole attention output (ticket counter[m]). At M = 1 that is
+// the last block of the grid; at larger M the tokens' norms run in parallel, each in a block of
+// its own, and no norm_quant launch follows. has_tail 2: the scores/tile buffer (free once PV is
+// done) holds the norm's vector.
+__device__ __forceinline__ void attn_token_tail(const NormQuant &tail, int has_tail, unsigned *counter, int m,
+                                                int n_head, float *sc) {
+  if (has_tail && last_arrival(counter + m, (unsigned)n_head))
+    block_norm_quant(tail, m, has_tail == 2 ? (float4 *)sc : nullptr);
+}
+
 template <bool FAST>
 __device__ __forceinline__ void stage(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt, int t0, int n,
                                       int page_shift, int kv_dim, int col0, int hd) {
@@ -97,8 +108,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M,
     const int d = threadIdx.x + i * kAttnThreads;
     if (d < hd) p.out[(size_t)m * p.ldo + h * hd + d] = acc[i];
   }
-  // has_tail 2: the scores/tile buffer (free once PV is done) holds the tail's vector.
-  if (has_tail && last_block(counter)) block_tail(tail, M, has_tail == 2 ? (float4 *)sc : nullptr);
+  attn_token_tail(tail, has_tail, counter, m, p.n_head, sc);
 }
 
 // ---- BN_ATTN=ring (written 2026-11-28, not yet run on a GPU): a ring of kAttnRing tile buffers ----
@@ -219,7 +229,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_ring_kernel(AttnParams p, i
     const int d = i + k * kAttnThreads;
     if (d < hd) p.out[(size_t)m * p.ldo + h * hd + d] = acc[k];
   }
-  if (has_tail && last_block(counter)) block_tail(tail, M, has_tail == 2 ? (float4 *)sc : nullptr);
+  attn_token_tail(tail, has_tail, counter, m, p.n_head, sc);
 }
 
 // The dynamic shared-memory limit is a per-function attribute: only ever raise it, so an engine
@@ -257,6 +267,8 @@ bn_status configure_attention(int max_ctx) {
 int g_attn_variant = 0;
 int g_attn_ring_max_blocks = 0;
 long g_attn_ring_launches = 0;
+int g_attn_token_tail = 0;
+long g_attn_tail_batched_launches = 0;
 
 bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, unsigned *counter, cudaStream_t s,
                            const FastAttn *split) {
@@ -273,6 +285,11 @@ bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, un
   }
   NormQuant t{};
   if (tail) t = *tail;
+  if (tail && M > kAttnTailTokens) {
+    set_error("attention: a norm tail for %d tokens (at most %d: one ticket each)", M, kAttnTailTokens);
+    return BN_ERR_UNSUPPORTED;
+  }
+  if (tail && M > kGemvMaxM) g_attn_tail_batched_launches++;
   dim3 grid(p.n_head, M);
   const bool direct = kAttnThreads % (p.head_dim >> 3) == 0;  // the cheaper staging's thread mapping
   if (g_attn_variant == 2 && direct && (long)p.n_head * M <= g_attn_ring_max_blocks &&
