@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <map>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -319,15 +320,27 @@ void mma_s8u8(int c[4], const uint32_t a[4], const uint32_t b[2]) { warp_mma(c, 
 void mma_f16(float c[4], const uint32_t a[4], const uint32_t b[2]) { warp_mma(c, a, b, bn::emu_mma_f16); }
 
 // ---- launches --------------------------------------------------------------------------------------------------
-static std::unordered_map<const void *, int> g_max_dyn;  // cudaFuncAttributeMaxDynamicSharedMemorySize
+// cudaFuncAttributeMaxDynamicSharedMemorySize per (device, kernel): as on a GPU, a function's
+// attributes belong to a device, so raising a kernel's limit on device 0 leaves device 1's at
+// the default.
+static std::map<std::pair<int, const void *>, int> g_max_dyn;
 constexpr int kDefaultDynSmem = 48 * 1024, kOptinSmem = 232448;  // H100/H200: 227 KB opt-in
+// The simulated devices: BN_SIM_DEVICES (1..8, default 1). They share one memory and one
+// executor; what differs per device is the function attributes (above). The current device is
+// per host thread, as the CUDA runtime's.
+static thread_local int g_cur_dev = 0;
+static int device_count() {
+  const char *v = getenv("BN_SIM_DEVICES");
+  const int n = v ? atoi(v) : 1;
+  return n >= 1 && n <= 8 ? n : 1;
+}
 
 cudaError_t set_max_dyn_smem(const void *kernel, int bytes) {
   if (bytes < 0 || bytes > kOptinSmem)
     return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: %d bytes of dynamic shared memory (limit %d)", bytes,
                 kOptinSmem);
   std::lock_guard<std::mutex> lock(g_device);
-  g_max_dyn[kernel] = bytes;
+  g_max_dyn[{g_cur_dev, kernel}] = bytes;
   return cudaSuccess;
 }
 
@@ -475,7 +488,7 @@ cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dyn, std::f
   size_t limit = (size_t)kDefaultDynSmem;
   {
     std::lock_guard<std::mutex> lock(g_device);
-    const auto it = g_max_dyn.find(kernel);
+    const auto it = g_max_dyn.find({g_cur_dev, kernel});
     if (it != g_max_dyn.end()) limit = (size_t)it->second;
   }
   if (dyn > limit)
@@ -512,16 +525,20 @@ cudaError_t cudaGetLastError() {
   return e;
 }
 cudaError_t cudaGetDeviceCount(int *n) {
-  *n = 1;
+  *n = device_count();
   return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int *d) {
-  *d = 0;
+  *d = g_cur_dev;
   return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaSetDevice(int d) {
+  if (d < 0 || d >= device_count()) return cudaErrorInvalidDevice;
+  g_cur_dev = d;
+  return cudaSuccess;
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d) {
-  if (d != 0) return cudaErrorInvalidDevice;
+  if (d < 0 || d >= device_count()) return cudaErrorInvalidDevice;
   memset(p, 0, sizeof(*p));
   snprintf(p->name, sizeof(p->name), "bn_sim (CPU, H100-shaped limits)");
   p->totalGlobalMem = (size_t)4 << 30;

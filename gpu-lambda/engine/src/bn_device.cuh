@@ -407,6 +407,34 @@ extern int g_norm_variant;
 // chunk's activation loads first, one partial sum per plane; same bits).
 extern int g_gemv_variant;
 
+// A kernel's raised dynamic shared-memory limit, kept per device. Why: the attribute belongs to
+// the device, so an engine created on a second GPU of the same process must raise its own; one
+// process-wide high-water mark skipped that, and the second device's launches failed. get() and
+// set() act on the current device (the one the engine being configured made current); devices
+// past kDevices read the 48 KB default, so they always raise again.
+class SmemMark {
+ public:
+  static constexpr int kDevices = 16, kDefault = 48 * 1024;
+  SmemMark() {
+    for (int &b : bytes_) b = kDefault;
+  }
+  int get() const {
+    const int d = device();
+    return d < 0 ? kDefault : bytes_[d];
+  }
+  void set(int bytes) {
+    const int d = device();
+    if (d >= 0) bytes_[d] = bytes;
+  }
+
+ private:
+  static int device() {
+    int d = -1;
+    return cudaGetDevice(&d) == cudaSuccess && d >= 0 && d < kDevices ? d : -1;
+  }
+  int bytes_[kDevices];
+};
+
 // Launch-error check used by every launcher: `e` (a launch call's result) or else the last error.
 bn_status check_launch(const char *what, cudaError_t e = cudaSuccess);
 

@@ -232,14 +232,14 @@ __global__ void __launch_bounds__(kAttnThreads) attn_ring_kernel(AttnParams p, i
   attn_token_tail(tail, has_tail, counter, m, p.n_head, sc);
 }
 
-// The dynamic shared-memory limit is a per-function attribute: only ever raise it, so an engine
-// created later with a shorter context cannot break one with a longer context.
-static int g_attn_smem_max = 48 * 1024;
-static int g_attn_ring_smem_max = 48 * 1024;
+// The dynamic shared-memory limit is a per-function, per-device attribute: only ever raise it, so
+// an engine created later with a shorter context cannot break one with a longer context
+// (SmemMark: each device keeps its own high-water mark).
+static SmemMark g_attn_smem_max, g_attn_ring_smem_max;
 
 bn_status configure_attention(int max_ctx) {
   const int bytes = (int)std::max(attn_smem_bytes(max_ctx, 128), attn_smem_bytes(max_ctx, 256));
-  if (bytes > g_attn_smem_max) {
+  if (bytes > g_attn_smem_max.get()) {
     cudaError_t e = cudaFuncSetAttribute(attn_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(attn_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
@@ -251,13 +251,13 @@ bn_status configure_attention(int max_ctx) {
       return BN_ERR_UNSUPPORTED;
     }
   }
-  if (bytes > g_attn_smem_max) g_attn_smem_max = bytes;
+  if (bytes > g_attn_smem_max.get()) g_attn_smem_max.set(bytes);
   // The ring kernel only where its buffers fit (else launch_attention takes attn_kernel).
   const int ring = (int)std::max(attn_ring_smem_bytes(max_ctx, 128), attn_ring_smem_bytes(max_ctx, 256));
-  if (ring > g_attn_ring_smem_max) {
+  if (ring > g_attn_ring_smem_max.get()) {
     if (cudaFuncSetAttribute(attn_ring_kernel<kAttnRing>, cudaFuncAttributeMaxDynamicSharedMemorySize, ring) ==
         cudaSuccess)
-      g_attn_ring_smem_max = ring;
+      g_attn_ring_smem_max.set(ring);
     else
       cudaGetLastError();
   }
@@ -293,7 +293,7 @@ bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, un
   dim3 grid(p.n_head, M);
   const bool direct = kAttnThreads % (p.head_dim >> 3) == 0;  // the cheaper staging's thread mapping
   if (g_attn_variant == 2 && direct && (long)p.n_head * M <= g_attn_ring_max_blocks &&
-      attn_ring_smem_bytes(p.max_t, p.head_dim) <= (size_t)g_attn_ring_smem_max) {
+      attn_ring_smem_bytes(p.max_t, p.head_dim) <= (size_t)g_attn_ring_smem_max.get()) {
     const size_t smem = attn_ring_smem_bytes(p.max_t, p.head_dim);
     const int ht = !tail ? 0 : g_tail_cache && (size_t)t.n * 4 <= smem ? 2 : 1;
     g_attn_ring_launches++;

@@ -218,15 +218,16 @@ __global__ void __launch_bounds__(128, 6) gemv_fast_kernel(Mat W, Acts A, int M,
   gemv_block<MT, TPR, G, true, FIN>(W, A, M, e, tail, has_tail, counter, F);
 }
 
-// The fast GEMV's dynamic shared-memory limit (a per-function attribute, set at configure time,
-// outside any graph capture; it only ever grows so an engine created later cannot shrink it).
-static int g_gemv_fast_smem = 48 * 1024;
+// The fast GEMV's dynamic shared-memory limit (a per-function, per-device attribute, set at
+// configure time, outside any graph capture; it only ever grows so an engine created later
+// cannot shrink it).
+static SmemMark g_gemv_fast_smem;
 
 int g_gemv_variant = 0;
 
 template <int MT, int TPR, int G>
 static cudaError_t allow_fast_smem_mt(int bytes_per_token) {
-  const int bytes = std::max(48 * 1024, std::min(g_gemv_fast_smem, MT * bytes_per_token));
+  const int bytes = std::max(48 * 1024, std::min(g_gemv_fast_smem.get(), MT * bytes_per_token));
   return cudaFuncSetAttribute(gemv_fast_kernel<MT, TPR, G, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
 
@@ -241,13 +242,13 @@ static cudaError_t allow_fast_smem(int bytes_per_token) {
 
 bn_status configure_gemv(int max_ld, int smem_optin) {
   const int want = std::min(kGemvMaxM * max_ld, smem_optin);
-  if (want <= g_gemv_fast_smem) return BN_OK;
-  const int before = g_gemv_fast_smem;
-  g_gemv_fast_smem = want;
+  if (want <= g_gemv_fast_smem.get()) return BN_OK;
+  const int before = g_gemv_fast_smem.get();
+  g_gemv_fast_smem.set(want);
   cudaError_t e = allow_fast_smem<16, 4>(max_ld);
   if (e == cudaSuccess) e = allow_fast_smem<8, 8>(max_ld);
   if (e != cudaSuccess) {
-    g_gemv_fast_smem = before;
+    g_gemv_fast_smem.set(before);
     cudaGetLastError();
     set_error("gemv: raising the fast kernel's shared memory to %d bytes failed: %s", want, cudaGetErrorString(e));
     return BN_ERR_UNSUPPORTED;
@@ -282,9 +283,9 @@ static bn_status launch_one(const Mat &w, const Acts &a, int M, const Epi &e, co
     return launch_k("gemv_fast_kernel", gemv_fast_kernel<MT, TPR, G, false>, grid, 128, 0, s, w, a, M, e, t, ht, counter,
                     *fast);
   const size_t smem = (size_t)MT * a.ld;  // the quantized input rows
-  if (smem > (size_t)g_gemv_fast_smem) {
+  if (smem > (size_t)g_gemv_fast_smem.get()) {
     set_error("gemv: fast input of %d tokens x %d bytes needs %zu bytes of shared memory; %d configured", MT, a.ld, smem,
-              g_gemv_fast_smem);
+              g_gemv_fast_smem.get());
     return BN_ERR_UNSUPPORTED;
   }
   return launch_k("gemv_fast_kernel", gemv_fast_kernel<MT, TPR, G, true>, grid, 128, smem, s, w, a, M, e, t, ht,
