@@ -73,7 +73,7 @@ __device__ __forceinline__ void stage(uint16_t *tile, int ts, const uint16_t *po
 }
 
 template <bool FAST>
-__global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
+__global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, NormQuant tail, int has_tail,
                                                             unsigned *counter) {
   BN_PDL_ENTER_LONG();
   BN_DYN_SHARED(float, sc);
@@ -146,7 +146,7 @@ inline size_t attn_ring_smem_bytes(int cap, int hd) {
 }
 
 template <int NB>
-__global__ void __launch_bounds__(kAttnThreads) attn_ring_kernel(AttnParams p, int M, NormQuant tail, int has_tail,
+__global__ void __launch_bounds__(kAttnThreads) attn_ring_kernel(AttnParams p, NormQuant tail, int has_tail,
                                                                  unsigned *counter) {
   static_assert(NB >= 2, "K tiles are consumed two at a time");
   BN_PDL_ENTER_LONG();
@@ -290,21 +290,19 @@ bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, un
     return BN_ERR_UNSUPPORTED;
   }
   if (tail && M > kGemvMaxM) g_attn_tail_batched_launches++;
-  dim3 grid(p.n_head, M);
+  const dim3 grid(p.n_head, M);
   const bool direct = kAttnThreads % (p.head_dim >> 3) == 0;  // the cheaper staging's thread mapping
-  if (g_attn_variant == 2 && direct && (long)p.n_head * M <= g_attn_ring_max_blocks &&
-      attn_ring_smem_bytes(p.max_t, p.head_dim) <= (size_t)g_attn_ring_smem_max.get()) {
-    const size_t smem = attn_ring_smem_bytes(p.max_t, p.head_dim);
-    const int ht = !tail ? 0 : g_tail_cache && (size_t)t.n * 4 <= smem ? 2 : 1;
-    g_attn_ring_launches++;
-    return launch_k("attn_ring_kernel", attn_ring_kernel<kAttnRing>, grid, kAttnThreads, smem, s, p, M, t, ht,
-                    counter);
-  }
-  const size_t smem = attn_smem_bytes(p.max_t, p.head_dim);
+  const bool ring = g_attn_variant == 2 && direct && (long)p.n_head * M <= g_attn_ring_max_blocks &&
+                    attn_ring_smem_bytes(p.max_t, p.head_dim) <= (size_t)g_attn_ring_smem_max.get();
+  const size_t smem = ring ? attn_ring_smem_bytes(p.max_t, p.head_dim) : attn_smem_bytes(p.max_t, p.head_dim);
   const int ht = !tail ? 0 : g_tail_cache && (size_t)t.n * 4 <= smem ? 2 : 1;
+  if (ring) {
+    g_attn_ring_launches++;
+    return launch_k("attn_ring_kernel", attn_ring_kernel<kAttnRing>, grid, kAttnThreads, smem, s, p, t, ht, counter);
+  }
   if (g_attn_variant >= 1 && direct)
-    return launch_k("attn_kernel", attn_kernel<true>, grid, kAttnThreads, smem, s, p, M, t, ht, counter);
-  return launch_k("attn_kernel", attn_kernel<false>, grid, kAttnThreads, smem, s, p, M, t, ht, counter);
+    return launch_k("attn_kernel", attn_kernel<true>, grid, kAttnThreads, smem, s, p, t, ht, counter);
+  return launch_k("attn_kernel", attn_kernel<false>, grid, kAttnThreads, smem, s, p, t, ht, counter);
 }
 
 }  // namespace bn
