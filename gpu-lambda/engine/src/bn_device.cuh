@@ -392,7 +392,8 @@ extern int g_gemm_variant;
 extern int g_gemm_splitk;
 // Attention staging: 0 the generic copies (BN_ATTN=generic), 1 stage_rows_fast (the default since
 // run 6), 2 the ring of tiles (BN_ATTN=ring: attn_ring_kernel while n_head · M <=
-// g_attn_ring_max_blocks, the SM count set at device creation, else as 1).
+// g_attn_ring_max_blocks, the SM count set at device creation, else as 1). Under that same
+// one-wave bound the attention kernels also release their PDL dependents at entry.
 extern int g_attn_variant;
 extern int g_attn_ring_max_blocks;
 // BN_ATTN_TAIL=1: batched steps above gemv_max_m tokens also run attn_sub_norm as attention's

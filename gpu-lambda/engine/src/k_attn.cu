@@ -65,6 +65,16 @@ __device__ __forceinline__ void attn_token_tail(const NormQuant &tail, int has_t
     block_norm_quant(tail, m, has_tail == 2 ? (float4 *)sc : nullptr);
 }
 
+// pdl_wait(), then the dependents' signal at entry under BN_PDL=early, or when this grid is one
+// wave (`early`: n_head · M <= the SM count, as a decode step of a few tokens): the next
+// kernel's blocks (the o GEMV) then take the SMs attention leaves idle and load their weights
+// while it runs; with one wave no block of this grid waits for a slot they hold. (A no-op
+// without PDL: BN_PDL=1.)
+__device__ __forceinline__ void attn_pdl_enter(int early) {
+  pdl_wait();
+  if (c_pdl_early || early) pdl_launch_dependents();
+}
+
 template <bool FAST>
 __device__ __forceinline__ void stage(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt, int t0, int n,
                                       int page_shift, int kv_dim, int col0, int hd) {
@@ -74,8 +84,8 @@ __device__ __forceinline__ void stage(uint16_t *tile, int ts, const uint16_t *po
 
 template <bool FAST>
 __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, NormQuant tail, int has_tail,
-                                                            unsigned *counter) {
-  BN_PDL_ENTER_LONG();
+                                                            unsigned *counter, int early) {
+  attn_pdl_enter(early);
   BN_DYN_SHARED(float, sc);
   __shared__ double qd[256];  // q in f64 once (the scores multiply in f64: no per-product conversion)
   __shared__ float wmax[kAttnThreads / 32];
@@ -147,9 +157,9 @@ inline size_t attn_ring_smem_bytes(int cap, int hd) {
 
 template <int NB>
 __global__ void __launch_bounds__(kAttnThreads) attn_ring_kernel(AttnParams p, NormQuant tail, int has_tail,
-                                                                 unsigned *counter) {
+                                                                 unsigned *counter, int early) {
   static_assert(NB >= 2, "K tiles are consumed two at a time");
-  BN_PDL_ENTER_LONG();
+  attn_pdl_enter(early);
   BN_DYN_SHARED(float, sc);
   __shared__ double qd[256];
   __shared__ float wmax[kAttnThreads / 32];
@@ -292,17 +302,19 @@ bn_status launch_attention(const AttnParams &p, int M, const NormQuant *tail, un
   if (tail && M > kGemvMaxM) g_attn_tail_batched_launches++;
   const dim3 grid(p.n_head, M);
   const bool direct = kAttnThreads % (p.head_dim >> 3) == 0;  // the cheaper staging's thread mapping
-  const bool ring = g_attn_variant == 2 && direct && (long)p.n_head * M <= g_attn_ring_max_blocks &&
+  const int one_wave = (long)p.n_head * M <= g_attn_ring_max_blocks ? 1 : 0;
+  const bool ring = g_attn_variant == 2 && direct && one_wave &&
                     attn_ring_smem_bytes(p.max_t, p.head_dim) <= (size_t)g_attn_ring_smem_max.get();
   const size_t smem = ring ? attn_ring_smem_bytes(p.max_t, p.head_dim) : attn_smem_bytes(p.max_t, p.head_dim);
   const int ht = !tail ? 0 : g_tail_cache && (size_t)t.n * 4 <= smem ? 2 : 1;
   if (ring) {
     g_attn_ring_launches++;
-    return launch_k("attn_ring_kernel", attn_ring_kernel<kAttnRing>, grid, kAttnThreads, smem, s, p, t, ht, counter);
+    return launch_k("attn_ring_kernel", attn_ring_kernel<kAttnRing>, grid, kAttnThreads, smem, s, p, t, ht, counter,
+                    one_wave);
   }
   if (g_attn_variant >= 1 && direct)
-    return launch_k("attn_kernel", attn_kernel<true>, grid, kAttnThreads, smem, s, p, t, ht, counter);
-  return launch_k("attn_kernel", attn_kernel<false>, grid, kAttnThreads, smem, s, p, t, ht, counter);
+    return launch_k("attn_kernel", attn_kernel<true>, grid, kAttnThreads, smem, s, p, t, ht, counter, one_wave);
+  return launch_k("attn_kernel", attn_kernel<false>, grid, kAttnThreads, smem, s, p, t, ht, counter, one_wave);
 }
 
 }  // namespace bn
