@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { defaultServerConditions } from 'vite';
 import { defineConfig } from 'vitest/config';
 
@@ -14,5 +15,13 @@ export default defineConfig({
     // Model-level tests run real forward passes on a 2-core CI machine.
     testTimeout: 120_000,
     hookTimeout: 300_000,
+    // Vitest's default (one worker fewer than the cores) runs the files one at a time on 2 cores,
+    // and the CPU sits half idle through most of them (a file mostly waits on one child process).
+    // Two files at once there; test/gpu/cuda.test.ts runs its compilers and simulations at a lower
+    // priority, so they fill the idle time instead of slowing the other files down.
+    maxWorkers: Math.max(2, availableParallelism() - 1),
+    // Every file gets its own TMPDIR, removed when it ends: nothing a test or its children put in
+    // os.tmpdir() outlives the run.
+    setupFiles: ['test/setup/tmpdir.ts'],
   },
 });

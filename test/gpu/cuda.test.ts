@@ -11,7 +11,7 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { constants, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,6 +27,12 @@ import { f16Round as f16r, type KVStore } from '../../src/model/reference.ts';
 import { MemorySource } from '../../src/sources/byte-source.ts';
 import { synthBytes } from '../helpers/models.ts';
 import { post } from '../http/helpers.ts';
+
+// This file is mostly compilers and CPU simulations (~13 CPU-minutes) and runs beside the other
+// test files (vitest.config.ts): below their priority it takes the cores they leave idle, and
+// their servers and timeouts see no slowdown. Its own process only (a file gets a fresh worker);
+// the compilers and simulations started from here inherit it.
+setPriority(constants.priority.PRIORITY_BELOW_NORMAL);
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const ENGINE = join(ROOT, 'gpu-lambda/engine');

@@ -11,6 +11,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { withDirLock } from '../helpers/dir-lock.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = resolve(here, '../..');
@@ -55,29 +56,39 @@ function installedVersion(): string | undefined {
 let installing: Promise<void> | undefined;
 
 /**
- * `npm ci` in test/oracle/llama unless the pinned node-llama-cpp is already there. --ignore-scripts:
- * node-llama-cpp's postinstall may compile llama.cpp from source for minutes; the prebuilt CPU
- * binary needs no script, and probs.mjs uses build: 'never' so a missing binary is an error.
+ * `npm ci` in test/oracle/llama unless the pinned node-llama-cpp is already there. Several test
+ * files need the oracle and may run at once: one installs under a lock, the others wait for it
+ * and then find it installed.
  */
 export function ensureOracleInstalled(): Promise<void> {
   installing ??= (async () => {
     if (installedVersion() === PINNED) return;
-    const t0 = performance.now();
-    // Prefer the npm that started the tests (npm test sets npm_execpath), run under this Node.
-    const npmCli = process.env.npm_execpath;
-    const [cmd, pre] = npmCli?.endsWith('.js') ? [process.execPath, [npmCli]] : ['npm', []];
-    // Keep the outer npm's settings (registry, proxy, cache, cafile) but not its project root.
-    const env = { ...process.env };
-    delete env.npm_config_local_prefix;
-    await run(cmd, [...pre, 'ci', '--prefix', ORACLE_DIR, '--ignore-scripts', '--no-audit', '--no-fund'], {
-      cwd: ORACLE_DIR,
-      env,
-    });
-    const got = installedVersion();
-    if (got !== PINNED) throw new Error(`llama oracle install gave node-llama-cpp ${got}, expected ${PINNED}`);
-    console.log(`[oracle] npm ci in test/oracle/llama took ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    await withDirLock(join(ORACLE_DIR, '.install-lock'), installOracle);
   })();
   return installing;
+}
+
+/**
+ * --ignore-scripts: node-llama-cpp's postinstall may compile llama.cpp from source for minutes;
+ * the prebuilt CPU binary needs no script, and probs.mjs uses build: 'never' so a missing binary
+ * is an error.
+ */
+async function installOracle(): Promise<void> {
+  if (installedVersion() === PINNED) return; // another process installed it while this one waited
+  const t0 = performance.now();
+  // Prefer the npm that started the tests (npm test sets npm_execpath), run under this Node.
+  const npmCli = process.env.npm_execpath;
+  const [cmd, pre] = npmCli?.endsWith('.js') ? [process.execPath, [npmCli]] : ['npm', []];
+  // Keep the outer npm's settings (registry, proxy, cache, cafile) but not its project root.
+  const env = { ...process.env };
+  delete env.npm_config_local_prefix;
+  await run(cmd, [...pre, 'ci', '--prefix', ORACLE_DIR, '--ignore-scripts', '--no-audit', '--no-fund'], {
+    cwd: ORACLE_DIR,
+    env,
+  });
+  const got = installedVersion();
+  if (got !== PINNED) throw new Error(`llama oracle install gave node-llama-cpp ${got}, expected ${PINNED}`);
+  console.log(`[oracle] npm ci in test/oracle/llama took ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
 export interface OracleRun {
