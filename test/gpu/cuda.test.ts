@@ -121,62 +121,87 @@ interface SimChecks {
 }
 
 /**
- * The test program's runs on the CPU simulation: the kernels' checks under AddressSanitizer and
- * in reverse order, and the benchmarks' smoke run. Each is long (1.5 to 3 min) and single-threaded,
- * so they run two at a time in the background once both simulation builds exist, and each test
- * awaits its own. The ASan run's 'gpu/fast' section (its long-context checks) takes most of it
- * and runs beside the other sections.
+ * The test program on the CPU simulation: its two builds (AddressSanitizer, plain), the kernels'
+ * checks under ASan and in reverse order, and the benchmarks' smoke run. All of it goes to the
+ * background queue when the file starts, beside the nvcc build that the first tests run in the
+ * foreground; the runs follow once both builds are done, two at a time, and each test awaits its
+ * own (the ASan run's long-context 'gpu/fast' section runs beside its other sections). `asan`, `reverse` and `smoke` resolve undefined when their build
+ * failed (the tests then report the build's output).
  */
 interface SimRuns {
-  asanBuild: Run;
-  plainBuild: Run;
-  asan?: SimChecks;
-  reverse?: SimChecks;
-  smoke?: Promise<Run>;
+  asanBuild: Promise<Run>;
+  plainBuild: Promise<Run>;
+  asan: Promise<SimChecks | undefined>;
+  reverse: Promise<SimChecks | undefined>;
+  smoke: Promise<Run | undefined>;
   smokeDir: string;
 }
 let simRuns: SimRuns | undefined;
 function startSimRuns(): SimRuns {
   if (simRuns) return simRuns;
-  const asanBuild = run('make', ['-C', ENGINE, '-j2', 'SIM_ASAN=1', 'sim-test', 'sim-selftest']);
-  const plainBuild = run('make', ['-C', ENGINE, '-j2', 'sim-test', 'sim-selftest']);
+  const bg = runInBackground;
+  // Separate object directories (build/sim-asan, build/sim): the two builds may run at once, and
+  // beside the nvcc build (build/*.o). The sim addon's build (make sim-lib, build/sim) waits for
+  // the plain one.
+  const asanBuild = bg('make', ['-C', ENGINE, '-j2', 'SIM_ASAN=1', 'sim-test', 'sim-selftest']);
+  const plainBuild = bg('make', ['-C', ENGINE, '-j2', 'sim-test', 'sim-selftest']);
   const smokeDir = mkdtempSync(join(tmpdir(), 'bn-smoke-'));
   const checks = ['--no-random', '--fixtures', FIXTURE_DIR];
   const reverse = { ...process.env, BN_SIM_ORDER: 'reverse' };
-  const bg = runInBackground;
-  simRuns = { asanBuild, plainBuild, smokeDir };
-  // longest first
-  const asanFast = asanBuild.code === 0 ? bg(SIM_TEST_ASAN, [...checks, '--only', 'gpu/fast']) : undefined;
-  if (plainBuild.code === 0) {
-    simRuns.smoke = bg(SIM_TEST, [
-      ...checks,
-      '--only',
-      'bench|profile',
-      '--bench-smoke',
-      '--profile',
-      '--out',
-      smokeDir,
-    ]);
-    simRuns.reverse = {
-      runs: [bg(SIM_TEST, [...checks, '--fast-2b4t'], reverse)],
-      self: bg(SIM_SELFTEST, [], reverse),
+  // Once both builds are done, the runs queue up longest first (ASan's gpu/fast, the smoke, the
+  // reverse run, the other ASan sections, the selftests), so the last to end is a short one.
+  const runs = Promise.all([asanBuild, plainBuild]).then(([a, p]) => {
+    const asanOk = a.code === 0;
+    const plainOk = p.code === 0;
+    const asanFast = asanOk ? bg(SIM_TEST_ASAN, [...checks, '--only', 'gpu/fast']) : undefined;
+    const smoke = plainOk
+      ? bg(SIM_TEST, [...checks, '--only', 'bench|profile', '--bench-smoke', '--profile', '--out', smokeDir])
+      : undefined;
+    const reverseRun = plainOk ? bg(SIM_TEST, [...checks, '--fast-2b4t'], reverse) : undefined;
+    const asanRest = asanOk ? bg(SIM_TEST_ASAN, [...checks, '--skip', 'gpu/fast']) : undefined;
+    return {
+      smoke,
+      asan: asanFast && asanRest ? { runs: [asanFast, asanRest], self: bg(SIM_SELFTEST_ASAN, []) } : undefined,
+      reverse: reverseRun ? { runs: [reverseRun], self: bg(SIM_SELFTEST, [], reverse) } : undefined,
     };
-  }
-  if (asanFast)
-    simRuns.asan = {
-      runs: [asanFast, bg(SIM_TEST_ASAN, [...checks, '--skip', 'gpu/fast'])],
-      self: bg(SIM_SELFTEST_ASAN, []),
-    };
+  });
+  const asan = runs.then((r) => r.asan);
+  const reverseRuns = runs.then((r) => r.reverse);
+  const smoke = runs.then((r) => r.smoke);
+  simRuns = { asanBuild, plainBuild, asan, reverse: reverseRuns, smoke, smokeDir };
   return simRuns;
 }
 
+/** Every process of the simulation runs has ended. */
+async function simRunsEnded(s: SimRuns): Promise<void> {
+  const [asan, reverse] = await Promise.all([s.asan, s.reverse, s.smoke]);
+  await Promise.all([asan?.self, ...(asan?.runs ?? []), reverse?.self, ...(reverse?.runs ?? [])]);
+}
+
+/** Whether any test in `suite` (a file or describe block) is going to run: a filter skips the others. */
+function anyTestRuns(
+  suite: { tasks?: { mode: string; type: string; name: string; tasks?: unknown[] }[] },
+  name: RegExp,
+): boolean {
+  return (suite.tasks ?? []).some((t) =>
+    t.type === 'suite'
+      ? anyTestRuns(t as Parameters<typeof anyTestRuns>[0], name)
+      : t.mode === 'run' && name.test(t.name),
+  );
+}
+
 describe('CUDA engine without a GPU', () => {
-  // The background runs end before the file does, even those of tests left out by a filter.
+  // The simulation's builds and runs start first, in the background, when a test that needs them
+  // is going to run (a filter may leave them all out); the file ends after all of them.
+  // biome-ignore lint/correctness/noEmptyPattern: vitest wants a pattern for the context; the suite comes second.
+  beforeAll(({}, suite) => {
+    if (anyTestRuns(suite, /under AddressSanitizer|last to first|in its own process|every benchmark and the profile/))
+      startSimRuns();
+  });
   afterAll(async () => {
     if (!simRuns) return;
-    const { asan, reverse, smoke, smokeDir } = simRuns;
-    await Promise.all([asan?.self, ...(asan?.runs ?? []), reverse?.self, ...(reverse?.runs ?? []), smoke]);
-    rmSync(smokeDir, { recursive: true, force: true });
+    await simRunsEnded(simRuns);
+    rmSync(simRuns.smokeDir, { recursive: true, force: true });
   });
   let hasGpu = false;
 
@@ -220,9 +245,9 @@ describe('CUDA engine without a GPU', () => {
       );
     expect(entry, 'gemv_kernel<1, 8, 8> sm_90 in k_gemv.ptxas.txt').not.toBeNull();
     expect(Number(entry![1]), 'gemv_kernel<1, 8, 8> registers on sm_90').toBeLessThanOrEqual(72);
-    // nvcc for two architectures on a 2-core machine beside the other test files: ~90 s alone,
-    // 127 s once under load (over the default 120 s limit).
-  }, 600_000);
+    // nvcc for two architectures on a 2-core machine: ~90 s alone; 324 s at low priority beside
+    // the other test files (a CI run of 2026-11-28), longer beside the simulation's builds too.
+  }, 900_000);
 
   it('the golden fixtures are current (regenerated from the TS reference, byte for byte)', async () => {
     const files = await buildFixtures();
@@ -315,9 +340,10 @@ describe('CUDA engine without a GPU', () => {
     // shared array: a memcheck of the real kernels in every CI run. The long 'gpu/fast' section
     // and the others run in two processes at once.
     const s = startSimRuns();
-    if (!s.asan) return expectSimRun(s.asanBuild, s.asanBuild, []);
-    expectSimRun(s.asanBuild, await s.asan.self, await Promise.all(s.asan.runs));
-  }, 600_000);
+    const [build, asan] = await Promise.all([s.asanBuild, s.asan]);
+    if (!asan) return expectSimRun(build, build, []);
+    expectSimRun(build, await asan.self, await Promise.all(asan.runs));
+  }, 900_000);
 
   it('the same checks pass with blocks and threads run last to first (no result depends on the order: no races)', async () => {
     // Threads run in turn between barriers and blocks one after another, so a race (a value read
@@ -326,17 +352,20 @@ describe('CUDA engine without a GPU', () => {
     // This run also takes the fast numerics' 2B-4T shapes (T up to 4096, 16 splits, the GEMV's
     // shared-memory attribute at 8 tokens x 6912).
     const s = startSimRuns();
-    if (!s.reverse) return expectSimRun(s.plainBuild, s.plainBuild, []);
-    const self = await s.reverse.self;
-    const runs = await Promise.all(s.reverse.runs);
-    expectSimRun(s.plainBuild, self, runs);
+    const [build, reverse] = await Promise.all([s.plainBuild, s.reverse]);
+    if (!reverse) return expectSimRun(build, build, []);
+    const self = await reverse.self;
+    const runs = await Promise.all(reverse.runs);
+    expectSimRun(build, self, runs);
     const out = runs.map((r) => r.out).join('\n');
     for (const k of ['sim/fast_attention_2b4t:', 'sim/fast_gemv 13824x2560 gateup M=8:', 'sim/fast_long_t2300_m1:'])
       expect(out, k).toContain(`[PASS] ${k}`);
     expect(self.out).toContain('[PASS] sim/BN_SIM_ORDER=reverse: blocks and threads run last to first');
-  }, 600_000);
+  }, 900_000);
 
-  it('each GPU section runs in its own process: a crash, a hang or a fault there costs that section only', () => {
+  it('each GPU section runs in its own process: a crash, a hang or a fault there costs that section only', async () => {
+    const build = await startSimRuns().plainBuild;
+    expect(build.code, build.out.slice(-4000)).toBe(0);
     // The sim runs above already went through the isolation (every section forks). Here its own
     // check: a child's reports reach the parent, a crashed one (abort) and a hung one (killed at
     // its 1 s limit) each add one failed "<name>/process" check, and bench rows from a child land
@@ -355,14 +384,15 @@ describe('CUDA engine without a GPU', () => {
     expect(one.out.match(/^\(section |^ {2}\(section /gm)?.length).toBe(1);
     expect(one.out).not.toContain('sim/model-relu2/gemv/');
     expect(one.out).not.toContain('sim/fast_');
-  });
+  }, 900_000);
 
   it('every benchmark and the profile run on the CPU simulation (--bench-smoke: small shapes, a small model)', async () => {
     // The bench's code (20 engine configurations, the kernel rows, the fast-numerics agreement,
     // the profile) otherwise first runs on a GPU. Here each part runs in its own process on the
     // simulated device, with small shapes; the numbers mean nothing, the paths and buffers do.
     const s = startSimRuns();
-    expect(s.plainBuild.code, s.plainBuild.out.slice(-4000)).toBe(0);
+    const build = await s.plainBuild;
+    expect(build.code, build.out.slice(-4000)).toBe(0);
     const out = s.smokeDir;
     try {
       const r = (await s.smoke)!;
@@ -402,7 +432,7 @@ describe('CUDA engine without a GPU', () => {
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
-  }, 600_000);
+  }, 900_000);
 
   it('the per-kernel profiler of the GPU test program runs (small model, CPU emulation)', () => {
     const r = run(GPU_TEST, ['--cpu-only', '--profile-only']);
@@ -572,7 +602,9 @@ describe('CUDA engine without a GPU', () => {
       { name: 'CPU simulation of the kernel sources', addon: SIM_ADDON, emulate: false, device: /^bn_sim / },
     ];
 
-    it('the addon builds against the CPU simulation (gpu-lambda/addon-sim) and reports that device', () => {
+    it('the addon builds against the CPU simulation (gpu-lambda/addon-sim) and reports that device', async () => {
+      // Its make sim-lib shares build/sim with the simulation's plain build: never both at once.
+      await simRuns?.plainBuild;
       const gyp = join(ROOT, 'node_modules/.bin/node-gyp');
       const r = run(gyp, ['rebuild', '--directory', SIM_ADDON_DIR, '-j', '2', ...nodedirArgs()]);
       expect(r.code, r.out.slice(-4000)).toBe(0);
