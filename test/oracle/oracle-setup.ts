@@ -11,7 +11,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { withDirLock } from '../helpers/dir-lock.ts';
+import { acquireLock } from '../../src/sources/hf-hub-cache.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = resolve(here, '../..');
@@ -63,7 +63,13 @@ let installing: Promise<void> | undefined;
 export function ensureOracleInstalled(): Promise<void> {
   installing ??= (async () => {
     if (installedVersion() === PINNED) return;
-    await withDirLock(join(ORACLE_DIR, '.install-lock'), installOracle);
+    // The hub cache's lock between processes (pid and host inside; a dead holder's is taken over).
+    const lock = await acquireLock(join(ORACLE_DIR, '.install-lock'));
+    try {
+      await installOracle();
+    } finally {
+      await lock.release();
+    }
   })();
   return installing;
 }
