@@ -47,46 +47,42 @@ __device__ __forceinline__ double f16_to_f64(uint16_t h) {
 // A score from its f64 dot product: rounded to f32, times `scale` in f64, rounded to f32.
 __device__ __forceinline__ float score_of(double dot, double scale) { return (float)((double)(float)dot * scale); }
 
-// The score of one staged K row: Σ_d q_d·k_d in f64 in dimension order (every product of two f16
-// values is exact, so the fma is too), rounded to f32, times `scale` in f64, rounded to f32.
-__device__ __forceinline__ float row_score(const uint16_t *row, const double *qd, int hd, double scale) {
-  const uint4 *kr = (const uint4 *)row;
-  double acc = 0.0;
+// The scores of N staged K rows: each is Σ_d q_d·k_d in f64 in dimension order (every product of
+// two f16 values is exact, so the fma is too), rounded to f32, times `scale` in f64, rounded to
+// f32. With N = 2 (the ring kernel) the rows' chains interleave: two independent f64 chains per
+// thread hide half of each DFMA's latency, and each row still gets the one-row chain's bits.
+template <int N>
+__device__ __forceinline__ void row_scores(const uint16_t *const (&rows)[N], const double *qd, int hd, double scale,
+                                           float (&out)[N]) {
+  double acc[N];
+#pragma unroll
+  for (int r = 0; r < N; r++) acc[r] = 0.0;
   for (int c = 0; c < (hd >> 3); c++) {
-    const uint4 kk = kr[c];  // dimensions 8c..8c+7 (16-byte reads: conflict-free across rows)
-    const uint32_t k2[4] = {kk.x, kk.y, kk.z, kk.w};
+    uint32_t k2[N][4];  // dimensions 8c..8c+7 of each row (16-byte reads: conflict-free across rows)
+#pragma unroll
+    for (int r = 0; r < N; r++) {
+      const uint4 kk = ((const uint4 *)rows[r])[c];
+      k2[r][0] = kk.x, k2[r][1] = kk.y, k2[r][2] = kk.z, k2[r][3] = kk.w;
+    }
 #pragma unroll
     for (int e = 0; e < 4; e++) {
       const int d = 8 * c + 2 * e;
-      acc = __fma_rn(qd[d], f16_to_f64((uint16_t)(k2[e] & 0xffffu)), acc);
-      acc = __fma_rn(qd[d + 1], f16_to_f64((uint16_t)(k2[e] >> 16)), acc);
+#pragma unroll
+      for (int r = 0; r < N; r++) acc[r] = __fma_rn(qd[d], f16_to_f64((uint16_t)(k2[r][e] & 0xffffu)), acc[r]);
+#pragma unroll
+      for (int r = 0; r < N; r++) acc[r] = __fma_rn(qd[d + 1], f16_to_f64((uint16_t)(k2[r][e] >> 16)), acc[r]);
     }
   }
-  return score_of(acc, scale);
+#pragma unroll
+  for (int r = 0; r < N; r++) out[r] = score_of(acc[r], scale);
 }
 
-// Two rows' scores (rows a and b) with their chains interleaved: each is row_score's chain in
-// the same dimension order, so each gives row_score's bits; two independent f64 chains per
-// thread hide half of each DFMA's latency.
-__device__ __forceinline__ void row_score2(const uint16_t *ra, const uint16_t *rb, const double *qd, int hd,
-                                           double scale, float &sa, float &sb) {
-  const uint4 *ka = (const uint4 *)ra, *kb = (const uint4 *)rb;
-  double a = 0.0, b = 0.0;
-  for (int c = 0; c < (hd >> 3); c++) {
-    const uint4 xa = ka[c], xb = kb[c];
-    const uint32_t wa[4] = {xa.x, xa.y, xa.z, xa.w}, wb[4] = {xb.x, xb.y, xb.z, xb.w};
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int d = 8 * c + 2 * e;
-      const double q0 = qd[d], q1 = qd[d + 1];
-      a = __fma_rn(q0, f16_to_f64((uint16_t)(wa[e] & 0xffffu)), a);
-      b = __fma_rn(q0, f16_to_f64((uint16_t)(wb[e] & 0xffffu)), b);
-      a = __fma_rn(q1, f16_to_f64((uint16_t)(wa[e] >> 16)), a);
-      b = __fma_rn(q1, f16_to_f64((uint16_t)(wb[e] >> 16)), b);
-    }
-  }
-  sa = score_of(a, scale);
-  sb = score_of(b, scale);
+// The score of one staged K row (row_scores with N = 1).
+__device__ __forceinline__ float row_score(const uint16_t *row, const double *qd, int hd, double scale) {
+  const uint16_t *const rows[1] = {row};
+  float s[1];
+  row_scores<1>(rows, qd, hd, scale, s);
+  return s[0];
 }
 
 // e_j = f32(exp(sc_j − mx)) in place for j < n, and the block's Σ e_j in f64 (thread i sums

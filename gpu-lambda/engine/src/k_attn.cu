@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, NormQu
 // sequence of units, unit u in buffer u % kAttnRing; the first kAttnRing units are issued at entry
 // and each consumed buffer is refilled with the unit kAttnRing ahead, so at T <= 256 all four
 // tiles are in flight together and later tiles land while earlier ones are used. K tiles are
-// scored two at a time: thread i takes row i of both with two interleaved chains (row_score2).
+// scored two at a time: thread i takes row i of both with two interleaved chains (row_scores<2>).
 // The values and their orders are attn_kernel's: same bits (checked against the emulation).
 // It needs kAttnRing tiles of shared memory (139 KB at head_dim 128), so one block per SM: the
 // launcher takes it only while the grid fits one wave (n_head · M <= g_attn_ring_max_blocks, the
@@ -200,11 +200,12 @@ __global__ void __launch_bounds__(kAttnThreads) attn_ring_kernel(AttnParams p, N
     __syncthreads();  // every thread's copies (and qd) visible
     const int n1 = min(KT, T - (u + 1) * KT);  // tile u is full
     if (i < n1) {
-      float s0, s1;
-      row_score2(buf(u) + i * ts, buf(u + 1) + i * ts, qd, hd, p.scale, s0, s1);
-      sc[u * KT + i] = s0;
-      sc[(u + 1) * KT + i] = s1;
-      lmax = fmaxf(lmax, fmaxf(s0, s1));
+      const uint16_t *const rows[2] = {buf(u) + i * ts, buf(u + 1) + i * ts};
+      float s[2];
+      row_scores<2>(rows, qd, hd, p.scale, s);
+      sc[u * KT + i] = s[0];
+      sc[(u + 1) * KT + i] = s[1];
+      lmax = fmaxf(lmax, fmaxf(s[0], s[1]));
     } else if (i < KT) {
       const float s0 = row_score(buf(u) + i * ts, qd, hd, p.scale);
       sc[u * KT + i] = s0;
