@@ -4,15 +4,19 @@
  * threads, on a 2B-4T-shaped TQ2_0 file and the `large` shape (both with a Q6_K embedding/head,
  * SiLU), then the kernel micro-benchmark. Prints a table of ratios and one JSON object.
  *
- *   node bench/run.ts [--prompt 128] [--gen 64] [--runs 3] [--threads 1,2] [--parallel 1] [--shapes 2b-4t,large] [--no-llama] [--no-micro]
+ *   node bench/run.ts [--prompt 128] [--gen 64] [--runs 3] [--rounds 1] [--threads 1,2] [--parallel 1] [--shapes 2b-4t,large] [--no-llama] [--no-micro]
  *
  * `--parallel 1,4` adds rows with 4 sequences decoding at once (a server with 4 requests in
  * flight): ours batches their steps (wasm backend), llama.cpp evaluates them on one context with 4
  * sequences (node-llama-cpp batches concurrent evaluations). Decode tok/s is then the sum over the
  * sequences.
  *
- * Each measurement is a fresh child process (clean RSS); ours and llama.cpp alternate per thread
- * count so machine-load drift hits both alike. Synthetic files are made once under .cache/bench/.
+ * Each measurement is a fresh child process (clean RSS) that times `--runs` runs; ours and
+ * llama.cpp alternate per thread count so machine-load drift hits both alike. `--rounds N` repeats
+ * each pair N times, ours and llama.cpp in turn, and pools their runs: a burst of load on a shared
+ * machine then lands on both sides. Each side's rate is the median of its runs, and `spread`
+ * (the fastest run over the slowest) says how steady they were: a row whose spread is over 1.25
+ * is marked in the table. Synthetic files are made once under .cache/bench/.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -38,6 +42,45 @@ function run(args: string[]): Promise<string> {
     );
   });
 }
+
+type Side = Record<string, unknown> & {
+  prefillRuns: number[];
+  decodeRuns: number[];
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  peakRssBytes: number;
+};
+
+const median = (xs: number[]): number => {
+  const v = [...xs].sort((a, b) => a - b);
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
+
+/** One side's rounds as one measurement: the runs pooled, rates their medians, the largest RSS. */
+function pool(rounds: Side[]): Side {
+  if (rounds.length === 1) return rounds[0]; // the child's own figures, as they were
+  const prefillRuns = rounds.flatMap((r) => r.prefillRuns);
+  const decodeRuns = rounds.flatMap((r) => r.decodeRuns);
+  const out: Side = {
+    ...rounds[0],
+    runs: prefillRuns.length,
+    prefillRuns,
+    decodeRuns,
+    prefillTokensPerSecond: median(prefillRuns),
+    decodeTokensPerSecond: median(decodeRuns),
+    peakRssBytes: Math.max(...rounds.map((r) => r.peakRssBytes)),
+  };
+  for (const k of ['decodeRssBytes'])
+    if (typeof rounds[0][k] === 'number') out[k] = Math.max(...rounds.map((r) => r[k] as number));
+  for (const k of ['prefillCpuMsPerToken', 'decodeCpuMsPerToken'])
+    if (typeof rounds[0][k] === 'number') out[k] = rounds.reduce((a, r) => a + (r[k] as number), 0) / rounds.length;
+  return out;
+}
+
+/** The fastest run over the slowest (1 = all equal). */
+const spreadOf = (runs: number[]) => Math.max(...runs) / Math.min(...runs);
+const NOISY = 1.25;
 
 const lastJson = (s: string) =>
   JSON.parse(
@@ -79,6 +122,7 @@ async function main(): Promise<void> {
       prompt: { type: 'string', default: '128' },
       gen: { type: 'string', default: '64' },
       runs: { type: 'string', default: '3' },
+      rounds: { type: 'string', default: '1' },
       threads: { type: 'string', default: '1,2' },
       parallel: { type: 'string', default: '1' },
       shapes: { type: 'string', default: '2b-4t,large' },
@@ -86,6 +130,11 @@ async function main(): Promise<void> {
       'no-micro': { type: 'boolean' },
     },
   });
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) {
+    console.error(`bench: --rounds must be an integer from 1 to 20 (got ${values.rounds})`);
+    process.exit(2);
+  }
   const threads = values.threads!.split(',').map(Number);
   const parallels = values.parallel!.split(',').map(Number);
   const shapes = values.shapes!.split(',');
@@ -106,31 +155,40 @@ async function main(): Promise<void> {
       for (const p of parallels) {
         const common = [String(t), values.prompt!, values.gen!, values.runs!, String(p)];
         const what = `${shape} ${t} thread(s)${p > 1 ? `, ${p} sequences` : ''}`;
-        console.error(`[bench] ${what}: ours ...`);
-        const ours = lastJson(
-          await run([
-            'bin/bitnet.js',
-            'bench',
-            '--model',
-            file,
-            '--threads',
-            String(t),
-            '--prompt',
-            values.prompt!,
-            '--gen',
-            values.gen!,
-            '--runs',
-            values.runs!,
-            '--parallel',
-            String(p),
-            '--json',
-          ]),
-        );
-        let llama: Record<string, number> | undefined;
-        if (llamaOk) {
-          console.error(`[bench] ${what}: llama.cpp ...`);
-          llama = lastJson(await run(['bench/llama-bench.mjs', file, ...common]));
+        const oursRounds: Side[] = [];
+        const llamaRounds: Side[] = [];
+        for (let round = 1; round <= rounds; round++) {
+          const of = rounds > 1 ? ` (round ${round} of ${rounds})` : '';
+          console.error(`[bench] ${what}: ours${of} ...`);
+          oursRounds.push(
+            lastJson(
+              await run([
+                'bin/bitnet.js',
+                'bench',
+                '--model',
+                file,
+                '--threads',
+                String(t),
+                '--prompt',
+                values.prompt!,
+                '--gen',
+                values.gen!,
+                '--runs',
+                values.runs!,
+                '--parallel',
+                String(p),
+                '--json',
+              ]),
+            ),
+          );
+          if (llamaOk) {
+            console.error(`[bench] ${what}: llama.cpp${of} ...`);
+            llamaRounds.push(lastJson(await run(['bench/llama-bench.mjs', file, ...common])));
+          }
         }
+        const ours = pool(oursRounds);
+        const llama = llamaRounds.length ? pool(llamaRounds) : undefined;
+        const spread = (x: Side) => ({ prefill: spreadOf(x.prefillRuns), decode: spreadOf(x.decodeRuns) });
         rows.push({
           shape,
           file,
@@ -144,8 +202,9 @@ async function main(): Promise<void> {
                 decode: ours.decodeTokensPerSecond / llama.decodeTokensPerSecond,
               }
             : undefined,
-          rssOverFile: ours.peakRssBytes / ours.fileBytes,
-          decodeRssOverFile: ours.decodeRssBytes / ours.fileBytes,
+          spread: { ours: spread(ours), llama: llama ? spread(llama) : undefined },
+          rssOverFile: ours.peakRssBytes / (ours.fileBytes as number),
+          decodeRssOverFile: (ours.decodeRssBytes as number) / (ours.fileBytes as number),
         });
       }
   }
@@ -154,6 +213,7 @@ async function main(): Promise<void> {
   console.log(
     '\nshape   thr par | ours prefill decode | llama.cpp prefill decode | ratio prefill decode | peak RSS / file',
   );
+  let noisy = false;
   for (const r of rows as {
     shape: string;
     threads: number;
@@ -162,13 +222,21 @@ async function main(): Promise<void> {
     llama?: Record<string, number>;
     ratios?: Record<string, number>;
     rssOverFile: number;
+    spread: Record<'ours' | 'llama', Record<'prefill' | 'decode', number> | undefined>;
   }[]) {
+    const worst = Math.max(...[r.spread.ours, r.spread.llama].flatMap((x) => (x ? [x.prefill, x.decode] : [])));
+    const mark = worst > NOISY ? ' *' : '';
+    if (mark) noisy = true;
     console.log(
       `${r.shape.padEnd(7)} ${String(r.threads).padStart(3)} ${String(r.parallel).padStart(3)} | ${f(r.ours.prefillTokensPerSecond).padStart(12)} ${f(r.ours.decodeTokensPerSecond).padStart(6)} | ` +
         `${f(r.llama?.prefillTokensPerSecond).padStart(17)} ${f(r.llama?.decodeTokensPerSecond).padStart(6)} | ` +
-        `${f(r.ratios?.prefill).padStart(13)} ${f(r.ratios?.decode).padStart(6)} | ${f(r.rssOverFile)}`,
+        `${f(r.ratios?.prefill).padStart(13)} ${f(r.ratios?.decode).padStart(6)} | ${f(r.rssOverFile)}${mark}`,
     );
   }
+  if (noisy)
+    console.log(
+      `* a side's runs spread more than ${NOISY}x (fastest over slowest; "spread" in the JSON): the machine was not steady, run again or add --rounds`,
+    );
   if (microRows.length) {
     console.log('\nkernel micro-benchmark (GOP/s, one thread)');
     for (const x of microRows)
