@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
+import { TRUNCATE_GRACE_MS } from './range-server.ts';
 
 export const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 export const md5 = (b: Uint8Array) => createHash('md5').update(b).digest('hex');
@@ -273,7 +274,11 @@ export class FakeHub {
     res.setHeader('content-length', String(chunk.length));
     if (this.cfg.dropAfter !== undefined && (this.cfg.dropTimes ?? 1) > 0) {
       this.cfg.dropTimes = (this.cfg.dropTimes ?? 1) - 1;
-      return void res.write(chunk.subarray(0, this.cfg.dropAfter), () => setTimeout(() => res.socket?.destroy(), 20));
+      // Destroyed a while after the bytes went to the OS: the client keeps only what it has read
+      // and written by then (range-server.ts, 'truncate').
+      return void res.write(chunk.subarray(0, this.cfg.dropAfter), () =>
+        setTimeout(() => res.socket?.destroy(), TRUNCATE_GRACE_MS),
+      );
     }
     if (this.cfg.stallAfter !== undefined) {
       const n = this.cfg.stallAfter;

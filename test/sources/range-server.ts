@@ -8,7 +8,7 @@
  *   5xx           503, no body
  *   stall-headers never answers (the client's stall timer must fire)
  *   stall-body    headers and half the body, then nothing
- *   truncate      headers with the full Content-Length, half the body, then the socket is destroyed
+ *   truncate      headers with the full Content-Length, half the body, then the socket is closed
  *   etag-change   the file is replaced (new bytes and ETag) before this request is served
  *   ignore-range  200 with the whole file
  *   bad-range     206 with a Content-Range for other bytes
@@ -18,6 +18,9 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+
+/** How long a truncated response stays open after its half body was sent (see 'truncate'). */
+export const TRUNCATE_GRACE_MS = 250;
 
 export type FaultKind =
   | '5xx'
@@ -186,8 +189,13 @@ export class RangeServer {
       return;
     }
     if (fault === 'stall-body' || fault === 'truncate') {
-      res.write(body.subarray(0, body.byteLength >> 1));
-      if (fault === 'truncate') setTimeout(() => res.socket?.destroy(), 5);
+      // truncate: the socket is destroyed TRUNCATE_GRACE_MS after the half went to the OS. The
+      // client keeps only what it has read and written by then: a broken body discards chunks
+      // still queued in its streams. With 5 ms, a loaded machine (two test files at once) left
+      // it nothing, and it started over instead of resuming.
+      const half = body.subarray(0, body.byteLength >> 1);
+      if (fault === 'truncate') res.write(half, () => setTimeout(() => res.socket?.destroy(), TRUNCATE_GRACE_MS));
+      else res.write(half);
       return;
     }
     res.end(body);
