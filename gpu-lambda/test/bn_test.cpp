@@ -877,7 +877,10 @@ static int isolation_selftest() {
 #if defined(BN_WITH_CUDA)
   {  // the benchmarks' rows and heading from a child, and the parent's results.md (BenchOut)
     BenchOut B;
-    char dir[] = "/tmp/bn_iso_XXXXXX";
+    // Under $TMPDIR when set (the test runner gives each file its own), else /tmp.
+    const char *tmp = getenv("TMPDIR");
+    std::string dir_s = std::string(tmp && *tmp ? tmp : "/tmp") + "/bn_iso_XXXXXX";
+    char *dir = dir_s.data();
     const bool have_dir = mkdtemp(dir) != nullptr;
     if (have_dir) B.path = std::string(dir) + "/results.md";
     g_on_bench = [&B](const bnt::ChildRecord &r) { B.take(r); };
