@@ -251,6 +251,20 @@ const unsigned char *warp_exchange(const void *mine, size_t bytes) {
 
 void *dyn_smem() { return g_dyn; }
 
+// Static shared memory (BN_SHARED): each variable and the block in which it was last filled. A
+// variable is filled by the first thread of a block to reach its declaration: no thread of the
+// block can have written it before that (its name is in scope only past the declaration).
+// Blocks run one at a time under g_device, so one map serves every host thread.
+static std::unordered_map<void *, unsigned long long> g_shared_block;
+static unsigned long long g_block_serial = 0;  // counts blocks run; 0: none yet
+
+void shared_static(void *p, size_t bytes) {
+  const auto [it, fresh] = g_shared_block.try_emplace(p, g_block_serial);
+  if (!fresh && it->second == g_block_serial) return;
+  it->second = g_block_serial;
+  memset(p, 0xcd, bytes);  // as the dynamic shared memory: undefined, never zero
+}
+
 static void land(const std::vector<Thread::Copy> &g) {
   for (const Thread::Copy &c : g) {
     memset(c.dst, 0, 16);
@@ -452,6 +466,7 @@ static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn
       for (unsigned xi = 0; xi < grid.x; xi++) {
         blockIdx = rev ? dim3(grid.x - 1 - xi, grid.y - 1 - yi, grid.z - 1 - zi) : dim3(xi, yi, zi);
         if (g_dyn) memset(g_dyn, 0xcd, dyn);  // shared memory starts undefined: never zero
+        g_block_serial++;                        // and so does static shared memory (shared_static)
         if (!run_block((int)nthreads)) return cudaErrorLaunchFailure;
       }
   g_body = nullptr;

@@ -12,13 +12,13 @@
 // is reported as a launch error instead of hanging), launch shapes and dynamic shared-memory
 // limits, last-block tickets, graph capture, cp.async waits (a copy lands only at the wait that
 // covers it), and the kernels' arithmetic (host numerics: BN_DEVICE_CODE is 0, which the
-// emulation already matches to the GPU's bits). BN_SIM_ORDER=reverse runs blocks and threads
-// last to first, so that a result that depends on their order (a race) shows; SIM_ASAN=1
-// (Makefile) adds AddressSanitizer.
+// emulation already matches to the GPU's bits). Shared memory, static and dynamic, starts as 0xcd
+// bytes in every block, so a read before the block's own write shows in the results.
+// BN_SIM_ORDER=reverse runs blocks and threads last to first, so that a result that depends on
+// their order (a race) shows; SIM_ASAN=1 (Makefile) adds AddressSanitizer.
 // What it cannot check: timing, races that neither order exposes, memory ordering (fences are
-// no-ops), reads of static __shared__ variables before the block writes them (see below), and
-// the hardware's own instruction semantics (dp4a, mma.sync and cp.async are computed from their
-// documented semantics; mma.sync from the PTX fragment layouts in bn_mma.h).
+// no-ops), and the hardware's own instruction semantics (dp4a, mma.sync and cp.async are computed
+// from their documented semantics; mma.sync from the PTX fragment layouts in bn_mma.h).
 #pragma once
 
 #include <math.h>
@@ -37,13 +37,23 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-// A kernel's __shared__ variables become function statics: one copy, which is the block's because
-// blocks run one at a time (and every thread of the block sees it). Unlike the dynamic shared
-// memory, which is refilled with a pattern before each block, they keep the previous block's
-// values: a read before the block's own write goes unnoticed. (One linker section for all of them,
-// to refill it, fails with GCC: inline functions' statics are COMDAT and conflict with the
-// kernels' own.)
-#define __shared__ static
+// A kernel's static shared memory is declared with BN_SHARED(T, name, dims) (bn_device.cuh gives the
+// CUDA form, `__shared__ T name dims`). Here it becomes a function static: one copy, which is the
+// block's because blocks run one at a time (and every thread of the block sees it), registered
+// with the executor as the declaration is reached. The first thread of each block to reach it
+// fills it with the pattern the dynamic shared memory gets (0xcd bytes), so a read before the
+// block's own write sees garbage, as on a GPU, not the previous block's values.
+// Why a macro and not `__shared__`: the executor must know each variable's address and size, and a
+// keyword in front of a declaration cannot name the variable it declares. (One linker section
+// for all of them fails with GCC: inline functions' statics are COMDAT and conflict with the
+// kernels' own.) A plain `__shared__` does not compile here, so none is missed.
+namespace bn_sim {
+void shared_static(void *p, size_t bytes);
+}
+#define BN_SHARED(T, name, ...) \
+  static T name __VA_ARGS__;    \
+  ::bn_sim::shared_static((void *)&(name), sizeof(name))
+#define __shared__ use_BN_SHARED_for_static_shared_memory
 #define __align__(n) __attribute__((aligned(n)))
 // __constant__ variables are plain (file-static where declared so) globals; cudaMemcpyToSymbol
 // below copies into them.

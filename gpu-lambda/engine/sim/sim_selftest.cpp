@@ -28,7 +28,7 @@ static cudaError_t launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, A
 // Each thread: its warp's sum of (block-linear index) by an xor butterfly, and its block's
 // reversed index through shared memory.
 __global__ void k_shuffle_shared(int *sums, int *rev) {
-  __shared__ int s[256];
+  BN_SHARED(int, s, [256]);
   const int i = (int)threadIdx.x, n = (int)blockDim.x;
   int v = i;
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -64,10 +64,30 @@ __global__ void k_dyn(int *out) {
   out[threadIdx.x] = d[blockDim.x - 1 - threadIdx.x];
 }
 
+// Static shared memory starts undefined in every block: keep() returns what the variable held
+// and then stores v. Called twice per block, the first call sees the fill (0xcd bytes), not the
+// previous block's 6, and the second sees the first's 5 (the block's own copy persists).
+__device__ int keep(int v) {
+  BN_SHARED(int, s);
+  const int old = s;
+  __syncthreads();
+  if (threadIdx.x == 0) s = v;
+  __syncthreads();
+  return old;
+}
+__global__ void k_static_fresh(int *out) {
+  const int a = keep(5);
+  const int b = keep(6);
+  if (threadIdx.x == 7) {
+    out[2 * blockIdx.x] = a;
+    out[2 * blockIdx.x + 1] = b;
+  }
+}
+
 // A deliberate race: each thread writes its slot and, with no barrier, reads its neighbour's.
 // Threads run in turn between barriers, so what it reads shows the order (BN_SIM_ORDER).
 __global__ void k_race(int *out, int *ticket) {
-  __shared__ int s[64];
+  BN_SHARED(int, s, [64]);
   if (threadIdx.x == 0)
     for (int i = 0; i < 64; i++) s[i] = -1;
   __syncthreads();
@@ -80,7 +100,7 @@ __global__ void k_race(int *out, int *ticket) {
 // cp.async lands at the wait that covers it: two groups of one 16-byte copy each; the tile is read
 // before any wait, after wait_group(1) (the older group only) and after wait_all.
 __global__ void k_cp_async(const int *src, int *out) {
-  __shared__ __align__(16) int tile[8];
+  BN_SHARED(__align__(16) int, tile, [8]);
   if (threadIdx.x != 0) return;
   for (int i = 0; i < 8; i++) tile[i] = -1;
   bn_sim::cp_async(tile, src, 16);
@@ -99,7 +119,7 @@ __global__ void k_cp_async(const int *src, int *out) {
 
 // cp.async from or to an address off 16 bytes: a fault on the GPU, an error here.
 __global__ void k_cp_misaligned(const int *src, int *out, int dst_off, int src_off) {
-  __shared__ __align__(16) int tile[12];
+  BN_SHARED(__align__(16) int, tile, [12]);
   if (threadIdx.x != 0) return;
   bn_sim::cp_async(tile + dst_off, src + src_off, 16);
   bn_sim::cp_async_wait_all();
@@ -162,6 +182,14 @@ int main() {
     launch(k_shuffle_after_exit, dim3(1), dim3(32), 0, out.data());
     check(cudaGetLastError() == cudaErrorLaunchFailure, "a full-warp shuffle after half the warp exited is reported");
     check(cudaGetLastError() == cudaSuccess, "the error is cleared once read");
+  }
+  {  // static shared memory: undefined (0xcd bytes) at each block's start, kept within the block
+    std::vector<int> out(6, 0);
+    launch(k_static_fresh, dim3(3), dim3(64), 0, out.data());
+    const int fill = (int)0xcdcdcdcdu;
+    bool ok = cudaGetLastError() == cudaSuccess;
+    for (int b = 0; b < 3; b++) ok = ok && out[(size_t)(2 * b)] == fill && out[(size_t)(2 * b + 1)] == 5;
+    check(ok, "static shared memory starts as 0xcd bytes in every block, not the previous block's values");
   }
   {  // dynamic shared memory: 48 KB without the attribute, the opt-in limit with it
     std::vector<int> out(128, 0);

@@ -19,6 +19,15 @@
 #define BN_DYN_SHARED(T, name) extern __shared__ T name[]
 #endif
 
+// A kernel's static shared memory: `BN_SHARED(double, red, [4]);` declares `__shared__ double
+// red[4]` (T may carry __align__; the last argument is the array bounds, or empty). Under the CPU
+// simulation it is also registered, so that every block starts with it undefined (0xcd bytes)
+// instead of the previous block's values (sim/cuda_runtime.h, where a plain __shared__ does not
+// compile).
+#if !defined(BN_SIM)
+#define BN_SHARED(T, name, ...) __shared__ T name __VA_ARGS__
+#endif
+
 namespace bn {
 
 __device__ __forceinline__ double warp_sum_d(double v) {
@@ -219,9 +228,9 @@ __device__ __forceinline__ void finish_quant(const NormQuant &p, int m, float s,
 constexpr int kNqWBatch = 5;
 
 __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, float4 *xs = nullptr) {
-  __shared__ double red_d[kNormThreads / 32];
-  __shared__ float red_f[kNormThreads / 32];
-  __shared__ int red_i[kNormThreads / 32];
+  BN_SHARED(double, red_d, [kNormThreads / 32]);
+  BN_SHARED(float, red_f, [kNormThreads / 32]);
+  BN_SHARED(int, red_i, [kNormThreads / 32]);
   const float *x = p.x + (size_t)m * p.ldx;
   const int n4 = p.n / 4;
   double ss = 0.0;
@@ -287,7 +296,7 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, floa
 // calls it after its stores; true in the one that arrives last (which then sees every other
 // arrival's stores through L2), which also resets the counter.
 __device__ __forceinline__ bool last_arrival(unsigned *counter, unsigned total) {
-  __shared__ bool is_last;
+  BN_SHARED(bool, is_last);
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {

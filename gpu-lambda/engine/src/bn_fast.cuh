@@ -19,8 +19,8 @@ __device__ __forceinline__ uint64_t warp_max_u64(uint64_t v) {
 // Block-wide (128 threads) reduction of one f64 sum and one key max: per-thread values, xor
 // butterflies per warp, warps combined in order. All threads get the result.
 __device__ __forceinline__ void block_sum_key(double &ss, uint64_t &key) {
-  __shared__ double rd[kNormThreads / 32];
-  __shared__ uint64_t rk[kNormThreads / 32];
+  BN_SHARED(double, rd, [kNormThreads / 32]);
+  BN_SHARED(uint64_t, rk, [kNormThreads / 32]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   ss = warp_sum_d(ss);
   key = warp_max_u64(key);
@@ -59,7 +59,7 @@ __device__ __forceinline__ void block_stats_finish(const StatsOut &so, int M, in
       so.ns.stats[2 * m + 1] = s;
     }
     if (so.q) {  // BN_FAST_QUANT=tail: the int8 rows here, once, for consumers that read them
-      __shared__ int red[kNormThreads / 32];
+      BN_SHARED(int, red, [kNormThreads / 32]);
       NormQuant out{};
       out.q = so.q;
       out.ldq = so.ldq;
@@ -78,7 +78,7 @@ __device__ __forceinline__ void block_stats_finish(const StatsOut &so, int M, in
 // NB: elements of x and w loaded per round (registers: 8·NB).
 template <int MT, int NB = kNqBatch>
 __device__ __forceinline__ void block_quant_in(const NormStats &ns, int M, int8_t *q, int ldq, int *S, float *scale) {
-  __shared__ int red[MT][kNormThreads / 32];
+  BN_SHARED(int, red, [MT][kNormThreads / 32]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int n4 = ns.n >> 2, l4 = ldq >> 2;
 #pragma unroll

@@ -39,7 +39,7 @@ BN_PDL_MODE(pdl_set_early_attn)
 // tile's copies were issued, so the offsets can be overwritten.
 __device__ __forceinline__ void stage_rows_fast(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt,
                                                 int t0, int n, int page_shift, int kv_dim, int col0, int hd) {
-  __shared__ size_t rowoff[kAttnThreads];
+  BN_SHARED(size_t, rowoff, [kAttnThreads]);
   if (threadIdx.x < n) {
     const int t = t0 + threadIdx.x;
     rowoff[threadIdx.x] =
@@ -87,9 +87,9 @@ __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, NormQu
                                                             unsigned *counter, int early) {
   attn_pdl_enter(early);
   BN_DYN_SHARED(float, sc);
-  __shared__ double qd[256];  // q in f64 once (the scores multiply in f64: no per-product conversion)
-  __shared__ float wmax[kAttnThreads / 32];
-  __shared__ double wsum[kAttnThreads / 32];
+  BN_SHARED(double, qd, [256]);  // q in f64 once (the scores multiply in f64: no per-product conversion)
+  BN_SHARED(float, wmax, [kAttnThreads / 32]);
+  BN_SHARED(double, wsum, [kAttnThreads / 32]);
   const int h = blockIdx.x, m = blockIdx.y;
   const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv);
   const int T = p.pos[m] + 1;
@@ -161,9 +161,9 @@ __global__ void __launch_bounds__(kAttnThreads) attn_ring_kernel(AttnParams p, N
   static_assert(NB >= 2, "K tiles are consumed two at a time");
   attn_pdl_enter(early);
   BN_DYN_SHARED(float, sc);
-  __shared__ double qd[256];
-  __shared__ float wmax[kAttnThreads / 32];
-  __shared__ double wsum[kAttnThreads / 32];
+  BN_SHARED(double, qd, [256]);
+  BN_SHARED(float, wmax, [kAttnThreads / 32]);
+  BN_SHARED(double, wsum, [kAttnThreads / 32]);
   const int h = blockIdx.x, m = blockIdx.y, i = threadIdx.x;
   const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv);
   const int T = p.pos[m] + 1;

@@ -31,9 +31,9 @@ BN_PDL_MODE(pdl_set_early_attn_split)
 __global__ void __launch_bounds__(kAttnThreads) attn_split_kernel(AttnParams p, FastAttn f, int M, unsigned *counter) {
   BN_PDL_ENTER_LONG();
   BN_DYN_SHARED(float, sc);
-  __shared__ double qd[256];
-  __shared__ float wmax[kAttnThreads / 32];
-  __shared__ double wsum[kAttnThreads / 32];
+  BN_SHARED(double, qd, [256]);
+  BN_SHARED(float, wmax, [kAttnThreads / 32]);
+  BN_SHARED(double, wsum, [kAttnThreads / 32]);
   const int h = blockIdx.x, r = blockIdx.y, m = blockIdx.z, S = f.splits;
   const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv);
   const int T = p.pos[m] + 1;
@@ -78,8 +78,10 @@ __global__ void __launch_bounds__(kAttnThreads) attn_split_kernel(AttnParams p, 
 
   // The head's last range combines.
   if (!last_arrival(counter + 2 + head_row, (unsigned)S)) return;
-  __shared__ float wr[kFastMaxSplits], mr[kFastMaxSplits], lr[kFastMaxSplits];
-  __shared__ double Lsh;
+  BN_SHARED(float, wr, [kFastMaxSplits]);
+  BN_SHARED(float, mr, [kFastMaxSplits]);
+  BN_SHARED(float, lr, [kFastMaxSplits]);
+  BN_SHARED(double, Lsh);
   const float *ml0 = f.part_ml + head_row * S * 2;
   // The ranges' (mx, l) pairs come in through shared memory, one thread each: thread 0's loops
   // below run exp() (branches), and ptxas keeps a global load behind a branch, so loading there

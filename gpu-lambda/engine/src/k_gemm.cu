@@ -220,7 +220,7 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
       trace_end<TRACE>(trace);
       return;
     }
-    __shared__ bool is_last_t;
+    BN_SHARED(bool, is_last_t);
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -266,7 +266,7 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
       const int ml = idx / GN, nl = idx % GN, m = m0 + ml, n = nt0 + nl;
       if (m < M && n < W.n) atomicAdd(scratch + (size_t)m * W.n + n, Cs[ml * CST + nl]);
     }
-    __shared__ bool is_last;
+    BN_SHARED(bool, is_last);
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -309,12 +309,12 @@ __device__ __forceinline__ void gemm_finish(const Mat &W, const Acts &A, int M, 
 template <bool TILES, bool SEP = false>
 __global__ void __launch_bounds__(128, 4) gemm_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split, int *scratch,
                                                    unsigned *tickets) {
-  __shared__ TokTab tt;
+  BN_SHARED(TokTab, tt);
   BN_PDL_ENTER_LONG();
   TokRegs tr;
   tok_start<TILES>(tt, tr, A, e, M);
   // Shared memory: the activation tile during the K loop, then the 64×64 int32 result tile.
-  __shared__ __align__(16) int8_t smem[GM * CST * 4];
+  BN_SHARED(__align__(16) int8_t, smem, [GM * CST * 4]);
   int8_t *As = smem;
   int *Cs = (int *)smem;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -390,7 +390,7 @@ template <bool TILES, int S, bool TRACE = false, bool SEP = false>
 __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M, Epi e, int kb_per_split,
                                                         int *scratch, unsigned *tickets, unsigned long long *trace) {
   static_assert(S >= 3, "the wait below keeps S - 2 groups in flight");
-  __shared__ TokTab tt;
+  BN_SHARED(TokTab, tt);
   BN_DYN_SHARED(__align__(16) int8_t, ring);  // S × STAGE bytes (the launch gives them)
   trace_begin<TRACE>(trace);
   BN_PDL_ENTER_LONG();
@@ -452,8 +452,8 @@ __global__ void __launch_bounds__(128, 4) gemm_pipe_kernel(Mat W, Acts A, int M,
 constexpr int kRedSlices = 4, kRedRows = GM / kRedSlices;
 
 __global__ void __launch_bounds__(128) gemm_reduce_kernel(Mat W, Acts A, int M, Epi e, int splits, const int *parts) {
-  __shared__ TokTab tt;
-  __shared__ __align__(16) int Cs[GM * CST];  // rows [r0, r1) used
+  BN_SHARED(TokTab, tt);
+  BN_SHARED(__align__(16) int, Cs, [GM * CST]);  // rows [r0, r1) used
   pdl_enter();
   const int nt0 = blockIdx.x * GN, m0 = blockIdx.y * GM, r0 = blockIdx.z * kRedRows, r1 = r0 + kRedRows;
   load_tok(tt, A, e, M, r0, kRedRows);

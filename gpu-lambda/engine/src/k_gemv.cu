@@ -93,8 +93,8 @@ __device__ __forceinline__ void load_group(uint4 (&w)[G], const uint4 *wr, int c
 template <int MT, int RB>
 __device__ __forceinline__ void fast_stats_part(const Epi &e, const StatsOut &so, int M, int rloc, int row, int m,
                                                 bool valid) {
-  __shared__ double sl_ss[MT][RB];
-  __shared__ uint64_t sl_key[MT][RB];
+  BN_SHARED(double, sl_ss, [MT][RB]);
+  BN_SHARED(uint64_t, sl_key, [MT][RB]);
   if (m < MT) {
     double ss = 0.0;
     uint64_t key = 0;
@@ -140,8 +140,8 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
   if (live) load_group<G, TPR>(w, wr, tx, cpr);  // weights only: allowed before pdl_wait()
   BN_PDL_ENTER_LONG();
   const int8_t *aq = A.q;
-  __shared__ int fS[FIN ? MT : 1];
-  __shared__ float fs[FIN ? MT : 1];
+  BN_SHARED(int, fS, [FIN ? MT : 1]);
+  BN_SHARED(float, fs, [FIN ? MT : 1]);
   if (FIN) {
     BN_DYN_SHARED(__align__(16) int8_t, fq);  // [MT][A.ld]
     // 4 x/w elements in flight per round; 2 where the kernel's weight registers (G chunks per

@@ -136,8 +136,8 @@ constexpr int HST = 72;  // shared row stride in halves
 
 __global__ void __launch_bounds__(128) head_mma_kernel(HeadParams p, int R) {
   pdl_enter();
-  __shared__ __align__(16) uint16_t As[64 * HST];
-  __shared__ __align__(16) uint16_t Bs[64 * HST];
+  BN_SHARED(__align__(16) uint16_t, As, [64 * HST]);
+  BN_SHARED(__align__(16) uint16_t, Bs, [64 * HST]);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int v0 = blockIdx.x * 64, r0 = blockIdx.y * 64;
   const uint16_t *W = (const uint16_t *)p.w;

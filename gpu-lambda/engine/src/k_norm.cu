@@ -44,9 +44,9 @@ constexpr int kNormRegs = 16;
 
 __global__ void __launch_bounds__(kNormThreads) norm_quant_regs_kernel(NormQuant p) {
   pdl_enter();
-  __shared__ double red_d[kNormThreads / 32];
-  __shared__ float red_f[kNormThreads / 32];
-  __shared__ int red_i[kNormThreads / 32];
+  BN_SHARED(double, red_d, [kNormThreads / 32]);
+  BN_SHARED(float, red_f, [kNormThreads / 32]);
+  BN_SHARED(int, red_i, [kNormThreads / 32]);
   const int m = blockIdx.x, tid = threadIdx.x;
   const int n4 = p.n / 4;
   const float4 *x4 = (const float4 *)(p.x + (size_t)m * p.ldx);

@@ -47,15 +47,19 @@ __device__ __forceinline__ void walk(const float *lg, int first, int end, F f) {
 
 __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
   pdl_enter();
-  __shared__ int hist[256];
-  __shared__ int cnt_a[ST], cnt_b[ST];
-  __shared__ unsigned long long ck[ST];
-  __shared__ float cl[ST];
-  __shared__ double cw[ST];
-  __shared__ float bv[ST / 32];
-  __shared__ int bi[ST / 32];
-  __shared__ uint32_t s_prefix, s_mask;
-  __shared__ int s_krem, s_ngt, s_nan;
+  BN_SHARED(int, hist, [256]);
+  BN_SHARED(int, cnt_a, [ST]);
+  BN_SHARED(int, cnt_b, [ST]);
+  BN_SHARED(unsigned long long, ck, [ST]);
+  BN_SHARED(float, cl, [ST]);
+  BN_SHARED(double, cw, [ST]);
+  BN_SHARED(float, bv, [ST / 32]);
+  BN_SHARED(int, bi, [ST / 32]);
+  BN_SHARED(uint32_t, s_prefix);
+  BN_SHARED(uint32_t, s_mask);
+  BN_SHARED(int, s_krem);
+  BN_SHARED(int, s_ngt);
+  BN_SHARED(int, s_nan);
   const int r = blockIdx.x, tid = threadIdx.x, V = p.n_vocab;
   float *lg = p.logits + (size_t)r * V;
   const SampleRow *row = p.rows ? p.rows + r : nullptr;
@@ -64,7 +68,7 @@ __global__ void __launch_bounds__(ST, 1) select_kernel(SelectParams p) {
   // it when no earlier entry has the same id, so the ids it changes are distinct (no race) and
   // each is changed once, as in the sampler's serial loop (which cost thread 0 up to 64 dependent
   // loads, with 64·63/2 more for the duplicate checks).
-  __shared__ int s_hist[64];
+  BN_SHARED(int, s_hist, [64]);
   if (tid == 0) s_nan = 0;
   const bool penalize = row && row->penalty != 1.0;
   const int nh = penalize ? min(max(row->n_history, 0), 64) : 0;
