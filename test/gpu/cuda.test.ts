@@ -285,6 +285,12 @@ describe('CUDA engine without a GPU', () => {
     expect(Number(/== sim selftest: (\d+) passed/.exec(self.out)![1])).toBeGreaterThanOrEqual(16);
     // Static shared memory is undefined at each block's start, as on a GPU (BN_SHARED).
     expect(self.out).toContain('[PASS] sim/static shared memory starts as 0xcd bytes in every block');
+    // Cooperative launches: blocks interleave and meet at grid-wide barriers; a plain launch whose
+    // blocks wait for each other fails instead of hanging.
+    expect(self.out).toContain('[PASS] sim/cooperative launch: 5 blocks meet at 6 grid-wide barriers');
+    expect(self.out).toContain(
+      '[PASS] sim/a plain launch in which blocks wait for each other fails instead of hanging',
+    );
     expect(self.code, self.out).toBe(0);
     // Every kernel family ran on the simulated device, the opt-in variants and fast numerics too
     // (over the processes the sections were split into).
@@ -328,6 +334,9 @@ describe('CUDA engine without a GPU', () => {
       'sim/gemm-splitk-pipelined-kernel qkv 256x2560 M=70:',
       'sim/gemm-splitk-tiles qkv 256x2560 M=70:',
       'sim/select_walk V=128256:',
+      'sim/grid-sync 6 blocks x 128 threads:',
+      'sim/grid-sync 3 blocks x 1024 threads:',
+      'sim/grid-sync refusals:',
       'sim/select_walk V=1003:',
       'sim/autotune/models:',
       'sim/autotune/split:',

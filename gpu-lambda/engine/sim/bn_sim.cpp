@@ -2,12 +2,16 @@
 // the runtime calls the engine makes (memory, copies, streams, events, graph capture).
 //
 // Execution: a launch runs its blocks one after another (x fastest, then y, then z; last to first
-// under BN_SIM_ORDER=reverse). A block's
-// threads are fibers on this OS thread. The scheduler runs each runnable fiber until it blocks at
-// __syncthreads() or at a warp collective, then releases a barrier once every live thread of the
-// block (or of the warp) has reached it. If nothing can run and no barrier can be released, the
-// kernel has a barrier that some live thread never reaches: the launch fails with the states of
-// the threads (on a GPU this hangs or is undefined).
+// under BN_SIM_ORDER=reverse). A block's threads are fibers on this OS thread. The scheduler runs
+// each runnable fiber until it blocks at __syncthreads(), at a warp collective or in
+// __nanosleep, then releases a barrier once every live thread of the block (or of the warp) has
+// reached it. If nothing can run and no barrier can be released, the kernel has a barrier that
+// some live thread never reaches: the launch fails with the states of the threads (on a GPU this
+// hangs or is undefined). Threads in __nanosleep wait on something outside the block: they run
+// again at the block's next turn. A cooperative launch (every block resident on a GPU) gives its
+// blocks turns in order until all have ended, so they can meet at grid-wide barriers; a plain
+// launch gives only the running block turns, so a block that waits for another fails the launch
+// after kMaxParks turns instead of hanging.
 //
 // Fiber switch: a few instructions of x86-64 assembly (the callee-saved registers; the floating-
 // point control state is the OS thread's, shared by all fibers, as no kernel changes it) on
@@ -42,7 +46,7 @@
 
 namespace bn_sim {
 
-enum State { RUN, WAIT_BLOCK, WAIT_WARP, DONE };
+enum State { RUN, WAIT_BLOCK, WAIT_WARP, YIELD, DONE };  // YIELD: in __nanosleep
 
 struct Thread {
   dim3 tid;
@@ -238,6 +242,11 @@ void syncthreads(const char *where) {
   to_scheduler();
 }
 
+void yield() {
+  g_cur->state = YIELD;
+  to_scheduler();
+}
+
 const unsigned char *warp_exchange(const void *mine, size_t bytes) {
   Thread &t = *g_cur;
   Warp &w = g_warps[(size_t)(t.linear >> 5)];
@@ -255,13 +264,20 @@ void *dyn_smem() { return g_dyn; }
 // variable is filled by the first thread of a block to reach its declaration: no thread of the
 // block can have written it before that (its name is in scope only past the declaration).
 // Blocks run one at a time under g_device, so one map serves every host thread.
-static std::unordered_map<void *, unsigned long long> g_shared_block;
-static unsigned long long g_block_serial = 0;  // counts blocks run; 0: none yet
+// A cooperative launch's blocks take turns; each keeps a copy of the variables it has reached
+// while the others run (Coop below).
+struct SharedVar {
+  unsigned long long block;  // the serial of the block whose values it holds
+  size_t bytes;
+};
+static std::unordered_map<void *, SharedVar> g_shared_block;
+static unsigned long long g_block_serial = 0;  // the running block's serial (unique per block run)
+static unsigned long long g_serials = 0;       // serials handed out
 
 void shared_static(void *p, size_t bytes) {
-  const auto [it, fresh] = g_shared_block.try_emplace(p, g_block_serial);
-  if (!fresh && it->second == g_block_serial) return;
-  it->second = g_block_serial;
+  const auto [it, fresh] = g_shared_block.try_emplace(p, SharedVar{g_block_serial, bytes});
+  if (!fresh && it->second.block == g_block_serial) return;
+  it->second.block = g_block_serial;
   memset(p, 0xcd, bytes);  // as the dynamic shared memory: undefined, never zero
 }
 
@@ -359,16 +375,17 @@ cudaError_t set_max_dyn_smem(const void *kernel, int bytes) {
 }
 
 static const char *state_name(State s) {
-  return s == RUN ? "running" : s == WAIT_BLOCK ? "__syncthreads" : s == WAIT_WARP ? "warp collective" : "exited";
+  return s == RUN         ? "running"
+         : s == WAIT_BLOCK ? "__syncthreads"
+         : s == WAIT_WARP  ? "warp collective"
+         : s == YIELD      ? "__nanosleep"
+                           : "exited";
 }
 
-// Runs one block; false on a barrier that cannot complete.
-static bool run_block(int nthreads) {
+// Sets up the current block's threads (g_threads[0, nthreads)) as fibers on `stacks`.
+static void start_block(int nthreads, unsigned char *const *stacks) {
   const int nwarps = (nthreads + 31) / 32;
   for (int w = 0; w < nwarps; w++) g_warps[(size_t)w].mma_op = 0;
-#if defined(__x86_64__)
-  g_nthreads = nthreads;
-#endif
   for (int i = 0; i < nthreads; i++) {
     Thread &t = g_threads[(size_t)i];
     t.linear = i;
@@ -378,12 +395,25 @@ static bool run_block(int nthreads) {
     t.warp_ops = 0;
     t.open_copies.clear();  // a copy nobody waited for never lands (its block has ended)
     t.groups.clear();
-    t.stack = g_stacks[(size_t)i];
+    t.stack = stacks[i];
 #if BN_SIM_ASAN
     ASAN_UNPOISON_MEMORY_REGION(t.stack, kStack);  // a previous fiber's frames may have left redzones
 #endif
     start_fiber(t, t.stack);
   }
+}
+
+enum BlockRun { BLOCK_DONE, BLOCK_PARKED, BLOCK_FAILED };
+
+// Runs the current block's threads until they have all exited (BLOCK_DONE), or until none can
+// run and some sleep in __nanosleep, waiting on something outside the block (BLOCK_PARKED: they
+// are runnable again when the block is next resumed), or a barrier cannot complete (BLOCK_FAILED,
+// the launch's error set).
+static BlockRun run_block(int nthreads) {
+  const int nwarps = (nthreads + 31) / 32;
+#if defined(__x86_64__)
+  g_nthreads = nthreads;
+#endif
   for (;;) {
     for (int k = 0; k < nthreads; k++) {
       Thread &t = g_threads[(size_t)(reverse_order() ? nthreads - 1 - k : k)];
@@ -394,12 +424,13 @@ static bool run_block(int nthreads) {
       }
     }
     g_cur = nullptr;
-    int done = 0, at_block = 0;
+    int done = 0, at_block = 0, asleep = 0;
     for (int i = 0; i < nthreads; i++) {
       done += g_threads[(size_t)i].state == DONE;
       at_block += g_threads[(size_t)i].state == WAIT_BLOCK;
+      asleep += g_threads[(size_t)i].state == YIELD;
     }
-    if (done == nthreads) return true;
+    if (done == nthreads) return BLOCK_DONE;
     if (at_block + done == nthreads) {  // every live thread is at __syncthreads (exited ones count)
       const char *first = nullptr;
       for (int i = 0; i < nthreads; i++) {
@@ -409,7 +440,7 @@ static bool run_block(int nthreads) {
         if (strcmp(first, t.where) != 0) {
           fail(cudaErrorLaunchFailure, "divergent __syncthreads in block (%u,%u,%u): thread %d at %s, others at %s",
                blockIdx.x, blockIdx.y, blockIdx.z, i, t.where, first);
-          return false;
+          return BLOCK_FAILED;
         }
       }
       for (int i = 0; i < nthreads; i++)
@@ -429,6 +460,11 @@ static bool run_block(int nthreads) {
       released = true;
     }
     if (released) continue;
+    if (asleep > 0) {
+      for (int i = 0; i < nthreads; i++)
+        if (g_threads[(size_t)i].state == YIELD) g_threads[(size_t)i].state = RUN;
+      return BLOCK_PARKED;
+    }
     std::string st;
     for (int i = 0; i < nthreads && st.size() < 600; i++) {
       const Thread &t = g_threads[(size_t)i];
@@ -436,16 +472,143 @@ static bool run_block(int nthreads) {
     }
     fail(cudaErrorLaunchFailure, "barrier that not every live thread reaches, block (%u,%u,%u) of %ux%ux%u:%s",
          blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x, gridDim.y, gridDim.z, st.c_str());
-    return false;
+    return BLOCK_FAILED;
   }
 }
 
-static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn, const std::function<void()> &body) {
-  const size_t nthreads = (size_t)block.x * block.y * block.z;  // checked by launch()
-  if (g_threads.size() < nthreads) {
-    g_threads.resize(nthreads);
-    while (g_stacks.size() < nthreads) g_stacks.push_back((unsigned char *)aligned_alloc(64, kStack));
+// A launch whose threads keep sleeping in __nanosleep without the launch ending waits for
+// something that never happens (in a plain launch, typically another block: blocks run one at a
+// time there, so a grid-wide wait needs a cooperative launch). After this many returns to the
+// executor the launch fails instead of hanging.
+constexpr long kMaxParks = 1000000;
+
+static void ensure_stacks(size_t n) {
+  while (g_stacks.size() < n) g_stacks.push_back((unsigned char *)aligned_alloc(64, kStack));
+}
+
+// The index of the k-th block in launch order (x fastest; last to first under reverse order).
+static dim3 block_index(dim3 grid, unsigned long long k) {
+  const unsigned long long n = (unsigned long long)grid.x * grid.y * grid.z;
+  if (reverse_order()) k = n - 1 - k;
+  return dim3((unsigned)(k % grid.x), (unsigned)(k / grid.x % grid.y), (unsigned)(k / ((unsigned long long)grid.x * grid.y)));
+}
+
+// Cooperative launches: every block is resident, and they take turns. A block runs until its
+// threads have exited or all that can run sleep in __nanosleep (waiting on other blocks), then
+// the next live block runs. Each block has its own threads, warps, stacks and dynamic shared
+// memory; its static shared variables (BN_SHARED) are copied out when it yields its turn and
+// back when it resumes, so each block sees only its own.
+// A grid of at most kCoopMaxThreads threads (each a fiber with its own stack): larger grids get
+// cudaErrorCooperativeLaunchTooLarge, as a GPU reports a grid that cannot be resident at once.
+constexpr size_t kCoopMaxThreads = 8192;
+struct CoopBlock {
+  dim3 idx;
+  unsigned long long serial = 0;
+  std::vector<Thread> threads;
+  std::vector<Warp> warps;
+  unsigned char *dyn = nullptr;
+  std::vector<std::pair<void *, std::vector<unsigned char>>> saved;  // its static shared values
+  bool done = false;
+};
+
+static void enter_block(CoopBlock &b, int nthreads) {
+  g_threads.swap(b.threads);
+  g_warps.swap(b.warps);
+  g_dyn = b.dyn;
+  blockIdx = b.idx;
+  g_block_serial = b.serial;
+  for (auto &v : b.saved) {
+    memcpy(v.first, v.second.data(), v.second.size());
+    g_shared_block[v.first].block = b.serial;
   }
+  b.saved.clear();
+#if defined(__x86_64__)
+  g_nthreads = nthreads;
+#else
+  (void)nthreads;
+#endif
+}
+static void leave_block(CoopBlock &b) {
+  for (const auto &kv : g_shared_block)
+    if (kv.second.block == b.serial)
+      b.saved.emplace_back(kv.first, std::vector<unsigned char>((const unsigned char *)kv.first,
+                                                                (const unsigned char *)kv.first + kv.second.bytes));
+  g_threads.swap(b.threads);
+  g_warps.swap(b.warps);
+  g_dyn = nullptr;
+}
+
+static cudaError_t execute_cooperative(dim3 grid, dim3 block, size_t dyn) {
+  const size_t nthreads = (size_t)block.x * block.y * block.z;
+  const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+  ensure_stacks((size_t)nblocks * nthreads);
+  unsigned char *const dyn_serial = g_dyn;  // the plain launches' buffer, put back at the end
+  std::vector<CoopBlock> blocks((size_t)nblocks);
+  cudaError_t err = cudaSuccess;
+  for (unsigned long long k = 0; k < nblocks; k++) {
+    CoopBlock &b = blocks[(size_t)k];
+    b.idx = block_index(grid, k);
+    b.serial = ++g_serials;
+    b.threads.resize(nthreads);
+    b.warps.resize((nthreads + 31) / 32);
+    if (dyn) {
+      void *p = nullptr;
+      if (posix_memalign(&p, 128, dyn) != 0) {
+        err = fail(cudaErrorMemoryAllocation, "cooperative launch: %zu bytes of shared memory per block", dyn);
+        break;
+      }
+      b.dyn = (unsigned char *)p;
+      memset(b.dyn, 0xcd, dyn);
+    }
+    enter_block(b, (int)nthreads);
+    start_block((int)nthreads, &g_stacks[(size_t)k * nthreads]);
+    leave_block(b);
+  }
+  long parks = 0;
+  for (unsigned long long live = err == cudaSuccess ? nblocks : 0; live > 0;) {
+    for (CoopBlock &b : blocks) {
+      if (b.done) continue;
+      enter_block(b, (int)nthreads);
+      const BlockRun r = run_block((int)nthreads);
+      leave_block(b);
+      if (r == BLOCK_FAILED) {
+        err = cudaErrorLaunchFailure;
+        live = 0;
+        break;
+      }
+      if (r == BLOCK_DONE) {
+        b.done = true;
+        live--;
+      } else if (++parks > kMaxParks) {
+        err = fail(cudaErrorLaunchFailure,
+                   "cooperative launch: blocks still wait in __nanosleep after %ld turns (a grid-wide wait that "
+                   "never completes)",
+                   kMaxParks);
+        live = 0;
+        break;
+      }
+    }
+  }
+  // A failed launch leaves fibers mid-kernel: their stacks are simply reused by the next launch.
+  for (CoopBlock &b : blocks) free(b.dyn);
+  g_dyn = dyn_serial;
+  return err;
+}
+
+static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn, const std::function<void()> &body,
+                           bool cooperative) {
+  (void)kernel;
+  const size_t nthreads = (size_t)block.x * block.y * block.z;  // checked by launch()
+  g_body = &body;
+  gridDim = grid;
+  blockDim = block;
+  if (cooperative) {
+    const cudaError_t e = execute_cooperative(grid, block, dyn);
+    g_body = nullptr;
+    return e;
+  }
+  if (g_threads.size() < nthreads) g_threads.resize(nthreads);
+  ensure_stacks(nthreads);
   g_warps.resize((nthreads + 31) / 32);
   if (g_dyn_cap != dyn) {  // exactly the launch's bytes, so a sanitizer sees an overrun
     free(g_dyn);
@@ -457,18 +620,23 @@ static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn
       g_dyn_cap = dyn;
     }
   }
-  g_body = &body;
-  gridDim = grid;
-  blockDim = block;
-  const bool rev = reverse_order();
-  for (unsigned zi = 0; zi < grid.z; zi++)
-    for (unsigned yi = 0; yi < grid.y; yi++)
-      for (unsigned xi = 0; xi < grid.x; xi++) {
-        blockIdx = rev ? dim3(grid.x - 1 - xi, grid.y - 1 - yi, grid.z - 1 - zi) : dim3(xi, yi, zi);
-        if (g_dyn) memset(g_dyn, 0xcd, dyn);  // shared memory starts undefined: never zero
-        g_block_serial++;                        // and so does static shared memory (shared_static)
-        if (!run_block((int)nthreads)) return cudaErrorLaunchFailure;
-      }
+  const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+  for (unsigned long long k = 0; k < nblocks; k++) {
+    blockIdx = block_index(grid, k);
+    if (g_dyn) memset(g_dyn, 0xcd, dyn);  // shared memory starts undefined: never zero
+    g_block_serial = ++g_serials;         // and so does static shared memory (shared_static)
+    start_block((int)nthreads, g_stacks.data());
+    for (long parks = 0;;) {
+      const BlockRun r = run_block((int)nthreads);
+      if (r == BLOCK_DONE) break;
+      if (r == BLOCK_FAILED) return cudaErrorLaunchFailure;
+      if (++parks > kMaxParks)
+        return fail(cudaErrorLaunchFailure,
+                    "block (%u,%u,%u) still waits in __nanosleep after %ld turns: blocks run one at a time here, so a "
+                    "wait for another block of the launch needs a cooperative launch",
+                    blockIdx.x, blockIdx.y, blockIdx.z, kMaxParks);
+    }
+  }
   g_body = nullptr;
   return cudaSuccess;
 }
@@ -493,7 +661,7 @@ static cudaError_t submit(std::function<cudaError_t()> w) {
   return cudaSuccess;  // like a GPU, an execution error shows at the next check (cudaGetLastError)
 }
 
-cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dyn, std::function<void()> body) {
+cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dyn, std::function<void()> body, bool cooperative) {
   // Configuration errors are launch errors (returned at once), as on a GPU.
   const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
   if (nthreads == 0 || nthreads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
@@ -508,7 +676,12 @@ cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dyn, std::f
   }
   if (dyn > limit)
     return fail(cudaErrorInvalidValue, "launch: %zu bytes of dynamic shared memory, the kernel allows %zu", dyn, limit);
-  return submit([=]() { return execute(kernel, grid, block, dyn, body); });
+  const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+  if (cooperative && nblocks * nthreads > kCoopMaxThreads)
+    return fail(cudaErrorCooperativeLaunchTooLarge,
+                "cooperative launch of %llu blocks x %llu threads: the simulation runs at most %zu threads at once",
+                nblocks, nthreads, kCoopMaxThreads);
+  return submit([=]() { return execute(kernel, grid, block, dyn, body, cooperative); });
 }
 
 }  // namespace bn_sim
@@ -530,6 +703,7 @@ const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorCooperativeLaunchTooLarge: return "cudaErrorCooperativeLaunchTooLarge";
   }
   return "cudaErrorUnknown";
 }

@@ -3,9 +3,10 @@
 // Why: the CPU emulation (bn_emu.cpp) is a second implementation of every kernel, so CI checks
 // the orchestration and the numerics but never runs a line of the kernels themselves. This
 // header lets g++ compile the unchanged k_*.cu and bn_cuda.cu files (it is found as
-// <cuda_runtime.h> through -Isim) and run them: every block of a launch in turn, its threads as
-// cooperative fibers that switch at __syncthreads() and at warp collectives (shuffles, mma). The
-// test program then runs its GPU sections (GPU vs emulation, bit for bit) on this "device".
+// <cuda_runtime.h> through -Isim) and run them: every block of a launch in turn (the blocks of a
+// cooperative launch interleaved, so they can wait for each other), its threads as cooperative
+// fibers that switch at __syncthreads(), at warp collectives (shuffles, mma) and in __nanosleep.
+// The test program then runs its GPU sections (GPU vs emulation, bit for bit) on this "device".
 //
 // What it checks: indexing, shared-memory use, barriers (a barrier that not every live thread of
 // the block or warp reaches, or that a block's threads reach at different __syncthreads calls,
@@ -123,6 +124,15 @@ BN_SIM_VEC2(double, double2, 16)
 #define __syncthreads() bn_sim::syncthreads(__FILE__ ":" BN_SIM_STR(__LINE__))
 inline void __threadfence() {}
 inline void __threadfence_block() {}
+// A thread that spins on another block's progress must call __nanosleep in its wait loop (good
+// practice on a GPU too): here it yields, so that the other blocks of a cooperative launch run.
+namespace bn_sim {
+void yield();
+}
+inline void __nanosleep(unsigned ns) {
+  (void)ns;
+  bn_sim::yield();
+}
 template <typename T>
 inline T __ldg(const T *p) {
   return *p;
@@ -145,11 +155,18 @@ inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   memcpy(&r, all + (size_t)(((int)(threadIdx.x & 31)) ^ lane_mask) * 64, sizeof(T));
   return r;
 }
-// Blocks run one at a time, so plain read-modify-writes are atomic.
+// Fibers switch only at barriers, collectives and __nanosleep, never inside these: plain
+// read-modify-writes are atomic.
 template <typename T>
 inline T atomicAdd(T *p, T v) {
   const T old = *p;
   *p = old + v;
+  return old;
+}
+template <typename T>
+inline T atomicCAS(T *p, T compare, T v) {
+  const T old = *p;
+  if (old == compare) *p = v;
   return old;
 }
 template <typename T>
@@ -198,6 +215,7 @@ enum cudaError_t {
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorMisalignedAddress = 716,
   cudaErrorLaunchFailure = 719,
+  cudaErrorCooperativeLaunchTooLarge = 720,
 };
 typedef cudaError_t cudaError;
 struct CUstream_st;
@@ -211,10 +229,14 @@ typedef CUgraphExec_st *cudaGraphExec_t;
 enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal, cudaStreamCaptureModeRelaxed };
-enum cudaLaunchAttributeID { cudaLaunchAttributeProgrammaticStreamSerialization = 5 };
+enum cudaLaunchAttributeID {
+  cudaLaunchAttributeCooperative = 2,
+  cudaLaunchAttributeProgrammaticStreamSerialization = 5
+};
 #define cudaStreamNonBlocking 0x01
-struct cudaLaunchAttributeValue {
+struct cudaLaunchAttributeValue {  // a union in CUDA; each attribute reads its own field here
   int programmaticStreamSerializationAllowed;
+  int cooperative;
 };
 struct cudaLaunchAttribute {
   cudaLaunchAttributeID id;
@@ -276,7 +298,10 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t ex);
 cudaError_t cudaGraphLaunch(cudaGraphExec_t ex, cudaStream_t s);
 
 namespace bn_sim {
-cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dyn_smem_bytes, std::function<void()> body);
+// cooperative: every block of the grid is resident at once (cudaLaunchAttributeCooperative), so
+// blocks may wait for each other (grid-wide barriers); bn_sim.cpp runs them interleaved.
+cudaError_t launch(const void *kernel, dim3 grid, dim3 block, size_t dyn_smem_bytes, std::function<void()> body,
+                   bool cooperative = false);
 cudaError_t set_max_dyn_smem(const void *kernel, int bytes);
 }  // namespace bn_sim
 
@@ -290,6 +315,9 @@ template <typename... P, typename... A>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *cfg, void (*kernel)(P...), A &&...args) {
   // The arguments are copied now, as a launch copies its parameter block.
   auto params = std::make_tuple((typename std::decay<P>::type)(args)...);
+  bool coop = false;
+  for (unsigned i = 0; i < cfg->numAttrs; i++)
+    if (cfg->attrs[i].id == cudaLaunchAttributeCooperative) coop = cfg->attrs[i].val.cooperative != 0;
   return bn_sim::launch((const void *)kernel, cfg->gridDim, cfg->blockDim, cfg->dynamicSmemBytes,
-                        [kernel, params]() { std::apply(kernel, params); });
+                        [kernel, params]() { std::apply(kernel, params); }, coop);
 }

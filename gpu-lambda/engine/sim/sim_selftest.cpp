@@ -24,6 +24,18 @@ static cudaError_t launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, A
   cfg.dynamicSmemBytes = smem;
   return cudaLaunchKernelEx(&cfg, k, ((P)args)...);
 }
+template <typename... P, typename... A>
+static cudaError_t launch_coop(void (*k)(P...), dim3 grid, dim3 block, A... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeCooperative;
+  at[0].val.cooperative = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, k, ((P)args)...);
+}
 
 // Each thread: its warp's sum of (block-linear index) by an xor butterfly, and its block's
 // reversed index through shared memory.
@@ -81,6 +93,49 @@ __global__ void k_static_fresh(int *out) {
   if (threadIdx.x == 7) {
     out[2 * blockIdx.x] = a;
     out[2 * blockIdx.x + 1] = b;
+  }
+}
+
+// Cooperative launch: a grid-wide barrier (arrival count + generation, waiters sleep) between a
+// round of writes and a round of reads, three times. Each block also keeps its index in a static
+// shared variable across the barriers, where the other blocks run: it must read back its own.
+__device__ void coop_barrier(unsigned *bar) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned gen = *(volatile unsigned *)&bar[1];
+    if (atomicAdd(&bar[0], 1u) == gridDim.x - 1) {
+      bar[0] = 0;
+      atomicAdd(&bar[1], 1u);
+    } else {
+      while (*(volatile unsigned *)&bar[1] == gen) __nanosleep(100);
+    }
+  }
+  __syncthreads();
+}
+__global__ void k_coop(unsigned *bar, int *slots, int *bad) {
+  BN_SHARED(int, mine);
+  if (threadIdx.x == 0) mine = (int)blockIdx.x;
+  for (int r = 0; r < 3; r++) {
+    if (threadIdx.x == 0) slots[blockIdx.x] = 100 * r + (int)blockIdx.x;
+    coop_barrier(bar);
+    const int o = ((int)blockIdx.x + 1 + (int)threadIdx.x) % (int)gridDim.x;  // another block's slot
+    if (slots[o] != 100 * r + o || mine != (int)blockIdx.x) atomicAdd(bad, 1);
+    coop_barrier(bar);
+  }
+}
+// Two blocks hand a flag back and forth: block 0 raises f[0] and waits for f[1], block 1 waits
+// for f[0] and raises f[1]. Whichever runs first waits for the other, so without a cooperative
+// launch it never completes (blocks run one at a time here; on a GPU nothing guarantees
+// otherwise).
+__global__ void k_wait_other_block(int *f) {
+  if (threadIdx.x != 0) return;
+  volatile int *v = f;
+  if (blockIdx.x == 0) {
+    v[0] = 1;
+    while (v[1] == 0) __nanosleep(100);
+  } else {
+    while (v[0] == 0) __nanosleep(100);
+    v[1] = 1;
   }
 }
 
@@ -190,6 +245,25 @@ int main() {
     bool ok = cudaGetLastError() == cudaSuccess;
     for (int b = 0; b < 3; b++) ok = ok && out[(size_t)(2 * b)] == fill && out[(size_t)(2 * b + 1)] == 5;
     check(ok, "static shared memory starts as 0xcd bytes in every block, not the previous block's values");
+  }
+  {  // cooperative launches: blocks wait for each other at a grid-wide barrier
+    unsigned bar[2] = {0, 0};
+    std::vector<int> slots(5, -1);
+    int bad = 0;
+    launch_coop(k_coop, dim3(5), dim3(64), bar, slots.data(), &bad);
+    check(cudaGetLastError() == cudaSuccess && bad == 0 && bar[0] == 0 && bar[1] == 6,
+          "cooperative launch: 5 blocks meet at 6 grid-wide barriers; each keeps its own static shared memory");
+    launch_coop(k_coop, dim3(200), dim3(64), bar, slots.data(), &bad);
+    check(cudaGetLastError() == cudaErrorCooperativeLaunchTooLarge,
+          "a cooperative grid larger than the simulation holds at once is refused (cudaErrorCooperativeLaunchTooLarge)");
+    int f[2] = {0, 0};
+    launch(k_wait_other_block, dim3(2), dim3(32), 0, f);
+    const cudaError_t e = cudaGetLastError();
+    check(e == cudaErrorLaunchFailure && f[1] == 0,
+          "a plain launch in which blocks wait for each other fails instead of hanging");
+    f[0] = f[1] = 0;
+    launch_coop(k_wait_other_block, dim3(2), dim3(32), f);
+    check(cudaGetLastError() == cudaSuccess && f[0] == 1 && f[1] == 1, "the same waits complete in a cooperative launch");
   }
   {  // dynamic shared memory: 48 KB without the attribute, the opt-in limit with it
     std::vector<int> out(128, 0);

@@ -91,6 +91,10 @@ class CudaOps : public Ops {
                         unsigned long long *trace, int *blocks) override {
     return launch_gemv(w, a, M, e, tail, counter, stream, nullptr, trace, blocks);
   }
+  bn_status grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
+                            unsigned long long *ns, const NormQuant *norm) override {
+    return launch_grid_sync_probe(blocks, threads, rounds, bar, slots, bad, ns, stream, norm);
+  }
   bn_status norm_quant(const NormQuant &nq, int M) override { return launch_norm_quant(nq, M, stream); }
   bn_status attention(const AttnParams &p, int M, const NormQuant *tail, const FastAttn *split) override {
     return launch_attention(p, M, tail, counter, stream, split);

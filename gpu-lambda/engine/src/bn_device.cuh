@@ -509,8 +509,60 @@ bn_status launch_k(const char *what, void (*k)(P...), dim3 grid, dim3 block, siz
   return check_launch(what, cudaLaunchKernelEx(&cfg, k, ((P)args)...));
 }
 
+// Launches kernel k as a cooperative launch (every block resident at once, so blocks may wait for
+// each other: grid_barrier). A grid that cannot be resident fails with
+// cudaErrorCooperativeLaunchTooLarge (the CPU simulation holds up to 8192 threads). No PDL.
+template <typename... P, typename... A>
+bn_status launch_coop(const char *what, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                      A... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeCooperative;
+  at[0].val.cooperative = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = 1;
+  return check_launch(what, cudaLaunchKernelEx(&cfg, k, ((P)args)...));
+}
+
+// ---- grid-wide barrier (cooperative launches only) ---------------------------------------------
+// Every block of the grid waits until all have arrived; then each sees every write the others
+// made before arriving. bar: two u32 in global memory, zero before the kernel's first barrier
+// ([0] arrivals, reset by the last block to arrive; [1] the barrier generation, advanced once per
+// barrier), used by one kernel at a time. Thread 0 of each block arrives for it: it reads the
+// generation before its arrival (after it, the last block may already have advanced it), and
+// the waiters sleep between polls (__nanosleep: on the CPU simulation that is where the other
+// blocks get their turn). Written 2026-11-28 for persistent decode kernels; its cost per barrier
+// is measured by the bench (`grid barrier …` rows), not yet on a GPU.
+__device__ __forceinline__ void grid_barrier(unsigned *bar) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned nb = gridDim.x * gridDim.y * gridDim.z;
+    volatile unsigned *gen = bar + 1;
+    const unsigned g = *gen;
+    __threadfence();  // this block's writes, and the read of g, before its arrival
+    if (atomicAdd(bar, 1u) == nb - 1) {
+      atomicExch(bar, 0u);  // ready for the next barrier before anyone is released
+      __threadfence();
+      atomicAdd(bar + 1, 1u);
+    } else {
+      while (*gen == g) __nanosleep(32);
+    }
+    __threadfence();  // the others' writes before this block reads them
+  }
+  __syncthreads();
+}
+
 // ---- launchers (one .cu each) ---------------------------------------------------------------------
 bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStream_t s);
+// Bench and checks (k_sync.cu): grid_barrier in a cooperative launch of `blocks` blocks of
+// `threads` threads, `rounds` times two barriers, with a norm per block (`norm`) or none
+// (Ops::grid_sync_probe).
+bn_status launch_grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
+                                 unsigned long long *ns, cudaStream_t s, const NormQuant *norm);
 bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
 // Once per device configuration: lets the fast GEMV use kGemvMaxM x max_ld bytes of shared memory
 // (capped at the device's opt-in limit).

@@ -229,6 +229,19 @@ class Ops {
     (void)w, (void)a, (void)M, (void)e, (void)tail, (void)trace, (void)blocks;
     return BN_ERR_UNSUPPORTED;
   }
+  // Bench and checks only (the CUDA device): one cooperative launch of `blocks` blocks of
+  // `threads` threads that meet at 2·rounds grid-wide barriers (bn_device.cuh grid_barrier). Each
+  // round every block writes its slot (slots: `blocks` ints), then every thread reads another
+  // block's and counts a stale one in *bad. bar: two zeroed u32; ns[0]: block 0's %globaltimer
+  // nanoseconds from the first barrier's start to the last one's end. `norm` (nullable; 128
+  // threads, ldx 0): after each round's first barrier every block b also normalizes and
+  // quantizes the one vector norm->x into q row b, scale[b], sum[b] (k_sync.cu). Elsewhere
+  // BN_ERR_UNSUPPORTED.
+  virtual bn_status grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
+                                    unsigned long long *ns, const NormQuant *norm = nullptr) {
+    (void)blocks, (void)threads, (void)rounds, (void)bar, (void)slots, (void)bad, (void)ns, (void)norm;
+    return BN_ERR_UNSUPPORTED;
+  }
 };
 // u64 slots per block of a traced launch (Ops::gemm_traced / gemv_traced).
 constexpr int kTraceSlots = 8;
