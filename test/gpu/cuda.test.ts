@@ -337,6 +337,8 @@ describe('CUDA engine without a GPU', () => {
       'sim/grid-sync 6 blocks x 128 threads:',
       'sim/grid-sync 3 blocks x 1024 threads:',
       'sim/grid-sync refusals:',
+      'sim/grid-sync in a CUDA graph, 6 blocks:',
+      'sim/grid-sync+norm n=6912:',
       'sim/select_walk V=1003:',
       'sim/autotune/models:',
       'sim/autotune/split:',
