@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "../src/bn_device.cuh"
 #include "../src/bn_mma.h"
 #include "cuda_runtime.h"
 
@@ -96,31 +97,19 @@ __global__ void k_static_fresh(int *out) {
   }
 }
 
-// Cooperative launch: a grid-wide barrier (arrival count + generation, waiters sleep) between a
-// round of writes and a round of reads, three times. Each block also keeps its index in a static
-// shared variable across the barriers, where the other blocks run: it must read back its own.
-__device__ void coop_barrier(unsigned *bar) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned gen = *(volatile unsigned *)&bar[1];
-    if (atomicAdd(&bar[0], 1u) == gridDim.x - 1) {
-      bar[0] = 0;
-      atomicAdd(&bar[1], 1u);
-    } else {
-      while (*(volatile unsigned *)&bar[1] == gen) __nanosleep(100);
-    }
-  }
-  __syncthreads();
-}
+// Cooperative launch: the engine's grid-wide barrier (bn_device.cuh grid_barrier: waiters sleep in
+// __nanosleep, where the other blocks get their turn) between a round of writes and a round of
+// reads, three times. Each block also keeps its index in a static shared variable across the
+// barriers, where the other blocks run: it must read back its own.
 __global__ void k_coop(unsigned *bar, int *slots, int *bad) {
   BN_SHARED(int, mine);
   if (threadIdx.x == 0) mine = (int)blockIdx.x;
   for (int r = 0; r < 3; r++) {
     if (threadIdx.x == 0) slots[blockIdx.x] = 100 * r + (int)blockIdx.x;
-    coop_barrier(bar);
+    bn::grid_barrier(bar);
     const int o = ((int)blockIdx.x + 1 + (int)threadIdx.x) % (int)gridDim.x;  // another block's slot
     if (slots[o] != 100 * r + o || mine != (int)blockIdx.x) atomicAdd(bad, 1);
-    coop_barrier(bar);
+    bn::grid_barrier(bar);
   }
 }
 // Two blocks hand a flag back and forth: block 0 raises f[0] and waits for f[1], block 1 waits

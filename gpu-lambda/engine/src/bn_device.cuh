@@ -492,21 +492,29 @@ cudaError_t pdl_set_early_attn_split(int on);
 // All four on the current device (bn_cuda.cu; the device does it at creation from BN_PDL).
 bn_status set_pdl_early(bool early);
 
-// Launches kernel k on stream s (with the PDL attribute when g_pdl) and checks the launch.
+// Launches kernel k on stream s with `at` (an attribute, or none when `on` is false) and checks
+// the launch.
 template <typename... P, typename... A>
-bn_status launch_k(const char *what, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-                   A... args) {
+bn_status launch_attr(const char *what, cudaLaunchAttribute at, bool on, void (*k)(P...), dim3 grid, dim3 block,
+                      size_t smem, cudaStream_t s, A... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = at;
-  cfg.numAttrs = g_pdl ? 1 : 0;
+  cfg.attrs = &at;
+  cfg.numAttrs = on ? 1 : 0;
   return check_launch(what, cudaLaunchKernelEx(&cfg, k, ((P)args)...));
+}
+
+// Launches kernel k on stream s (with the PDL attribute when g_pdl) and checks the launch.
+template <typename... P, typename... A>
+bn_status launch_k(const char *what, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                   A... args) {
+  cudaLaunchAttribute at = {};
+  at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at.val.programmaticStreamSerializationAllowed = 1;
+  return launch_attr(what, at, g_pdl, k, grid, block, smem, s, args...);
 }
 
 // Launches kernel k as a cooperative launch (every block resident at once, so blocks may wait for
@@ -515,17 +523,10 @@ bn_status launch_k(const char *what, void (*k)(P...), dim3 grid, dim3 block, siz
 template <typename... P, typename... A>
 bn_status launch_coop(const char *what, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                       A... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeCooperative;
-  at[0].val.cooperative = 1;
-  cfg.attrs = at;
-  cfg.numAttrs = 1;
-  return check_launch(what, cudaLaunchKernelEx(&cfg, k, ((P)args)...));
+  cudaLaunchAttribute at = {};
+  at.id = cudaLaunchAttributeCooperative;
+  at.val.cooperative = 1;
+  return launch_attr(what, at, true, k, grid, block, smem, s, args...);
 }
 
 // ---- grid-wide barrier (cooperative launches only) ---------------------------------------------
