@@ -263,9 +263,9 @@ void *dyn_smem() { return g_dyn; }
 // Static shared memory (BN_SHARED): each variable and the block in which it was last filled. A
 // variable is filled by the first thread of a block to reach its declaration: no thread of the
 // block can have written it before that (its name is in scope only past the declaration).
-// Blocks run one at a time under g_device, so one map serves every host thread.
-// A cooperative launch's blocks take turns; each keeps a copy of the variables it has reached
-// while the others run (Coop below).
+// One launch runs at a time under g_device, so one map serves every host thread. A cooperative
+// launch's blocks take turns; each keeps a copy of the variables it has reached while the others
+// run (CoopBlock below).
 struct SharedVar {
   unsigned long long block;  // the serial of the block whose values it holds
   size_t bytes;
@@ -597,7 +597,6 @@ static cudaError_t execute_cooperative(dim3 grid, dim3 block, size_t dyn) {
 
 static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn, const std::function<void()> &body,
                            bool cooperative) {
-  (void)kernel;
   const size_t nthreads = (size_t)block.x * block.y * block.z;  // checked by launch()
   g_body = &body;
   gridDim = grid;
