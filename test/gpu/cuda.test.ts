@@ -414,7 +414,7 @@ describe('CUDA engine without a GPU', () => {
     try {
       const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
-      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(22);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(23);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
       // Every configuration left its rows (14 have batch-1 rows, 11 batched decode: all 20), and
@@ -432,6 +432,8 @@ describe('CUDA engine without a GPU', () => {
         '| select V=128256, R=1, T 0.8',
         '| attention (BN_ATTN=fast)',
         '| attention (BN_ATTN=ring)',
+        '| grid barrier (cooperative launch), 8 blocks x 128 threads | ',
+        '| grid barrier + norm n=6912 in every block (cooperative launch), 4 blocks x 128 threads | ',
         '| decode batch 16, f16 head, CUDA graph, candidates (BN_ATTN=ring BN_GEMV=ilp BN_PDL=1 BN_ATTN_TAIL=1)',
         '| decode batch 16, f16 head, CUDA graph, attention sub-norm as its tail (BN_ATTN_TAIL=1)',
         '| GEMV 64x2560 (smoke), M=1, ILP (BN_GEMV=ilp)',
