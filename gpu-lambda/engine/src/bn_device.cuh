@@ -531,9 +531,10 @@ bn_status launch_coop(const char *what, void (*k)(P...), dim3 grid, dim3 block, 
 
 // ---- grid-wide barrier (cooperative launches only) ---------------------------------------------
 // Every block of the grid waits until all have arrived; then each sees every write the others
-// made before arriving. bar: two u32 in global memory, zero before the kernel's first barrier
-// ([0] arrivals, reset by the last block to arrive; [1] the barrier generation, advanced once per
-// barrier), used by one kernel at a time. Thread 0 of each block arrives for it: it reads the
+// made before arriving. bar: two u32 in global memory, used by one kernel at a time: [0] the
+// arrivals, 0 before the first barrier and reset by the last block to arrive at each; [1] the
+// generation, advanced once per barrier (any starting value works, so a launch may reuse the words
+// a previous one left). Thread 0 of each block arrives for it: it reads the
 // generation before its arrival (after it, the last block may already have advanced it), and
 // the waiters sleep between polls (__nanosleep: on the CPU simulation that is where the other
 // blocks get their turn). Written 2026-11-28 for persistent decode kernels; its cost per barrier
