@@ -338,6 +338,16 @@ describe('CUDA engine without a GPU', () => {
       'sim/grid-sync 3 blocks x 1024 threads:',
       'sim/grid-sync refusals:',
       'sim/grid-sync in a CUDA graph, 6 blocks:',
+      'sim/grid-sync-counter 6 blocks x 128 threads:',
+      'sim/grid-sync-counter in a CUDA graph, 6 blocks:',
+      'sim/head_mma-plain 300x256 R=70:',
+      'sim/head_mma-pipelined 300x256 R=70:',
+      'sim/head_mma-wide 300x256 R=9:',
+      'sim/head_mma-wide3 300x256 R=70:',
+      'sim/head_mma tuning:',
+      'sim/model-relu2/head-wide/gemm/prefill_all:',
+      'sim/opt-in head-wide/launches:',
+      'sim/opt-in head-wide3/launches:',
       'sim/grid-sync+norm n=6912:',
       'sim/select_walk V=1003:',
       'sim/autotune/models:',
@@ -417,9 +427,9 @@ describe('CUDA engine without a GPU', () => {
       expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(23);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (14 have batch-1 rows, 11 batched decode: all 20), and
+      // Every configuration left its rows (13 have batch-1 rows, 11 batched decode: all 20), and
       // the kernel rows.
-      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(14);
+      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(13);
       expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(11);
       for (const row of [
         '| device-to-device copy',
@@ -434,7 +444,10 @@ describe('CUDA engine without a GPU', () => {
         '| attention (BN_ATTN=ring)',
         '| grid barrier (cooperative launch), 8 blocks x 128 threads | ',
         '| grid barrier + norm n=6912 in every block (cooperative launch), 4 blocks x 128 threads | ',
-        '| decode batch 16, f16 head, CUDA graph, candidates (BN_ATTN=ring BN_GEMV=ilp BN_PDL=1 BN_ATTN_TAIL=1)',
+        '| decode batch 16, f16 head, CUDA graph, plain head GEMM (BN_HEAD_MMA=plain)',
+        '| LM head f16, R=64 (mma, 32 columns per warp, 2 stages (BN_HEAD_MMA=wide)) | ',
+        '| head GEMM kernel tuned at engine creation | LM head ',
+        '| grid barrier (cooperative launch, one growing counter), 8 blocks x 128 threads | ',
         '| decode batch 16, f16 head, CUDA graph, attention sub-norm as its tail (BN_ATTN_TAIL=1)',
         '| GEMV 64x2560 (smoke), M=1, ILP (BN_GEMV=ilp)',
         '| GEMV stacked 3 x 200x256 (smoke), one launch, M=4, ILP (BN_GEMV=ilp)',

@@ -100,6 +100,16 @@ bn_status Engine::create(const ModelTable &m, const bn_options &o, Device *dev, 
     for (const Mat *w : {&L.qkv, &L.o, &L.gateup, &L.down})
       if (!st) st = dev->tune_gemm(*w, op.max_batch_tokens);
   }
+  // The head GEMM's kernel likewise (above kGemvMaxM logits rows, F16 head).
+  if (!st && op.max_logit_rows > kGemvMaxM && op.head_mode == BN_HEAD_F16) {
+    HeadParams h{};
+    h.mode = op.head_mode;
+    h.type = e->head_type_;
+    h.w = e->head_;
+    h.n_vocab = m.hp.n_vocab;
+    h.k = m.hp.n_embd;
+    st = dev->tune_head(h, op.max_logit_rows);
+  }
   if (!st) st = dev->sync();
   if (st) {
     delete e;

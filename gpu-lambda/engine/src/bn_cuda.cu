@@ -66,6 +66,7 @@ class CudaOps : public Ops {
   int sm_count = 1;
   int split_waves = 2;  // split-K target, blocks per SM (BN_GEMM_SPLIT_WAVES, 0..8)
   GemmTable tuned;      // BN_AUTOTUNE=1: per shape and token bucket (bn_tune.h)
+  int head_variant = -1;  // the head GEMM's kernel as tuning chose it (-1: g_head_variant)
 
   // The launch configuration without tuning: the knobs (read at init; the bench sets the two
   // globals directly for its per-shape rows).
@@ -92,15 +93,17 @@ class CudaOps : public Ops {
     return launch_gemv(w, a, M, e, tail, counter, stream, nullptr, trace, blocks);
   }
   bn_status grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
-                            unsigned long long *ns, const NormQuant *norm) override {
-    return launch_grid_sync_probe(blocks, threads, rounds, bar, slots, bad, ns, stream, norm);
+                            unsigned long long *ns, const NormQuant *norm, int barrier) override {
+    return launch_grid_sync_probe(blocks, threads, rounds, bar, slots, bad, ns, stream, norm, barrier);
   }
   bn_status norm_quant(const NormQuant &nq, int M) override { return launch_norm_quant(nq, M, stream); }
   bn_status attention(const AttnParams &p, int M, const NormQuant *tail, const FastAttn *split) override {
     return launch_attention(p, M, tail, counter, stream, split);
   }
   bool attention_tail_batched() const override { return g_attn_token_tail != 0; }
-  bn_status head(const HeadParams &p, int R, bool gemm) override { return launch_head(p, R, gemm, stream); }
+  bn_status head(const HeadParams &p, int R, bool gemm) override {
+    return launch_head(p, R, gemm, stream, head_variant);
+  }
   bn_status select(const SelectParams &p, int R) override { return launch_select(p, R, stream); }
 };
 
@@ -152,6 +155,11 @@ class CudaDevice : public Device {
     g_gemv_variant = env_is("BN_GEMV", "ilp") ? 1 : 0;
     g_attn_token_tail = env_is("BN_ATTN_TAIL", "1") ? 1 : 0;
     g_tail_cache = env_is("BN_TAIL_CACHE", "0") ? 0 : 1;
+    // The head GEMM's kernel: BN_HEAD_MMA=plain|pipelined|wide|wide3 pins it (no tuning of it).
+    g_head_variant = env_is("BN_HEAD_MMA", "pipelined") ? 1 : env_is("BN_HEAD_MMA", "wide") ? 2
+                     : env_is("BN_HEAD_MMA", "wide3")   ? 3
+                                                        : 0;
+    head_pinned = getenv("BN_HEAD_MMA") != nullptr;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");
     if (sw && sw[0] >= '0' && sw[0] <= '8' && sw[1] == 0) ops_.split_waves = sw[0] - '0';
@@ -263,6 +271,7 @@ class CudaDevice : public Device {
     return BN_OK;
   }
   bool autotune = false;  // on unless BN_AUTOTUNE=0 (on the CPU simulation: only with BN_AUTOTUNE=1)
+  bool head_pinned = false;  // BN_HEAD_MMA set: the head GEMM's kernel is not tuned
   bn_status tune_gemm(const Mat &w, int max_m) override {
     if (!autotune) return BN_OK;
     BN_CUDA_CHECK(cudaSetDevice(dev));
@@ -320,12 +329,89 @@ class CudaDevice : public Device {
       if (p) release(p);
     return st;
   }
+  // The head GEMM (above kGemvMaxM rows: batched decode, prefill 'all'): every kernel variant on
+  // the model's own head weights at R = min(max_rows, 64) rows of random f16 hidden states; the
+  // fastest whose logits equal the plain kernel's bit for bit is kept, the plain one unless another
+  // is more than 3% faster (as tune_gemm_shape keeps the default). Not when BN_HEAD_MMA pins it.
+  bn_status tune_head(const HeadParams &hp, int max_rows) override {
+    if (!autotune || head_pinned || hp.mode != BN_HEAD_F16 || hp.type != BN_TYPE_F16 || max_rows <= kGemvMaxM)
+      return BN_OK;
+    BN_CUDA_CHECK(cudaSetDevice(dev));
+    const int R = std::min(max_rows, 64);
+    std::vector<uint16_t> h((size_t)R * hp.k);
+    uint32_t r = 0x2545f491u;
+    for (auto &v : h) {
+      r = r * 1664525u + 1013904223u;
+      v = f32_to_f16((float)((int)(r >> 20) - 2048) / 1024.f);
+    }
+    std::vector<int32_t> rows((size_t)R);
+    for (int i = 0; i < R; i++) rows[(size_t)i] = R - 1 - i;
+    const size_t n_out = (size_t)R * hp.n_vocab;
+    void *dh = nullptr, *drows = nullptr, *dout = nullptr;
+    bn_status st = alloc(&dh, h.size() * 2);
+    if (!st) st = alloc(&drows, rows.size() * 4);
+    if (!st) st = alloc(&dout, n_out * 4);
+    if (!st) st = h2d(dh, h.data(), h.size() * 2);
+    if (!st) st = h2d(drows, rows.data(), rows.size() * 4);
+    HeadParams p = hp;
+    p.h16 = (const uint16_t *)dh;
+    p.ldh = hp.k;
+    p.rows = (const int32_t *)drows;
+    p.logits = (float *)dout;
+    std::vector<float> ref(n_out), out(n_out);
+    int best = 0, equal = 0, tried = 0;
+    double best_us = 0, plain_us = 0;
+    std::string times;
+    for (int v = 0; v < kHeadVariants && !st; v++) {
+      if (v > 0 && !head_pipe_available()) break;
+      st = memset0(dout, n_out * 4);
+      if (!st) st = launch_head(p, R, true, ops_.stream, v);
+      if (!st) st = d2h((v ? out : ref).data(), dout, n_out * 4);
+      if (!st) st = sync();
+      if (st) break;
+      if (v > 0) {
+        tried++;
+        if (memcmp(out.data(), ref.data(), n_out * 4) != 0) {
+          g_gemm_tuning_mismatches++;
+          times += std::string(", ") + head_variant_name(v) + " OTHER BITS (not used)";
+          continue;
+        }
+        equal++;
+      }
+      double us = 0;
+      for (int trial = 0; trial < kTuneTrials && !st; trial++) {
+        st = timer_start();
+        for (int i = 0; i < kTuneReps && !st; i++) st = launch_head(p, R, true, ops_.stream, v);
+        double ms = 0;
+        if (!st) st = timer_stop(&ms);
+        const double t = 1e3 * ms / kTuneReps;
+        if (trial == 0 || t < us) us = t;
+      }
+      if (st) break;
+      char b[96];
+      snprintf(b, sizeof b, "%s%s %.1f us", v ? ", " : "", head_variant_name(v), us);
+      times += b;
+      if (v == 0) plain_us = best_us = us;
+      else if (us * 1.03 < plain_us && us < best_us) best = v, best_us = us;
+    }
+    if (!st) {
+      ops_.head_variant = best;
+      char b[160];
+      snprintf(b, sizeof b, "  LM head %dx%d R=%d: %s, %.1f us; ", hp.n_vocab, hp.k, R, head_variant_name(best), best_us);
+      g_gemm_tuning_log += b + times + "; " + std::to_string(equal) + "/" + std::to_string(tried) +
+                           " other kernels equal\n";
+    }
+    for (void *q : {dh, drows, dout})
+      if (q) release(q);
+    return st;
+  }
 
   bn_status configure(int max_ctx, int max_tokens, int max_n) override {
     BN_CUDA_CHECK(cudaSetDevice(dev));
     bn_status st = configure_attention(max_ctx);
     if (!st) st = configure_gemv((max_n + 15) & ~15, (int)props.sharedMemPerBlockOptin);
     if (!st) st = configure_gemm((int)props.sharedMemPerBlockOptin);
+    if (!st) st = configure_head((int)props.sharedMemPerBlockOptin);
     if (st) return st;
     void *p = nullptr;
     const size_t sbytes = (size_t)max_tokens * (size_t)max_n * 4;

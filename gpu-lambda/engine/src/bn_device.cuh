@@ -558,13 +558,35 @@ __device__ __forceinline__ void grid_barrier(unsigned *bar) {
   __syncthreads();
 }
 
+// The counting form (run 8, H200: grid_barrier took 2.1 us at one 128-thread block per SM): one
+// u64 that only grows, zero (or a multiple of the grid's block count) before the launch. A block's
+// arrival adds 1 and gets the count before it; its barrier ends when the count reaches the next
+// multiple of the block count. So the last arrival's own add releases everyone: no reset, fence
+// and second atomic after it, one atomic round trip less on the critical path. 64 bits: it never
+// wraps (2^64 arrivals).
+__device__ __forceinline__ void grid_barrier_count(unsigned long long *count) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned long long nb = gridDim.x * gridDim.y * gridDim.z;
+    __threadfence();  // this block's writes before its arrival
+    const unsigned long long before = atomicAdd(count, 1ull);
+    const unsigned long long target = before - before % nb + nb;
+    volatile unsigned long long *c = count;
+    while (*c < target) __nanosleep(32);
+    __threadfence();  // the others' writes before this block reads them
+  }
+  __syncthreads();
+}
+
 // ---- launchers (one .cu each) ---------------------------------------------------------------------
 bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStream_t s);
 // Bench and checks (k_sync.cu): grid_barrier in a cooperative launch of `blocks` blocks of
 // `threads` threads, `rounds` times two barriers, with a norm per block (`norm`) or none
 // (Ops::grid_sync_probe).
+// barrier 0: grid_barrier (bar: its two u32); 1: grid_barrier_count (bar: the u64 counter, zeroed
+// by the launch first).
 bn_status launch_grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
-                                 unsigned long long *ns, cudaStream_t s, const NormQuant *norm);
+                                 unsigned long long *ns, cudaStream_t s, const NormQuant *norm, int barrier);
 bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
 // Once per device configuration: lets the fast GEMV use kGemvMaxM x max_ld bytes of shared memory
 // (capped at the device's opt-in limit).
@@ -606,7 +628,13 @@ constexpr int kTickets = 4096;
 static_assert(kAttnTailTokens <= kTickets, "one tail ticket per token");
 bn_status launch_attention_split(const AttnParams &p, const FastAttn &f, int M, unsigned *counter, cudaStream_t s);
 cudaError_t set_attention_split_smem(int bytes);
-bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s);
+// The LM head. gemm (R > kGemvMaxM): the f16 tensor-core kernel `variant` (-1: g_head_variant;
+// 0 head_mma_kernel, 1 pipelined 3 stages, 2 "wide" (32 columns per warp, 2 stages), 3 wide with
+// 3 stages; all give the same bits; 1..3 need configure_head to have raised their shared memory,
+// else 0 runs).
+bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s, int variant = -1);
+// Once per device configuration: the pipelined head kernels' dynamic shared memory (up to 81 KB).
+bn_status configure_head(int smem_optin);
 bn_status launch_select(const SelectParams &p, int R, cudaStream_t s);
 
 

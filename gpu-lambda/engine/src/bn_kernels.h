@@ -161,6 +161,13 @@ struct HeadParams {
   float *logits;        // [R][n_vocab]
 };
 
+// The head GEMM's kernel variants (k_head.cu; CUDA builds): 0 plain, 1 pipelined, 2 wide, 3 wide3.
+constexpr int kHeadVariants = 4;
+extern int g_head_variant;  // BN_HEAD_MMA=pipelined|wide|wide3 (0, plain, unless set; tuning overrides)
+const char *head_variant_name(int v);
+bool head_pipe_available();  // configure_head succeeded: variants 1..3 run as themselves
+extern long g_head_pipe_launches;  // launches of variants 1..3 (the checks read it)
+
 // One sampling row as the GPU reads it (mirrors bn_sampling with the history inline).
 struct SampleRow {
   double temperature;
@@ -236,10 +243,11 @@ class Ops {
   // nanoseconds from the first barrier's start to the last one's end. `norm` (nullable; 128
   // threads, ldx 0): after each round's first barrier every block b also normalizes and
   // quantizes the one vector norm->x into q row b, scale[b], sum[b] (k_sync.cu). Elsewhere
-  // BN_ERR_UNSUPPORTED.
+  // BN_ERR_UNSUPPORTED. barrier 1: grid_barrier_count instead (bar then holds its u64 counter,
+  // zeroed by the launch).
   virtual bn_status grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
-                                    unsigned long long *ns, const NormQuant *norm = nullptr) {
-    (void)blocks, (void)threads, (void)rounds, (void)bar, (void)slots, (void)bad, (void)ns, (void)norm;
+                                    unsigned long long *ns, const NormQuant *norm = nullptr, int barrier = 0) {
+    (void)blocks, (void)threads, (void)rounds, (void)bar, (void)slots, (void)bad, (void)ns, (void)norm, (void)barrier;
     return BN_ERR_UNSUPPORTED;
   }
 };
@@ -278,6 +286,13 @@ class Device {
   virtual bn_status tune_gemm(const Mat &w, int max_m) {
     (void)w;
     (void)max_m;
+    return BN_OK;
+  }
+  // The same for the head GEMM's kernel (head() above kGemvMaxM rows, F16 head): the fastest of
+  // its variants (all with the same bits) on these head weights, up to max_rows rows.
+  virtual bn_status tune_head(const HeadParams &p, int max_rows) {
+    (void)p;
+    (void)max_rows;
     return BN_OK;
   }
 };

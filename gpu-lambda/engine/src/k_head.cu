@@ -10,7 +10,8 @@
 // GEMM (R > 8, prefill 'all' and batched decode; F16 only): mma.sync m16n8k16 f16 → f32 on
 // 64 rows × 64 vocabulary tiles, both operands staged in shared memory per 64-wide K slice
 // (row stride 72 halves: conflict-free fragment reads). f32 accumulation inside the tensor cores:
-// logits match the reference to ~1e-6 relative, not bit for bit.
+// logits match the reference to ~1e-6 relative, not bit for bit. The pipelined variants
+// (head_mma_pipe_kernel, below) give the same bits.
 #include "bn_device.cuh"
 #include "bn_mma.h"
 
@@ -190,10 +191,156 @@ __global__ void __launch_bounds__(128) head_mma_kernel(HeadParams p, int R) {
       }
 }
 
-bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s) {
+// ---- pipelined head GEMM (BN_HEAD_MMA, or chosen by the autotuning at engine creation) ---------
+// Why: run 8 (H200, 2026-11-28) timed head_mma_kernel at 318 us for R = 64, where its 0.66 GB of
+// weights stream in ~155 us: every 64-wide K slice waits for its loads, then for the tensor cores
+// (two barriers per slice, nothing in flight meanwhile), and the four warps each read the whole
+// 64-row A tile from shared memory for a 16-column B strip (10 KB of fragment reads per warp and
+// slice for 8 mma). Here both operands go through an S-deep cp.async ring (slices k+1..k+S-1 in
+// flight while the tensor cores work on k), and each warp owns WN vocabulary columns: WN = 32
+// reads every A fragment once for 4 n8 tiles instead of 2 (3 KB per 16 mma) and halves the
+// hidden rows' L2 reads (64 × 4·WN tiles).
+// Same arithmetic as head_mma_kernel: each logit is one f32 accumulator fed one m16n8k16 per
+// 16-wide k step in k order, so the logits are bit for bit head_mma_kernel's (checked).
+// Ring: S stages of A (64 rows) and B (4·WN rows), HST halves per row; dynamic shared memory
+// (S × (64 + 4·WN) × 144 bytes: 55,296 for S = 3, WN = 16; configure_head raises the limit).
+template <int S, int WN>
+__global__ void __launch_bounds__(128) head_mma_pipe_kernel(HeadParams p, int R) {
+  static_assert(S >= 2 && (WN == 16 || WN == 32), "ring depth, warp width");
+  constexpr int BN = 4 * WN, NJ = WN / 8, A_T = 64 * HST, STG = (64 + BN) * HST;
+  constexpr int AP = 64 * 8 / 128, BP = BN * 8 / 128;  // 16-byte pieces per thread and slice
+  BN_DYN_SHARED(__align__(16) uint16_t, ring);
+  pdl_enter();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int v0 = blockIdx.x * BN, r0 = blockIdx.y * 64;
+  const uint16_t *W = (const uint16_t *)p.w;
+  // This thread copies pieces (row tid/8 + 16·q, 16-byte column tid%8) of every slice; the
+  // hidden row of each A row is looked up once (-1: past R, zero-filled).
+  const int pr = threadIdx.x >> 3, pc = (threadIdx.x & 7) * 8;
+  int hrow[AP];
+#pragma unroll
+  for (int q = 0; q < AP; q++) hrow[q] = r0 + pr + 16 * q < R ? p.rows[r0 + pr + 16 * q] : -1;
+  auto issue = [&](int ks, int stage) {
+    uint16_t *As = ring + stage * STG, *Bs = As + A_T;
+    const int k0 = ks * 64 + pc;
+#pragma unroll
+    for (int q = 0; q < AP; q++) {
+      const bool ok = hrow[q] >= 0;
+      cp_async16_zfill(As + (pr + 16 * q) * HST + pc, p.h16 + (size_t)(ok ? hrow[q] : 0) * p.ldh + k0, ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int q = 0; q < BP; q++) {
+      const int v = v0 + pr + 16 * q;
+      const bool ok = v < p.n_vocab;
+      cp_async16_zfill(Bs + (pr + 16 * q) * HST + pc, W + (size_t)(ok ? v : 0) * p.k + k0, ok ? 16 : 0);
+    }
+  };
+  float acc[4][NJ][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+      for (int q = 0; q < 4; q++) acc[i][j][q] = 0.f;
+  const int nk = p.k / 64;
+#pragma unroll
+  for (int st = 0; st < S - 1; st++) {
+    if (st < nk) issue(st, st);
+    cp_async_commit();  // one group per stage, even empty: the wait below counts groups
+  }
+  for (int kk = 0; kk < nk; kk++) {
+    cp_async_wait<S - 2>();  // this thread's copies of slice kk have landed
+    __syncthreads();         // everyone's have, and slice kk-1's stage is free
+    if (kk + S - 1 < nk) issue(kk + S - 1, (kk + S - 1) % S);
+    cp_async_commit();
+    const uint16_t *As = ring + (kk % S) * STG, *Bs = As + A_T;
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) {
+      uint32_t b[NJ][2];
+#pragma unroll
+      for (int j = 0; j < NJ; j++) f16_b_frag(Bs, HST, warp * WN + 8 * j, ks * 16, g, t, b[j]);
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        if (r0 + 16 * i < R) {
+          uint32_t a[4];
+          f16_a_frag(As, HST, 16 * i, ks * 16, g, t, a);
+#pragma unroll
+          for (int j = 0; j < NJ; j++) mma_f16(acc[i][j], a, b[j]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int r = r0 + 16 * i + g + 8 * h, v = v0 + warp * WN + 8 * j + 2 * t;
+        if (r < R) {
+          if (v < p.n_vocab) p.logits[(size_t)r * p.n_vocab + v] = acc[i][j][2 * h];
+          if (v + 1 < p.n_vocab) p.logits[(size_t)r * p.n_vocab + v + 1] = acc[i][j][2 * h + 1];
+        }
+      }
+}
+
+template <int S, int WN>
+constexpr int head_pipe_smem() {
+  return S * (64 + 4 * WN) * HST * 2;
+}
+
+int g_head_variant = 0;
+long g_head_pipe_launches = 0;
+static bool g_head_pipe_ok = false;
+
+const char *head_variant_name(int v) {
+  switch (v) {
+    case 0: return "plain";
+    case 1: return "pipelined";
+    case 2: return "wide";
+    case 3: return "wide3";
+  }
+  return "?";
+}
+
+bool head_pipe_available() { return g_head_pipe_ok; }
+
+bn_status configure_head(int smem_optin) {
+  const auto attr = cudaFuncAttributeMaxDynamicSharedMemorySize;
+  constexpr int b1 = head_pipe_smem<3, 16>(), b2 = head_pipe_smem<2, 32>(), b3 = head_pipe_smem<3, 32>();
+  if (b3 > smem_optin) return BN_OK;  // the pipelined variants stay unavailable (launch_head falls back)
+  for (cudaError_t e : {cudaFuncSetAttribute(head_mma_pipe_kernel<3, 16>, attr, b1),
+                        cudaFuncSetAttribute(head_mma_pipe_kernel<2, 32>, attr, b2),
+                        cudaFuncSetAttribute(head_mma_pipe_kernel<3, 32>, attr, b3)})
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      set_error("head: raising the pipelined kernels' shared memory to %d bytes failed: %s", b3, cudaGetErrorString(e));
+      return BN_ERR_UNSUPPORTED;
+    }
+  g_head_pipe_ok = true;
+  return BN_OK;
+}
+
+bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s, int variant) {
   if (gemm && p.mode == BN_HEAD_F16 && p.type == BN_TYPE_F16) {
-    dim3 grid((p.n_vocab + 63) / 64, (R + 63) / 64);
-    return launch_k("head_mma_kernel", head_mma_kernel, grid, 128, 0, s, p, R);
+    if (variant < 0) variant = g_head_variant;
+    if (!g_head_pipe_ok) variant = 0;
+    const int ry = (R + 63) / 64;
+    if (variant >= 1 && variant <= 3) g_head_pipe_launches++;
+    switch (variant) {
+      case 1:
+        return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<3, 16>, dim3((p.n_vocab + 63) / 64, ry), 128,
+                        head_pipe_smem<3, 16>(), s, p, R);
+      case 2:
+        return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<2, 32>, dim3((p.n_vocab + 127) / 128, ry), 128,
+                        head_pipe_smem<2, 32>(), s, p, R);
+      case 3:
+        return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<3, 32>, dim3((p.n_vocab + 127) / 128, ry), 128,
+                        head_pipe_smem<3, 32>(), s, p, R);
+      default:
+        return launch_k("head_mma_kernel", head_mma_kernel, dim3((p.n_vocab + 63) / 64, ry), 128, 0, s, p, R);
+    }
   }
   const int blocks = (p.n_vocab + 7) / 8;
   for (int r0 = 0; r0 < R; r0 += 8) {

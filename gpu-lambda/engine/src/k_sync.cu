@@ -6,6 +6,9 @@
 // resident would replace launches with grid-wide barriers, about five per layer. Whether that
 // pays depends on the barrier's cost at one or two blocks per SM, which only a GPU can say.
 //
+// Two barriers (bn_device.cuh): grid_barrier (arrivals + generation) and grid_barrier_count (one
+// growing u64), chosen per launch.
+//
 // Each round: thread 0 of every block writes round·blocks + block to its slot; barrier; every
 // thread reads the slot of block (b + 1 + t) mod blocks and counts a value from another round
 // in *bad; barrier (so that no block writes round r + 1 while another still reads round r).
@@ -21,7 +24,7 @@
 namespace bn {
 
 __global__ void __launch_bounds__(1024) grid_sync_probe_kernel(unsigned *bar, int *slots, int *bad, int rounds,
-                                                               unsigned long long *ns, NormQuant nq) {
+                                                               unsigned long long *ns, NormQuant nq, int mode) {
   BN_DYN_SHARED(__align__(16) float4, xs);  // nq.n floats when there is a norm
   const int nb = (int)gridDim.x, b = (int)blockIdx.x;
   unsigned long long t0 = 0;
@@ -29,20 +32,22 @@ __global__ void __launch_bounds__(1024) grid_sync_probe_kernel(unsigned *bar, in
   int wrong = 0;
   for (int r = 0; r < rounds; r++) {
     if (threadIdx.x == 0) *(volatile int *)&slots[b] = r * nb + b;
-    grid_barrier(bar);
+    if (mode) grid_barrier_count((unsigned long long *)bar);
+    else grid_barrier(bar);
     if (nq.n > 0) block_norm_quant(nq, b, xs);
     const int o = (b + 1 + (int)threadIdx.x) % nb;
     if (*(volatile int *)&slots[o] != r * nb + o) wrong++;
-    grid_barrier(bar);
+    if (mode) grid_barrier_count((unsigned long long *)bar);
+    else grid_barrier(bar);
   }
   if (wrong) atomicAdd(bad, wrong);
   if (b == 0 && threadIdx.x == 0) ns[0] = trace_gtime() - t0;
 }
 
 bn_status launch_grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
-                                 unsigned long long *ns, cudaStream_t s, const NormQuant *norm) {
-  if (blocks < 1 || threads < 1 || threads > 1024 || rounds < 1) {
-    set_error("grid sync probe: %d blocks of %d threads, %d rounds", blocks, threads, rounds);
+                                 unsigned long long *ns, cudaStream_t s, const NormQuant *norm, int barrier) {
+  if (blocks < 1 || threads < 1 || threads > 1024 || rounds < 1 || barrier < 0 || barrier > 1) {
+    set_error("grid sync probe: %d blocks of %d threads, %d rounds, barrier %d", blocks, threads, rounds, barrier);
     return BN_ERR_INVALID_ARGUMENT;
   }
   NormQuant nq{};
@@ -57,8 +62,11 @@ bn_status launch_grid_sync_probe(int blocks, int threads, int rounds, unsigned *
       return BN_ERR_INVALID_ARGUMENT;
     }
   }
+  // The counter starts at 0 (a multiple of any block count) for every launch and graph replay.
+  if (barrier == 1)
+    if (const bn_status st = check_launch("grid_sync_probe counter reset", cudaMemsetAsync(bar, 0, 8, s))) return st;
   return launch_coop("grid_sync_probe_kernel", grid_sync_probe_kernel, dim3((unsigned)blocks), dim3((unsigned)threads),
-                     smem, s, bar, slots, bad, rounds, ns, nq);
+                     smem, s, bar, slots, bad, rounds, ns, nq, barrier);
 }
 
 }  // namespace bn
