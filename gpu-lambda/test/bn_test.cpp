@@ -87,12 +87,16 @@ static std::function<void(const bnt::ChildRecord &)> g_on_bench;
 constexpr int kStopAll = 10;
 static std::string g_only;  // --only A|B: run only the sections whose names contain A or B
 static std::string g_skip;  // --skip A|B: run only the sections whose names contain neither
-// Whether `name` contains one of the |-separated parts of `list`.
+// Whether `name` contains one of the |-separated parts of `list` (a part ending in '$' must end
+// the name: "bench/f16 head, CUDA graph$" is the default configuration alone).
 static bool names_any(const std::string &list, const std::string &name) {
   for (size_t at = 0;;) {
     const size_t bar = list.find('|', at);
-    const std::string part = list.substr(at, bar == std::string::npos ? std::string::npos : bar - at);
-    if (!part.empty() && name.find(part) != std::string::npos) return true;
+    std::string part = list.substr(at, bar == std::string::npos ? std::string::npos : bar - at);
+    const bool at_end = !part.empty() && part.back() == '$';
+    if (at_end) part.pop_back();
+    const size_t hit = part.empty() ? std::string::npos : name.rfind(part);
+    if (hit != std::string::npos && (!at_end || hit + part.size() == name.size())) return true;
     if (bar == std::string::npos) return false;
     at = bar + 1;
   }

@@ -348,6 +348,8 @@ describe('CUDA engine without a GPU', () => {
       'sim/model-relu2/head-wide/gemm/prefill_all:',
       'sim/opt-in head-wide/launches:',
       'sim/opt-in head-wide3/launches:',
+      'sim/opt-in head-wide8/launches:',
+      'sim/head_mma-wide8 300x256 R=70:',
       'sim/grid-sync+norm n=6912:',
       'sim/select_walk V=1003:',
       'sim/autotune/models:',

@@ -155,10 +155,10 @@ class CudaDevice : public Device {
     g_gemv_variant = env_is("BN_GEMV", "ilp") ? 1 : 0;
     g_attn_token_tail = env_is("BN_ATTN_TAIL", "1") ? 1 : 0;
     g_tail_cache = env_is("BN_TAIL_CACHE", "0") ? 0 : 1;
-    // The head GEMM's kernel: BN_HEAD_MMA=plain|pipelined|wide|wide3 pins it (no tuning of it).
-    g_head_variant = env_is("BN_HEAD_MMA", "pipelined") ? 1 : env_is("BN_HEAD_MMA", "wide") ? 2
-                     : env_is("BN_HEAD_MMA", "wide3")   ? 3
-                                                        : 0;
+    // The head GEMM's kernel: BN_HEAD_MMA=plain|pipelined|wide|wide3|wide8 pins it (no tuning of it).
+    g_head_variant = 0;
+    for (int v = 1; v < kHeadVariants; v++)
+      if (env_is("BN_HEAD_MMA", head_variant_name(v))) g_head_variant = v;
     head_pinned = getenv("BN_HEAD_MMA") != nullptr;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");

@@ -630,10 +630,10 @@ bn_status launch_attention_split(const AttnParams &p, const FastAttn &f, int M, 
 cudaError_t set_attention_split_smem(int bytes);
 // The LM head. gemm (R > kGemvMaxM): the f16 tensor-core kernel `variant` (-1: g_head_variant;
 // 0 head_mma_kernel, 1 pipelined 3 stages, 2 "wide" (32 columns per warp, 2 stages), 3 wide with
-// 3 stages; all give the same bits; 1..3 need configure_head to have raised their shared memory,
-// else 0 runs).
+// 3 stages, 4 wide with 8 warps; all give the same bits; 1.. need configure_head to have raised
+// their shared memory, else 0 runs).
 bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s, int variant = -1);
-// Once per device configuration: the pipelined head kernels' dynamic shared memory (up to 81 KB).
+// Once per device configuration: the pipelined head kernels' dynamic shared memory (up to 92 KB).
 bn_status configure_head(int smem_optin);
 bn_status launch_select(const SelectParams &p, int R, cudaStream_t s);
 

@@ -161,12 +161,13 @@ struct HeadParams {
   float *logits;        // [R][n_vocab]
 };
 
-// The head GEMM's kernel variants (k_head.cu; CUDA builds): 0 plain, 1 pipelined, 2 wide, 3 wide3.
-constexpr int kHeadVariants = 4;
-extern int g_head_variant;  // BN_HEAD_MMA=pipelined|wide|wide3 (0, plain, unless set; tuning overrides)
+// The head GEMM's kernel variants (k_head.cu; CUDA builds): 0 plain, 1 pipelined, 2 wide, 3 wide3,
+// 4 wide8.
+constexpr int kHeadVariants = 5;
+extern int g_head_variant;  // BN_HEAD_MMA=pipelined|wide|wide3|wide8 (0, plain, unless set; tuning overrides)
 const char *head_variant_name(int v);
-bool head_pipe_available();  // configure_head succeeded: variants 1..3 run as themselves
-extern long g_head_pipe_launches;  // launches of variants 1..3 (the checks read it)
+bool head_pipe_available();  // configure_head succeeded: variants 1.. run as themselves
+extern long g_head_pipe_launches;  // launches of variants 1.. (the checks read it)
 
 // One sampling row as the GPU reads it (mirrors bn_sampling with the history inline).
 struct SampleRow {

@@ -199,40 +199,41 @@ __global__ void __launch_bounds__(128) head_mma_kernel(HeadParams p, int R) {
 // slice for 8 mma). Here both operands go through an S-deep cp.async ring (slices k+1..k+S-1 in
 // flight while the tensor cores work on k), and each warp owns WN vocabulary columns: WN = 32
 // reads every A fragment once for 4 n8 tiles instead of 2 (3 KB per 16 mma) and halves the
-// hidden rows' L2 reads (64 × 4·WN tiles).
+// hidden rows' L2 reads (64 × 4·WN tiles); NW = 8 warps (wide8) halves them again (64 × 256).
 // Same arithmetic as head_mma_kernel: each logit is one f32 accumulator fed one m16n8k16 per
 // 16-wide k step in k order, so the logits are bit for bit head_mma_kernel's (checked).
-// Ring: S stages of A (64 rows) and B (4·WN rows), HST halves per row; dynamic shared memory
-// (S × (64 + 4·WN) × 144 bytes: 55,296 for S = 3, WN = 16; configure_head raises the limit).
-template <int S, int WN>
-__global__ void __launch_bounds__(128) head_mma_pipe_kernel(HeadParams p, int R) {
-  static_assert(S >= 2 && (WN == 16 || WN == 32), "ring depth, warp width");
-  constexpr int BN = 4 * WN, NJ = WN / 8, A_T = 64 * HST, STG = (64 + BN) * HST;
-  constexpr int AP = 64 * 8 / 128, BP = BN * 8 / 128;  // 16-byte pieces per thread and slice
+// Ring: S stages of A (64 rows) and B (NW·WN rows), HST halves per row; dynamic shared memory
+// (S × (64 + NW·WN) × 144 bytes: 55,296 for S = 3, WN = 16; configure_head raises the limit).
+template <int S, int WN, int NW = 4>
+__global__ void __launch_bounds__(NW * 32) head_mma_pipe_kernel(HeadParams p, int R) {
+  static_assert(S >= 2 && (WN == 16 || WN == 32) && (NW == 4 || NW == 8), "ring depth, warp width, warps");
+  constexpr int NT = NW * 32, RS = NT / 8;  // threads; rows covered by one pass of 16-byte pieces
+  constexpr int BN = NW * WN, NJ = WN / 8, A_T = 64 * HST, STG = (64 + BN) * HST;
+  constexpr int AP = 64 / RS, BP = BN / RS;  // 16-byte pieces per thread and slice
   BN_DYN_SHARED(__align__(16) uint16_t, ring);
   pdl_enter();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int v0 = blockIdx.x * BN, r0 = blockIdx.y * 64;
   const uint16_t *W = (const uint16_t *)p.w;
-  // This thread copies pieces (row tid/8 + 16·q, 16-byte column tid%8) of every slice; the
+  // This thread copies pieces (row tid/8 + RS·q, 16-byte column tid%8) of every slice; the
   // hidden row of each A row is looked up once (-1: past R, zero-filled).
   const int pr = threadIdx.x >> 3, pc = (threadIdx.x & 7) * 8;
   int hrow[AP];
 #pragma unroll
-  for (int q = 0; q < AP; q++) hrow[q] = r0 + pr + 16 * q < R ? p.rows[r0 + pr + 16 * q] : -1;
+  for (int q = 0; q < AP; q++) hrow[q] = r0 + pr + RS * q < R ? p.rows[r0 + pr + RS * q] : -1;
   auto issue = [&](int ks, int stage) {
     uint16_t *As = ring + stage * STG, *Bs = As + A_T;
     const int k0 = ks * 64 + pc;
 #pragma unroll
     for (int q = 0; q < AP; q++) {
       const bool ok = hrow[q] >= 0;
-      cp_async16_zfill(As + (pr + 16 * q) * HST + pc, p.h16 + (size_t)(ok ? hrow[q] : 0) * p.ldh + k0, ok ? 16 : 0);
+      cp_async16_zfill(As + (pr + RS * q) * HST + pc, p.h16 + (size_t)(ok ? hrow[q] : 0) * p.ldh + k0, ok ? 16 : 0);
     }
 #pragma unroll
     for (int q = 0; q < BP; q++) {
-      const int v = v0 + pr + 16 * q;
+      const int v = v0 + pr + RS * q;
       const bool ok = v < p.n_vocab;
-      cp_async16_zfill(Bs + (pr + 16 * q) * HST + pc, W + (size_t)(ok ? v : 0) * p.k + k0, ok ? 16 : 0);
+      cp_async16_zfill(Bs + (pr + RS * q) * HST + pc, W + (size_t)(ok ? v : 0) * p.k + k0, ok ? 16 : 0);
     }
   };
   float acc[4][NJ][4];
@@ -285,9 +286,9 @@ __global__ void __launch_bounds__(128) head_mma_pipe_kernel(HeadParams p, int R)
       }
 }
 
-template <int S, int WN>
+template <int S, int WN, int NW = 4>
 constexpr int head_pipe_smem() {
-  return S * (64 + 4 * WN) * HST * 2;
+  return S * (64 + NW * WN) * HST * 2;
 }
 
 int g_head_variant = 0;
@@ -300,6 +301,7 @@ const char *head_variant_name(int v) {
     case 1: return "pipelined";
     case 2: return "wide";
     case 3: return "wide3";
+    case 4: return "wide8";
   }
   return "?";
 }
@@ -308,14 +310,16 @@ bool head_pipe_available() { return g_head_pipe_ok; }
 
 bn_status configure_head(int smem_optin) {
   const auto attr = cudaFuncAttributeMaxDynamicSharedMemorySize;
-  constexpr int b1 = head_pipe_smem<3, 16>(), b2 = head_pipe_smem<2, 32>(), b3 = head_pipe_smem<3, 32>();
-  if (b3 > smem_optin) return BN_OK;  // the pipelined variants stay unavailable (launch_head falls back)
+  constexpr int b1 = head_pipe_smem<3, 16>(), b2 = head_pipe_smem<2, 32>(), b3 = head_pipe_smem<3, 32>(),
+                b4 = head_pipe_smem<2, 32, 8>();
+  if (b4 > smem_optin) return BN_OK;  // the pipelined variants stay unavailable (launch_head falls back)
   for (cudaError_t e : {cudaFuncSetAttribute(head_mma_pipe_kernel<3, 16>, attr, b1),
                         cudaFuncSetAttribute(head_mma_pipe_kernel<2, 32>, attr, b2),
-                        cudaFuncSetAttribute(head_mma_pipe_kernel<3, 32>, attr, b3)})
+                        cudaFuncSetAttribute(head_mma_pipe_kernel<3, 32>, attr, b3),
+                        cudaFuncSetAttribute(head_mma_pipe_kernel<2, 32, 8>, attr, b4)})
     if (e != cudaSuccess) {
       cudaGetLastError();
-      set_error("head: raising the pipelined kernels' shared memory to %d bytes failed: %s", b3, cudaGetErrorString(e));
+      set_error("head: raising the pipelined kernels' shared memory to %d bytes failed: %s", b4, cudaGetErrorString(e));
       return BN_ERR_UNSUPPORTED;
     }
   g_head_pipe_ok = true;
@@ -327,7 +331,7 @@ bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s, int
     if (variant < 0) variant = g_head_variant;
     if (!g_head_pipe_ok) variant = 0;
     const int ry = (R + 63) / 64;
-    if (variant >= 1 && variant <= 3) g_head_pipe_launches++;
+    if (variant >= 1 && variant < kHeadVariants) g_head_pipe_launches++;
     switch (variant) {
       case 1:
         return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<3, 16>, dim3((p.n_vocab + 63) / 64, ry), 128,
@@ -338,6 +342,9 @@ bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s, int
       case 3:
         return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<3, 32>, dim3((p.n_vocab + 127) / 128, ry), 128,
                         head_pipe_smem<3, 32>(), s, p, R);
+      case 4:
+        return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<2, 32, 8>, dim3((p.n_vocab + 255) / 256, ry), 256,
+                        head_pipe_smem<2, 32, 8>(), s, p, R);
       default:
         return launch_k("head_mma_kernel", head_mma_kernel, dim3((p.n_vocab + 63) / 64, ry), 128, 0, s, p, R);
     }
