@@ -369,6 +369,39 @@ static void test_tune_search() {
        "host/tune_keeps_default", "2%% faster: the default kept; 10%% faster: replaced");
 }
 
+// The tuning knobs refuse values they do not take (check_knobs, at device and engine creation).
+static void test_knobs() {
+  const bn_status none = bn::check_knobs();  // this process's own environment (none set, or valid ones)
+  setenv("BN_HEAD_MMA", "wide8", 1);
+  setenv("BN_GEMM_SPLIT_WAVES", "8", 1);
+  const bn_status good = bn::check_knobs();
+  setenv("BN_HEAD_MMA", "wide9", 1);
+  const bn_status typo = bn::check_knobs();
+  const std::string why = typo ? bn_last_error() : "";
+  unsetenv("BN_HEAD_MMA");
+  setenv("BN_GEMM_SPLIT_WAVES", "", 1);
+  const bn_status empty = bn::check_knobs();
+  setenv("BN_GEMM_SPLIT_WAVES", "10", 1);
+  const bn_status big = bn::check_knobs();
+  unsetenv("BN_GEMM_SPLIT_WAVES");
+  bn_options o;
+  bn_options_default(&o);
+  o.emulate = 1;
+  setenv("BN_FAST_QUANT", "tial", 1);
+  bn_engine *e = nullptr;
+  const bn_status create = bn_engine_create(nullptr, nullptr, 0, &o, &e);  // refused before the model is read
+  const std::string why2 = create ? bn_last_error() : "";
+  unsetenv("BN_FAST_QUANT");
+  if (e) bn_engine_free(e);
+  line(!none && !good && typo == BN_ERR_INVALID_ARGUMENT &&
+           why.find("BN_HEAD_MMA=wide9") != std::string::npos && why.find("plain|pipelined|wide|wide3|wide8") != std::string::npos &&
+           empty == BN_ERR_INVALID_ARGUMENT && big == BN_ERR_INVALID_ARGUMENT && create == BN_ERR_INVALID_ARGUMENT &&
+           why2.find("BN_FAST_QUANT=tial") != std::string::npos,
+       "host/knobs", "valid values pass; BN_HEAD_MMA=wide9: %s \"%s\"; BN_GEMM_SPLIT_WAVES empty and 10: %s, %s; "
+       "bn_engine_create with BN_FAST_QUANT=tial: %s",
+       bn_status_name(typo), why.c_str(), bn_status_name(empty), bn_status_name(big), bn_status_name(create));
+}
+
 static void test_synth(const Fixture &m, const char *label) {
   const auto sh = m.get<int32_t>("synth/shape");
   const auto gguf = m.get<uint8_t>("gguf");
@@ -978,6 +1011,7 @@ int main(int argc, char **argv) {
   printf("== host numerics\n");
   test_host(kf);
   test_tune_search();
+  test_knobs();
   test_synth(m1, "relu2");
   printf("== kernels on the CPU emulation\n");
   {

@@ -91,6 +91,7 @@ static bn_status create_from_table(const bn::ModelTable &table, const bn_options
 bn_status bn_engine_create(const bn_hparams *hp, const bn_tensor *tensors, int32_t n_tensors, const bn_options *opts,
                            bn_engine **out) {
   bn::clear_error();
+  if (const bn_status st = bn::check_knobs()) return st;  // before any work on the model
   if (!hp || !tensors || n_tensors <= 0 || !out) {
     bn::set_error("bn_engine_create: hparams, tensors and out are required");
     return BN_ERR_INVALID_ARGUMENT;
@@ -104,6 +105,7 @@ bn_status bn_engine_create(const bn_hparams *hp, const bn_tensor *tensors, int32
 
 bn_status bn_engine_load(const char *path, const bn_options *opts, bn_engine **out) {
   bn::clear_error();
+  if (const bn_status st = bn::check_knobs()) return st;  // before the file is read
   if (!path || !out) {
     bn::set_error("bn_engine_load: path and out are required");
     return BN_ERR_INVALID_ARGUMENT;

@@ -59,12 +59,51 @@ void *Engine::dalloc(size_t bytes, bn_status *st) {
   return p;
 }
 
+// The tuning knobs (environment variables, README "tuning knobs") and the values each accepts.
+// Any other value is refused where a device or an engine is created, so that a typo never
+// silently leaves the default in place.
+bn_status check_knobs() {
+  static const struct {
+    const char *name, *values;  // values: '|'-separated
+  } knobs[] = {{"BN_PDL", "0|1|early"},
+               {"BN_GEMM", "plain|pipelined|deep"},
+               {"BN_GEMM_SPLITK", "atomics|tiles|kernel"},
+               {"BN_GEMM_SPLIT_WAVES", "0|1|2|3|4|5|6|7|8"},
+               {"BN_ATTN", "generic|fast|ring"},
+               {"BN_ATTN_TAIL", "0|1"},
+               {"BN_NORM", "plain|regs"},
+               {"BN_GEMV", "plain|ilp"},
+               {"BN_TAIL_CACHE", "0|1"},
+               {"BN_AUTOTUNE", "0|1"},
+               {"BN_HEAD_MMA", "plain|pipelined|wide|wide3|wide8"},
+               {"BN_FAST_QUANT", "input|tail"}};
+  for (const auto &k : knobs) {
+    const char *v = getenv(k.name);
+    if (!v) continue;
+    const size_t n = strlen(v);
+    bool ok = false;
+    for (const char *at = k.values; !ok;) {
+      const char *bar = strchr(at, '|');
+      const size_t len = bar ? (size_t)(bar - at) : strlen(at);
+      ok = len == n && strncmp(at, v, n) == 0;
+      if (!bar) break;
+      at = bar + 1;
+    }
+    if (!ok) {
+      set_error("%s=%s is not a value of that knob (one of %s, or unset for the default)", k.name, v, k.values);
+      return BN_ERR_INVALID_ARGUMENT;
+    }
+  }
+  return BN_OK;
+}
+
 bn_status Engine::fail(bn_status st) {
   if (st == BN_ERR_CUDA || st == BN_ERR_OUT_OF_MEMORY) poisoned_ = true;
   return st;
 }
 
 bn_status Engine::create(const ModelTable &m, const bn_options &o, Device *dev, Engine **out) {
+  if (const bn_status st = check_knobs()) return st;
   Engine *e = new Engine();
   e->dev_ = dev;
   e->hp_ = m.hp;

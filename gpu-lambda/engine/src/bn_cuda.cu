@@ -128,6 +128,7 @@ class CudaDevice : public Device {
 
   bn_status init(int index) {
     dev = index;
+    if (const bn_status st = check_knobs()) return st;
     BN_CUDA_CHECK(cudaSetDevice(dev));
     BN_CUDA_CHECK(cudaGetDeviceProperties(&props, dev));
     if (props.major < 8) {
