@@ -349,6 +349,14 @@ describe('CUDA engine without a GPU', () => {
       'sim/opt-in head-wide/launches:',
       'sim/opt-in head-wide3/launches:',
       'sim/opt-in head-wide8/launches:',
+      'sim/ffn-chain 256x640 relu2, 1 blocks:',
+      'sim/ffn-chain 256x4224 silu, 3 blocks:',
+      'sim/ffn-chain 256x4224 relu2, the default grid:',
+      'sim/ffn-chain refusals:',
+      'sim/model-relu2/persist-ffn/gemv/mixed_batch:',
+      'sim/model-silu/persist-ffn/gemm/prefill_then_decode:',
+      'sim/opt-in persist-ffn/launches:',
+      'host/knobs:',
       'sim/head_mma-wide8 300x256 R=70:',
       'sim/grid-sync+norm n=6912:',
       'sim/select_walk V=1003:',
@@ -426,12 +434,12 @@ describe('CUDA engine without a GPU', () => {
     try {
       const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
-      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(23);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(25);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (13 have batch-1 rows, 11 batched decode: all 20), and
+      // Every configuration left its rows (14 have batch-1 rows, 11 batched decode: all 21), and
       // the kernel rows.
-      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(13);
+      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(14);
       expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(11);
       for (const row of [
         '| device-to-device copy',
@@ -449,6 +457,9 @@ describe('CUDA engine without a GPU', () => {
         '| decode batch 16, f16 head, CUDA graph, plain head GEMM (BN_HEAD_MMA=plain)',
         '| LM head f16, R=64 (mma, 32 columns per warp, 2 stages (BN_HEAD_MMA=wide)) | ',
         '| head GEMM kernel tuned at engine creation | LM head ',
+        '| o + gate/up + down GEMVs with their norm tails, 256x640, M=1 (three launches) | ',
+        '| persistent FFN chain (BN_PERSIST=ffn), 256x640, M=1, 64 blocks (2 per SM asked; 64 resident at most) | ',
+        '| decode batch 1, f16 head, CUDA graph, persistent FFN chain (BN_PERSIST=ffn), context ',
         '| grid barrier (cooperative launch, one growing counter), 8 blocks x 128 threads | ',
         '| decode batch 16, f16 head, CUDA graph, attention sub-norm as its tail (BN_ATTN_TAIL=1)',
         '| GEMV 64x2560 (smoke), M=1, ILP (BN_GEMV=ilp)',

@@ -76,7 +76,8 @@ bn_status check_knobs() {
                {"BN_TAIL_CACHE", "0|1"},
                {"BN_AUTOTUNE", "0|1"},
                {"BN_HEAD_MMA", "plain|pipelined|wide|wide3|wide8"},
-               {"BN_FAST_QUANT", "input|tail"}};
+               {"BN_FAST_QUANT", "input|tail"},
+               {"BN_PERSIST", "0|ffn"}};
   for (const auto &k : knobs) {
     const char *v = getenv(k.name);
     if (!v) continue;
@@ -139,6 +140,10 @@ bn_status Engine::create(const ModelTable &m, const bn_options &o, Device *dev, 
     for (const Mat *w : {&L.qkv, &L.o, &L.gateup, &L.down})
       if (!st) st = dev->tune_gemm(*w, op.max_batch_tokens);
   }
+  // The persistent FFN chain (BN_PERSIST=ffn): refused here, not at the first decode step, if this
+  // model's shapes cannot run it.
+  if (!st && dev->ops().ffn_chain_on() && !e->layers_.empty())
+    st = dev->ops().ffn_chain_check(e->ffn_chain_of(0, e->norm_point(e->x_, m.hp.n_embd, e->layers_[0].attn_norm)));
   // The head GEMM's kernel likewise (above kGemvMaxM logits rows, F16 head).
   if (!st && op.max_logit_rows > kGemvMaxM && op.head_mode == BN_HEAD_F16) {
     HeadParams h{};
@@ -424,6 +429,37 @@ AttnParams Engine::attn_params(int l) const {
                     1.0 / std::sqrt((double)hp.head_dim), att_, hp.n_embd, opt_.max_ctx};
 }
 
+NormQuant Engine::norm_point(const float *x, int n, const float *w) const {
+  NormQuant r{};
+  r.x = x;
+  r.ldx = n;
+  r.n = n;
+  r.w = w;
+  r.eps = hp_.rms_eps;
+  r.q = q8_;
+  r.scale = ascale_;
+  r.sum = asum_;
+  r.ldq = ldw_;
+  return r;
+}
+
+FfnChain Engine::ffn_chain_of(int l, const NormQuant &next) const {
+  const LayerDev &L = layers_[l];
+  const int E = hp_.n_embd, F = hp_.n_ff;
+  FfnChain c{};
+  c.o = L.o;
+  c.gu = L.gateup;
+  c.down = L.down;
+  c.a = Acts{q8_, ascale_, asum_, ldw_};
+  c.eo = epi_to(EPI_RESID, x_, E);
+  c.eg = epi_to(EPI_GATEUP, ff_, F, hp_.activation);
+  c.ed = epi_to(EPI_RESID, x_, E);
+  c.ffn = norm_point(x_, E, L.ffn_norm);
+  c.fsub = norm_point(ff_, F, L.ffn_sub_norm);
+  c.next = next;
+  return c;
+}
+
 bn_status Engine::run_step(int M, int R, bool do_select) {
   const bn_hparams &hp = hp_;
   const int E = hp.n_embd, F = hp.n_ff;
@@ -431,19 +467,7 @@ bn_status Engine::run_step(int M, int R, bool do_select) {
   const int32_t *tokens = (const int32_t *)in_dev_;
   const Acts acts{q8_, ascale_, asum_, ldw_};
   const bool small = M <= std::min(opt_.gemv_max_m, kGemvMaxM);
-  auto nq = [&](const float *x, int n, const float *w) {
-    NormQuant r{};
-    r.x = x;
-    r.ldx = n;
-    r.n = n;
-    r.w = w;
-    r.eps = hp.rms_eps;
-    r.q = q8_;
-    r.scale = ascale_;
-    r.sum = asum_;
-    r.ldq = ldw_;
-    return r;
-  };
+  auto nq = [&](const float *x, int n, const float *w) { return norm_point(x, n, w); };
   NormQuant final_nq = nq(x_, E, output_norm_);
   final_nq.q = nullptr;
   final_nq.scale = nullptr;
@@ -478,6 +502,11 @@ bn_status Engine::run_step(int M, int R, bool do_select) {
     const bool sub_tail = small || (ops.attention_tail_batched() && M <= kAttnTailTokens);
     if ((st = ops.attention(ap, M, sub_tail ? &nq_sub : nullptr))) return st;
     if (!sub_tail && (st = ops.norm_quant(nq_sub, M))) return st;
+    if (M == 1 && small && ops.ffn_chain_on()) {  // o, gate/up and down in one cooperative launch
+      const NormQuant nq_next = l + 1 < hp.n_layer ? nq(x_, E, layers_[l + 1].attn_norm) : final_nq;
+      if ((st = ops.ffn_chain(ffn_chain_of(l, nq_next)))) return st;
+      continue;
+    }
     // o_proj + residual (+ ffn_norm and quantization)
     const Epi eo = epi_to(EPI_RESID, x_, E);
     const NormQuant nq_ffn = nq(x_, E, L.ffn_norm);

@@ -48,6 +48,10 @@ class Engine {
   bn_status run_layers_fast(int M, const NormQuant &final_nq);
   bn_status run_head(int R, bool do_select);
   Epi qkv_epi(int l) const;
+  // Layer l's norm point over x (n values, weights w) into the shared int8 activations.
+  NormQuant norm_point(const float *x, int n, const float *w) const;
+  // Layer l's persistent FFN chain (Ops::ffn_chain) for one token, with `next` after down.
+  FfnChain ffn_chain_of(int l, const NormQuant &next) const;
   AttnParams attn_params(int l) const;
   bn_status fail(bn_status st);                      // poisons on device errors
   void *dalloc(size_t bytes, bn_status *st);

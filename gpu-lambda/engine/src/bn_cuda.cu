@@ -67,6 +67,8 @@ class CudaOps : public Ops {
   int split_waves = 2;  // split-K target, blocks per SM (BN_GEMM_SPLIT_WAVES, 0..8)
   GemmTable tuned;      // BN_AUTOTUNE=1: per shape and token bucket (bn_tune.h)
   int head_variant = -1;  // the head GEMM's kernel as tuning chose it (-1: g_head_variant)
+  unsigned long long *chain_bar = nullptr;  // the FFN chain's grid barrier counter
+  int chain_blocks_per_sm = 0;              // BN_PERSIST=ffn: 2 (0: the chain is off)
 
   // The launch configuration without tuning: the knobs (read at init; the bench sets the two
   // globals directly for its per-shape rows).
@@ -101,6 +103,24 @@ class CudaOps : public Ops {
     return launch_attention(p, M, tail, counter, stream, split);
   }
   bool attention_tail_batched() const override { return g_attn_token_tail != 0; }
+  bool ffn_chain_on() const override { return chain_blocks_per_sm > 0; }
+  bn_status ffn_chain_check(const FfnChain &c) override {
+    if (const bn_status st = bn::ffn_chain_check(c)) return st;
+    if (ffn_chain_max_blocks(sm_count, c) < 1) {
+      set_error("ffn chain: no block of it can be resident on this device");
+      return BN_ERR_UNSUPPORTED;
+    }
+    return BN_OK;
+  }
+  bn_status ffn_chain(const FfnChain &c, int want) override {
+    const int per_sm = chain_blocks_per_sm > 0 ? chain_blocks_per_sm : 2;
+    const int blocks = std::min(want > 0 ? want : per_sm * sm_count, ffn_chain_max_blocks(sm_count, c));
+    if (blocks < 1) {
+      set_error("ffn chain: no block of it can be resident on this device");
+      return BN_ERR_UNSUPPORTED;
+    }
+    return launch_ffn_chain(c, blocks, counter, chain_bar, stream);
+  }
   bn_status head(const HeadParams &p, int R, bool gemm) override {
     return launch_head(p, R, gemm, stream, head_variant);
   }
@@ -161,6 +181,9 @@ class CudaDevice : public Device {
     for (int v = 1; v < kHeadVariants; v++)
       if (env_is("BN_HEAD_MMA", head_variant_name(v))) g_head_variant = v;
     head_pinned = getenv("BN_HEAD_MMA") != nullptr;
+    // The persistent FFN chain for decode steps of one token (k_ffn_chain.cu; not yet run on a
+    // GPU): BN_PERSIST=ffn, two blocks per SM.
+    ops_.chain_blocks_per_sm = env_is("BN_PERSIST", "ffn") ? 2 : 0;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");
     if (sw && sw[0] >= '0' && sw[0] <= '8' && sw[1] == 0) ops_.split_waves = sw[0] - '0';
@@ -181,6 +204,9 @@ class CudaDevice : public Device {
     own.push_back(c);
     BN_CUDA_CHECK(cudaMemset(c, 0, kTickets * sizeof(unsigned)));
     ops_.counter = (unsigned *)c;
+    BN_CUDA_CHECK(cudaMalloc(&c, 8));
+    own.push_back(c);
+    ops_.chain_bar = (unsigned long long *)c;
     return BN_OK;
   }
 

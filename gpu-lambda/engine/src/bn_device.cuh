@@ -588,6 +588,13 @@ bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStr
 bn_status launch_grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
                                  unsigned long long *ns, cudaStream_t s, const NormQuant *norm, int barrier);
 bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
+// The persistent FFN chain (k_ffn_chain.cu): whether the chain's shapes fit together and its
+// shared memory fits; how many of its blocks can be resident on sm_count SMs (0: none); one
+// cooperative launch of `blocks` blocks (counter: a last-block ticket; bar: an 8-byte barrier
+// counter, zeroed by the launch).
+bn_status ffn_chain_check(const FfnChain &c);
+int ffn_chain_max_blocks(int sm_count, const FfnChain &c);
+bn_status launch_ffn_chain(const FfnChain &c, int blocks, unsigned *counter, unsigned long long *bar, cudaStream_t s);
 // Once per device configuration: lets the fast GEMV use kGemvMaxM x max_ld bytes of shared memory
 // (capped at the device's opt-in limit).
 bn_status configure_gemv(int max_ld, int smem_optin);

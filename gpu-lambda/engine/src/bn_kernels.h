@@ -168,6 +168,7 @@ extern int g_head_variant;  // BN_HEAD_MMA=pipelined|wide|wide3|wide8 (0, plain,
 const char *head_variant_name(int v);
 bool head_pipe_available();  // configure_head succeeded: variants 1.. run as themselves
 extern long g_head_pipe_launches;  // launches of variants 1.. (the checks read it)
+extern long g_ffn_chain_launches;  // launches of the persistent FFN chain (k_ffn_chain.cu; the checks read it)
 
 // One sampling row as the GPU reads it (mirrors bn_sampling with the history inline).
 struct SampleRow {
@@ -201,6 +202,22 @@ constexpr int kAttnTailTokens = 4096;
 constexpr int kNormThreads = 128;  // threads per token in RMSNorm+quantize (and every fused tail)
 
 // ---- seams --------------------------------------------------------------------------------------
+
+// A decode step's o → gate/up → down chain for one token, in one cooperative launch (the
+// persistent FFN chain, k_ffn_chain.cu; BN_PERSIST=ffn): the three GEMVs with their epilogues,
+// and between them, after a grid-wide barrier, every block runs the next RMSNorm + quantization
+// itself into its shared memory (the one-block tail's order, so the same bits) instead of the
+// last block running it for all and the next kernel being launched. `next` runs as the down
+// GEMV's tail does (the last block, global outputs).
+struct FfnChain {
+  Mat o, gu, down;
+  Acts a;               // o's input (the attention tail's int8 row, global)
+  Epi eo, eg, ed;       // RESID into x, GATEUP into ff, RESID into x
+  NormQuant ffn, fsub;  // x and ff normed per block (their q/scale/sum outputs are ignored)
+  NormQuant next;       // the tail after down
+};
+
+void set_error(const char *fmt, ...);  // bn_api.cpp (declared again below, with the error API)
 
 class Ops {
  public:
@@ -249,6 +266,21 @@ class Ops {
   virtual bn_status grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
                                     unsigned long long *ns, const NormQuant *norm = nullptr, int barrier = 0) {
     (void)blocks, (void)threads, (void)rounds, (void)bar, (void)slots, (void)bad, (void)ns, (void)norm, (void)barrier;
+    return BN_ERR_UNSUPPORTED;
+  }
+  // The persistent FFN chain (FfnChain) for M = 1, when ffn_chain_on(): the engine then calls it
+  // instead of the o, gate/up and down gemv() calls. blocks: the grid (0: the device's setting,
+  // two per SM; the bench and checks choose others), capped at what can be resident at once.
+  virtual bool ffn_chain_on() const { return false; }
+  virtual bn_status ffn_chain(const FfnChain &c, int blocks = 0) {
+    (void)c, (void)blocks;
+    set_error("the persistent FFN chain runs on the CUDA device only");
+    return BN_ERR_UNSUPPORTED;
+  }
+  // Whether a chain of these shapes can run here (the engine asks at creation when it is on).
+  virtual bn_status ffn_chain_check(const FfnChain &c) {
+    (void)c;
+    set_error("the persistent FFN chain runs on the CUDA device only");
     return BN_ERR_UNSUPPORTED;
   }
 };

@@ -34,27 +34,13 @@
 #include "bn_device.cuh"
 #include "bn_epilogue.h"
 #include "bn_fast.cuh"
+#include "bn_gemv.cuh"
 
 #include <algorithm>
 
 namespace bn {
 
 BN_PDL_MODE(pdl_set_early_gemv)
-
-// SH: the activations are in shared memory (fast numerics), else read-only global memory.
-template <bool SH = false>
-__device__ __forceinline__ int chunk_dot(const uint4 &w, const int8_t *q, int c, int acc) {
-#pragma unroll
-  for (int p = 0; p < 4; p++) {
-    const uint4 *ap = (const uint4 *)(q + i2s_chunk_act_offset(c, p));
-    const uint4 a = SH ? *ap : __ldg(ap);
-    acc = dp4a(i2s_plane(w.x, p), a.x, acc);
-    acc = dp4a(i2s_plane(w.y, p), a.y, acc);
-    acc = dp4a(i2s_plane(w.z, p), a.z, acc);
-    acc = dp4a(i2s_plane(w.w, p), a.w, acc);
-  }
-  return acc;
-}
 
 // The same sum for BN_GEMV=ilp (written 2026-11-28, not yet run on a GPU). Why: run 7's stacked
 // rows took 3.6 times as long at M = 4 as at M = 1 for the same weight bytes, so most of a block's
@@ -80,12 +66,6 @@ __device__ __forceinline__ int chunk_dot_ilp(const uint4 &w, const int8_t *q, in
     s[p] = dp4a(i2s_plane(w.w, p), a[p].w, s[p]);
   }
   return acc + ((s[0] + s[1]) + (s[2] + s[3]));
-}
-
-template <int G, int TPR>
-__device__ __forceinline__ void load_group(uint4 (&w)[G], const uint4 *wr, int c0, int cpr) {
-#pragma unroll
-  for (int j = 0; j < G; j++) w[j] = c0 + j * TPR < cpr ? __ldcs(wr + c0 + j * TPR) : make_uint4(0, 0, 0, 0);
 }
 
 // The producer side of a fast norm point: this block's part of Σx² and of the key maximum over the
