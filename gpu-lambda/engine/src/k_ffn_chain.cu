@@ -11,6 +11,7 @@
 // runs its share of the gate/up rows from there; the same between gate/up and down (n = n_ff,
 // ~4.6 µs). The norm after down (the next layer's attn_norm, or output_norm) stays a last-block
 // tail, as the down GEMV's: its outputs go to global memory for the next kernel.
+// Each phase's first weights load before its barrier and norm (they do not depend on the data).
 // Estimate from runs 8–9 (not yet run on a GPU): ~23 µs for the three phases against ~29 µs for
 // the three kernels with their tails and two launch gaps.
 //
@@ -31,10 +32,11 @@ namespace bn {
 long g_ffn_chain_launches = 0;
 
 // Row group `vb` of a GEMV with one token: gemv_block's mapping and arithmetic for M = 1. q: the
-// int8 row (shared memory when SH), qsum/qscale its Σq and scale.
+// int8 row (shared memory when SH), qsum/qscale its Σq and scale. `loaded`: w already holds the
+// row's first G chunks (chain_phase's prefetch).
 template <int TPR, int G, bool SH>
 __device__ __forceinline__ void chain_rows(const Mat &W, const int8_t *q, int32_t qsum, float qscale, const Epi &e,
-                                           int vb) {
+                                           int vb, uint4 (&w)[G], bool loaded) {
   constexpr int RPW = 32 / TPR;  // rows per warp
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ty = lane / TPR, tx = lane % TPR;
   const int row = vb * (4 * RPW) + warp * RPW + ty;
@@ -43,8 +45,7 @@ __device__ __forceinline__ void chain_rows(const Mat &W, const int8_t *q, int32_
   const uint4 *wr = (const uint4 *)(W.w + (size_t)(live ? row : 0) * (size_t)(W.k >> 2));
   int acc = 0;
   if (live) {
-    uint4 w[G];
-    load_group<G, TPR>(w, wr, tx, cpr);
+    if (!loaded) load_group<G, TPR>(w, wr, tx, cpr);
     for (int c0 = tx;;) {
 #pragma unroll
       for (int j = 0; j < G; j++)
@@ -63,15 +64,32 @@ __device__ __forceinline__ void chain_rows(const Mat &W, const int8_t *q, int32_
   if (valid) epi_apply(e, 0, row, y, yp);
 }
 
-// This block's row groups of one GEMV phase.
-template <bool SH>
-__device__ __forceinline__ void chain_phase(const Mat &W, const int8_t *q, int32_t qsum, float qscale, const Epi &e) {
-  const int groups = (W.n + gemv_rows_per_block(W.n) - 1) / gemv_rows_per_block(W.n);
-  if (gemv_lanes_per_row(W.n) == 16) {
-    for (int vb = blockIdx.x; vb < groups; vb += gridDim.x) chain_rows<16, 4, SH>(W, q, qsum, qscale, e, vb);
-  } else {
-    for (int vb = blockIdx.x; vb < groups; vb += gridDim.x) chain_rows<8, 8, SH>(W, q, qsum, qscale, e, vb);
+template <int TPR, int G, bool SH, typename Before>
+__device__ __forceinline__ void chain_phase_t(const Mat &W, const int8_t *q, const int32_t *qsum, const float *qscale,
+                                              const Epi &e, Before before) {
+  constexpr int RPB = 4 * (32 / TPR);  // rows per group
+  const int groups = (W.n + RPB - 1) / RPB;
+  // The weights do not depend on the data: the first group's first chunks load before `before`
+  // (the barrier and the norm that make this phase's input), so that round trip overlaps them.
+  uint4 w[G];
+  {
+    const int lane = threadIdx.x & 31, row = (int)blockIdx.x * RPB + (threadIdx.x >> 5) * (32 / TPR) + lane / TPR;
+    if ((int)blockIdx.x < groups && row < W.n)
+      load_group<G, TPR>(w, (const uint4 *)(W.w + (size_t)row * (size_t)(W.k >> 2)), lane % TPR, W.k >> 6);
   }
+  before();
+  const int32_t S = *qsum;
+  const float sc = *qscale;
+  for (int vb = blockIdx.x; vb < groups; vb += gridDim.x) chain_rows<TPR, G, SH>(W, q, S, sc, e, vb, w, vb == (int)blockIdx.x);
+}
+
+// This block's row groups of one GEMV phase, after `before()` (its first weights load before it).
+// qsum, qscale: read after `before()` (shared memory when SH).
+template <bool SH, typename Before>
+__device__ __forceinline__ void chain_phase(const Mat &W, const int8_t *q, const int32_t *qsum, const float *qscale,
+                                            const Epi &e, Before before) {
+  if (gemv_lanes_per_row(W.n) == 16) chain_phase_t<16, 4, SH>(W, q, qsum, qscale, e, before);
+  else chain_phase_t<8, 8, SH>(W, q, qsum, qscale, e, before);
 }
 
 // Normalizes and quantizes nq's vector (token 0) into this block's shared row q, *qscale, *qsum.
@@ -95,13 +113,15 @@ __global__ void __launch_bounds__(128, 4) ffn_chain_kernel(FfnChain c, unsigned 
   BN_SHARED(int32_t, qsum);
   int8_t *q = (int8_t *)(xs + nmax / 4);
   // o: the attention tail's int8 row from global memory (a previous kernel wrote it).
-  chain_phase<false>(c.o, c.a.q, c.a.sum[0], c.a.scale[0], c.eo);
-  grid_barrier_count(bar);  // every block's x rows are stored
-  chain_norm(c.ffn, q, &qscale, &qsum, xs);
-  chain_phase<true>(c.gu, q, qsum, qscale, c.eg);
-  grid_barrier_count(bar);  // every block's ff values are stored (and no block reads x any more)
-  chain_norm(c.fsub, q, &qscale, &qsum, xs);
-  chain_phase<true>(c.down, q, qsum, qscale, c.ed);
+  chain_phase<false>(c.o, c.a.q, c.a.sum, c.a.scale, c.eo, [] {});
+  chain_phase<true>(c.gu, q, &qsum, &qscale, c.eg, [&] {
+    grid_barrier_count(bar);  // every block's x rows are stored
+    chain_norm(c.ffn, q, &qscale, &qsum, xs);
+  });
+  chain_phase<true>(c.down, q, &qsum, &qscale, c.ed, [&] {
+    grid_barrier_count(bar);  // every block's ff values are stored (and no block reads x any more)
+    chain_norm(c.fsub, q, &qscale, &qsum, xs);
+  });
   if (last_block(counter)) block_norm_quant(c.next, 0, xs);
 }
 
