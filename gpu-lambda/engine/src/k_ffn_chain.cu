@@ -22,7 +22,7 @@
 // Grid: any number of resident blocks of 128 threads; block b runs the GEMV row groups b, b +
 // gridDim.x, … of each phase (the exact GEMV's groups: 8 rows below 8192 rows, else 16).
 // Dynamic shared memory: max(E, F) floats (the norms' vector cache) + max(E, F) int8 (this
-// block's quantized input row), at most the 48 KB default (n_ff ≤ 9,600).
+// block's quantized input row), at most the 48 KB default (n_ff ≤ 9,728).
 #include "bn_device.cuh"
 #include "bn_epilogue.h"
 #include "bn_gemv.cuh"
@@ -125,8 +125,7 @@ __global__ void __launch_bounds__(128, 4) ffn_chain_kernel(FfnChain c, unsigned 
   if (last_block(counter)) block_norm_quant(c.next, 0, xs);
 }
 
-// The dynamic shared memory a chain of these sizes needs (0 if the chain's shapes do not fit
-// together), and the grid it may use.
+// The longer of the chain's two vectors (its dynamic shared memory is 5 bytes per element).
 static int chain_nmax(const FfnChain &c) {
   const int E = c.o.n, F = c.gu.n / 2;
   return E > F ? E : F;
