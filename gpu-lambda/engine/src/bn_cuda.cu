@@ -69,6 +69,14 @@ class CudaOps : public Ops {
   int head_variant = -1;  // the head GEMM's kernel as tuning chose it (-1: g_head_variant)
   unsigned long long *chain_bar = nullptr;  // the FFN chain's grid barrier counter
   int chain_blocks_per_sm = 0;              // BN_PERSIST=ffn: 2 (0: the chain is off)
+  // How many chain blocks can be resident, for the chain's longer vector length (its shared
+  // memory): asked of the driver once per length, not per layer and step.
+  int chain_cap_n = -1, chain_cap = 0;
+  int chain_max_blocks(const FfnChain &c) {
+    const int n = std::max(c.o.n, c.gu.n / 2);
+    if (n != chain_cap_n) chain_cap = ffn_chain_max_blocks(sm_count, c), chain_cap_n = n;
+    return chain_cap;
+  }
 
   // The launch configuration without tuning: the knobs (read at init; the bench sets the two
   // globals directly for its per-shape rows).
@@ -106,7 +114,7 @@ class CudaOps : public Ops {
   bool ffn_chain_on() const override { return chain_blocks_per_sm > 0; }
   bn_status ffn_chain_check(const FfnChain &c) override {
     if (const bn_status st = bn::ffn_chain_check(c)) return st;
-    if (ffn_chain_max_blocks(sm_count, c) < 1) {
+    if (chain_max_blocks(c) < 1) {
       set_error("ffn chain: no block of it can be resident on this device");
       return BN_ERR_UNSUPPORTED;
     }
@@ -114,7 +122,7 @@ class CudaOps : public Ops {
   }
   bn_status ffn_chain(const FfnChain &c, int want) override {
     const int per_sm = chain_blocks_per_sm > 0 ? chain_blocks_per_sm : 2;
-    const int blocks = std::min(want > 0 ? want : per_sm * sm_count, ffn_chain_max_blocks(sm_count, c));
+    const int blocks = std::min(want > 0 ? want : per_sm * sm_count, chain_max_blocks(c));
     if (blocks < 1) {
       set_error("ffn chain: no block of it can be resident on this device");
       return BN_ERR_UNSUPPORTED;

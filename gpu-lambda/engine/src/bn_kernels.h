@@ -336,7 +336,8 @@ extern std::string g_gemm_tuning_log;
 extern int g_gemm_tuning_mismatches;
 
 // BN_ERR_INVALID_ARGUMENT (with the error set) if a tuning knob's environment variable holds a
-// value that knob does not take (bn_core.cpp lists them); checked at device and engine creation.
+// value that knob does not take (bn_core.cpp lists them); checked by bn_engine_create/_load before
+// any work, and where the CUDA device reads them (its creation).
 bn_status check_knobs();
 
 // The CPU emulator as a Device (also available in the GPU build, for side-by-side tests).

@@ -286,10 +286,23 @@ __global__ void __launch_bounds__(NW * 32) head_mma_pipe_kernel(HeadParams p, in
       }
 }
 
+// One pipelined variant: its dynamic shared memory, the raising of its limit, and its launch.
 template <int S, int WN, int NW = 4>
-constexpr int head_pipe_smem() {
-  return S * (64 + NW * WN) * HST * 2;
-}
+struct HeadPipe {
+  static constexpr int kCols = NW * WN;                        // vocabulary rows per block
+  static constexpr int kSmem = S * (64 + kCols) * HST * 2;     // the ring
+  static cudaError_t allow() {
+    return cudaFuncSetAttribute(head_mma_pipe_kernel<S, WN, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  }
+  static bn_status launch(const HeadParams &p, int R, cudaStream_t s) {
+    return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<S, WN, NW>,
+                    dim3((p.n_vocab + kCols - 1) / kCols, (R + 63) / 64), NW * 32, kSmem, s, p, R);
+  }
+};
+using HeadPipelined = HeadPipe<3, 16>;
+using HeadWide = HeadPipe<2, 32>;
+using HeadWide3 = HeadPipe<3, 32>;
+using HeadWide8 = HeadPipe<2, 32, 8>;
 
 int g_head_variant = 0;
 long g_head_pipe_launches = 0;
@@ -309,17 +322,13 @@ const char *head_variant_name(int v) {
 bool head_pipe_available() { return g_head_pipe_ok; }
 
 bn_status configure_head(int smem_optin) {
-  const auto attr = cudaFuncAttributeMaxDynamicSharedMemorySize;
-  constexpr int b1 = head_pipe_smem<3, 16>(), b2 = head_pipe_smem<2, 32>(), b3 = head_pipe_smem<3, 32>(),
-                b4 = head_pipe_smem<2, 32, 8>();
-  if (b4 > smem_optin) return BN_OK;  // the pipelined variants stay unavailable (launch_head falls back)
-  for (cudaError_t e : {cudaFuncSetAttribute(head_mma_pipe_kernel<3, 16>, attr, b1),
-                        cudaFuncSetAttribute(head_mma_pipe_kernel<2, 32>, attr, b2),
-                        cudaFuncSetAttribute(head_mma_pipe_kernel<3, 32>, attr, b3),
-                        cudaFuncSetAttribute(head_mma_pipe_kernel<2, 32, 8>, attr, b4)})
+  constexpr int most = HeadWide8::kSmem;  // the largest ring
+  static_assert(most >= HeadPipelined::kSmem && most >= HeadWide::kSmem && most >= HeadWide3::kSmem, "largest");
+  if (most > smem_optin) return BN_OK;  // the pipelined variants stay unavailable (launch_head falls back)
+  for (cudaError_t e : {HeadPipelined::allow(), HeadWide::allow(), HeadWide3::allow(), HeadWide8::allow()})
     if (e != cudaSuccess) {
       cudaGetLastError();
-      set_error("head: raising the pipelined kernels' shared memory to %d bytes failed: %s", b4, cudaGetErrorString(e));
+      set_error("head: raising the pipelined kernels' shared memory to %d bytes failed: %s", most, cudaGetErrorString(e));
       return BN_ERR_UNSUPPORTED;
     }
   g_head_pipe_ok = true;
@@ -330,23 +339,14 @@ bn_status launch_head(const HeadParams &p, int R, bool gemm, cudaStream_t s, int
   if (gemm && p.mode == BN_HEAD_F16 && p.type == BN_TYPE_F16) {
     if (variant < 0) variant = g_head_variant;
     if (!g_head_pipe_ok) variant = 0;
-    const int ry = (R + 63) / 64;
     if (variant >= 1 && variant < kHeadVariants) g_head_pipe_launches++;
     switch (variant) {
-      case 1:
-        return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<3, 16>, dim3((p.n_vocab + 63) / 64, ry), 128,
-                        head_pipe_smem<3, 16>(), s, p, R);
-      case 2:
-        return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<2, 32>, dim3((p.n_vocab + 127) / 128, ry), 128,
-                        head_pipe_smem<2, 32>(), s, p, R);
-      case 3:
-        return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<3, 32>, dim3((p.n_vocab + 127) / 128, ry), 128,
-                        head_pipe_smem<3, 32>(), s, p, R);
-      case 4:
-        return launch_k("head_mma_pipe_kernel", head_mma_pipe_kernel<2, 32, 8>, dim3((p.n_vocab + 255) / 256, ry), 256,
-                        head_pipe_smem<2, 32, 8>(), s, p, R);
+      case 1: return HeadPipelined::launch(p, R, s);
+      case 2: return HeadWide::launch(p, R, s);
+      case 3: return HeadWide3::launch(p, R, s);
+      case 4: return HeadWide8::launch(p, R, s);
       default:
-        return launch_k("head_mma_kernel", head_mma_kernel, dim3((p.n_vocab + 63) / 64, ry), 128, 0, s, p, R);
+        return launch_k("head_mma_kernel", head_mma_kernel, dim3((p.n_vocab + 63) / 64, (R + 63) / 64), 128, 0, s, p, R);
     }
   }
   const int blocks = (p.n_vocab + 7) / 8;
