@@ -374,7 +374,9 @@ static void test_knobs() {
   const bn_status none = bn::check_knobs();  // this process's own environment (none set, or valid ones)
   setenv("BN_HEAD_MMA", "wide8", 1);
   setenv("BN_GEMM_SPLIT_WAVES", "8", 1);
+  setenv("BN_PERSIST", "layer", 1);
   const bn_status good = bn::check_knobs();
+  unsetenv("BN_PERSIST");
   setenv("BN_HEAD_MMA", "wide9", 1);
   const bn_status typo = bn::check_knobs();
   const std::string why = typo ? bn_last_error() : "";

@@ -235,7 +235,7 @@ describe('CUDA engine without a GPU', () => {
         expect(report, `${cu} sm_80`).toMatch(/Compiling entry function '.*' for 'sm_80'/);
         expect(report, `${cu} sm_90`).toMatch(/Compiling entry function '.*' for 'sm_90'/);
       }
-      if (/k_(gemv|gemm|attn|head|norm)/.test(cu)) {
+      if (/k_(gemv|gemm|attn|head|norm|ffn_chain|layer_chain)/.test(cu)) {
         for (const m of report.matchAll(/(\d+) bytes spill stores/g)) expect(Number(m[1]), `${cu} spills`).toBe(0);
       }
     }
@@ -356,6 +356,14 @@ describe('CUDA engine without a GPU', () => {
       'sim/model-relu2/persist-ffn/gemv/mixed_batch:',
       'sim/model-silu/persist-ffn/gemm/prefill_then_decode:',
       'sim/opt-in persist-ffn/launches:',
+      'sim/layer-chain 4 heads (2 kv) x 64, n_ff 640, T=37, relu2, 1 blocks:',
+      'sim/layer-chain 4 heads (2 kv) x 64, n_ff 640, T=37, relu2, 3 blocks, L2 prefetch:',
+      'sim/layer-chain 2 heads (1 kv) x 128, n_ff 384, T=300, relu2, the default grid, L2 prefetch:',
+      'sim/layer-chain 4 heads (2 kv) x 96, n_ff 256, T=20, silu, 3 blocks:',
+      'sim/layer-chain refusals:',
+      'sim/model-relu2/persist-layer/gemv/mixed_batch:',
+      'sim/model-silu/persist-layer/chunked/prefill_then_decode:',
+      'sim/opt-in persist-layer/launches:',
       'host/knobs:',
       'sim/head_mma-wide8 300x256 R=70:',
       'sim/grid-sync+norm n=6912:',
@@ -434,12 +442,12 @@ describe('CUDA engine without a GPU', () => {
     try {
       const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
-      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(25);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(27);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (14 have batch-1 rows, 11 batched decode: all 21), and
-      // the kernel rows.
-      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(14);
+      // Every configuration left its rows (15 have batch-1 rows, 11 batched decode), and the
+      // kernel rows.
+      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(15);
       expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(11);
       for (const row of [
         '| device-to-device copy',
@@ -460,6 +468,11 @@ describe('CUDA engine without a GPU', () => {
         '| o + gate/up + down GEMVs with their norm tails, 256x640, M=1 (three launches) | ',
         '| persistent FFN chain (BN_PERSIST=ffn), 256x640, M=1, 64 blocks (2 per SM asked; 64 resident at most) | ',
         '| decode batch 1, f16 head, CUDA graph, persistent FFN chain (BN_PERSIST=ffn), context ',
+        '| QKV GEMV + attention + o, gate/up, down GEMVs with their norm tails, 4 heads x 64, n_ff 640, T=37, M=1 (five launches) | ',
+        '| QKV GEMV + attention + persistent FFN chain, 4 heads x 64, n_ff 640, T=37, M=1 (three launches) | ',
+        '| persistent layer (BN_PERSIST=layer), 4 heads x 64, n_ff 640, T=37, M=1, 64 blocks (2 per SM asked; 64 resident at most) | ',
+        '| persistent layer (BN_PERSIST=layer), 4 heads x 64, n_ff 640, T=37, M=1, 64 blocks (2 per SM asked; 64 resident at most), no L2 prefetch | ',
+        '| decode batch 1, f16 head, CUDA graph, persistent layer (BN_PERSIST=layer), context ',
         '| grid barrier (cooperative launch, one growing counter), 8 blocks x 128 threads | ',
         '| decode batch 16, f16 head, CUDA graph, attention sub-norm as its tail (BN_ATTN_TAIL=1)',
         '| GEMV 64x2560 (smoke), M=1, ILP (BN_GEMV=ilp)',

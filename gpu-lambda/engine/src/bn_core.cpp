@@ -77,7 +77,7 @@ bn_status check_knobs() {
                {"BN_AUTOTUNE", "0|1"},
                {"BN_HEAD_MMA", "plain|pipelined|wide|wide3|wide8"},
                {"BN_FAST_QUANT", "input|tail"},
-               {"BN_PERSIST", "0|ffn"}};
+               {"BN_PERSIST", "0|ffn|layer"}};
   for (const auto &k : knobs) {
     const char *v = getenv(k.name);
     if (!v) continue;
@@ -143,6 +143,11 @@ bn_status Engine::create(const ModelTable &m, const bn_options &o, Device *dev, 
   // model's shapes cannot run it.
   if (!st && dev->ops().ffn_chain_on() && !e->layers_.empty())
     st = dev->ops().ffn_chain_check(e->ffn_chain_of(0, e->norm_point(e->x_, m.hp.n_embd, e->layers_[0].attn_norm)));
+  // The persistent layer (BN_PERSIST=layer) likewise; the check also raises its shared memory for
+  // this context.
+  if (!st && dev->ops().layer_chain_on() && !e->layers_.empty())
+    st = dev->ops().layer_chain_check(
+        e->layer_chain_of(0, e->norm_point(e->x_, m.hp.n_embd, e->layers_[0].attn_norm)));
   // The head GEMM's kernel likewise (above kGemvMaxM logits rows, F16 head).
   if (!st && op.max_logit_rows > kGemvMaxM && op.head_mode == BN_HEAD_F16) {
     HeadParams h{};
@@ -459,6 +464,18 @@ FfnChain Engine::ffn_chain_of(int l, const NormQuant &next) const {
   return c;
 }
 
+LayerChain Engine::layer_chain_of(int l, const NormQuant &next) const {
+  LayerChain c{};
+  c.qkv = layers_[l].qkv;
+  c.a = Acts{q8_, ascale_, asum_, ldw_};
+  c.eq = qkv_epi(l);
+  c.ap = attn_params(l);
+  c.sub = norm_point(att_, hp_.n_embd, layers_[l].attn_sub_norm);
+  c.f = ffn_chain_of(l, next);
+  c.prefetch = 1;
+  return c;
+}
+
 bn_status Engine::run_step(int M, int R, bool do_select) {
   const bn_hparams &hp = hp_;
   const int E = hp.n_embd, F = hp.n_ff;
@@ -491,6 +508,11 @@ bn_status Engine::run_step(int M, int R, bool do_select) {
   }
   for (int l = 0; l < hp.n_layer; l++) {
     const LayerDev &L = layers_[l];
+    if (M == 1 && small && ops.layer_chain_on()) {  // the whole layer in one cooperative launch
+      const NormQuant nq_next = l + 1 < hp.n_layer ? nq(x_, E, layers_[l + 1].attn_norm) : final_nq;
+      if ((st = ops.layer_chain(layer_chain_of(l, nq_next)))) return st;
+      continue;
+    }
     // q, k, v (+ RoPE, + K/V into the paged cache)
     const Epi eq = qkv_epi(l);
     st = small ? ops.gemv(L.qkv, acts, M, eq, nullptr) : ops.gemm(L.qkv, acts, M, eq);

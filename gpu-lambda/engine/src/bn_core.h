@@ -52,6 +52,8 @@ class Engine {
   NormQuant norm_point(const float *x, int n, const float *w) const;
   // Layer l's persistent FFN chain (Ops::ffn_chain) for one token, with `next` after down.
   FfnChain ffn_chain_of(int l, const NormQuant &next) const;
+  // Layer l's persistent layer (Ops::layer_chain) for one token, with `next` after down.
+  LayerChain layer_chain_of(int l, const NormQuant &next) const;
   AttnParams attn_params(int l) const;
   bn_status fail(bn_status st);                      // poisons on device errors
   void *dalloc(size_t bytes, bn_status *st);

@@ -67,8 +67,9 @@ class CudaOps : public Ops {
   int split_waves = 2;  // split-K target, blocks per SM (BN_GEMM_SPLIT_WAVES, 0..8)
   GemmTable tuned;      // BN_AUTOTUNE=1: per shape and token bucket (bn_tune.h)
   int head_variant = -1;  // the head GEMM's kernel as tuning chose it (-1: g_head_variant)
-  unsigned long long *chain_bar = nullptr;  // the FFN chain's grid barrier counter
-  int chain_blocks_per_sm = 0;              // BN_PERSIST=ffn: 2 (0: the chain is off)
+  unsigned long long *chain_bar = nullptr;  // the persistent chains' grid barrier counter
+  int chain_blocks_per_sm = 0;              // BN_PERSIST=ffn or layer: 2 (0: both are off)
+  bool chain_layer = false;                 // BN_PERSIST=layer (else ffn)
   // How many chain blocks can be resident, for the chain's longer vector length (its shared
   // memory): asked of the driver once per length, not per layer and step.
   int chain_cap_n = -1, chain_cap = 0;
@@ -111,7 +112,8 @@ class CudaOps : public Ops {
     return launch_attention(p, M, tail, counter, stream, split);
   }
   bool attention_tail_batched() const override { return g_attn_token_tail != 0; }
-  bool ffn_chain_on() const override { return chain_blocks_per_sm > 0; }
+  bool ffn_chain_on() const override { return chain_blocks_per_sm > 0 && !chain_layer; }
+  bool layer_chain_on() const override { return chain_blocks_per_sm > 0 && chain_layer; }
   bn_status ffn_chain_check(const FfnChain &c) override {
     if (const bn_status st = bn::ffn_chain_check(c)) return st;
     if (chain_max_blocks(c) < 1) {
@@ -128,6 +130,33 @@ class CudaOps : public Ops {
       return BN_ERR_UNSUPPORTED;
     }
     return launch_ffn_chain(c, blocks, counter, chain_bar, stream);
+  }
+  // The persistent layer's resident cap depends on its shared memory (the context and the longer
+  // vector): asked of the driver once per size.
+  size_t layer_cap_key = 0;
+  int layer_cap = 0;
+  int layer_max_blocks(const LayerChain &c) {
+    const size_t key = ((size_t)c.ap.max_t << 32) ^ ((size_t)c.ap.head_dim << 20) ^ (size_t)std::max(c.f.o.n, c.f.gu.n / 2);
+    if (key != layer_cap_key) layer_cap = layer_chain_max_blocks(sm_count, c), layer_cap_key = key;
+    return layer_cap;
+  }
+  bn_status layer_chain_check(const LayerChain &c) override {
+    if (const bn_status st = bn::layer_chain_check(c)) return st;
+    if (layer_max_blocks(c) < 1) {
+      set_error("layer chain: no block of it can be resident on this device");
+      return BN_ERR_UNSUPPORTED;
+    }
+    return BN_OK;
+  }
+  bn_status layer_chain(const LayerChain &c, int want) override {
+    if (const bn_status st = bn::layer_chain_check(c)) return st;  // raises the shared-memory limit first
+    const int per_sm = chain_blocks_per_sm > 0 ? chain_blocks_per_sm : 2;
+    const int blocks = std::min(want > 0 ? want : per_sm * sm_count, layer_max_blocks(c));
+    if (blocks < 1) {
+      set_error("layer chain: no block of it can be resident on this device");
+      return BN_ERR_UNSUPPORTED;
+    }
+    return launch_layer_chain(c, blocks, counter, chain_bar, stream);
   }
   bn_status head(const HeadParams &p, int R, bool gemm) override {
     return launch_head(p, R, gemm, stream, head_variant);
@@ -189,9 +218,10 @@ class CudaDevice : public Device {
     for (int v = 1; v < kHeadVariants; v++)
       if (env_is("BN_HEAD_MMA", head_variant_name(v))) g_head_variant = v;
     head_pinned = getenv("BN_HEAD_MMA") != nullptr;
-    // The persistent FFN chain for decode steps of one token (k_ffn_chain.cu; not yet run on a
-    // GPU): BN_PERSIST=ffn, two blocks per SM.
-    ops_.chain_blocks_per_sm = env_is("BN_PERSIST", "ffn") ? 2 : 0;
+    // The persistent FFN chain or layer for decode steps of one token (k_ffn_chain.cu,
+    // k_layer_chain.cu; not yet run on a GPU): BN_PERSIST=ffn or layer, two blocks per SM.
+    ops_.chain_layer = env_is("BN_PERSIST", "layer");
+    ops_.chain_blocks_per_sm = env_is("BN_PERSIST", "ffn") || ops_.chain_layer ? 2 : 0;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");
     if (sw && sw[0] >= '0' && sw[0] <= '8' && sw[1] == 0) ops_.split_waves = sw[0] - '0';

@@ -592,9 +592,17 @@ bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);
 // shared memory fits; how many of its blocks can be resident on sm_count SMs (0: none); one
 // cooperative launch of `blocks` blocks (counter: a last-block ticket; bar: an 8-byte barrier
 // counter, zeroed by the launch).
+// ffn_chain_shapes: the shapes and epilogues alone (the persistent layer checks them too).
+bn_status ffn_chain_shapes(const FfnChain &c);
 bn_status ffn_chain_check(const FfnChain &c);
 int ffn_chain_max_blocks(int sm_count, const FfnChain &c);
 bn_status launch_ffn_chain(const FfnChain &c, int blocks, unsigned *counter, unsigned long long *bar, cudaStream_t s);
+// The persistent layer (k_layer_chain.cu), the same three: its check also raises the kernel's
+// shared-memory limit for this device when the context needs more than 48 KB.
+bn_status layer_chain_check(const LayerChain &c);
+int layer_chain_max_blocks(int sm_count, const LayerChain &c);
+bn_status launch_layer_chain(const LayerChain &c, int blocks, unsigned *counter, unsigned long long *bar,
+                             cudaStream_t s);
 // Once per device configuration: lets the fast GEMV use kGemvMaxM x max_ld bytes of shared memory
 // (capped at the device's opt-in limit).
 bn_status configure_gemv(int max_ld, int smem_optin);

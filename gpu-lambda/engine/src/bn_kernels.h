@@ -169,6 +169,7 @@ const char *head_variant_name(int v);
 bool head_pipe_available();  // configure_head succeeded: variants 1.. run as themselves
 extern long g_head_pipe_launches;  // launches of variants 1.. (the checks read it)
 extern long g_ffn_chain_launches;  // launches of the persistent FFN chain (k_ffn_chain.cu; the checks read it)
+extern long g_layer_chain_launches;  // launches of the persistent layer (k_layer_chain.cu)
 
 // One sampling row as the GPU reads it (mirrors bn_sampling with the history inline).
 struct SampleRow {
@@ -215,6 +216,21 @@ struct FfnChain {
   Epi eo, eg, ed;       // RESID into x, GATEUP into ff, RESID into x
   NormQuant ffn, fsub;  // x and ff normed per block (their q/scale/sum outputs are ignored)
   NormQuant next;       // the tail after down
+};
+
+// A decode step's whole layer for one token in one cooperative launch (the persistent layer,
+// k_layer_chain.cu; BN_PERSIST=layer): the QKV GEMV from the previous tail's int8 row (RoPE, K/V
+// into the pages); after a grid-wide barrier the attention heads (attn_kernel's code, a block per
+// head); after another, every block normalizes the attention output itself (attn_sub_norm) and
+// the FFN chain f follows (f.a is unused: o reads the block's own int8 row).
+struct LayerChain {
+  Mat qkv;
+  Acts a;         // qkv's input (global)
+  Epi eq;         // EPI_QKV
+  AttnParams ap;  // token 0 of pos/slot; out: the attention output (= sub.x)
+  NormQuant sub;  // attn_sub_norm of ap.out (its q/scale/sum outputs are ignored)
+  FfnChain f;
+  int prefetch;   // 1: the blocks without a head ask L2 for o, gate/up and down while the heads run
 };
 
 void set_error(const char *fmt, ...);  // bn_api.cpp (declared again below, with the error API)
@@ -281,6 +297,20 @@ class Ops {
   virtual bn_status ffn_chain_check(const FfnChain &c) {
     (void)c;
     set_error("the persistent FFN chain runs on the CUDA device only");
+    return BN_ERR_UNSUPPORTED;
+  }
+  // The persistent layer (LayerChain) for M = 1, when layer_chain_on(): the engine then calls it
+  // instead of the QKV gemv(), attention() and the o, gate/up and down gemv() calls. blocks as
+  // ffn_chain's.
+  virtual bool layer_chain_on() const { return false; }
+  virtual bn_status layer_chain(const LayerChain &c, int blocks = 0) {
+    (void)c, (void)blocks;
+    set_error("the persistent layer runs on the CUDA device only");
+    return BN_ERR_UNSUPPORTED;
+  }
+  virtual bn_status layer_chain_check(const LayerChain &c) {
+    (void)c;
+    set_error("the persistent layer runs on the CUDA device only");
     return BN_ERR_UNSUPPORTED;
   }
 };

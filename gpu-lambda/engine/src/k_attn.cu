@@ -30,30 +30,6 @@ namespace bn {
 
 BN_PDL_MODE(pdl_set_early_attn)
 
-// The same copies with cheaper addressing (the default since run 6; BN_ATTN=generic takes the
-// loop above). The generic loop above spends ~27 PTX instructions per 16-byte piece (a division by the pieces per row, a
-// block-table load, 64-bit offsets), a large part of the kernel's issue slots by the ncu counts
-// of run 4. Here one thread per row computes the row's pool offset once into shared memory, and since 128 is a multiple of the pieces per row (head_dim 64, 128 or 256:
-// the launcher checks), each thread keeps one piece column c and steps rows by 128 / cpr.
-// All threads must call it (it synchronises); callers have synchronised after the previous
-// tile's copies were issued, so the offsets can be overwritten.
-__device__ __forceinline__ void stage_rows_fast(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt,
-                                                int t0, int n, int page_shift, int kv_dim, int col0, int hd) {
-  BN_SHARED(size_t, rowoff, [kAttnThreads]);
-  if (threadIdx.x < n) {
-    const int t = t0 + threadIdx.x;
-    rowoff[threadIdx.x] =
-        (((size_t)__ldg(bt + (t >> page_shift)) << page_shift) + (size_t)(t & ((1 << page_shift) - 1))) * kv_dim + col0;
-  }
-  __syncthreads();
-  const int cpr = hd >> 3, c = threadIdx.x % cpr, jstep = kAttnThreads / cpr;
-  uint16_t *dst = tile + c * 8;
-  const uint16_t *src = pool + c * 8;
-#pragma unroll 4
-  for (int j = threadIdx.x / cpr; j < n; j += jstep) cp_async16(dst + j * ts, src + rowoff[j]);
-  cp_async_commit();
-}
-
 // The norm tail (attn_sub_norm and quantization) of token m: the last of its n_head blocks to
 // finish runs it, over the token's whole attention output (ticket counter[m]). At M = 1 that is
 // the last block of the grid; at larger M the tokens' norms run in parallel, each in a block of
@@ -76,48 +52,12 @@ __device__ __forceinline__ void attn_pdl_enter(int early) {
 }
 
 template <bool FAST>
-__device__ __forceinline__ void stage(uint16_t *tile, int ts, const uint16_t *pool, const int32_t *bt, int t0, int n,
-                                      int page_shift, int kv_dim, int col0, int hd) {
-  if (FAST) stage_rows_fast(tile, ts, pool, bt, t0, n, page_shift, kv_dim, col0, hd);
-  else stage_rows(tile, ts, pool, bt, t0, n, page_shift, kv_dim, col0, hd);
-}
-
-template <bool FAST>
 __global__ void __launch_bounds__(kAttnThreads) attn_kernel(AttnParams p, NormQuant tail, int has_tail,
                                                             unsigned *counter, int early) {
   attn_pdl_enter(early);
   BN_DYN_SHARED(float, sc);
-  BN_SHARED(double, qd, [256]);  // q in f64 once (the scores multiply in f64: no per-product conversion)
-  BN_SHARED(float, wmax, [kAttnThreads / 32]);
-  BN_SHARED(double, wsum, [kAttnThreads / 32]);
   const int h = blockIdx.x, m = blockIdx.y;
-  const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv);
-  const int T = p.pos[m] + 1;
-  const int KT = attn_tile_rows(hd), ts = attn_tile_stride(hd);
-  uint16_t *tile = (uint16_t *)(sc + ((p.max_t + 3) & ~3));
-  const int32_t *bt = p.block_table + (size_t)p.slot[m] * p.max_pages;
-  auto stage_k = [&](int t0, int n) { stage<FAST>(tile, ts, p.kc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd); };
-  auto stage_v = [&](int t0, int n) { stage<FAST>(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd); };
-  stage_k(0, min(KT, T));  // lands during the q load
-  for (int d = threadIdx.x; d < hd; d += kAttnThreads) qd[d] = f16_to_f64(p.q16[(size_t)m * p.ldq + h * hd + d]);
-
-  // Scores: one thread per position, the head's dot product summed in f64 in dimension order
-  // (the reference's order; every product of two f16 values is exact, so the fma is too).
-  const float lmax = score_range(sc, tile, ts, KT, T, qd, hd, p.scale, stage_k);
-  // The first V tile's copies go out now and land while the softmax runs (it reads only sc).
-  __syncthreads();  // every thread is done with the last K tile
-  stage_v(0, min(KT, T));
-  softmax_weights(sc, T, lmax, wmax, wsum);
-
-  // PV: thread d accumulates over the positions in order, one staged V tile at a time.
-  float acc[2] = {0.f, 0.f};  // d = threadIdx.x and threadIdx.x + 128 (head_dim <= 256)
-  pv_range(acc, sc, tile, ts, KT, T, hd, stage_v);
-  pdl_launch_dependents();
-#pragma unroll
-  for (int i = 0; i < 2; i++) {
-    const int d = threadIdx.x + i * kAttnThreads;
-    if (d < hd) p.out[(size_t)m * p.ldo + h * hd + d] = acc[i];
-  }
+  attn_head<FAST>(p, h, m, sc);
   attn_token_tail(tail, has_tail, counter, m, p.n_head, sc);
 }
 

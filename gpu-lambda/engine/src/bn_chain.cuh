@@ -1,0 +1,85 @@
+// The persistent chains' pieces (k_ffn_chain.cu, k_layer_chain.cu): one GEMV phase of a
+// cooperative launch for one token (this block's row groups, the exact GEMV's mapping and bits)
+// and the per-block norm that makes a phase's int8 input in shared memory.
+#pragma once
+
+#include "bn_device.cuh"
+#include "bn_epilogue.h"
+#include "bn_gemv.cuh"
+
+namespace bn {
+
+// Row group `vb` of a GEMV with one token: gemv_block's mapping and arithmetic for M = 1. q: the
+// int8 row (shared memory when SH), qsum/qscale its Σq and scale. `loaded`: w already holds the
+// row's first G chunks (chain_phase's prefetch).
+template <int TPR, int G, bool SH>
+__device__ __forceinline__ void chain_rows(const Mat &W, const int8_t *q, int32_t qsum, float qscale, const Epi &e,
+                                           int vb, uint4 (&w)[G], bool loaded) {
+  constexpr int RPW = 32 / TPR;  // rows per warp
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ty = lane / TPR, tx = lane % TPR;
+  const int row = vb * (4 * RPW) + warp * RPW + ty;
+  const int cpr = W.k >> 6;  // 16-byte chunks per row
+  const bool live = row < W.n;
+  const uint4 *wr = (const uint4 *)(W.w + (size_t)(live ? row : 0) * (size_t)(W.k >> 2));
+  int acc = 0;
+  if (live) {
+    if (!loaded) load_group<G, TPR>(w, wr, tx, cpr);
+    for (int c0 = tx;;) {
+#pragma unroll
+      for (int j = 0; j < G; j++)
+        if (c0 + j * TPR < cpr) acc = chunk_dot<SH>(w[j], q, c0 + j * TPR, acc);
+      c0 += G * TPR;
+      if (c0 >= cpr) break;
+      load_group<G, TPR>(w, wr, c0, cpr);
+    }
+  }
+#pragma unroll
+  for (int o = TPR / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  const bool valid = live && tx == 0;  // lane 0 of a row finishes the (one) token
+  float y = 0.f;
+  if (valid) y = bitlinear_out(acc - qsum, qscale, W.sm, row);
+  const float yp = __shfl_xor_sync(0xffffffffu, y, TPR);  // row ^ 1, for the gate/up pairs
+  if (valid) epi_apply(e, 0, row, y, yp);
+}
+
+template <int TPR, int G, bool SH, typename Before>
+__device__ __forceinline__ void chain_phase_t(const Mat &W, const int8_t *q, const int32_t *qsum, const float *qscale,
+                                              const Epi &e, Before before) {
+  constexpr int RPB = 4 * (32 / TPR);  // rows per group
+  const int groups = (W.n + RPB - 1) / RPB;
+  // The weights do not depend on the data: the first group's first chunks load before `before`
+  // (the barrier and the norm that make this phase's input), so that round trip overlaps them.
+  uint4 w[G];
+  {
+    const int lane = threadIdx.x & 31, row = (int)blockIdx.x * RPB + (threadIdx.x >> 5) * (32 / TPR) + lane / TPR;
+    if ((int)blockIdx.x < groups && row < W.n)
+      load_group<G, TPR>(w, (const uint4 *)(W.w + (size_t)row * (size_t)(W.k >> 2)), lane % TPR, W.k >> 6);
+  }
+  before();
+  const int32_t S = *qsum;
+  const float sc = *qscale;
+  for (int vb = blockIdx.x; vb < groups; vb += gridDim.x) chain_rows<TPR, G, SH>(W, q, S, sc, e, vb, w, vb == (int)blockIdx.x);
+}
+
+// This block's row groups of one GEMV phase, after `before()` (its first weights load before it).
+// qsum, qscale: read after `before()` (shared memory when SH).
+template <bool SH, typename Before>
+__device__ __forceinline__ void chain_phase(const Mat &W, const int8_t *q, const int32_t *qsum, const float *qscale,
+                                            const Epi &e, Before before) {
+  if (gemv_lanes_per_row(W.n) == 16) chain_phase_t<16, 4, SH>(W, q, qsum, qscale, e, before);
+  else chain_phase_t<8, 8, SH>(W, q, qsum, qscale, e, before);
+}
+
+// Normalizes and quantizes nq's vector (token 0) into this block's shared row q, *qscale, *qsum.
+__device__ __forceinline__ void chain_norm(const NormQuant &nq, int8_t *q, float *qscale, int32_t *qsum, float4 *xs) {
+  NormQuant p = nq;
+  p.q = q;
+  p.scale = qscale;
+  p.sum = qsum;
+  p.ldq = 0;
+  p.f16_out = nullptr;
+  p.f32_out = nullptr;
+  block_norm_quant(p, 0, xs);  // ends with __syncthreads: q, *qscale and *qsum are visible
+}
+
+}  // namespace bn

@@ -1,0 +1,161 @@
+// The persistent layer (BN_PERSIST=layer; LayerChain in bn_kernels.h): a decode step's whole
+// layer for one token in one cooperative launch, the next step of the persistent FFN chain
+// (k_ffn_chain.cu) toward one launch per step ("What to do next", item 6, gpu-lambda/RESULTS.md).
+//
+// Why: at batch 1 the chain still leaves two launches per layer in front of it (the QKV GEMV, then
+// attention with its one-block attn_sub_norm tail) and the gaps between them. Here:
+//   1. QKV rows (the previous tail's int8 row from global memory), RoPE, K/V into the pages;
+//   2. grid barrier (q and this position's K/V stored); attention, head h in block h (blocks
+//      b, b + gridDim.x, … when the grid has fewer blocks than heads), attn_head: the exact
+//      kernel's code, so the same bits;
+//   3. grid barrier (the attention output stored); every block normalizes and quantizes it
+//      itself (attn_sub_norm, block_norm_quant's order: the one-block tail's bits), then its o rows;
+//   4-5. gate/up and down as in the FFN chain; the next norm stays a last-block tail.
+// While the heads run, the blocks without one (on an H200 ~244 of 264) have nothing to do but
+// wait at the barrier. With `prefetch` they first ask L2 for the rest of the layer's weights
+// (o, gate/up, down: 14.7 MB at the 2B-4T shapes, within the H200's 50 MB L2), split evenly
+// between them, so phases 3-5 read their weights from L2 instead of DRAM. The weights do not
+// depend on the data; the prefetch changes no value.
+//
+// Bits: the QKV rows are gemv_block's (chain_rows), attention is attn_kernel's (attn_head), the
+// norms block_norm_quant's, the FFN phases the FFN chain's: every output equals the launches it
+// replaces bit for bit (checked: gpu/layer-chain, gpu/model-*/persist-layer).
+//
+// Dynamic shared memory, reused by the phases: attention's scores and K/V tile
+// (attn_smem_bytes(max_t, head_dim): 51 KB at max_t 4096, head_dim 128), then the chain's vector
+// cache and int8 row (5 bytes per element of the longer vector). Above 48 KB it is raised per
+// device (configure_layer_chain) up to the device's opt-in limit.
+#include <algorithm>
+
+#include "bn_attn.cuh"
+#include "bn_chain.cuh"
+
+namespace bn {
+
+long g_layer_chain_launches = 0;
+
+// Asks L2 for this block's share of `bytes` bytes at p: the span is cut into `parts` contiguous
+// pieces of whole 128-byte lines, piece `part` is this block's, its threads stride over the lines.
+__device__ __forceinline__ void prefetch_share_l2(const void *p, size_t bytes, int part, int parts) {
+  const size_t lines = (bytes + 127) / 128, per = (lines + parts - 1) / parts;
+  const size_t l0 = (size_t)part * per, l1 = l0 + per < lines ? l0 + per : lines;
+  for (size_t l = l0 + threadIdx.x; l < l1; l += blockDim.x) prefetch_l2((const char *)p + l * 128);
+}
+
+__device__ __forceinline__ size_t mat_bytes(const Mat &W) { return (size_t)W.n * (size_t)(W.k >> 2); }
+
+// (128, 4) as the FFN chain's kernel (at most 128 registers; the bench runs 1, 2 and 4 per SM).
+__global__ void __launch_bounds__(128, 4) layer_chain_kernel(LayerChain c, unsigned *counter,
+                                                             unsigned long long *bar, int nmax) {
+  BN_DYN_SHARED(__align__(16) float4, xs);  // attention: scores + tile; then nmax floats + nmax int8
+  BN_SHARED(float, qscale);
+  BN_SHARED(int32_t, qsum);
+  int8_t *q = (int8_t *)(xs + nmax / 4);
+  const FfnChain &f = c.f;
+  // 1. q, k, v (+ RoPE, + this position's K/V into the pages).
+  chain_phase<false>(c.qkv, c.a.q, c.a.sum, c.a.scale, c.eq, [] {});
+  // 2. attention: one block per head.
+  grid_barrier_count(bar);  // q16 and every K/V row of this position are stored
+  const int nh = c.ap.n_head, b = (int)blockIdx.x;
+  if (c.prefetch && b >= nh) {  // this block has no head: the layer's later weights into L2
+    const int part = b - nh, parts = (int)gridDim.x - nh;
+    prefetch_share_l2(f.o.w, mat_bytes(f.o), part, parts);
+    prefetch_share_l2(f.gu.w, mat_bytes(f.gu), part, parts);
+    prefetch_share_l2(f.down.w, mat_bytes(f.down), part, parts);
+  }
+  const bool direct = kAttnThreads % (c.ap.head_dim >> 3) == 0;  // stage_rows_fast's mapping
+  for (int h = b; h < nh; h += (int)gridDim.x) {
+    if (h != b) __syncthreads();  // the previous head's tile and scores are consumed
+    if (direct) attn_head<true>(c.ap, h, 0, (float *)xs);
+    else attn_head<false>(c.ap, h, 0, (float *)xs);
+  }
+  // 3. attn_sub_norm in every block, o + residual.
+  chain_phase<true>(f.o, q, &qsum, &qscale, f.eo, [&] {
+    grid_barrier_count(bar);  // every head's output is stored (and no block uses its tile any more)
+    chain_norm(c.sub, q, &qscale, &qsum, xs);
+  });
+  // 4. ffn_norm, gate/up + activation.
+  chain_phase<true>(f.gu, q, &qsum, &qscale, f.eg, [&] {
+    grid_barrier_count(bar);  // every block's x rows are stored
+    chain_norm(f.ffn, q, &qscale, &qsum, xs);
+  });
+  // 5. ffn_sub_norm, down + residual; the next norm in the last block.
+  chain_phase<true>(f.down, q, &qsum, &qscale, f.ed, [&] {
+    grid_barrier_count(bar);  // every block's ff values are stored (and no block reads x any more)
+    chain_norm(f.fsub, q, &qscale, &qsum, xs);
+  });
+  if (last_block(counter)) block_norm_quant(f.next, 0, xs);
+}
+
+// The chain's longer vector, and the launch's dynamic shared memory (attention's or the chain's).
+static int layer_nmax(const LayerChain &c) { return std::max(c.f.o.n, c.f.gu.n / 2); }
+static size_t layer_smem(const LayerChain &c) {
+  return std::max(attn_smem_bytes(c.ap.max_t, c.ap.head_dim), (size_t)layer_nmax(c) * 5);
+}
+
+static SmemMark g_layer_smem_max;
+
+bn_status layer_chain_check(const LayerChain &c) {
+  if (const bn_status st = ffn_chain_shapes(c.f)) return st;
+  const AttnParams &p = c.ap;
+  const int E = c.f.o.n, kvd = p.n_head_kv * p.head_dim;
+  const bool shapes = c.qkv.k == E && c.qkv.n == E + 2 * kvd && p.n_head * p.head_dim == E && p.kv_dim == kvd &&
+                      p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0 && c.sub.n == E && c.sub.x == p.out &&
+                      p.ldo == E && c.eq.kind == EPI_QKV && c.eq.n_embd == E && c.eq.kv_dim == kvd &&
+                      c.eq.head_dim == p.head_dim && p.max_t > 0;
+  if (!shapes) {
+    set_error("layer chain: qkv %dx%d, %d heads (%d kv) of %d and the attention output's norm (n %d) do not fit the "
+              "FFN chain's n_embd %d (or the QKV epilogue is not EPI_QKV)",
+              c.qkv.n, c.qkv.k, p.n_head, p.n_head_kv, p.head_dim, c.sub.n, E);
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  if (p.head_dim > 256 || (p.head_dim & 7)) {
+    set_error("layer chain: attention supports head_dim <= 256 and a multiple of 8 (got %d)", p.head_dim);
+    return BN_ERR_UNSUPPORTED;
+  }
+  // Shared memory: raised for this device once (only ever up, as for attention).
+  const size_t bytes = layer_smem(c);
+  if ((int)bytes > g_layer_smem_max.get()) {
+    const cudaError_t e = cudaFuncSetAttribute(layer_chain_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               (int)bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      set_error("layer chain: %zu bytes of shared memory per block (context %d, head_dim %d, n_ff %d): %s", bytes,
+                p.max_t, p.head_dim, c.f.gu.n / 2, cudaGetErrorString(e));
+      return BN_ERR_UNSUPPORTED;
+    }
+    g_layer_smem_max.set((int)bytes);
+  }
+  return BN_OK;
+}
+
+int layer_chain_max_blocks(int sm_count, const LayerChain &c) {
+#if defined(BN_SIM)
+  (void)sm_count;
+  (void)c;
+  return 8192 / 128;  // the simulation's cooperative limit (threads)
+#else
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, layer_chain_kernel, 128, layer_smem(c)) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return per_sm * sm_count;
+#endif
+}
+
+bn_status launch_layer_chain(const LayerChain &c, int blocks, unsigned *counter, unsigned long long *bar,
+                             cudaStream_t s) {
+  if (const bn_status st = layer_chain_check(c)) return st;
+  if (blocks < 1) {
+    set_error("layer chain: %d blocks", blocks);
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  g_layer_chain_launches++;
+  // The barrier's counter starts at 0 for every launch and graph replay (a node of the graph).
+  if (const bn_status st = check_launch("layer chain barrier reset", cudaMemsetAsync(bar, 0, 8, s))) return st;
+  return launch_coop("layer_chain_kernel", layer_chain_kernel, dim3((unsigned)blocks), dim3(128), layer_smem(c), s, c,
+                     counter, bar, layer_nmax(c));
+}
+
+}  // namespace bn
