@@ -23,7 +23,8 @@
 #
 # ncu.txt (when ncu reads the counters and time is left): Nsight Compute sections (speed of
 # light, occupancy, launch, warp states, schedulers, memory) of the first batch-64 GEMMs and
-# norms, and of the exact batch-1 GEMVs and decode attention, to show what the kernels wait on.
+# norms, of the exact batch-1 GEMVs and decode attention, and of the persistent layer
+# (BN_PERSIST=layer), to show what the kernels wait on.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 2
@@ -78,7 +79,8 @@ else
 fi
 
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | head -1 || true)
-if [ -z "${BN_NO_NCU:-}" ] && [ -n "$NCU" ] && [ $(( $(date +%s) - START )) -lt 360 ]; then
+# Four passes of at most 80 + 70 + 70 + 60 s: started before 320 s, the script still ends by 600 s.
+if [ -z "${BN_NO_NCU:-}" ] && [ -n "$NCU" ] && [ $(( $(date +%s) - START )) -lt 320 ]; then
   stamp "ncu ($NCU): batch-64 GEMMs and norms, then the batch-1 GEMVs and attention (exact, untuned)"
   SECTIONS="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis"
   {
@@ -96,6 +98,10 @@ if [ -z "${BN_NO_NCU:-}" ] && [ -n "$NCU" ] && [ $(( $(date +%s) - START )) -lt 
     echo "### exact1: the first 2 decode attention launches (M = 1, sub-norm tail; the prefill's 30 skipped)"
     # shellcheck disable=SC2086
     BN_AUTOTUNE=0 timeout 70 "$NCU" --clock-control none -k regex:'attn_kernel' --launch-skip 30 -c 2 $SECTIONS \
+      "$BUILD/bn_test" --profile-only --profile-part exact1 2>&1 | grep -v '^\[PASS\]'
+    echo "### exact1 with BN_PERSIST=layer: the first 2 persistent layer launches (decode, M = 1, one per layer)"
+    # shellcheck disable=SC2086
+    BN_PERSIST=layer BN_AUTOTUNE=0 timeout 60 "$NCU" --clock-control none -k regex:'layer_chain_kernel' -c 2 $SECTIONS \
       "$BUILD/bn_test" --profile-only --profile-part exact1 2>&1 | grep -v '^\[PASS\]'
   } > "$OUT/ncu.txt" 2>&1
   stamp "ncu done: $(grep -c 'Section: GPU Speed Of Light' "$OUT/ncu.txt") kernels reported (ncu.txt)"

@@ -364,6 +364,11 @@ describe('CUDA engine without a GPU', () => {
       'sim/model-relu2/persist-layer/gemv/mixed_batch:',
       'sim/model-silu/persist-layer/chunked/prefill_then_decode:',
       'sim/opt-in persist-layer/launches:',
+      'sim/step-chain 3 layers of 4 heads (2 kv) x 64, n_ff 640, T=37, 3 blocks:',
+      'sim/step-chain 2 layers of 2 heads (1 kv) x 128, n_ff 384, T=300, the default grid:',
+      'sim/model-silu/persist-step/gemv/prefill_then_decode:',
+      'sim/model-relu2/persist-step/paths_agree:',
+      'sim/opt-in persist-step/launches:',
       'host/knobs:',
       'sim/head_mma-wide8 300x256 R=70:',
       'sim/grid-sync+norm n=6912:',
@@ -442,12 +447,12 @@ describe('CUDA engine without a GPU', () => {
     try {
       const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
-      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(27);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(28);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (15 have batch-1 rows, 11 batched decode), and the
+      // Every configuration left its rows (16 have batch-1 rows, 11 batched decode), and the
       // kernel rows.
-      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(15);
+      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(16);
       expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(11);
       for (const row of [
         '| device-to-device copy',
@@ -473,6 +478,7 @@ describe('CUDA engine without a GPU', () => {
         '| persistent layer (BN_PERSIST=layer), 4 heads x 64, n_ff 640, T=37, M=1, 64 blocks (2 per SM asked; 64 resident at most) | ',
         '| persistent layer (BN_PERSIST=layer), 4 heads x 64, n_ff 640, T=37, M=1, 64 blocks (2 per SM asked; 64 resident at most), no L2 prefetch | ',
         '| decode batch 1, f16 head, CUDA graph, persistent layer (BN_PERSIST=layer), context ',
+        '| decode batch 1, f16 head, CUDA graph, persistent step (BN_PERSIST=step), context ',
         '| grid barrier (cooperative launch, one growing counter), 8 blocks x 128 threads | ',
         '| decode batch 16, f16 head, CUDA graph, attention sub-norm as its tail (BN_ATTN_TAIL=1)',
         '| GEMV 64x2560 (smoke), M=1, ILP (BN_GEMV=ilp)',

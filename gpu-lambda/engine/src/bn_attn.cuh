@@ -211,7 +211,9 @@ __device__ __forceinline__ void attn_head(const AttnParams &p, int h, int m, flo
   auto stage_k = [&](int t0, int n) { stage<FAST>(tile, ts, p.kc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd); };
   auto stage_v = [&](int t0, int n) { stage<FAST>(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd); };
   stage_k(0, min(KT, T));  // lands during the q load
-  for (int d = threadIdx.x; d < hd; d += kAttnThreads) qd[d] = f16_to_f64(p.q16[(size_t)m * p.ldq + h * hd + d]);
+  // q through L2 (ld.global.cg): the persistent step's blocks read the same head's q again in each
+  // layer after other blocks rewrote it, and a line an earlier read left in L1 would be stale.
+  for (int d = threadIdx.x; d < hd; d += kAttnThreads) qd[d] = f16_to_f64(__ldcg(p.q16 + (size_t)m * p.ldq + h * hd + d));
 
   // Scores: one thread per position, the head's dot product summed in f64 in dimension order
   // (the reference's order; every product of two f16 values is exact, so the fma is too).

@@ -77,7 +77,7 @@ bn_status check_knobs() {
                {"BN_AUTOTUNE", "0|1"},
                {"BN_HEAD_MMA", "plain|pipelined|wide|wide3|wide8"},
                {"BN_FAST_QUANT", "input|tail"},
-               {"BN_PERSIST", "0|ffn|layer"}};
+               {"BN_PERSIST", "0|ffn|layer|step"}};
   for (const auto &k : knobs) {
     const char *v = getenv(k.name);
     if (!v) continue;
@@ -148,6 +148,8 @@ bn_status Engine::create(const ModelTable &m, const bn_options &o, Device *dev, 
   if (!st && dev->ops().layer_chain_on() && !e->layers_.empty())
     st = dev->ops().layer_chain_check(
         e->layer_chain_of(0, e->norm_point(e->x_, m.hp.n_embd, e->layers_[0].attn_norm)));
+  // The persistent step (BN_PERSIST=step): its chains uploaded once, and checked.
+  if (!st && dev->ops().step_chain_on() && !e->layers_.empty()) st = e->upload_step_chains();
   // The head GEMM's kernel likewise (above kGemvMaxM logits rows, F16 head).
   if (!st && op.max_logit_rows > kGemvMaxM && op.head_mode == BN_HEAD_F16) {
     HeadParams h{};
@@ -464,6 +466,47 @@ FfnChain Engine::ffn_chain_of(int l, const NormQuant &next) const {
   return c;
 }
 
+// output_norm of x into the head's input: int8 (INT8 head) or f16/f32 rows (F16/F32 head).
+NormQuant Engine::final_norm() const {
+  NormQuant r = norm_point(x_, hp_.n_embd, output_norm_);
+  r.q = nullptr;
+  r.scale = nullptr;
+  r.sum = nullptr;
+  if (opt_.head_mode == BN_HEAD_INT8) {
+    r.q = hq_;
+    r.scale = hscale_;
+    r.sum = hsum_;
+    r.ldq = hp_.n_embd;
+  } else if (head_type_ == BN_TYPE_F16) {
+    r.f16_out = h16_;
+  } else {
+    r.f32_out = h32_;
+  }
+  return r;
+}
+
+// The norm after layer l's down GEMV: the next layer's attn_norm, or output_norm after the last.
+NormQuant Engine::next_norm(int l) const {
+  return l + 1 < hp_.n_layer ? norm_point(x_, hp_.n_embd, layers_[l + 1].attn_norm) : final_norm();
+}
+
+// The persistent step's chains (BN_PERSIST=step): every layer's LayerChain, in device memory for
+// the kernel and on the host (the first is the launch's shapes). Their pointers are the engine's
+// fixed buffers, so they are built once.
+bn_status Engine::upload_step_chains() {
+  step_host_.clear();
+  for (int l = 0; l < hp_.n_layer; l++) step_host_.push_back(layer_chain_of(l, next_norm(l)));
+  bn_status st = BN_OK;
+  const size_t bytes = step_host_.size() * sizeof(LayerChain);
+  step_dev_ = (LayerChain *)dalloc(bytes, &st);
+  if (!st) st = dev_->h2d(step_dev_, step_host_.data(), bytes);
+  if (!st) st = dev_->sync();  // step_host_ stays alive anyway; the copy is done before any step
+  if (!st) st = dev_->ops().step_chain_check(step_chain());
+  return st;
+}
+
+StepChain Engine::step_chain() const { return StepChain{step_dev_, (int)step_host_.size(), step_host_[0]}; }
+
 LayerChain Engine::layer_chain_of(int l, const NormQuant &next) const {
   LayerChain c{};
   c.qkv = layers_[l].qkv;
@@ -472,6 +515,7 @@ LayerChain Engine::layer_chain_of(int l, const NormQuant &next) const {
   c.ap = attn_params(l);
   c.sub = norm_point(att_, hp_.n_embd, layers_[l].attn_sub_norm);
   c.f = ffn_chain_of(l, next);
+  c.in = norm_point(x_, hp_.n_embd, layers_[l].attn_norm);
   c.prefetch = 1;
   return c;
 }
@@ -484,20 +528,7 @@ bn_status Engine::run_step(int M, int R, bool do_select) {
   const Acts acts{q8_, ascale_, asum_, ldw_};
   const bool small = M <= std::min(opt_.gemv_max_m, kGemvMaxM);
   auto nq = [&](const float *x, int n, const float *w) { return norm_point(x, n, w); };
-  NormQuant final_nq = nq(x_, E, output_norm_);
-  final_nq.q = nullptr;
-  final_nq.scale = nullptr;
-  final_nq.sum = nullptr;
-  if (opt_.head_mode == BN_HEAD_INT8) {
-    final_nq.q = hq_;
-    final_nq.scale = hscale_;
-    final_nq.sum = hsum_;
-    final_nq.ldq = E;
-  } else if (head_type_ == BN_TYPE_F16) {
-    final_nq.f16_out = h16_;
-  } else {
-    final_nq.f32_out = h32_;
-  }
+  const NormQuant final_nq = final_norm();
 
   bn_status st;
   EmbedParams ep{embd_, embd_type_, E, tokens, x_, E};
@@ -506,11 +537,14 @@ bn_status Engine::run_step(int M, int R, bool do_select) {
     if ((st = run_layers_fast(M, final_nq))) return st;
     return run_head(R, do_select);
   }
+  if (M == 1 && small && ops.step_chain_on()) {  // every layer in one cooperative launch
+    if ((st = ops.step_chain(step_chain()))) return st;
+    return run_head(R, do_select);
+  }
   for (int l = 0; l < hp.n_layer; l++) {
     const LayerDev &L = layers_[l];
     if (M == 1 && small && ops.layer_chain_on()) {  // the whole layer in one cooperative launch
-      const NormQuant nq_next = l + 1 < hp.n_layer ? nq(x_, E, layers_[l + 1].attn_norm) : final_nq;
-      if ((st = ops.layer_chain(layer_chain_of(l, nq_next)))) return st;
+      if ((st = ops.layer_chain(layer_chain_of(l, next_norm(l))))) return st;
       continue;
     }
     // q, k, v (+ RoPE, + K/V into the paged cache)
@@ -524,8 +558,7 @@ bn_status Engine::run_step(int M, int R, bool do_select) {
     if ((st = ops.attention(ap, M, sub_tail ? &nq_sub : nullptr))) return st;
     if (!sub_tail && (st = ops.norm_quant(nq_sub, M))) return st;
     if (M == 1 && small && ops.ffn_chain_on()) {  // o, gate/up and down in one cooperative launch
-      const NormQuant nq_next = l + 1 < hp.n_layer ? nq(x_, E, layers_[l + 1].attn_norm) : final_nq;
-      if ((st = ops.ffn_chain(ffn_chain_of(l, nq_next)))) return st;
+      if ((st = ops.ffn_chain(ffn_chain_of(l, next_norm(l))))) return st;
       continue;
     }
     // o_proj + residual (+ ffn_norm and quantization)
@@ -542,7 +575,7 @@ bn_status Engine::run_step(int M, int R, bool do_select) {
     if (st) return st;
     // down + residual (+ the next layer's attn_norm, or output_norm, and quantization)
     const Epi ed = epi_to(EPI_RESID, x_, E);
-    const NormQuant nq_next = l + 1 < hp.n_layer ? nq(x_, E, layers_[l + 1].attn_norm) : final_nq;
+    const NormQuant nq_next = next_norm(l);
     st = small ? ops.gemv(L.down, acts, M, ed, &nq_next) : ops.gemm(L.down, acts, M, ed);
     if (!st && !small) st = ops.norm_quant(nq_next, M);
     if (st) return st;

@@ -54,6 +54,10 @@ class Engine {
   FfnChain ffn_chain_of(int l, const NormQuant &next) const;
   // Layer l's persistent layer (Ops::layer_chain) for one token, with `next` after down.
   LayerChain layer_chain_of(int l, const NormQuant &next) const;
+  NormQuant final_norm() const;     // output_norm into the head's input
+  NormQuant next_norm(int l) const;  // after layer l's down GEMV
+  bn_status upload_step_chains();    // BN_PERSIST=step, at creation
+  StepChain step_chain() const;
   AttnParams attn_params(int l) const;
   bn_status fail(bn_status st);                      // poisons on device errors
   void *dalloc(size_t bytes, bn_status *st);
@@ -86,6 +90,8 @@ class Engine {
 
   // activations [Mmax rows]
   int Mmax_ = 0, Rmax_ = 0, ldw_ = 0;
+  std::vector<LayerChain> step_host_;  // the persistent step's chains (BN_PERSIST=step), and
+  LayerChain *step_dev_ = nullptr;     // their device copy
   float *x_ = nullptr, *att_ = nullptr, *ff_ = nullptr, *h32_ = nullptr, *hscale_ = nullptr;
   int8_t *q8_ = nullptr, *hq_ = nullptr;
   float *ascale_ = nullptr;

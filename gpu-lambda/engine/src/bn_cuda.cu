@@ -69,7 +69,7 @@ class CudaOps : public Ops {
   int head_variant = -1;  // the head GEMM's kernel as tuning chose it (-1: g_head_variant)
   unsigned long long *chain_bar = nullptr;  // the persistent chains' grid barrier counter
   int chain_blocks_per_sm = 0;              // BN_PERSIST=ffn or layer: 2 (0: both are off)
-  bool chain_layer = false;                 // BN_PERSIST=layer (else ffn)
+  int chain_kind = 0;                       // BN_PERSIST: 0 ffn, 1 layer, 2 step
   // How many chain blocks can be resident, for the chain's longer vector length (its shared
   // memory): asked of the driver once per length, not per layer and step.
   int chain_cap_n = -1, chain_cap = 0;
@@ -112,8 +112,9 @@ class CudaOps : public Ops {
     return launch_attention(p, M, tail, counter, stream, split);
   }
   bool attention_tail_batched() const override { return g_attn_token_tail != 0; }
-  bool ffn_chain_on() const override { return chain_blocks_per_sm > 0 && !chain_layer; }
-  bool layer_chain_on() const override { return chain_blocks_per_sm > 0 && chain_layer; }
+  bool ffn_chain_on() const override { return chain_blocks_per_sm > 0 && chain_kind == 0; }
+  bool layer_chain_on() const override { return chain_blocks_per_sm > 0 && chain_kind == 1; }
+  bool step_chain_on() const override { return chain_blocks_per_sm > 0 && chain_kind == 2; }
   bn_status ffn_chain_check(const FfnChain &c) override {
     if (const bn_status st = bn::ffn_chain_check(c)) return st;
     if (chain_max_blocks(c) < 1) {
@@ -157,6 +158,31 @@ class CudaOps : public Ops {
       return BN_ERR_UNSUPPORTED;
     }
     return launch_layer_chain(c, blocks, counter, chain_bar, stream);
+  }
+  // The step's resident cap: its kernel's occupancy at the layer's shared memory (asked once per
+  // size, as the layer's).
+  size_t step_cap_key = 0;
+  int step_cap = 0;
+  bn_status step_chain_check(const StepChain &c) override {
+    if (const bn_status st = bn::step_chain_check(c)) return st;
+    if (step_chain_max_blocks(sm_count, c) < 1) {
+      set_error("step chain: no block of it can be resident on this device");
+      return BN_ERR_UNSUPPORTED;
+    }
+    return BN_OK;
+  }
+  bn_status step_chain(const StepChain &c, int want) override {
+    if (const bn_status st = bn::step_chain_check(c)) return st;  // raises the shared-memory limit first
+    const size_t key = ((size_t)c.first.ap.max_t << 32) ^ ((size_t)c.first.ap.head_dim << 20) ^
+                       (size_t)std::max(c.first.f.o.n, c.first.f.gu.n / 2);
+    if (key != step_cap_key) step_cap = step_chain_max_blocks(sm_count, c), step_cap_key = key;
+    const int per_sm = chain_blocks_per_sm > 0 ? chain_blocks_per_sm : 2;
+    const int blocks = std::min(want > 0 ? want : per_sm * sm_count, step_cap);
+    if (blocks < 1) {
+      set_error("step chain: no block of it can be resident on this device");
+      return BN_ERR_UNSUPPORTED;
+    }
+    return launch_step_chain(c, blocks, counter, chain_bar, stream);
   }
   bn_status head(const HeadParams &p, int R, bool gemm) override {
     return launch_head(p, R, gemm, stream, head_variant);
@@ -218,10 +244,10 @@ class CudaDevice : public Device {
     for (int v = 1; v < kHeadVariants; v++)
       if (env_is("BN_HEAD_MMA", head_variant_name(v))) g_head_variant = v;
     head_pinned = getenv("BN_HEAD_MMA") != nullptr;
-    // The persistent FFN chain or layer for decode steps of one token (k_ffn_chain.cu,
-    // k_layer_chain.cu; not yet run on a GPU): BN_PERSIST=ffn or layer, two blocks per SM.
-    ops_.chain_layer = env_is("BN_PERSIST", "layer");
-    ops_.chain_blocks_per_sm = env_is("BN_PERSIST", "ffn") || ops_.chain_layer ? 2 : 0;
+    // The persistent FFN chain, layer or step for decode steps of one token (k_ffn_chain.cu,
+    // k_layer_chain.cu; not yet run on a GPU): BN_PERSIST=ffn, layer or step, two blocks per SM.
+    ops_.chain_kind = env_is("BN_PERSIST", "layer") ? 1 : env_is("BN_PERSIST", "step") ? 2 : 0;
+    ops_.chain_blocks_per_sm = env_is("BN_PERSIST", "ffn") || ops_.chain_kind > 0 ? 2 : 0;
     // GEMM split-K target (a tuning knob for the benchmarks; 2 unless set to 0..8).
     const char *sw = getenv("BN_GEMM_SPLIT_WAVES");
     if (sw && sw[0] >= '0' && sw[0] <= '8' && sw[1] == 0) ops_.split_waves = sw[0] - '0';

@@ -603,6 +603,11 @@ bn_status layer_chain_check(const LayerChain &c);
 int layer_chain_max_blocks(int sm_count, const LayerChain &c);
 bn_status launch_layer_chain(const LayerChain &c, int blocks, unsigned *counter, unsigned long long *bar,
                              cudaStream_t s);
+// The persistent step (k_layer_chain.cu), the same three.
+bn_status step_chain_check(const StepChain &s);
+int step_chain_max_blocks(int sm_count, const StepChain &s);
+bn_status launch_step_chain(const StepChain &s, int blocks, unsigned *counter, unsigned long long *bar,
+                            cudaStream_t st);
 // Once per device configuration: lets the fast GEMV use kGemvMaxM x max_ld bytes of shared memory
 // (capped at the device's opt-in limit).
 bn_status configure_gemv(int max_ld, int smem_optin);

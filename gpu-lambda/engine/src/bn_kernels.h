@@ -170,6 +170,7 @@ bool head_pipe_available();  // configure_head succeeded: variants 1.. run as th
 extern long g_head_pipe_launches;  // launches of variants 1.. (the checks read it)
 extern long g_ffn_chain_launches;  // launches of the persistent FFN chain (k_ffn_chain.cu; the checks read it)
 extern long g_layer_chain_launches;  // launches of the persistent layer (k_layer_chain.cu)
+extern long g_step_chain_launches;   // launches of the persistent step (k_layer_chain.cu)
 
 // One sampling row as the GPU reads it (mirrors bn_sampling with the history inline).
 struct SampleRow {
@@ -230,7 +231,18 @@ struct LayerChain {
   AttnParams ap;  // token 0 of pos/slot; out: the attention output (= sub.x)
   NormQuant sub;  // attn_sub_norm of ap.out (its q/scale/sum outputs are ignored)
   FfnChain f;
+  NormQuant in;   // the persistent step (layers after the first): attn_norm of x, normed per block
   int prefetch;   // 1: the blocks without a head ask L2 for o, gate/up and down while the heads run
+};
+
+// A decode step's layers for one token in one cooperative launch (the persistent step,
+// k_layer_chain.cu; BN_PERSIST=step): layer 0 as a LayerChain, each later layer after a grid-wide
+// barrier with its input normed per block (`in`) instead of the previous layer's tail; the last
+// layer's f.next (output_norm, for the head) runs in the last block.
+struct StepChain {
+  const LayerChain *layers;  // device memory: n_layer chains (the engine uploads them once)
+  int n_layer;
+  LayerChain first;          // a host copy of layers[0]: shapes and shared memory (every layer's are equal)
 };
 
 void set_error(const char *fmt, ...);  // bn_api.cpp (declared again below, with the error API)
@@ -311,6 +323,19 @@ class Ops {
   virtual bn_status layer_chain_check(const LayerChain &c) {
     (void)c;
     set_error("the persistent layer runs on the CUDA device only");
+    return BN_ERR_UNSUPPORTED;
+  }
+  // The persistent step (StepChain) for M = 1, when step_chain_on(): the engine then calls it
+  // instead of every layer's launches. Checked as its first layer's LayerChain.
+  virtual bool step_chain_on() const { return false; }
+  virtual bn_status step_chain_check(const StepChain &c) {
+    (void)c;
+    set_error("the persistent step runs on the CUDA device only");
+    return BN_ERR_UNSUPPORTED;
+  }
+  virtual bn_status step_chain(const StepChain &c, int blocks = 0) {
+    (void)c, (void)blocks;
+    set_error("the persistent step runs on the CUDA device only");
     return BN_ERR_UNSUPPORTED;
   }
 };

@@ -21,6 +21,11 @@
 // norms block_norm_quant's, the FFN phases the FFN chain's: every output equals the launches it
 // replaces bit for bit (checked: gpu/layer-chain, gpu/model-*/persist-layer).
 //
+// The persistent step (BN_PERSIST=step; StepChain): every layer of a decode step in one launch,
+// the phases above per layer; a later layer starts with a grid barrier and every block normalizes
+// x itself (attn_norm) for its QKV rows, instead of the previous layer's last-block tail, the
+// kernel's end and the next launch. output_norm (for the head) runs in the last block.
+//
 // Dynamic shared memory, reused by the phases: attention's scores and K/V tile
 // (attn_smem_bytes(max_t, head_dim): 51 KB at max_t 4096, head_dim 128), then the chain's vector
 // cache and int8 row (5 bytes per element of the longer vector). Above 48 KB it is raised per
@@ -33,6 +38,7 @@
 namespace bn {
 
 long g_layer_chain_launches = 0;
+long g_step_chain_launches = 0;
 
 // Asks L2 for this block's share of `bytes` bytes at p: the span is cut into `parts` contiguous
 // pieces of whole 128-byte lines, piece `part` is this block's, its threads stride over the lines.
@@ -44,16 +50,22 @@ __device__ __forceinline__ void prefetch_share_l2(const void *p, size_t bytes, i
 
 __device__ __forceinline__ size_t mat_bytes(const Mat &W) { return (size_t)W.n * (size_t)(W.k >> 2); }
 
-// (128, 4) as the FFN chain's kernel (at most 128 registers; the bench runs 1, 2 and 4 per SM).
-__global__ void __launch_bounds__(128, 4) layer_chain_kernel(LayerChain c, unsigned *counter,
-                                                             unsigned long long *bar, int nmax) {
-  BN_DYN_SHARED(__align__(16) float4, xs);  // attention: scores + tile; then nmax floats + nmax int8
-  BN_SHARED(float, qscale);
-  BN_SHARED(int32_t, qsum);
-  int8_t *q = (int8_t *)(xs + nmax / 4);
+// One layer's phases for one token. norm_in (the persistent step, layers after the first): a
+// grid barrier, then every block normalizes x itself (c.in) into its shared row for the QKV GEMV;
+// else the QKV GEMV reads the int8 row a previous kernel wrote (c.a). The next norm is the
+// caller's.
+__device__ __forceinline__ void layer_phases(const LayerChain &c, bool norm_in, int8_t *q, float *qscale,
+                                             int32_t *qsum, float4 *xs, unsigned long long *bar) {
   const FfnChain &f = c.f;
   // 1. q, k, v (+ RoPE, + this position's K/V into the pages).
-  chain_phase<false>(c.qkv, c.a.q, c.a.sum, c.a.scale, c.eq, [] {});
+  if (norm_in) {
+    chain_phase<true>(c.qkv, q, qsum, qscale, c.eq, [&] {
+      grid_barrier_count(bar);  // every block's x rows of the previous layer are stored
+      chain_norm(c.in, q, qscale, qsum, xs);
+    });
+  } else {
+    chain_phase<false>(c.qkv, c.a.q, c.a.sum, c.a.scale, c.eq, [] {});
+  }
   // 2. attention: one block per head.
   grid_barrier_count(bar);  // q16 and every K/V row of this position are stored
   const int nh = c.ap.n_head, b = (int)blockIdx.x;
@@ -70,21 +82,46 @@ __global__ void __launch_bounds__(128, 4) layer_chain_kernel(LayerChain c, unsig
     else attn_head<false>(c.ap, h, 0, (float *)xs);
   }
   // 3. attn_sub_norm in every block, o + residual.
-  chain_phase<true>(f.o, q, &qsum, &qscale, f.eo, [&] {
+  chain_phase<true>(f.o, q, qsum, qscale, f.eo, [&] {
     grid_barrier_count(bar);  // every head's output is stored (and no block uses its tile any more)
-    chain_norm(c.sub, q, &qscale, &qsum, xs);
+    chain_norm(c.sub, q, qscale, qsum, xs);
   });
   // 4. ffn_norm, gate/up + activation.
-  chain_phase<true>(f.gu, q, &qsum, &qscale, f.eg, [&] {
+  chain_phase<true>(f.gu, q, qsum, qscale, f.eg, [&] {
     grid_barrier_count(bar);  // every block's x rows are stored
-    chain_norm(f.ffn, q, &qscale, &qsum, xs);
+    chain_norm(f.ffn, q, qscale, qsum, xs);
   });
-  // 5. ffn_sub_norm, down + residual; the next norm in the last block.
-  chain_phase<true>(f.down, q, &qsum, &qscale, f.ed, [&] {
+  // 5. ffn_sub_norm, down + residual.
+  chain_phase<true>(f.down, q, qsum, qscale, f.ed, [&] {
     grid_barrier_count(bar);  // every block's ff values are stored (and no block reads x any more)
-    chain_norm(f.fsub, q, &qscale, &qsum, xs);
+    chain_norm(f.fsub, q, qscale, qsum, xs);
   });
-  if (last_block(counter)) block_norm_quant(f.next, 0, xs);
+}
+
+// (128, 4) as the FFN chain's kernel (at most 128 registers; the bench runs 1, 2 and 4 per SM).
+__global__ void __launch_bounds__(128, 4) layer_chain_kernel(LayerChain c, unsigned *counter,
+                                                             unsigned long long *bar, int nmax) {
+  BN_DYN_SHARED(__align__(16) float4, xs);  // attention: scores + tile; then nmax floats + nmax int8
+  BN_SHARED(float, qscale);
+  BN_SHARED(int32_t, qsum);
+  layer_phases(c, false, (int8_t *)(xs + nmax / 4), &qscale, &qsum, xs, bar);
+  if (last_block(counter)) block_norm_quant(c.f.next, 0, xs);  // the next layer's input, from x
+}
+
+// The persistent step: every layer in turn (their chains in global memory, read as the phases
+// need them), then output_norm in the last block. Between layers, x's rows are only ever written
+// by the thread that owns them (o and down share the row mapping) and read by the others through
+// L2 (the norms' cp.async.cg), so no block reads a stale L1 line of them.
+// (128, 2): the engine runs two blocks per SM; at (128, 4) ptxas capped it at 128 registers and
+// spilled (12 bytes on sm_90); at 2 it takes 144 and spills nothing (3 blocks per SM fit).
+__global__ void __launch_bounds__(128, 2) step_chain_kernel(const LayerChain *layers, int n_layer, unsigned *counter,
+                                                            unsigned long long *bar, int nmax) {
+  BN_DYN_SHARED(__align__(16) float4, xs);
+  BN_SHARED(float, qscale);
+  BN_SHARED(int32_t, qsum);
+  int8_t *q = (int8_t *)(xs + nmax / 4);
+  for (int l = 0; l < n_layer; l++) layer_phases(layers[l], l > 0, q, &qscale, &qsum, xs, bar);
+  if (last_block(counter)) block_norm_quant(layers[n_layer - 1].f.next, 0, xs);
 }
 
 // The chain's longer vector, and the launch's dynamic shared memory (attention's or the chain's).
@@ -93,7 +130,7 @@ static size_t layer_smem(const LayerChain &c) {
   return std::max(attn_smem_bytes(c.ap.max_t, c.ap.head_dim), (size_t)layer_nmax(c) * 5);
 }
 
-static SmemMark g_layer_smem_max;
+static SmemMark g_layer_smem_max, g_step_smem_max;
 
 bn_status layer_chain_check(const LayerChain &c) {
   if (const bn_status st = ffn_chain_shapes(c.f)) return st;
@@ -127,6 +164,59 @@ bn_status layer_chain_check(const LayerChain &c) {
     g_layer_smem_max.set((int)bytes);
   }
   return BN_OK;
+}
+
+// The step's own additions: the input norm point of the later layers (the engine builds every
+// layer's chain alike, so layer 0's is checked for all).
+bn_status step_chain_check(const StepChain &s) {
+  if (const bn_status st = layer_chain_check(s.first)) return st;
+  if (!s.layers || s.n_layer < 1 || s.first.in.n != s.first.f.o.n || !s.first.in.x || !s.first.in.w) {
+    set_error("step chain: %d layers at %p, input norm n %d (n_embd %d)", s.n_layer, (const void *)s.layers,
+              s.first.in.n, s.first.f.o.n);
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  // Its shared memory is the layer kernel's (same size), raised for this kernel too.
+  const size_t bytes = layer_smem(s.first);
+  if ((int)bytes > g_step_smem_max.get()) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(step_chain_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      set_error("step chain: %zu bytes of shared memory per block: %s", bytes, cudaGetErrorString(e));
+      return BN_ERR_UNSUPPORTED;
+    }
+    g_step_smem_max.set((int)bytes);
+  }
+  return BN_OK;
+}
+
+int step_chain_max_blocks(int sm_count, const StepChain &s) {
+#if defined(BN_SIM)
+  (void)sm_count;
+  (void)s;
+  return 8192 / 128;
+#else
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, step_chain_kernel, 128, layer_smem(s.first)) !=
+      cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return per_sm * sm_count;
+#endif
+}
+
+bn_status launch_step_chain(const StepChain &s, int blocks, unsigned *counter, unsigned long long *bar,
+                            cudaStream_t st) {
+  if (const bn_status e = step_chain_check(s)) return e;
+  if (blocks < 1) {
+    set_error("step chain: %d blocks", blocks);
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  g_step_chain_launches++;
+  if (const bn_status e = check_launch("step chain barrier reset", cudaMemsetAsync(bar, 0, 8, st))) return e;
+  return launch_coop("step_chain_kernel", step_chain_kernel, dim3((unsigned)blocks), dim3(128), layer_smem(s.first),
+                     st, s.layers, s.n_layer, counter, bar, layer_nmax(s.first));
 }
 
 int layer_chain_max_blocks(int sm_count, const LayerChain &c) {
