@@ -232,7 +232,8 @@ struct LayerChain {
   NormQuant sub;  // attn_sub_norm of ap.out (its q/scale/sum outputs are ignored)
   FfnChain f;
   NormQuant in;   // the persistent step (layers after the first): attn_norm of x, normed per block
-  int prefetch;   // 1: the blocks without a head ask L2 for o, gate/up and down while the heads run
+  int prefetch;   // 1: L2 prefetches (the context's K/V rows; o, gate/up, down and next_qkv during attention)
+  Mat next_qkv;   // the next layer's QKV weights (w null: none, the last layer)
 };
 
 // A decode step's layers for one token in one cooperative launch (the persistent step,

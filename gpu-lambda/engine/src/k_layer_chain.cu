@@ -13,9 +13,11 @@
 //   4-5. gate/up and down as in the FFN chain; the next norm stays a last-block tail.
 // While the heads run, the blocks without one (on an H200 ~244 of 264) have nothing to do but
 // wait at the barrier. With `prefetch` they first ask L2 for the rest of the layer's weights
-// (o, gate/up, down: 14.7 MB at the 2B-4T shapes, within the H200's 50 MB L2), split evenly
-// between them, so phases 3-5 read their weights from L2 instead of DRAM. The weights do not
-// depend on the data; the prefetch changes no value.
+// (o, gate/up, down: 14.7 MB at the 2B-4T shapes, within the H200's 50 MB L2) and the next
+// layer's QKV weights (2.5 MB), split evenly between them, so phases 3-5 and the next layer's
+// QKV phase read their weights from L2 instead of DRAM; and before the QKV phase every block asks
+// for its share of the context's K/V rows (0.66 MB at 256 positions), which attention reads.
+// Neither weights nor past K/V rows depend on this step's data: the prefetch changes no value.
 //
 // Bits: the QKV rows are gemv_block's (chain_rows), attention is attn_kernel's (attn_head), the
 // norms block_norm_quant's, the FFN phases the FFN chain's: every output equals the launches it
@@ -50,6 +52,23 @@ __device__ __forceinline__ void prefetch_share_l2(const void *p, size_t bytes, i
 
 __device__ __forceinline__ size_t mat_bytes(const Mat &W) { return (size_t)W.n * (size_t)(W.k >> 2); }
 
+// Asks L2 for this block's share of the K and V rows of positions 0..pos-1 of token 0's sequence
+// (the attention phase reads them; this position's rows are written by the QKV phase). Lines
+// of a row start inside the row (kv_dim · 2 bytes, a multiple of 16): nothing past the pool.
+__device__ __forceinline__ void prefetch_kv_l2(const AttnParams &p, int part, int parts) {
+  const int pos = p.pos[0], row_bytes = p.kv_dim * 2, lpr = (row_bytes + 127) / 128, mask = (1 << p.page_shift) - 1;
+  const int32_t *bt = p.block_table + (size_t)p.slot[0] * p.max_pages;
+  const long per_pool = (long)pos * lpr, total = 2 * per_pool, per = (total + parts - 1) / parts;
+  const long l1 = (long)(part + 1) * per < total ? (long)(part + 1) * per : total;
+  for (long i = (long)part * per + threadIdx.x; i < l1; i += blockDim.x) {
+    const bool v = i >= per_pool;
+    const long r = v ? i - per_pool : i;
+    const int t = (int)(r / lpr), li = (int)(r - (long)t * lpr);
+    const size_t row = ((size_t)__ldg(bt + (t >> p.page_shift)) << p.page_shift) + (size_t)(t & mask);
+    prefetch_l2((const char *)((v ? p.vc : p.kc) + row * (size_t)p.kv_dim) + (size_t)li * 128);
+  }
+}
+
 // One layer's phases for one token. norm_in (the persistent step, layers after the first): a
 // grid barrier, then every block normalizes x itself (c.in) into its shared row for the QKV GEMV;
 // else the QKV GEMV reads the int8 row a previous kernel wrote (c.a). The next norm is the
@@ -57,6 +76,8 @@ __device__ __forceinline__ size_t mat_bytes(const Mat &W) { return (size_t)W.n *
 __device__ __forceinline__ void layer_phases(const LayerChain &c, bool norm_in, int8_t *q, float *qscale,
                                              int32_t *qsum, float4 *xs, unsigned long long *bar) {
   const FfnChain &f = c.f;
+  // Every block asks L2 for its share of the context's K/V rows, which attention reads next.
+  if (c.prefetch) prefetch_kv_l2(c.ap, (int)blockIdx.x, (int)gridDim.x);
   // 1. q, k, v (+ RoPE, + this position's K/V into the pages).
   if (norm_in) {
     chain_phase<true>(c.qkv, q, qsum, qscale, c.eq, [&] {
@@ -74,6 +95,7 @@ __device__ __forceinline__ void layer_phases(const LayerChain &c, bool norm_in, 
     prefetch_share_l2(f.o.w, mat_bytes(f.o), part, parts);
     prefetch_share_l2(f.gu.w, mat_bytes(f.gu), part, parts);
     prefetch_share_l2(f.down.w, mat_bytes(f.down), part, parts);
+    if (c.next_qkv.w) prefetch_share_l2(c.next_qkv.w, mat_bytes(c.next_qkv), part, parts);
   }
   const bool direct = kAttnThreads % (c.ap.head_dim >> 3) == 0;  // stage_rows_fast's mapping
   for (int h = b; h < nh; h += (int)gridDim.x) {
@@ -113,7 +135,7 @@ __global__ void __launch_bounds__(128, 4) layer_chain_kernel(LayerChain c, unsig
 // by the thread that owns them (o and down share the row mapping) and read by the others through
 // L2 (the norms' cp.async.cg), so no block reads a stale L1 line of them.
 // (128, 2): the engine runs two blocks per SM; at (128, 4) ptxas capped it at 128 registers and
-// spilled (12 bytes on sm_90); at 2 it takes 144 and spills nothing (3 blocks per SM fit).
+// spilled (12 bytes on sm_90); at 2 it takes ~150 and spills nothing (3 blocks per SM fit).
 __global__ void __launch_bounds__(128, 2) step_chain_kernel(const LayerChain *layers, int n_layer, unsigned *counter,
                                                             unsigned long long *bar, int nmax) {
   BN_DYN_SHARED(__align__(16) float4, xs);
