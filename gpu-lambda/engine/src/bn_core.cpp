@@ -258,6 +258,9 @@ bn_status Engine::alloc_buffers() {
   hsum_ = (int32_t *)dalloc(M * 4, &st);
   logits_ = (float *)dalloc((size_t)Rmax_ * V * 4, &st);
   sampled_ = (int32_t *)dalloc((size_t)(Rmax_ + 1) * 4, &st);
+  // The persistent layer's and step's split scores (one token: n_head x max_ctx floats).
+  if (dev_->ops().layer_chain_on() || dev_->ops().step_chain_on())
+    scores_ = (float *)dalloc((size_t)hp_.n_head * opt_.max_ctx * 4, &st);
   if (opt_.numerics == BN_NUMERICS_FAST) {
     const int max_n = std::max(E + 2 * kv, 2 * F);
     part_ld_ = std::max(hp_.n_head, (max_n + 7) / 8);  // one part per GEMV block (>= 8 rows) or head
@@ -518,6 +521,7 @@ LayerChain Engine::layer_chain_of(int l, const NormQuant &next) const {
   c.in = norm_point(x_, hp_.n_embd, layers_[l].attn_norm);
   c.prefetch = 1;
   if (l + 1 < hp_.n_layer) c.next_qkv = layers_[l + 1].qkv;
+  c.scores = scores_;
   return c;
 }
 

@@ -92,6 +92,7 @@ class Engine {
   int Mmax_ = 0, Rmax_ = 0, ldw_ = 0;
   std::vector<LayerChain> step_host_;  // the persistent step's chains (BN_PERSIST=step), and
   LayerChain *step_dev_ = nullptr;     // their device copy
+  float *scores_ = nullptr;            // their split scores (n_head x max_ctx)
   float *x_ = nullptr, *att_ = nullptr, *ff_ = nullptr, *h32_ = nullptr, *hscale_ = nullptr;
   int8_t *q8_ = nullptr, *hq_ = nullptr;
   float *ascale_ = nullptr;

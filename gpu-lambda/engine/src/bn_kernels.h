@@ -234,6 +234,8 @@ struct LayerChain {
   NormQuant in;   // the persistent step (layers after the first): attn_norm of x, normed per block
   int prefetch;   // 1: L2 prefetches (the context's K/V rows; o, gate/up, down and next_qkv during attention)
   Mat next_qkv;   // the next layer's QKV weights (w null: none, the last layer)
+  // Split scores (k_layer_chain.cu): n_head x ap.max_t floats; null: one block per head does all.
+  float *scores;
 };
 
 // A decode step's layers for one token in one cooperative launch (the persistent step,

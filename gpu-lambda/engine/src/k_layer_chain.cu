@@ -69,6 +69,89 @@ __device__ __forceinline__ void prefetch_kv_l2(const AttnParams &p, int part, in
   }
 }
 
+// ---- attention with the scores split over blocks (`scores` set) --------------------------------
+// One block per head leaves the blocks without a head idle while its 128 threads score the
+// positions 128 at a time, each score a 128-step f64 chain, and the context's K tiles arrive one
+// round trip after another (runs 8-9: 9.5 us at 256 positions, 32.6 at 1024, ~30 ns per position).
+// Here the scores go first: head h's positions are cut into G contiguous chunks of at most
+// kScoreChunk (G <= the blocks per head), block (h, c) stages its chunk's K rows and scores them
+// (row_score: the same values as attn_head's), into the global `scores`. After a grid barrier
+// the head's block reads its T scores into shared memory and runs attn_head's softmax and PV on
+// them: the same values, orders and bits (max is exact in any order; the sum and the PV chains
+// keep their orders).
+constexpr int kScoreChunk = 64;
+
+// Chunks per head for T positions on this grid: 1 (no split) unless there are blocks to spare.
+__device__ __forceinline__ int score_chunks(int T, int n_head) {
+  const int per_head = (int)gridDim.x / n_head, want = (T + kScoreChunk - 1) / kScoreChunk;
+  return per_head < want ? (per_head > 0 ? per_head : 1) : want;
+}
+
+// Loads head h's q (token 0) into shared f64.
+__device__ __forceinline__ void load_qd(const AttnParams &p, int h, double *qd) {
+  for (int d = threadIdx.x; d < p.head_dim; d += kAttnThreads)
+    qd[d] = f16_to_f64(__ldcg(p.q16 + (size_t)h * p.head_dim + d));
+}
+
+// Block (h, c): the scores of chunk c of head h's T positions, into scores[h][t].
+template <bool FAST>
+__device__ __forceinline__ void score_chunk(const AttnParams &p, float *scores, int h, int c, int G, int T, float *smem) {
+  BN_SHARED(double, qd, [256]);
+  const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv), KT = attn_tile_rows(hd), ts = attn_tile_stride(hd);
+  const int L = (T + G - 1) / G, t0 = c * L, n = min(T, t0 + L) - t0;
+  if (n <= 0) return;
+  uint16_t *tile = (uint16_t *)smem;
+  const int32_t *bt = p.block_table + (size_t)p.slot[0] * p.max_pages;
+  auto stage_k = [&](int j0, int k) {
+    stage<FAST>(tile, ts, p.kc, bt, t0 + j0, k, p.page_shift, p.kv_dim, kvh * hd, hd);
+  };
+  stage_k(0, min(KT, n));
+  load_qd(p, h, qd);
+  score_range(scores + (size_t)h * p.max_t + t0, tile, ts, KT, n, qd, hd, p.scale, stage_k);
+}
+
+// Head h's softmax and PV from its T scores in `scores` (attn_head's second half).
+template <bool FAST>
+__device__ __forceinline__ void softmax_pv(const AttnParams &p, const float *scores, int h, int T, float *sc) {
+  BN_SHARED(float, wmax, [kAttnThreads / 32]);
+  BN_SHARED(double, wsum, [kAttnThreads / 32]);
+  const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv), KT = attn_tile_rows(hd), ts = attn_tile_stride(hd);
+  uint16_t *tile = (uint16_t *)(sc + ((p.max_t + 3) & ~3));
+  const int32_t *bt = p.block_table + (size_t)p.slot[0] * p.max_pages;
+  auto stage_v = [&](int t0, int n) { stage<FAST>(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd); };
+  stage_v(0, min(KT, T));  // lands while the scores load and the softmax runs
+  float lmax = -INFINITY;
+  for (int t = threadIdx.x; t < T; t += kAttnThreads) {
+    const float s = __ldcg(scores + (size_t)h * p.max_t + t);  // written by other blocks: through L2
+    sc[t] = s;
+    lmax = fmaxf(lmax, s);
+  }
+  softmax_weights(sc, T, lmax, wmax, wsum);
+  float acc[2] = {0.f, 0.f};
+  pv_range(acc, sc, tile, ts, KT, T, hd, stage_v);
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int d = threadIdx.x + i * kAttnThreads;
+    if (d < hd) p.out[(size_t)h * hd + d] = acc[i];
+  }
+}
+
+// Phase 2 with split scores: chunks, a grid barrier, then softmax and PV per head.
+template <bool FAST>
+__device__ __forceinline__ void attention_split(const AttnParams &p, float *scores, int G, int T, float *smem,
+                                                unsigned long long *bar) {
+  const int items = p.n_head * G, b = (int)blockIdx.x;
+  for (int it = b; it < items; it += (int)gridDim.x) {
+    if (it != b) __syncthreads();  // the previous chunk's tile is consumed
+    score_chunk<FAST>(p, scores, it / G, it % G, G, T, smem);
+  }
+  grid_barrier_count(bar);  // every chunk's scores are stored
+  for (int h = b; h < p.n_head; h += (int)gridDim.x) {
+    if (h != b) __syncthreads();
+    softmax_pv<FAST>(p, scores, h, T, smem);
+  }
+}
+
 // One layer's phases for one token. norm_in (the persistent step, layers after the first): a
 // grid barrier, then every block normalizes x itself (c.in) into its shared row for the QKV GEMV;
 // else the QKV GEMV reads the int8 row a previous kernel wrote (c.a). The next norm is the
@@ -98,10 +181,16 @@ __device__ __forceinline__ void layer_phases(const LayerChain &c, bool norm_in, 
     if (c.next_qkv.w) prefetch_share_l2(c.next_qkv.w, mat_bytes(c.next_qkv), part, parts);
   }
   const bool direct = kAttnThreads % (c.ap.head_dim >> 3) == 0;  // stage_rows_fast's mapping
-  for (int h = b; h < nh; h += (int)gridDim.x) {
-    if (h != b) __syncthreads();  // the previous head's tile and scores are consumed
-    if (direct) attn_head<true>(c.ap, h, 0, (float *)xs);
-    else attn_head<false>(c.ap, h, 0, (float *)xs);
+  const int T = c.ap.pos[0] + 1, G = c.scores ? score_chunks(T, nh) : 1;
+  if (G > 1) {  // (G is the same in every block: the barrier inside is the grid's)
+    if (direct) attention_split<true>(c.ap, c.scores, G, T, (float *)xs, bar);
+    else attention_split<false>(c.ap, c.scores, G, T, (float *)xs, bar);
+  } else {
+    for (int h = b; h < nh; h += (int)gridDim.x) {
+      if (h != b) __syncthreads();  // the previous head's tile and scores are consumed
+      if (direct) attn_head<true>(c.ap, h, 0, (float *)xs);
+      else attn_head<false>(c.ap, h, 0, (float *)xs);
+    }
   }
   // 3. attn_sub_norm in every block, o + residual.
   chain_phase<true>(f.o, q, qsum, qscale, f.eo, [&] {
