@@ -67,7 +67,7 @@ class CudaOps : public Ops {
   int split_waves = 2;  // split-K target, blocks per SM (BN_GEMM_SPLIT_WAVES, 0..8)
   GemmTable tuned;      // BN_AUTOTUNE=1: per shape and token bucket (bn_tune.h)
   int head_variant = -1;  // the head GEMM's kernel as tuning chose it (-1: g_head_variant)
-  unsigned long long *chain_bar = nullptr;  // the persistent chains' grid barrier counter
+  unsigned long long *chain_bar = nullptr;  // the persistent chains' barrier counter + head counters (kChainSyncBytes)
   int chain_blocks_per_sm = 0;              // BN_PERSIST=ffn or layer: 2 (0: both are off)
   int chain_kind = 0;                       // BN_PERSIST: 0 ffn, 1 layer, 2 step
   // How many chain blocks can be resident, for the chain's longer vector length (its shared
@@ -268,7 +268,7 @@ class CudaDevice : public Device {
     own.push_back(c);
     BN_CUDA_CHECK(cudaMemset(c, 0, kTickets * sizeof(unsigned)));
     ops_.counter = (unsigned *)c;
-    BN_CUDA_CHECK(cudaMalloc(&c, 8));
+    BN_CUDA_CHECK(cudaMalloc(&c, kChainSyncBytes));
     own.push_back(c);
     ops_.chain_bar = (unsigned long long *)c;
     return BN_OK;

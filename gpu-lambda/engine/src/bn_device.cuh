@@ -604,6 +604,11 @@ bn_status layer_chain_check(const LayerChain &c);
 int layer_chain_max_blocks(int sm_count, const LayerChain &c);
 bn_status launch_layer_chain(const LayerChain &c, int blocks, unsigned *counter, unsigned long long *bar,
                              cudaStream_t s);
+// The persistent kernels' synchronization words (bar): the grid barrier's u64 counter, then (the
+// persistent layer and step) one u32 per head for the split scores' per-head waits, zeroed by
+// each launch. At most kChainMaxHeads heads.
+constexpr int kChainMaxHeads = 1024;
+constexpr size_t kChainSyncBytes = 8 + 4 * (size_t)kChainMaxHeads;
 // The persistent step (k_layer_chain.cu), the same three.
 bn_status step_chain_check(const StepChain &s);
 int step_chain_max_blocks(int sm_count, const StepChain &s);

@@ -7,12 +7,13 @@
 //   1. QKV rows (the previous tail's int8 row from global memory), RoPE, K/V into the pages;
 //   2. grid barrier (q and this position's K/V stored); attention, head h in block h (blocks
 //      b, b + gridDim.x, … when the grid has fewer blocks than heads), attn_head: the exact
-//      kernel's code, so the same bits;
+//      kernel's code, so the same bits; above 64 positions with the scores split over the idle
+//      blocks first (below);
 //   3. grid barrier (the attention output stored); every block normalizes and quantizes it
 //      itself (attn_sub_norm, block_norm_quant's order: the one-block tail's bits), then its o rows;
 //   4-5. gate/up and down as in the FFN chain; the next norm stays a last-block tail.
-// While the heads run, the blocks without one (on an H200 ~244 of 264) have nothing to do but
-// wait at the barrier. With `prefetch` they first ask L2 for the rest of the layer's weights
+// While the heads run, the blocks without a head or a score chunk have nothing to do but wait at
+// the barrier. With `prefetch` they first ask L2 for the rest of the layer's weights
 // (o, gate/up, down: 14.7 MB at the 2B-4T shapes, within the H200's 50 MB L2) and the next
 // layer's QKV weights (2.5 MB), split evenly between them, so phases 3-5 and the next layer's
 // QKV phase read their weights from L2 instead of DRAM; and before the QKV phase every block asks
@@ -73,12 +74,12 @@ __device__ __forceinline__ void prefetch_kv_l2(const AttnParams &p, int part, in
 // One block per head leaves the blocks without a head idle while its 128 threads score the
 // positions 128 at a time, each score a 128-step f64 chain, and the context's K tiles arrive one
 // round trip after another (runs 8-9: 9.5 us at 256 positions, 32.6 at 1024, ~30 ns per position).
-// Here the scores go first: head h's positions are cut into G contiguous chunks of at most
-// kScoreChunk (G <= the blocks per head), block (h, c) stages its chunk's K rows and scores them
-// (row_score: the same values as attn_head's), into the global `scores`. After a grid barrier
-// the head's block reads its T scores into shared memory and runs attn_head's softmax and PV on
-// them: the same values, orders and bits (max is exact in any order; the sum and the PV chains
-// keep their orders).
+// Here the scores go first: head h's positions are cut into G contiguous chunks of ~kScoreChunk
+// (longer when the grid has fewer blocks per head), block (h, c) stages its chunk's K rows and
+// scores them (row_score: the same values as attn_head's) into the global `scores`. Once the
+// head's G chunks have counted their arrival, the head's block reads its T scores into shared
+// memory and runs attn_head's softmax and PV on them: the same values, orders and bits (max is
+// exact in any order; the sum and the PV chains keep their orders).
 constexpr int kScoreChunk = 64;
 
 // Chunks per head for T positions on this grid: 1 (no split) unless there are blocks to spare.
@@ -136,18 +137,31 @@ __device__ __forceinline__ void softmax_pv(const AttnParams &p, const float *sco
   }
 }
 
-// Phase 2 with split scores: chunks, a grid barrier, then softmax and PV per head.
+// Phase 2 with split scores: the chunks, then softmax and PV per head. Not a grid barrier between
+// them: each chunk's block counts its arrival on its head's counter (head_count[h], zeroed by the
+// launch and growing over the step's layers: layer l's chunks bring it to (l + 1)·G), and only
+// the head's block waits for its G chunks; the other blocks go on.
 template <bool FAST>
 __device__ __forceinline__ void attention_split(const AttnParams &p, float *scores, int G, int T, float *smem,
-                                                unsigned long long *bar) {
+                                                unsigned *head_count, unsigned target) {
   const int items = p.n_head * G, b = (int)blockIdx.x;
   for (int it = b; it < items; it += (int)gridDim.x) {
     if (it != b) __syncthreads();  // the previous chunk's tile is consumed
     score_chunk<FAST>(p, scores, it / G, it % G, G, T, smem);
+    __syncthreads();  // every thread's scores are stored
+    if (threadIdx.x == 0) {
+      __threadfence();  // ... and visible before the arrival
+      atomicAdd(head_count + it / G, 1u);
+    }
   }
-  grid_barrier_count(bar);  // every chunk's scores are stored
   for (int h = b; h < p.n_head; h += (int)gridDim.x) {
-    if (h != b) __syncthreads();
+    __syncthreads();  // this block's chunk (its tile) or previous head is done
+    if (threadIdx.x == 0) {
+      const volatile unsigned *c = head_count + h;
+      while (*c < target) __nanosleep(32);
+      __threadfence();  // the chunks' scores before this block reads them
+    }
+    __syncthreads();
     softmax_pv<FAST>(p, scores, h, T, smem);
   }
 }
@@ -156,7 +170,7 @@ __device__ __forceinline__ void attention_split(const AttnParams &p, float *scor
 // grid barrier, then every block normalizes x itself (c.in) into its shared row for the QKV GEMV;
 // else the QKV GEMV reads the int8 row a previous kernel wrote (c.a). The next norm is the
 // caller's.
-__device__ __forceinline__ void layer_phases(const LayerChain &c, bool norm_in, int8_t *q, float *qscale,
+__device__ __forceinline__ void layer_phases(const LayerChain &c, int layer, bool norm_in, int8_t *q, float *qscale,
                                              int32_t *qsum, float4 *xs, unsigned long long *bar) {
   const FfnChain &f = c.f;
   // Every block asks L2 for its share of the context's K/V rows, which attention reads next.
@@ -182,9 +196,11 @@ __device__ __forceinline__ void layer_phases(const LayerChain &c, bool norm_in, 
   }
   const bool direct = kAttnThreads % (c.ap.head_dim >> 3) == 0;  // stage_rows_fast's mapping
   const int T = c.ap.pos[0] + 1, G = c.scores ? score_chunks(T, nh) : 1;
-  if (G > 1) {  // (G is the same in every block: the barrier inside is the grid's)
-    if (direct) attention_split<true>(c.ap, c.scores, G, T, (float *)xs, bar);
-    else attention_split<false>(c.ap, c.scores, G, T, (float *)xs, bar);
+  if (G > 1) {  // (G is the same in every block and layer: T, the heads and the grid are)
+    unsigned *head_count = (unsigned *)(bar + 1);
+    const unsigned target = (unsigned)((layer + 1) * G);
+    if (direct) attention_split<true>(c.ap, c.scores, G, T, (float *)xs, head_count, target);
+    else attention_split<false>(c.ap, c.scores, G, T, (float *)xs, head_count, target);
   } else {
     for (int h = b; h < nh; h += (int)gridDim.x) {
       if (h != b) __syncthreads();  // the previous head's tile and scores are consumed
@@ -215,7 +231,7 @@ __global__ void __launch_bounds__(128, 4) layer_chain_kernel(LayerChain c, unsig
   BN_DYN_SHARED(__align__(16) float4, xs);  // attention: scores + tile; then nmax floats + nmax int8
   BN_SHARED(float, qscale);
   BN_SHARED(int32_t, qsum);
-  layer_phases(c, false, (int8_t *)(xs + nmax / 4), &qscale, &qsum, xs, bar);
+  layer_phases(c, 0, false, (int8_t *)(xs + nmax / 4), &qscale, &qsum, xs, bar);
   if (last_block(counter)) block_norm_quant(c.f.next, 0, xs);  // the next layer's input, from x
 }
 
@@ -231,7 +247,7 @@ __global__ void __launch_bounds__(128, 2) step_chain_kernel(const LayerChain *la
   BN_SHARED(float, qscale);
   BN_SHARED(int32_t, qsum);
   int8_t *q = (int8_t *)(xs + nmax / 4);
-  for (int l = 0; l < n_layer; l++) layer_phases(layers[l], l > 0, q, &qscale, &qsum, xs, bar);
+  for (int l = 0; l < n_layer; l++) layer_phases(layers[l], l, l > 0, q, &qscale, &qsum, xs, bar);
   if (last_block(counter)) block_norm_quant(layers[n_layer - 1].f.next, 0, xs);
 }
 
@@ -259,6 +275,10 @@ bn_status layer_chain_check(const LayerChain &c) {
   }
   if (p.head_dim > 256 || (p.head_dim & 7)) {
     set_error("layer chain: attention supports head_dim <= 256 and a multiple of 8 (got %d)", p.head_dim);
+    return BN_ERR_UNSUPPORTED;
+  }
+  if (p.n_head > kChainMaxHeads) {
+    set_error("layer chain: %d heads (at most %d: one split-score counter each)", p.n_head, kChainMaxHeads);
     return BN_ERR_UNSUPPORTED;
   }
   // Shared memory: raised for this device once (only ever up, as for attention).
@@ -325,7 +345,10 @@ bn_status launch_step_chain(const StepChain &s, int blocks, unsigned *counter, u
     return BN_ERR_INVALID_ARGUMENT;
   }
   g_step_chain_launches++;
-  if (const bn_status e = check_launch("step chain barrier reset", cudaMemsetAsync(bar, 0, 8, st))) return e;
+  // The barrier's counter and the heads' counters start at 0 for every launch and graph replay.
+  if (const bn_status e = check_launch("step chain counters reset",
+                                       cudaMemsetAsync(bar, 0, 8 + 4 * (size_t)s.first.ap.n_head, st)))
+    return e;
   return launch_coop("step_chain_kernel", step_chain_kernel, dim3((unsigned)blocks), dim3(128), layer_smem(s.first),
                      st, s.layers, s.n_layer, counter, bar, layer_nmax(s.first));
 }
@@ -353,8 +376,11 @@ bn_status launch_layer_chain(const LayerChain &c, int blocks, unsigned *counter,
     return BN_ERR_INVALID_ARGUMENT;
   }
   g_layer_chain_launches++;
-  // The barrier's counter starts at 0 for every launch and graph replay (a node of the graph).
-  if (const bn_status st = check_launch("layer chain barrier reset", cudaMemsetAsync(bar, 0, 8, s))) return st;
+  // The barrier's counter and the heads' counters start at 0 for every launch and graph replay
+  // (a node of the graph).
+  if (const bn_status st =
+          check_launch("layer chain counters reset", cudaMemsetAsync(bar, 0, 8 + 4 * (size_t)c.ap.n_head, s)))
+    return st;
   return launch_coop("layer_chain_kernel", layer_chain_kernel, dim3((unsigned)blocks), dim3(128), layer_smem(c), s, c,
                      counter, bar, layer_nmax(c));
 }
