@@ -82,4 +82,39 @@ __device__ __forceinline__ void chain_norm(const NormQuant &nq, int8_t *q, float
   block_norm_quant(p, 0, xs);  // ends with __syncthreads: q, *qscale and *qsum are visible
 }
 
+// ---- host side of the persistent kernels ------------------------------------------------------
+
+// How many blocks of 128 threads with `smem` bytes of dynamic shared memory can be resident on
+// sm_count SMs at once (0: none; the simulation: its cooperative limit, 8192 threads).
+template <typename K>
+int chain_resident_blocks(K kernel, int sm_count, size_t smem) {
+#if defined(BN_SIM)
+  (void)kernel;
+  (void)sm_count;
+  (void)smem;
+  return 8192 / 128;
+#else
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return per_sm * sm_count;
+#endif
+}
+
+// One cooperative launch of a persistent kernel (`blocks` of 128 threads) after zeroing its
+// `sync_bytes` of synchronization words at bar (the barrier's counter first): they start at 0
+// for every launch and graph replay (the memset is a node of the graph).
+template <typename... P, typename... A>
+bn_status launch_chain(const char *what, void (*k)(P...), int blocks, size_t smem, unsigned long long *bar,
+                       size_t sync_bytes, cudaStream_t s, A... args) {
+  if (blocks < 1) {
+    set_error("%s: %d blocks", what, blocks);
+    return BN_ERR_INVALID_ARGUMENT;
+  }
+  if (const bn_status st = check_launch(what, cudaMemsetAsync(bar, 0, sync_bytes, s))) return st;
+  return launch_coop(what, k, dim3((unsigned)blocks), dim3(128), smem, s, args...);
+}
+
 }  // namespace bn

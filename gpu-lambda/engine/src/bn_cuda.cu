@@ -70,15 +70,6 @@ class CudaOps : public Ops {
   unsigned long long *chain_bar = nullptr;  // the persistent chains' barrier counter + head counters (kChainSyncBytes)
   int chain_blocks_per_sm = 0;              // BN_PERSIST=ffn or layer: 2 (0: both are off)
   int chain_kind = 0;                       // BN_PERSIST: 0 ffn, 1 layer, 2 step
-  // How many chain blocks can be resident, for the chain's longer vector length (its shared
-  // memory): asked of the driver once per length, not per layer and step.
-  int chain_cap_n = -1, chain_cap = 0;
-  int chain_max_blocks(const FfnChain &c) {
-    const int n = std::max(c.o.n, c.gu.n / 2);
-    if (n != chain_cap_n) chain_cap = ffn_chain_max_blocks(sm_count, c), chain_cap_n = n;
-    return chain_cap;
-  }
-
   // The launch configuration without tuning: the knobs (read at init; the bench sets the two
   // globals directly for its per-shape rows).
   GemmChoice gemm_default() const { return GemmChoice{g_gemm_variant, g_gemm_splitk, split_waves}; }
@@ -115,74 +106,65 @@ class CudaOps : public Ops {
   bool ffn_chain_on() const override { return chain_blocks_per_sm > 0 && chain_kind == 0; }
   bool layer_chain_on() const override { return chain_blocks_per_sm > 0 && chain_kind == 1; }
   bool step_chain_on() const override { return chain_blocks_per_sm > 0 && chain_kind == 2; }
+  // A persistent kernel's resident cap depends on its shared memory (for the layer and the step:
+  // the context, head_dim and the longer vector), so it is asked of the driver once per size.
+  struct Cap {
+    size_t key = ~(size_t)0;
+    int blocks = 0;
+    template <typename F>
+    int get(size_t k, F ask) {
+      if (k != key) blocks = ask(), key = k;
+      return blocks;
+    }
+  };
+  Cap ffn_cap, layer_cap, step_cap;
+  static size_t layer_key(const LayerChain &c) {
+    return ((size_t)c.ap.max_t << 32) ^ ((size_t)c.ap.head_dim << 20) ^ (size_t)std::max(c.f.o.n, c.f.gu.n / 2);
+  }
+  int ffn_max_blocks(const FfnChain &c) {
+    return ffn_cap.get((size_t)std::max(c.o.n, c.gu.n / 2), [&] { return ffn_chain_max_blocks(sm_count, c); });
+  }
+  int layer_max_blocks(const LayerChain &c) {
+    return layer_cap.get(layer_key(c), [&] { return layer_chain_max_blocks(sm_count, c); });
+  }
+  int step_max_blocks(const StepChain &c) {
+    return step_cap.get(layer_key(c.first), [&] { return step_chain_max_blocks(sm_count, c); });
+  }
+  // The grid of a persistent launch: `want` blocks (0: chain_blocks_per_sm per SM, 2 when the
+  // knob is off: the bench and checks call them anyway), at most `cap`; 0 with the error set.
+  int chain_grid(int want, int cap, const char *what) const {
+    const int per_sm = chain_blocks_per_sm > 0 ? chain_blocks_per_sm : 2;
+    const int blocks = std::min(want > 0 ? want : per_sm * sm_count, cap);
+    if (blocks < 1) set_error("%s: no block of it can be resident on this device", what);
+    return std::max(blocks, 0);
+  }
   bn_status ffn_chain_check(const FfnChain &c) override {
     if (const bn_status st = bn::ffn_chain_check(c)) return st;
-    if (chain_max_blocks(c) < 1) {
-      set_error("ffn chain: no block of it can be resident on this device");
-      return BN_ERR_UNSUPPORTED;
-    }
-    return BN_OK;
+    return chain_grid(0, ffn_max_blocks(c), "ffn chain") ? BN_OK : BN_ERR_UNSUPPORTED;
   }
   bn_status ffn_chain(const FfnChain &c, int want) override {
-    const int per_sm = chain_blocks_per_sm > 0 ? chain_blocks_per_sm : 2;
-    const int blocks = std::min(want > 0 ? want : per_sm * sm_count, chain_max_blocks(c));
-    if (blocks < 1) {
-      set_error("ffn chain: no block of it can be resident on this device");
-      return BN_ERR_UNSUPPORTED;
-    }
-    return launch_ffn_chain(c, blocks, counter, chain_bar, stream);
+    const int blocks = chain_grid(want, ffn_max_blocks(c), "ffn chain");
+    return blocks ? launch_ffn_chain(c, blocks, counter, chain_bar, stream) : BN_ERR_UNSUPPORTED;
   }
-  // The persistent layer's resident cap depends on its shared memory (the context and the longer
-  // vector): asked of the driver once per size.
-  size_t layer_cap_key = 0;
-  int layer_cap = 0;
-  int layer_max_blocks(const LayerChain &c) {
-    const size_t key = ((size_t)c.ap.max_t << 32) ^ ((size_t)c.ap.head_dim << 20) ^ (size_t)std::max(c.f.o.n, c.f.gu.n / 2);
-    if (key != layer_cap_key) layer_cap = layer_chain_max_blocks(sm_count, c), layer_cap_key = key;
-    return layer_cap;
-  }
+  // The layer's and the step's checks raise their kernels' shared-memory limits, which the
+  // occupancy query needs first.
   bn_status layer_chain_check(const LayerChain &c) override {
     if (const bn_status st = bn::layer_chain_check(c)) return st;
-    if (layer_max_blocks(c) < 1) {
-      set_error("layer chain: no block of it can be resident on this device");
-      return BN_ERR_UNSUPPORTED;
-    }
-    return BN_OK;
+    return chain_grid(0, layer_max_blocks(c), "layer chain") ? BN_OK : BN_ERR_UNSUPPORTED;
   }
   bn_status layer_chain(const LayerChain &c, int want) override {
-    if (const bn_status st = bn::layer_chain_check(c)) return st;  // raises the shared-memory limit first
-    const int per_sm = chain_blocks_per_sm > 0 ? chain_blocks_per_sm : 2;
-    const int blocks = std::min(want > 0 ? want : per_sm * sm_count, layer_max_blocks(c));
-    if (blocks < 1) {
-      set_error("layer chain: no block of it can be resident on this device");
-      return BN_ERR_UNSUPPORTED;
-    }
-    return launch_layer_chain(c, blocks, counter, chain_bar, stream);
+    if (const bn_status st = bn::layer_chain_check(c)) return st;
+    const int blocks = chain_grid(want, layer_max_blocks(c), "layer chain");
+    return blocks ? launch_layer_chain(c, blocks, counter, chain_bar, stream) : BN_ERR_UNSUPPORTED;
   }
-  // The step's resident cap: its kernel's occupancy at the layer's shared memory (asked once per
-  // size, as the layer's).
-  size_t step_cap_key = 0;
-  int step_cap = 0;
   bn_status step_chain_check(const StepChain &c) override {
     if (const bn_status st = bn::step_chain_check(c)) return st;
-    if (step_chain_max_blocks(sm_count, c) < 1) {
-      set_error("step chain: no block of it can be resident on this device");
-      return BN_ERR_UNSUPPORTED;
-    }
-    return BN_OK;
+    return chain_grid(0, step_max_blocks(c), "step chain") ? BN_OK : BN_ERR_UNSUPPORTED;
   }
   bn_status step_chain(const StepChain &c, int want) override {
-    if (const bn_status st = bn::step_chain_check(c)) return st;  // raises the shared-memory limit first
-    const size_t key = ((size_t)c.first.ap.max_t << 32) ^ ((size_t)c.first.ap.head_dim << 20) ^
-                       (size_t)std::max(c.first.f.o.n, c.first.f.gu.n / 2);
-    if (key != step_cap_key) step_cap = step_chain_max_blocks(sm_count, c), step_cap_key = key;
-    const int per_sm = chain_blocks_per_sm > 0 ? chain_blocks_per_sm : 2;
-    const int blocks = std::min(want > 0 ? want : per_sm * sm_count, step_cap);
-    if (blocks < 1) {
-      set_error("step chain: no block of it can be resident on this device");
-      return BN_ERR_UNSUPPORTED;
-    }
-    return launch_step_chain(c, blocks, counter, chain_bar, stream);
+    if (const bn_status st = bn::step_chain_check(c)) return st;
+    const int blocks = chain_grid(want, step_max_blocks(c), "step chain");
+    return blocks ? launch_step_chain(c, blocks, counter, chain_bar, stream) : BN_ERR_UNSUPPORTED;
   }
   bn_status head(const HeadParams &p, int R, bool gemm) override {
     return launch_head(p, R, gemm, stream, head_variant);

@@ -81,34 +81,17 @@ bn_status ffn_chain_check(const FfnChain &c) {
 }
 
 int ffn_chain_max_blocks(int sm_count, const FfnChain &c) {
-#if defined(BN_SIM)
-  (void)sm_count;
-  (void)c;
-  return 8192 / 128;  // the simulation's cooperative limit (threads)
-#else
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ffn_chain_kernel, 128, (size_t)chain_nmax(c) * 5) !=
-      cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return per_sm * sm_count;
-#endif
+  return chain_resident_blocks(ffn_chain_kernel, sm_count, (size_t)chain_nmax(c) * 5);
 }
 
 bn_status launch_ffn_chain(const FfnChain &c, int blocks, unsigned *counter, unsigned long long *bar,
                            cudaStream_t s) {
   if (const bn_status st = ffn_chain_check(c)) return st;
-  if (blocks < 1) {
-    set_error("ffn chain: %d blocks", blocks);
-    return BN_ERR_INVALID_ARGUMENT;
-  }
   const int nmax = chain_nmax(c);
-  g_ffn_chain_launches++;
-  // The barrier's counter starts at 0 for every launch and graph replay (a node of the graph).
-  if (const bn_status st = check_launch("ffn chain barrier reset", cudaMemsetAsync(bar, 0, 8, s))) return st;
-  return launch_coop("ffn_chain_kernel", ffn_chain_kernel, dim3((unsigned)blocks), dim3(128), (size_t)nmax * 5, s, c,
-                     counter, bar, nmax);
+  const bn_status st =
+      launch_chain("ffn_chain_kernel", ffn_chain_kernel, blocks, (size_t)nmax * 5, bar, 8, s, c, counter, bar, nmax);
+  if (!st) g_ffn_chain_launches++;
+  return st;
 }
 
 }  // namespace bn

@@ -95,7 +95,6 @@ __device__ __forceinline__ void load_qd(const AttnParams &p, int h, double *qd) 
 }
 
 // Block (h, c): the scores of chunk c of head h's T positions, into scores[h][t].
-template <bool FAST>
 __device__ __forceinline__ void score_chunk(const AttnParams &p, float *scores, int h, int c, int G, int T, float *smem) {
   BN_SHARED(double, qd, [256]);
   const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv), KT = attn_tile_rows(hd), ts = attn_tile_stride(hd);
@@ -104,7 +103,7 @@ __device__ __forceinline__ void score_chunk(const AttnParams &p, float *scores, 
   uint16_t *tile = (uint16_t *)smem;
   const int32_t *bt = p.block_table + (size_t)p.slot[0] * p.max_pages;
   auto stage_k = [&](int j0, int k) {
-    stage<FAST>(tile, ts, p.kc, bt, t0 + j0, k, p.page_shift, p.kv_dim, kvh * hd, hd);
+    stage_rows_fast(tile, ts, p.kc, bt, t0 + j0, k, p.page_shift, p.kv_dim, kvh * hd, hd);
   };
   stage_k(0, min(KT, n));
   load_qd(p, h, qd);
@@ -112,14 +111,13 @@ __device__ __forceinline__ void score_chunk(const AttnParams &p, float *scores, 
 }
 
 // Head h's softmax and PV from its T scores in `scores` (attn_head's second half).
-template <bool FAST>
 __device__ __forceinline__ void softmax_pv(const AttnParams &p, const float *scores, int h, int T, float *sc) {
   BN_SHARED(float, wmax, [kAttnThreads / 32]);
   BN_SHARED(double, wsum, [kAttnThreads / 32]);
   const int hd = p.head_dim, kvh = h / (p.n_head / p.n_head_kv), KT = attn_tile_rows(hd), ts = attn_tile_stride(hd);
   uint16_t *tile = (uint16_t *)(sc + ((p.max_t + 3) & ~3));
   const int32_t *bt = p.block_table + (size_t)p.slot[0] * p.max_pages;
-  auto stage_v = [&](int t0, int n) { stage<FAST>(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd); };
+  auto stage_v = [&](int t0, int n) { stage_rows_fast(tile, ts, p.vc, bt, t0, n, p.page_shift, p.kv_dim, kvh * hd, hd); };
   stage_v(0, min(KT, T));  // lands while the scores load and the softmax runs
   float lmax = -INFINITY;
   for (int t = threadIdx.x; t < T; t += kAttnThreads) {
@@ -141,13 +139,12 @@ __device__ __forceinline__ void softmax_pv(const AttnParams &p, const float *sco
 // them: each chunk's block counts its arrival on its head's counter (head_count[h], zeroed by the
 // launch and growing over the step's layers: layer l's chunks bring it to (l + 1)·G), and only
 // the head's block waits for its G chunks; the other blocks go on.
-template <bool FAST>
 __device__ __forceinline__ void attention_split(const AttnParams &p, float *scores, int G, int T, float *smem,
                                                 unsigned *head_count, unsigned target) {
   const int items = p.n_head * G, b = (int)blockIdx.x;
   for (int it = b; it < items; it += (int)gridDim.x) {
     if (it != b) __syncthreads();  // the previous chunk's tile is consumed
-    score_chunk<FAST>(p, scores, it / G, it % G, G, T, smem);
+    score_chunk(p, scores, it / G, it % G, G, T, smem);
     __syncthreads();  // every thread's scores are stored
     if (threadIdx.x == 0) {
       __threadfence();  // ... and visible before the arrival
@@ -162,7 +159,7 @@ __device__ __forceinline__ void attention_split(const AttnParams &p, float *scor
       __threadfence();  // the chunks' scores before this block reads them
     }
     __syncthreads();
-    softmax_pv<FAST>(p, scores, h, T, smem);
+    softmax_pv(p, scores, h, T, smem);
   }
 }
 
@@ -194,18 +191,14 @@ __device__ __forceinline__ void layer_phases(const LayerChain &c, int layer, boo
     prefetch_share_l2(f.down.w, mat_bytes(f.down), part, parts);
     if (c.next_qkv.w) prefetch_share_l2(c.next_qkv.w, mat_bytes(c.next_qkv), part, parts);
   }
-  const bool direct = kAttnThreads % (c.ap.head_dim >> 3) == 0;  // stage_rows_fast's mapping
+  // K/V tiles staged by stage_rows_fast (layer_chain_check: 128 is a multiple of head_dim / 8).
   const int T = c.ap.pos[0] + 1, G = c.scores ? score_chunks(T, nh) : 1;
   if (G > 1) {  // (G is the same in every block and layer: T, the heads and the grid are)
-    unsigned *head_count = (unsigned *)(bar + 1);
-    const unsigned target = (unsigned)((layer + 1) * G);
-    if (direct) attention_split<true>(c.ap, c.scores, G, T, (float *)xs, head_count, target);
-    else attention_split<false>(c.ap, c.scores, G, T, (float *)xs, head_count, target);
+    attention_split(c.ap, c.scores, G, T, (float *)xs, (unsigned *)(bar + 1), (unsigned)((layer + 1) * G));
   } else {
     for (int h = b; h < nh; h += (int)gridDim.x) {
       if (h != b) __syncthreads();  // the previous head's tile and scores are consumed
-      if (direct) attn_head<true>(c.ap, h, 0, (float *)xs);
-      else attn_head<false>(c.ap, h, 0, (float *)xs);
+      attn_head<true>(c.ap, h, 0, (float *)xs);
     }
   }
   // 3. attn_sub_norm in every block, o + residual.
@@ -259,6 +252,22 @@ static size_t layer_smem(const LayerChain &c) {
 
 static SmemMark g_layer_smem_max, g_step_smem_max;
 
+// Lets `kernel` use the chain's shared memory on this device (mark: the bytes already allowed).
+template <typename K>
+static bn_status raise_smem(K kernel, SmemMark &mark, const LayerChain &c, const char *what) {
+  const size_t bytes = layer_smem(c);
+  if ((int)bytes <= mark.get()) return BN_OK;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    set_error("%s: %zu bytes of shared memory per block (context %d, head_dim %d, n_ff %d): %s", what, bytes,
+              c.ap.max_t, c.ap.head_dim, c.f.gu.n / 2, cudaGetErrorString(e));
+    return BN_ERR_UNSUPPORTED;
+  }
+  mark.set((int)bytes);
+  return BN_OK;
+}
+
 bn_status layer_chain_check(const LayerChain &c) {
   if (const bn_status st = ffn_chain_shapes(c.f)) return st;
   const AttnParams &p = c.ap;
@@ -273,8 +282,10 @@ bn_status layer_chain_check(const LayerChain &c) {
               c.qkv.n, c.qkv.k, p.n_head, p.n_head_kv, p.head_dim, c.sub.n, E);
     return BN_ERR_INVALID_ARGUMENT;
   }
-  if (p.head_dim > 256 || (p.head_dim & 7)) {
-    set_error("layer chain: attention supports head_dim <= 256 and a multiple of 8 (got %d)", p.head_dim);
+  // The persistent kernels stage K/V only with stage_rows_fast (one kernel variant fewer to
+  // compile): each thread keeps one 16-byte column of a row, so 128 % (head_dim / 8) == 0.
+  if (p.head_dim > 256 || (p.head_dim & 7) || kAttnThreads % (p.head_dim >> 3) != 0) {
+    set_error("layer chain: head_dim %d (the persistent kernels take 8, 16, 32, 64, 128 or 256)", p.head_dim);
     return BN_ERR_UNSUPPORTED;
   }
   if (p.n_head > kChainMaxHeads) {
@@ -282,19 +293,7 @@ bn_status layer_chain_check(const LayerChain &c) {
     return BN_ERR_UNSUPPORTED;
   }
   // Shared memory: raised for this device once (only ever up, as for attention).
-  const size_t bytes = layer_smem(c);
-  if ((int)bytes > g_layer_smem_max.get()) {
-    const cudaError_t e = cudaFuncSetAttribute(layer_chain_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               (int)bytes);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      set_error("layer chain: %zu bytes of shared memory per block (context %d, head_dim %d, n_ff %d): %s", bytes,
-                p.max_t, p.head_dim, c.f.gu.n / 2, cudaGetErrorString(e));
-      return BN_ERR_UNSUPPORTED;
-    }
-    g_layer_smem_max.set((int)bytes);
-  }
-  return BN_OK;
+  return raise_smem(layer_chain_kernel, g_layer_smem_max, c, "layer chain");
 }
 
 // The step's own additions: the input norm point of the later layers (the engine builds every
@@ -307,82 +306,37 @@ bn_status step_chain_check(const StepChain &s) {
     return BN_ERR_INVALID_ARGUMENT;
   }
   // Its shared memory is the layer kernel's (same size), raised for this kernel too.
-  const size_t bytes = layer_smem(s.first);
-  if ((int)bytes > g_step_smem_max.get()) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(step_chain_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      set_error("step chain: %zu bytes of shared memory per block: %s", bytes, cudaGetErrorString(e));
-      return BN_ERR_UNSUPPORTED;
-    }
-    g_step_smem_max.set((int)bytes);
-  }
-  return BN_OK;
+  return raise_smem(step_chain_kernel, g_step_smem_max, s.first, "step chain");
 }
 
 int step_chain_max_blocks(int sm_count, const StepChain &s) {
-#if defined(BN_SIM)
-  (void)sm_count;
-  (void)s;
-  return 8192 / 128;
-#else
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, step_chain_kernel, 128, layer_smem(s.first)) !=
-      cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return per_sm * sm_count;
-#endif
+  return chain_resident_blocks(step_chain_kernel, sm_count, layer_smem(s.first));
 }
+
+// The barrier's counter and the heads' split-score counters.
+static size_t layer_sync_bytes(const LayerChain &c) { return 8 + 4 * (size_t)c.ap.n_head; }
 
 bn_status launch_step_chain(const StepChain &s, int blocks, unsigned *counter, unsigned long long *bar,
                             cudaStream_t st) {
   if (const bn_status e = step_chain_check(s)) return e;
-  if (blocks < 1) {
-    set_error("step chain: %d blocks", blocks);
-    return BN_ERR_INVALID_ARGUMENT;
-  }
-  g_step_chain_launches++;
-  // The barrier's counter and the heads' counters start at 0 for every launch and graph replay.
-  if (const bn_status e = check_launch("step chain counters reset",
-                                       cudaMemsetAsync(bar, 0, 8 + 4 * (size_t)s.first.ap.n_head, st)))
-    return e;
-  return launch_coop("step_chain_kernel", step_chain_kernel, dim3((unsigned)blocks), dim3(128), layer_smem(s.first),
-                     st, s.layers, s.n_layer, counter, bar, layer_nmax(s.first));
+  const bn_status e = launch_chain("step_chain_kernel", step_chain_kernel, blocks, layer_smem(s.first), bar,
+                                   layer_sync_bytes(s.first), st, s.layers, s.n_layer, counter, bar,
+                                   layer_nmax(s.first));
+  if (!e) g_step_chain_launches++;
+  return e;
 }
 
 int layer_chain_max_blocks(int sm_count, const LayerChain &c) {
-#if defined(BN_SIM)
-  (void)sm_count;
-  (void)c;
-  return 8192 / 128;  // the simulation's cooperative limit (threads)
-#else
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, layer_chain_kernel, 128, layer_smem(c)) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return per_sm * sm_count;
-#endif
+  return chain_resident_blocks(layer_chain_kernel, sm_count, layer_smem(c));
 }
 
 bn_status launch_layer_chain(const LayerChain &c, int blocks, unsigned *counter, unsigned long long *bar,
                              cudaStream_t s) {
   if (const bn_status st = layer_chain_check(c)) return st;
-  if (blocks < 1) {
-    set_error("layer chain: %d blocks", blocks);
-    return BN_ERR_INVALID_ARGUMENT;
-  }
-  g_layer_chain_launches++;
-  // The barrier's counter and the heads' counters start at 0 for every launch and graph replay
-  // (a node of the graph).
-  if (const bn_status st =
-          check_launch("layer chain counters reset", cudaMemsetAsync(bar, 0, 8 + 4 * (size_t)c.ap.n_head, s)))
-    return st;
-  return launch_coop("layer_chain_kernel", layer_chain_kernel, dim3((unsigned)blocks), dim3(128), layer_smem(c), s, c,
-                     counter, bar, layer_nmax(c));
+  const bn_status st = launch_chain("layer_chain_kernel", layer_chain_kernel, blocks, layer_smem(c), bar,
+                                    layer_sync_bytes(c), s, c, counter, bar, layer_nmax(c));
+  if (!st) g_layer_chain_launches++;
+  return st;
 }
 
 }  // namespace bn
