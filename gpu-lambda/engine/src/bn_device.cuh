@@ -599,7 +599,8 @@ bn_status ffn_chain_check(const FfnChain &c);
 int ffn_chain_max_blocks(int sm_count, const FfnChain &c);
 bn_status launch_ffn_chain(const FfnChain &c, int blocks, unsigned *counter, unsigned long long *bar, cudaStream_t s);
 // The persistent layer (k_layer_chain.cu), the same three: its check also raises the kernel's
-// shared-memory limit for this device when the context needs more than 48 KB.
+// shared-memory limit for this device when the context needs more than 48 KB, so it comes before
+// the resident cap and the launch (which does not check again: CudaOps checks once per call).
 bn_status layer_chain_check(const LayerChain &c);
 int layer_chain_max_blocks(int sm_count, const LayerChain &c);
 bn_status launch_layer_chain(const LayerChain &c, int blocks, unsigned *counter, unsigned long long *bar,

@@ -318,7 +318,6 @@ static size_t layer_sync_bytes(const LayerChain &c) { return 8 + 4 * (size_t)c.a
 
 bn_status launch_step_chain(const StepChain &s, int blocks, unsigned *counter, unsigned long long *bar,
                             cudaStream_t st) {
-  if (const bn_status e = step_chain_check(s)) return e;
   const bn_status e = launch_chain("step_chain_kernel", step_chain_kernel, blocks, layer_smem(s.first), bar,
                                    layer_sync_bytes(s.first), st, s.layers, s.n_layer, counter, bar,
                                    layer_nmax(s.first));
@@ -332,7 +331,6 @@ int layer_chain_max_blocks(int sm_count, const LayerChain &c) {
 
 bn_status launch_layer_chain(const LayerChain &c, int blocks, unsigned *counter, unsigned long long *bar,
                              cudaStream_t s) {
-  if (const bn_status st = layer_chain_check(c)) return st;
   const bn_status st = launch_chain("layer_chain_kernel", layer_chain_kernel, blocks, layer_smem(c), bar,
                                     layer_sync_bytes(c), s, c, counter, bar, layer_nmax(c));
   if (!st) g_layer_chain_launches++;
