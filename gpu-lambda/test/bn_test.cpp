@@ -277,6 +277,46 @@ static void test_host(const Fixture &k) {
     line(e1 == a.size() && e2 == b.size(), "host/ffn_act", "relu2 %zu/%zu, silu %zu/%zu bit-exact", e1, a.size(), e2,
          b.size());
   }
+  {  // Shared-memory bank conflicts of the GEMV's activation loads (chunk_dot, bn_gemv.cuh): for both
+     // lane mappings, every load step of every quarter-warp (8 lanes, served together) of a warp,
+     // the largest number of distinct 16-byte addresses that fall in one of the 8 sixteen-byte
+     // bank groups (1: no conflict; lanes at one address are a broadcast). Plane order (global
+     // memory path) against the rotated order that the shared-memory path uses.
+    auto worst = [](int tpr, int cpr, bool rot) {
+      int deg = 0;
+      for (int round = 0; round * tpr < cpr; round++)
+        for (int i = 0; i < 4; i++)
+          for (int q0 = 0; q0 < 32; q0 += 8) {
+            std::vector<std::vector<int>> group(8);
+            for (int lane = q0; lane < q0 + 8; lane++) {
+              const int c = round * tpr + lane % tpr;
+              if (c >= cpr) continue;
+              const int off = bn::i2s_chunk_act_offset(c, rot ? bn::i2s_rot_plane(c, i) : i);
+              auto &g = group[(off / 16) % 8];
+              if (std::find(g.begin(), g.end(), off) == g.end()) g.push_back(off);
+            }
+            for (const auto &g : group) deg = std::max(deg, (int)g.size());
+          }
+      return deg;
+    };
+    int rot_worst = 0, plain_worst = 0;
+    for (int tpr : {8, 16})
+      for (int cpr : {4, 40, 108}) {  // K = 256, 2560, 6912
+        rot_worst = std::max(rot_worst, worst(tpr, cpr, true));
+        plain_worst = std::max(plain_worst, worst(tpr, cpr, false));
+      }
+    // The rotation covers each plane once per chunk (a permutation of 0..3).
+    bool perm = true;
+    for (int c = 0; c < 16; c++) {
+      int seen = 0;
+      for (int i = 0; i < 4; i++) seen |= 1 << bn::i2s_rot_plane(c, i);
+      perm = perm && seen == 15;
+    }
+    line(rot_worst == 1 && perm, "host/shared_banks",
+         "16-byte activation loads, 8 and 16 lanes per row, K = 256/2560/6912: rotated planes %d-way (plane order "
+         "%d-way); each chunk reads every plane once: %s",
+         rot_worst, plain_worst, perm ? "yes" : "no");
+  }
   for (const char *tag : {"rope_full", "rope_part"}) {
     const std::string t = tag;
     const auto dims = k.get<int32_t>(t + "/dims");

@@ -101,8 +101,11 @@ if [ -z "${BN_NO_NCU:-}" ] && [ -n "$NCU" ] && [ $(( $(date +%s) - START )) -lt 
     BN_AUTOTUNE=0 timeout 70 "$NCU" --clock-control none -k regex:'attn_kernel' --launch-skip 30 -c 2 $SECTIONS \
       "$BUILD/bn_test" --profile-only --profile-part exact1 2>&1 | grep -v '^\[PASS\]'
     echo "### exact1 with BN_PERSIST=layer: the first 2 persistent layer launches (decode, M = 1, one per layer)"
+    # MemoryWorkloadAnalysis_Tables: its shared-memory table counts bank conflicts (the chains read
+    # their int8 row from shared memory in the rotated plane order, i2s_rot_plane: expected ~0).
     # shellcheck disable=SC2086
     BN_PERSIST=layer BN_AUTOTUNE=0 timeout 60 "$NCU" --clock-control none -k regex:'layer_chain_kernel' -c 2 $SECTIONS \
+      --section MemoryWorkloadAnalysis_Tables \
       "$BUILD/bn_test" --profile-only --profile-part exact1 2>&1 | grep -v '^\[PASS\]'
   } > "$OUT/ncu.txt" 2>&1
   stamp "ncu done: $(grep -c 'Section: GPU Speed Of Light' "$OUT/ncu.txt") kernels reported (ncu.txt)"

@@ -181,6 +181,15 @@ BN_HD uint32_t i2s_plane(uint32_t word, int p) { return (word >> (6 - 2 * p)) & 
 // 128*(c/2) + 32p + 16*(c%2) + 4w + {0..3}, for plane p and word w.
 BN_HD int i2s_chunk_act_offset(int c, int p) { return 128 * (c >> 1) + 32 * p + 16 * (c & 1); }
 
+// The plane that step i (0..3) of chunk c reads when a chunk's planes are taken in rotated order,
+// starting at plane (c/2) % 4 (chunk_dot's shared-memory path, bn_gemv.cuh). Why: a shared-memory
+// load of 16 bytes per lane is served a quarter-warp (8 lanes) at a time, and the 8 lanes of a
+// row hold chunks c0..c0+7 (c0 % 8 == 0). In plane order their offsets are 32p and 32p + 16
+// modulo 128: 2 of the 8 sixteen-byte bank groups, a 4-way conflict on every load. Rotated, the
+// offsets modulo 128 are 32·((i + c/2) % 4) + 16·(c % 2): 8 distinct groups, no conflict. The
+// dot product is a sum of integers, so any plane order gives the same bits.
+BN_HD int i2s_rot_plane(int c, int i) { return (i + (c >> 1)) & 3; }
+
 // D contribution of one 16-byte chunk (4 words) against int8 activations `q` (the whole row's
 // activation vector; 4-byte aligned). Raw codes: Σ code·q (subtract S for Σ (code-1)·q).
 BN_HD int i2s_chunk_dot(const uint32_t w[4], const int8_t *q, int c, int acc) {
