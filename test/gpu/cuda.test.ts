@@ -249,6 +249,14 @@ describe('CUDA engine without a GPU', () => {
       );
     expect(entry, 'gemv_kernel<1, 8, 8> sm_90 in k_gemv.ptxas.txt').not.toBeNull();
     expect(Number(entry![1]), 'gemv_kernel<1, 8, 8> registers on sm_90').toBeLessThanOrEqual(72);
+    // Its rotated-plane twin (BN_GEMV=rot) under the same cap, so that the bench's A/B times the
+    // loads and not a second wave.
+    const rot =
+      /Compiling entry function '_ZN2bn15gemv_rot_kernelILi1ELi8ELi8EEEv[^']*' for 'sm_90'[\s\S]*?Used (\d+) registers/.exec(
+        gemv,
+      );
+    expect(rot, 'gemv_rot_kernel<1, 8, 8> sm_90 in k_gemv.ptxas.txt').not.toBeNull();
+    expect(Number(rot![1]), 'gemv_rot_kernel<1, 8, 8> registers on sm_90').toBeLessThanOrEqual(72);
     // nvcc for two architectures on a 2-core machine: ~90 s alone; 324 s at low priority beside
     // the other test files (a CI run of 2026-11-28), longer beside the simulation's builds too.
   }, 900_000);
@@ -439,7 +447,7 @@ describe('CUDA engine without a GPU', () => {
   }, 900_000);
 
   it('every benchmark and the profile run on the CPU simulation (--bench-smoke: small shapes, a small model)', async () => {
-    // The bench's code (20 engine configurations, the kernel rows, the fast-numerics agreement,
+    // The bench's code (every engine configuration, the kernel rows, the fast-numerics agreement,
     // the profile) otherwise first runs on a GPU. Here each part runs in its own process on the
     // simulated device, with small shapes; the numbers mean nothing, the paths and buffers do.
     const s = startSimRuns();
@@ -449,12 +457,12 @@ describe('CUDA engine without a GPU', () => {
     try {
       const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
-      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(28);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(29);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (16 have batch-1 rows, 11 batched decode), and the
+      // Every configuration left its rows (17 have batch-1 rows, 11 batched decode), and the
       // kernel rows.
-      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(16);
+      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(17);
       expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(11);
       for (const row of [
         '| device-to-device copy',
@@ -487,6 +495,9 @@ describe('CUDA engine without a GPU', () => {
         '| GEMV 64x2560 (smoke), M=1, ILP (BN_GEMV=ilp)',
         '| GEMV stacked 3 x 200x256 (smoke), one launch, M=4, ILP (BN_GEMV=ilp)',
         '| decode batch 4, f16 head, CUDA graph, GEMV inner loop ILP (BN_GEMV=ilp)',
+        '| GEMV 64x2560 (smoke), M=1, planes rotated (BN_GEMV=rot)',
+        '| GEMV stacked 3 x 200x256 (smoke), one launch, M=4, planes rotated (BN_GEMV=rot)',
+        '| decode batch 4, f16 head, CUDA graph, GEMV planes rotated (BN_GEMV=rot)',
         '| decode batch 1, f16 head, CUDA graph, ring attention (BN_ATTN=ring)',
         '| prefill 64 tokens',
         '| FAST vs EXACT numerics, small model',

@@ -415,7 +415,8 @@ extern long g_attn_ring_launches;  // how many times launch_attention took the r
 // (BN_NORM=regs, the row in registers; n <= 8192).
 extern int g_norm_variant;
 // Exact GEMV inner loop: 0 chunk_dot (verified on an H200), 1 chunk_dot_ilp (BN_GEMV=ilp: the
-// chunk's activation loads first, one partial sum per plane; same bits).
+// chunk's activation loads first, one partial sum per plane), 2 chunk_dot with its planes in the
+// rotated order (BN_GEMV=rot, gemv_rot_kernel: no L1 bank conflict); same bits.
 extern int g_gemv_variant;
 
 // A kernel's raised dynamic shared-memory limit, kept per device. Why: the attribute belongs to

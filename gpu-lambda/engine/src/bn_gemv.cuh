@@ -7,30 +7,22 @@
 
 namespace bn {
 
-// SH: the activations are in shared memory (fast numerics, the persistent chains), read in the
-// rotated plane order (i2s_rot_plane: no bank conflict), else read-only global memory in plane
-// order (the verified default kernel's code).
-template <bool SH = false>
+// SH: the activations are in shared memory (fast numerics, the persistent chains), else
+// read-only global memory. ROT: the chunk's planes in the rotated order (i2s_rot_plane: no bank
+// conflict among a quarter-warp's 16-byte loads); always with SH. Without it, plane order: the
+// default GEMV's code, verified on an H200; BN_GEMV=rot times the rotated order on global loads,
+// which go through the same banked L1 data array. Same bits either way (integer sums).
+template <bool SH = false, bool ROT = SH>
 __device__ __forceinline__ int chunk_dot(const uint4 &w, const int8_t *q, int c, int acc) {
-  if constexpr (SH) {
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int p = i2s_rot_plane(c, i);
-      const uint4 a = *(const uint4 *)(q + i2s_chunk_act_offset(c, p));
-      acc = dp4a(i2s_plane(w.x, p), a.x, acc);
-      acc = dp4a(i2s_plane(w.y, p), a.y, acc);
-      acc = dp4a(i2s_plane(w.z, p), a.z, acc);
-      acc = dp4a(i2s_plane(w.w, p), a.w, acc);
-    }
-  } else {
-#pragma unroll
-    for (int p = 0; p < 4; p++) {
-      const uint4 a = __ldg((const uint4 *)(q + i2s_chunk_act_offset(c, p)));
-      acc = dp4a(i2s_plane(w.x, p), a.x, acc);
-      acc = dp4a(i2s_plane(w.y, p), a.y, acc);
-      acc = dp4a(i2s_plane(w.z, p), a.z, acc);
-      acc = dp4a(i2s_plane(w.w, p), a.w, acc);
-    }
+  for (int i = 0; i < 4; i++) {
+    const int p = ROT ? i2s_rot_plane(c, i) : i;
+    const uint4 *ap = (const uint4 *)(q + i2s_chunk_act_offset(c, p));
+    const uint4 a = SH ? *ap : __ldg(ap);
+    acc = dp4a(i2s_plane(w.x, p), a.x, acc);
+    acc = dp4a(i2s_plane(w.y, p), a.y, acc);
+    acc = dp4a(i2s_plane(w.z, p), a.z, acc);
+    acc = dp4a(i2s_plane(w.w, p), a.w, acc);
   }
   return acc;
 }

@@ -104,7 +104,7 @@ __device__ __forceinline__ void fast_stats_part(const Epi &e, const StatsOut &so
 // The GEMV of one block. FAST: the fast numerics' statistics `F.out` are compiled in; FIN: the
 // input is quantized from F.in into shared memory (else read from A as in the exact path). TRACE
 // (bench only): the block's timeline marks (bn_device.cuh) into `trace`.
-template <int MT, int TPR, int G, bool FAST, bool FIN, bool TRACE = false, bool ILP = false>
+template <int MT, int TPR, int G, bool FAST, bool FIN, bool TRACE = false, bool ILP = false, bool ROT = false>
 __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, const Epi &e, const NormQuant &tail,
                                            int has_tail, unsigned *counter, const FastGemv &F,
                                            unsigned long long *trace = nullptr) {
@@ -141,7 +141,7 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
           for (int m = 0; m < MT; m++)
             if (m < M)
               acc[m] = ILP ? chunk_dot_ilp<FIN>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m])
-                           : chunk_dot<FIN>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m]);
+                           : chunk_dot<FIN, FIN || ROT>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m]);
         }
       }
       c0 += G * TPR;
@@ -192,6 +192,21 @@ __global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi 
   gemv_block<MT, TPR, G, false, false, TRACE, ILP>(W, A, M, e, tail, has_tail, counter, FastGemv{}, trace);
 }
 
+// BN_GEMV=rot: the exact kernel with each chunk's activation planes read in the rotated order
+// (chunk_dot ROT). Written 2026-11-28 night, not yet run on a GPU. Why: the stacked rows of runs
+// 7-10 take 3.6 times as long at M = 4 as at M = 1 for the same weight bytes, and BN_GEMV=ilp
+// (latency) did not change them: the per-token activation loads look throughput-bound. In plane
+// order a quarter-warp's 16-byte loads fall in 2 of L1's 8 sixteen-byte bank groups (4-way).
+// Its own kernel, so that the default's name and code stay as they are. (128, 7) up to 4 tokens:
+// at most 72 registers, as the default's gemv_kernel<1, 8, 8> (cuda.test.ts): the 2B-4T
+// gate+up's 864 blocks fit one wave on 132 SMs only at 7 blocks per SM (at 73 registers it would
+// be 6, and the rows would time a second wave, not the loads). 8 tokens spill at 72: (128, 6).
+template <int MT, int TPR, int G>
+__global__ void __launch_bounds__(128, MT >= 8 ? 6 : 7) gemv_rot_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
+                                                       unsigned *counter, unsigned long long *trace) {
+  gemv_block<MT, TPR, G, false, false, false, false, true>(W, A, M, e, tail, has_tail, counter, FastGemv{}, trace);
+}
+
 template <int MT, int TPR, int G, bool FIN>
 __global__ void __launch_bounds__(128, 6) gemv_fast_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
                                                         unsigned *counter, FastGemv F) {
@@ -204,6 +219,7 @@ __global__ void __launch_bounds__(128, 6) gemv_fast_kernel(Mat W, Acts A, int M,
 static SmemMark g_gemv_fast_smem;
 
 int g_gemv_variant = 0;
+long g_gemv_rot_launches = 0;
 
 template <int MT, int TPR, int G>
 static cudaError_t allow_fast_smem_mt(int bytes_per_token) {
@@ -252,6 +268,12 @@ static bn_status launch_one(const Mat &w, const Acts &a, int M, const Epi &e, co
     if (g_gemv_variant == 1)
       return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G, false, true>, grid, 128, smem, s, w, a, M, e, t, ht2,
                       counter, (unsigned long long *)nullptr);
+    if (g_gemv_variant == 2) {
+      const bn_status st = launch_k("gemv_rot_kernel", gemv_rot_kernel<MT, TPR, G>, grid, 128, smem, s, w, a, M, e, t,
+                                    ht2, counter, (unsigned long long *)nullptr);
+      if (!st) g_gemv_rot_launches++;
+      return st;
+    }
     return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G>, grid, 128, smem, s, w, a, M, e, t, ht2, counter,
                     (unsigned long long *)nullptr);
   }
