@@ -153,7 +153,9 @@ function startSimRuns(): SimRuns {
   const checks = ['--no-random', '--fixtures', FIXTURE_DIR];
   const reverse = { ...process.env, BN_SIM_ORDER: 'reverse' };
   // Once both builds are done, the runs queue up longest first (ASan's gpu/fast, the smoke, the
-  // reverse run, the other ASan sections, the selftests), so the last to end is a short one.
+  // reverse run, ASan's opt-in sections, its other sections, the selftests), so the last to end
+  // is a short one. (With ASan's other sections in one process, a CI run of 2026-11-28 ended on
+  // it alone: ~55 s with one core idle.)
   const runs = Promise.all([asanBuild, plainBuild]).then(([a, p]) => {
     const asanOk = a.code === 0;
     const plainOk = p.code === 0;
@@ -162,10 +164,14 @@ function startSimRuns(): SimRuns {
       ? bg(SIM_TEST, [...checks, '--only', 'bench|profile', '--bench-smoke', '--profile', '--out', smokeDir])
       : undefined;
     const reverseRun = plainOk ? bg(SIM_TEST, [...checks, '--fast-2b4t'], reverse) : undefined;
-    const asanRest = asanOk ? bg(SIM_TEST_ASAN, [...checks, '--skip', 'gpu/fast']) : undefined;
+    const asanOptIn = asanOk ? bg(SIM_TEST_ASAN, [...checks, '--only', 'gpu/opt-in']) : undefined;
+    const asanRest = asanOk ? bg(SIM_TEST_ASAN, [...checks, '--skip', 'gpu/fast|gpu/opt-in']) : undefined;
     return {
       smoke,
-      asan: asanFast && asanRest ? { runs: [asanFast, asanRest], self: bg(SIM_SELFTEST_ASAN, []) } : undefined,
+      asan:
+        asanFast && asanOptIn && asanRest
+          ? { runs: [asanFast, asanOptIn, asanRest], self: bg(SIM_SELFTEST_ASAN, []) }
+          : undefined,
       reverse: reverseRun ? { runs: [reverseRun], self: bg(SIM_SELFTEST, [], reverse) } : undefined,
     };
   });
@@ -323,6 +329,8 @@ describe('CUDA engine without a GPU', () => {
       'sim/attention-ring 4x1 heads T=300:',
       'sim/attention-fast 4x1 heads T=300:',
       'sim/gemv-ilp 200x2560 M=1:',
+      'sim/gemv-rot 8448x256 M=8:',
+      'sim/opt-in gemv-rot/launches:',
       'sim/gemv-ilp 8448x256 M=8:',
       'sim/gemv 8448x256 M=3:',
       'sim/model-relu2/gemv-ilp/gemv/mixed_batch:',
@@ -397,8 +405,8 @@ describe('CUDA engine without a GPU', () => {
   it("the kernels' own CUDA sources pass the GPU checks on the CPU simulation, under AddressSanitizer", async () => {
     // g++ compiles every .cu against sim/cuda_runtime.h (CUDA on the CPU: blocks in turn, threads
     // as fibers). AddressSanitizer aborts the run on any access outside a device allocation or a
-    // shared array: a memcheck of the real kernels in every CI run. The long 'gpu/fast' section
-    // and the others run in two processes at once.
+    // shared array: a memcheck of the real kernels in every CI run. The long 'gpu/fast' section,
+    // the opt-in sections and the others run in three processes, two at a time.
     const s = startSimRuns();
     const [build, asan] = await Promise.all([s.asanBuild, s.asan]);
     if (!asan) return expectSimRun(build, build, []);

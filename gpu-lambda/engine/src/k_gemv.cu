@@ -202,8 +202,9 @@ __global__ void __launch_bounds__(128, 6) gemv_kernel(Mat W, Acts A, int M, Epi 
 // gate+up's 864 blocks fit one wave on 132 SMs only at 7 blocks per SM (at 73 registers it would
 // be 6, and the rows would time a second wave, not the loads). 8 tokens spill at 72: (128, 6).
 template <int MT, int TPR, int G>
-__global__ void __launch_bounds__(128, MT >= 8 ? 6 : 7) gemv_rot_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
-                                                       unsigned *counter, unsigned long long *trace) {
+__global__ void __launch_bounds__(128, MT >= 8 ? 6 : 7)
+    gemv_rot_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail, unsigned *counter,
+                    unsigned long long *trace) {
   gemv_block<MT, TPR, G, false, false, false, false, true>(W, A, M, e, tail, has_tail, counter, FastGemv{}, trace);
 }
 
