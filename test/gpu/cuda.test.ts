@@ -255,14 +255,18 @@ describe('CUDA engine without a GPU', () => {
       );
     expect(entry, 'gemv_kernel<1, 8, 8> sm_90 in k_gemv.ptxas.txt').not.toBeNull();
     expect(Number(entry![1]), 'gemv_kernel<1, 8, 8> registers on sm_90').toBeLessThanOrEqual(72);
-    // Its rotated-plane twin (BN_GEMV=rot) under the same cap, so that the bench's A/B times the
+    // Its twins (BN_GEMV=rot, BN_GEMV=smem) under the same cap, so that the bench's A/B times the
     // loads and not a second wave.
-    const rot =
-      /Compiling entry function '_ZN2bn15gemv_rot_kernelILi1ELi8ELi8EEEv[^']*' for 'sm_90'[\s\S]*?Used (\d+) registers/.exec(
-        gemv,
-      );
-    expect(rot, 'gemv_rot_kernel<1, 8, 8> sm_90 in k_gemv.ptxas.txt').not.toBeNull();
-    expect(Number(rot![1]), 'gemv_rot_kernel<1, 8, 8> registers on sm_90').toBeLessThanOrEqual(72);
+    for (const [mangled, name] of [
+      ['15gemv_rot_kernel', 'gemv_rot_kernel'],
+      ['16gemv_smem_kernel', 'gemv_smem_kernel'],
+    ]) {
+      const twin = new RegExp(
+        `Compiling entry function '_ZN2bn${mangled}ILi1ELi8ELi8EEEv[^']*' for 'sm_90'[\\s\\S]*?Used (\\d+) registers`,
+      ).exec(gemv);
+      expect(twin, `${name}<1, 8, 8> sm_90 in k_gemv.ptxas.txt`).not.toBeNull();
+      expect(Number(twin![1]), `${name}<1, 8, 8> registers on sm_90`).toBeLessThanOrEqual(72);
+    }
     // nvcc for two architectures on a 2-core machine: ~90 s alone; 324 s at low priority beside
     // the other test files (a CI run of 2026-11-28), longer beside the simulation's builds too.
   }, 900_000);
@@ -331,6 +335,8 @@ describe('CUDA engine without a GPU', () => {
       'sim/gemv-ilp 200x2560 M=1:',
       'sim/gemv-rot 8448x256 M=8:',
       'sim/opt-in gemv-rot/launches:',
+      'sim/gemv-smem 200x2560 M=8:',
+      'sim/opt-in gemv-smem/launches:',
       'sim/gemv-ilp 8448x256 M=8:',
       'sim/gemv 8448x256 M=3:',
       'sim/model-relu2/gemv-ilp/gemv/mixed_batch:',
@@ -465,12 +471,12 @@ describe('CUDA engine without a GPU', () => {
     try {
       const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
-      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(29);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(30);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (17 have batch-1 rows, 11 batched decode), and the
+      // Every configuration left its rows (18 have batch-1 rows, 11 batched decode), and the
       // kernel rows.
-      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(17);
+      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(18);
       expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(11);
       for (const row of [
         '| device-to-device copy',
@@ -506,6 +512,9 @@ describe('CUDA engine without a GPU', () => {
         '| GEMV 64x2560 (smoke), M=1, planes rotated (BN_GEMV=rot)',
         '| GEMV stacked 3 x 200x256 (smoke), one launch, M=4, planes rotated (BN_GEMV=rot)',
         '| decode batch 4, f16 head, CUDA graph, GEMV planes rotated (BN_GEMV=rot)',
+        '| GEMV 64x2560 (smoke), M=1, rows in shared memory (BN_GEMV=smem)',
+        '| GEMV stacked 3 x 200x256 (smoke), one launch, M=4, rows in shared memory (BN_GEMV=smem)',
+        '| decode batch 8, f16 head, CUDA graph, GEMV rows in shared memory (BN_GEMV=smem)',
         '| decode batch 1, f16 head, CUDA graph, ring attention (BN_ATTN=ring)',
         '| prefill 64 tokens',
         '| FAST vs EXACT numerics, small model',

@@ -72,7 +72,7 @@ bn_status check_knobs() {
                {"BN_ATTN", "generic|fast|ring"},
                {"BN_ATTN_TAIL", "0|1"},
                {"BN_NORM", "plain|regs"},
-               {"BN_GEMV", "plain|ilp|rot"},
+               {"BN_GEMV", "plain|ilp|rot|smem"},
                {"BN_TAIL_CACHE", "0|1"},
                {"BN_AUTOTUNE", "0|1"},
                {"BN_HEAD_MMA", "plain|pipelined|wide|wide3|wide8"},

@@ -218,7 +218,7 @@ class CudaDevice : public Device {
     g_attn_variant = env_is("BN_ATTN", "generic") ? 0 : env_is("BN_ATTN", "ring") ? 2 : 1;
     g_attn_ring_max_blocks = props.multiProcessorCount;  // the ring kernel runs one block per SM
     g_norm_variant = env_is("BN_NORM", "regs") ? 1 : 0;
-    g_gemv_variant = env_is("BN_GEMV", "ilp") ? 1 : env_is("BN_GEMV", "rot") ? 2 : 0;
+    g_gemv_variant = env_is("BN_GEMV", "ilp") ? 1 : env_is("BN_GEMV", "rot") ? 2 : env_is("BN_GEMV", "smem") ? 3 : 0;
     g_attn_token_tail = env_is("BN_ATTN_TAIL", "1") ? 1 : 0;
     g_tail_cache = env_is("BN_TAIL_CACHE", "0") ? 0 : 1;
     // The head GEMM's kernel: BN_HEAD_MMA=plain|pipelined|wide|wide3|wide8 pins it (no tuning of it).

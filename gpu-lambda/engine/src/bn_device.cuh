@@ -416,7 +416,8 @@ extern long g_attn_ring_launches;  // how many times launch_attention took the r
 extern int g_norm_variant;
 // Exact GEMV inner loop: 0 chunk_dot (verified on an H200), 1 chunk_dot_ilp (BN_GEMV=ilp: the
 // chunk's activation loads first, one partial sum per plane), 2 chunk_dot with its planes in the
-// rotated order (BN_GEMV=rot, gemv_rot_kernel: no L1 bank conflict); same bits.
+// rotated order (BN_GEMV=rot, gemv_rot_kernel: no L1 bank conflict), 3 the token rows staged in
+// shared memory and read in the rotated order (BN_GEMV=smem, gemv_smem_kernel); same bits.
 extern int g_gemv_variant;
 
 // A kernel's raised dynamic shared-memory limit, kept per device. Why: the attribute belongs to

@@ -169,6 +169,7 @@ const char *head_variant_name(int v);
 bool head_pipe_available();  // configure_head succeeded: variants 1.. run as themselves
 extern long g_head_pipe_launches;  // launches of variants 1.. (the checks read it)
 extern long g_gemv_rot_launches;   // launches of the rotated-plane GEMV (BN_GEMV=rot, k_gemv.cu; the checks read it)
+extern long g_gemv_smem_launches;  // launches of the shared-row GEMV (BN_GEMV=smem, k_gemv.cu; the checks read it)
 extern long g_ffn_chain_launches;  // launches of the persistent FFN chain (k_ffn_chain.cu; the checks read it)
 extern long g_layer_chain_launches;  // launches of the persistent layer (k_layer_chain.cu)
 extern long g_step_chain_launches;   // launches of the persistent step (k_layer_chain.cu)

@@ -103,8 +103,11 @@ __device__ __forceinline__ void fast_stats_part(const Epi &e, const StatsOut &so
 
 // The GEMV of one block. FAST: the fast numerics' statistics `F.out` are compiled in; FIN: the
 // input is quantized from F.in into shared memory (else read from A as in the exact path). TRACE
-// (bench only): the block's timeline marks (bn_device.cuh) into `trace`.
-template <int MT, int TPR, int G, bool FAST, bool FIN, bool TRACE = false, bool ILP = false, bool ROT = false>
+// (bench only): the block's timeline marks (bn_device.cuh) into `trace`. ROT: the activation
+// planes in the rotated order (BN_GEMV=rot); SQ: the M int8 rows copied into shared memory first
+// (cp.async, M·K bytes of dynamic shared memory) and read there in the rotated order (BN_GEMV=smem).
+template <int MT, int TPR, int G, bool FAST, bool FIN, bool TRACE = false, bool ILP = false, bool ROT = false,
+          bool SQ = false>
 __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, const Epi &e, const NormQuant &tail,
                                            int has_tail, unsigned *counter, const FastGemv &F,
                                            unsigned long long *trace = nullptr) {
@@ -129,6 +132,20 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
     block_quant_in<MT, MT * G >= 16 ? 2 : 4>(F.in, M, fq, A.ld, fS, fs);
     aq = fq;
   }
+  int ldq = A.ld;
+  if (SQ) {  // [M][K]: the launch gave max(M·K, the tail's) bytes; the tail reuses them after a barrier
+    BN_DYN_SHARED(__align__(16) int8_t, sq);
+    const int per = W.k >> 4;  // 16-byte pieces per token row
+    for (int i = threadIdx.x; i < M * per; i += blockDim.x) {
+      const int m = i / per, c = i - m * per;
+      cp_async16(sq + (size_t)m * W.k + 16 * c, A.q + (size_t)m * A.ld + 16 * c);
+    }
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+    aq = sq;
+    ldq = W.k;
+  }
   int acc[MT];
 #pragma unroll
   for (int m = 0; m < MT; m++) acc[m] = 0;
@@ -140,8 +157,8 @@ __device__ __forceinline__ void gemv_block(const Mat &W, const Acts &A, int M, c
 #pragma unroll
           for (int m = 0; m < MT; m++)
             if (m < M)
-              acc[m] = ILP ? chunk_dot_ilp<FIN>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m])
-                           : chunk_dot<FIN, FIN || ROT>(w[j], aq + (size_t)m * A.ld, c0 + j * TPR, acc[m]);
+              acc[m] = ILP ? chunk_dot_ilp<FIN>(w[j], aq + (size_t)m * ldq, c0 + j * TPR, acc[m])
+                           : chunk_dot<FIN || SQ, FIN || SQ || ROT>(w[j], aq + (size_t)m * ldq, c0 + j * TPR, acc[m]);
         }
       }
       c0 += G * TPR;
@@ -208,6 +225,20 @@ __global__ void __launch_bounds__(128, MT >= 8 ? 6 : 7)
   gemv_block<MT, TPR, G, false, false, false, false, true>(W, A, M, e, tail, has_tail, counter, FastGemv{}, trace);
 }
 
+// BN_GEMV=smem: the token rows staged in shared memory by cp.async (issued after the first weight
+// loads, so both round trips overlap), then read there in the rotated order. Written 2026-11-28
+// night with gemv_rot_kernel, not yet run on a GPU: if L1 serves a quarter-warp's global loads a
+// 128-byte line at a time (not by banks), the rotated global loads still touch 4 lines per
+// quarter-warp and BN_GEMV=rot gains nothing; shared memory is served by banks, so this one gains
+// either way, for a barrier and M·K bytes of L2 traffic per block. Same bits (integer sums).
+template <int MT, int TPR, int G>
+__global__ void __launch_bounds__(128, MT >= 8 ? 6 : 7)
+    gemv_smem_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail, unsigned *counter,
+                     unsigned long long *trace) {
+  gemv_block<MT, TPR, G, false, false, false, false, false, true>(W, A, M, e, tail, has_tail, counter, FastGemv{},
+                                                                  trace);
+}
+
 template <int MT, int TPR, int G, bool FIN>
 __global__ void __launch_bounds__(128, 6) gemv_fast_kernel(Mat W, Acts A, int M, Epi e, NormQuant tail, int has_tail,
                                                         unsigned *counter, FastGemv F) {
@@ -221,6 +252,7 @@ static SmemMark g_gemv_fast_smem;
 
 int g_gemv_variant = 0;
 long g_gemv_rot_launches = 0;
+long g_gemv_smem_launches = 0;
 
 template <int MT, int TPR, int G>
 static cudaError_t allow_fast_smem_mt(int bytes_per_token) {
@@ -269,7 +301,16 @@ static bn_status launch_one(const Mat &w, const Acts &a, int M, const Epi &e, co
     if (g_gemv_variant == 1)
       return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G, false, true>, grid, 128, smem, s, w, a, M, e, t, ht2,
                       counter, (unsigned long long *)nullptr);
-    if (g_gemv_variant == 2) {
+    // BN_GEMV=smem within the default 48 KB of dynamic shared memory (M·K bytes: up to 4 tokens
+    // at K = 6912, 8 at K = 2560); above it the rotated kernel.
+    const size_t sq = (size_t)M * w.k;
+    if (g_gemv_variant == 3 && std::max(sq, smem) <= 48 * 1024) {
+      const bn_status st = launch_k("gemv_smem_kernel", gemv_smem_kernel<MT, TPR, G>, grid, 128, std::max(sq, smem), s,
+                                    w, a, M, e, t, ht2, counter, (unsigned long long *)nullptr);
+      if (!st) g_gemv_smem_launches++;
+      return st;
+    }
+    if (g_gemv_variant >= 2) {
       const bn_status st = launch_k("gemv_rot_kernel", gemv_rot_kernel<MT, TPR, G>, grid, 128, smem, s, w, a, M, e, t,
                                     ht2, counter, (unsigned long long *)nullptr);
       if (!st) g_gemv_rot_launches++;
