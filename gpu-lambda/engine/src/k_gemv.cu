@@ -301,19 +301,16 @@ static bn_status launch_one(const Mat &w, const Acts &a, int M, const Epi &e, co
     if (g_gemv_variant == 1)
       return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G, false, true>, grid, 128, smem, s, w, a, M, e, t, ht2,
                       counter, (unsigned long long *)nullptr);
-    // BN_GEMV=smem within the default 48 KB of dynamic shared memory (M·K bytes: up to 4 tokens
-    // at K = 6912, 8 at K = 2560); above it the rotated kernel.
-    const size_t sq = (size_t)M * w.k;
-    if (g_gemv_variant == 3 && std::max(sq, smem) <= 48 * 1024) {
-      const bn_status st = launch_k("gemv_smem_kernel", gemv_smem_kernel<MT, TPR, G>, grid, 128, std::max(sq, smem), s,
-                                    w, a, M, e, t, ht2, counter, (unsigned long long *)nullptr);
-      if (!st) g_gemv_smem_launches++;
-      return st;
-    }
     if (g_gemv_variant >= 2) {
-      const bn_status st = launch_k("gemv_rot_kernel", gemv_rot_kernel<MT, TPR, G>, grid, 128, smem, s, w, a, M, e, t,
-                                    ht2, counter, (unsigned long long *)nullptr);
-      if (!st) g_gemv_rot_launches++;
+      // BN_GEMV=smem within the default dynamic shared memory (M·K bytes: up to 4 tokens at
+      // K = 6912, 8 at K = 2560; the tail's cache shares it); above it, and for rot, the rotated kernel.
+      const size_t staged_smem = std::max((size_t)M * w.k, smem);
+      const bool staged = g_gemv_variant == 3 && staged_smem <= (size_t)SmemMark::kDefault;
+      const bn_status st = launch_k(staged ? "gemv_smem_kernel" : "gemv_rot_kernel",
+                                    staged ? gemv_smem_kernel<MT, TPR, G> : gemv_rot_kernel<MT, TPR, G>, grid, 128,
+                                    staged ? staged_smem : smem, s, w, a, M, e, t, ht2, counter,
+                                    (unsigned long long *)nullptr);
+      if (!st) ++(staged ? g_gemv_smem_launches : g_gemv_rot_launches);
       return st;
     }
     return launch_k("gemv_kernel", gemv_kernel<MT, TPR, G>, grid, 128, smem, s, w, a, M, e, t, ht2, counter,
