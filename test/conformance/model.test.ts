@@ -1,8 +1,9 @@
 /**
  * Whole-model conformance: the wasm backend's logits equal the reference backend's, bit for bit,
  * on synthetic models of every supported weight type × head type × activation, for prefill
- * (chunked and not), decode, 1 and 2 threads, and both kernel builds. Also the KV mirror's
- * contract: a store filled by another backend, a truncated sequence, a rewritten store.
+ * (chunked and not), decode, 1, 2 and 3 threads (work shared out in many small chunks), and both
+ * kernel builds. Also the KV mirror's contract: a store filled by another backend, a truncated
+ * sequence, a rewritten store.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { ReferenceBackend } from '../../src/kernels/reference-backend.ts';
@@ -110,6 +111,52 @@ describe('whole-model logits with the TL1 / TL2 lookup-table kernels', () => {
         logits: 'all',
       });
       sameRows(a, b, layout);
+    });
+  }
+});
+
+describe('wasm backend: work shared out in small chunks over 3 threads', () => {
+  // workChunkBytes 64: every projection, the head and attention come in many more chunks than
+  // threads (16 rows each), so the threads take them in whatever order the machine gives; the
+  // prefill (the tiled kernels, the multi-token heads), decode and a batched decode must still be
+  // the reference's bits.
+  const CASES = [
+    { cfg: { qtype: 'i2_s', embdType: 'f16', arch: 'bitnet-b1.58' }, layout: 'file' },
+    { cfg: { qtype: 'tq2_0', embdType: 'q6_k', activation: 'silu' }, layout: 'file' },
+    { cfg: { qtype: 'tq1_0', embdType: 'q8_0', activation: 'relu2' }, layout: 'tl2' },
+    { cfg: { qtype: 'f16', embdType: 'q4_0', activation: 'silu' }, layout: 'file' },
+  ] as const;
+  for (const [i, { cfg, layout }] of CASES.entries()) {
+    it(`${cfg.qtype} weights (${layout}), ${cfg.embdType} head: prefill, decode and a batch of 3`, async () => {
+      const m = await model({ ...cfg, seed: 51 + i } as Parameters<typeof synthBytes>[0]);
+      const ref = new ReferenceBackend(m);
+      const wb = WasmBackend.create(m, { numThreads: 3, chunk: 8, layout, workChunkBytes: 64 });
+      backends.push(wb);
+      const rs = [0, 1, 2].map((j) => cacheFor(m).forSequence(`r${j}`));
+      const ws = [0, 1, 2].map((j) => cacheFor(m).forSequence(`w${j}`));
+      const prompt = (j: number) => ids.slice(j * 3, j * 3 + 13 + j);
+      for (let j = 0; j < 3; j++) {
+        const a = await ref.forward({ tokens: prompt(j), startPos: 0, kv: rs[j], logits: 'all' });
+        const b = await wb.forward({ tokens: prompt(j), startPos: 0, kv: ws[j], logits: 'all' });
+        sameRows(a, b, `prefill ${j}`);
+      }
+      expect(wb.numThreads).toBe(3);
+      const p0 = prompt(0).length;
+      sameRows(
+        await ref.forward({ tokens: [7], startPos: p0, kv: rs[0], logits: 'last' }),
+        await wb.forward({ tokens: [7], startPos: p0, kv: ws[0], logits: 'last' }),
+        'decode',
+      );
+      const pos = [p0 + 1, prompt(1).length, prompt(2).length];
+      const want = await Promise.all(
+        pos.map((p, j) => ref.forward({ tokens: [9 + j], startPos: p, kv: rs[j], logits: 'last' })),
+      );
+      const before = wb.decodeStats.runs;
+      const got = await Promise.all(
+        pos.map((p, j) => wb.forward({ tokens: [9 + j], startPos: p, kv: ws[j], logits: 'last' })),
+      );
+      expect(wb.decodeStats.runs - before).toBe(1);
+      for (let j = 0; j < 3; j++) sameRows(want[j], got[j], `batched step, sequence ${j}`);
     });
   }
 });

@@ -1,9 +1,9 @@
 /**
  * The whole forward pass of a chunk of m tokens, run SPMD by every thread: each thread calls
- * forward(rc, tid) on the same shared memory; row-parallel phases split matrix rows, token-parallel
- * phases split tokens, and a barrier separates phases. The numerics of every phase are those of
- * ReferenceForward.forwardToken (src/model/reference.ts); tokens are independent, so a chunk of m
- * tokens gives the same results as m single-token calls.
+ * forward(rc, tid) on the same shared memory; row-parallel phases share out chunks of rows (see
+ * Work sharing), token-parallel phases split tokens, and a barrier separates phases. The numerics
+ * of every phase are those of ReferenceForward.forwardToken (src/model/reference.ts); tokens are
+ * independent, so a chunk of m tokens gives the same results as m single-token calls.
  *
  * Descriptors (written by src/kernels/wasm/model-image.ts; offsets in bytes, i32 unless noted):
  *
@@ -25,7 +25,9 @@
  *      Per token t, 8 bytes at seqs + 8t: i32 position, u32 address of that sequence's kvBlocks
  *      table. Without it token t is at pos0 + t of the one table kvBlocks. With it pos0 is only
  *      the largest position in the batch (it sizes the attention scores' scratch).
+ *   60 work chunk bytes (0: CHUNK_BYTES; see Work sharing)
  *   64 barrier count  68 barrier sleepers  128 barrier generation  192 job sequence  256 exit flag
+ *   320 work ticket counter (zeroed by run() before each job)
  */
 import { attend, attend_scratch_bytes, kv_store } from './attention';
 import { head_f16_2, head_f16m_prep, head_f16m_stride } from './headf16m';
@@ -34,7 +36,7 @@ import { dequant_row, head_f16, head_prep_bytes, mv_exact, round_act, row_bytes,
 import { head_prep_q8_0, head_prep_q8k, head_q4_0, head_q4_0_4, head_q6_k, head_q6_k_2, head_q6_k_4, head_q8_0, head_q8_0_4 } from './inthead';
 import { f16_round_vec, gate_act, rmsnorm, rope_head } from './ops';
 import { quantize_act } from './quant';
-import { mm_i2s, mm_tq1, mm_tq2 } from './ternary';
+import { mm_i2s, mm_tq1, mm_tq2, TILE_BYTES } from './ternary';
 import { mm_tl, tl_table_bytes, tl_tables } from './tl';
 
 export const LAYER_BYTES: i32 = 256;
@@ -42,7 +44,19 @@ export const LIN_BYTES: i32 = 32;
 const T_TQ1: i32 = 34;
 const T_TQ2: i32 = 35;
 const T_I2S: i32 = 36;
+/** Spins of a worker waiting for the next job before it sleeps (between tokens the host runs JS). */
 const SPINS: i32 = 1 << 14;
+/**
+ * Spins at a barrier before sleeping: ~0.2 ms on a 2.3 GHz Xeon (~1.7 ns a spin). Within a forward
+ * the others arrive within a work chunk or a short one-thread phase, and a sleeper costs its wake-up
+ * (tens of µs in a VM) on the critical path: at 1 << 14 (~28 µs) a 2B-4T decode step at 2 threads
+ * slept 35-55 times in its 305 barriers, at 1 << 17 1-2 times. Bounded, so a thread that shares
+ * its core with another (more threads than cores) still yields.
+ */
+const BARRIER_SPINS: i32 = 1 << 17;
+/** Weight bytes of one work chunk of a row-parallel phase with several threads (RC 60 overrides). */
+const CHUNK_BYTES: i32 = 65536;
+const RC_TICKET: usize = 320;
 /** Tokens whose head activations are prepared at once (the multi-token heads, headsMulti). */
 const HEAD_GROUP: usize = 16;
 /** Head rows per tile of headsMulti: 64 rows of 2560 are 67 KB of Q6_K (328 KB of F16), reread from L2 by each token group. */
@@ -63,7 +77,7 @@ export function barrier(rc: usize): void {
   } else {
     let spins = 0;
     while (atomic.load<i32>(rc + 128) == gen) {
-      if (++spins > SPINS) {
+      if (++spins > BARRIER_SPINS) {
         atomic.add<i32>(rc + 68, 1);
         atomic.wait<i32>(rc + 128, gen, -1);
         atomic.sub<i32>(rc + 68, 1);
@@ -75,6 +89,8 @@ export function barrier(rc: usize): void {
 /** Main thread: publish a job and take part as thread 0. */
 export function run(rc: usize): void {
   if (load<i32>(rc, 28) > 1) {
+    // the workers read the counter only after they see the job (sequentially consistent atomics)
+    atomic.store<i32>(rc + RC_TICKET, 0);
     atomic.add<i32>(rc + 192, 1);
     atomic.notify(rc + 192, 1 << 30);
   }
@@ -99,6 +115,65 @@ export function stop_workers(rc: usize): void {
   atomic.store<i32>(rc + 256, 1);
   atomic.add<i32>(rc + 192, 1);
   atomic.notify(rc + 192, 1 << 30);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Work sharing
+// ---------------------------------------------------------------------------------------------
+//
+// With several threads, the row-parallel phases (projections, the LM head, attention's (token,
+// head) pairs) hand out their work in chunks from one shared counter instead of splitting it
+// evenly ahead of time. On a shared machine one thread is often held up (another process, V8's
+// GC or compiler threads, a descheduled vCPU), and with a fixed split every other thread then
+// waits for it at the barrier (a CPU profile of 2B-4T decode at 2 threads put 15-22 % of each
+// thread's samples there). A chunk is about CHUNK_BYTES of weights (prefill: the kernels' L2
+// tile), so the counter is touched a few dozen times per matrix.
+//
+// The counter never goes back within a forward: a thread takes tickets until it draws one past
+// the phase's chunks, so every thread overshoots exactly once and a phase of `count` chunks moves
+// the counter by count + nT. Each thread tracks where the next phase starts on its own (a
+// per-instance, hence per-thread, global), so no phase resets the counter; run() zeroes it before
+// each job. Every thread must therefore run every phase's take loop, with the same count.
+// Which thread computes a row never changes its bits: every output is one kernel call's own.
+// One thread takes each phase as a single chunk, the same calls as without work sharing.
+
+/** Ticket of this phase's chunk 0, its chunk count, and the first ticket of the next phase. */
+let phaseBase: i32 = 0;
+let phaseCount: i32 = 0;
+let phaseEnd: i32 = 0;
+/** One thread: the next chunk, without atomics. */
+let localNext: i32 = 0;
+
+@inline function beginPhase(count: i32, nT: i32): void {
+  phaseBase = phaseEnd;
+  phaseCount = count;
+  phaseEnd += count + nT;
+  localNext = 0;
+}
+
+/** The next chunk of the phase for this thread, or -1: then the phase is done for it. */
+@inline function nextChunk(rc: usize, nT: i32): i32 {
+  const c = nT > 1 ? atomic.add<i32>(rc + RC_TICKET, 1) - phaseBase : localNext++;
+  return c < phaseCount ? c : -1;
+}
+
+/**
+ * Rows per work chunk of a matrix (weight type, k columns, n rows) at m tokens. One thread: all
+ * of them. Prefill (more than one group of 4 tokens): at most the kernels' own tile of about
+ * TILE_BYTES, which they walk every token group over; otherwise the nearest count to the chunk
+ * bytes of weights. Always a multiple of 16 (the TL tiles; the 4-row and 2-row kernels keep their
+ * pairs).
+ */
+function chunkRows(rc: usize, type: i32, k: i32, n: i32, m: i32, nT: i32): i32 {
+  if (nT <= 1) return n;
+  let rb = row_bytes(type, k);
+  if (type == T_TQ2) rb = (k >> 8) * 66;
+  else if (type == T_TQ1) rb = (k >> 8) * 54;
+  else if (type == T_I2S) rb = k >> 2;
+  rb = max(1, rb);
+  const over = load<i32>(rc, 60);
+  if (over <= 0 && (m & ~3) > 4) return max(16, (<i32>TILE_BYTES / rb) & ~15);
+  return max(16, ((over > 0 ? over : CHUNK_BYTES) / rb + 8) & ~15);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,14 +264,6 @@ export function thread_scratch_bytes(md: usize, nCtx: i32): i32 {
 // Phases
 // ---------------------------------------------------------------------------------------------
 
-@inline function rowRange(n: i32, tid: i32, nT: i32): i64 {
-  // chunks of 4 rows so 4-row kernels keep their tiles
-  const chunk = ((n + nT - 1) / nT + 3) & ~3;
-  const r0 = min(n, tid * chunk);
-  const r1 = min(n, r0 + chunk);
-  return (<i64>r0 << 32) | <i64>r1;
-}
-
 /** Normalizes and quantizes m token rows (token-parallel). */
 function normQuant(md: usize, src: usize, srcStride: i32, width: i32, normW: usize, m: i32, tid: i32, nT: i32): void {
   const eps = load<f64>(md, 64);
@@ -216,29 +283,18 @@ function normQuant(md: usize, src: usize, srcStride: i32, width: i32, normW: usi
   }
 }
 
-/** One projection over m tokens, rows split by thread. out[t·outStride + r]. */
-function linear(lin: usize, m: i32, out: usize, outStride: i32, mode: i32, tid: i32, nT: i32, tscratch: usize): void {
+/** Rows r0..r1 of one projection over m tokens: out[t·outStride + r]. TL images: their 16-row tiles from r0 (r0 a multiple of 16). */
+function linearRows(lin: usize, m: i32, r0: i32, r1: i32, out: usize, outStride: i32, mode: i32, tscratch: usize): void {
   const type = load<i32>(lin, 0);
   const w = <usize>load<i32>(lin, 4);
   const k = load<i32>(lin, 8);
-  const n = load<i32>(lin, 12);
   const wscale = load<f32>(lin, 16);
   const oscale = load<f32>(lin, 20);
   const img = <usize>load<i32>(lin, 24);
-  if (img != 0) {
-    // TL image: split 16-row tiles
-    const tiles = (n + 15) >> 4;
-    const tr = rowRange(tiles, tid, nT);
-    const t0 = <i32>(tr >> 32);
-    const t1 = <i32>tr;
-    if (t0 < t1) mm_tl(img, t0, t1, m, L_TAB, <i32>L_TABS, L_QS, load<f32>(lin, 20), out, outStride, mode, tscratch);
-    return;
-  }
-  const rr = rowRange(n, tid, nT);
-  const r0 = <i32>(rr >> 32);
-  const r1 = <i32>rr;
   if (r0 >= r1) return;
-  if (type == T_I2S) {
+  if (img != 0) {
+    mm_tl(img, r0 >> 4, (r1 + 15) >> 4, m, L_TAB, <i32>L_TABS, L_QS, oscale, out, outStride, mode, tscratch);
+  } else if (type == T_I2S) {
     mm_i2s(w, k, r0, r1, m, L_Q8, <i32>L_W16, L_QS, L_QSUM, wscale, oscale, out, outStride, mode);
   } else if (type == T_TQ2) {
     mm_tq2(w, k, r0, r1, m, L_Q8, <i32>L_W16, L_QS, L_BSUM, <i32>L_nbMax, oscale, out, outStride, mode);
@@ -251,7 +307,60 @@ function linear(lin: usize, m: i32, out: usize, outStride: i32, mode: i32, tid: 
   }
 }
 
-/** Logits of token row t of HID into out (rows split by thread). */
+@inline function linChunkRows(rc: usize, lin: usize, m: i32, nT: i32): i32 {
+  return chunkRows(rc, load<i32>(lin, 0), load<i32>(lin, 8), load<i32>(lin, 12), m, nT);
+}
+
+@inline function linChunks(lin: usize, rows: i32): i32 {
+  return (load<i32>(lin, 12) + rows - 1) / rows;
+}
+
+/** Chunk c (of `rows` rows) of one projection. */
+@inline function linearChunk(lin: usize, c: i32, rows: i32, m: i32, out: usize, outStride: i32, mode: i32, tscratch: usize): void {
+  const r0 = c * rows;
+  linearRows(lin, m, r0, min(load<i32>(lin, 12), r0 + rows), out, outStride, mode, tscratch);
+}
+
+/** One projection as one phase: its chunks shared by the threads. */
+function linear(rc: usize, lin: usize, m: i32, out: usize, outStride: i32, mode: i32, nT: i32, tscratch: usize): void {
+  const rows = linChunkRows(rc, lin, m, nT);
+  beginPhase(linChunks(lin, rows), nT);
+  for (let c = nextChunk(rc, nT); c >= 0; c = nextChunk(rc, nT)) linearChunk(lin, c, rows, m, out, outStride, mode, tscratch);
+}
+
+/** q, k and v as one phase (no barrier between them): q's chunks, then k's, then v's. */
+function linearQKV(rc: usize, L: usize, m: i32, nEmbd: i32, kvDim: i32, nT: i32, tscratch: usize): void {
+  const rq = linChunkRows(rc, L + 16, m, nT);
+  const rk = linChunkRows(rc, L + 48, m, nT);
+  const rv = linChunkRows(rc, L + 80, m, nT);
+  const cq = linChunks(L + 16, rq);
+  const ck = linChunks(L + 48, rk);
+  beginPhase(cq + ck + linChunks(L + 80, rv), nT);
+  for (let c = nextChunk(rc, nT); c >= 0; c = nextChunk(rc, nT)) {
+    if (c < cq) linearChunk(L + 16, c, rq, m, L_QV, nEmbd, 0, tscratch);
+    else if (c < cq + ck) linearChunk(L + 48, c - cq, rk, m, L_KV, kvDim, 0, tscratch);
+    else linearChunk(L + 80, c - cq - ck, rv, m, L_VV, kvDim, 0, tscratch);
+  }
+}
+
+/** gate and up as one phase, each chunk's rows of both, then their gating (G = act(G)·U) for every token. */
+function linearGateUp(rc: usize, L: usize, m: i32, nFF: i32, silu: i32, nT: i32, tscratch: usize): void {
+  // gate and up have one shape and type: one row count serves both
+  const rows = linChunkRows(rc, L + 144, m, nT);
+  beginPhase(linChunks(L + 144, rows), nT);
+  for (let c = nextChunk(rc, nT); c >= 0; c = nextChunk(rc, nT)) {
+    linearChunk(L + 144, c, rows, m, L_G, nFF, 0, tscratch);
+    linearChunk(L + 176, c, rows, m, L_U, nFF, 0, tscratch);
+    const r0 = c * rows;
+    const r1 = min(nFF, r0 + rows);
+    for (let t = 0; t < m; t++) {
+      const o = (<usize>t * <usize>nFF + <usize>r0) << 2;
+      gate_act(L_G + o, L_U + o, L_G + o, r1 - r0, silu);
+    }
+  }
+}
+
+/** Logits of token row t of HID into out (rows shared out in chunks). */
 function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscratch: usize): void {
   const nEmbd = load<i32>(md, 0);
   const nVocab = load<i32>(md, 28);
@@ -264,11 +373,12 @@ function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscra
     else round_act(type, hid, nEmbd, L_HP);
   }
   barrier(rc);
-  const rr = rowRange(nVocab, tid, nT);
-  const r0 = <i32>(rr >> 32);
-  const r1 = <i32>rr;
-  if (r0 < r1) {
-    const abs = <usize>load<i32>(md, 60);
+  const abs = <usize>load<i32>(md, 60);
+  const rows = chunkRows(rc, type, nEmbd, nVocab, 1, nT);
+  beginPhase((nVocab + rows - 1) / rows, nT);
+  for (let c = nextChunk(rc, nT); c >= 0; c = nextChunk(rc, nT)) {
+    const r0 = c * rows;
+    const r1 = min(nVocab, r0 + rows);
     if (type == T_Q8_0) head_q8_0(w, nEmbd, r0, r1, L_HP, 1, out, 0);
     else if (type == T_Q4_0) head_q4_0(w, nEmbd, r0, r1, L_HP, 1, out, 0);
     else if (type == T_Q6_K) head_q6_k(w, nEmbd, r0, r1, L_HP, 1, out, 0);
@@ -286,8 +396,8 @@ function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscra
 
 /**
  * Logits of token rows first..m of HID into out (row t − first at nVocab·4 bytes each) for a head
- * multiHead() takes: the tokens' activations are prepared at once (token-parallel), then each
- * thread's rows are walked in tiles of HEAD_TILE, each tile by every group of tokens in turn (Q6_K:
+ * multiHead() takes: the tokens' activations are prepared at once (token-parallel), then the rows
+ * are walked in tiles of HEAD_TILE (shared out one tile a chunk), each tile by every group of tokens in turn (Q6_K:
  * 4, then 2, then 1 at a time; Q8_0, Q4_0: 4, then 1; F16: 2, then 1), so the tile is read from
  * memory once. The
  * multi-token kernels unpack each weight once for their tokens; every token gets the bits head()
@@ -303,9 +413,7 @@ function headsMulti(md: usize, rc: usize, first: i32, m: i32, out: usize, tid: i
   const abs = <usize>load<i32>(md, 60);
   const ostride = <usize>nVocab << 2;
   const xs = <usize>head_f16m_stride(nEmbd);
-  const rr = rowRange(nVocab, tid, nT);
-  const r0 = <i32>(rr >> 32);
-  const r1 = <i32>rr;
+  const rows = nT > 1 ? HEAD_TILE : nVocab;
   for (let g0 = first; g0 < m; g0 += <i32>L_HG) {
     const g1 = min(m, g0 + <i32>L_HG);
     for (let t = g0 + tid; t < g1; t += nT) {
@@ -318,34 +426,39 @@ function headsMulti(md: usize, rc: usize, first: i32, m: i32, out: usize, tid: i
       else head_prep_q8k(hid, nEmbd, P);
     }
     barrier(rc);
-    for (let a = r0; a < r1; a += HEAD_TILE) {
-      const b = min(r1, a + HEAD_TILE);
-      let t = g0;
-      // 4 tokens at a time (integer heads), then 2 (Q6_K, F16), then 1
-      if (!f16) {
-        for (; t + 4 <= g1; t += 4) {
+    beginPhase((nVocab + rows - 1) / rows, nT);
+    for (let c = nextChunk(rc, nT); c >= 0; c = nextChunk(rc, nT)) {
+      const r0 = c * rows;
+      const r1 = min(nVocab, r0 + rows);
+      for (let a = r0; a < r1; a += HEAD_TILE) {
+        const b = min(r1, a + HEAD_TILE);
+        let t = g0;
+        // 4 tokens at a time (integer heads), then 2 (Q6_K, F16), then 1
+        if (!f16) {
+          for (; t + 4 <= g1; t += 4) {
+            const P = L_HP + <usize>(t - g0) * L_HPB;
+            const o = out + <usize>(t - first) * ostride;
+            if (type == T_Q6_K) head_q6_k_4(w, nEmbd, a, b, P, L_HPB, o, ostride);
+            else if (type == T_Q8_0) head_q8_0_4(w, nEmbd, a, b, P, L_HPB, o, ostride);
+            else head_q4_0_4(w, nEmbd, a, b, P, L_HPB, o, ostride);
+          }
+        }
+        if (!q32) {
+          for (; t + 2 <= g1; t += 2) {
+            const P = L_HP + <usize>(t - g0) * L_HPB;
+            const o = out + <usize>(t - first) * ostride;
+            if (f16) head_f16_2(w, nEmbd, a, b, L_HX + <usize>(t - g0) * xs, P, L_HPB, abs, o, ostride, tscratch);
+            else head_q6_k_2(w, nEmbd, a, b, P, L_HPB, o, ostride);
+          }
+        }
+        for (; t < g1; t++) {
           const P = L_HP + <usize>(t - g0) * L_HPB;
           const o = out + <usize>(t - first) * ostride;
-          if (type == T_Q6_K) head_q6_k_4(w, nEmbd, a, b, P, L_HPB, o, ostride);
-          else if (type == T_Q8_0) head_q8_0_4(w, nEmbd, a, b, P, L_HPB, o, ostride);
-          else head_q4_0_4(w, nEmbd, a, b, P, L_HPB, o, ostride);
+          if (f16) head_f16(w, nEmbd, a, b, P, abs, 1, o, 0, tscratch);
+          else if (type == T_Q6_K) head_q6_k(w, nEmbd, a, b, P, 1, o, 0);
+          else if (type == T_Q8_0) head_q8_0(w, nEmbd, a, b, P, 1, o, 0);
+          else head_q4_0(w, nEmbd, a, b, P, 1, o, 0);
         }
-      }
-      if (!q32) {
-        for (; t + 2 <= g1; t += 2) {
-          const P = L_HP + <usize>(t - g0) * L_HPB;
-          const o = out + <usize>(t - first) * ostride;
-          if (f16) head_f16_2(w, nEmbd, a, b, L_HX + <usize>(t - g0) * xs, P, L_HPB, abs, o, ostride, tscratch);
-          else head_q6_k_2(w, nEmbd, a, b, P, L_HPB, o, ostride);
-        }
-      }
-      for (; t < g1; t++) {
-        const P = L_HP + <usize>(t - g0) * L_HPB;
-        const o = out + <usize>(t - first) * ostride;
-        if (f16) head_f16(w, nEmbd, a, b, P, abs, 1, o, 0, tscratch);
-        else if (type == T_Q6_K) head_q6_k(w, nEmbd, a, b, P, 1, o, 0);
-        else if (type == T_Q8_0) head_q8_0(w, nEmbd, a, b, P, 1, o, 0);
-        else head_q4_0(w, nEmbd, a, b, P, 1, o, 0);
       }
     }
     barrier(rc);
@@ -367,6 +480,7 @@ export function forward(rc: usize, tid: i32): void {
   const m = load<i32>(rc, 0);
   const nT = load<i32>(rc, 28);
   layout(md, load<i32>(rc, 36), <usize>load<i32>(rc, 32));
+  phaseEnd = 0; // run() zeroed the ticket counter
   const tscratch = <usize>load<i32>(rc, 40) + <usize>tid * <usize>load<i32>(rc, 44);
   const scores = tscratch;
   const nCtxScratch = al(<usize>attend_scratch_bytes(load<i32>(rc, 8) + m + 32, load<i32>(md, 16)));
@@ -408,9 +522,7 @@ export function forward(rc: usize, tid: i32): void {
     // ---- attention block
     normQuant(md, L_X, nEmbd, nEmbd, <usize>load<i32>(L, 0), m, tid, nT);
     barrier(rc);
-    linear(L + 16, m, L_QV, nEmbd, 0, tid, nT, tscratch2);
-    linear(L + 48, m, L_KV, kvDim, 0, tid, nT, tscratch2);
-    linear(L + 80, m, L_VV, kvDim, 0, tid, nT, tscratch2);
+    linearQKV(rc, L, m, nEmbd, kvDim, nT, tscratch2);
     barrier(rc);
     for (let t = tid; t < m; t += nT) {
       const qv = L_QV + ((<usize>t * <usize>nEmbd) << 2);
@@ -424,41 +536,36 @@ export function forward(rc: usize, tid: i32): void {
       f16_round_vec(qv, qv, nEmbd);
     }
     barrier(rc);
-    // (token, head) pairs split across threads
-    const items = m * nHead;
-    const per = (items + nT - 1) / nT;
-    const i0 = min(items, tid * per);
-    const i1 = min(items, i0 + per);
-    for (let i = i0; i < i1; ) {
-      const t = i / nHead;
-      const h0 = i % nHead;
-      const h1 = min(nHead, h0 + (i1 - i));
-      attend(L_QV + ((<usize>t * <usize>nEmbd) << 2), L_ATT + ((<usize>t * <usize>nEmbd) << 2), h0, h1, headDim, group, kvDim, tokPos(seqs, pos0, t) + 1, tokBlocks(seqs, blocks, t), layerOff, attnScale, scores);
-      i += h1 - h0;
+    // (token, head) pairs shared out in chunks: about 8 a thread, or one head each (decode).
+    // Later tokens of a prompt attend over more positions, so an even split would not be even.
+    {
+      const items = m * nHead;
+      const per = nT > 1 ? max(1, items / (8 * nT)) : items;
+      beginPhase((items + per - 1) / per, nT);
+      for (let c = nextChunk(rc, nT); c >= 0; c = nextChunk(rc, nT)) {
+        const i1 = min(items, (c + 1) * per);
+        for (let i = c * per; i < i1; ) {
+          const t = i / nHead;
+          const h0 = i % nHead;
+          const h1 = min(nHead, h0 + (i1 - i));
+          attend(L_QV + ((<usize>t * <usize>nEmbd) << 2), L_ATT + ((<usize>t * <usize>nEmbd) << 2), h0, h1, headDim, group, kvDim, tokPos(seqs, pos0, t) + 1, tokBlocks(seqs, blocks, t), layerOff, attnScale, scores);
+          i += h1 - h0;
+        }
+      }
     }
     barrier(rc);
     normQuant(md, L_ATT, nEmbd, nEmbd, <usize>load<i32>(L, 4), m, tid, nT);
     barrier(rc);
-    linear(L + 112, m, L_X, nEmbd, 1, tid, nT, tscratch2); // x += Wo·(...)
+    linear(rc, L + 112, m, L_X, nEmbd, 1, nT, tscratch2); // x += Wo·(...)
     barrier(rc);
     // ---- feed-forward block
     normQuant(md, L_X, nEmbd, nEmbd, <usize>load<i32>(L, 8), m, tid, nT);
     barrier(rc);
-    linear(L + 144, m, L_G, nFF, 0, tid, nT, tscratch2);
-    linear(L + 176, m, L_U, nFF, 0, tid, nT, tscratch2);
-    {
-      const rr = rowRange(nFF, tid, nT);
-      const r0 = <i32>(rr >> 32);
-      const r1 = <i32>rr;
-      for (let t = 0; t < m; t++) {
-        const o = (<usize>t * <usize>nFF + <usize>r0) << 2;
-        gate_act(L_G + o, L_U + o, L_G + o, r1 - r0, silu);
-      }
-    }
+    linearGateUp(rc, L, m, nFF, silu, nT, tscratch2);
     barrier(rc);
     normQuant(md, L_G, nFF, nFF, <usize>load<i32>(L, 12), m, tid, nT);
     barrier(rc);
-    linear(L + 208, m, L_X, nEmbd, 1, tid, nT, tscratch2); // x += Wdown·(...)
+    linear(rc, L + 208, m, L_X, nEmbd, 1, nT, tscratch2); // x += Wdown·(...)
   }
   barrier(rc);
   // ---- output norm and logits

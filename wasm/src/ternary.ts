@@ -47,7 +47,7 @@ const PREFETCH_I2S: usize = 384;
  */
 const LONG_ROW_K: i32 = 4096;
 /** Weight bytes of a prefill tile (tileRows). */
-const TILE_BYTES: usize = 131072;
+export const TILE_BYTES: usize = 131072;
 const TQ1_BLOCK: i32 = 54;
 
 // One 16-byte code vector (64 codes) against four activation vectors, in two accumulators:

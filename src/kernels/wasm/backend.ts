@@ -70,6 +70,14 @@ export interface WasmBackendOptions {
    * and chunk; 1 runs every step on its own).
    */
   maxBatch?: number;
+  /**
+   * With several threads, the projections, the LM head and attention are shared out in chunks of
+   * about this many weight bytes, taken from a shared counter so that a thread held up by the
+   * machine leaves its rest to the others. Default: 64 KiB in decode, the kernels' 128 KiB tiles in
+   * prefill; a value given here applies to both. Any size gives the same bits; tests set a small
+   * one to have many chunks on a tiny model.
+   */
+  workChunkBytes?: number;
 }
 
 /** What a thread pool must offer the backend (implemented by node-pool.ts). */
@@ -219,6 +227,11 @@ export class WasmBackend implements Backend {
     dv.setInt32(this.rc + RC.kvBlocks, this.blocksPtr, true);
     dv.setInt32(this.rc + RC.logits, this.logitsPtr, true);
     dv.setInt32(this.rc + RC.nThreads, 1, true);
+    dv.setInt32(
+      this.rc + RC.workChunkBytes,
+      Math.max(0, Math.min(2 ** 30, Math.floor(opts.workChunkBytes ?? 0))),
+      true,
+    );
     this.thetaScale = Math.fround(hp.ropeFreqBase ** (-2 / hp.nRot));
   }
 

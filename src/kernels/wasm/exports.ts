@@ -244,12 +244,16 @@ export const RC = {
   hiddenOut: 52,
   /** Batched decode: per token (i32 position, u32 kvBlocks table address); 0 = one sequence. */
   seqs: 56,
+  /** Weight bytes per work chunk of the row-parallel phases with several threads (0: the kernel's 64 KiB). */
+  workChunkBytes: 60,
   barrierCount: 64,
   barrierSleepers: 68,
   barrierGen: 128,
   jobSeq: 192,
   exit: 256,
-  BYTES: 320,
+  /** The work-sharing ticket counter (wasm/src/forward.ts, "Work sharing"). */
+  workTicket: 320,
+  BYTES: 384,
 } as const;
 
 /** RC.logitsMode: Hidden = final hidden states of every token into RC.hiddenOut, no logits. */
