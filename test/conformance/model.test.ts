@@ -7,7 +7,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { ReferenceBackend } from '../../src/kernels/reference-backend.ts';
-import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
+import { barrierSpinsFor, WasmBackend } from '../../src/kernels/wasm/backend.ts';
 import { KVCache } from '../../src/model/kv-cache.ts';
 import { type LoadedModel, loadModel } from '../../src/model/load.ts';
 import { MemorySource } from '../../src/sources/byte-source.ts';
@@ -159,6 +159,12 @@ describe('wasm backend: work shared out in small chunks over 3 threads', () => {
       for (let j = 0; j < 3; j++) sameRows(want[j], got[j], `batched step, sequence ${j}`);
     });
   }
+  it('barriers spin briefly only when there are more threads than cores', () => {
+    expect(barrierSpinsFor(2, 2)).toBe(0); // the kernel's long spin
+    expect(barrierSpinsFor(2, undefined)).toBe(0);
+    expect(barrierSpinsFor(3, 2)).toBe(1 << 14);
+    expect(barrierSpinsFor(16, 8)).toBe(1 << 14);
+  });
 });
 
 describe('wasm backend: KV mirror and prefill paths', () => {

@@ -27,6 +27,7 @@
  *      the largest position in the batch (it sizes the attention scores' scratch).
  *   60 work chunk bytes (0: CHUNK_BYTES; see Work sharing)
  *   64 barrier count  68 barrier sleepers  128 barrier generation  192 job sequence  256 exit flag
+ *   260 barrier spins before sleeping (0: BARRIER_SPINS)
  *   320 work ticket counter (zeroed by run() before each job)
  */
 import { attend, attend_scratch_bytes, kv_store } from './attention';
@@ -47,13 +48,16 @@ const T_I2S: i32 = 36;
 /** Spins of a worker waiting for the next job before it sleeps (between tokens the host runs JS). */
 const SPINS: i32 = 1 << 14;
 /**
- * Spins at a barrier before sleeping: ~0.2 ms on a 2.3 GHz Xeon (~1.7 ns a spin). Within a forward
- * the others arrive within a work chunk or a short one-thread phase, and a sleeper costs its wake-up
- * (tens of µs in a VM) on the critical path: at 1 << 14 (~28 µs) a 2B-4T decode step at 2 threads
- * slept 35-55 times in its 305 barriers, at 1 << 17 1-2 times. Bounded, so a thread that shares
- * its core with another (more threads than cores) still yields.
+ * Spins at a barrier before sleeping, unless RC 260 gives a count: ~0.2 ms on a 2.3 GHz Xeon
+ * (~1.7 ns a spin). Within a forward the others arrive within a work chunk or a short one-thread
+ * phase, and a sleeper costs its wake-up (tens of µs in a VM) on the critical path: at 1 << 14
+ * (~28 µs) a 2B-4T decode step at 2 threads slept 35-55 times in its 305 barriers, at 1 << 17
+ * 1-2 times. With more threads than cores a spinner holds the core the others need, so the
+ * backend then asks for a short spin (RC 260).
  */
 const BARRIER_SPINS: i32 = 1 << 17;
+/** This forward's barrier spins (a per-instance, hence per-thread, global; set by forward()). */
+let barrierSpins: i32 = BARRIER_SPINS;
 /** Weight bytes of one work chunk of a row-parallel phase with several threads (RC 60 overrides). */
 const CHUNK_BYTES: i32 = 65536;
 const RC_TICKET: usize = 320;
@@ -77,7 +81,7 @@ export function barrier(rc: usize): void {
   } else {
     let spins = 0;
     while (atomic.load<i32>(rc + 128) == gen) {
-      if (++spins > BARRIER_SPINS) {
+      if (++spins > barrierSpins) {
         atomic.add<i32>(rc + 68, 1);
         atomic.wait<i32>(rc + 128, gen, -1);
         atomic.sub<i32>(rc + 68, 1);
@@ -481,6 +485,7 @@ export function forward(rc: usize, tid: i32): void {
   const nT = load<i32>(rc, 28);
   layout(md, load<i32>(rc, 36), <usize>load<i32>(rc, 32));
   phaseEnd = 0; // run() zeroed the ticket counter
+  barrierSpins = load<i32>(rc, 260) > 0 ? load<i32>(rc, 260) : BARRIER_SPINS;
   const tscratch = <usize>load<i32>(rc, 40) + <usize>tid * <usize>load<i32>(rc, 44);
   const scores = tscratch;
   const nCtxScratch = al(<usize>attend_scratch_bytes(load<i32>(rc, 8) + m + 32, load<i32>(md, 16)));

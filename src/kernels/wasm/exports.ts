@@ -251,6 +251,8 @@ export const RC = {
   barrierGen: 128,
   jobSeq: 192,
   exit: 256,
+  /** Spins at a barrier before a thread sleeps (0: the kernel's ~0.2 ms; forward.ts BARRIER_SPINS). */
+  barrierSpins: 260,
   /** The work-sharing ticket counter (wasm/src/forward.ts, "Work sharing"). */
   workTicket: 320,
   BYTES: 384,
