@@ -349,7 +349,7 @@ function linearQKV(rc: usize, L: usize, m: i32, nEmbd: i32, kvDim: i32, nT: i32,
 
 /** gate and up as one phase, each chunk's rows of both, then their gating (G = act(G)·U) for every token. */
 function linearGateUp(rc: usize, L: usize, m: i32, nFF: i32, silu: i32, nT: i32, tscratch: usize): void {
-  // gate and up have one shape and type: one row count serves both
+  // gate and up have one shape (nFF rows): a chunk takes the same rows of both, sized by gate's type
   const rows = linChunkRows(rc, L + 144, m, nT);
   beginPhase(linChunks(L + 144, rows), nT);
   for (let c = nextChunk(rc, nT); c >= 0; c = nextChunk(rc, nT)) {
