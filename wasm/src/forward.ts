@@ -170,11 +170,7 @@ let localNext: i32 = 0;
  */
 function chunkRows(rc: usize, type: i32, k: i32, n: i32, m: i32, nT: i32): i32 {
   if (nT <= 1) return n;
-  let rb = row_bytes(type, k);
-  if (type == T_TQ2) rb = (k >> 8) * 66;
-  else if (type == T_TQ1) rb = (k >> 8) * 54;
-  else if (type == T_I2S) rb = k >> 2;
-  rb = max(1, rb);
+  const rb = max(1, type == T_TQ2 ? (k >> 8) * 66 : type == T_TQ1 ? (k >> 8) * 54 : type == T_I2S ? k >> 2 : row_bytes(type, k));
   const over = load<i32>(rc, 60);
   if (over <= 0 && (m & ~3) > 4) return max(16, (<i32>TILE_BYTES / rb) & ~15);
   return max(16, ((over > 0 ? over : CHUNK_BYTES) / rb + 8) & ~15);
@@ -401,11 +397,10 @@ function head(md: usize, rc: usize, t: i32, out: usize, tid: i32, nT: i32, tscra
 /**
  * Logits of token rows first..m of HID into out (row t − first at nVocab·4 bytes each) for a head
  * multiHead() takes: the tokens' activations are prepared at once (token-parallel), then the rows
- * are walked in tiles of HEAD_TILE (shared out one tile a chunk), each tile by every group of tokens in turn (Q6_K:
- * 4, then 2, then 1 at a time; Q8_0, Q4_0: 4, then 1; F16: 2, then 1), so the tile is read from
- * memory once. The
- * multi-token kernels unpack each weight once for their tokens; every token gets the bits head()
- * gives it alone.
+ * are walked in tiles of HEAD_TILE (shared out a tile a chunk), each tile by every group of tokens
+ * in turn (Q6_K: 4, then 2, then 1 at a time; Q8_0, Q4_0: 4, then 1; F16: 2, then 1), so the tile
+ * is read from memory once. The multi-token kernels unpack each weight once for their tokens;
+ * every token gets the bits head() gives it alone.
  */
 function headsMulti(md: usize, rc: usize, first: i32, m: i32, out: usize, tid: i32, nT: i32, tscratch: usize): void {
   const nEmbd = load<i32>(md, 0);
