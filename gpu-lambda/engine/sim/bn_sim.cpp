@@ -55,15 +55,20 @@ struct Thread {
   unsigned warp_ops = 0;  // warp collectives this thread has passed (selects the deposit buffer)
   const char *where = nullptr;  // the __syncthreads it waits at
   unsigned char *stack = nullptr;
+  size_t slot = 0;       // the index of its stack in g_stacks
   void *fake = nullptr;  // AddressSanitizer's fake stack while switched out
-  // cp.async: the open group, then the committed groups, oldest first.
+  // cp.async's copies (cp_async below).
   struct Copy {
     void *dst;
     const void *src;
     int bytes;
   };
-  std::vector<Copy> open_copies;
-  std::vector<std::vector<Copy>> groups;
+  // Every copy not landed yet, oldest first; committed group i ends at group_ends[i], and the
+  // copies past the last end are the open group. Both keep their capacity from block to block,
+  // so a copy allocates nothing (a vector per group, moved out at each commit, allocated at every
+  // commit: ~20% of an ASan run, in its allocator).
+  std::vector<Copy> copies;
+  std::vector<size_t> group_ends;
 #if defined(__x86_64__)
   void *sp = nullptr;
 #else
@@ -84,6 +89,13 @@ static std::vector<Thread> g_threads;
 static std::vector<Warp> g_warps;
 static std::vector<unsigned char *> g_stacks;  // one per thread slot, never moved
 constexpr size_t kStack = 256 * 1024;
+// AddressSanitizer builds: how many bytes below the top of each stack may still hold the poison
+// (redzones) of frames that never returned. A fiber that ends has returned from every frame of
+// the kernel, so only its last few remain (fiber_main, to_scheduler, switch_to: kEndFrames); one
+// left mid-kernel (a failed launch) may have poisoned all of it. Unpoisoning all 256 KB at every
+// block's start was a third of an ASan run's time (the shadow's memset); now only that part is.
+static std::vector<size_t> g_stack_poisoned;
+constexpr size_t kEndFrames = 16 * 1024;
 static const std::function<void()> *g_body = nullptr;
 // BN_SIM_ORDER=reverse: blocks, and a block's threads between barriers, run last to first. A
 // kernel whose result depends on that order has a race (a shared or global value read in the same
@@ -104,6 +116,7 @@ static struct Cleanup {
   ~Cleanup() {
     for (unsigned char *p : g_stacks) free(p);
     g_stacks.clear();
+    g_stack_poisoned.clear();
     free(g_dyn);
     g_dyn = nullptr;
   }
@@ -213,6 +226,12 @@ static void resume(Thread &t) { swapcontext(&g_sched_ctx, &t.ctx); }
 #endif
   (*g_body)();
   g_cur->state = DONE;
+#if BN_SIM_ASAN && defined(__x86_64__)
+  {
+    const uintptr_t top = (uintptr_t)(g_cur->stack + kStack), here = (uintptr_t)__builtin_frame_address(0);
+    g_stack_poisoned[g_cur->slot] = std::min(kStack, (size_t)(top - here) + kEndFrames);
+  }
+#endif
   to_scheduler();
   abort();  // a finished fiber is never resumed
 }
@@ -281,11 +300,9 @@ void shared_static(void *p, size_t bytes) {
   memset(p, 0xcd, bytes);  // as the dynamic shared memory: undefined, never zero
 }
 
-static void land(const std::vector<Thread::Copy> &g) {
-  for (const Thread::Copy &c : g) {
-    memset(c.dst, 0, 16);
-    if (c.bytes > 0) memcpy(c.dst, c.src, (size_t)c.bytes);
-  }
+static void land(const Thread::Copy &c) {
+  memset(c.dst, 0, 16);
+  if (c.bytes > 0) memcpy(c.dst, c.src, (size_t)c.bytes);
 }
 // The GPU faults (misaligned address) unless both addresses are aligned to the copy's 16 bytes; here
 // the copy is dropped and the launch's error set, as a fault would leave it.
@@ -294,19 +311,28 @@ void cp_async(void *dst, const void *src, int bytes) {
     fail(cudaErrorMisalignedAddress, "cp.async with a misaligned address: dst %p, src %p (16-byte copy)", dst, src);
     return;
   }
-  g_cur->open_copies.push_back({dst, src, bytes});
+  // Written in place: a push_back of a braced temporary went through the stack, and its 16-byte
+  // reload of two 8-byte stores missed store forwarding (~9% of a plain simulation run).
+  std::vector<Thread::Copy> &v = g_cur->copies;
+  Thread::Copy &c = v.emplace_back();
+  c.dst = dst;
+  c.src = src;
+  c.bytes = bytes;
 }
 void cp_async_commit() {
   Thread &t = *g_cur;
-  t.groups.push_back(std::move(t.open_copies));
-  t.open_copies.clear();
+  t.group_ends.push_back(t.copies.size());
 }
+// Lands the oldest groups, in order, until at most n committed groups are pending.
 void cp_async_wait_group(int n) {
   Thread &t = *g_cur;
   const size_t keep = (size_t)(n < 0 ? 0 : n);
-  size_t done = 0;
-  while (t.groups.size() - done > keep) land(t.groups[done++]);
-  t.groups.erase(t.groups.begin(), t.groups.begin() + (long)done);
+  if (t.group_ends.size() <= keep) return;
+  const size_t groups = t.group_ends.size() - keep, end = t.group_ends[groups - 1];
+  for (size_t i = 0; i < end; i++) land(t.copies[i]);
+  t.copies.erase(t.copies.begin(), t.copies.begin() + (long)end);
+  t.group_ends.erase(t.group_ends.begin(), t.group_ends.begin() + (long)groups);
+  for (size_t &e : t.group_ends) e -= end;
 }
 void cp_async_wait_all() {
   cp_async_commit();
@@ -384,6 +410,7 @@ static const char *state_name(State s) {
 
 // Sets up the current block's threads (g_threads[0, nthreads)) as fibers on `stacks`.
 static void start_block(int nthreads, unsigned char *const *stacks) {
+  const size_t slot0 = (size_t)(stacks - g_stacks.data());
   const int nwarps = (nthreads + 31) / 32;
   for (int w = 0; w < nwarps; w++) g_warps[(size_t)w].mma_op = 0;
   for (int i = 0; i < nthreads; i++) {
@@ -393,11 +420,15 @@ static void start_block(int nthreads, unsigned char *const *stacks) {
                  (unsigned)i / (blockDim.x * blockDim.y));
     t.state = RUN;
     t.warp_ops = 0;
-    t.open_copies.clear();  // a copy nobody waited for never lands (its block has ended)
-    t.groups.clear();
+    t.copies.clear();  // a copy nobody waited for never lands (its block has ended)
+    t.group_ends.clear();
     t.stack = stacks[i];
+    t.slot = slot0 + (size_t)i;
 #if BN_SIM_ASAN
-    ASAN_UNPOISON_MEMORY_REGION(t.stack, kStack);  // a previous fiber's frames may have left redzones
+    // a previous fiber's frames may have left redzones (g_stack_poisoned)
+    size_t &poisoned = g_stack_poisoned[t.slot];
+    ASAN_UNPOISON_MEMORY_REGION(t.stack + (kStack - poisoned), poisoned);
+    poisoned = kStack;  // until this fiber ends
 #endif
     start_fiber(t, t.stack);
   }
@@ -437,7 +468,7 @@ static BlockRun run_block(int nthreads) {
         const Thread &t = g_threads[(size_t)i];
         if (t.state != WAIT_BLOCK) continue;
         if (!first) first = t.where;
-        if (strcmp(first, t.where) != 0) {
+        if (t.where != first && strcmp(first, t.where) != 0) {  // the same call site: the same pointer
           fail(cudaErrorLaunchFailure, "divergent __syncthreads in block (%u,%u,%u): thread %d at %s, others at %s",
                blockIdx.x, blockIdx.y, blockIdx.z, i, t.where, first);
           return BLOCK_FAILED;
@@ -483,7 +514,10 @@ static BlockRun run_block(int nthreads) {
 constexpr long kMaxParks = 1000000;
 
 static void ensure_stacks(size_t n) {
-  while (g_stacks.size() < n) g_stacks.push_back((unsigned char *)aligned_alloc(64, kStack));
+  while (g_stacks.size() < n) {
+    g_stacks.push_back((unsigned char *)aligned_alloc(64, kStack));
+    g_stack_poisoned.push_back(kStack);
+  }
 }
 
 // The index of the k-th block in launch order (x fastest; last to first under reverse order).
