@@ -417,6 +417,20 @@ describe('CUDA engine without a GPU', () => {
     const [build, asan] = await Promise.all([s.asanBuild, s.asan]);
     if (!asan) return expectSimRun(build, build, []);
     expectSimRun(build, await asan.self, await Promise.all(asan.runs));
+    // And it does catch them: a kernel writing one past a thread's local array, a device
+    // allocation or the dynamic shared memory, after earlier blocks left deep frames on the fiber
+    // stacks (whose poison the simulation clears only where it may be), ends in the report.
+    for (const [kind, report] of [
+      ['stack', 'stack-buffer-overflow'],
+      ['global', 'heap-buffer-overflow'],
+      ['shared', 'heap-buffer-overflow'],
+    ]) {
+      const r = run(SIM_SELFTEST_ASAN, ['--fault', kind]);
+      expect(r.out, kind).toContain(`AddressSanitizer: ${report}`);
+      expect(r.out, kind).toContain(`k_fault_${kind}`);
+      expect(r.out, kind).not.toContain('not detected');
+      expect(r.code, kind).not.toBe(0);
+    }
   }, 900_000);
 
   it('the same checks pass with blocks and threads run last to first (no result depends on the order: no races)', async () => {

@@ -203,7 +203,51 @@ __global__ void k_mma_f16(const uint16_t *A, const uint16_t *Bt, float *D) {
   D[(g + 8) * 8 + 2 * t + 1] = c[3];
 }
 
-int main() {
+// --fault KIND: a kernel that writes one element past its array, after other kernels have run
+// deep frames on the fiber stacks and left them. Under AddressSanitizer the run must end in the
+// sanitizer's report (cuda.test.ts checks each kind): the ASan run of the checks is known to
+// catch what it is there for, including on stacks that earlier blocks used.
+__attribute__((noinline)) static int deep_frames(int d) {
+  volatile int v[256];
+  for (int i = 0; i < 256; i++) v[i] = i + d;
+  return d ? deep_frames(d - 1) + v[d] : v[5];
+}
+__global__ void k_deep_frames(int *out) { out[threadIdx.x] = deep_frames(24); }
+__global__ void k_fault_stack(int *out, int n) {  // n = 17: one past a thread's local array
+  volatile int v[16];
+  for (int i = 0; i < n; i++) v[i] = i;
+  out[threadIdx.x] = v[3];
+}
+__global__ void k_fault_global(int *buf, int n) {  // n: the allocation's length in ints
+  if (threadIdx.x == 0) buf[n] = 1;
+}
+__global__ void k_fault_shared(int *out, int n) {  // n: the dynamic shared memory's length in ints
+  int *d = (int *)bn_sim::dyn_smem();
+  if (threadIdx.x == 0) d[n] = 1;
+  out[threadIdx.x] = 0;
+}
+static int run_fault(const char *kind) {
+  const bool stack = !strcmp(kind, "stack"), global = !strcmp(kind, "global"), shared = !strcmp(kind, "shared");
+  if (!stack && !global && !shared) {
+    fprintf(stderr, "--fault takes stack, global or shared\n");
+    return 2;
+  }
+  int *out = nullptr;
+  if (cudaMalloc((void **)&out, 128 * sizeof(int)) != cudaSuccess) return 2;
+  for (int r = 0; r < 3; r++) launch(k_deep_frames, dim3(4), dim3(128), 0, out);
+  const bool deep_ok = cudaDeviceSynchronize() == cudaSuccess && cudaGetLastError() == cudaSuccess;
+  if (deep_ok && stack) launch(k_fault_stack, dim3(2), dim3(128), 0, out, 17);
+  if (deep_ok && global) launch(k_fault_global, dim3(1), dim3(32), 0, out, 128);
+  if (deep_ok && shared) launch(k_fault_shared, dim3(1), dim3(32), 256 * sizeof(int), out, 256);
+  cudaDeviceSynchronize();
+  cudaFree(out);
+  if (!deep_ok) return 2;
+  printf("fault '%s' not detected\n", kind);
+  return 3;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 3 && !strcmp(argv[1], "--fault")) return run_fault(argv[2]);
   {  // shuffles, shared memory and barriers over 2 blocks of 96 threads (3 warps)
     std::vector<int> sums(192), rev(192);
     const cudaError_t e = launch(k_shuffle_shared, dim3(2), dim3(96), 0, sums.data(), rev.data());
