@@ -152,18 +152,19 @@ function startSimRuns(): SimRuns {
   const smokeDir = mkdtempSync(join(tmpdir(), 'bn-smoke-'));
   const checks = ['--no-random', '--fixtures', FIXTURE_DIR];
   const reverse = { ...process.env, BN_SIM_ORDER: 'reverse' };
-  // Once both builds are done, the runs queue up longest first (CPU seconds alone, 2026-11-29:
-  // the smoke 120, the reverse run 110, ASan's gpu/fast 75, its opt-in sections 67, its other
-  // sections 29, the selftests), so the last to end is a short one. (With ASan's other sections
-  // in one process, a CI run of 2026-11-28 ended on it alone: ~55 s with one core idle.)
+  // Once both builds are done, the runs queue up two at a time: ASan's gpu/fast, the smoke, the
+  // reverse run, ASan's opt-in sections, its other sections, the selftests (CPU seconds alone,
+  // 2026-11-29: 75, 120, 110, 67, 29), so the last to end is a short one. In CI runs of that day
+  // this order took the file 681 s, the smoke and the reverse run first 737 s. (With ASan's other
+  // sections in one process, a CI run of 2026-11-28 ended on it alone: ~55 s with one core idle.)
   const runs = Promise.all([asanBuild, plainBuild]).then(([a, p]) => {
     const asanOk = a.code === 0;
     const plainOk = p.code === 0;
+    const asanFast = asanOk ? bg(SIM_TEST_ASAN, [...checks, '--only', 'gpu/fast']) : undefined;
     const smoke = plainOk
       ? bg(SIM_TEST, [...checks, '--only', 'bench|profile', '--bench-smoke', '--profile', '--out', smokeDir])
       : undefined;
     const reverseRun = plainOk ? bg(SIM_TEST, [...checks, '--fast-2b4t'], reverse) : undefined;
-    const asanFast = asanOk ? bg(SIM_TEST_ASAN, [...checks, '--only', 'gpu/fast']) : undefined;
     const asanOptIn = asanOk ? bg(SIM_TEST_ASAN, [...checks, '--only', 'gpu/opt-in']) : undefined;
     const asanRest = asanOk ? bg(SIM_TEST_ASAN, [...checks, '--skip', 'gpu/fast|gpu/opt-in']) : undefined;
     return {
