@@ -71,7 +71,10 @@ __device__ __forceinline__ void chain_phase(const Mat &W, const int8_t *q, const
 }
 
 // Normalizes and quantizes nq's vector (token 0) into this block's shared row q, *qscale, *qsum.
-__device__ __forceinline__ void chain_norm(const NormQuant &nq, int8_t *q, float *qscale, int32_t *qsum, float4 *xs) {
+// STAGED: ws (nullable) holds nq.w, staged by stage_norm_w before the phase's barrier.
+template <bool STAGED = false>
+__device__ __forceinline__ void chain_norm(const NormQuant &nq, int8_t *q, float *qscale, int32_t *qsum, float4 *xs,
+                                           const float4 *ws = nullptr) {
   NormQuant p = nq;
   p.q = q;
   p.scale = qscale;
@@ -79,7 +82,7 @@ __device__ __forceinline__ void chain_norm(const NormQuant &nq, int8_t *q, float
   p.ldq = 0;
   p.f16_out = nullptr;
   p.f32_out = nullptr;
-  block_norm_quant(p, 0, xs);  // ends with __syncthreads: q, *qscale and *qsum are visible
+  block_norm_quant_t<STAGED>(p, 0, xs, ws);  // ends with __syncthreads: q, *qscale and *qsum are visible
 }
 
 // ---- host side of the persistent kernels ------------------------------------------------------

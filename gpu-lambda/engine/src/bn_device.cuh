@@ -228,7 +228,14 @@ __device__ __forceinline__ void finish_quant(const NormQuant &p, int m, float s,
 // 6 blocks per SM, two waves and 11.2 against 8.6 µs). CI checks the register count (cuda.test.ts).
 constexpr int kNqWBatch = 5;
 
-__device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, float4 *xs = nullptr) {
+// ws (STAGED, nullable; 16-byte aligned shared memory of p.n floats): p.w already on its way
+// there by this thread's stage_norm_w, issued before the grid barrier that precedes the norm in the
+// persistent kernels (the weights do not depend on the data). Pass 2 then reads w from shared
+// memory: after the barrier the norm waits on x's round trip alone (n = 6912: one instead of
+// three). Same values in the same order: the same bits. Only with xs; STAGED = false (every
+// other caller) compiles none of it.
+template <bool STAGED>
+__device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, float4 *xs, const float4 *ws) {
   BN_SHARED(double, red_d, [kNormThreads / 32]);
   BN_SHARED(float, red_f, [kNormThreads / 32]);
   BN_SHARED(int, red_i, [kNormThreads / 32]);
@@ -236,7 +243,19 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, floa
   const int n4 = p.n / 4;
   double ss = 0.0;
   float sc, amax = 0.f;
-  if (xs) {
+  if (STAGED && xs && ws) {
+    for (int i = threadIdx.x; i < n4; i += kNormThreads) cp_async16(xs + i, (const float4 *)x + i);
+    cp_async_commit();
+    cp_async_wait_all();  // x and w: this thread's own copies, no barrier needed
+    for (int i = threadIdx.x; i < n4; i += kNormThreads) add_sq4(ss, xs[i]);
+    sc = rms_scale(block_total_d(ss, red_d), p.n, p.eps);
+    for (int i = threadIdx.x; i < n4; i += kNormThreads) {
+      const float4 y = nq_norm(xs[i], sc, ws[i]);
+      amax = fmaxf(amax, amax4(y));
+      store_normed(p, m, i, y);
+      xs[i] = y;
+    }
+  } else if (xs) {
     for (int i = threadIdx.x; i < n4; i += kNormThreads) cp_async16(xs + i, (const float4 *)x + i);
     cp_async_commit();
     // w beyond the first register batch (n = 6912: two more batches) goes into L2 now, so those
@@ -291,6 +310,18 @@ __device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, floa
     finish_quant(p, m, s, sum, red_i);
   }
   __syncthreads();  // the shared partials (and xs) are reused by the next call
+}
+
+__device__ __forceinline__ void block_norm_quant(const NormQuant &p, int m, float4 *xs = nullptr) {
+  block_norm_quant_t<false>(p, m, xs, nullptr);
+}
+
+// Issues this thread's cp.async copies of a norm's weights (n floats) into ws: float4 elements
+// tid, tid + 128, …, the ones block_norm_quant_t<true> reads in this thread (so no barrier), one
+// commit group; its cp_async_wait_all waits for them.
+__device__ __forceinline__ void stage_norm_w(const float *w, int n, float4 *ws) {
+  for (int i = threadIdx.x; i < n / 4; i += kNormThreads) cp_async16(ws + i, (const float4 *)w + i);
+  cp_async_commit();
 }
 
 // Ticket over `total` arrivals (the grid, or a subset of it with its own counter): every block

@@ -234,7 +234,11 @@ struct LayerChain {
   NormQuant sub;  // attn_sub_norm of ap.out (its q/scale/sum outputs are ignored)
   FfnChain f;
   NormQuant in;   // the persistent step (layers after the first): attn_norm of x, normed per block
-  int prefetch;   // 1: L2 prefetches (the context's K/V rows; o, gate/up, down and next_qkv during attention)
+  int prefetch;   // 1: L2 prefetches (the context's K/V rows; o, gate/up, down, next_qkv and the
+                  // norm weights during attention)
+  // 1: each in-kernel norm's weights are staged into shared memory before its grid barrier
+  // (nmax floats more of dynamic shared memory); 0: the norm loads them after it.
+  int stage_norm_w;
   Mat next_qkv;   // the next layer's QKV weights (w null: none, the last layer)
   // Split scores (k_layer_chain.cu): n_head x ap.max_t floats; null: one block per head does all.
   float *scores;

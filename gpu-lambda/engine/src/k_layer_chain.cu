@@ -31,8 +31,12 @@
 //
 // Dynamic shared memory, reused by the phases: attention's scores and K/V tile
 // (attn_smem_bytes(max_t, head_dim): 51 KB at max_t 4096, head_dim 128), then the chain's vector
-// cache and int8 row (5 bytes per element of the longer vector). Above 48 KB it is raised per
-// device (configure_layer_chain) up to the device's opt-in limit.
+// cache and int8 row (5 bytes per element of the longer vector); after the larger of the two,
+// with stage_norm_w, the staged norm weights (4 bytes per element: 27 KB at n_ff 6912; apart,
+// because a norm's weights land while the block may still run attention in the first part).
+// 2B-4T shapes at max_t 4096: 78 KB, two blocks per SM on an H100/H200 (up to max_t ~11,000;
+// ~18,000 unstaged). Above 48 KB it is raised per device (raise_smem) up to the device's opt-in
+// limit.
 #include <algorithm>
 
 #include "bn_attn.cuh"
@@ -163,21 +167,30 @@ __device__ __forceinline__ void attention_split(const AttnParams &p, float *scor
   }
 }
 
+// A phase's input: a grid barrier, then this block's norm of nq's vector into its shared row.
+// With ws (c.stage_norm_w) the norm's weights are staged into it first: they do not depend on the
+// data, so their round trip overlaps the barrier's wait, and after the barrier only x's remains
+// (block_norm_quant_t<true>; the same bits).
+__device__ __forceinline__ void barrier_norm(const NormQuant &nq, int8_t *q, float *qscale, int32_t *qsum, float4 *xs,
+                                             float4 *ws, unsigned long long *bar) {
+  if (ws) stage_norm_w(nq.w, nq.n, ws);
+  grid_barrier_count(bar);
+  chain_norm<true>(nq, q, qscale, qsum, xs, ws);
+}
+
 // One layer's phases for one token. norm_in (the persistent step, layers after the first): a
 // grid barrier, then every block normalizes x itself (c.in) into its shared row for the QKV GEMV;
 // else the QKV GEMV reads the int8 row a previous kernel wrote (c.a). The next norm is the
-// caller's.
+// caller's. ws: the staged norm weights' shared memory (null: not staged).
 __device__ __forceinline__ void layer_phases(const LayerChain &c, int layer, bool norm_in, int8_t *q, float *qscale,
-                                             int32_t *qsum, float4 *xs, unsigned long long *bar) {
+                                             int32_t *qsum, float4 *xs, float4 *ws, unsigned long long *bar) {
   const FfnChain &f = c.f;
   // Every block asks L2 for its share of the context's K/V rows, which attention reads next.
   if (c.prefetch) prefetch_kv_l2(c.ap, (int)blockIdx.x, (int)gridDim.x);
   // 1. q, k, v (+ RoPE, + this position's K/V into the pages).
   if (norm_in) {
-    chain_phase<true>(c.qkv, q, qsum, qscale, c.eq, [&] {
-      grid_barrier_count(bar);  // every block's x rows of the previous layer are stored
-      chain_norm(c.in, q, qscale, qsum, xs);
-    });
+    // (the barrier: every block's x rows of the previous layer are stored)
+    chain_phase<true>(c.qkv, q, qsum, qscale, c.eq, [&] { barrier_norm(c.in, q, qscale, qsum, xs, ws, bar); });
   } else {
     chain_phase<false>(c.qkv, c.a.q, c.a.sum, c.a.scale, c.eq, [] {});
   }
@@ -190,6 +203,10 @@ __device__ __forceinline__ void layer_phases(const LayerChain &c, int layer, boo
     prefetch_share_l2(f.gu.w, mat_bytes(f.gu), part, parts);
     prefetch_share_l2(f.down.w, mat_bytes(f.down), part, parts);
     if (c.next_qkv.w) prefetch_share_l2(c.next_qkv.w, mat_bytes(c.next_qkv), part, parts);
+    // and the norm weights of phases 3-5 and of the next layer's input (f.next: the next layer's
+    // attn_norm, or output_norm), 59 KB at the 2B-4T shapes
+    for (const NormQuant *nq : {&c.sub, &f.ffn, &f.fsub, &f.next})
+      if (nq->w) prefetch_share_l2(nq->w, (size_t)nq->n * 4, part, parts);
   }
   // K/V tiles staged by stage_rows_fast (layer_chain_check: 128 is a multiple of head_dim / 8).
   const int T = c.ap.pos[0] + 1, G = c.scores ? score_chunks(T, nh) : 1;
@@ -201,30 +218,24 @@ __device__ __forceinline__ void layer_phases(const LayerChain &c, int layer, boo
       attn_head<true>(c.ap, h, 0, (float *)xs);
     }
   }
-  // 3. attn_sub_norm in every block, o + residual.
-  chain_phase<true>(f.o, q, qsum, qscale, f.eo, [&] {
-    grid_barrier_count(bar);  // every head's output is stored (and no block uses its tile any more)
-    chain_norm(c.sub, q, qscale, qsum, xs);
-  });
-  // 4. ffn_norm, gate/up + activation.
-  chain_phase<true>(f.gu, q, qsum, qscale, f.eg, [&] {
-    grid_barrier_count(bar);  // every block's x rows are stored
-    chain_norm(f.ffn, q, qscale, qsum, xs);
-  });
-  // 5. ffn_sub_norm, down + residual.
-  chain_phase<true>(f.down, q, qsum, qscale, f.ed, [&] {
-    grid_barrier_count(bar);  // every block's ff values are stored (and no block reads x any more)
-    chain_norm(f.fsub, q, qscale, qsum, xs);
-  });
+  // 3. attn_sub_norm in every block, o + residual. (The barrier: every head's output is stored,
+  // and no block uses its tile any more.)
+  chain_phase<true>(f.o, q, qsum, qscale, f.eo, [&] { barrier_norm(c.sub, q, qscale, qsum, xs, ws, bar); });
+  // 4. ffn_norm, gate/up + activation. (The barrier: every block's x rows are stored.)
+  chain_phase<true>(f.gu, q, qsum, qscale, f.eg, [&] { barrier_norm(f.ffn, q, qscale, qsum, xs, ws, bar); });
+  // 5. ffn_sub_norm, down + residual. (The barrier: every block's ff values are stored, and no
+  // block reads x any more.)
+  chain_phase<true>(f.down, q, qsum, qscale, f.ed, [&] { barrier_norm(f.fsub, q, qscale, qsum, xs, ws, bar); });
 }
 
 // (128, 4) as the FFN chain's kernel (at most 128 registers; the bench runs 1, 2 and 4 per SM).
+// ws_at: the staged norm weights' place in the dynamic shared memory (float4s; < 0: not staged).
 __global__ void __launch_bounds__(128, 4) layer_chain_kernel(LayerChain c, unsigned *counter,
-                                                             unsigned long long *bar, int nmax) {
+                                                             unsigned long long *bar, int nmax, int ws_at) {
   BN_DYN_SHARED(__align__(16) float4, xs);  // attention: scores + tile; then nmax floats + nmax int8
   BN_SHARED(float, qscale);
   BN_SHARED(int32_t, qsum);
-  layer_phases(c, 0, false, (int8_t *)(xs + nmax / 4), &qscale, &qsum, xs, bar);
+  layer_phases(c, 0, false, (int8_t *)(xs + nmax / 4), &qscale, &qsum, xs, ws_at < 0 ? nullptr : xs + ws_at, bar);
   if (last_block(counter)) block_norm_quant(c.f.next, 0, xs);  // the next layer's input, from x
 }
 
@@ -235,20 +246,27 @@ __global__ void __launch_bounds__(128, 4) layer_chain_kernel(LayerChain c, unsig
 // (128, 2): the engine runs two blocks per SM; at (128, 4) ptxas capped it at 128 registers and
 // spilled (12 bytes on sm_90); at 2 it takes ~150 and spills nothing (3 blocks per SM fit).
 __global__ void __launch_bounds__(128, 2) step_chain_kernel(const LayerChain *layers, int n_layer, unsigned *counter,
-                                                            unsigned long long *bar, int nmax) {
+                                                            unsigned long long *bar, int nmax, int ws_at) {
   BN_DYN_SHARED(__align__(16) float4, xs);
   BN_SHARED(float, qscale);
   BN_SHARED(int32_t, qsum);
   int8_t *q = (int8_t *)(xs + nmax / 4);
-  for (int l = 0; l < n_layer; l++) layer_phases(layers[l], l, l > 0, q, &qscale, &qsum, xs, bar);
+  float4 *ws = ws_at < 0 ? nullptr : xs + ws_at;
+  for (int l = 0; l < n_layer; l++) layer_phases(layers[l], l, l > 0, q, &qscale, &qsum, xs, ws, bar);
   if (last_block(counter)) block_norm_quant(layers[n_layer - 1].f.next, 0, xs);
 }
 
-// The chain's longer vector, and the launch's dynamic shared memory (attention's or the chain's).
+// The chain's longer vector, and the launch's dynamic shared memory: attention's or the chain's
+// (reused by the phases), then, with stage_norm_w, nmax floats of staged norm weights (apart:
+// they land while attention still uses its part).
 static int layer_nmax(const LayerChain &c) { return std::max(c.f.o.n, c.f.gu.n / 2); }
-static size_t layer_smem(const LayerChain &c) {
-  return std::max(attn_smem_bytes(c.ap.max_t, c.ap.head_dim), (size_t)layer_nmax(c) * 5);
+static size_t layer_ws_at(const LayerChain &c) {  // bytes, a multiple of 16
+  return (std::max(attn_smem_bytes(c.ap.max_t, c.ap.head_dim), (size_t)layer_nmax(c) * 5) + 15) & ~(size_t)15;
 }
+static size_t layer_smem(const LayerChain &c) {
+  return layer_ws_at(c) + (c.stage_norm_w ? (size_t)layer_nmax(c) * 4 : 0);
+}
+static int layer_ws_arg(const LayerChain &c) { return c.stage_norm_w ? (int)(layer_ws_at(c) / 16) : -1; }
 
 static SmemMark g_layer_smem_max, g_step_smem_max;
 
@@ -320,7 +338,7 @@ bn_status launch_step_chain(const StepChain &s, int blocks, unsigned *counter, u
                             cudaStream_t st) {
   const bn_status e = launch_chain("step_chain_kernel", step_chain_kernel, blocks, layer_smem(s.first), bar,
                                    layer_sync_bytes(s.first), st, s.layers, s.n_layer, counter, bar,
-                                   layer_nmax(s.first));
+                                   layer_nmax(s.first), layer_ws_arg(s.first));
   if (!e) g_step_chain_launches++;
   return e;
 }
@@ -332,7 +350,7 @@ int layer_chain_max_blocks(int sm_count, const LayerChain &c) {
 bn_status launch_layer_chain(const LayerChain &c, int blocks, unsigned *counter, unsigned long long *bar,
                              cudaStream_t s) {
   const bn_status st = launch_chain("layer_chain_kernel", layer_chain_kernel, blocks, layer_smem(c), bar,
-                                    layer_sync_bytes(c), s, c, counter, bar, layer_nmax(c));
+                                    layer_sync_bytes(c), s, c, counter, bar, layer_nmax(c), layer_ws_arg(c));
   if (!st) g_layer_chain_launches++;
   return st;
 }
