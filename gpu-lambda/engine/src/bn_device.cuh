@@ -596,8 +596,11 @@ __device__ __forceinline__ void grid_barrier(unsigned *bar) {
 // u64 that only grows, zero (or a multiple of the grid's block count) before the launch. A block's
 // arrival adds 1 and gets the count before it; its barrier ends when the count reaches the next
 // multiple of the block count. So the last arrival's own add releases everyone: no reset, fence
-// and second atomic after it, one atomic round trip less on the critical path. 64 bits: it never
-// wraps (2^64 arrivals).
+// and second atomic after it, one atomic round trip less on the critical path. The last arrival
+// knows it is last from the add's result and does not poll (since 2026-11-29: before, it read the
+// counter once more, one more L2 round trip for the block that every later phase waits for; its
+// fence after the add still orders the others' writes, which their fences put before their adds,
+// before its reads). 64 bits: it never wraps (2^64 arrivals).
 __device__ __forceinline__ void grid_barrier_count(unsigned long long *count) {
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -605,8 +608,10 @@ __device__ __forceinline__ void grid_barrier_count(unsigned long long *count) {
     __threadfence();  // this block's writes before its arrival
     const unsigned long long before = atomicAdd(count, 1ull);
     const unsigned long long target = before - before % nb + nb;
-    volatile unsigned long long *c = count;
-    while (*c < target) __nanosleep(32);
+    if (before + 1 != target) {
+      volatile unsigned long long *c = count;
+      while (*c < target) __nanosleep(32);
+    }
     __threadfence();  // the others' writes before this block reads them
   }
   __syncthreads();
