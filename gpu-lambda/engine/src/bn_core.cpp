@@ -521,6 +521,7 @@ LayerChain Engine::layer_chain_of(int l, const NormQuant &next) const {
   c.in = norm_point(x_, hp_.n_embd, layers_[l].attn_norm);
   c.prefetch = 1;
   c.stage_norm_w = 1;
+  c.stage_weights = 1;
   if (l + 1 < hp_.n_layer) c.next_qkv = layers_[l + 1].qkv;
   c.scores = scores_;
   return c;

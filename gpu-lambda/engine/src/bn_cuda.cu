@@ -107,8 +107,8 @@ class CudaOps : public Ops {
   bool layer_chain_on() const override { return chain_blocks_per_sm > 0 && chain_kind == 1; }
   bool step_chain_on() const override { return chain_blocks_per_sm > 0 && chain_kind == 2; }
   // A persistent kernel's resident cap depends on its shared memory (for the layer and the step:
-  // the context, head_dim, the longer vector and the staged norm weights), so it is asked of the
-  // driver once per size.
+  // the context, head_dim, the longer vector and what is staged), so it is asked of the driver
+  // once per size.
   struct Cap {
     size_t key = ~(size_t)0;
     int blocks = 0;
@@ -121,7 +121,7 @@ class CudaOps : public Ops {
   Cap ffn_cap, layer_cap, step_cap;
   static size_t layer_key(const LayerChain &c) {
     return ((size_t)c.ap.max_t << 32) ^ ((size_t)c.ap.head_dim << 20) ^ (size_t)std::max(c.f.o.n, c.f.gu.n / 2) ^
-           ((size_t)(c.stage_norm_w != 0) << 63);
+           ((size_t)(c.stage_norm_w != 0) << 63) ^ ((size_t)(c.stage_weights != 0) << 62);
   }
   int ffn_max_blocks(const FfnChain &c) {
     return ffn_cap.get((size_t)std::max(c.o.n, c.gu.n / 2), [&] { return ffn_chain_max_blocks(sm_count, c); });

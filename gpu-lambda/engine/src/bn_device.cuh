@@ -8,6 +8,8 @@
 
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "bn_kernels.h"
 
 // A kernel's dynamic shared memory: `BN_DYN_SHARED(float, sc);` declares `sc` (the launch's
@@ -234,8 +236,16 @@ constexpr int kNqWBatch = 5;
 // memory: after the barrier the norm waits on x's round trip alone (n = 6912: one instead of
 // three). Same values in the same order: the same bits. Only with xs; STAGED = false (every
 // other caller) compiles none of it.
-template <bool STAGED>
-__device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, float4 *xs, const float4 *ws) {
+// after_x (with xs; not NoCopies): called once x's copies are committed, it issues one more
+// commit group of cp.async copies that the norm does not wait for (the next GEMV's staged
+// weights, bn_chain.cuh): the norm then waits with cp.async.wait_group 1.
+struct NoCopies {
+  __device__ void operator()() const {}
+};
+template <bool STAGED, typename AfterX = NoCopies>
+__device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, float4 *xs, const float4 *ws,
+                                                   AfterX after_x = AfterX()) {
+  constexpr bool AX = !std::is_same<AfterX, NoCopies>::value;
   BN_SHARED(double, red_d, [kNormThreads / 32]);
   BN_SHARED(float, red_f, [kNormThreads / 32]);
   BN_SHARED(int, red_i, [kNormThreads / 32]);
@@ -246,7 +256,13 @@ __device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, fl
   if (STAGED && xs && ws) {
     for (int i = threadIdx.x; i < n4; i += kNormThreads) cp_async16(xs + i, (const float4 *)x + i);
     cp_async_commit();
-    cp_async_wait_all();  // x and w: this thread's own copies, no barrier needed
+    // x and w: this thread's own copies, no barrier needed
+    if constexpr (AX) {
+      after_x();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait_all();
+    }
     for (int i = threadIdx.x; i < n4; i += kNormThreads) add_sq4(ss, xs[i]);
     sc = rms_scale(block_total_d(ss, red_d), p.n, p.eps);
     for (int i = threadIdx.x; i < n4; i += kNormThreads) {
@@ -258,6 +274,7 @@ __device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, fl
   } else if (xs) {
     for (int i = threadIdx.x; i < n4; i += kNormThreads) cp_async16(xs + i, (const float4 *)x + i);
     cp_async_commit();
+    if constexpr (AX) after_x();
     // w beyond the first register batch (n = 6912: two more batches) goes into L2 now, so those
     // batches wait on L2 after the reductions instead of on DRAM (the norm weights are read once
     // per layer and step: by then the weight stream has evicted them).
@@ -269,7 +286,9 @@ __device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, fl
     }
     float4 wv[kNqWBatch];
     nq_load<false, kNqWBatch>(wv, p.w, threadIdx.x, n4);
-    cp_async_wait_all();  // this thread's own copies: no barrier needed
+    // this thread's own copies: no barrier needed (not after_x's)
+    if constexpr (AX) cp_async_wait<1>();
+    else cp_async_wait_all();
     for (int i = threadIdx.x; i < n4; i += kNormThreads) add_sq4(ss, xs[i]);
     sc = rms_scale(block_total_d(ss, red_d), p.n, p.eps);
     for (int i0 = threadIdx.x; i0 < n4; i0 += kNqWBatch * kNormThreads) {
@@ -286,6 +305,7 @@ __device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, fl
       }
     }
   } else {
+    if constexpr (AX) after_x();  // (no cp.async here: the caller's wait covers them)
     for (int i0 = threadIdx.x; i0 < n4; i0 += kNqBatch * kNormThreads) {
       float4 v[kNqBatch];
       nq_load<true>(v, x, i0, n4);

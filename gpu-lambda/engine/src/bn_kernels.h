@@ -239,6 +239,9 @@ struct LayerChain {
   // 1: each in-kernel norm's weights are staged into shared memory before its grid barrier
   // (nmax floats more of dynamic shared memory); 0: the norm loads them after it.
   int stage_norm_w;
+  // 1: each GEMV phase's later row groups are copied into shared memory while its norm runs
+  // (32 KB more of dynamic shared memory; bn_chain.cuh); 0: each loads after the one before.
+  int stage_weights;
   Mat next_qkv;   // the next layer's QKV weights (w null: none, the last layer)
   // Split scores (k_layer_chain.cu): n_head x ap.max_t floats; null: one block per head does all.
   float *scores;
