@@ -30,12 +30,11 @@ __device__ __forceinline__ void chain_finish(const Mat &W, int32_t qsum, float q
   if (valid) epi_apply(e, 0, row, y, yp);
 }
 
-// Row group `vb` of a GEMV with one token: gemv_block's mapping and arithmetic for M = 1. q: the
-// int8 row (shared memory when SH), qsum/qscale its Σq and scale. `loaded`: w already holds the
-// row's first G chunks (chain_phase's prefetch).
+// This lane's sum over its chunks of row group `vb` (gemv_block's mapping and arithmetic for
+// M = 1). q: the int8 row (shared memory when SH). `loaded`: w already holds the row's first G
+// chunks (chain_phase's prefetch).
 template <int TPR, int G, bool SH>
-__device__ __forceinline__ void chain_rows(const Mat &W, const int8_t *q, int32_t qsum, float qscale, const Epi &e,
-                                           int vb, uint4 (&w)[G], bool loaded) {
+__device__ __forceinline__ int chain_acc(const Mat &W, const int8_t *q, int vb, uint4 (&w)[G], bool loaded) {
   const int tx = (threadIdx.x & 31) % TPR, row = chain_row<TPR>(vb);
   const int cpr = W.k >> 6;  // 16-byte chunks per row
   const bool live = row < W.n;
@@ -52,7 +51,14 @@ __device__ __forceinline__ void chain_rows(const Mat &W, const int8_t *q, int32_
       load_group<G, TPR>(w, wr, c0, cpr);
     }
   }
-  chain_finish<TPR>(W, qsum, qscale, e, row, acc);
+  return acc;
+}
+
+// Row group `vb` of a GEMV with one token, to its outputs: qsum/qscale are q's Σq and scale.
+template <int TPR, int G, bool SH>
+__device__ __forceinline__ void chain_rows(const Mat &W, const int8_t *q, int32_t qsum, float qscale, const Epi &e,
+                                           int vb, uint4 (&w)[G], bool loaded) {
+  chain_finish<TPR>(W, qsum, qscale, e, chain_row<TPR>(vb), chain_acc<TPR, G, SH>(W, q, vb, w, loaded));
 }
 
 // ---- staged weights (the persistent layer and step, LayerChain::stage_weights) ----------------
@@ -69,16 +75,17 @@ __device__ __forceinline__ void chain_rows(const Mat &W, const int8_t *q, int32_
 constexpr int kChainWSlots = 16;
 constexpr size_t kChainWStageBytes = (size_t)kChainWSlots * 128 * 16;
 
-// Row group vb from its staged slots ws (slot k: the lane's chunk tx + k·TPR), cpl per row.
+// chain_acc from the staged slots ws of row group vb (slot k: the lane's chunk tx + k·TPR), cpl
+// per row.
 template <int TPR, bool SH>
-__device__ __forceinline__ void chain_rows_staged(const Mat &W, const int8_t *q, int32_t qsum, float qscale,
-                                                  const Epi &e, int vb, const uint4 *ws, int cpl) {
+__device__ __forceinline__ int chain_acc_staged(const Mat &W, const int8_t *q, int vb, const uint4 *ws, int cpl) {
   const int tx = (threadIdx.x & 31) % TPR, row = chain_row<TPR>(vb), cpr = W.k >> 6;
   int acc = 0;
   if (row < W.n)
+#pragma unroll 1
     for (int k = 0; k < cpl; k++)
       if (tx + k * TPR < cpr) acc = chunk_dot<SH>(ws[k * 128 + threadIdx.x], q, tx + k * TPR, acc);
-  chain_finish<TPR>(W, qsum, qscale, e, row, acc);
+  return acc;
 }
 
 // STG: `before` takes `issue`, which copies this block's groups 1..ns into wst (one commit group,
@@ -103,10 +110,12 @@ __device__ __forceinline__ void chain_phase_t(const Mat &W, const int8_t *q, con
     const int ns = wst ? min(mine - 1, kChainWSlots / cpl) : 0;  // staged groups (after the first)
     before([&] {
       const int tx = (threadIdx.x & 31) % TPR;
+#pragma unroll 1
       for (int i = 1; i <= ns; i++) {
         const int row = chain_row<TPR>(b + i * nb);
         if (row >= W.n) continue;
         const uint4 *wr = (const uint4 *)(W.w + (size_t)row * (size_t)(W.k >> 2));
+#pragma unroll 1
         for (int k = 0; k < cpl; k++)
           if (tx + k * TPR < cpr) cp_async16(wst + ((i - 1) * cpl + k) * 128 + threadIdx.x, wr + tx + k * TPR);
       }
@@ -116,12 +125,14 @@ __device__ __forceinline__ void chain_phase_t(const Mat &W, const int8_t *q, con
     const float sc = *qscale;
     int i = 0;
     for (int vb = b; vb < groups; vb += nb, i++) {
+      int acc;
       if (i == 0 || i > ns) {
-        chain_rows<TPR, G, SH>(W, q, S, sc, e, vb, w, i == 0);
+        acc = chain_acc<TPR, G, SH>(W, q, vb, w, i == 0);
       } else {
         if (i == 1) cp_async_wait_all();  // this thread's own copies: no barrier needed
-        chain_rows_staged<TPR, SH>(W, q, S, sc, e, vb, wst + (i - 1) * cpl * 128, cpl);
+        acc = chain_acc_staged<TPR, SH>(W, q, vb, wst + (i - 1) * cpl * 128, cpl);
       }
+      chain_finish<TPR>(W, S, sc, e, chain_row<TPR>(vb), acc);  // (one epilogue in the code)
     }
   } else {
     before();

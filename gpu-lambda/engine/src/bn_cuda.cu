@@ -121,7 +121,7 @@ class CudaOps : public Ops {
   Cap ffn_cap, layer_cap, step_cap;
   static size_t layer_key(const LayerChain &c) {
     return ((size_t)c.ap.max_t << 32) ^ ((size_t)c.ap.head_dim << 20) ^ (size_t)std::max(c.f.o.n, c.f.gu.n / 2) ^
-           ((size_t)(c.stage_norm_w != 0) << 63) ^ ((size_t)(c.stage_weights != 0) << 62);
+           ((size_t)(c.stage_weights != 0) << 62);
   }
   int ffn_max_blocks(const FfnChain &c) {
     return ffn_cap.get((size_t)std::max(c.o.n, c.gu.n / 2), [&] { return ffn_chain_max_blocks(sm_count, c); });

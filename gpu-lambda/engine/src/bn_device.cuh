@@ -230,13 +230,13 @@ __device__ __forceinline__ void finish_quant(const NormQuant &p, int m, float s,
 // 6 blocks per SM, two waves and 11.2 against 8.6 µs). CI checks the register count (cuda.test.ts).
 constexpr int kNqWBatch = 5;
 
-// ws (STAGED, nullable; 16-byte aligned shared memory of p.n floats): p.w already on its way
-// there by this thread's stage_norm_w, issued before the grid barrier that precedes the norm in the
-// persistent kernels (the weights do not depend on the data). Pass 2 then reads w from shared
-// memory: after the barrier the norm waits on x's round trip alone (n = 6912: one instead of
-// three). Same values in the same order: the same bits. Only with xs; STAGED = false (every
-// other caller) compiles none of it.
-// after_x (with xs; not NoCopies): called once x's copies are committed, it issues one more
+// STAGED (the persistent layer and step; xs and ws required): ws (16-byte aligned shared memory of
+// p.n floats) has p.w on its way there by this thread's stage_norm_w, which the persistent
+// kernels issue before the grid barrier that precedes the norm (the weights do not depend on the
+// data). Pass 2 then reads w from shared memory: after the barrier the norm waits on x's round
+// trip alone (n = 6912: one instead of three). Same values in the same order: the same bits.
+// STAGED = false (every other caller) compiles none of it.
+// after_x (STAGED; not NoCopies): called once x's copies are committed, it issues one more
 // commit group of cp.async copies that the norm does not wait for (the next GEMV's staged
 // weights, bn_chain.cuh): the norm then waits with cp.async.wait_group 1.
 struct NoCopies {
@@ -246,6 +246,7 @@ template <bool STAGED, typename AfterX = NoCopies>
 __device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, float4 *xs, const float4 *ws,
                                                    AfterX after_x = AfterX()) {
   constexpr bool AX = !std::is_same<AfterX, NoCopies>::value;
+  static_assert(STAGED || !AX, "after_x needs the staged norm");
   BN_SHARED(double, red_d, [kNormThreads / 32]);
   BN_SHARED(float, red_f, [kNormThreads / 32]);
   BN_SHARED(int, red_i, [kNormThreads / 32]);
@@ -253,7 +254,7 @@ __device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, fl
   const int n4 = p.n / 4;
   double ss = 0.0;
   float sc, amax = 0.f;
-  if (STAGED && xs && ws) {
+  if constexpr (STAGED) {
     for (int i = threadIdx.x; i < n4; i += kNormThreads) cp_async16(xs + i, (const float4 *)x + i);
     cp_async_commit();
     // x and w: this thread's own copies, no barrier needed
@@ -274,7 +275,6 @@ __device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, fl
   } else if (xs) {
     for (int i = threadIdx.x; i < n4; i += kNormThreads) cp_async16(xs + i, (const float4 *)x + i);
     cp_async_commit();
-    if constexpr (AX) after_x();
     // w beyond the first register batch (n = 6912: two more batches) goes into L2 now, so those
     // batches wait on L2 after the reductions instead of on DRAM (the norm weights are read once
     // per layer and step: by then the weight stream has evicted them).
@@ -286,9 +286,7 @@ __device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, fl
     }
     float4 wv[kNqWBatch];
     nq_load<false, kNqWBatch>(wv, p.w, threadIdx.x, n4);
-    // this thread's own copies: no barrier needed (not after_x's)
-    if constexpr (AX) cp_async_wait<1>();
-    else cp_async_wait_all();
+    cp_async_wait_all();  // this thread's own copies: no barrier needed
     for (int i = threadIdx.x; i < n4; i += kNormThreads) add_sq4(ss, xs[i]);
     sc = rms_scale(block_total_d(ss, red_d), p.n, p.eps);
     for (int i0 = threadIdx.x; i0 < n4; i0 += kNqWBatch * kNormThreads) {
@@ -305,7 +303,6 @@ __device__ __forceinline__ void block_norm_quant_t(const NormQuant &p, int m, fl
       }
     }
   } else {
-    if constexpr (AX) after_x();  // (no cp.async here: the caller's wait covers them)
     for (int i0 = threadIdx.x; i0 < n4; i0 += kNqBatch * kNormThreads) {
       float4 v[kNqBatch];
       nq_load<true>(v, x, i0, n4);

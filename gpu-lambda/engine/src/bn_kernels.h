@@ -236,8 +236,8 @@ struct LayerChain {
   NormQuant in;   // the persistent step (layers after the first): attn_norm of x, normed per block
   int prefetch;   // 1: L2 prefetches (the context's K/V rows; o, gate/up, down, next_qkv and the
                   // norm weights during attention)
-  // 1: each in-kernel norm's weights are staged into shared memory before its grid barrier
-  // (nmax floats more of dynamic shared memory); 0: the norm loads them after it.
+  // Each in-kernel norm copies its weights into shared memory: 1, before its grid barrier (their
+  // round trip overlaps the wait); 0, after it, beside x's.
   int stage_norm_w;
   // 1: each GEMV phase's later row groups are copied into shared memory while its norm runs
   // (32 KB more of dynamic shared memory; bn_chain.cuh); 0: each loads after the one before.

@@ -34,11 +34,10 @@
 // cache and int8 row (5 bytes per element of the longer vector), with stage_weights followed by
 // the GEMVs' staged weights (kChainWStageBytes, 32 KB; bn_chain.cuh: they are copied only after a
 // grid barrier that follows this block's attention, so they may share attention's part); after
-// the larger of the two, with stage_norm_w, the staged norm weights (4 bytes per element: 27 KB
-// at n_ff 6912; apart, because a norm's weights land while the block may still run attention).
-// 2B-4T shapes at max_t 4096: 94 KB with both, two blocks per SM on an H100/H200 (up to max_t
-// ~11,000; ~18,000 with neither). Above 48 KB it is raised per device (raise_smem) up to the
-// device's opt-in limit.
+// the larger of the two, the norms' weights (4 bytes per element: 27 KB at n_ff 6912; apart,
+// because with stage_norm_w they land while the block may still run attention). 2B-4T shapes at
+// max_t 4096: 94 KB, two blocks per SM on an H100/H200 (up to max_t ~11,000). Above 48 KB it is
+// raised per device (raise_smem) up to the device's opt-in limit.
 #include <algorithm>
 
 #include "bn_attn.cuh"
@@ -170,26 +169,30 @@ __device__ __forceinline__ void attention_split(const AttnParams &p, float *scor
 }
 
 // A phase's input: a grid barrier, then this block's norm of nq's vector into its shared row.
-// With ws (c.stage_norm_w) the norm's weights are staged into it first: they do not depend on the
-// data, so their round trip overlaps the barrier's wait, and after the barrier only x's remains
-// (block_norm_quant_t<true>; the same bits). issue: the next GEMV's staged weights
-// (chain_phase_staged), started once x's copies are in flight.
+// The norm's weights are copied into ws (block_norm_quant_t<true>; the same bits). With `ahead`
+// (c.stage_norm_w) the copies start before the barrier: the weights do not depend on the data,
+// so their round trip overlaps the barrier's wait, and after the barrier only x's remains.
+// Without, they start after it, beside x's (the bench's comparison: the same code otherwise).
+// issue: the next GEMV's staged weights (chain_phase_staged), started once x's copies are in
+// flight.
 template <typename Issue>
 __device__ __forceinline__ void barrier_norm(const NormQuant &nq, int8_t *q, float *qscale, int32_t *qsum, float4 *xs,
-                                             float4 *ws, unsigned long long *bar, Issue issue) {
-  if (ws) stage_norm_w(nq.w, nq.n, ws);
+                                             float4 *ws, bool ahead, unsigned long long *bar, Issue issue) {
+  if (ahead) stage_norm_w(nq.w, nq.n, ws);
   grid_barrier_count(bar);
+  if (!ahead) stage_norm_w(nq.w, nq.n, ws);
   chain_norm<true>(nq, q, qscale, qsum, xs, ws, issue);
 }
 
 // One layer's phases for one token. norm_in (the persistent step, layers after the first): a
 // grid barrier, then every block normalizes x itself (c.in) into its shared row for the QKV GEMV;
 // else the QKV GEMV reads the int8 row a previous kernel wrote (c.a). The next norm is the
-// caller's. ws: the staged norm weights' shared memory (null: not staged). The GEMVs' staged
-// weights (c.stage_weights) go to the kChainWStageBytes after the int8 row q (nmax bytes).
+// caller's. ws: the norms' weights in shared memory. The GEMVs' staged weights
+// (c.stage_weights) go to the kChainWStageBytes after the int8 row q (nmax bytes).
 __device__ __forceinline__ void layer_phases(const LayerChain &c, int layer, bool norm_in, int8_t *q, float *qscale,
                                              int32_t *qsum, float4 *xs, float4 *ws, int nmax, unsigned long long *bar) {
   const FfnChain &f = c.f;
+  const bool ahead = c.stage_norm_w != 0;
   uint4 *wst = c.stage_weights ? (uint4 *)(q + nmax) : nullptr;
   // Every block asks L2 for its share of the context's K/V rows, which attention reads next.
   if (c.prefetch) prefetch_kv_l2(c.ap, (int)blockIdx.x, (int)gridDim.x);
@@ -197,7 +200,7 @@ __device__ __forceinline__ void layer_phases(const LayerChain &c, int layer, boo
   if (norm_in) {
     // (the barrier: every block's x rows of the previous layer are stored)
     chain_phase_staged<true>(
-        c.qkv, q, qsum, qscale, c.eq, [&](auto issue) { barrier_norm(c.in, q, qscale, qsum, xs, ws, bar, issue); },
+        c.qkv, q, qsum, qscale, c.eq, [&](auto issue) { barrier_norm(c.in, q, qscale, qsum, xs, ws, ahead, bar, issue); },
         wst);
   } else {
     chain_phase_staged<false>(c.qkv, c.a.q, c.a.sum, c.a.scale, c.eq, [](auto issue) { issue(); }, wst);
@@ -229,25 +232,25 @@ __device__ __forceinline__ void layer_phases(const LayerChain &c, int layer, boo
   // 3. attn_sub_norm in every block, o + residual. (The barrier: every head's output is stored,
   // and no block uses its tile any more.)
   chain_phase_staged<true>(
-      f.o, q, qsum, qscale, f.eo, [&](auto issue) { barrier_norm(c.sub, q, qscale, qsum, xs, ws, bar, issue); }, wst);
+      f.o, q, qsum, qscale, f.eo, [&](auto issue) { barrier_norm(c.sub, q, qscale, qsum, xs, ws, ahead, bar, issue); }, wst);
   // 4. ffn_norm, gate/up + activation. (The barrier: every block's x rows are stored.)
   chain_phase_staged<true>(
-      f.gu, q, qsum, qscale, f.eg, [&](auto issue) { barrier_norm(f.ffn, q, qscale, qsum, xs, ws, bar, issue); }, wst);
+      f.gu, q, qsum, qscale, f.eg, [&](auto issue) { barrier_norm(f.ffn, q, qscale, qsum, xs, ws, ahead, bar, issue); }, wst);
   // 5. ffn_sub_norm, down + residual. (The barrier: every block's ff values are stored, and no
   // block reads x any more.)
   chain_phase_staged<true>(
-      f.down, q, qsum, qscale, f.ed, [&](auto issue) { barrier_norm(f.fsub, q, qscale, qsum, xs, ws, bar, issue); },
+      f.down, q, qsum, qscale, f.ed, [&](auto issue) { barrier_norm(f.fsub, q, qscale, qsum, xs, ws, ahead, bar, issue); },
       wst);
 }
 
 // (128, 4) as the FFN chain's kernel (at most 128 registers; the bench runs 1, 2 and 4 per SM).
-// ws_at: the staged norm weights' place in the dynamic shared memory (float4s; < 0: not staged).
+// ws_at: the norm weights' place in the dynamic shared memory (float4s).
 __global__ void __launch_bounds__(128, 4) layer_chain_kernel(LayerChain c, unsigned *counter,
                                                              unsigned long long *bar, int nmax, int ws_at) {
   BN_DYN_SHARED(__align__(16) float4, xs);  // attention: scores + tile; then nmax floats + nmax int8
   BN_SHARED(float, qscale);
   BN_SHARED(int32_t, qsum);
-  layer_phases(c, 0, false, (int8_t *)(xs + nmax / 4), &qscale, &qsum, xs, ws_at < 0 ? nullptr : xs + ws_at, nmax, bar);
+  layer_phases(c, 0, false, (int8_t *)(xs + nmax / 4), &qscale, &qsum, xs, xs + ws_at, nmax, bar);
   if (last_block(counter)) block_norm_quant(c.f.next, 0, xs);  // the next layer's input, from x
 }
 
@@ -263,23 +266,21 @@ __global__ void __launch_bounds__(128, 2) step_chain_kernel(const LayerChain *la
   BN_SHARED(float, qscale);
   BN_SHARED(int32_t, qsum);
   int8_t *q = (int8_t *)(xs + nmax / 4);
-  float4 *ws = ws_at < 0 ? nullptr : xs + ws_at;
+  float4 *ws = xs + ws_at;
   for (int l = 0; l < n_layer; l++) layer_phases(layers[l], l, l > 0, q, &qscale, &qsum, xs, ws, nmax, bar);
   if (last_block(counter)) block_norm_quant(layers[n_layer - 1].f.next, 0, xs);
 }
 
 // The chain's longer vector, and the launch's dynamic shared memory: attention's or the chain's
-// (reused by the phases), then, with stage_norm_w, nmax floats of staged norm weights (apart:
-// they land while attention still uses its part).
+// (reused by the phases), then nmax floats of norm weights (apart: with stage_norm_w they land
+// while attention still uses its part).
 static int layer_nmax(const LayerChain &c) { return std::max(c.f.o.n, c.f.gu.n / 2); }
 static size_t layer_ws_at(const LayerChain &c) {  // bytes, a multiple of 16
   const size_t chain = (size_t)layer_nmax(c) * 5 + (c.stage_weights ? kChainWStageBytes : 0);
   return (std::max(attn_smem_bytes(c.ap.max_t, c.ap.head_dim), chain) + 15) & ~(size_t)15;
 }
-static size_t layer_smem(const LayerChain &c) {
-  return layer_ws_at(c) + (c.stage_norm_w ? (size_t)layer_nmax(c) * 4 : 0);
-}
-static int layer_ws_arg(const LayerChain &c) { return c.stage_norm_w ? (int)(layer_ws_at(c) / 16) : -1; }
+static size_t layer_smem(const LayerChain &c) { return layer_ws_at(c) + (size_t)layer_nmax(c) * 4; }
+static int layer_ws_arg(const LayerChain &c) { return (int)(layer_ws_at(c) / 16); }
 
 static SmemMark g_layer_smem_max, g_step_smem_max;
 
