@@ -162,8 +162,8 @@ __device__ __forceinline__ void chain_phase_staged(const Mat &W, const int8_t *q
 }
 
 // Normalizes and quantizes nq's vector (token 0) into this block's shared row q, *qscale, *qsum.
-// STAGED: ws (nullable) holds nq.w, staged by stage_norm_w before the phase's barrier, and
-// after_x() (one commit group) runs once x's copies are in flight (block_norm_quant_t).
+// STAGED: ws holds nq.w, copied by stage_norm_w (barrier_norm, k_layer_chain.cu), and after_x()
+// (one commit group) runs once x's copies are in flight (block_norm_quant_t).
 template <bool STAGED = false, typename AfterX = NoCopies>
 __device__ __forceinline__ void chain_norm(const NormQuant &nq, int8_t *q, float *qscale, int32_t *qsum, float4 *xs,
                                            const float4 *ws = nullptr, AfterX after_x = AfterX()) {

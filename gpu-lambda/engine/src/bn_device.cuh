@@ -233,8 +233,9 @@ constexpr int kNqWBatch = 5;
 // STAGED (the persistent layer and step; xs and ws required): ws (16-byte aligned shared memory of
 // p.n floats) has p.w on its way there by this thread's stage_norm_w, which the persistent
 // kernels issue before the grid barrier that precedes the norm (the weights do not depend on the
-// data). Pass 2 then reads w from shared memory: after the barrier the norm waits on x's round
-// trip alone (n = 6912: one instead of three). Same values in the same order: the same bits.
+// data; after it only for the bench's comparison). Pass 2 then reads w from shared memory: after
+// the barrier the norm waits on x's round trip alone (n = 6912: one instead of three). Same
+// values in the same order: the same bits.
 // STAGED = false (every other caller) compiles none of it.
 // after_x (STAGED; not NoCopies): called once x's copies are committed, it issues one more
 // commit group of cp.async copies that the norm does not wait for (the next GEMV's staged
