@@ -194,14 +194,16 @@ __device__ __forceinline__ void layer_phases(const LayerChain &c, int layer, boo
   const FfnChain &f = c.f;
   const bool ahead = c.stage_norm_w != 0;
   uint4 *wst = c.stage_weights ? (uint4 *)(q + nmax) : nullptr;
+  // A GEMV phase's `before`: the barrier, then this block's norm of nq's vector (barrier_norm).
+  auto normed = [&](const NormQuant &nq) {
+    return [&, p = &nq](auto issue) { barrier_norm(*p, q, qscale, qsum, xs, ws, ahead, bar, issue); };
+  };
   // Every block asks L2 for its share of the context's K/V rows, which attention reads next.
   if (c.prefetch) prefetch_kv_l2(c.ap, (int)blockIdx.x, (int)gridDim.x);
   // 1. q, k, v (+ RoPE, + this position's K/V into the pages).
   if (norm_in) {
     // (the barrier: every block's x rows of the previous layer are stored)
-    chain_phase_staged<true>(
-        c.qkv, q, qsum, qscale, c.eq, [&](auto issue) { barrier_norm(c.in, q, qscale, qsum, xs, ws, ahead, bar, issue); },
-        wst);
+    chain_phase_staged<true>(c.qkv, q, qsum, qscale, c.eq, normed(c.in), wst);
   } else {
     chain_phase_staged<false>(c.qkv, c.a.q, c.a.sum, c.a.scale, c.eq, [](auto issue) { issue(); }, wst);
   }
@@ -231,16 +233,12 @@ __device__ __forceinline__ void layer_phases(const LayerChain &c, int layer, boo
   }
   // 3. attn_sub_norm in every block, o + residual. (The barrier: every head's output is stored,
   // and no block uses its tile any more.)
-  chain_phase_staged<true>(
-      f.o, q, qsum, qscale, f.eo, [&](auto issue) { barrier_norm(c.sub, q, qscale, qsum, xs, ws, ahead, bar, issue); }, wst);
+  chain_phase_staged<true>(f.o, q, qsum, qscale, f.eo, normed(c.sub), wst);
   // 4. ffn_norm, gate/up + activation. (The barrier: every block's x rows are stored.)
-  chain_phase_staged<true>(
-      f.gu, q, qsum, qscale, f.eg, [&](auto issue) { barrier_norm(f.ffn, q, qscale, qsum, xs, ws, ahead, bar, issue); }, wst);
+  chain_phase_staged<true>(f.gu, q, qsum, qscale, f.eg, normed(f.ffn), wst);
   // 5. ffn_sub_norm, down + residual. (The barrier: every block's ff values are stored, and no
   // block reads x any more.)
-  chain_phase_staged<true>(
-      f.down, q, qsum, qscale, f.ed, [&](auto issue) { barrier_norm(f.fsub, q, qscale, qsum, xs, ws, ahead, bar, issue); },
-      wst);
+  chain_phase_staged<true>(f.down, q, qsum, qscale, f.ed, normed(f.fsub), wst);
 }
 
 // (128, 4) as the FFN chain's kernel (at most 128 registers; the bench runs 1, 2 and 4 per SM).
