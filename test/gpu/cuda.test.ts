@@ -363,6 +363,7 @@ describe('CUDA engine without a GPU', () => {
       'sim/grid-sync in a CUDA graph, 6 blocks:',
       'sim/grid-sync-counter 6 blocks x 128 threads:',
       'sim/grid-sync-counter in a CUDA graph, 6 blocks:',
+      'sim/grid-sync watchdog:',
       'sim/head_mma-plain 300x256 R=70:',
       'sim/head_mma-pipelined 300x256 R=70:',
       'sim/head_mma-wide 300x256 R=9:',

@@ -46,7 +46,8 @@
 
 namespace bn_sim {
 
-enum State { RUN, WAIT_BLOCK, WAIT_WARP, YIELD, DONE };  // YIELD: in __nanosleep
+// YIELD: in __nanosleep; TRAPPED: stopped by a device-side assertion (device_assert), never resumed
+enum State { RUN, WAIT_BLOCK, WAIT_WARP, YIELD, DONE, TRAPPED };
 
 struct Thread {
   dim3 tid;
@@ -255,6 +256,19 @@ static void start_fiber(Thread &t, unsigned char *stack) {
 #endif
 }
 
+// A device-side assertion (CUDA's __assert_fail): the thread stops for good and its block's launch
+// fails with cudaErrorAssert and the message, as on a GPU (which also prints it).
+static thread_local std::string g_assert;
+void device_assert(const char *what, const char *file, unsigned line) {
+  char b[512];
+  snprintf(b, sizeof b, "%s:%u: block (%u,%u,%u), thread (%u,%u,%u): assertion `%s` failed", file, line, blockIdx.x,
+           blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z, what);
+  if (g_assert.empty()) g_assert = b;
+  g_cur->state = TRAPPED;
+  to_scheduler();
+  abort();  // a trapped fiber is never resumed
+}
+
 void syncthreads(const char *where) {
   g_cur->where = where;
   g_cur->state = WAIT_BLOCK;
@@ -405,6 +419,7 @@ static const char *state_name(State s) {
          : s == WAIT_BLOCK ? "__syncthreads"
          : s == WAIT_WARP  ? "warp collective"
          : s == YIELD      ? "__nanosleep"
+         : s == TRAPPED    ? "assertion failed"
                            : "exited";
 }
 
@@ -435,6 +450,8 @@ static void start_block(int nthreads, unsigned char *const *stacks) {
 }
 
 enum BlockRun { BLOCK_DONE, BLOCK_PARKED, BLOCK_FAILED };
+// The error of the last BLOCK_FAILED (cudaErrorLaunchFailure unless an assertion).
+static cudaError_t g_block_err = cudaErrorLaunchFailure;
 
 // Runs the current block's threads until they have all exited (BLOCK_DONE), or until none can
 // run and some sleep in __nanosleep, waiting on something outside the block (BLOCK_PARKED: they
@@ -442,6 +459,7 @@ enum BlockRun { BLOCK_DONE, BLOCK_PARKED, BLOCK_FAILED };
 // the launch's error set).
 static BlockRun run_block(int nthreads) {
   const int nwarps = (nthreads + 31) / 32;
+  g_block_err = cudaErrorLaunchFailure;
 #if defined(__x86_64__)
   g_nthreads = nthreads;
 #endif
@@ -455,11 +473,17 @@ static BlockRun run_block(int nthreads) {
       }
     }
     g_cur = nullptr;
-    int done = 0, at_block = 0, asleep = 0;
+    int done = 0, at_block = 0, asleep = 0, trapped = 0;
     for (int i = 0; i < nthreads; i++) {
       done += g_threads[(size_t)i].state == DONE;
       at_block += g_threads[(size_t)i].state == WAIT_BLOCK;
       asleep += g_threads[(size_t)i].state == YIELD;
+      trapped += g_threads[(size_t)i].state == TRAPPED;
+    }
+    if (trapped) {  // the launch ends here, the other threads wherever they are
+      g_block_err = fail(cudaErrorAssert, "device-side assertion: %s", g_assert.c_str());
+      g_assert.clear();
+      return BLOCK_FAILED;
     }
     if (done == nthreads) return BLOCK_DONE;
     if (at_block + done == nthreads) {  // every live thread is at __syncthreads (exited ones count)
@@ -606,7 +630,7 @@ static cudaError_t execute_cooperative(dim3 grid, dim3 block, size_t dyn) {
       const BlockRun r = run_block((int)nthreads);
       leave_block(b);
       if (r == BLOCK_FAILED) {
-        err = cudaErrorLaunchFailure;
+        err = g_block_err;
         live = 0;
         break;
       }
@@ -662,7 +686,7 @@ static cudaError_t execute(const void *kernel, dim3 grid, dim3 block, size_t dyn
     for (long parks = 0;;) {
       const BlockRun r = run_block((int)nthreads);
       if (r == BLOCK_DONE) break;
-      if (r == BLOCK_FAILED) return cudaErrorLaunchFailure;
+      if (r == BLOCK_FAILED) return g_block_err;
       if (++parks > kMaxParks)
         return fail(cudaErrorLaunchFailure,
                     "block (%u,%u,%u) still waits in __nanosleep after %ld turns: blocks run one at a time here, so a "
@@ -736,6 +760,7 @@ const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorAssert: return "cudaErrorAssert";
     case cudaErrorCooperativeLaunchTooLarge: return "cudaErrorCooperativeLaunchTooLarge";
   }
   return "cudaErrorUnknown";

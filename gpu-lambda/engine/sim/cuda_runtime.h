@@ -37,6 +37,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 // A kernel's static shared memory is declared with BN_SHARED(T, name, dims) (bn_device.cuh gives the
 // CUDA form, `__shared__ T name dims`). Here it becomes a function static: one copy, which is the
@@ -129,6 +130,11 @@ inline void __threadfence_block() {}
 namespace bn_sim {
 void yield();
 }
+// CUDA's device-side assertion (what assert() calls, and the engine's watchdog directly): the
+// thread stops and the launch fails with cudaErrorAssert and this text.
+namespace bn_sim {
+void device_assert(const char *what, const char *file, unsigned line);
+}
 inline void __nanosleep(unsigned ns) {
   (void)ns;
   bn_sim::yield();
@@ -214,6 +220,7 @@ enum cudaError_t {
   cudaErrorInvalidConfiguration = 9,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorMisalignedAddress = 716,
+  cudaErrorAssert = 710,
   cudaErrorLaunchFailure = 719,
   cudaErrorCooperativeLaunchTooLarge = 720,
 };

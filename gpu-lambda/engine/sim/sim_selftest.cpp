@@ -128,6 +128,14 @@ __global__ void k_wait_other_block(int *f) {
   }
 }
 
+// A device-side assertion (what the engine's watchdog fires): thread 5 of block 1 stops there
+// while its block's other threads wait at a barrier it never reaches.
+__global__ void k_assert(int *out) {
+  if (blockIdx.x == 1 && threadIdx.x == 5) bn_sim::device_assert("k_assert's check", __FILE__, __LINE__);
+  __syncthreads();
+  if (threadIdx.x == 0) out[blockIdx.x] = 1;
+}
+
 // A deliberate race: each thread writes its slot and, with no barrier, reads its neighbour's.
 // Threads run in turn between barriers, so what it reads shows the order (BN_SIM_ORDER).
 __global__ void k_race(int *out, int *ticket) {
@@ -297,6 +305,20 @@ int main(int argc, char **argv) {
     f[0] = f[1] = 0;
     launch_coop(k_wait_other_block, dim3(2), dim3(32), f);
     check(cudaGetLastError() == cudaSuccess && f[0] == 1 && f[1] == 1, "the same waits complete in a cooperative launch");
+  }
+  {  // a device-side assertion fails the launch with cudaErrorAssert and its text; the next runs
+    int out[3] = {0, 0, 0};
+    launch(k_assert, dim3(3), dim3(32), 0, out);
+    const cudaError_t e = cudaGetLastError();
+    const bool named = strstr(cudaGetErrorString(e), "k_assert's check") != nullptr &&
+                       strstr(cudaGetErrorString(e), "block (1,0,0), thread (5,0,0)") != nullptr;
+    check(e == cudaErrorAssert && named && out[1] == 0,  // (which other blocks ran depends on the order)
+          "a device-side assertion ends the launch with cudaErrorAssert, naming its text, block and thread");
+    launch_coop(k_assert, dim3(3), dim3(32), out);
+    check(cudaGetLastError() == cudaErrorAssert, "... in a cooperative launch too");
+    int f[2] = {0, 0};
+    launch_coop(k_wait_other_block, dim3(2), dim3(32), f);
+    check(cudaGetLastError() == cudaSuccess && f[0] == 1 && f[1] == 1, "and the next launch runs");
   }
   {  // dynamic shared memory: 48 KB without the attribute, the opt-in limit with it
     std::vector<int> out(128, 0);

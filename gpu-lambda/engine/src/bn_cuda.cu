@@ -14,7 +14,13 @@
 namespace bn {
 
 static bn_status cuda_fail(cudaError_t e, const char *what, const char *file, int line) {
-  set_error("%s failed: %s (%s) at %s:%d", what, cudaGetErrorName(e), cudaGetErrorString(e), file, line);
+  // A device-side assertion (the persistent kernels' watchdog, bn_device.cuh SpinWatch) prints its
+  // text, block and thread on the process's stderr; the runtime's own string is generic.
+  const char *hint = e == cudaErrorAssert
+                         ? "; a kernel's device-side check failed (its text is on stderr: a persistent kernel's "
+                           "grid-wide wait past the watchdog's limit names the wait)"
+                         : "";
+  set_error("%s failed: %s (%s) at %s:%d%s", what, cudaGetErrorName(e), cudaGetErrorString(e), file, line, hint);
   if (e == cudaErrorMemoryAllocation) return BN_ERR_OUT_OF_MEMORY;
   if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice || e == cudaErrorInvalidDevice) return BN_ERR_NO_DEVICE;
   return BN_ERR_CUDA;

@@ -6,6 +6,7 @@
 // emulation predicts the GPU's bits (f64 butterflies, f32 butterflies in the f16 head).
 #pragma once
 
+#include <assert.h>  // __assert_fail (the watchdog's device-side assertion); kept with NDEBUG
 #include <cuda_runtime.h>
 
 #include <type_traits>
@@ -581,6 +582,53 @@ bn_status launch_coop(const char *what, void (*k)(P...), dim3 grid, dim3 block, 
   return launch_attr(what, at, true, k, grid, block, smem, s, args...);
 }
 
+// ---- the grid-wide waits' watchdog ---------------------------------------------------------------
+// A persistent kernel's blocks wait for each other: at grid barriers, and the split scores' heads
+// for their chunks (k_layer_chain.cu). If a block never arrives (a bug, or a counter that is not
+// a multiple of the block count at the launch), a GPU spins until the process is killed: a server
+// hangs with its requests, a GPU run's section burns its whole time limit, and nothing says which
+// wait. So every such wait polls through a SpinWatch: each 1024th poll (~0.1 ms apart; the polls
+// in between cost an increment) reads %globaltimer, and a wait longer than its limit ends the
+// launch with a device-side assertion that names the wait. The host sees cudaErrorAssert at its
+// next check (the engine's BN_ERR_CUDA, and the engine is poisoned, as after any device fault),
+// and the assertion's text, with the block and thread, is on the process's stderr.
+// The kernels' waits take kSpinLimitNs: a phase between two barriers runs for microseconds (the
+// longest, attention at 4096 positions, ~0.2 ms), ~100x that under compute-sanitizer. The CPU
+// simulation runs blocks in turns, so its wall clock says nothing about a wait: there the limit is
+// off (0) and the simulator itself fails a launch whose blocks never stop waiting (kMaxParks),
+// except for an explicit limit (the watchdog's own check, k_sync.cu's probe kind 2).
+#if defined(BN_SIM)
+constexpr unsigned long long kSpinLimitNs = 0;
+#else
+constexpr unsigned long long kSpinLimitNs = 5000000000ull;  // 5 s
+#endif
+
+// Ends the launch: a device-side assertion failure with `what` as its text (cudaErrorAssert).
+// __assert_fail is what CUDA's assert() calls; called directly it works in release builds too
+// (NDEBUG removes assert(), not the function).
+__device__ __noinline__ inline void watchdog_fire(const char *what) {
+#if defined(BN_SIM)
+  bn_sim::device_assert(what, __FILE__, __LINE__);
+#else
+  __assert_fail(what, __FILE__, __LINE__, "bn::watchdog_fire");
+#endif
+}
+
+struct SpinWatch {
+  unsigned long long limit_ns, t0 = 0;
+  unsigned polls = 0;
+  __device__ __forceinline__ explicit SpinWatch(unsigned long long limit = kSpinLimitNs) : limit_ns(limit) {}
+  // One poll of a wait that has not ended yet: sleeps (on the simulation: yields to the other
+  // blocks), and past the limit fires with `what`.
+  __device__ __forceinline__ void poll(const char *what) {
+    __nanosleep(32);
+    if (limit_ns == 0 || (++polls & 1023u) != 0) return;
+    const unsigned long long t = trace_gtime();
+    if (polls == 1024u) t0 = t;  // the clock starts at the first check: the fast path never reads it
+    else if (t - t0 > limit_ns) watchdog_fire(what);
+  }
+};
+
 // ---- grid-wide barrier (cooperative launches only) ---------------------------------------------
 // Every block of the grid waits until all have arrived; then each sees every write the others
 // made before arriving. bar: two u32 in global memory, used by one kernel at a time: [0] the
@@ -603,7 +651,8 @@ __device__ __forceinline__ void grid_barrier(unsigned *bar) {
       __threadfence();
       atomicAdd(bar + 1, 1u);
     } else {
-      while (*gen == g) __nanosleep(32);
+      SpinWatch w;
+      while (*gen == g) w.poll("grid_barrier: a block did not arrive within the watchdog's limit");
     }
     __threadfence();  // the others' writes before this block reads them
   }
@@ -619,7 +668,9 @@ __device__ __forceinline__ void grid_barrier(unsigned *bar) {
 // counter once more, one more L2 round trip for the block that every later phase waits for; its
 // fence after the add still orders the others' writes, which their fences put before their adds,
 // before its reads). 64 bits: it never wraps (2^64 arrivals).
-__device__ __forceinline__ void grid_barrier_count(unsigned long long *count) {
+// watch_ns: the watchdog's limit (SpinWatch; the probe's watchdog check passes a short one).
+__device__ __forceinline__ void grid_barrier_count(unsigned long long *count,
+                                                   unsigned long long watch_ns = kSpinLimitNs) {
   __syncthreads();
   if (threadIdx.x == 0) {
     const unsigned long long nb = gridDim.x * gridDim.y * gridDim.z;
@@ -628,7 +679,8 @@ __device__ __forceinline__ void grid_barrier_count(unsigned long long *count) {
     const unsigned long long target = before - before % nb + nb;
     if (before + 1 != target) {
       volatile unsigned long long *c = count;
-      while (*c < target) __nanosleep(32);
+      SpinWatch w(watch_ns);
+      while (*c < target) w.poll("grid_barrier_count: a block did not arrive within the watchdog's limit");
     }
     __threadfence();  // the others' writes before this block reads them
   }
@@ -641,7 +693,7 @@ bn_status launch_embed(const EmbedParams &p, int M, const NormQuant &nq, cudaStr
 // `threads` threads, `rounds` times two barriers, with a norm per block (`norm`) or none
 // (Ops::grid_sync_probe).
 // barrier 0: grid_barrier (bar: its two u32); 1: grid_barrier_count (bar: the u64 counter, zeroed
-// by the launch first).
+// by the launch first); 2: the watchdog's check (block 0 never arrives).
 bn_status launch_grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
                                  unsigned long long *ns, cudaStream_t s, const NormQuant *norm, int barrier);
 bn_status launch_norm_quant(const NormQuant &nq, int M, cudaStream_t s);

@@ -302,7 +302,9 @@ class Ops {
   // threads, ldx 0): after each round's first barrier every block b also normalizes and
   // quantizes the one vector norm->x into q row b, scale[b], sum[b] (k_sync.cu). Elsewhere
   // BN_ERR_UNSUPPORTED. barrier 1: grid_barrier_count instead (bar then holds its u64 counter,
-  // zeroed by the launch).
+  // zeroed by the launch). barrier 2 (at least 2 blocks, no norm): the waits' watchdog check,
+  // block 0 never arrives and the others' wait must end the launch with a device-side assertion
+  // (cudaErrorAssert, BN_ERR_CUDA) after 20 ms; on a GPU that leaves the context unusable.
   virtual bn_status grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
                                     unsigned long long *ns, const NormQuant *norm = nullptr, int barrier = 0) {
     (void)blocks, (void)threads, (void)rounds, (void)bar, (void)slots, (void)bad, (void)ns, (void)norm, (void)barrier;

@@ -160,7 +160,8 @@ __device__ __forceinline__ void attention_split(const AttnParams &p, float *scor
     __syncthreads();  // this block's chunk (its tile) or previous head is done
     if (threadIdx.x == 0) {
       const volatile unsigned *c = head_count + h;
-      while (*c < target) __nanosleep(32);
+      SpinWatch w;
+      while (*c < target) w.poll("persistent layer: a head's score chunks did not arrive within the watchdog's limit");
       __threadfence();  // the chunks' scores before this block reads them
     }
     __syncthreads();

@@ -7,7 +7,9 @@
 // pays depends on the barrier's cost at one or two blocks per SM, which only a GPU can say.
 //
 // Two barriers (bn_device.cuh): grid_barrier (arrivals + generation) and grid_barrier_count (one
-// growing u64), chosen per launch.
+// growing u64), chosen per launch. Kind 2 checks the waits' watchdog (SpinWatch): block 0 never
+// arrives, so the others' grid_barrier_count must end the launch with a device-side assertion
+// after kProbeWatchNs instead of waiting forever.
 //
 // Each round: thread 0 of every block writes round·blocks + block to its slot; barrier; every
 // thread reads the slot of block (b + 1 + t) mod blocks and counts a value from another round
@@ -23,6 +25,8 @@
 
 namespace bn {
 
+constexpr unsigned long long kProbeWatchNs = 20000000ull;  // 20 ms: kind 2's watchdog limit
+
 __global__ void __launch_bounds__(1024) grid_sync_probe_kernel(unsigned *bar, int *slots, int *bad, int rounds,
                                                                unsigned long long *ns, NormQuant nq, int mode) {
   BN_DYN_SHARED(__align__(16) float4, xs);  // nq.n floats when there is a norm
@@ -30,6 +34,10 @@ __global__ void __launch_bounds__(1024) grid_sync_probe_kernel(unsigned *bar, in
   unsigned long long t0 = 0;
   if (b == 0 && threadIdx.x == 0) t0 = trace_gtime();
   int wrong = 0;
+  if (mode == 2) {  // the watchdog's check: block 0 leaves, the others wait for it
+    if (b != 0) grid_barrier_count((unsigned long long *)bar, kProbeWatchNs);
+    return;
+  }
   for (int r = 0; r < rounds; r++) {
     if (threadIdx.x == 0) *(volatile int *)&slots[b] = r * nb + b;
     if (mode) grid_barrier_count((unsigned long long *)bar);
@@ -46,7 +54,8 @@ __global__ void __launch_bounds__(1024) grid_sync_probe_kernel(unsigned *bar, in
 
 bn_status launch_grid_sync_probe(int blocks, int threads, int rounds, unsigned *bar, int *slots, int *bad,
                                  unsigned long long *ns, cudaStream_t s, const NormQuant *norm, int barrier) {
-  if (blocks < 1 || threads < 1 || threads > 1024 || rounds < 1 || barrier < 0 || barrier > 1) {
+  if (blocks < 1 || threads < 1 || threads > 1024 || rounds < 1 || barrier < 0 || barrier > 2 ||
+      (barrier == 2 && (blocks < 2 || norm))) {
     set_error("grid sync probe: %d blocks of %d threads, %d rounds, barrier %d", blocks, threads, rounds, barrier);
     return BN_ERR_INVALID_ARGUMENT;
   }
@@ -63,7 +72,7 @@ bn_status launch_grid_sync_probe(int blocks, int threads, int rounds, unsigned *
     }
   }
   // The counter starts at 0 (a multiple of any block count) for every launch and graph replay.
-  if (barrier == 1)
+  if (barrier >= 1)
     if (const bn_status st = check_launch("grid_sync_probe counter reset", cudaMemsetAsync(bar, 0, 8, s))) return st;
   return launch_coop("grid_sync_probe_kernel", grid_sync_probe_kernel, dim3((unsigned)blocks), dim3((unsigned)threads),
                      smem, s, bar, slots, bad, rounds, ns, nq, barrier);
