@@ -489,12 +489,12 @@ describe('CUDA engine without a GPU', () => {
     try {
       const r = (await s.smoke)!;
       expectAllPassed(r, 1, ['sim/fast_agreement_2b4t:']);
-      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(30);
+      expect(r.out.match(/^ {2}\(section bench\//gm)?.length, 'bench sections').toBe(31);
       expect(r.out).toContain('(section gpu/profile: ');
       const md = readFileSync(join(out, 'results.md'), 'utf8');
-      // Every configuration left its rows (18 have batch-1 rows, 11 batched decode), and the
+      // Every configuration left its rows (19 have batch-1 rows, 11 batched decode), and the
       // kernel rows.
-      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(18);
+      expect(md.match(/^\| decode batch 1, /gm)?.length, md).toBe(19);
       expect(md.match(/^\| decode batch 16, /gm)?.length, md).toBe(11);
       for (const row of [
         '| device-to-device copy',
@@ -522,6 +522,7 @@ describe('CUDA engine without a GPU', () => {
         '| persistent layer (BN_PERSIST=layer), 4 heads x 64, n_ff 640, T=37, M=1, 2 layer copies, 64 blocks (2 per SM asked; 64 resident at most), scores in one block per head | ',
         '| decode batch 1, f16 head, CUDA graph, persistent layer (BN_PERSIST=layer), context ',
         '| decode batch 1, f16 head, CUDA graph, persistent step (BN_PERSIST=step), context ',
+        '| decode batch 1, int8 head, CUDA graph, persistent step (BN_PERSIST=step), context ',
         '| grid barrier (cooperative launch, one growing counter), 8 blocks x 128 threads | ',
         '| decode batch 16, f16 head, CUDA graph, attention sub-norm as its tail (BN_ATTN_TAIL=1)',
         '| GEMV 64x2560 (smoke), M=1, ILP (BN_GEMV=ilp)',
