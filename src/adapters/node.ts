@@ -22,6 +22,7 @@ import { type Http2Bindings, type HttpBindings, serve } from '@hono/node-server'
 import { BitNetError } from '../errors.ts';
 import { type AppDeps, createApp } from '../http/app.ts';
 import { parseKeyList } from '../http/auth.ts';
+import { answerClientError } from './node-client-error.ts';
 
 export const LOOPBACK = '127.0.0.1';
 
@@ -169,6 +170,8 @@ export async function serveNode(deps: AppDeps, opts: NodeServeOptions = {}): Pro
       () => resolve(s as Server),
     ) as Server;
     s.once('error', reject);
+    // Parser errors and request timeouts get the app's JSON error body (node-client-error.ts).
+    s.on('clientError', answerClientError);
   });
   const port = (server.address() as AddressInfo).port;
 

@@ -58,6 +58,12 @@ export function required<T>(v: T | undefined, name: string): T {
   return v;
 }
 
+/** A required positional argument (`inspect FILE`): MISSING_ARGUMENT, a usage error like MISSING_FLAG. */
+export function requiredArg(v: string | undefined, name: string): string {
+  if (v === undefined) throw BitNetError.Config('MISSING_ARGUMENT', `missing ${name}`, { argument: name });
+  return v;
+}
+
 /**
  * "1,2,3" → [1, 2, 3], each a non-negative decimal integer. Spaces around an entry are allowed
  * ("1, 2"); an empty entry ("1,,2", "1,2,") is an error rather than silently dropped, since it

@@ -31,8 +31,13 @@ export async function embedCommand(argv: string[]): Promise<number> {
   const location = required(str(values, 'model'), 'model');
   const texts = (values.text as string[] | undefined) ?? [];
   const idsFlag = str(values, 'prompt-ids');
-  if (texts.length > 0 === (idsFlag !== undefined)) {
+  if (texts.length > 0 && idsFlag !== undefined) {
     throw BitNetError.Config('BAD_FLAG', 'give --text (one or more) or --prompt-ids, not both', { flag: 'text' });
+  }
+  if (texts.length === 0 && idsFlag === undefined) {
+    throw BitNetError.Config('MISSING_FLAG', 'nothing to embed: give --text (one or more) or --prompt-ids', {
+      flag: 'text',
+    });
   }
   const ids = idsFlag === undefined ? undefined : idList(idsFlag, 'prompt-ids');
   const pooling = oneOf(values, 'pooling', POOLINGS) ?? 'mean';

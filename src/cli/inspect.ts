@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import type { GGUFValue } from '../gguf/metadata.ts';
 import { readGGUF } from '../gguf/reader.ts';
 import { openSource } from '../sources/open.ts';
-import { required } from './args.ts';
+import { requiredArg } from './args.ts';
 import { resolveCliLocation } from './model-location.ts';
 
 function summarise(v: GGUFValue): unknown {
@@ -26,7 +26,7 @@ export async function inspectCommand(argv: string[]): Promise<number> {
     options: { json: { type: 'boolean' } },
     allowPositionals: true,
   });
-  const path = required(positionals[0], 'FILE');
+  const path = requiredArg(positionals[0], 'FILE');
   const src = await openSource(await resolveCliLocation(path, { convert: false }));
   try {
     const f = await readGGUF(src);

@@ -76,8 +76,12 @@ function report(e: BitNetError, json: boolean): void {
   else console.error(`error [${e.kind}/${e.code}]: ${e.message}`);
 }
 
-/** Exit status of usage errors (unknown command, unknown or malformed flag: Config/UNKNOWN_COMMAND, Config/BAD_FLAG). */
+/**
+ * Exit status of usage errors: an unknown command, an unknown, malformed or missing flag, a missing
+ * argument (Config/UNKNOWN_COMMAND, BAD_FLAG, MISSING_FLAG, MISSING_ARGUMENT).
+ */
 const USAGE_EXIT = 2;
+const USAGE_CODES = new Set(['BAD_FLAG', 'MISSING_FLAG', 'MISSING_ARGUMENT']);
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...args] = argv;
@@ -107,8 +111,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (isBitNetError(e)) {
       report(e, json);
-      // a malformed or conflicting flag value is a usage error like an unknown flag (README)
-      return e.code === 'BAD_FLAG' ? USAGE_EXIT : 1;
+      // a malformed, conflicting or missing flag value is a usage error like an unknown flag (README)
+      return USAGE_CODES.has(e.code) ? USAGE_EXIT : 1;
     }
     // node:util parseArgs: unknown option, missing value, ambiguous value, unexpected positional.
     if (e instanceof TypeError && (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {

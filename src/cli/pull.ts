@@ -9,7 +9,7 @@
 import { parseArgs } from 'node:util';
 import { ProgressBars } from '../shards/progress-bar.ts';
 import { pullHubRepo } from '../sources/hf-hub.ts';
-import { num, required, str } from './args.ts';
+import { num, requiredArg, str } from './args.ts';
 
 export async function pullCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -26,7 +26,7 @@ export async function pullCommand(argv: string[]): Promise<number> {
     allowPositionals: true,
     strict: true,
   });
-  const repo = required(positionals[0], 'owner/repo');
+  const repo = requiredArg(positionals[0], 'owner/repo');
   const stall = num(values, 'stall-timeout', { min: 0.001 });
   const bars = new ProgressBars(process.stderr);
   const r = await pullHubRepo(repo, {

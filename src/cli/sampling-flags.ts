@@ -32,8 +32,9 @@ export const SAMPLING_OPTIONS = {
 /** The GenerationConfig fields the flags set, with the CLI's defaults (`maxNewTokens` per command). */
 export function samplingFromFlags(values: Record<string, unknown>, maxNewTokens: number): GenerationConfigInit {
   const seedRaw = str(values, 'seed');
-  if (seedRaw !== undefined && !/^\d+$/.test(seedRaw))
-    throw BitNetError.Config('BAD_FLAG', `--seed must be a non-negative integer, got "${seedRaw}"`, {
+  // a u64 (GenerationConfig's range): a larger value is a malformed flag, a usage error
+  if (seedRaw !== undefined && (!/^\d+$/.test(seedRaw) || BigInt(seedRaw) >= 2n ** 64n))
+    throw BitNetError.Config('BAD_FLAG', `--seed must be a non-negative integer below 2^64, got "${seedRaw}"`, {
       flag: 'seed',
       value: seedRaw,
     });

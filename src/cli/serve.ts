@@ -158,6 +158,18 @@ export async function serveCommand(
   const gpuUrl = str(values, 'gpu-url') ?? env.BITNET_GPU_URL;
   if (gpuUrl && !/^https?:\/\//.test(gpuUrl))
     throw BitNetError.Config('BAD_FLAG', `--gpu-url must be an http(s) URL, got "${gpuUrl}"`, { flag: 'gpu-url' });
+  // Every other flag is read before the model: a bad value is reported before any loading or notice.
+  const apiKeys = resolveApiKeys((values['api-key'] as string[] | undefined) ?? [], env);
+  const origins = (values['cors-origin'] as string[] | undefined) ?? [];
+  const bodyLimitBytes = num(values, 'body-limit', { int: true, min: 1024 });
+  const limits = {
+    maxConcurrent: num(values, 'max-concurrent', { int: true, min: 1 }),
+    maxQueue: num(values, 'max-queue', { int: true, min: 0 }),
+  };
+  const defaultMaxTokens = num(values, 'max-tokens', { int: true, min: 1 });
+  const edgeMaxTokens = num(values, 'edge-max-tokens', { int: true, min: 0 });
+  const host = str(values, 'host');
+  const port = num(values, 'port', { int: true, min: 0, max: 65535 }) ?? 8080;
   const location = given === undefined ? undefined : await resolveCliLocation(given);
   let modelId = str(values, 'model-id');
   let model: ServedModel | (() => Promise<ServedModel>);
@@ -206,30 +218,25 @@ export async function serveCommand(
     description = `model ${modelId}, backend ${m.engine.backendName}`;
   }
 
-  const apiKeys = resolveApiKeys((values['api-key'] as string[] | undefined) ?? [], env);
-  const origins = (values['cors-origin'] as string[] | undefined) ?? [];
   const deps: AppDeps = {
     model,
     modelId,
     modelBytes,
     apiKeys,
     cors: origins.length ? { origins: origins.includes('*') ? '*' : origins } : undefined,
-    bodyLimitBytes: num(values, 'body-limit', { int: true, min: 1024 }),
-    limits: {
-      maxConcurrent: num(values, 'max-concurrent', { int: true, min: 1 }),
-      maxQueue: num(values, 'max-queue', { int: true, min: 0 }),
-    },
-    defaultMaxTokens: num(values, 'max-tokens', { int: true, min: 1 }),
+    bodyLimitBytes,
+    limits,
+    defaultMaxTokens,
     router: {
       gpu: gpuUrl ? { url: gpuUrl, apiKey: str(values, 'gpu-api-key') ?? env.BITNET_GPU_API_KEY } : undefined,
-      edgeMaxTokens: num(values, 'edge-max-tokens', { int: true, min: 0 }),
+      edgeMaxTokens,
       localMemoryBudgetBytes: budget,
     },
   };
 
   const server = await serveNode(deps, {
-    host: str(values, 'host'),
-    port: num(values, 'port', { int: true, min: 0, max: 65535 }) ?? 8080,
+    host,
+    port,
     warn: (m) => console.error(`warning: ${m}`),
     requestTimeoutMs,
   });

@@ -41,7 +41,16 @@ export class ApiKeys {
   async check(authorization: string | undefined | null): Promise<void> {
     const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
     const ok = await this.compare(m);
-    if (!m) throw BitNetError.Config('UNAUTHORIZED', 'missing API key: send "Authorization: Bearer <key>"');
+    if (!m) {
+      // A header without the Bearer scheme (a bare key, "Basic …") is not "missing": say what is wrong.
+      const sent = (authorization ?? '').trim();
+      throw BitNetError.Config(
+        'UNAUTHORIZED',
+        sent === ''
+          ? 'missing API key: send "Authorization: Bearer <key>"'
+          : 'the Authorization header must use the Bearer scheme: "Authorization: Bearer <key>"',
+      );
+    }
     if (!ok) throw BitNetError.Config('UNAUTHORIZED', 'invalid API key');
   }
 

@@ -21,8 +21,11 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   MODEL_NOT_FOUND: 404,
   RESPONSE_NOT_STORED: 404,
   METHOD_NOT_ALLOWED: 405,
+  // the request did not arrive in time (the Node server's --request-timeout)
+  REQUEST_TIMEOUT: 408,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
+  HEADERS_TOO_LARGE: 431,
   // load: come back later
   QUEUE_FULL: 429,
   // the client went away; nobody reads this status, but logs and metrics do (nginx's 499)

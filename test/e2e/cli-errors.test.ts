@@ -46,7 +46,8 @@ async function expectError(args: string[], kind: string, code: string, message?:
       const e = typedError(r, json);
       expect({ kind: e.kind, code: e.code }, `${args.join(' ')}: ${r.stderr}`).toEqual({ kind, code });
       // usage errors exit 2, every other error 1 (README, "The CLI")
-      expect(r.code, args.join(' ')).toBe(code === 'BAD_FLAG' || code === 'UNKNOWN_COMMAND' ? 2 : 1);
+      const usage = ['BAD_FLAG', 'UNKNOWN_COMMAND', 'MISSING_FLAG', 'MISSING_ARGUMENT'].includes(code);
+      expect(r.code, args.join(' ')).toBe(usage ? 2 : 1);
       if (message) expect(e.message, args.join(' ')).toMatch(message);
     }),
   );
@@ -139,7 +140,7 @@ describe('synth', () => {
     const info = JSON.parse((await bitnet('inspect', b, '--json')).stdout);
     expect(info.metadata['bitnet.hidden_activation']).toBe('silu');
     const r = await bitnet('synth', '--preset', 'tiny', '--qtype', 'tq2_0', '--activation', 'relu2', '--seed', '1');
-    expect(r.code).not.toBe(0); // --out missing: MISSING_FLAG
+    expect(r.code).toBe(2); // --out missing: MISSING_FLAG, a usage error
     expect(r.stderr).toMatch(/Config\/MISSING_FLAG/);
   });
 });
@@ -322,7 +323,19 @@ describe('usage and flags', () => {
     const g = ['generate', '--model', tiny, '--prompt-ids', '1'];
     await Promise.all([
       expectError([...g, '--max-tokens', '-1'], 'Config', 'BAD_FLAG', /--max-tokens must be an integer >= 1, got "-1"/),
-      expectError([...g, '--seed', '-5'], 'Config', 'BAD_FLAG', /--seed must be a non-negative integer, got "-5"/),
+      expectError(
+        [...g, '--seed', '-5'],
+        'Config',
+        'BAD_FLAG',
+        /--seed must be a non-negative integer below 2\^64, got "-5"/,
+      ),
+      expectError([...g, '--seed', '18446744073709551616'], 'Config', 'BAD_FLAG', /below 2\^64/),
+      expectError([...g, '--seed', '18446744073709551615', '--max-tokens', '0'], 'Config', 'BAD_FLAG', /--max-tokens/),
+      // missing pieces are usage errors too (exit 2), and say what is missing
+      expectError(['inspect'], 'Config', 'MISSING_ARGUMENT', /^missing FILE$/),
+      expectError(['generate', '--prompt', 'hi'], 'Config', 'MISSING_FLAG', /--model is required/),
+      expectError(['embed', '--model', tiny], 'Config', 'MISSING_FLAG', /^nothing to embed: give --text/),
+      expectError(['embed', '--model', tiny, '--text', 'a', '--prompt-ids', '1'], 'Config', 'BAD_FLAG', /not both/),
       expectError([...g, '--temperature', '-0.5'], 'Config', 'BAD_FLAG', /--temperature must be a number >= 0/),
       expectError(['bench', '--model', tiny, '--threads', '-2'], 'Config', 'BAD_FLAG', /--threads must be/),
     ]);

@@ -114,7 +114,14 @@ describe('auth', () => {
       (await app.request(...post('/v1/chat/completions', chat(), { 'content-type': 'application/json' }))).status,
     ).toBe(401);
     expect((await app.request('/v1/models', { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
-    expect((await app.request('/v1/models', { headers: { authorization: `Basic ${KEY}` } })).status).toBe(401);
+    const basic = await app.request('/v1/models', { headers: { authorization: `Basic ${KEY}` } });
+    expect(basic.status).toBe(401);
+    // a key sent without the Bearer scheme is not "missing": the message says what is wrong
+    expect((await basic.json()).error.message).toMatch(/must use the Bearer scheme/);
+    const bare = await app.request('/v1/models', { headers: { authorization: KEY } });
+    expect(bare.status).toBe(401);
+    expect((await bare.json()).error.message).toMatch(/must use the Bearer scheme/);
+    expect((await (await app.request('/v1/models')).json()).error.message).toMatch(/^missing API key/);
     expect((await app.request('/v1/models', { headers: { authorization: 'Bearer second-key' } })).status).toBe(200);
     expect((await app.request('/v1/models', { headers: auth })).status).toBe(200);
   });

@@ -249,6 +249,11 @@ describe('bitnet serve: shutdown, request timeout, checksums', () => {
     await expect(bad.url).rejects.toThrow(/INVALID_ENV\]: BITNET_REQUEST_TIMEOUT_S must be a number of seconds/);
     const neg = serve(['--shutdown-grace', '-1']);
     await expect(neg.url).rejects.toThrow(/BAD_FLAG\]: --shutdown-grace must be a number >= 0/);
+    // every flag is checked before the model is loaded or announced (args' later --port wins)
+    const port = serve(['--port', '99999']);
+    await expect(port.url).rejects.toThrow(/BAD_FLAG\]: --port must be an integer >= 0 <= 65535/);
+    expect(await port.exited).toBe(2);
+    expect(port.output().err).not.toMatch(/serving the demo model/);
   });
 
   it('BITNET_HTTP_TIMEOUT_S / BITNET_HTTP_RETRIES: a model server that never answers fails the start-up within them', async () => {

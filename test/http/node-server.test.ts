@@ -467,7 +467,20 @@ describe('request timeout (receiving a request)', () => {
       slow.sock.write(
         `POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"model":`,
       );
-      expect(await slow.closed).toMatch(/^HTTP\/1\.1 408/);
+      // the app's JSON error body, as every other error has (not Node's bare status line)
+      const answer = await slow.closed;
+      expect(answer).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+      expect(answer).toMatch(/\r\nContent-Type: application\/json; charset=utf-8\r\n/i);
+      expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).error).toMatchObject({
+        code: 'REQUEST_TIMEOUT',
+        type: 'invalid_request_error',
+      });
+      // a request line the parser refuses: 400 MALFORMED_HTTP, also as JSON
+      const garbled = await rawConnection(s.url);
+      garbled.sock.write('NOT HTTP AT ALL\r\n\r\n');
+      const malformed = await garbled.closed;
+      expect(malformed).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+      expect(JSON.parse(malformed.slice(malformed.indexOf('\r\n\r\n') + 4)).error.code).toBe('MALFORMED_HTTP');
 
       const stream = await readUntil(await chatStream(s.url), (t) => sseData(t).length >= 2);
       // the response stays open well past the request timeout (and Node's check interval) ...
