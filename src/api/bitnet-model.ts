@@ -45,6 +45,20 @@ function rss(): number {
   return p?.memoryUsage?.().rss ?? 0;
 }
 
+/** A location from a JS caller that is none of a path, a URL or a ByteSource: a typed error, not a TypeError. */
+function checkLocation(location: unknown): void {
+  const ok =
+    (typeof location === 'string' && location.trim() !== '') ||
+    location instanceof URL ||
+    (typeof location === 'object' && location !== null && typeof (location as ByteSource).read === 'function');
+  if (!ok)
+    throw BitNetError.Config(
+      'BAD_LOCATION',
+      `a model location is a path, a URL or a ByteSource (got ${location === null ? 'null' : typeof location === 'string' ? 'an empty string' : typeof location})`,
+      { location: typeof location },
+    );
+}
+
 export class BitNetModel {
   private readonly model: Model;
   private readonly cfg: ModelConfig;
@@ -61,6 +75,10 @@ export class BitNetModel {
     cfg.maxSeqLen = Math.min(cfg.maxSeqLen, model.hparams.nCtx);
     this.cfg = cfg;
     const inf = new InferenceConfig({
+      // no per-generation timeout or concurrency cap here: a BitNetModel's callers set their own
+      // (the HTTP app's limiter and signals); a directly built InferenceEngine has both
+      requestTimeout: 0,
+      maxConcurrentRequests: Number.MAX_SAFE_INTEGER,
       kvCacheSize: cfg.kvCache.maxBytes,
       numThreads: cfg.numThreads ?? 1,
       promptCacheEntries: cfg.promptCacheEntries,
@@ -73,8 +91,10 @@ export class BitNetModel {
     });
   }
 
-  private static async load(location: string | URL | ByteSource, config: ModelConfig): Promise<BitNetModel> {
-    config.validate();
+  private static async load(location: string | URL | ByteSource, given: ModelConfig): Promise<BitNetModel> {
+    checkLocation(location);
+    // the model fills its config with its shape: a copy, so the caller's can load the next model as it was
+    const config = given.clone().validate();
     // Check the device before reading anything.
     const dev = config.device.resolve();
     if (!dev.isAvailable()) {
@@ -176,9 +196,9 @@ export class BitNetModel {
     return BitNetModel.load(path, cfg);
   }
 
-  /** Generates text for a prompt and returns it. */
+  /** Generates text for a prompt (text, `{ text, parseSpecial }` or `{ ids }`) and returns it. */
   async generate(
-    prompt: string,
+    prompt: Prompt,
     config: GenerationConfig | GenerationConfigInit = new GenerationConfig(),
   ): Promise<string> {
     return (await this.generateDetailed(prompt, config)).text;
@@ -305,6 +325,18 @@ export class BitNetModel {
       promptTokens: r.promptTokens,
       generatedTokens: r.generatedTokens,
     };
+  }
+
+  /**
+   * Frees the model's worker threads and kernel instance (InferenceEngine.dispose); every later call
+   * is Device/MODEL_DISPOSED. Also `using model = await BitNetModel.fromFile(…)`.
+   */
+  dispose(): void {
+    this.engine.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 
   modelInfo(): ModelInfo {

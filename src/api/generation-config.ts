@@ -20,7 +20,8 @@ export interface GenerationConfigInit {
   frequencyPenalty?: number;
   logitBias?: LogitBias;
   stopSequences?: string[];
-  seed?: Seed;
+  /** A number or bigint in 0..2^64-1, or its decimal digits (as toJSON writes a seed past 2^53). */
+  seed?: Seed | string;
   skipSpecialTokens?: boolean;
   stream?: boolean;
   logprobs?: boolean;
@@ -29,6 +30,16 @@ export interface GenerationConfigInit {
   responseFormat?: ResponseFormat;
   grammar?: string;
   jsonSchema?: unknown;
+}
+
+/** A bigint seed as a number when it fits one exactly, else as its decimal digits (for JSON). */
+function seedOf(s: bigint): number | string {
+  return s <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(s) : s.toString();
+}
+/** Decimal digits back to a seed: a number when it fits one exactly, else a bigint. */
+function seedFromDigits(d: string): Seed {
+  const b = BigInt(d);
+  return b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
 }
 
 export class GenerationConfig {
@@ -74,7 +85,10 @@ export class GenerationConfig {
         ? [...v]
         : k === 'logitBias' && v !== null && typeof v === 'object' && !Array.isArray(v)
           ? { ...v }
-          : v,
+          : // a seed as decimal digits (how toJSON writes one past 2^53, which JSON numbers cannot hold)
+            k === 'seed' && typeof v === 'string' && /^\d{1,20}$/.test(v)
+            ? seedFromDigits(v)
+            : v,
     );
   }
 
@@ -231,7 +245,7 @@ export class GenerationConfig {
   }
 
   toJSON(): Required<Omit<GenerationConfigInit, 'seed' | 'grammar' | 'jsonSchema'>> & {
-    seed?: Seed;
+    seed?: number | string;
     grammar?: string;
     jsonSchema?: unknown;
   } {
@@ -246,7 +260,8 @@ export class GenerationConfig {
       frequencyPenalty: this.frequencyPenalty,
       logitBias: { ...this.logitBias },
       stopSequences: [...this.stopSequences],
-      seed: this.seed,
+      // JSON has no bigint: a seed past 2^53 is written as its decimal digits (the constructor reads them back)
+      seed: typeof this.seed === 'bigint' ? (seedOf(this.seed) as number | string) : this.seed,
       skipSpecialTokens: this.skipSpecialTokens,
       stream: this.stream,
       logprobs: this.logprobs,

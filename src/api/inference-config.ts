@@ -11,8 +11,15 @@ export interface InferenceConfigInit {
   maxBatchSize?: number;
   /** KV cache budget in bytes. */
   kvCacheSize?: number;
+  /**
+   * Generations (stream/generate) an InferenceEngine runs at once; more wait in turn (FIFO). A
+   * BitNetModel's engine has no cap (Number.MAX_SAFE_INTEGER): its callers limit themselves.
+   */
   maxConcurrentRequests?: number;
-  /** Per-request timeout in milliseconds (0 = none). */
+  /**
+   * Per-request timeout in milliseconds (0 = none), from the call, waiting included: the
+   * generation then fails with Timeout/GENERATION_TIMEOUT. A BitNetModel's engine has none (0).
+   */
   requestTimeout?: number;
   useMixedPrecision?: boolean;
   /** Worker threads for backends that use them (wasm); the reference backend is single-threaded. */

@@ -15,6 +15,7 @@ import { WasmBackend } from '../kernels/wasm/backend.ts';
 import { KVCache, KVCacheConfig } from '../model/kv-cache.ts';
 import { encodePromptText } from '../tokenizer/prompt-text.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
+import { Slots } from '../util/slots.ts';
 import type { DeviceSpec } from './device.ts';
 import { GenerationConfig, type GenerationConfigInit } from './generation-config.ts';
 import { InferenceConfig } from './inference-config.ts';
@@ -105,6 +106,9 @@ export class InferenceEngine {
   readonly cache: KVCache;
   private readonly engine: Engine;
   private seqCounter = 0;
+  private disposed = false;
+  /** Generations running at once (InferenceConfig.maxConcurrentRequests; others wait in turn). */
+  private readonly slots: Slots;
 
   constructor(
     model: Model,
@@ -125,6 +129,7 @@ export class InferenceEngine {
     this.tokenizer = tokenizer;
     this.device = dev;
     this.config = config;
+    this.slots = new Slots(config.maxConcurrentRequests);
     const hp = model.hparams;
     const kvCfg = opts.kvCacheConfig ?? new KVCacheConfig({ maxBytes: config.kvCacheSize, maxSeqLen: hp.nCtx });
     this.cache = new KVCache(kvCfg, { nLayers: hp.nLayer, nKvHeads: hp.nHeadKv, headDim: hp.headDim });
@@ -167,6 +172,35 @@ export class InferenceEngine {
   /** Releases every sequence the prompt cache holds. */
   clearPromptCache(): void {
     this.engine.promptCache?.clear();
+  }
+
+  /**
+   * Frees what the engine holds beyond its memory: the wasm backend's worker threads (numThreads > 1)
+   * and its kernel instance, the prompt cache's sequences. Generations still running end with
+   * BACKEND_DISPOSED (wasm); every later call is Device/MODEL_DISPOSED. Idempotent. Without it the
+   * threads end only when the engine is garbage-collected.
+   */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.engine.promptCache?.clear();
+    this.engine.backend.dispose?.();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** Whether dispose() has run. */
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  /** The engine loop, unless disposed. */
+  private live(): Engine {
+    if (this.disposed)
+      throw BitNetError.Device('MODEL_DISPOSED', 'this model was disposed: load it again to use it', {});
+    return this.engine;
   }
 
   get backendName(): string {
@@ -244,7 +278,7 @@ export class InferenceEngine {
         'only a full (all-true) attention mask is supported for a single sequence',
       );
     }
-    const rows = await this.engine.logitsAll(inputIds);
+    const rows = await this.live().logitsAll(inputIds);
     const v = this.model.hparams.nVocab;
     const data = new Float32Array(rows.length * v);
     for (let i = 0; i < rows.length; i++) data.set(rows[i], i * v);
@@ -253,7 +287,7 @@ export class InferenceEngine {
 
   /** Logits of the next token after `inputIds`, divided by `temperature` when it is > 0. */
   async nextTokenLogits(inputIds: number[], temperature = 1): Promise<Float32Array> {
-    const rows = await this.engine.logitsAll(inputIds);
+    const rows = await this.live().logitsAll(inputIds);
     const last = rows[rows.length - 1];
     if (temperature > 0 && temperature !== 1) for (let i = 0; i < last.length; i++) last[i] /= temperature;
     return last;
@@ -292,7 +326,77 @@ export class InferenceEngine {
   ): AsyncGenerator<TokenEvent, GenerationOutcome> {
     const c = (config instanceof GenerationConfig ? config : new GenerationConfig(config)).validate();
     const ids = this.encodePrompt(prompt);
-    return this.engine.generate(ids, { ...c, signal });
+    const engine = this.live();
+    const { requestTimeout, maxConcurrentRequests } = this.config;
+    if (requestTimeout === 0 && maxConcurrentRequests >= Number.MAX_SAFE_INTEGER)
+      return engine.generate(ids, { ...c, signal });
+    return this.limited(engine, ids, c, signal);
+  }
+
+  /**
+   * A generation under InferenceConfig's limits: it waits for one of maxConcurrentRequests slots
+   * (FIFO), and requestTimeout ms after the call (waiting included) it is aborted with
+   * Timeout/GENERATION_TIMEOUT. The caller's signal still cancels it, waiting or running.
+   */
+  private async *limited(
+    engine: Engine,
+    ids: number[],
+    c: GenerationConfig,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<TokenEvent, GenerationOutcome> {
+    const ms = this.config.requestTimeout;
+    const ctl = new AbortController();
+    const forward = () => ctl.abort(signal?.reason);
+    if (signal?.aborted) forward();
+    else signal?.addEventListener('abort', forward, { once: true });
+    const timer =
+      ms > 0
+        ? setTimeout(
+            () =>
+              ctl.abort(
+                BitNetError.Timeout('GENERATION_TIMEOUT', `the generation ran past requestTimeout (${ms} ms)`, {
+                  requestTimeoutMs: ms,
+                }),
+              ),
+            ms,
+          )
+        : undefined;
+    // The timer fires only where the backend gives the event loop a turn (wasm: every step); the
+    // deadline is also checked at every token event, for backends that do not (reference decode).
+    const deadline = ms > 0 ? performance.now() + ms : Number.POSITIVE_INFINITY;
+    try {
+      await this.slots.acquire(ctl.signal);
+      try {
+        const it = engine.generate(ids, { ...c, signal: ctl.signal });
+        let ended = false;
+        try {
+          for (let r = await it.next(); ; r = await it.next()) {
+            if (r.done) {
+              ended = true;
+              return r.value;
+            }
+            if (performance.now() > deadline) {
+              ctl.abort(
+                BitNetError.Timeout('GENERATION_TIMEOUT', `the generation ran past requestTimeout (${ms} ms)`, {
+                  requestTimeoutMs: ms,
+                }),
+              );
+              throw ctl.signal.reason;
+            }
+            yield r.value;
+          }
+        } finally {
+          // a timeout or a consumer that stops early (break, return()): the engine's own finally
+          // blocks free the sequence
+          if (!ended) await it.return(undefined as never);
+        }
+      } finally {
+        this.slots.release();
+      }
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', forward);
+    }
   }
 
   /**
@@ -304,20 +408,20 @@ export class InferenceEngine {
   async embed(prompt: Prompt, o: EmbedOptions = {}): Promise<{ embedding: Float32Array; promptTokens: number }> {
     checkPooling(o.pooling);
     const ids = this.encodePrompt(prompt);
-    const rows = await this.engine.hiddenStates(ids, o.signal);
+    const rows = await this.live().hiddenStates(ids, o.signal);
     return { embedding: poolHidden(rows, o.pooling ?? 'mean', o.normalize !== false), promptTokens: ids.length };
   }
 
   /** Throws what embed() would throw for this prompt and options; runs nothing. */
   checkEmbed(prompt: Prompt, o: EmbedOptions = {}): void {
     checkPooling(o.pooling);
-    this.engine.checkHidden(this.encodePrompt(prompt));
+    this.live().checkHidden(this.encodePrompt(prompt));
   }
 
   /** Throws what stream() would throw for this prompt and config (prompt length, ids, settings); runs nothing. */
   check(prompt: Prompt, config: GenerationConfig | GenerationConfigInit = {}): void {
     const c = (config instanceof GenerationConfig ? config : new GenerationConfig(config)).validate();
-    this.engine.check(this.encodePrompt(prompt), c);
+    this.live().check(this.encodePrompt(prompt), c);
   }
 
   async generate(

@@ -9,7 +9,7 @@ import type { LoadProgress } from '../model/weights.ts';
 import type { OpenOptions } from '../sources/open.ts';
 import { getPreTokenizer } from '../tokenizer/pretokenize.ts';
 import { assignInit } from '../util/init.ts';
-import { Device, type DeviceSpec } from './device.ts';
+import { Device, DeviceSpec } from './device.ts';
 import { QuantizationConfig, type QuantizationConfigInit } from './quantization.ts';
 
 export const DType = { F32: 'F32', F16: 'F16', BF16: 'BF16', I8: 'I8' } as const;
@@ -82,8 +82,29 @@ export class ModelConfig {
       if (k === 'quantization')
         return v instanceof QuantizationConfig ? v : new QuantizationConfig(v as QuantizationConfigInit);
       if (k === 'kvCache') return v instanceof KVCacheConfig ? v : new KVCacheConfig(v as KVCacheConfigInit);
+      // "cpu", "cuda:1", … as Device.parse reads them (a JS caller's string, a CLI value)
+      if (k === 'device') {
+        if (typeof v === 'string') return Device.parse(v);
+        if (!(v instanceof DeviceSpec))
+          throw BitNetError.Config(
+            'INVALID_MODEL_CONFIG',
+            'device must be a Device (Device.Cpu, Device.Cuda(0), …) or a string such as "cpu"',
+            { field: 'device' },
+          );
+      }
       return v;
     });
+  }
+
+  /**
+   * A copy whose nested configs (quantization, kvCache) are copies too: loading a model fills the
+   * copy with the model's shape, so the caller's config can load the next model unchanged.
+   */
+  clone(): ModelConfig {
+    const c = Object.assign(Object.create(ModelConfig.prototype), this) as ModelConfig;
+    c.quantization = Object.assign(Object.create(QuantizationConfig.prototype), this.quantization);
+    c.kvCache = Object.assign(Object.create(KVCacheConfig.prototype), this.kvCache);
+    return c;
   }
 
   validate(): this {

@@ -15,7 +15,10 @@ export function assignInit<T extends object>(
   if (init === undefined) return;
   if (init === null || typeof init !== 'object') throw BitNetError.Config(code, `${what} takes an object of settings`);
   for (const [k, v] of Object.entries(init)) {
-    if (!(k in target)) throw BitNetError.Config(code, `unknown ${what} setting "${k}"`, { key: k });
+    // a setting is an own field of the defaults: not a method (`validate`, `toJSON`) or anything
+    // inherited, and never `__proto__` (JSON.parse makes it an own key of `init`)
+    if (!Object.hasOwn(target, k) || k === '__proto__' || typeof (target as Record<string, unknown>)[k] === 'function')
+      throw BitNetError.Config(code, `unknown ${what} setting "${k}"`, { key: k });
     if (v !== undefined) (target as Record<string, unknown>)[k] = convert(k, v);
   }
 }

@@ -27,6 +27,7 @@ import type { LoadedModel } from '../../model/load.ts';
 import type { KVStore } from '../../model/reference.ts';
 import type { ModelWeights } from '../../model/weights.ts';
 import type { TLLayout } from '../../quant/tl.ts';
+import { throwIfAborted } from '../../util/abort.ts';
 import { defer, nextTurn } from '../../util/turn.ts';
 import type { Backend, ForwardRequest } from '../backend.ts';
 import { Arena, PAGE } from './arena.ts';
@@ -472,7 +473,7 @@ export class WasmBackend implements Backend {
 
   async forward(req: ForwardRequest): Promise<Float32Array[]> {
     if (this.disposed) throw disposedError();
-    req.signal?.throwIfAborted();
+    throwIfAborted(req.signal);
     await this.ensurePool();
     if (this.maxBatch > 1 && req.tokens.length === 1 && req.logits === 'last') {
       return new Promise<Float32Array[]>((resolve, reject) => {
@@ -492,7 +493,7 @@ export class WasmBackend implements Backend {
     for (let i = 0, c = cap; i < n; i += c) {
       if (i > 0) {
         await nextTurn();
-        req.signal?.throwIfAborted();
+        throwIfAborted(req.signal);
         // While this forward yielded, other sequences ran: with more of them than maxMirrors,
         // LRU eviction may have taken this mirror and handed its blocks to another sequence.
         // The store holds every chunk written so far, so look the mirror up again and re-sync
@@ -562,7 +563,7 @@ export class WasmBackend implements Backend {
     for (const p of batch) {
       try {
         if (this.disposed) throw disposedError();
-        p.req.signal?.throwIfAborted();
+        throwIfAborted(p.req.signal);
         const pos = p.req.startPos;
         this.checkToken(p.req.tokens[0]);
         const m = this.mirrorFor(p.req.kv);
@@ -642,7 +643,7 @@ export class WasmBackend implements Backend {
     signal?: AbortSignal,
   ): Promise<Float32Array[]> {
     if (this.disposed) throw disposedError();
-    signal?.throwIfAborted();
+    throwIfAborted(signal);
     await this.ensurePool();
     let m = this.mirrorFor(kv);
     this.sync(m, kv, startPos);
@@ -652,7 +653,7 @@ export class WasmBackend implements Backend {
     for (let i = 0, c = this.mCap; i < tokens.length; i += c) {
       if (i > 0) {
         await nextTurn();
-        signal?.throwIfAborted();
+        throwIfAborted(signal);
         m = this.mirrorFor(kv); // see forward(): the mirror may have been evicted meanwhile
         this.sync(m, kv, startPos + i);
       }
