@@ -7,7 +7,7 @@ import type { ResponseFormat } from '../generate/json-mode.ts';
 import type { LogitBias } from '../generate/logit-adjust.ts';
 import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
 import type { Seed } from '../generate/prng.ts';
-import { assignInit } from '../util/init.ts';
+import { assignInit, shownValue } from '../util/init.ts';
 
 export interface GenerationConfigInit {
   maxNewTokens?: number;
@@ -175,7 +175,7 @@ export class GenerationConfig {
   /** Throws a Config BitNetError naming the first bad field. */
   validate(): this {
     const fail = (field: string, why: string, value: unknown) => {
-      throw BitNetError.Config('INVALID_GENERATION_CONFIG', `${field} ${why} (got ${String(value)})`, {
+      throw BitNetError.Config('INVALID_GENERATION_CONFIG', `${field} ${why} (got ${shownValue(value)})`, {
         field,
         value: String(value),
       });

@@ -1,6 +1,6 @@
 /** InferenceConfig: engine-level settings, with presets. */
 import { BitNetError } from '../errors.ts';
-import { assignInit } from '../util/init.ts';
+import { assignInit, shownValue } from '../util/init.ts';
 
 export interface InferenceConfigInit {
   /**
@@ -76,7 +76,7 @@ export class InferenceConfig {
       if (!Number.isInteger(v) || (v as number) < min) {
         throw BitNetError.Config(
           'INVALID_INFERENCE_CONFIG',
-          `${String(f)} must be an integer >= ${min} (got ${String(v)})`,
+          `${String(f)} must be an integer >= ${min} (got ${shownValue(v)})`,
           { field: String(f) },
         );
       }

@@ -8,7 +8,7 @@ import { KVCacheConfig, type KVCacheConfigInit } from '../model/kv-cache.ts';
 import type { LoadProgress } from '../model/weights.ts';
 import type { OpenOptions } from '../sources/open.ts';
 import { getPreTokenizer } from '../tokenizer/pretokenize.ts';
-import { assignInit } from '../util/init.ts';
+import { assignInit, shownValue } from '../util/init.ts';
 import { Device, DeviceSpec } from './device.ts';
 import { QuantizationConfig, type QuantizationConfigInit } from './quantization.ts';
 
@@ -109,7 +109,7 @@ export class ModelConfig {
 
   validate(): this {
     const bad = (f: string, why: string, v: unknown) => {
-      throw BitNetError.Config('INVALID_MODEL_CONFIG', `${f} ${why} (got ${String(v)})`, { field: f });
+      throw BitNetError.Config('INVALID_MODEL_CONFIG', `${f} ${why} (got ${shownValue(v)})`, { field: f });
     };
     const pos = (f: keyof this) => {
       const v = this[f] as unknown;

@@ -19,6 +19,11 @@ export interface QuantizationInfo {
   bitsPerWeight: number;
   /** Tensor count per storage type. */
   tensorTypes: Record<string, number>;
+  /**
+   * A shard pack's projection layout (`bitnet convert --layout`): 'i2s', 'tl1' or 'tl2' (the wasm
+   * kernels' tile images; qtype then says TL1/TL2), 'ggml' (as the GGUF stored them). Absent for a GGUF file.
+   */
+  layout?: string;
 }
 
 export interface ModelInfo {
@@ -43,7 +48,8 @@ export interface ModelInfo {
   synthetic: boolean;
 }
 
-export function buildModelInfo(file: GGUFFile, hp: HParams, location: string): ModelInfo {
+/** `layout`: a shard pack's projection layout (PackManifest.layout); undefined for a GGUF file. */
+export function buildModelInfo(file: GGUFFile, hp: HParams, location: string, layout?: string): ModelInfo {
   const tensorTypes: Record<string, number> = {};
   let params = 0;
   for (const t of file.tensors) {
@@ -54,9 +60,13 @@ export function buildModelInfo(file: GGUFFile, hp: HParams, location: string): M
   const qt = q ? q.type : GGMLType.F32;
   const bits = q ? (q.byteLength * 8) / q.nElements : 32;
   const qtype =
-    qt === GGMLType.I2_S || qt === GGMLType.TQ2_0 || qt === GGMLType.TQ1_0
-      ? QuantizationType.I2S
-      : QuantizationType.None;
+    layout === 'tl1'
+      ? QuantizationType.TL1
+      : layout === 'tl2'
+        ? QuantizationType.TL2
+        : qt === GGMLType.I2_S || qt === GGMLType.TQ2_0 || qt === GGMLType.TQ1_0
+          ? QuantizationType.I2S
+          : QuantizationType.None;
   const kvPerLayer = 2 * hp.nHeadKv * hp.headDim * 2;
   const name = metaString(file.metadata, 'general.name') ?? location;
   return {
@@ -73,7 +83,13 @@ export function buildModelInfo(file: GGUFFile, hp: HParams, location: string): M
     numKvHeads: hp.nHeadKv,
     feedForwardSize: hp.nFF,
     activation: hp.activation,
-    quantization: { type: typeName(qt), qtype, bitsPerWeight: Math.round(bits * 1000) / 1000, tensorTypes },
+    quantization: {
+      type: typeName(qt),
+      qtype,
+      bitsPerWeight: Math.round(bits * 1000) / 1000,
+      tensorTypes,
+      ...(layout !== undefined ? { layout } : {}),
+    },
     kvCache: { perLayerBytes: kvPerLayer, totalBytes: kvPerLayer * hp.nLayer * hp.nCtx },
     tensors: file.tensors.map((t) => ({ name: t.name, shape: [...t.ne], dtype: t.typeName })),
     synthetic: /synthetic \(random weights/.test(name),

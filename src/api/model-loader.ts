@@ -128,6 +128,14 @@ export class ModelLoader {
   private async pick(source: ByteSource): Promise<FormatLoader> {
     const head = await source.read(0, Math.min(8, source.size), { signal: this.config.signal });
     const f = this.formats.find((x) => x.canLoad(head));
+    if (!f && source.size < 8) {
+      // too short to tell: an empty file or a cut download, not a format question
+      throw BitNetError.Model(
+        'FILE_TOO_SHORT',
+        `${source.description} is ${source.size === 0 ? 'empty' : `only ${source.size} bytes`}: no model file is that short (a truncated download?)`,
+        { size: source.size },
+      );
+    }
     if (!f) {
       throw BitNetError.Model('UNKNOWN_FORMAT', `${source.description} is not a model format this loader reads`, {
         formats: this.formats.map((x) => x.name),

@@ -315,7 +315,8 @@ export async function readGGUF(source: ByteSource, opts?: ReadOptions): Promise<
       ? corrupt(
           'GGUF_TRUNCATED',
           `file is truncated: it ends at ${source.size} bytes, but its header's ${nKv} metadata entries and ${nTensors} tensors need at least ${c.pos + minBytes}`,
-          { nKv, nTensors, size: source.size, offset: c.pos, needed: minBytes },
+          // needed: the least file size that holds them (as the message says); records: their bytes alone
+          { nKv, nTensors, size: source.size, offset: c.pos, needed: c.pos + minBytes, records: minBytes },
         )
       : corrupt('GGUF_ABSURD_COUNT', `header claims ${nKv} metadata entries and ${nTensors} tensors`, {
           nKv,
@@ -394,7 +395,7 @@ export async function readGGUF(source: ByteSource, opts?: ReadOptions): Promise<
     if (end > source.size) {
       throw corrupt(
         'GGUF_OFFSET_PAST_EOF',
-        `tensor ${t.name} ends at ${end}, past the end of the file (${source.size})`,
+        `tensor ${t.name} ends at ${end}, past the end of the file (${source.size} bytes): the file is truncated or corrupt`,
         {
           name: t.name,
           end,

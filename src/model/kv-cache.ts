@@ -31,7 +31,7 @@
  */
 import { BitNetError } from '../errors.ts';
 import { f16Table, f32ToF16 } from '../util/f16.ts';
-import { assignInit } from '../util/init.ts';
+import { assignInit, shownValue } from '../util/init.ts';
 
 export const EvictionPolicy = { LRU: 'lru', FIFO: 'fifo', LFU: 'lfu' } as const;
 export type EvictionPolicy = (typeof EvictionPolicy)[keyof typeof EvictionPolicy];
@@ -68,7 +68,7 @@ export class KVCacheConfig {
 
   validate(): this {
     const bad = (field: string, why: string, value: unknown): never => {
-      throw BitNetError.Config('INVALID_KV_CACHE_CONFIG', `kvCache.${field} ${why} (got ${String(value)})`, {
+      throw BitNetError.Config('INVALID_KV_CACHE_CONFIG', `kvCache.${field} ${why} (got ${shownValue(value)})`, {
         field,
         value,
       });

@@ -48,7 +48,7 @@ export const ShardPackFormatLoader: FormatLoader = {
   async inspect(source, config, ctx) {
     const pack = await openPack(source, config, ctx);
     const { hparams } = checkModelFile(pack.file, { maxMemoryBytes: config.maxMemoryBytes });
-    return buildModelInfo(pack.file, hparams, ctx?.location ?? source.description);
+    return buildModelInfo(pack.file, hparams, ctx?.location ?? source.description, pack.manifest.layout);
   },
   async load(source, config, ctx): Promise<Model> {
     const pack = await openPack(source, config, ctx);
@@ -60,7 +60,7 @@ export const ShardPackFormatLoader: FormatLoader = {
         preTokenizer: config.preTokenizer,
         signal: config.signal,
       });
-      return { ...m, info: buildModelInfo(m.file, m.hparams, location) };
+      return { ...m, info: buildModelInfo(m.file, m.hparams, location, pack.manifest.layout) };
     } finally {
       await pack.close();
     }

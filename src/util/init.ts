@@ -22,3 +22,14 @@ export function assignInit<T extends object>(
     if (v !== undefined) (target as Record<string, unknown>)[k] = convert(k, v);
   }
 }
+
+/**
+ * A setting's value for an error message: strings quoted (so `'0.5'` shows as "0.5", not as the
+ * number it looks like), bigints with their n, the rest as String() gives them.
+ */
+export function shownValue(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'bigint') return `${v}n`;
+  if (Array.isArray(v)) return `[${v.map(shownValue).join(', ')}]`;
+  return String(v);
+}

@@ -277,6 +277,9 @@ describe('TL packs from GGUF: logits bit-identical to the GGUF', () => {
 
         const src = await new ModelLoader().load(new MemorySource(gguf));
         const pack = await new ModelLoader({ validateChecksums: true }).load(memoryPack(files));
+        // the model info names the layout: qtype TL1/TL2, the storage type as the GGUF had it
+        expect(pack.info.quantization).toMatchObject({ layout, qtype: layout.toUpperCase(), type: dtype });
+        expect(src.info.quantization.layout).toBeUndefined();
         // the images hold the GGUF's ternary values and scales
         for (const [i, lin] of projections(pack).entries()) {
           const want = projections(src)[i];

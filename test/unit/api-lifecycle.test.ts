@@ -74,6 +74,9 @@ describe('settings named like methods or inherited', () => {
     ])
       expect(make).toThrow(/unknown (generation|model|inference) setting/);
     expect(new GenerationConfig({ maxNewTokens: 3 }).withSeed(1).maxNewTokens).toBe(3);
+    // a value of the wrong type shows as what it is: the string "0.5", not 0.5
+    expect(() => new GenerationConfig({ temperature: '0.5' as never }).validate()).toThrow(/\(got "0\.5"\)$/);
+    expect(() => new InferenceConfig({ numThreads: '2' as never }).validate()).toThrow(/\(got "2"\)$/);
   });
 });
 

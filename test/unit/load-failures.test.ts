@@ -67,6 +67,14 @@ describe('a truncated header is reported as truncation', () => {
     expect(e).toMatchObject({ kind: 'Model', code: 'GGUF_TRUNCATED' });
     expect(e.message).toMatch(/truncated.*24 bytes.*\d+ metadata entries and 24 tensors/);
     expect(e.details).toMatchObject({ nKv: f.metadata.size, nTensors: f.tensors.length, size: 24 });
+    // details.needed is the size the message names
+    expect(e.message).toContain(`need at least ${e.details.needed}`);
+    // a file too short to have a format: FILE_TOO_SHORT (empty, or a few bytes), not UNKNOWN_FORMAT
+    for (const n of [0, 3]) {
+      const short = await BitNetModel.fromFile(new MemorySource(model.subarray(0, n))).catch((x) => x);
+      expect(short).toMatchObject({ kind: 'Model', code: 'FILE_TOO_SHORT', details: { size: n } });
+      expect(short.message).toMatch(n === 0 ? /is empty/ : /only 3 bytes/);
+    }
     // Cut anywhere inside the header: truncation, never an absurd count.
     for (const n of [25, 40, 100, 1000]) {
       await expectTyped(readGGUF(new MemorySource(model.subarray(0, n))), 'GGUF_TRUNCATED');
