@@ -3,6 +3,8 @@
 // maxConcurrentRequests take effect, AbortSignals end in typed errors, and settings or locations
 // of the wrong kind are typed errors instead of TypeErrors.
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import {
   BitNetError,
   BitNetModel,
@@ -171,6 +173,27 @@ function threads(): number | undefined {
 }
 
 describe('dispose', () => {
+  it('a model dropped without dispose() is collected with its wasm backend, whose reaper stops the workers', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    let freed = 0;
+    const registry = new FinalizationRegistry(() => freed++);
+    // in a function of its own, so that no frame of this test still holds the last model
+    const loadAndDrop = async (i: number) => {
+      const m = await BitNetModel.fromFile(path, { backend: 'wasm', numThreads: 2 });
+      await m.generate('hi', { maxNewTokens: 2 });
+      expect(m.engine.numThreads).toBe(2);
+      registry.register((m.engine as unknown as { engine: { backend: object } }).engine.backend, i);
+    };
+    for (let i = 0; i < 2; i++) await loadAndDrop(i);
+    // (before, the reaper's own held value kept each backend, and so its workers, alive for good)
+    for (let k = 0; k < 50 && freed < 2; k++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(freed).toBe(2);
+  });
+
   it('frees the worker threads; every later call is MODEL_DISPOSED; twice is fine', async () => {
     const m = await BitNetModel.fromFile(path, { backend: 'wasm', numThreads: 2 });
     await m.generate('hi', { maxNewTokens: 2 }); // starts the pool

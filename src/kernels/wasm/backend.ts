@@ -123,6 +123,20 @@ const SHORT_BARRIER_SPINS = 1 << 14;
 /** Stops a collected backend's workers (they hold the memory, not the backend). */
 const poolReaper = new FinalizationRegistry<{ stop: () => void }>((h) => h.stop());
 
+/**
+ * The reaper's held value. Built out here, not in a method: a closure made inside one keeps that
+ * method's context, and with it `this`, alive, so the registry's own held value would keep the
+ * backend from ever being collected (its workers then ran until the process ended).
+ */
+function poolStopper(k: KernelExports, rc: number, pool: ThreadPool): { stop: () => void } {
+  return {
+    stop: () => {
+      k.stop_workers(rc);
+      pool.dispose();
+    },
+  };
+}
+
 export class WasmBackend implements Backend {
   readonly name = 'wasm';
   readonly rebuildsFromStore = true;
@@ -292,17 +306,7 @@ export class WasmBackend implements Backend {
         this.arena.view().setInt32(this.rc + RC.nThreads, this.threads, true);
         const cores = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
         this.arena.view().setInt32(this.rc + RC.barrierSpins, barrierSpinsFor(this.threads, cores), true);
-        const { k, rc, pool } = this;
-        poolReaper.register(
-          this,
-          {
-            stop: () => {
-              k.stop_workers(rc);
-              pool.dispose();
-            },
-          },
-          this,
-        );
+        poolReaper.register(this, poolStopper(this.k, this.rc, this.pool), this);
       } catch (e) {
         this.threadsNote = `running on 1 thread: ${(e as Error).message}`;
       }
