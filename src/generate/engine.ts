@@ -10,7 +10,7 @@ import { BitNetError } from '../errors.ts';
 import type { Backend } from '../kernels/backend.ts';
 import type { KVStore } from '../model/reference.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
-import { throwIfAborted } from '../util/abort.ts';
+import { throwIfCancelled } from '../util/abort.ts';
 import { compileGrammar, GrammarMode, type GrammarSpec } from './grammar/grammar-mode.ts';
 import { JsonMode, type ResponseFormat } from './json-mode.ts';
 import { biasEntries } from './logit-adjust.ts';
@@ -322,7 +322,7 @@ export class Engine {
       let pos = promptIds.length;
       // maxNewTokens 0 (with promptLogprobs): the prompt is scored, nothing is generated
       for (; o.maxNewTokens > 0; ) {
-        throwIfAborted(o.signal);
+        throwIfCancelled(o.signal);
         const window = history.length > REPETITION_WINDOW ? history.slice(-REPETITION_WINDOW) : history;
         const id = sample(constraint ? constraint.mask(logits) : logits, window, o, rng);
         constraint?.push(id);

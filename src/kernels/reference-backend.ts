@@ -2,7 +2,7 @@
 import type { LoadedModel } from '../model/load.ts';
 import type { KVStore } from '../model/reference.ts';
 import { ReferenceForward } from '../model/reference.ts';
-import { throwIfAborted } from '../util/abort.ts';
+import { throwIfCancelled } from '../util/abort.ts';
 import type { Backend, ForwardRequest } from './backend.ts';
 
 export class ReferenceBackend implements Backend {
@@ -19,7 +19,7 @@ export class ReferenceBackend implements Backend {
   async forward(req: ForwardRequest): Promise<Float32Array[]> {
     const out: Float32Array[] = [];
     for (let i = 0; i < req.tokens.length; i++) {
-      throwIfAborted(req.signal);
+      throwIfCancelled(req.signal);
       const hidden = this.fwd.forwardToken(req.tokens[i], req.startPos + i, req.kv);
       if (req.logits === 'all' || i === req.tokens.length - 1) out.push(this.fwd.logits(hidden));
       // Yield to the event loop between tokens so a long prefill can be aborted.
@@ -36,7 +36,7 @@ export class ReferenceBackend implements Backend {
   ): Promise<Float32Array[]> {
     const out: Float32Array[] = [];
     for (let i = 0; i < tokens.length; i++) {
-      throwIfAborted(signal);
+      throwIfCancelled(signal);
       // forwardToken returns its scratch row: copy it
       out.push(Float32Array.from(this.fwd.forwardToken(tokens[i], startPos + i, kv)));
       if (i % 8 === 7) await new Promise((r) => setTimeout(r, 0));

@@ -3,7 +3,7 @@
  * maxConcurrentRequests). A waiter whose signal aborts leaves the queue with the signal's typed
  * error (util/abort.ts).
  */
-import { abortError, throwIfAborted } from './abort.ts';
+import { cancelReason, throwIfCancelled } from './abort.ts';
 
 export class Slots {
   private held = 0;
@@ -24,7 +24,7 @@ export class Slots {
 
   /** Resolves once a slot is this caller's; call release() exactly once after. */
   async acquire(signal?: AbortSignal): Promise<void> {
-    throwIfAborted(signal);
+    throwIfCancelled(signal);
     if (this.held < this.size) {
       this.held++;
       return;
@@ -39,7 +39,7 @@ export class Slots {
       const onAbort = () => {
         const i = this.waiters.indexOf(w);
         if (i >= 0) this.waiters.splice(i, 1);
-        reject(abortError(signal as AbortSignal));
+        reject(cancelReason(signal as AbortSignal));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waiters.push(w);

@@ -213,10 +213,11 @@ describe('dispose', () => {
       expect(threads()).toBeLessThan(before);
     }
     // `using` disposes at the end of the block
+    let kept: BitNetModel | undefined;
     {
       using u = await BitNetModel.fromFile(path, { backend: 'reference' });
       expect(u.engine.isDisposed).toBe(false);
-      var kept = u; // biome-ignore lint/suspicious/noVar: to look at it after the block
+      kept = u;
     }
     expect(kept.engine.isDisposed).toBe(true);
   });

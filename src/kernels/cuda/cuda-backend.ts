@@ -22,7 +22,7 @@ import { GGMLType } from '../../gguf/ggml-types.ts';
 import type { HParams } from '../../model/hparams.ts';
 import type { KVStore } from '../../model/reference.ts';
 import type { Linear, ModelWeights } from '../../model/weights.ts';
-import { abortError } from '../../util/abort.ts';
+import { cancelReason, throwIfCancelled } from '../../util/abort.ts';
 import { defer } from '../../util/turn.ts';
 import type { Backend, ForwardRequest } from '../backend.ts';
 import type {
@@ -278,7 +278,7 @@ export class CudaBackend implements Backend {
   }
 
   async forward(req: ForwardRequest): Promise<Float32Array[]> {
-    req.signal?.throwIfAborted();
+    throwIfCancelled(req.signal);
     const s = this.sequenceFor(req.kv);
     if (req.startPos < s.len) {
       try {
@@ -366,7 +366,7 @@ export class CudaBackend implements Backend {
     // Requests aborted while queued leave now.
     this.queue = this.queue.filter((p) => {
       if (!p.signal?.aborted || parts.some((x) => x.p === p)) return true;
-      p.reject(abortError(p.signal));
+      p.reject(cancelReason(p.signal));
       return false;
     });
     if (parts.length === 0) return;

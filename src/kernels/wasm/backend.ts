@@ -27,7 +27,7 @@ import type { LoadedModel } from '../../model/load.ts';
 import type { KVStore } from '../../model/reference.ts';
 import type { ModelWeights } from '../../model/weights.ts';
 import type { TLLayout } from '../../quant/tl.ts';
-import { throwIfAborted } from '../../util/abort.ts';
+import { throwIfCancelled } from '../../util/abort.ts';
 import { defer, nextTurn } from '../../util/turn.ts';
 import type { Backend, ForwardRequest } from '../backend.ts';
 import { Arena, PAGE } from './arena.ts';
@@ -477,7 +477,7 @@ export class WasmBackend implements Backend {
 
   async forward(req: ForwardRequest): Promise<Float32Array[]> {
     if (this.disposed) throw disposedError();
-    throwIfAborted(req.signal);
+    throwIfCancelled(req.signal);
     await this.ensurePool();
     if (this.maxBatch > 1 && req.tokens.length === 1 && req.logits === 'last') {
       return new Promise<Float32Array[]>((resolve, reject) => {
@@ -497,7 +497,7 @@ export class WasmBackend implements Backend {
     for (let i = 0, c = cap; i < n; i += c) {
       if (i > 0) {
         await nextTurn();
-        throwIfAborted(req.signal);
+        throwIfCancelled(req.signal);
         // While this forward yielded, other sequences ran: with more of them than maxMirrors,
         // LRU eviction may have taken this mirror and handed its blocks to another sequence.
         // The store holds every chunk written so far, so look the mirror up again and re-sync
@@ -567,7 +567,7 @@ export class WasmBackend implements Backend {
     for (const p of batch) {
       try {
         if (this.disposed) throw disposedError();
-        throwIfAborted(p.req.signal);
+        throwIfCancelled(p.req.signal);
         const pos = p.req.startPos;
         this.checkToken(p.req.tokens[0]);
         const m = this.mirrorFor(p.req.kv);
@@ -647,7 +647,7 @@ export class WasmBackend implements Backend {
     signal?: AbortSignal,
   ): Promise<Float32Array[]> {
     if (this.disposed) throw disposedError();
-    throwIfAborted(signal);
+    throwIfCancelled(signal);
     await this.ensurePool();
     let m = this.mirrorFor(kv);
     this.sync(m, kv, startPos);
@@ -657,7 +657,7 @@ export class WasmBackend implements Backend {
     for (let i = 0, c = this.mCap; i < tokens.length; i += c) {
       if (i > 0) {
         await nextTurn();
-        throwIfAborted(signal);
+        throwIfCancelled(signal);
         m = this.mirrorFor(kv); // see forward(): the mirror may have been evicted meanwhile
         this.sync(m, kv, startPos + i);
       }
