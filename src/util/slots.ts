@@ -1,16 +1,22 @@
 /**
  * A counting semaphore with a FIFO queue: at most `size` holders at once (InferenceConfig's
- * maxConcurrentRequests). A waiter whose signal aborts leaves the queue with the signal's typed
- * error (util/abort.ts).
+ * maxConcurrentRequests; ConcurrencyLimitedSource's reads in flight). A waiter whose signal
+ * aborts leaves the queue, rejected with `reasonOf(signal)` (the caller's mapping of the
+ * signal's reason to its typed error). Runtime-free.
  */
-import { cancelReason, throwIfCancelled } from './abort.ts';
+import { cancelReason } from './abort.ts';
 
 export class Slots {
+  readonly size: number;
+  /** Most holders seen at once. */
+  peak = 0;
   private held = 0;
   private readonly waiters: { grant: () => void }[] = [];
-  readonly size: number;
-  constructor(size: number) {
+  private readonly reasonOf: (signal: AbortSignal) => unknown;
+
+  constructor(size: number, reasonOf: (signal: AbortSignal) => unknown = cancelReason) {
     this.size = size;
+    this.reasonOf = reasonOf;
   }
 
   /** Holders now. */
@@ -23,23 +29,24 @@ export class Slots {
   }
 
   /** Resolves once a slot is this caller's; call release() exactly once after. */
-  async acquire(signal?: AbortSignal): Promise<void> {
-    throwIfCancelled(signal);
+  acquire(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(this.reasonOf(signal));
     if (this.held < this.size) {
       this.held++;
-      return;
+      this.peak = Math.max(this.peak, this.held);
+      return Promise.resolve();
     }
-    await new Promise<void>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        const i = this.waiters.indexOf(w);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(this.reasonOf(signal as AbortSignal));
+      };
       const w = {
         grant: () => {
           signal?.removeEventListener('abort', onAbort);
           resolve();
         },
-      };
-      const onAbort = () => {
-        const i = this.waiters.indexOf(w);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(cancelReason(signal as AbortSignal));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waiters.push(w);
