@@ -190,6 +190,12 @@ const CONSTRAINT_FIELDS: Readonly<Record<string, string>> = {
   UNSUPPORTED_JSON_SCHEMA: 'jsonSchema',
 };
 
+/** The response's x-request-id: the request's, if it is 1-128 visible ASCII characters, else a new `req_…`. */
+export function requestIdOf(given: string | undefined): string {
+  if (given !== undefined && /^[\x21-\x7e]{1,128}$/.test(given)) return given;
+  return `req_${crypto.randomUUID().replace(/-/g, '')}`;
+}
+
 /** `e` with `details.param` set to the wire field it is about, when it names none yet. */
 function withParam(e: unknown, names: WireNames): unknown {
   if (!isBitNetError(e) || typeof e.details.param === 'string') return e;
@@ -267,6 +273,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     });
     c.set('obs', obs);
     await next();
+    // OpenAI's request id (the SDK's `_request_id`): the client's own when it sent a sane one
+    c.res.headers.set('x-request-id', requestIdOf(c.req.header('x-request-id')));
     c.res.headers.set('x-bitnet-route', obs.route);
     if (obs.reason) c.res.headers.set('x-bitnet-route-reason', obs.reason);
     if (obs.fallback) c.res.headers.set('x-bitnet-fallback', obs.fallback);

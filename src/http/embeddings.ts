@@ -27,7 +27,7 @@ export const embeddingsSchema = z.object({
   }),
   encoding_format: z.enum(['float', 'base64']).optional(),
   dimensions: z.number().int().min(1).optional(),
-  user: z.string().optional(),
+  user: z.string().nullish(),
   pooling: z.enum(POOLINGS).optional(),
   normalize: z.boolean().optional(),
 });

@@ -191,11 +191,22 @@ export function completionBody(
     const logprobs = choiceLogprobs(kind, o.logprobs, names, 0, echo ? o.promptLogprobs : undefined).value;
     if (kind === 'chat' && tools) {
       const m = toolChoiceMessage(o);
-      const message = { role: 'assistant', content: m.content, ...(m.toolCalls ? { tool_calls: m.toolCalls } : {}) };
+      const message = {
+        role: 'assistant',
+        content: m.content,
+        refusal: null,
+        ...(m.toolCalls ? { tool_calls: m.toolCalls } : {}),
+      };
       return { index, message, logprobs, finish_reason: m.finishReason };
     }
     return kind === 'chat'
-      ? { index, message: { role: 'assistant', content: o.text }, logprobs, finish_reason: o.finishReason }
+      ? // refusal: OpenAI's field, always present (null: this server never refuses)
+        {
+          index,
+          message: { role: 'assistant', content: o.text, refusal: null },
+          logprobs,
+          finish_reason: o.finishReason,
+        }
       : { index, text: (echo?.text ?? '') + o.text, logprobs, finish_reason: o.finishReason };
   });
   return {

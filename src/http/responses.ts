@@ -126,7 +126,7 @@ const { max_tokens: _mt, n: _n, stream_options: _so, response_format: _rf, ...sh
 export const responsesSchema = z
   .object({
     ...shared,
-    // a string, or items (each item's issues keep their path: input.<i>.<field>)
+    // a string, or items (each item's issues keep their path: input[<i>].<field>)
     input: z
       .union([z.string(), z.array(z.unknown())], {
         error: 'input must be a string or a non-empty array of input items',

@@ -72,7 +72,7 @@ export const sampling = {
   presence_penalty: z.number().min(-2).max(2).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),
   logit_bias: logitBias.nullish(),
-  user: z.string().optional(),
+  user: z.string().nullish(),
   // llama.cpp-style extensions
   top_k: z.number().int().min(0).nullish(),
   min_p: z.number().min(0).max(1).nullish(),
@@ -197,6 +197,10 @@ export const chatCompletionSchema = z
       )
       .nullish(),
     parallel_tool_calls: z.boolean().nullish(),
+    // OpenAI's deprecated function calling: refused by name rather than ignored (the answer would
+    // silently be plain text); `tools` is the same feature
+    functions: z.never({ error: 'functions is deprecated and not supported here: use tools' }).optional(),
+    function_call: z.never({ error: 'function_call is deprecated and not supported here: use tool_choice' }).optional(),
   })
   .refine((b) => b.top_logprobs == null || b.logprobs === true, {
     error: 'top_logprobs needs logprobs: true',
@@ -302,16 +306,25 @@ export const generateSchema = z
   });
 export type GenerateRequest = z.infer<typeof generateSchema>;
 
+/** A field's path as OpenAI writes `param`: `messages[0].content`, `tools[1].function.name`. */
+export function paramPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else out += out === '' ? String(seg) : `.${String(seg)}`;
+  }
+  return out;
+}
+
 /**
  * A failed parse → one Config INVALID_REQUEST error naming the fields (→ 400). An unknown key
  * (the strict /v1/generate body) is its own issue whose path is the key, so `param` names it.
  */
 export function validationError(error: { issues: readonly z.core.$ZodIssue[] }): BitNetError {
   const issues = error.issues.flatMap((i) => {
-    const at = i.path.map(String);
     if (i.code === 'unrecognized_keys')
-      return i.keys.map((k) => ({ path: [...at, k].join('.'), message: 'unknown field' }));
-    return [{ path: at.join('.'), message: i.message }];
+      return i.keys.map((k) => ({ path: paramPath([...i.path, k]), message: 'unknown field' }));
+    return [{ path: paramPath(i.path), message: i.message }];
   });
   const first = issues[0];
   const message = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ');

@@ -250,6 +250,44 @@ describe('max_tokens past the context', () => {
   });
 });
 
+describe('OpenAI fields clients rely on', () => {
+  it('message.refusal is null; every response has an x-request-id (the client’s own when sane)', async () => {
+    const r = await app.request(...post('/v1/chat/completions', chat()));
+    const body = await r.json();
+    expect(body.choices[0].message).toMatchObject({ role: 'assistant', refusal: null });
+    expect(r.headers.get('x-request-id')).toMatch(/^req_[0-9a-f]{32}$/);
+    const mine = await app.request(...post('/v1/chat/completions', chat(), { 'x-request-id': 'trace-42' }));
+    expect(mine.headers.get('x-request-id')).toBe('trace-42');
+    await mine.json();
+    // errors too, and the SDK exposes it
+    const denied = await app.request('/v1/models');
+    expect(denied.status).toBe(401);
+    expect(denied.headers.get('x-request-id')).toMatch(/^req_/);
+    const { client } = clientFor(app);
+    const c = await client.chat.completions.create(chat() as never);
+    expect((c as unknown as { _request_id: string })._request_id).toMatch(/^req_/);
+  });
+
+  it('user: null is accepted; the deprecated functions/function_call are refused by name', async () => {
+    for (const [path, body] of [
+      ['/v1/chat/completions', chat({ user: null })],
+      ['/v1/completions', { model: MODEL, prompt: 'x', max_tokens: 2, user: null }],
+      ['/v1/embeddings', { model: MODEL, input: 'x', user: null }],
+    ] as const) {
+      const r = await app.request(...post(path, body));
+      expect(r.status, path).toBe(200);
+      await r.json();
+    }
+    const fns = await json(
+      await app.request(...post('/v1/chat/completions', chat({ functions: [{ name: 'f', parameters: {} }] }))),
+    );
+    expect([fns.status, fns.body.error.param]).toEqual([400, 'functions']);
+    expect(fns.body.error.message).toMatch(/deprecated.*use tools/);
+    const call = await json(await app.request(...post('/v1/chat/completions', chat({ function_call: 'auto' }))));
+    expect([call.status, call.body.error.param]).toEqual([400, 'function_call']);
+  });
+});
+
 describe('validation details', () => {
   it('stop: at most 4, said so', async () => {
     const r = await json(await app.request(...post('/v1/chat/completions', chat({ stop: ['a', 'b', 'c', 'd', 'e'] }))));
@@ -257,7 +295,7 @@ describe('validation details', () => {
     expect(r.body.error).toMatchObject({ code: 'INVALID_REQUEST', param: 'stop' });
     expect(r.body.error.message).toMatch(/at most 4 stop sequences/);
     const bad: [unknown, string][] = [
-      [[''], 'stop.0'],
+      [[''], 'stop[0]'],
       ['', 'stop'],
       [[1], 'stop'],
       [{}, 'stop'],
@@ -337,7 +375,7 @@ describe('validation details', () => {
       const e = await json(
         await a.request(...post('/v1/chat/completions', chat({ messages: [{ role, content: null }] }), h)),
       );
-      expect([role, e.status, e.body.error.param]).toEqual([role, 400, 'messages.0.content']);
+      expect([role, e.status, e.body.error.param]).toEqual([role, 400, 'messages[0].content']);
       expect(e.body.error.message).toMatch(/content is required/);
     }
   });

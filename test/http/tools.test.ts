@@ -340,8 +340,8 @@ describe('tool calls over HTTP', () => {
       [ask({ response_format: { type: 'json_object' } }), 'INVALID_REQUEST', 'response_format'],
       [ask({ grammar: 'root ::= "a"' }), 'INVALID_REQUEST', 'grammar'],
       [ask({ logprobs: true }), 'INVALID_REQUEST', 'logprobs'],
-      [ask({ tools: [{ type: 'retrieval' }] }), 'INVALID_REQUEST', 'tools.0.type'],
-      [ask({ tools: [{ type: 'function', function: { name: 'a b' } }] }), 'INVALID_REQUEST', 'tools.0.function.name'],
+      [ask({ tools: [{ type: 'retrieval' }] }), 'INVALID_REQUEST', 'tools[0].type'],
+      [ask({ tools: [{ type: 'function', function: { name: 'a b' } }] }), 'INVALID_REQUEST', 'tools[0].function.name'],
       [
         ask({
           tools: [
@@ -357,7 +357,7 @@ describe('tool calls over HTTP', () => {
         'UNSUPPORTED_JSON_SCHEMA',
         'tools[0].function.parameters',
       ],
-      [ask({ messages: [{ role: 'tool', content: '1' }] }), 'INVALID_REQUEST', 'messages.0.tool_call_id'],
+      [ask({ messages: [{ role: 'tool', content: '1' }] }), 'INVALID_REQUEST', 'messages[0].tool_call_id'],
       [
         ask({
           messages: [
@@ -369,7 +369,7 @@ describe('tool calls over HTTP', () => {
           ],
         }),
         'INVALID_REQUEST',
-        'messages.0.tool_calls',
+        'messages[0].tool_calls',
       ],
     ];
     for (const [body, code, param] of cases) {
