@@ -17,7 +17,7 @@ export interface InferenceConfigInit {
    */
   maxConcurrentRequests?: number;
   /**
-   * Per-request timeout in milliseconds (0 = none), from the call, waiting included: the
+   * Per-request timeout in milliseconds (0 = none), from the generation's start, waiting included: the
    * generation then fails with Timeout/GENERATION_TIMEOUT. A BitNetModel's engine has none (0).
    */
   requestTimeout?: number;

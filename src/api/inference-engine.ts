@@ -335,8 +335,8 @@ export class InferenceEngine {
 
   /**
    * A generation under InferenceConfig's limits: it waits for one of maxConcurrentRequests slots
-   * (FIFO), and requestTimeout ms after the call (waiting included) it is aborted with
-   * Timeout/GENERATION_TIMEOUT. The caller's signal still cancels it, waiting or running.
+   * (FIFO), and requestTimeout ms after it starts (the stream's first next(); waiting included) it
+   * is aborted with Timeout/GENERATION_TIMEOUT. The caller's signal still cancels it, waiting or running.
    */
   private async *limited(
     engine: Engine,
@@ -345,22 +345,15 @@ export class InferenceEngine {
     signal: AbortSignal | undefined,
   ): AsyncGenerator<TokenEvent, GenerationOutcome> {
     const ms = this.config.requestTimeout;
+    const timedOut = () =>
+      BitNetError.Timeout('GENERATION_TIMEOUT', `the generation ran past requestTimeout (${ms} ms)`, {
+        requestTimeoutMs: ms,
+      });
     const ctl = new AbortController();
     const forward = () => ctl.abort(signal?.reason);
     if (signal?.aborted) forward();
     else signal?.addEventListener('abort', forward, { once: true });
-    const timer =
-      ms > 0
-        ? setTimeout(
-            () =>
-              ctl.abort(
-                BitNetError.Timeout('GENERATION_TIMEOUT', `the generation ran past requestTimeout (${ms} ms)`, {
-                  requestTimeoutMs: ms,
-                }),
-              ),
-            ms,
-          )
-        : undefined;
+    const timer = ms > 0 ? setTimeout(() => ctl.abort(timedOut()), ms) : undefined;
     // The timer fires only where the backend gives the event loop a turn (wasm: every step); the
     // deadline is also checked at every token event, for backends that do not (reference decode).
     const deadline = ms > 0 ? performance.now() + ms : Number.POSITIVE_INFINITY;
@@ -376,11 +369,7 @@ export class InferenceEngine {
               return r.value;
             }
             if (performance.now() > deadline) {
-              ctl.abort(
-                BitNetError.Timeout('GENERATION_TIMEOUT', `the generation ran past requestTimeout (${ms} ms)`, {
-                  requestTimeoutMs: ms,
-                }),
-              );
+              ctl.abort(timedOut());
               throw ctl.signal.reason;
             }
             yield r.value;
