@@ -261,7 +261,7 @@ export class GenerationConfig {
       logitBias: { ...this.logitBias },
       stopSequences: [...this.stopSequences],
       // JSON has no bigint: a seed past 2^53 is written as its decimal digits (the constructor reads them back)
-      seed: typeof this.seed === 'bigint' ? (seedOf(this.seed) as number | string) : this.seed,
+      seed: typeof this.seed === 'bigint' ? seedOf(this.seed) : this.seed,
       skipSpecialTokens: this.skipSpecialTokens,
       stream: this.stream,
       logprobs: this.logprobs,

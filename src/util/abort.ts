@@ -14,7 +14,7 @@ import { BitNetError, isBitNetError } from '../errors.ts';
  */
 export function cancelReason(signal: AbortSignal): unknown {
   const r: unknown = signal.reason;
-  if (isBitNetError(r) || !(r instanceof Error) || r.constructor.name !== 'DOMException') return r;
+  if (isBitNetError(r) || !(r instanceof DOMException)) return r;
   if (r.name === 'TimeoutError')
     return BitNetError.Timeout('TIMEOUT', 'the operation timed out (its AbortSignal)', {}, r);
   return BitNetError.Timeout('CANCELLED', 'the operation was cancelled (its AbortSignal)', {}, r);

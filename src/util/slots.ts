@@ -19,15 +19,6 @@ export class Slots {
     this.reasonOf = reasonOf;
   }
 
-  /** Holders now. */
-  get inUse(): number {
-    return this.held;
-  }
-  /** Waiters now. */
-  get queued(): number {
-    return this.waiters.length;
-  }
-
   /** Resolves once a slot is this caller's; call release() exactly once after. */
   acquire(signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.reject(this.reasonOf(signal));
