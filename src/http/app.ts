@@ -32,6 +32,7 @@ import { ApiKeys } from './auth.ts';
 import { type ChatTemplateOverride, chatTemplateResolver } from './chat-template.ts';
 import { type EmbeddingsRequest, embeddingInputs, embeddingsBody, embeddingsSchema } from './embeddings.ts';
 import { errorBody, errorResponse, toBitNetError } from './errors.ts';
+import type { StreamWire } from './gpu-stream.ts';
 import { Limiter, type LimiterOptions } from './limiter.ts';
 import {
   checkJob,
@@ -60,6 +61,7 @@ import {
   newIdentity,
   samplingConfig,
 } from './openai.ts';
+import { requestIdOf } from './request-id.ts';
 import { responsesSchema, responsesToChat } from './responses.ts';
 import { newResponsesIdentity, responseBody, responseEvents } from './responses-wire.ts';
 import { type Route, Router, type RouterOptions } from './router.ts';
@@ -119,14 +121,21 @@ class Obs {
     this.record = record;
   }
 
+  /** A deferred body ended before the status was known (an empty GPU body): recorded with it. */
+  endedEarly = false;
+
   finish(): void {
+    if (this.status === 0) {
+      this.endedEarly = true;
+      return;
+    }
     if (this.recorded) return;
     this.recorded = true;
     this.record(this);
   }
 }
 
-type AppEnv = { Variables: { obs: Obs } };
+type AppEnv = { Variables: { obs: Obs; requestId: string } };
 type Ctx = Context<AppEnv>;
 
 const OPEN_PATHS = new Set(['/healthz', '/readyz']);
@@ -171,6 +180,12 @@ export function modelIdFromName(name: string): string {
  * The wire names of one route's fields, so that errors raised below the HTTP layer (the engine's
  * prompt checks, GenerationConfig's validation) name the field the client sent (`param`).
  */
+/** How a generation route answers: a stream or not, and its stream's format (gpu-stream.ts). */
+interface Wire {
+  stream: boolean;
+  format: StreamWire;
+}
+
 interface WireNames {
   /** The field holding the prompt: messages, prompt or promptIds. */
   prompt: string;
@@ -190,11 +205,7 @@ const CONSTRAINT_FIELDS: Readonly<Record<string, string>> = {
   UNSUPPORTED_JSON_SCHEMA: 'jsonSchema',
 };
 
-/** The response's x-request-id: the request's, if it is 1-128 visible ASCII characters, else a new `req_…`. */
-export function requestIdOf(given: string | undefined): string {
-  if (given !== undefined && /^[\x21-\x7e]{1,128}$/.test(given)) return given;
-  return `req_${crypto.randomUUID().replace(/-/g, '')}`;
-}
+export { requestIdOf } from './request-id.ts';
 
 /** `e` with `details.param` set to the wire field it is about, when it names none yet. */
 function withParam(e: unknown, names: WireNames): unknown {
@@ -272,14 +283,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       metrics.duration.observe((now() - o.start) / 1000, { endpoint, route: o.route });
     });
     c.set('obs', obs);
+    // OpenAI's request id (the SDK's `_request_id`): the client's own when it sent a sane one; a
+    // request forwarded to the GPU carries the same id
+    const requestId = requestIdOf(c.req.header('x-request-id'));
+    c.set('requestId', requestId);
     await next();
-    // OpenAI's request id (the SDK's `_request_id`): the client's own when it sent a sane one
-    c.res.headers.set('x-request-id', requestIdOf(c.req.header('x-request-id')));
+    c.res.headers.set('x-request-id', requestId);
     c.res.headers.set('x-bitnet-route', obs.route);
     if (obs.reason) c.res.headers.set('x-bitnet-route-reason', obs.reason);
     if (obs.fallback) c.res.headers.set('x-bitnet-fallback', obs.fallback);
     obs.status = c.res.status;
-    if (!obs.deferred) obs.finish();
+    if (!obs.deferred || obs.endedEarly) obs.finish();
   });
 
   if (deps.cors) {
@@ -405,10 +419,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     requestedModel: string | undefined,
     jobs: readonly Job[],
     names: WireNames,
+    wire: Wire,
     respond: (runs: Runs, obs: Obs) => Promise<Response> | Response,
   ): Promise<Response> {
     try {
-      return await route(c, requestedModel, jobs, respond);
+      return await route(c, requestedModel, jobs, wire, respond);
     } catch (e) {
       throw withParam(e, names);
     }
@@ -418,6 +433,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     c: Ctx,
     requestedModel: string | undefined,
     jobs: readonly Job[],
+    wire: Wire,
     respond: (runs: Runs, obs: Obs) => Promise<Response> | Response,
   ): Promise<Response> {
     const obs = c.get('obs');
@@ -463,10 +479,22 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         },
         onEnd: () => obs.finish(),
       };
-      const r = await router.gpu.forward(c.req.path, await c.req.text(), c.req.raw.headers, signal, hooks, hops + 1);
+      const r = await router.gpu.forward(
+        {
+          path: c.req.path,
+          body: await c.req.text(),
+          requestId: c.get('requestId'),
+          hops: hops + 1,
+          stream: wire.stream,
+          wire: wire.format,
+          accept: c.req.header('accept'),
+        },
+        signal,
+        hooks,
+      );
       if (r.ok) {
         router.breaker.success();
-        obs.deferred = true;
+        obs.deferred = true; // recorded when the passed-through body ends
         return r.response;
       }
       if (r.countsAsFailure) router.breaker.failure();
@@ -474,11 +502,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       obs.fallback = `gpu-${r.phase}`;
       if (!decision.localCapable) {
         metrics.fallbacks.inc({ outcome: 'unavailable' });
-        throw BitNetError.Io('GPU_UNAVAILABLE', `${r.error.message}; the request is too large for the edge`, {
-          phase: r.phase,
-          // until the breaker lets the GPU be tried again; 1 s while it is still closed
-          retryAfterSeconds: router.retryAfterSeconds(),
-        });
+        // until the breaker lets the GPU be tried again (1 s while it is still closed), or the
+        // GPU's own Retry-After when it asked for longer
+        const retryAfterSeconds = Math.max(router.retryAfterSeconds(), r.retryAfterSeconds ?? 0);
+        const message = `${r.error.message}; the request is too large for the edge`;
+        throw r.phase === 'timeout'
+          ? BitNetError.Timeout('GPU_TIMEOUT', message, { phase: r.phase, ...r.error.details })
+          : BitNetError.Io('GPU_UNAVAILABLE', message, { phase: r.phase, retryAfterSeconds });
       }
       metrics.fallbacks.inc({ outcome: 'edge' });
       obs.route = 'edge';
@@ -561,7 +591,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     };
     const jobs = choiceJobs([chatPrompt(b)], samplingConfig(b, maxTokens), b.n ?? 1);
     const tools = activeTools(b) !== undefined;
-    return serve(c, b.model, jobs, names, async (runs, obs) => {
+    return serve(c, b.model, jobs, names, { stream: b.stream === true, format: 'openai' }, async (runs, obs) => {
       const ident = newIdentity('chat', modelId);
       const tokNames = new TokenNames(runs.tokenizer);
       if (b.stream)
@@ -595,6 +625,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       b.model,
       jobs,
       { prompt: 'prompt', field: { ...openAIFields('max_tokens'), topLogprobs: 'logprobs' } },
+      { stream: b.stream === true, format: 'openai' },
       async (runs, obs) => {
         const ident = newIdentity('completion', modelId);
         const tokNames = new TokenNames(runs.tokenizer);
@@ -636,6 +667,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       b.model,
       choiceJobs([chatPrompt(chat)], samplingConfig(chat, maxTokens), 1),
       names,
+      { stream: b.stream === true, format: 'responses' },
       async (runs, obs) => {
         const ident = newResponsesIdentity(modelId);
         const run = await runs.run(0);
@@ -699,7 +731,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const input: PromptInput =
       prompt !== undefined ? { kind: 'text', text: prompt } : { kind: 'ids', ids: promptIds ?? [] };
     const names = { prompt: prompt !== undefined ? 'prompt' : 'promptIds' };
-    return serve(c, model, choiceJobs([input], config, 1), names, async (runs, obs) => {
+    const wire = { stream: stream === true, format: 'native' } as const;
+    return serve(c, model, choiceJobs([input], config, 1), names, wire, async (runs, obs) => {
       const run = await runs.run(0);
       const tokNames = new TokenNames(runs.tokenizer);
       if (stream) return streamResponse(runs, obs, nativeChunks(run.events, modelId, tokNames));

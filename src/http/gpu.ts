@@ -1,53 +1,87 @@
 /**
  * The GPU endpoint client: forwards a request to the GPU server (this same app running the CUDA
- * backend) with the GPU's own key, and streams its response back untouched.
+ * backend) with the GPU's own key, and streams its response back.
  *
  * "Before the first byte" is the window in which the request can still be served elsewhere:
  * a connection error, a 5xx, 429, 401 or 403 status, a body that fails before its first chunk, or no
- * first chunk within `firstByteTimeoutMs`. After the first chunk the bytes are passed through
- * as they arrive (no buffering, the consumer's reads drive the upstream reads); a failure then
- * can only end the stream: for SSE at an event boundary, with a final `data: {"error": …}`
- * event so the client sees an error rather than a short answer.
+ * first chunk in time. "In time" depends on the request: a streaming request's first event comes
+ * once its prompt is in (`firstByteTimeoutMs`, 30 s), while a non-streaming answer is sent only
+ * when the whole generation is done (`responseTimeoutMs`, 300 s: the GPU function's timeout in
+ * the stack). After the first chunk the bytes are passed through as they arrive (no buffering,
+ * the consumer's reads drive the upstream reads), and a gap of more than `idleTimeoutMs` (60 s)
+ * between two chunks is a failure. A failure then can only end the stream: for SSE at an event
+ * boundary, with this endpoint's failure event (gpu-stream.ts) so the client sees an error rather
+ * than a short answer; a stream that ends cleanly without its final event counts as such a failure.
+ *
+ * Only the headers that describe the body cross over (RESPONSE_HEADERS): whatever else a proxy or
+ * runtime in front of the GPU adds (cookies, CORS, server names) stays there.
  */
 import { BitNetError } from '../errors.ts';
 import { ApiKeys } from './auth.ts';
+import { failureEvent, SseTail, type StreamWire, streamFinished } from './gpu-stream.ts';
 
 export interface GpuEndpointOptions {
   /** Base URL of the GPU server, e.g. https://gpu.example.com (paths are appended). */
   url: string;
   /** The GPU server's own API key (never the client's). */
   apiKey?: string;
-  /** Time allowed until the first response byte (default 30 s). */
+  /** Streaming requests: time allowed until the first response byte (default 30 s). */
   firstByteTimeoutMs?: number;
+  /** Non-streaming requests: time allowed until the first byte, i.e. the whole generation (default 300 s). */
+  responseTimeoutMs?: number;
+  /** After the first byte: the longest wait for the next chunk (default 60 s). */
+  idleTimeoutMs?: number;
   /** Health path probed while the circuit is half-open (default /readyz). */
   probePath?: string;
   probeTimeoutMs?: number;
 }
 
+/** One forwarded request: how its answer comes back. */
+export interface ForwardRequest {
+  path: string;
+  body: string;
+  /** The edge's id for the request (the client's x-request-id, or one made up): sent on, so both logs match. */
+  requestId: string;
+  /** How many times the request will have been forwarded once this hop is made (x-bitnet-forwarded). */
+  hops: number;
+  /** The client asked for a stream (SSE): the first byte comes early. */
+  stream: boolean;
+  /** The endpoint's stream format: its final event and its failure event. */
+  wire: StreamWire;
+  accept?: string | null;
+}
+
+export type ForwardPhase = 'connect' | 'status' | 'first_byte' | 'timeout';
 export type ForwardResult =
   | { ok: true; response: Response }
-  | { ok: false; phase: 'connect' | 'status' | 'first_byte' | 'timeout'; error: BitNetError; countsAsFailure: boolean };
+  | {
+      ok: false;
+      phase: ForwardPhase;
+      error: BitNetError;
+      countsAsFailure: boolean;
+      /** The GPU's own Retry-After (seconds), when it sent one with a 429 or 503. */
+      retryAfterSeconds?: number;
+    };
 
 export interface ForwardHooks {
-  /** The upstream failed after the first byte. */
+  /** The upstream failed after the first byte (an error, a stall, or a stream cut short). */
   onMidStreamFailure(e: unknown): void;
   /** The passed-through body ended, however it ended. */
   onEnd(how: 'done' | 'cancelled' | 'error'): void;
 }
 
-const HOP_BY_HOP = [
-  'connection',
-  'keep-alive',
-  'transfer-encoding',
-  'content-length',
-  'content-encoding',
-  'upgrade',
-  'trailer',
-  'te',
-  'proxy-authenticate',
-  'proxy-authorization',
-];
+/** The response headers passed on to the client; everything else the GPU side sent is dropped. */
+const RESPONSE_HEADERS = ['content-type', 'cache-control', 'x-accel-buffering'];
 const enc = new TextEncoder();
+
+/** Retry-After in seconds (delta-seconds or an HTTP date), when sane. */
+function retryAfterOf(v: string | null, nowMs: number): number | undefined {
+  if (v === null) return undefined;
+  const t = v.trim();
+  if (/^\d{1,9}$/.test(t)) return Number(t);
+  const at = Date.parse(t);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - nowMs) / 1000));
+}
 
 function linkSignals(client: AbortSignal | undefined): { ac: AbortController; unlink: () => void } {
   const ac = new AbortController();
@@ -58,11 +92,30 @@ function linkSignals(client: AbortSignal | undefined): { ac: AbortController; un
   return { ac, unlink: () => client.removeEventListener('abort', on) };
 }
 
+/** reader.read(), or a timeout error after `ms` (the timer is always cleared). */
+async function readWithin<T>(
+  reader: ReadableStreamDefaultReader<T>,
+  ms: number,
+  onTimeout: () => Error,
+): Promise<ReadableStreamReadResult<T>> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(onTimeout()), ms);
+  });
+  try {
+    return await Promise.race([reader.read(), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export class GpuEndpoint {
   readonly url: string;
   private readonly key: string | undefined;
   private readonly ownKey: ApiKeys | undefined;
   private readonly firstByteTimeoutMs: number;
+  private readonly responseTimeoutMs: number;
+  private readonly idleTimeoutMs: number;
   private readonly probePath: string;
   private readonly probeTimeoutMs: number;
   private readonly fetchFn: typeof fetch;
@@ -72,6 +125,8 @@ export class GpuEndpoint {
     this.key = o.apiKey;
     this.ownKey = o.apiKey ? new ApiKeys([o.apiKey]) : undefined;
     this.firstByteTimeoutMs = o.firstByteTimeoutMs ?? 30_000;
+    this.responseTimeoutMs = o.responseTimeoutMs ?? 300_000;
+    this.idleTimeoutMs = o.idleTimeoutMs ?? 60_000;
     this.probePath = o.probePath ?? '/readyz';
     this.probeTimeoutMs = o.probeTimeoutMs ?? 2_000;
     this.fetchFn = fetchFn;
@@ -107,56 +162,55 @@ export class GpuEndpoint {
   }
 
   async forward(
-    path: string,
-    body: string,
-    reqHeaders: Headers,
+    req: ForwardRequest,
     clientSignal: AbortSignal | undefined,
     hooks: ForwardHooks,
-    /** How many times the request will have been forwarded once this hop is made (x-bitnet-forwarded). */
-    hops = 1,
   ): Promise<ForwardResult> {
     const { ac, unlink } = linkSignals(clientSignal);
+    const firstByteMs = req.stream ? this.firstByteTimeoutMs : this.responseTimeoutMs;
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      ac.abort(
-        BitNetError.Timeout('GPU_TIMEOUT', `the GPU endpoint sent nothing within ${this.firstByteTimeoutMs} ms`),
-      );
-    }, this.firstByteTimeoutMs);
+      ac.abort(BitNetError.Timeout('GPU_TIMEOUT', `the GPU endpoint sent nothing within ${firstByteMs} ms`));
+    }, firstByteMs);
     const fail = (
-      phase: 'connect' | 'status' | 'first_byte' | 'timeout',
+      phase: ForwardPhase,
       message: string,
       countsAsFailure = true,
+      retryAfterSeconds?: number,
     ): ForwardResult => {
       clearTimeout(timer);
       unlink();
       if (clientSignal?.aborted) throw BitNetError.Timeout('CANCELLED', 'the client went away');
       const error =
         phase === 'timeout'
-          ? BitNetError.Timeout('GPU_TIMEOUT', message)
+          ? BitNetError.Timeout('GPU_TIMEOUT', message, { timeoutMs: firstByteMs })
           : BitNetError.Io('GPU_UNAVAILABLE', message, { phase });
-      return { ok: false, phase, error, countsAsFailure };
+      return { ok: false, phase, error, countsAsFailure, retryAfterSeconds };
     };
 
-    const headers = new Headers({ 'content-type': 'application/json', 'x-bitnet-forwarded': String(hops) });
-    for (const h of ['accept', 'x-request-id']) {
-      const v = reqHeaders.get(h);
-      if (v) headers.set(h, v);
-    }
+    const headers = new Headers({
+      'content-type': 'application/json',
+      'x-bitnet-forwarded': String(req.hops),
+      'x-request-id': req.requestId,
+    });
+    if (req.accept) headers.set('accept', req.accept);
     if (this.key) headers.set('authorization', `Bearer ${this.key}`);
 
     let res: Response;
     try {
-      res = await this.fetchFn(this.url + path, { method: 'POST', headers, body, signal: ac.signal });
+      res = await this.fetchFn(this.url + req.path, { method: 'POST', headers, body: req.body, signal: ac.signal });
     } catch (e) {
       return timedOut
-        ? fail('timeout', `GPU endpoint timed out before responding`)
+        ? fail('timeout', `GPU endpoint sent no answer within ${firstByteMs / 1000} s`)
         : fail('connect', `GPU endpoint unreachable: ${(e as Error)?.message ?? e}`);
     }
     // 5xx: broken; 429: busy; 401/403: this app's GPU key is wrong (the client's was checked here).
     if (res.status >= 500 || res.status === 429 || res.status === 401 || res.status === 403) {
       await res.body?.cancel().catch(() => {});
-      return fail('status', `GPU endpoint answered ${res.status}`, res.status !== 429);
+      const retry =
+        res.status === 429 || res.status === 503 ? retryAfterOf(res.headers.get('retry-after'), Date.now()) : undefined;
+      return fail('status', `GPU endpoint answered ${res.status}`, res.status !== 429, retry);
     }
 
     const reader = res.body?.getReader();
@@ -165,17 +219,19 @@ export class GpuEndpoint {
       try {
         first = await reader.read();
       } catch (e) {
+        await reader.cancel().catch(() => {});
         return timedOut
-          ? fail('timeout', 'GPU endpoint timed out before its first byte')
+          ? fail('timeout', `GPU endpoint sent no answer within ${firstByteMs / 1000} s`)
           : fail('first_byte', `GPU endpoint failed before its first byte: ${(e as Error)?.message ?? e}`);
       }
     }
     clearTimeout(timer);
 
     const out = new Headers();
-    res.headers.forEach((v, k) => {
-      if (!HOP_BY_HOP.includes(k)) out.set(k, v);
-    });
+    for (const k of RESPONSE_HEADERS) {
+      const v = res.headers.get(k);
+      if (v !== null) out.set(k, v);
+    }
     const sse = (res.headers.get('content-type') ?? '').startsWith('text/event-stream');
     let ended = false;
     const end = (how: 'done' | 'cancelled' | 'error') => {
@@ -189,13 +245,23 @@ export class GpuEndpoint {
       end('done');
       return { ok: true, response: new Response(null, { status: res.status, headers: out }) };
     }
-    // SSE events end with a blank line; a failure is reported in-band only at such a boundary.
-    let tail = '';
-    const remember = (chunk: Uint8Array) => {
-      if (sse) tail = (tail + new TextDecoder().decode(chunk.subarray(Math.max(0, chunk.length - 2)))).slice(-2);
-    };
+    const tail = new SseTail();
     const head = first.value;
-    remember(head);
+    if (sse) tail.feed(head);
+    const idleMs = this.idleTimeoutMs;
+    const stalled = () =>
+      BitNetError.Timeout('GPU_TIMEOUT', `the GPU endpoint sent nothing for ${idleMs / 1000} s mid-stream`);
+    // A failure after the first byte: this wire's failure event where the stream is at an event
+    // boundary, else the connection is cut (a half-written event cannot be finished).
+    const failMidStream = (controller: ReadableStreamDefaultController<Uint8Array>, e: unknown, message: string) => {
+      hooks.onMidStreamFailure(e);
+      if (sse && tail.atBoundary) {
+        const err = BitNetError.Io('GPU_STREAM_FAILED', message);
+        controller.enqueue(enc.encode(failureEvent(req.wire, err, tail)));
+        controller.close();
+      } else controller.error(e);
+      end('error');
+    };
     const stream = new ReadableStream<Uint8Array>(
       {
         start(controller) {
@@ -203,13 +269,21 @@ export class GpuEndpoint {
         },
         async pull(controller) {
           try {
-            const r = await reader.read();
+            const r = await readWithin(reader, idleMs, stalled);
             if (r.done) {
+              if (sse && !streamFinished(req.wire, tail)) {
+                failMidStream(
+                  controller,
+                  new Error('the GPU stream ended early'),
+                  'the GPU endpoint ended its stream before the final event',
+                );
+                return;
+              }
               controller.close();
               end('done');
               return;
             }
-            remember(r.value);
+            if (sse) tail.feed(r.value);
             controller.enqueue(r.value);
           } catch (e) {
             if (clientSignal?.aborted) {
@@ -217,20 +291,11 @@ export class GpuEndpoint {
               end('cancelled');
               return;
             }
-            hooks.onMidStreamFailure(e);
-            if (sse && tail === '\n\n') {
-              const err = {
-                error: {
-                  message: 'the GPU endpoint failed mid-stream',
-                  type: 'server_error',
-                  param: null,
-                  code: 'GPU_STREAM_FAILED',
-                },
-              };
-              controller.enqueue(enc.encode(`data: ${JSON.stringify(err)}\n\n`));
-              controller.close();
-            } else controller.error(e);
-            end('error');
+            // a stall: stop the upstream request too
+            ac.abort(e);
+            await reader.cancel(e).catch(() => {});
+            const stall = e instanceof BitNetError && e.code === 'GPU_TIMEOUT';
+            failMidStream(controller, e, stall ? `${e.message}` : 'the GPU endpoint failed mid-stream');
           }
         },
         async cancel(reason) {
