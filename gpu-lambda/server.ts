@@ -16,6 +16,13 @@
  *   BITNET_MAX_TOKENS       max_tokens when a request gives none (default 256)
  *   BITNET_CUDA_ADDON       bitnet_cuda.node (default: addon/build/Release next to this file)
  *   BITNET_CUDA_OPTIONS     engine options as JSON, e.g. {"maxSeqs":128,"maxCtx":4096,"headMode":"int8"}
+ *   BITNET_SHUTDOWN_GRACE_S seconds in-flight requests get to finish after SIGTERM (default 10)
+ *
+ * Every setting is read (strictly, src/util/env.ts: a bad value is INVALID_ENV naming it) before
+ * the model loads, so a typo costs no model load. SIGTERM drains: the server stops accepting,
+ * /readyz answers 503, and the streams in flight get the grace period to end with their final
+ * event (ECS and Lambda Managed Instances send SIGTERM before they stop an instance); a second
+ * signal cuts them.
  *
  * Concurrency: every in-flight request runs its own engine loop; the cuda backend merges their
  * steps into shared GPU batches (continuous batching, src/kernels/cuda/cuda-backend.ts). Set
@@ -23,49 +30,59 @@
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { type RunningServer, resolveApiKeys, serveNode } from '../src/adapters/node.ts';
+import { type RunningServer, DEFAULT_SHUTDOWN_GRACE_MS, resolveApiKeys, serveNode } from '../src/adapters/node.ts';
+import { drainOnSignals } from '../src/adapters/node-signals.ts';
 import { BitNetModel } from '../src/api/bitnet-model.ts';
 import { BitNetError } from '../src/errors.ts';
 import { type AppDeps, modelIdFromName } from '../src/http/app.ts';
 import { CUDA_ADDON_ENV } from '../src/kernels/cuda/load-addon.ts';
+import { envInt, envSecondsMs, envString } from '../src/util/env.ts';
 
 export const DEFAULT_ADDON = fileURLToPath(new URL('./addon/build/Release/bitnet_cuda.node', import.meta.url));
 
-function int(env: Record<string, string | undefined>, key: string, dflt: number, min = 1): number {
-  const v = env[key];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw BitNetError.Config('BAD_ENV', `${key} must be an integer >= ${min}, got "${v}"`, { key });
-  return n;
+/** The server's settings from its environment; a bad value throws INVALID_ENV naming it. */
+export function gpuServerSettings(env: Record<string, string | undefined>) {
+  const location = envString(env, 'BITNET_MODEL');
+  if (!location) throw BitNetError.Config('MODEL_REQUIRED', 'set BITNET_MODEL to a GGUF path or URL');
+  const apiKeys = resolveApiKeys([], env);
+  return {
+    location,
+    modelId: envString(env, 'BITNET_MODEL_ID'),
+    apiKeys,
+    limits: {
+      maxConcurrent: envInt(env, 'BITNET_MAX_CONCURRENT', { min: 1 }) ?? 64,
+      maxQueue: envInt(env, 'BITNET_MAX_QUEUE') ?? 256,
+    },
+    defaultMaxTokens: envInt(env, 'BITNET_MAX_TOKENS', { min: 1 }) ?? 256,
+    host: envString(env, 'HOST') ?? (apiKeys.length ? '0.0.0.0' : undefined),
+    port: envInt(env, 'PORT', { max: 65535 }) ?? 8080,
+    graceMs: envSecondsMs(env, 'BITNET_SHUTDOWN_GRACE_S') ?? DEFAULT_SHUTDOWN_GRACE_MS,
+  };
 }
 
 /** Loads the model on the cuda backend and serves the app; resolves once listening. */
-export async function startGpuServer(env: Record<string, string | undefined> = process.env): Promise<{ server: RunningServer; model: BitNetModel }> {
-  const location = env.BITNET_MODEL;
-  if (!location) throw BitNetError.Config('MODEL_REQUIRED', 'set BITNET_MODEL to a GGUF path or URL');
+export async function startGpuServer(
+  env: Record<string, string | undefined> = process.env,
+): Promise<{ server: RunningServer; model: BitNetModel; graceMs: number }> {
+  const s = gpuServerSettings(env);
   // The backend reads the addon's path from process.env: the given env's path, else the default.
   const addon = env[CUDA_ADDON_ENV] || (existsSync(DEFAULT_ADDON) ? DEFAULT_ADDON : undefined);
   if (addon) process.env[CUDA_ADDON_ENV] = addon;
   // backend 'cuda' refuses (Device BACKEND_UNAVAILABLE, with the reason) when there is no addon,
   // driver or GPU: a GPU server without a GPU must not fall back to the CPU silently.
-  const model = await BitNetModel.fromFile(location, { backend: 'cuda' });
-  const apiKeys = resolveApiKeys([], env);
+  const model = await BitNetModel.fromFile(s.location, { backend: 'cuda' });
   const deps: AppDeps = {
     model,
-    modelId: env.BITNET_MODEL_ID,
+    modelId: s.modelId,
     modelBytes: model.modelInfo().fileSize,
-    apiKeys,
-    limits: { maxConcurrent: int(env, 'BITNET_MAX_CONCURRENT', 64), maxQueue: int(env, 'BITNET_MAX_QUEUE', 256, 0) },
-    defaultMaxTokens: int(env, 'BITNET_MAX_TOKENS', 256),
+    apiKeys: s.apiKeys,
+    limits: s.limits,
+    defaultMaxTokens: s.defaultMaxTokens,
     // No `gpu` route: this server is the GPU endpoint; everything runs here.
     router: {},
   };
-  const server = await serveNode(deps, {
-    host: env.HOST ?? (apiKeys.length ? '0.0.0.0' : undefined),
-    port: int(env, 'PORT', 8080, 0),
-    warn: (m) => console.error(`warning: ${m}`),
-  });
-  return { server, model };
+  const server = await serveNode(deps, { host: s.host, port: s.port, warn: (m) => console.error(`warning: ${m}`) });
+  return { server, model, graceMs: s.graceMs };
 }
 
 /** The startup line: `model` is the id clients send (what /v1/models lists), as `bitnet serve --json` prints it. */
@@ -80,14 +97,11 @@ export function startupInfo(server: RunningServer, model: BitNetModel, env: Reco
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   try {
-    const { server, model } = await startGpuServer();
+    const { server, model, graceMs } = await startGpuServer();
+    const drained = drainOnSignals(server, graceMs, 'bitnet gpu server');
     console.log(JSON.stringify(startupInfo(server, model, process.env)));
-    const stop = async () => {
-      await server.close();
-      process.exit(0);
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    await drained;
+    process.exit(0);
   } catch (e) {
     const err = e instanceof BitNetError ? e.toJSON() : { message: String(e) };
     console.error(JSON.stringify({ error: err }));

@@ -12,7 +12,9 @@
  *   BITNET_API_KEYS              comma-separated client keys
  *   BITNET_ALLOW_UNAUTHENTICATED true to serve without keys (e.g. behind IAM auth on the URL);
  *                                otherwise no keys = every non-health route answers 401
- *   BITNET_GPU_URL, BITNET_GPU_API_KEY
+ *   BITNET_GPU_URL, BITNET_GPU_API_KEY   the GPU endpoint (an absolute http(s) URL) and its key
+ *   BITNET_GPU_FIRST_BYTE_TIMEOUT_S, BITNET_GPU_TIMEOUT_S, BITNET_GPU_IDLE_TIMEOUT_S
+ *                                seconds > 0 (defaults 30, 300, 60; see env.ts gpuEndpointFromEnv)
  *   BITNET_EDGE_MAX_TOKENS       integer ≥ 0 (router default 512)
  *   BITNET_MAX_CONCURRENT        integer ≥ 1 (default 2)
  *   BITNET_MAX_QUEUE             integer ≥ 0 (default 16)
@@ -36,7 +38,7 @@ import { type AppDeps, createApp } from '../http/app.ts';
 import { parseKeyList } from '../http/auth.ts';
 import { SYNTH_PRESETS, synthModel } from '../model/synth.ts';
 import { MemorySource } from '../sources/byte-source.ts';
-import { envBool, envInt, envString, misconfiguredFetch } from './env.ts';
+import { envBool, envInt, envString, gpuEndpointFromEnv, misconfiguredFetch } from './env.ts';
 import { awslambdaGlobal, type FetchHandler, type LambdaStreamingHandler, streamingHandler } from './lambda-stream.ts';
 import { keepYoungGenerationSmall } from './node-heap.ts';
 
@@ -68,14 +70,14 @@ export function depsFromEnv(env: Env): AppDeps {
     keys = [crypto.randomUUID()];
   }
   const path = envString(env, 'BITNET_MODEL');
-  const gpuUrl = envString(env, 'BITNET_GPU_URL');
+  const gpu = gpuEndpointFromEnv(env, 'BITNET_');
   return {
     model: () => (path ? BitNetModel.fromFile(path, { numThreads, validateChecksums }) : demoModel(numThreads)),
     modelId: envString(env, 'BITNET_MODEL_ID') ?? (path ? 'bitnet' : 'bitnet-demo-random-weights'),
     apiKeys: keys,
     limits: { maxConcurrent, maxQueue },
     router: {
-      gpu: gpuUrl ? { url: gpuUrl, apiKey: envString(env, 'BITNET_GPU_API_KEY') } : undefined,
+      gpu,
       edgeMaxTokens,
     },
   };

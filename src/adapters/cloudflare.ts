@@ -13,7 +13,9 @@
  *   BITNET_API_KEYS        comma-separated client keys (secret)
  *   ALLOW_UNAUTHENTICATED  true to serve without keys (local dev); otherwise no keys = every
  *                          non-health route answers 401
- *   GPU_URL, GPU_API_KEY   the GPU endpoint and its own key (secret)
+ *   GPU_URL, GPU_API_KEY   the GPU endpoint (an absolute http(s) URL) and its own key (secret)
+ *   GPU_FIRST_BYTE_TIMEOUT_S, GPU_TIMEOUT_S, GPU_IDLE_TIMEOUT_S
+ *                          seconds > 0 (defaults 30, 300, 60; see env.ts gpuEndpointFromEnv)
  *   EDGE_MAX_TOKENS        integer ≥ 0 (router default 512)
  *   MEMORY_BUDGET_BYTES    integer ≥ 0 (default 64 MiB)
  *   MAX_CONCURRENT         integer ≥ 1 (default 2); MAX_QUEUE integer ≥ 0 (default 16)
@@ -48,12 +50,13 @@ import { BitNetError, isBitNetError } from '../errors.ts';
 import { type AppDeps, createApp } from '../http/app.ts';
 import { parseKeyList } from '../http/auth.ts';
 import { errorResponse } from '../http/errors.ts';
+import { requestIdOf } from '../http/request-id.ts';
 import { registerKernelModules } from '../kernels/wasm/loader.ts';
 import { MANIFEST_NAME } from '../shards/format.ts';
 import { looksLikeManifest, readManifest } from '../shards/reader.ts';
 import type { OpenOptions } from '../sources/open.ts';
 import { type R2BucketLike, R2Source, r2Binding } from '../sources/r2.ts';
-import { envBool, envInt, envString, misconfiguredFetch } from './env.ts';
+import { envBool, envInt, envString, gpuEndpointFromEnv, misconfiguredFetch } from './env.ts';
 
 registerKernelModules({ relaxed: relaxedKernels, simd: simdKernels });
 
@@ -68,6 +71,9 @@ export interface WorkerEnv {
   ALLOW_UNAUTHENTICATED?: string;
   GPU_URL?: string;
   GPU_API_KEY?: string;
+  GPU_FIRST_BYTE_TIMEOUT_S?: string;
+  GPU_TIMEOUT_S?: string;
+  GPU_IDLE_TIMEOUT_S?: string;
   EDGE_MAX_TOKENS?: string;
   MEMORY_BUDGET_BYTES?: string;
   MAX_CONCURRENT?: string;
@@ -162,7 +168,6 @@ async function loadFromR2(bucket: R2BucketLike, key: string, validateChecksums: 
 export function settingsFromEnv(env: WorkerEnv) {
   const e = env as unknown as Record<string, unknown>;
   const origins = parseKeyList(envString(e, 'CORS_ORIGINS'));
-  const gpuUrl = envString(e, 'GPU_URL');
   return {
     key: modelObjectKey(envString(e, 'MODEL_KEY')),
     modelId: envString(e, 'MODEL_ID') ?? 'bitnet',
@@ -172,7 +177,7 @@ export function settingsFromEnv(env: WorkerEnv) {
     cors: origins.length ? { origins: origins.includes('*') ? ('*' as const) : origins } : undefined,
     limits: { maxConcurrent: envInt(e, 'MAX_CONCURRENT', { min: 1 }) ?? 2, maxQueue: envInt(e, 'MAX_QUEUE') ?? 16 },
     router: {
-      gpu: gpuUrl ? { url: gpuUrl, apiKey: envString(e, 'GPU_API_KEY') } : undefined,
+      gpu: gpuEndpointFromEnv(e, ''),
       edgeMaxTokens: envInt(e, 'EDGE_MAX_TOKENS'),
       localMemoryBudgetBytes: envInt(e, 'MEMORY_BUDGET_BYTES') ?? DEFAULT_BUDGET,
     },
@@ -258,12 +263,16 @@ function appFor(env: WorkerEnv, w: Worker): Promise<App> {
   return w.app;
 }
 
-const ROUTE = { 'x-bitnet-route': 'edge' };
+/** The headers the app puts on every response, for the answers made before it exists. */
+const routeHeaders = (request: Request) => ({
+  'x-bitnet-route': 'edge',
+  'x-request-id': requestIdOf(request.headers.get('x-request-id')),
+});
 
 /** Liveness: the isolate answers. What the app's /healthz says, without waiting for R2. */
 function alive(request: Request): Response {
   return new Response(request.method === 'HEAD' ? null : JSON.stringify({ status: 'ok' }), {
-    headers: { 'content-type': 'application/json; charset=utf-8', ...ROUTE },
+    headers: { 'content-type': 'application/json; charset=utf-8', ...routeHeaders(request) },
   });
 }
 
@@ -278,7 +287,7 @@ export default {
     try {
       app = await appFor(env, w);
     } catch (e) {
-      return errorResponse(e, ROUTE);
+      return errorResponse(e, routeHeaders(request));
     }
     return app.fetch(request, env, ctx as never);
   },

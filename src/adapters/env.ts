@@ -14,11 +14,16 @@
  * This module imports no runtime (no node:, cloudflare: or AWS modules).
  */
 import { errorBody, errorResponse, toBitNetError } from '../http/errors.ts';
+import type { GpuEndpointOptions } from '../http/gpu.ts';
+import { requestIdOf } from '../http/request-id.ts';
+import { type EnvLike, envHttpUrl, envPositiveSecondsMs, envString } from '../util/env.ts';
 
 export {
   type EnvLike,
   envBool,
+  envHttpUrl,
   envInt,
+  envPositiveSecondsMs,
   envSecondsMs,
   envString,
   type IntEnvOptions,
@@ -27,13 +32,13 @@ export {
 
 /**
  * The answers of an app that could not be built from its environment (see the top of this file).
- * Every response carries x-bitnet-route: edge, as the app's do.
+ * Every response carries x-bitnet-route: edge and x-request-id, as the app's do.
  */
 export function misconfiguredFetch(err: unknown): (request: Request) => Response {
   const e = toBitNetError(err);
   return (request) => {
     const path = new URL(request.url).pathname;
-    const route = { 'x-bitnet-route': 'edge' };
+    const route = { 'x-bitnet-route': 'edge', 'x-request-id': requestIdOf(request.headers.get('x-request-id')) };
     if (path === '/healthz' && (request.method === 'GET' || request.method === 'HEAD')) {
       return new Response(JSON.stringify({ status: 'ok', misconfigured: errorBody(e).error }), {
         status: 200,
@@ -44,4 +49,22 @@ export function misconfiguredFetch(err: unknown): (request: Request) => Response
     if (path !== '/readyz') return res;
     return new Response(res.body, { status: 503, headers: res.headers });
   };
+}
+
+/**
+ * The GPU endpoint from `<prefix>GPU_URL` and its settings (the Worker's vars have no prefix, the
+ * Lambda function's and `bitnet serve`'s environment use BITNET_):
+ *   GPU_URL                   absolute http(s) URL; unset: no GPU endpoint
+ *   GPU_API_KEY               the GPU server's key
+ *   GPU_FIRST_BYTE_TIMEOUT_S  streaming requests: seconds until the GPU's first byte (default 30)
+ *   GPU_TIMEOUT_S             non-streaming requests: seconds until the GPU's answer (default 300)
+ *   GPU_IDLE_TIMEOUT_S        seconds between two chunks of a GPU answer (default 60)
+ */
+export function gpuEndpointFromEnv(env: EnvLike, prefix: '' | 'BITNET_'): GpuEndpointOptions | undefined {
+  const url = envHttpUrl(env, `${prefix}GPU_URL`);
+  const firstByteTimeoutMs = envPositiveSecondsMs(env, `${prefix}GPU_FIRST_BYTE_TIMEOUT_S`);
+  const responseTimeoutMs = envPositiveSecondsMs(env, `${prefix}GPU_TIMEOUT_S`);
+  const idleTimeoutMs = envPositiveSecondsMs(env, `${prefix}GPU_IDLE_TIMEOUT_S`);
+  if (url === undefined) return undefined;
+  return { url, apiKey: envString(env, `${prefix}GPU_API_KEY`), firstByteTimeoutMs, responseTimeoutMs, idleTimeoutMs };
 }

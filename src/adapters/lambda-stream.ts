@@ -24,6 +24,7 @@
 import type { Writable } from 'node:stream';
 import { BitNetError, isBitNetError } from '../errors.ts';
 import { errorResponse } from '../http/errors.ts';
+import { requestIdOf } from '../http/request-id.ts';
 
 /** What the runtime hands the handler as its response stream (a Node writable). */
 export type LambdaResponseStream = Writable;
@@ -240,7 +241,8 @@ export function streamingHandler(fetch: FetchHandler): LambdaStreamingHandler {
         res = await fetch(request, { event, requestContext, context });
       } catch (e) {
         if (!isBitNetError(e)) console.error('bitnet: the request failed before its response:', e);
-        res = errorResponse(e, { 'x-bitnet-route': 'edge' });
+        const id = (event as LambdaEvent | null)?.headers?.['x-request-id'];
+        res = errorResponse(e, { 'x-bitnet-route': 'edge', 'x-request-id': requestIdOf(id) });
       }
       if (client.gone) {
         await res.body?.cancel().catch(() => {});

@@ -29,7 +29,9 @@ import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { gpuEndpointFromEnv } from '../adapters/env.ts';
 import { DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, resolveApiKeys, serveNode } from '../adapters/node.ts';
+import { drainOnSignals } from '../adapters/node-signals.ts';
 import { BitNetModel } from '../api/bitnet-model.ts';
 import { BitNetError } from '../errors.ts';
 import { encodeGGUF } from '../gguf/writer.ts';
@@ -38,7 +40,7 @@ import type { ServedModel } from '../http/model-holder.ts';
 import { SYNTH_PRESETS, type SynthOptions, synthModel } from '../model/synth.ts';
 import { MemorySource } from '../sources/byte-source.ts';
 import type { OpenOptions } from '../sources/open.ts';
-import { type EnvLike, envBool, envInt, envSecondsMs, invalidEnv } from '../util/env.ts';
+import { type EnvLike, envBool, envInt, envSecondsMs, httpUrlProblem, invalidEnv } from '../util/env.ts';
 import { num, oneOf, str } from './args.ts';
 import { resolveCliLocation } from './model-location.ts';
 
@@ -148,16 +150,21 @@ export async function serveCommand(
     numThreads: num(values, 'threads', { int: true, min: 1 }),
     // concurrent requests' decode steps computed as one batch (wasm backend)
     maxBatchSize:
-      num(values, 'max-batch', { int: true, min: 1, max: 16 }) ?? envInt(env, 'BITNET_MAX_BATCH', { min: 1 }),
+      num(values, 'max-batch', { int: true, min: 1, max: 16 }) ?? envInt(env, 'BITNET_MAX_BATCH', { min: 1, max: 16 }),
     // finished sequences kept for prompt reuse (a chat's next turn prefills only its new tokens)
     promptCacheEntries: num(values, 'prompt-cache', { int: true, min: 0 }) ?? envInt(env, 'BITNET_PROMPT_CACHE'),
     validateChecksums: values['validate-checksums'] === true || envBool(env, 'BITNET_VALIDATE_CHECKSUMS') === true,
     sourceOptions: remoteSourceOptions(env),
   };
   const budget = num(values, 'memory-budget', { int: true, min: 1 });
-  const gpuUrl = str(values, 'gpu-url') ?? env.BITNET_GPU_URL;
-  if (gpuUrl && !/^https?:\/\//.test(gpuUrl))
-    throw BitNetError.Config('BAD_FLAG', `--gpu-url must be an http(s) URL, got "${gpuUrl}"`, { flag: 'gpu-url' });
+  // The GPU endpoint: --gpu-url / --gpu-api-key over BITNET_GPU_URL / BITNET_GPU_API_KEY; the
+  // timeouts from BITNET_GPU_*_TIMEOUT_S (a bad env value is INVALID_ENV, a bad flag BAD_FLAG).
+  const flagGpuUrl = str(values, 'gpu-url');
+  const urlProblem = flagGpuUrl === undefined ? undefined : httpUrlProblem(flagGpuUrl);
+  if (urlProblem)
+    throw BitNetError.Config('BAD_FLAG', `--gpu-url ${urlProblem}, got "${flagGpuUrl}"`, { flag: 'gpu-url' });
+  const envGpu = gpuEndpointFromEnv(env, 'BITNET_');
+  const gpuUrl = flagGpuUrl ?? envGpu?.url;
   // Every other flag is read before the model: a bad value is reported before any loading or notice.
   const apiKeys = resolveApiKeys((values['api-key'] as string[] | undefined) ?? [], env);
   const origins = (values['cors-origin'] as string[] | undefined) ?? [];
@@ -228,7 +235,9 @@ export async function serveCommand(
     limits,
     defaultMaxTokens,
     router: {
-      gpu: gpuUrl ? { url: gpuUrl, apiKey: str(values, 'gpu-api-key') ?? env.BITNET_GPU_API_KEY } : undefined,
+      gpu: gpuUrl
+        ? { ...envGpu, url: gpuUrl, apiKey: str(values, 'gpu-api-key') ?? envGpu?.apiKey ?? env.BITNET_GPU_API_KEY }
+        : undefined,
       edgeMaxTokens,
       localMemoryBudgetBytes: budget,
     },
@@ -240,39 +249,9 @@ export async function serveCommand(
     warn: (m) => console.error(`warning: ${m}`),
     requestTimeoutMs,
   });
-  // First signal: drain for up to the grace period. Second signal: cut what is left at once.
-  // The handlers go in before the startup line, so that whoever waits for it can signal at once,
-  // and the second one goes in before the first goes out (never a moment with the default action).
-  const again = (sig: string) => {
-    console.error(`bitnet serve: ${sig} again: cutting ${server.inFlight} request(s) in flight now`);
-    server.close().catch(() => {}); // the first signal's shutdown() reports how closing went
-  };
-  const signalled = new Promise<string>((resolve) => {
-    const first = (sig: string) => {
-      process.on('SIGINT', again);
-      process.on('SIGTERM', again);
-      process.off('SIGINT', first);
-      process.off('SIGTERM', first);
-      resolve(sig);
-    };
-    process.on('SIGINT', first);
-    process.on('SIGTERM', first);
-  });
+  const drained = drainOnSignals(server, graceMs, 'bitnet serve');
   if (values.json) console.log(JSON.stringify({ url: server.url, model: modelId, description }));
   else console.log(`bitnet serve: listening on ${server.url} (${description}${gpuUrl ? `, GPU ${gpuUrl}` : ''})`);
-
-  const signal = await signalled;
-  try {
-    const n = server.inFlight;
-    if (n > 0)
-      console.error(
-        `bitnet serve: ${signal}: draining ${n} request(s) in flight (up to ${graceMs / 1000} s; a second signal cuts them now)`,
-      );
-    const r = await server.shutdown(graceMs);
-    if (r.cut > 0) console.error(`bitnet serve: cut ${r.cut} request(s) still in flight after the grace period`);
-  } finally {
-    process.off('SIGINT', again);
-    process.off('SIGTERM', again);
-  }
+  await drained;
   return 0;
 }

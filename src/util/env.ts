@@ -7,6 +7,7 @@
  *   seconds   decimal digits with an optional fraction ("30", "0.5", ".5"); no sign, exponent
  *             or spaces; "" or unset = the default
  *   booleans  true/false/1/0, case-insensitive; "" or unset = the default
+ *   URLs      absolute http:// or https:// with a host; "" or unset = the default
  *
  * A bad value is a Config error with code INVALID_ENV whose message names the variable and the
  * value (details: variable, value). This module imports no runtime (no node:, cloudflare: or AWS
@@ -34,6 +35,8 @@ export function invalidEnv(name: string, value: string, must: string): BitNetErr
 export interface IntEnvOptions {
   /** Smallest value allowed (default 0). */
   min?: number;
+  /** Largest value allowed (default: none below 2^53). */
+  max?: number;
 }
 
 /** An integer setting: plain decimal digits, at least `min`; undefined when unset or empty. */
@@ -46,6 +49,7 @@ export function envInt(env: EnvLike, name: string, o: IntEnvOptions = {}): numbe
   const n = Number(v);
   if (!Number.isSafeInteger(n)) throw invalidEnv(name, v, `must be ${what} below 2^53`);
   if (n < min) throw invalidEnv(name, v, `must be ${what}`);
+  if (o.max !== undefined && n > o.max) throw invalidEnv(name, v, `must be ${what} of at most ${o.max}`);
   return n;
 }
 
@@ -71,4 +75,34 @@ export function envBool(env: EnvLike, name: string): boolean | undefined {
 /** A string setting; undefined when unset or empty. */
 export function envString(env: EnvLike, name: string): string | undefined {
   return raw(env, name);
+}
+
+/** Why `v` is not an absolute http(s) URL with a host, or undefined when it is one. */
+export function httpUrlProblem(v: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    return 'must be an absolute http(s) URL';
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `must be an http(s) URL, not ${u.protocol}`;
+  if (!u.hostname) return 'must be an http(s) URL with a host';
+  return undefined;
+}
+
+/** An http(s) URL setting; undefined when unset or empty. */
+export function envHttpUrl(env: EnvLike, name: string): string | undefined {
+  const v = raw(env, name);
+  if (v === undefined) return undefined;
+  const problem = httpUrlProblem(v);
+  if (problem) throw invalidEnv(name, v, problem);
+  return v;
+}
+
+/** A number of seconds > 0, as milliseconds; undefined when unset or empty. */
+export function envPositiveSecondsMs(env: EnvLike, name: string): number | undefined {
+  const ms = envSecondsMs(env, name);
+  if (ms === undefined) return undefined;
+  if (ms <= 0) throw invalidEnv(name, String(env[name]), 'must be a number of seconds > 0');
+  return ms;
 }

@@ -19,6 +19,7 @@ export async function bundledWorker(
         ...wasm.map((f) => ({ type: 'CompiledWasm' as const, path: join(dir, f) })),
       ],
       compatibilityDate: '2026-08-01',
+      compatibilityFlags: ['enable_request_signal'], // as wrangler.toml
       r2Buckets: ['WEIGHTS'],
       bindings,
     }),

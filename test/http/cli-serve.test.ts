@@ -154,6 +154,16 @@ describe('bitnet serve', () => {
     await expect(mb.url).rejects.toThrow(/BAD_FLAG\]: --max-batch must be an integer >= 1 <= 16/);
     const mbEnv = serve([], { BITNET_MAX_BATCH: '0' });
     await expect(mbEnv.url).rejects.toThrow(/INVALID_ENV\]: BITNET_MAX_BATCH/);
+    const mbBig = serve([], { BITNET_MAX_BATCH: '99' }); // the flag's limit holds for the variable too
+    await expect(mbBig.url).rejects.toThrow(/INVALID_ENV\]: BITNET_MAX_BATCH must be a positive integer of at most 16/);
+    expect(await mbBig.exited).toBe(1);
+    // a bad GPU URL names where it came from: the flag (usage error, 2) or the variable (1)
+    const gFlag = serve(['--gpu-url', 'http://']);
+    await expect(gFlag.url).rejects.toThrow(/BAD_FLAG\]: --gpu-url must be an absolute http\(s\) URL/);
+    expect(await gFlag.exited).toBe(2);
+    const gEnv = serve([], { BITNET_GPU_URL: 'not-a-url' });
+    await expect(gEnv.url).rejects.toThrow(/INVALID_ENV\]: BITNET_GPU_URL must be an absolute http\(s\) URL/);
+    expect(await gEnv.exited).toBe(1);
   });
 });
 

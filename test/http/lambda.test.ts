@@ -562,8 +562,34 @@ describe('AWS Lambda adapter: the environment', () => {
           /^BITNET_ALLOW_UNAUTHENTICATED must be true, false, 1 or 0, got "yes"/,
         ],
         [{ BITNET_VALIDATE_CHECKSUMS: 'on' }, /^BITNET_VALIDATE_CHECKSUMS must be/],
+        [
+          { BITNET_API_KEYS: 'k', BITNET_GPU_URL: 'not a url' },
+          /^BITNET_GPU_URL must be an absolute http\(s\) URL, got "not a url"/,
+        ],
+        [{ BITNET_API_KEYS: 'k', BITNET_GPU_URL: 'http://' }, /^BITNET_GPU_URL must be an absolute http\(s\) URL/],
+        [
+          { BITNET_API_KEYS: 'k', BITNET_GPU_URL: 'ftp://gpu.example' },
+          /^BITNET_GPU_URL must be an http\(s\) URL, not ftp:/,
+        ],
+        [
+          { BITNET_API_KEYS: 'k', BITNET_GPU_URL: 'http://g.test', BITNET_GPU_TIMEOUT_S: '0' },
+          /^BITNET_GPU_TIMEOUT_S must be a number of seconds > 0/,
+        ],
       ];
       for (const [env, re] of cases) expect(() => depsFromEnv(env)).toThrow(re);
+      expect(
+        depsFromEnv({
+          BITNET_API_KEYS: 'k',
+          BITNET_GPU_URL: 'https://gpu.example',
+          BITNET_GPU_FIRST_BYTE_TIMEOUT_S: '45',
+        }).router?.gpu,
+      ).toEqual({
+        url: 'https://gpu.example',
+        apiKey: undefined,
+        firstByteTimeoutMs: 45_000,
+        responseTimeoutMs: undefined,
+        idleTimeoutMs: undefined,
+      });
       const d = depsFromEnv({
         BITNET_ALLOW_UNAUTHENTICATED: 'TRUE',
         BITNET_MAX_CONCURRENT: '4',

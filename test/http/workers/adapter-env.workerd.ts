@@ -151,6 +151,8 @@ describe('bad vars', () => {
       [{ MEMORY_BUDGET_BYTES: '64MiB' }, /^MEMORY_BUDGET_BYTES .*"64MiB"$/],
       [{ ALLOW_UNAUTHENTICATED: 'yes' }, /^ALLOW_UNAUTHENTICATED must be true, false, 1 or 0, got "yes"$/],
       [{ VALIDATE_CHECKSUMS: 'on' }, /^VALIDATE_CHECKSUMS must be true, false, 1 or 0/],
+      [{ GPU_URL: 'not a url' }, /^GPU_URL must be an absolute http\(s\) URL, got "not a url"$/],
+      [{ GPU_URL: 'https://g.test', GPU_IDLE_TIMEOUT_S: '-1' }, /^GPU_IDLE_TIMEOUT_S must be a number of seconds/],
     ];
     for (const [vars, re] of cases) expect(() => settingsFromEnv({ ...base, ...vars })).toThrow(re);
     const s = settingsFromEnv({ ...base, ALLOW_UNAUTHENTICATED: 'TRUE', MAX_CONCURRENT: '3', EDGE_MAX_TOKENS: '' });
