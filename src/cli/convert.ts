@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { BitNetError } from '../errors.ts';
 import { GGUF_MAGIC } from '../gguf/reader.ts';
 import { type ConvertInput, convertToPack, ggufInput } from '../shards/convert.ts';
-import type { HeadType, TensorLayout } from '../shards/format.ts';
+import { DEFAULT_ALIGNMENT, type HeadType, type TensorLayout } from '../shards/format.ts';
 import { DirectoryPackSink } from '../shards/fs-sink.ts';
 import { hfInput } from '../shards/hf.ts';
 import { ProgressBar, parseByteSize } from '../shards/progress-bar.ts';
@@ -71,6 +71,18 @@ export async function convertCommand(argv: string[]): Promise<number> {
     });
   }
   const alignment = num(values, 'alignment', { int: true, min: 8, max: 1 << 20 });
+  // The pack's own rules (planPack), checked here too: a usage error before anything is opened.
+  if (alignment !== undefined && (alignment & (alignment - 1)) !== 0)
+    throw BitNetError.Config('BAD_FLAG', `--alignment must be a power of two, got ${alignment}`, { flag: 'alignment' });
+  const align = alignment ?? DEFAULT_ALIGNMENT;
+  if (shardSize !== undefined && shardSize < align)
+    throw BitNetError.Config(
+      'BAD_FLAG',
+      `--shard-size must be at least the alignment (${align} bytes), got "${rawSize}"`,
+      {
+        flag: 'shard-size',
+      },
+    );
 
   const input = await openConvertInput(model);
   const bar = values.quiet ? undefined : new ProgressBar(process.stderr, 'convert');

@@ -72,8 +72,10 @@ export interface ConvertInput {
 export interface PackSink {
   openShard(file: string): Promise<ShardWriter>;
   writeText(name: string, text: string): Promise<void>;
-  /** Called once after the manifest is written (a directory sink removes stale shards of an older pack). */
+  /** Called once after the manifest is written (a directory sink moves the pack into place). */
   finish?(manifest: PackManifest): Promise<void>;
+  /** Called when the conversion fails: release what is open and leave no partial output. */
+  abort?(): Promise<void>;
 }
 
 export interface ShardWriter {
@@ -434,58 +436,64 @@ export async function convertToPack(
 
   const notes = conversionNotes(plan);
 
-  // 2. Write shards in order, hashing each tensor.
-  const tensors: PackTensor[] = [];
-  const shards: PackShard[] = [];
-  let done = 0;
-  let writer: ShardWriter | undefined;
-  let current = '';
-  let pos = 0;
-  const finish = async () => {
-    if (!writer) return;
-    const r = await writer.close();
-    if (r.size !== sizes.get(current)) {
-      throw BitNetError.Io(
-        'CONVERT_WRITE_FAILED',
-        `shard ${current}: wrote ${r.size} bytes, planned ${sizes.get(current)}`,
-        {},
-      );
+  try {
+    // 2. Write shards in order, hashing each tensor.
+    const tensors: PackTensor[] = [];
+    const shards: PackShard[] = [];
+    let done = 0;
+    let writer: ShardWriter | undefined;
+    let current = '';
+    let pos = 0;
+    const finish = async () => {
+      if (!writer) return;
+      const r = await writer.close();
+      if (r.size !== sizes.get(current)) {
+        throw BitNetError.Io(
+          'CONVERT_WRITE_FAILED',
+          `shard ${current}: wrote ${r.size} bytes, planned ${sizes.get(current)}`,
+          {},
+        );
+      }
+      shards.push({ file: current, size: r.size, sha256: r.sha256 });
+      writer = undefined;
+    };
+    for (const p of order) {
+      throwIfAborted(opts.signal);
+      if (p.shard !== current) {
+        await finish();
+        current = p.shard;
+        writer = await sink.openShard(current);
+        pos = 0;
+      }
+      const bytes = await convertTensor(p.input, p.outType, p.tl, opts);
+      if (bytes.byteLength !== p.length) {
+        throw BitNetError.Model(
+          'CONVERT_SIZE_MISMATCH',
+          `${p.input.name}: ${bytes.byteLength} bytes, expected ${p.length}`,
+          {
+            tensor: p.input.name,
+          },
+        );
+      }
+      if (p.offset > pos) await writer!.write(new Uint8Array(p.offset - pos));
+      await writer!.write(bytes);
+      pos = p.offset + p.length;
+      tensors.push(tableEntry(p, await sha256Hex(bytes)));
+      done += p.length;
+      opts.onProgress?.({ doneBytes: done, totalBytes, tensor: p.input.name });
     }
-    shards.push({ file: current, size: r.size, sha256: r.sha256 });
-    writer = undefined;
-  };
-  for (const p of order) {
-    throwIfAborted(opts.signal);
-    if (p.shard !== current) {
-      await finish();
-      current = p.shard;
-      writer = await sink.openShard(current);
-      pos = 0;
-    }
-    const bytes = await convertTensor(p.input, p.outType, p.tl, opts);
-    if (bytes.byteLength !== p.length) {
-      throw BitNetError.Model(
-        'CONVERT_SIZE_MISMATCH',
-        `${p.input.name}: ${bytes.byteLength} bytes, expected ${p.length}`,
-        {
-          tensor: p.input.name,
-        },
-      );
-    }
-    if (p.offset > pos) await writer!.write(new Uint8Array(p.offset - pos));
-    await writer!.write(bytes);
-    pos = p.offset + p.length;
-    tensors.push(tableEntry(p, await sha256Hex(bytes)));
-    done += p.length;
-    opts.onProgress?.({ doneBytes: done, totalBytes, tensor: p.input.name });
-  }
-  await finish();
+    await finish();
 
-  const manifest = manifestOf(input, plan, shards, tensors);
-  validateManifest(JSON.parse(JSON.stringify(manifest)));
-  await sink.writeText(MANIFEST_NAME, `${JSON.stringify(manifest)}\n`);
-  await sink.finish?.(manifest);
-  return { manifest, totalBytes, notes };
+    const manifest = manifestOf(input, plan, shards, tensors);
+    validateManifest(JSON.parse(JSON.stringify(manifest)));
+    await sink.writeText(MANIFEST_NAME, `${JSON.stringify(manifest)}\n`);
+    await sink.finish?.(manifest);
+    return { manifest, totalBytes, notes };
+  } catch (e) {
+    // the sink drops what was written (a directory keeps its earlier pack); the error is the news
+    await sink.abort?.().catch(() => {});
+    throw e;
+  }
 }
 
 /** A sink that keeps the pack in memory (tests; uploads to R2 or S3 from memory). */

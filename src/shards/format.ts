@@ -323,9 +323,14 @@ export function validateManifest(m: unknown): PackManifest {
   }
   const byName = new Map(x.tensors.map((t) => [t.name, t]));
   const grouped = new Set<string>();
+  const groupNames = new Set<string>();
   for (const g of x.groups) {
     if (!shards.has(g?.shard) || !isUint(g.offset) || !isUint(g.length) || !Array.isArray(g.tensors))
       throw bad(`bad group ${g?.name}`, { group: g?.name });
+    // groups are looked up by name (the reader's map): a repeated name would hide one of them
+    if (typeof g.name !== 'string' || groupNames.has(g.name))
+      throw bad(`bad or repeated group name ${g.name}`, { group: g.name });
+    groupNames.add(g.name);
     for (const n of g.tensors) {
       const t = byName.get(n);
       if (

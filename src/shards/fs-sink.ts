@@ -1,20 +1,27 @@
 /**
- * Writes a shard pack into a local directory (Node). Each file is written under `<name>.partial`
- * and renamed when complete; an old `manifest.json` is removed first and the new one is written
- * last, so a directory with a manifest always holds a complete pack. After the manifest, shard
- * files of an earlier conversion that the new manifest does not name (`shard-NNNNN.bin`, and
- * `.partial` leftovers of an interrupted run) are removed, so the directory holds exactly the new
- * pack. Only names of that pattern are touched: other files in the directory are the user's.
+ * Writes a shard pack into a local directory (Node), all or nothing: the shards and the manifest
+ * are written into a staging directory inside it (`.bitnet-convert-<random>`, the same file
+ * system, so moving them is a rename) and moved into place only when the conversion has finished.
+ * A conversion that fails (a source that stops answering, a lossy tensor, a full disk) removes its
+ * staging directory and leaves the directory as it was, an earlier pack included.
+ *
+ * Moving in: the old `manifest.json` goes first and the new one comes last, so a directory with a
+ * manifest always holds a complete pack; then shard files of the earlier pack that the new
+ * manifest does not name (`shard-NNNNN.bin`, and `.partial` leftovers) are removed, so the
+ * directory holds exactly the new pack. Only names of that pattern are touched: other files in the
+ * directory are the user's, and a `manifest.json` that is not a shard pack's is never replaced.
  */
 import { createHash } from 'node:crypto';
-import { type FileHandle, mkdir, open, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdir, mkdtemp, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BitNetError } from '../errors.ts';
 import type { PackSink, ShardWriter } from './convert.ts';
-import { MANIFEST_NAME, type PackManifest } from './format.ts';
+import { MANIFEST_NAME, PACK_FORMAT, type PackManifest } from './format.ts';
 
 /** The converter's shard file names (convert.ts placeGroups), with or without `.partial`. */
 const SHARD_FILE = /^shard-\d{5,}\.bin(?:\.partial)?$/;
+/** The staging directory's name prefix (mkdtemp adds six random characters). */
+const STAGING_PREFIX = '.bitnet-convert-';
 
 /**
  * A failed write of a local output (a pack directory, a synthesized GGUF) as a typed error:
@@ -47,37 +54,56 @@ export function outputWriteError(e: unknown, path: string, what?: string): BitNe
 
 export class DirectoryPackSink implements PackSink {
   readonly dir: string;
-  private prepared: Promise<void> | undefined;
+  private staging: string | undefined;
+  private prepared: Promise<string> | undefined;
+  private readonly open = new Set<FileHandle>();
 
   constructor(dir: string) {
     this.dir = dir;
   }
 
-  private prepare(): Promise<void> {
+  /** Creates the directory and the staging directory in it (once); checks a manifest already there. */
+  private prepare(): Promise<string> {
     this.prepared ??= (async () => {
       try {
         await mkdir(this.dir, { recursive: true });
-        await rm(join(this.dir, MANIFEST_NAME), { force: true });
       } catch (e) {
         // mkdir of an existing FILE is EEXIST; a file on the way is ENOTDIR.
         throw outputWriteError(e, this.dir, 'the pack directory');
       }
+      const old = await readFile(join(this.dir, MANIFEST_NAME), 'utf8').catch(() => undefined);
+      if (old !== undefined && !isPackManifest(old))
+        throw BitNetError.Io(
+          'OUTPUT_WRITE_FAILED',
+          `cannot write the pack into ${this.dir}: its ${MANIFEST_NAME} is not a shard pack's (left as it is); choose another --out`,
+          { path: join(this.dir, MANIFEST_NAME) },
+        );
+      try {
+        this.staging = await mkdtemp(join(this.dir, STAGING_PREFIX));
+      } catch (e) {
+        throw outputWriteError(e, this.dir, 'the pack directory');
+      }
+      return this.staging;
     })();
     return this.prepared;
   }
 
   async openShard(file: string): Promise<ShardWriter> {
-    await this.prepare();
-    const final = join(this.dir, file);
-    const partial = `${final}.partial`;
+    const staging = await this.prepare();
+    const path = join(staging, file);
     let fh: FileHandle;
     try {
-      fh = await open(partial, 'w');
+      fh = await open(path, 'w');
     } catch (e) {
-      throw outputWriteError(e, partial, 'shard');
+      throw outputWriteError(e, path, 'shard');
     }
+    this.open.add(fh);
     const hash = createHash('sha256');
     let size = 0;
+    const closeFile = async () => {
+      this.open.delete(fh);
+      await fh.close();
+    };
     return {
       write: async (b) => {
         hash.update(b);
@@ -85,18 +111,16 @@ export class DirectoryPackSink implements PackSink {
         try {
           while (o < b.byteLength) o += (await fh.write(b, o, b.byteLength - o)).bytesWritten;
         } catch (e) {
-          await fh.close().catch(() => {});
-          await rm(partial, { force: true }).catch(() => {});
-          throw outputWriteError(e, partial, 'shard');
+          await closeFile().catch(() => {});
+          throw outputWriteError(e, join(this.dir, file), 'shard');
         }
         size += b.byteLength;
       },
       close: async () => {
         try {
-          await fh.close();
-          await rename(partial, final);
+          await closeFile();
         } catch (e) {
-          throw outputWriteError(e, final, 'shard');
+          throw outputWriteError(e, join(this.dir, file), 'shard');
         }
         return { size, sha256: hash.digest('hex') };
       },
@@ -104,21 +128,45 @@ export class DirectoryPackSink implements PackSink {
   }
 
   async writeText(name: string, text: string): Promise<void> {
-    await this.prepare();
-    const final = join(this.dir, name);
+    const staging = await this.prepare();
     try {
-      await writeFile(`${final}.partial`, text);
-      await rename(`${final}.partial`, final);
+      await writeFile(join(staging, name), text);
     } catch (e) {
-      throw outputWriteError(e, final);
+      throw outputWriteError(e, join(this.dir, name));
     }
   }
 
-  /** Removes shard files the new manifest does not name (left by an earlier, larger conversion). */
+  /** Moves the finished pack into the directory (see the top of this file). */
   async finish(manifest: PackManifest): Promise<void> {
+    const staging = await this.prepare();
     const keep = new Set(manifest.shards.map((s) => s.file));
+    try {
+      await rm(join(this.dir, MANIFEST_NAME), { force: true });
+      for (const s of manifest.shards) await rename(join(staging, s.file), join(this.dir, s.file));
+      await rename(join(staging, MANIFEST_NAME), join(this.dir, MANIFEST_NAME));
+    } catch (e) {
+      throw outputWriteError(e, this.dir, 'the pack');
+    }
     for (const f of await readdir(this.dir)) {
       if (SHARD_FILE.test(f) && !keep.has(f)) await rm(join(this.dir, f), { force: true });
     }
+    await rm(staging, { recursive: true, force: true });
+  }
+
+  /** A failed conversion: closes what is open and removes the staging directory. */
+  async abort(): Promise<void> {
+    for (const fh of [...this.open]) await fh.close().catch(() => {});
+    this.open.clear();
+    const staging = this.prepared ? await this.prepared.catch(() => undefined) : undefined;
+    if (staging) await rm(staging, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/** Whether a manifest.json's text is a shard pack's (its format marker), so replacing it is ours to do. */
+function isPackManifest(text: string): boolean {
+  try {
+    return (JSON.parse(text) as { format?: unknown })?.format === PACK_FORMAT;
+  } catch {
+    return false;
   }
 }

@@ -8,6 +8,7 @@
 import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
+import { envInt, envString } from '../util/env.ts';
 import type { BlockStore } from './block-cache.ts';
 
 export interface DiskCacheOptions {
@@ -27,8 +28,10 @@ export class DiskBlockStore implements BlockStore {
   private scanned: Promise<void> | undefined;
 
   constructor(o: DiskCacheOptions = {}) {
-    this.dir = o.dir ?? process.env.BITNET_DISK_CACHE_DIR ?? join(tmpdir(), 'bitnet-edge-cache');
-    this.maxBytes = o.maxBytes ?? Number(process.env.BITNET_DISK_CACHE_MAX_BYTES ?? 1 << 30);
+    // A bad BITNET_DISK_CACHE_MAX_BYTES is INVALID_ENV: read loosely, "abc" was NaN and evicted
+    // every block as soon as it was written.
+    this.dir = o.dir ?? envString(process.env, 'BITNET_DISK_CACHE_DIR') ?? join(tmpdir(), 'bitnet-edge-cache');
+    this.maxBytes = o.maxBytes ?? envInt(process.env, 'BITNET_DISK_CACHE_MAX_BYTES', { min: 1 }) ?? 1 << 30;
   }
 
   get bytes(): number {

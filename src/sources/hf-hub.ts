@@ -589,6 +589,20 @@ async function transfer(
             lastError = BitNetError.Io('HUB_BAD_RESPONSE', `${file}: bad Content-Range on resume`, { url: shown });
             continue;
           }
+          // A server that ignores If-Range answers from whatever version it has now: its ETag
+          // must still be the one the partial was saved under, or the file would mix versions.
+          const now = res.headers.get('etag');
+          if (now && saved.etag && now !== saved.etag) {
+            await res.body?.cancel().catch(() => {});
+            await local_(partial, () => rm(partial, { force: true }));
+            await local_(side, () => rm(side, { force: true }));
+            lastError = BitNetError.Io(
+              'HUB_BAD_RESPONSE',
+              `${file}: the file changed under the resumed download (ETag ${now}, was ${saved.etag}); starting over`,
+              { url: shown },
+            );
+            continue;
+          }
           total = Number(m[3]);
           append = true;
           mixed = have > 0;

@@ -122,6 +122,40 @@ function checkIdentity(res: Response, where: string): void {
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/;
 
+/** Two HTTP dates for the same instant (or, unparsable, the same text). */
+function sameDate(a: string, b: string): boolean {
+  const x = Date.parse(a);
+  const y = Date.parse(b);
+  return Number.isNaN(x) || Number.isNaN(y) ? a.trim() === b.trim() : x === y;
+}
+
+/**
+ * user:password in the URL (http://user:pass@host/…) becomes Basic authorization, as browsers and
+ * curl send it: fetch() refuses URLs with credentials, and the URL (with them) would otherwise end
+ * up in error messages. An Authorization header given in the options wins.
+ */
+function credentialsToHeader(u: URL, o: HttpSourceOptions): { u: URL; o: HttpSourceOptions } {
+  if (u.username === '' && u.password === '') return { u, o };
+  const dec = (x: string) => {
+    try {
+      return decodeURIComponent(x);
+    } catch {
+      return x; // a stray % is taken as it is
+    }
+  };
+  const plain = `${dec(u.username)}:${dec(u.password)}`;
+  const bytes = new TextEncoder().encode(plain);
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  const bare = new URL(u);
+  bare.username = '';
+  bare.password = '';
+  const given = Object.keys(o.headers ?? {}).some((k) => k.toLowerCase() === 'authorization');
+  return given
+    ? { u: bare, o }
+    : { u: bare, o: { ...o, headers: { ...o.headers, authorization: `Basic ${btoa(bin)}` } } };
+}
+
 function publicUrl(u: URL): string {
   // Presigned URLs carry credentials in the query: never put them in messages.
   return `${u.origin}${u.pathname}`;
@@ -201,8 +235,8 @@ export class HttpSource implements ByteSource {
     this.description = publicUrl(url);
   }
 
-  static async open(url: string | URL, o: HttpSourceOptions = {}, signal?: AbortSignal): Promise<HttpSource> {
-    const u = new URL(url);
+  static async open(url: string | URL, given: HttpSourceOptions = {}, signal?: AbortSignal): Promise<HttpSource> {
+    const { u, o } = credentialsToHeader(new URL(url), given);
     const where = publicUrl(u);
     const probe = Math.max(2, o.probeBytes ?? 64 * 1024);
     const fetchFn = o.fetch ?? globalThis.fetch.bind(globalThis);
@@ -379,12 +413,19 @@ export class HttpSource implements ByteSource {
       });
     }
     const etag = res.headers.get('etag') ?? undefined;
-    if ((m[3] !== '*' && Number(m[3]) !== this.size) || (this.etag && etag && etag !== this.etag)) {
+    // The version pinned at open: the ETag, or the Last-Modified date (a server that ignores
+    // If-Match / If-Unmodified-Since still names the version it answered from).
+    const lastModified = res.headers.get('last-modified') ?? undefined;
+    const otherDate =
+      this.lastModified !== undefined && lastModified !== undefined && !sameDate(lastModified, this.lastModified);
+    if ((m[3] !== '*' && Number(m[3]) !== this.size) || (this.etag && etag && etag !== this.etag) || otherDate) {
       void res.body?.cancel();
       throw BitNetError.Io('SOURCE_CHANGED', `${this.description}: the file changed while it was being read`, {
         url: this.description,
         pinnedEtag: this.etag,
         etag,
+        pinnedLastModified: this.lastModified,
+        lastModified,
         pinnedSize: this.size,
         size: m[3],
       });

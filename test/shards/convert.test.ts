@@ -5,13 +5,15 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ModelLoader, WORKERS_MEMORY_BYTES } from '../../src/api/model-loader.ts';
+import { BitNetError } from '../../src/errors.ts';
 import { GGMLType } from '../../src/gguf/ggml-types.ts';
 import { SYNTH_PRESETS, synthModel } from '../../src/model/synth.ts';
 import { convertToPack, ggufInput, MemoryPackSink, planManifest } from '../../src/shards/convert.ts';
 import { type PackManifest, validateManifest } from '../../src/shards/format.ts';
+import { DirectoryPackSink } from '../../src/shards/fs-sink.ts';
 import { sha256Hex } from '../../src/shards/hash.ts';
 import { ShardPack } from '../../src/shards/reader.ts';
-import { MemorySource } from '../../src/sources/byte-source.ts';
+import { type ByteSource, MemorySource } from '../../src/sources/byte-source.ts';
 import { bitnet } from '../helpers/cli.ts';
 import { synthBytes } from '../helpers/models.ts';
 import { type Fixture, IDS, isCode, logitsOf, makeFixture, sameBits, tempDir } from '../sources/util.ts';
@@ -125,6 +127,13 @@ describe('shard-pack format', () => {
     short.set('shard-00001.bin', fx.pack.get('shard-00001.bin')!.subarray(0, 1000));
     await expect(new ModelLoader().load(memoryPack(short))).rejects.toSatisfy(isCode('PACK_SHARD_SIZE_MISMATCH'));
     expect(() => validateManifest({ ...base, alignment: 48 })).toThrow(/power of two/);
+    // two groups of one name (each with its own tensors): the reader looks groups up by name, so
+    // one would be read from the other's place
+    const twice = structuredClone(base);
+    const [g0, g1] = [twice.groups[1], twice.groups[2]];
+    for (const t of twice.tensors) if (t.group === g1.name) t.group = g0.name;
+    g1.name = g0.name;
+    expect(() => validateManifest(twice)).toThrow(/repeated group name/);
   });
 
   it('refuses an unknown layout and an unknown head; re-encodes the head as asked', async () => {
@@ -231,5 +240,66 @@ describe('bitnet convert (CLI)', () => {
     await writeFile(junk, 'not a model at all');
     expect((await bitnet('convert', '--model', junk, '--out', out)).stderr).toContain('CONVERT_UNKNOWN_INPUT');
     expect(JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')).format).toBe('bitnet-shard-pack');
+  });
+
+  it('bad --alignment / --shard-size values are usage errors before the model is opened', async () => {
+    const out = join(await tempDir('bitnet-conv-'), 'pack');
+    const nowhere = join(out, 'no-such-model.gguf'); // never opened: the flags fail first
+    const a = await bitnet('convert', '--model', nowhere, '--out', out, '--alignment', '48');
+    expect([a.code, a.stderr]).toEqual([2, expect.stringContaining('--alignment must be a power of two, got 48')]);
+    const s = await bitnet('convert', '--model', nowhere, '--out', out, '--shard-size', '10');
+    expect([s.code, s.stderr]).toEqual([
+      2,
+      expect.stringContaining('--shard-size must be at least the alignment (64 bytes)'),
+    ]);
+  });
+});
+
+describe('a failed conversion leaves the output as it was', () => {
+  /** The fixture's GGUF, whose reads fail once `failAfter` bytes of tensor data have been read. */
+  const failing = (failAfter: number): ByteSource => {
+    const src = new MemorySource(fx.gguf, 'failing.gguf');
+    let given = 0;
+    return {
+      size: src.size,
+      description: src.description,
+      read: async (offset, length, o) => {
+        if (length > 4096 && (given += length) > failAfter)
+          throw BitNetError.Io('ACCESS_DENIED', 'failing.gguf: access denied (403)', {});
+        return src.read(offset, length, o);
+      },
+    };
+  };
+
+  it('an earlier pack in --out survives whole, and nothing of the failed run stays behind', async () => {
+    const out = join(await tempDir('bitnet-conv-'), 'pack');
+    await convertToPack(await ggufInput(new MemorySource(fx.gguf, 'm.gguf')), new DirectoryPackSink(out), {
+      shardSize: 400 << 10,
+    });
+    const before = new Map<string, string>();
+    for (const f of await readdir(out)) before.set(f, await sha256Hex(await readFile(join(out, f))));
+    expect(before.size).toBe(3);
+
+    const err = await convertToPack(await ggufInput(failing(500_000)), new DirectoryPackSink(out), {
+      shardSize: 200 << 10, // more, smaller shards: some written before the failure
+    }).catch((e) => e);
+    expect(err.code).toBe('ACCESS_DENIED');
+    const after = new Map<string, string>();
+    for (const f of await readdir(out)) after.set(f, await sha256Hex(await readFile(join(out, f))));
+    expect(after).toEqual(before); // the same files, byte for byte: no staging directory, no .partial
+    const pack = await logitsOf(out);
+    expect(sameBits(pack, local)).toBe(true);
+  });
+
+  it('a manifest.json in --out that is not a shard pack’s is never replaced', async () => {
+    const out = await tempDir('bitnet-conv-');
+    await writeFile(join(out, 'manifest.json'), '{"name":"my web app"}');
+    const err = await convertToPack(
+      await ggufInput(new MemorySource(fx.gguf, 'm.gguf')),
+      new DirectoryPackSink(out),
+    ).catch((e) => e);
+    expect([err.code, err.message]).toEqual(['OUTPUT_WRITE_FAILED', expect.stringMatching(/is not a shard pack's/)]);
+    expect(await readdir(out)).toEqual(['manifest.json']);
+    expect(await readFile(join(out, 'manifest.json'), 'utf8')).toBe('{"name":"my web app"}');
   });
 });

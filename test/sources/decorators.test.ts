@@ -3,7 +3,7 @@
 
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { BitNetError } from '../../src/errors.ts';
 import { BlockCachedSource, type BlockStore, MemoryBlockStore } from '../../src/sources/block-cache.ts';
 import { type ByteSource, MemorySource } from '../../src/sources/byte-source.ts';
@@ -117,6 +117,26 @@ describe('block cache', () => {
     const d = new BlockCachedSource(new Counting(), small, { blockSize: 8192 });
     for (const blk of [0, 1, 2, 3]) await d.read(blk * 8192, 1);
     expect(small.bytes).toBe(2 * 8192);
+  });
+
+  it('BITNET_DISK_CACHE_MAX_BYTES is read strictly: a bad value is INVALID_ENV, not a cache that keeps nothing', () => {
+    vi.stubEnv('BITNET_DISK_CACHE_MAX_BYTES', 'abc');
+    try {
+      expect(() => new DiskBlockStore()).toThrow(
+        expect.objectContaining({
+          code: 'INVALID_ENV',
+          message: expect.stringMatching(/^BITNET_DISK_CACHE_MAX_BYTES must be/),
+        }),
+      );
+      vi.stubEnv('BITNET_DISK_CACHE_MAX_BYTES', '0');
+      expect(() => new DiskBlockStore()).toThrow(expect.objectContaining({ code: 'INVALID_ENV' }));
+      vi.stubEnv('BITNET_DISK_CACHE_MAX_BYTES', '');
+      expect(new DiskBlockStore().maxBytes).toBe(1 << 30); // empty: the default
+      vi.stubEnv('BITNET_DISK_CACHE_MAX_BYTES', '65536');
+      expect(new DiskBlockStore().maxBytes).toBe(65536);
+    } finally {
+      vi.unstubAllEnvs();
+    }
   });
 
   it('stores blocks through the Cache API', async () => {

@@ -62,6 +62,10 @@ export interface FakeCfg {
   /** Destroy the socket after this many body bytes, for the next `dropTimes` bodies. */
   dropAfter?: number;
   dropTimes?: number;
+  /** Called when a body is dropped (a test changes the file there). */
+  onDrop?: () => void;
+  /** Serve a range whatever If-Range says (a server that ignores it). */
+  ignoreIfRange?: boolean;
   /** Send this many bytes and then nothing (the socket stays open), once. */
   stallAfter?: number;
   /** gzip bodies to clients that accept it. */
@@ -256,7 +260,7 @@ export class FakeHub {
     const range = /^bytes=(\d+)-$/.exec(String(req.headers.range ?? ''));
     const ifRange = req.headers['if-range'];
     let start = 0;
-    if (range && (!ifRange || ifRange === `"${etag}"`)) {
+    if (range && (!ifRange || ifRange === `"${etag}"` || this.cfg.ignoreIfRange)) {
       start = Number(range[1]);
       if (start >= body.length) {
         res.statusCode = 416;
@@ -274,6 +278,7 @@ export class FakeHub {
     res.setHeader('content-length', String(chunk.length));
     if (this.cfg.dropAfter !== undefined && (this.cfg.dropTimes ?? 1) > 0) {
       this.cfg.dropTimes = (this.cfg.dropTimes ?? 1) - 1;
+      this.cfg.onDrop?.();
       // Destroyed a while after the bytes went to the OS: the client keeps only what it has read
       // and written by then (range-server.ts, 'truncate').
       return void res.write(chunk.subarray(0, this.cfg.dropAfter), () =>

@@ -128,6 +128,28 @@ describe('resumed downloads', () => {
     expect(cdn[1].range).toMatch(/^bytes=\d+-$/);
     expect(cdn[1].ifRange).toBe(`"${sha256(model)}"`);
   });
+
+  it('a server that ignores If-Range and resumes from a new version: the partial is dropped, never mixed in', async () => {
+    // Nothing names the file's hash (no LFS data, no X-Linked-Etag, an md5 ETag): only the ETag
+    // of the answer can tell that the bytes after the partial come from another version.
+    const cacheDir = await tempDir('bitnet-hubi-');
+    const v2 = randomBytes(model.length);
+    hub.cfg.cdnEtag = 'md5';
+    hub.cfg.listingWithoutLfs = true;
+    hub.cfg.linkedEtag = false;
+    hub.cfg.ignoreIfRange = true;
+    hub.cfg.dropAfter = 120_000;
+    hub.cfg.onDrop = () => hub.put('acme/tiny', 'main', C1, { [GGUF]: v2, 'config.json': config });
+    try {
+      const local = join(cacheDir, 'x.gguf');
+      await downloadHubFile('acme/tiny', GGUF, local, opts(cacheDir));
+      expect(sha256(await readFile(local))).toBe(sha256(v2)); // the new version whole, not half of each
+      const cdn = hub.hits.filter((h) => h.host === 'cdn');
+      expect(cdn.map((h) => h.range !== undefined)).toEqual([false, true, false]);
+    } finally {
+      hub.put('acme/tiny', 'main', C1, { [GGUF]: model, 'config.json': config });
+    }
+  });
 });
 
 describe('transport oddities', () => {

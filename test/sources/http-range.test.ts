@@ -30,6 +30,7 @@ afterAll(() => server.stop());
 beforeEach(() => {
   server.clearFaults();
   server.honourIfMatch = true;
+  server.sendEtag = true;
 });
 
 const remote = (path: string, extra: Record<string, unknown> = {}) =>
@@ -124,6 +125,39 @@ describe('HTTP Range source', () => {
     server.honourIfMatch = false;
     server.fault({ kind: 'etag-change', after: 5 });
     await expect(remote('/m/model.gguf')).rejects.toSatisfy(isCode('SOURCE_CHANGED'));
+  });
+
+  it('notices a changed Last-Modified when the server sends no ETag and ignores If-Unmodified-Since', async () => {
+    // the version pinned at open is the date; a later answer from a newer file must not be mixed in
+    server.sendEtag = false;
+    server.honourIfMatch = false;
+    server.fault({ kind: 'etag-change', after: 5 });
+    const err = await remote('/m/model.gguf').catch((e) => e);
+    expect(err.code).toBe('SOURCE_CHANGED');
+    expect(err.details.pinnedLastModified).not.toBe(err.details.lastModified);
+    server.put('/m/model.gguf', fx.gguf); // the original bytes again, for the tests after this one
+  });
+
+  it('a server that names versions by Last-Modified only: an unchanged file reads as usual', async () => {
+    server.sendEtag = false;
+    const src = await HttpSource.open(`${server.url}/m/model.gguf`, { retry: FAST_RETRY, probeBytes: 16 });
+    const bytes = await src.read(100, 5000);
+    expect(Buffer.from(bytes).equals(Buffer.from(fx.gguf.subarray(100, 5100)))).toBe(true);
+  });
+
+  it('user:password in the URL is sent as Basic authorization, and never shown', async () => {
+    const url = new URL(`${server.url}/m/model.gguf`);
+    url.username = 'reader';
+    url.password = 's3cret:x';
+    const src = await HttpSource.open(url, { retry: FAST_RETRY, probeBytes: 16 });
+    await src.read(100, 5000);
+    const basic = `Basic ${Buffer.from('reader:s3cret:x').toString('base64')}`;
+    expect(server.requests.map((r) => r.auth)).toEqual(server.requests.map(() => basic));
+    expect(src.description).not.toContain('s3cret');
+    server.fault({ kind: '404', times: Infinity, anyRequest: true });
+    const err = await HttpSource.open(url, { retry: FAST_RETRY }).catch((e) => e);
+    expect(err.code).toBe('NOT_FOUND');
+    expect(JSON.stringify({ m: err.message, d: err.details })).not.toContain('s3cret');
   });
 
   it('resumes a truncated part after the bytes already received', async () => {

@@ -54,7 +54,7 @@ export interface Served {
 }
 
 export class RangeServer {
-  readonly files = new Map<string, { bytes: Uint8Array; etag: string }>();
+  readonly files = new Map<string, { bytes: Uint8Array; etag: string; modified: string }>();
   readonly requests: Served[] = [];
   private faults: (Fault & { left: number; seen: number })[] = [];
   private server: Server | undefined;
@@ -64,10 +64,14 @@ export class RangeServer {
   honourIfMatch = true;
   /** When set, every request must carry this bearer token. */
   token: string | undefined = undefined;
+  /** Send ETag headers (off: a server that names versions by Last-Modified only). */
+  sendEtag = true;
   url = '';
 
   put(path: string, bytes: Uint8Array): void {
-    this.files.set(path, { bytes, etag: `"v${++this.version}-${bytes.byteLength}"` });
+    // each version a minute later than the one before (Last-Modified has 1 s resolution)
+    const modified = new Date(Date.UTC(2030, 0, 1) + 60_000 * ++this.version).toUTCString();
+    this.files.set(path, { bytes, etag: `"v${this.version}-${bytes.byteLength}"`, modified });
   }
 
   fault(f: Fault): void {
@@ -169,7 +173,8 @@ export class RangeServer {
     }
     let body = f.bytes.subarray(start, end + 1);
     const headers: Record<string, string> = {
-      etag: f.etag,
+      ...(this.sendEtag ? { etag: f.etag } : {}),
+      'last-modified': f.modified,
       'accept-ranges': 'bytes',
       'content-length': String(body.byteLength),
       'content-type': 'application/octet-stream',
