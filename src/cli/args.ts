@@ -1,5 +1,6 @@
 /** Small helpers over node:util parseArgs for the CLI's typed, validated flags. */
 import { BitNetError } from '../errors.ts';
+import { SUPPORTED_PRE_TOKENIZERS } from '../tokenizer/pretokenize.ts';
 
 /**
  * Plain decimal numbers only. `Number()` also takes `0x10`, `1e2`, `" 5"`, `""` and `Infinity`,
@@ -35,6 +36,11 @@ export function num(
 export function str(flags: Record<string, unknown>, name: string): string | undefined {
   const v = flags[name];
   return v === undefined ? undefined : String(v);
+}
+
+/** --pre-tokenizer: a name the tokenizer knows (checked before any model is opened). */
+export function preTokenizerFlag(flags: Record<string, unknown>): string | undefined {
+  return oneOf(flags, 'pre-tokenizer', SUPPORTED_PRE_TOKENIZERS);
 }
 
 export function oneOf<T extends string>(

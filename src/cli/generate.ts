@@ -8,7 +8,7 @@ import { GenerationConfig } from '../api/generation-config.ts';
 import { BitNetError } from '../errors.ts';
 import { MAX_TOP_LOGPROBS } from '../generate/logprobs.ts';
 import { nativeLogprob, TokenNames } from '../http/logprobs-wire.ts';
-import { idList, num, oneOf, required, str } from './args.ts';
+import { idList, num, oneOf, preTokenizerFlag, required, str } from './args.ts';
 import { openCliModel, resolveCliLocation } from './model-location.ts';
 import { SAMPLING_OPTIONS, samplingFromFlags } from './sampling-flags.ts';
 
@@ -53,7 +53,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const model = await openCliModel(await resolveCliLocation(location), {
     backend,
     numThreads: threads,
-    preTokenizer: str(values, 'pre-tokenizer'),
+    preTokenizer: preTokenizerFlag(values),
   });
   const loadMs = performance.now() - t0;
   // --parse-special: `<|eot_id|>` in --prompt is that token (llama-cli's -p), for prompts rendered by hand

@@ -8,7 +8,7 @@ export const COMMAND_USAGE: Record<string, string> = {
              [--top-p P] [--min-p P] [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]
              [--logit-bias ID=BIAS ...] [--seed S] [--stop TEXT ...] [--threads N]
              [--grammar GBNF | --grammar-file PATH | --json-schema JSON | --json-schema-file PATH]
-             [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--parse-special] [--keep-special]
+             [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe|gpt-2] [--parse-special] [--keep-special]
              [--json [--logprobs N]]`,
   chat: `chat       --model LOCATION [--system TEXT] [--max-tokens N (256)] [generate's other sampling flags]
              [--threads N] [--backend reference|wasm|cuda] [--json]   (one user message per stdin line; /exit ends)`,
@@ -20,10 +20,10 @@ export const COMMAND_USAGE: Record<string, string> = {
              [--activation silu|relu2 (silu: --arch bitnet only)]
              [--embd-type f16|q8_0|q4_0|q6_k] [--embd-std X] --seed S --out FILE.gguf [--json]`,
   perplexity: `perplexity --model LOCATION (--file TEXT_FILE | --text TEXT | --prompt-ids 1,2,3) [--ctx N (512)] [--chunks N]
-             [--threads N] [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe] [--json]`,
+             [--threads N] [--backend reference|wasm|cuda] [--pre-tokenizer default|llama-bpe|gpt-2] [--json]`,
   inspect: `inspect    FILE [--json]`,
   tokenize: `tokenize   --model LOCATION (--text TEXT | --input STRINGS.json) [--bos] [--parse-special]
-             [--pre-tokenizer default|llama-bpe] [--json]`,
+             [--pre-tokenizer default|llama-bpe|gpt-2] [--json]`,
   convert: `convert    --model GGUF|HF_DIR --out DIR [--layout i2s|tl1|tl2] [--head keep|f16|q8_0|q6_k|int4]
              [--shard-size 64MiB] [--alignment 64] [--quiet] [--json]`,
   pull: `pull       OWNER/REPO [--file F ...] [--out DIR] [--revision R] [--endpoint URL] [--stall-timeout S] [--quiet] [--json]`,

@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { BitNetError } from '../errors.ts';
-import { idList, num, oneOf, required, str } from './args.ts';
+import { idList, num, oneOf, preTokenizerFlag, required, str } from './args.ts';
 import { openCliModel, resolveCliLocation } from './model-location.ts';
 
 export async function perplexityCommand(argv: string[]): Promise<number> {
@@ -55,7 +55,7 @@ export async function perplexityCommand(argv: string[]): Promise<number> {
   const model = await openCliModel(await resolveCliLocation(location, { quiet: values.json === true }), {
     backend,
     numThreads: threads,
-    preTokenizer: str(values, 'pre-tokenizer'),
+    preTokenizer: preTokenizerFlag(values),
   });
   const t0 = performance.now();
   const r = await model.perplexity(ids ? { ids } : text!, {

@@ -16,7 +16,7 @@ import { BitNetError } from '../errors.ts';
 import { readGGUF } from '../gguf/reader.ts';
 import { openSource } from '../sources/open.ts';
 import { createTokenizerFromGGUF } from '../tokenizer/bpe.ts';
-import { required, str } from './args.ts';
+import { preTokenizerFlag, required, str } from './args.ts';
 import { resolveCliLocation } from './model-location.ts';
 
 async function readStdin(): Promise<string> {
@@ -59,6 +59,7 @@ export async function tokenizeCommand(argv: string[]): Promise<number> {
     strict: true,
   });
   const location = required(str(values, 'model'), 'model');
+  const preTokenizer = preTokenizerFlag(values);
   const text = str(values, 'text');
   const input = str(values, 'input');
   if ((text === undefined) === (input === undefined)) {
@@ -73,7 +74,7 @@ export async function tokenizeCommand(argv: string[]): Promise<number> {
   } finally {
     await src.close?.();
   }
-  const tok = createTokenizerFromGGUF(meta, { preTokenizer: str(values, 'pre-tokenizer') });
+  const tok = createTokenizerFromGGUF(meta, { preTokenizer });
   const bos = tok.specialTokens.bosTokenId;
   if (values.bos && bos === undefined) {
     throw BitNetError.Tokenization('NO_BOS_TOKEN', '--bos: the vocabulary has no BOS token', {});

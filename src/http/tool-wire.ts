@@ -42,8 +42,14 @@ export function activeTools(b: ChatCompletionRequest): ActiveTools | undefined {
 
 type WireMessage = ChatCompletionRequest['messages'][number];
 
+// Text parts are joined as llama.cpp's server joins them (common/chat.cpp): a newline before a part
+// only once some text has been written, so leading empty parts add nothing.
 const text = (m: WireMessage): string =>
-  m.content == null ? '' : typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('\n');
+  m.content == null
+    ? ''
+    : typeof m.content === 'string'
+      ? m.content
+      : m.content.reduce((acc, p) => (acc === '' ? p.text : `${acc}\n${p.text}`), '');
 
 /**
  * The conversation as chat-template messages: an assistant turn that called tools becomes the JSON

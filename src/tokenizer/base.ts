@@ -251,7 +251,10 @@ export abstract class BaseTokenizer implements Tokenizer {
   }
 
   /** Splits text into raw-text fragments and special-token ids (see the file comment). */
-  protected partition(text: string, parseSpecial: boolean): Fragment[] {
+  protected partition(given: string, parseSpecial: boolean): Fragment[] {
+    // Lone surrogates reach llama.cpp as U+FFFD (its UTF-8 conversion), before its special-token
+    // matching: a special token's text may contain U+FFFD.
+    const text = wellFormed(given);
     let frags: Fragment[] = text.length > 0 ? [text] : [];
     const specials = parseSpecial ? this.parsedSpecials : this.alwaysSpecials;
     if (specials.length === 0 || text.length === 0) return frags;

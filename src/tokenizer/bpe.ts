@@ -289,7 +289,9 @@ function readTokenId(meta: GGUFMetadata, key: string, vocabSize: number): number
   if (e === undefined) return undefined;
   const v = typeof e.value === 'bigint' ? Number(e.value) : e.value;
   if (typeof v !== 'number' || !Number.isInteger(v)) throw invalid(key, 'expected an integer token id');
-  if (v < 0 || v >= vocabSize) throw invalid(key, `token id ${v} is not in [0, ${vocabSize})`, { id: v, vocabSize });
+  // Out of the vocabulary (a converter's slip, e.g. a pad id equal to the vocab size): ignored, as
+  // llama.cpp does ("bad special token … using default id"), instead of losing the whole tokenizer.
+  if (v < 0 || v >= vocabSize) return undefined;
   return v;
 }
 
@@ -356,9 +358,11 @@ export interface CreateTokenizerOptions {
  * the pre-tokenizer is LLaMA-3's); llama (SentencePiece) adds BOS by default, with bos 1 / eos 2 / unk 0
  * when the ids are absent, and a space prefix unless `tokenizer.ggml.add_space_prefix` is false.
  *
+ * A special token id outside the vocabulary is ignored (the default applies), as in llama.cpp.
+ *
  * Errors (all `BitNetError` kind Tokenization): TOKENIZER_MISSING (no model / tokens / merges),
- * TOKENIZER_UNSUPPORTED (another model, e.g. 'bert'), TOKENIZER_INVALID (wrong value types, lengths or
- * out-of-range special ids), PRETOKENIZER_UNKNOWN (unknown `tokenizer.ggml.pre` or option),
+ * TOKENIZER_UNSUPPORTED (another model, e.g. 'bert'), TOKENIZER_INVALID (wrong value types or
+ * lengths), PRETOKENIZER_UNKNOWN (unknown `tokenizer.ggml.pre` or option),
  * CHAT_TEMPLATE_INVALID (a forced chat template that does not parse).
  */
 export function createTokenizerFromGGUF(meta: GGUFMetadata, opts?: CreateTokenizerOptions): Tokenizer {

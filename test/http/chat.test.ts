@@ -110,6 +110,10 @@ describe('chat prompts use the model chat template', () => {
     const { status, ids } = await chatThrough(plain, { messages });
     expect(status).toBe(200);
     expect(decode(tok, ids)).toBe('<|begin_of_text|>User: Translate:\nBonjour<|eot_id|>Assistant: ');
+    // a newline only once some text has been written: leading empty parts add nothing
+    const lead = [{ role: 'user', content: [{ type: 'text', text: '' }, ...messages[0].content] }];
+    const r = await chatThrough(plain, { messages: lead });
+    expect(decode(tok, r.ids)).toBe('<|begin_of_text|>User: Translate:\nBonjour<|eot_id|>Assistant: ');
   });
 
   it("without <|eot_id|> in the vocab, ChatML; its <|im_end|> joins the request's stop sequences", async () => {

@@ -90,6 +90,12 @@ describe('bitnet tokenize', () => {
     expect(both.stderr).toMatch(/BAD_FLAG/);
     expect(none.code).toBe(2);
     expect(bad.stderr).toMatch(/BAD_INPUT/);
-    expect(pre.stderr).toMatch(/PRETOKENIZER_UNKNOWN/);
+    // a usage error before the model is opened (a missing file would otherwise be reported first)
+    expect([pre.code, pre.stderr]).toEqual([
+      2,
+      expect.stringMatching(/BAD_FLAG\]: --pre-tokenizer must be one of default, llama-bpe, gpt-2, /),
+    ]);
+    const early = await bitnet('tokenize', '--model', `${small}.missing`, '--text', 'x', '--pre-tokenizer', 'nope');
+    expect([early.code, early.stderr]).toEqual([2, expect.stringContaining('--pre-tokenizer must be one of')]);
   });
 });

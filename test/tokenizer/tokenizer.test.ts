@@ -20,7 +20,7 @@ import {
   TokenType,
 } from '../../src/tokenizer/index.ts';
 import { CURATED, randomCorpus } from './corpus.ts';
-import { bitnet2b4tMetadata, llama2Metadata, llama3Vocab } from './vocabs.ts';
+import { bitnet2b4tMetadata, llama2Metadata, llama2Vocab, llama3Vocab } from './vocabs.ts';
 
 const bitnet = createTokenizerFromGGUF(bitnet2b4tMetadata());
 const llama3bpe = createTokenizerFromGGUF(bitnet2b4tMetadata({ pre: 'llama-bpe' }));
@@ -71,9 +71,37 @@ describe('BitNet 2B-4T vocab (LLaMA-3 byte-level BPE, no pre key)', () => {
     expect(tok.isEog(128008)).toBe(true);
     expect([...tok.eogTokenIds].sort((a, b) => a - b)).toEqual([128001, 128008, 128009]);
     expect(tok.isEog(128000)).toBe(false);
-    // Without the key it is not (see 'stops on 128001 and 128009 only'); a bad id is refused like the others.
+    // Without the key it is not (see 'stops on 128001 and 128009 only'). An id outside the vocabulary
+    // is ignored, as llama.cpp does ("bad special token … using default id"): the tokenizer stays.
     m.set('tokenizer.ggml.eom_token_id', meta.u32(128256));
-    expectTokError(() => createTokenizerFromGGUF(m), 'TOKENIZER_INVALID');
+    const ignored = createTokenizerFromGGUF(m);
+    expect(ignored.specialTokens.eomTokenId).toBeUndefined();
+    expect([...ignored.eogTokenIds].sort((a, b) => a - b)).toEqual([128001, 128009]);
+  });
+
+  it('a pad or eos id outside the vocabulary is ignored (the default applies), not the whole tokenizer', () => {
+    const m = bitnet2b4tMetadata();
+    m.set('tokenizer.ggml.padding_token_id', meta.u32(128256)); // = the vocab size: a common converter slip
+    m.set('tokenizer.ggml.eos_token_id', meta.u32(0xffffffff));
+    const tok = createTokenizerFromGGUF(m);
+    expect(tok.specialTokens.padTokenId).toBeUndefined();
+    expect(tok.specialTokens.eosTokenId).toBeUndefined();
+    expect(tok.encode('Hello world')).toEqual(createTokenizerFromGGUF(bitnet2b4tMetadata()).encode('Hello world'));
+  });
+
+  it('a lone surrogate is U+FFFD before special tokens are matched, as llama.cpp receives it', () => {
+    // a user-defined token whose text holds U+FFFD (llama.cpp matches it: V8's UTF-8 conversion
+    // gives it U+FFFD for the lone surrogate before its special-token pass)
+    const m = llama2Metadata();
+    const toks = llama2Vocab().tokens.slice();
+    toks[31999] = 'x\uFFFDy';
+    const types = Int32Array.from(llama2Vocab().tokenTypes);
+    types[31999] = 4; // USER_DEFINED
+    m.set('tokenizer.ggml.tokens', meta.strs(toks));
+    m.set('tokenizer.ggml.token_type', meta.i32s(types));
+    const tok = createTokenizerFromGGUF(m);
+    expect(tok.encode('x\uFFFDy')).toEqual([31999]);
+    expect(tok.encode('x\uD800y')).toEqual([31999]);
   });
 
   it('without the key, eom is <|eom_id|> by its text (LLaMA-3.1 names), as in llama.cpp', () => {
