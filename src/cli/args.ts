@@ -70,6 +70,14 @@ export function requiredArg(v: string | undefined, name: string): string {
   return v;
 }
 
+/** Positional arguments past the `n` a command takes: UNEXPECTED_ARGUMENT, a usage error (none is ignored). */
+export function noMoreArgs(positionals: readonly string[], n: number): void {
+  if (positionals.length > n)
+    throw BitNetError.Config('UNEXPECTED_ARGUMENT', `unexpected argument "${positionals[n]}"`, {
+      argument: positionals[n],
+    });
+}
+
 /**
  * "1,2,3" → [1, 2, 3], each a non-negative decimal integer. Spaces around an entry are allowed
  * ("1, 2"); an empty entry ("1,,2", "1,2,") is an error rather than silently dropped, since it

@@ -10,6 +10,7 @@ import { BitNetError } from '../errors.ts';
 import { human } from '../shards/progress-bar.ts';
 import { type CacheEntry, listCache, removeFromCache } from '../sources/cache-admin.ts';
 import { cacheRoot } from '../sources/hf-hub-cache.ts';
+import { noMoreArgs, requiredArg } from './args.ts';
 
 function line(e: CacheEntry): string {
   const what =
@@ -38,6 +39,8 @@ export async function cacheCommand(argv: string[]): Promise<number> {
     }
     return 0;
   }
+  if (sub === 'rm') requiredArg(target, 'TARGET (owner/repo[@REVISION], checkpoints or a checkpoint key)');
+  if (sub === 'rm') noMoreArgs(positionals, 2);
   if (sub === 'rm' && target !== undefined && rest.length === 0) {
     const removed = await removeFromCache(root, target);
     const bytes = removed.reduce((a, e) => a + e.bytes, 0);

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import type { GGUFValue } from '../gguf/metadata.ts';
 import { readGGUF } from '../gguf/reader.ts';
 import { openSource } from '../sources/open.ts';
-import { requiredArg } from './args.ts';
+import { noMoreArgs, requiredArg } from './args.ts';
 import { resolveCliLocation } from './model-location.ts';
 
 function summarise(v: GGUFValue): unknown {
@@ -27,6 +27,7 @@ export async function inspectCommand(argv: string[]): Promise<number> {
     allowPositionals: true,
   });
   const path = requiredArg(positionals[0], 'FILE');
+  noMoreArgs(positionals, 1);
   const src = await openSource(await resolveCliLocation(path, { convert: false }));
   try {
     const f = await readGGUF(src);

@@ -78,10 +78,11 @@ function report(e: BitNetError, json: boolean): void {
 
 /**
  * Exit status of usage errors: an unknown command, an unknown, malformed or missing flag, a missing
- * argument (Config/UNKNOWN_COMMAND, BAD_FLAG, MISSING_FLAG, MISSING_ARGUMENT).
+ * argument, an extra or malformed one (Config/UNKNOWN_COMMAND, BAD_FLAG, MISSING_FLAG, MISSING_ARGUMENT,
+ * UNEXPECTED_ARGUMENT, BAD_TARGET).
  */
 const USAGE_EXIT = 2;
-const USAGE_CODES = new Set(['BAD_FLAG', 'MISSING_FLAG', 'MISSING_ARGUMENT']);
+const USAGE_CODES = new Set(['BAD_FLAG', 'MISSING_FLAG', 'MISSING_ARGUMENT', 'UNEXPECTED_ARGUMENT', 'BAD_TARGET']);
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...args] = argv;

@@ -9,7 +9,7 @@
 import { parseArgs } from 'node:util';
 import { ProgressBars } from '../shards/progress-bar.ts';
 import { pullHubRepo } from '../sources/hf-hub.ts';
-import { num, requiredArg, str } from './args.ts';
+import { noMoreArgs, num, requiredArg, str } from './args.ts';
 
 export async function pullCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -27,6 +27,7 @@ export async function pullCommand(argv: string[]): Promise<number> {
     strict: true,
   });
   const repo = requiredArg(positionals[0], 'owner/repo');
+  noMoreArgs(positionals, 1);
   const stall = num(values, 'stall-timeout', { min: 0.001 });
   const bars = new ProgressBars(process.stderr);
   const r = await pullHubRepo(repo, {

@@ -748,6 +748,32 @@ export async function downloadHubPack(
     const m = await downloadHubFile(repo, 'manifest.json', source, { ...o, ...mex });
     files.push({ ...m, path: manifestPath });
   }
+  try {
+    await pullShards(repo, dir, source, o, files);
+  } catch (e) {
+    // the staged manifest of a pull that failed is not kept (the next pull fetches it again)
+    if (source !== manifestPath) await rm(source, { force: true }).catch(() => {});
+    throw e;
+  }
+  if (source !== manifestPath) {
+    try {
+      await rename(source, manifestPath);
+    } catch (e) {
+      // Another process finished the same pack first: its manifest is the same file.
+      if (!(await upToDate(manifestPath, mex)) && (await sizeOf(manifestPath)) === undefined) throw e;
+    }
+  }
+  return { manifest: manifestPath, files };
+}
+
+/** The shards `source` (a pack manifest) names, each checked against its sha256, into `dir`. */
+async function pullShards(
+  repo: string,
+  dir: string,
+  source: string,
+  o: DownloadOptions,
+  files: DownloadResult[],
+): Promise<void> {
   let manifest: { shards?: { file?: unknown; sha256?: unknown; size?: unknown }[] };
   try {
     manifest = JSON.parse(await readFile(source, 'utf8'));
@@ -771,15 +797,6 @@ export async function downloadHubPack(
     }
     files.push(await downloadHubFile(repo, file, local, { ...o, ...ex }));
   }
-  if (source !== manifestPath) {
-    try {
-      await rename(source, manifestPath);
-    } catch (e) {
-      // Another process finished the same pack first: its manifest is the same file.
-      if (!(await upToDate(manifestPath, mex)) && (await sizeOf(manifestPath)) === undefined) throw e;
-    }
-  }
-  return { manifest: manifestPath, files };
 }
 
 /** Whether the hub could not be asked at all (network error, stall, 5xx): the cache may answer instead. */

@@ -83,7 +83,11 @@ describe('bitnet cache', () => {
   it('bad targets and usage are typed errors', async () => {
     const cacheDir = await tempDir('bitnet-cache-');
     const bad = await cache(cacheDir, 'rm', '../../etc');
-    expect([bad.code, bad.stderr]).toEqual([1, expect.stringContaining('Config/BAD_TARGET')]);
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('Config/BAD_TARGET')]); // a usage error
+    const missing = await cache(cacheDir, 'rm');
+    expect([missing.code, missing.stderr]).toEqual([2, expect.stringContaining('Config/MISSING_ARGUMENT')]);
+    const two = await cache(cacheDir, 'rm', 'acme/a', 'acme/b');
+    expect([two.code, two.stderr]).toEqual([2, expect.stringContaining('Config/UNEXPECTED_ARGUMENT')]);
     const none = await cache(cacheDir, 'rm', 'acme/nothing');
     expect(none.stderr).toContain('Io/CACHE_NOT_FOUND');
     const usage = await cache(cacheDir, 'frob');

@@ -46,7 +46,14 @@ async function expectError(args: string[], kind: string, code: string, message?:
       const e = typedError(r, json);
       expect({ kind: e.kind, code: e.code }, `${args.join(' ')}: ${r.stderr}`).toEqual({ kind, code });
       // usage errors exit 2, every other error 1 (README, "The CLI")
-      const usage = ['BAD_FLAG', 'UNKNOWN_COMMAND', 'MISSING_FLAG', 'MISSING_ARGUMENT'].includes(code);
+      const usage = [
+        'BAD_FLAG',
+        'UNKNOWN_COMMAND',
+        'MISSING_FLAG',
+        'MISSING_ARGUMENT',
+        'UNEXPECTED_ARGUMENT',
+        'BAD_TARGET',
+      ].includes(code);
       expect(r.code, args.join(' ')).toBe(usage ? 2 : 1);
       if (message) expect(e.message, args.join(' ')).toMatch(message);
     }),
@@ -333,6 +340,12 @@ describe('usage and flags', () => {
       expectError([...g, '--seed', '18446744073709551615', '--max-tokens', '0'], 'Config', 'BAD_FLAG', /--max-tokens/),
       // missing pieces are usage errors too (exit 2), and say what is missing
       expectError(['inspect'], 'Config', 'MISSING_ARGUMENT', /^missing FILE$/),
+      expectError(
+        ['inspect', tiny, 'extra.gguf'],
+        'Config',
+        'UNEXPECTED_ARGUMENT',
+        /^unexpected argument "extra.gguf"$/,
+      ),
       expectError(['generate', '--prompt', 'hi'], 'Config', 'MISSING_FLAG', /--model is required/),
       expectError(['embed', '--model', tiny], 'Config', 'MISSING_FLAG', /^nothing to embed: give --text/),
       expectError(['embed', '--model', tiny, '--text', 'a', '--prompt-ids', '1'], 'Config', 'BAD_FLAG', /not both/),

@@ -38,6 +38,17 @@ beforeAll(async () => {
   listing('acme/tiny-gguf', [readme, { name: 'ggml-model-i2_s.gguf', bytes: fx.gguf, sha256: ggufSha }]);
   listing('acme/bad-sum', [{ name: 'model.gguf', bytes: fx.gguf, sha256: 'a'.repeat(64) }]);
   listing('acme/tiny-pack', [readme, ...[...fx.pack].map(([name, bytes]) => ({ name, bytes }))]);
+  // a pack whose second shard is not the one its manifest hashes
+  const badShard = (name: string, bytes: Uint8Array) => {
+    if (name !== 'shard-00001.bin') return bytes;
+    const b = bytes.slice();
+    b[100] ^= 0xff;
+    return b;
+  };
+  listing(
+    'acme/bad-pack',
+    [...fx.pack].map(([name, bytes]) => ({ name, bytes: badShard(name, bytes) })),
+  );
   await hub.start();
 });
 afterAll(() => hub.stop());
@@ -98,6 +109,14 @@ describe('pull from the hub', () => {
     const out = await tempDir('bitnet-pull-');
     await expect(pullHubRepo('acme/bad-sum', opts(out))).rejects.toSatisfy(isCode('HUB_CHECKSUM_MISMATCH'));
     expect(await readdir(out)).toEqual([]);
+  });
+
+  it('a pack shard that fails its manifest sha256: no manifest is left, staged or final', async () => {
+    const out = await tempDir('bitnet-pull-');
+    await expect(pullHubRepo('acme/bad-pack', opts(out))).rejects.toSatisfy(isCode('HUB_CHECKSUM_MISMATCH'));
+    const left = await readdir(out);
+    expect(left.filter((f) => f.startsWith('manifest.json'))).toEqual([]);
+    expect(left).not.toContain('shard-00001.bin');
   });
 
   it('pulls a shard pack (shards checked against the manifest) that loads with identical logits', async () => {
