@@ -17,6 +17,7 @@
  * runtime in front of the GPU adds (cookies, CORS, server names) stays there.
  */
 import { BitNetError } from '../errors.ts';
+import { retryAfterMs } from '../sources/retry.ts';
 import { ApiKeys } from './auth.ts';
 import { failureEvent, SseTail, type StreamWire, streamFinished } from './gpu-stream.ts';
 
@@ -73,15 +74,6 @@ export interface ForwardHooks {
 /** The response headers passed on to the client; everything else the GPU side sent is dropped. */
 const RESPONSE_HEADERS = ['content-type', 'cache-control', 'x-accel-buffering'];
 const enc = new TextEncoder();
-
-/** Retry-After in seconds (delta-seconds or an HTTP date), when sane. */
-function retryAfterOf(v: string | null, nowMs: number): number | undefined {
-  if (v === null) return undefined;
-  const t = v.trim();
-  if (/^\d{1,9}$/.test(t)) return Number(t);
-  const at = Date.parse(t);
-  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - nowMs) / 1000));
-}
 
 function linkSignals(client: AbortSignal | undefined): { ac: AbortController; unlink: () => void } {
   const ac = new AbortController();
@@ -208,8 +200,8 @@ export class GpuEndpoint {
     // 5xx: broken; 429: busy; 401/403: this app's GPU key is wrong (the client's was checked here).
     if (res.status >= 500 || res.status === 429 || res.status === 401 || res.status === 403) {
       await res.body?.cancel().catch(() => {});
-      const retry =
-        res.status === 429 || res.status === 503 ? retryAfterOf(res.headers.get('retry-after'), Date.now()) : undefined;
+      const ms = res.status === 429 || res.status === 503 ? retryAfterMs(res.headers.get('retry-after')) : undefined;
+      const retry = ms === undefined ? undefined : Math.ceil(ms / 1000);
       return fail('status', `GPU endpoint answered ${res.status}`, res.status !== 429, retry);
     }
 

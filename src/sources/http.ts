@@ -29,6 +29,7 @@ import {
   DEFAULT_RETRY,
   type RetryOptions,
   readBodyInto,
+  retryAfterMs,
   StallTimer,
   throwIfAborted,
   transient,
@@ -161,8 +162,9 @@ function publicUrl(u: URL): string {
   return `${u.origin}${u.pathname}`;
 }
 
-function statusError(status: number, where: string, size?: number): BitNetError {
-  const d = { status, url: where };
+function statusError(status: number, where: string, size?: number, res?: Response): BitNetError {
+  const wait = status === 429 || status === 503 ? retryAfterMs(res?.headers.get('retry-after')) : undefined;
+  const d = wait === undefined ? { status, url: where } : { status, url: where, retryAfterMs: wait };
   if (status === 404 || status === 410) return BitNetError.Io('NOT_FOUND', `${where}: not found (${status})`, d);
   if (status === 401 || status === 403)
     return BitNetError.Io('ACCESS_DENIED', `${where}: access denied (${status})`, d);
@@ -297,7 +299,7 @@ export class HttpSource implements ByteSource {
             expected = len;
           } else {
             await res.body?.cancel();
-            throw statusError(res.status, where);
+            throw statusError(res.status, where, undefined, res);
           }
           const head = new Uint8Array(expected);
           const got = res.body ? await readBodyInto(res.body, head, 0, expected, timer, where, progress) : 0;
@@ -375,7 +377,7 @@ export class HttpSource implements ByteSource {
                 { url: this.description },
               );
             }
-            throw statusError(res.status, this.description, this.size);
+            throw statusError(res.status, this.description, this.size, res);
           }
           this.checkSame(res, s, e);
           if (!res.body) throw transient('HTTP_TRUNCATED', `${this.description}: empty body`, {});

@@ -35,6 +35,18 @@ export const DEFAULT_RETRY: Required<Omit<RetryOptions, 'onRetry' | 'delayFor' |
   random: Math.random,
 };
 
+/** The longest Retry-After a transient error makes withRetry wait. */
+const MAX_HINT_MS = 60_000;
+
+/** A Retry-After header (seconds or an HTTP date) in ms, when sane. */
+export function retryAfterMs(v: string | null | undefined, nowMs = Date.now()): number | undefined {
+  if (v === null || v === undefined) return undefined;
+  const t = v.trim();
+  if (/^\d{1,9}$/.test(t)) return Number(t) * 1000;
+  const at = Date.parse(t);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
+}
+
 /** The typed error for an aborted read: the signal's reason when it is already a BitNetError. */
 export function abortError(signal: AbortSignal | undefined): BitNetError {
   const r = signal?.reason;
@@ -102,7 +114,9 @@ export async function withRetry<T>(
           e,
         );
       }
-      const delayMs = o.delayFor ? o.delayFor(e, n) : backoffDelay(n, o);
+      // A server's own Retry-After (details.retryAfterMs, up to a minute) is waited at least.
+      const hint = typeof e.details.retryAfterMs === 'number' ? Math.min(e.details.retryAfterMs, MAX_HINT_MS) : 0;
+      const delayMs = o.delayFor ? o.delayFor(e, n) : Math.max(backoffDelay(n, o), hint);
       o.onRetry?.({ attempt: n + 1, delayMs, error: e });
       await sleep(delayMs, signal);
     }

@@ -31,6 +31,7 @@ beforeEach(() => {
   server.clearFaults();
   server.honourIfMatch = true;
   server.sendEtag = true;
+  server.retryAfter = undefined;
 });
 
 const remote = (path: string, extra: Record<string, unknown> = {}) =>
@@ -158,6 +159,18 @@ describe('HTTP Range source', () => {
     const err = await HttpSource.open(url, { retry: FAST_RETRY }).catch((e) => e);
     expect(err.code).toBe('NOT_FOUND');
     expect(JSON.stringify({ m: err.message, d: err.details })).not.toContain('s3cret');
+  });
+
+  it("a 503's Retry-After is waited at least (the backoff alone would retry within milliseconds)", async () => {
+    server.retryAfter = '1';
+    server.fault({ kind: '5xx', times: 1, anyRequest: true });
+    const waits: number[] = [];
+    const src = await HttpSource.open(`${server.url}/m/model.gguf`, {
+      retry: { ...FAST_RETRY, onRetry: (r) => waits.push(r.delayMs), delayFor: undefined },
+      probeBytes: 16,
+    });
+    expect(src.size).toBe(fx.gguf.length);
+    expect(waits).toEqual([1000]);
   });
 
   it('resumes a truncated part after the bytes already received', async () => {

@@ -66,6 +66,8 @@ export class RangeServer {
   token: string | undefined = undefined;
   /** Send ETag headers (off: a server that names versions by Last-Modified only). */
   sendEtag = true;
+  /** Retry-After on the '5xx' fault's 503. */
+  retryAfter: string | undefined = undefined;
   url = '';
 
   put(path: string, bytes: Uint8Array): void {
@@ -140,6 +142,7 @@ export class RangeServer {
     if (fault === '5xx') {
       log(503);
       res.statusCode = 503;
+      if (this.retryAfter !== undefined) res.setHeader('retry-after', this.retryAfter);
       res.end('try later');
       return;
     }
