@@ -40,7 +40,7 @@ import { SYNTH_PRESETS, synthModel } from '../model/synth.ts';
 import { MemorySource } from '../sources/byte-source.ts';
 import { envBool, envInt, envString, gpuEndpointFromEnv, misconfiguredFetch } from './env.ts';
 import { awslambdaGlobal, type FetchHandler, type LambdaStreamingHandler, streamingHandler } from './lambda-stream.ts';
-import { keepYoungGenerationSmall } from './node-heap.ts';
+import { keepYoungGenerationSmall, youngGenSetting } from './node-heap.ts';
 
 export type { LambdaResponseStream, LambdaStreamingHandler } from './lambda-stream.ts';
 
@@ -56,6 +56,7 @@ async function demoModel(numThreads: number): Promise<BitNetModel> {
 
 /** AppDeps from the function's environment. A bad value throws Config INVALID_ENV naming it. */
 export function depsFromEnv(env: Env): AppDeps {
+  youngGenSetting(env); // applied at start-up (below); a bad value is reported here
   const numThreads = envInt(env, 'BITNET_THREADS', { min: 1 }) ?? Math.max(1, availableParallelism());
   const maxConcurrent = envInt(env, 'BITNET_MAX_CONCURRENT', { min: 1 }) ?? 2;
   const maxQueue = envInt(env, 'BITNET_MAX_QUEUE') ?? 16;

@@ -10,12 +10,32 @@
  * decode speed unchanged within noise.
  *
  * `--max-semi-space-size` would do the same but only as a command-line flag; this one is read
- * when the heap resizes, so a process can set it for itself. BITNET_V8_YOUNG_GEN=default opts out.
+ * when the heap resizes, so a process can set it for itself. BITNET_V8_YOUNG_GEN=default opts out
+ * (`small`, or unset, keeps it small; any other value is INVALID_ENV where the settings are read).
  */
 import { setFlagsFromString } from 'node:v8';
+import { envString, invalidEnv } from '../util/env.ts';
 
+/** BITNET_V8_YOUNG_GEN: `small` (unset or empty: the default) or `default`; anything else is INVALID_ENV. */
+export function youngGenSetting(env: Record<string, string | undefined> = process.env): 'small' | 'default' {
+  const v = envString(env, 'BITNET_V8_YOUNG_GEN');
+  if (v === undefined || v === 'small') return 'small';
+  if (v === 'default') return 'default';
+  throw invalidEnv('BITNET_V8_YOUNG_GEN', v, 'must be small or default');
+}
+
+/**
+ * Applies the setting (a bad value keeps the young generation small: this runs before anything
+ * can report it; `bitnet serve` and the Lambda function refuse it through youngGenSetting).
+ */
 export function keepYoungGenerationSmall(env: Record<string, string | undefined> = process.env): boolean {
-  if (env.BITNET_V8_YOUNG_GEN === 'default') return false;
+  let setting: 'small' | 'default' = 'small';
+  try {
+    setting = youngGenSetting(env);
+  } catch {
+    // reported where the settings are read
+  }
+  if (setting === 'default') return false;
   setFlagsFromString('--semi-space-growth-factor=1');
   return true;
 }

@@ -31,6 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gpuEndpointFromEnv } from '../adapters/env.ts';
 import { DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS, resolveApiKeys, serveNode } from '../adapters/node.ts';
+import { youngGenSetting } from '../adapters/node-heap.ts';
 import { drainOnSignals } from '../adapters/node-signals.ts';
 import { BitNetModel } from '../api/bitnet-model.ts';
 import { BitNetError } from '../errors.ts';
@@ -136,6 +137,7 @@ export async function serveCommand(
     strict: true,
   });
   const given = str(values, 'model') ?? env.BITNET_MODEL;
+  youngGenSetting(env); // applied as the process started (node-heap.ts); a bad value is refused here
   const backend = oneOf(values, 'backend', ['auto', 'reference', 'wasm', 'cuda'] as const) ?? 'auto';
   const graceMs = seconds(values, 'shutdown-grace', env, 'BITNET_SHUTDOWN_GRACE_S', DEFAULT_SHUTDOWN_GRACE_MS);
   const requestTimeoutMs = seconds(

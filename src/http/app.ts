@@ -452,13 +452,23 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     // x-bitnet-forwarded: the number of hops so far (older instances send "1").
     const fwd = c.req.header('x-bitnet-forwarded');
     const hops = fwd === undefined ? 0 : /^\d{1,6}$/.test(fwd.trim()) ? Math.max(1, Number(fwd.trim())) : 1;
-    const decision = await router.decide({
-      work: effective.reduce((a, b) => a + b, 0),
-      largestJob: Math.max(...effective),
-      modelBytes: deps.modelBytes,
-      contextLength: ctx,
-      forwarded: hops > 0 && (await router.trustsForwarded(c.req.header('authorization'))),
-    });
+    const forwarded = hops > 0 && (await router.trustsForwarded(c.req.header('authorization')));
+    const decision = await router
+      .decide({
+        work: effective.reduce((a, b) => a + b, 0),
+        largestJob: Math.max(...effective),
+        modelBytes: deps.modelBytes,
+        contextLength: ctx,
+        forwarded,
+      })
+      .catch((e: unknown) => {
+        // too large for the edge while the GPU's circuit is open: the GPU's request, refused
+        if (isBitNetError(e) && e.code === 'GPU_UNAVAILABLE') {
+          obs.route = 'gpu';
+          obs.reason = 'gpu-unavailable';
+        }
+        throw e;
+      });
     metrics.routes.inc({ route: decision.route, reason: decision.reason });
     obs.route = decision.route;
     obs.reason = decision.reason;

@@ -161,6 +161,8 @@ describe('bitnet serve', () => {
     const gFlag = serve(['--gpu-url', 'http://']);
     await expect(gFlag.url).rejects.toThrow(/BAD_FLAG\]: --gpu-url must be an absolute http\(s\) URL/);
     expect(await gFlag.exited).toBe(2);
+    const yg = serve([], { BITNET_V8_YOUNG_GEN: 'bogus' });
+    await expect(yg.url).rejects.toThrow(/INVALID_ENV\]: BITNET_V8_YOUNG_GEN must be small or default, got "bogus"/);
     const gEnv = serve([], { BITNET_GPU_URL: 'not-a-url' });
     await expect(gEnv.url).rejects.toThrow(/INVALID_ENV\]: BITNET_GPU_URL must be an absolute http\(s\) URL/);
     expect(await gEnv.exited).toBe(1);

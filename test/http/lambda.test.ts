@@ -562,6 +562,7 @@ describe('AWS Lambda adapter: the environment', () => {
           /^BITNET_ALLOW_UNAUTHENTICATED must be true, false, 1 or 0, got "yes"/,
         ],
         [{ BITNET_VALIDATE_CHECKSUMS: 'on' }, /^BITNET_VALIDATE_CHECKSUMS must be/],
+        [{ BITNET_API_KEYS: 'k', BITNET_V8_YOUNG_GEN: 'tiny' }, /^BITNET_V8_YOUNG_GEN must be small or default/],
         [
           { BITNET_API_KEYS: 'k', BITNET_GPU_URL: 'not a url' },
           /^BITNET_GPU_URL must be an absolute http\(s\) URL, got "not a url"/,

@@ -200,6 +200,11 @@ describe('router: edge or GPU', () => {
     await fits.json();
     const tooBig = await ask(60);
     expect(tooBig.status).toBe(503);
+    // the request is the GPU's, refused while its circuit is open
+    expect([tooBig.headers.get('x-bitnet-route'), tooBig.headers.get('x-bitnet-route-reason')]).toEqual([
+      'gpu',
+      'gpu-unavailable',
+    ]);
     await tooBig.json();
     expect(proxy.connections).toBe(conns);
   });
