@@ -36,7 +36,8 @@ export interface CpuFunctionProps {
   /** The statement that lets the function read its shard pack (and nothing else in the bucket). */
   readModel: iam.PolicyStatement;
   apiKeys: secretsmanager.ISecret;
-  gpu?: { url: string; apiKey: secretsmanager.ISecret };
+  /** The GPU endpoint; timeoutSeconds: its function timeout (ALB idle timeout), the longest wait for a non-streaming answer. */
+  gpu?: { url: string; apiKey: secretsmanager.ISecret; timeoutSeconds?: number };
   logRetention: logs.RetentionDays;
   removalPolicy: RemovalPolicy;
 }
@@ -77,6 +78,8 @@ export class CpuFunction extends Construct {
     if (p.gpu) {
       environment.BITNET_GPU_URL = p.gpu.url;
       environment.BITNET_GPU_API_KEY_SECRET_ARN = p.gpu.apiKey.secretArn;
+      // a non-streaming answer comes whole at the end: wait as long as the GPU side may run
+      if (p.gpu.timeoutSeconds !== undefined) environment.BITNET_GPU_TIMEOUT_S = String(p.gpu.timeoutSeconds);
     }
 
     const entry = join(p.repoRoot, 'infra/lambda/handler.ts');

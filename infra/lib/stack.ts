@@ -211,7 +211,10 @@ export class BitnetStack extends Stack {
       maxQueue: maxQueue.valueAsString,
       readModel: readModel(),
       apiKeys: this.apiKeys,
-      gpu: gpuUrl && this.gpuApiKey ? { url: gpuUrl, apiKey: this.gpuApiKey } : undefined,
+      gpu:
+        gpuUrl && this.gpuApiKey
+          ? { url: gpuUrl, apiKey: this.gpuApiKey, timeoutSeconds: c.gpuTimeoutSeconds }
+          : undefined,
       logRetention,
       removalPolicy,
     });

@@ -269,6 +269,8 @@ describe('AWS stack, GPU on Lambda Managed Instances (the default)', () => {
   it('routing: the CPU function forwards large requests to the GPU Function URL with the GPU key', () => {
     const gpuUrl = idOf(s, 'AWS::Lambda::Url', 'GpuLambdaFunctionFunctionUrl');
     expect(functionEnv(s, cpuFn)).toMatchObject({ BITNET_GPU_URL: { 'Fn::GetAtt': [gpuUrl, 'FunctionUrl'] } });
+    // a non-streaming answer may take as long as the GPU function may run (gpuTimeoutSeconds)
+    expect(functionEnv(s, cpuFn).BITNET_GPU_TIMEOUT_S).toBe('300');
     s.template.hasOutput('GpuEndpointUrl', { Value: { 'Fn::GetAtt': [gpuUrl, 'FunctionUrl'] } });
     s.template.hasOutput('CpuFunctionUrl', Match.anyValue());
     s.template.hasOutput('ShardBucketName', { Value: { Ref: bucketId } });
