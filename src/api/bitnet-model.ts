@@ -358,4 +358,10 @@ export class BitNetModel {
   get tokenizer() {
     return this.model.tokenizer;
   }
+
+  /** Why the file's tokenizer could not be built, when it has a vocabulary that failed (else undefined). */
+  get tokenizerError(): BitNetError | undefined {
+    const e = this.model.tokenizerError;
+    return e && e.code !== 'TOKENIZER_MISSING' ? e : undefined;
+  }
 }

@@ -41,7 +41,13 @@ export interface EnginePrompt {
 const prepared = new WeakMap<PromptInput, { tok: Tokenizer; template?: ChatTemplate; out: EnginePrompt }>();
 
 /** The engine's prompt: with a tokenizer at hand, token ids; chat messages need one. */
-export function toEnginePrompt(p: PromptInput, tok: Tokenizer | undefined, templateFor: TemplateFor): EnginePrompt {
+export function toEnginePrompt(
+  p: PromptInput,
+  tok: Tokenizer | undefined,
+  templateFor: TemplateFor,
+  /** Why the model has no tokenizer, when it has a vocabulary that failed to build (ServedModel.tokenizerError). */
+  tokenizerError?: BitNetError,
+): EnginePrompt {
   if (p.kind === 'ids') return { prompt: { ids: p.ids }, stopStrings: [] };
   if (p.kind === 'text') {
     // without a tokenizer the engine gets the text, and says why it cannot take it
@@ -53,6 +59,13 @@ export function toEnginePrompt(p: PromptInput, tok: Tokenizer | undefined, templ
     prepared.set(p, { tok, out });
     return out;
   }
+  if (!tok && tokenizerError)
+    throw BitNetError.Tokenization(
+      tokenizerError.code,
+      `this model's tokenizer could not be built (${tokenizerError.message}), so it cannot take chat messages; send token ids to /v1/completions instead`,
+      tokenizerError.details,
+      tokenizerError,
+    );
   if (!tok)
     throw BitNetError.Tokenization(
       'TOKENIZER_MISSING',
@@ -174,7 +187,7 @@ export async function startLocal(
     if (signal?.aborted) throw reason();
     const model = await d.holder.get();
     tokenizer = model.tokenizer;
-    const p = toEnginePrompt(prompt, model.tokenizer, d.templateFor);
+    const p = toEnginePrompt(prompt, model.tokenizer, d.templateFor, model.tokenizerError);
     it = model.engine.stream(p.prompt, withStopStrings(config, p.stopStrings), ac.signal);
     first = await it.next();
   } catch (e) {
@@ -211,7 +224,7 @@ export async function startLocal(
  */
 export async function checkJob(d: LocalDeps, job: Job): Promise<void> {
   const model = await d.holder.get();
-  const p = toEnginePrompt(job.prompt, model.tokenizer, d.templateFor);
+  const p = toEnginePrompt(job.prompt, model.tokenizer, d.templateFor, model.tokenizerError);
   model.engine.check?.(p.prompt, withStopStrings(job.config, p.stopStrings));
 }
 

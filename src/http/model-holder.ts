@@ -39,6 +39,8 @@ export interface ServedModel {
     readonly decodeStats?: DecodeStats;
   };
   readonly tokenizer: Tokenizer | undefined;
+  /** Why the tokenizer could not be built, when the file has one that failed (BitNetModel.tokenizerError). */
+  readonly tokenizerError?: BitNetError;
   modelInfo(): ModelInfo;
 }
 

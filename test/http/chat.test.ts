@@ -262,4 +262,25 @@ describe('models without a tokenizer', () => {
       expect(e.message).toMatch(/token ids/);
     }
   });
+
+  it('a tokenizer that failed to build is named as the cause, on chat as on text prompts', async () => {
+    // a vocabulary whose pre-tokenizer this runtime does not know: the file has a tokenizer, unusable
+    const broken = await microModelWith(
+      (md) => [...md.filter(([k]) => k !== 'tokenizer.ggml.pre'), ['tokenizer.ggml.pre', meta.str('qwen9')]],
+      'unknown-pre',
+    );
+    expect(broken.tokenizer).toBeUndefined();
+    expect(broken.tokenizerError?.code).toBe('PRETOKENIZER_UNKNOWN');
+    const app = createApp({ model: broken });
+    const h = { 'content-type': 'application/json' };
+    for (const [path, b] of [
+      ['/v1/chat/completions', body()],
+      ['/v1/completions', { prompt: 'hello', max_tokens: 3 }],
+    ] as const) {
+      const e = (await (await app.request(...post(path, b, h))).json()).error;
+      expect(e.code, path).toBe('PRETOKENIZER_UNKNOWN');
+      expect(e.message, path).toMatch(/tokenizer could not be built \(unknown pre-tokenizer 'qwen9'.*token ids/);
+    }
+    expect(noTokenizer.tokenizerError).toBeUndefined(); // no vocabulary at all: nothing failed
+  });
 });
