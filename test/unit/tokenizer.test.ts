@@ -379,8 +379,11 @@ describe('bad metadata', () => {
         ),
       'TOKENIZER_INVALID',
     );
+    // an id outside the vocabulary is ignored as llama.cpp ignores it; a value that is no id is refused
+    const outside = createTokenizerFromGGUF(withMeta({ 'tokenizer.ggml.bos_token_id': { type: 4, value: 1 << 20 } }));
+    expect(outside.specialTokens.bosTokenId).toBeUndefined();
     expectTokError(
-      () => createTokenizerFromGGUF(withMeta({ 'tokenizer.ggml.bos_token_id': { type: 4, value: 1 << 20 } })),
+      () => createTokenizerFromGGUF(withMeta({ 'tokenizer.ggml.bos_token_id': { type: 8, value: 'one' } })),
       'TOKENIZER_INVALID',
     );
     expectTokError(
