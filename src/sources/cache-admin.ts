@@ -6,13 +6,16 @@
  *   converted    {owner}--{name}/converted/{commit}     the pack made from that commit's checkpoint
  *   legacy       {owner}--{name}/{revision}             the pre-snapshot layout
  *   checkpoint   checkpoints/{key}                      the pack of a local checkpoint directory
- * An entry is busy while a download or conversion works in it (a `.lock` or `.partial` file inside
- * or beside it); removing a busy entry is refused (CACHE_BUSY), so a running download is never cut.
+ * An entry is busy while a download or conversion works in it: a live lock (`.lock`, held by a
+ * running process and refreshed; hf-hub-cache.ts acquireLock) inside or beside it. Removing a busy
+ * entry is refused (CACHE_BUSY), so a running download is never cut. The `.partial` files and
+ * private directories an interrupted download or conversion left behind hold no live lock: they
+ * are removed with their entry (the next download starts over or resumes from the hub).
  */
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BitNetError } from '../errors.ts';
-import { checkRevision, inside, isCommit, isWorkName, readRef, repoDir } from './hf-hub-cache.ts';
+import { checkRevision, inside, isCommit, isStale, isWorkName, readRef, repoDir } from './hf-hub-cache.ts';
 
 export interface CacheEntry {
   kind: 'snapshot' | 'converted' | 'legacy' | 'checkpoint';
@@ -33,15 +36,19 @@ async function names(dir: string): Promise<string[]> {
   return readdir(dir).catch(() => [] as string[]);
 }
 
-/** Total bytes of the files under `path`, and whether any of them is work in progress. */
+/** A lock a running writer holds (not stale by acquireLock's rules, with its default 60 s). */
+const liveLock = async (path: string) => path.endsWith('.lock') && !(await isStale(path, 60_000));
+
+/** Total bytes of the files under `path`, and whether a writer works in it (a live lock). */
 async function usage(path: string): Promise<{ bytes: number; busy: boolean }> {
   let bytes = 0;
   let busy = false;
   try {
     for (const d of await readdir(path, { recursive: true, withFileTypes: true })) {
       if (!d.isFile()) continue;
-      if (isWorkName(d.name)) busy = true;
-      bytes += (await stat(join(d.parentPath, d.name)).catch(() => ({ size: 0 }))).size;
+      const p = join(d.parentPath, d.name);
+      if (!busy && (await liveLock(p))) busy = true;
+      bytes += (await stat(p).catch(() => ({ size: 0 }))).size;
     }
   } catch {
     // gone meanwhile
@@ -49,10 +56,16 @@ async function usage(path: string): Promise<{ bytes: number; busy: boolean }> {
   return { bytes, busy };
 }
 
-async function entry(e: Omit<CacheEntry, 'bytes' | 'busy'>, siblings: string[], name: string): Promise<CacheEntry> {
+async function entry(
+  e: Omit<CacheEntry, 'bytes' | 'busy'>,
+  siblings: string[],
+  name: string,
+  dir: string,
+): Promise<CacheEntry> {
   const u = await usage(e.path);
-  // packOnce's lock and private directories sit beside the pack
-  const beside = siblings.some((s) => s !== name && s.startsWith(`${name}.`) && isWorkName(s));
+  // packOnce's lock sits beside the pack (its private directory too, removed with the entry)
+  let beside = false;
+  for (const s of siblings) if (!beside && s === `${name}.lock` && (await liveLock(join(dir, s)))) beside = true;
   return { ...e, bytes: u.bytes, busy: u.busy || beside };
 }
 
@@ -68,7 +81,7 @@ export async function listCache(root: string): Promise<CacheEntry[]> {
         const src = await readFile(join(path, 'source.json'), 'utf8')
           .then((t) => (JSON.parse(t) as { dir?: string }).dir)
           .catch(() => undefined);
-        out.push(await entry({ kind: 'checkpoint', source: src, path }, keys, key));
+        out.push(await entry({ kind: 'checkpoint', source: src, path }, keys, key, dir));
       }
       continue;
     }
@@ -93,14 +106,14 @@ export async function listCache(root: string): Promise<CacheEntry[]> {
           refs: refs.get(commit) ?? [],
           path: join(dir, commit),
         };
-        out.push(await entry(e, commits, commit));
+        out.push(await entry(e, commits, commit, dir));
       }
     }
     const layout = ['refs', 'snapshots', 'converted', 'blobs'];
     for (const rev of (await names(base)).filter((n) => !layout.includes(n) && !isWorkName(n))) {
       const path = join(base, rev);
       if ((await stat(path).catch(() => undefined))?.isDirectory())
-        out.push(await entry({ kind: 'legacy', repo, commit: rev, path }, [], rev));
+        out.push(await entry({ kind: 'legacy', repo, commit: rev, path }, [], rev, base));
     }
   }
   return out;

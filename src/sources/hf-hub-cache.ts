@@ -190,7 +190,7 @@ function alive(pid: number): boolean {
 }
 
 /** Whether the lock at `path` is stale: its process is gone (same host), or it was not refreshed for staleMs. */
-async function isStale(path: string, staleMs: number): Promise<boolean> {
+export async function isStale(path: string, staleMs: number): Promise<boolean> {
   let info: Partial<LockInfo> | undefined;
   let mtime: number;
   try {

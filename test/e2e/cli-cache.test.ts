@@ -1,7 +1,8 @@
 // `bitnet cache`: what the model cache holds (hub snapshots, converted hub checkpoints, local
 // checkpoint packs) and removing parts of it, never an entry a download is working in.
 import { execFile } from 'node:child_process';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,7 +37,15 @@ async function cache(cacheDir: string, ...args: string[]) {
   );
 }
 
-type Listed = { kind: string; repo?: string; commit?: string; refs?: string[]; source?: string; bytes: number };
+type Listed = {
+  kind: string;
+  repo?: string;
+  commit?: string;
+  refs?: string[];
+  source?: string;
+  bytes: number;
+  busy: boolean;
+};
 const listed = async (cacheDir: string) =>
   JSON.parse((await cache(cacheDir, 'ls', '--json')).stdout) as { entries: Listed[]; bytes: number };
 
@@ -67,12 +76,16 @@ describe('bitnet cache', () => {
     });
     expect((await listed(cacheDir)).entries.map((e) => e.kind)).toEqual(['snapshot', 'checkpoint']);
 
-    // busy: a download in progress is never cut
-    const partial = join(cacheDir, 'acme--tiny', 'snapshots', C1, 'other.gguf.partial');
-    await writeFile(partial, 'x');
+    // busy: a download in progress (a live lock: held by a running process, fresh) is never cut
+    const local = join(cacheDir, 'acme--tiny', 'snapshots', C1, 'other.gguf');
+    await writeFile(`${local}.partial`, 'x');
+    await writeFile(`${local}.lock`, JSON.stringify({ pid: process.pid, host: hostname(), token: 't' }));
+    expect((await listed(cacheDir)).entries.find((e) => e.repo === 'acme/tiny')?.busy).toBe(true);
     const busy = await cache(cacheDir, 'rm', 'acme/tiny');
     expect([busy.code, busy.stderr]).toEqual([1, expect.stringContaining('CACHE_BUSY')]);
-    await rm(partial);
+    // an interrupted download's leftovers (its process gone: no live lock) are not: they go with the entry
+    await writeFile(`${local}.lock`, JSON.stringify({ pid: 2 ** 22 + 12345, host: hostname(), token: 't' }));
+    expect((await listed(cacheDir)).entries.find((e) => e.repo === 'acme/tiny')?.busy).toBe(false);
     expect((await cache(cacheDir, 'rm', 'acme/tiny')).stdout).toMatch(/removed .* snapshot acme\/tiny@e+ {2}\(main\)/);
     expect(await readdir(cacheDir)).not.toContain('acme--tiny');
 
