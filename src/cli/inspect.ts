@@ -1,7 +1,11 @@
 /** `bitnet inspect FILE`: header, metadata (arrays summarised) and tensor table, without weights. */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { BitNetError, isBitNetError } from '../errors.ts';
 import type { GGUFValue } from '../gguf/metadata.ts';
 import { readGGUF } from '../gguf/reader.ts';
+import { looksLikeManifest } from '../shards/reader.ts';
 import { openSource } from '../sources/open.ts';
 import { noMoreArgs, requiredArg } from './args.ts';
 import { resolveCliLocation } from './model-location.ts';
@@ -20,6 +24,19 @@ function summarise(v: GGUFValue): unknown {
   return v;
 }
 
+const PACK_HINT =
+  'this is a shard pack; inspect reads GGUF files (a pack describes itself in its manifest.json: tensors, shapes, hashes)';
+
+function withHint(e: BitNetError, hint: string): BitNetError {
+  return new BitNetError(e.kind, e.code, `${e.message}: ${hint}`, e.details, e);
+}
+
+/** A directory given to inspect: a shard pack's (it holds manifest.json) gets the pack hint. */
+function packHint(e: unknown, path: string): unknown {
+  if (!isBitNetError(e) || e.code !== 'NOT_A_FILE') return e;
+  return existsSync(join(path, 'manifest.json')) ? withHint(e, PACK_HINT) : e;
+}
+
 export async function inspectCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -28,9 +45,16 @@ export async function inspectCommand(argv: string[]): Promise<number> {
   });
   const path = requiredArg(positionals[0], 'FILE');
   noMoreArgs(positionals, 1);
-  const src = await openSource(await resolveCliLocation(path, { convert: false }));
+  const src = await openSource(await resolveCliLocation(path, { convert: false })).catch((e: unknown) => {
+    throw packHint(e, path);
+  });
   try {
-    const f = await readGGUF(src);
+    const f = await readGGUF(src).catch(async (e: unknown) => {
+      // a pack's manifest.json (JSON where the GGUF magic should be): say what it is
+      const head =
+        isBitNetError(e) && e.code === 'GGUF_BAD_MAGIC' ? await src.read(0, Math.min(8, src.size)) : undefined;
+      throw head && looksLikeManifest(head) ? withHint(e as BitNetError, PACK_HINT) : e;
+    });
     const metadata: Record<string, unknown> = {};
     for (const [k, e] of f.metadata) metadata[k] = summarise(e.value);
     const tensors = f.tensors.map((t) => ({

@@ -352,6 +352,24 @@ describe('usage and flags', () => {
       expectError([...g, '--temperature', '-0.5'], 'Config', 'BAD_FLAG', /--temperature must be a number >= 0/),
       expectError(['bench', '--model', tiny, '--threads', '-2'], 'Config', 'BAD_FLAG', /--threads must be/),
     ]);
+    // a shard pack given to inspect (its directory or its manifest): the error says what it is
+    const pack = join(dir, 'a-pack');
+    await mkdir(pack, { recursive: true });
+    await writeFile(join(pack, 'manifest.json'), '{"format": "bitnet-shard-pack"}');
+    await Promise.all([
+      expectError(
+        ['inspect', pack],
+        'Io',
+        'NOT_A_FILE',
+        /is not a regular file: this is a shard pack; inspect reads GGUF/,
+      ),
+      expectError(
+        ['inspect', join(pack, 'manifest.json')],
+        'Model',
+        'GGUF_BAD_MAGIC',
+        /is not a GGUF file .*: this is a shard pack; inspect reads GGUF files/,
+      ),
+    ]);
     // A text value that starts with a digit after the dash is just text.
     const t = await bitnet('generate', '--model', tiny, '--prompt', '-1 is a number', '--max-tokens', '1', '--json');
     expect(t.code, t.stderr).toBe(0);
