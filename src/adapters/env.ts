@@ -60,8 +60,12 @@ export function misconfiguredFetch(err: unknown): (request: Request) => Response
  *   GPU_TIMEOUT_S             non-streaming requests: seconds until the GPU's answer (default 300)
  *   GPU_IDLE_TIMEOUT_S        seconds between two chunks of a GPU answer (default 60)
  */
-export function gpuEndpointFromEnv(env: EnvLike, prefix: '' | 'BITNET_'): GpuEndpointOptions | undefined {
-  const url = envHttpUrl(env, `${prefix}GPU_URL`);
+export function gpuEndpointFromEnv(
+  env: EnvLike,
+  prefix: '' | 'BITNET_',
+  /** A URL given another way (`bitnet serve --gpu-url`), over the variable's; the settings still apply. */
+  url = envHttpUrl(env, `${prefix}GPU_URL`),
+): GpuEndpointOptions | undefined {
   const firstByteTimeoutMs = envPositiveSecondsMs(env, `${prefix}GPU_FIRST_BYTE_TIMEOUT_S`);
   const responseTimeoutMs = envPositiveSecondsMs(env, `${prefix}GPU_TIMEOUT_S`);
   const idleTimeoutMs = envPositiveSecondsMs(env, `${prefix}GPU_IDLE_TIMEOUT_S`);

@@ -165,8 +165,8 @@ export async function serveCommand(
   const urlProblem = flagGpuUrl === undefined ? undefined : httpUrlProblem(flagGpuUrl);
   if (urlProblem)
     throw BitNetError.Config('BAD_FLAG', `--gpu-url ${urlProblem}, got "${flagGpuUrl}"`, { flag: 'gpu-url' });
-  const envGpu = gpuEndpointFromEnv(env, 'BITNET_');
-  const gpuUrl = flagGpuUrl ?? envGpu?.url;
+  const gpu = gpuEndpointFromEnv(env, 'BITNET_', flagGpuUrl);
+  const gpuUrl = gpu?.url;
   // Every other flag is read before the model: a bad value is reported before any loading or notice.
   const apiKeys = resolveApiKeys((values['api-key'] as string[] | undefined) ?? [], env);
   const origins = (values['cors-origin'] as string[] | undefined) ?? [];
@@ -237,9 +237,7 @@ export async function serveCommand(
     limits,
     defaultMaxTokens,
     router: {
-      gpu: gpuUrl
-        ? { ...envGpu, url: gpuUrl, apiKey: str(values, 'gpu-api-key') ?? envGpu?.apiKey ?? env.BITNET_GPU_API_KEY }
-        : undefined,
+      gpu: gpu && { ...gpu, apiKey: str(values, 'gpu-api-key') ?? gpu.apiKey },
       edgeMaxTokens,
       localMemoryBudgetBytes: budget,
     },

@@ -287,7 +287,7 @@ export class GpuEndpoint {
             ac.abort(e);
             await reader.cancel(e).catch(() => {});
             const stall = e instanceof BitNetError && e.code === 'GPU_TIMEOUT';
-            failMidStream(controller, e, stall ? `${e.message}` : 'the GPU endpoint failed mid-stream');
+            failMidStream(controller, e, stall ? e.message : 'the GPU endpoint failed mid-stream');
           }
         },
         async cancel(reason) {

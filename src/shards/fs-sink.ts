@@ -54,7 +54,6 @@ export function outputWriteError(e: unknown, path: string, what?: string): BitNe
 
 export class DirectoryPackSink implements PackSink {
   readonly dir: string;
-  private staging: string | undefined;
   private prepared: Promise<string> | undefined;
   private readonly open = new Set<FileHandle>();
 
@@ -79,11 +78,10 @@ export class DirectoryPackSink implements PackSink {
           { path: join(this.dir, MANIFEST_NAME) },
         );
       try {
-        this.staging = await mkdtemp(join(this.dir, STAGING_PREFIX));
+        return await mkdtemp(join(this.dir, STAGING_PREFIX));
       } catch (e) {
         throw outputWriteError(e, this.dir, 'the pack directory');
       }
-      return this.staging;
     })();
     return this.prepared;
   }

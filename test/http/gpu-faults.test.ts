@@ -43,6 +43,10 @@ function scriptedGpu(script: Script): { fetch: typeof fetch; seen: Seen } {
   return { fetch: f, seen };
 }
 
+/** A GPU that never answers: its fetch settles only when the request is aborted. */
+const silent: Script = (signal) =>
+  new Promise((_, reject) => signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError'))));
+
 /** A body of these chunks, `gapMs` apart, then (unless `hang`) its end; stops when aborted. */
 function chunked(chunks: string[], o: { gapMs?: number; hang?: boolean; signal?: AbortSignal } = {}) {
   let i = 0;
@@ -107,12 +111,7 @@ describe('GPU pass-through: timeouts', () => {
   });
 
   it('a non-streaming answer past its own limit: 504 GPU_TIMEOUT when the edge cannot serve it, and the GPU request is stopped', async () => {
-    const g = scriptedGpu(
-      (signal) =>
-        new Promise((_, reject) =>
-          signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError'))),
-        ),
-    );
+    const g = scriptedGpu(silent);
     const a = edge(g.fetch, { firstByteTimeoutMs: 20, responseTimeoutMs: 150 });
     const t0 = performance.now();
     const r = await a.request('/v1/chat/completions', chat(60, false));
@@ -124,12 +123,7 @@ describe('GPU pass-through: timeouts', () => {
   });
 
   it('a streaming request waits only the first-byte limit, then falls back to the edge when it can', async () => {
-    const g = scriptedGpu(
-      (signal) =>
-        new Promise((_, reject) =>
-          signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError'))),
-        ),
-    );
+    const g = scriptedGpu(silent);
     const a = edge(g.fetch, { firstByteTimeoutMs: 60, responseTimeoutMs: 60_000 });
     const r = await a.request('/v1/chat/completions', chat(12, true)); // over edgeMaxTokens, fits the edge
     expect([r.status, r.headers.get('x-bitnet-route'), r.headers.get('x-bitnet-fallback')]).toEqual([
@@ -345,6 +339,10 @@ describe('GPU settings from the environment', () => {
       expect(code({ BITNET_GPU_URL: 'http://g.test', BITNET_GPU_IDLE_TIMEOUT_S: v }), v).toMatch(
         /^INVALID_ENV: BITNET_GPU_IDLE_TIMEOUT_S must be a number of seconds/,
       );
+    // a URL given another way (bitnet serve --gpu-url) keeps the variables' key and timeouts
+    expect(
+      gpuEndpointFromEnv({ BITNET_GPU_API_KEY: 'k', BITNET_GPU_IDLE_TIMEOUT_S: '5' }, 'BITNET_', 'http://flag.test'),
+    ).toMatchObject({ url: 'http://flag.test', apiKey: 'k', idleTimeoutMs: 5000 });
     // a bad timeout is refused even without a URL: the setting is wrong either way
     expect(code({ BITNET_GPU_TIMEOUT_S: 'x' })).toMatch(/^INVALID_ENV: BITNET_GPU_TIMEOUT_S/);
   });
